@@ -1,0 +1,32 @@
+# One command each: `make demo` runs the whole product on the embedded synthetic world,
+# `make test` builds the virtualenv from nothing and runs lint + the test suite.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv test lint bench demo clean
+
+$(STAMP): requirements.txt setup.py
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(VENV)/bin/disam-bench all
+
+demo: venv
+	@echo "The end-to-end demo arrives with issue 7 (rosbag replay + evaluation); see README."
+
+clean:
+	rm -rf $(VENV) build install log .pytest_cache

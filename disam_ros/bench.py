@@ -1,0 +1,33 @@
+"""`disam-bench <suite>`: one entry point for every benchmark; each suite prints a table and JSON.
+
+Suites live beside the code they measure (`disam_ros/<area>/bench.py`, each with `main(argv)`), so the
+dispatcher stays a table and never imports heavy modules it does not need.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUITES = {
+    "model": ("disam_ros.model.bench", "encoder latency and parameter counts per preset"),
+    "synth": ("disam_ros.data.synthetic_bench", "synthetic world rendering frames per second"),
+    "retrieval": ("disam_ros.retrieval.bench", "map query latency and memory per mode and size"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="disam-bench", description=__doc__.splitlines()[0])
+    parser.add_argument("suite", choices=[*SUITES, "all"], help="; ".join(f"{k}: {v[1]}" for k, v in SUITES.items()))
+    args, rest = parser.parse_known_args(argv)
+    names = list(SUITES) if args.suite == "all" else [args.suite]
+    rc = 0
+    for name in names:
+        module = importlib.import_module(SUITES[name][0])
+        rc |= int(module.main(rest) or 0)
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""Dataset folders: `ROOT/<condition>/images/*` with optional `poses.txt` (TUM) and `camera.yaml`.
+
+Images are paired with poses by sorted file name: the k-th image has the k-th pose line. That keeps
+the format readable by hand and by hloc-style tools, at the cost of requiring equal counts.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from disam_ros.data.tum import Trajectory, read_tum
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class CameraIntrinsics:
+    """Pinhole intrinsics in pixels (no distortion: the synthetic world renders ideal pinholes)."""
+
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+
+    def matrix(self) -> np.ndarray:
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump({k: float(v) if isinstance(v, float) else v
+                                              for k, v in asdict(self).items()}, sort_keys=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> CameraIntrinsics:
+        try:
+            d = yaml.safe_load(Path(path).read_text())
+            return cls(int(d["width"]), int(d["height"]), float(d["fx"]), float(d["fy"]),
+                       float(d["cx"]), float(d["cy"]))
+        except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+            raise ValueError(f"{path}: unreadable camera intrinsics ({exc}); "
+                             "expected keys width height fx fy cx cy") from None
+
+
+@dataclass(frozen=True)
+class ConditionFolder:
+    root: Path
+    name: str
+    image_paths: tuple[Path, ...]
+    trajectory: Trajectory | None
+    camera: CameraIntrinsics | None
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int
+    path: Path
+    image: np.ndarray  # HxWx3 uint8 RGB
+    stamp: float | None
+    position: np.ndarray | None
+    quat: np.ndarray | None
+
+
+def list_conditions(root: str | Path) -> list[str]:
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: dataset root not found (expected ROOT/<condition>/images/*)")
+    names = sorted(p.name for p in root.iterdir() if (p / "images").is_dir())
+    if not names:
+        raise FileNotFoundError(f"{root}: no condition folders (expected ROOT/<condition>/images/*)")
+    return names
+
+
+def load_condition(root: str | Path, name: str, require_poses: bool = False) -> ConditionFolder:
+    cdir = Path(root) / name
+    idir = cdir / "images"
+    if not idir.is_dir():
+        raise FileNotFoundError(f"{idir}: condition '{name}' has no images/ folder")
+    images = tuple(sorted(p for p in idir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+    if not images:
+        raise FileNotFoundError(f"{idir}: no images ({', '.join(IMAGE_SUFFIXES)}) in condition '{name}'")
+    traj = None
+    if (cdir / "poses.txt").is_file():
+        traj = read_tum(cdir / "poses.txt")
+        if len(traj) != len(images):
+            raise ValueError(f"{cdir / 'poses.txt'}: {len(traj)} poses for {len(images)} images; "
+                             "one pose line per image, in sorted file-name order")
+    elif require_poses:
+        raise FileNotFoundError(f"{cdir / 'poses.txt'}: poses required for condition '{name}' (TUM format)")
+    cam = CameraIntrinsics.load(cdir / "camera.yaml") if (cdir / "camera.yaml").is_file() else None
+    return ConditionFolder(Path(root), name, images, traj, cam)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """HxWx3 uint8 RGB; grey images are expanded, alpha dropped."""
+    img = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise ValueError(f"{path}: unreadable or empty image file; re-export it as PNG/JPEG")
+    if img.dtype != np.uint8:
+        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if img.ndim == 2:
+        return np.repeat(img[:, :, None], 3, axis=2)
+    if img.shape[2] == 4:
+        img = img[:, :, :3]
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def iter_frames(folder: ConditionFolder) -> Iterator[Frame]:
+    traj = folder.trajectory
+    for i, path in enumerate(folder.image_paths):
+        yield Frame(
+            index=i,
+            path=path,
+            image=read_image(path),
+            stamp=None if traj is None else float(traj.stamps[i]),
+            position=None if traj is None else traj.positions[i],
+            quat=None if traj is None else traj.quats[i],
+        )

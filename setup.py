@@ -1,0 +1,36 @@
+"""ament_python package definition; also installs with plain pip into a virtualenv."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "disam_ros"
+
+# Console scripts are added as the modules behind them land; each one is a thin `main()`.
+CONSOLE_SCRIPTS = [
+    "disam-bench = disam_ros.bench:main",
+    "disam-synth = disam_ros.data.synthetic:main",
+    "disam-build-map = disam_ros.retrieval.build_map:main",
+    "disam-map-info = disam_ros.retrieval.map_info:main",
+    "disam-localizer = disam_ros.ros.localizer_node:main",
+]
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    package_data={PACKAGE: ["assets/*"]},
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="disam_ros maintainers",
+    maintainer_email="maintainers@disam-ros.dev",
+    description="Long-term visual relocalization for ROS 2 with DISAM coarse-to-fine retrieval.",
+    license="MIT",
+    python_requires=">=3.10",
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
+)
