@@ -12,6 +12,9 @@ CONSOLE_SCRIPTS = [
     "disam-build-map = disam_ros.retrieval.build_map:main",
     "disam-map-info = disam_ros.retrieval.map_info:main",
     "disam-localizer = disam_ros.ros.localizer_node:main",
+    "disam-bag = disam_ros.data.bag_cli:main",
+    "disam-replay = disam_ros.ros.replay:main",
+    "disam-record = disam_ros.ros.record:main",
 ]
 
 setup(

@@ -1,0 +1,201 @@
+"""Report writers: per-condition Markdown and JSON, per-query results (JSON lines), visuallocalization.net.
+
+Every writer goes through `atomic_write_text` (temp file, then rename) so an interrupted evaluation never
+leaves half a report that looks complete.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from disam_ros.eval.metrics import ALL, ConditionSummary, QueryResult
+from disam_ros.geometry import normalize_quat, quat_to_rot
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _num(x: float | None) -> float | None:
+    """JSON-safe float: NaN/inf/None -> null (strict JSON has no NaN)."""
+    return None if x is None or not math.isfinite(float(x)) else float(x)
+
+
+def threshold_label(max_t: float, max_r: float) -> str:
+    return f"{max_t:g} m, {max_r:g}°"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# JSON
+
+
+def summary_to_dict(s: ConditionSummary) -> dict:
+    return {
+        "queries": s.queries, "answered": s.answered, "abstained": s.abstained, "abstain_rate": _num(s.abstain_rate),
+        "within": [{"max_t_m": t, "max_r_deg": r, "share": _num(v)} for (t, r), v in zip(s.thresholds, s.shares)],
+        "median_t_m": _num(s.median_t_m), "median_r_deg": _num(s.median_r_deg),
+        "recall": [{"n": n, "radius_m": r, "share": _num(v)} for (n, r), v in sorted(s.recall.items())],
+        "latency_s": {f"p{p:g}": _num(v) for p, v in s.latency_s.items()},
+    }
+
+
+def report_dict(summaries: Mapping[str, ConditionSummary], meta: Mapping | None = None) -> dict:
+    return {"meta": dict(meta or {}), "conditions": {c: summary_to_dict(s) for c, s in summaries.items()}}
+
+
+def write_json(path: str | Path, summaries: Mapping[str, ConditionSummary], meta: Mapping | None = None) -> Path:
+    return atomic_write_text(path, json.dumps(report_dict(summaries, meta), indent=2, allow_nan=False) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _pct(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{100.0 * x:.1f}"
+
+
+def _f(x: float, digits: int) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _name(c: str) -> str:
+    return f"**{c}**" if c == ALL else c
+
+
+def accuracy_table(summaries: Mapping[str, ConditionSummary]) -> list[str]:
+    first = next(iter(summaries.values()))
+    shares = [threshold_label(t, r) + " %" for t, r in first.thresholds]
+    head = ["condition", "queries", "answered", "abstained %", *shares, "median t (m)", "median r (°)"]
+    lines = [_row(head), _row(["---"] + ["---:"] * (len(head) - 1))]
+    for c, s in summaries.items():
+        counts = [str(s.queries), str(s.answered), _pct(s.abstain_rate)]
+        medians = [_f(s.median_t_m, 3), _f(s.median_r_deg, 2)]
+        lines.append(_row([_name(c), *counts, *(_pct(v) for v in s.shares), *medians]))
+    return lines
+
+
+def recall_table(summaries: Mapping[str, ConditionSummary]) -> list[str]:
+    keys = sorted({k for s in summaries.values() for k in s.recall})
+    if not keys:
+        return []
+    head = ["condition", *(f"R@{n} ≤ {r:g} m %" for n, r in keys)]
+    lines = [_row(head), _row(["---"] + ["---:"] * len(keys))]
+    for c, s in summaries.items():
+        lines.append(_row([_name(c), *(_pct(s.recall.get(k, float("nan"))) for k in keys)]))
+    return lines
+
+
+def latency_table(summaries: Mapping[str, ConditionSummary]) -> list[str]:
+    ps = sorted({p for s in summaries.values() for p in s.latency_s})
+    if not ps:
+        return []
+    lines = [_row(["condition", *(f"p{p:g} (ms)" for p in ps)]), _row(["---"] + ["---:"] * len(ps))]
+    for c, s in summaries.items():
+        lines.append(_row([_name(c), *(_f(1000.0 * s.latency_s.get(p, float("nan")), 1) for p in ps)]))
+    return lines
+
+
+def markdown_report(summaries: Mapping[str, ConditionSummary], title: str = "DISAM localisation report",
+                    meta: Mapping | None = None) -> str:
+    if not summaries:
+        raise ValueError("no results to report: the evaluation produced no queries; check the query set")
+    out = [f"# {title}", ""]
+    out += [f"- {k}: {v}" for k, v in (meta or {}).items()]
+    out += ["", "## Correctly localised", "",
+            "Share of ALL queries with translation error ≤ T and rotation error ≤ R (inclusive); an abstention "
+            "counts as a failure. Medians are over answered queries.", "", *accuracy_table(summaries)]
+    if rec := recall_table(summaries):
+        out += ["", "## Recall@N", "", "Share of queries with at least one of the top-N retrieved database images "
+                "within r metres of the ground truth.", "", *rec]
+    if lat := latency_table(summaries):
+        out += ["", "## Latency", "", "Per-query latency percentiles (image stamp to published pose, or the "
+                "offline per-query time), all queries with a measured latency.", "", *lat]
+    return "\n".join(out) + "\n"
+
+
+def write_markdown(path: str | Path, summaries: Mapping[str, ConditionSummary],
+                   title: str = "DISAM localisation report", meta: Mapping | None = None) -> Path:
+    return atomic_write_text(path, markdown_report(summaries, title, meta))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# visuallocalization.net
+
+
+def world_to_camera(position: np.ndarray, quat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Camera pose in the map (p, q xyzw) -> (q_cw as w x y z, t_cw) with R_cw = R^T and t_cw = -R^T p."""
+    q = normalize_quat(quat)
+    R = quat_to_rot(q)
+    t = -R.T @ np.asarray(position, float)
+    return np.array([q[3], -q[0], -q[1], -q[2]]), t
+
+
+def visloc_line(name: str, position: np.ndarray, quat: np.ndarray) -> str:
+    if not name or any(ch.isspace() for ch in name):
+        raise ValueError(f"query name {name!r} is empty or holds whitespace: the submission format is "
+                         "space-separated; rename the image")
+    q, t = world_to_camera(position, quat)
+    return name + " " + " ".join(f"{v:.9f}" for v in (*q, *t))
+
+
+def visloc_lines(results: Sequence[QueryResult]) -> list[str]:
+    """One line per answered query, `name qw qx qy qz tx ty tz`; abstentions are left out (the benchmark
+    then counts them as not localised)."""
+    return [visloc_line(r.name, r.est_position, r.est_quat) for r in results if r.answered]
+
+
+def write_visloc(path: str | Path, results: Sequence[QueryResult]) -> Path:
+    lines = visloc_lines(results)
+    return atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# per-query results (JSON lines), so plots and reports can be redone without re-running the localiser
+
+
+def _arr(x) -> list | None:
+    return None if x is None else np.asarray(x, float).tolist()
+
+
+def result_to_dict(r: QueryResult) -> dict:
+    return {"name": r.name, "condition": r.condition, "gt_position": _arr(r.gt_position), "gt_quat": _arr(r.gt_quat),
+            "est_position": _arr(r.est_position), "est_quat": _arr(r.est_quat), "latency_s": r.latency_s,
+            "candidate_positions": _arr(r.candidate_positions), "match_name": r.match_name}
+
+
+def result_from_dict(d: Mapping) -> QueryResult:
+    def arr(key):
+        return None if d.get(key) is None else np.asarray(d[key], float)
+
+    return QueryResult(d["name"], d["condition"], arr("gt_position"), arr("gt_quat"), arr("est_position"),
+                       arr("est_quat"), d.get("latency_s"), arr("candidate_positions"), d.get("match_name"))
+
+
+def write_results(path: str | Path, results: Sequence[QueryResult]) -> Path:
+    return atomic_write_text(path, "".join(json.dumps(result_to_dict(r)) + "\n" for r in results))
+
+
+def read_results(path: str | Path) -> list[QueryResult]:
+    out = []
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(result_from_dict(json.loads(line)))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}:{lineno}: not a query result ({exc}); re-run the evaluation") from None
+    return out

@@ -1,0 +1,203 @@
+"""`disam-replay BAG [--rate 1.0] [--topics ...]`: publish a bag's topics through rclpy, with /clock.
+
+Replaces `ros2 bag play` where rosbag2 is not installed. Messages go out as the bag's raw CDR bytes (no
+deserialise/serialise round trip; ROS 1 bags are converted to ROS 2 CDR first) on RELIABLE publishers, at the
+bag's log times scaled by --rate ("inf" = as fast as possible). Before the first message the player waits
+until every replayed topic (or those named by --wait-for) has a subscriber: between processes DDS discovery
+takes ~1.3 s, and messages published before a subscriber matched are lost. /clock (rosgraph_msgs/Clock) is
+published before each message with that message's log time, so nodes with use_sim_time follow the bag.
+
+Run as `python -m disam_ros.ros.replay` until setup.py lists `disam-replay`. Both sides must share
+ROS_DOMAIN_ID (disam_ros.ros.env keeps a set one and otherwise picks a random private domain).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# disam_ros/ros/__init__.py imports disam_ros.ros.env first, so the loopback DDS environment is set before
+# rclpy below starts (also under `python -m`, which imports the package before this module).
+import rclpy
+from rclpy.duration import Duration
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from disam_ros.data.bags import BagError, cdr_converter, open_bag
+
+CLOCK_TOPIC = "/clock"
+
+
+class ReplayError(RuntimeError):
+    """The replay cannot start (no subscriber matched in time, unknown message type)."""
+
+
+def reliable_qos(depth: int = 100) -> QoSProfile:
+    """RELIABLE, VOLATILE; depth 0 means KEEP_ALL (publisher blocks instead of dropping)."""
+    if depth <= 0:
+        return QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
+    return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def message_class(msgtype: str):
+    """'sensor_msgs/msg/Image' -> the rclpy message class (needs the message package installed)."""
+    try:
+        pkg, kind, name = msgtype.split("/")
+        return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+    except (ValueError, ImportError, AttributeError):
+        raise ReplayError(f"message type {msgtype} is not importable here: install its ROS message package "
+                          "(e.g. pip install ros-<pkg>) or leave the topic out with --topics") from None
+
+
+def wall_offset(log_ns: int, first_ns: int, rate: float) -> float:
+    """Seconds after the start at which a message logged at log_ns is due (0 for rate = inf)."""
+    return 0.0 if math.isinf(rate) else (log_ns - first_ns) * 1e-9 / rate
+
+
+@dataclass
+class ReplayStats:
+    published: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+    bag_s: float = 0.0
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{t}: {n}" for t, n in sorted(self.published.items()))
+        return f"published {sum(self.published.values())} messages ({counts}) in {self.wall_s:.2f} s " \
+               f"(bag span {self.bag_s:.2f} s)"
+
+
+class BagPlayer:
+    """Publishers for a bag's topics on `node`; `wait_for_subscribers()` then `play()`."""
+
+    def __init__(self, node: Node, bag: str | Path, topics: Sequence[str] | None = None, rate: float = 1.0,
+                 clock: bool = True, qos_depth: int = 100) -> None:
+        if not rate > 0:
+            raise ReplayError(f"--rate must be > 0 (got {rate}); use 'inf' to publish as fast as possible")
+        self.node, self.rate = node, float(rate)
+        self.reader = open_bag(bag)
+        present = sorted({c.topic for c in self.reader.connections})
+        missing = [t for t in (topics or []) if t not in present]
+        if missing:
+            self.reader.close()
+            raise BagError(f"{bag}: no topic {', '.join(missing)}; topics present: {', '.join(present)}")
+        self.connections = [c for c in self.reader.connections if not topics or c.topic in topics]
+        self.publishers, self.converters = {}, {}
+        qos = reliable_qos(qos_depth)
+        for c in self.connections:
+            if c.topic not in self.publishers:
+                self.publishers[c.topic] = node.create_publisher(message_class(c.msgtype), c.topic, qos)
+            self.converters[c.id] = cdr_converter(self.reader, c.msgtype)
+        self.clock = None
+        if clock:
+            from rosgraph_msgs.msg import Clock
+
+            self.clock = node.create_publisher(Clock, CLOCK_TOPIC, qos)
+
+    @property
+    def topics(self) -> list[str]:
+        return sorted(self.publishers)
+
+    def wait_for_subscribers(self, topics: Sequence[str] | None = None, count: int = 1, timeout_s: float = 10.0,
+                             ) -> None:
+        """Block until each topic has >= count matched subscriptions; ReplayError naming the rest on timeout.
+
+        Default: every replayed topic except /clock (name it to wait for a sim-time subscriber too)."""
+        pubs = dict(self.publishers, **({CLOCK_TOPIC: self.clock} if self.clock else {}))
+        topics = list(topics or self.topics)
+        unknown = [t for t in topics if t not in pubs]
+        if unknown:
+            raise ReplayError(f"--wait-for {', '.join(unknown)} is not replayed; choose from {', '.join(pubs)}")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            waiting = [t for t in topics if pubs[t].get_subscription_count() < count]
+            if not waiting or count <= 0:
+                return
+            if time.monotonic() > deadline:
+                raise ReplayError(f"no subscriber on {', '.join(waiting)} after {timeout_s:g} s: start the consumer "
+                                  "first (same ROS_DOMAIN_ID), or pass --wait-for / --wait-subscribers 0")
+            time.sleep(0.05)
+
+    def _publish_clock(self, log_ns: int) -> None:
+        from builtin_interfaces.msg import Time
+        from rosgraph_msgs.msg import Clock
+
+        sec, nsec = divmod(int(log_ns), 1_000_000_000)
+        self.clock.publish(Clock(clock=Time(sec=sec, nanosec=nsec)))
+
+    def play(self, stop: threading.Event | None = None,
+             on_message: Callable[[str, int], None] | None = None) -> ReplayStats:
+        """Publish every selected message at its scaled log time; returns once all are acknowledged."""
+        stats = ReplayStats()
+        start, first = time.monotonic(), None
+        last = 0
+        for conn, log_ns, raw in self.reader.messages(connections=self.connections):
+            if stop is not None and stop.is_set():
+                break
+            first = log_ns if first is None else first
+            delay = start + wall_offset(log_ns, first, self.rate) - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if self.clock is not None:
+                self._publish_clock(log_ns)
+            self.publishers[conn.topic].publish(self.converters[conn.id](raw))
+            stats.published[conn.topic] = stats.published.get(conn.topic, 0) + 1
+            last = log_ns
+            if on_message is not None:
+                on_message(conn.topic, log_ns)
+        for pub in [*self.publishers.values(), *([self.clock] if self.clock else [])]:
+            pub.wait_for_all_acked(Duration(seconds=5))
+        stats.wall_s, stats.bag_s = time.monotonic() - start, (last - (first or last)) * 1e-9
+        return stats
+
+    def close(self) -> None:
+        for pub in [*self.publishers.values(), *([self.clock] if self.clock else [])]:
+            self.node.destroy_publisher(pub)
+        self.publishers.clear()
+        self.reader.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="disam-replay", description="Publish a bag's topics (with /clock) via rclpy.")
+    ap.add_argument("bag", help="rosbag2 directory (sqlite3/mcap) or ROS 1 .bag file")
+    ap.add_argument("--rate", type=float, default=1.0, help="time factor (2 = twice as fast; inf = no waiting)")
+    ap.add_argument("--topics", nargs="+", default=None, help="replay only these topics (default: all)")
+    ap.add_argument("--no-clock", action="store_true", help="do not publish /clock")
+    ap.add_argument("--wait-for", nargs="+", default=None,
+                    help="topics that need a subscriber before playing (default: every replayed topic)")
+    ap.add_argument("--wait-subscribers", type=int, default=1, help="subscribers each of them needs (0: do not wait)")
+    ap.add_argument("--wait-timeout", type=float, default=15.0, help="seconds to wait for subscribers")
+    ap.add_argument("--qos-depth", type=int, default=100, help="publisher history depth (0: KEEP_ALL)")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    rclpy.init(args=None)
+    node = rclpy.create_node("disam_replay")
+    player = None
+    try:
+        player = BagPlayer(node, a.bag, a.topics, a.rate, not a.no_clock, a.qos_depth)
+        player.wait_for_subscribers(a.wait_for, a.wait_subscribers, a.wait_timeout)
+        print(f"disam-replay: playing {', '.join(player.topics)} at rate {a.rate:g}", flush=True)
+        print(f"disam-replay: {player.play().summary()}", flush=True)
+    except (BagError, ReplayError) as exc:
+        print(f"disam-replay: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if player is not None:
+            player.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
