@@ -13,13 +13,15 @@ SUITES = {
     "model": ("disam_ros.model.bench", "encoder latency and parameter counts per preset"),
     "synth": ("disam_ros.data.synthetic_bench", "synthetic world rendering frames per second"),
     "retrieval": ("disam_ros.retrieval.bench", "map query latency and memory per mode and size"),
+    "node": ("disam_ros.ros.bench_node", "localizer node end-to-end latency, image in to pose out"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="disam-bench", description=__doc__.splitlines()[0])
-    parser.add_argument("suite", choices=[*SUITES, "all"], help="; ".join(f"{k}: {v[1]}" for k, v in SUITES.items()))
+    parser.add_argument("suite", choices=[*SUITES, "all"],
+                        help="; ".join(f"{k}: {v[1]}" for k, v in SUITES.items()))
     args, rest = parser.parse_known_args(argv)
     names = list(SUITES) if args.suite == "all" else [args.suite]
     rc = 0
