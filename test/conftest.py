@@ -24,3 +24,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real image data not found at {SHARED_DATA} (it lives beside the repository)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_thread():
+    """Run torch single-threaded for the test: micro models are thousands of tiny ops, and with two
+    threads on a busy shared CPU they stall on OpenMP barriers (seen 10x slower under load)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

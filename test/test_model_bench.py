@@ -4,18 +4,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from disam_ros.model import bench
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Smoke test only: one thread keeps it fast on a busy shared CPU (timings here are not the report's)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # smoke test only: timings here are not the report's
 
 
 def test_bench_micro_writes_table_and_json(tmp_path, capsys):

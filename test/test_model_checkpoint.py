@@ -11,14 +11,7 @@ from disam_ros.model.preprocess import to_model_input
 DOMS = ("day", "night")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Micro models run thousands of tiny ops: with one thread they do not stall on OpenMP barriers
-    when the shared CPU is busy (seen 10x slower under load with two threads)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,7 @@ from disam_ros.model.objective import LossWeights, discriminator_step_loss, gene
 DOMS = ("day", "night")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Micro models run thousands of tiny ops: with one thread they do not stall on OpenMP barriers
-    when the shared CPU is busy (seen 10x slower under load with two threads)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _batch(seed=0, b=2):
