@@ -1,0 +1,33 @@
+"""Retrieval: map building, the map format, coarse-to-fine search, spatial prior, results (no ROS imports).
+
+Public API::
+
+    from disam_ros.retrieval import LocalizationMap, Localizer, SearchConfig, RetrievalResult, SpatialPrior
+    from disam_ros.retrieval import MapError, build_map, merge_shards, DescriptorSettings, MODES
+"""
+# The CLI module `build_map` is imported before the function of the same name is bound, so the package
+# attribute stays the function no matter which is imported first (the console script finds the module in
+# sys.modules).
+from . import build_map as _build_map_cli  # noqa: F401
+from .builder import MapFrame, build_map, merge_shards
+from .descriptors import MODES, DescriptorSettings, settings_for_mode
+from .localization_map import LocalizationMap
+from .map_format import MapError
+from .prior import SpatialPrior
+from .result import RetrievalResult
+from .search import Localizer, SearchConfig
+
+__all__ = [
+    "MODES",
+    "DescriptorSettings",
+    "LocalizationMap",
+    "Localizer",
+    "MapError",
+    "MapFrame",
+    "RetrievalResult",
+    "SearchConfig",
+    "SpatialPrior",
+    "build_map",
+    "merge_shards",
+    "settings_for_mode",
+]

@@ -1,0 +1,108 @@
+"""`disam-build-map`: encode a dataset condition into a map directory, build one shard of it, or merge shards.
+
+    disam-build-map --dataset ROOT --condition sunny --coarse C.pt [--fine F.pt] --out MAP [--mode pooled]
+    disam-build-map ... --shard 0/4 --out MAP.shard0          # one of four contiguous parts (other machines)
+    disam-build-map --merge MAP.shard0 MAP.shard1 ... --out MAP
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from disam_ros.retrieval.builder import build_map, merge_shards
+from disam_ros.retrieval.descriptors import DTYPES, INDEXES, MODES, settings_for_mode
+
+__all__ = ["build_map", "main", "merge_shards"]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="disam-build-map", description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", type=Path, help="dataset root holding <condition>/images and poses.txt")
+    p.add_argument("--condition", help="reference condition folder to encode (e.g. sunny)")
+    p.add_argument("--domain", help="model domain to encode under (default: the condition name)")
+    p.add_argument("--coarse", type=Path, help="coarse model checkpoint")
+    p.add_argument("--fine", type=Path, help="fine model checkpoint (omit for coarse-only maps)")
+    p.add_argument("--out", type=Path, required=True, help="map directory to write")
+    p.add_argument("--merge", type=Path, nargs="+", metavar="SHARD_DIR", help="merge shard directories into --out")
+    p.add_argument("--mode", default="exact", choices=list(MODES), help="descriptor preset (default exact)")
+    p.add_argument("--coarse-grid", type=int, help="pool coarse maps to GxG (overrides the mode)")
+    p.add_argument("--fine-grid", type=int, help="pool fine maps to GxG (overrides the mode)")
+    p.add_argument("--pca-dim", type=int, help="PCA dimension (overrides the mode)")
+    p.add_argument("--coarse-dtype", choices=DTYPES)
+    p.add_argument("--fine-dtype", choices=DTYPES)
+    p.add_argument("--index", choices=INDEXES)
+    p.add_argument("--frame-id", default="map", help="TF frame of the poses (default map)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--shard", type=parse_shard, help="build only contiguous part i of n (i/n)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing map at --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
+    from disam_ros.data.folders import iter_frames, load_condition
+    from disam_ros.model import Encoder
+
+    if args.dataset is None or args.condition is None or args.coarse is None:
+        parser.error("--dataset, --condition and --coarse are required (or use --merge)")
+    settings = settings_for_mode(args.mode, coarse_grid=args.coarse_grid, fine_grid=args.fine_grid,
+                                 pca_dim=args.pca_dim, coarse_dtype=args.coarse_dtype, fine_dtype=args.fine_dtype,
+                                 index=args.index)
+    folder = load_condition(args.dataset, args.condition, require_poses=True)
+    source = f"{args.dataset.absolute()} condition {args.condition}"
+    if args.shard is not None:
+        i, n = args.shard
+        lo, hi = i * len(folder) // n, (i + 1) * len(folder) // n
+        folder = dataclasses.replace(folder, image_paths=folder.image_paths[lo:hi], trajectory=folder.trajectory[lo:hi])
+        source += f"; shard {i}/{n} (images {lo}..{hi - 1})"
+    coarse = Encoder.from_checkpoint(args.coarse, device=args.device)
+    fine = Encoder.from_checkpoint(args.fine, device=args.device) if args.fine else None
+    domain = args.domain or args.condition
+    return build_map(iter_frames(folder), coarse, fine, args.out, domain, settings, args.batch_size,
+                     progress=not args.quiet, frame_id=args.frame_id, shard=args.shard, overwrite=args.overwrite,
+                     checkpoint_paths=(args.coarse, args.fine), source=source, total=len(folder),
+                     site=dataset_site(args.dataset),
+                     dataset={"root": str(args.dataset.absolute()), "condition": args.condition})
+
+
+def dataset_site(root: Path) -> dict | None:
+    """latitude/longitude/timezone from ROOT/world.yaml (the synthetic world writes it), if present."""
+    import yaml
+
+    try:
+        site = (yaml.safe_load((root / "world.yaml").read_text()) or {}).get("site")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return dict(site) if isinstance(site, dict) else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.merge:
+            out = merge_shards(args.merge, args.out, args.overwrite, progress=not args.quiet)
+        else:
+            out = _build(args, parser)
+    except (ValueError, FileNotFoundError, OSError) as exc:  # MapError and CheckpointError are ValueErrors
+        print(f"disam-build-map: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,329 @@
+"""Encode reference frames into a map directory (library side of `disam-build-map`).
+
+`build_map` takes any iterable of frames (dataset folders, a rosbag reader, a generator), encodes them in
+batches, streams descriptors to disk, and only then finalises (PCA, faiss index) and renames the temporary
+directory into place. Shards store pre-finalisation descriptors, and merging runs the same finalisation,
+so a sharded build equals a single one.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+import disam_ros
+from disam_ros.data.tum import Trajectory, make_trajectory, write_tum
+from disam_ros.retrieval.descriptors import (
+    DescriptorSettings,
+    coarse_vectors,
+    fine_vectors,
+    fit_pca,
+    pooled_shape,
+)
+from disam_ros.retrieval.map_format import (
+    COARSE_FAISS,
+    COARSE_NPY,
+    COARSE_RAW,
+    FINE_NPY,
+    FORMAT_TAG,
+    FORMAT_VERSION,
+    NAMES,
+    PCA_NPZ,
+    POSES,
+    MapStage,
+    load_contents,
+    load_npy,
+    map_error,
+    pose_stats,
+    write_manifest,
+)
+from disam_ros.retrieval.npy_stream import NpyAppender
+
+_CHUNK = 8192
+
+
+@dataclass
+class MapFrame:
+    """One reference image with its pose; `name` identifies it in results (e.g. the file name)."""
+
+    image: np.ndarray
+    stamp: float
+    position: np.ndarray
+    quat: np.ndarray
+    name: str
+
+
+def as_map_frame(obj: Any, i: int) -> MapFrame:
+    """Accept MapFrame, a (image, stamp, position, quat, name) tuple, or anything with those attributes
+    (a `disam_ros.data.folders.Frame` is named after its file)."""
+    if isinstance(obj, MapFrame):
+        frame = obj
+    elif isinstance(obj, tuple | list) and len(obj) == 5:
+        frame = MapFrame(*obj)
+    else:
+        name = getattr(obj, "name", None) or (Path(obj.path).name if getattr(obj, "path", None) else f"{i:06d}")
+        frame = MapFrame(obj.image, obj.stamp, obj.position, obj.quat, name)
+    if frame.position is None or frame.quat is None:
+        raise ValueError(f"map frame {i} ({frame.name}) has no pose: a map needs a pose per reference image")
+    if frame.stamp is None:
+        frame.stamp = float(i)
+    if "\n" in frame.name or not frame.name:
+        raise ValueError(f"map frame {i} has an unusable name {frame.name!r}: names must be non-empty single lines")
+    return frame
+
+
+def model_record(enc: Any, path: str | Path | None) -> dict[str, Any]:
+    return {
+        "sha256": getattr(enc, "checkpoint_sha256", None),
+        "path": str(Path(path).absolute()) if path else None,
+        "domains": list(enc.domains),
+        "content_shape": list(enc.content_shape),
+        "image_size": int(enc.config.image_size),
+    }
+
+
+@dataclass
+class _Encoded:
+    names: list[str]
+    trajectory: Trajectory
+    seconds: float
+
+
+def _encode_batch(batch: list[MapFrame], coarse: Any, fine: Any, domain: str, s: DescriptorSettings,
+                  raw: NpyAppender, fine_out: NpyAppender | None) -> None:
+    images = [f.image for f in batch]
+    raw.append(coarse_vectors(coarse.encode(images, domain), s.coarse_grid).cpu().numpy())
+    if fine_out is not None:
+        fv = fine_vectors(fine.encode(images, domain), s.fine_grid).cpu().numpy()
+        fine_out.append(fv.reshape(len(batch), *fine_out.row_shape))
+
+
+def _encode_frames(frames: Iterable[Any], coarse: Any, fine: Any, domain: str, s: DescriptorSettings,
+                   directory: Path, batch_size: int, progress: bool, total: int | None) -> _Encoded:
+    """Stream descriptors of all frames to coarse_raw.npy / fine.npy; return names and poses."""
+    coarse_shape = pooled_shape(tuple(coarse.content_shape), s.coarse_grid)
+    raw_dtype = "float16" if s.pca_dim is not None else s.coarse_dtype  # pre-PCA: 128 KiB/image at paper size
+    names, stamps, positions, quats = [], [], [], []
+    t0 = time.perf_counter()
+    raw = NpyAppender(directory / COARSE_RAW, (int(np.prod(coarse_shape)),), raw_dtype)
+    fine_out = None
+    if fine is not None:
+        fine_out = NpyAppender(directory / FINE_NPY, pooled_shape(tuple(fine.content_shape), s.fine_grid),
+                               s.fine_dtype)
+    try:
+        batch: list[MapFrame] = []
+        for i, obj in enumerate(tqdm(frames, total=total, unit="img", desc="encode map", disable=not progress)):
+            f = as_map_frame(obj, i)
+            batch.append(f)
+            names.append(f.name)
+            stamps.append(f.stamp)
+            positions.append(f.position)
+            quats.append(f.quat)
+            if len(batch) == batch_size:
+                _encode_batch(batch, coarse, fine, domain, s, raw, fine_out)
+                batch = []
+        if batch:
+            _encode_batch(batch, coarse, fine, domain, s, raw, fine_out)
+    finally:
+        raw.close()
+        if fine_out is not None:
+            fine_out.close()
+    if not names:
+        raise ValueError("no frames to build a map from: check the dataset path, condition or shard")
+    traj = make_trajectory(stamps, np.asarray(positions, np.float64), np.asarray(quats, np.float64))
+    return _Encoded(names, traj, time.perf_counter() - t0)
+
+
+def _auto_nlist(n: int) -> int:
+    return max(1, min(int(4 * math.sqrt(n)), n // 39))
+
+
+def build_faiss(vectors: np.ndarray, s: DescriptorSettings) -> Any:
+    """IVF or HNSW over the final coarse vectors (float16 storage via faiss' fp16 scalar quantizer)."""
+    import faiss
+
+    n, d = vectors.shape
+    fp16 = s.coarse_dtype == "float16"
+    ip, qt = faiss.METRIC_INNER_PRODUCT, faiss.ScalarQuantizer.QT_fp16
+    if s.index == "ivf":
+        nlist = min(s.ivf_nlist or _auto_nlist(n), n)
+        quantizer = faiss.IndexFlatIP(d)
+        index = (faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, qt, ip) if fp16
+                 else faiss.IndexIVFFlat(quantizer, d, nlist, ip))
+        n_train = min(n, 256 * nlist)
+    else:
+        index = faiss.IndexHNSWSQ(d, qt, s.hnsw_m, ip) if fp16 else faiss.IndexHNSWFlat(d, s.hnsw_m, ip)
+        index.hnsw.efConstruction = 80
+        n_train = min(n, 4096)
+    rows = np.linspace(0, n - 1, n_train).astype(np.int64)
+    index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
+    for i in range(0, n, _CHUNK):
+        index.add(np.ascontiguousarray(vectors[i:i + _CHUNK], dtype=np.float32))
+    return index
+
+
+def _finalize_coarse(directory: Path, s: DescriptorSettings, n: int) -> int:
+    """coarse_raw.npy -> (PCA) -> coarse.npy or coarse.faiss; returns the final coarse dimension."""
+    raw_path = directory / COARSE_RAW
+    raw = load_npy(raw_path, mmap=True)
+    final_path = directory / COARSE_NPY
+    if s.pca_dim is not None:
+        pca = fit_pca(raw, s.pca_dim)
+        pca.save(directory / PCA_NPZ)
+        with NpyAppender(final_path, (pca.dim,), s.coarse_dtype) as out:
+            for i in range(0, n, _CHUNK):
+                out.append(pca.project_map(raw[i:i + _CHUNK]))
+        del raw
+        raw_path.unlink()
+    else:
+        del raw
+        raw_path.rename(final_path)
+    final = load_npy(final_path, mmap=True)
+    dim = int(final.shape[1])
+    if s.index != "flat":
+        import faiss
+
+        faiss.write_index(build_faiss(final, s), str(directory / COARSE_FAISS))
+        del final
+        final_path.unlink()
+    return dim
+
+
+def _manifest(kind: str, n: int, domain: str, frame_id: str, s: DescriptorSettings, models: dict[str, Any],
+              coarse_dim: int, traj: Trajectory, build: dict[str, Any], shard: tuple[int, int] | None,
+              site: dict[str, Any] | None = None) -> dict:
+    coarse_shape = pooled_shape(tuple(models["coarse"]["content_shape"]), s.coarse_grid)
+    fine_shape = None if models.get("fine") is None else pooled_shape(tuple(models["fine"]["content_shape"]),
+                                                                      s.fine_grid)
+    out = {
+        "format": FORMAT_TAG,
+        "version": FORMAT_VERSION,
+        "kind": kind,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "software": f"disam_ros {disam_ros.__version__}",
+        "frame_id": frame_id,
+        "count": n,
+        "reference_domain": domain,
+        "models": models,
+        "descriptors": {
+            "settings": s.to_dict(),
+            "coarse_shape": list(coarse_shape),
+            "coarse_dim": coarse_dim,
+            "fine_shape": None if fine_shape is None else list(fine_shape),
+        },
+        "stats": pose_stats(traj),
+        "build": build,
+    }
+    if shard is not None:
+        out["shard"] = {"index": shard[0], "count": shard[1]}
+    if site:
+        out["site"] = site  # e.g. latitude/longitude/timezone: lets the node derive daylight from stamps
+    return out
+
+
+def _write_tables(directory: Path, names: Sequence[str], traj: Trajectory) -> None:
+    write_tum(directory / POSES, traj)
+    (directory / NAMES).write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
+
+
+def check_domain(domain: str, coarse: Any, fine: Any) -> None:
+    for role, enc in (("coarse", coarse), ("fine", fine)):
+        if enc is not None and domain not in enc.domains:
+            raise ValueError(f"reference domain {domain!r} is unknown to the {role} model (domains "
+                             f"{list(enc.domains)}): pass --domain with one of them")
+
+
+def build_map(frames: Iterable[Any], coarse: Any, fine: Any, out_dir: str | Path, domain: str,
+              settings: DescriptorSettings | None = None, batch_size: int = 16, progress: bool = True, *,
+              frame_id: str = "map", shard: tuple[int, int] | None = None, overwrite: bool = False,
+              checkpoint_paths: tuple[Any, Any] = (None, None), source: str = "",
+              total: int | None = None, site: dict[str, Any] | None = None,
+              dataset: dict[str, str] | None = None) -> Path:
+    """Encode `frames` under `domain` with the coarse (and fine) encoder into the map directory `out_dir`.
+
+    With `shard=(i, n)` the result is shard i of n (merge them with `merge_shards`). Nothing appears at
+    `out_dir` unless the whole build succeeds.
+    """
+    s = settings or DescriptorSettings()
+    if batch_size < 1:
+        raise ValueError(f"batch_size {batch_size} must be at least 1")
+    check_domain(domain, coarse, fine)
+    models = {"coarse": model_record(coarse, checkpoint_paths[0]),
+              "fine": None if fine is None else model_record(fine, checkpoint_paths[1])}
+    with MapStage(Path(out_dir), overwrite) as stage:
+        enc = _encode_frames(frames, coarse, fine, domain, s, stage.dir, batch_size, progress, total)
+        n = len(enc.names)
+        build = {"source": source, "batch_size": batch_size, "encode_seconds": round(enc.seconds, 3),
+                 "device": str(getattr(coarse, "device", "unknown"))}
+        if dataset:  # {"root", "condition"}: where the map images live, for overlays and debug images
+            build["dataset"] = dict(dataset)
+        if shard is None:
+            dim = _finalize_coarse(stage.dir, s, n)
+            kind = "map"
+        else:
+            dim = int(load_npy(stage.dir / COARSE_RAW, mmap=True).shape[1])
+            kind = "shard"
+        _write_tables(stage.dir, enc.names, enc.trajectory)
+        write_manifest(stage.dir, _manifest(kind, n, domain, frame_id, s, models, dim, enc.trajectory, build, shard,
+                                            site))
+        return stage.commit()
+
+
+def _shard_key(c: Any) -> tuple:
+    """What must agree between shards of one map."""
+    man = c.manifest
+    return (man["reference_domain"], man["frame_id"], json.dumps(man["models"], sort_keys=True),
+            json.dumps(man["descriptors"], sort_keys=True), man["shard"]["count"])
+
+
+def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path, overwrite: bool = False,
+                 progress: bool = True) -> Path:
+    """Concatenate shards 0..n-1 (any order given) and finalise them exactly as a single build would."""
+    shards = [load_contents(Path(d), "shard", mmap=True, verify=None) for d in shard_dirs]
+    if not shards:
+        raise ValueError("no shard directories given to merge")
+    shards.sort(key=lambda c: c.manifest["shard"]["index"])
+    first = shards[0]
+    count = first.manifest["shard"]["count"]
+    for c in shards:
+        if _shard_key(c) != _shard_key(first):
+            raise map_error(c.root, f"was built with other models, settings, domain or shard count than {first.root}",
+                            "merge only shards of one build")
+    got = [c.manifest["shard"]["index"] for c in shards]
+    if got != list(range(count)):
+        raise map_error(first.root.parent, f"shards {got} given, a complete set is 0..{count - 1}",
+                        "pass every shard of the build exactly once")
+    s = first.settings
+    with MapStage(Path(out_dir), overwrite) as stage:
+        raw0 = load_npy(first.root / COARSE_RAW, mmap=True)
+        with NpyAppender(stage.dir / COARSE_RAW, raw0.shape[1:], raw0.dtype) as raw:
+            for c in tqdm(shards, desc="merge shards", unit="shard", disable=not progress):
+                arr = load_npy(c.root / COARSE_RAW, mmap=True)
+                for i in range(0, len(arr), _CHUNK):
+                    raw.append(arr[i:i + _CHUNK])
+        if first.fine is not None:
+            with NpyAppender(stage.dir / FINE_NPY, first.fine.shape[1:], first.fine.dtype) as fine:
+                for c in shards:
+                    for i in range(0, len(c.fine), _CHUNK):
+                        fine.append(c.fine[i:i + _CHUNK])
+        names = [n for c in shards for n in c.names]
+        traj = make_trajectory(np.concatenate([c.trajectory.stamps for c in shards]),
+                               np.concatenate([c.trajectory.positions for c in shards]),
+                               np.concatenate([c.trajectory.quats for c in shards]))
+        dim = _finalize_coarse(stage.dir, s, len(names))
+        _write_tables(stage.dir, names, traj)
+        source = str(first.manifest["build"].get("source", "")).split("; shard")[0]
+        build = {**first.manifest["build"], "source": f"{source}; merged from {count} shards",
+                 "encode_seconds": round(sum(c.manifest["build"].get("encode_seconds", 0.0) for c in shards), 3)}
+        write_manifest(stage.dir, _manifest("map", len(names), first.manifest["reference_domain"],
+                                            first.manifest["frame_id"], s, first.manifest["models"], dim, traj,
+                                            build, None, first.manifest.get("site")))
+        return stage.commit()

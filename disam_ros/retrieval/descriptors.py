@@ -1,0 +1,211 @@
+"""Descriptors for the two retrieval stages, as inner products so a whole map is scored by one matmul.
+
+Coarse (paper eq. 16): Y(z_i, z_j) = 1/C * sum_k cos(z_i^k, z_j^k), the mean over channels of the cosine
+between the spatial maps of channel k. L2-normalising each channel's map, flattening, and scaling by
+1/sqrt(C) makes Y exactly the dot product of two such vectors. A channel whose map is all zero contributes
+0 (eq. 16 is 0/0 there; ReLU-like features do produce dead channels).
+
+Fine (Sec. IV-C): plain cosine of the flattened fine features, i.e. the dot product of L2-normalised vectors.
+
+Compact modes trade accuracy for memory and speed, and `docs/retrieval_accuracy.md` measures the cost:
+spatial average pooling to a g x g grid before the normalisation (eq. 16 on the pooled maps), PCA fitted on
+the map (stored with it), float16 storage, and faiss IVF/HNSW indexes for large maps.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DTYPES = ("float32", "float16")
+INDEXES = ("flat", "ivf", "hnsw")
+
+
+@dataclass(frozen=True)
+class DescriptorSettings:
+    """How map images are described and indexed; recorded in the map manifest so queries match exactly.
+
+    `coarse_grid`/`fine_grid` None keeps the full content-code resolution (paper-exact); `pca_dim` None
+    skips PCA; `index` "flat" is exhaustive, "ivf"/"hnsw" are faiss approximate indexes for large maps.
+    """
+
+    mode: str = "exact"
+    coarse_grid: int | None = None
+    pca_dim: int | None = None
+    coarse_dtype: str = "float32"
+    index: str = "flat"
+    ivf_nlist: int | None = None  # None: about 4*sqrt(N), at least 39 training points per list
+    hnsw_m: int = 32
+    fine_grid: int | None = None
+    fine_dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        for name in ("coarse_grid", "pca_dim", "ivf_nlist", "fine_grid"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"descriptor setting {name}={v!r} must be a positive integer or None")
+        if self.coarse_dtype not in DTYPES or self.fine_dtype not in DTYPES:
+            raise ValueError(f"descriptor dtypes must be one of {list(DTYPES)}, got "
+                             f"coarse={self.coarse_dtype!r} fine={self.fine_dtype!r}")
+        if self.index not in INDEXES:
+            raise ValueError(f"descriptor index {self.index!r} is unknown: use one of {list(INDEXES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DescriptorSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown descriptor settings {unknown}: valid keys are {sorted(known)}")
+        return cls(**data)
+
+
+# Named presets for `--mode`. At the paper's 256x64x64 content code the compact ones stay within 64 KiB
+# of coarse + fine per image: pooled = 8x8 coarse (32 KiB fp16) + 8x8 fine (32 KiB fp16); pca = 16x16 coarse
+# projected to 512 dims (1 KiB fp16) + 8x8 fine. Pooling is what costs accuracy, PCA from the finer grid
+# barely does (docs/retrieval_accuracy.md), hence the different grids.
+MODES: dict[str, DescriptorSettings] = {
+    "exact": DescriptorSettings("exact"),
+    "exact16": DescriptorSettings("exact16", coarse_dtype="float16"),
+    "pooled": DescriptorSettings("pooled", coarse_grid=8, coarse_dtype="float16", fine_grid=8),
+    "pca": DescriptorSettings("pca", coarse_grid=16, pca_dim=512, coarse_dtype="float16", fine_grid=8),
+    "ivf": DescriptorSettings("ivf", coarse_grid=16, pca_dim=512, coarse_dtype="float16", index="ivf", fine_grid=8),
+    "hnsw": DescriptorSettings("hnsw", coarse_grid=16, pca_dim=512, coarse_dtype="float16", index="hnsw",
+                               fine_grid=8),
+}
+
+
+def settings_for_mode(mode: str, **overrides: Any) -> DescriptorSettings:
+    """A preset with some fields replaced (None values in `overrides` leave the preset's value)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown map mode {mode!r}: use one of {list(MODES)}")
+    return replace(MODES[mode], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def pooled_shape(content_shape: tuple[int, int, int], grid: int | None) -> tuple[int, int, int]:
+    """(C, h', w') after pooling; a grid at least the map size keeps the full resolution."""
+    c, h, w = content_shape
+    if grid is None:
+        return (c, h, w)
+    return (c, min(grid, h), min(grid, w))
+
+
+def pool(feats: Tensor, grid: int | None) -> Tensor:
+    """Average-pool (B, C, h, w) to at most grid x grid; identity when no pooling is asked for."""
+    if grid is None or (feats.shape[-2] <= grid and feats.shape[-1] <= grid):
+        return feats
+    return F.adaptive_avg_pool2d(feats, (min(grid, feats.shape[-2]), min(grid, feats.shape[-1])))
+
+
+def _as_batch(feats: Tensor | np.ndarray) -> Tensor:
+    t = torch.as_tensor(feats)
+    if t.dim() == 3:
+        t = t.unsqueeze(0)
+    if t.dim() != 4:
+        raise ValueError(f"feature maps have shape {tuple(t.shape)}: expected (C,h,w) or (B,C,h,w)")
+    return t.float()
+
+
+def coarse_vectors(feats: Tensor | np.ndarray, grid: int | None = None) -> Tensor:
+    """(B, C*h'*w') float32 with <a, b> = eq. 16 of the (pooled) maps a and b."""
+    x = pool(_as_batch(feats), grid)
+    b, c = x.shape[:2]
+    x = F.normalize(x.reshape(b, c, -1), dim=-1, eps=1e-12)
+    return x.reshape(b, -1) / math.sqrt(c)
+
+
+def fine_vectors(feats: Tensor | np.ndarray, grid: int | None = None) -> Tensor:
+    """(B, C*h'*w') float32 unit vectors: <a, b> is the cosine of the flattened (pooled) features."""
+    x = pool(_as_batch(feats), grid)
+    return F.normalize(x.reshape(x.shape[0], -1), dim=-1, eps=1e-12)
+
+
+@dataclass(frozen=True, eq=False)
+class PcaProjection:
+    """Rows of `components` (d, D) are orthonormal principal directions of the map's coarse vectors.
+
+    The map stores P(x - mean) and a query is projected without centring: P q . P(x - mean) + q . mean
+    approximates q . x, and the second term is the same for every map image, so rankings follow eq. 16
+    and the reported score stays on its scale.
+    """
+
+    mean: np.ndarray
+    components: np.ndarray
+    _on_device: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def dim(self) -> int:
+        return int(self.components.shape[0])
+
+    def project_map(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, dtype=np.float32) - self.mean) @ self.components.T
+
+    def project_query(self, q: Tensor) -> tuple[Tensor, Tensor]:
+        """(projected query, score offset q . mean) on q's device (the matrices are copied there once)."""
+        if q.device not in self._on_device:
+            self._on_device[q.device] = (torch.as_tensor(self.components, device=q.device),
+                                         torch.as_tensor(self.mean, device=q.device))
+        comp, mean = self._on_device[q.device]
+        return q @ comp.T, q @ mean
+
+    def save(self, path: Path) -> None:
+        with open(path, "wb") as f:
+            np.savez(f, mean=self.mean, components=self.components)
+
+    @classmethod
+    def load(cls, path: Path) -> PcaProjection:
+        with np.load(path) as z:
+            return cls(np.asarray(z["mean"], np.float32), np.asarray(z["components"], np.float32))
+
+
+def fit_pca(x: np.ndarray, dim: int, max_samples: int = 20000, seed: int = 0, chunk: int = 4096,
+            max_sample_bytes: int = 1 << 30) -> PcaProjection:
+    """Deterministic PCA of the rows of x (a memmap is fine: only a subsample is read into memory).
+
+    The sample is capped at `max_samples` rows and `max_sample_bytes` of float32, so fitting 8x8-pooled
+    paper features (16384 dims) stays around a GiB. Signs are fixed (largest-magnitude loading positive) so
+    two builds of the same data agree bit for bit.
+    """
+    n, d_in = x.shape
+    cap = max(1, min(max_samples, max_sample_bytes // (4 * d_in)))
+    rows = np.arange(n) if n <= cap else np.sort(np.random.default_rng(seed).choice(n, cap, False))
+    sample = np.concatenate([np.asarray(x[rows[i:i + chunk]], np.float32) for i in range(0, len(rows), chunk)])
+    mean = sample.mean(axis=0, dtype=np.float64)
+    centred = sample - mean.astype(np.float32)
+    del sample
+    dim = max(1, min(dim, d_in, len(rows)))
+    small = min(len(rows), d_in)
+    if small > 4096 and dim < small // 4:
+        comps = _randomized_components(centred, dim, seed)
+    elif len(rows) >= d_in:
+        c64 = centred.astype(np.float64)
+        evecs = np.linalg.eigh(c64.T @ c64)[1]
+        comps = evecs[:, ::-1][:, :dim].T
+    else:
+        comps = np.linalg.svd(centred.astype(np.float64), full_matrices=False)[2][:dim]
+    signs = np.sign(comps[np.arange(dim), np.argmax(np.abs(comps), axis=1)])
+    comps = comps * np.where(signs == 0, 1.0, signs)[:, None]
+    return PcaProjection(mean.astype(np.float32), np.ascontiguousarray(comps, dtype=np.float32))
+
+
+def _randomized_components(centred: np.ndarray, dim: int, seed: int, oversample: int = 32,
+                           power_iters: int = 3) -> np.ndarray:
+    """Top `dim` right singular vectors by a seeded randomized range finder (Halko et al. 2011).
+
+    Exact SVD of a 20k x 16k sample (8x8-pooled paper features) costs minutes; this costs seconds and is
+    as deterministic as the seed.
+    """
+    rng = np.random.default_rng(seed)
+    omega = rng.standard_normal((centred.shape[1], dim + oversample))
+    q = np.linalg.qr(centred @ omega)[0]
+    for _ in range(power_iters):
+        q = np.linalg.qr(centred @ (centred.T @ q))[0]
+    return np.linalg.svd(q.T @ centred, full_matrices=False)[2][:dim]

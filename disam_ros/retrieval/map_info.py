@@ -1,0 +1,106 @@
+"""`disam-map-info MAP [--verify] [--json]`: what a map holds, and (with --verify) whether every file is intact."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from disam_ros.retrieval.map_format import MANIFEST, check_files, read_manifest
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The facts `disam-map-info` prints, as a dict (also its --json output)."""
+    n = int(manifest["count"])
+    files = {k: int(v["bytes"]) for k, v in manifest.get("files", {}).items()}
+    total = sum(files.values())
+    per_image = {k: v / max(n, 1) for k, v in files.items()}
+    desc = manifest["descriptors"]
+    return {
+        "kind": manifest.get("kind"),
+        "images": n,
+        "frame_id": manifest.get("frame_id"),
+        "reference_domain": manifest.get("reference_domain"),
+        "created": manifest.get("created"),
+        "settings": desc["settings"],
+        "coarse_shape": desc["coarse_shape"],
+        "coarse_dim": desc["coarse_dim"],
+        "fine_shape": desc.get("fine_shape"),
+        "models": manifest.get("models"),
+        "stats": manifest.get("stats"),
+        "bytes_total": total,
+        "bytes_per_image": total / max(n, 1),
+        "files": files,
+        "bytes_per_image_by_file": per_image,
+        "shard": manifest.get("shard"),
+        "build": manifest.get("build"),
+    }
+
+
+def render(info: dict[str, Any], root: Path) -> str:
+    s = info["settings"]
+    lines = [
+        f"map            {root}  ({info['kind']}{', shard ' + str(info['shard']) if info.get('shard') else ''})",
+        f"images         {info['images']}",
+        f"frame_id       {info['frame_id']}",
+        f"domain         {info['reference_domain']}",
+        f"created        {info['created']}",
+        f"mode           {s['mode']}: coarse grid {s['coarse_grid'] or 'full'}, pca {s['pca_dim'] or 'none'}, "
+        f"{s['coarse_dtype']}, index {s['index']}; fine grid {s['fine_grid'] or 'full'}, {s['fine_dtype']}",
+        f"coarse         {info['coarse_shape']} -> {info['coarse_dim']} dims",
+        f"fine           {info['fine_shape'] if info['fine_shape'] else 'none (coarse-only map)'}",
+    ]
+    for role in ("coarse", "fine"):
+        m = (info["models"] or {}).get(role)
+        if m:
+            lines.append(f"{role + ' model':<15}{m.get('path')}  sha256 {str(m.get('sha256'))[:16]}...  "
+                         f"domains {m.get('domains')}")
+    st = info.get("stats") or {}
+    if st:
+        lo, hi = st.get("extent_min", [0] * 3), st.get("extent_max", [0] * 3)
+        lines.append("extent         " + "  ".join(f"{a}: {x:.2f}..{y:.2f} m" for a, x, y in zip("xyz", lo, hi)))
+        lines.append(f"spacing        {st.get('spacing_m', 0):.3f} m, {st.get('spacing_deg', 0):.2f} deg (median)")
+    lines.append(f"on disk        {_size(info['bytes_total'])} total, {_size(info['bytes_per_image'])} per image")
+    for name, b in sorted(info["files"].items()):
+        lines.append(f"  {name:<14}{_size(b):>12}  {_size(info['bytes_per_image_by_file'][name]):>10}/image")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="disam-map-info", description=__doc__.splitlines()[0])
+    p.add_argument("map", type=Path)
+    p.add_argument("--verify", action="store_true", help="check the sha256 of every file against the manifest")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    args = p.parse_args(argv)
+    try:
+        try:
+            manifest = read_manifest(args.map, "map")
+        except ValueError:
+            manifest = read_manifest(args.map, "shard")
+        info = summary(manifest)
+        if args.verify:
+            check_files(args.map, manifest, verify=True)
+            info["verified"] = True
+    except (ValueError, OSError, KeyError) as exc:
+        print(f"disam-map-info: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(render(info, args.map))
+        if args.verify:
+            print(f"verified       all {len(info['files'])} files match {MANIFEST} checksums")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,218 @@
+"""Coarse-to-fine localization against a map (paper Sec. IV-C).
+
+Coarse: rank the map by eq. 16 (mean over channels of the spatial-map cosine) and keep the top N (N = 3
+in the paper). Fine: re-rank those N by the plain cosine of the flattened fine features; the best one's
+pose is the answer. An optional spatial prior restricts the coarse search to map images near a position
+estimate (seed 004), falling back to global search when no map image lies inside its gate.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from disam_ros.retrieval.descriptors import coarse_vectors, fine_vectors
+from disam_ros.retrieval.index import make_index, resolve_device
+from disam_ros.retrieval.localization_map import LocalizationMap
+from disam_ros.retrieval.map_format import MANIFEST, MapError, map_error
+from disam_ros.retrieval.prior import SpatialPrior
+from disam_ros.retrieval.result import RetrievalResult, distinctiveness, pose_covariance
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """top_n: coarse candidates re-ranked by the fine model; top_k: length of the reported ranking;
+    min_confidence: below it the result is ok=False. The rest tune backends and the confidence estimate."""
+
+    top_n: int = 3
+    top_k: int = 5
+    min_confidence: float = 0.0
+    device: str = "auto"
+    backend: str = "auto"
+    nprobe: int = 16  # IVF lists visited per query
+    ef_search: int = 64  # HNSW beam width
+    confidence_pool: int = 20  # coarse candidates that define the score spread for the confidence
+    distinct_radius: float | None = None  # metres; None: 3x the map's median image spacing
+
+    def __post_init__(self) -> None:
+        for name in ("top_n", "top_k", "nprobe", "ef_search", "confidence_pool"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"SearchConfig.{name}={v!r} must be a positive integer")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"SearchConfig.min_confidence={self.min_confidence!r} must lie in [0, 1]")
+
+
+def _check_encoder(m: LocalizationMap, role: str, enc: Any, ckpt: Path | None = None) -> None:
+    """Refuse an encoder that is not the one the map was built with: scores would be meaningless."""
+    where = m.root / MANIFEST
+    info = m.model_info(role)
+    if info is None:
+        raise map_error(where, f"map was built without a {role} model", f"pass {role}=None or rebuild it with --{role}")
+    got = getattr(enc, "checkpoint_sha256", None)
+    want = info.get("sha256")
+    named = f" ({ckpt})" if ckpt else ""
+    if want and not got:
+        raise map_error(where, f"the {role} encoder{named} carries no checkpoint hash to check against the map",
+                        "load it with Encoder.from_checkpoint")
+    if want and got != want:
+        raise map_error(where, f"{role} checkpoint{named} has sha256 {got[:12]}..., the map was built with "
+                        f"{want[:12]}... ({info.get('path')})",
+                        "pass the checkpoint the map was built with, or rebuild the map with this one")
+    if tuple(enc.content_shape) != tuple(info["content_shape"]):
+        raise map_error(where, f"{role} encoder{named} makes {tuple(enc.content_shape)} features, the map holds "
+                        f"{tuple(info['content_shape'])}", "use the model the map was built with")
+    if m.domain not in enc.domains:
+        raise map_error(where, f"reference domain {m.domain!r} is unknown to the {role} encoder{named} "
+                        f"(domains {list(enc.domains)})", "use the model the map was built with")
+
+
+class Localizer:
+    """Coarse-to-fine retrieval against one map; `coarse` may be None to use only `localize_features`."""
+
+    def __init__(self, m: LocalizationMap, coarse: Any, fine: Any = None, config: SearchConfig | None = None,
+                 _ckpts: tuple[Path | None, Path | None] = (None, None)) -> None:
+        self.map = m
+        self.config = config or SearchConfig()
+        if coarse is not None:
+            _check_encoder(m, "coarse", coarse, _ckpts[0])
+        if fine is not None:
+            _check_encoder(m, "fine", fine, _ckpts[1])
+        self.coarse, self.fine = coarse, fine
+        self.device = resolve_device(self.config.device)
+        self.index = make_index(m, self.config.backend, self.config.device, self.config.nprobe, self.config.ef_search)
+        radius = self.config.distinct_radius
+        self.distinct_radius = radius if radius is not None else max(3.0 * m.spacing_m, 1e-6)
+        self._positions = np.asarray(m.positions, dtype=np.float64)
+
+    @classmethod
+    def from_map_dir(cls, map_dir: str | Path, coarse_ckpt: str | Path | None = None,
+                     fine_ckpt: str | Path | None = None, config: SearchConfig | None = None,
+                     mmap: bool = True, verify: bool | None = None) -> Localizer:
+        """Load the map and its encoders (the checkpoints recorded in the manifest unless given)."""
+        from disam_ros.model import Encoder  # local: map tools and tests without models stay light
+
+        config = config or SearchConfig()
+        m = LocalizationMap.load(map_dir, mmap=mmap, verify=verify)
+        paths = []
+        for role, given in (("coarse", coarse_ckpt), ("fine", fine_ckpt)):
+            info = m.model_info(role)
+            path = Path(given) if given is not None else (Path(info["path"]) if info and info.get("path") else None)
+            if role == "coarse" and path is None:
+                raise map_error(m.root / MANIFEST, "records no coarse checkpoint path", "pass coarse_ckpt=")
+            if path is not None and not path.is_file():
+                raise map_error(path, f"{role} checkpoint not found", f"pass {role}_ckpt= with the model this map "
+                                "was built with")
+            paths.append(path)
+        coarse = Encoder.from_checkpoint(paths[0], device=config.device)
+        fine = Encoder.from_checkpoint(paths[1], device=config.device) if paths[1] is not None else None
+        return cls(m, coarse, fine, config, _ckpts=(paths[0], paths[1]))
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def localize(self, image: np.ndarray, domain: str, prior: SpatialPrior | None = None) -> RetrievalResult:
+        """Encode an RGB uint8 image under `domain` and retrieve; raises ValueError on a bad image/domain."""
+        if self.coarse is None:
+            raise ValueError("this Localizer has no coarse encoder: construct it with one, or use localize_features")
+        t0 = time.perf_counter()
+        coarse_feat = self.coarse.encode(image, domain)
+        self._sync()
+        t1 = time.perf_counter()
+        fine_feat = self.fine.encode(image, domain) if self.fine is not None else None
+        self._sync()
+        t2 = time.perf_counter()
+        timings = {"encode_coarse": (t1 - t0) * 1e3, "encode_fine": (t2 - t1) * 1e3}
+        return self.localize_features(coarse_feat, fine_feat, prior, _timings=timings, _t0=t0)
+
+    def _gate(self, prior: SpatialPrior | None) -> np.ndarray | None:
+        if prior is None:
+            return None
+        subset = prior.candidates(self._positions)
+        return subset if len(subset) else None
+
+    def localize_features(self, coarse_feat: Any, fine_feat: Any = None, prior: SpatialPrior | None = None,
+                          _timings: dict[str, float] | None = None, _t0: float | None = None) -> RetrievalResult:
+        """The same search from content codes (C,h,w) / (1,C,h,w), numpy or torch, e.g. encoded elsewhere."""
+        t0 = time.perf_counter() if _t0 is None else _t0
+        timings = {"encode_coarse": 0.0, "coarse_search": 0.0, "encode_fine": 0.0, "fine_rerank": 0.0}
+        timings.update(_timings or {})
+        cfg, m = self.config, self.map
+        # NaN/inf survive pooling and normalisation, so checking the small descriptors checks the input
+        tf = time.perf_counter()
+        qf = None
+        if fine_feat is not None and m.has_fine:
+            qf = fine_vectors(self._check_shape(fine_feat, "fine"), m.settings.fine_grid)[0]
+        ts = time.perf_counter()
+        q = coarse_vectors(self._check_shape(coarse_feat, "coarse"), m.settings.coarse_grid)[0]
+        if not bool(torch.isfinite(q).all()) or (qf is not None and not bool(torch.isfinite(qf).all())):
+            return self._failure("query features are not finite (NaN/inf): check the camera image and encoder",
+                                 timings, t0)
+        subset = self._gate(prior)
+        ids, scores = self._coarse_search(q, subset)
+        timings["coarse_search"] = (time.perf_counter() - ts) * 1e3
+
+        tr = time.perf_counter()
+        head, head_scores, query_fine = self._rerank(ids[:cfg.top_n], scores[:cfg.top_n], qf)
+        timings["fine_rerank"] = (time.perf_counter() - tr + ts - tf) * 1e3
+
+        best, n = int(head[0]), len(head)
+        topk = [(int(i), float(s)) for i, s in zip(head, head_scores)]
+        topk += [(int(i), float(s)) for i, s in zip(ids[n:], scores[n:])]
+        conf = distinctiveness(best, ids, scores, self._positions, self.distinct_radius)
+        common = dict(topk=topk[:cfg.top_k], coarse_topn=[(int(i), float(s)) for i, s in zip(ids[:n], scores[:n])],
+                      confidence=conf, query_fine=query_fine, used_prior=subset is not None)
+        if conf < cfg.min_confidence:
+            return self._failure(f"confidence {conf:.3f} below min_confidence {cfg.min_confidence:.3f}", timings, t0,
+                                 **common)
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        return RetrievalResult(
+            ok=True, reason="", index=best, name=m.names[best], stamp=float(m.stamps[best]),
+            position=np.array(m.positions[best], dtype=np.float64), quat=np.array(m.quats[best], dtype=np.float64),
+            covariance=pose_covariance(conf, m.spacing_m, m.spacing_rad), timings_ms=timings, **common)
+
+    def _check_shape(self, feat: Any, role: str) -> torch.Tensor:
+        """(1, C, h, w) tensor; a feature map of another model's shape is a caller error, not a bad frame."""
+        t = torch.as_tensor(feat)
+        t = t.unsqueeze(0) if t.dim() == 3 else t
+        want = tuple(self.map.model_info(role)["content_shape"])
+        if t.dim() != 4 or t.shape[0] != 1 or tuple(t.shape[1:]) != want:
+            raise ValueError(f"{role} features of shape {tuple(torch.as_tensor(feat).shape)} do not match the map's "
+                             f"{want}: pass one image's content code from the model the map was built with")
+        return t
+
+    def _coarse_search(self, q: torch.Tensor, subset: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Eq. 16 ranking of the map (or the gated subset) for a coarse vector: the confidence pool, best first."""
+        cfg, m = self.config, self.map
+        offset = 0.0
+        if m.pca is not None:
+            q, off = m.pca.project_query(q)
+            offset = float(off)
+        ids, scores = self.index.search(q, max(cfg.top_n, cfg.top_k, cfg.confidence_pool), subset)
+        self._sync()
+        return ids, scores + np.float32(offset)
+
+    def _rerank(self, head: np.ndarray, head_scores: np.ndarray,
+                qf: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Fine re-rank of the coarse top-N by the fine vector (ties keep coarse order); coarse order without one."""
+        m = self.map
+        if qf is None:
+            return head, head_scores, None
+        qf = qf.to(self.device)
+        rows = torch.from_numpy(m.fine_rows(head)).to(self.device)
+        fine_scores = (rows @ qf).cpu().numpy()
+        self._sync()
+        order = np.lexsort((np.arange(len(head)), -fine_scores))
+        return head[order], fine_scores[order], qf.reshape(m.fine_shape).cpu().numpy()
+
+    def _failure(self, reason: str, timings: dict[str, float], t0: float, **kw) -> RetrievalResult:
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        return RetrievalResult.failure(reason, timings_ms=timings, **kw)
+
+
+__all__ = ["Localizer", "MapError", "SearchConfig"]
