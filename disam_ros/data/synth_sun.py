@@ -1,8 +1,8 @@
 """Sun position and capture times, so a traversal's stamps, its light and its condition agree.
 
 A night traversal must be stamped when the sun is really down at the world's latitude/longitude, and
-the sunny one's shadows must fall where the sun really was. The low-precision solar ephemeris below
-(about 0.01 degrees over 1950-2050) is plenty for that and needs no third-party package.
+the sunny one's shadows must fall where the sun really was. The sun comes from the same NOAA ephemeris the
+localizer node uses to classify daylight (disam_ros.conditions), so the two always agree.
 """
 from __future__ import annotations
 
@@ -12,22 +12,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
+from disam_ros.conditions import solar_position
+
 
 def sun_elevation_azimuth(utc_seconds: float, lat_deg: float, lon_deg: float) -> tuple[float, float]:
     """(elevation, azimuth) in degrees; azimuth clockwise from north (east = 90)."""
-    n = utc_seconds / 86400.0 + 2440587.5 - 2451545.0  # days since J2000
-    mean_lon = math.radians((280.460 + 0.9856474 * n) % 360.0)
-    anomaly = math.radians((357.528 + 0.9856003 * n) % 360.0)
-    ecl_lon = mean_lon + math.radians(1.915 * math.sin(anomaly) + 0.020 * math.sin(2 * anomaly))
-    obliquity = math.radians(23.439 - 0.0000004 * n)
-    ra = math.atan2(math.cos(obliquity) * math.sin(ecl_lon), math.cos(ecl_lon))
-    dec = math.asin(math.sin(obliquity) * math.sin(ecl_lon))
-    gmst_h = (18.697374558 + 24.06570982441908 * n) % 24.0
-    hour_angle = math.radians(gmst_h * 15.0 + lon_deg) - ra
-    lat = math.radians(lat_deg)
-    elev = math.asin(math.sin(lat) * math.sin(dec) + math.cos(lat) * math.cos(dec) * math.cos(hour_angle))
-    az = math.atan2(-math.sin(hour_angle), math.tan(dec) * math.cos(lat) - math.sin(lat) * math.cos(hour_angle))
-    return math.degrees(elev), math.degrees(az) % 360.0
+    return solar_position(utc_seconds, lat_deg, lon_deg)
 
 
 def sun_vector_enu(elev_deg: float, az_deg: float) -> np.ndarray:

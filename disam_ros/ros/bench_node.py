@@ -1,0 +1,200 @@
+"""`disam-bench node`: end-to-end latency of the localizer node, image published -> pose received.
+
+For each model preset: render a small synthetic world, make random-init coarse and fine models (latency
+does not depend on training), build a map of the reference drive, start the node in a subprocess (as
+the launcher does) and send query frames of the repeat drive one at a time over DDS on loopback, timing
+publish -> PoseStamped receipt in this process. The node's own stage timings come from /diagnostics.
+Prints a table and a JSON document (also written to --json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PRESET_DEFAULTS = {"micro": (100, 40), "tiny": (100, 40), "small": (50, 25), "paper": (20, 15)}  # map size, queries
+
+
+def render_world(root: Path, frames: int, image_size: tuple[int, int]) -> Path:
+    """The reference drive and its repeat. Runs first: make_world forks render workers, which must happen
+    before this process starts torch or DDS threads (a fork after them can deadlock the children)."""
+    from disam_ros.data.synthetic import WorldConfig, make_world
+
+    if not (root / "world.yaml").is_file():
+        make_world(WorldConfig(seed=7, image_size=image_size, frames=frames, conditions=("sunny", "sunny_repeat"),
+                               workers=min(2, os.cpu_count() or 1)), root, progress=False, force=True)
+    return root
+
+
+def prepare(work: Path, root: Path, preset: str, map_size: int, device: str) -> tuple[Path, list]:
+    """Random-init models + a map of the first `map_size` reference frames; returns the map directory and
+    (rgb, stamp) queries from the repeat drive."""
+    import itertools
+
+    import torch
+
+    from disam_ros.data.folders import iter_frames, load_condition
+    from disam_ros.model import DisamNet, Encoder, save_checkpoint
+    from disam_ros.model import preset as make_preset
+    from disam_ros.retrieval import build_map
+
+    domains = ("sunny", "overcast", "snow", "dusk")
+    ckpts = []
+    for role, seed in (("coarse", 0), ("fine", 1)):
+        torch.manual_seed(seed)
+        cfg = make_preset(preset, domains)
+        path = work / f"{preset}_{role}.pt"
+        save_checkpoint(path, DisamNet(cfg), cfg)
+        ckpts.append(path)
+    coarse, fine = (Encoder.from_checkpoint(p, device=device) for p in ckpts)
+    map_dir = work / f"map_{preset}_{map_size}"
+    frames = itertools.islice(iter_frames(load_condition(root, "sunny", require_poses=True)), map_size)
+    build_map(frames, coarse, fine, map_dir, domain="sunny", progress=False, checkpoint_paths=tuple(ckpts),
+              source=f"{root.absolute()} condition sunny", overwrite=True)
+    del coarse, fine
+    repeat = itertools.islice(iter_frames(load_condition(root, "sunny_repeat", True)), map_size)
+    return map_dir, [(f.image, float(f.stamp)) for f in repeat]
+
+
+def measure(map_dir: Path, queries: list, n: int, device: str, compressed: bool, warmup: int = 3,
+            log: Path | None = None) -> dict[str, Any]:
+    """Start the node, send `warmup` + `n` queries sequentially, return latencies (ms) and node diagnostics."""
+    from disam_ros.ros import launcher
+    from disam_ros.ros.client import LocalizerClient
+
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115  (closed below)
+    proc = launcher.start(map=map_dir, compressed=compressed, device=device, namespace="bench",
+                          parameters={"diagnostics_period_s": 0.5}, stdout=out, stderr=subprocess.STDOUT)
+    client = LocalizerClient(namespace="bench")
+    try:
+        if not client.wait_for_node(compressed, timeout=180.0):
+            raise RuntimeError(f"localizer node did not come up (log: {log})")
+        lat, missed = [], 0
+        for k in range(warmup + n):
+            rgb, stamp = queries[k % len(queries)]
+            stamp = float(int(stamp) + k * 1e-3)
+            t0 = time.monotonic()
+            key = client.publish_compressed(rgb, stamp) if compressed else client.publish_raw(rgb, stamp)
+            if client.wait_pose(key, timeout=60.0) is None:
+                missed += 1
+                continue
+            if k >= warmup:
+                lat.append(1e3 * (client.rx.pose[key][0] - t0))
+        time.sleep(0.6)
+        diag = client.rx.diagnostics[-1][1] if client.rx.diagnostics else {}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = -9
+        client.close()
+        if log:
+            out.close()
+    return {"latencies_ms": lat, "missed": missed, "diagnostics": diag, "exit_code": rc}
+
+
+def summarize(preset: str, map_size: int, image_size: tuple[int, int], compressed: bool, r: dict) -> dict[str, Any]:
+    lat = sorted(r["latencies_ms"])
+    d = r["diagnostics"]
+
+    def stage(name: str) -> float | None:
+        v = d.get(f"latency_{name}_ms_median")
+        return None if v is None else float(v)
+
+    return {
+        "preset": preset, "map_size": map_size, "image": f"{image_size[0]}x{image_size[1]}",
+        "transport": "CompressedImage(jpeg)" if compressed else "Image(rgb8)", "queries": len(lat),
+        "missed": r["missed"],
+        "median_ms": statistics.median(lat) if lat else None,
+        "p95_ms": float(np.percentile(lat, 95)) if lat else None,
+        "mean_ms": statistics.fmean(lat) if lat else None,
+        "max_ms": max(lat) if lat else None,
+        "node_total_median_ms": stage("total"), "node_decode_median_ms": stage("decode"),
+        "node_encode_coarse_median_ms": stage("retrieval_encode_coarse"),
+        "node_encode_fine_median_ms": stage("retrieval_encode_fine"),
+        "node_coarse_search_median_ms": stage("retrieval_coarse_search"),
+        "node_fine_rerank_median_ms": stage("retrieval_fine_rerank"),
+        "node_publish_median_ms": stage("publish"),
+        "node_rss_mb": float(d["rss_mb"]) if "rss_mb" in d else None, "device": d.get("device"),
+        "node_exit_code": r["exit_code"],
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    cols = [("preset", "preset"), ("map_size", "map"), ("image", "image"), ("transport", "transport"),
+            ("queries", "n"), ("median_ms", "median ms"), ("p95_ms", "p95 ms"), ("node_encode_coarse_median_ms",
+            "enc coarse"), ("node_encode_fine_median_ms", "enc fine"), ("node_coarse_search_median_ms", "search"),
+            ("node_fine_rerank_median_ms", "rerank"), ("node_decode_median_ms", "decode"), ("node_rss_mb", "RSS MB")]
+
+    def fmt(v: Any) -> str:
+        return "-" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)
+
+    cells = [[h for _, h in cols]] + [[fmt(r.get(k)) for k, _ in cols] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="disam-bench node", description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default="tiny,paper", help="comma-separated model presets (default tiny,paper)")
+    parser.add_argument("--map-size", type=int, default=None, help="map images (default per preset: tiny 100, "
+                        "paper 20)")
+    parser.add_argument("--queries", type=int, default=None, help="timed queries (default: tiny 40, paper 15)")
+    parser.add_argument("--image-size", default="640x480", help="camera image WxH (default 640x480)")
+    parser.add_argument("--device", default="cpu", help="node device (default cpu)")
+    parser.add_argument("--compressed", action="store_true", help="send CompressedImage (jpeg) instead of rgb8")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep worlds/maps/logs here (default: temp)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the JSON result to this file")
+    args = parser.parse_args(argv)
+    w, h = (int(v) for v in args.image_size.lower().split("x"))
+    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
+    unknown = [p for p in presets if p not in PRESET_DEFAULTS]
+    if unknown:
+        parser.error(f"unknown presets {unknown}: use {list(PRESET_DEFAULTS)}")
+
+    from disam_ros.ros import env  # noqa: F401  (loopback DDS before any rclpy context)
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="disam_bench_node_") as tmp:
+        work = args.workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        plan = [(p, args.map_size or PRESET_DEFAULTS[p][0], args.queries or PRESET_DEFAULTS[p][1]) for p in presets]
+        t0 = time.monotonic()
+        root = render_world(work / f"world_{w}x{h}_{max(m for _, m, _ in plan)}", max(m for _, m, _ in plan), (w, h))
+        print(f"world ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        maps = {}
+        for preset, map_size, _ in plan:  # all maps before any node: the DDS client must come last
+            t0 = time.monotonic()
+            maps[preset] = prepare(work, root, preset, map_size, args.device)
+            print(f"[{preset}] map of {map_size} images ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        for preset, map_size, n in plan:
+            map_dir, queries = maps[preset]
+            r = measure(map_dir, queries, n, args.device, args.compressed, log=work / f"node_{preset}.log")
+            rows.append(summarize(preset, map_size, (w, h), args.compressed, r))
+    doc = {"suite": "node", "host": {"cpus": os.cpu_count(), "machine": platform.machine(),
+                                     "python": platform.python_version()}, "results": rows}
+    print(table(rows))
+    print(json.dumps(doc, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(doc, indent=1))
+    return 0 if all(r["queries"] and r["node_exit_code"] == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

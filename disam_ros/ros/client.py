@@ -1,0 +1,217 @@
+"""A peer of the localizer node for tests and the benchmark: publishes camera frames, records everything the
+node publishes (with receipt times), changes its parameters, and reads its /rosout lines.
+
+Runs its own rclpy context and executor thread, so it can live next to other rclpy users in one process.
+Uses RELIABLE QoS and waits for matching, since best-effort images drop heavily between processes here.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseArray, PoseStamped, PoseWithCovarianceStamped
+from rcl_interfaces.msg import Log, Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header, String
+
+from disam_ros.data.image_codec import encode_compressed, encode_image
+from disam_ros.ros import env  # noqa: F401  (loopback DDS before the context starts)
+from disam_ros.ros.messages import sec_to_stamp
+
+Stamp = tuple[int, int]
+
+
+def stamp_key(stamp: Any) -> Stamp:
+    return int(stamp.sec), int(stamp.nanosec)
+
+
+@dataclass
+class Received:
+    """What the node published, keyed by the query image stamp; values are (receipt time, message)."""
+
+    pose: dict[Stamp, tuple[float, PoseStamped]] = field(default_factory=dict)
+    pose_cov: dict[Stamp, tuple[float, PoseWithCovarianceStamped]] = field(default_factory=dict)
+    candidates: dict[Stamp, tuple[float, PoseArray]] = field(default_factory=dict)
+    loop: dict[Stamp, tuple[float, dict]] = field(default_factory=dict)
+    debug: list[tuple[float, Image]] = field(default_factory=list)
+    diagnostics: list[tuple[float, dict[str, str]]] = field(default_factory=list)
+    rosout: list[tuple[float, Log]] = field(default_factory=list)
+
+
+class LocalizerClient:
+    """Talks to one localizer node `/<namespace>/<node_name>` on the topics `image` / `image/compressed`."""
+
+    def __init__(self, namespace: str = "", node_name: str = "disam_localizer") -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        ns = f"/{namespace.strip('/')}" if namespace.strip("/") else ""
+        self.fqn = f"{ns}/{node_name}"
+        self.node = rclpy.create_node(f"disam_client_{uuid.uuid4().hex[:8]}", context=self.context)
+        self.rx = Received()
+        self.callback_errors: list[str] = []
+        self._cv = threading.Condition()
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_image = self.node.create_publisher(Image, f"{ns}/image", QoSProfile(depth=10))
+        self.pub_compressed = self.node.create_publisher(CompressedImage, f"{ns}/image/compressed",
+                                                         QoSProfile(depth=10))
+        self.pub_prior = self.node.create_publisher(PoseWithCovarianceStamped, f"{ns}/prior", QoSProfile(depth=5))
+        sub = self.node.create_subscription
+        sub(PoseStamped, f"{self.fqn}/pose", self._keyed(self.rx.pose), qos)
+        sub(PoseWithCovarianceStamped, f"{self.fqn}/pose_with_covariance", self._keyed(self.rx.pose_cov), qos)
+        sub(PoseArray, f"{self.fqn}/candidates", self._keyed(self.rx.candidates), qos)
+        sub(String, f"{self.fqn}/loop_closure", self._on_loop, qos)
+        sub(Image, f"{self.fqn}/debug_image", lambda m: self._append(self.rx.debug, m), QoSProfile(depth=2))
+        sub(DiagnosticArray, "/diagnostics", self._on_diag, qos)
+        sub(Log, "/rosout", self._on_log, QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
+        self.param_client = self.node.create_client(SetParameters, f"{self.fqn}/set_parameters")
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------------------------------ receive
+
+    def _spin(self) -> None:
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception as exc:  # noqa: BLE001
+                if not self.context.ok():  # shut down under us
+                    break
+                # a failing callback must not silently end all listening: keep spinning, keep the error
+                self.callback_errors.append(f"{type(exc).__name__}: {exc}")
+
+    def _notify(self) -> None:
+        with self._cv:
+            self._cv.notify_all()
+
+    def _keyed(self, store: dict) -> Callable[[Any], None]:
+        def cb(msg: Any) -> None:
+            store[stamp_key(msg.header.stamp)] = (time.monotonic(), msg)
+            self._notify()
+        return cb
+
+    def _append(self, store: list, item: Any) -> None:
+        store.append((time.monotonic(), item))
+        self._notify()
+
+    def _on_loop(self, msg: String) -> None:
+        doc = json.loads(msg.data)
+        ns = int(doc["query_stamp_ns"])
+        self.rx.loop[(ns // 1_000_000_000, ns % 1_000_000_000)] = (time.monotonic(), doc)
+        self._notify()
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        for st in msg.status:
+            if st.name.startswith(f"{self.fqn}:"):
+                self._append(self.rx.diagnostics, {kv.key: kv.value for kv in st.values})
+
+    def _on_log(self, msg: Log) -> None:
+        if msg.name == self.fqn.lstrip("/").replace("/", "."):
+            self._append(self.rx.rosout, msg)
+
+    def wait(self, predicate: Callable[[], Any], timeout: float) -> Any:
+        """Block until predicate() is truthy (re-checked on every message); returns its value or None."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cv.wait(min(left, 0.1))
+
+    def wait_pose(self, stamp: Any, timeout: float) -> PoseStamped | None:
+        key = stamp if isinstance(stamp, tuple) else stamp_key(stamp)
+        hit = self.wait(lambda: self.rx.pose.get(key), timeout)
+        return None if hit is None else hit[1]
+
+    def wait_diagnostics(self, predicate: Callable[[dict[str, str]], bool], timeout: float,
+                         after: float = 0.0) -> dict[str, str] | None:
+        def find() -> dict[str, str] | None:
+            for t, d in reversed(self.rx.diagnostics):
+                if t >= after and predicate(d):
+                    return d
+            return None
+        return self.wait(find, timeout)
+
+    def errors(self, after: float = 0.0) -> list[str]:
+        return [m.msg for t, m in self.rx.rosout if t >= after and m.level >= Log.ERROR]
+
+    # ------------------------------------------------------------------------------------------ send
+
+    def wait_for_node(self, compressed: bool, timeout: float = 30.0) -> bool:
+        """Until the node's image subscription and the parameter service are matched (~1.3 s discovery)."""
+        pub = self.pub_compressed if compressed else self.pub_image
+        ok = self.wait(lambda: pub.get_subscription_count() > 0, timeout)
+        return bool(ok) and self.param_client.wait_for_service(timeout_sec=timeout)
+
+    def publish_raw(self, rgb: np.ndarray | None, stamp: float | tuple[int, int], encoding: str = "rgb8",
+                    padding: int = 0, frame_id: str = "camera", **override: Any) -> Stamp:
+        """Publish an Image (fields from the codec; `override` replaces any of them to make bad frames)."""
+        st = sec_to_stamp(stamp) if isinstance(stamp, float) else _time(stamp)
+        f = encode_image(rgb, encoding if encoding in _ENCODABLE else "rgb8", padding=padding) \
+            if rgb is not None else None
+        fields = dict(height=f.height, width=f.width, encoding=encoding, is_bigendian=f.is_bigendian, step=f.step,
+                      data=f.data) if f is not None else {"encoding": encoding}
+        fields.update(override)
+        self.pub_image.publish(Image(header=Header(stamp=st, frame_id=frame_id), **fields))
+        return stamp_key(st)
+
+    def publish_compressed(self, rgb: np.ndarray | None, stamp: float | tuple[int, int], fmt: str = "jpeg",
+                           data: bytes | None = None, frame_id: str = "camera") -> Stamp:
+        st = sec_to_stamp(stamp) if isinstance(stamp, float) else _time(stamp)
+        payload = data if data is not None else encode_compressed(rgb, fmt, 95).data
+        self.pub_compressed.publish(CompressedImage(header=Header(stamp=st, frame_id=frame_id), format=fmt,
+                                                    data=payload))
+        return stamp_key(st)
+
+    def set_parameters(self, values: Mapping[str, Any], timeout: float = 10.0) -> list[tuple[bool, str]]:
+        """Call the node's SetParameters service; returns (successful, reason) per parameter."""
+        if not self.param_client.wait_for_service(timeout_sec=timeout):  # a request sent before is lost
+            raise TimeoutError(f"no SetParameters service on {self.fqn} after {timeout} s: is the node running?")
+        req = SetParameters.Request(parameters=[Parameter(name=k, value=_param_value(v)) for k, v in values.items()])
+        fut = self.param_client.call_async(req)
+        done = self.wait(fut.done, timeout)
+        if not done:
+            raise TimeoutError(f"SetParameters on {self.fqn} timed out after {timeout} s")
+        return [(r.successful, r.reason) for r in fut.result().results]
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        if self.context.ok():
+            rclpy.shutdown(context=self.context)
+        self._thread.join(timeout=2.0)
+
+
+_ENCODABLE = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "8UC3", "8UC4", "mono16", "16UC1")
+
+
+def _time(key: tuple[int, int]) -> Any:
+    from builtin_interfaces.msg import Time
+
+    return Time(sec=int(key[0]), nanosec=int(key[1]))
+
+
+def _param_value(v: Any) -> ParameterValue:
+    if isinstance(v, bool):
+        return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=v)
+    if isinstance(v, int):
+        return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v)
+    if isinstance(v, float):
+        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=v)
+    return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(v))

@@ -1,0 +1,387 @@
+"""The localizer node end to end: real node processes, real DDS on loopback, a small synthetic world and a
+random-init micro model (untrained, so queries come from the reference condition, `sunny_repeat`).
+
+Two node processes start once for the module (raw Image in namespace `raw`, CompressedImage in `comp`) and
+every check reuses them; the last checks stop them with SIGINT / SIGTERM and want exit code 0.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+N_QUERIES = 10
+RAW_ENCODINGS = ("rgb8", "bgr8", "rgba8", "mono8", "bgra8", "8UC3", "rgb8", "mono16", "bgr8", "rgb8")
+
+
+@dataclass
+class NodeWorld:
+    map_dir: Path
+    positions: np.ndarray  # map positions (N, 3)
+    quats: np.ndarray
+    frame_id: str
+    queries: list[tuple[np.ndarray, float, int]]  # (rgb, stamp, index of the nearest map image)
+    latitude: float
+    longitude: float
+    domains: tuple[str, ...]
+
+
+@pytest.fixture(scope="session")
+def node_world(tmp_path_factory) -> NodeWorld:
+    """Small synthetic world -> micro coarse/fine models (random init) -> map of the reference condition."""
+    try:
+        import torch
+
+        from disam_ros.data.folders import iter_frames, list_conditions, load_condition
+        from disam_ros.data.synthetic import WorldConfig, make_world
+        from disam_ros.model import DisamNet, Encoder, preset, save_checkpoint
+        from disam_ros.retrieval import LocalizationMap, build_map
+    except ImportError as exc:  # the model / retrieval / synthetic modules land separately
+        pytest.skip(f"localizer dependencies not importable yet: {exc}")
+    tmp = tmp_path_factory.mktemp("node_world")
+    root = tmp / "world"
+    # workers=1: no fork, because this pytest process may already run DDS and torch threads.
+    make_world(WorldConfig(seed=3, image_size=(128, 96), frames=40, blocks=3, workers=1,
+                           conditions=("sunny", "sunny_repeat", "snow", "overcast")), root, progress=False)
+    site = (yaml.safe_load((root / "world.yaml").read_text()) or {}).get("site", {})
+    lat, lon = float(site.get("latitude", "nan")), float(site.get("longitude", "nan"))
+    domains = tuple(c for c in list_conditions(root) if c != "sunny_repeat")
+    ckpts = []
+    for role, seed in (("coarse", 0), ("fine", 1)):
+        torch.manual_seed(seed)
+        cfg = preset("micro", domains)
+        path = tmp / f"{role}.pt"
+        save_checkpoint(path, DisamNet(cfg), cfg)
+        ckpts.append(path)
+    coarse, fine = (Encoder.from_checkpoint(p, device="cpu") for p in ckpts)
+    map_dir = tmp / "map"
+    ref = load_condition(root, "sunny", require_poses=True)
+    build_map(iter_frames(ref), coarse, fine, map_dir, domain="sunny", progress=False, checkpoint_paths=tuple(ckpts),
+              source=f"{root.absolute()} condition sunny")
+    m = LocalizationMap.load(map_dir)
+    qfolder = load_condition(root, "sunny_repeat", require_poses=True)
+    frames = list(iter_frames(qfolder))
+    pick = np.linspace(0, len(frames) - 1, min(N_QUERIES, len(frames))).round().astype(int)
+    queries = []
+    for i in pick:
+        f = frames[int(i)]
+        gt = int(np.argmin(np.linalg.norm(np.asarray(m.positions) - f.position, axis=1)))
+        queries.append((f.image, float(f.stamp), gt))
+    return NodeWorld(map_dir, np.asarray(m.positions), np.asarray(m.quats), m.frame_id, queries, lat, lon, domains)
+
+
+@dataclass
+class RunningNode:
+    proc: subprocess.Popen
+    client: object
+    log: Path
+    compressed: bool
+
+
+def _start(world: NodeWorld, tmp: Path, namespace: str, compressed: bool) -> RunningNode:
+    from disam_ros.ros import launcher
+
+    log = tmp / f"{namespace}.log"
+    params = dict(diagnostics_period_s=0.3, weather="sunny")
+    if not compressed:  # the compressed node finds the site itself, through the map's source world.yaml
+        params.update(latitude=world.latitude, longitude=world.longitude)
+    f = open(log, "wb")  # noqa: SIM115  (closed with the process)
+    proc = launcher.start(map=world.map_dir, compressed=compressed, device="cpu", namespace=namespace,
+                          parameters=params, stdout=f, stderr=subprocess.STDOUT)
+    f.close()
+    return RunningNode(proc, None, log, compressed)
+
+
+@pytest.fixture(scope="module")
+def nodes(node_world, tmp_path_factory):
+    from disam_ros.ros.client import LocalizerClient
+
+    tmp = tmp_path_factory.mktemp("nodes")
+    running = {"raw": _start(node_world, tmp, "raw", False), "comp": _start(node_world, tmp, "comp", True)}
+    try:
+        for ns, rn in running.items():
+            rn.client = LocalizerClient(namespace=ns)
+        for ns, rn in running.items():
+            if not rn.client.wait_for_node(rn.compressed, timeout=60.0):
+                pytest.fail(f"node {ns} did not come up:\n{_tail(rn)}")
+        yield running
+    finally:
+        for rn in running.values():
+            if rn.proc.poll() is None:
+                rn.proc.send_signal(signal.SIGTERM)
+                try:
+                    rn.proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    rn.proc.kill()
+            if rn.client is not None:
+                rn.client.close()
+
+
+def _tail(rn: RunningNode, n: int = 3000) -> str:
+    return rn.log.read_text(errors="replace")[-n:] if rn.log.exists() else "(no log)"
+
+
+def _query_stamp(base: float, k: int) -> float:
+    """Distinct, exactly representable stamps near a capture time (so daylight follows the world)."""
+    return float(int(base) + k * 1e-3)
+
+
+def _check_answer(world: NodeWorld, client, key, pose, gt: int) -> bool:
+    assert pose.header.frame_id == world.frame_id
+    assert (pose.header.stamp.sec, pose.header.stamp.nanosec) == key
+    p = np.array([pose.pose.position.x, pose.pose.position.y, pose.pose.position.z])
+    idx = int(np.argmin(np.linalg.norm(world.positions - p, axis=1)))
+    assert np.allclose(p, world.positions[idx], atol=1e-6), "published a pose that is not a map pose"
+    return idx == gt
+
+
+def test_raw_queries_localize(node_world, nodes):
+    client = nodes["raw"].client
+    correct = colour = 0
+    for k, (rgb, stamp, gt) in enumerate(node_world.queries):
+        encoding = RAW_ENCODINGS[k % len(RAW_ENCODINGS)]
+        key = client.publish_raw(rgb, _query_stamp(stamp, k), encoding=encoding, padding=8 * (k % 2))
+        pose = client.wait_pose(key, timeout=15.0)
+        assert pose is not None, f"no pose for query {k} ({encoding}):\n{_tail(nodes['raw'])}"
+        is_right = _check_answer(node_world, client, key, pose, gt)
+        if not encoding.startswith("mono"):  # grey queries are answered but not expected to match
+            colour += 1
+            correct += is_right
+        # The other outputs carry the same stamp and answer.
+        assert client.wait(lambda key=key: key in client.rx.loop and key in client.rx.pose_cov
+                           and key in client.rx.candidates, 5.0)
+        doc = client.rx.loop[key][1]
+        cov = client.rx.pose_cov[key][1]
+        cand = client.rx.candidates[key][1]
+        assert doc["schema"] == "disam_ros/loop_closure/1"
+        assert doc["map_index"] == int(np.argmin(np.linalg.norm(
+            node_world.positions - np.array(doc["position"]), axis=1)))
+        assert doc["domain"] == "sunny" and 0.0 <= doc["confidence"] <= 1.0
+        assert cov.pose.pose == pose.pose and len(cov.pose.covariance) == 36 and cov.pose.covariance[0] > 0
+        assert cand.poses[0] == pose.pose and len(cand.poses) == 5
+    # Untrained random-init encoders, same condition: most (not all) places come back exactly.
+    assert correct >= 0.6 * colour, f"{correct}/{colour} queries matched their place"
+
+
+def test_compressed_queries_localize(node_world, nodes):
+    client = nodes["comp"].client
+    correct = 0
+    subset = node_world.queries[:6]
+    for k, (rgb, stamp, gt) in enumerate(subset):
+        key = client.publish_compressed(rgb, _query_stamp(stamp, 100 + k), fmt="png" if k % 2 else "jpeg")
+        pose = client.wait_pose(key, timeout=15.0)
+        assert pose is not None, f"no pose for compressed query {k}:\n{_tail(nodes['comp'])}"
+        correct += _check_answer(node_world, client, key, pose, gt)
+    assert correct >= 0.5 * len(subset)
+    # This node got no latitude/longitude: it found the site in the world.yaml of the map's source.
+    d = client.wait_diagnostics(lambda d: int(d["processed"]) >= len(subset), 5.0)
+    assert d["daylight"] == "day" and d["domain"] == "sunny" and float(d["solar_elevation_deg"]) > 30
+
+
+def _bad_then_good(node_world, client, publish_bad, publish_good, pattern: str, k: int) -> None:
+    rgb, stamp, _ = node_world.queries[k % len(node_world.queries)]
+    t0 = time.monotonic()
+    bad = publish_bad(_query_stamp(stamp, 200 + 2 * k))
+    time.sleep(0.05)
+    good = publish_good(rgb, _query_stamp(stamp, 201 + 2 * k))
+    assert client.wait_pose(good, timeout=15.0) is not None, "the node stopped serving after a bad frame"
+    errors = client.wait(lambda: client.errors(after=t0), 5.0) or []
+    assert len(errors) == 1 and pattern in errors[0], errors
+    assert bad not in client.rx.pose and bad not in client.rx.loop and bad not in client.rx.candidates
+
+
+def test_bad_input_is_reported_and_skipped(node_world, nodes):
+    raw, comp = nodes["raw"].client, nodes["comp"].client
+    rgb = node_world.queries[0][0]
+    h, w = rgb.shape[:2]
+    cases = [
+        (lambda s: raw.publish_raw(rgb, s, encoding="yuv422"), "unsupported image encoding 'yuv422'"),
+        (lambda s: raw.publish_raw(None, s, height=0, width=0, encoding="rgb8", step=0, data=b""), "empty image"),
+        (lambda s: raw.publish_raw(rgb, s, step=w * 3 - 3), "image step"),
+        (lambda s: raw.publish_raw(rgb, s, height=h + 5), "fewer than height*step"),
+    ]
+    for k, (bad, pattern) in enumerate(cases):
+        _bad_then_good(node_world, raw, bad, raw.publish_raw, pattern, k)
+    jpeg = bytearray(__import__("disam_ros.data.image_codec", fromlist=["x"]).encode_compressed(rgb, "jpeg").data)
+    cases = [
+        (lambda s: comp.publish_compressed(None, s, data=bytes(jpeg[: len(jpeg) // 2])), "corrupt JPEG"),
+        (lambda s: comp.publish_compressed(None, s, data=bytes(jpeg[:2]) + bytes(300) + b"\xff\xd9"), "corrupt JPEG"),
+    ]
+    for k, (bad, pattern) in enumerate(cases):
+        _bad_then_good(node_world, comp, bad, comp.publish_compressed, pattern, 10 + k)
+    d = raw.wait_diagnostics(lambda d: int(d["bad_input"]) >= 4, 5.0)
+    assert d is not None
+    assert nodes["raw"].proc.poll() is None and nodes["comp"].proc.poll() is None
+
+
+def test_weather_and_domain_switch_encoder(node_world, nodes):
+    client = nodes["raw"].client
+    rgb, stamp, _ = node_world.queries[1]
+    assert client.wait_diagnostics(lambda d: d["domain"] == "sunny", 5.0)
+    target = "snow" if "snow" in node_world.domains else node_world.domains[-1]
+    t0 = time.monotonic()
+    assert client.set_parameters({"weather": "snow"}) == [(True, "")]
+    d = client.wait_diagnostics(lambda d: d["domain"] == target, 5.0, after=t0)
+    assert d is not None, client.rx.diagnostics[-1:]
+    assert d["weather"] == "snow" and int(d["encoder_switches"]) >= 1
+    key = client.publish_raw(rgb, _query_stamp(stamp, 300))
+    assert client.wait_pose(key, 15.0) is not None
+    assert client.wait(lambda: key in client.rx.loop, 5.0) and client.rx.loop[key][1]["domain"] == target
+    # Invalid values are refused with the reason; the node keeps its encoder.
+    [(ok, reason)] = client.set_parameters({"weather": "hail"})
+    assert not ok and "weather 'hail' is not valid" in reason
+    [(ok, reason)] = client.set_parameters({"domain": "no_such_domain"})
+    assert not ok and "not a model domain" in reason
+    [(ok, reason)] = client.set_parameters({"top_n": 7})
+    assert not ok  # read-only
+    # Override wins over the condition; clearing it goes back to the reference for sunny weather.
+    other = next(d for d in node_world.domains if d not in ("sunny", target))
+    t1 = time.monotonic()
+    assert client.set_parameters({"domain": other, "weather": "sunny"}) == [(True, ""), (True, "")]
+    assert client.wait_diagnostics(lambda d: d["domain"] == other and "override" in d["domain_reason"], 5.0, after=t1)
+    t2 = time.monotonic()
+    assert client.set_parameters({"domain": ""}) == [(True, "")]
+    assert client.wait_diagnostics(lambda d: d["domain"] == "sunny", 5.0, after=t2)
+
+
+def test_prior_and_debug_image(node_world, nodes):
+    client = nodes["raw"].client
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+
+    assert client.set_parameters({"publish_debug_image": True, "debug_rate_hz": 20.0, "prior_radius_m": 0.5}) \
+        == [(True, "")] * 3
+    # A prior at map image j: the answer must come from inside its gate whatever the image shows.
+    rgb, stamp, gt = node_world.queries[2]
+    j = (gt + len(node_world.positions) // 2) % len(node_world.positions)
+    prior = PoseWithCovarianceStamped()
+    prior.header.frame_id = node_world.frame_id
+    prior.pose.pose.position.x, prior.pose.pose.position.y, prior.pose.pose.position.z = \
+        (float(v) for v in node_world.positions[j])
+    prior.pose.pose.orientation.w = 1.0
+    client.pub_prior.publish(prior)
+    time.sleep(0.3)
+    key = client.publish_raw(rgb, _query_stamp(stamp, 400))
+    pose = client.wait_pose(key, 15.0)
+    assert pose is not None
+    p = np.array([pose.pose.position.x, pose.pose.position.y, pose.pose.position.z])
+    assert np.linalg.norm(p - node_world.positions[j]) <= 0.5 + 1e-6
+    # The same gate from the prior's own covariance (3 sigma = 0.3 m) when prior_radius_m is 0.
+    assert client.set_parameters({"prior_radius_m": 0.0}) == [(True, "")]
+    prior.pose.covariance = [0.01 if i in (0, 7, 14) else 0.0 for i in range(36)]
+    client.pub_prior.publish(prior)
+    time.sleep(0.3)
+    key2 = client.publish_raw(rgb, _query_stamp(stamp, 402))
+    pose2 = client.wait_pose(key2, 15.0)
+    assert pose2 is not None and pose2.pose == pose.pose
+    img = client.wait(lambda: client.rx.debug[-1][1] if client.rx.debug else None, 10.0)
+    assert img is not None and img.encoding == "rgb8" and img.width > img.height > 0
+    assert (img.header.stamp.sec, img.header.stamp.nanosec) in (key, key2)
+    assert client.set_parameters({"publish_debug_image": False, "prior_radius_m": 0.0, "prior_timeout_s": 0.1}) \
+        == [(True, "")] * 3
+    time.sleep(0.2)  # prior now stale: global search again
+    key = client.publish_raw(rgb, _query_stamp(stamp, 401))
+    assert client.wait_pose(key, 15.0) is not None
+
+
+def test_unconfident_result_publishes_nothing(node_world, nodes):
+    """res.ok False (confidence below min_confidence) -> no pose topics, but diagnostics say why."""
+    client = nodes["raw"].client
+    # A query answered earlier with confidence < 1 (so min_confidence 1.0 must reject it).
+    k, (rgb, stamp, _) = next((k, q) for k, q in enumerate(node_world.queries)
+                              if client.rx.loop[_key(q[1], k)][1]["confidence"] < 0.99)
+    assert client.set_parameters({"min_confidence": 1.0}) == [(True, "")]
+    before = client.wait_diagnostics(lambda d: True, 5.0, after=time.monotonic())
+    key = client.publish_raw(rgb, _query_stamp(stamp, 600 + k))
+    d = client.wait_diagnostics(lambda d: int(d["not_localized"]) > int(before["not_localized"]), 10.0,
+                                after=time.monotonic())
+    assert d is not None and "below min_confidence" in d["last_reason"]
+    time.sleep(0.3)
+    assert key not in client.rx.pose and key not in client.rx.pose_cov and key not in client.rx.loop
+    assert client.set_parameters({"min_confidence": 0.0}) == [(True, "")]
+    key = client.publish_raw(rgb, _query_stamp(stamp, 601 + k))
+    assert client.wait_pose(key, 15.0) is not None
+
+
+def _key(stamp: float, k: int) -> tuple[int, int]:
+    from disam_ros.ros.messages import sec_to_stamp
+
+    st = sec_to_stamp(_query_stamp(stamp, k))
+    return st.sec, st.nanosec
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def test_30hz_burst_bounded(node_world, nodes):
+    rn = nodes["raw"]
+    client = rn.client
+    assert client.set_parameters({"max_rate_hz": 5.0}) == [(True, "")]
+    before = client.wait_diagnostics(lambda d: True, 5.0, after=time.monotonic())  # a fresh snapshot
+    rss0 = _rss_mb(rn.proc.pid)
+    t0, n = time.monotonic(), 0
+    keys = []
+    while time.monotonic() - t0 < 4.0:
+        rgb, stamp, _ = node_world.queries[n % len(node_world.queries)]
+        keys.append(client.publish_raw(rgb, _query_stamp(stamp, 1000 + n)))
+        n += 1
+        time.sleep(max(0.0, t0 + n / 30.0 - time.monotonic()))
+    elapsed = time.monotonic() - t0
+    time.sleep(1.0)
+    after = client.wait_diagnostics(lambda d: int(d["received"]) - int(before["received"]) >= n, 10.0,
+                                    after=time.monotonic())
+    assert after is not None, "node did not receive the burst"
+    received = int(after["received"]) - int(before["received"])
+    dropped = int(after["dropped"]) - int(before["dropped"])
+    processed = int(after["processed"]) - int(before["processed"])
+    answered = sum(1 for k in keys if k in client.rx.pose)
+    assert received == n
+    assert received - 1 <= processed + dropped <= received  # at most one frame in the mailbox
+    assert dropped >= n // 2, (n, dropped, processed)  # 5 Hz of a 30 Hz stream
+    assert processed <= 5.0 * elapsed + 3 and answered <= processed
+    assert float(after["drop_rate"]) > 0.0
+    assert _rss_mb(rn.proc.pid) - rss0 < 150.0
+    assert rn.proc.poll() is None
+    assert client.set_parameters({"max_rate_hz": 0.0}) == [(True, "")]
+    rgb, stamp, _ = node_world.queries[0]
+    key = client.publish_raw(rgb, _query_stamp(stamp, 5000))
+    assert client.wait_pose(key, 15.0) is not None
+
+
+@pytest.mark.parametrize("ns,sig", [("comp", signal.SIGINT), ("raw", signal.SIGTERM)])
+def test_signal_clean_shutdown(nodes, ns, sig):
+    rn = nodes[ns]
+    rn.proc.send_signal(sig)
+    try:
+        rc = rn.proc.wait(20.0)
+    except subprocess.TimeoutExpired:
+        rn.proc.kill()
+        pytest.fail(f"node {ns} ignored {sig.name}:\n{_tail(rn)}")
+    log = _tail(rn, 20000)
+    assert rc == 0, log
+    assert "Traceback" not in log and "shutting down" in log
+
+
+def test_config_error_exits_2(tmp_path):
+    """A bad parameter is one line and exit code 2, not a traceback."""
+    from disam_ros.ros import launcher
+
+    proc = launcher.start(map=tmp_path / "missing", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          env={"ROS_LOG_DIR": str(tmp_path)})
+    out, _ = proc.communicate(timeout=60)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 2, text
+    assert "does not exist: check parameter 'map'" in text and "Traceback" not in text
+    assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
