@@ -36,3 +36,28 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_eval_world(tmp_path_factory):
+    """A 64-px synthetic world (reference + 3 query drives x 10 frames), random-init micro coarse/fine
+    models for domains sunny/night/snow, and a map of the reference drive built with `disam-build-map`."""
+    import torch
+
+    from disam_ros.data.synthetic import WorldConfig, make_world
+    from disam_ros.model import DisamNet, preset, save_checkpoint
+    from disam_ros.retrieval.build_map import main as build_map_main
+
+    tmp = tmp_path_factory.mktemp("eval_world")
+    world = make_world(WorldConfig(seed=1, image_size=64, frames=10, blocks=3, workers=1,
+                                   conditions=("sunny", "sunny_repeat", "night", "snow")),
+                       tmp / "world", progress=False)
+    ckpts = {}
+    for role, seed in (("coarse", 0), ("fine", 1)):
+        torch.manual_seed(seed)
+        cfg = preset("micro", ("sunny", "night", "snow"))
+        ckpts[role] = save_checkpoint(tmp / f"{role}.pt", DisamNet(cfg), cfg)
+    rc = build_map_main(["--dataset", str(world), "--condition", "sunny", "--coarse", str(ckpts["coarse"]),
+                         "--fine", str(ckpts["fine"]), "--out", str(tmp / "map"), "--quiet"])
+    assert rc == 0
+    return {"world": world, "map": tmp / "map", **ckpts, "tmp": tmp}
