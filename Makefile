@@ -26,7 +26,7 @@ bench: venv
 	$(VENV)/bin/disam-bench all
 
 demo: venv
-	@echo "The end-to-end demo arrives with issue 7 (rosbag replay + evaluation); see README."
+	$(VENV)/bin/disam-demo --workdir runs/demo
 
 clean:
 	rm -rf $(VENV) build install log .pytest_cache

@@ -15,6 +15,11 @@ CONSOLE_SCRIPTS = [
     "disam-bag = disam_ros.data.bag_cli:main",
     "disam-replay = disam_ros.ros.replay:main",
     "disam-record = disam_ros.ros.record:main",
+    "disam-eval = disam_ros.eval.offline:main",
+    "disam-eval-online = disam_ros.ros.online_eval:main",
+    "disam-demo = disam_ros.ros.demo:main",
+    "disam-launch = disam_ros.ros.launcher:main",
+    "disam-train = training.cli:main",
 ]
 
 setup(
