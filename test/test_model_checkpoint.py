@@ -1,11 +1,16 @@
 """Checkpoint round trip and failure messages; Encoder and preprocessing behaviour."""
 from __future__ import annotations
 
+import copy
+import os
+import stat
+
 import numpy as np
 import pytest
 import torch
 
 from disam_ros.model import CheckpointError, DisamNet, Encoder, file_sha256, load_checkpoint, preset, save_checkpoint
+from disam_ros.model.checkpoint import read_checkpoint
 from disam_ros.model.preprocess import to_model_input
 
 DOMS = ("day", "night")
@@ -155,3 +160,134 @@ def test_channels_last_encoder_matches_default(saved):
     cl = Encoder(net, cfg, device="cpu", channels_last=True).encode(imgs, "day")
     assert cl.is_contiguous()
     torch.testing.assert_close(cl, plain, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------ parts and dtype: encoders-only exports
+
+
+@pytest.fixture(scope="module")
+def exported(saved, tmp_path_factory):
+    net, cfg, _ = saved
+    path = tmp_path_factory.mktemp("export") / "enc16.pt"
+    save_checkpoint(path, net, cfg, extra={"role": "coarse"}, parts=("encoders",), dtype=torch.float16)
+    return path
+
+
+def _half_rounded_encoders(net):
+    """A copy of `net` whose encoder weights went float32 -> float16 -> float32 (what an export should hold)."""
+    rounded = copy.deepcopy(net)
+    with torch.no_grad():
+        for t in rounded.encoders.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+    return rounded
+
+
+def test_encoders_only_float16_export_encodes_like_the_half_rounded_full_model(saved, exported):
+    net, cfg, path = saved
+    enc = Encoder.from_checkpoint(exported, device="cpu")
+    ref = Encoder(_half_rounded_encoders(net), cfg, device="cpu")
+    full = Encoder.from_checkpoint(path, device="cpu")
+    assert enc.dtype == torch.float32 and next(enc._encoders.parameters()).dtype == torch.float32
+    for d in DOMS:
+        z = enc.encode(_images(seed=3, b=3), d)
+        assert z.dtype == torch.float32
+        assert torch.equal(z, ref.encode(_images(seed=3, b=3), d))
+        assert not torch.equal(z, full.encode(_images(seed=3, b=3), d))  # the float16 rounding did happen
+    _, cfg2, meta = read_checkpoint(exported)
+    assert cfg2 == cfg and meta["parts"] == ["encoders"] and meta["dtype"] == "float16"
+    assert meta["extra"] == {"role": "coarse"}
+
+
+def test_export_file_holds_only_float16_encoder_weights(saved, exported):
+    net = saved[0]
+    payload = torch.load(exported, weights_only=True)
+    assert payload["parts"] == ["encoders"] and payload["dtype"] == "float16"
+    keys = set(payload["state_dict"])
+    assert keys == {k for k in net.state_dict() if k.startswith("encoders.")} and keys
+    assert not any(k.startswith(("decoders.", "discriminators.")) for k in keys)
+    assert all(v.dtype == torch.float16 for v in payload["state_dict"].values())
+    assert exported.stat().st_size < 0.5 * saved[2].stat().st_size
+
+
+def test_load_checkpoint_refuses_an_export_with_one_line(exported):
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(exported)
+    assert str(e.value) == (f"{exported}: holds only the encoders (an inference export): load it with "
+                            "Encoder.from_checkpoint, or resume from the full training checkpoint")
+
+
+def test_save_rejects_unknown_or_encoderless_parts_and_non_float_dtype(saved, tmp_path):
+    net, cfg, _ = saved
+    with pytest.raises(ValueError, match=r"unknown checkpoint parts \['generator'\]: valid parts are "
+                                         r"\['encoders', 'decoders', 'discriminators'\]"):
+        save_checkpoint(tmp_path / "x.pt", net, cfg, parts=("encoders", "generator"))
+    with pytest.raises(ValueError, match="lack 'encoders'"):
+        save_checkpoint(tmp_path / "x.pt", net, cfg, parts=("decoders",))
+    with pytest.raises(ValueError, match="not a floating torch dtype"):
+        save_checkpoint(tmp_path / "x.pt", net, cfg, parts=("encoders",), dtype=torch.int8)
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_is_validated_on_its_own_parts(exported, tmp_path):
+    payload = torch.load(exported, weights_only=True)
+    sd = dict(payload["state_dict"])
+    extra_key = tmp_path / "with_decoder.pt"
+    torch.save({**payload, "state_dict": {**sd, "decoders.day.0.body.1.weight": torch.zeros(1)}}, extra_key)
+    with pytest.raises(CheckpointError, match="1 unexpected keys"):
+        Encoder.from_checkpoint(extra_key, device="cpu")
+    sd.pop(next(iter(sd)))
+    short = tmp_path / "short.pt"
+    torch.save({**payload, "state_dict": sd}, short)
+    with pytest.raises(CheckpointError, match="1 missing keys"):
+        Encoder.from_checkpoint(short, device="cpu")
+    bad = tmp_path / "parts.pt"
+    torch.save({**payload, "parts": ["encoders", "heads"]}, bad)
+    _assert_one_line_error(bad, r"has invalid parts .*'heads'")
+
+
+def test_checkpoints_from_before_parts_still_load_in_full(saved, tmp_path):
+    net, cfg, path = saved
+    payload = torch.load(path, weights_only=True)
+    assert payload["parts"] == ["encoders", "decoders", "discriminators"] and payload["dtype"] == "float32"
+    old = tmp_path / "old.pt"
+    torch.save({k: v for k, v in payload.items() if k not in ("parts", "dtype")}, old)  # what v1 wrote
+    loaded, cfg2, meta = load_checkpoint(old)
+    assert cfg2 == cfg and meta["parts"] == ["encoders", "decoders", "discriminators"] and meta["dtype"] == "float32"
+    x = to_model_input(_images(), 32)
+    with torch.no_grad():
+        for d in DOMS:
+            assert torch.equal(net.eval().encode(x, d), loaded.encode(x, d))
+            assert torch.equal(net.decode(net.encode(x, d), d), loaded.decode(loaded.encode(x, d), d))
+    assert torch.equal(Encoder.from_checkpoint(old, device="cpu").encode(_images(), "day"),
+                       Encoder(net, cfg, device="cpu").encode(_images(), "day"))
+
+
+def test_full_float16_checkpoint_loads_as_a_float32_trainable_net(saved, tmp_path):
+    net, cfg, _ = saved
+    path = save_checkpoint(tmp_path / "full16.pt", net, cfg, dtype=torch.float16)
+    loaded, _, meta = load_checkpoint(path)
+    assert meta["dtype"] == "float16" and meta["parts"] == ["encoders", "decoders", "discriminators"]
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    for (k, v), (k2, v2) in zip(loaded.state_dict().items(), net.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(v, v2.half().float()), k
+
+
+def test_saved_file_is_world_readable_whatever_the_umask(saved, tmp_path):
+    assert stat.S_IMODE(saved[2].stat().st_mode) == 0o644
+    old = os.umask(0o077)
+    try:
+        path = save_checkpoint(tmp_path / "m.pt", saved[0], saved[1], parts=("encoders",))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_half_cuda_encoder_keeps_the_stored_float16_weights(exported):
+    enc = Encoder.from_checkpoint(exported, device="cuda", half=True)
+    stored = torch.load(exported, weights_only=True)["state_dict"]
+    assert enc.dtype == torch.float16
+    for k, v in enc._encoders["night"].state_dict().items():
+        assert v.dtype == torch.float16 and torch.equal(v.cpu(), stored[f"encoders.night.{k}"]), k
+    assert enc.encode(_images(), "night").dtype == torch.float16

@@ -1,6 +1,7 @@
 """Inference export (small, loadable by Encoder.from_checkpoint) and the retrieval evaluation."""
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -8,10 +9,11 @@ import pytest
 import torch
 from test_training_utils import make_world, micro_recipe
 
-from disam_ros.model import Encoder, load_checkpoint
+from disam_ros.model import CheckpointError, Encoder, load_checkpoint
 from training import evaluate
 from training.evaluate import correct, mean_channel_similarity, rerank
 from training.export import export
+from training.export import main as export_main
 from training.trainer import Trainer
 
 NORDLAND = Path(__file__).resolve().parents[2] / "shared" / "data" / "nordland_trimmed_dev"
@@ -27,15 +29,36 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_export_keeps_only_encoders_in_float16_and_loads_for_inference(trained, tmp_path):
     _, model = trained
-    report = export(model, tmp_path / "demo.pt", role="coarse")
-    assert report["bytes"] < 0.4 * model.stat().st_size and report["dtype"] == "float16"
+    demo = tmp_path / "demo.pt"
+    report = export(model, demo, role="coarse")
+    assert report["bytes"] == demo.stat().st_size < 0.4 * model.stat().st_size and report["dtype"] == "float16"
     assert report["max_abs_code_error"] < 1e-2
-    enc = Encoder.from_checkpoint(tmp_path / "demo.pt", device="cpu")
-    assert enc.domains == ("night", "snow", "sunny")
-    _, _, meta = load_checkpoint(tmp_path / "demo.pt")
-    assert meta["extra"]["kind"] == "inference_export" and meta["extra"]["role"] == "coarse"
+    assert stat.S_IMODE(demo.stat().st_mode) == 0o644  # a shipped file, readable by other users
+    payload = torch.load(demo, weights_only=True)
+    assert payload["parts"] == ["encoders"] and payload["dtype"] == "float16"
+    assert payload["extra"]["kind"] == "inference_export" and payload["extra"]["role"] == "coarse"
+    assert "placeholders" not in payload["extra"]
+    src = torch.load(model, weights_only=True)["state_dict"]
+    assert set(payload["state_dict"]) == {k for k in src if k.startswith("encoders.")}
+    for k, v in payload["state_dict"].items():  # the stored weights are the source's, rounded to float16
+        assert v.dtype == torch.float16 and torch.equal(v, src[k].half()), k
+    enc = Encoder.from_checkpoint(demo, device="cpu")
+    assert enc.domains == ("night", "snow", "sunny") and enc.dtype == torch.float32
+    with pytest.raises(CheckpointError, match="holds only the encoders") as e:
+        load_checkpoint(demo)
+    assert "\n" not in str(e.value) and "Encoder.from_checkpoint" in str(e.value)
     full = export(model, tmp_path / "f32.pt", half=False)
-    assert full["max_abs_code_error"] < 1e-5
+    assert full["max_abs_code_error"] < 1e-5 and full["dtype"] == "float32"
+    assert torch.load(tmp_path / "f32.pt", weights_only=True)["dtype"] == "float32"
+
+
+def test_export_cli_refuses_an_export_as_source(trained, tmp_path, capsys):
+    _, model = trained
+    assert export_main([str(model), str(tmp_path / "a.pt"), "--role", "fine"]) == 0
+    assert "float16" in capsys.readouterr().out
+    assert export_main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "holds only the encoders" in err and "full training checkpoint" in err and not (tmp_path / "b.pt").exists()
 
 
 def test_mean_channel_similarity_matches_eq16_and_rerank_uses_the_fine_score():

@@ -3,12 +3,11 @@
     python -m training.export RUN_DIR/model.pt disam_ros/assets/demo_coarse.pt --role coarse [--float32]
 
 Map building and the localizer load models with `Encoder.from_checkpoint`, which reads the encoders and
-never builds decoders or discriminators (76 % of the weights of the tiny preset). The checkpoint reader of
-disam_ros.model (format version 1) still validates every key of a full DisamNet, so decoders and
-discriminators are written as zero-stride placeholders: each is a view of one shared zero scalar, costing
-a few bytes, with the right shape. `extra["kind"] == "inference_export"` and `extra["placeholders"]` mark
-such files; `load_checkpoint` on them gives a net whose decoders and discriminators are constant zeros,
-which is only good for encoding. The exported encoders are checked against the source before returning.
+never builds decoders or discriminators (76 % of the weights of the tiny preset), so the export stores the
+encoders alone (`save_checkpoint(..., parts=("encoders",), dtype=torch.float16)`). `load_checkpoint`, which
+returns a trainable net, refuses such a file; train or fine-tune from the full training checkpoint instead.
+`extra["kind"] == "inference_export"` marks it, with the role, source checksum, step and validation scores.
+The exported encoders are checked against the source before returning.
 """
 from __future__ import annotations
 
@@ -21,36 +20,20 @@ import torch
 
 from disam_ros.model import CheckpointError, DisamNet, Encoder, load_checkpoint, save_checkpoint
 
-PLACEHOLDER_PARTS = ("decoders", "discriminators")
-
-
-def _inference_state(net: DisamNet, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    zero = torch.zeros(1, dtype=dtype)
-    state = {}
-    for key, value in net.state_dict().items():
-        if key.split(".", 1)[0] in PLACEHOLDER_PARTS:
-            state[key] = zero.view((1,) * value.dim()).expand(value.shape) if value.dim() else zero[0]
-        else:
-            state[key] = value.detach().to(dtype) if value.is_floating_point() else value.detach()
-    return state
+PARTS = ("encoders",)
 
 
 def export(src: str | Path, dst: str | Path, half: bool = True, role: str | None = None) -> dict[str, Any]:
     """Write the inference checkpoint; returns a report (size, max encoder deviation on a probe batch)."""
     net, cfg, meta = load_checkpoint(src, map_location="cpu")
-    dtype = torch.float16 if half else torch.float32
-    with torch.device("meta"):
-        shell = DisamNet(cfg)
-    shell.load_state_dict(_inference_state(net, dtype), strict=True, assign=True)
     src_extra = meta["extra"]
     extra = {"kind": "inference_export", "role": role or src_extra.get("recipe", {}).get("name", ""),
-             "dtype": str(dtype).replace("torch.", ""), "placeholders": list(PLACEHOLDER_PARTS),
              "source_sha256": meta["sha256"], "step": src_extra.get("step", -1), "val": src_extra.get("val", {}),
              "recipe": src_extra.get("recipe", {}), "reference": src_extra.get("reference", cfg.domains[0])}
-    path = save_checkpoint(dst, shell, cfg, extra)
-    path.chmod(0o644)  # a shipped asset: save_checkpoint's temp file is created private (0600)
+    dtype = torch.float16 if half else torch.float32
+    path = save_checkpoint(dst, net, cfg, extra, parts=PARTS, dtype=dtype)
     return {"path": str(path), "bytes": path.stat().st_size, "domains": list(cfg.domains),
-            "dtype": extra["dtype"], "max_abs_code_error": _verify(net, path)}
+            "dtype": str(dtype).removeprefix("torch."), "max_abs_code_error": _verify(net, path)}
 
 
 def _verify(net: DisamNet, path: Path) -> float:

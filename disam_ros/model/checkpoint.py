@@ -1,8 +1,13 @@
 """One-file model checkpoints: format tag and version, config, domain names, weights, free-form extras.
 
-Written atomically (temp file in the same directory, then os.replace) so a crash mid-save never leaves a
-half-written model where a good one was; read with `torch.load(weights_only=True)` so a checkpoint
-cannot run code. Every failure is a `CheckpointError` with one line naming the file and the fix.
+A checkpoint holds some `parts` of a DisamNet: all of them (encoders, decoders, discriminators: a training
+checkpoint, what `load_checkpoint` needs) or only the encoders (an inference export, what
+`Encoder.from_checkpoint` needs), optionally with its floating weights stored in a smaller dtype (float16).
+Files written before `parts` existed hold all three.
+
+Written atomically (temp file in the same directory, then os.replace) with mode 0644, so a crash mid-save
+never leaves a half-written model where a good one was; read with `torch.load(weights_only=True)` so a
+checkpoint cannot run code. Every failure is a `CheckpointError` with one line naming the file and the fix.
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ from .networks import DisamNet
 
 FORMAT_TAG = "disam_ros.model"
 FORMAT_VERSION = 1
+PARTS = ("encoders", "decoders", "discriminators")  # top-level modules of DisamNet, in state-dict order
+FILE_MODE = 0o644  # checkpoints are shipped and shared: readable by everyone, like any file cp writes
 
 
 class CheckpointError(ValueError):
@@ -36,9 +43,15 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: str | os.PathLike, net: DisamNet, config: ModelConfig, extra: dict | None = None) -> Path:
-    """Write `net` (all encoders, decoders, discriminators) with its config; returns the path written.
+def save_checkpoint(
+    path: str | os.PathLike, net: DisamNet, config: ModelConfig, extra: dict | None = None,
+    parts: Iterable[str] = PARTS, dtype: torch.dtype | None = None,
+) -> Path:
+    """Write the `parts` of `net` with its config; returns the path written.
 
+    `parts` names top-level modules of DisamNet and must include "encoders": ("encoders",) writes an
+    inference export for `Encoder.from_checkpoint`, the default everything `load_checkpoint` needs to resume.
+    `dtype` (e.g. torch.float16) casts the floating tensors for storage; None keeps the net's dtype.
     `extra` (e.g. {"role": "coarse", "epoch": 600}) may hold only None/bool/int/float/str, lists, str-keyed
     dicts and tensors, so that it loads under weights_only.
     """
@@ -46,14 +59,24 @@ def save_checkpoint(path: str | os.PathLike, net: DisamNet, config: ModelConfig,
     if tuple(net.domains) != tuple(config.domains):
         raise ValueError(f"net domains {list(net.domains)} differ from config domains {list(config.domains)}: "
                          "save the config the net was built with")
+    parts = _parts(parts)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype {dtype!r} is not a floating torch dtype: use e.g. torch.float16, or None")
     extra = {} if extra is None else extra
     _check_plain(extra, "extra")
+    state = {}
+    for k, v in net.state_dict().items():
+        if _part_of(k) in parts:
+            v = v.detach().cpu()
+            state[k] = v.to(dtype) if dtype is not None and v.is_floating_point() else v
     payload = {
         "format": FORMAT_TAG,
         "format_version": FORMAT_VERSION,
         "config": config.to_dict(),
         "domains": list(config.domains),
-        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "parts": list(parts),
+        "dtype": _stored_dtype(state),
+        "state_dict": state,
         "extra": extra,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,6 +86,7 @@ def save_checkpoint(path: str | os.PathLike, net: DisamNet, config: ModelConfig,
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)  # mkstemp creates it private (0600); os.replace keeps the mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -70,10 +94,36 @@ def save_checkpoint(path: str | os.PathLike, net: DisamNet, config: ModelConfig,
     return path
 
 
+def _parts(parts: Iterable[str]) -> tuple[str, ...]:
+    """Validated `parts`, in PARTS order, without repeats; a ValueError lists the valid names."""
+    names = (parts,) if isinstance(parts, str) else tuple(parts)
+    unknown = [p for p in names if p not in PARTS]
+    if unknown:
+        raise ValueError(f"unknown checkpoint parts {unknown}: valid parts are {list(PARTS)}")
+    if "encoders" not in names:
+        raise ValueError(f"checkpoint parts {list(names)} lack 'encoders': every checkpoint holds the encoders "
+                         f"(valid parts are {list(PARTS)})")
+    return tuple(p for p in PARTS if p in names)
+
+
+def _part_of(key: str) -> str:
+    return key.split(".", 1)[0]
+
+
+def _stored_dtype(state: dict[str, Tensor]) -> str:
+    """Name of the floating dtype the weights are stored in ("float16"; "mixed" if several)."""
+    kinds = {str(v.dtype).replace("torch.", "") for v in state.values() if v.is_floating_point()}
+    return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none")
+
+
 def read_checkpoint(
     path: str | os.PathLike, map_location: Any = "cpu", expect_domains: Iterable[str] | None = None
 ) -> tuple[dict[str, Tensor], ModelConfig, dict[str, Any]]:
-    """Validated (state_dict, config, meta) without building the network (Encoder uses this to skip decoders)."""
+    """Validated (state_dict, config, meta) without building the network (Encoder uses this to skip decoders).
+
+    Only the stored parts are validated (an inference export holds the encoders alone); meta is
+    {path, sha256, format_version, domains, parts, dtype, extra}, the tensors are in the dtype stored.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(_msg(path, "not found", "check the path, or train/download the model first"))
@@ -104,11 +154,17 @@ def read_checkpoint(
         raise CheckpointError(_msg(path, f"was trained for domains {list(cfg.domains)} but "
                                    f"{sorted(set(expect_domains))} were expected",
                                    "pick the checkpoint trained for these conditions or fix the domain list"))
+    try:
+        parts = _parts(payload.get("parts", PARTS))  # files from before `parts` existed hold everything
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(_msg(path, f"has invalid parts ({_first_line(e)})",
+                                   "re-save it with save_checkpoint")) from e
     state = payload.get("state_dict")
     if not isinstance(state, dict):
         raise CheckpointError(_msg(path, "has no state_dict", "re-save it with save_checkpoint"))
-    _check_weights(path, state, cfg)
+    _check_weights(path, state, cfg, parts)
     meta = {"path": str(path), "sha256": sha, "format_version": version, "domains": list(cfg.domains),
+            "parts": list(parts), "dtype": payload.get("dtype", _stored_dtype(state)),
             "extra": payload.get("extra") or {}}
     return state, cfg, meta
 
@@ -116,18 +172,26 @@ def read_checkpoint(
 def load_checkpoint(
     path: str | os.PathLike, map_location: Any = "cpu", expect_domains: Iterable[str] | None = None
 ) -> tuple[DisamNet, ModelConfig, dict[str, Any]]:
-    """(net, config, meta) with meta = {path, sha256, format_version, domains, extra}; net is in eval mode."""
+    """(net, config, meta) with meta as read_checkpoint's; net is in eval mode, its weights in torch's default
+    dtype (float32) whatever the stored one. Needs a full checkpoint: an inference export is an error."""
     state, cfg, meta = read_checkpoint(path, map_location, expect_domains)
+    if tuple(meta["parts"]) != PARTS:
+        held = " and ".join(meta["parts"])
+        raise CheckpointError(f"{path}: holds only the {held} (an inference export): load it with "
+                              "Encoder.from_checkpoint, or resume from the full training checkpoint".replace("\n", " "))
+    default = torch.get_default_dtype()
+    state = {k: v.to(default) if v.is_floating_point() and v.dtype != default else v for k, v in state.items()}
     with torch.device("meta"):
         net = DisamNet(cfg)
     net.load_state_dict(state, strict=True, assign=True)  # shapes checked above; no random init wasted
     return net.eval(), cfg, meta
 
 
-def _check_weights(path: Path, state: dict[str, Any], cfg: ModelConfig) -> None:
-    """Compare against the parameters the config implies (built on the meta device: no memory, no time)."""
+def _check_weights(path: Path, state: dict[str, Any], cfg: ModelConfig, parts: tuple[str, ...] = PARTS) -> None:
+    """Compare against the parameters of `parts` the config implies (built on the meta device: no memory, no
+    time)."""
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in DisamNet(cfg).state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in DisamNet(cfg).state_dict().items() if _part_of(k) in parts}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     bad = [k for k in sorted(set(expected) & set(state))
