@@ -10,14 +10,7 @@ from disam_ros.retrieval.descriptors import coarse_vectors, fine_vectors, fit_pc
 from disam_ros.retrieval.result import distinctiveness, pose_covariance
 from disam_ros.retrieval.testing import TableEncoder, token_frames
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Hundreds of tiny queries: on a shared 2-core box, thread hand-offs cost more than the work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # hundreds of tiny queries: no thread hand-offs
 
 
 def eq16(a: np.ndarray, b: np.ndarray) -> float:

@@ -18,13 +18,7 @@ synthetic = pytest.importorskip("disam_ros.data.synthetic", reason="synthetic wo
 FRAMES = 60
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Hundreds of tiny queries: on a shared 2-core box, thread hand-offs cost more than the work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # hundreds of tiny queries: no thread hand-offs
 
 
 @pytest.fixture(scope="module")
