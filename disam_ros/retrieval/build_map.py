@@ -3,6 +3,7 @@
     disam-build-map --dataset ROOT --condition sunny --coarse C.pt [--fine F.pt] --out MAP [--mode pooled]
     disam-build-map ... --shard 0/4 --out MAP.shard0          # one of four contiguous parts (other machines)
     disam-build-map --merge MAP.shard0 MAP.shard1 ... --out MAP
+    disam-build-map --bag DRIVE_BAG --domain sunny --coarse C.pt [--fine F.pt] --out MAP   # straight from a bag
 """
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="disam-build-map", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", type=Path, help="dataset root holding <condition>/images and poses.txt")
     p.add_argument("--condition", help="reference condition folder to encode (e.g. sunny)")
+    p.add_argument("--bag", type=Path, help="reference drive as a rosbag2 / ROS 1 bag (images + pose topic)")
+    p.add_argument("--image-topic", help="with --bag: camera topic (default: the bag's only image topic)")
+    p.add_argument("--pose-topic", help="with --bag: pose topic (default: the bag's only PoseStamped topic)")
+    p.add_argument("--max-gap", type=float, default=0.2, help="with --bag: longest pose gap to interpolate over (s)")
     p.add_argument("--domain", help="model domain to encode under (default: the condition name)")
     p.add_argument("--coarse", type=Path, help="coarse model checkpoint")
     p.add_argument("--fine", type=Path, help="fine model checkpoint (omit for coarse-only maps)")
@@ -56,6 +61,8 @@ def _build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
     from disam_ros.data.folders import iter_frames, load_condition
     from disam_ros.model import Encoder
 
+    if args.bag is not None:
+        return _build_from_bag(args, parser)
     if args.dataset is None or args.condition is None or args.coarse is None:
         parser.error("--dataset, --condition and --coarse are required (or use --merge)")
     settings = settings_for_mode(args.mode, coarse_grid=args.coarse_grid, fine_grid=args.fine_grid,
@@ -87,6 +94,35 @@ def dataset_site(root: Path) -> dict | None:
     except (OSError, yaml.YAMLError, AttributeError):
         return None
     return dict(site) if isinstance(site, dict) else None
+
+
+def bag_frames(bag: Path, image_topic: str | None, pose_topic: str | None, max_gap_s: float):
+    """(image, stamp, position, quat, name) per camera frame of a bag, the pose interpolated to its stamp;
+    frames without a pose within max_gap_s are skipped (the reader warns with the count)."""
+    from disam_ros.data.bags import BagReader
+
+    with BagReader(bag, image_topic=image_topic, pose_topic=pose_topic, max_gap_s=max_gap_s,
+                   require_pose=True) as reader:
+        for f in reader.frames():
+            yield f.image, f.stamp, f.position, f.quat, f"{f.stamp_ns:020d}.png"
+
+
+def _build_from_bag(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
+    from disam_ros.model import Encoder
+
+    if args.coarse is None or args.domain is None:
+        parser.error("--bag needs --coarse and --domain (the model domain of the drive's condition)")
+    if args.shard is not None or args.dataset is not None:
+        parser.error("--bag builds a whole map from one bag: drop --shard/--dataset")
+    settings = settings_for_mode(args.mode, coarse_grid=args.coarse_grid, fine_grid=args.fine_grid,
+                                 pca_dim=args.pca_dim, coarse_dtype=args.coarse_dtype, fine_dtype=args.fine_dtype,
+                                 index=args.index)
+    coarse = Encoder.from_checkpoint(args.coarse, device=args.device)
+    fine = Encoder.from_checkpoint(args.fine, device=args.device) if args.fine else None
+    return build_map(bag_frames(args.bag, args.image_topic, args.pose_topic, args.max_gap), coarse, fine, args.out,
+                     args.domain, settings, args.batch_size, progress=not args.quiet, frame_id=args.frame_id,
+                     overwrite=args.overwrite, checkpoint_paths=(args.coarse, args.fine),
+                     source=f"{args.bag.absolute()} (bag)")
 
 
 def main(argv: list[str] | None = None) -> int:
