@@ -113,3 +113,11 @@ def test_plots_are_written(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
     with pytest.raises(ValueError, match="2-D"):
         plot_examples([ExamplePair(img, img, query_heatmap=np.zeros((2, 2, 2)))], tmp_path / "bad.png")
+
+
+def test_curve_styles_distinct_for_many_conditions():
+    from disam_ros.eval.plots import curve_style
+
+    styles = [tuple(sorted(curve_style(k).items())) for k in range(25)]
+    assert len(set(styles)) == 25  # no two conditions drawn alike, even past the ten colours
+    assert curve_style(0)["linestyle"] == "-" and curve_style(10)["linestyle"] == "--"

@@ -20,7 +20,14 @@ from matplotlib.figure import Figure
 
 from disam_ros.eval.metrics import DEFAULT_THRESHOLDS, QueryResult, errors_of, within
 
-COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+           "tab:cyan", "tab:gray")
+LINESTYLES = ("-", "--", ":")
+
+
+def curve_style(k: int) -> dict:
+    """Distinct colour, then line style, for the k-th curve: ten conditions before any colour repeats."""
+    return {"color": COLOURS[k % len(COLOURS)], "linestyle": LINESTYLES[(k // len(COLOURS)) % len(LINESTYLES)]}
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
@@ -41,11 +48,11 @@ def _by_condition(results: Sequence[QueryResult]) -> dict[str, list[QueryResult]
     return dict(sorted(out.items()))
 
 
-def _cdf(ax, errors: np.ndarray, n_all: int, label: str, colour: str) -> None:
+def _cdf(ax, errors: np.ndarray, n_all: int, label: str, style: dict) -> None:
     e = np.sort(errors[np.isfinite(errors)])
     if e.size:
         y = np.arange(1, e.size + 1) / n_all
-        ax.step(np.r_[e[0], e], np.r_[0.0, y], where="post", color=colour, label=label)
+        ax.step(np.r_[e[0], e], np.r_[0.0, y], where="post", label=label, **style)
 
 
 def plot_error_cdf(results: Sequence[QueryResult], path: str | Path,
@@ -59,8 +66,8 @@ def plot_error_cdf(results: Sequence[QueryResult], path: str | Path,
         t_err, r_err = errors_of(rs)
         abst = len(rs) - sum(r.answered for r in rs)
         label = f"{cond} (n={len(rs)}, abstained {abst})"
-        _cdf(ax_t, t_err, len(rs), label, COLOURS[k % len(COLOURS)])
-        _cdf(ax_r, r_err, len(rs), label, COLOURS[k % len(COLOURS)])
+        _cdf(ax_t, t_err, len(rs), label, curve_style(k))
+        _cdf(ax_r, r_err, len(rs), label, curve_style(k))
     for ax, idx, unit in ((ax_t, 0, "translation error (m)"), (ax_r, 1, "rotation error (°)")):
         for thr in sorted({t[idx] for t in thresholds}):
             ax.axvline(thr, color="grey", ls="--", lw=0.8)
