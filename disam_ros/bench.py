@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="disam-bench", description=__doc__.splitlines()[0])
     parser.add_argument("suite", choices=[*SUITES, "all"],
                         help="; ".join(f"{k}: {v[1]}" for k, v in SUITES.items()))
+    if argv and argv[0] in SUITES:  # the suite's own options (and its --help) go to the suite untouched
+        return int(importlib.import_module(SUITES[argv[0]][0]).main(argv[1:]) or 0)
     args, rest = parser.parse_known_args(argv)
     names = list(SUITES) if args.suite == "all" else [args.suite]
     rc = 0

@@ -26,3 +26,14 @@ def test_bench_micro_writes_table_and_json(tmp_path, capsys):
 def test_bench_rejects_unknown_preset():
     with pytest.raises(SystemExit):
         bench.main(["--presets", "huge"])
+
+
+def test_dispatcher_routes_suite_and_its_options(tmp_path, capsys):
+    from disam_ros import bench as dispatcher
+
+    out = tmp_path / "via_dispatcher.json"
+    assert dispatcher.main(["model", "--presets", "micro", "--device", "cpu", "--reps", "1", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["results"][0]["preset"] == "micro"
+    with pytest.raises(SystemExit) as exc:  # the suite's own help, not the dispatcher's
+        dispatcher.main(["model", "--help"])
+    assert exc.value.code == 0 and "--presets" in capsys.readouterr().out
