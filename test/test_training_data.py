@@ -121,3 +121,11 @@ def test_missing_recipe_domain_and_dark_frames(tmp_path, world):
     data = build_data(micro_recipe("coarse", "data.min_brightness=10", "data.train_fraction=1.0"), root)
     night = data.train[data.names.index("night")]
     assert len(night) == 11 and "000002.png" not in {p.name for p in night.paths}
+
+
+@pytest.mark.parametrize("layout", ["auto", "folders", "flat"])
+def test_missing_root_is_one_clear_error_in_every_layout(tmp_path, layout):
+    from training.layouts import discover
+
+    with pytest.raises(FileNotFoundError, match=r"missing: dataset root not found: pass --data"):
+        discover(tmp_path / "missing", layout=layout)

@@ -61,6 +61,8 @@ def discover(root: str | Path, layout: str = "auto", camera: str = "rear",
              positions: str = "auto") -> list[DomainImages]:
     """All conditions under `root` in the given layout, sorted by name."""
     root = Path(root)
+    if not root.is_dir():  # before any layout lists it, so every layout fails the same clear way
+        raise FileNotFoundError(f"{root}: dataset root not found: pass --data with the folder of conditions")
     layout = detect_layout(root) if layout == "auto" else layout
     if layout == "folders":
         return _folders(root, positions)
