@@ -285,16 +285,24 @@ def ros1_msgs(k: int, t: float, quat: np.ndarray) -> dict[str, object]:
     }
 
 
+ROS1_TOPICS = {"geometry_msgs/msg/PoseStamped": "/gt", "sensor_msgs/msg/CameraInfo": "/cam/camera_info",
+               "sensor_msgs/msg/Image": "/cam/image"}
+
+
+def write_ros1_bag(path, n: int, t0: float, dt: float) -> list[np.ndarray]:
+    """A ROS 1 bag of n frames (pose, camera info, bgr8 image per stamp t0 + k dt); returns the quaternions."""
+    quats = [yaw_pitch_roll_to_quat(0.1 * k) for k in range(n)]
+    with Writer1(path) as w:
+        conns = {typ: w.add_connection(topic, typ, typestore=TS1) for typ, topic in ROS1_TOPICS.items()}
+        for k in range(n):
+            for typ, msg in ros1_msgs(k, t0 + dt * k, quats[k]).items():
+                w.write(conns[typ], ns(t0 + dt * k), TS1.serialize_ros1(msg, typ))
+    return quats
+
+
 def test_ros1_bag_reading(tmp_path):
     path = tmp_path / "old.bag"
-    quats = [yaw_pitch_roll_to_quat(0.1 * k) for k in range(3)]
-    topics = {"geometry_msgs/msg/PoseStamped": "/gt", "sensor_msgs/msg/CameraInfo": "/cam/camera_info",
-              "sensor_msgs/msg/Image": "/cam/image"}
-    with Writer1(path) as w:
-        conns = {typ: w.add_connection(topic, typ, typestore=TS1) for typ, topic in topics.items()}
-        for k in range(3):
-            for typ, msg in ros1_msgs(k, 20.0 + 0.1 * k, quats[k]).items():
-                w.write(conns[typ], ns(20.0 + 0.1 * k), TS1.serialize_ros1(msg, typ))
+    quats = write_ros1_bag(path, 3, 20.0, 0.1)
 
     info = bags.bag_info(path)
     assert info.ros_version == 1 and info.storage == "rosbag1" and info.message_count == 9

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from test_bags import CAM, TS1, ros1_msgs, smooth_image
+from test_bags import CAM, ROS1_TOPICS, smooth_image, write_ros1_bag
 
 from disam_ros.data import bags
 from disam_ros.data.bags import BagError, BagReader, BagWriteOptions
@@ -106,21 +106,13 @@ def ros_context():
 
 def test_ros1_bag_replayed_and_recorded_in_threads(tmp_path, ros_context):
     from rclpy.executors import SingleThreadedExecutor
-    from rosbags.rosbag1 import Writer as Writer1
 
     ctx, make = ros_context
     src = tmp_path / "old.bag"
-    quats = [yaw_pitch_roll_to_quat(0.1 * k) for k in range(4)]
-    topics = {"geometry_msgs/msg/PoseStamped": "/gt", "sensor_msgs/msg/CameraInfo": "/cam/camera_info",
-              "sensor_msgs/msg/Image": "/cam/image"}
-    with Writer1(src) as w:
-        conns = {typ: w.add_connection(topic, typ, typestore=TS1) for typ, topic in topics.items()}
-        for k in range(4):
-            for typ, msg in ros1_msgs(k, 20.0 + 0.05 * k, quats[k]).items():
-                w.write(conns[typ], bags.stamp_to_ns(20.0 + 0.05 * k), TS1.serialize_ros1(msg, typ))
+    quats = write_ros1_bag(src, 4, 20.0, 0.05)
 
     player = BagPlayer(make("player"), src, rate=float("inf"), clock=False)
-    recorder = BagRecorder(make("recorder"), tmp_path / "new", {t: typ for typ, t in topics.items()}, "mcap")
+    recorder = BagRecorder(make("recorder"), tmp_path / "new", {t: typ for typ, t in ROS1_TOPICS.items()}, "mcap")
     executor = SingleThreadedExecutor(context=ctx)
     executor.add_node(recorder.node)
     stop = threading.Event()

@@ -84,3 +84,16 @@ def test_recipe_errors_are_one_line_and_name_the_key(override, message):
 def test_unknown_recipe_name_lists_the_known_ones():
     with pytest.raises(FileNotFoundError, match=r"use one of \['coarse', .*'translation'\]"):
         load_recipe("medium")
+
+
+def test_recipe_loss_section_mirrors_the_objective():
+    """The YAML section (mutable, overridable) and the objective's frozen LossWeights hold the same terms with
+    the same defaults, so a recipe can set every weight and margin the objective knows."""
+    import dataclasses
+
+    from disam_ros.model.objective import LossWeights
+    from training.config import LossSection
+
+    section = {f.name: f.default for f in dataclasses.fields(LossSection)}
+    weights = {f.name: f.default for f in dataclasses.fields(LossWeights) if f.name != "stop_grad_targets"}
+    assert section == weights

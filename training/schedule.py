@@ -7,6 +7,7 @@ from 0; random (flip) negatives first, hard negatives (closest of K=10) later.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from disam_ros.model.objective import LossWeights
@@ -64,7 +65,4 @@ class Schedule:
 
 def loss_weights(recipe: Recipe) -> LossWeights:
     """Maximum weights of the recipe as the objective's dataclass."""
-    s = recipe.loss
-    return LossWeights(gan=s.gan, cyc=s.cyc, fcl=s.fcl, triplet_fcl=s.triplet_fcl, sam=s.sam,
-                       triplet_sam=s.triplet_sam, m_f=s.m_f, alpha_f=s.alpha_f, m_s=s.m_s, alpha_s=s.alpha_s,
-                       fcl_cosine=s.fcl_cosine)
+    return LossWeights(**dataclasses.asdict(recipe.loss))
