@@ -8,31 +8,31 @@ PACKAGE = "disam_ros"
 # Console scripts are added as the modules behind them land; each one is a thin `main()`.
 CONSOLE_SCRIPTS = [
     "disam-bench = disam_ros.bench:main",
-    "disam-synth = disam_ros.data.synthetic:main",
+    "disam-synth = disam_ros.data.synthetic.generate:main",
     "disam-build-map = disam_ros.retrieval.build_map:main",
     "disam-map-info = disam_ros.retrieval.map_info:main",
     "disam-localizer = disam_ros.ros.localizer_node:main",
-    "disam-bag = disam_ros.data.bag_cli:main",
+    "disam-bag = disam_ros.data.bags.cli:main",
     "disam-replay = disam_ros.ros.replay:main",
     "disam-record = disam_ros.ros.record:main",
     "disam-eval = disam_ros.eval.offline:main",
     "disam-eval-online = disam_ros.ros.online_eval:main",
     "disam-demo = disam_ros.ros.demo:main",
     "disam-launch = disam_ros.ros.launcher:main",
-    "disam-train = training.cli:main",
+    "disam-train = disam_ros.training.cli:main",
 ]
 
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
     ],
-    package_data={PACKAGE: ["assets/*"]},
+    package_data={PACKAGE: ["assets/*", "training/recipes/*.yaml"]},
     install_requires=["setuptools"],
     zip_safe=True,
     maintainer="disam_ros maintainers",

@@ -16,7 +16,7 @@ from rosbags.rosbag1 import Writer as Writer1
 from rosbags.rosbag2 import Writer as Writer2
 from rosbags.typesys import Stores, get_typestore
 
-from disam_ros.data import bag_cli, bags
+from disam_ros.data import bags
 from disam_ros.data.bags import (
     GAP,
     OK,
@@ -31,6 +31,7 @@ from disam_ros.data.bags import (
     slerp,
     stamp_to_ns,
 )
+from disam_ros.data.bags import cli as bag_cli
 from disam_ros.data.folders import CameraIntrinsics, iter_frames, load_condition, read_image
 from disam_ros.data.tum import make_trajectory, write_tum
 from disam_ros.geometry import quat_angle_deg, yaw_pitch_roll_to_quat

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from disam_ros.model import bench
+from disam_ros.bench import model as bench
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # smoke test only: timings here are not the report's
 

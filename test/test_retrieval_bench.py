@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from disam_ros.retrieval import Localizer, SearchConfig
-from disam_ros.retrieval.bench import (
+from disam_ros.bench.retrieval import (
     Row,
     check_goals,
     coarse_resident_bytes,
@@ -15,7 +14,8 @@ from disam_ros.retrieval.bench import (
     render_table,
     time_queries,
 )
-from disam_ros.retrieval.bench_accuracy import PixelEncoder
+from disam_ros.bench.retrieval_accuracy import PixelEncoder
+from disam_ros.retrieval import Localizer, SearchConfig
 from disam_ros.retrieval.descriptors import MODES
 
 CONTENT = (8, 8, 8)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from disam_ros.bench.table_encoder import TableEncoder, token_frames
 from disam_ros.data.folders import iter_frames, load_condition
 from disam_ros.data.tum import make_trajectory, write_tum
 from disam_ros.model import DisamNet, Encoder, preset, save_checkpoint
@@ -24,7 +25,6 @@ from disam_ros.retrieval import build_map as build_map_fn
 from disam_ros.retrieval import map_info as map_info_cli
 from disam_ros.retrieval.build_map import main as build_map_main
 from disam_ros.retrieval.descriptors import coarse_vectors, fine_vectors
-from disam_ros.retrieval.testing import TableEncoder, token_frames
 
 DOMAINS = ["sunny", "night"]
 N_IMAGES = 12

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from disam_ros.bench.table_encoder import TableEncoder, token_frames
 from disam_ros.retrieval import LocalizationMap, Localizer, SearchConfig, SpatialPrior, build_map, settings_for_mode
-from disam_ros.retrieval.testing import TableEncoder, token_frames
 
 N = 400
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from disam_ros.bench.table_encoder import TableEncoder, token_frames
 from disam_ros.retrieval import LocalizationMap, Localizer, SearchConfig, build_map, settings_for_mode
 from disam_ros.retrieval.descriptors import coarse_vectors, fine_vectors, fit_pca
 from disam_ros.retrieval.result import distinctiveness, pose_covariance
-from disam_ros.retrieval.testing import TableEncoder, token_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # hundreds of tiny queries: no thread hand-offs
 

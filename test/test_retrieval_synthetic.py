@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from disam_ros.bench.table_encoder import TableEncoder
 from disam_ros.data.folders import iter_frames, load_condition
 from disam_ros.model import DisamNet, Encoder, preset
 from disam_ros.retrieval import LocalizationMap, Localizer, SearchConfig, build_map, settings_for_mode
-from disam_ros.retrieval.testing import TableEncoder
 
 synthetic = pytest.importorskip("disam_ros.data.synthetic", reason="synthetic world generator not available")
 FRAMES = 60

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from disam_ros.data.folders import CameraIntrinsics, list_conditions, load_condition, read_image
-from disam_ros.data.synth_shade import render
 from disam_ros.data.synthetic import WorldConfig, load_world, main, make_world
+from disam_ros.data.synthetic.shade import render
 from disam_ros.data.tum import read_tum
 from disam_ros.geometry import quat_to_rot
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from test_training_utils import make_world, micro_recipe
 
-from training.datasets import PairBatchSampler, PairKey, UnpairedDataset, build_data
-from training.layouts import detect_layout, discover
+from disam_ros.training.datasets import PairBatchSampler, PairKey, UnpairedDataset, build_data
+from disam_ros.training.layouts import detect_layout, discover
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_missing_recipe_domain_and_dark_frames(tmp_path, world):
 
 @pytest.mark.parametrize("layout", ["auto", "folders", "flat"])
 def test_missing_root_is_one_clear_error_in_every_layout(tmp_path, layout):
-    from training.layouts import discover
+    from disam_ros.training.layouts import discover
 
     with pytest.raises(FileNotFoundError, match=r"missing: dataset root not found: pass --data"):
         discover(tmp_path / "missing", layout=layout)

@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_training_utils import make_world, micro_recipe
 
-from training.trainer import Trainer
+from disam_ros.training.trainer import Trainer
 
 
 def _free_port() -> int:
@@ -32,7 +32,7 @@ def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
 
 
 def _sampler_keys(t: Trainer):
-    from training.datasets import PairBatchSampler
+    from disam_ros.training.datasets import PairBatchSampler
 
     return PairBatchSampler(len(t.dataset), len(t.cfg.domains), t.recipe.train.batch_size, t.recipe.seed, 0, 1, 99,
                             t.info.rank, t.info.world)

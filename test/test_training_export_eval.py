@@ -10,11 +10,11 @@ import torch
 from test_training_utils import make_world, micro_recipe
 
 from disam_ros.model import CheckpointError, Encoder, load_checkpoint
-from training import evaluate
-from training.evaluate import correct, mean_channel_similarity, rerank
-from training.export import export
-from training.export import main as export_main
-from training.trainer import Trainer
+from disam_ros.training import evaluate
+from disam_ros.training.evaluate import correct, mean_channel_similarity, rerank
+from disam_ros.training.export import export
+from disam_ros.training.export import main as export_main
+from disam_ros.training.trainer import Trainer
 
 NORDLAND = Path(__file__).resolve().parents[2] / "shared" / "data" / "nordland_trimmed_dev"
 

@@ -8,8 +8,8 @@ import torch
 from test_training_utils import make_world, micro_recipe
 
 from disam_ros.model import CheckpointError, load_checkpoint
-from training import cli
-from training.trainer import Trainer
+from disam_ros.training import cli
+from disam_ros.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

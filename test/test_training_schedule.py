@@ -7,9 +7,9 @@ import torch
 from disam_ros.model import DisamNet, preset
 from disam_ros.model.losses import adaptive_triplet, feature_distance, hard_negative_index
 from disam_ros.model.objective import LossWeights, generator_step_losses
-from training.config import load_recipe
-from training.datasets import PairBatchSampler
-from training.schedule import Schedule, loss_weights
+from disam_ros.training.config import load_recipe
+from disam_ros.training.datasets import PairBatchSampler
+from disam_ros.training.schedule import Schedule, loss_weights
 
 
 def test_lr_decay_and_weight_ramp_hit_hand_computed_values():
@@ -92,7 +92,7 @@ def test_recipe_loss_section_mirrors_the_objective():
     import dataclasses
 
     from disam_ros.model.objective import LossWeights
-    from training.config import LossSection
+    from disam_ros.training.config import LossSection
 
     section = {f.name: f.default for f in dataclasses.fields(LossSection)}
     weights = {f.name: f.default for f in dataclasses.fields(LossWeights) if f.name != "stop_grad_targets"}

@@ -8,8 +8,8 @@ import torch
 from test_training_utils import make_world, micro_recipe
 from torch.utils.data import default_collate
 
-from training.datasets import PairKey
-from training.trainer import Trainer
+from disam_ros.training.datasets import PairKey
+from disam_ros.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

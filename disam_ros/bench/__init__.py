@@ -1,0 +1,38 @@
+"""`disam-bench <suite>`: one entry point for every benchmark; each suite prints a table and JSON.
+
+Suites live in this package, one module each with `main(argv)`; nothing in the runtime path (node,
+retrieval, model) imports them, and the dispatcher stays a table that never imports a suite it does not run.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUITES = {
+    "model": ("disam_ros.bench.model", "encoder latency and parameter counts per preset"),
+    "synth": ("disam_ros.bench.synth", "synthetic world rendering frames per second"),
+    "retrieval": ("disam_ros.bench.retrieval", "map query latency and memory per mode and size"),
+    "node": ("disam_ros.bench.node", "localizer node end-to-end latency, image in to pose out"),
+    "training": ("disam_ros.bench.training", "training iterations per second per recipe and preset"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="disam-bench", description=__doc__.splitlines()[0])
+    parser.add_argument("suite", choices=[*SUITES, "all"],
+                        help="; ".join(f"{k}: {v[1]}" for k, v in SUITES.items()))
+    if argv and argv[0] in SUITES:  # the suite's own options (and its --help) go to the suite untouched
+        return int(importlib.import_module(SUITES[argv[0]][0]).main(argv[1:]) or 0)
+    args, rest = parser.parse_known_args(argv)
+    names = list(SUITES) if args.suite == "all" else [args.suite]
+    rc = 0
+    for name in names:
+        module = importlib.import_module(SUITES[name][0])
+        rc |= int(module.main(rest) or 0)
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

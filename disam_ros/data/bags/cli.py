@@ -1,0 +1,111 @@
+"""`disam-bag`: dataset folders <-> rosbags without a ROS install.
+
+    disam-bag from-folder ROOT CONDITION OUT_BAG [--compressed jpeg|png] [--storage sqlite3|mcap]
+    disam-bag info BAG [--json]
+    disam-bag to-folder BAG OUT_ROOT CONDITION [--max-gap 0.2] [--strict] [--overwrite]
+
+A bad input exits with status 2
+and one line on stderr naming the problem and the fix.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+
+from disam_ros.data import bags
+
+
+def _topic_args(p: argparse.ArgumentParser, defaults: bool) -> None:
+    hint = "" if defaults else " (default: the one topic of that type in the bag)"
+    p.add_argument("--image-topic", default=None,
+                   help="image topic" + (" (default /camera/image_raw, +/compressed)" if defaults else hint))
+    p.add_argument("--info-topic", default=bags.DEFAULT_INFO_TOPIC if defaults else None,
+                   help="CameraInfo topic" + hint)
+    p.add_argument("--pose-topic", default=bags.DEFAULT_POSE_TOPIC if defaults else None,
+                   help="ground-truth pose topic" + hint)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="disam-bag", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("from-folder", help="ROOT/<condition> (images, poses.txt, camera.yaml) -> rosbag2")
+    p.add_argument("root")
+    p.add_argument("condition")
+    p.add_argument("bag", help="output bag directory (must not exist)")
+    p.add_argument("--compressed", choices=("jpeg", "png"), default=None, help="CompressedImage instead of raw rgb8")
+    p.add_argument("--jpeg-quality", type=int, default=95)
+    p.add_argument("--storage", choices=tuple(bags.STORAGES), default="sqlite3")
+    p.add_argument("--frame-id", default="camera_optical_frame")
+    p.add_argument("--map-frame", default="map")
+    _topic_args(p, defaults=True)
+
+    p = sub.add_parser("info", help="storage, duration and per-topic types and counts")
+    p.add_argument("bag")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("to-folder", help="rosbag (ROS 2 or ROS 1) -> OUT_ROOT/<condition>")
+    p.add_argument("bag")
+    p.add_argument("out_root")
+    p.add_argument("condition")
+    p.add_argument("--max-gap", type=float, default=bags.DEFAULT_MAX_GAP_S,
+                   help="longest pose gap (s) to interpolate across (default %(default)s)")
+    p.add_argument("--strict", action="store_true", help="fail on pose stamps that go backwards instead of sorting")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT_ROOT/<condition> when it exists")
+    p.add_argument("--use-bag-time", action="store_true",
+                   help="pair by the bag's log (receive) time instead of header stamps (for drivers that leave "
+                        "header.stamp at zero)")
+    _topic_args(p, defaults=False)
+    return ap
+
+
+def _from_folder(a: argparse.Namespace) -> None:
+    opts = bags.BagWriteOptions(image_topic=a.image_topic, info_topic=a.info_topic, pose_topic=a.pose_topic,
+                                compression=a.compressed, jpeg_quality=a.jpeg_quality, storage=a.storage,
+                                frame_id=a.frame_id, map_frame=a.map_frame)
+    s = bags.write_folder_bag(a.root, a.condition, a.bag, opts)
+    print(f"wrote {s.path}: {s.frames} frames on " + ", ".join(f"{t} ({ty})" for t, ty in s.topics.items()))
+
+
+def format_info(info: bags.BagInfo) -> str:
+    lines = [f"path:      {info.path}", f"storage:   {info.storage} (ROS {info.ros_version})",
+             f"duration:  {info.duration_s:.3f} s  ({info.start_ns * 1e-9:.3f} .. {info.end_ns * 1e-9:.3f})",
+             f"messages:  {info.message_count}", "topics:"]
+    width = max((len(t.topic) for t in info.topics), default=0)
+    for t in info.topics:
+        rate = f"{(t.count - 1) / info.duration_s:.2f} Hz" if t.count > 1 and info.duration_s > 0 else ""
+        lines.append(f"  {t.topic:<{width}}  {t.msgtype:<40} {t.count:>7}  {rate}")
+    return "\n".join(lines)
+
+
+def _to_folder(a: argparse.Namespace) -> None:
+    with warnings.catch_warnings(record=True):  # the summary is printed below instead
+        warnings.simplefilter("always")
+        s = bags.bag_to_folder(a.bag, a.out_root, a.condition, image_topic=a.image_topic, pose_topic=a.pose_topic,
+                               info_topic=a.info_topic, max_gap_s=a.max_gap, strict=a.strict, overwrite=a.overwrite,
+                               use_bag_time=a.use_bag_time)
+    print(f"wrote {s.path}: {s.frames} images" + (" with poses" if s.with_poses else " (no pose topic: no poses.txt)"))
+    print(f"read: {s.stats.summary()}" + (f"; {s.duplicates} repeated image stamp(s) dropped" if s.duplicates else ""))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        if a.cmd == "from-folder":
+            _from_folder(a)
+        elif a.cmd == "info":
+            info = bags.bag_info(a.bag)
+            print(json.dumps(info.to_dict(), indent=2) if a.json else format_info(info))
+        else:
+            _to_folder(a)
+    except (bags.BagError, FileNotFoundError, ValueError) as exc:
+        print(f"disam-bag {a.cmd}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

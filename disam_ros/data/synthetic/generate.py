@@ -1,0 +1,289 @@
+"""`disam-synth`: the embedded multi-condition world used by the demo, the tests and the benchmarks.
+
+Real long-term localisation datasets (CMU-Seasons, RobotCar) cannot be downloaded here, so this
+module renders a small procedural town driven through under several conditions, in the dataset
+folder layout of DESIGN.md: ROOT/<condition>/images/000000.png, poses.txt (TUM, optical frame in
+the map frame), camera.yaml, plus ROOT/world.yaml and ROOT/contact_sheet.png.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from disam_ros.data.folders import CameraIntrinsics
+from disam_ros.data.synthetic.conditions import CONDITIONS, REFERENCE, get_condition
+from disam_ros.data.synthetic.route import TraversalSpec, traversal_poses, traversal_spec
+from disam_ros.data.synthetic.scene import LANE, World
+from disam_ros.data.synthetic.shade import look_for, render
+from disam_ros.data.synthetic.sheet import contact_sheet, write_sheet
+from disam_ros.data.synthetic.sun import iso_local, local_zone, sun_elevation_azimuth
+from disam_ros.data.synthetic.world import build_world
+from disam_ros.data.tum import Trajectory, make_trajectory, write_tum
+
+GENERATOR_VERSION = 1
+__all__ = ["WorldConfig", "DEMO_CONFIG", "make_world", "load_world", "render", "main"]
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Everything that determines a generated world; equal configs give byte-identical folders."""
+
+    seed: int = 0
+    image_size: int | tuple[int, int] = 256  # square side, or (width, height)
+    fov_deg: float = 70.0  # horizontal field of view, ignored when `intrinsics` is given
+    intrinsics: CameraIntrinsics | None = None
+    frames: int = 100
+    conditions: tuple[str, ...] = tuple(CONDITIONS)
+    reference: str = REFERENCE
+    spacing_m: float = 3.0  # reference frame spacing; query drives vary it by -15..+12 %
+    camera_height_m: float = 1.5
+    blocks: int = 6  # city blocks enclosed by the driven loop
+    block_m: float = 64.0
+    latitude: float = 40.4406
+    longitude: float = -79.9959
+    timezone: str = "America/New_York"
+    workers: int = 2
+    sheet_places: int = 5
+
+    def camera(self) -> CameraIntrinsics:
+        if self.intrinsics is not None:
+            return self.intrinsics
+        w, h = (self.image_size, self.image_size) if isinstance(self.image_size, int) else self.image_size
+        f = w / 2.0 / np.tan(np.radians(self.fov_deg) / 2.0)
+        return CameraIntrinsics(int(w), int(h), float(f), float(f), (w - 1) / 2.0, (h - 1) / 2.0)
+
+    def condition_names(self) -> list[str]:
+        """The reference first (a map needs it), then the others in the given order, no duplicates."""
+        names = [self.reference] + [c for c in self.conditions if c != self.reference]
+        return list(dict.fromkeys(names))
+
+    def validate(self) -> None:
+        for name in self.condition_names():
+            get_condition(name)
+        cam = self.camera()
+        if not (16 <= cam.width <= 2048 and 16 <= cam.height <= 2048):
+            raise ValueError(f"image size {cam.width}x{cam.height} out of range; use 16..2048 pixels")
+        if not 10.0 <= self.fov_deg <= 150.0:
+            raise ValueError(f"field of view {self.fov_deg} deg out of range; use 10..150")
+        if self.frames < 1:
+            raise ValueError(f"frames must be >= 1 (got {self.frames})")
+        if self.blocks < 3:
+            raise ValueError(f"blocks must be >= 3 for a loop with turns (got {self.blocks})")
+
+
+# The embedded demo world: every condition, 100 frames at 128 px (about 20 CPU-seconds on this machine).
+DEMO_CONFIG = WorldConfig(image_size=128, frames=100)
+
+
+def make_town(cfg: WorldConfig) -> World:
+    world = build_world(cfg.seed, cfg.blocks, cfg.block_m)
+    world.latitude, world.longitude, world.timezone = cfg.latitude, cfg.longitude, cfg.timezone
+    return world
+
+
+def plan_traversal(cfg: WorldConfig, world: World, name: str) -> tuple[Trajectory, TraversalSpec]:
+    """Poses and UTC stamps of one condition's drive; its randomness depends on (seed, name) only."""
+    cond = get_condition(name)
+    rng = np.random.default_rng([cfg.seed, zlib.crc32(name.encode()), 1])
+    spec = traversal_spec(rng, name == cfg.reference, cfg.spacing_m, LANE, cfg.camera_height_m)
+    pos, quats = traversal_poses(world.route, spec, cfg.frames)
+    start = cond.start_utc(cfg.latitude, cfg.longitude, local_zone(cfg.timezone, cfg.longitude))
+    return make_trajectory(start + spec.period * np.arange(cfg.frames), pos, quats), spec
+
+
+_JOB: dict = {}
+
+
+def _render_job(job: tuple[str, int]) -> None:
+    name, k = job
+    world, cams, trajs, looks, out = _JOB["world"], _JOB["cam"], _JOB["trajs"], _JOB["looks"], _JOB["out"]
+    traj = trajs[name]
+    img = render(world, (traj.positions[k], traj.quats[k]), cams, name, frame=k, look=looks[name])
+    path = out / name / "images" / f"{k:06d}.png"
+    if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"{path}: could not write image; check disk space and permissions")
+
+
+def _worker_init(state: dict) -> None:
+    cv2.setNumThreads(1)
+    _JOB.update(state)
+
+
+def render_all(jobs: list[tuple[str, int]], state: dict, workers: int, progress: bool) -> None:
+    """Render every (condition, frame) job; each writes its own file, so order and pool size don't matter."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), unit="frame", disable=not progress, desc="disam-synth")
+    if workers <= 1 or len(jobs) < 8:
+        _JOB.update(state)
+        try:
+            for job in jobs:
+                _render_job(job)
+                bar.update()
+        finally:
+            _JOB.clear()
+    else:
+        # forkserver: workers fork from a clean server, never from a caller that may hold threads (torch, DDS)
+        methods = mp.get_all_start_methods()
+        ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+        with ctx.Pool(workers, initializer=_worker_init, initargs=(state,)) as pool:
+            for _ in pool.imap_unordered(_render_job, jobs, chunksize=4):
+                bar.update()
+    bar.close()
+
+
+def world_description(cfg: WorldConfig, world: World, specs: dict, trajs: dict) -> dict:
+    """Contents of world.yaml: how to rebuild the world and what each condition is."""
+    tz = local_zone(cfg.timezone, cfg.longitude)
+    cam = cfg.camera()
+    conds = {}
+    for name, spec in specs.items():
+        c, t0 = get_condition(name), float(trajs[name].stamps[0])
+        elev, az = sun_elevation_azimuth(t0, cfg.latitude, cfg.longitude)
+        conds[name] = {
+            "weather": c.weather, "daylight": c.daylight, "foliage": c.foliage,
+            "local_start": iso_local(t0, tz), "start_utc": t0, "frame_period_s": round(spec.period, 6),
+            "sun_elevation_deg": round(elev, 2), "sun_azimuth_deg": round(az, 2),
+            "spacing_m": round(spec.spacing, 4), "lane_offset_m": round(spec.lane_offset, 4),
+            "heading_jitter_deg": round(spec.heading_amp, 3), "camera_height_m": round(spec.camera_height, 4),
+            "start_s_m": round(spec.start_s, 4),
+        }
+    return {
+        "generator": "disam_ros.data.synthetic", "version": GENERATOR_VERSION, "seed": cfg.seed,
+        "image_size": [cam.width, cam.height],
+        "fov_deg": round(float(np.degrees(2 * np.arctan(cam.width / 2 / cam.fx))), 4),
+        "camera": asdict(cam), "frames": cfg.frames,
+        "reference": cfg.reference, "conditions": conds,
+        "site": {"latitude": cfg.latitude, "longitude": cfg.longitude, "timezone": cfg.timezone},
+        "town": {"blocks": cfg.blocks, "block_m": cfg.block_m, "route_length_m": round(world.route.length, 3),
+                 "objects": world.n_objects, "spacing_m": cfg.spacing_m, "camera_height_m": cfg.camera_height_m,
+                 "map_frame": "x east, y north, z up (metres); poses are optical frames (z forward, x right, y down)"},
+        "landmarks": [{"name": m["name"], "kind": m["kind"], "ids": [int(i) for i in m["ids"]],
+                       "lo": [round(float(v), 4) for v in m["lo"]], "hi": [round(float(v), 4) for v in m["hi"]],
+                       "parts": [_rounded(world.primitive(int(i))) for i in m["ids"]]}
+                      for m in world.landmarks],
+    }
+
+
+def _rounded(d: dict) -> dict:
+    return {k: ([round(float(x), 4) for x in v] if isinstance(v, list) else
+                (round(v, 4) if isinstance(v, float) else v)) for k, v in d.items()}
+
+
+def make_world(cfg: WorldConfig, root: str | Path, progress: bool = True, force: bool = False) -> Path:
+    """Render the world into `root` atomically (temp folder beside it, then rename); returns root."""
+    cfg.validate()
+    root = Path(root)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())) and not force:
+        raise FileExistsError(f"{root} exists and is not empty; pass --force (force=True) to replace it")
+    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        world = make_town(cfg)
+        names = cfg.condition_names()
+        plans = {n: plan_traversal(cfg, world, n) for n in names}
+        trajs = {n: p[0] for n, p in plans.items()}
+        cam = cfg.camera()
+        for n in names:
+            (tmp / n / "images").mkdir(parents=True)
+            write_tum(tmp / n / "poses.txt", trajs[n])
+            cam.save(tmp / n / "camera.yaml")
+        looks = {n: look_for(world, get_condition(n), float(trajs[n].stamps[0])) for n in names}
+        state = {"world": world, "cam": cam, "trajs": trajs, "looks": looks, "out": tmp}
+        render_all([(n, k) for n in names for k in range(cfg.frames)], state, cfg.workers, progress)
+        desc = world_description(cfg, world, {n: p[1] for n, p in plans.items()}, trajs)
+        (tmp / "world.yaml").write_text(yaml.safe_dump(desc, sort_keys=False))
+        write_sheet(tmp / "contact_sheet.png", contact_sheet(tmp, names, cfg.reference, cfg.sheet_places,
+                                                             tile=min(cam.width, 128)))
+        _swap_in(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+
+
+def _swap_in(tmp: Path, root: Path) -> None:
+    old = root.parent / f".{root.name}.old-{os.getpid()}"
+    if root.exists():
+        root.rename(old)
+    tmp.rename(root)
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    elif old.exists():
+        old.unlink()
+
+
+def load_world(root: str | Path) -> tuple[World, dict]:
+    """Rebuild the World object (for render/ids/depth) from a generated folder's world.yaml."""
+    path = Path(root) / "world.yaml"
+    try:
+        desc = yaml.safe_load(path.read_text())
+        site, town = desc["site"], desc["town"]
+        cfg = WorldConfig(seed=int(desc["seed"]), blocks=int(town["blocks"]), block_m=float(town["block_m"]),
+                          latitude=float(site["latitude"]), longitude=float(site["longitude"]),
+                          timezone=str(site["timezone"]))
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: not a synthetic world description ({exc}); regenerate with disam-synth") from None
+    world = make_town(cfg)
+    if desc.get("version") != GENERATOR_VERSION or world.n_objects != town["objects"]:
+        raise ValueError(f"{path}: made by another generator version; regenerate it with this disam-synth")
+    return world, desc
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (naming the fix) instead of usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = _OneLineParser(prog="disam-synth", description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, type=Path, help="output folder (must be empty or absent unless --force)")
+    p.add_argument("--seed", type=int, default=0, help="world seed (same seed and options -> same bytes)")
+    p.add_argument("--size", type=int, default=256, help="image width = height in pixels")
+    p.add_argument("--fov", type=float, default=70.0, help="horizontal field of view in degrees")
+    p.add_argument("--frames", type=int, default=100, help="frames per condition")
+    p.add_argument("--conditions", default=",".join(CONDITIONS),
+                   help=f"comma-separated subset of: {', '.join(CONDITIONS)} (the reference is always included)")
+    p.add_argument("--reference", default=REFERENCE, help="condition of the reference (map) traversal")
+    p.add_argument("--blocks", type=int, default=6, help="city blocks enclosed by the driven loop")
+    p.add_argument("--workers", type=int, default=2, help="render processes")
+    p.add_argument("--force", action="store_true", help="replace an existing non-empty output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(list(sys.argv[1:] if argv is None else argv))
+    cfg = WorldConfig(seed=args.seed, image_size=args.size, fov_deg=args.fov, frames=args.frames,
+                      conditions=tuple(c.strip() for c in args.conditions.split(",") if c.strip()),
+                      reference=args.reference, blocks=args.blocks, workers=args.workers)
+    t0 = time.perf_counter()
+    try:
+        root = make_world(cfg, args.out, progress=not args.quiet, force=args.force)
+    except (ValueError, FileExistsError, OSError) as exc:
+        print(f"disam-synth: error: {exc}", file=sys.stderr)
+        return 2
+    desc = yaml.safe_load((root / "world.yaml").read_text())
+    cam = cfg.camera()
+    print(f"disam-synth: {len(desc['conditions'])} conditions x {cfg.frames} frames at {cam.width}x{cam.height} "
+          f"(seed {cfg.seed}, route {desc['town']['route_length_m']:.0f} m) -> {root} "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,324 @@
+"""Training recipes: nested dataclasses loaded from YAML, overridden by `section.key=value`, validated.
+
+A recipe is everything that determines the numbers a run produces (model shape, data split, schedule, loss
+weights, seed). It is saved next to every checkpoint, so `--resume` never depends on remembering flags,
+and a resumed run refuses overrides that would silently change the maths.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
+LOSS_TERMS = ("fcl", "triplet_fcl", "sam", "triplet_sam", "cyc", "gan", "sup")
+LAYOUTS = ("auto", "folders", "flat", "cmu_seasons", "robotcar_seasons")
+SUPERVISED = ("none", "soft_contrastive", "geo_local")
+POSITIONS = ("auto", "poses", "index")
+METRICS = ("mean_channel", "cosine")
+
+
+@dataclass
+class ModelSection:
+    """Network shape: a preset of disam_ros.model plus optional ModelConfig field overrides."""
+
+    preset: str = "tiny"
+    overrides: dict = field(default_factory=dict)
+    # Start every domain from the same weights (the reference initialises each domain independently, and
+    # relies on FCL to align the code spaces over hundreds of epochs; short runs need the head start).
+    shared_init: bool = False
+
+
+@dataclass
+class DataSection:
+    """Which images are trained on and how they are augmented (Sec. V-A: resize 286, random crop 256)."""
+
+    layout: str = "auto"
+    domains: list | None = None  # None = every condition found under --data, sorted
+    reference: str | None = None  # database condition for validation; None = first domain
+    train_fraction: float = 0.8  # first part of each route trains, the rest is held out (places, not frames)
+    load_ratio: float = 286 / 256  # resize side = round(image_size * load_ratio), then random crop
+    flip: bool = True  # random horizontal flip of the (x_i, x_j) pair together
+    min_brightness: int = 0  # drop frames whose 99th-percentile pixel is below this (tunnels); 0 = keep all
+    cache_images: bool = True  # keep decoded images in RAM (small datasets; each loader worker has a copy)
+    camera: str = "rear"  # robotcar_seasons only: which camera folder
+    positions: str = "auto"  # place coordinates: poses.txt translations, or the frame index along the route
+
+
+@dataclass
+class ScheduleSection:
+    """Iterations, Adam, linear lr decay, linear loss-weight ramp and the random -> hard negative switch."""
+
+    steps: int = 1000
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_decay_start: float = 0.0  # fraction of steps after which lr decays linearly to 0 (reference: niter)
+    ramp_end: float = 1.0  # fraction of steps at which ramped weights reach their maximum
+    ramp_keys: list = field(default_factory=lambda: ["fcl", "triplet_fcl", "sam", "triplet_sam", "sup"])
+    hard_negatives_from: float = 0.5  # fraction of steps from which the triplet uses the closest of K
+    num_negatives: int = 10  # K candidates for hard-negative mining (paper: 10)
+    pool_size: int = 50  # history of generated images shown to the discriminators (0 = off)
+
+
+@dataclass
+class LossSection:
+    """Maximum loss weights and adaptive-margin parameters (LossWeights of disam_ros.model.objective)."""
+
+    gan: float = 1.0
+    cyc: float = 10.0
+    fcl: float = 0.0
+    triplet_fcl: float = 0.0
+    sam: float = 0.0
+    triplet_sam: float = 0.0
+    m_f: float = 5.0
+    alpha_f: float = 2.0
+    m_s: float = 0.1
+    alpha_s: float = 1000.0
+    fcl_cosine: bool = False
+
+
+@dataclass
+class SupervisedSection:
+    """Optional pose-supervised term (seed 003 soft contrastive, seed 004 geographically local triplet)."""
+
+    kind: str = "none"
+    weight: float = 1.0
+    num_candidates: int = 6
+    pos_radius: float = 2.0  # places closer than this (metres, or frames with index positions) are positives
+    prior_radius: float = 20.0  # spatial-prior neighbourhood the local negatives are drawn from
+    tau: float = 5.0  # soft contrastive: geometric distance where g+ = g- = 0.5
+    gamma: float = 1.0
+    eta: float = 1.0
+    nu: float = 1.0
+    mu: float = 1.0
+    alpha: float = 10.0  # geo-local soft margin slope
+    global_weight: float = 0.0
+
+
+@dataclass
+class TrainSection:
+    """Loop mechanics that do not change the numbers (safe to change on --resume)."""
+
+    batch_size: int = 4
+    num_workers: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads; 0 = torch default
+    log_every: int = 10
+    val_every: int = 0  # 0 = validate only at the end
+    ckpt_every: int = 200
+    val_queries: int = 200  # per condition, evenly spaced over the held-out part
+    val_tolerance: float = 0.0  # frames (index positions) or metres (poses) for a correct R@1
+    progress: bool = True
+
+
+@dataclass
+class Recipe:
+    name: str = "custom"
+    seed: int = 0
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    loss: LossSection = field(default_factory=LossSection)
+    supervised: SupervisedSection = field(default_factory=SupervisedSection)
+    train: TrainSection = field(default_factory=TrainSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def dump(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+# Sections whose values may differ on --resume without changing the trained numbers.
+RESUME_SAFE = {"train.num_workers", "train.device", "train.threads", "train.log_every", "train.val_every",
+               "train.ckpt_every", "train.val_queries", "train.val_tolerance", "train.progress", "data.cache_images"}
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """`coarse` -> disam_ros/training/recipes/coarse.yaml; anything with a suffix or separator is a file path."""
+    if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
+        path = Path(name_or_path)
+    else:
+        path = RECIPE_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"recipe {name_or_path!r} not found ({path}): use one of {known} or a YAML path")
+    return path
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe file, apply `key=value` overrides, validate."""
+    path = recipe_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}): fix the recipe file") from None
+    recipe = recipe_from_dict(data, source=str(path))
+    return apply_overrides(recipe, overrides or [])
+
+
+def recipe_from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    recipe = _build(Recipe, data, source)
+    validate(recipe)
+    return recipe
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; valid keys are {sorted(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}.{name} must be a mapping, got {value!r}")
+            kwargs[name] = _build(hint, value, f"{where}.{name}")
+        else:
+            kwargs[name] = _coerce(value, hint, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check a YAML value against a field type; ints are accepted for floats, nothing else is converted."""
+    args = typing.get_args(hint)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ValueError(f"{where} may not be null: give a value")
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    base = typing.get_origin(base) or base
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        list: isinstance(value, list),
+        dict: isinstance(value, dict),
+    }.get(base, True)
+    if not ok:
+        raise ValueError(f"{where} must be {base.__name__}, got {value!r}")
+    return float(value) if base is float else value
+
+
+def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
+    """`schedule.steps=500`, `steps=500` (unique key names need no section), `data.domains=[a,b]`."""
+    data = recipe.to_dict()
+    for item in overrides:
+        key, value = _parse_override(item)
+        section, name = _resolve_key(data, key)
+        target = data if section is None else data[section]
+        target[name] = value
+    return recipe_from_dict(data, source="recipe (with overrides)")
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ValueError(f"override {item!r} is not key=value: write e.g. schedule.steps=500")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _resolve_key(data: dict[str, Any], key: str) -> tuple[str | None, str]:
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section not in data or not isinstance(data[section], dict) or name not in data[section]:
+            raise ValueError(f"unknown recipe key {key!r}: valid keys are {', '.join(all_keys(data))}")
+        return section, name
+    if key in data and not isinstance(data[key], dict):
+        return None, key
+    owners = [s for s, v in data.items() if isinstance(v, dict) and key in v]
+    if len(owners) != 1:
+        why = "is ambiguous" if owners else "is unknown"
+        raise ValueError(f"recipe key {key!r} {why}: use section.key, one of {', '.join(all_keys(data))}")
+    return owners[0], key
+
+
+def all_keys(data: dict[str, Any]) -> list[str]:
+    out = []
+    for k, v in data.items():
+        if isinstance(v, dict) and k != "overrides":
+            out += [f"{k}.{n}" for n in v]
+        else:
+            out.append(k)
+    return out
+
+
+def validate(r: Recipe) -> None:
+    """Range checks with one-line errors; type checks already happened in `_build`."""
+    _one_of("data.layout", r.data.layout, LAYOUTS)
+    _one_of("data.positions", r.data.positions, POSITIONS)
+    _one_of("supervised.kind", r.supervised.kind, SUPERVISED)
+    _range("data.train_fraction", r.data.train_fraction, 0.0, 1.0, low_open=True)
+    _range("data.load_ratio", r.data.load_ratio, 1.0, 4.0)
+    _range("schedule.lr_decay_start", r.schedule.lr_decay_start, 0.0, 1.0)
+    _range("schedule.ramp_end", r.schedule.ramp_end, 0.0, 1.0, low_open=True)
+    _range("schedule.hard_negatives_from", r.schedule.hard_negatives_from, 0.0, math.inf)
+    for name in ("schedule.steps", "schedule.num_negatives", "train.batch_size", "supervised.num_candidates"):
+        _positive_int(name, _get(r, name))
+    for name in ("schedule.pool_size", "train.num_workers", "train.log_every", "train.val_every",
+                 "train.ckpt_every", "train.threads", "data.min_brightness", "train.val_queries"):
+        if _get(r, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {_get(r, name)}")
+    bad = [k for k in r.schedule.ramp_keys if k not in LOSS_TERMS]
+    if bad:
+        raise ValueError(f"schedule.ramp_keys has unknown terms {bad}: choose from {list(LOSS_TERMS)}")
+    if r.data.domains is not None and (len(r.data.domains) < 2 or len(set(r.data.domains)) != len(r.data.domains)):
+        raise ValueError(f"data.domains {r.data.domains} needs at least two distinct conditions (DISAM pairs them)")
+    if r.train.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"train.device {r.train.device!r} is not auto, cpu or cuda")
+    if r.data.reference is not None and r.data.domains is not None and r.data.reference not in r.data.domains:
+        raise ValueError(f"data.reference {r.data.reference!r} is not in data.domains {r.data.domains}: add it")
+
+
+def _get(r: Recipe, dotted: str) -> Any:
+    section, name = dotted.split(".")
+    return getattr(getattr(r, section), name)
+
+
+def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} {value!r} is not supported: use one of {list(choices)}")
+
+
+def _range(name: str, value: float, lo: float, hi: float, low_open: bool = False) -> None:
+    above_low = lo < value if low_open else lo <= value
+    if math.isnan(value) or not above_low or value > hi:
+        raise ValueError(f"{name}={value} is out of range: expected {'(' if low_open else '['}{lo}, {hi}]")
+
+
+def _positive_int(name: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def diff_recipes(saved: Recipe, new: Recipe) -> list[str]:
+    """Dotted keys whose values differ and that matter for the numbers (used to guard --resume)."""
+    a, b = saved.to_dict(), new.to_dict()
+    out = []
+    for key in all_keys(a):
+        va, vb = _lookup(a, key), _lookup(b, key)
+        if va != vb and key not in RESUME_SAFE:
+            out.append(key)
+    return out
+
+
+def _lookup(data: dict[str, Any], key: str) -> Any:
+    cur: Any = data
+    for part in key.split("."):
+        cur = cur[part]
+    return cur

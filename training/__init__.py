@@ -1,6 +1,0 @@
-"""DISAM training: recipes, unpaired multi-domain data, the GAN/FCL/SAM/triplet loop, export, evaluation.
-
-Imports only `disam_ros.model` and `disam_ros.data` (never rclpy or retrieval/ros): training runs on a
-GPU box without ROS. Entry points: `disam-train` (training.cli), `python -m training.export`,
-`python -m training.evaluate`, `python -m training.bench`.
-"""
