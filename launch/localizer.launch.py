@@ -1,6 +1,13 @@
-"""Launch the DISAM localizer node.
+"""Launch the DISAM localizer node (a lifecycle node).
 
     ros2 launch disam_ros localizer.launch.py map:=/maps/town image_topic:=/camera/image_raw
+
+The node configures and activates itself (parameter `autostart`, default true). To let a lifecycle manager
+(nav2_lifecycle_manager) drive it instead, set `autostart: false` in the params file and list `disam_localizer`
+in the manager's `node_names`.
+
+DDS: the node honours ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_RANGE from the environment you launch in (an
+unset range becomes LOCALHOST; export SUBNET for a multi-host system): nothing is forced here.
 
 Arguments match disam_ros.ros.launcher (for machines without launch_ros); test/test_launch_params.py
 keeps the two in step with the node's declared parameters.
@@ -11,7 +18,7 @@ from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode
 from launch_ros.parameter_descriptions import ParameterValue
 
 
@@ -20,7 +27,7 @@ def _node(context, *args, **kwargs):
         get_package_share_directory("disam_ros"), "config", "localizer.yaml")
     image_topic = LaunchConfiguration("image_topic").perform(context)
     return [
-        Node(
+        LifecycleNode(
             package="disam_ros",
             executable="disam-localizer",
             name="disam_localizer",
@@ -39,8 +46,6 @@ def _node(context, *args, **kwargs):
                 ("image", image_topic),
                 ("image/compressed", image_topic.rstrip("/") + "/compressed"),
             ],
-            # DDS stays on loopback (the node enforces it too, in disam_ros.ros.env).
-            additional_env={"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"},
         )
     ]
 

@@ -1,18 +1,19 @@
-"""Test-session environment: DDS stays on loopback with a private domain, before anything imports rclpy."""
+"""Test-session environment: DDS stays on loopback with a private domain, before anything creates an rclpy context."""
 from __future__ import annotations
 
-import os
-import random
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
-# Must happen at import time: rclpy reads these when its context is created.
-os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
-os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
-os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+from disam_ros.ros import env as dds_env
+
+# Must happen before any test creates an rclpy context (rclpy reads these then); node processes the tests start
+# inherit them. Explicit, because importing disam_ros.ros changes nothing: the package's own tests export
+# loopback discovery and a private random ROS_DOMAIN_ID (never the user's domain, never the network).
+dds_env.isolated_env()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -61,3 +62,62 @@ def tiny_eval_world(tmp_path_factory):
                          "--fine", str(ckpts["fine"]), "--out", str(tmp / "map"), "--quiet"])
     assert rc == 0
     return {"world": world, "map": tmp / "map", **ckpts, "tmp": tmp}
+
+
+N_QUERIES = 10  # query frames of node_world
+
+
+@dataclass
+class NodeWorld:
+    map_dir: Path
+    positions: np.ndarray  # map positions (N, 3)
+    quats: np.ndarray
+    frame_id: str
+    queries: list[tuple[np.ndarray, float, int]]  # (rgb, stamp, index of the nearest map image)
+    latitude: float
+    longitude: float
+    domains: tuple[str, ...]
+
+
+@pytest.fixture(scope="session")
+def node_world(tmp_path_factory) -> NodeWorld:
+    """Small synthetic world -> micro coarse/fine models (random init) -> map of the reference condition."""
+    try:
+        import torch
+
+        from disam_ros.data.folders import iter_frames, list_conditions, load_condition
+        from disam_ros.data.synthetic import WorldConfig, make_world
+        from disam_ros.model import DisamNet, Encoder, preset, save_checkpoint
+        from disam_ros.retrieval import LocalizationMap, build_map
+    except ImportError as exc:  # the model / retrieval / synthetic modules land separately
+        pytest.skip(f"localizer dependencies not importable yet: {exc}")
+    tmp = tmp_path_factory.mktemp("node_world")
+    root = tmp / "world"
+    # workers=1: no fork, because this pytest process may already run DDS and torch threads.
+    make_world(WorldConfig(seed=3, image_size=(128, 96), frames=40, blocks=3, workers=1,
+                           conditions=("sunny", "sunny_repeat", "snow", "overcast")), root, progress=False)
+    site = (yaml.safe_load((root / "world.yaml").read_text()) or {}).get("site", {})
+    lat, lon = float(site.get("latitude", "nan")), float(site.get("longitude", "nan"))
+    domains = tuple(c for c in list_conditions(root) if c != "sunny_repeat")
+    ckpts = []
+    for role, seed in (("coarse", 0), ("fine", 1)):
+        torch.manual_seed(seed)
+        cfg = preset("micro", domains)
+        path = tmp / f"{role}.pt"
+        save_checkpoint(path, DisamNet(cfg), cfg)
+        ckpts.append(path)
+    coarse, fine = (Encoder.from_checkpoint(p, device="cpu") for p in ckpts)
+    map_dir = tmp / "map"
+    ref = load_condition(root, "sunny", require_poses=True)
+    build_map(iter_frames(ref), coarse, fine, map_dir, domain="sunny", progress=False, checkpoint_paths=tuple(ckpts),
+              source=f"{root.absolute()} condition sunny")
+    m = LocalizationMap.load(map_dir)
+    qfolder = load_condition(root, "sunny_repeat", require_poses=True)
+    frames = list(iter_frames(qfolder))
+    pick = np.linspace(0, len(frames) - 1, min(N_QUERIES, len(frames))).round().astype(int)
+    queries = []
+    for i in pick:
+        f = frames[int(i)]
+        gt = int(np.argmin(np.linalg.norm(np.asarray(m.positions) - f.position, axis=1)))
+        queries.append((f.image, float(f.stamp), gt))
+    return NodeWorld(map_dir, np.asarray(m.positions), np.asarray(m.quats), m.frame_id, queries, lat, lon, domains)

@@ -110,6 +110,26 @@ def test_bag_to_folder_round_trip(dataset, tmp_path):
         bags.bag_to_folder(bag, tmp_path / "out", "day_again")
 
 
+def test_to_folder_overwrite_replaces_only_a_folder_it_made(dataset, tmp_path, capsys):
+    bag = bags.write_folder_bag(dataset, "day", tmp_path / "bag").path
+    mine = tmp_path / "out" / "mine"
+    mine.mkdir(parents=True)
+    (mine / "precious.txt").write_text("years of work")
+    assert bag_cli.main(["to-folder", str(bag), str(tmp_path / "out"), "mine", "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{mine} exists and was not made by disam-bag to-folder" in err and "move" in err and "\n" not in err
+    assert [p.name for p in mine.iterdir()] == ["precious.txt"]
+    assert (mine / "precious.txt").read_text() == "years of work"
+    assert sorted(p.name for p in mine.parent.iterdir()) == ["mine"]  # and no staging folder left behind
+
+    (tmp_path / "out" / "empty").mkdir()
+    for _ in range(2):  # an empty folder, then the folder it made itself (marked), are replaced
+        assert bag_cli.main(["to-folder", str(bag), str(tmp_path / "out"), "empty", "--overwrite"]) == 0
+        assert (tmp_path / "out" / "empty" / ".disam-made").read_text() == "disam-bag to-folder\n"
+        assert len(load_condition(tmp_path / "out", "empty")) == N
+    assert sorted(p.name for p in mine.parent.iterdir()) == ["empty", "mine"]
+
+
 def test_real_nordland_frames_through_a_jpeg_mcap_bag(shared_data, tmp_path):
     src = sorted((shared_data / "nordland_trimmed_dev" / "winter").glob("*.png"))[100:108]
     (tmp_path / "ds" / "winter" / "images").mkdir(parents=True)

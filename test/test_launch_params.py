@@ -1,4 +1,5 @@
-"""The launch file, config/localizer.yaml and the Python launcher use exactly the parameters the node declares."""
+"""The launch file, config/localizer.yaml and the Python launcher use exactly the parameters the node declares;
+every way of getting a parameter wrong at start-up is one line and exit code 2."""
 from __future__ import annotations
 
 import ast
@@ -18,7 +19,7 @@ rclpy = pytest.importorskip("rclpy")
 from rclpy.node import Node  # noqa: E402
 
 from disam_ros.ros import launcher  # noqa: E402
-from disam_ros.ros import localizer_node as ln  # noqa: E402
+from disam_ros.ros import node_params as ln  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def _launch_ast():
             kw = {k.arg: k.value for k in call.keywords}
             args[name] = kw["default_value"].value if "default_value" in kw else None
             assert "description" in kw, f"launch argument {name} lacks a description"
-        elif fname == "Node":
+        elif fname in ("Node", "LifecycleNode"):
             node_kwargs = {k.arg: k.value for k in call.keywords}
             for d in ast.walk(node_kwargs["parameters"]):
                 if isinstance(d, ast.Dict):
@@ -172,3 +173,86 @@ def test_launch_file_runs(tmp_path):  # pragma: no cover - needs a full ROS 2 in
                                       "compressed": "false", "device": "cpu", "namespace": ""})
     [node] = mod._node(ctx)
     assert node.node_package == "disam_ros" and node.node_executable == "disam-localizer"
+
+
+def test_launch_file_starts_a_lifecycle_node():
+    """A nav2 lifecycle manager can only drive what launch_ros starts as a LifecycleNode."""
+    tree = ast.parse(LAUNCH_FILE.read_text())
+    called = {getattr(c.func, "id", getattr(c.func, "attr", "")) for c in ast.walk(tree) if isinstance(c, ast.Call)}
+    assert "LifecycleNode" in called and "Node" not in called
+
+
+def test_unknown_parameter_names_are_refused():
+    ln.check_unknown(["top_n", "map", "use_sim_time", "qos_overrides./image.subscription.depth"])
+    with pytest.raises(ln.ConfigError, match=r"unknown parameter 'top_m' for disam_localizer: did you mean 'top_n'\?"):
+        ln.check_unknown(["top_m"])
+    with pytest.raises(ln.ConfigError, match="unknown parameter 'nosuch_param' for disam_localizer: known are map, "
+                                             "coarse_checkpoint, .*autostart"):
+        ln.check_unknown(["nosuch_param"])
+
+
+def test_wrong_type_override_is_one_line(context):
+    node = Node(ln.NODE_NAME, context=context, cli_args=["--ros-args", "-p", "top_n:=abc"])
+    try:
+        with pytest.raises(ln.ConfigError) as err:
+            ln.declare_parameters(node)
+        assert str(err.value).startswith("parameter 'top_n' must be an integer (default 3): fix -p top_n:=...")
+        assert "\n" not in str(err.value)
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("text,pattern", [
+    ("a: [b\n", "is not valid YAML at line 2"),
+    ("- 1\n- 2\n", "is not '<node>: {ros__parameters: {name: value}}'"),
+    ("/**:\n  top_n: 3\n", "is not '<node>: {ros__parameters: {name: value}}'"),
+])
+def test_params_file_checked_before_rcl(tmp_path, text, pattern):
+    f = tmp_path / "p.yaml"
+    f.write_text(text)
+    with pytest.raises(ln.ConfigError, match=re.escape(pattern)):
+        ln.ros_argv(["--params-file", str(f)])
+    with pytest.raises(ln.ConfigError, match=re.escape(pattern)):  # also when given the rcl way
+        ln.ros_argv(["--ros-args", "--params-file", str(f)])
+    with pytest.raises(ln.ConfigError, match="not found"):
+        ln.ros_argv(["--params-file", str(tmp_path / "missing.yaml")])
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("argv,expect", [
+    (["--ros-args", "-p", "top_n:=abc"], "parameter 'top_n' must be an integer (default 3)"),
+    (["--ros-args", "-p", "nosuch_param:=1"], "unknown parameter 'nosuch_param' for disam_localizer: known are"),
+    (["--params-file", "BAD"], "params file 'BAD' is not valid YAML at line 3"),
+    (["--ros-args", "-p", "autostart:=maybe"], "parameter 'autostart' must be a boolean (true/false)"),
+])
+def test_cli_configuration_errors_exit_2(tmp_path, argv, expect):
+    """`disam-localizer` with a bad value, a misspelt name or a broken params file: one error line, exit 2."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("/**:\n  ros__parameters: [top_n\n")
+    argv = [str(bad) if a == "BAD" else a for a in argv]
+    expect = expect.replace("BAD", str(bad))
+    out = subprocess.run([sys.executable, "-m", "disam_ros.ros.localizer_node", *argv], capture_output=True,
+                         text=True, timeout=120)
+    text = out.stdout + out.stderr
+    assert out.returncode == 2, text
+    errors = [line for line in text.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and expect in errors[0], text
+    assert "Traceback" not in text
+
+
+@pytest.mark.ros
+def test_config_error_exits_2(tmp_path):
+    """A bad parameter value found at configure (a missing map) is one line and exit code 2, not a traceback."""
+    import os
+    import subprocess
+
+    proc = launcher.start(map=tmp_path / "missing", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          env={"ROS_LOG_DIR": str(tmp_path)})
+    out, _ = proc.communicate(timeout=60)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 2, text
+    assert "does not exist: check parameter 'map'" in text and "Traceback" not in text
+    assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.ros
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy wheels not installed (pip install ros-rclpy ros-rmw-fastrtps-cpp)")
 from disam_ros.ros.record import BagRecorder, RecordError, discover_types  # noqa: E402
-from disam_ros.ros.replay import BagPlayer, ReplayError  # noqa: E402
+from disam_ros.ros.replay import BagPlayer, ReplayError, message_class  # noqa: E402
 
 FRAMES = 8
 TOPICS = ["/camera/image_raw", "/camera/camera_info", "/ground_truth/pose"]
@@ -168,3 +168,41 @@ def test_recorder_serialises_rclpy_messages_and_player_errors_are_clear(bag, tmp
         discover_types(node, ["/never"], timeout_s=0.1)
     with pytest.raises(RecordError, match="unknown to the rosbags typestore"):
         BagRecorder(node, tmp_path / "x", {"/a": "my_pkg/msg/Thing"}, subscribe=False)
+
+
+def test_replay_skips_and_never_imports_message_types_it_does_not_know(bag, tmp_path, ros_context, monkeypatch):
+    """A bag's type name is a module to import: a crafted one must neither run code nor stop the replay."""
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    pkg = f"pwn_{os.getpid()}"  # an importable package whose import leaves a trace
+    (tmp_path / pkg).mkdir()
+    (tmp_path / pkg / "__init__.py").write_text(f"open({str(tmp_path / 'imported')!r}, 'w').close()\n")
+    (tmp_path / pkg / "msg.py").write_text("class Thing: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    store = get_typestore(Stores.ROS2_KILTED)
+    for typ in ("os/msg/system", f"{pkg}/msg/Thing"):
+        store.register(get_types_from_msg("string data", typ))
+    crafted = tmp_path / "crafted"
+    with Writer(crafted, version=9) as w:
+        img = raw_by_topic(bag)["/camera/image_raw"][0]
+        w.write(w.add_connection("/camera/image_raw", bags.IMAGE, typestore=bags.TYPESTORE), img[0], img[1])
+        for topic, typ in (("/evil", "os/msg/system"), ("/pwn", f"{pkg}/msg/Thing")):
+            w.write(w.add_connection(topic, typ, typestore=store), img[0], store.serialize_cdr(
+                store.types[typ](data="rm -rf"), typ))
+
+    _, make = ros_context
+    node = make("whitelist")
+    player = BagPlayer(node, crafted, rate=float("inf"), clock=False)
+    try:
+        assert player.topics == ["/camera/image_raw"]
+        assert player.skipped == {"/evil": "os/msg/system", "/pwn": f"{pkg}/msg/Thing"}
+        assert player.play().published == {"/camera/image_raw": 1}
+    finally:
+        player.close()
+    with pytest.raises(ReplayError, match=rf"cannot replay: /pwn \({pkg}/msg/Thing\); replay publishes only"):
+        BagPlayer(node, crafted, topics=["/camera/image_raw", "/pwn"])
+    for typ in ("os/msg/system", f"{pkg}/msg/Thing", "sensor_msgs/msg/Image/x", "sensor_msgs/srv/Image"):
+        with pytest.raises(ReplayError, match=f"{typ} is not a standard ROS message type"):
+            message_class(typ)
+    assert not (tmp_path / "imported").exists() and pkg not in sys.modules

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shutil
 
 import cv2
@@ -24,7 +26,8 @@ from disam_ros.retrieval import (
 from disam_ros.retrieval import build_map as build_map_fn
 from disam_ros.retrieval import map_info as map_info_cli
 from disam_ros.retrieval.build_map import main as build_map_main
-from disam_ros.retrieval.descriptors import coarse_vectors, fine_vectors
+from disam_ros.retrieval.builder import check_map_size
+from disam_ros.retrieval.descriptors import coarse_vectors, estimate_map_size, fine_vectors
 
 DOMAINS = ["sunny", "night"]
 N_IMAGES = 12
@@ -213,6 +216,22 @@ def test_failed_build_leaves_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
+def test_next_build_removes_the_staging_folder_of_a_killed_one_but_not_a_live_one(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)  # a process that has ended: its PID is free
+    stale, live = tmp_path / f".m.tmp-disam-{gone}-00ff", tmp_path / f".m.tmp-disam-{os.getpid()}-00ff"
+    for d in (stale, live):  # what a kill -9 mid-build leaves, and a build still running in this process
+        d.mkdir()
+        (d / "fine.npy").write_bytes(b"\0" * 128)
+    enc = TableEncoder(np.random.default_rng(0).standard_normal((30, 4, 3, 3)).astype(np.float32))
+    build_map(token_frames(30), enc, None, tmp_path / "m", "ref", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "m"]
+
+
 def test_shards_merge_to_single_build(env, tmp_path):
     base = ["--dataset", str(env["root"] / "data"), "--condition", "sunny", "--coarse", str(env["ckpt"]["coarse"]),
             "--fine", str(env["ckpt"]["fine"]), "--mode", "pca", "--pca-dim", "8", "--quiet", "--batch-size", "4"]
@@ -266,3 +285,56 @@ def test_build_cli_errors_are_one_line(env, tmp_path, capsys):
 
 def test_package_attribute_is_the_function():
     assert callable(build_map_fn) and build_map_fn.__name__ == "build_map"
+
+
+@pytest.mark.parametrize("mode", ["exact", "exact16", "pooled", "pca", "hnsw"])
+def test_size_estimate_matches_the_written_map(tmp_path, mode):
+    """Disk per file and in total within a few % of what is written; RAM = the coarse search's resident copy."""
+    n, rng = 300, np.random.default_rng(0)
+    coarse = TableEncoder(rng.standard_normal((n, 8, 12, 12)).astype(np.float32))
+    fine = TableEncoder(rng.standard_normal((n, 8, 12, 12)).astype(np.float32))
+    s = settings_for_mode(mode, coarse_grid=4 if mode == "pooled" else None, pca_dim=48 if mode in ("pca", "hnsw")
+                          else None, fine_grid=None if mode == "exact" else 4)
+    est = estimate_map_size(n, coarse.content_shape, fine.content_shape, s, name_bytes=8)  # names img00000
+    out = build_map(token_frames(n), coarse, fine, tmp_path / "m", "ref", s, progress=False, total=n)
+    written = {p.name: p.stat().st_size for p in out.iterdir()}
+    assert set(written) == set(est.files)
+    assert est.disk == pytest.approx(sum(written.values()), rel=0.04)
+    for name in ("coarse.npy", "fine.npy", "pca.npz"):
+        if name in written:
+            assert est.files[name] == pytest.approx(written[name], rel=0.005), name
+    if s.index == "flat":
+        loc = Localizer(LocalizationMap.load(out), coarse, fine, SearchConfig(device="cpu", backend="numpy"))
+        assert est.ram - 200 * n == loc.index.resident_bytes()
+
+
+def _paper_like(shape):
+    return TableEncoder(np.zeros((1, *shape), np.float32))
+
+
+def test_large_map_is_announced_with_the_compact_fix(tmp_path, caplog):
+    """The issue's case: an exact map at the small preset silently became 895 MB. Now it is estimated and,
+    above 1 GiB, a warning names --mode pca with what it would cost."""
+    enc = _paper_like(preset("small", DOMAINS).content_shape)  # (128, 32, 32): 768 KiB per image exact
+    with caplog.at_level(logging.INFO, logger="disam_ros.retrieval.builder"):
+        check_map_size(tmp_path / "m", 2000, enc, enc, settings_for_mode("exact"))
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    warn = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    said = [float(re.search(r"about ([\d.]+) GiB on disk", m).group(1)) for m in info if "2000 images" in m]
+    assert said and said[0] == pytest.approx(2000 * 128 * 32 * 32 * (4 + 2) / 2**30, abs=0.01), info  # f32 + f16
+    assert len(warn) == 1 and "--mode pca" in warn[0] and "MiB on disk" in warn[0], warn
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="disam_ros.retrieval.builder"):
+        check_map_size(tmp_path / "m", 2000, enc, enc, settings_for_mode("pca"))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_map_that_cannot_fit_on_disk_is_refused_before_writing(tmp_path):
+    enc = TableEncoder(np.random.default_rng(0).standard_normal((3, 4, 3, 3)).astype(np.float32))
+    free = shutil.disk_usage(tmp_path).free
+    n = free // (4 * 36) + 1  # exact float32 coarse alone: 144 bytes per image
+    with pytest.raises(MapError) as e:
+        build_map(token_frames(3), enc, None, tmp_path / "out" / "m", "ref", progress=False, total=n)
+    msg = _one_line_naming(e, "free")
+    assert str(tmp_path / "out" / "m") in msg and "--mode pca" in msg
+    assert list(tmp_path.iterdir()) == []

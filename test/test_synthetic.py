@@ -259,7 +259,7 @@ def test_cli_writes_refuses_to_overwrite_and_rejects_bad_arguments(tmp_path, cap
     args = ["--out", str(out), "--size", "32", "--frames", "3", "--conditions", "sunny,night", "--quiet"]
     assert main(args) == 0
     assert "2 conditions x 3 frames" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["contact_sheet.png", "night", "sunny", "world.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == [".disam-made", "contact_sheet.png", "night", "sunny", "world.yaml"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "--force" in err and "\n" not in err
@@ -274,3 +274,25 @@ def test_cli_writes_refuses_to_overwrite_and_rejects_bad_arguments(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert "--size" in err and "\n" not in err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_force_replaces_only_a_folder_disam_synth_made(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "precious.txt").write_text("years of work")
+    args = ["--size", "16", "--frames", "2", "--conditions", "sunny", "--workers", "1", "--quiet", "--force"]
+    assert main(["--out", str(mine), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{mine} exists and was not made by disam-synth" in err and "--out" in err and "\n" not in err
+    assert [p.name for p in mine.iterdir()] == ["precious.txt"]
+    assert (mine / "precious.txt").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # nothing staged either
+
+    (tmp_path / "empty").mkdir()
+    for _ in range(2):  # an empty folder, then the world it made itself (marked), are replaced
+        assert main(["--out", str(tmp_path / "empty"), *args]) == 0
+        assert (tmp_path / "empty" / ".disam-made").read_text() == "disam-synth\n"
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["--out", str(tmp_path / "file"), *args]) == 2
+    assert (tmp_path / "file").read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file", "mine"]

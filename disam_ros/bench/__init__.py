@@ -5,7 +5,6 @@ retrieval, model) imports them, and the dispatcher stays a table that never impo
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
@@ -15,12 +14,15 @@ SUITES = {
     "retrieval": ("disam_ros.bench.retrieval", "map query latency and memory per mode and size"),
     "node": ("disam_ros.bench.node", "localizer node end-to-end latency, image in to pose out"),
     "training": ("disam_ros.bench.training", "training iterations per second per recipe and preset"),
+    "sequence": ("disam_ros.bench.sequence", "sequence localizer update time per map size and mode"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    from disam_ros.data.bags.cli import OneLineParser  # here, not at import: suites import this package
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="disam-bench", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="disam-bench", description=__doc__.splitlines()[0])
     parser.add_argument("suite", choices=[*SUITES, "all"],
                         help="; ".join(f"{k}: {v[1]}" for k, v in SUITES.items()))
     if argv and argv[0] in SUITES:  # the suite's own options (and its --help) go to the suite untouched

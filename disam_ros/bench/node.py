@@ -168,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown presets {unknown}: use {list(PRESET_DEFAULTS)}")
 
-    from disam_ros.ros import env  # noqa: F401  (loopback DDS before any rclpy context)
+    from disam_ros.ros import env
+
+    env.isolated_env()  # the benchmark's own DDS graph: loopback and a private random domain, before any rclpy
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="disam_bench_node_") as tmp:

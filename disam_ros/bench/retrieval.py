@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from disam_ros.data.bags.cli import OneLineParser, int_list, name_list, output_dir_error, positive_float, positive_int
 from disam_ros.data.tum import make_trajectory
 from disam_ros.retrieval.builder import build_faiss
 from disam_ros.retrieval.descriptors import (
@@ -237,20 +239,44 @@ def check_goals(rows: list[Row], loop_ms: dict[int, float]) -> dict[str, Any]:
     }
 
 
+def _modes(text: str) -> list[str]:
+    modes = list(name_list(text))
+    if unknown := [m for m in modes if m not in MODES]:
+        raise argparse.ArgumentTypeError(f"unknown mode(s) {', '.join(unknown)}: use {', '.join(MODES)}")
+    return modes
+
+
+def _content(text: str) -> tuple[int, int, int]:
+    dims = int_list(text)
+    if len(dims) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r} is not C,h,w: need three integers >= 1, e.g. 256,64,64")
+    return dims[0], dims[1], dims[2]
+
+
+def _device(text: str) -> str:
+    if not re.fullmatch(r"all|cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, cuda, cuda:N or all")
+    return text
+
+
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="disam-bench retrieval", description=__doc__.splitlines()[0])
+    """Every value checked here, so a typo is one line and exit 2 before minutes of map generation."""
+    p = OneLineParser(prog="disam-bench retrieval", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run: 1k images, tiny content shape, few queries")
     p.add_argument("--json", type=Path, help="write results as JSON here")
-    p.add_argument("--sizes", default="1000,10000,100000")
-    p.add_argument("--modes", default=",".join(m for m in MODES))
-    p.add_argument("--content", default="256,64,64", help="content code C,h,w (paper: 256,64,64)")
-    p.add_argument("--queries", type=int, default=15)
-    p.add_argument("--loop-subset", type=int, default=128, help="map images the reference loop is timed on")
-    p.add_argument("--device", default="all", help="cpu, cuda, or all (cuda when available)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice); set OMP_NUM_THREADS and "
-                   "OPENBLAS_NUM_THREADS in the environment to pin the BLAS pools too")
-    p.add_argument("--cpu-budget-gib", type=float, default=CPU_BUDGET_BYTES / 2**30)
-    return p.parse_args(argv)
+    p.add_argument("--sizes", type=int_list, default="1000,10000,100000", help="map sizes, comma-separated")
+    p.add_argument("--modes", type=_modes, default=",".join(m for m in MODES), help="comma-separated")
+    p.add_argument("--content", type=_content, default="256,64,64", help="content code C,h,w (paper: 256,64,64)")
+    p.add_argument("--queries", type=positive_int, default=15)
+    p.add_argument("--loop-subset", type=positive_int, default=128, help="map images the reference loop is timed on")
+    p.add_argument("--device", type=_device, default="all", help="cpu, cuda[:N], or all (cuda when available)")
+    p.add_argument("--threads", type=positive_int, help="torch threads (default: torch's choice); set "
+                   "OMP_NUM_THREADS and OPENBLAS_NUM_THREADS in the environment to pin the BLAS pools too")
+    p.add_argument("--cpu-budget-gib", type=positive_float, default=CPU_BUDGET_BYTES / 2**30)
+    args = p.parse_args(argv)
+    if args.json is not None and (problem := output_dir_error(args.json.parent, "the folder of --json")):
+        p.error(problem)
+    return args
 
 
 def _devices(choice: str) -> list[str]:
@@ -267,10 +293,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return accuracy_main(argv[1:])
     args = _parse(argv)
-    sizes = [1000] if args.quick else [int(v) for v in args.sizes.split(",")]
-    content = (64, 16, 16) if args.quick else tuple(int(v) for v in args.content.split(","))
+    sizes = [1000] if args.quick else args.sizes
+    content = (64, 16, 16) if args.quick else args.content
     queries = 3 if args.quick else args.queries
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    modes = args.modes
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]

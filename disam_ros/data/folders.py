@@ -14,7 +14,9 @@ import cv2
 import numpy as np
 import yaml
 
+from disam_ros.data.stamps import stamp_from_name
 from disam_ros.data.tum import Trajectory, read_tum
+from disam_ros.fsutil import atomic_write_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff")
 
@@ -34,7 +36,7 @@ class CameraIntrinsics:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump({k: float(v) if isinstance(v, float) else v
+        atomic_write_text(path, yaml.safe_dump({k: float(v) if isinstance(v, float) else v
                                               for k, v in asdict(self).items()}, sort_keys=False))
 
     @classmethod
@@ -115,13 +117,16 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def iter_frames(folder: ConditionFolder) -> Iterator[Frame]:
+    """Frames in file-name order. Without poses.txt the stamp comes from a stamp-named file
+    (`<ns>.png`, `<sec>.<frac>.png`; see disam_ros.data.stamps), so a recording exported without ground
+    truth still tells the localizer its time of day; other names give stamp None."""
     traj = folder.trajectory
     for i, path in enumerate(folder.image_paths):
         yield Frame(
             index=i,
             path=path,
             image=read_image(path),
-            stamp=None if traj is None else float(traj.stamps[i]),
+            stamp=stamp_from_name(path.name) if traj is None else float(traj.stamps[i]),
             position=None if traj is None else traj.positions[i],
             quat=None if traj is None else traj.quats[i],
         )

@@ -1,12 +1,12 @@
 """TUM trajectory files: one pose per line, `stamp tx ty tz qx qy qz qw`, `#` comments."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from disam_ros.fsutil import atomic_write_text
 from disam_ros.geometry import normalize_quat
 
 
@@ -60,11 +60,8 @@ def read_tum(path: str | Path) -> Trajectory:
 
 
 def write_tum(path: str | Path, traj: Trajectory) -> None:
-    """Write atomically (temp file + rename) so a crash never leaves half a trajectory."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    """Write atomically (disam_ros.fsutil: temp file + rename) so a crash never leaves half a trajectory."""
     lines = ["# stamp tx ty tz qx qy qz qw"]
     for s, p, q in zip(traj.stamps, traj.positions, traj.quats):
         lines.append(f"{s:.9f} {p[0]:.6f} {p[1]:.6f} {p[2]:.6f} {q[0]:.9f} {q[1]:.9f} {q[2]:.9f} {q[3]:.9f}")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + "\n")

@@ -19,8 +19,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from disam_ros.data.bags.cli import (
+    OneLineParser,
+    name_list,
+    non_negative_int,
+    os_error_line,
+    output_dir_error,
+    positive_int,
+)
+from disam_ros.eval.metrics import DEFAULT_RECALL_NS
 from disam_ros.eval.plots import ExamplePair
 from disam_ros.eval.queries import Query, bag_queries, folder_conditions, folder_queries, world_weather
+from disam_ros.eval.report import CANDIDATES
 from disam_ros.eval.scoring import THRESHOLDS, Answer, is_correct, query_result, summary_rows, write_report
 from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
 from disam_ros.retrieval import SearchConfig
@@ -107,12 +117,12 @@ class LazyQueries:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="disam-eval", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="disam-eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--map", required=True, type=Path, help="map directory (disam-build-map)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", type=Path, help="dataset root ROOT/<condition>/images + poses.txt")
     src.add_argument("--bag", action="append", help="query bag, 'NAME=PATH' or PATH (condition = folder name)")
-    p.add_argument("--conditions", type=lambda s: [c for c in s.split(",") if c],
+    p.add_argument("--conditions", type=name_list,
                    help="with --dataset: conditions to query (default: all but the map's reference)")
     p.add_argument("--world", type=Path, help="with --bag: dataset root whose world.yaml gives each drive's weather")
     p.add_argument("--image-topic"), p.add_argument("--pose-topic")
@@ -120,22 +130,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coarse", default="", help="coarse checkpoint (default: the one recorded in the map)")
     p.add_argument("--fine", default="", help="fine checkpoint (default: the one recorded in the map)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--top-n", type=int, default=3, help="coarse candidates re-ranked by the fine model")
-    p.add_argument("--top-k", type=int, default=5, help="candidates kept for recall@N")
+    p.add_argument("--top-n", type=positive_int, default=3, help="coarse candidates re-ranked by the fine model")
+    p.add_argument("--top-k", type=positive_int, default=max(DEFAULT_RECALL_NS),
+                   help="candidates kept per query; recall@N above it is reported n/a (default %(default)s: the "
+                        "largest N reported)")
     p.add_argument("--min-confidence", type=float, default=0.0, help="abstain below this confidence")
     p.add_argument("--weather", help="weather for every drive (default: world.yaml, else sunny)")
     p.add_argument("--domain", default="", help="force one encoder domain for every query")
-    p.add_argument("--every", type=int, default=1, help="use every N-th query image")
-    p.add_argument("--examples", type=int, default=1, help="example pairs per condition in examples.png")
+    p.add_argument("--every", type=positive_int, default=1, help="use every N-th query image")
+    p.add_argument("--examples", type=non_negative_int, default=1, help="example pairs per condition in examples.png")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """ValueError (one line) for paths that would fail only after the models are loaded, or after the whole
+    evaluation (an --out under a file)."""
+    if not args.map.is_dir():
+        raise ValueError(f"--map {args.map}: no such map folder; pass a folder written by disam-build-map")
+    if args.dataset is not None and not args.dataset.is_dir():
+        raise ValueError(f"--dataset {args.dataset}: no such folder; pass a dataset root ROOT/<condition>/images")
+    if args.world is not None and not args.world.is_dir():
+        raise ValueError(f"--world {args.world}: no such folder; pass the dataset root that holds world.yaml")
+    if problem := output_dir_error(args.out, "--out"):
+        raise ValueError(problem)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.every < 1:
-            raise ValueError(f"--every must be >= 1 (got {args.every})")
+        check_paths(args)
         cfg = RelocalizerConfig(coarse_checkpoint=args.coarse, fine_checkpoint=args.fine, domain=args.domain,
                                 search=SearchConfig(top_n=args.top_n, top_k=args.top_k,
                                                     min_confidence=args.min_confidence, device=args.device))
@@ -143,12 +167,15 @@ def main(argv: list[str] | None = None) -> int:
         groups = query_groups(args, str(reloc.map.domain))
         results, examples, _ = evaluate(reloc, groups, args.examples, progress=not args.quiet)
         meta = {"mode": "offline", "map": str(args.map), "map images": len(reloc.map),
-                "device": str(reloc.localizer.coarse.device), "top_n": args.top_n,
+                "device": str(reloc.localizer.coarse.device), "top_n": args.top_n, CANDIDATES: args.top_k,
                 "source": str(args.dataset or ", ".join(args.bag))}
         paths = write_report(args.out, results, reloc.map.positions, examples, meta,
                              title="DISAM offline localisation report")
-    except (ValueError, FileNotFoundError, OSError) as exc:
+    except ValueError as exc:
         print(f"disam-eval: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # FileNotFoundError included
+        print(f"disam-eval: error: {os_error_line(exc, 'check the paths')}", file=sys.stderr)
         return 2
     print("\n".join(summary_rows(results)))
     print(f"report: {paths['markdown']}")

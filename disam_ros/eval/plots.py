@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from disam_ros.eval.metrics import DEFAULT_THRESHOLDS, QueryResult, errors_of, within
+from disam_ros.fsutil import atomic_path
 
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
            "tab:cyan", "tab:gray")
@@ -33,11 +33,9 @@ def curve_style(k: int) -> dict:
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     """Render to a temp file, then rename: a reader never sees half a PNG."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     FigureCanvasAgg(fig)
-    fig.savefig(tmp, format="png", dpi=dpi)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
     return path
 
 

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from disam_ros.data.folders import iter_frames, list_conditions, load_condition
+from disam_ros.data.stamps import name_for_stamp_ns
+from disam_ros.data.world_yaml import world_yaml_if_present
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,20 +53,13 @@ def bag_queries(bag: str | Path, condition: str, image_topic: str | None = None,
                    require_pose=True) as reader:
         for f in reader.frames():
             if f.index % every == 0:
-                yield Query(f"{f.stamp_ns:020d}.png", condition, f.image, f.stamp, f.position, f.quat)
+                yield Query(name_for_stamp_ns(f.stamp_ns), condition, f.image, f.stamp, f.position, f.quat)
 
 
 def world_weather(root: str | Path | None, condition: str) -> str | None:
     """The weather a synthetic (or hand-written) world.yaml records for a condition: what a driver would set
-    on the node's `weather` parameter for that drive. None when unknown."""
-    path = Path(root) / "world.yaml" if root else None
-    if path is None or not path.is_file():
-        return None
-    try:
-        desc = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return None
-    entry = (desc.get("conditions") or {}).get(condition) or {}
-    attrs = entry.get("attributes", entry) if isinstance(entry, dict) else {}
-    weather = attrs.get("weather") if isinstance(attrs, dict) else None
-    return str(weather) if weather else None
+    on the node's `weather` parameter for that drive. None when unknown (no file, condition or label); a
+    malformed world.yaml is a one-line ValueError rather than a silent switch to the default weather."""
+    info = world_yaml_if_present(root) if root else None
+    entry = info.conditions.get(condition) if info else None
+    return entry.weather if entry else None

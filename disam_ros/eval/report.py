@@ -1,29 +1,37 @@
 """Report writers: per-condition Markdown and JSON, per-query results (JSON lines), visuallocalization.net.
 
-Every writer goes through `atomic_write_text` (temp file, then rename) so an interrupted evaluation never
-leaves half a report that looks complete.
+Every writer goes through `disam_ros.fsutil.atomic_write_text` (temp file, then rename) so an interrupted
+evaluation never leaves half a report that looks complete.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from disam_ros.eval.metrics import ALL, ConditionSummary, QueryResult
+from disam_ros.fsutil import atomic_write_text
 from disam_ros.geometry import normalize_quat, quat_to_rot
 
+# meta key: how many ranked candidates were kept per query (the localiser's top_k). Recall@N for a larger N
+# cannot be measured (the candidates beyond K were never seen), so it is reported as n/a, never as R@K.
+CANDIDATES = "candidates per query"
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+
+def candidates_of(meta: Mapping | None) -> int | None:
+    """The K recorded in the report's meta, None when unknown (then every R@N is shown as computed)."""
+    try:
+        k = int((meta or {}).get(CANDIDATES))
+    except (TypeError, ValueError):
+        return None
+    return k if k > 0 else None
+
+
+def _measured(n: int, candidates: int | None) -> bool:
+    return candidates is None or n <= candidates
 
 
 def _num(x: float | None) -> float | None:
@@ -39,18 +47,21 @@ def threshold_label(max_t: float, max_r: float) -> str:
 # JSON
 
 
-def summary_to_dict(s: ConditionSummary) -> dict:
+def summary_to_dict(s: ConditionSummary, candidates: int | None = None) -> dict:
+    """JSON of one condition; a recall@N above the `candidates` kept per query is null (not measured)."""
     return {
         "queries": s.queries, "answered": s.answered, "abstained": s.abstained, "abstain_rate": _num(s.abstain_rate),
         "within": [{"max_t_m": t, "max_r_deg": r, "share": _num(v)} for (t, r), v in zip(s.thresholds, s.shares)],
         "median_t_m": _num(s.median_t_m), "median_r_deg": _num(s.median_r_deg),
-        "recall": [{"n": n, "radius_m": r, "share": _num(v)} for (n, r), v in sorted(s.recall.items())],
+        "recall": [{"n": n, "radius_m": r, "share": _num(v) if _measured(n, candidates) else None}
+                   for (n, r), v in sorted(s.recall.items())],
         "latency_s": {f"p{p:g}": _num(v) for p, v in s.latency_s.items()},
     }
 
 
 def report_dict(summaries: Mapping[str, ConditionSummary], meta: Mapping | None = None) -> dict:
-    return {"meta": dict(meta or {}), "conditions": {c: summary_to_dict(s) for c, s in summaries.items()}}
+    k = candidates_of(meta)
+    return {"meta": dict(meta or {}), "conditions": {c: summary_to_dict(s, k) for c, s in summaries.items()}}
 
 
 def write_json(path: str | Path, summaries: Mapping[str, ConditionSummary], meta: Mapping | None = None) -> Path:
@@ -89,15 +100,30 @@ def accuracy_table(summaries: Mapping[str, ConditionSummary]) -> list[str]:
     return lines
 
 
-def recall_table(summaries: Mapping[str, ConditionSummary]) -> list[str]:
+def recall_table(summaries: Mapping[str, ConditionSummary], candidates: int | None = None) -> list[str]:
+    """R@N table; a column with N above the `candidates` kept per query reads n/a (see recall_legend)."""
     keys = sorted({k for s in summaries.values() for k in s.recall})
     if not keys:
         return []
     head = ["condition", *(f"R@{n} ≤ {r:g} m %" for n, r in keys)]
     lines = [_row(head), _row(["---"] + ["---:"] * len(keys))]
+    nan = float("nan")
     for c, s in summaries.items():
-        lines.append(_row([_name(c), *(_pct(s.recall.get(k, float("nan"))) for k in keys)]))
+        lines.append(_row([_name(c), *(_pct(s.recall.get(k, nan) if _measured(k[0], candidates) else nan)
+                                       for k in keys)]))
     return lines
+
+
+def recall_legend(summaries: Mapping[str, ConditionSummary], candidates: int | None) -> str:
+    """What the R@N table means, and why a column is n/a."""
+    text = ("Share of queries with at least one of the top-N retrieved database images within r metres of the "
+            "ground truth.")
+    unmeasured = sorted({n for s in summaries.values() for n, _ in s.recall if not _measured(n, candidates)})
+    if unmeasured:
+        text += (f" R@{', R@'.join(map(str, unmeasured))}: n/a, because only the top {candidates} candidates per "
+                 "query were kept, so recall beyond them was not measured (raise --top-k offline, or the node's "
+                 "top_k parameter).")
+    return text
 
 
 def latency_table(summaries: Mapping[str, ConditionSummary]) -> list[str]:
@@ -119,9 +145,9 @@ def markdown_report(summaries: Mapping[str, ConditionSummary], title: str = "DIS
     out += ["", "## Correctly localised", "",
             "Share of ALL queries with translation error ≤ T and rotation error ≤ R (inclusive); an abstention "
             "counts as a failure. Medians are over answered queries.", "", *accuracy_table(summaries)]
-    if rec := recall_table(summaries):
-        out += ["", "## Recall@N", "", "Share of queries with at least one of the top-N retrieved database images "
-                "within r metres of the ground truth.", "", *rec]
+    k = candidates_of(meta)
+    if rec := recall_table(summaries, k):
+        out += ["", "## Recall@N", "", recall_legend(summaries, k), "", *rec]
     if lat := latency_table(summaries):
         out += ["", "## Latency", "", "Per-query latency percentiles (image stamp to published pose, or the "
                 "offline per-query time), all queries with a measured latency.", "", *lat]

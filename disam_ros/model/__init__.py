@@ -2,14 +2,14 @@
 
 Public API::
 
-    from disam_ros.model import ModelConfig, preset, PRESETS, DisamNet, Encoder
+    from disam_ros.model import ModelConfig, preset, PRESETS, DisamNet, Encoder, EncoderLike
     from disam_ros.model import save_checkpoint, load_checkpoint, CheckpointError, file_sha256
 
 Loss functions live in `disam_ros.model.losses`, `.gradsam`, `.related_losses` and `.objective`.
 """
 from .checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
 from .config import PRESETS, ModelConfig, preset
-from .inference import Encoder
+from .inference import Encoder, EncoderLike
 from .networks import DisamNet
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "CheckpointError",
     "DisamNet",
     "Encoder",
+    "EncoderLike",
     "ModelConfig",
     "file_sha256",
     "load_checkpoint",

@@ -5,7 +5,7 @@ checkpoint, what `load_checkpoint` needs) or only the encoders (an inference exp
 `Encoder.from_checkpoint` needs), optionally with its floating weights stored in a smaller dtype (float16).
 Files written before `parts` existed hold all three.
 
-Written atomically (temp file in the same directory, then os.replace) with mode 0644, so a crash mid-save
+Written atomically (disam_ros.fsutil: temp file beside it, fsync, rename) with mode 0644, so a crash mid-save
 never leaves a half-written model where a good one was; read with `torch.load(weights_only=True)` so a
 checkpoint cannot run code. Every failure is a `CheckpointError` with one line naming the file and the fix.
 """
@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from disam_ros.fsutil import atomic_path
 
 from .config import ModelConfig
 from .networks import DisamNet
@@ -79,18 +80,8 @@ def save_checkpoint(
         "state_dict": state,
         "extra": extra,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE)  # mkstemp creates it private (0600); os.replace keeps the mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, mode=FILE_MODE, fsync=True) as tmp:  # mode: 0644 whatever the umask
+        torch.save(payload, tmp)
     return path
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +30,41 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available: use device='cpu' or 'auto'")
     return dev
+
+
+class ImageSizeConfig(Protocol):
+    """The one config field retrieval reads: the side the encoder resizes images to (recorded in maps)."""
+
+    @property
+    def image_size(self) -> int: ...
+
+
+@runtime_checkable
+class EncoderLike(Protocol):
+    """What map building and search need from "an encoder", and nothing more: the real `Encoder`, and the
+    benchmarks' and tests' stand-ins (e.g. disam_ros.bench.table_encoder.TableEncoder) that return given
+    features so retrieval runs without a network. Typing against this instead of `Any` lets a checker and
+    a reader see the contract; `isinstance(x, EncoderLike)` checks the members are present (not their types).
+    """
+
+    @property
+    def domains(self) -> tuple[str, ...]: ...
+
+    @property
+    def content_shape(self) -> tuple[int, int, int]: ...
+
+    @property
+    def config(self) -> ImageSizeConfig: ...
+
+    @property
+    def checkpoint_sha256(self) -> str | None: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def encode(self, images: ImageInput, domain: str) -> Tensor:
+        """Content codes (B, C, h, w) of the images under `domain`'s encoder."""
+        ...
 
 
 class Encoder:

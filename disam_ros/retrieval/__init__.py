@@ -15,7 +15,7 @@ from .localization_map import LocalizationMap
 from .map_format import MapError
 from .prior import SpatialPrior
 from .result import RetrievalResult
-from .search import Localizer, SearchConfig
+from .search import Localizer, SearchConfig, verify_map
 
 __all__ = [
     "MODES",
@@ -30,4 +30,24 @@ __all__ = [
     "build_map",
     "merge_shards",
     "settings_for_mode",
+    "verify_map",
+]
+
+# Sequence localization and calibrated confidence (issue 10): filter / window over the place graph.
+from .calibration import Calibration, ece, fit_isotonic, fit_logistic, precision_coverage, reliability  # noqa: E402
+from .place_graph import PlaceGraph  # noqa: E402
+from .sequence import ObservationModel, SequenceConfig, SequenceEstimate, SequenceLocalizer  # noqa: E402
+
+__all__ += [
+    "Calibration",
+    "ObservationModel",
+    "PlaceGraph",
+    "SequenceConfig",
+    "SequenceEstimate",
+    "SequenceLocalizer",
+    "ece",
+    "fit_isotonic",
+    "fit_logistic",
+    "precision_coverage",
+    "reliability",
 ]

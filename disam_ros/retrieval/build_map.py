@@ -1,6 +1,8 @@
 """`disam-build-map`: encode a dataset condition into a map directory, build one shard of it, or merge shards.
 
     disam-build-map --dataset ROOT --condition sunny --coarse C.pt [--fine F.pt] --out MAP [--mode pooled]
+        ROOT/sunny/images/* (folders) or ROOT/sunny/*.png (flat, e.g. Nordland: same name = same place), with
+        poses from ROOT/sunny/poses.txt (TUM, sorted-name order); without it image i sits at (i, 0, 0) m
     disam-build-map ... --shard 0/4 --out MAP.shard0          # one of four contiguous parts (other machines)
     disam-build-map --merge MAP.shard0 MAP.shard1 ... --out MAP
     disam-build-map --bag DRIVE_BAG --domain sunny --coarse C.pt [--fine F.pt] --out MAP   # straight from a bag
@@ -9,11 +11,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from disam_ros.data.folders import IMAGE_SUFFIXES, ConditionFolder, load_condition
+from disam_ros.data.tum import make_trajectory, read_tum
 from disam_ros.retrieval.builder import build_map, merge_shards
 from disam_ros.retrieval.descriptors import DTYPES, INDEXES, MODES, settings_for_mode
+
+log = logging.getLogger(__name__)
 
 __all__ = ["build_map", "main", "merge_shards"]
 
@@ -30,7 +39,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="disam-build-map", description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", type=Path, help="dataset root holding <condition>/images and poses.txt")
+    p.add_argument("--dataset", type=Path, help="dataset root holding <condition>/images/* or <condition>/*.png, "
+                   "and <condition>/poses.txt")
     p.add_argument("--condition", help="reference condition folder to encode (e.g. sunny)")
     p.add_argument("--bag", type=Path, help="reference drive as a rosbag2 / ROS 1 bag (images + pose topic)")
     p.add_argument("--image-topic", help="with --bag: camera topic (default: the bag's only image topic)")
@@ -57,8 +67,42 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def reference_folder(root: Path, condition: str) -> tuple[ConditionFolder, str, str]:
+    """(images with poses, layout, poses source) of a reference condition in either layout training accepts:
+    `folders` (ROOT/<condition>/images/*) or `flat` (ROOT/<condition>/*.png, the same name in two conditions
+    is the same place). Poses come from ROOT/<condition>/poses.txt; without it, image i of the sorted names
+    is placed at (i, 0, 0) m with identity rotation ("index": positions are ranks, enough for retrieval and
+    frame-distance scores, not for metric poses), and a warning says so."""
+    cdir = root / condition
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: dataset root not found; check --dataset")
+    if (cdir / "images").is_dir():
+        folder, layout = load_condition(root, condition), "folders"
+    elif cdir.is_dir():
+        images = tuple(sorted(p for p in cdir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        if not images:
+            raise FileNotFoundError(f"{cdir}: no images ({', '.join(IMAGE_SUFFIXES)}) in condition {condition!r}, "
+                                    "directly or under images/; check --dataset and --condition")
+        traj = read_tum(cdir / "poses.txt") if (cdir / "poses.txt").is_file() else None
+        if traj is not None and len(traj) != len(images):
+            raise ValueError(f"{cdir / 'poses.txt'}: {len(traj)} poses for {len(images)} images; one pose line "
+                             "per image, in sorted file-name order")
+        folder, layout = ConditionFolder(root, condition, images, traj, None), "flat"
+    else:
+        raise FileNotFoundError(f"{cdir}: condition {condition!r} not found (expected {condition}/images/* or "
+                                f"{condition}/*.png under {root}); check --condition")
+    if folder.trajectory is not None:
+        return folder, layout, "poses.txt"
+    n = len(folder)
+    index = make_trajectory(np.arange(n, dtype=np.float64), np.stack([np.arange(n, dtype=np.float64),
+                            np.zeros(n), np.zeros(n)], 1), np.tile([0.0, 0.0, 0.0, 1.0], (n, 1)))
+    log.warning("%s has no poses.txt: map image i (sorted names) is placed at (i, 0, 0) m with identity rotation "
+                "(manifest poses_source \"index\"); add poses.txt (TUM) for metric poses", cdir)
+    return dataclasses.replace(folder, trajectory=index), layout, "index"
+
+
 def _build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
-    from disam_ros.data.folders import iter_frames, load_condition
+    from disam_ros.data.folders import iter_frames
     from disam_ros.model import Encoder
 
     if args.bag is not None:
@@ -68,7 +112,7 @@ def _build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
     settings = settings_for_mode(args.mode, coarse_grid=args.coarse_grid, fine_grid=args.fine_grid,
                                  pca_dim=args.pca_dim, coarse_dtype=args.coarse_dtype, fine_dtype=args.fine_dtype,
                                  index=args.index)
-    folder = load_condition(args.dataset, args.condition, require_poses=True)
+    folder, layout, poses_source = reference_folder(args.dataset, args.condition)
     source = f"{args.dataset.absolute()} condition {args.condition}"
     if args.shard is not None:
         i, n = args.shard
@@ -81,8 +125,8 @@ def _build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
     return build_map(iter_frames(folder), coarse, fine, args.out, domain, settings, args.batch_size,
                      progress=not args.quiet, frame_id=args.frame_id, shard=args.shard, overwrite=args.overwrite,
                      checkpoint_paths=(args.coarse, args.fine), source=source, total=len(folder),
-                     site=dataset_site(args.dataset),
-                     dataset={"root": str(args.dataset.absolute()), "condition": args.condition})
+                     site=dataset_site(args.dataset), poses_source=poses_source,
+                     dataset={"root": str(args.dataset.absolute()), "condition": args.condition, "layout": layout})
 
 
 def dataset_site(root: Path) -> dict | None:
@@ -122,12 +166,15 @@ def _build_from_bag(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     return build_map(bag_frames(args.bag, args.image_topic, args.pose_topic, args.max_gap), coarse, fine, args.out,
                      args.domain, settings, args.batch_size, progress=not args.quiet, frame_id=args.frame_id,
                      overwrite=args.overwrite, checkpoint_paths=(args.coarse, args.fine),
-                     source=f"{args.bag.absolute()} (bag)")
+                     source=f"{args.bag.absolute()} (bag)", poses_source="bag")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # the library logs the size estimate (info) and the index-poses / large-map warnings: show them
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="disam-build-map: %(levelname)s: %(message)s")
     try:
         if args.merge:
             out = merge_shards(args.merge, args.out, args.overwrite, progress=not args.quiet)

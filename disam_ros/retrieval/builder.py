@@ -9,25 +9,31 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
+import shutil
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
 import disam_ros
 from disam_ros.data.tum import Trajectory, make_trajectory, write_tum
+from disam_ros.geometry import quat_angle_deg
 from disam_ros.retrieval.descriptors import (
     DescriptorSettings,
     coarse_vectors,
+    estimate_map_size,
     fine_vectors,
     fit_pca,
     pooled_shape,
+    settings_for_mode,
 )
+from disam_ros.retrieval.localization_map import load_contents
 from disam_ros.retrieval.map_format import (
     COARSE_FAISS,
     COARSE_NPY,
@@ -39,15 +45,17 @@ from disam_ros.retrieval.map_format import (
     PCA_NPZ,
     POSES,
     MapStage,
-    load_contents,
     load_npy,
     map_error,
-    pose_stats,
     write_manifest,
 )
 from disam_ros.retrieval.npy_stream import NpyAppender
 
+if TYPE_CHECKING:  # typing only: importing the model package here would load torch eagerly
+    from disam_ros.model.inference import EncoderLike
+
 _CHUNK = 8192
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -80,7 +88,7 @@ def as_map_frame(obj: Any, i: int) -> MapFrame:
     return frame
 
 
-def model_record(enc: Any, path: str | Path | None) -> dict[str, Any]:
+def model_record(enc: EncoderLike, path: str | Path | None) -> dict[str, Any]:
     return {
         "sha256": getattr(enc, "checkpoint_sha256", None),
         "path": str(Path(path).absolute()) if path else None,
@@ -97,8 +105,8 @@ class _Encoded:
     seconds: float
 
 
-def _encode_batch(batch: list[MapFrame], coarse: Any, fine: Any, domain: str, s: DescriptorSettings,
-                  raw: NpyAppender, fine_out: NpyAppender | None) -> None:
+def _encode_batch(batch: list[MapFrame], coarse: EncoderLike, fine: EncoderLike | None, domain: str,
+                  s: DescriptorSettings, raw: NpyAppender, fine_out: NpyAppender | None) -> None:
     images = [f.image for f in batch]
     raw.append(coarse_vectors(coarse.encode(images, domain), s.coarse_grid).cpu().numpy())
     if fine_out is not None:
@@ -106,8 +114,9 @@ def _encode_batch(batch: list[MapFrame], coarse: Any, fine: Any, domain: str, s:
         fine_out.append(fv.reshape(len(batch), *fine_out.row_shape))
 
 
-def _encode_frames(frames: Iterable[Any], coarse: Any, fine: Any, domain: str, s: DescriptorSettings,
-                   directory: Path, batch_size: int, progress: bool, total: int | None) -> _Encoded:
+def _encode_frames(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike | None, domain: str,
+                   s: DescriptorSettings, directory: Path, batch_size: int, progress: bool,
+                   total: int | None) -> _Encoded:
     """Stream descriptors of all frames to coarse_raw.npy / fine.npy; return names and poses."""
     coarse_shape = pooled_shape(tuple(coarse.content_shape), s.coarse_grid)
     raw_dtype = "float16" if s.pca_dim is not None else s.coarse_dtype  # pre-PCA: 128 KiB/image at paper size
@@ -140,6 +149,22 @@ def _encode_frames(frames: Iterable[Any], coarse: Any, fine: Any, domain: str, s
         raise ValueError("no frames to build a map from: check the dataset path, condition or shard")
     traj = make_trajectory(stamps, np.asarray(positions, np.float64), np.asarray(quats, np.float64))
     return _Encoded(names, traj, time.perf_counter() - t0)
+
+
+def pose_stats(traj: Trajectory) -> dict[str, Any]:
+    """Extent and median spacing between consecutive map images (the floor of retrieval's precision)."""
+    pos = traj.positions
+    if len(pos) == 0:
+        return {"extent_min": [0.0] * 3, "extent_max": [0.0] * 3, "spacing_m": 0.0, "spacing_deg": 0.0}
+    steps = np.linalg.norm(np.diff(pos, axis=0), axis=1)
+    turns = quat_angle_deg(traj.quats[1:], traj.quats[:-1]) if len(pos) > 1 else np.zeros(0)
+    moving = steps > 1e-9
+    return {
+        "extent_min": pos.min(axis=0).tolist(),
+        "extent_max": pos.max(axis=0).tolist(),
+        "spacing_m": float(np.median(steps[moving])) if moving.any() else 0.0,
+        "spacing_deg": float(np.median(turns[moving])) if moving.any() else 0.0,
+    }
 
 
 def _auto_nlist(n: int) -> int:
@@ -185,7 +210,7 @@ def _finalize_coarse(directory: Path, s: DescriptorSettings, n: int) -> int:
         raw_path.unlink()
     else:
         del raw
-        raw_path.rename(final_path)
+        raw_path.rename(final_path)  # inside the MapStage folder: nobody sees it before the stage commits
     final = load_npy(final_path, mmap=True)
     dim = int(final.shape[1])
     if s.index != "flat":
@@ -234,28 +259,31 @@ def _write_tables(directory: Path, names: Sequence[str], traj: Trajectory) -> No
     (directory / NAMES).write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
 
 
-def check_domain(domain: str, coarse: Any, fine: Any) -> None:
+def check_domain(domain: str, coarse: EncoderLike | None, fine: EncoderLike | None) -> None:
     for role, enc in (("coarse", coarse), ("fine", fine)):
         if enc is not None and domain not in enc.domains:
             raise ValueError(f"reference domain {domain!r} is unknown to the {role} model (domains "
                              f"{list(enc.domains)}): pass --domain with one of them")
 
 
-def build_map(frames: Iterable[Any], coarse: Any, fine: Any, out_dir: str | Path, domain: str,
+def build_map(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike | None, out_dir: str | Path, domain: str,
               settings: DescriptorSettings | None = None, batch_size: int = 16, progress: bool = True, *,
               frame_id: str = "map", shard: tuple[int, int] | None = None, overwrite: bool = False,
               checkpoint_paths: tuple[Any, Any] = (None, None), source: str = "",
               total: int | None = None, site: dict[str, Any] | None = None,
-              dataset: dict[str, str] | None = None) -> Path:
+              dataset: dict[str, str] | None = None, poses_source: str | None = None) -> Path:
     """Encode `frames` under `domain` with the coarse (and fine) encoder into the map directory `out_dir`.
 
     With `shard=(i, n)` the result is shard i of n (merge them with `merge_shards`). Nothing appears at
-    `out_dir` unless the whole build succeeds.
+    `out_dir` unless the whole build succeeds. With `total` (the image count) the map's size is estimated
+    first: logged, warned about above SIZE_WARN_BYTES, refused when it cannot fit the free disk space.
+    `poses_source` ("poses.txt", "bag", "index", ...) is recorded in the manifest when given.
     """
     s = settings or DescriptorSettings()
     if batch_size < 1:
         raise ValueError(f"batch_size {batch_size} must be at least 1")
     check_domain(domain, coarse, fine)
+    check_map_size(Path(out_dir), total, coarse, fine, s)
     models = {"coarse": model_record(coarse, checkpoint_paths[0]),
               "fine": None if fine is None else model_record(fine, checkpoint_paths[1])}
     with MapStage(Path(out_dir), overwrite) as stage:
@@ -272,9 +300,45 @@ def build_map(frames: Iterable[Any], coarse: Any, fine: Any, out_dir: str | Path
             dim = int(load_npy(stage.dir / COARSE_RAW, mmap=True).shape[1])
             kind = "shard"
         _write_tables(stage.dir, enc.names, enc.trajectory)
-        write_manifest(stage.dir, _manifest(kind, n, domain, frame_id, s, models, dim, enc.trajectory, build, shard,
-                                            site))
+        man = _manifest(kind, n, domain, frame_id, s, models, dim, enc.trajectory, build, shard, site)
+        if poses_source is not None:
+            man["poses_source"] = poses_source
+        write_manifest(stage.dir, man)
         return stage.commit()
+
+
+SIZE_WARN_BYTES = 1 << 30
+
+
+def _human(b: float) -> str:
+    return f"{b / (1 << 30):.2f} GiB" if b >= 1 << 30 else f"{b / (1 << 20):.1f} MiB"
+
+
+def check_map_size(out_dir: Path, total: int | None, coarse: EncoderLike, fine: EncoderLike | None,
+                   s: DescriptorSettings) -> None:
+    """Say what the map will cost before encoding: an exact map of paper-size features is ~6 MiB per image, so
+    a few thousand images silently become gigabytes. Refuses (MapError) a build that cannot fit on the disk."""
+    fine_shape = None if fine is None else tuple(fine.content_shape)
+    est = estimate_map_size(max(total or 1, 1), tuple(coarse.content_shape), fine_shape, s)
+    if not total:
+        log.info("map (mode %s): about %s on disk and %s of RAM per image", s.mode, _human(est.disk),
+                 _human(est.ram))
+        return
+    log.info("map of %d images (mode %s): about %s on disk (%s), %s of RAM for the coarse search", total, s.mode,
+             _human(est.disk), ", ".join(f"{k} {_human(v)}" for k, v in sorted(est.files.items())), _human(est.ram))
+    compact = estimate_map_size(total, tuple(coarse.content_shape), fine_shape, settings_for_mode("pca"))
+    hint = (f"--mode pca would take about {_human(compact.disk)} on disk and {_human(compact.ram)} of RAM "
+            "(or --mode pooled/ivf/hnsw; docs/retrieval_accuracy.md measures their accuracy cost)")
+    if max(est.disk, est.ram) > SIZE_WARN_BYTES and s.pca_dim is None:
+        log.warning("map of %d images in mode %s will take about %s on disk and %s of RAM: %s", total, s.mode,
+                    _human(est.disk), _human(est.ram), hint)
+    probe = out_dir.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if est.peak_disk > free:
+        raise map_error(out_dir, f"the map needs about {_human(est.peak_disk)} of disk to build, {probe} has "
+                        f"{_human(free)} free", f"free some space, pass another --out, or {hint}")
 
 
 def _shard_key(c: Any) -> tuple:
@@ -287,7 +351,7 @@ def _shard_key(c: Any) -> tuple:
 def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path, overwrite: bool = False,
                  progress: bool = True) -> Path:
     """Concatenate shards 0..n-1 (any order given) and finalise them exactly as a single build would."""
-    shards = [load_contents(Path(d), "shard", mmap=True, verify=None) for d in shard_dirs]
+    shards = [load_contents(Path(d), "shard", mmap=True, verify=True) for d in shard_dirs]  # read whole anyway
     if not shards:
         raise ValueError("no shard directories given to merge")
     shards.sort(key=lambda c: c.manifest["shard"]["index"])
@@ -323,7 +387,9 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path, overwrit
         source = str(first.manifest["build"].get("source", "")).split("; shard")[0]
         build = {**first.manifest["build"], "source": f"{source}; merged from {count} shards",
                  "encode_seconds": round(sum(c.manifest["build"].get("encode_seconds", 0.0) for c in shards), 3)}
-        write_manifest(stage.dir, _manifest("map", len(names), first.manifest["reference_domain"],
-                                            first.manifest["frame_id"], s, first.manifest["models"], dim, traj,
-                                            build, None, first.manifest.get("site")))
+        man = _manifest("map", len(names), first.manifest["reference_domain"], first.manifest["frame_id"], s,
+                        first.manifest["models"], dim, traj, build, None, first.manifest.get("site"))
+        if "poses_source" in first.manifest:
+            man["poses_source"] = first.manifest["poses_source"]
+        write_manifest(stage.dir, man)
         return stage.commit()

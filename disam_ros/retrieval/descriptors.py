@@ -209,3 +209,51 @@ def _randomized_components(centred: np.ndarray, dim: int, seed: int, oversample:
     for _ in range(power_iters):
         q = np.linalg.qr(centred @ (centred.T @ q))[0]
     return np.linalg.svd(q.T @ centred, full_matrices=False)[2][:dim]
+
+
+_NPY_HEADER = 128  # what NpyAppender writes
+_POSE_LINE = 100  # a TUM line as write_tum formats it (stamp, 3 x %.6f, 4 x %.9f)
+
+
+@dataclass(frozen=True)
+class MapSizeEstimate:
+    """What a map will cost, known before encoding a single image (from shapes, settings and image count).
+
+    files: bytes per file on disk; peak_disk: during the build (pre-PCA vectors beside the final ones);
+    ram: what the localizer keeps resident for the coarse search (fine features are memory-mapped: only the
+    top-N rows of a query are read, so they cost disk and page cache, not process memory)."""
+
+    files: dict[str, int]
+    peak_disk: int
+    ram: int
+
+    @property
+    def disk(self) -> int:
+        return sum(self.files.values())
+
+
+def estimate_map_size(n: int, coarse_content: tuple[int, int, int], fine_content: tuple[int, int, int] | None,
+                      s: DescriptorSettings, name_bytes: int = 12) -> MapSizeEstimate:
+    """Bytes of the map `build_map` writes for n images (within a few % for flat maps; faiss files roughly)."""
+    d_raw = math.prod(pooled_shape(coarse_content, s.coarse_grid))
+    item = {"float32": 4, "float16": 2}
+    raw_bytes = _NPY_HEADER + n * d_raw * (2 if s.pca_dim is not None else item[s.coarse_dtype])
+    dim = d_raw
+    files = {"poses.txt": 29 + n * _POSE_LINE, "names.txt": n * (name_bytes + 1), "manifest.json": 2100}
+    if s.pca_dim is not None:  # as fit_pca caps it: no more components than samples or input dims
+        dim = max(1, min(s.pca_dim, d_raw, n, 20000, (1 << 30) // (4 * d_raw)))
+        files["pca.npz"] = 4 * d_raw * (dim + 1) + 600
+    vectors = n * dim * item[s.coarse_dtype]
+    if s.index == "flat":
+        files["coarse.npy"] = _NPY_HEADER + vectors
+        ram = n * dim * 4 if n * dim * 4 <= 2 << 30 or s.coarse_dtype == "float32" else vectors  # numpy vs torch
+    elif s.index == "ivf":
+        nlist = min(s.ivf_nlist or max(1, min(int(4 * math.sqrt(n)), n // 39)), n)
+        files["coarse.faiss"] = ram = vectors + 8 * n + 4 * nlist * dim + 1024
+    else:  # HNSW: the vectors plus ~2M neighbour ids per node on level 0 and a few above
+        files["coarse.faiss"] = ram = vectors + int(n * s.hnsw_m * 2 * 4 * 1.1) + 1024
+    if fine_content is not None:
+        files["fine.npy"] = _NPY_HEADER + n * math.prod(pooled_shape(fine_content, s.fine_grid)) * item[s.fine_dtype]
+    files["manifest.json"] += 70 * sum(b // (32 << 20) for b in files.values())  # chunk hashes
+    peak = sum(files.values()) + (raw_bytes if s.pca_dim is not None or s.index != "flat" else 0)
+    return MapSizeEstimate(files, peak, ram + n * 200)  # + names and poses in Python objects

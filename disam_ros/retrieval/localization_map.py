@@ -1,56 +1,224 @@
-"""`LocalizationMap`: a loaded map directory (poses, names, coarse vectors, memory-mapped fine features)."""
+"""`LocalizationMap`: a loaded map directory (poses, names, coarse vectors, memory-mapped fine features).
+
+Loading checks the map against its manifest: the manifest's fields, every file's size, the sha256 of files up
+to 64 MiB, array shapes and dtypes. Larger files are hashed chunk by chunk in a background thread
+(`MapVerification`), so the node starts fast and still notices a corrupt chunk a moment later.
+"""
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
+import threading
+import time
 from pathlib import Path
 from typing import Any
+from zipfile import BadZipFile
 
 import numpy as np
 
+from disam_ros.data.tum import Trajectory, read_tum
 from disam_ros.retrieval.descriptors import DescriptorSettings, PcaProjection
 from disam_ros.retrieval.map_format import (
     COARSE_FAISS,
     COARSE_NPY,
+    FINE_NPY,
+    NAMES,
+    PCA_NPZ,
+    POSES,
     MapContents,
     MapError,
-    load_contents,
-    load_faiss,
+    check_files,
+    chunk_problem,
     load_npy,
-    load_pca,
     map_error,
+    read_manifest,
 )
+
+log = logging.getLogger(__name__)
+_CORRUPT = "the file is truncated or corrupt; copy the map again or rebuild it"
+
+
+def read_names(path: Path, count: int) -> list[str]:
+    try:
+        names = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise map_error(path, f"unreadable ({type(exc).__name__})", "copy the map again or rebuild it") from None
+    if names and names[-1] == "":
+        names.pop()
+    if len(names) != count:
+        raise map_error(path, f"lists {len(names)} names for {count} map images", "rebuild the map")
+    if not all(names):
+        raise map_error(path, f"has an empty name on line {names.index('') + 1}", "rebuild the map")
+    return names
+
+
+def read_poses(path: Path, count: int) -> Trajectory:
+    try:
+        traj = read_tum(path)
+    except (OSError, ValueError) as exc:
+        raise map_error(path, f"unreadable poses ({(str(exc).splitlines() or [''])[0][:160]})",
+                        "rebuild the map") from None
+    if len(traj) != count:
+        raise map_error(path, f"holds {len(traj)} poses for {count} map images", "rebuild the map")
+    return traj
+
+
+def load_contents(directory: Path, kind: str, mmap: bool, verify: bool | None) -> MapContents:
+    """Manifest (validated), file sizes and hashes (see `check_files`), names, poses and fine features."""
+    directory = Path(directory)
+    manifest = read_manifest(directory, kind)
+    deferred = check_files(directory, manifest, verify)
+    n = manifest["count"]
+    settings = DescriptorSettings.from_dict(manifest["descriptors"]["settings"])  # validated by read_manifest
+    fine_shape = manifest["descriptors"].get("fine_shape")
+    names = read_names(directory / NAMES, n)
+    traj = read_poses(directory / POSES, n)
+    fine = None
+    if fine_shape is not None:
+        fine = load_npy(directory / FINE_NPY, mmap, (n, *fine_shape), settings.fine_dtype)
+    return MapContents(directory, manifest, names, traj, settings, fine, deferred)
+
+
+def load_pca(directory: Path) -> PcaProjection:
+    path = Path(directory) / PCA_NPZ
+    try:
+        pca = PcaProjection.load(path)
+    except (OSError, KeyError, ValueError, EOFError, BadZipFile) as exc:
+        raise map_error(path, f"unreadable PCA ({type(exc).__name__})", "copy the map again or rebuild it") from None
+    if pca.components.ndim != 2 or pca.mean.shape != (pca.components.shape[1],):
+        raise map_error(path, f"holds a {pca.components.shape} projection with a {pca.mean.shape} mean",
+                        "rebuild the map")
+    return pca
+
+
+def load_faiss(path: Path) -> Any:
+    import faiss  # local: only ivf/hnsw maps need it at load time
+
+    if not path.is_file():
+        raise map_error(path, "missing", "the map is incomplete; copy it again or rebuild it")
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as exc:
+        raise map_error(path, f"unreadable faiss index ({(str(exc).splitlines() or [''])[0][:120]})",
+                        "the file is truncated or corrupt; rebuild the map") from None
+
+
+class MapVerification:
+    """Background sha256 check of the files too large to hash at start, chunk by chunk where the manifest has
+    chunk hashes (whole files for maps written before them).
+
+    state: "ok" (all hashed), "verifying", "failed" (`problem` holds the one-line MapError message, logged
+    once; the Localizer then answers no query from this map), "unverified" (loaded with verify=False) or
+    "stopped". hashlib releases the GIL, so the thread costs one core for a while, not the node's latency.
+    """
+
+    def __init__(self, jobs: list[tuple[Path, dict]] = (), chunk_bytes: int | None = None,
+                 state: str = "ok") -> None:
+        self.problem: str | None = None
+        self.state = "verifying" if jobs else state
+        self.bytes_checked = 0
+        self.seconds = 0.0
+        self._stop, self._done = threading.Event(), threading.Event()
+        if not jobs:
+            self._done.set()
+            return
+        threading.Thread(target=self._run, args=(list(jobs), chunk_bytes), name="disam-map-verify",
+                         daemon=True).start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the check has finished (whatever its outcome)."""
+        return self._done.wait(timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self, jobs: list[tuple[Path, dict]], chunk_bytes: int | None) -> None:
+        t0 = time.perf_counter()
+        path = jobs[0][0]
+        try:
+            for path, info in jobs:
+                problem = self._check(path, info, chunk_bytes)
+                if problem is not None or self._stop.is_set():
+                    break
+            if self._stop.is_set() and problem is None:
+                self.state = "stopped"
+            elif problem is not None:
+                self.problem, self.state = problem, "failed"
+                log.error("map integrity check failed, no pose will be computed from this map: %s", problem)
+            else:
+                self.state = "ok"
+        except OSError as exc:
+            self.problem, self.state = str(map_error(path, f"unreadable during verification ({exc.strerror or exc})",
+                                                     "copy the map again or rebuild it")), "failed"
+            log.error("map integrity check failed: %s", self.problem)
+        finally:
+            self.seconds = time.perf_counter() - t0
+            self._done.set()
+
+    def _check(self, path: Path, info: dict, chunk_bytes: int | None) -> str | None:
+        if chunk_bytes and info.get("chunks"):
+            for i in range(len(info["chunks"])):
+                if self._stop.is_set():
+                    return None
+                problem = chunk_problem(path, info, chunk_bytes, i)
+                self.bytes_checked += min(chunk_bytes, info["bytes"] - i * chunk_bytes)
+                if problem is not None:
+                    return problem
+            return None
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(8 << 20), b""):
+                if self._stop.is_set():
+                    return None
+                h.update(block)
+                self.bytes_checked += len(block)
+        if h.hexdigest() != info["sha256"]:
+            return str(map_error(path, "checksum mismatch (sha256 differs from the manifest)", _CORRUPT))
+        return None
 
 
 class LocalizationMap:
     """Read-only view of a map built by `build_map`; `load` checks it against its manifest."""
 
     def __init__(self, contents: MapContents, coarse: np.ndarray | None, coarse_faiss: Any,
-                 pca: PcaProjection | None) -> None:
+                 pca: PcaProjection | None, verification: MapVerification | None = None) -> None:
         self._c = contents
         self.coarse = coarse  # (N, D) for flat maps (memory-mapped when loaded with mmap=True)
         self.coarse_faiss = coarse_faiss  # faiss index for ivf/hnsw maps
         self.pca = pca
+        self.verification = verification or MapVerification()
 
     @classmethod
     def load(cls, map_dir: str | Path, mmap: bool = True, verify: bool | None = None) -> LocalizationMap:
-        """verify: None hashes files up to 64 MiB (fast), True hashes every file, False only checks sizes."""
+        """verify: None hashes files up to 64 MiB now and larger ones in the background (`verification`),
+        True hashes every file now (what `disam-map-info --verify` does), False only checks sizes."""
         contents = load_contents(Path(map_dir), "map", mmap, verify)
-        desc = contents.manifest["descriptors"]
-        n, dim = len(contents.names), int(desc["coarse_dim"])
+        desc, root = contents.manifest["descriptors"], contents.root
+        n, dim = len(contents.names), desc["coarse_dim"]
         coarse = faiss_index = pca = None
         if contents.settings.index == "flat":
-            coarse = load_npy(contents.root / COARSE_NPY, mmap, (n, dim))
+            coarse = load_npy(root / COARSE_NPY, mmap, (n, dim), contents.settings.coarse_dtype)
         else:
-            faiss_index = load_faiss(contents.root / COARSE_FAISS)
+            faiss_index = load_faiss(root / COARSE_FAISS)
             if faiss_index.ntotal != n or faiss_index.d != dim:
-                raise map_error(contents.root / COARSE_FAISS, f"holds {faiss_index.ntotal}x{faiss_index.d} vectors, "
+                raise map_error(root / COARSE_FAISS, f"holds {faiss_index.ntotal}x{faiss_index.d} vectors, "
                                 f"the manifest says {n}x{dim}", "rebuild the map")
         if contents.settings.pca_dim is not None:
-            pca = load_pca(contents.root)
-            if pca.dim != dim:
-                raise map_error(contents.root / "pca.npz", f"projects to {pca.dim} dims, the map holds {dim}",
-                                "rebuild the map")
-        return cls(contents, coarse, faiss_index, pca)
+            pca = load_pca(root)
+            if pca.dim != dim or pca.mean.shape[0] != math.prod(desc["coarse_shape"]):
+                raise map_error(root / PCA_NPZ, f"projects {pca.mean.shape[0]} to {pca.dim} dims, the map holds "
+                                f"{math.prod(desc['coarse_shape'])} -> {dim}", "rebuild the map")
+        return cls(contents, coarse, faiss_index, pca, _verification(contents, verify))
+
+    def close(self) -> None:
+        """Stop the background integrity check (the arrays stay usable)."""
+        self.verification.stop()
+
+    @property
+    def integrity_problem(self) -> str | None:
+        """The one-line problem the background check found, None while it finds none."""
+        return self.verification.problem
 
     def __len__(self) -> int:
         return len(self._c.names)
@@ -157,3 +325,15 @@ class LocalizationMap:
 
 
 __all__ = ["LocalizationMap", "MapError"]
+
+
+def _verification(contents: MapContents, verify: bool | None) -> MapVerification:
+    """Start the background check of the large files; maps without chunk hashes still get it, file by file."""
+    if verify is False:
+        return MapVerification(state="unverified")
+    old = [p.name for p, info in contents.deferred if "chunks" not in info]
+    if old:
+        log.warning("%s: written before per-chunk hashes, so %s %s checked whole in the background; rebuild it "
+                    "with this disam-build-map for chunked checks", contents.root, ", ".join(old),
+                    "is" if len(old) == 1 else "are")
+    return MapVerification(contents.deferred, contents.manifest.get("integrity", {}).get("chunk_bytes"))

@@ -1,4 +1,8 @@
-"""`disam-map-info MAP [--verify] [--json]`: what a map holds, and (with --verify) whether every file is intact."""
+"""`disam-map-info MAP [--verify] [--json]`: what a map holds, and (with --verify) whether the node would load it.
+
+--verify runs the node's own start-up checks (`verify_map`: manifest fields, every file's sha256, arrays,
+the recorded models and their hashes), so it passes exactly the maps the node accepts.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from disam_ros.retrieval.map_format import MANIFEST, check_files, read_manifest
+from disam_ros.retrieval.descriptors import DescriptorSettings
+from disam_ros.retrieval.map_format import MANIFEST, read_manifest
+from disam_ros.retrieval.search import verify_map
 
 
 def _size(n: float) -> str:
@@ -31,7 +37,7 @@ def summary(manifest: dict[str, Any]) -> dict[str, Any]:
         "frame_id": manifest.get("frame_id"),
         "reference_domain": manifest.get("reference_domain"),
         "created": manifest.get("created"),
-        "settings": desc["settings"],
+        "settings": DescriptorSettings.from_dict(desc["settings"]).to_dict(),  # defaults filled in
         "coarse_shape": desc["coarse_shape"],
         "coarse_dim": desc["coarse_dim"],
         "fine_shape": desc.get("fine_shape"),
@@ -43,6 +49,8 @@ def summary(manifest: dict[str, Any]) -> dict[str, Any]:
         "bytes_per_image_by_file": per_image,
         "shard": manifest.get("shard"),
         "build": manifest.get("build"),
+        "poses_source": manifest.get("poses_source", "given"),
+        "chunk_hashes": any("chunks" in v for v in manifest.get("files", {}).values()),
     }
 
 
@@ -69,6 +77,11 @@ def render(info: dict[str, Any], root: Path) -> str:
         lo, hi = st.get("extent_min", [0] * 3), st.get("extent_max", [0] * 3)
         lines.append("extent         " + "  ".join(f"{a}: {x:.2f}..{y:.2f} m" for a, x, y in zip("xyz", lo, hi)))
         lines.append(f"spacing        {st.get('spacing_m', 0):.3f} m, {st.get('spacing_deg', 0):.2f} deg (median)")
+    if info["poses_source"] == "index":
+        lines.append("poses          index: no poses.txt, image i of the sorted names sits at (i, 0, 0) m, identity "
+                     "rotation (positions are ranks, not metres)")
+    else:
+        lines.append(f"poses          {info['poses_source']}")
     lines.append(f"on disk        {_size(info['bytes_total'])} total, {_size(info['bytes_per_image'])} per image")
     for name, b in sorted(info["files"].items()):
         lines.append(f"  {name:<14}{_size(b):>12}  {_size(info['bytes_per_image_by_file'][name]):>10}/image")
@@ -78,27 +91,34 @@ def render(info: dict[str, Any], root: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="disam-map-info", description=__doc__.splitlines()[0])
     p.add_argument("map", type=Path)
-    p.add_argument("--verify", action="store_true", help="check the sha256 of every file against the manifest")
+    p.add_argument("--verify", action="store_true",
+                   help="run the localizer's start-up checks with every file hashed; exit 2 on the first problem")
+    p.add_argument("--coarse", type=Path, help="with --verify: coarse checkpoint to check (default: the recorded one)")
+    p.add_argument("--fine", type=Path, help="with --verify: fine checkpoint to check (default: the recorded one)")
+    p.add_argument("--allow-unverified-model", action="store_true",
+                   help="with --verify: accept a map without model checkpoint hashes, as the node's "
+                        "allow_unverified_model parameter does")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = p.parse_args(argv)
     try:
-        try:
-            manifest = read_manifest(args.map, "map")
-        except ValueError:
-            manifest = read_manifest(args.map, "shard")
-        info = summary(manifest)
-        if args.verify:
-            check_files(args.map, manifest, verify=True)
-            info["verified"] = True
-    except (ValueError, OSError, KeyError) as exc:
+        info = summary(read_manifest(args.map, kind=None))
+    except ValueError as exc:  # MapError: one line naming the file and the fix
         print(f"disam-map-info: error: {exc}", file=sys.stderr)
         return 2
+    if args.verify:
+        problems = verify_map(args.map, args.coarse, args.fine, allow_unverified_model=args.allow_unverified_model)
+        if problems:
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            print(f"disam-map-info: error: {problems[0]}{more}", file=sys.stderr)
+            return 2
+        info["verified"] = True
     if args.json:
         print(json.dumps(info, indent=2))
     else:
         print(render(info, args.map))
         if args.verify:
-            print(f"verified       all {len(info['files'])} files match {MANIFEST} checksums")
+            print(f"verified       all {len(info['files'])} files match {MANIFEST} checksums; the models and "
+                  "arrays pass the localizer's start-up checks")
     return 0
 
 

@@ -7,20 +7,26 @@ estimate (seed 004), falling back to global search when no map image lies inside
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from disam_ros.retrieval.descriptors import coarse_vectors, fine_vectors
 from disam_ros.retrieval.index import make_index, resolve_device
-from disam_ros.retrieval.localization_map import LocalizationMap
-from disam_ros.retrieval.map_format import MANIFEST, MapError, map_error
+from disam_ros.retrieval.localization_map import LocalizationMap, load_contents
+from disam_ros.retrieval.map_format import MANIFEST, MapError, check_file, map_error, read_manifest
 from disam_ros.retrieval.prior import SpatialPrior
 from disam_ros.retrieval.result import RetrievalResult, distinctiveness, pose_covariance
+
+if TYPE_CHECKING:  # typing only: importing the model package here would load torch eagerly
+    from disam_ros.model.inference import EncoderLike
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,22 +53,33 @@ class SearchConfig:
             raise ValueError(f"SearchConfig.min_confidence={self.min_confidence!r} must lie in [0, 1]")
 
 
-def _check_encoder(m: LocalizationMap, role: str, enc: Any, ckpt: Path | None = None) -> None:
-    """Refuse an encoder that is not the one the map was built with: scores would be meaningless."""
+def _check_encoder(m: LocalizationMap, role: str, enc: EncoderLike, ckpt: Path | None = None,
+                   allow_unverified_model: bool = False) -> None:
+    """Refuse an encoder that is not the one the map was built with: scores would be meaningless.
+
+    A hash missing on either side (an edited manifest, a hand-built encoder) proves nothing, so it is refused
+    too unless the caller explicitly accepts an unverified model (then it is logged as a warning)."""
     where = m.root / MANIFEST
     info = m.model_info(role)
     if info is None:
         raise map_error(where, f"map was built without a {role} model", f"pass {role}=None or rebuild it with --{role}")
-    got = getattr(enc, "checkpoint_sha256", None)
-    want = info.get("sha256")
+    got = getattr(enc, "checkpoint_sha256", None) or None
+    want = info.get("sha256") or None
     named = f" ({ckpt})" if ckpt else ""
-    if want and not got:
-        raise map_error(where, f"the {role} encoder{named} carries no checkpoint hash to check against the map",
-                        "load it with Encoder.from_checkpoint")
-    if want and got != want:
+    if want is None or got is None:
+        problem = (f"records no sha256 for the {role} checkpoint, so the model cannot be checked" if want is None
+                   else f"the {role} encoder{named} carries no checkpoint hash to check against the map")
+        if not allow_unverified_model:
+            raise map_error(where, problem, "rebuild the map with disam-build-map, load the model with "
+                            "Encoder.from_checkpoint, or accept the risk with allow_unverified_model=True")
+        log.warning("%s: %s; used unverified (allow_unverified_model=True)", where, problem)
+    elif got != want:
         raise map_error(where, f"{role} checkpoint{named} has sha256 {got[:12]}..., the map was built with "
                         f"{want[:12]}... ({info.get('path')})",
                         "pass the checkpoint the map was built with, or rebuild the map with this one")
+    if list(enc.domains) != list(info["domains"]):  # same hash, other domains: the manifest was edited
+        raise map_error(where, f"records {role} domains {info['domains']}, the {role} encoder{named} has "
+                        f"{list(enc.domains)}", "use the model the map was built with, or rebuild the map")
     if tuple(enc.content_shape) != tuple(info["content_shape"]):
         raise map_error(where, f"{role} encoder{named} makes {tuple(enc.content_shape)} features, the map holds "
                         f"{tuple(info['content_shape'])}", "use the model the map was built with")
@@ -71,17 +88,50 @@ def _check_encoder(m: LocalizationMap, role: str, enc: Any, ckpt: Path | None = 
                         f"(domains {list(enc.domains)})", "use the model the map was built with")
 
 
+def verify_map(map_dir: str | Path, coarse_ckpt: str | Path | None = None, fine_ckpt: str | Path | None = None,
+               *, allow_unverified_model: bool = False, device: str = "cpu") -> list[str]:
+    """The problems the node's start-up checks (`Localizer.from_map_dir`) find in this map, with every file
+    hashed now instead of in the background: one line each, empty when the node would start on it.
+
+    `disam-map-info --verify` runs exactly this, so a map it passes is a map the node loads. A shard gets the
+    checks a merge runs on it."""
+    map_dir = Path(map_dir)
+    try:
+        manifest = read_manifest(map_dir, kind=None)
+    except MapError as exc:
+        return [str(exc)]
+    problems = []
+    for name, info in manifest["files"].items():  # every file, not only the first bad one
+        try:
+            check_file(map_dir / name, info, hash_now=True)
+        except MapError as exc:
+            problems.append(str(exc))
+    if problems:
+        return problems
+    try:
+        if manifest["kind"] == "shard":
+            load_contents(map_dir, "shard", mmap=True, verify=False)  # just hashed: the rest of the checks
+        else:
+            loc = Localizer.from_map_dir(map_dir, coarse_ckpt, fine_ckpt, SearchConfig(device=device), verify=False,
+                                         allow_unverified_model=allow_unverified_model)
+            loc.map.close()
+    except MapError as exc:
+        return [str(exc)]
+    return []
+
+
 class Localizer:
     """Coarse-to-fine retrieval against one map; `coarse` may be None to use only `localize_features`."""
 
-    def __init__(self, m: LocalizationMap, coarse: Any, fine: Any = None, config: SearchConfig | None = None,
-                 _ckpts: tuple[Path | None, Path | None] = (None, None)) -> None:
+    def __init__(self, m: LocalizationMap, coarse: EncoderLike | None, fine: EncoderLike | None = None,
+                 config: SearchConfig | None = None, _ckpts: tuple[Path | None, Path | None] = (None, None), *,
+                 allow_unverified_model: bool = False) -> None:
         self.map = m
         self.config = config or SearchConfig()
         if coarse is not None:
-            _check_encoder(m, "coarse", coarse, _ckpts[0])
+            _check_encoder(m, "coarse", coarse, _ckpts[0], allow_unverified_model)
         if fine is not None:
-            _check_encoder(m, "fine", fine, _ckpts[1])
+            _check_encoder(m, "fine", fine, _ckpts[1], allow_unverified_model)
         self.coarse, self.fine = coarse, fine
         self.device = resolve_device(self.config.device)
         self.index = make_index(m, self.config.backend, self.config.device, self.config.nprobe, self.config.ef_search)
@@ -92,9 +142,15 @@ class Localizer:
     @classmethod
     def from_map_dir(cls, map_dir: str | Path, coarse_ckpt: str | Path | None = None,
                      fine_ckpt: str | Path | None = None, config: SearchConfig | None = None,
-                     mmap: bool = True, verify: bool | None = None) -> Localizer:
-        """Load the map and its encoders (the checkpoints recorded in the manifest unless given)."""
-        from disam_ros.model import Encoder  # local: map tools and tests without models stay light
+                     mmap: bool = True, verify: bool | None = None, *,
+                     allow_unverified_model: bool = False) -> Localizer:
+        """Load the map and its encoders (the checkpoints recorded in the manifest unless given): the node's
+        start-up checks. Every problem is a one-line MapError naming the file and the fix.
+
+        allow_unverified_model: accept a map or encoder without a checkpoint sha256 (then nothing proves the
+        model is the one the map was built with); False refuses such maps. `verify`: see LocalizationMap.load.
+        """
+        from disam_ros.model import CheckpointError, Encoder  # local: map tools and tests without models stay light
 
         config = config or SearchConfig()
         m = LocalizationMap.load(map_dir, mmap=mmap, verify=verify)
@@ -102,15 +158,19 @@ class Localizer:
         for role, given in (("coarse", coarse_ckpt), ("fine", fine_ckpt)):
             info = m.model_info(role)
             path = Path(given) if given is not None else (Path(info["path"]) if info and info.get("path") else None)
-            if role == "coarse" and path is None:
-                raise map_error(m.root / MANIFEST, "records no coarse checkpoint path", "pass coarse_ckpt=")
+            if path is None and (role == "coarse" or m.has_fine):  # else the fine re-rank would silently vanish
+                raise map_error(m.root / MANIFEST, f"records no {role} checkpoint path", f"pass {role}_ckpt=")
             if path is not None and not path.is_file():
                 raise map_error(path, f"{role} checkpoint not found", f"pass {role}_ckpt= with the model this map "
                                 "was built with")
             paths.append(path)
-        coarse = Encoder.from_checkpoint(paths[0], device=config.device)
-        fine = Encoder.from_checkpoint(paths[1], device=config.device) if paths[1] is not None else None
-        return cls(m, coarse, fine, config, _ckpts=(paths[0], paths[1]))
+        try:
+            coarse = Encoder.from_checkpoint(paths[0], device=config.device)
+            fine = Encoder.from_checkpoint(paths[1], device=config.device) if paths[1] is not None else None
+        except CheckpointError as exc:  # already one line naming the checkpoint and the fix
+            raise MapError(f"{exc} (model of the map {m.root})") from None
+        return cls(m, coarse, fine, config, _ckpts=(paths[0], paths[1]),
+                   allow_unverified_model=allow_unverified_model)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -143,6 +203,9 @@ class Localizer:
         timings = {"encode_coarse": 0.0, "coarse_search": 0.0, "encode_fine": 0.0, "fine_rerank": 0.0}
         timings.update(_timings or {})
         cfg, m = self.config, self.map
+        problem = getattr(m, "integrity_problem", None)  # found by the background check after start
+        if problem is not None:
+            return self._failure(f"map failed its integrity check: {problem}", timings, t0)
         # NaN/inf survive pooling and normalisation, so checking the small descriptors checks the input
         tf = time.perf_counter()
         qf = None
@@ -214,5 +277,34 @@ class Localizer:
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return RetrievalResult.failure(reason, timings_ms=timings, **kw)
 
+    def place_scores(self, image: np.ndarray, domain: str,
+                     shortlist: int = 256) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Coarse (eq. 16) scores of one image for `retrieval.sequence.SequenceLocalizer.update`.
 
-__all__ = ["Localizer", "MapError", "SearchConfig"]
+        Flat maps searched by the numpy/torch backends score every map image: an (N,) vector, one matvec.
+        Approximate indexes (ivf/hnsw, or faiss) cannot: they give an (ids, scores) shortlist of the
+        `shortlist` best, and the filter puts unscored places at the shortlist's floor.
+        """
+        if self.coarse is None:
+            raise ValueError("this Localizer has no coarse encoder: construct it with one to score images")
+        q = coarse_vectors(self._check_shape(self.coarse.encode(image, domain), "coarse"),
+                           self.map.settings.coarse_grid)[0]
+        if not bool(torch.isfinite(q).all()):
+            raise ValueError("query features are not finite (NaN/inf): check the camera image and encoder")
+        offset = 0.0
+        if self.map.pca is not None:
+            q, off = self.map.pca.project_query(q)
+            offset = float(off)
+        rows = getattr(self.index, "x", None)  # the resident vectors of the numpy / torch flat backends
+        if rows is None:
+            ids, scores = self.index.search(q, min(int(shortlist), len(self.map)))
+            return ids, scores + np.float32(offset)
+        if isinstance(rows, torch.Tensor):
+            scores = (rows @ q.to(rows.device, rows.dtype)).float().cpu().numpy()
+        else:
+            scores = rows @ q.detach().float().cpu().numpy()
+        self._sync()
+        return np.asarray(scores, dtype=np.float32) + np.float32(offset)
+
+
+__all__ = ["Localizer", "MapError", "SearchConfig", "verify_map"]

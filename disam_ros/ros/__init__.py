@@ -1,5 +1,6 @@
-"""Everything that imports rclpy: the localizer node, its messages, launcher and benchmark.
+"""Everything that imports rclpy: the localizer node, its messages, launcher, replay and record.
 
-`disam_ros.ros.env` is imported first so the loopback DDS environment is in place before rclpy starts.
+Importing this package changes nothing in the environment: each entry point calls
+`disam_ros.ros.env.apply_ros_defaults()` (user-facing: honours ROS_DOMAIN_ID like any ROS 2 node) or
+`disam_ros.ros.env.isolated_env()` (the package's own demo, tests and benchmarks) before rclpy starts.
 """
-from disam_ros.ros import env as _env  # noqa: F401  (side effect: loopback DDS environment)

@@ -3,6 +3,7 @@ node publishes (with receipt times), changes its parameters, and reads its /roso
 
 Runs its own rclpy context and executor thread, so it can live next to other rclpy users in one process.
 Uses RELIABLE QoS and waits for matching, since best-effort images drop heavily between processes here.
+The caller chooses the DDS graph before creating one (tests and benchmarks: `disam_ros.ros.env.isolated_env()`).
 """
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
 from disam_ros.data.image_codec import encode_compressed, encode_image
-from disam_ros.ros import env  # noqa: F401  (loopback DDS before the context starts)
 from disam_ros.ros.messages import sec_to_stamp
 
 Stamp = tuple[int, int]

@@ -15,11 +15,20 @@ import sys
 import time
 from pathlib import Path
 
-from disam_ros.ros import env  # noqa: F401  (loopback DDS before rclpy starts)
+from disam_ros.data.bags.cli import (
+    OneLineParser,
+    name_list,
+    os_error_line,
+    output_dir_error,
+    positive_float,
+    positive_int,
+)
+from disam_ros.ros import env
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 QUERY_CONDITIONS = ("sunny_repeat", "overcast", "dusk", "night", "snow", "fog", "rain", "summer", "autumn")
 QUICK = dict(size=64, frames=12, conditions=("sunny_repeat", "night", "snow"))
+FULL = dict(size=128, frames=100, conditions=QUERY_CONDITIONS)
 
 
 def step(text: str, t0: float) -> None:
@@ -61,34 +70,61 @@ def write_bags(world: Path, out: Path, conditions: tuple[str, ...]) -> list[Path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="disam-demo", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="disam-demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", type=Path, default=Path("runs/demo"), help="where everything is written")
-    p.add_argument("--size", type=int, default=128, help="rendered image size (the models resize to 64)")
-    p.add_argument("--frames", type=int, default=100, help="frames per drive")
-    p.add_argument("--conditions", type=lambda s: tuple(c for c in s.split(",") if c), default=QUERY_CONDITIONS,
-                   help="query drives (comma-separated)")
-    p.add_argument("--rate", type=float, default=4.0, help="replay time factor")
+    p.add_argument("--size", type=positive_int, help=f"rendered image size (default {FULL['size']}; the models "
+                   "resize to 64)")
+    p.add_argument("--frames", type=positive_int, help=f"frames per drive (default {FULL['frames']})")
+    p.add_argument("--conditions", type=name_list,
+                   help=f"query drives, comma-separated, from {', '.join(QUERY_CONDITIONS)} (default: all)")
+    p.add_argument("--rate", type=positive_float, default=4.0, help="replay time factor")
     p.add_argument("--coarse", type=Path, default=ASSETS / "demo_coarse.pt", help="coarse checkpoint")
     p.add_argument("--fine", type=Path, default=ASSETS / "demo_fine.pt", help="fine checkpoint")
-    p.add_argument("--quick", action="store_true", help="a 1-minute version: 64 px, 12 frames, 3 drives")
+    p.add_argument("--quick", action="store_true", help="a 1-minute version: 64 px, 12 frames, 3 drives (options "
+                   "given explicitly still win)")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.quick:
-        args.size, args.frames, args.conditions = QUICK["size"], QUICK["frames"], QUICK["conditions"]
+def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill what the user left out from the full or --quick preset; ValueError (one line) for a bad value,
+    found before anything is rendered."""
+    preset = QUICK if args.quick else FULL
+    for key in ("size", "frames", "conditions"):
+        if getattr(args, key) is None:
+            setattr(args, key, preset[key])
+    unknown = [c for c in args.conditions if c not in QUERY_CONDITIONS]
+    if unknown:
+        raise ValueError(f"unknown condition(s) {', '.join(unknown)}: --conditions takes {', '.join(QUERY_CONDITIONS)}")
     for ckpt in (args.coarse, args.fine):
         if not ckpt.is_file():
-            print(f"disam-demo: error: {ckpt}: checkpoint not found; pass --coarse/--fine or restore "
-                  "disam_ros/assets from the repository", file=sys.stderr)
-            return 2
+            raise ValueError(f"{ckpt}: checkpoint not found; pass --coarse/--fine or restore disam_ros/assets from "
+                             "the repository")
+    from disam_ros.model.checkpoint import read_checkpoint
+
+    for ckpt in (args.coarse, args.fine):
+        read_checkpoint(ckpt)  # memory-mapped, cheap: a bad file fails here (one line), not after rendering
+    if problem := output_dir_error(args.workdir, "--workdir"):
+        raise ValueError(problem)
+    return args
+
+
+def check_world(world: Path, conditions: tuple[str, ...]) -> None:
+    """A reused workdir may hold a world rendered for other drives: say so instead of failing inside a step."""
+    missing = [c for c in conditions if not (world / c / "images").is_dir()]
+    if missing:
+        raise ValueError(f"{world} was rendered without {', '.join(missing)}: use a fresh --workdir (or delete "
+                         "its world/ folder) to render them")
+
+
+def run(args: argparse.Namespace) -> int:
+    """The five steps; errors propagate to main, which prints them as one line."""
     from disam_ros.ros.online_eval import Drive, camera_topic, evaluate_online, report_online
 
     t0, w = time.monotonic(), args.workdir
     w.mkdir(parents=True, exist_ok=True)
     step(f"1/5 synthetic world: {len(args.conditions) + 1} drives x {args.frames} frames at {args.size} px", t0)
     world = make_world(w / "world", args.size, args.frames, tuple(args.conditions))
+    check_world(world, tuple(args.conditions))
     step("2/5 map from the reference drive (shipped demo weights)", t0)
     map_dir = build_map(world, w / "map", args.coarse, args.fine)
     step("3/5 query drives as rosbag2 (CompressedImage, CameraInfo, ground truth)", t0)
@@ -110,6 +146,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nreport: {paths['markdown']}\nplots:  {', '.join(str(p) for k, p in paths.items() if k != 'markdown')}")
     step("done", t0)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    env.isolated_env()  # the demo's own DDS graph: loopback and a private random domain, before any rclpy
+    try:
+        return run(resolve_args(args))
+    except (ValueError, RuntimeError) as exc:  # BagError, ReplayError and bad values included
+        print(f"disam-demo: error: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"disam-demo: error: {os_error_line(exc, 'choose another --workdir')}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

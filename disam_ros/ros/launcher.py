@@ -8,6 +8,7 @@ loopback DDS environment. Tests and the benchmark use it too.
 """
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -103,6 +104,11 @@ def start(env: Mapping[str, str] | None = None, stdout: Any = None, stderr: Any 
                             stderr=stderr)
 
 
+_TOKEN = r"[A-Za-z_][A-Za-z0-9_]*"  # one ROS name token (rcl refuses others with a traceback in the node)
+_TOPIC = re.compile(rf"(?:~/|/)?{_TOKEN}(?:/{_TOKEN})*")
+_NAMESPACE = re.compile(rf"{_TOKEN}(?:/{_TOKEN})*")
+
+
 def parse_launch_args(tokens: Sequence[str]) -> dict[str, str]:
     """`name:=value` tokens, as `ros2 launch` takes them; unknown names are a one-line error."""
     out = {}
@@ -116,6 +122,25 @@ def parse_launch_args(tokens: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def check_launch_args(args: Mapping[str, str]) -> None:
+    """ValueError (one line, naming the fix) for what the launch file would refuse, before a node starts:
+    the required map, a non-boolean `compressed`, a missing params file, names rcl cannot parse."""
+    if not args.get("map", "").strip():
+        raise ValueError("map:= is required: pass map:=/path/to/map_dir (a folder written by disam-build-map)")
+    _bool(args.get("compressed", "false"))
+    params = args.get("params_file", "")
+    if params and not Path(params).is_file():
+        raise ValueError(f"params_file:={params}: no such file; pass a node parameters YAML or leave it out")
+    topic = args.get("image_topic", "")
+    if topic and not _TOPIC.fullmatch(topic):
+        raise ValueError(f"image_topic:={topic!r} is not a ROS topic name: use letters, digits, _ and / "
+                         "(e.g. image_topic:=/camera/image_raw)")
+    namespace = args.get("namespace", "").strip("/")
+    if namespace and not _NAMESPACE.fullmatch(namespace):
+        raise ValueError(f"namespace:={args['namespace']!r} is not a ROS namespace: use letters, digits, _ and / "
+                         "(e.g. namespace:=robot1)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the node in the foreground; SIGINT/SIGTERM are passed on and its exit code returned."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -126,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         args = parse_launch_args(argv)
+        check_launch_args(args)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"disam-launch: error: {exc}", file=sys.stderr)
         return 2
     proc = start(**args)
 
@@ -136,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, forward)
-    return proc.wait()
+    rc = proc.wait()
+    return 128 - rc if rc < 0 else rc  # a node ended by a signal: the shell's 128 + N, not 256 - N
 
 
 if __name__ == "__main__":

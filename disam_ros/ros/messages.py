@@ -122,11 +122,16 @@ def _kv(v: Any) -> str:
 # ------------------------------------------------------------------------------------------ debug image
 
 
+DEBUG_PANEL = (320, 240)  # (width, height) box each debug panel is fitted into
+CAPTION_CHARS = 80
+
+
 def _heat_overlay(rgb: np.ndarray, heat: np.ndarray | None, alpha: float = 0.5) -> np.ndarray:
+    """Heat map (any size; NaN/inf read as 0) resized onto `rgb` and blended in JET colours."""
     h, w = rgb.shape[:2]
-    if heat is None:
+    if heat is None or np.asarray(heat).size == 0:
         return rgb
-    heat = np.asarray(heat, np.float32)
+    heat = np.nan_to_num(np.asarray(heat, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     lo, hi = float(heat.min()), float(heat.max())
     norm = np.zeros_like(heat) if hi <= lo else (heat - lo) / (hi - lo)
     norm = cv2.resize(norm, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -134,24 +139,50 @@ def _heat_overlay(rgb: np.ndarray, heat: np.ndarray | None, alpha: float = 0.5) 
     return cv2.addWeighted(rgb, 1.0 - alpha, colour, alpha, 0.0)
 
 
-def render_debug(query_rgb: np.ndarray, query_heat: np.ndarray | None, map_rgb: np.ndarray | None,
-                 map_heat: np.ndarray | None, caption: str, height: int = 240) -> np.ndarray:
-    """Query with its Grad-SAM map beside the matched map image with its map (heatmap alone when the
-    map image file is not available), scaled to `height` rows, with a one-line caption."""
-    def fit(img: np.ndarray) -> np.ndarray:
-        s = height / img.shape[0]
-        return cv2.resize(img, (max(1, round(img.shape[1] * s)), height), interpolation=cv2.INTER_AREA)
+def _fitted(h: int, w: int, box: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of an h x w image scaled to fit inside box (width, height): aspect kept, >= 1 px."""
+    s = min(box[0] / w, box[1] / h)
+    return min(box[0], max(1, round(w * s))), min(box[1], max(1, round(h * s)))
 
-    left = fit(_heat_overlay(query_rgb, query_heat))
+
+def fit_panel(img: np.ndarray | None, heat: np.ndarray | None, box: tuple[int, int], shape: tuple[int, ...] = (),
+              alpha: float = 0.5) -> np.ndarray:
+    """One debug panel of exactly box (width, height): `img` (or a black image of `shape` when None) scaled
+    to fit, aspect kept, its heat map blended in, centred on black. Whatever the camera sends (2000x1,
+    1x2000, 4000x3000), a panel costs width*height*3 bytes."""
+    h, w = (img.shape if img is not None else shape)[:2]
+    nw, nh = _fitted(h, w, box)
+    if img is None:
+        small = np.zeros((nh, nw, 3), np.uint8)
+    else:
+        interp = cv2.INTER_AREA if nw < w or nh < h else cv2.INTER_LINEAR
+        small = cv2.resize(np.ascontiguousarray(img), (nw, nh), interpolation=interp).reshape(nh, nw, -1)[:, :, :3]
+    panel = np.zeros((box[1], box[0], 3), np.uint8)
+    y, x = (box[1] - nh) // 2, (box[0] - nw) // 2
+    panel[y:y + nh, x:x + nw] = _heat_overlay(np.ascontiguousarray(small), heat, alpha)
+    return panel
+
+
+def render_debug(query_rgb: np.ndarray, query_heat: np.ndarray | None, map_rgb: np.ndarray | None,
+                 map_heat: np.ndarray | None, caption: str, height: int = DEBUG_PANEL[1],
+                 width: int = DEBUG_PANEL[0]) -> np.ndarray:
+    """Query with its Grad-SAM map beside the matched map image with its map (heatmap alone when the
+    map image file is not available), with a one-line caption.
+
+    Always height x (2*width + 4) x 3 (240 x 644 by default, 464 KB): each image is scaled into its panel
+    before the heat map is blended in, so neither a huge nor a degenerate frame costs memory here (a 1x2000
+    frame used to make a 346 MB picture)."""
+    box = (max(1, int(width)), max(1, int(height)))
+    left = fit_panel(query_rgb, query_heat, box)
     if map_rgb is not None:
-        right = fit(_heat_overlay(map_rgb, map_heat))
+        right = fit_panel(map_rgb, map_heat, box)
     elif map_heat is not None:
-        blank = np.zeros((query_rgb.shape[0], query_rgb.shape[1], 3), np.uint8)
-        right = fit(_heat_overlay(blank, map_heat, alpha=1.0))
+        right = fit_panel(None, map_heat, box, shape=query_rgb.shape, alpha=1.0)
     else:
         right = np.zeros_like(left)
-    out = np.ascontiguousarray(np.concatenate([left, np.full((height, 4, 3), 255, np.uint8), right], axis=1))
-    cv2.putText(out, caption[:80], (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    out = np.ascontiguousarray(np.concatenate([left, np.full((box[1], 4, 3), 255, np.uint8), right], axis=1))
+    cv2.putText(out, caption[:CAPTION_CHARS], (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1,
+                cv2.LINE_AA)
     return out
 
 

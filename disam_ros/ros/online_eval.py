@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -19,26 +20,28 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
 
 from disam_ros.data.bags import BagError, bag_info
+from disam_ros.data.bags.cli import OneLineParser, os_error_line, output_dir_error, positive_float
+from disam_ros.eval.metrics import DEFAULT_RECALL_NS
 from disam_ros.eval.offline import example_pair, parse_bag_arg
 from disam_ros.eval.queries import Query, bag_queries, world_weather
+from disam_ros.eval.report import CANDIDATES
 from disam_ros.eval.scoring import THRESHOLDS, Answer, is_correct, query_result, summary_rows, write_report
 from disam_ros.relocalizer import Relocalizer
 from disam_ros.retrieval import LocalizationMap
-from disam_ros.ros import (
-    env,  # noqa: F401  (loopback DDS before rclpy starts)
-    launcher,
-)
+from disam_ros.ros import env, launcher
 from disam_ros.ros.client import LocalizerClient
 from disam_ros.ros.record import BagRecorder
 from disam_ros.ros.replay import BagPlayer, ReplayError
 
 IMAGE_TYPES = {"sensor_msgs/msg/Image": False, "sensor_msgs/msg/CompressedImage": True}
 NODE_NAME = "disam_localizer"
+RECALL_K = max(DEFAULT_RECALL_NS)  # the node's top_k unless -p top_k:= says otherwise: every R@N is measured
 
 
 @dataclass(frozen=True)
@@ -79,12 +82,52 @@ def wait_answers(client: LocalizerClient, keys: list[tuple[int, int]], idle_s: f
         time.sleep(0.05)
 
 
-def replay_drive(client: LocalizerClient, drive: Drive, rate: float, idle_s: float) -> dict[int, float]:
+NODE_LOG_LINE = re.compile(r"^\[(?:ERROR|FATAL)\] \[[\d.]+\] \[[^\]]*\]: ")  # rcl console format
+
+
+def node_error_line(log: Any) -> str:
+    """The node's own reason, from the log file it writes into: its last ERROR/FATAL (or `error:`) line without
+    the rcl prefix, else its last line. The caller's one-line error then says what the node said."""
+    path = getattr(log, "name", None)
+    try:
+        lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+    except (TypeError, OSError):  # no log file: the node wrote to this process's terminal
+        return "see its output above"
+    logged = [ln for ln in lines if NODE_LOG_LINE.match(ln)]
+    raised = [ln for ln in lines if "error:" in ln.lower()]  # argparse usage errors, a Python exception's last line
+    last = (logged or raised or lines or ["(no output)"])[-1]
+    return NODE_LOG_LINE.sub("", last)
+
+
+def check_node(proc: subprocess.Popen | None, log: Any = None) -> None:
+    """RuntimeError with the node's own error line as soon as its process has exited."""
+    if proc is not None and proc.poll() is not None:
+        raise RuntimeError(f"the localizer node exited with code {proc.returncode}: {node_error_line(log)}")
+
+
+def wait_for_node(player: BagPlayer, proc: subprocess.Popen | None, log: Any = None, timeout_s: float = 60.0) -> None:
+    """Until the node subscribes (once its map and models are loaded), polling its process meanwhile: a node
+    that dies at start (missing or corrupt map, bad parameter) fails this in a fraction of a second, not after
+    the whole timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        check_node(proc, log)
+        try:
+            player.wait_for_subscribers(timeout_s=0.2)
+            return
+        except ReplayError:
+            if time.monotonic() > deadline:
+                raise ReplayError(f"the localizer node did not subscribe to the camera topic within {timeout_s:g} s"
+                                  f": see its log ({getattr(log, 'name', 'its output')})") from None
+
+
+def replay_drive(client: LocalizerClient, drive: Drive, rate: float, idle_s: float,
+                 proc: subprocess.Popen | None = None, log: Any = None) -> dict[int, float]:
     """Replay one bag's camera topic; returns publish time (monotonic) per log time in ns."""
     player = BagPlayer(client.node, drive.bag, topics=[drive.image_topic], rate=rate, clock=False)
     sent: dict[int, float] = {}
     try:
-        player.wait_for_subscribers(timeout_s=60.0)  # the node subscribes once its map and models are loaded
+        wait_for_node(player, proc, log)
         if drive.weather:
             ok = client.set_parameters({"weather": drive.weather})
             if not all(s for s, _ in ok):
@@ -150,14 +193,13 @@ def evaluate_online(map_dir: Path, drives: list[Drive], out: Path, rate: float =
     base = node_base_topic(drives[0].image_topic, drives[0].compressed)
     proc = launcher.start(stdout=log, stderr=subprocess.STDOUT if log else None, map=map_dir,
                           image_topic=base, compressed=drives[0].compressed, device=device,
-                          parameters=node_params or {})
+                          parameters={"top_k": RECALL_K, **(node_params or {})})
     client = LocalizerClient(node_name=NODE_NAME)
     try:
         answers = []
         for d in drives:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the localizer node exited with code {proc.returncode}: see its log")
-            sent = replay_drive(client, d, rate, idle_s)
+            check_node(proc, log)
+            sent = replay_drive(client, d, rate, idle_s, proc, log)
             answers += answers_for(client, queries[d.condition], sent)
         if client.callback_errors:
             raise RuntimeError(f"listening to the node failed: {client.callback_errors[0]}")
@@ -192,7 +234,7 @@ def report_online(map_dir: Path, results, queries, answers, out: Path, meta: dic
     """Write the report folder; returns (terminal summary rows, report paths)."""
     m = LocalizationMap.load(map_dir)
     meta = {"mode": "online (bags replayed into the localizer node over DDS)", "map": str(map_dir),
-            "map images": len(m), **(meta or {})}
+            "map images": len(m), CANDIDATES: RECALL_K, **(meta or {})}
     paths = write_report(out, results, m.positions, online_examples(map_dir, queries, answers, results), meta,
                          title="DISAM online localisation report")
     return summary_rows(results), paths
@@ -226,32 +268,50 @@ def drives_from_args(args: argparse.Namespace) -> list[Drive]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="disam-eval-online", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="disam-eval-online", description=__doc__.split("\n\n")[0])
     p.add_argument("--map", required=True, type=Path, help="map directory (disam-build-map)")
     p.add_argument("--bag", required=True, action="append", help="query bag, 'NAME=PATH' or PATH")
     p.add_argument("--world", type=Path, help="dataset root whose world.yaml gives each drive's weather")
     p.add_argument("--weather", help="weather for every drive (default: world.yaml, else the node's parameter)")
     p.add_argument("--out", required=True, type=Path, help="report folder (node outputs bag goes inside)")
-    p.add_argument("--rate", type=float, default=5.0, help="replay time factor (higher = faster; frames may drop)")
-    p.add_argument("--idle", type=float, default=5.0, help="seconds without new answers that end a drive")
+    p.add_argument("--rate", type=positive_float, default=5.0,
+                   help="replay time factor (higher = faster; frames may drop)")
+    p.add_argument("--idle", type=positive_float, default=5.0, help="seconds without new answers that end a drive")
     p.add_argument("--device", default="auto", help="node device: auto, cpu, cuda[:N]")
     p.add_argument("-p", "--param", action="append", default=[], help="extra node parameter NAME:=VALUE")
     return p
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """ValueError (one line) before a node is started: no map folder, or an --out that cannot be a folder."""
+    if not args.map.is_dir():
+        raise ValueError(f"--map {args.map}: no such map folder; pass a folder written by disam-build-map")
+    if problem := output_dir_error(args.out, "--out"):
+        raise ValueError(problem)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    env.isolated_env()  # its own node and replay: loopback and a private random domain, before any rclpy
     try:
+        check_paths(args)
         params = dict(parse_param(p) for p in args.param)
+        top_k = params.get("top_k", RECALL_K)
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"-p top_k:={top_k}: need an integer >= 1 (the candidates kept per frame)")
         drives = drives_from_args(args)
         args.out.mkdir(parents=True, exist_ok=True)
         with open(args.out / "node.log", "w") as log:
             results, queries, answers = evaluate_online(args.map, drives, args.out, args.rate, args.idle,
                                                         args.device, params, log)
         rows, paths = report_online(args.map, results, queries, answers, args.out,
-                                    {"rate": args.rate, "bags": ", ".join(args.bag)})
-    except (ValueError, FileNotFoundError, OSError, BagError, ReplayError, RuntimeError) as exc:
+                                    {"rate": args.rate, "bags": ", ".join(args.bag),
+                                     CANDIDATES: top_k})
+    except (ValueError, BagError, ReplayError, RuntimeError) as exc:
         print(f"disam-eval-online: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # FileNotFoundError included
+        print(f"disam-eval-online: error: {os_error_line(exc, 'check the paths')}", file=sys.stderr)
         return 2
     print("\n".join(rows))
     print(f"report: {paths['markdown']}  (node log: {args.out / 'node.log'})")

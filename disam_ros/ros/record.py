@@ -7,27 +7,36 @@ rclpy.serialization.serialize_message. The log time is the receive time (system 
 Types come from the graph (the recorder waits for a publisher of each topic) or from --types TOPIC:TYPE.
 
 The bag is written under a temp name beside OUT_BAG and renamed when it is closed, so OUT_BAG only ever
-exists complete; Ctrl-C (SIGINT/SIGTERM) closes it cleanly. Run as `python -m disam_ros.ros.record` until
-setup.py lists `disam-record`.
+exists complete; Ctrl-C (SIGINT/SIGTERM) closes it cleanly. A bad argument (an OUT_BAG under a file, a topic
+name rcl refuses, a non-positive --duration) is one line and exit status 2, before DDS starts.
 """
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# disam_ros/ros/__init__.py has already set the loopback DDS environment (disam_ros.ros.env).
 import rclpy
+from rclpy.exceptions import InvalidTopicNameException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.serialization import serialize_message
+from rclpy.validate_topic_name import validate_topic_name
 from rosbags.rosbag2 import Writer
 
 from disam_ros.data.bags import STORAGES, TYPESTORE, BagError, publish_dir, staging_dir
+from disam_ros.data.bags.cli import (
+    OneLineParser,
+    non_negative_float,
+    os_error_line,
+    output_dir_error,
+    positive_float,
+    positive_int,
+)
+from disam_ros.ros import env
 from disam_ros.ros.replay import message_class, reliable_qos
 
 
@@ -72,18 +81,22 @@ class BagRecorder:
         if unknown:
             raise RecordError(f"type(s) {', '.join(sorted(set(unknown.values())))} unknown to the rosbags "
                               "typestore: record standard message types only, or leave those topics out")
+        classes = {t: message_class(ty) for t, ty in types.items()} if subscribe else {}  # before staging
         self.node, self.final = node, Path(out)
-        self.tmp = staging_dir(self.final)
-        self.writer = Writer(self.tmp, version=9, storage_plugin=STORAGES[storage])
-        self.writer.open()
-        self.connections = {t: self.writer.add_connection(t, ty, typestore=TYPESTORE) for t, ty in types.items()}
+        self.stage = staging_dir(self.final)  # a killed recorder's leftovers beside OUT_BAG go on the next run
+        try:
+            self.writer = Writer(self.stage.path, version=9, storage_plugin=STORAGES[storage])
+            self.writer.open()
+            self.connections = {t: self.writer.add_connection(t, ty, typestore=TYPESTORE) for t, ty in types.items()}
+        except BaseException:
+            self.stage.abort()
+            raise
         self.counts = {t: 0 for t in types}
         self.last_ns = 0
         self.subscriptions = []
-        if subscribe:
-            for t, ty in types.items():
-                self.subscriptions.append(node.create_subscription(
-                    message_class(ty), t, lambda raw, t=t: self.add(t, raw), reliable_qos(qos_depth), raw=True))
+        for t, cls in classes.items():
+            self.subscriptions.append(node.create_subscription(
+                cls, t, lambda raw, t=t: self.add(t, raw), reliable_qos(qos_depth), raw=True))
 
     def add(self, topic: str, msg: object, stamp_ns: int | None = None) -> None:
         """Write one message: raw CDR bytes as they are, an rclpy message via serialize_message."""
@@ -103,14 +116,13 @@ class BagRecorder:
             self.node.destroy_subscription(sub)
         self.subscriptions.clear()
         self.writer.close()
-        publish_dir(self.tmp, self.final)
-        return self.final
+        return publish_dir(self.stage)
 
     def abort(self) -> None:
         for sub in self.subscriptions:
             self.node.destroy_subscription(sub)
         self.writer.close()
-        shutil.rmtree(self.tmp.parent, ignore_errors=True)
+        self.stage.abort()
 
 
 def spin_until(executor, recorder: BagRecorder, duration_s: float | None, max_messages: int | None,
@@ -140,21 +152,47 @@ def parse_types(items: Sequence[str] | None) -> dict[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="disam-record", description="Record live topics into a rosbag2.")
-    ap.add_argument("bag", help="output bag directory (must not exist)")
+    ap = OneLineParser(prog="disam-record", description="Record live topics into a rosbag2.")
+    ap.add_argument("bag", type=Path, help="output bag directory (must not exist)")
     ap.add_argument("--topics", nargs="+", required=True)
     ap.add_argument("--types", nargs="+", default=None, help="TOPIC:pkg/msg/Type for topics not yet published")
     ap.add_argument("--storage", choices=tuple(STORAGES), default="sqlite3")
-    ap.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    ap.add_argument("--max-messages", type=int, default=None, help="stop after this many messages (all topics)")
-    ap.add_argument("--idle-timeout", type=float, default=None, help="stop this long after the last message")
-    ap.add_argument("--discovery-timeout", type=float, default=15.0, help="seconds to wait for the topics to appear")
-    ap.add_argument("--qos-depth", type=int, default=100)
+    ap.add_argument("--duration", type=positive_float, default=None, help="stop after this many seconds")
+    ap.add_argument("--max-messages", type=positive_int, default=None,
+                    help="stop after this many messages (all topics)")
+    ap.add_argument("--idle-timeout", type=positive_float, default=None, help="stop this long after the last message")
+    ap.add_argument("--discovery-timeout", type=non_negative_float, default=15.0,
+                    help="seconds to wait for the topics to appear")
+    ap.add_argument("--qos-depth", type=positive_int, default=100)
     return ap
+
+
+def check_args(a: argparse.Namespace) -> None:
+    """RecordError (one line) for what would otherwise fail after DDS start-up, or as a traceback: an output
+    path under a file, a topic name rcl refuses, a malformed --types."""
+    if problem := output_dir_error(a.bag, "OUT_BAG"):
+        raise RecordError(problem)
+    for topic in [*a.topics, *parse_types(a.types)]:
+        try:
+            validate_topic_name(topic)
+        except InvalidTopicNameException:
+            raise RecordError(f"{topic!r} is not a ROS topic name: use letters, digits, _ and / "
+                              "(e.g. /camera/image_raw)") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    try:
+        check_args(a)
+    except RecordError as exc:
+        print(f"disam-record: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        dds = env.apply_ros_defaults()  # a user tool: the user's ROS graph, like the node (before rclpy.init)
+    except env.EnvError as exc:
+        print(f"disam-record: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"disam-record: {dds.describe()}", file=sys.stderr, flush=True)
     rclpy.init(args=None)
     node = rclpy.create_node("disam_record")
     executor = SingleThreadedExecutor()
@@ -169,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         spin_until(executor, recorder, a.duration, a.max_messages, a.idle_timeout)
     except (RecordError, BagError) as exc:
         print(f"disam-record: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the disk filled up, the folder vanished...
+        print(f"disam-record: error: {os_error_line(exc, 'choose another OUT_BAG')}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

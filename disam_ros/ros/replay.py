@@ -6,9 +6,12 @@ bag's log times scaled by --rate ("inf" = as fast as possible). Before the first
 until every replayed topic (or those named by --wait-for) has a subscriber: between processes DDS discovery
 takes ~1.3 s, and messages published before a subscriber matched are lost. /clock (rosgraph_msgs/Clock) is
 published before each message with that message's log time, so nodes with use_sim_time follow the bag.
+Only the message types in REPLAY_TYPES are replayed; other topics are skipped with one log line (a type name
+becomes a module import, and a bag is untrusted input).
 
 Run as `python -m disam_ros.ros.replay` until setup.py lists `disam-replay`. Both sides must share
-ROS_DOMAIN_ID (disam_ros.ros.env keeps a set one and otherwise picks a random private domain).
+ROS_DOMAIN_ID: like the localizer node, disam-replay honours ROS_DOMAIN_ID (unset = 0) and uses loopback discovery
+only when ROS_AUTOMATIC_DISCOVERY_RANGE is unset (disam_ros.ros.env.apply_ros_defaults).
 """
 from __future__ import annotations
 
@@ -22,16 +25,34 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# disam_ros/ros/__init__.py imports disam_ros.ros.env first, so the loopback DDS environment is set before
-# rclpy below starts (also under `python -m`, which imports the package before this module).
 import rclpy
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from disam_ros.data.bags import BagError, cdr_converter, open_bag
+from disam_ros.ros import env
 
 CLOCK_TOPIC = "/clock"
+# What replay publishes: the types the localizer, the evaluation and a SLAM stack consume. A bag's type name
+# becomes a module import (`pkg/msg/Name` -> `import pkg.msg`), so replay never imports a name off this list:
+# a crafted bag must not be able to run an arbitrary installed module's import-time code.
+REPLAY_TYPES = frozenset({
+    "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/CameraInfo",
+    "sensor_msgs/msg/Imu", "sensor_msgs/msg/NavSatFix",
+    "geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PoseWithCovarianceStamped",
+    "geometry_msgs/msg/TransformStamped", "geometry_msgs/msg/TwistStamped",
+    "nav_msgs/msg/Odometry", "nav_msgs/msg/Path",
+    "std_msgs/msg/String", "diagnostic_msgs/msg/DiagnosticArray",
+})
+# Packages whose `msg` modules may be imported at all (record subscribes to what the graph advertises): the
+# standard ROS 2 interface packages, never an arbitrary module a type name happens to spell.
+MESSAGE_PACKAGES = frozenset({
+    "sensor_msgs", "geometry_msgs", "nav_msgs", "std_msgs", "diagnostic_msgs", "visualization_msgs",
+    "trajectory_msgs", "shape_msgs", "stereo_msgs", "actionlib_msgs", "tf2_msgs", "rosgraph_msgs",
+    "builtin_interfaces", "rcl_interfaces", "lifecycle_msgs", "action_msgs", "unique_identifier_msgs",
+    "statistics_msgs",
+})
 
 
 class ReplayError(RuntimeError):
@@ -46,9 +67,13 @@ def reliable_qos(depth: int = 100) -> QoSProfile:
 
 
 def message_class(msgtype: str):
-    """'sensor_msgs/msg/Image' -> the rclpy message class (needs the message package installed)."""
+    """'sensor_msgs/msg/Image' -> the rclpy message class (needs the message package installed). Only
+    `msg` types of MESSAGE_PACKAGES are imported: a type name from a bag or the graph is untrusted input."""
+    pkg, kind, name = (msgtype.split("/") + ["", "", ""])[:3]
+    if pkg not in MESSAGE_PACKAGES or kind != "msg" or not name.isidentifier() or msgtype.count("/") != 2:
+        raise ReplayError(f"message type {msgtype} is not a standard ROS message type this package handles "
+                          f"(packages: {', '.join(sorted(MESSAGE_PACKAGES))}); leave the topic out with --topics")
     try:
-        pkg, kind, name = msgtype.split("/")
         return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
     except (ValueError, ImportError, AttributeError):
         raise ReplayError(f"message type {msgtype} is not importable here: install its ROS message package "
@@ -86,7 +111,7 @@ class BagPlayer:
         if missing:
             self.reader.close()
             raise BagError(f"{bag}: no topic {', '.join(missing)}; topics present: {', '.join(present)}")
-        self.connections = [c for c in self.reader.connections if not topics or c.topic in topics]
+        self.connections, self.skipped = self._known(bag, topics)
         self.publishers, self.converters = {}, {}
         qos = reliable_qos(qos_depth)
         for c in self.connections:
@@ -98,6 +123,24 @@ class BagPlayer:
             from rosgraph_msgs.msg import Clock
 
             self.clock = node.create_publisher(Clock, CLOCK_TOPIC, qos)
+
+    def _known(self, bag: str | Path, topics: Sequence[str] | None) -> tuple[list, dict[str, str]]:
+        """The selected connections of a type in REPLAY_TYPES, and topic -> type of those left out (one log
+        line). A topic asked for by name that cannot be replayed is an error, not a silent skip."""
+        chosen = [c for c in self.reader.connections if not topics or c.topic in topics]
+        skipped = {c.topic: c.msgtype for c in chosen if c.msgtype not in REPLAY_TYPES}
+        known = [c for c in chosen if c.msgtype in REPLAY_TYPES]
+        asked = skipped if topics else {}  # every skipped topic was named by the caller
+        if asked or not known:
+            self.reader.close()
+            listed = ", ".join(f"{t} ({ty})" for t, ty in sorted(skipped.items())) or "none"
+            raise ReplayError(f"{bag}: {'no topic of a type replay knows' if not asked else 'cannot replay'}: "
+                              f"{listed}; replay publishes only {', '.join(sorted(REPLAY_TYPES))}")
+        if skipped:
+            self.node.get_logger().warning(
+                f"skipping {len(skipped)} topic(s) of message types replay does not know: "
+                + ", ".join(f"{t} ({ty})" for t, ty in sorted(skipped.items())))
+        return known, skipped
 
     @property
     def topics(self) -> list[str]:
@@ -178,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    try:
+        dds = env.apply_ros_defaults()  # a user tool: the user's ROS graph, like the node (before rclpy.init)
+    except env.EnvError as exc:
+        print(f"disam-replay: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"disam-replay: {dds.describe()}", file=sys.stderr, flush=True)
     rclpy.init(args=None)
     node = rclpy.create_node("disam_replay")
     player = None

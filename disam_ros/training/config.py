@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from disam_ros.fsutil import atomic_write_text
+
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 LOSS_TERMS = ("fcl", "triplet_fcl", "sam", "triplet_sam", "cyc", "gan", "sup")
 LAYOUTS = ("auto", "folders", "flat", "cmu_seasons", "robotcar_seasons")
@@ -132,7 +134,7 @@ class Recipe:
         return dataclasses.asdict(self)
 
     def dump(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
 # Sections whose values may differ on --resume without changing the trained numbers.

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from disam_ros.data.folders import read_image
+from disam_ros.fsutil import atomic_write_text
 from disam_ros.model import DisamNet, Encoder, ModelConfig
 from disam_ros.model.preprocess import to_model_input
 
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     for col in columns:
         print(f"\n{col} (%)\n" + format_table(result["table"], col))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        atomic_write_text(args.json, json.dumps(result, indent=2))
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from disam_ros.fsutil import atomic_write_text
 from disam_ros.model import CheckpointError, DisamNet, ModelConfig, load_checkpoint, preset, save_checkpoint
 from disam_ros.model.objective import LOSS_KEYS
 
@@ -34,6 +36,7 @@ from .schedule import Schedule, loss_weights
 from .state import ImagePool, capture_rng, optimizer_from_plain, optimizer_to_plain, restore_rng
 from .supervised import SupervisedLoss
 
+log = logging.getLogger(__name__)
 LOG_COLUMNS = ("step", "epoch", "lr", "ramp", "hard", "pair", *LOSS_KEYS, "sup", "total", "disc", "it_per_s",
                "val_r1")
 
@@ -156,7 +159,8 @@ class Trainer:
         self.step, self.last_val = int(extra["step"]), dict(extra.get("val", {}))
         ranks = state["ranks"]
         if len(ranks) != self.info.world:
-            print(f"warning: resuming a {len(ranks)}-rank run on {self.info.world} rank(s): batches will differ")
+            log.warning("resuming a %d-rank run on %d rank(s): batches will differ from an uninterrupted run",
+                        len(ranks), self.info.world)
         local = ranks[self.info.rank % len(ranks)]
         for d, pool in self.pools.items():
             pool.load_state_dict(local["pools"][d], self.device)
@@ -335,7 +339,7 @@ class RunLogger:
             return
         history = json.loads(self.paths.val.read_text()) if self.paths.val.is_file() else []
         history = [h for h in history if h["step"] < step] + [{"step": step, **result}]
-        self.paths.val.write_text(json.dumps(history, indent=1))
+        atomic_write_text(self.paths.val, json.dumps(history, indent=1))
         self.csv.writerow({"step": step, "val_r1": f"{result.get('mean', math.nan):.4f}"})
         if self.tb is not None:
             for k, v in result.items():

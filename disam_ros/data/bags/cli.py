@@ -11,11 +11,94 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from disam_ros.data import bags
+
+# ----------------------------------------------------------------------------------------------------------
+# Argument checks every disam CLI shares. They live here because data is the lowest layer that every tool
+# (ros, eval, bench) may import; a bad value becomes ONE line and exit status 2, never a traceback later.
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line naming the fix, instead of usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _number(kind: type, test: Callable[[float], bool], need: str) -> Callable[[str], int | float]:
+    """An argparse `type=` that parses `kind` and checks `test`; the failure names what is needed."""
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not (math.isfinite(value) and test(value)):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {need}")
+        return value
+    return parse
+
+
+positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
+non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number(float, lambda v: v > 0, "a number > 0")
+non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
+
+
+def int_list(text: str) -> list[int]:
+    """'1000,10000' -> [1000, 10000], every item an integer >= 1 (sizes, counts)."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"{text!r} lists nothing: need integers >= 1, comma-separated")
+    return [positive_int(t) for t in items]
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """'night,snow' -> ('night', 'snow'); an empty list is an error, not 'all'."""
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not items:
+        raise argparse.ArgumentTypeError(f"{text!r} lists nothing: need names, comma-separated")
+    return items
+
+
+def folder_name(text: str) -> str:
+    """A condition name: one folder name, so ROOT/<condition> stays inside ROOT."""
+    if not text or text in (".", "..") or "/" in text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder name: a condition is one name such as night")
+    return text
+
+
+def output_dir_error(path: str | Path, option: str) -> str | None:
+    """Why `path` cannot become (or be) an output folder, checked before any work is done; None if it can.
+
+    Catches what otherwise fails late with an OSError traceback: the path or one of its parents is a file.
+    (Permissions are left to the write itself: tests and containers run as root, where they never stop it.)
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return f"{option} {path} is a file, not a folder: choose a folder path"
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{option} {path}: {parent} is a file, so no folder can be made inside it: choose another path"
+            return None
+    return None
+
+
+def os_error_line(exc: OSError, fix: str) -> str:
+    """'PATH: reason; fix' for a system OSError (no errno noise); our own OSErrors already name their fix."""
+    if exc.filename is None or not exc.strerror:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror.lower()}; {fix}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# disam-bag
 
 
 def _topic_args(p: argparse.ArgumentParser, defaults: bool) -> None:
@@ -29,15 +112,15 @@ def _topic_args(p: argparse.ArgumentParser, defaults: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="disam-bag", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = OneLineParser(prog="disam-bag", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="{from-folder,info,to-folder}")
 
     p = sub.add_parser("from-folder", help="ROOT/<condition> (images, poses.txt, camera.yaml) -> rosbag2")
     p.add_argument("root")
-    p.add_argument("condition")
+    p.add_argument("condition", type=folder_name)
     p.add_argument("bag", help="output bag directory (must not exist)")
     p.add_argument("--compressed", choices=("jpeg", "png"), default=None, help="CompressedImage instead of raw rgb8")
-    p.add_argument("--jpeg-quality", type=int, default=95)
+    p.add_argument("--jpeg-quality", type=_jpeg_quality, default=95, help="0..100 (default %(default)s)")
     p.add_argument("--storage", choices=tuple(bags.STORAGES), default="sqlite3")
     p.add_argument("--frame-id", default="camera_optical_frame")
     p.add_argument("--map-frame", default="map")
@@ -50,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("to-folder", help="rosbag (ROS 2 or ROS 1) -> OUT_ROOT/<condition>")
     p.add_argument("bag")
     p.add_argument("out_root")
-    p.add_argument("condition")
-    p.add_argument("--max-gap", type=float, default=bags.DEFAULT_MAX_GAP_S,
+    p.add_argument("condition", type=folder_name)
+    p.add_argument("--max-gap", type=non_negative_float, default=bags.DEFAULT_MAX_GAP_S,
                    help="longest pose gap (s) to interpolate across (default %(default)s)")
     p.add_argument("--strict", action="store_true", help="fail on pose stamps that go backwards instead of sorting")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_ROOT/<condition> when it exists")
@@ -60,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "header.stamp at zero)")
     _topic_args(p, defaults=False)
     return ap
+
+
+def _jpeg_quality(text: str) -> int:
+    value = non_negative_int(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JPEG quality: need 0..100")
+    return value
 
 
 def _from_folder(a: argparse.Namespace) -> None:
@@ -91,8 +181,20 @@ def _to_folder(a: argparse.Namespace) -> None:
     print(f"read: {s.stats.summary()}" + (f"; {s.duplicates} repeated image stamp(s) dropped" if s.duplicates else ""))
 
 
+def _output_error(a: argparse.Namespace) -> str | None:
+    """A bad output path, found before the input is read (else it fails after the work, as an OSError)."""
+    if a.cmd == "from-folder":
+        return output_dir_error(a.bag, "BAG")
+    if a.cmd == "to-folder":
+        return output_dir_error(a.out_root, "OUT_ROOT")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    if problem := _output_error(a):
+        print(f"disam-bag {a.cmd}: error: {problem}", file=sys.stderr)
+        return 2
     try:
         if a.cmd == "from-folder":
             _from_folder(a)
@@ -101,8 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(info.to_dict(), indent=2) if a.json else format_info(info))
         else:
             _to_folder(a)
-    except (bags.BagError, FileNotFoundError, ValueError) as exc:
+    except (bags.BagError, ValueError) as exc:
         print(f"disam-bag {a.cmd}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # FileNotFoundError included; a disk that is full or read-only too
+        print(f"disam-bag {a.cmd}: error: {os_error_line(exc, 'check the paths')}", file=sys.stderr)
         return 2
     return 0
 

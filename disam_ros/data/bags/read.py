@@ -26,6 +26,7 @@ from disam_ros.data.bags.common import (
 from disam_ros.data.bags.tracks import PoseTrack, interpolate_pose, sort_track
 from disam_ros.data.folders import CameraIntrinsics
 from disam_ros.data.image_codec import compressed_to_rgb, image_to_rgb
+from disam_ros.data.stamps import ns_to_stamp
 from disam_ros.geometry import normalize_quat
 
 
@@ -177,7 +178,7 @@ class BagFrame:
 
     @property
     def stamp(self) -> float:
-        return self.stamp_ns * 1e-9
+        return ns_to_stamp(self.stamp_ns)
 
 
 def _stamp_ns(msg, log_ns: int, use_bag_time: bool) -> int:

@@ -1,7 +1,6 @@
 """Bag -> dataset folder (images/, poses.txt in TUM, camera.yaml) for training and map building."""
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 from disam_ros.data.bags.common import DEFAULT_MAX_GAP_S, BagError
 from disam_ros.data.bags.read import BagReader, ReadStats
 from disam_ros.data.bags.write import publish_dir, staging_dir
+from disam_ros.data.stamps import name_for_stamp_ns, ns_to_stamp
 from disam_ros.data.tum import make_trajectory, write_tum
 
 
@@ -31,7 +31,7 @@ def _write_frames(reader: BagReader, images: Path) -> list[tuple[int, np.ndarray
         if fr.stamp_ns in seen:
             continue
         seen.add(fr.stamp_ns)
-        if not cv2.imwrite(str(images / f"{fr.stamp_ns:020d}.png"), fr.image[:, :, ::-1]):
+        if not cv2.imwrite(str(images / name_for_stamp_ns(fr.stamp_ns)), fr.image[:, :, ::-1]):
             raise BagError(f"{images}: could not write PNG (disk full or read-only?)")
         rows.append((fr.stamp_ns, fr.position, fr.quat))
     if not rows:
@@ -51,17 +51,19 @@ def bag_to_folder(bag: str | Path, out_root: str | Path, condition: str, *, imag
     """
     final = Path(out_root) / condition
     with BagReader(bag, image_topic, pose_topic, info_topic, max_gap_s, strict, use_bag_time=use_bag_time) as reader:
-        tmp = staging_dir(final, overwrite)  # after the topics check: a bad call leaves nothing behind
+        # after the topics check: a bad call leaves nothing behind; the marker lets a later --overwrite replace it
+        stage = staging_dir(final, overwrite, made_by="disam-bag to-folder")
+        tmp = stage.path
         try:
             rows = _write_frames(reader, tmp / "images")
             if reader.pose_topic is not None:
-                write_tum(tmp / "poses.txt", make_trajectory([r[0] * 1e-9 for r in rows], [r[1] for r in rows],
+                write_tum(tmp / "poses.txt", make_trajectory([ns_to_stamp(r[0]) for r in rows], [r[1] for r in rows],
                                                              [r[2] for r in rows]))
             if (cam := reader.camera_info()) is not None:
                 cam.save(tmp / "camera.yaml")
         except BaseException:
-            shutil.rmtree(tmp.parent, ignore_errors=True)
+            stage.abort()
             raise
         stats, posed = reader.stats, reader.pose_topic is not None
-    publish_dir(tmp, final)
+    publish_dir(stage)
     return FolderWriteSummary(final, len(rows), posed, stats.frames - len(rows), stats)

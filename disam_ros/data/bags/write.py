@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from disam_ros.data.bags.common import (
 from disam_ros.data.bags.tracks import stamp_to_ns
 from disam_ros.data.folders import CameraIntrinsics, load_condition, read_image
 from disam_ros.data.image_codec import encode_compressed, encode_image
+from disam_ros.fsutil import MARKER, StagedDir, replaceable
 
 
 @dataclass(frozen=True)
@@ -95,20 +94,29 @@ def pose_message(position: np.ndarray, quat: np.ndarray, stamp_ns: int, frame_id
     return T[POSE_STAMPED](header=_header(stamp_ns, frame_id), pose=pose)
 
 
-def staging_dir(final: Path, overwrite: bool = False) -> Path:
-    """A fresh temp dir beside `final`, holding a child with final's name (so bag files are named right)."""
-    if final.exists() and not overwrite:
+def staging_dir(final: Path, overwrite: bool = False, made_by: str | None = None) -> StagedDir:
+    """A staged folder for `final` (disam_ros.fsutil): write into `.path`, named like `final` so bag files are
+    named right, then `commit()` or `abort()`. Leftovers of killed writers beside `final` are removed first.
+
+    `overwrite` replaces only a folder the tool made (`made_by` writes the marker) or an empty one: never a
+    user's folder that happens to be at that path.
+    """
+    final = Path(final)
+    if os.path.lexists(final) and not overwrite:
         raise BagError(f"{final} already exists; choose a new output path or delete it (to-folder: --overwrite)")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent)) / final.name
+    if not replaceable(final):
+        raise BagError(f"{final} exists and was not made by {made_by or 'disam_ros'} (no {MARKER} marker inside), so "
+                       "--overwrite leaves it alone; choose another output path or move that folder away yourself")
+    try:
+        return StagedDir(final, nested=True, marker=made_by)
+    except OSError as exc:
+        raise BagError(f"{final}: cannot create {exc.filename or 'it'} ({exc.strerror}); choose a writable output "
+                       "directory") from None
 
 
-def publish_dir(tmp: Path, final: Path) -> None:
-    """Rename the finished temp dir into place; an existing `final` (overwrite) is swapped out first."""
-    if final.exists():
-        os.replace(final, tmp.parent / f"{final.name}.old")
-    os.replace(tmp, final)
-    shutil.rmtree(tmp.parent, ignore_errors=True)
+def publish_dir(stage: StagedDir) -> Path:
+    """Swap the finished staged folder into place (an existing one it may replace goes); returns the path."""
+    return stage.commit()
 
 
 def write_folder_bag(root: str | Path, condition: str, bag: str | Path,
@@ -121,14 +129,14 @@ def write_folder_bag(root: str | Path, condition: str, bag: str | Path,
         warnings.warn(f"{folder.root / condition}: no camera.yaml, so the bag gets no CameraInfo topic",
                       BagWarning, stacklevel=2)
     final = Path(bag)
-    tmp = staging_dir(final)
+    stage = staging_dir(final)
     traj = folder.trajectory
     n = len(folder)
     stamps = [stamp_to_ns(s) for s in traj.stamps] if traj is not None else \
         [stamp_to_ns(options.start_s + k * options.period_s) for k in range(n)]
     topics = {options.resolved_image_topic(): COMPRESSED if options.compression else IMAGE}
     try:
-        with Writer(tmp, version=9, storage_plugin=STORAGES[options.storage]) as w:
+        with Writer(stage.path, version=9, storage_plugin=STORAGES[options.storage]) as w:
             conn_img = w.add_connection(options.resolved_image_topic(), topics[options.resolved_image_topic()],
                                         typestore=TYPESTORE)
             conn_info = conn_pose = None
@@ -149,9 +157,8 @@ def write_folder_bag(root: str | Path, condition: str, bag: str | Path,
                 msg = image_message(read_image(path), t, options.frame_id, options.compression, options.jpeg_quality)
                 w.write(conn_img, t, TYPESTORE.serialize_cdr(msg, msg.__msgtype__))
     except BaseException:
-        shutil.rmtree(tmp.parent, ignore_errors=True)
+        stage.abort()
         raise
-    publish_dir(tmp, final)
-    return BagWriteSummary(final, n, topics)
+    return BagWriteSummary(publish_dir(stage), n, topics)
 
 

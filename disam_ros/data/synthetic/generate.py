@@ -10,16 +10,15 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import shutil
 import sys
+import threading
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
 from disam_ros.data.folders import CameraIntrinsics
 from disam_ros.data.synthetic.conditions import CONDITIONS, REFERENCE, get_condition
@@ -30,7 +29,18 @@ from disam_ros.data.synthetic.sheet import contact_sheet, write_sheet
 from disam_ros.data.synthetic.sun import iso_local, local_zone, sun_elevation_azimuth
 from disam_ros.data.synthetic.world import build_world
 from disam_ros.data.tum import Trajectory, make_trajectory, write_tum
+from disam_ros.data.world_yaml import (
+    WORLD_YAML,
+    ConditionInfo,
+    Site,
+    Town,
+    WorldInfo,
+    read_world_yaml,
+    write_world_yaml,
+)
+from disam_ros.fsutil import MARKER, StagedDir, pid_alive, replaceable
 
+GENERATOR = "disam_ros.data.synthetic"  # world.yaml `generator`: what load_world can rebuild
 GENERATOR_VERSION = 1
 __all__ = ["WorldConfig", "DEMO_CONFIG", "make_world", "load_world", "render", "main"]
 
@@ -115,9 +125,29 @@ def _render_job(job: tuple[str, int]) -> None:
         raise OSError(f"{path}: could not write image; check disk space and permissions")
 
 
-def _worker_init(state: dict) -> None:
+def _worker_init(state: dict, parent_pid: int) -> None:
+    _die_with(parent_pid)
     cv2.setNumThreads(1)
     _JOB.update(state)
+
+
+def _die_with(parent_pid: int) -> None:
+    """End this pool worker when disam-synth ends, even by kill -9: a worker left behind lives on as a stray
+    process and keeps writing into a staging folder that the next run is entitled to delete.
+
+    A thread polls disam-synth's PID. The kernel's parent-death signal (prctl PR_SET_PDEATHSIG) cannot do it:
+    a worker's parent is the forkserver, and the forkserver lives as long as any worker does (each worker
+    holds the pipe whose end-of-file tells the forkserver to exit), so nothing would ever end.
+    """
+    if not pid_alive(parent_pid):
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="die-with-parent").start()
+
+
+def _watch_parent(parent_pid: int, period_s: float = 0.25) -> None:
+    while pid_alive(parent_pid):
+        time.sleep(period_s)
+    os._exit(1)
 
 
 def render_all(jobs: list[tuple[str, int]], state: dict, workers: int, progress: bool) -> None:
@@ -137,13 +167,13 @@ def render_all(jobs: list[tuple[str, int]], state: dict, workers: int, progress:
         # forkserver: workers fork from a clean server, never from a caller that may hold threads (torch, DDS)
         methods = mp.get_all_start_methods()
         ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-        with ctx.Pool(workers, initializer=_worker_init, initargs=(state,)) as pool:
+        with ctx.Pool(workers, initializer=_worker_init, initargs=(state, os.getpid())) as pool:
             for _ in pool.imap_unordered(_render_job, jobs, chunksize=4):
                 bar.update()
     bar.close()
 
 
-def world_description(cfg: WorldConfig, world: World, specs: dict, trajs: dict) -> dict:
+def world_description(cfg: WorldConfig, world: World, specs: dict, trajs: dict) -> WorldInfo:
     """Contents of world.yaml: how to rebuild the world and what each condition is."""
     tz = local_zone(cfg.timezone, cfg.longitude)
     cam = cfg.camera()
@@ -151,29 +181,26 @@ def world_description(cfg: WorldConfig, world: World, specs: dict, trajs: dict) 
     for name, spec in specs.items():
         c, t0 = get_condition(name), float(trajs[name].stamps[0])
         elev, az = sun_elevation_azimuth(t0, cfg.latitude, cfg.longitude)
-        conds[name] = {
-            "weather": c.weather, "daylight": c.daylight, "foliage": c.foliage,
+        conds[name] = ConditionInfo(c.weather, c.daylight, c.foliage, details={
             "local_start": iso_local(t0, tz), "start_utc": t0, "frame_period_s": round(spec.period, 6),
             "sun_elevation_deg": round(elev, 2), "sun_azimuth_deg": round(az, 2),
             "spacing_m": round(spec.spacing, 4), "lane_offset_m": round(spec.lane_offset, 4),
             "heading_jitter_deg": round(spec.heading_amp, 3), "camera_height_m": round(spec.camera_height, 4),
             "start_s_m": round(spec.start_s, 4),
-        }
-    return {
-        "generator": "disam_ros.data.synthetic", "version": GENERATOR_VERSION, "seed": cfg.seed,
-        "image_size": [cam.width, cam.height],
-        "fov_deg": round(float(np.degrees(2 * np.arctan(cam.width / 2 / cam.fx))), 4),
-        "camera": asdict(cam), "frames": cfg.frames,
-        "reference": cfg.reference, "conditions": conds,
-        "site": {"latitude": cfg.latitude, "longitude": cfg.longitude, "timezone": cfg.timezone},
-        "town": {"blocks": cfg.blocks, "block_m": cfg.block_m, "route_length_m": round(world.route.length, 3),
-                 "objects": world.n_objects, "spacing_m": cfg.spacing_m, "camera_height_m": cfg.camera_height_m,
-                 "map_frame": "x east, y north, z up (metres); poses are optical frames (z forward, x right, y down)"},
-        "landmarks": [{"name": m["name"], "kind": m["kind"], "ids": [int(i) for i in m["ids"]],
-                       "lo": [round(float(v), 4) for v in m["lo"]], "hi": [round(float(v), 4) for v in m["hi"]],
-                       "parts": [_rounded(world.primitive(int(i))) for i in m["ids"]]}
-                      for m in world.landmarks],
-    }
+        })
+    return WorldInfo(
+        generator=GENERATOR, version=GENERATOR_VERSION, seed=cfg.seed, image_size=(cam.width, cam.height),
+        fov_deg=round(float(np.degrees(2 * np.arctan(cam.width / 2 / cam.fx))), 4),
+        camera=cam, frames=cfg.frames, reference=cfg.reference, conditions=conds,
+        site=Site(cfg.latitude, cfg.longitude, cfg.timezone),
+        town=Town(blocks=cfg.blocks, block_m=cfg.block_m, route_length_m=round(world.route.length, 3),
+                  objects=world.n_objects, spacing_m=cfg.spacing_m, camera_height_m=cfg.camera_height_m,
+                  map_frame="x east, y north, z up (metres); poses are optical frames (z forward, x right, y down)"),
+        landmarks=tuple({"name": m["name"], "kind": m["kind"], "ids": [int(i) for i in m["ids"]],
+                         "lo": [round(float(v), 4) for v in m["lo"]], "hi": [round(float(v), 4) for v in m["hi"]],
+                         "parts": [_rounded(world.primitive(int(i))) for i in m["ids"]]}
+                        for m in world.landmarks),
+    )
 
 
 def _rounded(d: dict) -> dict:
@@ -182,15 +209,19 @@ def _rounded(d: dict) -> dict:
 
 
 def make_world(cfg: WorldConfig, root: str | Path, progress: bool = True, force: bool = False) -> Path:
-    """Render the world into `root` atomically (temp folder beside it, then rename); returns root."""
+    """Render the world into `root` atomically (staged folder beside it, then one rename); returns root.
+
+    `force` replaces only a folder disam-synth made (its marker file) or an empty one, never a user's folder.
+    """
     cfg.validate()
     root = Path(root)
-    if root.exists() and (not root.is_dir() or any(root.iterdir())) and not force:
+    if not replaceable(root):
+        raise FileExistsError(f"{root} exists and was not made by disam-synth (no {MARKER} marker inside), so it is "
+                              "never replaced, not even with --force; choose another --out or move it away yourself")
+    if root.exists() and any(root.iterdir()) and not force:
         raise FileExistsError(f"{root} exists and is not empty; pass --force (force=True) to replace it")
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-    root.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with StagedDir(root, marker="disam-synth") as stage:
+        tmp = stage.path
         world = make_town(cfg)
         names = cfg.condition_names()
         plans = {n: plan_traversal(cfg, world, n) for n in names}
@@ -204,42 +235,26 @@ def make_world(cfg: WorldConfig, root: str | Path, progress: bool = True, force:
         state = {"world": world, "cam": cam, "trajs": trajs, "looks": looks, "out": tmp}
         render_all([(n, k) for n in names for k in range(cfg.frames)], state, cfg.workers, progress)
         desc = world_description(cfg, world, {n: p[1] for n, p in plans.items()}, trajs)
-        (tmp / "world.yaml").write_text(yaml.safe_dump(desc, sort_keys=False))
+        write_world_yaml(tmp, desc)
         write_sheet(tmp / "contact_sheet.png", contact_sheet(tmp, names, cfg.reference, cfg.sheet_places,
                                                              tile=min(cam.width, 128)))
-        _swap_in(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root
 
 
-def _swap_in(tmp: Path, root: Path) -> None:
-    old = root.parent / f".{root.name}.old-{os.getpid()}"
-    if root.exists():
-        root.rename(old)
-    tmp.rename(root)
-    if old.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
-    elif old.exists():
-        old.unlink()
-
-
-def load_world(root: str | Path) -> tuple[World, dict]:
+def load_world(root: str | Path) -> tuple[World, WorldInfo]:
     """Rebuild the World object (for render/ids/depth) from a generated folder's world.yaml."""
-    path = Path(root) / "world.yaml"
-    try:
-        desc = yaml.safe_load(path.read_text())
-        site, town = desc["site"], desc["town"]
-        cfg = WorldConfig(seed=int(desc["seed"]), blocks=int(town["blocks"]), block_m=float(town["block_m"]),
-                          latitude=float(site["latitude"]), longitude=float(site["longitude"]),
-                          timezone=str(site["timezone"]))
-    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: not a synthetic world description ({exc}); regenerate with disam-synth") from None
+    info = read_world_yaml(root)  # a missing or malformed file: one line naming the key
+    path = Path(root) / WORLD_YAML
+    if info.generator != GENERATOR or info.seed is None or info.site is None or info.town is None:
+        raise ValueError(f"{path}: not a synthetic world description (needs generator: {GENERATOR}, seed, site "
+                         "and town); regenerate it with disam-synth")
+    cfg = WorldConfig(seed=info.seed, blocks=info.town.blocks, block_m=info.town.block_m,
+                      latitude=info.site.latitude, longitude=info.site.longitude,
+                      timezone=info.site.timezone or WorldConfig.timezone)
     world = make_town(cfg)
-    if desc.get("version") != GENERATOR_VERSION or world.n_objects != town["objects"]:
+    if info.version != GENERATOR_VERSION or world.n_objects != info.town.objects:
         raise ValueError(f"{path}: made by another generator version; regenerate it with this disam-synth")
-    return world, desc
+    return world, info
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -277,10 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileExistsError, OSError) as exc:
         print(f"disam-synth: error: {exc}", file=sys.stderr)
         return 2
-    desc = yaml.safe_load((root / "world.yaml").read_text())
+    info = read_world_yaml(root)
     cam = cfg.camera()
-    print(f"disam-synth: {len(desc['conditions'])} conditions x {cfg.frames} frames at {cam.width}x{cam.height} "
-          f"(seed {cfg.seed}, route {desc['town']['route_length_m']:.0f} m) -> {root} "
+    print(f"disam-synth: {len(info.conditions)} conditions x {cfg.frames} frames at {cam.width}x{cam.height} "
+          f"(seed {cfg.seed}, route {info.town.route_length_m:.0f} m) -> {root} "
           f"in {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
 from disam_ros.data.folders import read_image
 from disam_ros.data.tum import Trajectory, read_tum
+from disam_ros.data.world_yaml import world_yaml_if_present
 from disam_ros.geometry import quat_to_rot
 
 
@@ -42,13 +42,15 @@ def _label(img: np.ndarray, text: str, scale: float, y: int = 22, thick: int = 2
 
 
 def _captions(root: Path) -> dict[str, list[str]]:
-    """Second and third label lines per condition from world.yaml (date, time; weather/foliage), if present."""
-    try:
-        conds = yaml.safe_load((root / "world.yaml").read_text())["conditions"]
-        return {n: [f"{c['local_start'][:10]} {c['local_start'][11:16]}", f"{c['weather']}, {c['foliage']}"]
-                for n, c in conds.items()}
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
-        return {}
+    """Second and third label lines per condition from world.yaml (date, time; weather, foliage): the lines
+    world.yaml has the facts for (none without the file; a malformed one is an error, not a blank sheet)."""
+    info = world_yaml_if_present(root)
+    out: dict[str, list[str]] = {}
+    for name, c in (info.conditions if info else {}).items():
+        lines = [f"{c.local_start[:10]} {c.local_start[11:16]}"] if c.local_start else []
+        labels = ", ".join(v for v in (c.weather, c.foliage) if v)
+        out[name] = lines + ([labels] if labels else [])
+    return out
 
 
 def contact_sheet(root: Path, conditions: list[str], reference: str, places: int = 5, tile: int = 128) -> np.ndarray:

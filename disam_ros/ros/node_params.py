@@ -1,0 +1,285 @@
+"""The localizer node's parameters: one table (name, default, description, dynamic?), their validation, and
+the command line that feeds them to rcl.
+
+Kept apart from the node so the launch file, config/localizer.yaml, the launcher and the README can be checked
+against one list (test/test_launch_params.py), and so every way a user can get a parameter wrong — a bad value,
+a wrong type, a misspelt name, an unparsable params file — ends in one line naming the fix.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+import os
+import re
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import ParameterException
+from rclpy.node import Node
+
+from disam_ros import conditions
+
+NODE_NAME = "disam_localizer"
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+ALLOWED_WEATHER = (*conditions.WEATHERS, conditions.UNKNOWN)
+IMAGE_QOS = ("reliable", "best_effort")
+NAN = float("nan")
+
+
+class ConfigError(ValueError):
+    """A configuration mistake the user fixes at the command line (message: one line with the fix)."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One node parameter: default, description (shown by `ros2 param describe`), run-time changeable?"""
+
+    name: str
+    default: Any
+    description: str
+    dynamic: bool = False
+    constraints: str = ""
+
+
+PARAMETERS: tuple[Param, ...] = (
+    Param("map", "", "Map directory written by disam-build-map (required).", constraints="existing directory"),
+    Param("coarse_checkpoint", "", "Coarse model checkpoint; empty = the one recorded in the map."),
+    Param("fine_checkpoint", "", "Fine (re-ranking) model checkpoint; empty = the one recorded in the map."),
+    Param("device", "auto", "Torch device for the encoders.", constraints="auto, cpu, cuda, cuda:N, mps"),
+    Param("top_n", 3, "Coarse candidates re-ranked by the fine model (paper: 3).", constraints=">= 1"),
+    Param("top_k", 5, "Scored candidates published on ~/candidates.", constraints=">= 1"),
+    Param("min_confidence", 0.0, "Below this retrieval confidence no pose is published.", dynamic=True,
+          constraints="0..1"),
+    Param("compressed", False, "Subscribe to sensor_msgs/CompressedImage on image/compressed instead of "
+          "sensor_msgs/Image on image."),
+    Param("image_qos", "reliable", "Image subscription reliability: reliable, or best_effort for sensor-data "
+          "publishers.", constraints="reliable, best_effort"),
+    Param("max_rate_hz", 0.0, "Process at most this many frames per second (0 = as fast as possible); "
+          "frames in between are dropped and counted.", dynamic=True, constraints=">= 0"),
+    Param("weather", "sunny", "Current weather, for encoder selection.", dynamic=True,
+          constraints=", ".join(ALLOWED_WEATHER)),
+    Param("domain", "", "Force this model domain's encoder (empty = select from the condition).", dynamic=True,
+          constraints="empty or a model domain"),
+    Param("latitude", NAN, "Map latitude (deg N) for daylight/season; NaN = from the map metadata.",
+          constraints="-90..90 or NaN"),
+    Param("longitude", NAN, "Map longitude (deg E) for daylight; NaN = from the map metadata.",
+          constraints="-180..180 or NaN"),
+    Param("conditions_file", "", "Condition -> domain table (YAML); empty = the packaged config/conditions.yaml."),
+    Param("condition_table", "", "Table name in conditions_file; empty = the one covering most model domains."),
+    Param("prior_timeout_s", 2.0, "A spatial prior on `prior` older than this is ignored.", dynamic=True,
+          constraints="> 0"),
+    Param("prior_radius_m", 0.0, "Search radius around the prior; 0 = 3 sigma of the prior's covariance.",
+          dynamic=True, constraints=">= 0"),
+    Param("publish_debug_image", False, "Publish the Grad-SAM debug image on ~/debug_image.", dynamic=True),
+    Param("debug_rate_hz", 1.0, "Maximum rate of ~/debug_image.", dynamic=True, constraints="> 0"),
+    Param("diagnostics_period_s", 1.0, "Period of the /diagnostics status.", constraints="> 0"),
+    Param("frame_id", "", "frame_id of published poses; empty = the map's frame."),
+    Param("allow_unverified_model", False, "Accept a map or checkpoint without a recorded sha256 (logged); "
+          "default: refuse, so a map is never served with a model it was not built with."),
+    Param("autostart", True, "disam-localizer configures and activates itself at start; false = stay "
+          "unconfigured until a lifecycle manager (e.g. nav2_lifecycle_manager) drives it."),
+)
+PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
+FLOAT_PARAMS = frozenset(p.name for p in PARAMETERS if isinstance(p.default, float))
+# Parameters every rclpy node may be given besides ours (rclpy declares or reads them itself).
+BUILTIN_PARAMS = ("use_sim_time", "start_type_description_service")
+BUILTIN_PREFIXES = ("qos_overrides.",)
+_TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}
+
+
+@dataclass(frozen=True)
+class LocalizerConfig:
+    """Validated parameter values."""
+
+    map: Path
+    coarse_checkpoint: str
+    fine_checkpoint: str
+    device: str
+    top_n: int
+    top_k: int
+    min_confidence: float
+    compressed: bool
+    image_qos: str
+    max_rate_hz: float
+    weather: str
+    domain: str
+    latitude: float
+    longitude: float
+    conditions_file: str
+    condition_table: str
+    prior_timeout_s: float
+    prior_radius_m: float
+    publish_debug_image: bool
+    debug_rate_hz: float
+    diagnostics_period_s: float
+    frame_id: str
+    allow_unverified_model: bool
+    autostart: bool
+
+
+def declare_parameters(node: Node) -> None:
+    """Declare every localizer parameter with its description; float ones accept integers too (-p x:=2).
+
+    An override of the wrong type (`-p top_n:=abc`) becomes a ConfigError naming the expected type, instead of
+    rclpy's InvalidParameterTypeException traceback."""
+    for p in PARAMETERS:
+        desc = ParameterDescriptor(description=p.description, read_only=not p.dynamic,
+                                   additional_constraints=p.constraints,
+                                   dynamic_typing=p.name in FLOAT_PARAMS)
+        try:
+            node.declare_parameter(p.name, p.default, desc)
+        except ParameterException as exc:
+            raise ConfigError(f"parameter '{p.name}' must be {_TYPE_NAMES[type(p.default)]} "
+                              f"(default {_text(p.default)}): fix -p {p.name}:=... or its params file entry "
+                              f"({str(exc).split(':')[0]})") from None
+
+
+def _text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else repr(value)
+
+
+def check_unknown(names: list[str] | tuple[str, ...]) -> None:
+    """Refuse parameters the node does not declare (rclpy silently ignores them), naming the closest or all."""
+    unknown = sorted(n for n in names if n not in PARAMETER_NAMES and n not in BUILTIN_PARAMS
+                     and not n.startswith(BUILTIN_PREFIXES))
+    if not unknown:
+        return
+    name = unknown[0]
+    close = difflib.get_close_matches(name, PARAMETER_NAMES, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"known are {', '.join(PARAMETER_NAMES)}"
+    more = f" (and {len(unknown) - 1} more unknown: {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
+    raise ConfigError(f"unknown parameter '{name}' for {NODE_NAME}: {hint}{more}")
+
+
+def check_overrides(node: Node) -> None:
+    """Unknown names among the overrides rcl gave this node (-p, --params-file entries matching it)."""
+    check_unknown(tuple(getattr(node, "_parameter_overrides", {}) or {}))
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"parameter '{name}' must be a number, got {value!r}")
+    return float(value)
+
+
+def check_value(name: str, value: Any) -> Any:
+    """Validate one parameter value (also used for run-time changes); returns the normalised value."""
+    if name in FLOAT_PARAMS:
+        value = _number(name, value)
+    if name == "map":
+        if not value:
+            raise ValueError("parameter 'map' is empty: pass -p map:=/path/to/map_dir (from disam-build-map)")
+        if not Path(value).expanduser().is_dir():
+            raise ValueError(f"map directory '{value}' does not exist: check parameter 'map'")
+    elif name in ("coarse_checkpoint", "fine_checkpoint") and value and not Path(value).expanduser().is_file():
+        raise ValueError(f"{name} '{value}' does not exist: give a checkpoint file or leave it empty")
+    elif name == "device" and not DEVICE_RE.match(value):
+        raise ValueError(f"device {value!r} is not valid: use auto, cpu, cuda, cuda:N or mps")
+    elif name in ("top_n", "top_k") and value < 1:
+        raise ValueError(f"parameter '{name}' must be >= 1, got {value}")
+    elif name == "min_confidence" and not 0.0 <= value <= 1.0:
+        raise ValueError(f"min_confidence must be in [0, 1], got {value}")
+    elif name == "image_qos" and value not in IMAGE_QOS:
+        raise ValueError(f"image_qos {value!r} is not valid: use one of {IMAGE_QOS}")
+    elif name == "max_rate_hz" and not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"max_rate_hz must be >= 0 (0 = unlimited), got {value}")
+    elif name in ("debug_rate_hz", "prior_timeout_s", "diagnostics_period_s") and not (
+            math.isfinite(value) and value > 0.0):
+        raise ValueError(f"parameter '{name}' must be > 0, got {value}")
+    elif name == "prior_radius_m" and not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"prior_radius_m must be >= 0 (0 = from the prior covariance), got {value}")
+    elif name == "weather" and value not in ALLOWED_WEATHER:
+        raise ValueError(f"weather {value!r} is not valid: use one of {', '.join(ALLOWED_WEATHER)}")
+    elif name == "latitude" and not (math.isnan(value) or -90.0 <= value <= 90.0):
+        raise ValueError(f"latitude {value} is out of range: use degrees north in [-90, 90] or NaN")
+    elif name == "longitude" and not (math.isnan(value) or -180.0 <= value <= 180.0):
+        raise ValueError(f"longitude {value} is out of range: use degrees east in [-180, 180] or NaN")
+    elif name == "conditions_file" and value and not Path(value).expanduser().is_file():
+        raise ValueError(f"conditions_file '{value}' does not exist: give a YAML file or leave it empty")
+    return value
+
+
+def read_config(node: Node) -> LocalizerConfig:
+    values = {p.name: check_value(p.name, node.get_parameter(p.name).value) for p in PARAMETERS}
+    values["map"] = Path(values["map"]).expanduser()
+    return LocalizerConfig(**values)
+
+
+# ---------------------------------------------------------------------------------------------- command line
+
+
+def check_params_file(path: str) -> None:
+    """The checks rcl would fail with a multi-line error: exists, parses as YAML, `node: {ros__parameters: {}}`.
+    (Unknown names are refused later, from what rcl actually matched to this node: check_overrides.)"""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"params file '{path}' not found: give an existing YAML file (e.g. config/localizer.yaml)")
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"params file '{path}' is not valid YAML{at}: fix it (see config/localizer.yaml)") from None
+    if not isinstance(doc, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict) for v in doc.values()):
+        raise ConfigError(f"params file '{path}' is not '<node>: {{ros__parameters: {{name: value}}}}': "
+                          "fix it (see config/localizer.yaml)")
+
+
+def ros_argv(argv: list[str]) -> list[str]:
+    """`--params-file F` (our flag, before --ros-args) -> rcl's `--ros-args --params-file F`, checked first.
+
+    Raises ConfigError for a params file that rcl could not parse; argparse exits 2 for unknown flags."""
+    if "--ros-args" in argv:
+        cut = argv.index("--ros-args")
+        own, ros = argv[:cut], argv[cut:]
+    else:
+        own, ros = argv, []
+    parser = argparse.ArgumentParser(prog="disam-localizer",
+                                     description="DISAM localizer node (a ROS 2 lifecycle node).")
+    parser.add_argument("--params-file", help="ROS 2 parameters YAML (e.g. config/localizer.yaml)")
+    args = parser.parse_args(own)
+    files = [ros[i + 1] for i, a in enumerate(ros[:-1]) if a == "--params-file"]
+    if args.params_file:
+        files.insert(0, args.params_file)
+        ros = ["--ros-args", "--params-file", args.params_file, *ros]
+    for f in files:
+        check_params_file(f)
+    return ros
+
+
+def one_line(exc: BaseException) -> str:
+    """Our errors are already one line naming the fix; others get their type and first line."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
+
+
+class StopSignals:
+    """SIGINT/SIGTERM: the first asks for a clean stop, a second exits at once (no traceback, no waiting).
+
+    The handlers stay installed until the process ends: restoring Python's default SIGINT handler during
+    teardown is what turned an impatient second Ctrl-C into a KeyboardInterrupt traceback."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.event.is_set():
+            os.write(2, f"[{NODE_NAME}] second {signal.Signals(signum).name}: exiting now\n".encode())
+            os._exit(128 + signum)
+        self.event.set()
+
+
+def fail(text: str) -> int:
+    """A configuration error before the node has a logger: one line on stderr, exit status 2."""
+    print(f"disam-localizer: error: {text}", file=sys.stderr)
+    return 2

@@ -1,0 +1,218 @@
+"""Bookkeeping of the localizer node that needs no ROS: the one-slot frame mailbox, counters and latency windows
+for /diagnostics, publisher sequence-gap counting, and throttled logging.
+
+Everything here is bounded by construction (fixed windows, LRU maps of a few entries), because the node runs
+for days at camera rate against inputs it does not control (a new `frame_id` or publisher every message must
+not grow memory or the log).
+"""
+from __future__ import annotations
+
+import re
+import statistics
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Any
+
+COUNTERS = ("received", "dropped_in_queue", "dropped_by_node", "processed", "localized", "not_localized",
+            "junk_frames", "bad_input", "errors", "encoder_switches", "priors_ignored")
+
+
+class LatestFrame:
+    """One-slot mailbox: `put` replaces an unprocessed frame (returns True when it dropped one).
+
+    A newer camera frame is always worth more than an older one, so a slow worker never builds a backlog."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: Any = None
+        self._closed = False
+
+    def put(self, item: Any) -> bool:
+        with self._cond:
+            dropped = self._item is not None
+            self._item = item
+            self._cond.notify()
+            return dropped
+
+    def take(self, timeout: float) -> Any:
+        with self._cond:
+            if self._item is None and not self._closed:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+    def clear(self) -> bool:
+        """Forget an unprocessed frame (on deactivate); True when there was one."""
+        with self._cond:
+            had, self._item = self._item is not None, None
+            return had
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def reopen(self) -> None:
+        with self._cond:
+            self._closed = False
+            self._item = None
+
+
+class Stats:
+    """Counters and rolling latency windows for /diagnostics (thread-safe)."""
+
+    WINDOW = 200
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts = dict.fromkeys(COUNTERS, 0)
+        self.latency: dict[str, deque] = {}
+        self.last_reason = ""
+        self.last_error = ""
+
+    def add(self, key: str, n: int = 1) -> None:
+        with self.lock:
+            self.counts[key] = self.counts.get(key, 0) + n
+
+    def time(self, stage: str, ms: float) -> None:
+        with self.lock:
+            self.latency.setdefault(stage, deque(maxlen=self.WINDOW)).append(float(ms))
+
+    def note(self, reason: str | None = None, error: str | None = None) -> None:
+        with self.lock:
+            if reason is not None:
+                self.last_reason = reason
+            if error is not None:
+                self.last_error = error
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters, latency median/p95 per stage, and drop_rate = frames published to the node that were
+        never processed (lost in the subscription queue or replaced in the mailbox) / frames published."""
+        with self.lock:
+            out: dict[str, Any] = dict(self.counts)
+            for stage, win in sorted(self.latency.items()):
+                vals = sorted(win)
+                out[f"latency_{stage}_ms_median"] = statistics.median(vals)
+                out[f"latency_{stage}_ms_p95"] = vals[min(len(vals) - 1, int(0.95 * len(vals)))]
+            out["last_reason"], out["last_error"] = self.last_reason, self.last_error
+        sent = out["received"] + out["dropped_in_queue"]
+        out["drop_rate"] = (out["dropped_in_queue"] + out["dropped_by_node"]) / sent if sent else 0.0
+        return out
+
+
+class SequenceGaps:
+    """Messages lost before the callback, from gaps in each publisher's sequence numbers.
+
+    rclpy hands a subscription callback `MessageInfo` with `publication_sequence_number` (Fast DDS fills it:
+    1, 2, 3, ... per publisher); a jump from s to s + k means k - 1 messages were written to this subscription
+    and never reached it (replaced in the KEEP_LAST queue, or lost on the wire for best effort). The first
+    message of a publisher counts no gap (earlier ones were written before we listened). Publishers are kept
+    in an LRU of `max_publishers`, so a camera restarting every second does not grow memory."""
+
+    def __init__(self, max_publishers: int = 16) -> None:
+        self._last: OrderedDict[bytes, int] = OrderedDict()
+        self._max = max_publishers
+        self.available = False  # did the middleware give sequence numbers at all?
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def gap(self, info: Any) -> int:
+        """Messages missed just before this one (0 when unknown); call once per received message."""
+        seq = (info or {}).get("publication_sequence_number") if isinstance(info, dict) else None
+        if not isinstance(seq, int) or seq <= 0:
+            return 0
+        self.available = True
+        key = publisher_key((info or {}).get("publisher_gid"))
+        last = self._last.get(key)
+        self._last[key] = seq
+        self._last.move_to_end(key)
+        while len(self._last) > self._max:
+            self._last.popitem(last=False)
+        return seq - last - 1 if last is not None and seq > last + 1 else 0
+
+    def reset(self) -> None:
+        """A new subscription (after re-activation) starts fresh: what was published meanwhile is no loss."""
+        self._last.clear()
+
+
+def publisher_key(gid: Any) -> bytes:
+    """A hashable identity for rclpy's `publisher_gid` ({'implementation_identifier', 'data'} or None)."""
+    if isinstance(gid, dict):
+        gid = gid.get("data")
+    try:
+        return bytes(gid) if gid is not None else b""
+    except (TypeError, ValueError):
+        return repr(gid).encode()
+
+
+_NUMBER = re.compile(r"[-+]?\d+(\.\d+)?(e[-+]?\d+)?")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def log_kind(text: str) -> str:
+    """The kind of a log line: its text with numbers and quoted values blanked, so 'dropping frame 12.3:
+    unsupported encoding 'xq7'' and the same problem on the next frame are one kind."""
+    return _NUMBER.sub("#", _QUOTED.sub("'…'", text))
+
+
+class LogThrottle:
+    """At most one line per `period_s` per kind; the next line that passes says how many were suppressed.
+
+    Bad frames arrive at camera rate; one line each filled 10 MB of log in a minute of fuzzing. Kinds are
+    kept in an LRU of `max_kinds`, so unusual texts cannot grow memory either."""
+
+    def __init__(self, emit: Callable[[str], None], period_s: float = 5.0, max_kinds: int = 64,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._emit = emit
+        self.period_s = period_s
+        self._kinds: OrderedDict[str, tuple[float, int]] = OrderedDict()  # kind -> (last emitted, suppressed)
+        self._max = max_kinds
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._kinds)
+
+    def __call__(self, text: str, kind: str | None = None) -> bool:
+        """Log `text` unless its kind was logged less than period_s ago; True when it was logged."""
+        kind = log_kind(text) if kind is None else kind
+        now = self._clock()
+        with self._lock:
+            last, suppressed = self._kinds.get(kind, (-float("inf"), 0))
+            if now - last < self.period_s:
+                self._kinds[kind] = (last, suppressed + 1)
+                return False
+            self._kinds[kind] = (now, 0)
+            self._kinds.move_to_end(kind)
+            while len(self._kinds) > self._max:
+                self._kinds.popitem(last=False)
+        if suppressed:
+            text = f"{text} ({suppressed} similar line(s) suppressed in the last {now - last:.0f} s)"
+        self._emit(text)
+        return True
+
+
+def status_summary(values: dict[str, Any], active: bool) -> tuple[bool, str]:
+    """(warn?, message) of the /diagnostics status: WARN after bad frames or errors, or while frames are
+    processed but none localized; an inactive node is OK and says it is not listening."""
+    if values.get("map_problem"):  # a corrupt map chunk: no pose is served from it until it is rebuilt
+        return True, f"map failed its integrity check: {values['map_problem']}"
+    if not active:
+        return False, f"{values['state']}: not listening (activate to localize)"
+    if values["processed"] and not values["localized"]:
+        return True, f"no frame localized yet ({values['last_reason']})"
+    if values["errors"] or values["bad_input"]:
+        return True, f"{values['bad_input']} bad frames, {values['errors']} errors"
+    return False, f"localizing with encoder '{values['domain']}'"
+
+
+def rss_mb() -> float:
+    """Resident memory of this process (MiB), for /diagnostics; NaN where /proc is absent."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096 / 2**20
+    except OSError:
+        return float("nan")

@@ -1,0 +1,149 @@
+"""Hostile frames against the real localizer node (a subprocess on loopback DDS): a 30000x30000 PNG bomb and
+black / white / grey / noise frames get no pose and cost no memory, and the node keeps serving real frames.
+Also the debug picture, whose size no longer follows the camera's (a 1x2000 frame made a 346 MB image)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_image_codec import png_bomb
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def _start(world: dict, tmp: Path, namespace: str, compressed: bool) -> tuple[subprocess.Popen, Path]:
+    """`python -m disam_ros.ros.localizer_node` with the test session's DDS environment (loopback, private
+    domain: inherited from os.environ, set by conftest)."""
+    log = tmp / f"{namespace}.log"
+    cmd = [sys.executable, "-m", "disam_ros.ros.localizer_node", "--ros-args", "-r", f"__ns:=/{namespace}",
+           "-p", f"map:={world['map']}", "-p", f"compressed:={'true' if compressed else 'false'}",
+           "-p", "device:=cpu", "-p", "diagnostics_period_s:=0.3", "-p", "weather:=sunny"]
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=dict(os.environ))
+    return proc, log
+
+
+@pytest.fixture(scope="module")
+def hostile_nodes(tiny_eval_world, tmp_path_factory):
+    from disam_ros.ros.client import LocalizerClient
+
+    tmp = tmp_path_factory.mktemp("hostile")
+    procs = {ns: _start(tiny_eval_world, tmp, ns, ns == "hostile_comp") for ns in ("hostile_comp", "hostile_raw")}
+    clients = {}
+    try:
+        for ns in procs:
+            clients[ns] = LocalizerClient(namespace=ns)
+        for ns, (proc, log) in procs.items():
+            if not clients[ns].wait_for_node(ns == "hostile_comp", timeout=90.0):
+                pytest.fail(f"node {ns} did not come up (rc {proc.poll()}):\n{log.read_text(errors='replace')[-3000:]}")
+        yield {ns: (procs[ns][0], procs[ns][1], clients[ns]) for ns in procs}
+    finally:
+        for proc, _ in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        for client in clients.values():
+            client.close()
+
+
+def _real_frames(world: dict) -> list[tuple[np.ndarray, float]]:
+    from disam_ros.data.folders import read_image
+
+    cond = world["world"] / "sunny_repeat"
+    stamps = [float(line.split()[0]) for line in (cond / "poses.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    return [(read_image(p), s) for p, s in zip(sorted((cond / "images").iterdir()), stamps)]
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]
+
+
+def test_png_bomb_refused_without_memory_and_node_keeps_serving(tiny_eval_world, hostile_nodes):
+    proc, log, client = hostile_nodes["hostile_comp"]
+    frames = _real_frames(tiny_eval_world)
+    rgb, stamp = frames[2]
+    first = client.publish_compressed(rgb, stamp + 0.001, fmt="png")
+    assert client.wait_pose(first, timeout=30.0) is not None, f"no pose for a real frame:\n{_tail(log)}"
+    time.sleep(0.5)  # let the node's memory settle after its first answers
+    rss0 = _rss_mb(proc.pid)
+    t0 = time.monotonic()
+    bomb = client.publish_compressed(None, stamp + 0.002, fmt="png", data=png_bomb())
+    errors = client.wait(lambda: [e for e in client.errors(after=t0) if "30000x30000" in e], 30.0)
+    assert errors and "above the cap" in errors[0], f"bomb not refused:\n{_tail(log)}"
+    rss1 = _rss_mb(proc.pid)
+    print(f"\nnode RSS {rss0:.0f} MB -> {rss1:.0f} MB over a {len(png_bomb())} B 30000x30000 PNG")
+    assert rss1 - rss0 < 50.0, f"node RSS grew {rss1 - rss0:.0f} MB on a refused bomb"
+    good = client.publish_compressed(rgb, stamp + 0.003, fmt="jpeg")
+    assert client.wait_pose(good, timeout=30.0) is not None, f"node stopped serving after the bomb:\n{_tail(log)}"
+    assert bomb not in client.rx.pose and bomb not in client.rx.loop and proc.poll() is None
+
+
+def test_junk_frames_get_no_pose_and_are_counted(tiny_eval_world, hostile_nodes):
+    proc, log, client = hostile_nodes["hostile_raw"]
+    frames = _real_frames(tiny_eval_world)
+    rgb, stamp = frames[4]
+    h, w = rgb.shape[:2]
+    rng = np.random.default_rng(3)
+    junk = {"black": np.zeros_like(rgb), "white": np.full_like(rgb, 255), "grey": np.full_like(rgb, 128),
+            "grey+-2": np.repeat((128 + rng.integers(-2, 3, (h, w, 1))).astype(np.uint8), 3, axis=2),
+            "uniform noise": rng.integers(0, 256, rgb.shape, dtype=np.uint8),
+            "gaussian noise": np.clip(rng.normal(128, 40, rgb.shape), 0, 255).astype(np.uint8)}
+    warm = client.publish_raw(rgb, stamp + 0.01)
+    assert client.wait_pose(warm, timeout=30.0) is not None, f"no pose for a real frame:\n{_tail(log)}"
+    before = client.wait_diagnostics(lambda d: True, 5.0, after=time.monotonic())
+    assert before is not None
+    keys = {}
+    for k, (name, frame) in enumerate(junk.items()):
+        t = time.monotonic()
+        keys[name] = client.publish_raw(frame, stamp + 0.02 + 0.001 * k)
+        # one at a time: each is processed (not replaced in the node's one-frame mailbox) before the next
+        assert client.wait_diagnostics(lambda d, n=k + 1: int(d["junk_frames"]) - int(before["junk_frames"]) >= n,
+                                       15.0, after=t), f"{name} was not counted as a junk frame:\n{_tail(log)}"
+    good = client.publish_raw(rgb, stamp + 0.05)
+    assert client.wait_pose(good, timeout=30.0) is not None, f"node stopped serving after junk:\n{_tail(log)}"
+    time.sleep(0.3)
+    for name, key in keys.items():
+        assert key not in client.rx.pose and key not in client.rx.pose_cov and key not in client.rx.loop, name
+    d = client.wait_diagnostics(lambda d: True, 5.0, after=time.monotonic())
+    assert int(d["junk_frames"]) - int(before["junk_frames"]) == len(junk)
+    assert proc.poll() is None
+
+
+# ------------------------------------------------------------------------------------------ debug picture
+
+
+@pytest.mark.parametrize("shape", [(2000, 1, 3), (1, 2000, 3), (3000, 4000, 3), (5, 7, 3)])
+def test_debug_image_has_a_bounded_size(shape):
+    from std_msgs.msg import Header
+
+    from disam_ros.ros.messages import debug_image_msg, render_debug
+
+    rng = np.random.default_rng(0)
+    query = rng.integers(0, 256, shape, dtype=np.uint8)
+    heat = rng.random((16, 16)).astype(np.float32)
+    want = (240, 2 * 320 + 4, 3)
+    for map_rgb, map_heat in ((query, heat), (None, heat), (None, None), (np.zeros((480, 640, 3), np.uint8), None)):
+        out = render_debug(query, heat, map_rgb, map_heat, "caption " * 30)
+        assert out.shape == want and out.dtype == np.uint8
+    # still the picture: a 1-px wide frame is a full-height line in the middle of its panel, black around it
+    tall = render_debug(np.full((2000, 1, 3), 200, np.uint8), None, None, None, "")
+    assert (tall[:, 159] == 200).all() and tall[:, :159].max() == 0 and tall[:, 160:320].max() == 0
+    assert len(debug_image_msg(out, Header()).data) == np.prod(want)

@@ -1,0 +1,111 @@
+"""Place graph: neighbour search against brute force, chains, loop continuation, transfers, odometry shift."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from disam_ros.retrieval.place_graph import PlaceGraph, headings_from_quats, radius_pairs
+
+
+def square_loop() -> np.ndarray:
+    """20 places 1 m apart around the perimeter of a 5 m square, driven once: place 19 is 1 m from place 0."""
+    pts = [(x, 0) for x in range(5)] + [(5, y) for y in range(5)] + [(5 - x, 5) for x in range(5)] + \
+          [(0, 5 - y) for y in range(5)]
+    return np.array([(x, y, 0.0) for x, y in pts], dtype=np.float64)
+
+
+def test_radius_pairs_match_brute_force():
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0, 10, (300, 3))
+    i, j, d = radius_pairs(pts, 1.3)
+    full = np.linalg.norm(pts[:, None] - pts[None], axis=2)
+    want = {(a, b) for a, b in zip(*np.nonzero(full <= 1.3)) if a != b}
+    assert set(zip(i.tolist(), j.tolist())) == want
+    assert np.allclose(d, full[i, j])
+
+
+def test_chain_order_and_arc_length_follow_drive_and_stamp():
+    # two drives given out of order: drive 7 = places 2, 0 (stamps 1, 5); drive 3 = place 1
+    pos = np.array([[3.0, 4.0, 0.0], [100.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    g = PlaceGraph.build(pos, drives=np.array([7, 3, 7]), stamps=np.array([5.0, 0.0, 1.0]))
+    assert g.order.tolist() == [1, 2, 0]  # drive 3 first, then drive 7 by stamp
+    assert g.slot[g.order].tolist() == [0, 1, 2]
+    assert g.arc.tolist() == [0.0, 0.0, 5.0]  # |(3,4) - (0,0)| = 5
+    assert g.start.tolist() == [0, 1, 1] and g.end.tolist() == [1, 3, 3]
+    assert np.all(np.diff(g.u) > 0)
+
+
+def test_loop_closure_is_a_continuation_and_a_transfer():
+    g = PlaceGraph.build(square_loop(), radius_m=1.5)
+    assert g.spacing_m == pytest.approx(1.0)
+    # the drive ends at place 19 (0, 1); the nearest place of another pass within 1.5 m is place 0 at 1 m
+    assert g.cont[0] == 0 and g.cont_gap[0] == pytest.approx(1.0)
+    # within 1.5 m and far along the drive (> 2 * 1.5 + 1 m of arc): only 19-0 (1 m) and 19-1 (sqrt 2 m)
+    assert set(zip(g.xfer_src.tolist(), g.xfer_dst.tolist())) == {(19, 0), (0, 19), (19, 1), (1, 19)}
+
+
+def point_mass(n: int, k: int) -> np.ndarray:
+    b = np.zeros(n)
+    b[k] = 1.0
+    return b
+
+
+@pytest.mark.parametrize("start,odom,want", [
+    (5, 3.0, 8),  # along the chain
+    (19, 1.0, 0),  # 19 -> 0 over the 1 m loop closure gap
+    (18, 3.0, 1),  # 18 -> 19 (1 m) -> 0 (1 m gap) -> 1 (1 m)
+    (17, 4.0, 1),
+])
+def test_odometry_shift_goes_round_the_loop(start, odom, want):
+    g = PlaceGraph.build(square_loop(), radius_m=1.5)
+    # odometry band [odom - 0.2, odom + 0.2] (sigma 0.1 m): exactly one place lies inside it
+    moved = g.shift(point_mass(20, start), g.band_ranges(odom - 0.2, odom + 0.2))
+    assert moved.sum() == pytest.approx(1.0)
+    assert moved[want] == pytest.approx(1.0)
+
+
+def test_band_splits_evenly_and_clamps_at_the_end_of_an_open_road():
+    g = PlaceGraph.build(np.array([[float(i), 0.0, 0.0] for i in range(4)]))
+    assert (g.cont == -1).all()  # a straight road: no continuation
+    b = np.array([0.4, 0.0, 0.0, 0.6])
+    # band [0, 2] m: place 0 spreads to 0, 1, 2 (0.4 / 3 each); place 3 has nowhere to go and stays
+    out = g.shift(b, g.band_ranges(0.0, 2.0))
+    assert out == pytest.approx([0.4 / 3, 0.4 / 3, 0.4 / 3, 0.6])
+    # a band narrower than the spacing goes to the place nearest its centre: 0.5..0.8 m -> next place
+    out = g.shift(point_mass(4, 1), g.band_ranges(0.5, 0.8))
+    assert out == pytest.approx([0, 0, 1, 0])
+
+
+def test_transfer_moves_the_given_share_to_other_passes():
+    # two parallel drives 1 m apart: every place has exactly one transfer neighbour, the other pass
+    pos = np.array([[float(i), y, 0.0] for y in (0.0, 1.0) for i in range(10)]) * [5.0, 1.0, 1.0]
+    g = PlaceGraph.build(pos, drives=np.repeat([0, 1], 10), radius_m=1.5)
+    assert (g.xfer_deg == 1).all()
+    out = g.transfer(point_mass(20, 3), 0.25)
+    assert out[3] == pytest.approx(0.75) and out[13] == pytest.approx(0.25) and out.sum() == pytest.approx(1.0)
+
+
+def test_heading_gate_drops_links_between_opposite_views():
+    pos = np.array([[float(i), 0.0, 0.0] for i in range(10)] + [[float(9 - i), 0.5, 0.0] for i in range(10)])
+    yaw = np.r_[np.zeros(10), np.full(10, np.pi)]  # the second drive looks the other way
+    g = PlaceGraph.build(pos, drives=np.repeat([0, 1], 10), radius_m=1.0, headings=yaw)
+    assert len(g.xfer_src) == 0 and (g.cont == -1).all()
+
+
+def test_headings_from_quats_optical_axis():
+    # a camera looking along map +x, and the same camera turned left by 90 degrees (looking along +y)
+    s = np.sqrt(0.5)
+    q_x_fwd = np.array([0.5, -0.5, 0.5, -0.5])  # z_cam -> +x, x_cam -> -y, y_cam -> -z
+    rot_z90 = np.array([0.0, 0.0, s, s])
+    qx, qy, qz, qw = q_x_fwd
+    rx, ry, rz, rw = rot_z90  # rot_z90 * q_x_fwd: the same camera turned left by 90 degrees
+    q_y_fwd = np.array([rw * qx + rx * qw + ry * qz - rz * qy, rw * qy - rx * qz + ry * qw + rz * qx,
+                        rw * qz + rx * qy - ry * qx + rz * qw, rw * qw - rx * qx - ry * qy - rz * qz])
+    assert headings_from_quats(np.stack([q_x_fwd, q_y_fwd])) == pytest.approx([0.0, np.pi / 2])
+
+
+def test_bad_input_is_one_clear_error():
+    with pytest.raises(ValueError, match="finite positions"):
+        PlaceGraph.build(np.array([[0.0, np.nan, 0.0]]))
+    with pytest.raises(ValueError, match="one of each per map image"):
+        PlaceGraph.build(np.zeros((3, 3)), drives=np.zeros(2))
