@@ -74,7 +74,8 @@ def test_recall_at_n_hand_computed():
     assert rec[(1, 25.0)] == 0.75
     assert rec[(2, 5.0)] == 0.25  # query 0 via its 2nd candidate
     assert rec[(3, 5.0)] == 0.5
-    assert rec[(10, 25.0)] == 0.75  # N beyond K uses all candidates; query 3 never recalled
+    assert rec[(3, 25.0)] == 0.75  # query 3 (no candidate) is never recalled
+    assert all(np.isnan(rec[(10, r)]) for r in (5.0, 12.0, 25.0))  # only 3 candidates kept: R@10 not measured
 
 
 def test_candidate_distances_shape_and_values():

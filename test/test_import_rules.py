@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "disam_ros"
-BASE = {"geometry", "conditions", "fsutil", "logs"}
+BASE = {"geometry", "conditions", "fsutil", "logs", "cliutil"}
 LAYERS: dict[str, set[str]] = {
     "disam_ros": set(),  # the package's own __init__
     "geometry": set(),
     "fsutil": set(),
     "logs": set(),
+    "cliutil": set(),
     "conditions": set(),
     "model": BASE,
     "data": BASE,

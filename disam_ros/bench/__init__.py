@@ -19,7 +19,7 @@ SUITES = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from disam_ros.data.bags.cli import OneLineParser  # here, not at import: suites import this package
+    from disam_ros.cliutil import OneLineParser  # here, not at import: suites import this package
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = OneLineParser(prog="disam-bench", description=__doc__.splitlines()[0])

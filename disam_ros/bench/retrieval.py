@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from disam_ros.data.bags.cli import OneLineParser, int_list, name_list, output_dir_error, positive_float, positive_int
+from disam_ros.cliutil import OneLineParser, int_list, name_list, output_dir_error, positive_float, positive_int
 from disam_ros.data.tum import make_trajectory
 from disam_ros.retrieval.builder import build_faiss
 from disam_ros.retrieval.descriptors import (

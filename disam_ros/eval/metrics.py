@@ -88,8 +88,8 @@ def recall_at_n(distances: np.ndarray, ns: Sequence[int] = DEFAULT_RECALL_NS,
                 radii: Sequence[float] = DEFAULT_RECALL_RADII) -> dict[tuple[int, float], float]:
     """Share of queries with at least one of their top-N candidates within r metres (inclusive).
 
-    `distances` is (N,K), best candidate first; NaN marks a missing candidate (never within). N > K uses
-    all K candidates.
+    `distances` is (N,K), best candidate first; NaN marks a missing candidate (never within). N > K is NaN:
+    only K candidates were kept, so recall at N was not measured (printing R@10 = R@5 would claim it was).
     """
     d = np.asarray(distances, float)
     if d.ndim != 2 or d.shape[0] == 0:
@@ -97,6 +97,9 @@ def recall_at_n(distances: np.ndarray, ns: Sequence[int] = DEFAULT_RECALL_NS,
     d = np.where(np.isnan(d), np.inf, d)
     out = {}
     for n in ns:
+        if n > d.shape[1]:
+            out.update({(n, r): float("nan") for r in radii})
+            continue
         best = d[:, :n].min(axis=1) if d.shape[1] else np.full(d.shape[0], np.inf)
         for r in radii:
             out[(n, r)] = float(np.mean(best <= r + BOUNDARY_EPS))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from disam_ros.data.bags.cli import (
+from disam_ros.cliutil import (
     OneLineParser,
     name_list,
     non_negative_int,

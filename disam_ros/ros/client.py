@@ -54,7 +54,7 @@ class LocalizerClient:
 
     def __init__(self, namespace: str = "", node_name: str = "disam_localizer") -> None:
         self.context = rclpy.Context()
-        rclpy.init(context=self.context)
+        rclpy.init(args=[], context=self.context)  # never sys.argv: a CLI's own -p x:=y is not ours
         ns = f"/{namespace.strip('/')}" if namespace.strip("/") else ""
         self.fqn = f"{ns}/{node_name}"
         self.node = rclpy.create_node(f"disam_client_{uuid.uuid4().hex[:8]}", context=self.context)

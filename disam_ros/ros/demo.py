@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from disam_ros.data.bags.cli import (
+from disam_ros.cliutil import (
     OneLineParser,
     name_list,
     os_error_line,

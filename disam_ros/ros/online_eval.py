@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from disam_ros.cliutil import OneLineParser, os_error_line, output_dir_error, positive_float
 from disam_ros.data.bags import BagError, bag_info
-from disam_ros.data.bags.cli import OneLineParser, os_error_line, output_dir_error, positive_float
 from disam_ros.eval.metrics import DEFAULT_RECALL_NS
 from disam_ros.eval.offline import example_pair, parse_bag_arg
 from disam_ros.eval.queries import Query, bag_queries, world_weather

@@ -27,8 +27,7 @@ from rclpy.serialization import serialize_message
 from rclpy.validate_topic_name import validate_topic_name
 from rosbags.rosbag2 import Writer
 
-from disam_ros.data.bags import STORAGES, TYPESTORE, BagError, publish_dir, staging_dir
-from disam_ros.data.bags.cli import (
+from disam_ros.cliutil import (
     OneLineParser,
     non_negative_float,
     os_error_line,
@@ -36,6 +35,7 @@ from disam_ros.data.bags.cli import (
     positive_float,
     positive_int,
 )
+from disam_ros.data.bags import STORAGES, TYPESTORE, BagError, publish_dir, staging_dir
 from disam_ros.ros import env
 from disam_ros.ros.replay import message_class, reliable_qos
 

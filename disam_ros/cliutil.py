@@ -1,0 +1,82 @@
+"""Argument checks every disam command line shares: a bad value becomes ONE line and exit status 2, never a
+traceback later (the house rule for CLIs). Base layer: imports nothing from disam_ros, so every tool (data,
+training, retrieval, eval, ros, bench) may use it."""
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line naming the fix, instead of usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _number(kind: type, test: Callable[[float], bool], need: str) -> Callable[[str], int | float]:
+    """An argparse `type=` that parses `kind` and checks `test`; the failure names what is needed."""
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not (math.isfinite(value) and test(value)):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {need}")
+        return value
+    return parse
+
+
+positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
+non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number(float, lambda v: v > 0, "a number > 0")
+non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
+
+
+def int_list(text: str) -> list[int]:
+    """'1000,10000' -> [1000, 10000], every item an integer >= 1 (sizes, counts)."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"{text!r} lists nothing: need integers >= 1, comma-separated")
+    return [positive_int(t) for t in items]
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """'night,snow' -> ('night', 'snow'); an empty list is an error, not 'all'."""
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not items:
+        raise argparse.ArgumentTypeError(f"{text!r} lists nothing: need names, comma-separated")
+    return items
+
+
+def folder_name(text: str) -> str:
+    """A condition name: one folder name, so ROOT/<condition> stays inside ROOT."""
+    if not text or text in (".", "..") or "/" in text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder name: a condition is one name such as night")
+    return text
+
+
+def output_dir_error(path: str | Path, option: str) -> str | None:
+    """Why `path` cannot become (or be) an output folder, checked before any work is done; None if it can.
+
+    Catches what otherwise fails late with an OSError traceback: the path or one of its parents is a file.
+    (Permissions are left to the write itself: tests and containers run as root, where they never stop it.)
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return f"{option} {path} is a file, not a folder: choose a folder path"
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{option} {path}: {parent} is a file, so no folder can be made inside it: choose another path"
+            return None
+    return None
+
+
+def os_error_line(exc: OSError, fix: str) -> str:
+    """'PATH: reason; fix' for a system OSError (no errno noise); our own OSErrors already name their fix."""
+    if exc.filename is None or not exc.strerror:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror.lower()}; {fix}"
