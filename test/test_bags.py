@@ -353,3 +353,11 @@ def test_no_warning_for_a_clean_read(dataset, tmp_path):
         warnings.simplefilter("error")
         with BagReader(bag) as reader:
             assert len(list(reader.frames())) == N
+
+
+@pytest.mark.parametrize("condition", ["", ".", "..", "a/b", "../escape"])
+def test_bag_to_folder_keeps_the_condition_inside_out_root(tmp_path, condition):
+    """The library refuses what the CLI refuses: a condition is one folder name, never a path out of OUT_ROOT."""
+    with pytest.raises(bags.BagError, match="not a folder name"):
+        bags.bag_to_folder(tmp_path / "no.bag", tmp_path / "out", condition)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "escape").exists()

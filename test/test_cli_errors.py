@@ -353,3 +353,26 @@ def test_report_does_not_print_recall_beyond_the_candidates_kept():
     # with 10 kept, R@10 is a measurement again
     full = markdown_report(summaries, meta={CANDIDATES: 10})
     assert "n/a, because" not in full
+
+
+# ------------------------------------------------------------------- the other console scripts: parser errors
+
+
+@pytest.mark.parametrize("script, argv, words", [
+    ("disam-build-map", ["--nosuch"], "--out"),
+    ("disam-build-map", ["--dataset", "{tmp}", "--condition", "c", "--coarse", "{file}", "--out", "{file}/x"],
+     "is a file"),
+    ("disam-map-info", ["--nosuch"], "map"),
+    ("disam-replay", ["some.bag", "--rate", "abc"], "--rate"),
+    ("disam-bench", ["model", "--nosuch"], "--nosuch"),
+    ("disam-bench", ["synth", "--frames", "abc"], "--frames"),
+    ("disam-bench", ["training", "--nosuch"], "--nosuch"),
+])
+def test_console_scripts_fail_in_one_line(script, argv, words, tmp_path, a_file):
+    """Installed scripts as a user types them: argparse's usage block is not an error message."""
+    argv = [a.format(tmp=tmp_path, file=a_file) for a in argv]
+    proc = subprocess.run([str(BIN / script), *argv], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("disam-replay: DDS")]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert len(lines) == 1 and words in lines[0], proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr

@@ -5,7 +5,6 @@ localizer's case) and batch 8 (map building). On CUDA float16 + channels_last is
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -14,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from disam_ros.cliutil import OneLineParser
 from disam_ros.model.config import PRESETS, preset
 from disam_ros.model.inference import resolve_device
 from disam_ros.model.networks import DisamNet, build_encoder
@@ -117,7 +117,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="disam-bench model", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="disam-bench model", description=__doc__.splitlines()[0])
     p.add_argument("--presets", default="paper,small,tiny", help="comma-separated presets from " + ",".join(PRESETS))
     p.add_argument("--device", default="auto", help="cpu | cuda | auto (default)")
     p.add_argument("--reps", type=int, default=None, help="timed runs per point (default 3 for paper on CPU, else 10)")

@@ -8,7 +8,6 @@ Prints a table and a JSON document (also written to --json).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from disam_ros.cliutil import OneLineParser
 
 PRESET_DEFAULTS = {"micro": (100, 40), "tiny": (100, 40), "small": (50, 25), "paper": (20, 15)}  # map size, queries
 
@@ -151,7 +152,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="disam-bench node", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="disam-bench node", description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="tiny,paper", help="comma-separated model presets (default tiny,paper)")
     parser.add_argument("--map-size", type=int, default=None, help="map images (default per preset: tiny 100, "
                         "paper 20)")

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from disam_ros.bench.table_encoder import TableEncoder
+from disam_ros.cliutil import OneLineParser
 from disam_ros.data.folders import iter_frames, load_condition, read_image
 from disam_ros.geometry import quat_angle_deg
 from disam_ros.retrieval.builder import build_map
@@ -199,7 +200,7 @@ def _world(args: argparse.Namespace, tmp: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="disam-bench retrieval accuracy", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="disam-bench retrieval accuracy", description=__doc__.splitlines()[0])
     p.add_argument("--world", type=Path, help="synthetic world root (default: render one, seed 0, 64 px)")
     p.add_argument("--frames", type=int, default=200, help="frames per condition of the rendered world")
     p.add_argument("--nordland", type=Path, default=NORDLAND_DEFAULT, help="nordland_trimmed_dev root")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from disam_ros.cliutil import OneLineParser
 from disam_ros.data.synthetic import WorldConfig, make_town, make_world, plan_traversal
 from disam_ros.data.synthetic.conditions import CONDITIONS, get_condition
 from disam_ros.data.synthetic.render import cast
@@ -43,7 +44,7 @@ def time_condition(cfg: WorldConfig, world, name: str, frames: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="disam-bench synth", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="disam-bench synth", description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="128,256", help="comma-separated square image sizes")
     p.add_argument("--frames", type=int, default=5, help="frames timed per condition and size")
     p.add_argument("--conditions", default=",".join(CONDITIONS))

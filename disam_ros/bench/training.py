@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
+from disam_ros.cliutil import OneLineParser
 from disam_ros.training.config import load_recipe
 from disam_ros.training.datasets import PairKey
 from disam_ros.training.trainer import Trainer
@@ -86,7 +87,7 @@ def _row(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m disam_ros.training.bench", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="disam-bench training", description=__doc__.splitlines()[0])
     p.add_argument("--presets", nargs="*", default=["micro", "tiny", "small"])
     p.add_argument("--recipes", nargs="*", default=["translation", "coarse", "fine"])
     p.add_argument("--paper", action="store_true", help="also the paper preset (slow on CPU)")

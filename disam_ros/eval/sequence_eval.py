@@ -33,7 +33,6 @@ query frames share positions, so most errors are exactly 0.
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import logging
@@ -44,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from disam_ros.cliutil import OneLineParser
 from disam_ros.retrieval.calibration import ece, fit_isotonic, threshold_for_precision
 from disam_ros.retrieval.place_graph import PlaceGraph
 from disam_ros.retrieval.sequence import ObservationModel, SequenceConfig, SequenceLocalizer
@@ -192,7 +192,7 @@ def halves(name: str, map_vec: np.ndarray, query_vec: np.ndarray, frames: np.nda
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m disam_ros.eval.sequence_eval", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="disam-sequence-eval", description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=NORDLAND_DEFAULT, help="nordland_trimmed_dev folder")
     p.add_argument("--seed", type=int, default=0, help="seed of the untrained encoder")
     p.add_argument("--precision", type=float, default=0.99, help="precision the publishing threshold aims at")

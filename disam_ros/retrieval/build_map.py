@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from disam_ros.cliutil import OneLineParser, output_dir_error
 from disam_ros.data.folders import IMAGE_SUFFIXES, ConditionFolder, load_condition
 from disam_ros.data.tum import make_trajectory, read_tum
 from disam_ros.retrieval.builder import build_map, merge_shards
@@ -38,7 +39,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="disam-build-map", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="disam-build-map", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", type=Path, help="dataset root holding <condition>/images/* or <condition>/*.png, "
                    "and <condition>/poses.txt")
     p.add_argument("--condition", help="reference condition folder to encode (e.g. sunny)")
@@ -175,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     # the library logs the size estimate (info) and the index-poses / large-map warnings: show them
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="disam-build-map: %(levelname)s: %(message)s")
+    bad_out = output_dir_error(args.out, "--out")
+    if bad_out:
+        print(f"disam-build-map: error: {bad_out}", file=sys.stderr)
+        return 2
     try:
         if args.merge:
             out = merge_shards(args.merge, args.out, args.overwrite, progress=not args.quiet)

@@ -5,12 +5,12 @@ the recorded models and their hashes), so it passes exactly the maps the node ac
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from disam_ros.cliutil import OneLineParser
 from disam_ros.retrieval.descriptors import DescriptorSettings
 from disam_ros.retrieval.map_format import MANIFEST, read_manifest
 from disam_ros.retrieval.search import verify_map
@@ -89,7 +89,7 @@ def render(info: dict[str, Any], root: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="disam-map-info", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="disam-map-info", description=__doc__.splitlines()[0])
     p.add_argument("map", type=Path)
     p.add_argument("--verify", action="store_true",
                    help="run the localizer's start-up checks with every file hashed; exit 2 on the first problem")

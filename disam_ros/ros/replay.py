@@ -30,6 +30,7 @@ from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from disam_ros.cliutil import OneLineParser
 from disam_ros.data.bags import BagError, cdr_converter, open_bag
 from disam_ros.ros import env
 
@@ -206,7 +207,7 @@ class BagPlayer:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="disam-replay", description="Publish a bag's topics (with /clock) via rclpy.")
+    ap = OneLineParser(prog="disam-replay", description="Publish a bag's topics (with /clock) via rclpy.")
     ap.add_argument("bag", help="rosbag2 directory (sqlite3/mcap) or ROS 1 .bag file")
     ap.add_argument("--rate", type=float, default=1.0, help="time factor (2 = twice as fast; inf = no waiting)")
     ap.add_argument("--topics", nargs="+", default=None, help="replay only these topics (default: all)")

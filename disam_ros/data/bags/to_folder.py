@@ -49,6 +49,9 @@ def bag_to_folder(bag: str | Path, out_root: str | Path, condition: str, *, imag
     pose line belongs to the k-th file, as disam_ros.data.folders expects. Frames without a pose (beyond
     max_gap) are left out; a repeated image stamp keeps the first image.
     """
+    if not condition or condition in (".", "..") or "/" in condition or "\0" in condition:
+        raise BagError(f"condition {condition!r} is not a folder name: give one name such as night, so the "
+                       "images stay inside OUT_ROOT")
     final = Path(out_root) / condition
     with BagReader(bag, image_topic, pose_topic, info_topic, max_gap_s, strict, use_bag_time=use_bag_time) as reader:
         # after the topics check: a bad call leaves nothing behind; the marker lets a later --overwrite replace it
