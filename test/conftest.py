@@ -47,7 +47,7 @@ def tiny_eval_world(tmp_path_factory):
 
     from disam_ros.data.synthetic import WorldConfig, make_world
     from disam_ros.model import DisamNet, preset, save_checkpoint
-    from disam_ros.retrieval.build_map import main as build_map_main
+    from disam_ros.retrieval import MapBuildConfig, build_map_from_folder
 
     tmp = tmp_path_factory.mktemp("eval_world")
     world = make_world(WorldConfig(seed=1, image_size=64, frames=10, blocks=3, workers=1,
@@ -58,9 +58,8 @@ def tiny_eval_world(tmp_path_factory):
         torch.manual_seed(seed)
         cfg = preset("micro", ("sunny", "night", "snow"))
         ckpts[role] = save_checkpoint(tmp / f"{role}.pt", DisamNet(cfg), cfg)
-    rc = build_map_main(["--dataset", str(world), "--condition", "sunny", "--coarse", str(ckpts["coarse"]),
-                         "--fine", str(ckpts["fine"]), "--out", str(tmp / "map"), "--quiet"])
-    assert rc == 0
+    build_map_from_folder(MapBuildConfig(out=tmp / "map", dataset=world, condition="sunny", coarse=ckpts["coarse"],
+                                         fine=ckpts["fine"], progress=False))
     return {"world": world, "map": tmp / "map", **ckpts, "tmp": tmp}
 
 

@@ -8,7 +8,7 @@ Public API::
 # The CLI module `build_map` is imported before the function of the same name is bound, so the package
 # attribute stays the function no matter which is imported first (the console script finds the module in
 # sys.modules).
-from . import build_map as _build_map_cli  # noqa: F401
+from .build_map import MapBuildConfig, build_map_from_bag, build_map_from_folder
 from .builder import MapFrame, build_map, merge_shards
 from .descriptors import MODES, DescriptorSettings, settings_for_mode
 from .localization_map import LocalizationMap
@@ -21,6 +21,7 @@ __all__ = [
     "MODES",
     "DescriptorSettings",
     "LocalizationMap",
+    "MapBuildConfig",
     "Localizer",
     "MapError",
     "MapFrame",
@@ -28,6 +29,8 @@ __all__ = [
     "SearchConfig",
     "SpatialPrior",
     "build_map",
+    "build_map_from_bag",
+    "build_map_from_folder",
     "merge_shards",
     "settings_for_mode",
     "verify_map",

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from disam_ros.retrieval.descriptors import DTYPES, INDEXES, MODES, settings_for
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_map", "main", "merge_shards"]
+__all__ = ["MapBuildConfig", "build_map", "build_map_from_bag", "build_map_from_folder", "main", "merge_shards"]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -102,72 +103,112 @@ def reference_folder(root: Path, condition: str) -> tuple[ConditionFolder, str, 
     return dataclasses.replace(folder, trajectory=index), layout, "index"
 
 
-def _build(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
-    from disam_ros.data.folders import iter_frames
-    from disam_ros.model import Encoder
+@dataclass(frozen=True)
+class MapBuildConfig:
+    """One map build, as `disam-build-map` takes it (the CLI only parses into this; the demo, the benchmarks and
+    the tests call `build_map_from_folder` / `build_map_from_bag` with it directly, hloc-style)."""
 
-    if args.bag is not None:
-        return _build_from_bag(args, parser)
-    if args.dataset is None or args.condition is None or args.coarse is None:
-        parser.error("--dataset, --condition and --coarse are required (or use --merge)")
-    settings = settings_for_mode(args.mode, coarse_grid=args.coarse_grid, fine_grid=args.fine_grid,
-                                 pca_dim=args.pca_dim, coarse_dtype=args.coarse_dtype, fine_dtype=args.fine_dtype,
-                                 index=args.index)
-    folder, layout, poses_source = reference_folder(args.dataset, args.condition)
-    source = f"{args.dataset.absolute()} condition {args.condition}"
-    if args.shard is not None:
-        i, n = args.shard
+    out: Path
+    coarse: Path | None = None  # required for folder and bag builds
+    fine: Path | None = None  # None: a coarse-only map
+    dataset: Path | None = None  # folder build: ROOT and the reference condition
+    condition: str | None = None
+    bag: Path | None = None  # bag build: the drive, its topics, and the model domain of its condition
+    image_topic: str | None = None
+    pose_topic: str | None = None
+    max_gap: float = 0.2
+    domain: str | None = None  # default: the condition name
+    mode: str = "exact"
+    coarse_grid: int | None = None
+    fine_grid: int | None = None
+    pca_dim: int | None = None
+    coarse_dtype: str | None = None
+    fine_dtype: str | None = None
+    index: str | None = None
+    frame_id: str = "map"
+    batch_size: int = 16
+    device: str = "auto"
+    shard: tuple[int, int] | None = None
+    overwrite: bool = False
+    progress: bool = True
+
+    def settings(self):
+        return settings_for_mode(self.mode, coarse_grid=self.coarse_grid, fine_grid=self.fine_grid,
+                                 pca_dim=self.pca_dim, coarse_dtype=self.coarse_dtype, fine_dtype=self.fine_dtype,
+                                 index=self.index)
+
+    def encoders(self):
+        from disam_ros.model import Encoder
+
+        coarse = Encoder.from_checkpoint(self.coarse, device=self.device)
+        return coarse, (Encoder.from_checkpoint(self.fine, device=self.device) if self.fine else None)
+
+
+def build_map_from_folder(conf: MapBuildConfig) -> Path:
+    """Encode ROOT/<condition> (folders or flat layout) into a map (or one shard of it); returns the map dir."""
+    from disam_ros.data.folders import iter_frames
+
+    if conf.dataset is None or conf.condition is None or conf.coarse is None:
+        raise ValueError("a folder build needs --dataset, --condition and --coarse (or use --merge / --bag)")
+    settings = conf.settings()
+    dataset = Path(conf.dataset)
+    folder, layout, poses_source = reference_folder(dataset, conf.condition)
+    source = f"{dataset.absolute()} condition {conf.condition}"
+    if conf.shard is not None:
+        i, n = conf.shard
         lo, hi = i * len(folder) // n, (i + 1) * len(folder) // n
         folder = dataclasses.replace(folder, image_paths=folder.image_paths[lo:hi], trajectory=folder.trajectory[lo:hi])
         source += f"; shard {i}/{n} (images {lo}..{hi - 1})"
-    coarse = Encoder.from_checkpoint(args.coarse, device=args.device)
-    fine = Encoder.from_checkpoint(args.fine, device=args.device) if args.fine else None
-    domain = args.domain or args.condition
-    return build_map(iter_frames(folder), coarse, fine, args.out, domain, settings, args.batch_size,
-                     progress=not args.quiet, frame_id=args.frame_id, shard=args.shard, overwrite=args.overwrite,
-                     checkpoint_paths=(args.coarse, args.fine), source=source, total=len(folder),
-                     site=dataset_site(args.dataset), poses_source=poses_source,
-                     dataset={"root": str(args.dataset.absolute()), "condition": args.condition, "layout": layout})
+    coarse, fine = conf.encoders()
+    return build_map(iter_frames(folder), coarse, fine, conf.out, conf.domain or conf.condition, settings,
+                     conf.batch_size, progress=conf.progress, frame_id=conf.frame_id, shard=conf.shard,
+                     overwrite=conf.overwrite, checkpoint_paths=(conf.coarse, conf.fine), source=source,
+                     total=len(folder), site=dataset_site(dataset), poses_source=poses_source,
+                     dataset={"root": str(dataset.absolute()), "condition": conf.condition, "layout": layout})
 
 
 def dataset_site(root: Path) -> dict | None:
-    """latitude/longitude/timezone from ROOT/world.yaml (the synthetic world writes it), if present."""
-    import yaml
+    """latitude/longitude/timezone from ROOT/world.yaml (one schema: disam_ros.data.world_yaml), if present; a
+    malformed world.yaml is an error (ValueError naming the key), not a silent map without a site."""
+    from disam_ros.data.world_yaml import world_yaml_if_present
 
-    try:
-        site = (yaml.safe_load((root / "world.yaml").read_text()) or {}).get("site")
-    except (OSError, yaml.YAMLError, AttributeError):
+    info = world_yaml_if_present(root)
+    if info is None or info.site is None:
         return None
-    return dict(site) if isinstance(site, dict) else None
+    return {k: v for k, v in dataclasses.asdict(info.site).items() if v is not None}
 
 
 def bag_frames(bag: Path, image_topic: str | None, pose_topic: str | None, max_gap_s: float):
     """(image, stamp, position, quat, name) per camera frame of a bag, the pose interpolated to its stamp;
     frames without a pose within max_gap_s are skipped (the reader warns with the count)."""
     from disam_ros.data.bags import BagReader
+    from disam_ros.data.stamps import name_for_stamp_ns
 
     with BagReader(bag, image_topic=image_topic, pose_topic=pose_topic, max_gap_s=max_gap_s,
                    require_pose=True) as reader:
         for f in reader.frames():
-            yield f.image, f.stamp, f.position, f.quat, f"{f.stamp_ns:020d}.png"
+            yield f.image, f.stamp, f.position, f.quat, name_for_stamp_ns(f.stamp_ns)
 
 
-def _build_from_bag(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
-    from disam_ros.model import Encoder
+def build_map_from_bag(conf: MapBuildConfig) -> Path:
+    """Encode a recorded drive (images + pose topic) into a map; returns the map dir."""
+    if conf.bag is None or conf.coarse is None or conf.domain is None:
+        raise ValueError("a bag build needs --bag, --coarse and --domain (the model domain of the drive's condition)")
+    if conf.shard is not None or conf.dataset is not None:
+        raise ValueError("--bag builds a whole map from one bag: drop --shard/--dataset")
+    settings = conf.settings()
+    coarse, fine = conf.encoders()
+    bag = Path(conf.bag)
+    return build_map(bag_frames(bag, conf.image_topic, conf.pose_topic, conf.max_gap), coarse, fine, conf.out,
+                     conf.domain, settings, conf.batch_size, progress=conf.progress, frame_id=conf.frame_id,
+                     overwrite=conf.overwrite, checkpoint_paths=(conf.coarse, conf.fine),
+                     source=f"{bag.absolute()} (bag)", poses_source="bag")
 
-    if args.coarse is None or args.domain is None:
-        parser.error("--bag needs --coarse and --domain (the model domain of the drive's condition)")
-    if args.shard is not None or args.dataset is not None:
-        parser.error("--bag builds a whole map from one bag: drop --shard/--dataset")
-    settings = settings_for_mode(args.mode, coarse_grid=args.coarse_grid, fine_grid=args.fine_grid,
-                                 pca_dim=args.pca_dim, coarse_dtype=args.coarse_dtype, fine_dtype=args.fine_dtype,
-                                 index=args.index)
-    coarse = Encoder.from_checkpoint(args.coarse, device=args.device)
-    fine = Encoder.from_checkpoint(args.fine, device=args.device) if args.fine else None
-    return build_map(bag_frames(args.bag, args.image_topic, args.pose_topic, args.max_gap), coarse, fine, args.out,
-                     args.domain, settings, args.batch_size, progress=not args.quiet, frame_id=args.frame_id,
-                     overwrite=args.overwrite, checkpoint_paths=(args.coarse, args.fine),
-                     source=f"{args.bag.absolute()} (bag)", poses_source="bag")
+
+def config_from_args(args: argparse.Namespace) -> MapBuildConfig:
+    fields = {f.name for f in dataclasses.fields(MapBuildConfig)}
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    return MapBuildConfig(**values, progress=not args.quiet)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,8 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.merge:
             out = merge_shards(args.merge, args.out, args.overwrite, progress=not args.quiet)
+        elif args.bag is not None:
+            out = build_map_from_bag(config_from_args(args))
         else:
-            out = _build(args, parser)
+            out = build_map_from_folder(config_from_args(args))
     except (ValueError, FileNotFoundError, OSError) as exc:  # MapError and CheckpointError are ValueErrors
         print(f"disam-build-map: error: {exc}", file=sys.stderr)
         return 2
