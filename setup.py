@@ -16,6 +16,7 @@ CONSOLE_SCRIPTS = [
     "disam-replay = disam_ros.ros.replay:main",
     "disam-record = disam_ros.ros.record:main",
     "disam-eval = disam_ros.eval.offline:main",
+    "disam-calibrate = disam_ros.eval.calibrate:main",
     "disam-eval-online = disam_ros.ros.online_eval:main",
     "disam-demo = disam_ros.ros.demo:main",
     "disam-launch = disam_ros.ros.launcher:main",

@@ -93,16 +93,24 @@ class Relocalizer:
         ok=False and a reason starting with "junk frame: ". An unstamped frame (stamp None, NaN or <= 0, as
         drivers without a clock send) selects the encoder by the wall clock instead (`query_stamp`), so
         daylight still follows the real sun, online and offline alike. Raises ValueError for a bad image."""
+        sel, res, _ = self.localize_scored(rgb, stamp, prior, shortlist=0)
+        return sel, res
+
+    def localize_scored(self, rgb: np.ndarray, stamp: float | None, prior: SpatialPrior | None = None,
+                        shortlist: int = 256) -> tuple[conditions.Selection, RetrievalResult, Any]:
+        """`localize`, plus the frame's place scores over the map from the same encoding (what the sequence
+        tracker needs; see `Localizer.localize_and_score`). shortlist 0: no scores (plain `localize`).
+        Scores are None whenever the frame gave no evidence (junk, non-finite features, map integrity)."""
         t0 = time.perf_counter()
         sel = self.selector.select(query_stamp(stamp))
         verdict = check_frame(rgb, self.gate)
         gate_ms = (time.perf_counter() - t0) * 1e3
         if not verdict.ok:
-            return sel, _junk(verdict.reason, {"gate": gate_ms}, t0)
-        return sel, self._retrieve(rgb, sel.domain, prior, {"gate": gate_ms}, t0)
+            return sel, _junk(verdict.reason, {"gate": gate_ms}, t0), None
+        return sel, *self._retrieve(rgb, sel.domain, prior, {"gate": gate_ms}, t0, shortlist)
 
     def _retrieve(self, rgb: np.ndarray, domain: str, prior: SpatialPrior | None, timings: dict[str, float],
-                  t0: float) -> RetrievalResult:
+                  t0: float, shortlist: int = 0) -> tuple[RetrievalResult, Any]:
         """Localizer.localize, with the encoders' output checked before the search: NaN/inf features (a
         broken or half-precision-overflowing model on this frame) are a junk frame, not a search failure."""
         loc = self.localizer
@@ -120,11 +128,15 @@ class Relocalizer:
             timings["encode_fine"] = (time.perf_counter() - t) * 1e3
         if not ok:
             return _junk("non-finite features (NaN/inf from the encoder): check the camera image and the model",
-                         timings, t0)
-        res = loc.localize_features(coarse, fine, prior)
+                         timings, t0), None
+        scores = None
+        if shortlist > 0:
+            res, scores = loc.localize_and_score(coarse, fine, prior, shortlist)
+        else:
+            res = loc.localize_features(coarse, fine, prior)
         res.timings_ms.update(timings)
         res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
-        return res
+        return res, scores
 
     def warm_up(self) -> None:
         """One throw-away query, so the first real frame does not pay torch's lazy initialisation (~1 s)."""

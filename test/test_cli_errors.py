@@ -258,19 +258,24 @@ def test_eval_offline_keeps_enough_candidates_for_every_recall():
 
 
 @pytest.mark.ros
-@pytest.mark.parametrize("case", ["corrupt_map", "missing_map"])
-def test_eval_online_fails_fast_when_the_node_cannot_start(case, night_bag, tmp_path, capsys):
-    """It used to wait 60 s for a subscriber of a node that had died at start; now it watches the process."""
-    bad = tmp_path / "map"
+@pytest.mark.parametrize("case", ["corrupt_map", "missing_map", "node_fails"])
+def test_eval_online_fails_fast_when_the_node_cannot_start(case, night_bag, tiny_eval_world, tmp_path, capsys):
+    """It used to wait 60 s for a subscriber of a node that had died at start; now a broken map is refused before
+    any node starts, and a node that dies at start (here: a CUDA device on a machine without one) is noticed."""
+    bad, extra = tmp_path / "map", []
     if case == "corrupt_map":
         bad.mkdir()
         (bad / "manifest.json").write_text("{ not json")
+    elif case == "node_fails":
+        bad, extra = tiny_eval_world["map"], ["-p", "device:=cuda:7", "--modes", "single"]
     t0 = time.monotonic()
-    line = one_line_error(online_main, ["--map", str(bad), "--bag", str(night_bag), "--out", str(tmp_path / "r")],
-                          capsys)
-    assert time.monotonic() - t0 < 15.0
-    if case == "corrupt_map":  # the node's own reason, read back from its log
-        assert "the localizer node exited with code 2" in line and "manifest.json" in line, line
+    line = one_line_error(online_main, ["--map", str(bad), "--bag", str(night_bag), "--out", str(tmp_path / "r"),
+                                        *extra], capsys)
+    assert time.monotonic() - t0 < 20.0
+    if case == "corrupt_map":
+        assert "manifest.json" in line and "rebuild" in line, line
+    elif case == "node_fails":  # the node's own reason, read back from its log
+        assert "exited with code 2" in line and "cuda" in line.lower(), line
         assert "[ERROR]" not in line  # the rcl prefix is stripped: one readable line
     else:
         assert "no such map folder" in line

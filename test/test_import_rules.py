@@ -25,9 +25,10 @@ LAYERS: dict[str, set[str]] = {
     "training": BASE | {"model", "data"},
     "retrieval": BASE | {"model", "data"},
     "relocalizer": BASE | {"retrieval", "model", "data"},
-    "eval": BASE | {"relocalizer", "retrieval", "model", "data"},
-    "ros": BASE | {"eval", "relocalizer", "retrieval", "model", "data"},
-    "bench": BASE | {"ros", "eval", "relocalizer", "retrieval", "model", "data", "training"},
+    "tracking": BASE | {"relocalizer", "retrieval", "model", "data"},
+    "eval": BASE | {"tracking", "relocalizer", "retrieval", "model", "data"},
+    "ros": BASE | {"eval", "tracking", "relocalizer", "retrieval", "model", "data"},
+    "bench": BASE | {"ros", "eval", "tracking", "relocalizer", "retrieval", "model", "data", "training"},
 }
 ROS_MODULES = ("rclpy", "rcl_interfaces", "sensor_msgs", "geometry_msgs", "std_msgs", "nav_msgs",
                "diagnostic_msgs", "std_srvs", "lifecycle_msgs", "builtin_interfaces")

@@ -152,9 +152,54 @@ def test_check_value_messages():
         ("device", "gpu", "device 'gpu' is not valid"), ("max_rate_hz", -1.0, "max_rate_hz must be >= 0"),
         ("debug_rate_hz", 0.0, "must be > 0"), ("weather", "hail", "weather 'hail' is not valid"),
         ("latitude", 91.0, "latitude 91.0 is out of range"), ("top_n", 0, "must be >= 1"),
+        ("mode", "batch", "mode 'batch' is not valid: use one of sequence, single, window"),
+        ("min_speed_mps", -1.0, "'min_speed_mps' must be a speed >= 0"),
+        ("max_speed_mps", float("inf"), "'max_speed_mps' must be a speed >= 0"),
+        ("odom_topic", "odom topic", "odom_topic 'odom topic' is not a ROS topic name"),
+        ("loop_closure_min_consecutive", 0, "loop_closure_min_consecutive must be >= 1"),
+        ("min_confidence", 1.5, "min_confidence must be in [0, 1] or NaN"),
+        ("min_heuristic_confidence", float("nan"), "min_heuristic_confidence must be in [0, 1]"),
     ]:
-        with pytest.raises(ValueError, match=pattern):
+        with pytest.raises(ValueError, match=re.escape(pattern)):
             ln.check_value(name, value)
+    # NaN is min_confidence's default (the map calibration's own threshold); topics may be absolute or relative
+    assert math.isnan(ln.check_value("min_confidence", float("nan")))
+    assert ln.check_value("odom_topic", "/vehicle/odom") == "/vehicle/odom" and ln.check_value("odom_topic", "") == ""
+
+
+def test_speed_band_checked_across_parameters(context, tmp_path):
+    """min_speed_mps above max_speed_mps is refused at configure with both values in the one line."""
+    node = declared(context, cli_args=["--ros-args", "-p", f"map:={tmp_path}", "-p", "min_speed_mps:=5.0",
+                                       "-p", "max_speed_mps:=2.0"])
+    try:
+        with pytest.raises(ValueError, match=r"speed band \[5.0, 2.0\] m/s is empty"):
+            ln.read_config(node)
+    finally:
+        node.destroy_node()
+    node = declared(context, cli_args=["--ros-args", "-p", f"map:={tmp_path}", "-p", "mode:=window",
+                                       "-p", "odom_topic:=/odom", "-p", "loop_closure_min_consecutive:=5"])
+    try:
+        cfg = ln.read_config(node)
+        assert (cfg.mode, cfg.odom_topic, cfg.loop_closure_min_consecutive) == ("window", "/odom", 5)
+        assert math.isnan(cfg.min_confidence) and cfg.min_heuristic_confidence == 0.0
+    finally:
+        node.destroy_node()
+
+
+def test_readme_documents_every_parameter():
+    """The README's parameter table lists exactly the declared parameters, with their defaults."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### Parameters"):]
+    section = section[: section.index("\n### ", 5)]
+    rows = re.findall(r"^\| (`[^|]+`) \| ([^|]+) \|", section, re.M)
+    documented = {name.strip("`"): default.strip() for names, default in rows for name in names.split(", ")}
+    assert set(documented) - {"Name"} == set(ln.PARAMETER_NAMES), set(documented) ^ set(ln.PARAMETER_NAMES)
+    for p in ln.PARAMETERS:
+        if isinstance(p.default, float) and math.isnan(p.default):
+            assert documented[p.name] == "NaN", p.name
+        elif isinstance(p.default, (bool, int, float)):
+            text_default = ("true" if p.default else "false") if isinstance(p.default, bool) else repr(p.default)
+            assert documented[p.name] == f"`{text_default}`", (p.name, documented[p.name])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,

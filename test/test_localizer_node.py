@@ -1,6 +1,9 @@
 """The localizer node end to end: real node processes, real DDS on loopback, a small synthetic world and a
 random-init micro model (untrained, so queries come from the reference condition, `sunny_repeat`).
 
+The nodes run in `mode: single`: these checks publish frames out of driving order (bad frames, repeats,
+bursts) and test the per-frame plumbing; the stream modes are tested in test_node_sequence.py.
+
 Two node processes start once for the module (raw Image in namespace `raw`, CompressedImage in `comp`) and
 every check reuses them; the last checks stop them with SIGINT / SIGTERM and want exit code 0.
 """
@@ -36,7 +39,7 @@ def _start(world: NodeWorld, tmp: Path, namespace: str, compressed: bool) -> Run
     from disam_ros.ros import launcher
 
     log = tmp / f"{namespace}.log"
-    params = dict(diagnostics_period_s=0.3, weather="sunny")
+    params = dict(diagnostics_period_s=0.3, weather="sunny", mode="single")
     if not compressed:  # the compressed node finds the site itself, through the map's source world.yaml
         params.update(latitude=world.latitude, longitude=world.longitude)
     f = open(log, "wb")  # noqa: SIM115  (closed with the process)
@@ -286,20 +289,29 @@ def test_prior_and_debug_image(node_world, nodes):
 
 
 def test_unconfident_result_publishes_nothing(node_world, nodes):
-    """res.ok False (confidence below min_confidence) -> no pose topics, but diagnostics say why."""
+    """Confidence below the gate -> no pose topics, but diagnostics say why. The map has no calibration, so the
+    gate is min_heuristic_confidence (min_confidence is for calibrated probabilities and changes nothing)."""
     client = nodes["raw"].client
-    # A query answered earlier with confidence < 1 (so min_confidence 1.0 must reject it).
+    # A query answered earlier with confidence < 1 (so a gate of 1.0 must reject it).
     k, (rgb, stamp, _) = next((k, q) for k, q in enumerate(node_world.queries)
                               if client.rx.loop[_key(q[1], k)][1]["confidence"] < 0.99)
-    assert client.set_parameters({"min_confidence": 1.0}) == [(True, "")]
+    d = client.wait_diagnostics(lambda d: True, 5.0, after=time.monotonic())
+    assert d["calibration"].startswith("none") and "min_heuristic_confidence 0 (heuristic" in d["confidence_gate"]
+    assert client.set_parameters({"min_confidence": 1.0}) == [(True, "")]  # calibrated maps only
+    key = client.publish_raw(rgb, _query_stamp(stamp, 590 + k))
+    assert client.wait_pose(key, 15.0) is not None
+    assert client.set_parameters({"min_heuristic_confidence": 1.0}) == [(True, "")]
     before = client.wait_diagnostics(lambda d: True, 5.0, after=time.monotonic())
     key = client.publish_raw(rgb, _query_stamp(stamp, 600 + k))
     d = client.wait_diagnostics(lambda d: int(d["not_localized"]) > int(before["not_localized"]), 10.0,
                                 after=time.monotonic())
-    assert d is not None and "below min_confidence" in d["last_reason"]
+    assert d is not None and "below min_heuristic_confidence 1 (heuristic" in d["last_reason"]
     time.sleep(0.3)
     assert key not in client.rx.pose and key not in client.rx.pose_cov and key not in client.rx.loop
-    assert client.set_parameters({"min_confidence": 0.0}) == [(True, "")]
+    [(ok, reason)] = client.set_parameters({"min_heuristic_confidence": 1.5})
+    assert not ok and "min_heuristic_confidence must be in [0, 1]" in reason
+    assert client.set_parameters({"min_heuristic_confidence": 0.0, "min_confidence": float("nan")}) == \
+        [(True, "")] * 2
     key = client.publish_raw(rgb, _query_stamp(stamp, 601 + k))
     assert client.wait_pose(key, 15.0) is not None
 

@@ -312,3 +312,71 @@ def test_status_warns_on_a_failed_map_check_before_anything_else():
     assert status_summary({**ok, "map_problem": ""}, True) == (False, "localizing with encoder 'sunny'")
     warn, msg = status_summary({**ok, "map_problem": "coarse.npy bytes 0-33554432: sha256 mismatch"}, False)
     assert warn and "integrity" in msg and "coarse.npy" in msg
+
+
+def test_odometry_distance_sums_steps_between_frames_and_refuses_jumps():
+    """Distances by hand: a 3-4-5 step, a standing still step, a 97 m 'step' in 0.1 s (an odometry reset: no
+    distance, the chain restarts), a stamp going back, a NaN; take() empties, restore() gives back."""
+    from disam_ros.ros.node_stats import OdometryDistance
+
+    odo = OdometryDistance(max_step_speed_mps=10.0)
+    assert odo.take() is None  # nothing arrived: the filter uses its speed band
+    assert odo.add(0.0, (0.0, 0.0, 0.0))  # the first position starts the chain, no distance yet
+    assert odo.take() is None
+    assert odo.add(1.0, (3.0, 4.0, 0.0)) and odo.add(2.0, (3.0, 4.0, 0.0))
+    assert odo.take() == pytest.approx(5.0)
+    assert odo.take() is None
+    assert not odo.add(2.1, (100.0, 4.0, 0.0))  # 97 m in 0.1 s at most 10 m/s: a reset of the odometry
+    assert odo.add(2.2, (101.0, 4.0, 0.0))  # the chain goes on from the jumped-to position
+    assert not odo.add(2.0, (0.0, 0.0, 0.0))  # stamp went back: restart, no distance
+    assert not odo.add(3.0, (float("nan"), 0.0, 0.0))
+    assert odo.add(4.0, (0.0, 0.0, 0.0)) and odo.add(5.0, (0.0, 2.0, 0.0))
+    assert odo.take() == pytest.approx(1.0 + 2.0)
+    odo.restore(2.5)  # a junk frame could not use it: the next frame gets it
+    assert odo.take() == pytest.approx(2.5)
+    odo.reset()
+    assert odo.add(6.0, (9.0, 9.0, 9.0)) and odo.take() is None
+
+
+def test_prior_cache_converts_once_per_message_and_expires():
+    """Every frame within the timeout gets the SAME SpatialPrior object for one message (the tracker restarts its
+    belief per prior, not per frame); a new message or radius converts anew; a stale one is None."""
+    import time as _time
+
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+
+    from disam_ros.ros.node_worker import PriorCache
+
+    cache = PriorCache()
+    assert cache.get(2.0, 1.0) is None
+    msg = PoseWithCovarianceStamped()
+    msg.pose.pose.position.x, msg.pose.pose.position.y = 3.0, -1.0
+    msg.pose.covariance = [0.25 if i in (0, 7, 14) else 0.0 for i in range(36)]
+    cache.put(msg)
+    a = cache.get(2.0, 1.0)
+    assert a is cache.get(2.0, 1.0) and a.radius == 1.0 and list(a.position) == [3.0, -1.0, 0.0]
+    b = cache.get(2.0, 0.0)  # radius 0: the gate comes from the covariance
+    assert b is not a and b.covariance is not None and np.allclose(b.covariance, 0.25 * np.eye(3))
+    cache.put(msg)
+    assert cache.get(2.0, 0.0) is not b  # a new message, even with the same content
+    _time.sleep(0.05)
+    assert cache.get(0.01, 0.0) is None
+
+
+def test_confidence_gate_words_and_numbers():
+    """Calibrated: min_confidence, NaN = the calibration's own threshold (none reached it: inf, nothing
+    published); heuristic: min_heuristic_confidence whatever min_confidence says."""
+    import math
+
+    from disam_ros.ros.node_worker import confidence_gate
+
+    dyn = {"min_confidence": float("nan"), "min_heuristic_confidence": 0.25}
+    assert confidence_gate(dyn, False, 0.8) == (0.25, "min_heuristic_confidence 0.25 (heuristic: the map has no "
+                                                      "calibration for this mode)")
+    assert confidence_gate(dyn, True, 0.8) == (0.8, "min_confidence 0.8 (calibrated; the map calibration's "
+                                                    "threshold)")
+    t, why = confidence_gate(dyn, True, None)
+    assert math.isinf(t) and "none reached" in why and "set min_confidence" in why
+    dyn["min_confidence"] = 0.95
+    assert confidence_gate(dyn, True, 0.8) == (0.95, "min_confidence 0.95 (calibrated)")
+    assert confidence_gate(dyn, False, 0.8)[0] == 0.25

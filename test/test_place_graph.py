@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import disam_ros.retrieval.place_graph as place_graph
 from disam_ros.retrieval.place_graph import PlaceGraph, headings_from_quats, radius_pairs
 
 
@@ -83,6 +84,24 @@ def test_transfer_moves_the_given_share_to_other_passes():
     assert (g.xfer_deg == 1).all()
     out = g.transfer(point_mass(20, 3), 0.25)
     assert out[3] == pytest.approx(0.75) and out[13] == pytest.approx(0.25) and out.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("runs", [1, 4])
+def test_transfer_by_runs_of_sources_matches_edge_by_edge(runs, monkeypatch):
+    """Inflow as prefix-sum differences over runs of consecutive sources (the first `runs` per place, the
+    rest edge by edge) equals moving prob / degree along every edge one at a time."""
+    monkeypatch.setattr(place_graph, "TRANSFER_RUNS", runs)
+    rng = np.random.default_rng(3)
+    pts = rng.uniform(0, 12, (200, 3)) * [1, 1, 0.1]
+    g = PlaceGraph.build(pts, drives=rng.integers(0, 5, 200), radius_m=3.0)
+    b = rng.random(200)
+    want = b.copy()
+    for i, j in zip(g.xfer_src, g.xfer_dst):
+        want[i] -= 0.3 * b[i] / g.xfer_deg[i]
+        want[j] += 0.3 * b[i] / g.xfer_deg[i]
+    plan = g.transfer_plan
+    assert len(plan.lo) == runs and len(plan.extra_src) > 0  # runs by prefix sums and spilled edges both used
+    assert g.transfer(b, 0.3) == pytest.approx(want, abs=1e-12)
 
 
 def test_heading_gate_drops_links_between_opposite_views():

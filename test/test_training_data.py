@@ -65,12 +65,17 @@ def test_sampler_shares_the_domain_pair_across_ranks_and_splits_the_images():
     assert resumed == r1[4:]
 
 
-def test_place_split_holds_out_the_same_stretch_of_road(world):
-    data = build_data(micro_recipe("coarse", "data.train_fraction=0.75"), world)
+def test_place_split_holds_out_the_same_stretch_of_road_in_every_condition(world):
+    # 12 places 3 m apart; micro split: train [0, 4) | gap 1 | val [5, 8) | gap 1 | test [9, 12) (in places)
+    data = build_data(micro_recipe("coarse"), world)
     assert data.reference == "sunny" and data.names == ("night", "snow", "sunny")
-    for train, held in zip(data.train, data.held_out):
-        assert len(train) == 9 and len(held) == 3
-        assert held.positions[:, 0].min() > train.positions[:, 0].max()
+    for train, val, test in zip(data.train, data.val, data.test):
+        assert train.positions[:, 0].tolist() == [0.0, 3.0, 6.0, 9.0]
+        assert val.positions[:, 0].tolist() == [15.0, 18.0, 21.0]
+        assert test.positions[:, 0].tolist() == [27.0, 30.0, 33.0]
+    night = data.report["conditions"]["night"]
+    assert night["in_gaps"] == 2 and night["train"] == {"kept": 4, "dark": 0}
+    assert data.report["split"] == "train [0, 4) | val [5, 8) | test [9, 12) of 12 frames"
 
 
 def test_layouts_flat_cmu_and_robotcar(tmp_path, world):
@@ -118,9 +123,11 @@ def test_missing_recipe_domain_and_dark_frames(tmp_path, world):
     root = tmp_path / "w"
     shutil.copytree(world, root)
     cv2.imwrite(str(root / "night" / "images" / "000002.png"), np.zeros((30, 40, 3), np.uint8))
-    data = build_data(micro_recipe("coarse", "data.min_brightness=10", "data.train_fraction=1.0"), root)
+    data = build_data(micro_recipe("coarse", "data.min_brightness=10", "data.train_fraction=1.0",
+                                   "data.val_fraction=0"), root)
     night = data.train[data.names.index("night")]
     assert len(night) == 11 and "000002.png" not in {p.name for p in night.paths}
+    assert data.report["conditions"]["night"]["train"] == {"kept": 11, "dark": 1}
 
 
 @pytest.mark.parametrize("layout", ["auto", "folders", "flat"])

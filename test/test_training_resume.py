@@ -34,11 +34,37 @@ def test_resume_after_n_steps_equals_uninterrupted_training_bit_for_bit(world, t
     for d in straight.cfg.domains:
         sa, sb = straight.opt_g[d].state_dict()["state"], resumed.opt_g[d].state_dict()["state"]
         assert sa.keys() == sb.keys() and all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
-    net, cfg, meta = load_checkpoint(tmp_path / "b" / "model.pt")
-    assert meta["extra"]["step"] == 6 and cfg.domains == ("night", "snow", "sunny")
+    _, cfg, last = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert last["extra"]["step"] == 6 and cfg.domains == ("night", "snow", "sunny")
+    # the shipped model is the same selection, with the same validation history, as the uninterrupted run's
+    net_a, _, meta_a = load_checkpoint(tmp_path / "a" / "model.pt")
+    net_b, _, meta_b = load_checkpoint(tmp_path / "b" / "model.pt")
+    assert meta_b["extra"]["val_history"] == meta_a["extra"]["val_history"]
+    assert resumed.history == straight.history and [h["step"] for h in straight.history] == [0, 6]
+    assert meta_b["extra"]["step"] == meta_a["extra"]["step"] and meta_b["extra"]["selected"] == "best"
+    sa, sb = net_a.state_dict(), net_b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
     rows = [r.split(",") for r in (tmp_path / "b" / "log.csv").read_text().splitlines()[1:]]
     train_steps = [int(r[0]) for r in rows if r[5]]  # the resumed log continues: no step twice
     assert train_steps == sorted(set(train_steps)) and train_steps[-1] == 6
+
+
+def test_resume_with_hard_negative_mining_restores_the_mined_table(world, tmp_path):
+    # supervised soft contrastive on the descriptors, mining every 2 steps; interrupted at 3, between two minings:
+    # the resumed run must draw its candidates from the table mined at step 2, not from a fresh one
+    r = micro_recipe("soft_contrastive", "steps=6", "mine_every=2", "mined=2", "ramp_keys=[]")
+    straight = Trainer(r, world, tmp_path / "a")
+    straight.fit()
+    first = Trainer(r, world, tmp_path / "b")
+    first.fit(until=3)
+    table = {k: v.copy() for k, v in first.dataset.hard.items()}
+    assert set(table) == {(i, j) for i in range(3) for j in range(3) if i != j}
+    assert all(v.shape == (4, 2) for v in table.values())  # 4 training places per condition, the 2 hardest
+    resumed = Trainer(r, world, tmp_path / "b", resume=True)
+    assert {k: v.tolist() for k, v in resumed.dataset.hard.items()} == {k: v.tolist() for k, v in table.items()}
+    resumed.fit()
+    a, b = straight.net.state_dict(), resumed.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_init_from_a_checkpoint_with_other_domains_is_a_clear_error(world, tmp_path):

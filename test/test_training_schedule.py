@@ -74,6 +74,10 @@ def test_hard_negative_is_the_closest_of_k_candidates_and_feeds_the_triplet():
     ("data.layout=zip", "data.layout 'zip' is not supported"),
     ("schedule.ramp_keys=[fcl,foo]", "unknown terms"),
     ("data.domains=[sunny]", "at least two distinct"),
+    ("data.val_fraction=1.5", r"data.val_fraction=1.5 is out of range"),
+    ("data.gap=-1", "data.gap must be >= 0"),
+    ("supervised.descriptor=pooled", "supervised.descriptor 'pooled' is not supported"),
+    ("train.val_metric=l2", "train.val_metric 'l2' is not supported"),
 ])
 def test_recipe_errors_are_one_line_and_name_the_key(override, message):
     with pytest.raises(ValueError, match=message) as err:
@@ -84,6 +88,18 @@ def test_recipe_errors_are_one_line_and_name_the_key(override, message):
 def test_unknown_recipe_name_lists_the_known_ones():
     with pytest.raises(FileNotFoundError, match=r"use one of \['coarse', .*'translation'\]"):
         load_recipe("medium")
+
+
+def test_a_directory_as_recipe_says_it_is_a_directory_and_what_is_expected(tmp_path, capsys):
+    from disam_ros.training import cli
+
+    with pytest.raises(ValueError, match=r"is a directory: give a recipe YAML file inside it \(e.g. .*my_recipe.yaml\) "
+                                         r"or one of \['coarse'") as err:
+        load_recipe(str(tmp_path))
+    assert "\n" not in str(err.value) and "not found" not in str(err.value)
+    assert cli.main(["--recipe", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("disam-train: error: recipe") and "is a directory" in line and "\n" not in line
 
 
 def test_recipe_loss_section_mirrors_the_objective():

@@ -37,7 +37,10 @@ def make_world(root: Path, conditions: tuple[str, ...] = CONDITIONS, places: int
 
 
 def micro_recipe(name: str, *overrides: str) -> Recipe:
-    """A recipe shrunk to seconds: micro preset, batch 2, few steps, no progress bar, one thread (busy CPU)."""
+    """A recipe shrunk to seconds: micro preset, batch 2, few steps, no progress bar, one thread (busy CPU).
+
+    Split of the 12-place world: train [0, 4) | gap | val [5, 8) | gap | test [9, 12)."""
     base = ["model.preset=micro", "steps=6", "batch_size=2", "data.reference=sunny", "num_negatives=3",
-            "progress=false", "log_every=2", "threads=1", "val_tolerance=0.5", "data.train_fraction=0.75"]
+            "progress=false", "log_every=2", "threads=1", "val_tolerance=0.5", "data.train_fraction=0.75",
+            "data.val_fraction=0.25", "data.gap=1"]
     return load_recipe(name, base + list(overrides))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from disam_ros.retrieval.place_graph import PlaceGraph
-from disam_ros.retrieval.window import WindowMatcher, path_sums
+from disam_ros.retrieval.window import ShiftedNearest, WindowMatcher, nearest_slots, path_sums
 
 
 def chain(n: int, spacing: float = 1.0) -> PlaceGraph:
@@ -62,3 +62,40 @@ def test_matcher_keeps_the_last_frames_and_resets():
     assert len(m) == 0 and m.push(FRAMES[0], 0.0).tolist() == FRAMES[0].tolist()
     with pytest.raises(ValueError, match="window length"):
         WindowMatcher(chain(3), frames=0, speeds=np.array([1.0]))
+
+
+def brute_nearest(u: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Index of the nearest u for each q by comparing against every u (the first of equals)."""
+    return np.argmin(np.abs(u[None, :] - q[:, None]), axis=1)
+
+
+def test_path_sums_match_brute_force_on_uneven_drives():
+    rng = np.random.default_rng(4)
+    pos, drv = [], []
+    for d in range(3):  # three drives of uneven steps (0.3-2 m), partly side by side
+        x = rng.uniform(0, 5) + np.cumsum(rng.uniform(0.3, 2.0, int(rng.integers(20, 50))))
+        pos.append(np.stack([x, np.full_like(x, 3.0 * d), np.zeros_like(x)], axis=1))
+        drv.append(np.full(len(x), d))
+    g = PlaceGraph.build(np.concatenate(pos), np.concatenate(drv))
+    n, frames = len(g), rng.normal(0, 1, (7, len(g)))
+    stamps = np.cumsum(rng.uniform(0.2, 1.5, 7))
+    speeds = np.array([0.0, 0.7, 1.3, 2.9])
+    want = np.full(n, -np.inf)
+    for v in speeds:
+        total = frames[-1].copy()
+        for k in range(6):
+            slot = brute_nearest(g.u, g.u - v * (stamps[-1] - stamps[k]))
+            total += frames[k][np.clip(slot, g.start, g.end - 1)]
+        want = np.maximum(want, total)
+    assert path_sums(g, frames, stamps, speeds) == pytest.approx(want, abs=1e-12)
+
+
+def test_shifted_nearest_is_the_search_exactly_even_at_ties_and_repeated_places():
+    rng = np.random.default_rng(5)
+    for _ in range(100):
+        steps = rng.choice([0.0, 0.01, 0.3, 1.0, 2.5], size=int(rng.integers(2, 200)), p=[0.15, 0.05, 0.2, 0.5, 0.1])
+        u = np.cumsum(steps) + rng.uniform(-5, 5)
+        table = ShiftedNearest(u, float(rng.choice([0.125, 0.5, 1.0])))
+        # random shifts, and shifts that put keys exactly on places and on midpoints between them
+        for c in rng.uniform(0, 12, 4).tolist() + [0.0, 0.15, 0.5, 1.0, 1.25, 2.5]:
+            assert table(c).tolist() == nearest_slots(u, u - c).tolist()

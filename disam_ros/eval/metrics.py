@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from disam_ros.geometry import quat_angle_deg
+from disam_ros.retrieval.calibration import ece
 
 DEFAULT_THRESHOLDS: tuple[tuple[float, float], ...] = ((0.25, 2.0), (0.5, 5.0), (5.0, 10.0))
 DEFAULT_RECALL_NS: tuple[int, ...] = (1, 5, 10)
@@ -190,3 +191,69 @@ def per_condition(results: Sequence[QueryResult], **kwargs) -> dict[str, Conditi
     out = {c: summarize([r for r in results if r.condition == c], c, **kwargs) for c in conditions}
     out[ALL] = summarize(results, ALL, **kwargs)
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tracker modes side by side (issue 10): what is published at a threshold, and whether confidence means it
+
+
+@dataclass(frozen=True)
+class ModeSummary:
+    """One (condition, mode) row. `shares`: any answer within each threshold, over ALL frames (R@1);
+    coverage: share of frames published (answered and confidence >= threshold); precision: share of the
+    published within `tolerance`; ece: expected calibration error of the answered frames' confidence against
+    "within tolerance"; nees: mean normalised estimation error squared of published positions (3 = consistent)."""
+
+    condition: str
+    mode: str
+    frames: int
+    answered: int
+    thresholds: tuple[tuple[float, float], ...]
+    shares: tuple[float, ...]
+    threshold: float
+    published: int
+    precision: float
+    ece: float
+    nees_mean: float
+    nees_median: float
+    calibrated: bool
+
+    @property
+    def coverage(self) -> float:
+        return self.published / self.frames if self.frames else float("nan")
+
+
+def nees(error: np.ndarray, covariance: np.ndarray) -> float:
+    """e^T C^-1 e of a position error (3,) under its covariance (3,3); NaN when either is not finite."""
+    e, c = np.asarray(error, float).reshape(3), np.asarray(covariance, float)[:3, :3]
+    if not (np.isfinite(e).all() and np.isfinite(c).all()):
+        return float("nan")
+    try:
+        return float(e @ np.linalg.solve(c, e))
+    except np.linalg.LinAlgError:
+        return float("nan")
+
+
+def expected_calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+    """`retrieval.calibration.ece` (10 equal-width bins), NaN for no frames instead of an error."""
+    p = np.asarray(conf, float).reshape(-1)
+    return ece(p, np.asarray(correct, float).reshape(-1), bins) if p.size else float("nan")
+
+
+def summarize_mode(condition: str, mode: str, t_err: np.ndarray, r_err: np.ndarray, conf: np.ndarray,
+                   nees_values: np.ndarray, threshold: float, tolerance: tuple[float, float], calibrated: bool,
+                   thresholds: Sequence[tuple[float, float]] = DEFAULT_THRESHOLDS) -> ModeSummary:
+    """Per-frame arrays (NaN errors / confidence / NEES where a frame got no answer) -> one ModeSummary."""
+    t, r, p, v = (np.asarray(x, float).reshape(-1) for x in (t_err, r_err, conf, nees_values))
+    answered = np.isfinite(t) & np.isfinite(p)
+    right = within(t, r, *tolerance)
+    pub = answered & (p >= threshold)
+    nv = v[pub & np.isfinite(v)]
+    return ModeSummary(
+        condition=condition, mode=mode, frames=len(t), answered=int(answered.sum()),
+        thresholds=tuple((float(a), float(b)) for a, b in thresholds), shares=tuple(threshold_shares(t, r, thresholds)),
+        threshold=float(threshold), published=int(pub.sum()),
+        precision=float(right[pub].mean()) if pub.any() else float("nan"),
+        ece=expected_calibration_error(p[answered], right[answered]),
+        nees_mean=float(nv.mean()) if nv.size else float("nan"),
+        nees_median=float(np.median(nv)) if nv.size else float("nan"), calibrated=calibrated)

@@ -1,11 +1,15 @@
 """`disam-eval`: offline evaluation, with the node's retrieval code path run straight on folders or bags.
 
-    disam-eval --map MAP --dataset WORLD [--conditions night,snow] --out report/
+    disam-eval --map MAP --dataset WORLD [--conditions night,snow] [--modes single,sequence,window] --out report/
     disam-eval --map MAP --bag night=bags/night --bag bags/snow --world WORLD --out report/
 
 Per query: the condition's encoder is chosen exactly as the node chooses it (image stamp -> daylight at the
-map's site, weather as a driver would set it), then coarse-to-fine retrieval; the report breaks the results
-down per condition. Online evaluation (replay into a running node) is `disam-eval-online`.
+map's site, weather as a driver would set it), then the node's stream localizer (`disam_ros.tracking.Tracker`)
+in each mode: single (coarse-to-fine retrieval), sequence (Bayes filter over map places), window (SeqSLAM);
+each drive starts from a reset tracker. The report breaks the results down per condition for the first mode
+and puts the modes side by side (R@1, coverage and precision at the publishing threshold, ECE, NEES) with a
+reliability diagram and a precision-vs-coverage plot. Online evaluation (replay into a running node) is
+`disam-eval-online`.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import argparse
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +26,31 @@ from tqdm import tqdm
 from disam_ros.cliutil import (
     OneLineParser,
     name_list,
+    non_negative_float,
     non_negative_int,
     os_error_line,
     output_dir_error,
+    positive_float,
     positive_int,
 )
-from disam_ros.eval.metrics import DEFAULT_RECALL_NS
+from disam_ros.eval.metrics import DEFAULT_RECALL_NS, nees
 from disam_ros.eval.plots import ExamplePair
 from disam_ros.eval.queries import Query, bag_queries, folder_conditions, folder_queries, world_weather
 from disam_ros.eval.report import CANDIDATES
-from disam_ros.eval.scoring import THRESHOLDS, Answer, is_correct, query_result, summary_rows, write_report
+from disam_ros.eval.scoring import (
+    THRESHOLDS,
+    Answer,
+    TrackedFrame,
+    is_correct,
+    mode_rows_text,
+    query_result,
+    summary_rows,
+    write_report,
+)
 from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
 from disam_ros.retrieval import SearchConfig
+from disam_ros.retrieval.sequence import SequenceConfig
+from disam_ros.tracking import TRACKER_MODES, Tracker, TrackerConfig, TrackStep, publish_threshold
 
 
 @dataclass(frozen=True)
@@ -86,6 +103,112 @@ def evaluate(reloc: Relocalizer, groups: Sequence[QueryGroup], examples_per_cond
     return results, examples, answers
 
 
+def tracked_frame(mode: str, q: Query, step: TrackStep, feature: float) -> TrackedFrame:
+    res = step.result
+    if not res.ok:
+        return TrackedFrame(mode, q.condition, q.name, np.asarray(q.position), np.asarray(q.quat), None, None,
+                            float("nan"), float("nan"), False, float("nan"))
+    pos = np.asarray(res.position, float)
+    return TrackedFrame(mode, q.condition, q.name, np.asarray(q.position), np.asarray(q.quat), pos,
+                        np.asarray(res.quat, float), float(res.confidence), feature, step.calibrated,
+                        nees(np.asarray(q.position) - pos, res.covariance))
+
+
+def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequence[str],
+                   config: TrackerConfig | None = None, examples_per_condition: int = 0, progress: bool = True,
+                   default_weather: str = "sunny"):
+    """Every query through a Tracker per mode (each drive from a reset belief). Returns (TrackedFrames,
+    {mode: Tracker}, and for the FIRST mode: QueryResults, ExamplePairs, Answers as `evaluate` gives them)."""
+    config = config or TrackerConfig()
+    tracked, trackers = [], {}
+    results, examples, answers = [], [], []
+    m = reloc.map
+    for k, mode in enumerate(modes):
+        tracker = trackers[mode] = Tracker(reloc, replace(config, mode=mode))
+        for g in groups:
+            reloc.selector.set_weather(g.weather or default_weather)
+            tracker.reset(f"new drive {g.condition}")
+            shown = 0
+            for q in tqdm(g.queries, desc=f"eval {mode} {g.condition}", disable=not progress, unit="img"):
+                t0 = time.perf_counter()
+                step = tracker.step(q.image, q.stamp)
+                latency = time.perf_counter() - t0
+                tracked.append(tracked_frame(mode, q, step, tracker.last_feature))
+                if k:
+                    continue
+                res = step.result
+                a = Answer(int(res.index), np.asarray(res.position), np.asarray(res.quat),
+                           tuple(int(i) for i, _ in res.topk), latency, step.selection.domain) if res.ok else \
+                    Answer(None, latency_s=latency, domain=step.selection.domain)
+                r = query_result(q, a, m.positions, m.names)
+                results.append(r)
+                answers.append(a)
+                if a.index is not None and shown < examples_per_condition:
+                    ex = example_pair(reloc, q, res, is_correct(r, THRESHOLDS[-1]), a.domain)
+                    if ex is not None:
+                        examples.append(ex)
+                        shown += 1
+    return tracked, trackers, results, examples, answers
+
+
+def mode_list(text: str) -> tuple[str, ...]:
+    """'single,sequence' -> ('single', 'sequence'): tracker modes, in order, no repeats."""
+    modes = tuple(dict.fromkeys(name_list(text)))
+    unknown = [m for m in modes if m not in TRACKER_MODES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown mode(s) {', '.join(unknown)}: use {', '.join(TRACKER_MODES)}")
+    return modes
+
+
+def add_tracker_args(p: argparse.ArgumentParser) -> None:
+    """The tracker settings disam-eval and disam-calibrate share (a calibration holds for the settings it
+    was fitted with, so both tools must be given the same ones)."""
+    d = SequenceConfig()
+    p.add_argument("--modes", type=mode_list, default=TRACKER_MODES,
+                   help=f"tracker modes, comma-separated (default {','.join(TRACKER_MODES)}; the first one gets "
+                        "the detailed report)")
+    p.add_argument("--max-speed-mps", type=positive_float, default=d.max_speed_mps,
+                   help="fastest vehicle speed between frames (default %(default)s)")
+    p.add_argument("--speed-change-prob", type=probability, default=d.speed_change_prob,
+                   help="per frame, share of belief moving to each neighbouring speed bin (default %(default)s)")
+    p.add_argument("--window-frames", type=positive_int, default=d.window_frames,
+                   help="window mode: frames matched (default %(default)s)")
+    p.add_argument("--place-contrast-frames", type=non_negative_float, default=TrackerConfig.place_contrast_frames,
+                   help="discount map places that score high over about this many frames (0: off; default "
+                        "%(default)s)")
+    p.add_argument("--tolerance", type=tolerance_pair, default=(5.0, 10.0),
+                   help="what a right answer is, 'METRES,DEGREES' (default 5,10)")
+
+
+def probability(text: str) -> float:
+    v = non_negative_float(text)
+    if v >= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability in [0, 1)")
+    return v
+
+
+def probability_or_one(text: str) -> float:
+    v = non_negative_float(text)
+    if v > 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability in [0, 1]")
+    return v
+
+
+def tolerance_pair(text: str) -> tuple[float, float]:
+    parts = [t.strip() for t in text.split(",")]
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'METRES,DEGREES' (e.g. 5,10)")
+    return positive_float(parts[0]), positive_float(parts[1])
+
+
+def tracker_config(args: argparse.Namespace) -> TrackerConfig:
+    """TrackerConfig from `add_tracker_args` options (mode: the first of --modes)."""
+    seq = SequenceConfig(max_speed_mps=args.max_speed_mps, speed_change_prob=args.speed_change_prob,
+                         window_frames=args.window_frames)
+    return TrackerConfig(mode=args.modes[0], sequence=seq, tolerance_m=args.tolerance[0],
+                         tolerance_deg=args.tolerance[1], place_contrast_frames=args.place_contrast_frames)
+
+
 def parse_bag_arg(text: str) -> tuple[str, Path]:
     """'night=path/to/bag' or 'path/to/night' (the condition is then the bag folder's name)."""
     name, sep, path = text.partition("=")
@@ -134,7 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=positive_int, default=max(DEFAULT_RECALL_NS),
                    help="candidates kept per query; recall@N above it is reported n/a (default %(default)s: the "
                         "largest N reported)")
-    p.add_argument("--min-confidence", type=float, default=0.0, help="abstain below this confidence")
+    p.add_argument("--min-confidence", type=probability_or_one, default=None,
+                   help="publish a calibrated confidence only at or above this (default: the threshold the map's "
+                        "calibration chose for each mode)")
+    p.add_argument("--min-heuristic-confidence", type=probability_or_one, default=0.0,
+                   help="publish an uncalibrated (heuristic) confidence only at or above this (default 0: all)")
+    add_tracker_args(p)
     p.add_argument("--weather", help="weather for every drive (default: world.yaml, else sunny)")
     p.add_argument("--domain", default="", help="force one encoder domain for every query")
     p.add_argument("--every", type=positive_int, default=1, help="use every N-th query image")
@@ -161,16 +289,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_paths(args)
         cfg = RelocalizerConfig(coarse_checkpoint=args.coarse, fine_checkpoint=args.fine, domain=args.domain,
-                                search=SearchConfig(top_n=args.top_n, top_k=args.top_k,
-                                                    min_confidence=args.min_confidence, device=args.device))
+                                search=SearchConfig(top_n=args.top_n, top_k=args.top_k, device=args.device))
         reloc = Relocalizer.from_map(args.map, cfg)
         groups = query_groups(args, str(reloc.map.domain))
-        results, examples, _ = evaluate(reloc, groups, args.examples, progress=not args.quiet)
-        meta = {"mode": "offline", "map": str(args.map), "map images": len(reloc.map),
-                "device": str(reloc.localizer.coarse.device), "top_n": args.top_n, CANDIDATES: args.top_k,
-                "source": str(args.dataset or ", ".join(args.bag))}
+        tracked, trackers, results, examples, _ = evaluate_modes(reloc, groups, args.modes, tracker_config(args),
+                                                                 args.examples, progress=not args.quiet)
+        publish = {m: publish_threshold(t.calibrated, t.suggested_min_confidence, args.min_confidence,
+                                        args.min_heuristic_confidence) for m, t in trackers.items()}
+        meta = {"mode": "offline", "tracker modes": ", ".join(args.modes), "detailed tables": args.modes[0],
+                "map": str(args.map), "map images": len(reloc.map), "device": str(reloc.localizer.coarse.device),
+                "top_n": args.top_n, CANDIDATES: args.top_k, "source": str(args.dataset or ", ".join(args.bag)),
+                "calibration": "; ".join(f"{m}: {t.diagnostics()['calibration']}" for m, t in trackers.items()),
+                "tracker settings": f"max speed {args.max_speed_mps:g} m/s, speed change {args.speed_change_prob:g}, "
+                                    f"window {args.window_frames} frames, place contrast "
+                                    f"{args.place_contrast_frames:g} frames"}
         paths = write_report(args.out, results, reloc.map.positions, examples, meta,
-                             title="DISAM offline localisation report")
+                             title="DISAM offline localisation report", tracked=tracked, publish=publish,
+                             tolerance=args.tolerance)
     except ValueError as exc:
         print(f"disam-eval: error: {exc}", file=sys.stderr)
         return 2
@@ -178,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"disam-eval: error: {os_error_line(exc, 'check the paths')}", file=sys.stderr)
         return 2
     print("\n".join(summary_rows(results)))
+    print("\n".join(mode_rows_text(tracked, publish, args.tolerance)))
     print(f"report: {paths['markdown']}")
     return 0
 

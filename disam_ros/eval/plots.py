@@ -161,3 +161,56 @@ def plot_examples(examples: Sequence[ExamplePair], path: str | Path, title: str 
                        fontsize=9, color=colour)
     fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def plot_reliability(modes: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, bins: int = 10,
+                     title: str = "Reliability: confidence vs share within tolerance") -> Path:
+    """One panel per mode: per confidence bin, the share of answers within tolerance (bars) against the
+    diagonal of a perfect calibration; counts on the bars. `modes`: mode -> (confidence, correct) arrays."""
+    if not modes:
+        raise ValueError("no tracker modes to plot: evaluate at least one mode")
+    fig = Figure(figsize=(4.2 * len(modes), 4.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(modes), squeeze=False)).reshape(-1)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    for ax, (mode, (conf, ok)) in zip(axes, modes.items()):
+        p, c = np.asarray(conf, float), np.asarray(ok, float)
+        idx = np.clip(np.digitize(p, edges[1:-1], right=True), 0, bins - 1)
+        n = np.bincount(idx, minlength=bins)
+        acc = np.divide(np.bincount(idx, c, bins), n, out=np.full(bins, np.nan), where=n > 0)
+        ax.bar(edges[:-1], np.nan_to_num(acc), width=1.0 / bins, align="edge", color="tab:blue", alpha=0.7,
+               edgecolor="white", label="share within tolerance")
+        for x, a, k in zip(edges[:-1], acc, n):
+            if k:
+                ax.text(x + 0.5 / bins, min(np.nan_to_num(a) + 0.02, 0.95), str(k), ha="center", fontsize=7)
+        ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("confidence")
+        ax.set_title(f"{mode} (n={len(p)})")
+    axes[0].set_ylabel("share of answers within tolerance")
+    axes[0].legend(loc="upper left", fontsize=8)
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_precision_coverage(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path,
+                            title: str = "Precision vs coverage (sweeping the confidence threshold)") -> Path:
+    """One curve per mode: (coverage, precision) over thresholds, the mode's publishing point marked.
+    `curves`: mode -> (coverage array, precision array, (coverage, precision) at the threshold as a pair)."""
+    if not curves:
+        raise ValueError("no tracker modes to plot: evaluate at least one mode")
+    fig = Figure(figsize=(6.0, 4.6), layout="constrained")
+    ax = fig.subplots()
+    for k, (mode, (cov, prec, point)) in enumerate(curves.items()):
+        style = curve_style(k)
+        ax.step(np.r_[0.0, cov], np.r_[prec[:1] if len(prec) else [1.0], prec], where="post", label=mode, **style)
+        if point is not None and np.isfinite(point).all():
+            ax.plot(*point, "o", color=style["color"], ms=6)
+    ax.set_xlim(0, 1.0)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("coverage (share of frames published)")
+    ax.set_ylabel("precision (share of published within tolerance)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8, title="dot: publishing threshold")
+    fig.suptitle(title)
+    return save_figure(fig, path)

@@ -9,6 +9,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,13 +60,19 @@ def summary_to_dict(s: ConditionSummary, candidates: int | None = None) -> dict:
     }
 
 
-def report_dict(summaries: Mapping[str, ConditionSummary], meta: Mapping | None = None) -> dict:
+def report_dict(summaries: Mapping[str, ConditionSummary], meta: Mapping | None = None,
+                modes: Sequence[Any] = ()) -> dict:
+    """`modes`: `metrics.ModeSummary` rows (tracker modes side by side), listed under "modes" when given."""
     k = candidates_of(meta)
-    return {"meta": dict(meta or {}), "conditions": {c: summary_to_dict(s, k) for c, s in summaries.items()}}
+    out = {"meta": dict(meta or {}), "conditions": {c: summary_to_dict(s, k) for c, s in summaries.items()}}
+    if modes:
+        out["modes"] = [mode_summary_dict(r) for r in modes]
+    return out
 
 
-def write_json(path: str | Path, summaries: Mapping[str, ConditionSummary], meta: Mapping | None = None) -> Path:
-    return atomic_write_text(path, json.dumps(report_dict(summaries, meta), indent=2, allow_nan=False) + "\n")
+def write_json(path: str | Path, summaries: Mapping[str, ConditionSummary], meta: Mapping | None = None,
+               modes: Sequence[Any] = ()) -> Path:
+    return atomic_write_text(path, json.dumps(report_dict(summaries, meta, modes), indent=2, allow_nan=False) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -137,7 +144,8 @@ def latency_table(summaries: Mapping[str, ConditionSummary]) -> list[str]:
 
 
 def markdown_report(summaries: Mapping[str, ConditionSummary], title: str = "DISAM localisation report",
-                    meta: Mapping | None = None) -> str:
+                    meta: Mapping | None = None, modes: Sequence[Any] = (),
+                    tolerance: tuple[float, float] = (5.0, 10.0)) -> str:
     if not summaries:
         raise ValueError("no results to report: the evaluation produced no queries; check the query set")
     out = [f"# {title}", ""]
@@ -151,12 +159,15 @@ def markdown_report(summaries: Mapping[str, ConditionSummary], title: str = "DIS
     if lat := latency_table(summaries):
         out += ["", "## Latency", "", "Per-query latency percentiles (image stamp to published pose, or the "
                 "offline per-query time), all queries with a measured latency.", "", *lat]
+    if modes:
+        out += modes_markdown(modes, tolerance)
     return "\n".join(out) + "\n"
 
 
 def write_markdown(path: str | Path, summaries: Mapping[str, ConditionSummary],
-                   title: str = "DISAM localisation report", meta: Mapping | None = None) -> Path:
-    return atomic_write_text(path, markdown_report(summaries, title, meta))
+                   title: str = "DISAM localisation report", meta: Mapping | None = None, modes: Sequence[Any] = (),
+                   tolerance: tuple[float, float] = (5.0, 10.0)) -> Path:
+    return atomic_write_text(path, markdown_report(summaries, title, meta, modes, tolerance))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -225,3 +236,56 @@ def read_results(path: str | Path) -> list[QueryResult]:
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"{path}:{lineno}: not a query result ({exc}); re-run the evaluation") from None
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tracker modes side by side (single / sequence / window)
+
+
+def mode_summary_dict(s: Any) -> dict:
+    """JSON of one `metrics.ModeSummary` row."""
+    return {"condition": s.condition, "mode": s.mode, "frames": s.frames, "answered": s.answered,
+            "within": [{"max_t_m": t, "max_r_deg": r, "share": _num(v)} for (t, r), v in zip(s.thresholds, s.shares)],
+            "threshold": _num(s.threshold), "calibrated": s.calibrated, "published": s.published,
+            "coverage": _num(s.coverage), "precision": _num(s.precision), "ece": _num(s.ece),
+            "nees_mean": _num(s.nees_mean), "nees_median": _num(s.nees_median)}
+
+
+def modes_table(rows: Sequence[Any], tolerance: tuple[float, float]) -> list[str]:
+    """Markdown: per condition, one line per mode (R@1 within each threshold, coverage, precision, ECE, NEES)."""
+    if not rows:
+        return []
+    shares = [f"R@1 {threshold_label(t, r)} %" for t, r in rows[0].thresholds]
+    head = ["condition", "mode", "frames", *shares, "threshold", "coverage %",
+            f"precision ≤ {threshold_label(*tolerance)} %", "ECE", "NEES mean"]
+    lines = [_row(head), _row(["---", "---"] + ["---:"] * (len(head) - 2))]
+    for s in rows:
+        thr = ("none" if not math.isfinite(s.threshold) else f"{s.threshold:.3f}") + ("" if s.calibrated else " (h)")
+        lines.append(_row([_name(s.condition), s.mode, str(s.frames), *(_pct(v) for v in s.shares), thr,
+                           _pct(s.coverage), _pct(s.precision), _f(s.ece, 3), _f(s.nees_mean, 2)]))
+    return lines
+
+
+MODES_LEGEND = ("R@1: share of ALL frames whose answer (published or not) is within the tolerance. Coverage: share "
+                "of frames published, i.e. answered with confidence ≥ the threshold (the map calibration's "
+                "threshold for a calibrated mode; (h): a heuristic confidence and the heuristic threshold). "
+                "Precision: share of the published within the tolerance. ECE: expected calibration error of the "
+                "answered frames' confidence against being within the tolerance (10 bins). NEES: mean normalised "
+                "estimation error squared of the published positions under their covariance (3 is consistent). "
+                "Plots: reliability.png, precision_coverage.png.")
+
+
+def modes_markdown(rows: Sequence[Any], tolerance: tuple[float, float]) -> list[str]:
+    return ["", "## Modes side by side", "", MODES_LEGEND, "", *modes_table(rows, tolerance)]
+
+
+def tracked_to_dict(f: Any) -> dict:
+    """One line of modes.jsonl (a `scoring.TrackedFrame`)."""
+    return {"mode": f.mode, "condition": f.condition, "name": f.name, "gt_position": _arr(f.gt_position),
+            "gt_quat": _arr(f.gt_quat), "est_position": _arr(f.est_position), "est_quat": _arr(f.est_quat),
+            "confidence": _num(f.confidence), "feature": _num(f.feature), "calibrated": f.calibrated,
+            "nees": _num(f.nees)}
+
+
+def write_tracked(path: str | Path, frames: Sequence[Any]) -> Path:
+    return atomic_write_text(path, "".join(json.dumps(tracked_to_dict(f)) + "\n" for f in frames))

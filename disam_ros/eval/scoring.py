@@ -12,11 +12,27 @@ from pathlib import Path
 
 import numpy as np
 
-from disam_ros.eval.metrics import DEFAULT_THRESHOLDS, QueryResult, per_condition, within
-from disam_ros.eval.plots import ExamplePair, plot_error_cdf, plot_examples, plot_trajectory
+from disam_ros.eval.metrics import (
+    ALL,
+    DEFAULT_THRESHOLDS,
+    ModeSummary,
+    QueryResult,
+    per_condition,
+    summarize_mode,
+    within,
+)
+from disam_ros.eval.plots import (
+    ExamplePair,
+    plot_error_cdf,
+    plot_examples,
+    plot_precision_coverage,
+    plot_reliability,
+    plot_trajectory,
+)
 from disam_ros.eval.queries import Query
-from disam_ros.eval.report import write_json, write_markdown, write_results, write_visloc
+from disam_ros.eval.report import write_json, write_markdown, write_results, write_tracked, write_visloc
 from disam_ros.geometry import quat_angle_deg
+from disam_ros.retrieval.calibration import precision_coverage
 
 THRESHOLDS = DEFAULT_THRESHOLDS  # (0.25 m, 2°), (0.5 m, 5°), (5 m, 10°): the long-term localisation benchmark
 
@@ -54,16 +70,23 @@ def is_correct(r: QueryResult, threshold: tuple[float, float]) -> bool:
 
 def write_report(out_dir: str | Path, results: Sequence[QueryResult], map_positions: np.ndarray,
                  examples: Sequence[ExamplePair] = (), meta: Mapping | None = None,
-                 title: str = "DISAM localisation report") -> dict[str, Path]:
-    """Write every report artefact into `out_dir` (each file atomically) and return their paths."""
+                 title: str = "DISAM localisation report", tracked: Sequence[TrackedFrame] = (),
+                 publish: Mapping[str, float] | None = None,
+                 tolerance: tuple[float, float] = (5.0, 10.0)) -> dict[str, Path]:
+    """Write every report artefact into `out_dir` (each file atomically) and return their paths.
+
+    `tracked`: per-frame records of tracker modes; then the report gains the modes table, modes.jsonl, the
+    reliability diagram and the precision-vs-coverage plot (`publish`: each mode's publishing threshold)."""
     if not results:
         raise ValueError("no queries were evaluated: check the query set (conditions, topics, --every)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summaries = per_condition(list(results), thresholds=THRESHOLDS)
+    modes = mode_summaries(tracked, publish or {}, tolerance) if tracked else []
     paths = {
-        "markdown": write_markdown(out / "report.md", summaries, title=title, meta=meta),
-        "json": write_json(out / "report.json", summaries, meta=meta),
+        "markdown": write_markdown(out / "report.md", summaries, title=title, meta=meta, modes=modes,
+                                   tolerance=tolerance),
+        "json": write_json(out / "report.json", summaries, meta=meta, modes=modes),
         "results": write_results(out / "results.jsonl", results),
         "visloc": write_visloc(out / "visloc_submission.txt", results),
         "error_cdf": plot_error_cdf(results, out / "error_cdf.png", thresholds=THRESHOLDS),
@@ -71,6 +94,28 @@ def write_report(out_dir: str | Path, results: Sequence[QueryResult], map_positi
     }
     if examples:
         paths["examples"] = plot_examples(examples, out / "examples.png")
+    if tracked:
+        paths.update(write_mode_artefacts(out, tracked, modes, tolerance))
+    return paths
+
+
+def write_mode_artefacts(out: Path, tracked: Sequence[TrackedFrame], modes: Sequence[ModeSummary],
+                         tolerance: tuple[float, float]) -> dict[str, Path]:
+    """modes.jsonl, reliability.png and precision_coverage.png (all conditions pooled, per mode)."""
+    rel, curves = {}, {}
+    for row in (r for r in modes if r.condition == ALL):
+        fs = [f for f in tracked if f.mode == row.mode and f.est_position is not None]
+        if not fs:
+            continue
+        conf = np.array([f.confidence for f in fs], float)
+        ok = np.array([f.correct(tolerance) for f in fs], float)
+        rel[row.mode] = (conf, ok)
+        pc = precision_coverage(conf, ok)
+        curves[row.mode] = (pc["coverage"] * len(fs) / row.frames, pc["precision"], (row.coverage, row.precision))
+    paths = {"modes": write_tracked(out / "modes.jsonl", tracked)}
+    if rel:
+        paths["reliability"] = plot_reliability(rel, out / "reliability.png")
+        paths["precision_coverage"] = plot_precision_coverage(curves, out / "precision_coverage.png")
     return paths
 
 
@@ -85,3 +130,76 @@ def summary_rows(results: Sequence[QueryResult]) -> list[str]:
         rows.append([name, str(s.queries)] + shares + [f"{100 * s.abstain_rate:4.1f}%", med])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tracker modes: one record per (mode, frame), summarised per condition at each mode's publishing threshold
+
+
+@dataclass(frozen=True, eq=False)
+class TrackedFrame:
+    """What one tracker mode said about one query: the answer (None: no pose), its confidence, the raw
+    feature a calibration maps, whether the confidence is calibrated, and the position NEES of the answer."""
+
+    mode: str
+    condition: str
+    name: str
+    gt_position: np.ndarray
+    gt_quat: np.ndarray
+    est_position: np.ndarray | None
+    est_quat: np.ndarray | None
+    confidence: float
+    feature: float
+    calibrated: bool
+    nees: float
+
+    def errors(self) -> tuple[float, float]:
+        """(translation m, rotation deg); NaN when there is no answer."""
+        if self.est_position is None or self.est_quat is None:
+            return float("nan"), float("nan")
+        t = float(np.linalg.norm(np.asarray(self.est_position) - self.gt_position))
+        return t, float(quat_angle_deg(self.gt_quat, self.est_quat))
+
+    def correct(self, tolerance: tuple[float, float]) -> bool:
+        t, r = self.errors()
+        return bool(within(np.array([t]), np.array([r]), *tolerance)[0])
+
+
+def mode_summaries(frames: Sequence[TrackedFrame], thresholds: Mapping[str, float],
+                   tolerance: tuple[float, float]) -> list[ModeSummary]:
+    """Rows per condition (sorted) then 'all', each with the modes in the order first seen."""
+    modes = list(dict.fromkeys(f.mode for f in frames))
+    conds = sorted({f.condition for f in frames}) + [ALL]
+    rows = []
+    for c in conds:
+        for m in modes:
+            fs = [f for f in frames if f.mode == m and (c == ALL or f.condition == c)]
+            if not fs:
+                continue
+            err = np.array([f.errors() for f in fs], float).reshape(-1, 2)
+            conf = np.array([f.confidence if f.est_position is not None else np.nan for f in fs], float)
+            rows.append(summarize_mode(c, m, err[:, 0], err[:, 1], conf, np.array([f.nees for f in fs], float),
+                                       thresholds.get(m, 0.0), tolerance, all(f.calibrated for f in fs
+                                                                             if f.est_position is not None)))
+    return rows
+
+
+def _pct(x: float) -> str:
+    return "-" if not np.isfinite(x) else f"{100 * x:5.1f}%"
+
+
+def mode_rows_text(tracked: Sequence[TrackedFrame], publish: Mapping[str, float],
+                   tolerance: tuple[float, float]) -> list[str]:
+    """Terminal table of the modes side by side (the Markdown report has the full one)."""
+    if not tracked:
+        return []
+    head = ["condition", "mode", "n", f"R@1 {tolerance[0]:g}m/{tolerance[1]:g}°", "coverage", "precision", "ECE",
+            "NEES"]
+    rows = [head]
+    for s in mode_summaries(tracked, publish, tolerance):
+        r1 = [v for (t, r), v in zip(s.thresholds, s.shares) if (t, r) == tuple(tolerance)]
+        rows.append([s.condition, s.mode, str(s.frames), _pct(r1[0]) if r1 else "-", _pct(s.coverage),
+                     _pct(s.precision), "-" if not np.isfinite(s.ece) else f"{s.ece:.3f}",
+                     "-" if not np.isfinite(s.nees_mean) else f"{s.nees_mean:.2f}"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return ["", *("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)]

@@ -183,14 +183,22 @@ def generator_step_losses(
     x_i, x_j: unpaired (B,3,S,S) batches of domains i and j. Negatives for direction i->j are the flipped
     x_j, or the hard negative (eq. 20/21) among K candidate images `neg_j` (B,K,3,S,S) of domain j; `neg_i`
     does the same for j->i. With `return_fakes`, "fake_i" (= x_{j->i}) and "fake_j" (= x_{i->j}), detached,
-    are added for the discriminator step. The discriminators receive gradients from "gan_g": step only the
-    generator optimiser on it.
+    are added for the discriminator step (None when every weight is 0: then nothing is computed at all).
+    The discriminators receive gradients from "gan_g": step only the generator optimiser on it.
     """
     cfg = net.config
     di, dj = cfg.domain_name(dom_i), cfg.domain_name(dom_j)
     if di == dj:
         raise ValueError(f"dom_i and dom_j are both {di!r}: DISAM trains on pairs of different conditions")
     need_negs = bool(weights.triplet_fcl or weights.triplet_sam)
+    if not any(getattr(weights, k) for k in LOSS_WEIGHT_FIELDS):
+        # every unpaired term is off (a purely supervised recipe, or all weights still ramping from 0):
+        # nothing to translate, so no network runs; the total is a constant 0 (no graph) and there are no fakes
+        zero = x_i.new_zeros(())
+        out = dict.fromkeys((*LOSS_KEYS, "total"), zero)
+        if return_fakes:
+            out["fake_i"] = out["fake_j"] = None
+        return out
     z_i, z_j = net.encode(x_i, di), net.encode(x_j, dj)
     with_rec = bool(weights.cyc)
     br_ij, br_ji = _branch(net, z_i, di, dj, with_rec), _branch(net, z_j, dj, di, with_rec)

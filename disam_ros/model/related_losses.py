@@ -7,14 +7,48 @@
 
 Descriptors are vectors (B, D); 4-D feature maps (B, C, H, W) are average-pooled over space first, and
 candidate sets carry an extra K dimension on axis 1.
+
+Training should not hand the losses a spatial average of the code: retrieval never looks at one. It scores
+the eq. 16 coarse vector and the flattened fine vector (`retrieval_descriptor` below, the same maths as
+`disam_ros.retrieval.descriptors.coarse_vectors` / `fine_vectors`, which training may not import), so the
+supervised terms are applied to those: what the loss pulls together is what the map compares.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 _EPS = 1e-12
+DESCRIPTORS = ("coarse", "fine")
+
+
+def coarse_descriptor(z: Tensor) -> Tensor:
+    """(B, C, h, w) codes -> (B, C*h*w): each channel's map L2-normalised, flattened, scaled by 1/sqrt(C).
+
+    The dot product of two such vectors is eq. 16 (mean over channels of the cosine of the spatial maps), and
+    their squared Euclidean distance is 2 - 2 * eq. 16 when no channel is all zero (a dead channel adds 0).
+    """
+    if z.dim() != 4:
+        raise ValueError(f"coarse_descriptor needs codes (B, C, h, w), got shape {tuple(z.shape)}: pass content codes")
+    b, c = z.shape[:2]
+    return F.normalize(z.reshape(b, c, -1), dim=-1, eps=_EPS).reshape(b, -1) / math.sqrt(c)
+
+
+def fine_descriptor(z: Tensor) -> Tensor:
+    """(B, ...) codes -> (B, D) unit vectors: the fine stage's cosine is their dot product (Sec. IV-C)."""
+    return F.normalize(z.reshape(z.shape[0], -1), dim=-1, eps=_EPS)
+
+
+def retrieval_descriptor(z: Tensor, kind: str) -> Tensor:
+    """The vector the map stores for code z: `coarse` (eq. 16) or `fine` (cosine of the flattened code)."""
+    if kind == "coarse":
+        return coarse_descriptor(z)
+    if kind == "fine":
+        return fine_descriptor(z)
+    raise ValueError(f"unknown descriptor {kind!r}: use one of {list(DESCRIPTORS)}")
 
 
 def influence_pos(y: Tensor | float, tau: float, gamma: float) -> Tensor:

@@ -2,7 +2,8 @@
 
 Loading checks the map against its manifest: the manifest's fields, every file's size, the sha256 of files up
 to 64 MiB, array shapes and dtypes. Larger files are hashed chunk by chunk in a background thread
-(`MapVerification`), so the node starts fast and still notices a corrupt chunk a moment later.
+(`MapVerification`), so the node starts fast and still notices a corrupt chunk a moment later. An optional
+calibration.json (retrieval/map_calibration.py) is checked like the rest and parsed at load: `calibration`.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from disam_ros.data.tum import Trajectory, read_tum
 from disam_ros.retrieval.descriptors import DescriptorSettings, PcaProjection
+from disam_ros.retrieval.map_calibration import MapCalibration, read_calibration
 from disam_ros.retrieval.map_format import (
     COARSE_FAISS,
     COARSE_NPY,
@@ -181,6 +183,8 @@ class MapVerification:
 class LocalizationMap:
     """Read-only view of a map built by `build_map`; `load` checks it against its manifest."""
 
+    calibration: MapCalibration | None = None  # calibrated confidence stored by disam-calibrate, if any
+
     def __init__(self, contents: MapContents, coarse: np.ndarray | None, coarse_faiss: Any,
                  pca: PcaProjection | None, verification: MapVerification | None = None) -> None:
         self._c = contents
@@ -209,7 +213,10 @@ class LocalizationMap:
             if pca.dim != dim or pca.mean.shape[0] != math.prod(desc["coarse_shape"]):
                 raise map_error(root / PCA_NPZ, f"projects {pca.mean.shape[0]} to {pca.dim} dims, the map holds "
                                 f"{math.prod(desc['coarse_shape'])} -> {dim}", "rebuild the map")
-        return cls(contents, coarse, faiss_index, pca, _verification(contents, verify))
+        calibration = read_calibration(root, contents.manifest)  # small: hashed above unless verify=False
+        m = cls(contents, coarse, faiss_index, pca, _verification(contents, verify))
+        m.calibration = calibration
+        return m
 
     def close(self) -> None:
         """Stop the background integrity check (the arrays stay usable)."""

@@ -11,6 +11,8 @@ MAP/
   fine.npy        (N, C, h, w) float16 unit-norm fine features (memory-mapped on load; absent without a
                   fine model)
   pca.npz         mean + components when the mode uses PCA
+  calibration.json  optional (maps only): calibrated confidence per tracker mode, written by disam-calibrate
+                  (retrieval/map_calibration.py); listed in `files` with its sha256 when present
 ```
 A shard (`--shard i/n`) has the same layout with kind "shard" and `coarse_raw.npy` (pre-PCA, pre-index
 vectors) instead of the final coarse file; merging shards runs the same finalisation as a single build.
@@ -45,6 +47,7 @@ MANIFEST = "manifest.json"
 POSES, NAMES = "poses.txt", "names.txt"
 COARSE_NPY, COARSE_RAW, COARSE_FAISS = "coarse.npy", "coarse_raw.npy", "coarse.faiss"
 FINE_NPY, PCA_NPZ = "fine.npy", "pca.npz"
+CALIBRATION_JSON = "calibration.json"  # optional: a map may list it, a shard never does
 AUTO_VERIFY_BYTES = 64 << 20  # files up to this size are hashed at load; larger ones in the background
 CHUNK_BYTES = 32 << 20  # per-chunk sha256 granularity: a 100 GB map needs ~3200 hashes (~220 KB of manifest)
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few KB (+70 B per chunk): anything bigger is not one
@@ -315,7 +318,8 @@ def expected_files(kind: str, s: DescriptorSettings, has_fine: bool) -> set[str]
 def _files_problems(man: dict[str, Any], s: DescriptorSettings) -> list[str]:
     files, out = man["files"], []
     want = expected_files(man["kind"], s, man["descriptors"].get("fine_shape") is not None)
-    if set(files) != want:
+    optional = {CALIBRATION_JSON} if man["kind"] == "map" else set()
+    if not want <= set(files) <= want | optional:
         extra, missing = sorted(set(files) - want), sorted(want - set(files))
         return [f"field files lists {extra or 'no extra files'} and lacks {missing or 'nothing'} "
                 f"(a {man['kind']} with these settings is {sorted(want)})"]

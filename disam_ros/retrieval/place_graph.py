@@ -17,6 +17,7 @@ scipy is not a dependency: spatial neighbours come from a numpy grid hash.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from dataclasses import dataclass
@@ -207,21 +208,34 @@ class PlaceGraph:
         gathers from one prefix sum (ranges are sorted along a chain), plus the few continuation targets."""
         plan = plan if isinstance(plan, MotionPlan) else MotionPlan.of(*plan)
         share = belief * plan.inv_count
-        out = plan.below(share, plan.a_perm, plan.a_rank) - plan.below(share, plan.b_perm, plan.b_rank)
+        if plan.a_perm is None and plan.b_perm is None:  # along chains (the usual case): one prefix sum
+            c = MotionPlan.prefix(share)
+            out = c[plan.a_rank]
+            out -= c[plan.b_rank]
+        else:
+            out = plan.below(share, plan.a_perm, plan.a_rank) - plan.below(share, plan.b_perm, plan.b_rank)
         if len(plan.cont_dst):
             out += np.bincount(plan.cont_dst, share[plan.cont_src], len(out))
-        return np.maximum(out, 0.0)  # prefix-sum round-off can dip a hair below zero
+        return np.maximum(out, 0.0, out=out)  # prefix-sum round-off can dip a hair below zero
 
     def transfer(self, belief: np.ndarray, prob: float) -> np.ndarray:
-        """A share `prob` of the belief at places with transfer neighbours moves evenly to them."""
+        """A share `prob` of the belief at places with transfer neighbours moves evenly to them.
+
+        The edges arriving at a place come from runs of consecutive slots of other passes (a stretch of
+        road), so the inflow is a few prefix-sum differences per place (`TransferPlan`), not a scatter
+        over every edge."""
         if prob <= 0.0 or len(self.xfer_src) == 0:
             return belief
-        out = belief.copy()
-        has = self.xfer_deg > 0
+        plan = self.transfer_plan
         moved = prob * belief
-        out[has] -= moved[has]
-        per_edge = moved[self.xfer_src] / self.xfer_deg[self.xfer_src]
-        return out + np.bincount(self.xfer_dst, per_edge, len(belief))
+        out = belief - np.where(plan.has, moved, 0.0)
+        out += plan.inflow(moved * plan.inv_deg)
+        return out
+
+    @functools.cached_property
+    def transfer_plan(self) -> TransferPlan:
+        """Built on first use and kept (the graph is immutable)."""
+        return TransferPlan.of(self.xfer_src, self.xfer_dst, self.xfer_deg)
 
 
 @dataclass(frozen=True, eq=False)
@@ -262,13 +276,77 @@ class MotionPlan:
         xs = x if perm is None else x[perm]
         return perm, np.searchsorted(xs, np.arange(n), "right")
 
+    @functools.cached_property
+    def rows(self) -> np.ndarray:
+        """(N, 5) per source: a, a2, b - a, number of targets, 1 / that, as float64 (indices are exact far
+        beyond any map): one row gather per source for the sparse belief, built once per plan."""
+        n1 = self.b - self.a
+        return np.stack([self.a, self.a2, n1, n1 + self.b2 - self.a2, self.inv_count], axis=1).astype(np.float64)
+
+    @staticmethod
+    def prefix(x: np.ndarray) -> np.ndarray:
+        """(len + 1,) prefix sums starting at 0: c[k] = sum of x[:k]."""
+        c = np.empty(len(x) + 1)
+        c[0] = 0.0
+        np.cumsum(x, out=c[1:])
+        return c
+
     @staticmethod
     def below(share: np.ndarray, perm: np.ndarray | None, rank: np.ndarray) -> np.ndarray:
         """Per target j: the sum of share over sources whose bound is <= j."""
-        c = np.empty(len(share) + 1)
-        c[0] = 0.0
-        np.cumsum(share if perm is None else share[perm], out=c[1:])
-        return c[rank]
+        return MotionPlan.prefix(share if perm is None else share[perm])[rank]
+
+
+TRANSFER_RUNS = 4  # runs of sources per place handled by prefix sums; further runs go edge by edge
+
+
+@dataclass(frozen=True, eq=False)
+class TransferPlan:
+    """Transfer edges regrouped by destination into runs of consecutive source slots.
+
+    Place j receives sum_i x_i over its in-edges; the sources of one run [lo, hi) add up to
+    c[hi] - c[lo] with c the prefix sum of x. `lo`/`hi` (K, N) hold each place's first K runs (empty
+    runs are [0, 0)); the edges of any further runs are kept as a short edge list.
+    """
+
+    has: np.ndarray  # (N,) the place has transfer edges (it gives a share away)
+    inv_deg: np.ndarray  # (N,) 1 / number of transfer edges (0 where none)
+    lo: np.ndarray
+    hi: np.ndarray
+    extra_src: np.ndarray
+    extra_dst: np.ndarray
+
+    @classmethod
+    def of(cls, src: np.ndarray, dst: np.ndarray, deg: np.ndarray) -> TransferPlan:
+        n = len(deg)
+        inv = np.divide(1.0, deg, out=np.zeros(n), where=deg > 0)
+        if len(src) == 0:
+            empty = np.zeros((0, n), np.int64)
+            return cls(deg > 0, inv, empty, empty, np.zeros(0, np.int64), np.zeros(0, np.int64))
+        by_dst = np.lexsort((src, dst))
+        s, d = src[by_dst], dst[by_dst]
+        first = np.r_[True, (d[1:] != d[:-1]) | (s[1:] != s[:-1] + 1)]  # a run starts here
+        last = np.r_[first[1:], True]
+        r_dst, r_lo, r_hi = d[first], s[first], s[last] + 1
+        starts = np.flatnonzero(np.r_[True, r_dst[1:] != r_dst[:-1]])  # first run of each destination
+        rank = np.arange(len(r_dst)) - np.repeat(starts, np.diff(np.r_[starts, len(r_dst)]))
+        k = int(min(TRANSFER_RUNS, rank.max() + 1))
+        lo, hi = np.zeros((k, n), np.int64), np.zeros((k, n), np.int64)
+        ell = rank < k
+        lo[rank[ell], r_dst[ell]], hi[rank[ell], r_dst[ell]] = r_lo[ell], r_hi[ell]
+        spill = ~ell[np.cumsum(first) - 1]  # edges of runs beyond the first k
+        return cls(deg > 0, inv, lo, hi, s[spill], d[spill])
+
+    def inflow(self, x: np.ndarray) -> np.ndarray:
+        """Per place: the sum of x over its transfer sources."""
+        c = MotionPlan.prefix(x)
+        out = np.zeros(len(x))
+        for lo, hi in zip(self.lo, self.hi):
+            out += c[hi]
+            out -= c[lo]
+        if len(self.extra_dst):
+            out += np.bincount(self.extra_dst, x[self.extra_src], len(x))
+        return out
 
 
 def _continuations(i: np.ndarray, j: np.ndarray, dist: np.ndarray, other: np.ndarray,
@@ -292,4 +370,4 @@ def _continuations(i: np.ndarray, j: np.ndarray, dist: np.ndarray, other: np.nda
     return cont, gap
 
 
-__all__ = ["MotionPlan", "PlaceGraph", "headings_from_quats", "radius_pairs"]
+__all__ = ["MotionPlan", "PlaceGraph", "TransferPlan", "headings_from_quats", "radius_pairs"]

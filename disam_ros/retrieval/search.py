@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from disam_ros.retrieval.descriptors import coarse_vectors, fine_vectors
-from disam_ros.retrieval.index import make_index, resolve_device
+from disam_ros.retrieval.index import make_index, rank, resolve_device
 from disam_ros.retrieval.localization_map import LocalizationMap, load_contents
 from disam_ros.retrieval.map_format import MANIFEST, MapError, check_file, map_error, read_manifest
 from disam_ros.retrieval.prior import SpatialPrior
@@ -197,8 +197,13 @@ class Localizer:
         return subset if len(subset) else None
 
     def localize_features(self, coarse_feat: Any, fine_feat: Any = None, prior: SpatialPrior | None = None,
-                          _timings: dict[str, float] | None = None, _t0: float | None = None) -> RetrievalResult:
-        """The same search from content codes (C,h,w) / (1,C,h,w), numpy or torch, e.g. encoded elsewhere."""
+                          _timings: dict[str, float] | None = None, _t0: float | None = None,
+                          _full: np.ndarray | None = None) -> RetrievalResult:
+        """The same search from content codes (C,h,w) / (1,C,h,w), numpy or torch, e.g. encoded elsewhere.
+
+        `_full`: this frame's (N,) coarse scores over the whole map, already computed by `localize_and_score`;
+        the numpy backend then ranks them instead of scoring the map a second time (the same top-k: scores
+        differ from a fresh search only by the float32 round-off of adding a PCA map's constant offset)."""
         t0 = time.perf_counter() if _t0 is None else _t0
         timings = {"encode_coarse": 0.0, "coarse_search": 0.0, "encode_fine": 0.0, "fine_rerank": 0.0}
         timings.update(_timings or {})
@@ -217,7 +222,7 @@ class Localizer:
             return self._failure("query features are not finite (NaN/inf): check the camera image and encoder",
                                  timings, t0)
         subset = self._gate(prior)
-        ids, scores = self._coarse_search(q, subset)
+        ids, scores = self._coarse_search(q, subset, _full)
         timings["coarse_search"] = (time.perf_counter() - ts) * 1e3
 
         tr = time.perf_counter()
@@ -249,14 +254,19 @@ class Localizer:
                              f"{want}: pass one image's content code from the model the map was built with")
         return t
 
-    def _coarse_search(self, q: torch.Tensor, subset: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _coarse_search(self, q: torch.Tensor, subset: np.ndarray | None,
+                       full: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Eq. 16 ranking of the map (or the gated subset) for a coarse vector: the confidence pool, best first."""
         cfg, m = self.config, self.map
+        k = max(cfg.top_n, cfg.top_k, cfg.confidence_pool)
+        if full is not None and getattr(self.index, "backend", "") == "numpy":  # the very scores numpy would make
+            return rank(np.arange(len(full)) if subset is None else subset,
+                        full if subset is None else full[subset], k)
         offset = 0.0
         if m.pca is not None:
             q, off = m.pca.project_query(q)
             offset = float(off)
-        ids, scores = self.index.search(q, max(cfg.top_n, cfg.top_k, cfg.confidence_pool), subset)
+        ids, scores = self.index.search(q, k, subset)
         self._sync()
         return ids, scores + np.float32(offset)
 
@@ -287,8 +297,12 @@ class Localizer:
         """
         if self.coarse is None:
             raise ValueError("this Localizer has no coarse encoder: construct it with one to score images")
-        q = coarse_vectors(self._check_shape(self.coarse.encode(image, domain), "coarse"),
-                           self.map.settings.coarse_grid)[0]
+        return self.place_scores_features(self.coarse.encode(image, domain), shortlist)
+
+    def place_scores_features(self, coarse_feat: Any,
+                              shortlist: int = 256) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """`place_scores` from a content code already encoded (the tracker encodes each frame once)."""
+        q = coarse_vectors(self._check_shape(coarse_feat, "coarse"), self.map.settings.coarse_grid)[0]
         if not bool(torch.isfinite(q).all()):
             raise ValueError("query features are not finite (NaN/inf): check the camera image and encoder")
         offset = 0.0
@@ -306,5 +320,27 @@ class Localizer:
         self._sync()
         return np.asarray(scores, dtype=np.float32) + np.float32(offset)
 
+    def localize_and_score(self, coarse_feat: Any, fine_feat: Any = None, prior: SpatialPrior | None = None,
+                           shortlist: int = 256, _timings: dict[str, float] | None = None, _t0: float | None = None,
+                           ) -> tuple[RetrievalResult, np.ndarray | tuple[np.ndarray, np.ndarray] | None]:
+        """One frame's retrieval AND its place scores from one encoding (what `tracking.Tracker` runs).
+
+        Scores are None when the frame gives no evidence: a map that failed its integrity check or
+        features that are not finite (the result then says why). With the numpy backend the map is scored
+        once: the full score vector also gives the coarse ranking."""
+        t0 = time.perf_counter() if _t0 is None else _t0
+        problem = getattr(self.map, "integrity_problem", None)
+        tp = time.perf_counter()
+        try:
+            scores = None if problem is not None else self.place_scores_features(coarse_feat, shortlist)
+        except ValueError as exc:
+            if "not finite" not in str(exc):
+                raise  # a shape mismatch is the caller's error, as in localize_features
+            scores = None
+        full = scores if isinstance(scores, np.ndarray) else None
+        t_scores = (time.perf_counter() - tp) * 1e3
+        res = self.localize_features(coarse_feat, fine_feat, prior, _timings=_timings, _t0=t0, _full=full)
+        res.timings_ms.setdefault("place_scores", t_scores)
+        return res, scores
 
 __all__ = ["Localizer", "MapError", "SearchConfig", "verify_map"]

@@ -30,7 +30,9 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from disam_ros.retrieval.belief import SparseBelief, checked_frame
 from disam_ros.retrieval.place_graph import MotionPlan, PlaceGraph
+from disam_ros.retrieval.summary import PlaceGeometry
 from disam_ros.retrieval.window import WindowMatcher
 
 log = logging.getLogger(__name__)
@@ -177,19 +179,25 @@ def normalise_log(logp: np.ndarray) -> np.ndarray:
 def summarise(p: np.ndarray, graph: PlaceGraph, mass_radius: float) -> tuple[int, float, float, float, np.ndarray,
                                                                            float]:
     """(best slot, mass within radius, its log-odds, the best place's own mass, 3x3 covariance about it,
-    entropy) of a chain-order posterior."""
-    best = int(np.argmax(p))
-    d = graph.positions - graph.positions[best]
-    near = np.einsum("ij,ij->i", d, d) <= mass_radius * mass_radius
-    cov = (d * p[:, None]).T @ d + np.eye(3) * max(graph.spacing_m / 2.0, MIN_POS_SIGMA_M) ** 2
-    nz = p[p > 0]
-    inside, outside = float(p[near].sum()), float(p[~near].sum())
-    log_odds = math.log(max(inside, 1e-300)) - math.log(max(outside, 1e-300))
-    return best, inside, log_odds, float(p[best]), cov, float(-(nz * np.log(nz)).sum())
+    entropy) of a chain-order posterior (one-off; a localizer keeps its `PlaceGeometry`)."""
+    best, inside, odds, own, spread, ent = PlaceGeometry(graph.positions, mass_radius).summary(p)
+    return best, inside, odds, own, spread + spacing_floor(graph), ent
+
+
+def spacing_floor(graph: PlaceGraph) -> np.ndarray:
+    """The covariance every estimate carries: half the map spacing (at least 5 cm) on each axis."""
+    return np.eye(3) * max(graph.spacing_m / 2.0, MIN_POS_SIGMA_M) ** 2
 
 
 class SequenceLocalizer:
-    """Per-frame sequence localization over one map's places (see the module docstring)."""
+    """Per-frame sequence localization over one map's places (see the module docstring).
+
+    A map of more than `exact_cells` (speed bin x place) cells keeps its sequence belief sparse (a flat
+    floor plus the places that matter, `belief.SparseBelief`), so an update costs about a millisecond at
+    100k places; smaller maps run the dense filter exactly. What the sparse form gives up is listed in
+    `belief.py`; its measured effect is in the README (sequence filter benchmark)."""
+
+    exact_cells = 1 << 16  # 65536 cells: up to ~10k places with 6 speed bins run dense
 
     def __init__(self, graph: PlaceGraph, config: SequenceConfig | None = None,
                  observation: ObservationModel | None = None) -> None:
@@ -199,6 +207,9 @@ class SequenceLocalizer:
         cfg = self.config
         lowest = min(max(cfg.min_speed_mps, cfg.window_min_speed_mps), cfg.max_speed_mps)
         self.window = WindowMatcher(graph, cfg.window_frames, np.linspace(lowest, cfg.max_speed_mps, cfg.window_speeds))
+        self.geometry = PlaceGeometry(graph.positions, cfg.mass_radius_m)
+        sparse = cfg.mode == "sequence" and cfg.speed_bins * len(graph) > self.exact_cells
+        self._sparse = SparseBelief(graph, cfg.speed_bins) if sparse else None
         self._ranges: dict[tuple[int, int], MotionPlan] = {}
         self.reset()
 
@@ -208,13 +219,21 @@ class SequenceLocalizer:
                  **graph_kw) -> SequenceLocalizer:
         return cls(PlaceGraph.build(positions, drives, stamps, **graph_kw), config, observation)
 
-    def _uniform(self) -> np.ndarray:
+    @property
+    def belief(self) -> np.ndarray:
+        """(speed bins, N) cell masses in chain order (built on demand from the sparse form of a large map)."""
+        return self._sparse.dense() if self._sparse is not None else self._belief
+
+    def _restart_belief(self) -> None:
         v, n = self.config.speed_bins, len(self.graph)
-        return np.full((v, n), 1.0 / (v * n))
+        if self._sparse is not None:
+            self._sparse.uniform()
+        else:
+            self._belief = np.full((v, n), 1.0 / (v * n))
 
     def reset(self) -> None:
         """Forget everything: uniform belief, no history (the node's ~/reset)."""
-        self.belief = self._uniform()
+        self._restart_belief()
         self.window.reset()
         self._stamp: float | None = None
         self._prev_best: np.ndarray | None = None
@@ -226,7 +245,11 @@ class SequenceLocalizer:
         d2 = np.sum((self.graph.positions - np.asarray(position, np.float64).reshape(1, 3)) ** 2, axis=1)
         g = normalise_log(-0.5 * d2 / max(float(sigma_m), 1e-6) ** 2)
         f, v = self.config.prior_floor, self.config.speed_bins
-        self.belief = np.tile(((1.0 - f) * g + f / len(g)) / v, (v, 1))
+        q = (1.0 - f) * g + f / len(g)
+        if self._sparse is not None:
+            self._sparse.set_places(q)
+        else:
+            self._belief = np.tile(q / v, (v, 1))
         self.window.reset()
         self._stamp = None  # the next frame starts from the prior as it is, without a motion step
         self._consistent = 0
@@ -234,7 +257,22 @@ class SequenceLocalizer:
 
     def posterior(self) -> np.ndarray:
         """The current belief over places (speeds summed out), in map order."""
-        return self.belief.sum(axis=0)[self.graph.slot]
+        p = self._sparse.place_masses() if self._sparse is not None else self._belief.sum(axis=0)
+        return p[self.graph.slot]
+
+    def top_places(self, k: int) -> list[tuple[int, float]]:
+        """The k map places with the most posterior mass, best first, ties to the lower map index (as an
+        argsort of `posterior()`, but O(support) on a large map instead of building an (N,) array)."""
+        if k <= 0:
+            return []
+        if self._sparse is not None:
+            ids, mass = self._sparse.top(k)
+            return [(int(i), float(m)) for i, m in zip(ids, mass)]
+        p = self.posterior()
+        k = min(k, len(p))
+        top = np.flatnonzero(p >= np.partition(p, len(p) - k)[len(p) - k])  # every place tied with the k-th
+        top = top[np.lexsort((top, -p[top]))][:k]
+        return [(int(i), float(p[i])) for i in top]
 
     def _ranges_for(self, lo: float, hi: float) -> MotionPlan:
         """Band ranges, cached by band quantised to an eighth of the spacing (far below the widening)."""
@@ -263,15 +301,20 @@ class SequenceLocalizer:
 
     def predict(self, dt: float, odom: float | None = None) -> float:
         """Motion step in place; returns the largest displacement it allowed (for the consistency count)."""
+        cfg = self.config
         bands = self._bands(dt, odom)
-        b = np.stack([self.graph.transfer(self.graph.shift(row, self._ranges_for(lo, hi)), self.config.transfer_prob)
-                      for row, (lo, hi) in zip(self.belief, bands)])
-        c = self.config.speed_change_prob
-        if c > 0 and len(b) > 1:  # neighbouring speed bins exchange a share; the end bins reflect
-            up, down = np.vstack([b[1:], b[-1:]]), np.vstack([b[:1], b[:-1]])
-            b = (1.0 - 2.0 * c) * b + c * (up + down)
-        eps = self.config.teleport_prob
-        self.belief = (1.0 - eps) * b / b.sum() + eps / b.size
+        plans = [self._ranges_for(lo, hi) for lo, hi in bands]
+        if self._sparse is not None:
+            self._sparse.predict(plans, cfg.transfer_prob, cfg.speed_change_prob, cfg.teleport_prob)
+        else:
+            b = np.stack([self.graph.transfer(self.graph.shift(row, plan), cfg.transfer_prob)
+                          for row, plan in zip(self._belief, plans)])
+            c = cfg.speed_change_prob
+            if c > 0 and len(b) > 1:  # neighbouring speed bins exchange a share; the end bins reflect
+                up, down = np.vstack([b[1:], b[-1:]]), np.vstack([b[:1], b[:-1]])
+                b = (1.0 - 2.0 * c) * b + c * (up + down)
+            eps = cfg.teleport_prob
+            self._belief = (1.0 - eps) * b / b.sum() + eps / b.size
         return max(max(abs(lo), abs(hi)) for lo, hi in bands)
 
     def _restart_reason(self, stamp: float) -> str:
@@ -289,12 +332,12 @@ class SequenceLocalizer:
         """One frame: (N,) scores over the whole map or an (ids, scores) shortlist; odom = distance
         travelled since the previous frame in metres (None: use the speed band)."""
         n = len(self.graph)
-        z = self._z(scores, n)[self.graph.order]
+        ids, s = checked_frame(scores, n)
         stamp = float(stamp)
         reason = self._restart_reason(stamp)
         if reason and self._stamp is not None:
             log.info("sequence localizer re-initialised: %s", reason)
-            self.belief = self._uniform()
+            self._restart_belief()
             self.window.reset()
             self._prev_best = None
         mode = self.config.mode
@@ -303,38 +346,33 @@ class SequenceLocalizer:
             moved = self.predict(stamp - self._stamp, odom)
         self._stamp = stamp
         self._pending = ""
-        gain = self.observation.gain
+        if self._sparse is not None:
+            self._sparse.observe_frame(ids, s, self.observation.gain, self.observation.wrong_scale)
+            return self._estimate(self._sparse.summary(self.geometry), stamp, moved, reason)
+        obs = self.observation
+        z = (obs.frame_z(s) if ids is None else obs.shortlist_z(ids, s, n))[self.graph.order]
+        if not np.isfinite(z).all():
+            raise ValueError("frame scores are not finite (NaN/inf): check the query features")
+        gain = obs.gain
         if mode == "sequence":
-            post = self.belief * np.exp(gain * (z - z.max()))
+            post = self._belief * np.exp(gain * (z - z.max()))
             total = post.sum()
-            self.belief = post / total if total > 1e-300 else self._uniform()
-            p = self.belief.sum(axis=0)
+            if total > 1e-300:
+                self._belief = post / total
+            else:
+                self._restart_belief()
+            p = self._belief.sum(axis=0)
         elif mode == "window":
             p = normalise_log(gain * self.window.push(z, stamp))
         else:
             p = normalise_log(gain * z)
-        return self._estimate(p, stamp, moved, reason)
+        return self._estimate(self.geometry.summary(p), stamp, moved, reason)
 
-    def _z(self, scores: np.ndarray | tuple[np.ndarray, np.ndarray], n: int) -> np.ndarray:
-        if isinstance(scores, tuple):
-            ids, s = scores
-            if len(ids) != len(s) or (len(ids) and (np.min(ids) < 0 or np.max(ids) >= n)):
-                raise ValueError(f"shortlist of {len(ids)} ids / {len(s)} scores does not index a map of {n} places: "
-                                 "pass map indices in [0, N) with one score each")
-            z = self.observation.shortlist_z(ids, s, n)
-        else:
-            s = np.asarray(scores, dtype=np.float64).reshape(-1)
-            if len(s) != n:
-                raise ValueError(f"{len(s)} scores for a map of {n} places: pass one score per map image "
-                                 "(or an (ids, scores) shortlist)")
-            z = self.observation.frame_z(s)
-        if not np.isfinite(z).all():
-            raise ValueError("frame scores are not finite (NaN/inf): check the query features")
-        return z
-
-    def _estimate(self, p: np.ndarray, stamp: float, moved: float, reason: str) -> SequenceEstimate:
+    def _estimate(self, summary: tuple[int, float, float, float, np.ndarray, float], stamp: float, moved: float,
+                  reason: str) -> SequenceEstimate:
         g, cfg = self.graph, self.config
-        best, mass, odds, own, cov, ent = summarise(p, g, cfg.mass_radius_m)
+        best, mass, odds, own, spread, ent = summary
+        cov = spread + spacing_floor(g)
         pos = g.positions[best].copy()
         if self._prev_best is not None and np.linalg.norm(pos - self._prev_best) <= moved + cfg.mass_radius_m:
             self._consistent += 1
@@ -342,9 +380,8 @@ class SequenceLocalizer:
             self._consistent = 1
         self._prev_best = pos
         return SequenceEstimate(index=int(g.order[best]), position=pos, mass=mass, log_odds=odds, place_mass=own,
-                                covariance=cov,
-                                entropy=ent, consistent_frames=self._consistent, stamp=stamp, mode=cfg.mode,
-                                reinitialised=reason)
+                                covariance=cov, entropy=ent, consistent_frames=self._consistent, stamp=stamp,
+                                mode=cfg.mode, reinitialised=reason)
 
 
 def max_entropy(n: int) -> float:

@@ -1,5 +1,6 @@
-"""A peer of the localizer node for tests and the benchmark: publishes camera frames, records everything the
-node publishes (with receipt times), changes its parameters, and reads its /rosout lines.
+"""A peer of the localizer node for tests and the benchmark: publishes camera frames (and odometry), records
+everything the node publishes (with receipt times), changes its parameters, calls `~/reset`, and reads its
+/rosout lines.
 
 Runs its own rclpy context and executor thread, so it can live next to other rclpy users in one process.
 Uses RELIABLE QoS and waits for matching, since best-effort images drop heavily between processes here.
@@ -19,17 +20,22 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseArray, PoseStamped, PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import Log, Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
+from std_srvs.srv import Trigger
 
 from disam_ros.data.image_codec import encode_compressed, encode_image
 from disam_ros.ros.messages import sec_to_stamp
 
 Stamp = tuple[int, int]
+# Diagnostics counters that account for a frame sent to the node (see LocalizerClient.frames_done).
+DONE_COUNTERS = ("dropped_in_queue", "dropped_by_node", "localized", "not_localized", "junk_frames", "bad_input",
+                 "errors")
 
 
 def stamp_key(stamp: Any) -> Stamp:
@@ -75,6 +81,9 @@ class LocalizerClient:
         sub(DiagnosticArray, "/diagnostics", self._on_diag, qos)
         sub(Log, "/rosout", self._on_log, QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
         self.param_client = self.node.create_client(SetParameters, f"{self.fqn}/set_parameters")
+        self.reset_client = self.node.create_client(Trigger, f"{self.fqn}/reset")
+        self._ns = ns
+        self._odom_pubs: dict[str, Any] = {}
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
@@ -148,6 +157,28 @@ class LocalizerClient:
             return None
         return self.wait(find, timeout)
 
+    def frames_done(self, timeout: float = 10.0) -> tuple[int, int]:
+        """(frames the node accounted for, frames it localized) by its latest diagnostics (waiting for a first
+        one): every frame sent is lost before it, or processed to an outcome; `localized` counts a frame only
+        once its poses are published."""
+        self.wait(lambda: self.rx.diagnostics, timeout)
+        d = self.rx.diagnostics[-1][1] if self.rx.diagnostics else {}
+        return sum(int(d.get(k, 0)) for k in DONE_COUNTERS), int(d.get("localized", 0))
+
+    def wait_frames_done(self, sent: int, base: tuple[int, int], idle_s: float) -> bool:
+        """Until the node has accounted for `sent` frames since `base` (frames_done before sending) and every pose
+        it published has arrived here; False when nothing moved for idle_s first (a node that stopped reporting)."""
+        seen, last = None, time.monotonic()
+        while True:
+            done, localized = self.frames_done(0.0)
+            if done - base[0] >= sent and len(self.rx.pose_cov) >= localized:
+                return True
+            if (done, len(self.rx.pose_cov)) != seen:
+                seen, last = (done, len(self.rx.pose_cov)), time.monotonic()
+            elif time.monotonic() - last > idle_s:
+                return False
+            time.sleep(0.05)
+
     def errors(self, after: float = 0.0) -> list[str]:
         return [m.msg for t, m in self.rx.rosout if t >= after and m.level >= Log.ERROR]
 
@@ -189,6 +220,31 @@ class LocalizerClient:
         if not done:
             raise TimeoutError(f"SetParameters on {self.fqn} timed out after {timeout} s")
         return [(r.successful, r.reason) for r in fut.result().results]
+
+    def reset(self, timeout: float = 10.0) -> tuple[bool, str]:
+        """Call the node's `~/reset` (std_srvs/Trigger); returns (success, message)."""
+        if not self.reset_client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"no ~/reset service on {self.fqn} after {timeout} s: is the node configured?")
+        fut = self.reset_client.call_async(Trigger.Request())
+        if not self.wait(fut.done, timeout):
+            raise TimeoutError(f"~/reset on {self.fqn} timed out after {timeout} s")
+        return bool(fut.result().success), str(fut.result().message)
+
+    def odometry_publisher(self, topic: str = "odom") -> Any:
+        """The nav_msgs/Odometry publisher on `topic` (relative: in the client's namespace), made on first use;
+        wait for `get_subscription_count()` before publishing, as for images."""
+        name = topic if topic.startswith("/") else f"{self._ns}/{topic}"
+        if name not in self._odom_pubs:
+            self._odom_pubs[name] = self.node.create_publisher(
+                Odometry, name, QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+        return self._odom_pubs[name]
+
+    def publish_odometry(self, position: Any, stamp: float, topic: str = "odom", frame_id: str = "odom") -> None:
+        """One Odometry message with this position (identity orientation)."""
+        msg = Odometry(header=Header(stamp=sec_to_stamp(float(stamp)), frame_id=frame_id), child_frame_id="base_link")
+        msg.pose.pose.position.x, msg.pose.pose.position.y, msg.pose.pose.position.z = (float(v) for v in position)
+        msg.pose.pose.orientation.w = 1.0
+        self.odometry_publisher(topic).publish(msg)
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=1.0)

@@ -7,8 +7,9 @@ state. `disam-localizer` configures and activates itself unless `autostart` is f
 
 Threading: subscription callbacks only stash the latest frame in a one-slot mailbox (a newer frame replaces an
 unprocessed one, counted as dropped_by_node); one worker thread decodes and makes ONE ROS-free call per frame,
-`Relocalizer.localize`, then publishes. So a slow model never backs up the executor or the DDS queues, memory
-stays bounded at any input rate, and parameter and lifecycle services stay responsive.
+`Tracker.step` (encoder choice, retrieval and the sequence filter over the vehicle's stream), then publishes.
+So a slow model never backs up the executor or the DDS queues, memory stays bounded at any input rate, and
+parameter, lifecycle and `~/reset` services stay responsive (they wait at most for the frame in flight).
 
 Usage::
 
@@ -29,6 +30,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseArray, PoseStamped, PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -37,6 +39,7 @@ from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import RCLError
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
 from disam_ros import conditions
 from disam_ros.data.image_codec import compressed_to_rgb, image_to_rgb
@@ -44,14 +47,15 @@ from disam_ros.ros import env
 from disam_ros.ros import messages as M
 from disam_ros.ros import node_params as P
 from disam_ros.ros.node_stats import LatestFrame, LogThrottle, SequenceGaps, Stats, rss_mb, status_summary
-from disam_ros.ros.node_worker import FrameWorker, spatial_prior
+from disam_ros.ros.node_worker import FrameWorker, NodeTracking, PriorCache, confidence_gate
 
 NODE_NAME = P.NODE_NAME
 
 NAN = float("nan")
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 WORKER_JOIN_S = 0.5  # a worker stuck in a long decode is a daemon: never wait for it longer than this
-DYNAMIC = ("max_rate_hz", "publish_debug_image", "debug_rate_hz", "prior_timeout_s", "prior_radius_m")
+DYNAMIC = ("max_rate_hz", "publish_debug_image", "debug_rate_hz", "prior_timeout_s", "prior_radius_m",
+           "min_confidence", "min_heuristic_confidence")
 
 
 class LocalizerNode(LifecycleNode):
@@ -70,11 +74,11 @@ class LocalizerNode(LifecycleNode):
         self._log_warn = LogThrottle(lambda text: self.get_logger().warning(text))
         self._worker: FrameWorker | None = None
         self._active = threading.Event()
-        self._prior_lock = threading.Lock()
-        self._prior: tuple[float, Any] | None = None
+        self.priors = PriorCache()
+        self.tracking: NodeTracking | None = None
         self.last_debug = 0.0
         self._domain_in_use = ""
-        self._last_stamp: float | None = None
+        self.last_stamp: float | None = None
         self.reloc: Any = None
         self._left_behind = False
         self.config_error = ""
@@ -116,8 +120,7 @@ class LocalizerNode(LifecycleNode):
         cfg = self.cfg = P.read_config(self)
         self.reloc = Relocalizer.from_map(cfg.map, RelocalizerConfig(
             coarse_checkpoint=cfg.coarse_checkpoint, fine_checkpoint=cfg.fine_checkpoint,
-            search=SearchConfig(top_n=cfg.top_n, top_k=cfg.top_k, min_confidence=cfg.min_confidence,
-                                device=cfg.device),
+            search=SearchConfig(top_n=cfg.top_n, top_k=cfg.top_k, min_confidence=0.0, device=cfg.device),
             weather=cfg.weather, domain=cfg.domain, latitude=cfg.latitude, longitude=cfg.longitude,
             conditions_file=cfg.conditions_file, condition_table=cfg.condition_table,
             allow_unverified_model=cfg.allow_unverified_model))
@@ -131,6 +134,7 @@ class LocalizerNode(LifecycleNode):
             self.get_logger().warning(w)
         self._selection = self.reloc.select(None)
         self.dyn = {k: getattr(cfg, k) for k in DYNAMIC}
+        self.tracking = NodeTracking(self.reloc, cfg)  # place graph and observation model from the map
         out = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         pub = self.create_lifecycle_publisher  # silent unless active: a deactivated node publishes no pose
         self.pub_pose = pub(PoseStamped, "~/pose", out)
@@ -139,6 +143,7 @@ class LocalizerNode(LifecycleNode):
         self.pub_loop = pub(String, "~/loop_closure", out)
         self.pub_debug = pub(Image, "~/debug_image", QoSProfile(depth=2))
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", out)  # reports in every state
+        self.srv_reset = self.create_service(Trigger, "~/reset", self._on_reset)
         t0 = time.monotonic()
         self.reloc.warm_up()  # before subscribing: an active, matched subscription means the node is ready
         self.get_logger().debug(f"warm-up query took {1e3 * (time.monotonic() - t0):.0f} ms")
@@ -146,7 +151,7 @@ class LocalizerNode(LifecycleNode):
         self.get_logger().info(
             f"configured: map '{cfg.map}' ({len(self.map)} images, frame '{self.frame_id}') on {self.device}; "
             f"domains {list(self.model_domains)} (table '{self.reloc.selector.table.name}', fallback "
-            f"'{self.reloc.selector.fallback}')")
+            f"'{self.reloc.selector.fallback}'); mode {cfg.mode}, confidence {self.tracking.calibration}")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe to images and priors and start the worker (publishers enabled by the base class)."""
@@ -163,6 +168,9 @@ class LocalizerNode(LifecycleNode):
         else:
             self.sub_image = self.create_subscription(Image, "image", self._on_raw, img_qos)
         self.sub_prior = self.create_subscription(PoseWithCovarianceStamped, "prior", self._on_prior, 5)
+        if cfg.odom_topic:
+            self.tracking.reset_odometry()
+            self.sub_odom = self.create_subscription(Odometry, cfg.odom_topic, self._on_odom, 50)
         self.get_logger().info(f"active: listening on {self.sub_image.topic_name} "
                                f"({'CompressedImage' if cfg.compressed else 'Image'})")
         return super().on_activate(state)
@@ -196,7 +204,7 @@ class LocalizerNode(LifecycleNode):
         self.mailbox.close()
         if self.mailbox.clear():
             self.stats.add("dropped_by_node")
-        for name in ("sub_image", "sub_prior"):
+        for name in ("sub_image", "sub_prior", "sub_odom"):
             sub = getattr(self, name, None)
             if sub is not None:
                 self.destroy_subscription(sub)
@@ -208,16 +216,16 @@ class LocalizerNode(LifecycleNode):
     def _release(self) -> None:
         """Destroy what configure made and drop map and models (the memory a cleanup is for)."""
         lifecycle = ("pub_pose", "pub_pose_cov", "pub_candidates", "pub_loop", "pub_debug")
-        for name in (*lifecycle, "pub_diag", "diag_timer"):
+        destroyers = {"pub_diag": self.destroy_publisher, "diag_timer": self.destroy_timer,
+                      "srv_reset": self.destroy_service, **dict.fromkeys(lifecycle, self.destroy_lifecycle_publisher)}
+        for name, destroy in destroyers.items():
             entity = getattr(self, name, None)
             if entity is not None:
-                destroy = self.destroy_lifecycle_publisher if name in lifecycle else (
-                    self.destroy_timer if name == "diag_timer" else self.destroy_publisher)
                 destroy(entity)
                 setattr(self, name, None)
         if self.reloc is not None:
             self.reloc.map.close()  # stop the background integrity check with the map it checks
-        self.reloc = None
+        self.reloc = self.tracking = None
 
     def close(self) -> bool:
         """Shut down from whatever state the node is in, waiting at most WORKER_JOIN_S for a frame in flight;
@@ -254,62 +262,55 @@ class LocalizerNode(LifecycleNode):
             self._log_warn(f"prior frame '{msg.header.frame_id}' differs from the map frame '{self.frame_id}': "
                            "ignoring it; publish priors in the map frame", kind="prior_frame")
             return
-        with self._prior_lock:
-            self._prior = (time.monotonic(), msg)
+        self.priors.put(msg)
+
+    def _on_odom(self, msg: Odometry) -> None:
+        """Executor thread: one position into the distance accumulator (the worker takes it per frame)."""
+        tracking, p = self.tracking, msg.pose.pose.position
+        if tracking is not None:
+            stamp = M.stamp_to_sec(msg.header.stamp)
+            ok = tracking.add_odometry(stamp if stamp > 0.0 else time.monotonic(), (p.x, p.y, p.z))
+            self.stats.add("odometry_received" if ok else "odometry_ignored")
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """~/reset: belief back to uniform over the map (waits at most for the frame in flight)."""
+        tracking = self.tracking
+        response.success = tracking is not None
+        response.message = tracking.reset("~/reset service") if tracking is not None else \
+            "not configured: configure the node first (no map loaded)"
+        if tracking is not None:
+            self.stats.add("belief_resets")
+            self.get_logger().info(response.message)
+        return response
 
     def _on_set_parameters(self, params: list) -> SetParametersResult:
-        """Run-time changes: weather/domain switch the encoder; rates and prior settings apply next frame.
-        Before configure only the values are checked (configure reads them)."""
+        """Run-time changes (node_params.apply_changes); a refused request changes nothing."""
         try:
-            for p in params:  # validate everything first: a refused request changes nothing
-                P.check_value(p.name, p.value)
-                if p.name == "domain" and p.value and self.reloc is not None and p.value not in self.model_domains:
-                    raise ValueError(f"domain {p.value!r} is not a model domain: use one of "
-                                     f"{list(self.model_domains)} or '' for automatic selection")
-            if self.reloc is not None:
-                self._apply_parameters(params)
+            P.apply_changes(self, params)
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
-
-    def _apply_parameters(self, params: list) -> None:
-        selector = self.reloc.selector
-        for p in params:
-            if p.name == "weather":
-                selector.set_weather(p.value)
-            elif p.name == "domain":
-                selector.set_override(p.value)
-            elif p.name == "min_confidence":  # the localizer reads its config on every query
-                loc = self.reloc.localizer
-                loc.config = replace(loc.config, min_confidence=float(p.value))
-            elif p.name in self.dyn:
-                self.dyn[p.name] = float(p.value) if p.name in P.FLOAT_PARAMS else p.value
-        if any(p.name in ("weather", "domain") for p in params):
-            self._selection = self.reloc.select(self._last_stamp)
-            self._note_domain(self._selection)
 
     # ------------------------------------------------------------------------------------------ worker hooks
 
     def current_prior(self) -> Any:
         """The spatial prior for this frame, or None (none received, stale, or unusable: search globally)."""
-        with self._prior_lock:
-            prior = self._prior
-        if prior is None or time.monotonic() - prior[0] > self.dyn["prior_timeout_s"]:
-            return None
         try:
-            return spatial_prior(prior[1], self.dyn["prior_radius_m"])
+            return self.priors.get(self.dyn["prior_timeout_s"], self.dyn["prior_radius_m"])
         except ValueError as exc:
             self.stats.add("priors_ignored")
             self._log_warn(f"ignoring spatial prior: {exc} (or set prior_radius_m)", kind="prior_invalid")
             return None
 
-    def note_selection(self, sel: conditions.Selection, stamp: float) -> None:
-        self._last_stamp, self._selection = stamp, sel
-        self._note_domain(sel)
+    def note_selection(self, sel: conditions.Selection, stamp: float | None) -> None:
+        if stamp is not None:
+            self.last_stamp = stamp
+        self._selection = sel
+        self.note_domain(sel)
 
     # ------------------------------------------------------------------------------------------ reporting
 
-    def _note_domain(self, sel: conditions.Selection) -> None:
+    def note_domain(self, sel: conditions.Selection) -> None:
         if sel.domain != self._domain_in_use:
             if self._domain_in_use:
                 self.stats.add("encoder_switches")
@@ -334,7 +335,11 @@ class LocalizerNode(LifecycleNode):
             "device": self.device, "rss_mb": rss_mb(), "map_verification": self.map.verification.state,
             "map_problem": self.map.integrity_problem or "",
             "sequence_numbers": "yes" if self._gaps.available else "no",
+            "odometry": self.cfg.odom_topic or "none (speed band)", **self.tracking.diagnostics(),
         }
+        t, values["confidence_gate"] = confidence_gate(self.dyn, self.tracking.calibrated,
+                                                       self.tracking.suggested_min_confidence)
+        values.update(confidence_threshold=t, confidence_calibrated=self.tracking.calibrated)
         values.update(self.stats.snapshot())
         return values
 

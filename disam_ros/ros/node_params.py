@@ -30,6 +30,8 @@ NODE_NAME = "disam_localizer"
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 ALLOWED_WEATHER = (*conditions.WEATHERS, conditions.UNKNOWN)
 IMAGE_QOS = ("reliable", "best_effort")
+MODES = ("sequence", "single", "window")
+TOPIC_RE = re.compile(r"(?:~/|/)?[A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)*")
 NAN = float("nan")
 
 
@@ -55,7 +57,22 @@ PARAMETERS: tuple[Param, ...] = (
     Param("device", "auto", "Torch device for the encoders.", constraints="auto, cpu, cuda, cuda:N, mps"),
     Param("top_n", 3, "Coarse candidates re-ranked by the fine model (paper: 3).", constraints=">= 1"),
     Param("top_k", 5, "Scored candidates published on ~/candidates.", constraints=">= 1"),
-    Param("min_confidence", 0.0, "Below this retrieval confidence no pose is published.", dynamic=True,
+    Param("mode", "sequence", "How frames are combined: sequence (Bayes filter over map places along the "
+          "vehicle's stream), window (SeqSLAM best path over the last frames), single (each frame alone).",
+          constraints=", ".join(MODES)),
+    Param("min_speed_mps", 0.0, "Slowest vehicle speed between frames when no odometry arrives (0 = stops "
+          "allowed).", constraints=">= 0 and <= max_speed_mps"),
+    Param("max_speed_mps", 15.0, "Fastest vehicle speed between frames when no odometry arrives.",
+          constraints="> 0 and >= min_speed_mps"),
+    Param("odom_topic", "", "nav_msgs/Odometry topic: the distance travelled between frames moves the belief; "
+          "empty = none (the speed band).", constraints="empty or a topic name"),
+    Param("loop_closure_min_consecutive", 3, "A loop-closure hint on ~/loop_closure only after this many "
+          "consecutive consistent frames.", constraints=">= 1"),
+    Param("min_confidence", NAN, "With a map calibrated for the mode: no pose below this calibrated probability "
+          "of being within the tolerance; NaN = the threshold the calibration chose (its precision target, 99 %).",
+          dynamic=True, constraints="0..1 or NaN"),
+    Param("min_heuristic_confidence", 0.0, "With a map not calibrated for the mode: no pose below this "
+          "heuristic confidence (0 = publish every answer, the behaviour before calibration).", dynamic=True,
           constraints="0..1"),
     Param("compressed", False, "Subscribe to sensor_msgs/CompressedImage on image/compressed instead of "
           "sensor_msgs/Image on image."),
@@ -104,7 +121,13 @@ class LocalizerConfig:
     device: str
     top_n: int
     top_k: int
+    mode: str
+    min_speed_mps: float
+    max_speed_mps: float
+    odom_topic: str
+    loop_closure_min_consecutive: int
     min_confidence: float
+    min_heuristic_confidence: float
     compressed: bool
     image_qos: str
     max_rate_hz: float
@@ -184,8 +207,19 @@ def check_value(name: str, value: Any) -> Any:
         raise ValueError(f"device {value!r} is not valid: use auto, cpu, cuda, cuda:N or mps")
     elif name in ("top_n", "top_k") and value < 1:
         raise ValueError(f"parameter '{name}' must be >= 1, got {value}")
-    elif name == "min_confidence" and not 0.0 <= value <= 1.0:
-        raise ValueError(f"min_confidence must be in [0, 1], got {value}")
+    elif name == "min_confidence" and not (math.isnan(value) or 0.0 <= value <= 1.0):
+        raise ValueError(f"min_confidence must be in [0, 1] or NaN (= the map calibration's threshold), got {value}")
+    elif name == "min_heuristic_confidence" and not 0.0 <= value <= 1.0:
+        raise ValueError(f"min_heuristic_confidence must be in [0, 1], got {value}")
+    elif name == "mode" and value not in MODES:
+        raise ValueError(f"mode {value!r} is not valid: use one of {', '.join(MODES)}")
+    elif name in ("min_speed_mps", "max_speed_mps") and not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"parameter '{name}' must be a speed >= 0 in m/s, got {value}")
+    elif name == "odom_topic" and value and not TOPIC_RE.fullmatch(value):
+        raise ValueError(f"odom_topic {value!r} is not a ROS topic name: use letters, digits, _ and / "
+                         "(e.g. /odom), or leave it empty")
+    elif name == "loop_closure_min_consecutive" and value < 1:
+        raise ValueError(f"loop_closure_min_consecutive must be >= 1, got {value}")
     elif name == "image_qos" and value not in IMAGE_QOS:
         raise ValueError(f"image_qos {value!r} is not valid: use one of {IMAGE_QOS}")
     elif name == "max_rate_hz" and not (math.isfinite(value) and value >= 0.0):
@@ -206,9 +240,35 @@ def check_value(name: str, value: Any) -> Any:
     return value
 
 
+def apply_changes(node: Any, params: list) -> None:
+    """Run-time changes of a LocalizerNode: weather/domain switch the encoder; rates, prior settings and the
+    confidence gates apply from the next frame. Everything is validated first (ValueError, one line), so a
+    refused request changes nothing; before configure only the values are checked (configure reads them)."""
+    for p in params:
+        check_value(p.name, p.value)
+        if p.name == "domain" and p.value and node.reloc is not None and p.value not in node.model_domains:
+            raise ValueError(f"domain {p.value!r} is not a model domain: use one of {list(node.model_domains)} "
+                             "or '' for automatic selection")
+    if node.reloc is None:
+        return
+    selector = node.reloc.selector
+    for p in params:
+        if p.name == "weather":
+            selector.set_weather(p.value)
+        elif p.name == "domain":
+            selector.set_override(p.value)
+        elif p.name in node.dyn:
+            node.dyn[p.name] = float(p.value) if p.name in FLOAT_PARAMS else p.value
+    if any(p.name in ("weather", "domain") for p in params):
+        node.note_selection(node.reloc.select(node.last_stamp), node.last_stamp)
+
+
 def read_config(node: Node) -> LocalizerConfig:
     values = {p.name: check_value(p.name, node.get_parameter(p.name).value) for p in PARAMETERS}
     values["map"] = Path(values["map"]).expanduser()
+    if values["max_speed_mps"] <= 0.0 or values["min_speed_mps"] > values["max_speed_mps"]:
+        raise ValueError(f"speed band [{values['min_speed_mps']}, {values['max_speed_mps']}] m/s is empty: set "
+                         "0 <= min_speed_mps <= max_speed_mps and max_speed_mps > 0")
     return LocalizerConfig(**values)
 
 

@@ -7,6 +7,7 @@ not grow memory or the log).
 """
 from __future__ import annotations
 
+import math
 import re
 import statistics
 import threading
@@ -16,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 COUNTERS = ("received", "dropped_in_queue", "dropped_by_node", "processed", "localized", "not_localized",
-            "junk_frames", "bad_input", "errors", "encoder_switches", "priors_ignored")
+            "junk_frames", "bad_input", "errors", "encoder_switches", "priors_ignored", "loop_closures",
+            "belief_resets", "odometry_received", "odometry_ignored")
 
 
 class LatestFrame:
@@ -58,6 +60,55 @@ class LatestFrame:
         with self._cond:
             self._closed = False
             self._item = None
+
+
+class OdometryDistance:
+    """Distance travelled between camera frames, summed over consecutive odometry positions (no ROS types).
+
+    Why: with odometry the sequence filter moves its belief by what the vehicle measured instead of a wide
+    speed band. The state is one last (stamp, position) and one running sum, bounded whatever arrives. A
+    position that is not finite, a stamp that does not advance, or a step faster than `max_step_speed_mps`
+    (an odometry reset, a jumping simulator) restarts the chain without adding distance (`add` returns False).
+    `take` (the worker, once per frame) returns the distance since the previous take, or None when no
+    odometry step arrived meanwhile: then the filter falls back to the speed band."""
+
+    def __init__(self, max_step_speed_mps: float) -> None:
+        self._lock = threading.Lock()
+        self._last: tuple[float, tuple[float, float, float]] | None = None
+        self._sum = 0.0
+        self._steps = 0
+        self.max_step_speed_mps = float(max_step_speed_mps)
+
+    def add(self, stamp: float, position: tuple[float, float, float]) -> bool:
+        """One odometry message; False when it was not usable as a step (the chain restarts from it)."""
+        finite = math.isfinite(stamp) and all(math.isfinite(v) for v in position)
+        with self._lock:
+            last = self._last
+            self._last = (float(stamp), tuple(float(v) for v in position)) if finite else None
+            if not finite or last is None:
+                return finite and last is None
+            dt, d = stamp - last[0], math.dist(position, last[1])
+            if dt <= 0.0 or d > self.max_step_speed_mps * dt + 0.5:
+                return False
+            self._sum += d
+            self._steps += 1
+            return True
+
+    def take(self) -> float | None:
+        with self._lock:
+            d = self._sum if self._steps else None
+            self._sum, self._steps = 0.0, 0
+            return d
+
+    def restore(self, distance: float) -> None:
+        """Give back what `take` returned for a frame that could not use it (it moves the next frame)."""
+        with self._lock:
+            self._sum += float(distance)
+            self._steps += 1
+
+    def reset(self) -> None:
+        with self._lock:
+            self._last, self._sum, self._steps = None, 0.0, 0
 
 
 class Stats:

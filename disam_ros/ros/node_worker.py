@@ -1,5 +1,5 @@
 """The localizer node's per-frame pipeline, on its own thread: newest frame -> decode -> ONE ROS-free
-`Relocalizer.localize` call -> publish.
+`Tracker.step` call -> confidence gate -> publish; and the sequence state the node keeps around its tracker.
 
 Kept apart from the lifecycle plumbing (localizer_node.py) so what happens to one frame reads in one place.
 Each activation gets a fresh worker with its own stop event: a worker left behind in a long decode when the
@@ -8,6 +8,7 @@ than a short join (it is a daemon thread).
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -17,9 +18,113 @@ from geometry_msgs.msg import PoseWithCovarianceStamped
 
 from disam_ros import conditions
 from disam_ros.ros import messages as M
+from disam_ros.ros.node_stats import OdometryDistance
 
 if TYPE_CHECKING:  # the node imports this module; only annotations point back
+    from disam_ros.relocalizer import Relocalizer
     from disam_ros.ros.localizer_node import LocalizerNode
+    from disam_ros.ros.node_params import LocalizerConfig
+    from disam_ros.tracking import TrackStep
+
+ODOM_JUMP_FACTOR = 3.0  # an odometry step faster than this x max_speed_mps is a reset of the odometry, not motion
+
+
+class NodeTracking:
+    """The node's sequence state around ONE `Tracker`: the lock that orders the worker's steps against
+    `~/reset`, the odometry distance accumulated between frames, and the diagnostics snapshot the timer
+    publishes (taken under the lock after each step, so /diagnostics never waits for a frame)."""
+
+    def __init__(self, reloc: Relocalizer, cfg: LocalizerConfig) -> None:
+        from disam_ros.retrieval.sequence import SequenceConfig
+        from disam_ros.tracking import Tracker, TrackerConfig
+
+        seq = SequenceConfig(mode=cfg.mode, min_speed_mps=cfg.min_speed_mps, max_speed_mps=cfg.max_speed_mps)
+        self.tracker = Tracker(reloc, TrackerConfig(mode=cfg.mode, sequence=seq,
+                                                    loop_closure_min_consecutive=cfg.loop_closure_min_consecutive))
+        self.places = len(reloc.map)
+        self.lock = threading.Lock()
+        self.odometry = OdometryDistance(ODOM_JUMP_FACTOR * cfg.max_speed_mps) if cfg.odom_topic else None
+        self._diag = self.tracker.diagnostics()
+
+    @property
+    def calibration(self) -> str:
+        return str(self._diag.get("calibration", ""))
+
+    @property
+    def calibrated(self) -> bool:
+        """The map holds a calibration for this mode (confidence is then a probability)."""
+        cal = self.tracker.calibration
+        return cal is not None and self.tracker.mode in cal.modes
+
+    @property
+    def suggested_min_confidence(self) -> float | None:
+        """The threshold the map's calibration chose for this mode (None: uncalibrated, or none reached the
+        calibration's precision target)."""
+        return self.tracker.suggested_min_confidence
+
+    def step(self, rgb: np.ndarray, stamp: float, prior: Any) -> TrackStep:
+        """THE per-frame call: odometry since the previous frame (None: the speed band) and one tracker step.
+        A frame that gave the belief no evidence (junk, or refused as a bad image) does not move it either: its
+        distance carries over to the next frame."""
+        odom = self.odometry.take() if self.odometry is not None else None
+        step = None
+        try:
+            with self.lock:
+                step = self.tracker.step(rgb, stamp if stamp > 0.0 else None, prior, odom)
+                self._diag = self.tracker.diagnostics()
+        finally:
+            if odom is not None and (step is None or step.estimate is None) and self.tracker.mode != "single":
+                self.odometry.restore(odom)
+        return step
+
+    def reset(self, reason: str) -> str:
+        """Belief back to uniform; returns the service's answer."""
+        with self.lock:
+            self.tracker.reset(reason)
+            self._diag = self.tracker.diagnostics()
+        if self.tracker.mode == "single":
+            return "mode single keeps no belief: nothing to reset"
+        return f"belief reset to uniform over {self.places} map places (mode {self.tracker.mode})"
+
+    def add_odometry(self, stamp: float, position: tuple[float, float, float]) -> bool:
+        return self.odometry is not None and self.odometry.add(stamp, position)
+
+    def reset_odometry(self) -> None:
+        if self.odometry is not None:
+            self.odometry.reset()
+
+    def diagnostics(self) -> dict[str, Any]:
+        return dict(self._diag)
+
+
+class PriorCache:
+    """The latest `prior` message and its retrieval gate, converted once per message and radius, so every frame
+    within `prior_timeout_s` gets the SAME SpatialPrior object (a tracker re-initialises its belief on a new
+    prior, not once per frame it is passed)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._item: tuple[int, float, PoseWithCovarianceStamped] | None = None  # (serial, received, message)
+        self._serial = 0
+        self._gate: tuple[int, float, Any] | None = None  # (serial, radius, SpatialPrior)
+
+    def put(self, msg: PoseWithCovarianceStamped) -> None:
+        with self._lock:
+            self._serial += 1
+            self._item = (self._serial, time.monotonic(), msg)
+
+    def get(self, timeout_s: float, radius_m: float) -> Any:
+        """The gate of a fresh prior, else None; ValueError (one line) for an unusable covariance."""
+        with self._lock:
+            item, gate = self._item, self._gate
+        if item is None or time.monotonic() - item[1] > timeout_s:
+            return None
+        if gate is not None and gate[:2] == (item[0], radius_m):
+            return gate[2]
+        prior = spatial_prior(item[2], radius_m)
+        with self._lock:
+            self._gate = (item[0], radius_m, prior)
+        return prior
 
 
 class FrameWorker:
@@ -60,8 +165,8 @@ class FrameWorker:
 
     def process(self, msg: Any, decode: Any, t_recv: float) -> None:
         """Decode, localize, publish one frame; every outcome is counted in the node's stats."""
-        node, reloc, t0 = self.node, self.node.reloc, time.monotonic()
-        if reloc is None:
+        node, tracking, t0 = self.node, self.node.tracking, time.monotonic()
+        if tracking is None:
             return
         stats = node.stats
         stats.add("processed")
@@ -72,12 +177,13 @@ class FrameWorker:
             if self.stop.is_set():  # deactivated or shutting down while we decoded
                 return
             t1 = time.monotonic()
-            sel, res = reloc.localize(rgb, stamp_sec, node.current_prior())  # the one ROS-free call per frame
+            step = tracking.step(rgb, stamp_sec, node.current_prior())  # the one ROS-free call per frame
         except ValueError as exc:  # the codec's and the relocalizer's one-line verdicts on a bad image
             stats.add("bad_input")
             node.error(f"dropping frame {stamp_sec:.3f}: {exc}")
             return
         t2 = time.monotonic()
+        sel, res = step.selection, step.result
         node.note_selection(sel, stamp_sec)
         stats.time("decode", 1e3 * (t1 - t0))
         stats.time("localize", 1e3 * (t2 - t1))
@@ -87,22 +193,30 @@ class FrameWorker:
             stats.add("junk_frames" if str(res.reason).startswith("junk frame") else "not_localized")
             stats.note(reason=str(res.reason))
             return
+        threshold, gate = confidence_gate(node.dyn, step.calibrated, tracking.suggested_min_confidence)
+        if not float(res.confidence) >= threshold:  # NaN never passes
+            stats.add("not_localized")
+            stats.note(reason=f"confidence {float(res.confidence):.3f} below {gate}")
+            return
         if not M.pose_is_finite(res.position, res.quat):
             stats.add("errors")
             node.error(f"retrieval returned a non-finite pose for map index {res.index}: not publishing; "
                        "rebuild the map (its poses hold NaN)")
             return
         if not self.stop.is_set():
-            self._publish(msg, rgb, res, sel, t_recv, t2)
+            self._publish(msg, rgb, res, sel, step.loop_closure, (t_recv, t2))
 
-    def _publish(self, msg: Any, rgb: np.ndarray, res: Any, sel: conditions.Selection, t_recv: float,
-                 t_done: float) -> None:
-        node = self.node
+    def _publish(self, msg: Any, rgb: np.ndarray, res: Any, sel: conditions.Selection, loop: bool,
+                 times: tuple[float, float]) -> None:
+        """The pose topics; the loop-closure hint only when the tracker has seen enough consistent frames."""
+        node, (t_recv, t_done) = self.node, times
         header = M.make_header(msg.header.stamp, node.frame_id)
         node.pub_pose.publish(M.pose_stamped(res, header))
         node.pub_pose_cov.publish(M.pose_with_covariance(res, header))
         node.pub_candidates.publish(M.candidates(res, node.map.positions, node.map.quats, header))
-        node.pub_loop.publish(M.loop_closure(res, msg.header.stamp, sel.domain, node.frame_id))
+        if loop:
+            node.pub_loop.publish(M.loop_closure(res, msg.header.stamp, sel.domain, node.frame_id))
+            node.stats.add("loop_closures")
         t4 = time.monotonic()
         node.stats.add("localized")
         node.stats.time("publish", 1e3 * (t4 - t_done))
@@ -121,6 +235,23 @@ class FrameWorker:
         map_rgb = node.reloc.map_image(res.index)
         caption = f"{domain} -> #{res.index} {res.name} conf {float(res.confidence):.2f}"
         node.pub_debug.publish(M.debug_image_msg(M.render_debug(rgb, q_heat, map_rgb, m_heat, caption), header))
+
+
+def confidence_gate(dyn: dict[str, Any], calibrated: bool, suggested: float | None) -> tuple[float, str]:
+    """(threshold, what it is) a published pose's confidence must reach: `tracking.publish_threshold`, the
+    rule disam-eval applies too (calibrated: `min_confidence`, NaN = the map calibration's own threshold;
+    heuristic: `min_heuristic_confidence`), with the words diagnostics and `last_reason` show."""
+    from disam_ros.tracking import publish_threshold
+
+    t = publish_threshold(calibrated, suggested, dyn["min_confidence"], dyn["min_heuristic_confidence"])
+    if not calibrated:
+        return t, f"min_heuristic_confidence {t:g} (heuristic: the map has no calibration for this mode)"
+    if not math.isnan(dyn["min_confidence"]):
+        return t, f"min_confidence {t:g} (calibrated)"
+    if math.isinf(t):
+        return t, ("the map calibration's threshold, which none reached for this mode: set min_confidence to "
+                   "publish anyway")
+    return t, f"min_confidence {t:g} (calibrated; the map calibration's threshold)"
 
 
 def spatial_prior(msg: PoseWithCovarianceStamped, radius_m: float) -> Any:

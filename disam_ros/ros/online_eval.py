@@ -1,24 +1,28 @@
-"""`disam-eval-online`: replay query bags into a running localizer node, record what it says, score it.
+"""`disam-eval-online`: replay query bags into running localizer nodes, record what they say, score it.
 
-    disam-eval-online --map MAP --bag night=bags/night --bag bags/snow --world WORLD --out report/
+    disam-eval-online --map MAP --bag night=bags/night --bag bags/snow --world WORLD --out report/ \
+        --modes sequence,single
 
-The node runs as its own process (started with the launcher's configuration, DDS on loopback). Each bag's
-camera topic is replayed at `--rate`; before each drive the node's `weather` parameter is set as a driver
-would set it. The node's outputs are recorded into `<out>/node_outputs` (a rosbag2) and scored with the same
-code as `disam-eval`, so offline and online reports compare line by line. A frame the node dropped or did
-not answer counts as an abstention.
+One node process per mode (`--modes`; started with the launcher's configuration, DDS on loopback, each in the
+namespace of its mode when there are several), all subscribed to the same camera topic, so every mode sees
+the same frames at the same time. Each bag's camera topic is replayed once at `--rate`; before each drive the
+nodes' `weather` parameter is set as a driver would set it. What the nodes publish is recorded into
+`<out>/node_outputs` (a rosbag2) and scored with the same code as `disam-eval`, so offline and online reports
+compare line by line. A frame a node dropped or published no pose for counts as an abstention (the coverage
+of that mode); a drive ends when every node has accounted for every frame (its diagnostics counters).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +31,37 @@ import yaml
 
 from disam_ros.cliutil import OneLineParser, os_error_line, output_dir_error, positive_float
 from disam_ros.data.bags import BagError, bag_info
-from disam_ros.eval.metrics import DEFAULT_RECALL_NS
-from disam_ros.eval.offline import example_pair, parse_bag_arg
+from disam_ros.eval.metrics import DEFAULT_RECALL_NS, nees
+from disam_ros.eval.offline import example_pair, mode_list, parse_bag_arg
 from disam_ros.eval.queries import Query, bag_queries, world_weather
 from disam_ros.eval.report import CANDIDATES
-from disam_ros.eval.scoring import THRESHOLDS, Answer, is_correct, query_result, summary_rows, write_report
+from disam_ros.eval.scoring import (
+    THRESHOLDS,
+    Answer,
+    TrackedFrame,
+    is_correct,
+    mode_rows_text,
+    query_result,
+    summary_rows,
+    write_report,
+)
 from disam_ros.relocalizer import Relocalizer
 from disam_ros.retrieval import LocalizationMap
 from disam_ros.ros import env, launcher
 from disam_ros.ros.client import LocalizerClient
 from disam_ros.ros.record import BagRecorder
 from disam_ros.ros.replay import BagPlayer, ReplayError
+from disam_ros.tracking import TRACKER_MODES
 
 IMAGE_TYPES = {"sensor_msgs/msg/Image": False, "sensor_msgs/msg/CompressedImage": True}
 NODE_NAME = "disam_localizer"
 RECALL_K = max(DEFAULT_RECALL_NS)  # the node's top_k unless -p top_k:= says otherwise: every R@N is measured
+EVAL_DIAGNOSTICS_S = 0.2  # the nodes' diagnostics period here: how soon a drive's end is seen
+# A published pose's confidence reaches the evaluation in its loop-closure hint, so the evaluated nodes hint every
+# published pose (the poses, not the hints, are scored; -p loop_closure_min_consecutive:=k still wins).
+EVAL_PARAMS = {"top_k": RECALL_K, "diagnostics_period_s": EVAL_DIAGNOSTICS_S, "loop_closure_min_consecutive": 1}
+TOLERANCE = (5.0, 10.0)  # the node's tracker tolerance (TrackerConfig's default: the node does not change it)
+DEFAULT_MODES = ("sequence", "single")  # the node's default, and the paper's single-frame retrieval beside it
 
 
 @dataclass(frozen=True)
@@ -68,20 +88,6 @@ def node_base_topic(topic: str, compressed: bool) -> str:
     return topic[: -len("/compressed")] if compressed and topic.endswith("/compressed") else topic
 
 
-def wait_answers(client: LocalizerClient, keys: list[tuple[int, int]], idle_s: float) -> None:
-    """Until every key is answered, or nothing new arrived for idle_s (the node abstained or dropped)."""
-    seen, last = -1, time.monotonic()
-    while True:
-        got = sum(k in client.rx.loop for k in keys)
-        if got == len(keys):
-            return
-        if got != seen:
-            seen, last = got, time.monotonic()
-        elif time.monotonic() - last > idle_s:
-            return
-        time.sleep(0.05)
-
-
 NODE_LOG_LINE = re.compile(r"^\[(?:ERROR|FATAL)\] \[[\d.]+\] \[[^\]]*\]: ")  # rcl console format
 
 
@@ -99,21 +105,22 @@ def node_error_line(log: Any) -> str:
     return NODE_LOG_LINE.sub("", last)
 
 
-def check_node(proc: subprocess.Popen | None, log: Any = None) -> None:
-    """RuntimeError with the node's own error line as soon as its process has exited."""
-    if proc is not None and proc.poll() is not None:
-        raise RuntimeError(f"the localizer node exited with code {proc.returncode}: {node_error_line(log)}")
+def check_nodes(procs: list[subprocess.Popen], log: Any = None) -> None:
+    """RuntimeError with the node's own error line as soon as one node process has exited."""
+    for proc in procs:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the localizer node exited with code {proc.returncode}: {node_error_line(log)}")
 
 
-def wait_for_node(player: BagPlayer, proc: subprocess.Popen | None, log: Any = None, timeout_s: float = 60.0) -> None:
-    """Until the node subscribes (once its map and models are loaded), polling its process meanwhile: a node
-    that dies at start (missing or corrupt map, bad parameter) fails this in a fraction of a second, not after
-    the whole timeout."""
+def wait_for_nodes(player: BagPlayer, procs: list[subprocess.Popen], log: Any = None, timeout_s: float = 60.0) -> None:
+    """Until every node subscribes (once its map and models are loaded), polling their processes meanwhile: a
+    node that dies at start (missing or corrupt map, bad parameter) fails this in a fraction of a second, not
+    after the whole timeout."""
     deadline = time.monotonic() + timeout_s
     while True:
-        check_node(proc, log)
+        check_nodes(procs, log)
         try:
-            player.wait_for_subscribers(timeout_s=0.2)
+            player.wait_for_subscribers(count=len(procs), timeout_s=0.2)
             return
         except ReplayError:
             if time.monotonic() > deadline:
@@ -121,58 +128,98 @@ def wait_for_node(player: BagPlayer, proc: subprocess.Popen | None, log: Any = N
                                   f": see its log ({getattr(log, 'name', 'its output')})") from None
 
 
-def replay_drive(client: LocalizerClient, drive: Drive, rate: float, idle_s: float,
-                 proc: subprocess.Popen | None = None, log: Any = None) -> dict[int, float]:
-    """Replay one bag's camera topic; returns publish time (monotonic) per log time in ns."""
-    player = BagPlayer(client.node, drive.bag, topics=[drive.image_topic], rate=rate, clock=False)
+def replay_drive(clients: list[LocalizerClient], drive: Drive, rate: float, idle_s: float,
+                 procs: list[subprocess.Popen] = (), log: Any = None) -> dict[int, float]:
+    """Replay one bag's camera topic into every node; returns publish time (monotonic) per log time in ns."""
+    player = BagPlayer(clients[0].node, drive.bag, topics=[drive.image_topic], rate=rate, clock=False)
     sent: dict[int, float] = {}
     try:
-        wait_for_node(player, proc, log)
-        if drive.weather:
-            ok = client.set_parameters({"weather": drive.weather})
-            if not all(s for s, _ in ok):
-                raise ValueError(f"node refused weather {drive.weather!r}: {[r for _, r in ok]}")
+        wait_for_nodes(player, list(procs), log)
+        for client in clients:
+            if drive.weather:
+                ok = client.set_parameters({"weather": drive.weather})
+                if not all(s for s, _ in ok):
+                    raise ValueError(f"node refused weather {drive.weather!r}: {[r for _, r in ok]}")
+        bases = [c.frames_done() for c in clients]
         player.play(on_message=lambda _t, log_ns: sent.__setitem__(int(log_ns), time.monotonic()))
     finally:
         player.close()
-    wait_answers(client, [divmod(ns, 1_000_000_000) for ns in sent], idle_s)
+    for client, base in zip(clients, bases):
+        client.wait_frames_done(len(sent), base, idle_s)
     return sent
 
 
-def answers_for(client: LocalizerClient, queries: list[Query], sent: dict[int, float]) -> list[Answer]:
-    """Join the node's loop-closure hints (they carry index, pose and candidates) to the queries by stamp."""
-    out = []
+def _place(positions: np.ndarray, pose: Any) -> tuple[int, np.ndarray, np.ndarray]:
+    """(map index, position, quaternion xyzw) of a published pose; the node publishes map poses only."""
+    p, o = pose.position, pose.orientation
+    pos = np.array([p.x, p.y, p.z])
+    return int(np.argmin(np.linalg.norm(positions - pos, axis=1))), pos, np.array([o.x, o.y, o.z, o.w])
+
+
+@dataclass
+class ModeRun:
+    """What one mode's node said about every query: the answers (for the detailed tables), one TrackedFrame per
+    query (for the modes table), and the node's publishing threshold and whether it was calibrated."""
+
+    results: list = field(default_factory=list)
+    answers: list[Answer] = field(default_factory=list)
+    tracked: list[TrackedFrame] = field(default_factory=list)
+    threshold: float = 0.0
+    calibrated: bool = False
+
+
+def collect(run: ModeRun, mode: str, client: LocalizerClient, queries: list[Query], sent: dict[int, float],
+            positions: np.ndarray) -> None:
+    """Join what the node published to the queries by stamp: a pose is an answer (its map place, candidates from
+    ~/candidates, NEES from its covariance); its loop-closure hint adds the confidence and the encoder used. A
+    query without a pose is an abstention (unpublished frames carry no confidence online)."""
+    d = client.rx.diagnostics[-1][1] if client.rx.diagnostics else {}
+    run.threshold = float(d.get("confidence_threshold", "0") or 0)
+    run.calibrated = d.get("confidence_calibrated") == "True"
     for q in queries:
         ns = int(q.name.split(".")[0])
-        hit = client.rx.loop.get(divmod(ns, 1_000_000_000))
+        key = divmod(ns, 1_000_000_000)
+        gt_p, gt_q = np.asarray(q.position, float), np.asarray(q.quat, float)
+        hit = client.rx.pose_cov.get(key)
         if hit is None:
-            out.append(Answer(None))
+            run.answers.append(Answer(None))
+            run.tracked.append(TrackedFrame(mode, q.condition, q.name, gt_p, gt_q, None, None, math.nan, math.nan,
+                                            run.calibrated, math.nan))
             continue
-        t_recv, doc = hit
+        t_recv, msg = hit
+        index, pos, quat = _place(positions, msg.pose.pose)
+        cands = client.rx.candidates.get(key)
+        topk = tuple(_place(positions, c)[0] for c in cands[1].poses) if cands else (index,)
+        doc = client.rx.loop.get(key, (None, {}))[1]
         latency = t_recv - sent[ns] if ns in sent else None  # bags from disam-bag: header stamp == log time
-        out.append(Answer(int(doc["map_index"]), np.array(doc["position"]), np.array(doc["orientation_xyzw"]),
-                          tuple(int(c["map_index"]) for c in doc["candidates"]), latency, str(doc["domain"])))
-    return out
+        run.answers.append(Answer(index, pos, quat, topk, latency, str(doc.get("domain", ""))))
+        conf = doc.get("confidence")
+        cov = np.asarray(msg.pose.covariance, float).reshape(6, 6)[:3, :3]
+        run.tracked.append(TrackedFrame(mode, q.condition, q.name, gt_p, gt_q, pos, quat,
+                                        math.nan if conf is None else float(conf), math.nan, run.calibrated,
+                                        nees(gt_p - pos, cov)))
 
 
-def record_outputs(client: LocalizerClient, path: Path) -> Path:
-    """Write what the node published into a rosbag2 (log time = receipt time). Done after the replay, from
+def record_outputs(clients: list[LocalizerClient], path: Path) -> Path:
+    """Write what the nodes published into one rosbag2 (log time = receipt time). Done after the replay, from
     this thread: the bag writer's sqlite handle may not be used from the listening thread."""
     from std_msgs.msg import String
 
-    rx, fqn = client.rx, client.fqn
-    streams = {
-        f"{fqn}/pose": ("geometry_msgs/msg/PoseStamped", rx.pose.values()),
-        f"{fqn}/pose_with_covariance": ("geometry_msgs/msg/PoseWithCovarianceStamped", rx.pose_cov.values()),
-        f"{fqn}/candidates": ("geometry_msgs/msg/PoseArray", rx.candidates.values()),
-        f"{fqn}/loop_closure": ("std_msgs/msg/String",
-                                [(t, String(data=json.dumps(doc))) for t, doc in rx.loop.values()]),
-    }
+    streams = {}
+    for client in clients:
+        rx, fqn = client.rx, client.fqn
+        streams.update({
+            f"{fqn}/pose": ("geometry_msgs/msg/PoseStamped", rx.pose.values()),
+            f"{fqn}/pose_with_covariance": ("geometry_msgs/msg/PoseWithCovarianceStamped", rx.pose_cov.values()),
+            f"{fqn}/candidates": ("geometry_msgs/msg/PoseArray", rx.candidates.values()),
+            f"{fqn}/loop_closure": ("std_msgs/msg/String",
+                                    [(t, String(data=json.dumps(doc))) for t, doc in rx.loop.values()]),
+        })
     if path.exists():  # a re-run replaces the report's own outputs bag, and nothing else
         if not (path / "metadata.yaml").is_file():
             raise ValueError(f"{path} exists and is not a rosbag2: choose another --out")
         shutil.rmtree(path)
-    recorder = BagRecorder(client.node, path, {t: ty for t, (ty, _) in streams.items()}, subscribe=False)
+    recorder = BagRecorder(clients[0].node, path, {t: ty for t, (ty, _) in streams.items()}, subscribe=False)
     try:
         offset = time.time() - time.monotonic()  # receipt times are monotonic; bags want wall-clock ns
         for topic, (_, items) in streams.items():
@@ -184,33 +231,60 @@ def record_outputs(client: LocalizerClient, path: Path) -> Path:
     return recorder.close()
 
 
-def evaluate_online(map_dir: Path, drives: list[Drive], out: Path, rate: float = 5.0, idle_s: float = 5.0,
-                    device: str = "auto", node_params: dict | None = None, log=None):
-    """Start the node, replay every drive into it, record and score; returns (results, queries, answers)."""
+def start_nodes(map_dir: Path, drive: Drive, modes: tuple[str, ...], device: str, node_params: dict | None,
+                log: Any) -> dict[str, subprocess.Popen]:
+    """One node per mode; alone in no namespace (topics /disam_localizer/...), several in one each (/<mode>/...)."""
+    base = node_base_topic(drive.image_topic, drive.compressed)
+    params = {**EVAL_PARAMS, **(node_params or {})}
+    return {m: launcher.start(stdout=log, stderr=subprocess.STDOUT if log else None, map=map_dir, image_topic=base,
+                              compressed=drive.compressed, device=device, parameters={**params, "mode": m},
+                              namespace=m if len(modes) > 1 else "")
+            for m in modes}
+
+
+def evaluate_online_modes(map_dir: Path, drives: list[Drive], out: Path, modes: tuple[str, ...] = DEFAULT_MODES,
+                          rate: float = 5.0, idle_s: float = 5.0, device: str = "auto",
+                          node_params: dict | None = None, log=None) -> tuple[dict[str, ModeRun], list[Query]]:
+    """Start one node per mode, replay every drive into all of them at once, record; returns ({mode: ModeRun},
+    queries)."""
     if len({d.compressed for d in drives}) != 1:
         raise ValueError("all bags must carry the same image type (all Image or all CompressedImage)")
-    queries = {d.condition: [q for q in bag_queries(d.bag, d.condition)] for d in drives}
-    base = node_base_topic(drives[0].image_topic, drives[0].compressed)
-    proc = launcher.start(stdout=log, stderr=subprocess.STDOUT if log else None, map=map_dir,
-                          image_topic=base, compressed=drives[0].compressed, device=device,
-                          parameters={"top_k": RECALL_K, **(node_params or {})})
-    client = LocalizerClient(node_name=NODE_NAME)
+    if not modes or len(set(modes)) != len(modes) or not set(modes) <= set(TRACKER_MODES):
+        raise ValueError(f"modes {list(modes)}: give each of {', '.join(TRACKER_MODES)} at most once")
+    if "mode" in (node_params or {}):
+        raise ValueError("-p mode:=... is set per node by the evaluation: choose modes with --modes instead")
+    queries = {d.condition: list(bag_queries(d.bag, d.condition)) for d in drives}
+    m = LocalizationMap.load(map_dir)  # before any node starts: a broken map fails here, leaving no process behind
+    procs = start_nodes(map_dir, drives[0], modes, device, node_params, log)
+    clients = {mode: LocalizerClient(namespace=mode if len(modes) > 1 else "", node_name=NODE_NAME) for mode in modes}
+    positions, names, runs = np.asarray(m.positions), list(m.names), {mode: ModeRun() for mode in modes}
     try:
-        answers = []
         for d in drives:
-            check_node(proc, log)
-            sent = replay_drive(client, d, rate, idle_s, proc, log)
-            answers += answers_for(client, queries[d.condition], sent)
-        if client.callback_errors:
-            raise RuntimeError(f"listening to the node failed: {client.callback_errors[0]}")
-        record_outputs(client, out / "node_outputs")
+            check_nodes(list(procs.values()), log)
+            sent = replay_drive(list(clients.values()), d, rate, idle_s, list(procs.values()), log)
+            for mode, client in clients.items():
+                collect(runs[mode], mode, client, queries[d.condition], sent, positions)
+        errors = [e for c in clients.values() for e in c.callback_errors]
+        if errors:
+            raise RuntimeError(f"listening to the node failed: {errors[0]}")
+        record_outputs(list(clients.values()), out / "node_outputs")
     finally:
-        client.close()
-        stop_node(proc)
+        for client in clients.values():
+            client.close()
+        stop_nodes(list(procs.values()))
+        m.close()
     flat = [q for d in drives for q in queries[d.condition]]
-    m = LocalizationMap.load(map_dir)
-    results = [query_result(q, a, m.positions, m.names) for q, a in zip(flat, answers)]
-    return results, flat, answers
+    for run in runs.values():
+        run.results = [query_result(q, a, positions, names) for q, a in zip(flat, run.answers)]
+    return runs, flat
+
+
+def evaluate_online(map_dir: Path, drives: list[Drive], out: Path, rate: float = 5.0, idle_s: float = 5.0,
+                    device: str = "auto", node_params: dict | None = None, log=None, mode: str = "single"):
+    """One mode (default single: the per-frame answers, comparable with `disam-eval` frame by frame); returns
+    (results, queries, answers)."""
+    runs, flat = evaluate_online_modes(map_dir, drives, out, (mode,), rate, idle_s, device, node_params, log)
+    return runs[mode].results, flat, runs[mode].answers
 
 
 def online_examples(map_dir: Path, queries: list[Query], answers: list[Answer], results, per_condition: int = 1):
@@ -230,19 +304,34 @@ def online_examples(map_dir: Path, queries: list[Query], answers: list[Answer], 
     return out
 
 
-def report_online(map_dir: Path, results, queries, answers, out: Path, meta: dict | None = None):
-    """Write the report folder; returns (terminal summary rows, report paths)."""
+def report_online(map_dir: Path, runs: dict[str, ModeRun], queries: list[Query], out: Path,
+                  meta: dict | None = None) -> tuple[list[str], dict[str, Path]]:
+    """Write the report folder (detailed tables of the first mode, the modes side by side); returns (terminal
+    rows: per condition for the first mode, then every mode, and the report paths)."""
+    first = runs[next(iter(runs))]
     m = LocalizationMap.load(map_dir)
-    meta = {"mode": "online (bags replayed into the localizer node over DDS)", "map": str(map_dir),
-            "map images": len(m), CANDIDATES: RECALL_K, **(meta or {})}
-    paths = write_report(out, results, m.positions, online_examples(map_dir, queries, answers, results), meta,
-                         title="DISAM online localisation report")
-    return summary_rows(results), paths
+    try:
+        meta = {"mode": "online (bags replayed into localizer nodes over DDS)", "tracker modes": ", ".join(runs),
+                "detailed tables": next(iter(runs)), "map": str(map_dir), "map images": len(m), CANDIDATES: RECALL_K,
+                "confidence": "from each published pose's loop-closure hint; unpublished frames carry none online, "
+                              "so ECE is over published poses", **(meta or {})}
+        tracked = [f for run in runs.values() for f in run.tracked]
+        publish = {mode: run.threshold for mode, run in runs.items()}
+        paths = write_report(out, first.results, m.positions,
+                             online_examples(map_dir, queries, first.answers, first.results), meta,
+                             title="DISAM online localisation report", tracked=tracked, publish=publish,
+                             tolerance=TOLERANCE)
+    finally:
+        m.close()
+    return [*summary_rows(first.results), *mode_rows_text(tracked, publish, TOLERANCE)], paths
 
 
-def stop_node(proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    if proc.poll() is None:
+def stop_nodes(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
+    """SIGINT to every node first, then wait for each (they shut down in parallel); kill what hangs."""
+    running = [p for p in procs if p.poll() is None]
+    for proc in running:
         proc.send_signal(signal.SIGINT)
+    for proc in running:
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -278,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay time factor (higher = faster; frames may drop)")
     p.add_argument("--idle", type=positive_float, default=5.0, help="seconds without new answers that end a drive")
     p.add_argument("--device", default="auto", help="node device: auto, cpu, cuda[:N]")
+    p.add_argument("--modes", type=mode_list, default=DEFAULT_MODES,
+                   help=f"tracker modes, one node each, comma-separated from {','.join(TRACKER_MODES)} (default "
+                        f"{','.join(DEFAULT_MODES)}; the first one gets the detailed report)")
     p.add_argument("-p", "--param", action="append", default=[], help="extra node parameter NAME:=VALUE")
     return p
 
@@ -302,11 +394,10 @@ def main(argv: list[str] | None = None) -> int:
         drives = drives_from_args(args)
         args.out.mkdir(parents=True, exist_ok=True)
         with open(args.out / "node.log", "w") as log:
-            results, queries, answers = evaluate_online(args.map, drives, args.out, args.rate, args.idle,
-                                                        args.device, params, log)
-        rows, paths = report_online(args.map, results, queries, answers, args.out,
-                                    {"rate": args.rate, "bags": ", ".join(args.bag),
-                                     CANDIDATES: top_k})
+            runs, queries = evaluate_online_modes(args.map, drives, args.out, args.modes, args.rate, args.idle,
+                                                  args.device, params, log)
+        rows, paths = report_online(args.map, runs, queries, args.out,
+                                    {"rate": args.rate, "bags": ", ".join(args.bag), CANDIDATES: top_k})
     except (ValueError, BagError, ReplayError, RuntimeError) as exc:
         print(f"disam-eval-online: error: {exc}", file=sys.stderr)
         return 2

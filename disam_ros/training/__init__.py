@@ -2,5 +2,6 @@
 
 Imports only `disam_ros.model` and `disam_ros.data` (never rclpy or retrieval/ros): training runs on a
 GPU box without ROS. Entry points: `disam-train` (disam_ros.training.cli), `python -m disam_ros.training.export`,
-`python -m disam_ros.training.evaluate`, `python -m disam_ros.training.bench`.
+`python -m disam_ros.training.evaluate`; the training-speed benchmark is `disam-bench training`
+(disam_ros/bench/training.py, which imports training, never the reverse).
 """

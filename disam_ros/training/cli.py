@@ -1,6 +1,11 @@
 """`disam-train`: train a DISAM model from a recipe.
 
     disam-train --recipe NAME|<path.yaml> --data ROOT --out RUN_DIR [--init CKPT] [--resume] [key=value ...]
+    disam-train --recipe init --data ROOT --out runs/init [model.preset=small]   # the untrained start, to compare
+
+The run validates its start and every `train.val_every` steps on a held-out segment and ships (model.pt) the best
+point, never one below the start; the JSON summary on stdout (and RUN_DIR/summary.json) states start / best /
+last. Progress and what data is used go to stderr (-q: warnings only).
 
 Overrides are recipe keys (`schedule.steps=500`, or `steps=500` when the name is unique; YAML values:
 `data.domains=[sunny,night]`). Multi-GPU / multi-process: `torchrun --nproc_per_node N -m disam_ros.training.cli ...`
@@ -11,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
+from disam_ros import logs
 from disam_ros.model import CheckpointError
 
 from .config import RECIPE_DIR, apply_overrides, load_recipe
@@ -51,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="start from this model checkpoint's weights (e.g. a translation run's model.pt)")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR/checkpoints/last.pt exactly")
     p.add_argument("--until", type=int, help="stop after this step (the schedule still spans schedule.steps)")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings only (default: info on stderr)")
     p.add_argument("overrides", nargs="*", help="recipe overrides key=value")
     return p
 
@@ -68,6 +76,17 @@ def check_args(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    package = logging.getLogger(logs.NAME)
+    handlers, level = list(package.handlers), package.level
+    logs.setup(-1 if args.quiet else 0)
+    try:
+        return _run(args)
+    finally:  # called in-process (tests, notebooks): leave the package logger as it was found
+        package.handlers[:] = handlers
+        package.setLevel(level)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         check_args(args)
         if args.resume and args.init:

@@ -21,6 +21,7 @@ RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 LOSS_TERMS = ("fcl", "triplet_fcl", "sam", "triplet_sam", "cyc", "gan", "sup")
 LAYOUTS = ("auto", "folders", "flat", "cmu_seasons", "robotcar_seasons")
 SUPERVISED = ("none", "soft_contrastive", "geo_local")
+DESCRIPTORS = ("coarse", "fine")
 POSITIONS = ("auto", "poses", "index")
 METRICS = ("mean_channel", "cosine")
 
@@ -43,7 +44,12 @@ class DataSection:
     layout: str = "auto"
     domains: list | None = None  # None = every condition found under --data, sorted
     reference: str | None = None  # database condition for validation; None = first domain
-    train_fraction: float = 0.8  # first part of each route trains, the rest is held out (places, not frames)
+    # Honest split along the reference route (all its frames, before any dark-frame filter), see split.py:
+    # test = [train_fraction * N, N) is never touched by training; validation is the `val_fraction * N` frames
+    # before it; `gap` reference frames separate train | val | test (neighbouring frames see the same scene).
+    train_fraction: float = 0.8
+    val_fraction: float = 0.1
+    gap: int = 5
     load_ratio: float = 286 / 256  # resize side = round(image_size * load_ratio), then random crop
     flip: bool = True  # random horizontal flip of the (x_i, x_j) pair together
     min_brightness: int = 0  # drop frames whose 99th-percentile pixel is below this (tunnels); 0 = keep all
@@ -91,14 +97,20 @@ class SupervisedSection:
 
     kind: str = "none"
     weight: float = 1.0
+    descriptor: str = "coarse"  # the retrieval vector the loss acts on: eq. 16 coarse, or the flattened fine one
     num_candidates: int = 6
     pos_radius: float = 2.0  # places closer than this (metres, or frames with index positions) are positives
     prior_radius: float = 20.0  # spatial-prior neighbourhood the local negatives are drawn from
-    tau: float = 5.0  # soft contrastive: geometric distance where g+ = g- = 0.5
-    gamma: float = 1.0
-    eta: float = 1.0
-    nu: float = 1.0
-    mu: float = 1.0
+    mine_every: int = 0  # steps between hard-negative mining over the whole training map (0 = never)
+    mined: int = 20  # hardest other-place images kept per anchor; half the candidates are drawn from them
+    # Soft contrastive (eqs. 3-5). Descriptors are unit vectors: the untrained tiny encoder on Nordland's training
+    # segment puts same-place pairs at distance ~1.15 and other places at ~1.32, so positives are pulled below
+    # mu / eta = 1.0 and negatives pushed above mu / nu = 1.43 (about orthogonal).
+    tau: float = 3.0  # geometric distance where g+ = g- = 0.5
+    gamma: float = 2.0
+    eta: float = 10.0
+    nu: float = 7.0
+    mu: float = 10.0
     alpha: float = 10.0  # geo-local soft margin slope
     global_weight: float = 0.0
 
@@ -116,6 +128,7 @@ class TrainSection:
     ckpt_every: int = 200
     val_queries: int = 200  # per condition, evenly spaced over the held-out part
     val_tolerance: float = 0.0  # frames (index positions) or metres (poses) for a correct R@1
+    val_metric: str = "mean_channel"  # mean_channel (eq. 16, coarse) or cosine (fine) for validation R@1
     progress: bool = True
 
 
@@ -139,7 +152,8 @@ class Recipe:
 
 # Sections whose values may differ on --resume without changing the trained numbers.
 RESUME_SAFE = {"train.num_workers", "train.device", "train.threads", "train.log_every", "train.val_every",
-               "train.ckpt_every", "train.val_queries", "train.val_tolerance", "train.progress", "data.cache_images"}
+               "train.ckpt_every", "train.val_queries", "train.val_tolerance", "train.val_metric", "train.progress",
+               "data.cache_images"}
 
 
 def recipe_path(name_or_path: str) -> Path:
@@ -148,8 +162,11 @@ def recipe_path(name_or_path: str) -> Path:
         path = Path(name_or_path)
     else:
         path = RECIPE_DIR / f"{name_or_path}.yaml"
+    known = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+    if path.is_dir():
+        raise ValueError(f"recipe {name_or_path!r} is a directory: give a recipe YAML file inside it "
+                         f"(e.g. {path / 'my_recipe.yaml'}) or one of {known}")
     if not path.is_file():
-        known = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
         raise FileNotFoundError(f"recipe {name_or_path!r} not found ({path}): use one of {known} or a YAML path")
     return path
 
@@ -265,15 +282,20 @@ def validate(r: Recipe) -> None:
     _one_of("data.layout", r.data.layout, LAYOUTS)
     _one_of("data.positions", r.data.positions, POSITIONS)
     _one_of("supervised.kind", r.supervised.kind, SUPERVISED)
+    _one_of("supervised.descriptor", r.supervised.descriptor, DESCRIPTORS)
+    _one_of("train.val_metric", r.train.val_metric, METRICS)
     _range("data.train_fraction", r.data.train_fraction, 0.0, 1.0, low_open=True)
+    _range("data.val_fraction", r.data.val_fraction, 0.0, 1.0)
     _range("data.load_ratio", r.data.load_ratio, 1.0, 4.0)
     _range("schedule.lr_decay_start", r.schedule.lr_decay_start, 0.0, 1.0)
     _range("schedule.ramp_end", r.schedule.ramp_end, 0.0, 1.0, low_open=True)
     _range("schedule.hard_negatives_from", r.schedule.hard_negatives_from, 0.0, math.inf)
-    for name in ("schedule.steps", "schedule.num_negatives", "train.batch_size", "supervised.num_candidates"):
+    for name in ("schedule.num_negatives", "train.batch_size", "supervised.num_candidates", "supervised.mined"):
         _positive_int(name, _get(r, name))
-    for name in ("schedule.pool_size", "train.num_workers", "train.log_every", "train.val_every",
-                 "train.ckpt_every", "train.threads", "data.min_brightness", "train.val_queries"):
+    # schedule.steps may be 0: the `init` recipe validates and exports the untrained starting point
+    for name in ("schedule.steps", "schedule.pool_size", "data.gap", "supervised.mine_every", "train.num_workers",
+                 "train.log_every", "train.val_every", "train.ckpt_every", "train.threads", "data.min_brightness",
+                 "train.val_queries"):
         if _get(r, name) < 0:
             raise ValueError(f"{name} must be >= 0, got {_get(r, name)}")
     bad = [k for k in r.schedule.ramp_keys if k not in LOSS_TERMS]

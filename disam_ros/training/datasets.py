@@ -13,7 +13,7 @@ to x_i's (never the same view, even when the partner is the same place in an ali
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,7 +26,8 @@ from torch.utils.data import Dataset, DistributedSampler, Sampler
 from disam_ros.data.folders import read_image
 
 from .config import Recipe, SupervisedSection
-from .layouts import DomainImages, check_domains, discover, drop_dark, select, split_places
+from .layouts import DomainImages, check_domains, discover, drop_dark, select
+from .split import split_route
 
 
 class PairKey(NamedTuple):
@@ -41,16 +42,35 @@ class PairKey(NamedTuple):
 
 @dataclass(frozen=True)
 class DataBundle:
-    """Train and held-out parts of every domain, in model domain order."""
+    """Train, validation and test parts of every domain, in model domain order, and what was done to get them.
+
+    Training reads `train` only, validation (checkpoint selection) `val` only; `test` is carried for the
+    evaluation of a finished run and never touched by the loop.
+    """
 
     names: tuple[str, ...]
     train: tuple[DomainImages, ...]
-    held_out: tuple[DomainImages, ...]
+    val: tuple[DomainImages, ...]
+    test: tuple[DomainImages, ...]
     reference: str
+    report: dict = field(default_factory=dict)
+
+    def describe(self) -> list[str]:
+        """Human lines for the log: split points, then images per condition and part, dark frames dropped."""
+        r = self.report
+        lines = [f"data: reference {self.reference}; split {r.get('split', '?')} (gap {r.get('gap', 0)} frames; "
+                 "the test part is never read by training)"]
+        for name in self.names:
+            c = r.get("conditions", {}).get(name, {})
+            parts = ", ".join(f"{k} {c[k]['kept']} (dark dropped {c[k]['dark']})" for k in ("train", "val", "test")
+                              if k in c)
+            lines.append(f"data: {name}: {parts}; in gaps {c.get('in_gaps', 0)}")
+        return lines
 
 
 def build_data(recipe: Recipe, root: str | Path) -> DataBundle:
-    """Discover, select, check, filter and split the recipe's conditions."""
+    """Discover, select and check the recipe's conditions; split every route (all frames) into train / val /
+    test with gaps; then drop dark frames inside each part (so the cut does not depend on the filter)."""
     root = Path(root)
     d = recipe.data
     domains = select(discover(root, d.layout, d.camera, d.positions), d.domains, root)
@@ -58,21 +78,27 @@ def build_data(recipe: Recipe, root: str | Path) -> DataBundle:
         raise ValueError(f"{root}: found {len(domains)} condition(s) {[x.name for x in domains]}; DISAM needs "
                          "at least two (ROOT/<condition>/images/*)")
     check_domains(domains)
-    domains = drop_dark(domains, d.min_brightness)
-    for dom in domains:
-        if len(dom) < 2:
-            raise ValueError(f"condition {dom.name!r} keeps {len(dom)} image(s) after data.min_brightness="
-                             f"{d.min_brightness}: lower the threshold or add images")
     names = tuple(dom.name for dom in domains)
     reference = d.reference or names[0]
     if reference not in names:
         raise ValueError(f"data.reference {reference!r} is not among the conditions {list(names)}: fix data.reference")
-    parts = split_places(domains, reference, d.train_fraction)
-    for (train, _), dom in zip(parts, domains):
-        if len(train) < 1:
-            raise ValueError(f"condition {dom.name!r} has no training images after the place split "
-                             f"(data.train_fraction={d.train_fraction}): raise the fraction")
-    return DataBundle(names, tuple(p[0] for p in parts), tuple(p[1] for p in parts), reference)
+    cut, parts = split_route(domains, reference, d.train_fraction, d.val_fraction, d.gap)
+    kept: dict[str, list[DomainImages]] = {"train": [], "val": [], "test": []}
+    conditions: dict[str, dict] = {}
+    for dom, part in zip(domains, parts):
+        row: dict = {"in_gaps": part.in_gaps}
+        for key in kept:
+            before = getattr(part, key)
+            after = drop_dark([before], d.min_brightness)[0]
+            kept[key].append(after)
+            row[key] = {"kept": len(after), "dark": len(before) - len(after)}
+        conditions[dom.name] = row
+        if len(kept["train"][-1]) < 2:
+            raise ValueError(f"condition {dom.name!r} keeps {len(kept['train'][-1])} training image(s) after the split "
+                             f"({cut.describe()}) and data.min_brightness={d.min_brightness}: raise "
+                             "data.train_fraction, lower data.val_fraction/data.gap or the threshold, or add images")
+    report = {"split": cut.describe(), "gap": d.gap, "conditions": conditions}
+    return DataBundle(names, tuple(kept["train"]), tuple(kept["val"]), tuple(kept["test"]), reference, report)
 
 
 def to_tensor(img: np.ndarray) -> Tensor:
@@ -104,6 +130,9 @@ class UnpairedDataset(Dataset):
         self.k = num_negatives
         self.sup = supervised if supervised is not None and supervised.kind != "none" else None
         self.cache: dict[tuple[int, int], np.ndarray] | None = {} if cache else None
+        # (dom_i, dom_j) -> (N_i, M) indices into domain j of the images the current model confuses most with
+        # each anchor of domain i (mining.py; -1 = none); empty until the trainer mines.
+        self.hard: dict[tuple[int, int], np.ndarray] = {}
         if self.sup is not None:
             missing = [d.name for d in domains if d.positions is None]
             if missing:
@@ -151,7 +180,8 @@ class UnpairedDataset(Dataset):
         return torch.stack([real.flip(-1)] + [self.image(dom, int(i), rng, flip) for i in idx])
 
     def _supervised(self, di: int, ia: int, dj: int, rng: np.random.Generator, flip: bool) -> dict[str, Tensor]:
-        """Positive = domain-j image nearest to the anchor's place; candidates half local, half anywhere."""
+        """Positive = domain-j image nearest to the anchor's place (cross-condition). Candidates: half from the
+        mined hard negatives of this anchor when a mining has run, then local ones, the rest from anywhere."""
         s = self.sup
         dist = np.linalg.norm(self.domains[dj].positions - self.domains[di].positions[ia], axis=1)
         pos = int(np.argmin(dist))
@@ -159,10 +189,15 @@ class UnpairedDataset(Dataset):
         if far.size == 0:
             raise ValueError(f"condition {self.domains[dj].name!r} has no image farther than supervised.pos_radius="
                              f"{s.pos_radius} from an anchor: lower pos_radius or add places")
+        mined = self.hard.get((di, dj))
+        hard = mined[ia][mined[ia] >= 0] if mined is not None else np.empty(0, np.int64)
+        n_hard = min(len(hard), s.num_candidates // 2)
+        pick = [int(i) for i in rng.choice(hard, size=n_hard, replace=False)] if n_hard else []
+        rest = s.num_candidates - n_hard
         local = far[dist[far] <= s.prior_radius]
-        n_local = min(len(local), s.num_candidates // 2)
-        pick = list(rng.choice(local, size=n_local, replace=False)) if n_local else []
-        pick += list(rng.choice(far, size=s.num_candidates - n_local, replace=far.size < s.num_candidates - n_local))
+        n_local = min(len(local), rest // 2)
+        pick += list(rng.choice(local, size=n_local, replace=False)) if n_local else []
+        pick += list(rng.choice(far, size=rest - n_local, replace=far.size < rest - n_local))
         return {
             "sup_pos": self.image(dj, pos, rng, flip),
             "sup_pos_dist": torch.tensor(dist[pos], dtype=torch.float32),

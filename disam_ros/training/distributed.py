@@ -82,7 +82,7 @@ class GeneratorStep(nn.Module):
         net = self._net[0]
         out = generator_step_losses(net, x_i, x_j, dom_i, dom_j, weights, neg_j=neg_j, neg_i=neg_i, return_fakes=True)
         out["sup"] = out["total"].new_zeros(())
-        if self.supervised is not None and sup is not None and sup_weight > 0:
+        if self.supervised is not None and sup is not None:  # also at weight 0: DDP needs a graph every step
             out["sup"] = self.supervised(net, x_i, dom_i, dom_j, sup)
             out["total"] = out["total"] + sup_weight * out["sup"]
         return out

@@ -8,8 +8,11 @@ A query is correct at tolerance t when the retrieved place lies within t of the 
 poses, frames for index places). Baselines: raw pixels (per-image standardised, cosine) and an untrained
 encoder of the same shape (random init: how much of the score is architecture alone).
 
-    python -m training.evaluate synthetic --coarse C.pt --fine F.pt --data ROOT [--json out.json]
-    python -m training.evaluate nordland --coarse C.pt --data .../nordland_trimmed_dev --train-fraction 0.5
+    python -m disam_ros.training.evaluate synthetic --coarse C.pt --fine F.pt --data ROOT [--json out.json]
+    python -m disam_ros.training.evaluate nordland --coarse C.pt --data .../nordland_trimmed_dev --train-fraction 0.5
+
+`--train-fraction f` scores the test part of training's split (split.py): the reference route's frames from
+f * N on, counted over all frames before the dark-frame filter, so a model trained with the same f never saw them.
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ from disam_ros.fsutil import atomic_write_text
 from disam_ros.model import DisamNet, Encoder, ModelConfig
 from disam_ros.model.preprocess import to_model_input
 
-from .layouts import DomainImages, check_domains, discover, drop_dark, split_places
+from .layouts import DomainImages, check_domains, discover, drop_dark
+from .split import split_route
 
 EPS = 1e-8
 FeatureFn = Callable[[Tensor, str], Tensor]  # (B,3,S,S) in [-1, 1], domain -> (B, ...) features
@@ -211,10 +215,12 @@ def _held_out(args: argparse.Namespace) -> tuple[list[DomainImages], str]:
     if args.conditions:
         domains = [d for d in domains if d.name in set(args.conditions) | {reference}]
     check_domains(domains)
-    domains = drop_dark(domains, args.min_brightness)
     if args.train_fraction >= 1:
-        return domains, reference
-    return [held for _, held in split_places(domains, reference, args.train_fraction)], reference
+        return drop_dark(domains, args.min_brightness), reference
+    # the test part of training's honest split: the reference route's frames from train_fraction * N on (all
+    # frames, before the dark filter), other conditions by their nearest reference frame; dark frames dropped after
+    _, parts = split_route(domains, reference, args.train_fraction, 0.0, 0)
+    return drop_dark([p.test for p in parts], args.min_brightness), reference
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -238,7 +244,7 @@ PRESET_DEFAULTS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m disam_ros.training.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("preset", choices=list(PRESET_DEFAULTS), help="defaults for split, tolerances and R@k")
     p.add_argument("--data", required=True, help="dataset root (any layout of disam_ros/training/layouts.py)")
     p.add_argument("--coarse", required=True, help="coarse checkpoint (a run's model.pt or an export)")

@@ -6,7 +6,8 @@ Map building and the localizer load models with `Encoder.from_checkpoint`, which
 never builds decoders or discriminators (76 % of the weights of the tiny preset), so the export stores the
 encoders alone (`save_checkpoint(..., parts=("encoders",), dtype=torch.float16)`). `load_checkpoint`, which
 returns a trainable net, refuses such a file; train or fine-tune from the full training checkpoint instead.
-`extra["kind"] == "inference_export"` marks it, with the role, source checksum, step and validation scores.
+`extra["kind"] == "inference_export"` marks it, with the role, source checksum, step and validation scores (of
+the selected point and of the run's start: a run's model.pt is its best validation point, see best.py).
 The exported encoders are checked against the source before returning.
 """
 from __future__ import annotations
@@ -29,7 +30,8 @@ def export(src: str | Path, dst: str | Path, half: bool = True, role: str | None
     src_extra = meta["extra"]
     extra = {"kind": "inference_export", "role": role or src_extra.get("recipe", {}).get("name", ""),
              "source_sha256": meta["sha256"], "step": src_extra.get("step", -1), "val": src_extra.get("val", {}),
-             "recipe": src_extra.get("recipe", {}), "reference": src_extra.get("reference", cfg.domains[0])}
+             "recipe": src_extra.get("recipe", {}), "reference": src_extra.get("reference", cfg.domains[0]),
+             "selected": src_extra.get("selected", ""), "val_start": src_extra.get("val_start", {})}
     dtype = torch.float16 if half else torch.float32
     path = save_checkpoint(dst, net, cfg, extra, parts=PARTS, dtype=dtype)
     return {"path": str(path), "bytes": path.stat().st_size, "domains": list(cfg.domains),

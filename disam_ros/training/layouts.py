@@ -144,34 +144,6 @@ def drop_dark(domains: list[DomainImages], min_brightness: int) -> list[DomainIm
     return out
 
 
-def split(d: DomainImages, train_fraction: float) -> tuple[DomainImages, DomainImages]:
-    """First part of the route trains, the rest is held out (unseen places, like the paper's other areas)."""
-    n = len(d)
-    cut = n if train_fraction >= 1.0 else max(1, min(n - 1, round(n * train_fraction)))
-    idx = np.arange(n)
-    return d.subset(idx[:cut]), d.subset(idx[cut:])
-
-
-def split_places(domains: list[DomainImages], reference: str,
-                 train_fraction: float) -> list[tuple[DomainImages, DomainImages]]:
-    """Split every condition by *place*: the reference route is cut at `train_fraction`, and each frame of
-    another condition goes to the part of its nearest reference frame. Drives with other speeds or start
-    points thus hold out the same stretch of road; without places, each route is cut by order.
-    """
-    ref = next(d for d in domains if d.name == reference)
-    ref_train, ref_held = split(ref, train_fraction)
-    out = []
-    for d in domains:
-        if d is ref or d.positions is None or ref.positions is None or not len(ref_held):
-            out.append((ref_train, ref_held) if d is ref else split(d, train_fraction))
-            continue
-        to_train = np.linalg.norm(d.positions[:, None] - ref_train.positions[None], axis=-1).min(1)
-        to_held = np.linalg.norm(d.positions[:, None] - ref_held.positions[None], axis=-1).min(1)
-        held = to_held < to_train
-        out.append((d.subset(np.flatnonzero(~held)), d.subset(np.flatnonzero(held))))
-    return out
-
-
 def select(domains: list[DomainImages], names: list[str] | None, root: Path) -> list[DomainImages]:
     """Keep the recipe's domains in the recipe's order (order defines the model's domain list)."""
     if names is None:

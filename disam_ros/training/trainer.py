@@ -5,18 +5,21 @@ cycle [+ FCL + triplet-FCL [+ SAM + triplet-SAM]] [+ a pose-supervised term]) fo
 the two domains' encoder/decoder optimisers, then the LSGAN discriminator loss on real images and pooled
 fakes, and step the two discriminators. lr, ramped weights and the negative mode come from `Schedule`.
 
-A run directory holds recipe.yaml, log.csv, checkpoints/last.pt (full state for --resume, written
-atomically by rank 0) and model.pt (the final model, input of the next stage's --init and of export).
+Never ship worse than the start (best.py): the start (step 0: untrained or --init weights) is validated on the
+held-out validation segment like every later point; checkpoints/best.pt holds the best point so far (the start
+wins ties), and model.pt, the input of export and of the next stage's --init, is that best point. A run whose
+best is not above its start says so in one WARNING line and in summary.json.
+
+A run directory holds recipe.yaml, log.csv, val.json, summary.json, checkpoints/last.pt (full state for
+--resume, written atomically by rank 0), checkpoints/best.pt and model.pt.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,46 +27,22 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from disam_ros.fsutil import atomic_write_text
+from disam_ros.fsutil import atomic_write_bytes, atomic_write_text
 from disam_ros.model import CheckpointError, DisamNet, ModelConfig, load_checkpoint, preset, save_checkpoint
 from disam_ros.model.objective import LOSS_KEYS
 
+from .best import improves, summarize
 from .config import Recipe, diff_recipes, recipe_from_dict
 from .datasets import DataBundle, PairBatchSampler, UnpairedDataset, build_data
 from .distributed import DiscriminatorStep, DistInfo, GeneratorStep, all_gather, barrier, init_distributed, wrap
 from .evaluate import Method, net_features, recall_table
+from .mining import Miner, table_from_plain, table_to_plain
+from .runlog import RunLogger, RunPaths
 from .schedule import Schedule, loss_weights
 from .state import ImagePool, capture_rng, optimizer_from_plain, optimizer_to_plain, restore_rng
 from .supervised import SupervisedLoss
 
 log = logging.getLogger(__name__)
-LOG_COLUMNS = ("step", "epoch", "lr", "ramp", "hard", "pair", *LOSS_KEYS, "sup", "total", "disc", "it_per_s",
-               "val_r1")
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    out: Path
-
-    @property
-    def last(self) -> Path:
-        return self.out / "checkpoints" / "last.pt"
-
-    @property
-    def model(self) -> Path:
-        return self.out / "model.pt"
-
-    @property
-    def log(self) -> Path:
-        return self.out / "log.csv"
-
-    @property
-    def recipe(self) -> Path:
-        return self.out / "recipe.yaml"
-
-    @property
-    def val(self) -> Path:
-        return self.out / "val.json"
 
 
 def model_config(recipe: Recipe, domains: tuple[str, ...]) -> ModelConfig:
@@ -102,6 +81,9 @@ class Trainer:
         if recipe.train.threads:
             torch.set_num_threads(recipe.train.threads)
         self.data: DataBundle = build_data(recipe, data_root)
+        if self.info.is_main:
+            for line in self.data.describe():
+                log.info("%s", line)
         self.cfg = model_config(recipe, self.data.names)
         self.device = self.info.device
         torch.manual_seed(recipe.seed)
@@ -117,6 +99,12 @@ class Trainer:
         pool_seed = recipe.seed * 1000 + self.info.rank
         self.pools = {d: ImagePool(recipe.schedule.pool_size, pool_seed + k) for k, d in enumerate(self.cfg.domains)}
         self.step, self.last_val = 0, {}
+        self.history: list[dict[str, Any]] = []  # validation points, the start first (best.py)
+        self.miner = None
+        if self.sup is not None and recipe.supervised.mine_every:
+            self.miner = Miner(self.data.train, self.cfg.image_size, recipe.supervised.descriptor,
+                               recipe.supervised.pos_radius, recipe.supervised.mined, recipe.data.cache_images)
+        self._mined_plain: dict | None = None  # a resumed run's mining table, handed to the dataset below
         if resume:
             self._resume()
         elif init is not None:
@@ -126,6 +114,8 @@ class Trainer:
         self.dataset = UnpairedDataset(self.data.train, self.cfg.image_size, recipe.data.load_ratio, recipe.data.flip,
                                        recipe.seed, recipe.schedule.num_negatives, recipe.supervised,
                                        recipe.data.cache_images)
+        if self._mined_plain is not None:
+            self.dataset.hard = table_from_plain(self._mined_plain)
 
     def _adam(self, params: Any) -> torch.optim.Adam:
         s = self.recipe.schedule
@@ -157,6 +147,10 @@ class Trainer:
             optimizer_from_plain(self.opt_g[d], state["opt_g"][d])
             optimizer_from_plain(self.opt_d[d], state["opt_d"][d])
         self.step, self.last_val = int(extra["step"]), dict(extra.get("val", {}))
+        self.history = [dict(h) for h in extra.get("val_history", []) if h["step"] <= self.step]
+        self._mined_plain = state.get("mined")
+        if self.info.is_main and self.history:
+            self._repair_best()
         ranks = state["ranks"]
         if len(ranks) != self.info.world:
             log.warning("resuming a %d-rank run on %d rank(s): batches will differ from an uninterrupted run",
@@ -169,46 +163,78 @@ class Trainer:
     # ----------------------------------------------------------------------------------- training
 
     def fit(self, until: int | None = None) -> dict[str, Any]:
-        """Train from the current step to `until` (default: the recipe's steps); returns a summary."""
+        """Train from the current step to `until` (default: the recipe's steps); returns a summary.
+
+        The start is validated before the first step; validation every `train.val_every` steps and at the end;
+        with mining, the loader is rebuilt after each mining so that loader workers see the new table.
+        """
         total = self.schedule.steps
         end = total if until is None else min(until, total)
         r, main = self.recipe, self.info.is_main
         needs_negs = self.base_weights.triplet_fcl > 0 or self.base_weights.triplet_sam > 0
         hard_from = self.schedule.hard_start_step if needs_negs and self.schedule.num_negatives > 1 else total + 1
-        sampler = PairBatchSampler(len(self.dataset), len(self.cfg.domains), r.train.batch_size, r.seed, self.step,
-                                   end, hard_from, self.info.rank, self.info.world)
-        loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=r.train.num_workers,
-                            pin_memory=self.device.type == "cuda")
         logger = RunLogger(self.paths, self.step, enabled=main)
         if main:
             self.paths.out.mkdir(parents=True, exist_ok=True)
             r.dump(self.paths.recipe)
+        if self.step == 0 and not self.history:
+            self._record(logger, self.validate())  # the start: what every later point must beat
         bar = tqdm(total=end, initial=self.step, disable=not (main and r.train.progress), desc=r.name, unit="it")
         t0, start_step = time.perf_counter(), self.step
-        for batch in loader:
-            stats = self.train_step(batch)
-            stats["epoch"] = sampler.epoch_of(self.step - 1)
-            logger.add(stats)
-            bar.update(1)
-            bar.set_postfix(total=f"{stats['total']:.3f}", lr=f"{stats['lr']:.2e}")
-            if r.train.log_every and self.step % r.train.log_every == 0:
-                logger.flush(self.step)
-            if r.train.val_every and self.step % r.train.val_every == 0:
-                logger.val(self.step, self.validate())
-            if r.train.ckpt_every and self.step % r.train.ckpt_every == 0 and self.step < end:
-                self.save_state()
+        while self.step < end:
+            segment_end = self._mine_if_due(end)
+            sampler = PairBatchSampler(len(self.dataset), len(self.cfg.domains), r.train.batch_size, r.seed,
+                                       self.step, segment_end, hard_from, self.info.rank, self.info.world)
+            loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=r.train.num_workers,
+                                pin_memory=self.device.type == "cuda")
+            for batch in loader:
+                stats = self.train_step(batch)
+                stats["epoch"] = sampler.epoch_of(self.step - 1)
+                logger.add(stats)
+                bar.update(1)
+                bar.set_postfix(total=f"{stats['total']:.3f}", lr=f"{stats['lr']:.2e}")
+                if r.train.log_every and self.step % r.train.log_every == 0:
+                    logger.flush(self.step)
+                if r.train.val_every and self.step % r.train.val_every == 0:
+                    self._record(logger, self.validate())
+                if r.train.ckpt_every and self.step % r.train.ckpt_every == 0 and self.step < end:
+                    self.save_state()
         bar.close()
         elapsed = time.perf_counter() - t0
         logger.flush(self.step)
-        if self.step >= total and (not r.train.val_every or total % r.train.val_every):
-            logger.val(self.step, self.validate())
+        if self.step >= total and not any(h["step"] == self.step for h in self.history):
+            self._record(logger, self.validate())
         self.save_state()
+        summary = summarize(self.history)
+        if total == 0:
+            summary.update(improved=None, warning=None)  # the `init` recipe: nothing was trained, nothing to beat
         if self.step >= total:
             self.save_model()
+            if main and summary["warning"]:
+                log.warning("%s", summary["warning"])
         logger.close()
         done = self.step - start_step
-        return {"step": self.step, "steps_this_run": done, "seconds": elapsed,
-                "it_per_s": done / elapsed if elapsed > 0 else math.nan, "val": self.last_val}
+        out = {"step": self.step, "steps_this_run": done, "seconds": elapsed,
+               "it_per_s": done / elapsed if elapsed > 0 else math.nan, "val": self.last_val, **summary,
+               "data": self.data.report}
+        if main:
+            atomic_write_text(self.paths.summary, json.dumps(out, indent=1))
+        return out
+
+    def _mine_if_due(self, end: int) -> int:
+        """Mine hard negatives when a mining step is reached (or a resumed run lacks its table); returns the
+        step at which the next mining is due (or `end`), the end of the next loader segment."""
+        every = self.recipe.supervised.mine_every
+        if self.miner is None:
+            return end
+        if self.step % every == 0 or not self.dataset.hard:
+            t0 = time.perf_counter()
+            self.dataset.hard = self.miner.mine(self.net, self.device)
+            if self.info.is_main:
+                log.info("step %d: mined the %d hardest other-place images per anchor over %d training images "
+                         "(%.1f s)", self.step, self.recipe.supervised.mined,
+                         sum(len(d) for d in self.data.train), time.perf_counter() - t0)
+        return min(end, (self.step // every + 1) * every)
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One generator + one discriminator update on the batch's domain pair."""
@@ -229,7 +255,8 @@ class Trainer:
         for d in (di, dj):
             self.opt_g[d].zero_grad(set_to_none=True)
         out = self.g_step(x_i, x_j, di, dj, weights, neg_i, neg_j, sup, sup_w)
-        out["total"].backward()
+        if out["total"].requires_grad:  # all terms 0 (supervised weight ramping from 0, no unpaired term): no step
+            out["total"].backward()
         for d in (di, dj):
             self.opt_g[d].step()
         self.net.discriminators.requires_grad_(True)
@@ -252,15 +279,16 @@ class Trainer:
     # ------------------------------------------------------------------------ validation, saving
 
     def validate(self) -> dict[str, float]:
-        """R@1 of the held-out places: other conditions against the reference, mean-channel cosine (rank 0)."""
+        """R@1 on the validation segment (never the test part): other conditions against the reference with
+        `train.val_metric` (eq. 16 mean-channel cosine by default), each condition with its own encoder (rank 0)."""
         if not self.info.is_main:
             return {}
-        held = {d.name: d for d in self.data.held_out}
+        held = {d.name: d for d in self.data.val}
         ref = held[self.data.reference]
         queries = [d for n, d in held.items() if n != self.data.reference and len(d)]
         if ref.positions is None or not len(ref) or not queries:
             return {}
-        method = {"val": Method(net_features(self.net, self.data.reference))}
+        method = {"val": Method(net_features(self.net, self.data.reference), self.recipe.train.val_metric)}
         try:
             table = recall_table(method, ref, queries, self.cfg.image_size, self.data.reference,
                                  [self.recipe.train.val_tolerance], max_queries=self.recipe.train.val_queries)
@@ -272,7 +300,33 @@ class Trainer:
 
     def _extra(self, kind: str) -> dict[str, Any]:
         return {"kind": kind, "recipe": self.recipe.to_dict(), "step": self.step, "val": self.last_val,
-                "data_root": str(self.data_root), "reference": self.data.reference}
+                "data_root": str(self.data_root), "reference": self.data.reference,
+                "val_history": [dict(h) for h in self.history]}
+
+    def _record(self, logger: RunLogger, val: dict[str, float]) -> None:
+        """Append a validation point; when it is the best so far, save the full state and then best.pt (in that
+        order, so a resumed run's history always knows the step best.pt holds: see `_repair_best`)."""
+        better = False
+        if val:
+            self.last_val = dict(val)
+            entry = {"step": self.step, **val}
+            better = improves(self.history, entry)
+            self.history.append(entry)
+            logger.val(self.step, val)
+            if self.info.is_main:
+                log.info("step %d: validation R@1 %.3f%s", self.step, val.get("mean", math.nan),
+                         " (best so far)" if better else "")
+        if all_gather(better, self.info)[0]:  # rank 0 validates; every rank joins the collective saves
+            self.save_state()
+            if self.info.is_main:
+                save_checkpoint(self.paths.best, self.net, self.cfg, self._model_extra())
+            barrier(self.info)
+
+    def _model_extra(self) -> dict[str, Any]:
+        """What model.pt / best.pt say about themselves: the selected step, its validation, the start's."""
+        extra = self._extra("model")
+        extra.update(selected="best", val=self.last_val, val_start=self.history[0] if self.history else {})
+        return extra
 
     def save_state(self) -> None:
         """Full state for exact resume: model, optimisers, step, and every rank's RNG states and pools."""
@@ -283,85 +337,36 @@ class Trainer:
             extra["trainer"] = {"opt_g": {d: optimizer_to_plain(o) for d, o in self.opt_g.items()},
                                 "opt_d": {d: optimizer_to_plain(o) for d, o in self.opt_d.items()},
                                 "ranks": ranks}
+            if self.dataset.hard:
+                extra["trainer"]["mined"] = table_to_plain(self.dataset.hard)
             save_checkpoint(self.paths.last, self.net, self.cfg, extra)
         barrier(self.info)
 
     def save_model(self) -> None:
+        """model.pt = best.pt (the best validation point, never below the start); the last weights when the run
+        has no validation points (no places: nothing to select with, and summary.json says so)."""
         if self.info.is_main:
-            save_checkpoint(self.paths.model, self.net, self.cfg, self._extra("model"))
+            if self.history and self._repair_best():
+                atomic_write_bytes(self.paths.model, self.paths.best.read_bytes(), mode=0o644)
+            else:
+                extra = self._extra("model")
+                extra["selected"] = "last"
+                save_checkpoint(self.paths.model, self.net, self.cfg, extra)
         barrier(self.info)
 
-
-class RunLogger:
-    """CSV log (interval means of the step stats), val.json history, TensorBoard when it is installed."""
-
-    def __init__(self, paths: RunPaths, start_step: int, enabled: bool) -> None:
-        self.paths, self.enabled, self.acc, self.t = paths, enabled, [], time.perf_counter()
-        self.tb = None
-        if not enabled:
-            return
-        paths.out.mkdir(parents=True, exist_ok=True)
-        _truncate_log(paths.log, start_step)
-        new = not paths.log.is_file()
-        self.fh = paths.log.open("a", newline="")
-        self.csv = csv.DictWriter(self.fh, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-        if new:
-            self.csv.writeheader()
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(paths.out / "tb"))
-        except ImportError:  # tensorboard is optional
-            self.tb = None
-
-    def add(self, stats: dict[str, Any]) -> None:
-        if self.enabled:
-            self.acc.append(stats)
-
-    def flush(self, step: int) -> None:
-        if not self.enabled or not self.acc:
-            return
-        last, n = self.acc[-1], len(self.acc)
-        row = {k: last[k] for k in ("step", "epoch", "lr", "ramp", "hard", "pair")}
-        for k in (*LOSS_KEYS, "sup", "total", "disc"):
-            row[k] = f"{sum(s[k] for s in self.acc) / n:.6g}"
-        now = time.perf_counter()
-        row["it_per_s"] = f"{n / (now - self.t):.3f}"
-        self.csv.writerow(row)
-        self.fh.flush()
-        if self.tb is not None:
-            for k in (*LOSS_KEYS, "sup", "total", "disc", "lr"):
-                self.tb.add_scalar(f"train/{k}", float(row[k]), step)
-        self.acc, self.t = [], now
-
-    def val(self, step: int, result: dict[str, float]) -> None:
-        if not self.enabled or not result:
-            return
-        history = json.loads(self.paths.val.read_text()) if self.paths.val.is_file() else []
-        history = [h for h in history if h["step"] < step] + [{"step": step, **result}]
-        atomic_write_text(self.paths.val, json.dumps(history, indent=1))
-        self.csv.writerow({"step": step, "val_r1": f"{result.get('mean', math.nan):.4f}"})
-        if self.tb is not None:
-            for k, v in result.items():
-                self.tb.add_scalar(f"val/R@1/{k}", v, step)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.fh.close()
-            if self.tb is not None:
-                self.tb.close()
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """On resume, drop log rows written after the checkpoint we resume from (they will be redone)."""
-    if not path.is_file():
-        return
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    keep = [r for r in rows if r.get("step") and int(r["step"]) <= step]
-    if len(keep) == len(rows):
-        return
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(keep)
+    def _repair_best(self) -> bool:
+        """True when best.pt holds the history's best step. A run stopped between writing last.pt and best.pt
+        resumes at exactly that step, so the current weights are the best ones: best.pt is rewritten from them."""
+        best = summarize(self.history)["val_best"]
+        if best is None:
+            return False
+        if self.paths.best.is_file():
+            _, _, meta = load_checkpoint(self.paths.best, map_location="cpu")
+            if meta["extra"].get("step") == best["step"]:
+                return True
+        if best["step"] != self.step:
+            log.warning("checkpoints/best.pt does not hold the best validation step %d: shipping the last weights",
+                        best["step"])
+            return False
+        save_checkpoint(self.paths.best, self.net, self.cfg, self._model_extra())
+        return True

@@ -4,6 +4,10 @@ Real long-term localisation datasets (CMU-Seasons, RobotCar) cannot be downloade
 module renders a small procedural town driven through under several conditions, in the dataset
 folder layout of DESIGN.md: ROOT/<condition>/images/000000.png, poses.txt (TUM, optical frame in
 the map frame), camera.yaml, plus ROOT/world.yaml and ROOT/contact_sheet.png.
+
+A query drive may carry a motion profile in its name, `<condition>_2x` (twice the speed: double frame
+spacing, half the frames) or `<condition>_stops` (standing still a third of the time): it looks like
+`<condition>` and moves differently (data/synthetic/route.py), e.g. `--conditions overcast,overcast_2x`.
 """
 from __future__ import annotations
 
@@ -20,9 +24,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from disam_ros.cliutil import os_error_line, output_dir_error
 from disam_ros.data.folders import CameraIntrinsics
 from disam_ros.data.synthetic.conditions import CONDITIONS, REFERENCE, get_condition
-from disam_ros.data.synthetic.route import TraversalSpec, traversal_poses, traversal_spec
+from disam_ros.data.synthetic.route import (
+    TraversalSpec,
+    motion_frames,
+    split_motion,
+    traversal_poses,
+    traversal_spec,
+)
 from disam_ros.data.synthetic.scene import LANE, World
 from disam_ros.data.synthetic.shade import look_for, render
 from disam_ros.data.synthetic.sheet import contact_sheet, write_sheet
@@ -80,7 +91,7 @@ class WorldConfig:
 
     def validate(self) -> None:
         for name in self.condition_names():
-            get_condition(name)
+            get_condition(split_motion(name, CONDITIONS)[0])
         cam = self.camera()
         if not (16 <= cam.width <= 2048 and 16 <= cam.height <= 2048):
             raise ValueError(f"image size {cam.width}x{cam.height} out of range; use 16..2048 pixels")
@@ -104,12 +115,14 @@ def make_town(cfg: WorldConfig) -> World:
 
 def plan_traversal(cfg: WorldConfig, world: World, name: str) -> tuple[Trajectory, TraversalSpec]:
     """Poses and UTC stamps of one condition's drive; its randomness depends on (seed, name) only."""
-    cond = get_condition(name)
+    base, motion = split_motion(name, CONDITIONS)
+    cond = get_condition(base)
     rng = np.random.default_rng([cfg.seed, zlib.crc32(name.encode()), 1])
     spec = traversal_spec(rng, name == cfg.reference, cfg.spacing_m, LANE, cfg.camera_height_m)
-    pos, quats = traversal_poses(world.route, spec, cfg.frames)
+    frames = motion_frames(motion, cfg.frames)
+    pos, quats = traversal_poses(world.route, spec, frames, motion)
     start = cond.start_utc(cfg.latitude, cfg.longitude, local_zone(cfg.timezone, cfg.longitude))
-    return make_trajectory(start + spec.period * np.arange(cfg.frames), pos, quats), spec
+    return make_trajectory(start + spec.period * np.arange(frames), pos, quats), spec
 
 
 _JOB: dict = {}
@@ -119,7 +132,8 @@ def _render_job(job: tuple[str, int]) -> None:
     name, k = job
     world, cams, trajs, looks, out = _JOB["world"], _JOB["cam"], _JOB["trajs"], _JOB["looks"], _JOB["out"]
     traj = trajs[name]
-    img = render(world, (traj.positions[k], traj.quats[k]), cams, name, frame=k, look=looks[name])
+    img = render(world, (traj.positions[k], traj.quats[k]), cams, split_motion(name, CONDITIONS)[0], frame=k,
+                 look=looks[name])
     path = out / name / "images" / f"{k:06d}.png"
     if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
         raise OSError(f"{path}: could not write image; check disk space and permissions")
@@ -179,7 +193,8 @@ def world_description(cfg: WorldConfig, world: World, specs: dict, trajs: dict) 
     cam = cfg.camera()
     conds = {}
     for name, spec in specs.items():
-        c, t0 = get_condition(name), float(trajs[name].stamps[0])
+        base, motion = split_motion(name, CONDITIONS)
+        c, t0 = get_condition(base), float(trajs[name].stamps[0])
         elev, az = sun_elevation_azimuth(t0, cfg.latitude, cfg.longitude)
         conds[name] = ConditionInfo(c.weather, c.daylight, c.foliage, details={
             "local_start": iso_local(t0, tz), "start_utc": t0, "frame_period_s": round(spec.period, 6),
@@ -187,6 +202,7 @@ def world_description(cfg: WorldConfig, world: World, specs: dict, trajs: dict) 
             "spacing_m": round(spec.spacing, 4), "lane_offset_m": round(spec.lane_offset, 4),
             "heading_jitter_deg": round(spec.heading_amp, 3), "camera_height_m": round(spec.camera_height, 4),
             "start_s_m": round(spec.start_s, 4),
+            **({"motion": motion, "looks_like": base, "frames": len(trajs[name])} if motion != "steady" else {}),
         })
     return WorldInfo(
         generator=GENERATOR, version=GENERATOR_VERSION, seed=cfg.seed, image_size=(cam.width, cam.height),
@@ -231,9 +247,10 @@ def make_world(cfg: WorldConfig, root: str | Path, progress: bool = True, force:
             (tmp / n / "images").mkdir(parents=True)
             write_tum(tmp / n / "poses.txt", trajs[n])
             cam.save(tmp / n / "camera.yaml")
-        looks = {n: look_for(world, get_condition(n), float(trajs[n].stamps[0])) for n in names}
+        looks = {n: look_for(world, get_condition(split_motion(n, CONDITIONS)[0]), float(trajs[n].stamps[0]))
+                 for n in names}
         state = {"world": world, "cam": cam, "trajs": trajs, "looks": looks, "out": tmp}
-        render_all([(n, k) for n in names for k in range(cfg.frames)], state, cfg.workers, progress)
+        render_all([(n, k) for n in names for k in range(len(trajs[n]))], state, cfg.workers, progress)
         desc = world_description(cfg, world, {n: p[1] for n, p in plans.items()}, trajs)
         write_world_yaml(tmp, desc)
         write_sheet(tmp / "contact_sheet.png", contact_sheet(tmp, names, cfg.reference, cfg.sheet_places,
@@ -272,7 +289,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fov", type=float, default=70.0, help="horizontal field of view in degrees")
     p.add_argument("--frames", type=int, default=100, help="frames per condition")
     p.add_argument("--conditions", default=",".join(CONDITIONS),
-                   help=f"comma-separated subset of: {', '.join(CONDITIONS)} (the reference is always included)")
+                   help=f"comma-separated subset of: {', '.join(CONDITIONS)} (the reference is always included); "
+                   "append _2x or _stops for a drive that looks like the condition and moves at twice the speed "
+                   "or with stops, e.g. overcast_2x")
     p.add_argument("--reference", default=REFERENCE, help="condition of the reference (map) traversal")
     p.add_argument("--blocks", type=int, default=6, help="city blocks enclosed by the driven loop")
     p.add_argument("--workers", type=int, default=2, help="render processes")
@@ -288,9 +307,15 @@ def main(argv: list[str] | None = None) -> int:
                       reference=args.reference, blocks=args.blocks, workers=args.workers)
     t0 = time.perf_counter()
     try:
+        if problem := output_dir_error(args.out, "--out"):  # a parent that is a file: say so before any work
+            raise ValueError(problem)
         root = make_world(cfg, args.out, progress=not args.quiet, force=args.force)
-    except (ValueError, FileExistsError, OSError) as exc:
+    except ValueError as exc:
         print(f"disam-synth: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # ours name their fix; the system's (disk full, permissions): path, reason, fix
+        print(f"disam-synth: error: {os_error_line(exc, 'check the --out path, its permissions and free space')}",
+              file=sys.stderr)
         return 2
     info = read_world_yaml(root)
     cam = cfg.camera()

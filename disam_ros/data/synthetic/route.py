@@ -3,6 +3,12 @@
 The loop is the outline of a random polyomino of city blocks, so it has left and right turns, straight
 runs of different lengths and never crosses itself. Each traversal drives it with its own lane offset,
 heading wobble, camera height, frame spacing and start point, like separate real drives.
+
+Motion profiles (a query drive named `<condition>_<motion>`, e.g. `overcast_2x`): `steady` (the default: one
+frame every `spacing` metres), `2x` (twice the spacing at the same frame rate, so twice the speed: every
+other map place is skipped; half the frames, so it covers the same stretch of road) and `stops` (the
+steady drive, standing still for `STOP_FRAMES` frames after every `STOP_EVERY - STOP_FRAMES` frames of
+driving). They test a sequence localizer whose motion model must not assume the map drive's speed.
 """
 from __future__ import annotations
 
@@ -13,6 +19,8 @@ import numpy as np
 from disam_ros.geometry import R_BODY_OPTICAL, quat_to_rot, rot_to_quat, yaw_pitch_roll_to_quat
 
 STEPS = ((1, 0), (0, 1), (-1, 0), (0, -1))
+MOTIONS = ("steady", "2x", "stops")
+STOP_EVERY, STOP_FRAMES = 25, 8  # "stops": a stop of 8 frames in every 25 frames (a third of the time still)
 
 
 def random_polyomino(rng: np.random.Generator, cells: int, max_side: int = 3) -> list[tuple[int, int]]:
@@ -146,7 +154,37 @@ def spacing_margin(spec: TraversalSpec) -> float:
     return spec.spacing * 1.5
 
 
-def traversal_poses(route: Route, spec: TraversalSpec, frames: int) -> tuple[np.ndarray, np.ndarray]:
+def split_motion(name: str, known: object) -> tuple[str, str]:
+    """(base condition, motion) of a drive name: 'overcast_2x' -> ('overcast', '2x') when 'overcast' is in
+    `known`; any other name is a steady drive of itself ('sunny_repeat' -> ('sunny_repeat', 'steady'))."""
+    base, _, motion = name.rpartition("_")
+    if base and motion in MOTIONS and motion != "steady" and base in known:
+        return base, motion
+    return name, "steady"
+
+
+def motion_frames(motion: str, frames: int) -> int:
+    """Frames of a drive with this motion: `2x` has half, so it covers the stretch the others cover."""
+    return max(1, frames // 2) if motion == "2x" else frames
+
+
+def drive_distances(spacing: float, frames: int, motion: str = "steady") -> np.ndarray:
+    """Distance travelled (m) along the driven path at each frame, for a motion profile (see module doc)."""
+    if motion not in MOTIONS:
+        raise ValueError(f"unknown motion {motion!r}: use one of {list(MOTIONS)}")
+    k = np.arange(frames, dtype=np.float64)
+    if motion == "2x":
+        return 2.0 * spacing * k
+    if motion == "stops":
+        phase = np.mod(k, STOP_EVERY)
+        moving = (phase < STOP_EVERY - STOP_FRAMES).astype(np.float64)  # frame k moves on from frame k-1 ...
+        steps = np.r_[0.0, moving[:-1]]  # ... when frame k-1 was a moving frame
+        return spacing * np.cumsum(steps)
+    return spacing * k
+
+
+def traversal_poses(route: Route, spec: TraversalSpec, frames: int,
+                    motion: str = "steady") -> tuple[np.ndarray, np.ndarray]:
     """Camera optical-frame positions (N,3) and xyzw quaternions (N,4) in the map frame."""
     ph = spec.wobble_phase
 
@@ -156,10 +194,12 @@ def traversal_poses(route: Route, spec: TraversalSpec, frames: int) -> tuple[np.
         return xy + np.stack([-np.sin(yaw), np.cos(yaw)], -1) * lateral[:, None], yaw
 
     # equal spacing along the driven (offset) path, not along the centre line: corners stretch it
-    s_dense = spec.start_s + np.arange(0.0, frames * spacing_margin(spec) + 30.0, 0.1)
+    dist = drive_distances(spec.spacing, frames, motion)
+    span = frames if motion == "steady" else dist[-1] / spec.spacing + 1  # steady: byte-identical to before
+    s_dense = spec.start_s + np.arange(0.0, span * spacing_margin(spec) + 30.0, 0.1)
     track, _ = ground_track(s_dense)
     arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(track, axis=0), axis=1))])
-    s = np.interp(spec.spacing * np.arange(frames), arc, s_dense)
+    s = np.interp(dist, arc, s_dense)
     xy, yaw = ground_track(s)
     pos = np.concatenate([xy, np.full((frames, 1), spec.camera_height)], 1)
     pos[:, 2] += 0.02 * np.sin(2 * np.pi * s / 7.0 + ph[1])

@@ -1,0 +1,181 @@
+"""`disam-calibrate`: fit the map's calibrated confidence on drives with ground truth, and store it in the map.
+
+    disam-calibrate --map MAP --dataset ROOT --conditions dusk,night,snow [--modes single,sequence,window]
+    disam-calibrate --map MAP --bag dusk=bags/dusk --bag bags/night --world ROOT
+    disam-calibrate --map MAP --remove
+
+Why: a SLAM back end fed a wrong loop closure corrupts its map, so `min_confidence` must mean what it says.
+The node's stream localizer (`disam_ros.tracking.Tracker`) runs over the calibration drives exactly as it
+runs on the vehicle; per mode, an isotonic fit (retrieval/calibration.py) maps the mode's raw score to the
+share of answers within the tolerance, and the default `min_confidence` is the lowest calibrated
+probability whose published set reached `--precision` on these drives (with `--lower-bound-z` > 0: its
+Wilson lower bound must reach it, e.g. 1.645 for 95 % confidence; for 99 % that needs about 270 right
+frames in a row, more than a small calibration run holds). Both are chosen on the calibration drives
+only: evaluate on other drives (disam-eval).
+
+The same run scales each mode's position covariance so that the right answers' mean normalised
+estimation error squared (NEES) is 3 on these drives: the belief's spread plus the map-spacing floor is
+the shape, the calibration drives give the scale.
+
+The fit holds for the tracker settings it was made with (speed band, window, contrast, tolerance): they are
+stored with it, and a tracker started with other settings says so in its diagnostics. The observation
+model estimated from the map is stored too, so the node does not re-estimate it at start.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from disam_ros.cliutil import (
+    OneLineParser,
+    name_list,
+    non_negative_float,
+    os_error_line,
+    positive_float,
+    positive_int,
+)
+from disam_ros.eval.offline import add_tracker_args, evaluate_modes, query_groups, tracker_config
+from disam_ros.eval.scoring import TrackedFrame
+from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
+from disam_ros.retrieval import SearchConfig
+from disam_ros.retrieval.calibration import Calibration, ece, fit_isotonic, threshold_for_precision
+from disam_ros.retrieval.map_calibration import MapCalibration, remove_calibration, write_calibration
+from disam_ros.tracking import TrackerConfig, config_summary
+
+log = logging.getLogger(__name__)
+
+
+def fit_mode(frames: Sequence[TrackedFrame], mode: str, tolerance: tuple[float, float],
+             precision: float, z: float = 0.0) -> tuple[Calibration, float | None, dict]:
+    """Isotonic fit of one mode's answered frames, the threshold reaching `precision` on them (None: none
+    does), and what the fit saw (frames, answered, accuracy, coverage and precision at the threshold, ECE)."""
+    fs = [f for f in frames if f.mode == mode]
+    ans = [f for f in fs if f.est_position is not None and np.isfinite(f.feature)]
+    if len(ans) < 2:
+        raise ValueError(f"mode {mode}: {len(ans)} answered calibration frames; calibrate on drives the map covers "
+                         "(more frames, other --conditions)")
+    feat = np.array([f.feature for f in ans])
+    ok = np.array([f.correct(tolerance) for f in ans], float)
+    right_nees = np.array([f.nees for f in ans if f.correct(tolerance) and np.isfinite(f.nees)])
+    # the position covariance, scaled so that right answers have a mean NEES of 3 (3 DOF) on these drives
+    scale = float(right_nees.mean() / 3.0) if len(right_nees) else 1.0
+    cal = fit_isotonic(feat, ok, mode=mode, tolerance=tolerance, extra={
+        "feature": "distinctiveness" if mode == "single" else "support: mean z of the answered places, last frames",
+        "covariance_scale": scale})
+    conf = cal.apply(feat)
+    thr = threshold_for_precision(conf, ok, precision, z)
+    pub = conf >= thr
+    stats = {"frames": len(fs), "answered": len(ans), "accuracy": float(ok.mean()), "ece": ece(conf, ok),
+             "coverage": float(pub.sum() / len(fs)), "precision": float(ok[pub].mean()) if pub.any() else None}
+    return cal, (float(thr) if np.isfinite(thr) else None), stats
+
+
+def calibrate(reloc: Relocalizer, groups: Sequence, modes: Sequence[str], config: TrackerConfig, precision: float,
+              source: str, progress: bool = True, z: float = 0.0) -> MapCalibration:
+    """Run the tracker over the calibration drives and fit every mode (the map's own calibration is ignored
+    while doing so: a calibration is fitted on raw scores, never on an older fit)."""
+    reloc.map.calibration = None
+    tracked, trackers, *_ = evaluate_modes(reloc, groups, modes, config, 0, progress)
+    tol = (config.tolerance_m, config.tolerance_deg)
+    fits, thresholds, stats = {}, {}, {}
+    for mode in modes:
+        fits[mode], thresholds[mode], stats[mode] = fit_mode(tracked, mode, tol, precision, z)
+    obs = next((t.observation for t in trackers.values() if t.observation is not None), None)
+    return MapCalibration(modes=fits, min_confidence=thresholds, tolerance=tol, observation=obs,
+                          precision_target=precision, fitted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                          source=source, config=config_summary(config), stats=stats)
+
+
+def summary_lines(cal: MapCalibration) -> list[str]:
+    out = []
+    for mode, st in cal.stats.items():
+        thr = cal.min_confidence.get(mode)
+        at = (f"min_confidence {thr:.3f}: coverage {100 * st['coverage']:.1f} %, precision "
+              f"{100 * st['precision']:.1f} %" if thr is not None and st.get("precision") is not None
+              else f"no threshold reached {100 * cal.precision_target:g} % precision")
+        out.append(f"{mode:9s} {st['answered']}/{st['frames']} answered, {100 * st['accuracy']:.1f} % within "
+                   f"({cal.tolerance[0]:g} m, {cal.tolerance[1]:g} deg), ECE {st['ece']:.3f} (on the fitting "
+                   f"drives); {at}")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="disam-calibrate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--map", required=True, type=Path, help="map directory (disam-build-map); the calibration is "
+                   "written into it")
+    p.add_argument("--remove", action="store_true", help="drop the map's calibration and exit")
+    p.add_argument("--dataset", type=Path, help="dataset root ROOT/<condition>/images + poses.txt")
+    p.add_argument("--conditions", type=name_list, help="with --dataset: the calibration drives (required: keep the "
+                   "drives you evaluate on out of it)")
+    p.add_argument("--bag", action="append", help="calibration bag, 'NAME=PATH' or PATH")
+    p.add_argument("--world", type=Path, help="with --bag: dataset root whose world.yaml gives each drive's weather")
+    p.add_argument("--image-topic"), p.add_argument("--pose-topic")
+    p.add_argument("--precision", type=positive_float, default=0.99,
+                   help="precision the default min_confidence must reach on the calibration drives (default 0.99)")
+    p.add_argument("--lower-bound-z", type=non_negative_float, default=0.0,
+                   help="demand the Wilson lower bound at this z reach --precision (default 0: the observed "
+                        "precision on the calibration drives)")
+    p.add_argument("--coarse", default="", help="coarse checkpoint (default: the one recorded in the map)")
+    p.add_argument("--fine", default="", help="fine checkpoint (default: the one recorded in the map)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--weather", help="weather for every drive (default: world.yaml, else sunny)")
+    p.add_argument("--every", type=positive_int, default=1, help="use every N-th image")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_tracker_args(p)
+    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """ValueError (one line) for what would fail only after the models are loaded."""
+    if not args.map.is_dir():
+        raise ValueError(f"--map {args.map}: no such map folder; pass a folder written by disam-build-map")
+    if args.remove:
+        return
+    if bool(args.dataset) == bool(args.bag):
+        raise ValueError("pass the calibration drives as --dataset ROOT --conditions A,B or as --bag (one of them)")
+    if args.dataset is not None and not args.conditions:
+        raise ValueError("--dataset needs --conditions: name the calibration drives, and evaluate on others")
+    if args.dataset is not None and not args.dataset.is_dir():
+        raise ValueError(f"--dataset {args.dataset}: no such folder; pass a dataset root ROOT/<condition>/images")
+    if not 0.0 < args.precision < 1.0:
+        raise ValueError(f"--precision {args.precision} must lie in (0, 1), e.g. 0.99")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="disam-calibrate: %(levelname)s: %(message)s")
+    try:
+        check_args(args)
+        if args.remove:
+            done = remove_calibration(args.map)
+            print(f"disam-calibrate: {'removed the calibration of' if done else 'no calibration in'} {args.map}")
+            return 0
+        reloc = Relocalizer.from_map(args.map, RelocalizerConfig(
+            coarse_checkpoint=args.coarse, fine_checkpoint=args.fine, search=SearchConfig(device=args.device)))
+        groups = query_groups(args, str(reloc.map.domain))
+        source = (f"{args.dataset} conditions {','.join(args.conditions)}" if args.dataset
+                  else "bags " + ", ".join(args.bag))
+        cal = calibrate(reloc, groups, args.modes, tracker_config(args), args.precision, source, not args.quiet,
+                        args.lower_bound_z)
+        reloc.map.close()
+        path = write_calibration(args.map, cal)
+    except ValueError as exc:  # MapError included
+        print(f"disam-calibrate: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"disam-calibrate: error: {os_error_line(exc, 'check the paths and that the map is writable')}",
+              file=sys.stderr)
+        return 2
+    print("\n".join(summary_lines(cal)))
+    print(f"calibration: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,403 @@
+"""The stream localizer the node and offline evaluation both run: one Relocalizer, one frame at a time.
+
+Why a layer above the Relocalizer: a moving vehicle's frames are not independent, and single-frame
+answers that are wrong are jumps it cannot make (issue 10). The Tracker encodes each frame ONCE, gets the
+retrieval answer and the frame's scores over every map place from that one encoding, and answers in one
+of three modes:
+
+* single: the retrieval (coarse top-N, fine re-rank) as before;
+* sequence: the best place of a forward Bayes filter over the map's place graph (retrieval/sequence.py);
+* window: the best end of a SeqSLAM path over the last L frames (retrieval/window.py).
+
+Its `confidence` is the calibrated probability that the answer is within the tolerance (5 m, 10 deg by
+default) when the map carries a calibration for the mode (`disam-calibrate`), else a heuristic (single:
+the retrieval's distinctiveness; sequence/window: posterior mass near the best place), and diagnostics say
+which. The calibrated feature is the mode's raw score: distinctiveness (single); for sequence and window
+the track's support: the mean standardised score of the places it answered over the last `SUPPORT_FRAMES`
+frames, or over the last `RECENT_FRAMES` when that is lower (so a kidnapped vehicle, whose new frames do
+not show the road the belief still follows, loses its confidence at once). Why not the posterior mass:
+where the features fail (night, day-trained encoders) the belief still settles on some motion-consistent
+stretch and its mass says "certain"; the frames do not back that stretch, and the support says so (on the
+demo world's calibration drives it tells right from wrong with AUC 0.88, the mass's log-odds with 0.57).
+
+The place graph comes from the map: positions, stamps and headings, with drives split where the map's
+stamps jump back or pause longer than `max_gap_s` (a map merged from several drives records no drive ids;
+a gap is where one drive ends). The observation model comes from the map's calibration when stored there,
+else it is estimated at load from the map against itself on a bounded subsample of rows (one log line).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+
+from disam_ros import conditions
+from disam_ros.relocalizer import Relocalizer, query_stamp
+from disam_ros.retrieval import RetrievalResult, SpatialPrior
+from disam_ros.retrieval.map_calibration import (
+    MapCalibration,
+    calibrated_probability,
+    estimate_observation,
+    observation_rows,
+    publish_threshold,
+)
+from disam_ros.retrieval.place_graph import PlaceGraph, headings_from_quats
+from disam_ros.retrieval.result import MIN_POS_SIGMA_M, pose_covariance
+from disam_ros.retrieval.sequence import (
+    ObservationModel,
+    SequenceConfig,
+    SequenceEstimate,
+    SequenceLocalizer,
+    max_entropy,
+)
+
+log = logging.getLogger(__name__)
+
+TRACKER_MODES = ("single", "sequence", "window")
+NO_CALIBRATION = "none: heuristic confidence"
+SHORTLIST = 256  # places scored per frame on approximate (ivf/hnsw) maps
+SUPPORT_FRAMES = 10  # frames the support (the calibrated feature of sequence/window) averages over ...
+RECENT_FRAMES = 3  # ... unless the last few frames back the track less
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    mode: str = "sequence"  # "single" | "sequence" | "window"
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)  # disam_ros.retrieval.sequence
+    loop_closure_min_consecutive: int = 3  # a loop-closure hint only after k consistent frames
+    tolerance_m: float = 5.0  # what "correct" means for the calibrated confidence
+    tolerance_deg: float = 10.0
+    place_contrast_frames: float = 20.0  # sequence/window: discount places high for ~this many frames (0: off)
+
+    def __post_init__(self) -> None:
+        if self.mode not in TRACKER_MODES:
+            raise ValueError(f"tracker mode {self.mode!r} is unknown: use one of {list(TRACKER_MODES)}")
+        if isinstance(self.loop_closure_min_consecutive, bool) or int(self.loop_closure_min_consecutive) < 1:
+            raise ValueError(f"loop_closure_min_consecutive={self.loop_closure_min_consecutive!r} must be >= 1")
+        if not (self.place_contrast_frames == 0 or self.place_contrast_frames >= 1):
+            raise ValueError(f"place_contrast_frames={self.place_contrast_frames!r} must be 0 (off) or >= 1 frame")
+        if not (self.tolerance_m > 0 and self.tolerance_deg > 0):
+            raise ValueError(f"tolerance ({self.tolerance_m} m, {self.tolerance_deg} deg) must be positive")
+
+
+@dataclass(frozen=True, eq=False)
+class TrackStep:
+    selection: conditions.Selection  # encoder chosen for this frame
+    result: RetrievalResult  # ok=False: no pose; ok=True: the tracker's answer (see the module docstring)
+    estimate: SequenceEstimate | None  # None in single mode (and for frames that gave no evidence)
+    calibrated: bool  # confidence is a calibrated probability
+    loop_closure: bool  # consistent_frames >= loop_closure_min_consecutive (single: result.ok)
+
+
+def map_drives(stamps: np.ndarray, max_gap_s: float) -> np.ndarray:
+    """Drive id per map image (map order): a new drive starts where the stamp goes back or pauses > max_gap_s."""
+    s = np.asarray(stamps, dtype=np.float64).reshape(-1)
+    if len(s) == 0:
+        return np.zeros(0, np.int64)
+    dt = np.diff(s)
+    return np.r_[0, np.cumsum((dt <= 0) | (dt > max_gap_s))].astype(np.int64)
+
+
+class PlaceContrast:
+    """Per-place contrast over the recent stream (SeqSLAM's local contrast, made incremental).
+
+    Why: across conditions some map places look like every query frame (a "hub": a blank wall at dusk), so
+    they top the scores frame after frame and pull a filter off the road it is on. Each frame's scores are
+    standardised over the map, then each place's running mean over the last ~`frames` frames is subtracted:
+    a place that is always high is discounted, the place the vehicle is at stands out while it is there.
+    The mean starts at 0 with `frames` pseudo-frames of weight (shrinkage), so the first frames pass as they are.
+    """
+
+    def __init__(self, n: int, frames: float, prior_frames: float = 3.0) -> None:
+        self.frames, self.prior_frames = float(frames), float(prior_frames)
+        self.reset(n)
+
+    def reset(self, n: int | None = None) -> None:
+        n = len(self._sum) if n is None else n
+        self._sum = np.zeros(n)
+        self._count = 0.0
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        s = np.asarray(scores, dtype=np.float64)
+        z = (s - s.mean()) / max(float(s.std()), 1e-12)
+        decay = 1.0 - 1.0 / self.frames
+        out = z - self._sum / (self._count + self.prior_frames)
+        self._sum = decay * self._sum + z
+        self._count = decay * self._count + 1.0
+        return out
+
+
+def local_covariance(posterior: np.ndarray, positions: np.ndarray, best: int, radius_m: float,
+                     floor_m: float) -> np.ndarray:
+    """3x3 spread of the posterior's mode: mass within `radius_m` of place `best`, renormalised, about that
+    place, plus floor_m^2 per axis (the map spacing: an answer is a map place, never between two).
+
+    Why not the whole posterior: a small uniform share (the kidnap/teleport probability) spread over a
+    kilometre-long map adds hundreds of m^2 to a covariance whose pose is right within a metre; how likely a
+    far-away answer is, is the confidence's job, not the covariance's."""
+    d = np.asarray(positions, np.float64) - np.asarray(positions, np.float64)[best]
+    near = np.einsum("ij,ij->i", d, d) <= radius_m * radius_m
+    w = np.asarray(posterior, np.float64)[near]
+    w = w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / max(len(w), 1))
+    dn = d[near]
+    return (dn * w[:, None]).T @ dn + np.eye(3) * floor_m**2
+
+
+def top_places(posterior: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """The k map places with the most posterior mass, best first (ties: smaller index): the candidate list."""
+    p = np.asarray(posterior, np.float64)
+    k = min(int(k), len(p))
+    top = np.argpartition(-p, k - 1)[:k]
+    top = top[np.lexsort((top, -p[top]))]
+    return [(int(i), float(p[i])) for i in top]
+
+
+def support(z_answered: Sequence[float]) -> float:
+    """The sequence/window confidence feature from the answered places' standardised scores, oldest first:
+    the mean over all of them (up to SUPPORT_FRAMES), or over the last RECENT_FRAMES when that is lower."""
+    z = np.asarray(z_answered, dtype=np.float64)
+    return float(min(z.mean(), z[-RECENT_FRAMES:].mean())) if len(z) else math.nan
+
+
+def prior_sigma(prior: SpatialPrior) -> float:
+    """One position sigma (m) for restarting the belief around a prior: the gate radius is ~2 sigma, a
+    covariance gives its largest axis."""
+    sig = []
+    if prior.radius is not None:
+        sig.append(float(prior.radius) / 2.0)
+    if prior.covariance is not None:
+        sig.append(float(np.sqrt(np.linalg.eigvalsh(prior.covariance).max())))
+    return min(sig)
+
+
+def same_prior(a: SpatialPrior | None, b: SpatialPrior | None) -> bool:
+    """Equal by value: a node that repeats the latest prior every frame must not restart the belief each time."""
+    if a is None or b is None:
+        return a is b
+    cov = (a.covariance is None) == (b.covariance is None) and (
+        a.covariance is None or np.array_equal(a.covariance, b.covariance))
+    return bool(np.array_equal(a.position, b.position) and a.radius == b.radius and cov)
+
+
+def config_summary(cfg: TrackerConfig) -> dict[str, Any]:
+    """The settings a calibration depends on (stored with it, compared at load)."""
+    seq = {f.name: getattr(cfg.sequence, f.name) for f in fields(cfg.sequence) if f.name != "mode"}
+    seq["place_contrast_frames"] = cfg.place_contrast_frames
+    return {"sequence": seq, "tolerance": [cfg.tolerance_m, cfg.tolerance_deg]}
+
+
+class Tracker:
+    """A Relocalizer as a stream localizer (modes single / sequence / window); state: the belief."""
+
+    def __init__(self, reloc: Relocalizer, config: TrackerConfig = TrackerConfig()) -> None:
+        self.reloc = reloc
+        self.config = config
+        m = reloc.map
+        self._positions = np.asarray(m.positions, dtype=np.float64)
+        self.calibration: MapCalibration | None = getattr(m, "calibration", None)
+        self._cal_note = self._calibration_note()
+        self._seq: SequenceLocalizer | None = None
+        self.observation: ObservationModel | None = None
+        self._obs_source = "not used in single mode"
+        if config.mode != "single":
+            seq_cfg = replace(config.sequence, mode=config.mode)
+            graph = PlaceGraph.build(self._positions, map_drives(m.stamps, seq_cfg.max_gap_s), m.stamps,
+                                     headings=headings_from_quats(m.quats))
+            self.observation = self._observation(graph, seq_cfg)
+            self._seq = SequenceLocalizer(graph, seq_cfg, self.observation)
+        cf = config.place_contrast_frames
+        self._contrast = PlaceContrast(len(self._positions), cf) if cf > 0 and self._seq is not None else None
+        self._prior: SpatialPrior | None = None
+        self._last: TrackStep | None = None
+        self._consistent = 0
+        self._prev: tuple[np.ndarray, float] | None = None
+        self.frames = 0
+        self.last_feature = math.nan  # the raw score the calibration maps (NaN: no answer this frame)
+        self._support: deque[float] = deque(maxlen=SUPPORT_FRAMES)
+
+    # ------------------------------------------------------------------------------------------ set-up
+    def _calibration_note(self) -> str:
+        cal, cfg = self.calibration, self.config
+        if cal is None:
+            return NO_CALIBRATION
+        if not np.allclose(cal.tolerance, (cfg.tolerance_m, cfg.tolerance_deg)):
+            log.warning("map calibration is for (%g m, %g deg), the tracker asks (%g m, %g deg): heuristic "
+                        "confidence; re-run disam-calibrate with this tolerance", *cal.tolerance, cfg.tolerance_m,
+                        cfg.tolerance_deg)
+            self.calibration = None
+            return f"{NO_CALIBRATION} (map calibrated for another tolerance {cal.tolerance})"
+        note = cal.describe(cfg.mode)
+        stored = cal.config.get("sequence") if cal.config else None
+        ours = config_summary(cfg)["sequence"]
+        if cfg.mode != "single" and stored and {k: stored.get(k) for k in ours} != ours:
+            differ = sorted(k for k in ours if stored.get(k) != ours[k])
+            log.warning("map calibration was fitted with other tracker settings (%s): its probabilities may be "
+                        "off; re-run disam-calibrate with these settings", ", ".join(differ))
+            note += f" (fitted with other settings: {', '.join(differ)})"
+        return note
+
+    def _observation(self, graph: PlaceGraph, seq_cfg: SequenceConfig) -> ObservationModel:
+        stored = self.calibration.observation if self.calibration is not None else None
+        if stored is not None:
+            self._obs_source = "stored with the map calibration"
+            return stored
+        t0 = time.perf_counter()
+        exclusion = max(seq_cfg.mass_radius_m, 1.5 * graph.spacing_m)
+        coarse = self.reloc.map.coarse_matrix()
+        try:
+            obs = estimate_observation(coarse, self._positions, exclusion)
+        except ValueError as exc:  # a map too small or too sparse for the estimate: the default gain
+            log.warning("observation model not estimable from this map (%s); using the default gain %.2f",
+                        exc, ObservationModel().gain)
+            self._obs_source = "default (map too small to estimate)"
+            return ObservationModel()
+        self._obs_source = f"estimated at load from {obs.rows} map rows"
+        log.info("observation model estimated from %d of %d map rows in %.2f s: gain %.3f (d' %.2f)", obs.rows,
+                 len(coarse), time.perf_counter() - t0, obs.gain, obs.self_separation)
+        return obs
+
+    # ------------------------------------------------------------------------------------------ per frame
+    @property
+    def mode(self) -> str:
+        return self.config.mode
+
+    @property
+    def calibrated(self) -> bool:
+        """The map holds a calibration for this mode (with this tolerance): confidences are probabilities."""
+        return self.calibration is not None and self.mode in self.calibration.modes
+
+    @property
+    def suggested_min_confidence(self) -> float | None:
+        """The threshold chosen on the calibration drives for this mode (None: uncalibrated, or no threshold
+        reached the precision target there)."""
+        if self.calibration is None or self.mode not in self.calibration.modes:
+            return None
+        return self.calibration.min_confidence.get(self.mode)
+
+    def reset(self, reason: str = "reset") -> None:
+        """Belief back to uniform (the node's ~/reset, a relocalisation request)."""
+        if self._seq is not None:
+            self._seq.reset()
+        if self._contrast is not None:
+            self._contrast.reset()
+        self._prior, self._prev, self._consistent = None, None, 0
+        self._support.clear()
+        self._last = None  # diagnostics describe the belief as it is now, not the last frame's
+        log.info("tracker reset: %s", reason)
+
+    def step(self, rgb: np.ndarray, stamp: float | None, prior: SpatialPrior | None = None,
+             odom_distance_m: float | None = None) -> TrackStep:
+        """One frame: encode once, retrieve, update the belief, answer. Raises ValueError for a bad image."""
+        t0 = time.perf_counter()
+        self.last_feature = math.nan
+        shortlist = SHORTLIST if self._seq is not None else 0
+        sel, res, scores = self.reloc.localize_scored(rgb, stamp, prior, shortlist=shortlist)
+        self.frames += 1
+        t = query_stamp(stamp)
+        if self._seq is None:
+            step = self._single(sel, res, t)
+        elif scores is None:  # no evidence from this frame: the belief waits for the next one
+            step = TrackStep(sel, res, None, False, False)
+        else:
+            if prior is not None and not same_prior(prior, self._prior):
+                self._seq.set_prior(prior.position, prior_sigma(prior))
+            self._prior = prior if prior is not None else self._prior
+            if self._contrast is not None and isinstance(scores, np.ndarray):
+                scores = self._contrast(scores)
+            est = self._seq.update(scores, t, odom_distance_m)
+            self._track_support(scores, est)
+            step = self._sequence_step(sel, res, est)
+        step.result.timings_ms["track"] = (time.perf_counter() - t0) * 1e3
+        self._last = step
+        return step
+
+    def _track_support(self, scores: np.ndarray | tuple[np.ndarray, np.ndarray], est: SequenceEstimate) -> None:
+        """Append this frame's standardised score of the answered place (a restarted belief starts afresh)."""
+        if est.reinitialised:
+            self._support.clear()
+        obs, n = self.observation, len(self._positions)
+        z = obs.shortlist_z(*scores, n) if isinstance(scores, tuple) else obs.frame_z(scores)
+        self._support.append(float(z[est.index]))
+
+    def _calibrated(self, feature: float, heuristic: float) -> tuple[float, bool]:
+        self.last_feature = float(feature)
+        cal = self.calibration
+        if cal is None or self.mode not in cal.modes:
+            return float(heuristic), False
+        return calibrated_probability(cal.modes[self.mode], feature), True
+
+    def _covariance_scale(self) -> float:
+        """The calibration's factor making right answers' position NEES 3 on its drives (1 uncalibrated)."""
+        if not self.calibrated:
+            return 1.0
+        scale = float(self.calibration.modes[self.mode].extra.get("covariance_scale", 1.0))
+        return scale if math.isfinite(scale) and scale > 0 else 1.0
+
+    def _single(self, sel: conditions.Selection, res: RetrievalResult, stamp: float) -> TrackStep:
+        if not res.ok:
+            self._consistent, self._prev = 0, None
+            return TrackStep(sel, res, None, False, False)
+        pos = np.asarray(res.position, dtype=np.float64)
+        if self._prev is not None:  # consistent: no farther than the vehicle could have moved since
+            reach = self.config.sequence.max_speed_mps * max(stamp - self._prev[1], 0.0)
+            near = np.linalg.norm(pos - self._prev[0]) <= reach + self.config.sequence.mass_radius_m
+            self._consistent = self._consistent + 1 if near else 1
+        else:
+            self._consistent = 1
+        self._prev = (pos, stamp)
+        conf, calibrated = self._calibrated(res.confidence, res.confidence)
+        res.confidence = conf
+        res.covariance[:3, :3] *= self._covariance_scale()
+        return TrackStep(sel, res, None, calibrated, True)
+
+    def _sequence_step(self, sel: conditions.Selection, res: RetrievalResult, est: SequenceEstimate) -> TrackStep:
+        m, idx = self.reloc.map, est.index
+        conf, calibrated = self._calibrated(support(self._support), est.mass)
+        post = self._seq.posterior()
+        cov = pose_covariance(max(conf, 1e-3), m.spacing_m, m.spacing_rad)
+        cov[:3, :3] = self._covariance_scale() * local_covariance(
+            post, self._positions, idx, self.config.sequence.mass_radius_m,
+            max(self._seq.graph.spacing_m / 2.0, MIN_POS_SIGMA_M))
+        k = len(res.topk) or self.reloc.localizer.config.top_k
+        out = RetrievalResult(
+            ok=True, reason="", index=idx, name=m.names[idx], stamp=float(m.stamps[idx]),
+            position=np.array(self._positions[idx]), quat=np.array(m.quats[idx], dtype=np.float64),
+            topk=top_places(post, k), coarse_topn=res.coarse_topn, confidence=conf, covariance=cov,
+            timings_ms=res.timings_ms, query_fine=res.query_fine, used_prior=res.used_prior)
+        loop = est.consistent_frames >= self.config.loop_closure_min_consecutive
+        return TrackStep(sel, out, est, calibrated, loop)
+
+    # ------------------------------------------------------------------------------------------ reporting
+    def diagnostics(self) -> dict[str, Any]:
+        """What the node puts on /diagnostics: belief state, consistency, calibration, observation model."""
+        est = self._last.estimate if self._last is not None else None
+        n = len(self._positions)
+        out: dict[str, Any] = {
+            "mode": self.mode, "places": n, "frames": self.frames, "calibration": self._cal_note,
+            "observation": self._obs_source, "belief_entropy": math.nan, "belief_entropy_max": max_entropy(n),
+            "top_place_mass": math.nan, "consistent_frames": self._consistent, "reinitialised": "",
+        }
+        if self._seq is not None:
+            out["drives"] = int(len(np.unique(self._seq.graph.start)))
+            out["consistent_frames"] = est.consistent_frames if est is not None else 0
+            if est is not None:
+                out.update(belief_entropy=est.entropy, top_place_mass=est.place_mass, mass_near_best=est.mass,
+                           reinitialised=est.reinitialised)
+            else:  # no frame since a reset: the belief as it is now
+                p = self._seq.posterior()
+                nz = p[p > 0]
+                out.update(belief_entropy=float(-(nz * np.log(nz)).sum()), top_place_mass=float(p.max()))
+        if self.suggested_min_confidence is not None:
+            out["calibrated_min_confidence"] = self.suggested_min_confidence
+        return out
+
+
+__all__ = ["NO_CALIBRATION", "TRACKER_MODES", "PlaceContrast", "TrackStep", "Tracker", "TrackerConfig",
+           "calibrated_probability", "config_summary", "estimate_observation", "local_covariance", "map_drives",
+           "observation_rows", "prior_sigma", "publish_threshold", "same_prior", "support", "top_places"]
