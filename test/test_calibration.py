@@ -105,3 +105,12 @@ def test_json_round_trip_and_version():
         Calibration("platt")
     with pytest.raises(ValueError, match="one score and one bool"):
         fit_isotonic(np.array([0.1, 0.2]), np.array([1]))
+
+
+def test_isotonic_answers_zero_below_its_fitted_range():
+    # every calibration frame right: one block, value 1 from score 0.5 up. Below 0.5 nothing was seen,
+    # so the probability there is 0 (not the block's 1), and a NaN score is never a sure answer
+    cal = fit_isotonic(np.array([0.5, 0.7, 0.9]), np.array([1, 1, 1]), min_group=1)
+    assert cal.x == (0.5,) and cal.y == (1.0,)
+    assert cal.apply(np.array([-3.0, 0.49, 0.5, 0.8, 7.0, np.nan])).tolist() == [0.0, 0.0, 1.0, 1.0, 1.0, 0.0]
+    assert float(cal.apply(0.1)) == 0.0  # a scalar in, a scalar out

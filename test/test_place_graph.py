@@ -65,16 +65,46 @@ def test_odometry_shift_goes_round_the_loop(start, odom, want):
     assert moved[want] == pytest.approx(1.0)
 
 
-def test_band_splits_evenly_and_clamps_at_the_end_of_an_open_road():
+def test_band_splits_evenly_and_drops_what_runs_off_an_open_road():
     g = PlaceGraph.build(np.array([[float(i), 0.0, 0.0] for i in range(4)]))
     assert (g.cont == -1).all()  # a straight road: no continuation
     b = np.array([0.4, 0.0, 0.0, 0.6])
-    # band [0, 2] m: place 0 spreads to 0, 1, 2 (0.4 / 3 each); place 3 has nowhere to go and stays
+    # band [0, 2] m: place 0 spreads to 0, 1, 2 (0.4 / 3 each). Place 3's band [3, 5] m holds no place on
+    # the road but itself: its centre 4 m is one spacing past the last place (at 3 m), on the virtual
+    # place beyond the end, so all of its 0.6 is dropped (the filter renormalises), none piles on place 3
     out = g.shift(b, g.band_ranges(0.0, 2.0))
-    assert out == pytest.approx([0.4 / 3, 0.4 / 3, 0.4 / 3, 0.6])
-    # a band narrower than the spacing goes to the place nearest its centre: 0.5..0.8 m -> next place
-    out = g.shift(point_mass(4, 1), g.band_ranges(0.5, 0.8))
-    assert out == pytest.approx([0, 0, 1, 0])
+    assert out == pytest.approx([0.4 / 3, 0.4 / 3, 0.4 / 3, 0.0])
+    # band [0, 1] m from place 3: centre 3.5 m, half a spacing past the end: half stays on 3, half is dropped
+    assert g.shift(point_mass(4, 3), g.band_ranges(0.0, 1.0)) == pytest.approx([0, 0, 0, 0.5])
+    # a wide band [1, 3] m from place 2 (3 m to 5 m) holds only place 3: narrow rule, centre 4 m -> dropped
+    assert g.shift(point_mass(4, 2), g.band_ranges(1.0, 3.0)) == pytest.approx([0, 0, 0, 0])
+    # a wide band [0, 2] m from place 2 holds places 2 and 3 (2 m to 4 m); what lies beyond half a spacing
+    # past the end (3.5 m to 4 m) is a quarter of the band: 0.75 split evenly, 0.375 each
+    assert g.shift(point_mass(4, 2), g.band_ranges(0.0, 2.0)) == pytest.approx([0, 0, 0.375, 0.375])
+
+
+@pytest.mark.parametrize("lo,hi,want", [
+    (0.5, 0.8, [0, 0.35, 0.65, 0, 0]),  # centre 1.65 m: 0.35 m from place 2, 0.65 m from place 1
+    (1.9, 2.3, [0, 0, 0, 0.9, 0.1]),  # 2.1 places a frame (the 2x drive): 0.9 on place 3, 0.1 on place 4
+    (1.8, 2.2, [0, 0, 0, 1, 0]),  # exactly on a place: all of it there
+])
+def test_a_band_narrower_than_the_spacing_splits_linearly_about_its_centre(lo, hi, want):
+    g = PlaceGraph.build(np.array([[float(i), 0.0, 0.0] for i in range(5)]))
+    out = g.shift(point_mass(5, 1), g.band_ranges(lo, hi))
+    assert out == pytest.approx(want)
+    # the mean displacement is the band's centre, not the place nearest to it
+    assert out @ np.arange(5) - 1 == pytest.approx(0.5 * (lo + hi))
+
+
+def test_linear_split_crosses_the_gap_to_a_continuation():
+    # square loop, 1 m spacing, the drive ends at place 19 (0, 1); its continuation is place 0, 1 m away
+    g = PlaceGraph.build(square_loop(), radius_m=1.5)
+    # from 19 by 0.3 m (band 0.2..0.4): 0.3 of the 1 m gap -> 0.7 stays on 19, 0.3 on place 0
+    out = g.shift(point_mass(20, 19), g.band_ranges(0.2, 0.4))
+    assert out[19] == pytest.approx(0.7) and out[0] == pytest.approx(0.3) and out.sum() == pytest.approx(1.0)
+    # from 18 by 2.6 m: 1 m to 19, 1 m gap to 0, then 0.6 m towards 1 -> 0.4 on 0, 0.6 on 1
+    out = g.shift(point_mass(20, 18), g.band_ranges(2.5, 2.7))
+    assert out[0] == pytest.approx(0.4) and out[1] == pytest.approx(0.6) and out.sum() == pytest.approx(1.0)
 
 
 def test_transfer_moves_the_given_share_to_other_passes():

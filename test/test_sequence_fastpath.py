@@ -24,15 +24,21 @@ from disam_ros.retrieval.summary import NearIndex, PlaceGeometry
 
 # ------------------------------------------------------------------------------------------ the reference
 def motion_matrix(graph: PlaceGraph, lo: float, hi: float) -> np.ndarray:
-    """M[t, i] = share of place i's mass that lands on t for a displacement band, quantised as the filter."""
+    """M[t, i] = share of place i's mass that lands on t for a displacement band, quantised as the filter:
+    each part of the plan (the even spread, and the second half of a linear split) gives every target of
+    source i that source's weight over its number of targets (`inv_count`). Columns may sum below 1
+    (mass past an open road end is dropped); the filter then renormalises, as the reference does below."""
     q = graph.spacing_m / 8.0
     plan = graph.band_ranges(round(lo / q) * q, round(hi / q) * q)
     n = len(graph)
     m = np.zeros((n, n))
-    for i in range(n):
-        targets = list(range(plan.a[i], plan.b[i])) + list(range(plan.a2[i], plan.b2[i]))
-        for t in targets:
-            m[t, i] += 1.0 / len(targets)
+    for part in (plan, plan.second):
+        if part is None:
+            continue
+        for i in range(n):
+            for t in list(range(part.a[i], part.b[i])) + list(range(part.a2[i], part.b2[i])):
+                m[t, i] += part.inv_count[i]
+    assert (m.sum(axis=0) <= 1.0 + 1e-12).all()  # motion never creates mass
     return m
 
 

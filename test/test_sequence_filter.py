@@ -30,30 +30,43 @@ def test_three_place_chain_posterior_by_hand():
     est = loc.update(shortlist([1, 2, 1]), stamp=0.0)
     assert loc.posterior() == pytest.approx([0.25, 0.5, 0.25])
     assert est.index == 1 and est.mass == pytest.approx(0.5) and est.reinitialised == "reset"
-    # frame 2: odometry 1 m (band 1 +- 0.2 m): 0 -> 1, 1 -> 2, 2 stays (the road ends): (0, 0.25, 0.75);
-    # likelihood (1, 1, 3): (0, 0.25, 2.25) / 2.5 = (0, 0.1, 0.9)
+    # frame 2: odometry 1 m (band 1 +- 0.2 m): 0 -> 1, 1 -> 2, and 2 runs off the open end of the road
+    # (dropped): (0, 0.25, 0.5), renormalised (0, 1/3, 2/3); likelihood (1, 1, 3): (0, 1/3, 2) / (7/3)
+    # = (0, 1/7, 6/7)
     est = loc.update(shortlist([1, 1, 3]), stamp=1.0, odom=1.0)
-    assert loc.posterior() == pytest.approx([0.0, 0.1, 0.9])
-    assert est.index == 2 and est.place_mass == pytest.approx(0.9) and est.mass == pytest.approx(0.9)
-    assert est.log_odds == pytest.approx(math.log(0.9 / 0.1))
-    assert est.entropy == pytest.approx(-(0.1 * math.log(0.1) + 0.9 * math.log(0.9)))
-    # covariance about place 2: 0.1 * (-1 m)^2 along x, plus the spacing floor (1 m / 2)^2 on every axis
-    assert est.covariance == pytest.approx(np.diag([0.35, 0.25, 0.25]))
+    assert loc.posterior() == pytest.approx([0.0, 1 / 7, 6 / 7])
+    assert est.index == 2 and est.place_mass == pytest.approx(6 / 7) and est.mass == pytest.approx(6 / 7)
+    assert est.log_odds == pytest.approx(math.log(6))  # (6/7) / (1/7)
+    assert est.entropy == pytest.approx(-(1 / 7 * math.log(1 / 7) + 6 / 7 * math.log(6 / 7)))
+    # covariance about place 2: 1/7 * (-1 m)^2 along x, plus the spacing floor (1 m / 2)^2 on every axis
+    assert est.covariance == pytest.approx(np.diag([1 / 7 + 0.25, 0.25, 0.25]))
     assert est.position.tolist() == [2.0, 0.0, 0.0]
     assert est.consistent_frames == 2  # moved 1 m, within the 1.2 m allowed plus the 0.5 m radius
 
+
+
+def test_belief_that_drove_off_the_map_starts_again_uniform():
+    """Odometry of 5 m on a 3-place road (1 m spacing, open ends) moves every hypothesis past the last place: all
+    mass is dropped, so the belief must restart uniform (1/3 each), never divide 0 by 0 into NaN."""
+    cfg = SequenceConfig(odom_noise_m=0.1, odom_noise_frac=0.0, **PLAIN)
+    loc = SequenceLocalizer.from_map(chain(3), config=cfg, observation=UNIT)
+    loc.update(shortlist([1, 2, 1]), stamp=0.0)
+    loc.update(shortlist([1, 1, 1]), stamp=1.0, odom=5.0)
+    assert loc.posterior() == pytest.approx([1 / 3, 1 / 3, 1 / 3])
 
 def test_speed_band_without_odometry_by_hand():
     cfg = SequenceConfig(min_speed_mps=0.0, max_speed_mps=1.0, **PLAIN)
     loc = SequenceLocalizer.from_map(chain(3), config=cfg, observation=UNIT)
     loc.update(shortlist([1, 2, 1]), stamp=10.0)  # (0.25, 0.5, 0.25)
-    # dt 1 s, band [0, 1] m: 0 -> halves to 0, 1; 1 -> halves to 1, 2; 2 stays:
-    # (0.125, 0.125 + 0.25, 0.25 + 0.25) = (0.125, 0.375, 0.5); flat likelihood keeps it
+    # dt 1 s, band [0, 1] m: 0 -> halves to 0, 1; 1 -> halves to 1, 2; 2's band [2, 3] m holds only
+    # place 2, so its centre 2.5 m counts: half a spacing past the open end, half stays, half is dropped:
+    # (0.125, 0.125 + 0.25, 0.25 + 0.125) = (0.125, 0.375, 0.375), / 0.875 = (1/7, 3/7, 3/7); flat
+    # likelihood keeps it
     loc.update(shortlist([1, 1, 1]), stamp=11.0)
-    assert loc.posterior() == pytest.approx([0.125, 0.375, 0.5])
+    assert loc.posterior() == pytest.approx([1 / 7, 3 / 7, 3 / 7])
     # a stopped vehicle (dt 0) does not move the belief
     loc.update(shortlist([1, 1, 1]), stamp=11.0)
-    assert loc.posterior() == pytest.approx([0.125, 0.375, 0.5])
+    assert loc.posterior() == pytest.approx([1 / 7, 3 / 7, 3 / 7])
 
 
 def test_teleport_mixes_uniform_mass_by_hand():
@@ -61,9 +74,11 @@ def test_teleport_mixes_uniform_mass_by_hand():
     loc = SequenceLocalizer.from_map(chain(4), config=cfg, observation=UNIT)
     loc.set_prior(np.array([0.0, 0.0, 0.0]), sigma_m=1e-3)  # floor 0.01: (0.9925, 0.0025, 0.0025, 0.0025)
     loc.update(shortlist([1, 1, 1, 1]), stamp=0.0)
-    # shift by 1 m: (0, 0.9925, 0.0025, 0.0025 + 0.0025) -> 0.8 * that + 0.2 / 4
+    # shift by 1 m: (0, 0.9925, 0.0025, 0.0025), place 3's 0.0025 runs off the road end: total 0.9975;
+    # renormalised (0, 0.994987, 0.0025063, 0.0025063) -> 0.8 * that + 0.2 / 4
+    # = (0.05, 0.795990 + 0.05, 0.0020050 + 0.05, 0.0020050 + 0.05)
     loc.update(shortlist([1, 1, 1, 1]), stamp=1.0, odom=1.0)
-    assert loc.posterior() == pytest.approx([0.05, 0.8440, 0.0520, 0.0540])
+    assert loc.posterior() == pytest.approx([0.05, 0.845990, 0.052005, 0.052005], abs=1e-6)
 
 
 def kidnap_run(teleport: float) -> tuple[list[int], list[float]]:

@@ -176,6 +176,11 @@ def test_sequence_mode_matches_an_independent_filter_and_beats_single(world):
         est = ref.update(contrast(s), q.stamp)
         assert step.estimate.index == est.index == step.result.index
         np.testing.assert_allclose(step.result.position, world["pos"][est.index])
+        # the candidate list: the independent filter's posterior sorted by mass, ties to the lower index
+        p = ref.posterior()
+        want = sorted(range(N), key=lambda i: (-p[i], i))[:len(step.result.topk)]
+        assert [i for i, _ in step.result.topk] == want and len(want) >= 1
+        np.testing.assert_allclose([m for _, m in step.result.topk], p[want], rtol=1e-9, atol=1e-15)
         assert step.loop_closure == (est.consistent_frames >= cfg.loop_closure_min_consecutive)
         seq_ok.append(right(step.result, q))
         single_ok.append(right(reloc.localize(q.image, q.stamp)[1], q))
@@ -257,7 +262,9 @@ def test_support_and_calibrated_probability_by_hand():
     from disam_ros.retrieval.calibration import Calibration
 
     assert support([3.0, 3.0, 3.0, 3.0, 0.0, 0.0]) == pytest.approx(1.0)  # last 3 frames: (3 + 0 + 0) / 3
-    assert support([1.0, 1.0, 4.0]) == pytest.approx(2.0)  # all frames are the lower mean
+    assert support([1.0, 1.0, 4.0]) == pytest.approx(0.6)  # a young track: (1 + 1 + 4) / 10 frames
+    assert support([1.0] * 7 + [4.0] * 3) == pytest.approx(1.9)  # full window: 19 / 10, recent 12 / 3 = 4
+    assert support([2.0]) == pytest.approx(0.2)  # one frame: 2 / 10 (recent 2 / 3 is higher)
     assert math.isnan(support([]))
     cal = Calibration("isotonic", x=(1.0, 2.0), y=(0.3, 0.9))
     assert calibrated_probability(cal, 0.5) == 0.0  # below anything the fit saw: no promise

@@ -152,15 +152,24 @@ class SparseBelief:
                 mixed[0] += c * r[0]
                 mixed[-1] += c * r[-1]
                 r = mixed
-        total = self.floor * self.cells + float(r.sum())
+        total = self.floor * self.cells + float(r.sum())  # below 1 where mass ran off an open road end
+        if not total > 1e-300:  # every hypothesis drove off the map: start again (as the dense filter)
+            self.uniform()
+            return
         self.floor = (1.0 - teleport_prob) * self.floor / total + teleport_prob / self.cells
         r = (1.0 - teleport_prob) / total * r
         self.support, self.excess = sup, np.maximum(r, -self.floor)  # no cell below zero (flat-floor motion)
 
     def _shift(self, plans: list[MotionPlan], sup: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each support cell's excess spread evenly over its plan's targets ([a, b) and [a2, b2))."""
-        m = len(sup)
-        rows = np.stack([p.rows[sup] for p in plans])  # (bins, m, 5): a, a2, b - a, targets, 1 / targets
+        """Each support cell's excess, times its weight, spread evenly over its plan's targets ([a, b) and
+        [a2, b2)), and over those of the plan's `second` part (a linear split) as a second set of sources."""
+        rows = np.stack([p.rows[sup] for p in plans])  # (bins, m, 5): a, a2, b - a, targets, weight / targets
+        if any(p.second is not None for p in plans):
+            none = np.zeros((len(sup), 5))  # a plan without a split: its second part sends nothing
+            rows = np.concatenate([rows, np.stack([none if p.second is None else p.second.rows[sup]
+                                                   for p in plans])], axis=1)
+            r = np.concatenate([r, r], axis=1)
+        m = rows.shape[1]
         a, a2, n1, cnt = (rows[..., c].astype(np.int64) for c in range(4))
         share = r * rows[..., 4]
         owner, offset = runs(cnt.ravel())

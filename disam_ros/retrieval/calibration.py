@@ -68,13 +68,15 @@ class Calibration:
             raise ValueError(f"calibration kind {self.kind!r} is unknown: use one of {list(KINDS)}")
 
     def apply(self, scores: np.ndarray | float) -> np.ndarray:
-        """Probabilities for raw scores (same shape)."""
+        """Probabilities for raw scores (same shape). An isotonic fit answers 0 below the lowest score it saw
+        (and for NaN): nothing was observed there, and extending its lowest block downwards would make a
+        one-block fit (every calibration frame right) promise a sure answer for any score at all."""
         s = np.asarray(scores, dtype=np.float64)
         if self.kind == "logistic":
             return 1.0 / (1.0 + np.exp(-(self.a * s + self.b)))
         xs, ys = np.asarray(self.x), np.asarray(self.y)
-        i = np.clip(np.searchsorted(xs, s, side="right") - 1, 0, len(xs) - 1)
-        return ys[i]
+        i = np.searchsorted(xs, s, side="right") - 1
+        return np.where((i >= 0) & ~np.isnan(s), ys[np.clip(i, 0, len(xs) - 1)], 0.0)
 
     def to_dict(self) -> dict:
         return {"version": self.version, "kind": self.kind, "x": list(self.x), "y": list(self.y), "a": self.a,

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from disam_ros.retrieval.motion_plan import MotionPlan
+
 log = logging.getLogger(__name__)
 
 MIN_SPACING_M = 0.05  # a map of coincident images still gets a non-zero motion quantum
@@ -153,29 +155,27 @@ class PlaceGraph:
                   n, len(starts), len(xs), int((cont_d >= 0).sum()), spacing)
         return g
 
-    def nearest(self, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Slot nearest to coordinate x within the slot range [lo, hi) (one drive)."""
-        u = self.u
-        idx = np.searchsorted(u, x)
-        prev = np.clip(idx - 1, lo, hi - 1)
-        idx = np.clip(idx, lo, hi - 1)
-        return np.where(np.abs(u[prev] - x) <= np.abs(u[idx] - x), prev, idx)
-
     def band_ranges(self, lo: float, hi: float) -> MotionPlan:
         """Where belief at each slot goes when it moves by a displacement in [lo, hi] metres.
 
-        Plans (a, b, a2, b2): targets are slots [a, b) on the own drive plus [a2, b2) on the
-        continuation's drive (past the drive's last place and the gap to the continuation). A band that
-        holds no place (narrower than the spacing) goes to the place nearest its centre, so a displacement
-        of exactly one spacing lands on the next place, not spread over two; belief with nowhere to go
-        (past the end of a road without continuation, before a drive's start) stays at that end.
+        A band that holds two places or more spreads the slot's mass evenly over them: slots [a, b) on
+        the own drive plus [a2, b2) on the continuation's drive (past the drive's last place and the gap
+        to the continuation). A band that holds at most one place (narrower than the spacing) moves the
+        mass to its centre x = u + (lo + hi) / 2 and splits it linearly between the places k, k + 1 on
+        either side, (u_{k+1} - x) / (u_{k+1} - u_k) and the complement: a vehicle doing 2.1 places a
+        frame is then tracked at 2.1, not rounded to 2 (which drifts a place behind every ten frames).
+        Beyond an open road end (no continuation) the road is extended by one spacing of virtual places:
+        what lands there is dropped, not piled on the last place (the filter renormalises), so a road end
+        never collects belief. Before a drive's first place (backward odometry) belief stays at the start.
+        The split is a second plan, `MotionPlan.next`, with per-source weights folded into `inv_count`.
         """
         lo, hi = float(lo), float(hi)
         u, start, end = self.u, self.start, self.end
+        n = len(u)
         a = np.clip(np.searchsorted(u, u + lo, "left"), start, end)
         b = np.clip(np.searchsorted(u, u + hi, "right"), start, end)
-        a2 = np.zeros(len(u), np.int64)
-        b2 = np.zeros(len(u), np.int64)
+        a2 = np.zeros(n, np.int64)
+        b2 = np.zeros(n, np.int64)
         rest = self.arc[end - 1] - self.arc + self.cont_gap  # distance to the continuation place
         has = self.cont >= 0
         if has.any():
@@ -186,27 +186,81 @@ class PlaceGraph:
             a2[has] = np.where(ok, np.clip(np.searchsorted(u, lo2, "left"), self.start[c], self.end[c]), 0)
             b2[has] = np.where(ok, np.clip(np.searchsorted(u, hi2, "right"), self.start[c], self.end[c]), 0)
             b2 = np.maximum(b2, a2)
-        empty = (b <= a) & (b2 <= a2)
-        if empty.any():
-            e = np.flatnonzero(empty)
-            centre = u[e] + 0.5 * (lo + hi)
-            own = self.nearest(centre, start[e], end[e])
-            a[e], b[e] = own, own + 1
-            # past the last place by more than half the gap: the continuation's side of the road
-            go_on = e[(self.cont[e] >= 0) & (centre - u[end[e] - 1] > 0.5 * self.cont_gap[e])]
-            if len(go_on):
-                c = self.cont[go_on]
-                x = u[c] + np.maximum(0.5 * (lo + hi) - rest[go_on], 0.0)
-                t = self.nearest(x, self.start[c], self.end[c])
-                a[go_on] = b[go_on] = 0
-                a2[go_on], b2[go_on] = t, t + 1
-        return MotionPlan.of(a, np.maximum(b, a), a2, b2)
+        b = np.maximum(b, a)
+        # wide bands: the share of the band beyond half a spacing past an open end is dropped
+        width = max(hi - lo, 1e-12)
+        past_end = (u[end - 1] + 0.5 * self.spacing_m - (u + lo)) / width
+        weight = np.where(has, 1.0, np.clip(past_end, 0.0, 1.0))
+        narrow = (b - a) + (b2 - a2) <= 1
+        t2 = np.zeros(n, np.int64)
+        w2 = np.zeros(n)
+        if narrow.any():
+            e = np.flatnonzero(narrow)
+            t1, w1, t2[e], w2[e] = self._split(e, 0.5 * (lo + hi), rest[e])
+            a[e], b[e], a2[e], b2[e], weight[e] = t1, t1 + 1, 0, 0, w1
+        second = MotionPlan.of(t2, t2 + 1, np.zeros(n, np.int64), np.zeros(n, np.int64), w2)
+        return MotionPlan.of(a, b, a2, b2, weight, second if (w2 > 0).any() else None)
+
+    def _split(self, e: np.ndarray, d: float, rest: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Sources e moved by exactly d: (first target, its weight, second target, its weight), linear
+        between the places on either side (see `band_ranges`); weights sum to less than 1 past an open end."""
+        u, s = self.u, self.spacing_m
+        x = u[e] + d
+        lo, hi = self.start[e], self.end[e] - 1
+        t1, t2, w2 = self._bracket(x, lo, hi)
+        w1 = 1.0 - w2
+        last = u[hi]
+        over = x > last
+        cont = self.cont[e]
+        # past the last place, no continuation: towards a virtual place one spacing further (dropped)
+        open_end = over & (cont < 0)
+        w1 = np.where(open_end, np.clip(1.0 - (x - last) / s, 0.0, 1.0), w1)
+        w2 = np.where(open_end, 0.0, w2)
+        t1 = np.where(over, hi, t1)
+        # past the last place, with a continuation: towards the continuation place across the gap ...
+        gap = over & (cont >= 0)
+        if gap.any():
+            g = np.flatnonzero(gap)
+            c = cont[g]
+            frac = (x[g] - last[g]) / np.maximum(self.cont_gap[e[g]], 1e-9)
+            w1[g], t2[g], w2[g] = 1.0 - np.minimum(frac, 1.0), c, np.minimum(frac, 1.0)
+            # ... and on along the continuation's drive, once past the gap
+            on = g[frac > 1.0]
+            if len(on):
+                c = self.cont[e[on]]
+                y = u[c] + (d - rest[on])
+                clo, chi = self.start[c], self.end[c] - 1
+                k1, k2, v2 = self._bracket(y, clo, chi)
+                beyond = y > u[chi]
+                t1[on], t2[on] = np.where(beyond, chi, k1), k2
+                w1[on] = np.where(beyond, np.clip(1.0 - (y - u[chi]) / s, 0.0, 1.0), 1.0 - v2)
+                w2[on] = np.where(beyond, 0.0, v2)
+        return t1, w1, t2, w2
+
+    def _bracket(self, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For coordinates x on drives spanning slots [lo, hi]: slots k <= k + 1 around x and the weight of
+        k + 1, (x - u_k) / (u_{k+1} - u_k); x before lo goes to lo, x at or past hi to hi (weight 0)."""
+        u = self.u
+        k = np.clip(np.searchsorted(u, x, "right") - 1, lo, hi)
+        k2 = np.minimum(k + 1, hi)
+        span = u[k2] - u[k]
+        w = np.where(span > 0, np.clip((x - u[k]) / np.where(span > 0, span, 1.0), 0.0, 1.0), 0.0)
+        return k, k2, w
 
     def shift(self, belief: np.ndarray, plan: MotionPlan | tuple[np.ndarray, ...]) -> np.ndarray:
-        """Move belief (chain order) along a `band_ranges` plan: each slot's mass is spread evenly over its
-        targets. Target j receives the shares of the sources with a_i <= j minus those with b_i <= j: two
-        gathers from one prefix sum (ranges are sorted along a chain), plus the few continuation targets."""
+        """Move belief (chain order) along a `band_ranges` plan: each slot's mass, times its weight, is
+        spread evenly over its targets, plus its share along the plan's `second` part (a linear split).
+        Target j receives the shares of the sources with a_i <= j minus those with b_i <= j: two gathers
+        from one prefix sum (ranges are sorted along a chain), plus the few continuation targets. Mass
+        whose weights sum below 1 (past an open road end) is gone: the caller renormalises."""
         plan = plan if isinstance(plan, MotionPlan) else MotionPlan.of(*plan)
+        out = self._shift_part(belief, plan)
+        if plan.second is not None:
+            out += self._shift_part(belief, plan.second)
+        return out
+
+    @staticmethod
+    def _shift_part(belief: np.ndarray, plan: MotionPlan) -> np.ndarray:
         share = belief * plan.inv_count
         if plan.a_perm is None and plan.b_perm is None:  # along chains (the usual case): one prefix sum
             c = MotionPlan.prefix(share)
@@ -236,65 +290,6 @@ class PlaceGraph:
     def transfer_plan(self) -> TransferPlan:
         """Built on first use and kept (the graph is immutable)."""
         return TransferPlan.of(self.xfer_src, self.xfer_dst, self.xfer_deg)
-
-
-@dataclass(frozen=True, eq=False)
-class MotionPlan:
-    """One displacement band, prepared once and reused every frame with that band (the filter caches it).
-
-    Sources move to [a, b) on their drive and [a2, b2) past its end. `shift` needs, per target j, the
-    number of sources with a_i <= j (`a_rank`, with `a_perm` sorting a when it is not already sorted,
-    which it is along a chain) and the same for b; continuation targets are listed pair by pair.
-    """
-
-    a: np.ndarray
-    b: np.ndarray
-    a2: np.ndarray
-    b2: np.ndarray
-    inv_count: np.ndarray
-    a_perm: np.ndarray | None
-    a_rank: np.ndarray
-    b_perm: np.ndarray | None
-    b_rank: np.ndarray
-    cont_src: np.ndarray
-    cont_dst: np.ndarray
-
-    @classmethod
-    def of(cls, a: np.ndarray, b: np.ndarray, a2: np.ndarray, b2: np.ndarray) -> MotionPlan:
-        n = len(a)
-        extra = b2 - a2
-        src = np.flatnonzero(extra > 0)
-        counts = extra[src]
-        within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-        dst = np.repeat(a2[src], counts) + within
-        return cls(a, b, a2, b2, 1.0 / ((b - a) + extra), *cls._rank(a, n), *cls._rank(b, n),
-                   np.repeat(src, counts), dst)
-
-    @staticmethod
-    def _rank(x: np.ndarray, n: int) -> tuple[np.ndarray | None, np.ndarray]:
-        perm = None if bool(np.all(x[1:] >= x[:-1])) else np.argsort(x, kind="stable")
-        xs = x if perm is None else x[perm]
-        return perm, np.searchsorted(xs, np.arange(n), "right")
-
-    @functools.cached_property
-    def rows(self) -> np.ndarray:
-        """(N, 5) per source: a, a2, b - a, number of targets, 1 / that, as float64 (indices are exact far
-        beyond any map): one row gather per source for the sparse belief, built once per plan."""
-        n1 = self.b - self.a
-        return np.stack([self.a, self.a2, n1, n1 + self.b2 - self.a2, self.inv_count], axis=1).astype(np.float64)
-
-    @staticmethod
-    def prefix(x: np.ndarray) -> np.ndarray:
-        """(len + 1,) prefix sums starting at 0: c[k] = sum of x[:k]."""
-        c = np.empty(len(x) + 1)
-        c[0] = 0.0
-        np.cumsum(x, out=c[1:])
-        return c
-
-    @staticmethod
-    def below(share: np.ndarray, perm: np.ndarray | None, rank: np.ndarray) -> np.ndarray:
-        """Per target j: the sum of share over sources whose bound is <= j."""
-        return MotionPlan.prefix(share if perm is None else share[perm])[rank]
 
 
 TRANSFER_RUNS = 4  # runs of sources per place handled by prefix sums; further runs go edge by edge

@@ -313,8 +313,10 @@ class SequenceLocalizer:
             if c > 0 and len(b) > 1:  # neighbouring speed bins exchange a share; the end bins reflect
                 up, down = np.vstack([b[1:], b[-1:]]), np.vstack([b[:1], b[:-1]])
                 b = (1.0 - 2.0 * c) * b + c * (up + down)
-            eps = cfg.teleport_prob
-            self._belief = (1.0 - eps) * b / b.sum() + eps / b.size
+            eps, total = cfg.teleport_prob, float(b.sum())
+            if not total > 0.0:  # every hypothesis drove off an open road end: nothing is known, start again
+                b, total = np.ones_like(b), float(b.size)
+            self._belief = (1.0 - eps) * b / total + eps / b.size
         return max(max(abs(lo), abs(hi)) for lo, hi in bands)
 
     def _restart_reason(self, stamp: float) -> str:

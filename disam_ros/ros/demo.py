@@ -49,15 +49,11 @@ def make_world(root: Path, size: int, frames: int, conditions: tuple[str, ...]) 
 
 
 def build_map(world: Path, out: Path, coarse: Path, fine: Path) -> Path:
-    from disam_ros.retrieval.build_map import main as build_main
+    from disam_ros.retrieval import MapBuildConfig, build_map_from_folder
 
     if (out / "manifest.json").is_file():
         return out
-    rc = build_main(["--dataset", str(world), "--condition", "sunny", "--coarse", str(coarse), "--fine", str(fine),
-                     "--out", str(out)])
-    if rc:
-        raise RuntimeError(f"building the map failed (exit code {rc})")
-    return out
+    return build_map_from_folder(MapBuildConfig(out=out, dataset=world, condition="sunny", coarse=coarse, fine=fine))
 
 
 def write_bags(world: Path, out: Path, conditions: tuple[str, ...]) -> list[Path]:
