@@ -1,0 +1,78 @@
+"""Evaluating condition recognition: accuracy per condition folder on held-out frames, and the brute-force
+reference selection (encode with every candidate domain, keep the most distinctive retrieval).
+
+Why the brute force: it needs no recogniser and no clock, only the map; it shows what a perfect selector could
+be worth on a route, so the `auto` row can be judged against something better than the weather parameter. It
+costs one encoder pass and one search per domain, so it is an evaluation mode, never the node's.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from disam_ros.data.folders import load_condition, read_image
+from disam_ros.model.condition_head import ConditionHead, batch_features
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RecognitionRow:
+    """One condition folder: frames scored, domain accuracy, and the most frequent wrong answer."""
+
+    condition: str
+    frames: int
+    accuracy: float
+    confused_with: str
+
+
+def recognition_rows(head: ConditionHead, root: str | Path, conditions: Iterable[str],
+                     frame_filter: Callable[[int, int], bool] | None = None,
+                     truth: Mapping[str, str] | None = None) -> list[RecognitionRow]:
+    """Domain accuracy per condition folder of `root`. `frame_filter(i, n)` keeps frame i of n (held-out
+    span); `truth` maps a folder to the domain it should be recognised as (default: its own name)."""
+    domains = head.tasks["domain"]
+    rows = []
+    for cond in conditions:
+        want = (truth or {}).get(cond, cond)
+        if want not in domains:
+            raise ValueError(f"condition {cond!r} has no domain {want!r} in the recogniser {list(domains)}")
+        folder = load_condition(root, cond)
+        n = len(folder)
+        imgs = [read_image(p) for i, p in enumerate(folder.image_paths) if frame_filter is None or frame_filter(i, n)]
+        preds = [max(p["domain"], key=p["domain"].get) for p in head.predict_features(batch_features(imgs))]
+        wrong = [p for p in preds if p != want]
+        confused = max(set(wrong), key=wrong.count) if wrong else ""
+        rows.append(RecognitionRow(cond, len(preds), 1.0 - len(wrong) / max(len(preds), 1), confused))
+    return rows
+
+
+def distinctiveness(similarities: np.ndarray) -> float:
+    """How sure a retrieval is: best similarity minus the second best (0 for fewer than two candidates)."""
+    s = np.sort(np.asarray(similarities, dtype=np.float64).ravel())
+    return float(s[-1] - s[-2]) if s.size >= 2 else 0.0
+
+
+def brute_force_domain(score: Callable[[str], np.ndarray], domains: Sequence[str]) -> tuple[str, float]:
+    """The domain whose retrieval is most distinctive. `score(domain)` returns the query's similarities to
+    every map entry when encoded with that domain's encoder (the caller wires in the encoder and the search).
+    Ties go to the first domain in `domains` (put the reference first)."""
+    if not domains:
+        raise ValueError("brute-force selection needs at least one candidate domain")
+    best, best_d = domains[0], -np.inf
+    for d in domains:
+        m = distinctiveness(score(d))
+        if m > best_d:
+            best, best_d = d, m
+    return best, float(best_d)
+
+
+def format_rows(rows: Sequence[RecognitionRow]) -> str:
+    """A plain table for reports and logs."""
+    lines = [f"{'condition':<16}{'frames':>8}{'accuracy':>10}  confused with"]
+    lines += [f"{r.condition:<16}{r.frames:>8}{100 * r.accuracy:>9.1f}%  {r.confused_with or '-'}" for r in rows]
+    return "\n".join(lines)
