@@ -17,10 +17,12 @@ CONSOLE_SCRIPTS = [
     "disam-record = disam_ros.ros.record:main",
     "disam-eval = disam_ros.eval.offline:main",
     "disam-calibrate = disam_ros.eval.calibrate:main",
+    "disam-sequence-eval = disam_ros.eval.sequence_eval:main",
     "disam-eval-online = disam_ros.ros.online_eval:main",
     "disam-demo = disam_ros.ros.demo:main",
     "disam-launch = disam_ros.ros.launcher:main",
     "disam-train = disam_ros.training.cli:main",
+    "disam-train-condition = disam_ros.training.condition:main",
 ]
 
 setup(

@@ -9,7 +9,6 @@ GAN training and is written beside the model checkpoint.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from disam_ros.cliutil import OneLineParser
 from disam_ros.data.folders import list_conditions, load_condition, read_image
 from disam_ros.data.world_yaml import world_yaml_if_present
 from disam_ros.model.condition_head import ConditionHead, batch_features, save_condition_head, sidecar_path
@@ -174,7 +174,8 @@ def accuracy(head: ConditionHead, data: LabelledFeatures) -> dict[str, dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Train the condition recogniser beside a model checkpoint.")
+    p = OneLineParser(prog="disam-train-condition",
+                      description="Train the condition recogniser beside a model checkpoint.")
     p.add_argument("--data", required=True, type=Path, help="dataset root: ROOT/<condition>/images/*")
     p.add_argument("--checkpoint", type=Path, help="model checkpoint; the recogniser is written beside it")
     p.add_argument("--out", type=Path, help="explicit output file (default: beside --checkpoint)")
