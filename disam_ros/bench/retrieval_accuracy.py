@@ -29,11 +29,11 @@ from disam_ros.cliutil import OneLineParser
 from disam_ros.data.folders import iter_frames, load_condition, read_image
 from disam_ros.geometry import quat_angle_deg
 from disam_ros.retrieval.builder import build_map
-from disam_ros.retrieval.descriptors import settings_for_mode
+from disam_ros.retrieval.descriptors import estimate_map_size, settings_for_mode
 from disam_ros.retrieval.localization_map import LocalizationMap
 from disam_ros.retrieval.search import Localizer, SearchConfig
 
-MODES = ("exact", "exact16", "pooled", "pca", "ivf", "hnsw")
+MODES = ("exact", "exact16", "pooled", "pca", "ivf", "hnsw", "pca-full", "ivf-full", "hnsw-full")
 NORDLAND_DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "data" / "nordland_trimmed_dev"
 DARK_MAX_PIXEL = 100  # tunnel frames: max pixel ~85-88 (overlay) in both seasons
 
@@ -79,13 +79,16 @@ def synthetic_dataset(root: Path, reference: str = "sunny") -> Dataset:
                    ref.trajectory.quats, queries, correct)
 
 
-def nordland_dataset(root: Path, tolerance: int = 2) -> Dataset:
+def nordland_dataset(root: Path, tolerance: int = 2, first: int = 0) -> Dataset:
+    """Summer map, winter queries, frames `first`.. of the route (894: the held-out second half that training
+    never reads, docs/training.md)."""
     summer = sorted(glob.glob(str(root / "summer" / "*.png")))
     winter = sorted(glob.glob(str(root / "winter" / "*.png")))
     if not summer or [Path(p).name for p in summer] != [Path(p).name for p in winter]:
         raise FileNotFoundError(f"{root}: expected summer/ and winter/ with the same PNG names")
     s_img, w_img = [read_image(p) for p in summer], [read_image(p) for p in winter]
-    keep = np.flatnonzero([a.max() > DARK_MAX_PIXEL and b.max() > DARK_MAX_PIXEL for a, b in zip(s_img, w_img)])
+    keep = np.flatnonzero([i >= first and a.max() > DARK_MAX_PIXEL and b.max() > DARK_MAX_PIXEL
+                           for i, (a, b) in enumerate(zip(s_img, w_img))])
     pos = np.stack([keep.astype(np.float64), np.zeros(len(keep)), np.zeros(len(keep))], 1)
     quats = np.tile([0.0, 0.0, 0.0, 1.0], (len(keep), 1))
 
@@ -145,6 +148,8 @@ def _score(ds: Dataset, q: str, m: LocalizationMap, loc: Localizer, offset: int,
     conf = np.array([r.confidence for r in res])
     sure = conf >= 0.5
     disk = sum(m.disk_bytes().get(f, 0) for f in ("coarse.npy", "coarse.faiss", "fine.npy", "pca.npz"))
+    est = estimate_map_size(len(m), tuple(m.model_info("coarse")["content_shape"]),
+                            None if m.fine_shape is None else tuple(m.model_info("fine")["content_shape"]), m.settings)
     return {
         "dataset": ds.name, "queries": q, "encoder": label, "mode": mode, "n_map": len(m), "n_query": nq,
         "r1": float(ok5[:, 0].mean()), "r5": float(ok5.any(axis=1).mean()),
@@ -154,19 +159,20 @@ def _score(ds: Dataset, q: str, m: LocalizationMap, loc: Localizer, offset: int,
         "conf_wrong": float(conf[~ok5[:, 0]].mean()) if (~ok5[:, 0]).any() else float("nan"),
         "r1_conf50": float(ok5[sure, 0].mean()) if sure.any() else float("nan"), "kept_conf50": float(sure.mean()),
         "ms_per_query": ms, "kib_per_image": disk / len(m) / 1024.0,
+        "ram_kib_per_image": (est.ram - 200 * len(m)) / len(m) / 1024.0,  # resident coarse search, names aside
     }
 
 
 def render(rows: list[dict[str, Any]]) -> str:
     head = ("| dataset | queries | encoder | mode | R@1 | R@5 | R@1 coarse | = exact | = exact +-1 | "
-            "conf right / wrong | R@1 at conf>=0.5 (kept) | KiB/img |")
+            "conf right / wrong | R@1 at conf>=0.5 (kept) | disk KiB/img | RAM KiB/img |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
             f"| {r['dataset']} | {r['queries']} | {r['encoder']} | {r['mode']} | {r['r1']:.3f} | {r['r5']:.3f} | "
             f"{r['r1_coarse']:.3f} | {r['agree']:.2f} | {r['agree_pm1']:.2f} | "
             f"{r['conf_right']:.2f} / {r['conf_wrong']:.2f} | {r['r1_conf50']:.3f} ({r['kept_conf50']:.2f}) | "
-            f"{r['kib_per_image']:.1f} |")
+            f"{r['kib_per_image']:.1f} | {r['ram_kib_per_image']:.2f} |")
     return "\n".join(lines)
 
 
@@ -204,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--world", type=Path, help="synthetic world root (default: render one, seed 0, 64 px)")
     p.add_argument("--frames", type=int, default=200, help="frames per condition of the rendered world")
     p.add_argument("--nordland", type=Path, default=NORDLAND_DEFAULT, help="nordland_trimmed_dev root")
+    p.add_argument("--nordland-from", type=int, default=0,
+                   help="first Nordland frame used (894: the held-out second half; default 0, the whole route)")
+    p.add_argument("--no-world", action="store_true", help="Nordland only (skip the synthetic world)")
     p.add_argument("--coarse", type=Path, help="coarse checkpoint (default: random-init --preset model)")
     p.add_argument("--fine", type=Path, help="fine checkpoint")
     p.add_argument("--domain", help="reference domain of the model (default: its first domain)")
@@ -217,9 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     modes = tuple(m for m in args.modes.split(",") if m)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="disam-bench-accuracy-") as tmp:
-        datasets = [synthetic_dataset(_world(args, Path(tmp)))]
+        datasets = [] if args.no_world and not args.quick else [synthetic_dataset(_world(args, Path(tmp)))]
         if not args.quick and args.nordland.is_dir():
-            datasets.append(nordland_dataset(args.nordland))
+            datasets.append(nordland_dataset(args.nordland, first=args.nordland_from))
         elif not args.quick:
             print(f"Nordland not found at {args.nordland}: skipped", file=sys.stderr)
         for ds in datasets:

@@ -33,6 +33,7 @@ from disam_ros.retrieval.descriptors import (
     pooled_shape,
     settings_for_mode,
 )
+from disam_ros.retrieval.ivfpq import ivfpq_index
 from disam_ros.retrieval.localization_map import load_contents
 from disam_ros.retrieval.map_format import (
     COARSE_FAISS,
@@ -172,7 +173,7 @@ def _auto_nlist(n: int) -> int:
 
 
 def build_faiss(vectors: np.ndarray, s: DescriptorSettings) -> Any:
-    """IVF or HNSW over the final coarse vectors (float16 storage via faiss' fp16 scalar quantizer)."""
+    """IVF, IVF-PQ or HNSW over the final coarse vectors (float16 storage via faiss' fp16 scalar quantizer)."""
     import faiss
 
     n, d = vectors.shape
@@ -184,6 +185,8 @@ def build_faiss(vectors: np.ndarray, s: DescriptorSettings) -> Any:
         index = (faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, qt, ip) if fp16
                  else faiss.IndexIVFFlat(quantizer, d, nlist, ip))
         n_train = min(n, 256 * nlist)
+    elif s.index == "ivfpq":
+        index, n_train = ivfpq_index(n, d, s, _auto_nlist(n))
     else:
         index = faiss.IndexHNSWSQ(d, qt, s.hnsw_m, ip) if fp16 else faiss.IndexHNSWFlat(d, s.hnsw_m, ip)
         index.hnsw.efConstruction = 80

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 DTYPES = ("float32", "float16")
-INDEXES = ("flat", "ivf", "hnsw")
+INDEXES = ("flat", "ivf", "hnsw", "ivfpq")
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ class DescriptorSettings:
     """How map images are described and indexed; recorded in the map manifest so queries match exactly.
 
     `coarse_grid`/`fine_grid` None keeps the full content-code resolution (paper-exact); `pca_dim` None
-    skips PCA; `index` "flat" is exhaustive, "ivf"/"hnsw" are faiss approximate indexes for large maps.
+    skips PCA; `index` "flat" is exhaustive, "ivf"/"hnsw" are faiss approximate indexes for large maps,
+    "ivfpq" an IVF index of `pq_m`-byte product-quantised codes (a million-image map in a few hundred MB).
     """
 
     mode: str = "exact"
@@ -42,11 +43,12 @@ class DescriptorSettings:
     index: str = "flat"
     ivf_nlist: int | None = None  # None: about 4*sqrt(N), at least 39 training points per list
     hnsw_m: int = 32
+    pq_m: int = 64  # ivfpq: sub-quantisers, one byte each (fewer bits when the map is too small to train 256)
     fine_grid: int | None = None
     fine_dtype: str = "float16"
 
     def __post_init__(self) -> None:
-        for name in ("coarse_grid", "pca_dim", "ivf_nlist", "fine_grid"):
+        for name in ("coarse_grid", "pca_dim", "ivf_nlist", "fine_grid", "pq_m"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"descriptor setting {name}={v!r} must be a positive integer or None")
@@ -81,6 +83,16 @@ MODES: dict[str, DescriptorSettings] = {
     "hnsw": DescriptorSettings("hnsw", coarse_grid=16, pca_dim=512, coarse_dtype="float16", index="hnsw",
                                fine_grid=8),
 }
+# Compact in RAM, exact in the re-rank (issue 16): the same PCA'd coarse vectors (1 KiB per image resident),
+# but the fine features at full resolution in float16 on disk. They are memory-mapped and only the N
+# shortlisted rows are read per query, so they cost disk (2 MiB per image at the paper size), not RAM; the
+# 8x8 pooling of the fine stage is what costs the plain compact modes their accuracy.
+for _name in ("pca", "ivf", "hnsw"):
+    MODES[f"{_name}-full"] = replace(MODES[_name], mode=f"{_name}-full", fine_grid=None)
+del _name
+# Million-image maps: 512 PCA dims product-quantised to 64 bytes + 8-byte ids (+ 8 for the direct map the
+# search builds) ~ 80 B of RAM per image; the fine re-rank on full features repairs the coarse code's error.
+MODES["ivfpq"] = replace(MODES["ivf-full"], mode="ivfpq", index="ivfpq")
 
 
 def settings_for_mode(mode: str, **overrides: Any) -> DescriptorSettings:
@@ -250,6 +262,10 @@ def estimate_map_size(n: int, coarse_content: tuple[int, int, int], fine_content
     elif s.index == "ivf":
         nlist = min(s.ivf_nlist or max(1, min(int(4 * math.sqrt(n)), n // 39)), n)
         files["coarse.faiss"] = ram = vectors + 8 * n + 4 * nlist * dim + 1024
+    elif s.index == "ivfpq":  # codes + ids + direct map, coarse centroids, PQ codebooks (256 x dim floats)
+        nlist = min(s.ivf_nlist or max(1, min(int(4 * math.sqrt(n)), n // 39)), n)
+        files["coarse.faiss"] = n * (min(s.pq_m, dim) + 8) + 4 * nlist * dim + 4 * 256 * dim + 1024
+        ram = files["coarse.faiss"] + 8 * n
     else:  # HNSW: the vectors plus ~2M neighbour ids per node on level 0 and a few above
         files["coarse.faiss"] = ram = vectors + int(n * s.hnsw_m * 2 * 4 * 1.1) + 1024
     if fine_content is not None:
