@@ -331,7 +331,8 @@ def check_map_size(out_dir: Path, total: int | None, coarse: EncoderLike, fine: 
              _human(est.disk), ", ".join(f"{k} {_human(v)}" for k, v in sorted(est.files.items())), _human(est.ram))
     compact = estimate_map_size(total, tuple(coarse.content_shape), fine_shape, settings_for_mode("pca"))
     hint = (f"--mode pca would take about {_human(compact.disk)} on disk and {_human(compact.ram)} of RAM "
-            "(or --mode pooled/ivf/hnsw; docs/retrieval_accuracy.md measures their accuracy cost)")
+            "(--mode pca-full: RAM like pca, full fine features on disk, ~1 point R@1 from exact; README "
+            "'Retrieval' measures every mode's cost)")
     if max(est.disk, est.ram) > SIZE_WARN_BYTES and s.pca_dim is None:
         log.warning("map of %d images in mode %s will take about %s on disk and %s of RAM: %s", total, s.mode,
                     _human(est.disk), _human(est.ram), hint)

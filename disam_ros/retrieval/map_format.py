@@ -7,7 +7,7 @@ MAP/
                   sha256 per 32 MiB chunk of larger files, `integrity.chunk_bytes`)
   poses.txt       TUM `stamp tx ty tz qx qy qz qw`, one line per map image, in map order
   names.txt       one image name per line, same order
-  coarse.npy      (N, D) coarse vectors (flat index)      | coarse.faiss (ivf / hnsw index)
+  coarse.npy      (N, D) coarse vectors (flat index)      | coarse.faiss (ivf / hnsw / ivfpq index)
   fine.npy        (N, C, h, w) float16 unit-norm fine features (memory-mapped on load; absent without a
                   fine model)
   pca.npz         mean + components when the mode uses PCA
