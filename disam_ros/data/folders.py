@@ -1,7 +1,9 @@
-"""Dataset folders: `ROOT/<condition>/images/*` with optional `poses.txt` (TUM) and `camera.yaml`.
+"""Dataset folders: `ROOT/<condition>/images/*` with optional `poses.txt` (TUM), `camera.yaml` and `depth/`.
 
 Images are paired with poses by sorted file name: the k-th image has the k-th pose line. That keeps
 the format readable by hand and by hloc-style tools, at the cost of requiring equal counts.
+Depth, where a dataset has it, pairs by stem instead (`depth/<image stem>.png`, 16-bit millimetres; see
+disam_ros.data.depth), so a drive may carry depth for some frames only (a sensor dropout, a far-only scene).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import cv2
 import numpy as np
 import yaml
 
+from disam_ros.data.depth import DEPTH_DIR, depth_path, read_depth
 from disam_ros.data.stamps import stamp_from_name
 from disam_ros.data.tum import Trajectory, read_tum
 from disam_ros.fsutil import atomic_write_text
@@ -57,9 +60,20 @@ class ConditionFolder:
     image_paths: tuple[Path, ...]
     trajectory: Trajectory | None
     camera: CameraIntrinsics | None
+    # per image, its depth file or None; empty when the condition has no depth/ folder
+    depth_paths: tuple[Path | None, ...] = ()
 
     def __len__(self) -> int:
         return len(self.image_paths)
+
+    @property
+    def has_depth(self) -> bool:
+        return any(p is not None for p in self.depth_paths)
+
+    def depth(self, index: int) -> np.ndarray | None:
+        """(H, W) float32 metres (0 = invalid) of image `index`, or None where the dataset has no depth for it."""
+        path = self.depth_paths[index] if self.depth_paths else None
+        return None if path is None else read_depth(path)
 
 
 @dataclass(frozen=True)
@@ -99,7 +113,10 @@ def load_condition(root: str | Path, name: str, require_poses: bool = False) -> 
     elif require_poses:
         raise FileNotFoundError(f"{cdir / 'poses.txt'}: poses required for condition '{name}' (TUM format)")
     cam = CameraIntrinsics.load(cdir / "camera.yaml") if (cdir / "camera.yaml").is_file() else None
-    return ConditionFolder(Path(root), name, images, traj, cam)
+    depths: tuple[Path | None, ...] = ()
+    if (cdir / DEPTH_DIR).is_dir():
+        depths = tuple(d if d.is_file() else None for d in map(depth_path, images))
+    return ConditionFolder(Path(root), name, images, traj, cam, depths)
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -3,7 +3,9 @@
 Real long-term localisation datasets (CMU-Seasons, RobotCar) cannot be downloaded here, so this
 module renders a small procedural town driven through under several conditions, in the dataset
 folder layout of DESIGN.md: ROOT/<condition>/images/000000.png, poses.txt (TUM, optical frame in
-the map frame), camera.yaml, plus ROOT/world.yaml and ROOT/contact_sheet.png.
+the map frame), camera.yaml, plus ROOT/world.yaml and ROOT/contact_sheet.png. Unless turned off
+(`--no-depth`), ROOT/<condition>/depth/000000.png holds the exact depth of each frame (16-bit millimetres,
+0 = sky or beyond 65.5 m; disam_ros/data/depth.py): the ray caster computes it anyway, so it costs disk only.
 
 A query drive may carry a motion profile in its name, `<condition>_2x` (twice the speed: double frame
 spacing, half the frames) or `<condition>_stops` (standing still a third of the time): it looks like
@@ -25,6 +27,7 @@ import cv2
 import numpy as np
 
 from disam_ros.cliutil import os_error_line, output_dir_error
+from disam_ros.data.depth import DEPTH_DIR, write_depth
 from disam_ros.data.folders import CameraIntrinsics
 from disam_ros.data.synthetic.conditions import CONDITIONS, REFERENCE, get_condition
 from disam_ros.data.synthetic.route import (
@@ -76,6 +79,7 @@ class WorldConfig:
     timezone: str = "America/New_York"
     workers: int = 2
     sheet_places: int = 5
+    depth: bool = True  # write ROOT/<condition>/depth/*.png (exact, free to compute; ~40-50 % of the images' disk)
 
     def camera(self) -> CameraIntrinsics:
         if self.intrinsics is not None:
@@ -132,11 +136,13 @@ def _render_job(job: tuple[str, int]) -> None:
     name, k = job
     world, cams, trajs, looks, out = _JOB["world"], _JOB["cam"], _JOB["trajs"], _JOB["looks"], _JOB["out"]
     traj = trajs[name]
-    img = render(world, (traj.positions[k], traj.quats[k]), cams, split_motion(name, CONDITIONS)[0], frame=k,
-                 look=looks[name])
+    img, _, depth = render(world, (traj.positions[k], traj.quats[k]), cams, split_motion(name, CONDITIONS)[0],
+                           frame=k, look=looks[name], buffers=True)
     path = out / name / "images" / f"{k:06d}.png"
     if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
         raise OSError(f"{path}: could not write image; check disk space and permissions")
+    if _JOB.get("depth", True):
+        write_depth(out / name / DEPTH_DIR / f"{k:06d}.png", depth)
 
 
 def _worker_init(state: dict, parent_pid: int) -> None:
@@ -245,11 +251,13 @@ def make_world(cfg: WorldConfig, root: str | Path, progress: bool = True, force:
         cam = cfg.camera()
         for n in names:
             (tmp / n / "images").mkdir(parents=True)
+            if cfg.depth:
+                (tmp / n / DEPTH_DIR).mkdir()
             write_tum(tmp / n / "poses.txt", trajs[n])
             cam.save(tmp / n / "camera.yaml")
         looks = {n: look_for(world, get_condition(split_motion(n, CONDITIONS)[0]), float(trajs[n].stamps[0]))
                  for n in names}
-        state = {"world": world, "cam": cam, "trajs": trajs, "looks": looks, "out": tmp}
+        state = {"world": world, "cam": cam, "trajs": trajs, "looks": looks, "out": tmp, "depth": cfg.depth}
         render_all([(n, k) for n in names for k in range(len(trajs[n]))], state, cfg.workers, progress)
         desc = world_description(cfg, world, {n: p[1] for n, p in plans.items()}, trajs)
         write_world_yaml(tmp, desc)
@@ -296,6 +304,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--blocks", type=int, default=6, help="city blocks enclosed by the driven loop")
     p.add_argument("--workers", type=int, default=2, help="render processes")
     p.add_argument("--force", action="store_true", help="replace an existing non-empty output folder")
+    p.add_argument("--no-depth", action="store_true",
+                   help="do not write ROOT/<condition>/depth/*.png (16-bit millimetre depth maps) to save disk")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -304,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(list(sys.argv[1:] if argv is None else argv))
     cfg = WorldConfig(seed=args.seed, image_size=args.size, fov_deg=args.fov, frames=args.frames,
                       conditions=tuple(c.strip() for c in args.conditions.split(",") if c.strip()),
-                      reference=args.reference, blocks=args.blocks, workers=args.workers)
+                      reference=args.reference, blocks=args.blocks, workers=args.workers, depth=not args.no_depth)
     t0 = time.perf_counter()
     try:
         if problem := output_dir_error(args.out, "--out"):  # a parent that is a file: say so before any work

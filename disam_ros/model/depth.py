@@ -1,0 +1,158 @@
+"""Depth-hallucination branch (seed 002): a depth decoder on the content code, its masked loss, a depth
+descriptor from the hallucinated map, and the fusion of that descriptor with the appearance one.
+
+Why: geometry changes less than appearance across night, snow and fog. Depth is needed only to train
+the decoder; at query time the decoder infers it from the image, so the map and the node need no depth sensor.
+
+Conventions: depth in metres, shape (B, 1, H, W) or (B, H, W); a target pixel is valid where it is finite and
+> 0 (the on-disk format stores invalid as 0, disam_ros/data/depth.py). Every loss averages over the valid
+pixels of each image, then over the images that have any, so a sky-heavy frame does not weigh less.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ModelConfig
+
+DEPTH_LOSSES = ("l1", "silog")
+EPS = 1e-6
+
+
+class DepthDecoder(nn.Module):
+    """Content code (B, C, h, w) -> depth (B, 1, h * 2**n_up, w * 2**n_up) in (0, max_depth_m) metres.
+
+    Bilinear upsampling + 3x3 convolutions rather than transposed convolutions (no checkerboard artefacts
+    in a map that feeds a descriptor); a bounded sigmoid output keeps depth positive for the log loss.
+    """
+
+    def __init__(self, in_channels: int, n_up: int = 2, width: int = 64, max_depth_m: float = 80.0) -> None:
+        super().__init__()
+        if in_channels < 1 or n_up < 0 or width < 1 or not max_depth_m > 0:
+            raise ValueError(f"bad depth decoder shape: in_channels={in_channels} n_up={n_up} width={width} "
+                             f"max_depth_m={max_depth_m}; all must be positive (n_up >= 0)")
+        self.max_depth_m = float(max_depth_m)
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1), nn.PReLU()]
+        ch = width
+        for _ in range(n_up):
+            out = max(ch // 2, 8)
+            layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                       nn.Conv2d(ch, out, 3, padding=1), nn.InstanceNorm2d(out), nn.PReLU()]
+            ch = out
+        layers.append(nn.Conv2d(ch, 1, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+
+    @classmethod
+    def for_model(cls, cfg: ModelConfig, width: int = 64, max_depth_m: float = 80.0) -> DepthDecoder:
+        """A decoder that returns depth at the model's input resolution from its content code."""
+        return cls(cfg.content_shape[0], cfg.n_downsampling, width, max_depth_m)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.max_depth_m * torch.sigmoid(self.body(z))
+
+
+def _as_b1hw(x: Tensor) -> Tensor:
+    return x.unsqueeze(1) if x.dim() == 3 else x
+
+
+def valid_mask(target: Tensor) -> Tensor:
+    """Where the ground truth holds a depth: finite and > 0."""
+    return torch.isfinite(target) & (target > 0)
+
+
+def _per_image_mean(values: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean over valid pixels of each image, which images have any valid pixel)."""
+    v = valid.flatten(1).to(values.dtype)
+    n = v.sum(1)
+    s = (torch.where(valid, values, torch.zeros_like(values)).flatten(1)).sum(1)
+    return s / n.clamp(min=1.0), n > 0
+
+
+def _batch_mean(per_image: Tensor, has: Tensor, anchor: Tensor) -> Tensor:
+    if not bool(has.any()):
+        return anchor.sum() * 0.0  # nothing to learn from this batch, but keep the graph connected
+    return per_image[has].mean()
+
+
+def _check(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    pred, target = _as_b1hw(pred), _as_b1hw(target)
+    if pred.shape != target.shape:
+        raise ValueError(f"depth prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ; "
+                         "resize the target to the decoder's output (nearest neighbour keeps invalid pixels)")
+    return pred, target
+
+
+def masked_l1(pred: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Seed 002's loss, ||G(I) - D_I||_1, over valid pixels only (metres)."""
+    pred, target = _check(pred, target)
+    valid = valid_mask(target) if valid is None else _as_b1hw(valid).bool() & valid_mask(target)
+    err = (pred - torch.where(valid, target, pred.detach())).abs()
+    per, has = _per_image_mean(err, valid)
+    return _batch_mean(per, has, pred)
+
+
+def silog_loss(pred: Tensor, target: Tensor, valid: Tensor | None = None, lam: float = 0.85) -> Tensor:
+    """Scale-invariant log loss (Eigen et al. 2014): mean(d^2) - lam * mean(d)^2, d = log pred - log target.
+
+    lam = 1 ignores a global scale error entirely; lam < 1 keeps part of it, so the decoder learns metric
+    depth (scale-aware) while relative structure dominates: far pixels do not swamp near ones as in L1.
+    """
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"silog lam {lam} must be in [0, 1] (1 = fully scale-invariant)")
+    pred, target = _check(pred, target)
+    valid = valid_mask(target) if valid is None else _as_b1hw(valid).bool() & valid_mask(target)
+    safe_t = torch.where(valid, target, torch.ones_like(target))
+    d = torch.log(pred.clamp(min=EPS)) - torch.log(safe_t)
+    mean_d2, has = _per_image_mean(d * d, valid)
+    mean_d, _ = _per_image_mean(d, valid)
+    return _batch_mean(mean_d2 - lam * mean_d * mean_d, has, pred)
+
+
+def depth_loss(pred: Tensor, target: Tensor, kind: str = "silog", valid: Tensor | None = None) -> Tensor:
+    if kind == "l1":
+        return masked_l1(pred, target, valid)
+    if kind == "silog":
+        return silog_loss(pred, target, valid)
+    raise ValueError(f"depth loss {kind!r} is not supported: use one of {list(DEPTH_LOSSES)}")
+
+
+def depth_descriptor(depth: Tensor, grid: int = 8) -> Tensor:
+    """(B, grid*grid) unit vector: log depth averaged in a grid x grid layout, minus its mean.
+
+    Log and mean removal make it invariant to a global scale (a hallucinated depth is often right up to
+    scale); cells with no valid depth take the image's mean, i.e. contribute 0. A parameter-free stand-in
+    for seed 002's second CNN, so the branch is usable before that network is trained.
+    """
+    d = _as_b1hw(depth)
+    valid = valid_mask(d)
+    logd = torch.where(valid, torch.log(torch.where(valid, d, torch.ones_like(d))), torch.zeros_like(d))
+    w = valid.to(logd.dtype)
+    s = F.adaptive_avg_pool2d(logd, grid).flatten(1)
+    n = F.adaptive_avg_pool2d(w, grid).flatten(1)
+    img_mean = logd.flatten(1).sum(1, keepdim=True) / w.flatten(1).sum(1, keepdim=True).clamp(min=1.0)
+    cells = torch.where(n > 0, s / n.clamp(min=EPS), img_mean)
+    return F.normalize(cells - cells.mean(1, keepdim=True), dim=1)
+
+
+def _check_weight(w: float) -> float:
+    if not (math.isfinite(w) and 0.0 <= w <= 1.0):
+        raise ValueError(f"fusion weight {w} must be in [0, 1] (1 = appearance only, 0 = depth only)")
+    return float(w)
+
+
+def fused_score(appearance: Tensor | float, depth: Tensor | float, w: float) -> Tensor | float:
+    """w * appearance + (1 - w) * depth: the retrieval score of the fused descriptor (see fuse_descriptors)."""
+    w = _check_weight(w)
+    return w * appearance + (1.0 - w) * depth
+
+
+def fuse_descriptors(appearance: Tensor, depth: Tensor, w: float) -> Tensor:
+    """Concatenate [sqrt(w) a/|a|, sqrt(1-w) d/|d|] so that one inner product of fused descriptors equals
+    fused_score(cos_appearance, cos_depth, w): the map and the search keep a single vector per image."""
+    w = _check_weight(w)
+    a = F.normalize(appearance.flatten(1), dim=1)
+    d = F.normalize(depth.flatten(1), dim=1)
+    return torch.cat([math.sqrt(w) * a, math.sqrt(1.0 - w) * d], dim=1)
