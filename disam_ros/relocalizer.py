@@ -4,6 +4,11 @@ The localizer node and offline evaluation both run this object, so an offline sc
 what the vehicle runs (the node adds only decoding, threading and message publishing around it). Per frame:
 the junk-frame gate (disam_ros.retrieval.frame_gate: black, white, uniform, noise -> no pose), the encoder of
 the frame's condition, a check that its features are finite, then coarse-to-fine retrieval.
+
+The condition comes from one of three sources (`condition_source`): `clock` (the stamp's daylight and season plus
+the operator's `weather`), `auto` (the recogniser stored beside the coarse checkpoint, fused with the stamp's
+solar-elevation prior and held with hysteresis, so one misread frame does not swap the encoder), `fixed` (the
+`domain` parameter). A model without a recogniser keeps `clock`, with one warning.
 """
 from __future__ import annotations
 
@@ -18,12 +23,14 @@ from typing import Any
 import numpy as np
 
 from disam_ros import conditions
+from disam_ros.conditions.fusion import Hysteresis, argmax, fuse_domain
 from disam_ros.data.world_yaml import world_yaml_if_present
 from disam_ros.retrieval import Localizer, RetrievalResult, SearchConfig, SpatialPrior
 from disam_ros.retrieval.frame_gate import GateConfig, check_frame, features_finite
 
 NAN = float("nan")
 JUNK = "junk frame"  # prefix of every gate refusal's reason (the node counts these apart)
+CONDITION_SOURCES = ("clock", "auto", "fixed")
 log = logging.getLogger(__name__)
 
 
@@ -42,17 +49,77 @@ class RelocalizerConfig:
     condition_table: str = ""  # "" -> the table covering most of the model's domains
     gate: GateConfig = field(default_factory=GateConfig)  # junk-frame thresholds (enabled=False turns it off)
     allow_unverified_model: bool = False  # accept a map or checkpoint without a recorded sha256 (logged)
+    condition_source: str = "clock"  # clock | auto | fixed (module docstring)
+    hysteresis_margin: float = 0.2  # auto: a new domain must lead the current one by this smoothed probability ...
+    hysteresis_hold: int = 3  # ... for this many consecutive frames
+    prior_weight: float = 1.0  # auto: exponent of the solar prior (0: the image alone decides)
+
+    def __post_init__(self) -> None:
+        if self.condition_source not in CONDITION_SOURCES:
+            raise ValueError(f"condition_source {self.condition_source!r} is not valid: use one of "
+                             f"{', '.join(CONDITION_SOURCES)}")
+        if self.condition_source == "fixed" and not self.domain:
+            raise ValueError("condition_source 'fixed' needs the model domain to use: set parameter 'domain'")
+        if not (math.isfinite(self.prior_weight) and self.prior_weight >= 0.0):
+            raise ValueError(f"condition_prior_weight must be >= 0, got {self.prior_weight}")
+        Hysteresis(margin=self.hysteresis_margin, hold=self.hysteresis_hold)  # validates margin and hold
+
+
+@dataclass
+class AutoCondition:
+    """The `auto` source's state: the recogniser (a `ConditionHead`), the hysteresis over frames, and what the
+    last frame was recognised as (for diagnostics)."""
+
+    head: Any
+    hysteresis: Hysteresis
+    prior_weight: float = 1.0
+    last: dict[str, Any] = field(default_factory=dict)
+
+    def select(self, rgb: np.ndarray, sel: conditions.Selection,
+               selector: conditions.ConditionSelector) -> conditions.Selection:
+        """The recognised domain for this frame, or `sel` (the clock's) when the recogniser names no model
+        domain. Image evidence over the model's domains, times the solar prior of `sel`'s stamp, then held."""
+        p = self.head.predict(rgb)
+        img = {d: p["domain"][d] for d in selector.model_domains if d in p.get("domain", {})}
+        if not img:
+            return sel
+        cfg = selector.config
+        post = fuse_domain(img, sel.query.elevation_deg, selector.table, cfg.rule, cfg.thresholds_deg,
+                           prior_weight=self.prior_weight)
+        dom, prob = self.hysteresis.update(post)
+        self.last = {"recognised_domain": dom, "recognised_probability": prob}
+        for task, probs in p.items():
+            if task != "domain" and probs:
+                name, tp = argmax(probs)
+                self.last[f"recognised_{task}"] = f"{name} {tp:.2f}"
+        return conditions.Selection(dom, sel.cost, f"auto: recognised {dom} p={prob:.2f}", sel.query)
+
+    def held(self, sel: conditions.Selection) -> conditions.Selection:
+        """Frames the recogniser does not see (junk, a re-selection after a parameter change) keep the held
+        domain; `sel` before the first recognised frame."""
+        dom = self.hysteresis.current
+        if dom is None:
+            return sel
+        return conditions.Selection(dom, sel.cost, f"auto: holding {dom}", sel.query)
+
+    def reset(self) -> None:
+        self.hysteresis.reset()
+        self.last = {}
 
 
 class Relocalizer:
     """Condition-aware coarse-to-fine relocalization against one map (thin: the state is real)."""
 
     def __init__(self, localizer: Localizer, selector: conditions.ConditionSelector,
-                 source: tuple[Path, str] | None = None, gate: GateConfig | None = None) -> None:
+                 source: tuple[Path, str] | None = None, gate: GateConfig | None = None,
+                 auto: AutoCondition | None = None, condition_source: str = "clock") -> None:
         self.localizer = localizer
         self.selector = selector
         self.source = source  # (dataset root, condition) of the map images, when still on disk
         self.gate = gate or GateConfig()
+        self.auto = auto  # None: no recogniser in use (clock or fixed)
+        self.condition_source = "auto" if auto is not None else condition_source  # the source in effect
+        self.warnings: list[str] = list(selector.warnings)  # for the caller to log where it logs (the node)
         self._warned_outside = False  # map_image logs an escaping name once, not once per frame
 
     @classmethod
@@ -72,7 +139,27 @@ class Relocalizer:
             tuple(loc.coarse.domains), table, table_name=cfg.condition_table, reference=str(loc.map.domain),
             latitude=None if math.isnan(lat) else lat, longitude=None if math.isnan(lon) else lon,
             weather=cfg.weather, override=cfg.domain)
-        return cls(loc, selector, map_source(loc.map), cfg.gate)
+        reloc = cls(loc, selector, map_source(loc.map), cfg.gate, condition_source=cfg.condition_source)
+        if cfg.condition_source == "auto":
+            reloc._use_recogniser(cfg, loc)
+        return reloc
+
+    def _use_recogniser(self, cfg: RelocalizerConfig, loc: Localizer) -> None:
+        """`auto`: the recogniser beside the coarse checkpoint; without one, `clock` and a warning."""
+        from disam_ros.model.condition_head import find_condition_head, sidecar_path
+
+        info = loc.map.model_info("coarse") or {}
+        ckpt = cfg.coarse_checkpoint or info.get("path") or ""
+        head = find_condition_head(ckpt) if ckpt else None
+        if head is None:
+            self.condition_source = "clock"
+            self.warnings.append(f"condition_source 'auto' but the coarse model has no condition recogniser "
+                                 f"({sidecar_path(ckpt) if ckpt else 'no checkpoint path'} not found): using "
+                                 "'clock' (stamp + weather); train one with disam-train-condition")
+            return
+        self.auto = AutoCondition(head, Hysteresis(margin=cfg.hysteresis_margin, hold=cfg.hysteresis_hold),
+                                  cfg.prior_weight)
+        self.condition_source = "auto"
 
     @property
     def map(self) -> Any:
@@ -83,7 +170,26 @@ class Relocalizer:
         return self.selector.latitude is not None and self.selector.longitude is not None
 
     def select(self, stamp: float | None) -> conditions.Selection:
-        return self.selector.select(stamp)
+        """The encoder for a frame not seen by the recogniser: the clock rule, or auto's held domain."""
+        sel = self.selector.select(stamp)
+        return sel if self.auto is None or self.selector.override else self.auto.held(sel)
+
+    def select_frame(self, rgb: np.ndarray, stamp: float | None) -> conditions.Selection:
+        """The encoder for this frame (a `domain` override always wins, as in every source)."""
+        sel = self.selector.select(query_stamp(stamp))
+        return sel if self.auto is None or self.selector.override else self.auto.select(rgb, sel, self.selector)
+
+    def reset_condition(self) -> None:
+        """Forget the held recognised condition (tracker reset, lifecycle deactivate)."""
+        if self.auto is not None:
+            self.auto.reset()
+
+    def condition_diagnostics(self) -> dict[str, Any]:
+        """`condition_source` and, in auto, what the last frame was recognised as."""
+        out: dict[str, Any] = {"condition_source": self.condition_source}
+        if self.auto is not None:
+            out.update({"recognised_domain": "", "recognised_probability": NAN, **self.auto.last})
+        return out
 
     def localize(self, rgb: np.ndarray, stamp: float | None, prior: SpatialPrior | None = None,
                  ) -> tuple[conditions.Selection, RetrievalResult]:
@@ -102,12 +208,14 @@ class Relocalizer:
         tracker needs; see `Localizer.localize_and_score`). shortlist 0: no scores (plain `localize`).
         Scores are None whenever the frame gave no evidence (junk, non-finite features, map integrity)."""
         t0 = time.perf_counter()
-        sel = self.selector.select(query_stamp(stamp))
         verdict = check_frame(rgb, self.gate)
-        gate_ms = (time.perf_counter() - t0) * 1e3
-        if not verdict.ok:
-            return sel, _junk(verdict.reason, {"gate": gate_ms}, t0), None
-        return sel, *self._retrieve(rgb, sel.domain, prior, {"gate": gate_ms}, t0, shortlist)
+        timings = {"gate": (time.perf_counter() - t0) * 1e3}
+        if not verdict.ok:  # the recogniser never sees a junk frame: it would read a covered lens as night
+            return self.select(query_stamp(stamp)), _junk(verdict.reason, timings, t0), None
+        t = time.perf_counter()
+        sel = self.select_frame(rgb, stamp)
+        timings["condition"] = (time.perf_counter() - t) * 1e3
+        return sel, *self._retrieve(rgb, sel.domain, prior, timings, t0, shortlist)
 
     def _retrieve(self, rgb: np.ndarray, domain: str, prior: SpatialPrior | None, timings: dict[str, float],
                   t0: float, shortlist: int = 0) -> tuple[RetrievalResult, Any]:

@@ -294,6 +294,7 @@ class Tracker:
         self._prior, self._prev, self._consistent = None, None, 0
         self._support.clear()
         self._last = None  # diagnostics describe the belief as it is now, not the last frame's
+        self.reloc.reset_condition()  # a relocalisation request may follow a new scene: recognise afresh
         log.info("tracker reset: %s", reason)
 
     def step(self, rgb: np.ndarray, stamp: float | None, prior: SpatialPrior | None = None,

@@ -186,6 +186,36 @@ def test_speed_band_checked_across_parameters(context, tmp_path):
         node.destroy_node()
 
 
+def test_condition_source_parameters(context, tmp_path):
+    """condition_source and its tuning are validated one line each; `fixed` without a domain is refused at
+    configure; the node's list of sources is the relocalizer's."""
+    from disam_ros.relocalizer import CONDITION_SOURCES
+
+    assert ln.CONDITION_SOURCES == CONDITION_SOURCES
+    for name, value, pattern in [
+        ("condition_source", "image", "condition_source 'image' is not valid: use one of clock, auto, fixed"),
+        ("condition_hysteresis_margin", 1.5, "condition_hysteresis_margin must be in [0, 1]"),
+        ("condition_hysteresis_hold", 0, "condition_hysteresis_hold must be >= 1 frame"),
+        ("condition_prior_weight", -0.5, "condition_prior_weight must be >= 0"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(pattern)):
+            ln.check_value(name, value)
+    node = declared(context, cli_args=["--ros-args", "-p", f"map:={tmp_path}", "-p", "condition_source:=fixed"])
+    try:
+        with pytest.raises(ValueError, match="condition_source 'fixed' needs the model domain"):
+            ln.read_config(node)
+    finally:
+        node.destroy_node()
+    node = declared(context, cli_args=["--ros-args", "-p", f"map:={tmp_path}", "-p", "condition_source:=auto",
+                                       "-p", "condition_hysteresis_hold:=5", "-p", "condition_prior_weight:=0"])
+    try:
+        cfg = ln.read_config(node)
+        assert (cfg.condition_source, cfg.condition_hysteresis_hold, cfg.condition_prior_weight) == ("auto", 5, 0.0)
+        assert cfg.condition_hysteresis_margin == 0.2
+    finally:
+        node.destroy_node()
+
+
 def test_readme_documents_every_parameter():
     """The README's parameter table lists exactly the declared parameters, with their defaults."""
     text = (REPO / "README.md").read_text()

@@ -21,7 +21,8 @@ when none is close). Here the same decision is automatic:
   (thresholds are configurable in config/conditions.yaml, key ``daylight_thresholds_deg``);
 * season (meteorological: DJF winter in the north) and foliage (by month) from the stamp's UTC date,
   flipped by six months in the southern hemisphere; foliage is ``full`` all year in the tropics;
-* weather is given by the operator (node parameter ``weather``): no camera-only classifier is reliable;
+* weather comes from the operator (node parameter ``weather``), or, with ``condition_source: auto``, from the
+  recogniser stored beside the checkpoint fused with the solar prior (``disam_ros.conditions.fusion``);
 * the attributes are matched against a table mapping each model domain to (weather, daylight, foliage),
   like Table I. The lowest cost wins; ties and costs above ``max_cost`` fall back to the reference domain;
   an explicit domain override always wins.

@@ -11,10 +11,11 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from disam_ros.data.folders import load_condition, read_image
+from disam_ros.data.folders import iter_frames, load_condition, read_image
 from disam_ros.model.condition_head import ConditionHead, batch_features
 
 LOG = logging.getLogger(__name__)
@@ -69,6 +70,49 @@ def brute_force_domain(score: Callable[[str], np.ndarray], domains: Sequence[str
         if m > best_d:
             best, best_d = d, m
     return best, float(best_d)
+
+
+SOURCES = ("oracle", "clock", "auto", "brute")
+
+
+def selection_rows(reloc: Any, root: str | Path, conditions: Iterable[str], truth: Mapping[str, str] | None = None,
+                   frame_filter: Callable[[int, int], bool] | None = None, tolerance_m: float = 5.0,
+                   ) -> dict[str, dict[str, float]]:
+    """Single-frame R@1 (within `tolerance_m`) per condition folder and per way of choosing the encoder:
+    `oracle` (the folder's true domain), `clock` (stamp + the selector's weather, e.g. left at its default),
+    `auto` (the relocalizer's recogniser, frames in drive order, hysteresis reset per drive; needs
+    `reloc.auto`), `brute` (`brute_force_domain`). Every frame is retrieved once per model domain and each
+    source picks among those results, so the rows differ only by the choice."""
+    loc, domains = reloc.localizer, tuple(reloc.selector.model_domains)
+    out: dict[str, dict[str, float]] = {}
+    for cond in conditions:
+        want = (truth or {}).get(cond, cond)
+        frames = list(iter_frames(load_condition(root, cond, require_poses=True)))
+        n = len(frames)
+        hits = dict.fromkeys(SOURCES, 0)
+        used = 0
+        reloc.reset_condition()
+        for i, f in enumerate(frames):
+            if frame_filter is not None and not frame_filter(i, n):
+                continue
+            used += 1
+            per = {}
+            for d in domains:
+                coarse = loc.coarse.encode(f.image, d)
+                fine = loc.fine.encode(f.image, d) if loc.fine is not None else None
+                res, scores = loc.localize_and_score(coarse, fine, None)
+                ok = res.ok and float(np.linalg.norm(np.asarray(res.position) - f.position)) <= tolerance_m
+                per[d] = (ok, np.asarray(scores[1] if isinstance(scores, tuple) else scores))
+            sims = {d: v[1] for d, v in per.items()}
+            picks = {"oracle": want, "clock": reloc.selector.select(f.stamp).domain,
+                     "brute": brute_force_domain(sims.__getitem__, domains)[0]}
+            if reloc.auto is not None:
+                picks["auto"] = reloc.select_frame(f.image, f.stamp).domain
+            for k, d in picks.items():
+                hits[k] += int(per[d][0])
+        out[cond] = {k: hits[k] / max(used, 1) for k in SOURCES if k != "auto" or reloc.auto is not None}
+        out[cond]["frames"] = used
+    return out
 
 
 def format_rows(rows: Sequence[RecognitionRow]) -> str:

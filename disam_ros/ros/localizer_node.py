@@ -47,7 +47,7 @@ from disam_ros.ros import env
 from disam_ros.ros import messages as M
 from disam_ros.ros import node_params as P
 from disam_ros.ros.node_stats import LatestFrame, LogThrottle, SequenceGaps, Stats, rss_mb, status_summary
-from disam_ros.ros.node_worker import FrameWorker, NodeTracking, PriorCache, confidence_gate
+from disam_ros.ros.node_worker import FrameWorker, NodeTracking, PriorCache, confidence_gate, relocalizer_config
 
 NODE_NAME = P.NODE_NAME
 
@@ -113,24 +113,18 @@ class LocalizerNode(LifecycleNode):
         return SUCCESS
 
     def _configure(self) -> None:
-        from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
-        from disam_ros.retrieval import SearchConfig
+        from disam_ros.relocalizer import Relocalizer
 
         self.config_error = ""
         cfg = self.cfg = P.read_config(self)
-        self.reloc = Relocalizer.from_map(cfg.map, RelocalizerConfig(
-            coarse_checkpoint=cfg.coarse_checkpoint, fine_checkpoint=cfg.fine_checkpoint,
-            search=SearchConfig(top_n=cfg.top_n, top_k=cfg.top_k, min_confidence=0.0, device=cfg.device),
-            weather=cfg.weather, domain=cfg.domain, latitude=cfg.latitude, longitude=cfg.longitude,
-            conditions_file=cfg.conditions_file, condition_table=cfg.condition_table,
-            allow_unverified_model=cfg.allow_unverified_model))
+        self.reloc = Relocalizer.from_map(cfg.map, relocalizer_config(cfg))
         self.map, self.model_domains = self.reloc.map, tuple(self.reloc.localizer.coarse.domains)
         self.frame_id = cfg.frame_id or self.map.frame_id
         self.device = str(self.reloc.localizer.coarse.device)
         if not self.reloc.has_site:
             self.get_logger().warning("map has no latitude/longitude and none were given: daylight cannot be "
                                       "derived from stamps; set parameters latitude and longitude")
-        for w in self.reloc.selector.warnings:
+        for w in self.reloc.warnings:  # the selector's, and auto without a recogniser
             self.get_logger().warning(w)
         self._selection = self.reloc.select(None)
         self.dyn = {k: getattr(cfg, k) for k in DYNAMIC}
@@ -177,6 +171,8 @@ class LocalizerNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_listening()
+        if self.reloc is not None:
+            self.reloc.reset_condition()  # the held recognised condition is stale when the node comes back
         self.get_logger().info("inactive: not listening, publishing no poses")
         return super().on_deactivate(state)
 
@@ -336,6 +332,7 @@ class LocalizerNode(LifecycleNode):
             "map_problem": self.map.integrity_problem or "",
             "sequence_numbers": "yes" if self._gaps.available else "no",
             "odometry": self.cfg.odom_topic or "none (speed band)", **self.tracking.diagnostics(),
+            **self.reloc.condition_diagnostics(),
         }
         t, values["confidence_gate"] = confidence_gate(self.dyn, self.tracking.calibrated,
                                                        self.tracking.suggested_min_confidence)

@@ -31,6 +31,7 @@ DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 ALLOWED_WEATHER = (*conditions.WEATHERS, conditions.UNKNOWN)
 IMAGE_QOS = ("reliable", "best_effort")
 MODES = ("sequence", "single", "window")
+CONDITION_SOURCES = ("clock", "auto", "fixed")  # = disam_ros.relocalizer.CONDITION_SOURCES (tested)
 TOPIC_RE = re.compile(r"(?:~/|/)?[A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)*")
 NAN = float("nan")
 
@@ -80,6 +81,15 @@ PARAMETERS: tuple[Param, ...] = (
           "publishers.", constraints="reliable, best_effort"),
     Param("max_rate_hz", 0.0, "Process at most this many frames per second (0 = as fast as possible); "
           "frames in between are dropped and counted.", dynamic=True, constraints=">= 0"),
+    Param("condition_source", "clock", "How the encoder's condition is found: clock (stamp + weather), auto "
+          "(recogniser beside the coarse checkpoint, fused with the solar prior; none -> clock with a warning), "
+          "fixed (parameter domain).", constraints=", ".join(CONDITION_SOURCES)),
+    Param("condition_hysteresis_margin", 0.2, "auto: a new condition must lead the current one by this smoothed "
+          "probability ...", constraints="0..1"),
+    Param("condition_hysteresis_hold", 3, "... for this many consecutive frames before the encoder switches.",
+          constraints=">= 1"),
+    Param("condition_prior_weight", 1.0, "auto: weight of the solar-elevation prior against the image (0 = the "
+          "image alone).", constraints=">= 0"),
     Param("weather", "sunny", "Current weather, for encoder selection.", dynamic=True,
           constraints=", ".join(ALLOWED_WEATHER)),
     Param("domain", "", "Force this model domain's encoder (empty = select from the condition).", dynamic=True,
@@ -131,6 +141,10 @@ class LocalizerConfig:
     compressed: bool
     image_qos: str
     max_rate_hz: float
+    condition_source: str
+    condition_hysteresis_margin: float
+    condition_hysteresis_hold: int
+    condition_prior_weight: float
     weather: str
     domain: str
     latitude: float
@@ -229,6 +243,14 @@ def check_value(name: str, value: Any) -> Any:
         raise ValueError(f"parameter '{name}' must be > 0, got {value}")
     elif name == "prior_radius_m" and not (math.isfinite(value) and value >= 0.0):
         raise ValueError(f"prior_radius_m must be >= 0 (0 = from the prior covariance), got {value}")
+    elif name == "condition_source" and value not in CONDITION_SOURCES:
+        raise ValueError(f"condition_source {value!r} is not valid: use one of {', '.join(CONDITION_SOURCES)}")
+    elif name == "condition_hysteresis_margin" and not 0.0 <= value <= 1.0:
+        raise ValueError(f"condition_hysteresis_margin must be in [0, 1], got {value}")
+    elif name == "condition_hysteresis_hold" and value < 1:
+        raise ValueError(f"condition_hysteresis_hold must be >= 1 frame, got {value}")
+    elif name == "condition_prior_weight" and not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"condition_prior_weight must be >= 0 (0 = the image alone), got {value}")
     elif name == "weather" and value not in ALLOWED_WEATHER:
         raise ValueError(f"weather {value!r} is not valid: use one of {', '.join(ALLOWED_WEATHER)}")
     elif name == "latitude" and not (math.isnan(value) or -90.0 <= value <= 90.0):
@@ -249,6 +271,8 @@ def apply_changes(node: Any, params: list) -> None:
         if p.name == "domain" and p.value and node.reloc is not None and p.value not in node.model_domains:
             raise ValueError(f"domain {p.value!r} is not a model domain: use one of {list(node.model_domains)} "
                              "or '' for automatic selection")
+        if p.name == "domain" and not p.value and node.get_parameter("condition_source").value == "fixed":
+            raise ValueError("condition_source is 'fixed': 'domain' cannot be empty (name a model domain)")
     if node.reloc is None:
         return
     selector = node.reloc.selector
@@ -269,6 +293,8 @@ def read_config(node: Node) -> LocalizerConfig:
     if values["max_speed_mps"] <= 0.0 or values["min_speed_mps"] > values["max_speed_mps"]:
         raise ValueError(f"speed band [{values['min_speed_mps']}, {values['max_speed_mps']}] m/s is empty: set "
                          "0 <= min_speed_mps <= max_speed_mps and max_speed_mps > 0")
+    if values["condition_source"] == "fixed" and not values["domain"]:
+        raise ValueError("condition_source 'fixed' needs the model domain to use: set parameter 'domain'")
     return LocalizerConfig(**values)
 
 

@@ -237,6 +237,21 @@ class FrameWorker:
         node.pub_debug.publish(M.debug_image_msg(M.render_debug(rgb, q_heat, map_rgb, m_heat, caption), header))
 
 
+def relocalizer_config(cfg: LocalizerConfig) -> Any:
+    """The RelocalizerConfig the node's parameters describe (models, search, condition source)."""
+    from disam_ros.relocalizer import RelocalizerConfig
+    from disam_ros.retrieval import SearchConfig
+
+    return RelocalizerConfig(
+        coarse_checkpoint=cfg.coarse_checkpoint, fine_checkpoint=cfg.fine_checkpoint,
+        search=SearchConfig(top_n=cfg.top_n, top_k=cfg.top_k, min_confidence=0.0, device=cfg.device),
+        weather=cfg.weather, domain=cfg.domain, latitude=cfg.latitude, longitude=cfg.longitude,
+        conditions_file=cfg.conditions_file, condition_table=cfg.condition_table,
+        allow_unverified_model=cfg.allow_unverified_model, condition_source=cfg.condition_source,
+        hysteresis_margin=cfg.condition_hysteresis_margin, hysteresis_hold=cfg.condition_hysteresis_hold,
+        prior_weight=cfg.condition_prior_weight)
+
+
 def confidence_gate(dyn: dict[str, Any], calibrated: bool, suggested: float | None) -> tuple[float, str]:
     """(threshold, what it is) a published pose's confidence must reach: `tracking.publish_threshold`, the
     rule disam-eval applies too (calibrated: `min_confidence`, NaN = the map calibration's own threshold;
