@@ -151,10 +151,13 @@ def test_sequence_beats_single_on_the_same_frames(node_world, nodes):
     assert seq_client.wait(lambda: sum(k in seq_client.rx.loop for k in keys) >= n // 2, 5.0)
     assert keys[0] not in seq_client.rx.loop and keys[1] not in seq_client.rx.loop
     assert one_client.wait(lambda: len(one_client.rx.loop) >= n, 5.0)
-    d = _diag(seq_client, lambda d: int(d["processed"]) >= n, 0.0)
+    # The node counts a hint when it publishes it, and diagnostics are periodic: wait until both sides have
+    # settled on the same count rather than comparing a snapshot taken between publish and count.
+    hints = lambda: sum(k in seq_client.rx.loop for k in keys)  # noqa: E731
+    d = _diag(seq_client, lambda d: int(d["processed"]) >= n and int(d["loop_closures"]) == hints(), 0.0)
     assert d["mode"] == "sequence" and d["calibration"].startswith("none")
     assert "min_heuristic_confidence 0" in d["confidence_gate"]
-    assert int(d["consistent_frames"]) >= 3 and int(d["loop_closures"]) == sum(k in seq_client.rx.loop for k in keys)
+    assert int(d["consistent_frames"]) >= 3 and int(d["loop_closures"]) >= n // 2
     assert float(d["belief_entropy"]) < float(d["belief_entropy_max"]) - 1.0  # the belief has concentrated
     assert _diag(one_client, lambda d: int(d["processed"]) >= n, 0.0)["mode"] == "single"
 
