@@ -38,7 +38,6 @@ from disam_ros.tracking import (
     publish_threshold,
     same_prior,
     support,
-    top_places,
 )
 
 N, SPACING, PERIOD, NOISE = 60, 3.0, 0.3, 1.1
@@ -119,8 +118,7 @@ def test_local_covariance_by_hand():
     np.testing.assert_allclose(cov, np.diag([0.3 / 0.9 + 0.25, 0.25, 0.25]))
 
 
-def test_top_places_and_thresholds():
-    assert top_places(np.array([0.1, 0.4, 0.4, 0.1]), 3) == [(1, 0.4), (2, 0.4), (0, 0.1)]
+def test_publish_thresholds():
     assert publish_threshold(False, 0.9, 0.5, 0.2) == 0.2  # heuristic: its own gate
     assert publish_threshold(True, 0.9, None) == 0.9  # calibrated, default: the map's threshold
     assert publish_threshold(True, 0.9, 0.7) == 0.7  # calibrated, explicit
