@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -49,6 +47,7 @@ from disam_ros.relocalizer import Relocalizer
 from disam_ros.retrieval import LocalizationMap
 from disam_ros.ros import env, launcher
 from disam_ros.ros.client import LocalizerClient
+from disam_ros.ros.eval_nodes import check_nodes, stop_nodes, wait_for_nodes
 from disam_ros.ros.record import BagRecorder
 from disam_ros.ros.replay import BagPlayer, ReplayError
 from disam_ros.tracking import TRACKER_MODES
@@ -86,46 +85,6 @@ def camera_topic(bag: Path) -> tuple[str, bool]:
 def node_base_topic(topic: str, compressed: bool) -> str:
     """The node subscribes to `<base>` (Image) or `<base>/compressed`; the launcher remaps from the base."""
     return topic[: -len("/compressed")] if compressed and topic.endswith("/compressed") else topic
-
-
-NODE_LOG_LINE = re.compile(r"^\[(?:ERROR|FATAL)\] \[[\d.]+\] \[[^\]]*\]: ")  # rcl console format
-
-
-def node_error_line(log: Any) -> str:
-    """The node's own reason, from the log file it writes into: its last ERROR/FATAL (or `error:`) line without
-    the rcl prefix, else its last line. The caller's one-line error then says what the node said."""
-    path = getattr(log, "name", None)
-    try:
-        lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
-    except (TypeError, OSError):  # no log file: the node wrote to this process's terminal
-        return "see its output above"
-    logged = [ln for ln in lines if NODE_LOG_LINE.match(ln)]
-    raised = [ln for ln in lines if "error:" in ln.lower()]  # argparse usage errors, a Python exception's last line
-    last = (logged or raised or lines or ["(no output)"])[-1]
-    return NODE_LOG_LINE.sub("", last)
-
-
-def check_nodes(procs: list[subprocess.Popen], log: Any = None) -> None:
-    """RuntimeError with the node's own error line as soon as one node process has exited."""
-    for proc in procs:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the localizer node exited with code {proc.returncode}: {node_error_line(log)}")
-
-
-def wait_for_nodes(player: BagPlayer, procs: list[subprocess.Popen], log: Any = None, timeout_s: float = 60.0) -> None:
-    """Until every node subscribes (once its map and models are loaded), polling their processes meanwhile: a
-    node that dies at start (missing or corrupt map, bad parameter) fails this in a fraction of a second, not
-    after the whole timeout."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        check_nodes(procs, log)
-        try:
-            player.wait_for_subscribers(count=len(procs), timeout_s=0.2)
-            return
-        except ReplayError:
-            if time.monotonic() > deadline:
-                raise ReplayError(f"the localizer node did not subscribe to the camera topic within {timeout_s:g} s"
-                                  f": see its log ({getattr(log, 'name', 'its output')})") from None
 
 
 def replay_drive(clients: list[LocalizerClient], drive: Drive, rate: float, idle_s: float,
@@ -324,19 +283,6 @@ def report_online(map_dir: Path, runs: dict[str, ModeRun], queries: list[Query],
     finally:
         m.close()
     return [*summary_rows(first.results), *mode_rows_text(tracked, publish, TOLERANCE)], paths
-
-
-def stop_nodes(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
-    """SIGINT to every node first, then wait for each (they shut down in parallel); kill what hangs."""
-    running = [p for p in procs if p.poll() is None]
-    for proc in running:
-        proc.send_signal(signal.SIGINT)
-    for proc in running:
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def parse_param(text: str) -> tuple[str, object]:
