@@ -380,3 +380,15 @@ def test_confidence_gate_words_and_numbers():
     dyn["min_confidence"] = 0.95
     assert confidence_gate(dyn, True, 0.8) == (0.95, "min_confidence 0.95 (calibrated)")
     assert confidence_gate(dyn, False, 0.8)[0] == 0.25
+
+
+def test_selection_values_name_the_choice_and_its_condition():
+    from types import SimpleNamespace as NS
+
+    from disam_ros.ros.node_stats import selection_values
+
+    sel = NS(domain="night", reason="best match (cost 0)",
+             query=NS(weather="rain", daylight="night", foliage="none", season="winter", elevation_deg=None))
+    v = selection_values(sel, NS(override="", table=NS(name="synthetic")))
+    assert (v["domain"], v["weather"], v["daylight"], v["condition_table"]) == ("night", "rain", "night", "synthetic")
+    assert v["solar_elevation_deg"] != v["solar_elevation_deg"]  # NaN: no usable stamp

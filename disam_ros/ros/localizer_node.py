@@ -46,12 +46,11 @@ from disam_ros.data.image_codec import compressed_to_rgb, image_to_rgb
 from disam_ros.ros import env
 from disam_ros.ros import messages as M
 from disam_ros.ros import node_params as P
-from disam_ros.ros.node_stats import LatestFrame, LogThrottle, SequenceGaps, Stats, rss_mb, status_summary
+from disam_ros.ros import node_stats as S
 from disam_ros.ros.node_worker import FrameWorker, NodeTracking, PriorCache, confidence_gate, relocalizer_config
 
 NODE_NAME = P.NODE_NAME
 
-NAN = float("nan")
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 WORKER_JOIN_S = 0.5  # a worker stuck in a long decode is a daemon: never wait for it longer than this
 DYNAMIC = ("max_rate_hz", "publish_debug_image", "debug_rate_hz", "prior_timeout_s", "prior_radius_m",
@@ -66,12 +65,12 @@ class LocalizerNode(LifecycleNode):
         self.get_logger().info(self._dds_line(dds))  # first line: which DDS graph this node is on, and how to change
         P.declare_parameters(self)  # ConfigError for an override of the wrong type
         P.check_overrides(self)  # ConfigError for a misspelt -p name
-        self.stats = Stats()
-        self.mailbox = LatestFrame()
-        self._gaps = SequenceGaps()
+        self.stats = S.Stats()
+        self.mailbox = S.LatestFrame()
+        self._gaps = S.SequenceGaps()
         # rclpy fixes a severity per calling line: each throttle emits from its own lambda (its own line here).
-        self._log_error = LogThrottle(lambda text: self.get_logger().error(text))
-        self._log_warn = LogThrottle(lambda text: self.get_logger().warning(text))
+        self._log_error = S.LogThrottle(lambda text: self.get_logger().error(text))
+        self._log_warn = S.LogThrottle(lambda text: self.get_logger().warning(text))
         self._worker: FrameWorker | None = None
         self._active = threading.Event()
         self.priors = PriorCache()
@@ -321,14 +320,10 @@ class LocalizerNode(LifecycleNode):
         self._log_error(text)
 
     def diagnostics_values(self) -> dict[str, Any]:
-        sel, selector = self._selection, self.reloc.selector
         values: dict[str, Any] = {
-            "state": self.state, "domain": sel.domain, "domain_reason": sel.reason, "weather": sel.query.weather,
-            "daylight": sel.query.daylight, "foliage": sel.query.foliage, "season": sel.query.season,
-            "solar_elevation_deg": sel.query.elevation_deg if sel.query.elevation_deg is not None else NAN,
-            "domain_override": selector.override, "condition_table": selector.table.name,
+            "state": self.state, **S.selection_values(self._selection, self.reloc.selector),
             "model_domains": ",".join(self.model_domains), "map_size": len(self.map), "map_frame": self.frame_id,
-            "device": self.device, "rss_mb": rss_mb(), "map_verification": self.map.verification.state,
+            "device": self.device, "rss_mb": S.rss_mb(), "map_verification": self.map.verification.state,
             "map_problem": self.map.integrity_problem or "",
             "sequence_numbers": "yes" if self._gaps.available else "no",
             "odometry": self.cfg.odom_topic or "none (speed band)", **self.tracking.diagnostics(),
@@ -350,7 +345,7 @@ class LocalizerNode(LifecycleNode):
         if self.reloc is None or self.pub_diag is None:
             return
         v = self.diagnostics_values()
-        warn, message = status_summary(v, self._active.is_set())
+        warn, message = S.status_summary(v, self._active.is_set())
         level = DiagnosticStatus.WARN if warn else DiagnosticStatus.OK
         name = f"{self.get_fully_qualified_name()}: relocalization"
         self.pub_diag.publish(M.diagnostic_array(self.get_clock().now().to_msg(), name, f"disam_ros/{self.device}",

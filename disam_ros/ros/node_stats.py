@@ -246,6 +246,15 @@ class LogThrottle:
         return True
 
 
+def selection_values(sel: Any, selector: Any) -> dict[str, Any]:
+    """The encoder choice and the query condition behind it, as /diagnostics keys."""
+    q = sel.query
+    return {"domain": sel.domain, "domain_reason": sel.reason, "weather": q.weather, "daylight": q.daylight,
+            "foliage": q.foliage, "season": q.season,
+            "solar_elevation_deg": q.elevation_deg if q.elevation_deg is not None else float("nan"),
+            "domain_override": selector.override, "condition_table": selector.table.name}
+
+
 def status_summary(values: dict[str, Any], active: bool) -> tuple[bool, str]:
     """(warn?, message) of the /diagnostics status: WARN after bad frames or errors, or while frames are
     processed but none localized; an inactive node is OK and says it is not listening."""
