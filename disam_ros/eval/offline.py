@@ -82,25 +82,39 @@ def example_pair(reloc: Relocalizer, q: Query, res: object, correct: bool, domai
                        correct, q_heat, m_heat)
 
 
+class ScoredRun:
+    """Per-query results, answers and up to `per_condition` example pairs of a run (one per drive reset),
+    shared by the single-frame and the tracker evaluations so both score and pick examples alike."""
+
+    def __init__(self, reloc: Relocalizer, per_condition: int) -> None:
+        self.reloc, self.per_condition = reloc, per_condition
+        self.results, self.examples, self.answers, self.shown = [], [], [], 0
+
+    def new_drive(self) -> None:
+        self.shown = 0
+
+    def add(self, q: Query, a: Answer, res: object) -> None:
+        m = self.reloc.map
+        r = query_result(q, a, m.positions, m.names)
+        self.results.append(r)
+        self.answers.append(a)
+        if a.index is not None and self.shown < self.per_condition:
+            ex = example_pair(self.reloc, q, res, is_correct(r, THRESHOLDS[-1]), a.domain)
+            if ex is not None:
+                self.examples.append(ex)
+                self.shown += 1
+
+
 def evaluate(reloc: Relocalizer, groups: Sequence[QueryGroup], examples_per_condition: int = 1,
              progress: bool = True, default_weather: str = "sunny"):
     """Run every query; returns (QueryResults, ExamplePairs, Answers)."""
-    results, examples, answers = [], [], []
-    m = reloc.map
+    run = ScoredRun(reloc, examples_per_condition)
     for g in groups:
         reloc.selector.set_weather(g.weather or default_weather)
-        shown = 0
+        run.new_drive()
         for q in tqdm(g.queries, desc=f"eval {g.condition}", disable=not progress, unit="img"):
-            a, res = answer(reloc, q)
-            r = query_result(q, a, m.positions, m.names)
-            results.append(r)
-            answers.append(a)
-            if a.index is not None and shown < examples_per_condition:
-                ex = example_pair(reloc, q, res, is_correct(r, THRESHOLDS[-1]), a.domain)
-                if ex is not None:
-                    examples.append(ex)
-                    shown += 1
-    return results, examples, answers
+            run.add(q, *answer(reloc, q))
+    return run.results, run.examples, run.answers
 
 
 def tracked_frame(mode: str, q: Query, step: TrackStep, feature: float) -> TrackedFrame:
@@ -121,14 +135,13 @@ def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequ
     {mode: Tracker}, and for the FIRST mode: QueryResults, ExamplePairs, Answers as `evaluate` gives them)."""
     config = config or TrackerConfig()
     tracked, trackers = [], {}
-    results, examples, answers = [], [], []
-    m = reloc.map
+    run = ScoredRun(reloc, examples_per_condition)
     for k, mode in enumerate(modes):
         tracker = trackers[mode] = Tracker(reloc, replace(config, mode=mode))
         for g in groups:
             reloc.selector.set_weather(g.weather or default_weather)
             tracker.reset(f"new drive {g.condition}")
-            shown = 0
+            run.new_drive()
             for q in tqdm(g.queries, desc=f"eval {mode} {g.condition}", disable=not progress, unit="img"):
                 t0 = time.perf_counter()
                 step = tracker.step(q.image, q.stamp)
@@ -140,15 +153,8 @@ def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequ
                 a = Answer(int(res.index), np.asarray(res.position), np.asarray(res.quat),
                            tuple(int(i) for i, _ in res.topk), latency, step.selection.domain) if res.ok else \
                     Answer(None, latency_s=latency, domain=step.selection.domain)
-                r = query_result(q, a, m.positions, m.names)
-                results.append(r)
-                answers.append(a)
-                if a.index is not None and shown < examples_per_condition:
-                    ex = example_pair(reloc, q, res, is_correct(r, THRESHOLDS[-1]), a.domain)
-                    if ex is not None:
-                        examples.append(ex)
-                        shown += 1
-    return tracked, trackers, results, examples, answers
+                run.add(q, a, res)
+    return tracked, trackers, run.results, run.examples, run.answers
 
 
 def mode_list(text: str) -> tuple[str, ...]:
