@@ -383,12 +383,12 @@ def test_confidence_gate_words_and_numbers():
 
 
 def test_selection_values_name_the_choice_and_its_condition():
-    from types import SimpleNamespace as NS
+    from types import SimpleNamespace as Ns
 
     from disam_ros.ros.node_stats import selection_values
 
-    sel = NS(domain="night", reason="best match (cost 0)",
-             query=NS(weather="rain", daylight="night", foliage="none", season="winter", elevation_deg=None))
-    v = selection_values(sel, NS(override="", table=NS(name="synthetic")))
+    sel = Ns(domain="night", reason="best match (cost 0)",
+             query=Ns(weather="rain", daylight="night", foliage="none", season="winter", elevation_deg=None))
+    v = selection_values(sel, Ns(override="", table=Ns(name="synthetic")))
     assert (v["domain"], v["weather"], v["daylight"], v["condition_table"]) == ("night", "rain", "night", "synthetic")
     assert v["solar_elevation_deg"] != v["solar_elevation_deg"]  # NaN: no usable stamp

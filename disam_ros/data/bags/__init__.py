@@ -68,7 +68,6 @@ from disam_ros.data.bags.tracks import (  # noqa: F401
     interpolate_pose,
     slerp,
     sort_track,
-    stamp_to_ns,
 )
 from disam_ros.data.bags.write import (  # noqa: F401
     BagWriteOptions,
@@ -81,3 +80,4 @@ from disam_ros.data.bags.write import (  # noqa: F401
     staging_dir,
     write_folder_bag,
 )
+from disam_ros.data.stamps import stamp_to_ns  # noqa: F401  (bags speak ns; the one stamp helper)

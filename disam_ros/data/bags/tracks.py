@@ -9,10 +9,6 @@ from disam_ros.data.bags.common import GAP, OK, OUTSIDE, BagError
 from disam_ros.geometry import normalize_quat
 
 
-def stamp_to_ns(stamp: float) -> int:
-    return int(round(float(stamp) * 1e9))
-
-
 def slerp(q0: np.ndarray, q1: np.ndarray, u: float) -> np.ndarray:
     """Spherical interpolation of xyzw quaternions along the shorter arc (u=0 -> q0, u=1 -> q1)."""
     q0, q1 = normalize_quat(q0), normalize_quat(q1)

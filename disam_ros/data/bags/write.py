@@ -22,9 +22,9 @@ from disam_ros.data.bags.common import (
     BagError,
     BagWarning,
 )
-from disam_ros.data.bags.tracks import stamp_to_ns
 from disam_ros.data.folders import CameraIntrinsics, load_condition, read_image
 from disam_ros.data.image_codec import encode_compressed, encode_image
+from disam_ros.data.stamps import stamp_to_ns
 from disam_ros.fsutil import MARKER, StagedDir, replaceable
 
 
