@@ -55,6 +55,7 @@ from disam_ros.retrieval.sequence import (
     SequenceLocalizer,
     max_entropy,
 )
+from disam_ros.retrieval.standstill import StandstillDetector
 from disam_ros.retrieval.track_parts import (
     SUPPORT_FRAMES,
     PlaceContrast,
@@ -80,6 +81,7 @@ class TrackerConfig:
     tolerance_m: float = 5.0  # what "correct" means for the calibrated confidence
     tolerance_deg: float = 10.0
     place_contrast_frames: float = 20.0  # sequence/window: discount places high for ~this many frames (0: off)
+    standstill_ratio: float = 0.1  # sequence/window: a frame this close to the last one holds (0: off)
 
     def __post_init__(self) -> None:
         if self.mode not in TRACKER_MODES:
@@ -88,6 +90,8 @@ class TrackerConfig:
             raise ValueError(f"loop_closure_min_consecutive={self.loop_closure_min_consecutive!r} must be >= 1")
         if not (self.place_contrast_frames == 0 or self.place_contrast_frames >= 1):
             raise ValueError(f"place_contrast_frames={self.place_contrast_frames!r} must be 0 (off) or >= 1 frame")
+        if not 0.0 <= self.standstill_ratio < 1.0:
+            raise ValueError(f"standstill_ratio={self.standstill_ratio!r} must lie in [0, 1) (0: off)")
         if not (self.tolerance_m > 0 and self.tolerance_deg > 0):
             raise ValueError(f"tolerance ({self.tolerance_m} m, {self.tolerance_deg} deg) must be positive")
 
@@ -105,6 +109,7 @@ def config_summary(cfg: TrackerConfig) -> dict[str, Any]:
     """The settings a calibration depends on (stored with it, compared at load)."""
     seq = {f.name: getattr(cfg.sequence, f.name) for f in fields(cfg.sequence) if f.name != "mode"}
     seq["place_contrast_frames"] = cfg.place_contrast_frames
+    seq["standstill_ratio"] = cfg.standstill_ratio
     return {"sequence": seq, "tolerance": [cfg.tolerance_m, cfg.tolerance_deg]}
 
 
@@ -129,6 +134,9 @@ class Tracker:
             self._seq = SequenceLocalizer(graph, seq_cfg, self.observation)
         cf = config.place_contrast_frames
         self._contrast = PlaceContrast(len(self._positions), cf) if cf > 0 and self._seq is not None else None
+        ratio = config.standstill_ratio
+        self._standstill = StandstillDetector(ratio) if ratio > 0 and self._seq is not None else None
+        self.still = False  # the last frame showed the camera where it was (and the belief held)
         self._prior: SpatialPrior | None = None
         self._last: TrackStep | None = None
         self._consistent = 0
@@ -202,6 +210,8 @@ class Tracker:
             self._seq.reset()
         if self._contrast is not None:
             self._contrast.reset()
+        if self._standstill is not None:
+            self._standstill.reset()
         self._prior, self._prev, self._consistent = None, None, 0
         self._support.clear()
         self._last = None  # diagnostics describe the belief as it is now, not the last frame's
@@ -225,10 +235,14 @@ class Tracker:
             if prior is not None and not same_prior(prior, self._prior):
                 self._seq.set_prior(prior.position, prior_sigma(prior))
             self._prior = prior if prior is not None else self._prior
-            if self._contrast is not None and isinstance(scores, np.ndarray):
-                scores = self._contrast(scores)
-            est = self._seq.update(scores, t, odom_distance_m)
-            self._track_support(scores, est)
+            still = self._standstill is not None and self._standstill(rgb)
+            est = self._seq.hold(t) if still and odom_distance_m is None and prior is None else None
+            self.still = est is not None
+            if est is None:
+                if self._contrast is not None and isinstance(scores, np.ndarray):
+                    scores = self._contrast(scores)
+                est = self._seq.update(scores, t, odom_distance_m)
+                self._track_support(scores, est)
             step = self._sequence_step(sel, res, est)
         step.result.timings_ms["track"] = (time.perf_counter() - t0) * 1e3
         self._last = step
@@ -299,6 +313,7 @@ class Tracker:
             "mode": self.mode, "places": n, "frames": self.frames, "calibration": self._cal_note,
             "observation": self._obs_source, "belief_entropy": math.nan, "belief_entropy_max": max_entropy(n),
             "top_place_mass": math.nan, "consistent_frames": self._consistent, "reinitialised": "",
+            "standstill": self.still,
         }
         if self._seq is not None:
             out["drives"] = int(len(np.unique(self._seq.graph.start)))

@@ -157,6 +157,8 @@ def test_check_value_messages():
         ("max_speed_mps", float("inf"), "'max_speed_mps' must be a speed >= 0"),
         ("odom_topic", "odom topic", "odom_topic 'odom topic' is not a ROS topic name"),
         ("loop_closure_min_consecutive", 0, "loop_closure_min_consecutive must be >= 1"),
+        ("speed_change_prob", 0.5, "speed_change_prob must be in [0, 0.5)"),
+        ("standstill_ratio", -0.1, "standstill_ratio must be in [0, 1)"),
         ("min_confidence", 1.5, "min_confidence must be in [0, 1] or NaN"),
         ("min_heuristic_confidence", float("nan"), "min_heuristic_confidence must be in [0, 1]"),
     ]:
@@ -177,10 +179,12 @@ def test_speed_band_checked_across_parameters(context, tmp_path):
     finally:
         node.destroy_node()
     node = declared(context, cli_args=["--ros-args", "-p", f"map:={tmp_path}", "-p", "mode:=window",
-                                       "-p", "odom_topic:=/odom", "-p", "loop_closure_min_consecutive:=5"])
+                                       "-p", "odom_topic:=/odom", "-p", "loop_closure_min_consecutive:=5",
+                                       "-p", "speed_change_prob:=0.25", "-p", "standstill_ratio:=0.0"])
     try:
         cfg = ln.read_config(node)
         assert (cfg.mode, cfg.odom_topic, cfg.loop_closure_min_consecutive) == ("window", "/odom", 5)
+        assert (cfg.speed_change_prob, cfg.standstill_ratio) == (0.25, 0.0)
         assert math.isnan(cfg.min_confidence) and cfg.min_heuristic_confidence == 0.0
     finally:
         node.destroy_node()

@@ -271,3 +271,29 @@ def test_support_and_calibrated_probability_by_hand():
     assert calibrated_probability(cal, 0.5) == 0.0  # below anything the fit saw: no promise
     assert calibrated_probability(cal, 1.5) == pytest.approx(0.3)
     assert calibrated_probability(cal, 7.0) == pytest.approx(0.9)
+
+
+def test_a_stop_holds_the_belief_where_it_was(world):
+    """The same image again (a vehicle standing still) is no new evidence and no motion: the tracker holds
+    (answer, support and the place marginal as the filter's own hold step gives them), says so in its
+    diagnostics, and moves on with the next moving frame."""
+    reloc = relocalizer(world)
+    tr = Tracker(reloc, TrackerConfig(mode="sequence"))
+    qs = queries(world, "test")
+    for q in qs[:30]:
+        step = tr.step(q.image, q.stamp)
+    answer, feature = step.result.index, tr.last_feature
+    for k in range(1, 5):
+        before = tr._seq.posterior()
+        held = tr.step(qs[29].image, qs[29].stamp + k * PERIOD)
+        assert tr.still and tr.diagnostics()["standstill"] is True
+        assert held.result.index == answer and tr.last_feature == pytest.approx(feature)
+        eps = tr.config.sequence.teleport_prob
+        np.testing.assert_allclose(tr._seq.posterior(), (1 - eps) * before + eps / N, rtol=1e-9)
+    moving = tr.step(qs[30].image, qs[29].stamp + 5 * PERIOD)
+    assert not tr.still and moving.estimate is not None
+    off = Tracker(reloc, TrackerConfig(mode="sequence", standstill_ratio=0.0))
+    for q in qs[:30]:
+        off.step(q.image, q.stamp)
+    off.step(qs[29].image, qs[29].stamp + PERIOD)
+    assert not off.still  # disabled: the repeated frame is observed as any other

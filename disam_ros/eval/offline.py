@@ -182,6 +182,9 @@ def add_tracker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--place-contrast-frames", type=non_negative_float, default=TrackerConfig.place_contrast_frames,
                    help="discount map places that score high over about this many frames (0: off; default "
                         "%(default)s)")
+    p.add_argument("--standstill-ratio", type=probability, default=TrackerConfig.standstill_ratio,
+                   help="hold the belief on frames that differ from the last by less than this share of a "
+                        "moving step (0: off; default %(default)s)")
     p.add_argument("--tolerance", type=tolerance_pair, default=(5.0, 10.0),
                    help="what a right answer is, 'METRES,DEGREES' (default 5,10)")
 
@@ -212,7 +215,8 @@ def tracker_config(args: argparse.Namespace) -> TrackerConfig:
     seq = SequenceConfig(max_speed_mps=args.max_speed_mps, speed_change_prob=args.speed_change_prob,
                          window_frames=args.window_frames)
     return TrackerConfig(mode=args.modes[0], sequence=seq, tolerance_m=args.tolerance[0],
-                         tolerance_deg=args.tolerance[1], place_contrast_frames=args.place_contrast_frames)
+                         tolerance_deg=args.tolerance[1], place_contrast_frames=args.place_contrast_frames,
+                         standstill_ratio=args.standstill_ratio)
 
 
 def parse_bag_arg(text: str) -> tuple[str, Path]:
@@ -308,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                 "calibration": "; ".join(f"{m}: {t.diagnostics()['calibration']}" for m, t in trackers.items()),
                 "tracker settings": f"max speed {args.max_speed_mps:g} m/s, speed change {args.speed_change_prob:g}, "
                                     f"window {args.window_frames} frames, place contrast "
-                                    f"{args.place_contrast_frames:g} frames"}
+                                    f"{args.place_contrast_frames:g} frames, standstill {args.standstill_ratio:g}"}
         paths = write_report(args.out, results, reloc.map.positions, examples, meta,
                              title="DISAM offline localisation report", tracked=tracked, publish=publish,
                              tolerance=args.tolerance)

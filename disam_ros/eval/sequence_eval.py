@@ -9,27 +9,15 @@ estimated from that half's map alone; the calibration and the publishing thresho
 reaching 99 % precision) are fitted on the first half's runs and applied unchanged to the second half,
 where every number is measured. Place i is at (i m, 0, 0); a frame is right within +-2 frames (2 m).
 
-Reproduce (one CPU thread, about a minute)::
+Score sets (`--sets`): the untrained tiny encoder, raw pixels, SeqSLAM's patch-normalised pixels and the
+shipped demo encoder. Each goes through the Tracker's own per-frame steps (place contrast before the
+filter, the track's support as the calibrated feature), so the rows are what the node would do with the
+same scores. Reproduce (one CPU thread, about a minute)::
 
-    python -m disam_ros.eval.sequence_eval --data ../shared/data/nordland_trimmed_dev --json seq.json
+    disam-sequence-eval --data ../shared/data/nordland_trimmed_dev --json seq.json
 
-Measured here (2-core machine, 1 thread, 23 s; second half: 863 winter queries against 863 summer frames;
-threshold = calibrated confidence fitted on the first half for 99 % precision at 95 % confidence):
-
-| scores | mode | R@1 +-2 | coverage | precision | ECE | (first half R@1) |
-|---|---|---|---|---|---|---|
-| untrained tiny encoder | single | 74.2 % | 0.0 % | - | 0.086 | 59.4 % |
-| untrained tiny encoder | sequence | 98.8 % | 99.8 % | 98.8 % | 0.013 | 99.2 % |
-| untrained tiny encoder | window (L 20) | 98.8 % | 99.5 % | 98.8 % | 0.013 | 92.8 % |
-| raw pixels 32x32 | single | 10.5 % | 0.0 % | - | 0.096 | 19.5 % |
-| raw pixels 32x32 | sequence | 39.2 % | 0.0 % | - | 0.385 | 76.3 % |
-| raw pixels 32x32 | window (L 20) | 81.6 % | 66.4 % | 98.6 % | 0.090 | 76.9 % |
-
-The encoder's ten wrong sequence frames are one stretch where the belief ran 12 m ahead through an
-ambiguous part of the route and waited for the train (log-odds -0.3 to 2.2, below typical right frames).
-Raw pixels on the second half lose the filter for good (it follows a confident wrong track: NEES 265),
-while the window, which forgets after 20 frames, recovers. NEES on Nordland is not informative: map and
-query frames share positions, so most errors are exactly 0.
+The measured table and what it shows are in docs/evaluation.md ("Measured on the demo world", Nordland).
+NEES on Nordland is not informative: map and query frames share positions, so most errors are exactly 0.
 """
 from __future__ import annotations
 
@@ -37,6 +25,7 @@ import glob
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,10 +36,16 @@ from disam_ros.cliutil import OneLineParser
 from disam_ros.retrieval.calibration import ece, fit_isotonic, threshold_for_precision
 from disam_ros.retrieval.place_graph import PlaceGraph
 from disam_ros.retrieval.sequence import ObservationModel, SequenceConfig, SequenceLocalizer
+from disam_ros.retrieval.track_parts import SUPPORT_FRAMES, PlaceContrast, support
 
 log = logging.getLogger(__name__)
 
 MODES = ("single", "sequence", "window")
+SET_NAMES = {"untrained": "untrained tiny encoder", "pixels": "raw pixels 32x32",
+             "patchnorm": "patch-normalised pixels 32x16", "shipped": "shipped demo encoder (summer/snow)"}
+FeatureFn = Callable[[list[np.ndarray]], np.ndarray]
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+CONTRAST_FRAMES = 20.0  # the Tracker's default place_contrast_frames
 NORDLAND_DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "data" / "nordland_trimmed_dev"
 MIN_BRIGHTNESS = 20  # 99th-percentile pixel: Nordland's tunnel frames carry a bright watermark, so not max
 NORDLAND_CONFIG = SequenceConfig(min_speed_mps=0.0, max_speed_mps=3.0, max_gap_s=60.0, mass_radius_m=2.0,
@@ -72,20 +67,29 @@ class ScoreSet:
     truth: np.ndarray
 
 
-def run_mode(s: ScoreSet, config: SequenceConfig, observation: ObservationModel) -> dict[str, np.ndarray]:
-    """Feed a score matrix frame by frame; per frame the estimate's map index, the log-odds of its mass (the
-    confidence feature calibration maps), NEES and update time."""
+def run_mode(s: ScoreSet, config: SequenceConfig, observation: ObservationModel,
+             contrast_frames: float = CONTRAST_FRAMES) -> dict[str, np.ndarray]:
+    """Feed a score matrix frame by frame as the node's Tracker does: per-place contrast before the filter
+    (sequence/window) and the track's support as the confidence feature (single: the log-odds of the
+    best place's mass). Per frame the estimate's map index, that feature, NEES and update time."""
     loc = SequenceLocalizer(PlaceGraph.build(s.map_positions), config, observation)
-    idx, mass, nees, ms = [], [], [], []
+    tracked = config.mode != "single"
+    contrast = PlaceContrast(len(s.map_positions), contrast_frames) if tracked and contrast_frames > 0 else None
+    answered: deque[float] = deque(maxlen=SUPPORT_FRAMES)
+    idx, feature, nees, ms = [], [], [], []
     for q in range(len(s.scores)):
         t0 = time.perf_counter()
-        est = loc.update(s.scores[q], float(s.stamps[q]))
+        scores = contrast(s.scores[q]) if contrast is not None else s.scores[q]
+        est = loc.update(scores, float(s.stamps[q]))
         ms.append((time.perf_counter() - t0) * 1e3)
+        if est.reinitialised:
+            answered.clear()
+        answered.append(float(observation.frame_z(scores)[est.index]))
         err = s.truth[q] - est.position
         idx.append(est.index)
-        mass.append(est.log_odds)
+        feature.append(support(answered) if tracked else est.log_odds)
         nees.append(float(err @ np.linalg.solve(est.covariance, err)))
-    return {"index": np.array(idx), "mass": np.array(mass), "nees": np.array(nees), "ms": np.array(ms)}
+    return {"index": np.array(idx), "mass": np.array(feature), "nees": np.array(nees), "ms": np.array(ms)}
 
 
 def correct(s: ScoreSet, index: np.ndarray, tol_m: float) -> np.ndarray:
@@ -98,17 +102,17 @@ def observation_for(s: ScoreSet, exclusion_m: float) -> ObservationModel:
 
 
 def compare(fit: ScoreSet, test: ScoreSet, config: SequenceConfig, tol_m: float, precision: float = 0.99,
-            exclusion_m: float = 5.0) -> list[dict]:
+            exclusion_m: float = 5.0, contrast_frames: float = CONTRAST_FRAMES) -> list[dict]:
     """Per mode: calibration + threshold fitted on `fit`, everything reported on `test`."""
     rows = []
     obs_fit, obs_test = observation_for(fit, exclusion_m), observation_for(test, exclusion_m)
     for mode in MODES:
         cfg = replace(config, mode=mode)
-        a = run_mode(fit, cfg, obs_fit)
+        a = run_mode(fit, cfg, obs_fit, contrast_frames)
         ok_a = correct(fit, a["index"], tol_m)
         cal = fit_isotonic(a["mass"], ok_a, mode=mode, tolerance=(tol_m, 180.0))
         thr = threshold_for_precision(cal.apply(a["mass"]), ok_a, precision)
-        b = run_mode(test, cfg, obs_test)
+        b = run_mode(test, cfg, obs_test, contrast_frames)
         ok_b = correct(test, b["index"], tol_m)
         conf = cal.apply(b["mass"])
         pub = conf >= thr
@@ -180,6 +184,54 @@ def pixel_features(size: int = 32) -> Callable[[list[np.ndarray]], np.ndarray]:
     return fn
 
 
+def patch_normalised_features(width: int = 32, height: int = 16, patch: int = 4) -> FeatureFn:
+    """SeqSLAM's image difference made a descriptor: grey, width x height, every patch x patch block scaled to
+    zero mean and unit variance (so a block's brightness and contrast do not count), then L2-normalised, so
+    the inner product ranks places as SeqSLAM's sum of absolute differences roughly does."""
+    import cv2
+
+    def fn(images: list[np.ndarray]) -> np.ndarray:
+        out = []
+        for im in images:
+            g = cv2.resize(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), (width, height), interpolation=cv2.INTER_AREA)
+            b = g.astype(np.float64).reshape(height // patch, patch, width // patch, patch).transpose(0, 2, 1, 3)
+            b = b.reshape(b.shape[0], b.shape[1], -1)
+            b = (b - b.mean(axis=2, keepdims=True)) / (b.std(axis=2, keepdims=True) + 1.0)
+            v = b.reshape(-1)
+            out.append(v / max(float(np.linalg.norm(v)), 1e-12))
+        return np.stack(out).astype(np.float32)
+
+    return fn
+
+
+def shipped_features(query: bool, map_domain: str = "summer", query_domain: str = "snow") -> FeatureFn:
+    """Eq. 16 coarse vectors of the shipped demo encoder (trained on the synthetic town only: Nordland is as
+    unseen as data gets): the map through its `summer` encoder, the winter queries through `snow`."""
+    import torch
+
+    from disam_ros.model import Encoder
+    from disam_ros.retrieval.descriptors import coarse_vectors
+
+    enc = Encoder.from_checkpoint(ASSETS / "demo_coarse.pt", device="cpu")
+    domain = query_domain if query else map_domain
+    return lambda images: torch.cat([coarse_vectors(enc.encode(images[i:i + 64], domain))
+                                     for i in range(0, len(images), 64)]).numpy()
+
+
+def feature_pairs(name: str, seed: int) -> tuple[FeatureFn, FeatureFn]:
+    """(map features, query features) of a named score set."""
+    if name == "untrained":
+        fn = untrained_features(seed)
+        return fn, fn
+    if name == "pixels":
+        return pixel_features(), pixel_features()
+    if name == "patchnorm":
+        return patch_normalised_features(), patch_normalised_features()
+    if name == "shipped":
+        return shipped_features(query=False), shipped_features(query=True)
+    raise ValueError(f"score set {name!r} is unknown: use one of {list(SET_NAMES)}")
+
+
 def halves(name: str, map_vec: np.ndarray, query_vec: np.ndarray, frames: np.ndarray) -> tuple[ScoreSet, ScoreSet]:
     """First and second contiguous half of the route, each its own map and queries."""
     cut = len(frames) // 2
@@ -198,16 +250,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", type=float, default=0.99, help="precision the publishing threshold aims at")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: a bounded, comparable run)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    p.add_argument("--contrast-frames", type=float, default=CONTRAST_FRAMES,
+                   help="the Tracker's place_contrast_frames (0: off)")
+    p.add_argument("--sets", default="untrained,pixels,patchnorm,shipped",
+                   help=f"comma-separated score sets, from {','.join(SET_NAMES)}")
     args = p.parse_args(argv)
+    args.sets = [k.strip() for k in args.sets.split(",") if k.strip()]
+    unknown = [k for k in args.sets if k not in SET_NAMES]
+    if unknown or not args.sets:
+        p.error(f"--sets {unknown or 'empty'}: use names from {','.join(SET_NAMES)}")
     import torch
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     summer, winter, frames = nordland_frames(args.data)
     rows = []
-    for name, fn in (("untrained tiny encoder", untrained_features(args.seed)), ("raw pixels 32x32", pixel_features())):
-        first, second = halves(name, fn(summer), fn(winter), frames)
-        rows += compare(first, second, NORDLAND_CONFIG, tol_m=2.0, precision=args.precision)
+    for key in args.sets:
+        map_fn, query_fn = feature_pairs(key, args.seed)
+        first, second = halves(SET_NAMES[key], map_fn(summer), query_fn(winter), frames)
+        rows += compare(first, second, NORDLAND_CONFIG, tol_m=2.0, precision=args.precision,
+                        contrast_frames=args.contrast_frames)
     print(render(rows))
     print(f"({time.perf_counter() - t0:.0f} s)")
     if args.json:

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from disam_ros.retrieval.belief import SparseBelief, checked_frame
+from disam_ros.retrieval.observation import EVIDENCE_NATS_PER_FRAME, OBSERVATION_VERSION, ObservationModel
 from disam_ros.retrieval.place_graph import MotionPlan, PlaceGraph
 from disam_ros.retrieval.summary import PlaceGeometry
 from disam_ros.retrieval.window import WindowMatcher
@@ -38,14 +39,7 @@ from disam_ros.retrieval.window import WindowMatcher
 log = logging.getLogger(__name__)
 
 SEQUENCE_MODES = ("sequence", "window", "single")
-OBSERVATION_VERSION = 1
 MIN_POS_SIGMA_M = 0.05  # as retrieval.result: a covariance is never tighter than 5 cm
-# Evidence one frame may add for its best place, in nats (log-likelihood ratio of a typical right place).
-# The Gaussian likelihood ratio would add d'^2/2 per frame, but consecutive frames share their appearance
-# errors, so that counts the same evidence many times and a few bad frames look decisive. Tempering to
-# about one nat per frame was best for both the untrained encoder (d' 2.8) and raw pixels (d' 1.5) on the
-# first half of the Nordland dev route (sequence_eval); the gain then follows from the map alone.
-EVIDENCE_NATS_PER_FRAME = 1.0
 
 
 @dataclass(frozen=True)
@@ -82,73 +76,6 @@ class SequenceConfig:
                 raise ValueError(f"SequenceConfig.{name}={getattr(self, name)!r} must be positive")
         if self.window_frames < 1 or self.window_speeds < 1 or self.speed_bins < 1:
             raise ValueError("window_frames, window_speeds and speed_bins must be >= 1: e.g. 10, 9 and 6")
-
-
-@dataclass(frozen=True)
-class ObservationModel:
-    """Score -> log-likelihood scale, estimated from the map; JSON-able so a map can store it."""
-
-    gain: float = 0.5  # log-likelihood per unit of standardised score
-    wrong_mean: float = 0.0  # map-against-map scores outside the own neighbourhood (shortlist mode)
-    wrong_scale: float = 1.0
-    self_separation: float = 4.0  # median standardised score of the nearest other image of the same place
-    exclusion_m: float = 0.0
-    rows: int = 0
-    version: int = OBSERVATION_VERSION
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ObservationModel:
-        if int(data.get("version", -1)) != OBSERVATION_VERSION:
-            raise ValueError(f"observation model version {data.get('version')!r} is not {OBSERVATION_VERSION}: "
-                             "re-estimate it with ObservationModel.estimate")
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    @classmethod
-    def estimate(cls, self_scores: np.ndarray, rows: np.ndarray, positions: np.ndarray, exclusion_m: float,
-                 evidence_nats: float = EVIDENCE_NATS_PER_FRAME) -> ObservationModel:
-        """From map rows scored against the whole map: (R, N) scores, the map index of each row, positions.
-
-        Places farther than `exclusion_m` from a row's image are its wrong places; the best score within
-        (0, exclusion_m] is a right place seen by another image; their standardised separation is d'. The
-        gain makes a typical right place (z = d') worth `evidence_nats` of log-likelihood: gain = nats / d'.
-        """
-        s = np.asarray(self_scores, dtype=np.float64)
-        pos = np.asarray(positions, dtype=np.float64)
-        rows = np.asarray(rows, dtype=np.int64)
-        sq = np.einsum("ij,ij->i", pos, pos)
-        dist = np.sqrt(np.maximum(sq[rows][:, None] + sq[None, :] - 2.0 * pos[rows] @ pos.T, 0.0))
-        wrong = dist > exclusion_m
-        near = (dist <= exclusion_m) & (np.arange(s.shape[1])[None, :] != rows[:, None])
-        usable = (wrong.sum(1) >= 2) & near.any(1)
-        if not usable.any():
-            raise ValueError(f"no map image has both a neighbour within {exclusion_m} m and two places beyond it: "
-                             "pass an exclusion radius between the map spacing and the map's extent")
-        s, wrong, near = s[usable], wrong[usable], near[usable]
-        w = np.where(wrong, s, np.nan)
-        mean, std = np.nanmean(w, axis=1), np.nanstd(w, axis=1)
-        right = np.where(near, s, -np.inf).max(axis=1)
-        sep = float(np.median((right - mean) / np.maximum(std, 1e-12)))
-        return cls(gain=float(evidence_nats) / max(sep, 0.1), wrong_mean=float(np.median(mean)),
-                   wrong_scale=float(np.median(std)), self_separation=sep, exclusion_m=float(exclusion_m),
-                   rows=int(usable.sum()))
-
-    def frame_z(self, scores: np.ndarray) -> np.ndarray:
-        """Full-map scores -> z >= 0: standardised by the frame's mean and spread, floored at the mean."""
-        s = np.asarray(scores, dtype=np.float64)
-        mean, std = s.mean(), s.std()
-        return np.maximum(s - mean, 0.0) / max(std, 1e-12)
-
-    def shortlist_z(self, ids: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
-        """Shortlist -> z over all n places: unscored places sit at the floor (the shortlist's lowest score)."""
-        s = np.asarray(scores, dtype=np.float64)
-        z = np.zeros(n)
-        if len(s):
-            z[np.asarray(ids, dtype=np.int64)] = (s - s.min()) / max(self.wrong_scale, 1e-12)
-        return z
 
 
 @dataclass(frozen=True, eq=False)
@@ -235,6 +162,7 @@ class SequenceLocalizer:
         """Forget everything: uniform belief, no history (the node's ~/reset)."""
         self._restart_belief()
         self.window.reset()
+        self._window_p: np.ndarray | None = None
         self._stamp: float | None = None
         self._prev_best: np.ndarray | None = None
         self._consistent = 0
@@ -365,10 +293,31 @@ class SequenceLocalizer:
                 self._restart_belief()
             p = self._belief.sum(axis=0)
         elif mode == "window":
-            p = normalise_log(gain * self.window.push(z, stamp))
+            p = self._window_p = normalise_log(gain * self.window.push(z, stamp))
         else:
             p = normalise_log(gain * z)
         return self._estimate(self.geometry.summary(p), stamp, moved, reason)
+
+    def hold(self, stamp: float) -> SequenceEstimate | None:
+        """A frame showing the vehicle standing still: a motion step of zero distance (odometry 0) and no
+        observation, because a repeated image is not new evidence; counting it again and again is what let
+        one misleading view at a stop pull the belief away. None when there is nothing to hold (no frame
+        since a (re)start, a stamp gap or backwards stamp, single mode): the caller updates instead."""
+        stamp = float(stamp)
+        if self._stamp is None or self._restart_reason(stamp) or self.config.mode == "single":
+            return None
+        if self.config.mode == "window":
+            if self._window_p is None:
+                return None
+            p = self._window_p
+        else:
+            self.predict(stamp - self._stamp, 0.0)
+            if self._sparse is not None:
+                self._stamp = stamp
+                return self._estimate(self._sparse.summary(self.geometry), stamp, 0.0, "")
+            p = self._belief.sum(axis=0)
+        self._stamp = stamp
+        return self._estimate(self.geometry.summary(p), stamp, 0.0, "")
 
     def _estimate(self, summary: tuple[int, float, float, float, np.ndarray, float], stamp: float, moved: float,
                   reason: str) -> SequenceEstimate:
@@ -391,5 +340,5 @@ def max_entropy(n: int) -> float:
     return math.log(max(n, 1))
 
 
-__all__ = ["OBSERVATION_VERSION", "SEQUENCE_MODES", "ObservationModel", "SequenceConfig", "SequenceEstimate",
-           "SequenceLocalizer", "max_entropy", "normalise_log", "summarise"]
+__all__ = ["EVIDENCE_NATS_PER_FRAME", "OBSERVATION_VERSION", "SEQUENCE_MODES", "ObservationModel", "SequenceConfig",
+           "SequenceEstimate", "SequenceLocalizer", "max_entropy", "normalise_log", "summarise"]

@@ -65,6 +65,10 @@ PARAMETERS: tuple[Param, ...] = (
           "allowed).", constraints=">= 0 and <= max_speed_mps"),
     Param("max_speed_mps", 15.0, "Fastest vehicle speed between frames when no odometry arrives.",
           constraints="> 0 and >= min_speed_mps"),
+    Param("speed_change_prob", 0.1, "Per frame, share of the belief moving to each neighbouring speed bin (how "
+          "readily the vehicle changes speed without odometry).", constraints="0 <= p < 0.5"),
+    Param("standstill_ratio", 0.1, "Hold the belief on frames that differ from the previous one by less than "
+          "this share of a typical moving step (a stopped vehicle); 0 = off.", constraints="0 <= r < 1"),
     Param("odom_topic", "", "nav_msgs/Odometry topic: the distance travelled between frames moves the belief; "
           "empty = none (the speed band).", constraints="empty or a topic name"),
     Param("loop_closure_min_consecutive", 3, "A loop-closure hint on ~/loop_closure only after this many "
@@ -134,6 +138,8 @@ class LocalizerConfig:
     mode: str
     min_speed_mps: float
     max_speed_mps: float
+    speed_change_prob: float
+    standstill_ratio: float
     odom_topic: str
     loop_closure_min_consecutive: int
     min_confidence: float
@@ -229,6 +235,10 @@ def check_value(name: str, value: Any) -> Any:
         raise ValueError(f"mode {value!r} is not valid: use one of {', '.join(MODES)}")
     elif name in ("min_speed_mps", "max_speed_mps") and not (math.isfinite(value) and value >= 0.0):
         raise ValueError(f"parameter '{name}' must be a speed >= 0 in m/s, got {value}")
+    elif name == "speed_change_prob" and not (math.isfinite(value) and 0.0 <= value < 0.5):
+        raise ValueError(f"speed_change_prob must be in [0, 0.5), got {value}")
+    elif name == "standstill_ratio" and not (math.isfinite(value) and 0.0 <= value < 1.0):
+        raise ValueError(f"standstill_ratio must be in [0, 1) (0 = off), got {value}")
     elif name == "odom_topic" and value and not TOPIC_RE.fullmatch(value):
         raise ValueError(f"odom_topic {value!r} is not a ROS topic name: use letters, digits, _ and / "
                          "(e.g. /odom), or leave it empty")

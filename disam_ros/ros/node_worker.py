@@ -38,8 +38,9 @@ class NodeTracking:
         from disam_ros.retrieval.sequence import SequenceConfig
         from disam_ros.tracking import Tracker, TrackerConfig
 
-        seq = SequenceConfig(mode=cfg.mode, min_speed_mps=cfg.min_speed_mps, max_speed_mps=cfg.max_speed_mps)
-        self.tracker = Tracker(reloc, TrackerConfig(mode=cfg.mode, sequence=seq,
+        seq = SequenceConfig(mode=cfg.mode, min_speed_mps=cfg.min_speed_mps, max_speed_mps=cfg.max_speed_mps,
+                             speed_change_prob=cfg.speed_change_prob)
+        self.tracker = Tracker(reloc, TrackerConfig(mode=cfg.mode, sequence=seq, standstill_ratio=cfg.standstill_ratio,
                                                     loop_closure_min_consecutive=cfg.loop_closure_min_consecutive))
         self.places = len(reloc.map)
         self.lock = threading.Lock()
