@@ -58,6 +58,15 @@ def test_clock_vetoes_a_dark_frame_at_noon_but_not_weather():
     assert max(unknown, key=unknown.get) == "night"  # no stamp: the image decides
 
 
+def test_no_elevation_is_neutral_to_tabled_and_untabled_domains():
+    # day and night are tabled, snow has no daylight attribute: without a stamp none may be favoured, so the
+    # posterior is the image's probabilities with the floor: (p + 1e-4) / (1 + 3e-4)
+    image = {"day": 0.25, "night": 0.7, "snow": 0.05}
+    for elevation in (None, math.nan):
+        post = fuse_domain(image, elevation, TABLE, ScoringRule())
+        assert post == pytest.approx({k: (v + 1e-4) / (1 + 3e-4) for k, v in image.items()}, rel=1e-9)
+
+
 def test_attribute_marginal_through_the_table():
     p = attribute_probs({"day": 0.2, "night": 0.5, "snow": 0.3}, TABLE, "daylight", ("day", "night"))
     assert p == pytest.approx({"day": 0.2 / 0.7, "night": 0.5 / 0.7})

@@ -12,6 +12,7 @@ from disam_ros.eval.condition_eval import brute_force_domain, distinctiveness, r
 from disam_ros.model.condition_head import (
     N_FEATURES,
     ConditionHead,
+    bright_enough,
     find_condition_head,
     image_features,
     load_condition_head,
@@ -22,9 +23,11 @@ from disam_ros.training.condition import (
     ConditionTrainConfig,
     accuracy,
     block_folds,
+    leave_one_place_out,
     load_labelled,
     select_indices,
     train_head,
+    train_range,
 )
 
 
@@ -114,3 +117,53 @@ def test_brute_force_keeps_the_most_distinctive_retrieval():
     assert brute_force_domain(sims.__getitem__, ["ref", "snow", "night"]) == ("snow", pytest.approx(0.5))
     flat = {"ref": np.array([0.5, 0.5]), "snow": np.array([0.6, 0.6])}
     assert brute_force_domain(flat.__getitem__, ["ref", "snow"])[0] == "ref"  # tie: the first
+
+
+def test_train_range_leaves_a_gap_before_the_test_part():
+    # 1788 frames at 0.5: the test part starts at round(894) = 894, training stops 5 frames earlier
+    assert train_range(1788, 0.5, 5) == range(0, 889)
+    assert train_range(10, 1.0, 5) == range(10)
+    with pytest.raises(ValueError, match="no training frame"):
+        train_range(10, 0.5, 5)
+
+
+def test_bright_enough_uses_the_99th_percentile():
+    frame = np.zeros((10, 10, 3), np.uint8)
+    frame[0, 0] = 255  # one bright pixel of 100: a watermark on a tunnel frame, below the 99th percentile
+    assert not bright_enough(frame, 20)
+    frame[:2] = 30  # 20 % of the pixels at 30 or more: percentile 99 = 30
+    assert bright_enough(frame, 20) and not bright_enough(frame, 31)
+    assert bright_enough(np.zeros((4, 4, 3), np.uint8), 0)  # threshold 0: no filter
+
+
+def _write_flat(root, name, images):
+    import cv2
+    (root / name).mkdir(parents=True)
+    for i, im in enumerate(images):
+        cv2.imwrite(str(root / name / f"images-{i:05d}.png"), im[:, :, ::-1])
+
+
+def test_flat_layout_frames_and_keep(tmp_path):
+    rng = np.random.default_rng(1)
+    summer = [rng.integers(100, 200, (16, 32, 3), dtype=np.uint8) for _ in range(6)]
+    winter = [rng.integers(150, 255, (16, 32, 3), dtype=np.uint8) for _ in range(6)]
+    winter[1][:] = 3  # a tunnel frame: dropped by the brightness rule
+    _write_flat(tmp_path, "summer", summer)
+    _write_flat(tmp_path, "winter", winter)
+    data = load_labelled(tmp_path, ["summer", "winter"], frames=lambda n: train_range(n, 0.5, 1),
+                         keep=lambda im: bright_enough(im, 20))
+    # frames [0, 2) of each folder, winter's frame 1 dropped
+    assert data.labels["domain"].tolist() == [0, 0, 1]
+    assert data.places.tolist() == ["images-00000.png", "images-00001.png", "images-00000.png"]
+    with pytest.raises(FileNotFoundError, match="autumn"):
+        load_labelled(tmp_path, ["summer", "autumn"])
+
+
+def test_leave_one_place_out_scores_every_frame_unseen(two_conditions):
+    torch.set_num_threads(1)
+    data = load_labelled(two_conditions, ["day", "night"], (0.0, 0.2))  # 4 places x 2 conditions
+    pred = leave_one_place_out(data, ConditionTrainConfig(steps=60))
+    assert pred.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]  # bright vs dark noise: separable from 3 other places
+    data.places = None
+    with pytest.raises(ValueError, match="place names"):
+        leave_one_place_out(data)

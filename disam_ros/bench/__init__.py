@@ -15,6 +15,7 @@ SUITES = {
     "node": ("disam_ros.bench.node", "localizer node end-to-end latency, image in to pose out"),
     "training": ("disam_ros.bench.training", "training iterations per second per recipe and preset"),
     "sequence": ("disam_ros.bench.sequence", "sequence localizer update time per map size and mode"),
+    "condition": ("disam_ros.bench.condition", "per-frame latency the condition recogniser (auto) adds, CPU"),
 }
 
 

@@ -87,7 +87,14 @@ def fuse(image: Mapping[str, float], prior: Mapping[str, float], prior_weight: f
 def fuse_domain(image: Mapping[str, float], elevation_deg: float | None, table: ConditionTable,
                 rule: ScoringRule, thresholds: Mapping[str, float] | None = None, prior_weight: float = 1.0,
                 softness_deg: float = 2.0) -> dict[str, float]:
-    """Domain probabilities from the recogniser's domain head fused with the solar prior (the auto source)."""
+    """Domain probabilities from the recogniser's domain head fused with the solar prior (the auto source).
+
+    Without a usable elevation (no stamp, sim time, no site) the clock says nothing, so every domain is neutral
+    and the image alone decides. Not the uniform daylight prior pushed through the table: that would give each
+    tabled domain ~0.26 (the mean of exp(-3 * steps) over four classes) and an untabled one 1, a 4x bias
+    towards domains the table does not describe (Nordland's `winter` beside the synthetic table's `summer`)."""
+    if elevation_deg is None or not math.isfinite(elevation_deg):
+        return fuse(image, {}, prior_weight)
     prior = daylight_prior(elevation_deg, thresholds, softness_deg)
     like = domain_daylight_likelihood(prior, table, list(image), rule)
     return fuse(image, like, prior_weight)

@@ -61,6 +61,13 @@ def image_features(image: np.ndarray) -> np.ndarray:
     return feats.astype(np.float32)
 
 
+def bright_enough(image: np.ndarray, min_brightness: float) -> bool:
+    """The retrieval evaluation's dark-frame rule (training.layouts.drop_dark, Nordland preset 20): keep a frame
+    whose 99th-percentile pixel reaches `min_brightness`. A percentile, not the maximum: Nordland's tunnel frames
+    are black but for a bright watermark. Used so recognition is scored on the frames R@1 is scored on."""
+    return min_brightness <= 0 or float(np.percentile(image, 99)) >= min_brightness
+
+
 def batch_features(images: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack([image_features(im) for im in images]) if len(images) else np.zeros((0, N_FEATURES), np.float32)
 

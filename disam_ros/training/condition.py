@@ -19,9 +19,17 @@ import torch
 from torch import nn
 
 from disam_ros.cliutil import OneLineParser
-from disam_ros.data.folders import list_conditions, load_condition, read_image
+from disam_ros.data.folders import read_image
 from disam_ros.data.world_yaml import world_yaml_if_present
-from disam_ros.model.condition_head import ConditionHead, batch_features, save_condition_head, sidecar_path
+from disam_ros.model.condition_head import (
+    ConditionHead,
+    batch_features,
+    bright_enough,
+    save_condition_head,
+    sidecar_path,
+)
+
+from .layouts import discover
 
 LOG = logging.getLogger(__name__)
 ATTRIBUTES = ("weather", "daylight", "foliage")
@@ -46,6 +54,7 @@ class LabelledFeatures:
     labels: dict[str, np.ndarray]
     tasks: dict[str, tuple[str, ...]]
     domains_of: np.ndarray  # (N,) domain index, kept for per-condition reports
+    places: np.ndarray | None = None  # (N,) file name per frame: the same name in two folders is the same place
 
 
 def select_indices(n: int, span: tuple[float, float]) -> range:
@@ -56,13 +65,31 @@ def select_indices(n: int, span: tuple[float, float]) -> range:
     return range(int(round(lo * n)), int(round(hi * n)))
 
 
+def train_range(n: int, train_fraction: float, gap: int) -> range:
+    """The training part of a route of n frames cut at `train_fraction`: [0, round(f * n) - gap), i.e. split.py's
+    cut with no validation part, so the test part [round(f * n), n) lies `gap` frames away (f >= 1: all)."""
+    if train_fraction >= 1.0:
+        return range(n)
+    stop = round(n * train_fraction) - gap
+    if train_fraction <= 0.0 or stop < 1:
+        raise ValueError(f"--train-fraction {train_fraction} with --gap {gap} leaves no training frame of {n}: "
+                         "raise the fraction or lower the gap")
+    return range(stop)
+
+
 def load_labelled(root: str | Path, conditions: Sequence[str] | None = None, span: tuple[float, float] = (0.0, 1.0),
                   attributes: Mapping[str, Mapping[str, str]] | None = None,
-                  keep: Callable[[np.ndarray], bool] | None = None) -> LabelledFeatures:
-    """Features and labels of ROOT/<condition>/images/* (condition = domain). Attributes come from
-    `attributes` (condition -> {weather: .., ...}) or else the root's world.yaml; `keep(image)` may drop
-    frames (e.g. Nordland's black tunnel frames)."""
-    names = list(conditions) if conditions else list_conditions(root)
+                  keep: Callable[[np.ndarray], bool] | None = None,
+                  frames: Callable[[int], Sequence[int]] | None = None) -> LabelledFeatures:
+    """Features and labels of ROOT/<condition>/images/* or ROOT/<condition>/*.png (training/layouts.py; condition
+    = domain). Attributes come from `attributes` (condition -> {weather: .., ...}) or else the root's world.yaml;
+    `frames(n)` (default: `span`) picks each folder's frames by index; `keep(image)` may drop frames (e.g.
+    Nordland's black tunnel frames, `bright_enough`)."""
+    found = {d.name: d for d in discover(root)}
+    names = list(conditions) if conditions else sorted(found)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise FileNotFoundError(f"{root}: conditions {missing} not found (have {sorted(found)}): fix --conditions")
     if attributes is None:
         world = world_yaml_if_present(root)
         attributes = {}
@@ -74,13 +101,15 @@ def load_labelled(root: str | Path, conditions: Sequence[str] | None = None, spa
         vals = sorted({attributes.get(n, {}).get(a) for n in names} - {None})
         if vals:
             tasks[a] = tuple(vals)
-    feats, doms = [], []
+    feats, doms, places = [], [], []
     for di, name in enumerate(names):
-        folder = load_condition(root, name)
-        images = [read_image(folder.image_paths[i]) for i in select_indices(len(folder), span)]
-        images = [im for im in images if keep is None or keep(im)]
-        feats.append(batch_features(images))
-        doms += [di] * len(images)
+        paths = found[name].paths
+        idx = frames(len(paths)) if frames is not None else select_indices(len(paths), span)
+        pairs = [(paths[i].name, read_image(paths[i])) for i in idx]
+        pairs = [(p, im) for p, im in pairs if keep is None or keep(im)]
+        feats.append(batch_features([im for _, im in pairs]))
+        doms += [di] * len(pairs)
+        places += [p for p, _ in pairs]
     doms_arr = np.asarray(doms, dtype=np.int64)
     labels = {"domain": doms_arr}
     for a, vals in tasks.items():
@@ -88,7 +117,7 @@ def load_labelled(root: str | Path, conditions: Sequence[str] | None = None, spa
             continue
         per_dom = np.array([vals.index(attributes[n][a]) if a in attributes.get(n, {}) else -1 for n in names])
         labels[a] = per_dom[doms_arr]
-    return LabelledFeatures(np.concatenate(feats), labels, tasks, doms_arr)
+    return LabelledFeatures(np.concatenate(feats), labels, tasks, doms_arr, np.asarray(places))
 
 
 def train_head(data: LabelledFeatures, config: ConditionTrainConfig = ConditionTrainConfig()) -> ConditionHead:
@@ -96,7 +125,7 @@ def train_head(data: LabelledFeatures, config: ConditionTrainConfig = ConditionT
     if len(data.features) == 0:
         raise ValueError("no training frames for the condition recogniser: check the data root and span")
     torch.manual_seed(config.seed)
-    head = ConditionHead(data.tasks, config.hidden)
+    head = ConditionHead(data.tasks, config.hidden, n_features=data.features.shape[1])
     head.set_normalisation(data.features)
     x = torch.as_tensor(data.features)
     ys = {k: torch.as_tensor(v) for k, v in data.labels.items()}
@@ -110,13 +139,13 @@ def train_head(data: LabelledFeatures, config: ConditionTrainConfig = ConditionT
         loss.backward()
         opt.step()
         if step == config.steps - 1:
-            LOG.info("condition recogniser: final training loss %.4f over %d frames", float(loss.detach()), len(x))
+            LOG.debug("condition recogniser: final training loss %.4f over %d frames", float(loss.detach()), len(x))
     return head.eval()
 
 
 def _subset(data: LabelledFeatures, mask: np.ndarray) -> LabelledFeatures:
     return LabelledFeatures(data.features[mask], {k: v[mask] for k, v in data.labels.items()}, data.tasks,
-                            data.domains_of[mask])
+                            data.domains_of[mask], None if data.places is None else data.places[mask])
 
 
 def block_folds(domains_of: np.ndarray, k: int) -> np.ndarray:
@@ -144,8 +173,10 @@ def fit_with_cv(data: LabelledFeatures, config: ConditionTrainConfig = Condition
         accs = [accuracy(train_head(_subset(data, folds != f), cfg), _subset(data, folds == f))["domain"]["all"]
                 for f in range(k)]
         scores.append((float(np.mean(accs)), wd))
-        LOG.info("condition recogniser: weight decay %g -> CV domain accuracy %.3f", wd, scores[-1][0])
+        LOG.debug("condition recogniser: weight decay %g -> CV domain accuracy %.3f", wd, scores[-1][0])
     best = max(scores, key=lambda s: (round(s[0], 6), s[1]))[1]
+    LOG.info("condition recogniser: weight decay %g chosen by %d-fold block CV (domain accuracy %s)", best, k,
+             ", ".join(f"{wd:g}: {acc:.3f}" for acc, wd in scores))
     return train_head(data, replace(config, weight_decay=best))
 
 
@@ -173,31 +204,69 @@ def accuracy(head: ConditionHead, data: LabelledFeatures) -> dict[str, dict[str,
     return out
 
 
+def leave_one_place_out(data: LabelledFeatures, config: ConditionTrainConfig = ConditionTrainConfig()
+                        ) -> np.ndarray:
+    """Predicted domain index per frame, each from a recogniser fitted (with `fit_with_cv`) on every OTHER
+    place: all conditions' images of a place are held out together, so no view of the scored place was seen.
+    Why: a walk of ten places is too small to cut into a training and a test segment."""
+    if data.places is None:
+        raise ValueError("leave-one-place-out needs the frames' place names (load them with load_labelled)")
+    pred = np.empty(len(data.features), dtype=np.int64)
+    for place in np.unique(data.places):
+        out = data.places == place
+        head = fit_with_cv(_subset(data, ~out), config)
+        with torch.inference_mode():
+            pred[out] = head(torch.as_tensor(data.features[out]))["domain"].argmax(1).numpy()
+    return pred
+
+
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog="disam-train-condition",
                       description="Train the condition recogniser beside a model checkpoint.")
-    p.add_argument("--data", required=True, type=Path, help="dataset root: ROOT/<condition>/images/*")
+    p.add_argument("--data", required=True, type=Path,
+                   help="dataset root: ROOT/<condition>/images/* or ROOT/<condition>/*.png (flat, e.g. Nordland)")
     p.add_argument("--checkpoint", type=Path, help="model checkpoint; the recogniser is written beside it")
     p.add_argument("--out", type=Path, help="explicit output file (default: beside --checkpoint)")
     p.add_argument("--conditions", default="", help="comma-separated condition folders (default: all)")
     p.add_argument("--span", default="0:1", help="fraction of each folder to train on, e.g. 0:0.5")
+    p.add_argument("--train-fraction", type=float, default=None,
+                   help="train on [0, round(f*n) - gap) of each folder (held-out test part [round(f*n), n))")
+    p.add_argument("--gap", type=int, default=5, help="frames between training and test parts (default 5)")
+    p.add_argument("--min-brightness", type=float, default=0.0,
+                   help="drop frames whose 99th-percentile pixel is below this (Nordland: 20)")
+    p.add_argument("--leave-one-place-out", action="store_true",
+                   help="only report held-out accuracy, one fit per place (small sets); writes nothing")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if not args.out and not args.checkpoint:
+    if not (args.out or args.checkpoint or args.leave_one_place_out):
         p.error("give --checkpoint (write beside it) or --out")
-    out = args.out or sidecar_path(args.checkpoint)
-    lo, hi = (float(v) for v in args.span.split(":"))
+    try:
+        lo, hi = (float(v) for v in args.span.split(":"))
+    except ValueError:
+        p.error(f"--span {args.span!r} is not START:STOP fractions, e.g. --span 0:0.5")
     conds = [c for c in args.conditions.split(",") if c] or None
     if args.checkpoint and conds is None:
         from disam_ros.model.checkpoint import read_checkpoint
         conds = list(read_checkpoint(args.checkpoint, map_location="cpu")[1].domains)
+    frames = None if args.train_fraction is None else (lambda n: train_range(n, args.train_fraction, args.gap))
+    keep = (lambda im: bright_enough(im, args.min_brightness)) if args.min_brightness > 0 else None
     try:
-        data = load_labelled(args.data, conds, (lo, hi))
+        data = load_labelled(args.data, conds, (lo, hi), keep=keep, frames=frames)
     except (FileNotFoundError, ValueError) as exc:
         p.exit(2, f"error: {exc}\n")
+    if args.leave_one_place_out:
+        pred = leave_one_place_out(data)
+        y = data.labels["domain"]
+        for di, name in enumerate(data.tasks["domain"]):
+            m = y == di
+            LOG.info("leave-one-place-out %s: %d/%d recognised", name, int((pred[m] == di).sum()), int(m.sum()))
+        print(f"leave-one-place-out domain accuracy: {100 * float((pred == y).mean()):.1f} % of {len(y)} frames")
+        return 0
     head = fit_with_cv(data)
+    out = args.out or sidecar_path(args.checkpoint)
     save_condition_head(out, head)
-    LOG.info("condition recogniser %s -> %s", {k: len(v) for k, v in head.tasks.items()}, out)
+    LOG.info("condition recogniser %s from %d frames -> %s", {k: len(v) for k, v in head.tasks.items()},
+             len(data.features), out)
     return 0
 
 
