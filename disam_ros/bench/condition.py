@@ -10,7 +10,6 @@ Medians over `--reps` timed calls after warm-up, one torch thread unless `--thre
 """
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from disam_ros import conditions
+from disam_ros.bench.output import emit
 from disam_ros.cliutil import OneLineParser
 from disam_ros.conditions.fusion import Hysteresis, fuse_domain
 from disam_ros.model.condition_head import ConditionHead, image_features
@@ -129,12 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--threads must be >= 1, e.g. --threads 1")
     torch.set_num_threads(args.threads)
     rows = run(args.reps, not args.no_encoder)
-    print(format_table(rows))
-    blob = json.dumps({"suite": "condition", "torch": torch.__version__, "results": rows})
-    print(blob)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(blob + "\n")
+    emit("condition", rows, format_table(rows), args.json, torch=torch.__version__)
     return 0
 
 

@@ -5,7 +5,6 @@ localizer's case) and batch 8 (map building). On CUDA float16 + channels_last is
 """
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from disam_ros.bench.output import emit
 from disam_ros.cliutil import OneLineParser
 from disam_ros.model.config import PRESETS, preset
 from disam_ros.model.inference import resolve_device
@@ -134,12 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         p.error(str(e))
     rows = run(names, device, args.reps)
-    print(format_table(rows))
-    blob = json.dumps({"suite": "model", "torch": torch.__version__, "results": rows}, indent=None)
-    print(blob)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(blob + "\n")
+    emit("model", rows, format_table(rows), args.json, torch=torch.__version__)
     return 0
 
 

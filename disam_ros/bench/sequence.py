@@ -11,13 +11,13 @@ filter instead. The goal in issue 10 is <= 2 ms at 100k places on one core for t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from dataclasses import replace
 
 import numpy as np
 
+from disam_ros.bench.output import emit
 from disam_ros.retrieval.place_graph import PlaceGraph
 from disam_ros.retrieval.sequence import SEQUENCE_MODES, ObservationModel, SequenceConfig, SequenceLocalizer
 
@@ -102,12 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     bins = [int(b) for b in args.speed_bins.split(",") if b.strip()]
     rows = [time_updates(n, m, args.frames, k, dense=args.dense, scores=args.scores) for n in sizes for m in modes
             for k in (bins if m == "sequence" else [1])]
-    print(format_table(rows))
-    blob = json.dumps({"suite": "sequence", "cpus": os.cpu_count(), "results": rows})
-    print(blob)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(blob + "\n")
+    emit("sequence", rows, format_table(rows), args.json, cpus=os.cpu_count())
     return 0
 
 
