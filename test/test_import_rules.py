@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "disam_ros"
-BASE = {"geometry", "conditions", "fsutil", "logs", "cliutil"}
+BASE = {"geometry", "conditions", "fsutil", "logs", "cliutil", "heap"}
 LAYERS: dict[str, set[str]] = {
     "disam_ros": set(),  # the package's own __init__
     "geometry": set(),
     "fsutil": set(),
     "logs": set(),
     "cliutil": set(),
+    "heap": set(),
     "conditions": set(),
     "model": BASE,
     "data": BASE,

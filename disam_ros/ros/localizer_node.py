@@ -43,6 +43,7 @@ from std_srvs.srv import Trigger
 
 from disam_ros import conditions
 from disam_ros.data.image_codec import compressed_to_rgb, image_to_rgb
+from disam_ros.heap import freeze_startup_heap
 from disam_ros.ros import env
 from disam_ros.ros import messages as M
 from disam_ros.ros import node_params as P
@@ -139,7 +140,9 @@ class LocalizerNode(LifecycleNode):
         self.srv_reset = self.create_service(Trigger, "~/reset", self._on_reset)
         t0 = time.monotonic()
         self.reloc.warm_up()  # before subscribing: an active, matched subscription means the node is ready
-        self.get_logger().debug(f"warm-up query took {1e3 * (time.monotonic() - t0):.0f} ms")
+        frozen = freeze_startup_heap()  # no 200 ms full collection of the model/map heap between two frames
+        self.get_logger().debug(f"warm-up query took {1e3 * (time.monotonic() - t0):.0f} ms; {frozen} start-up "
+                                "objects exempt from garbage collection")
         self.diag_timer = self.create_timer(cfg.diagnostics_period_s, self.publish_diagnostics)
         self.get_logger().info(
             f"configured: map '{cfg.map}' ({len(self.map)} images, frame '{self.frame_id}') on {self.device}; "
