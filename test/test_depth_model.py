@@ -9,6 +9,7 @@ import torch
 from disam_ros.model import DisamNet, ModelConfig
 from disam_ros.model.depth import (
     DepthDecoder,
+    abs_rel_error,
     depth_descriptor,
     depth_loss,
     fuse_descriptors,
@@ -101,3 +102,20 @@ def test_fused_score_is_the_weighted_sum_and_fused_descriptors_reproduce_it():
     assert fused_score(torch.tensor([0.6, 0.2]), torch.tensor([0.0, 1.0]), 0.5).tolist() == pytest.approx([0.3, 0.6])
     with pytest.raises(ValueError, match="fusion weight"):
         fused_score(0.5, 0.5, 1.5)
+
+
+def test_abs_rel_error_by_hand_per_image_over_valid_pixels():
+    pred = torch.tensor([[[3.0, 2.0], [9.0, 1.0]], [[1.0, 1.0], [1.0, 1.0]]])
+    target = torch.tensor([[[2.0, 4.0], [0.0, NAN]],  # |3-2|/2 = 0.5, |2-4|/4 = 0.5 -> 0.5
+                           [[0.0, 0.0], [0.0, 0.0]]])  # nothing valid -> NaN
+    err = abs_rel_error(pred, target)
+    assert err[0].item() == pytest.approx(0.5) and math.isnan(err[1].item())
+
+
+def test_fusion_can_keep_the_appearance_vector_as_given():
+    a1, a2 = torch.tensor([[0.5, 0.0]]), torch.tensor([[0.5, 0.0]])  # |a| = 0.5: <a1, a2> = 0.25, cosine 1
+    d1, d2 = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])  # cosine 0
+    raw = (fuse_descriptors(a1, d1, 0.6, unit_appearance=False) * fuse_descriptors(a2, d2, 0.6, unit_appearance=False))
+    unit = fuse_descriptors(a1, d1, 0.6) * fuse_descriptors(a2, d2, 0.6)
+    assert raw.sum().item() == pytest.approx(0.6 * 0.25)
+    assert unit.sum().item() == pytest.approx(0.6 * 1.0)

@@ -26,8 +26,8 @@ from disam_ros.retrieval import (
 from disam_ros.retrieval import build_map as build_map_fn
 from disam_ros.retrieval import map_info as map_info_cli
 from disam_ros.retrieval.build_map import main as build_map_main
-from disam_ros.retrieval.builder import check_map_size
 from disam_ros.retrieval.descriptors import coarse_vectors, estimate_map_size, fine_vectors
+from disam_ros.retrieval.map_plan import check_map_size
 
 DOMAINS = ["sunny", "night"]
 N_IMAGES = 12
@@ -265,11 +265,13 @@ def test_map_info_cli(env, capsys):
     assert map_info_cli.main([str(env["map"]), "--verify"]) == 0
     out = capsys.readouterr().out
     for needle in ("images         12", "frame_id       map", "per image", "fine.npy", "coarse model", "extent",
-                   "verified"):
+                   "verified", "RAM (search)"):
         assert needle in out
     assert map_info_cli.main([str(env["map"]), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["images"] == N_IMAGES and info["bytes_per_image"] > 0
+    d = int(np.prod(env["coarse"].content_shape))  # exact map (auto at this size): float32 coarse resident
+    assert info["ram_estimate_bytes"] == N_IMAGES * (4 * d + 200)  # + names and poses as Python objects
 
 
 def test_build_cli_errors_are_one_line(env, tmp_path, capsys):
@@ -287,14 +289,14 @@ def test_package_attribute_is_the_function():
     assert callable(build_map_fn) and build_map_fn.__name__ == "build_map"
 
 
-@pytest.mark.parametrize("mode", ["exact", "exact16", "pooled", "pca", "hnsw"])
+@pytest.mark.parametrize("mode", ["exact", "exact16", "pooled", "pca", "hnsw", "ivfpq"])
 def test_size_estimate_matches_the_written_map(tmp_path, mode):
     """Disk per file and in total within a few % of what is written; RAM = the coarse search's resident copy."""
     n, rng = 300, np.random.default_rng(0)
     coarse = TableEncoder(rng.standard_normal((n, 8, 12, 12)).astype(np.float32))
     fine = TableEncoder(rng.standard_normal((n, 8, 12, 12)).astype(np.float32))
-    s = settings_for_mode(mode, coarse_grid=4 if mode == "pooled" else None, pca_dim=48 if mode in ("pca", "hnsw")
-                          else None, fine_grid=None if mode == "exact" else 4)
+    s = settings_for_mode(mode, coarse_grid=4 if mode == "pooled" else None, pca_dim=48 if mode in ("pca", "hnsw",
+                          "ivfpq") else None, fine_grid=None if mode == "exact" else 4)
     est = estimate_map_size(n, coarse.content_shape, fine.content_shape, s, name_bytes=8)  # names img00000
     out = build_map(token_frames(n), coarse, fine, tmp_path / "m", "ref", s, progress=False, total=n)
     written = {p.name: p.stat().st_size for p in out.iterdir()}
@@ -316,16 +318,16 @@ def test_large_map_is_announced_with_the_compact_fix(tmp_path, caplog):
     """The issue's case: an exact map at the small preset silently became 895 MB. Now it is estimated and,
     above 1 GiB, a warning names --mode pca with what it would cost."""
     enc = _paper_like(preset("small", DOMAINS).content_shape)  # (128, 32, 32): 768 KiB per image exact
-    with caplog.at_level(logging.INFO, logger="disam_ros.retrieval.builder"):
-        check_map_size(tmp_path / "m", 2000, enc, enc, settings_for_mode("exact"))
+    with caplog.at_level(logging.INFO, logger="disam_ros.retrieval.map_plan"):
+        check_map_size(tmp_path / "m", 2000, enc, enc, settings_for_mode("exact"), ram_bytes=None)
     info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     warn = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     said = [float(re.search(r"about ([\d.]+) GiB on disk", m).group(1)) for m in info if "2000 images" in m]
     assert said and said[0] == pytest.approx(2000 * 128 * 32 * 32 * (4 + 2) / 2**30, abs=0.01), info  # f32 + f16
     assert len(warn) == 1 and "--mode pca" in warn[0] and "MiB on disk" in warn[0], warn
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="disam_ros.retrieval.builder"):
-        check_map_size(tmp_path / "m", 2000, enc, enc, settings_for_mode("pca"))
+    with caplog.at_level(logging.INFO, logger="disam_ros.retrieval.map_plan"):
+        check_map_size(tmp_path / "m", 2000, enc, enc, settings_for_mode("pca"), ram_bytes=None)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 

@@ -1,9 +1,11 @@
 """`disam-bench node`: end-to-end latency of the localizer node, image published -> pose received.
 
-For each model preset: render a small synthetic world, make random-init coarse and fine models (latency
-does not depend on training), build a map of the reference drive, start the node in a subprocess (as
-the launcher does) and send query frames of the repeat drive one at a time over DDS on loopback, timing
+For each model preset and map mode: render a small synthetic world, make random-init coarse and fine models
+(latency does not depend on training), build a map of the reference drive, start the node in a subprocess
+(as the launcher does) and send query frames of the repeat drive one at a time over DDS on loopback, timing
 publish -> PoseStamped receipt in this process. The node's own stage timings come from /diagnostics.
+Maps larger than the rendered drive (`--rendered`) are built by the real builder from the rendered frames'
+real encodings, tiled with noise (`disam_ros.bench.tiled`), so a 10k-image map needs 200 rendered frames.
 Prints a table and a JSON document (also written to --json).
 """
 from __future__ import annotations
@@ -38,17 +40,21 @@ def render_world(root: Path, frames: int, image_size: tuple[int, int]) -> Path:
     return root
 
 
-def prepare(work: Path, root: Path, preset: str, map_size: int, device: str) -> tuple[Path, list]:
-    """Random-init models + a map of the first `map_size` reference frames; returns the map directory and
-    (rgb, stamp) queries from the repeat drive."""
+def prepare(work: Path, root: Path, preset: str, map_size: int, device: str, mode: str = "exact",
+            rendered: int | None = None) -> tuple[Path, list]:
+    """Random-init models + a map of `map_size` images in `mode` (the first reference frames, or the `rendered`
+    frames tiled with noise when the map is larger); returns the map directory and (rgb, stamp) queries from
+    the repeat drive."""
     import itertools
 
     import torch
 
+    from disam_ros.bench.tiled import TiledEncoder, encode_all, tiled_frames
     from disam_ros.data.folders import iter_frames, load_condition
     from disam_ros.model import DisamNet, Encoder, save_checkpoint
     from disam_ros.model import preset as make_preset
-    from disam_ros.retrieval import build_map
+    from disam_ros.retrieval import build_map, settings_for_mode
+    from disam_ros.retrieval.map_plan import resolve_mode
 
     domains = ("sunny", "overcast", "snow", "dusk")
     ckpts = []
@@ -59,12 +65,24 @@ def prepare(work: Path, root: Path, preset: str, map_size: int, device: str) -> 
         save_checkpoint(path, DisamNet(cfg), cfg)
         ckpts.append(path)
     coarse, fine = (Encoder.from_checkpoint(p, device=device) for p in ckpts)
-    map_dir = work / f"map_{preset}_{map_size}"
-    frames = itertools.islice(iter_frames(load_condition(root, "sunny", require_poses=True)), map_size)
-    build_map(frames, coarse, fine, map_dir, domain="sunny", progress=False, checkpoint_paths=tuple(ckpts),
-              source=f"{root.absolute()} condition sunny", overwrite=True)
+    map_dir = work / f"map_{preset}_{map_size}_{mode}"
+    ref = load_condition(root, "sunny", require_poses=True)
+    mode = resolve_mode(mode, map_size, coarse, fine, work)
+    settings = settings_for_mode(mode)
+    source = f"{root.absolute()} condition sunny"
+    if map_size <= len(ref) and (rendered is None or map_size <= rendered):
+        frames = itertools.islice(iter_frames(ref), map_size)
+    else:  # the rendered drive's real encodings, tiled with noise (bench/tiled.py)
+        images = [f.image for f in itertools.islice(iter_frames(ref), rendered or len(ref))]
+        coarse = TiledEncoder(coarse, encode_all(coarse, images, "sunny"), seed=0)
+        fine = TiledEncoder(fine, encode_all(fine, images, "sunny"), seed=1)
+        frames = tiled_frames(map_size, ref.trajectory.positions[:len(images)], ref.trajectory.quats[:len(images)])
+        source += f", {len(images)} frames tiled with noise to {map_size}"
+    build_map(frames, coarse, fine, map_dir, domain="sunny", settings=settings, progress=False,
+              checkpoint_paths=tuple(ckpts), source=source, overwrite=True, total=map_size)
     del coarse, fine
-    repeat = itertools.islice(iter_frames(load_condition(root, "sunny_repeat", True)), map_size)
+    repeat = itertools.islice(iter_frames(load_condition(root, "sunny_repeat", True)), min(map_size, rendered or
+                                                                                             map_size))
     return map_dir, [(f.image, float(f.stamp)) for f in repeat]
 
 
@@ -107,7 +125,8 @@ def measure(map_dir: Path, queries: list, n: int, device: str, compressed: bool,
     return {"latencies_ms": lat, "missed": missed, "diagnostics": diag, "exit_code": rc}
 
 
-def summarize(preset: str, map_size: int, image_size: tuple[int, int], compressed: bool, r: dict) -> dict[str, Any]:
+def summarize(preset: str, map_size: int, image_size: tuple[int, int], compressed: bool, r: dict,
+              mode: str = "exact") -> dict[str, Any]:
     lat = sorted(r["latencies_ms"])
     d = r["diagnostics"]
 
@@ -116,7 +135,7 @@ def summarize(preset: str, map_size: int, image_size: tuple[int, int], compresse
         return None if v is None else float(v)
 
     return {
-        "preset": preset, "map_size": map_size, "image": f"{image_size[0]}x{image_size[1]}",
+        "preset": preset, "map_size": map_size, "mode": mode, "image": f"{image_size[0]}x{image_size[1]}",
         "transport": "CompressedImage(jpeg)" if compressed else "Image(rgb8)", "queries": len(lat),
         "missed": r["missed"],
         "median_ms": statistics.median(lat) if lat else None,
@@ -135,7 +154,7 @@ def summarize(preset: str, map_size: int, image_size: tuple[int, int], compresse
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    cols = [("preset", "preset"), ("map_size", "map"), ("image", "image"), ("transport", "transport"),
+    cols = [("preset", "preset"), ("map_size", "map"), ("mode", "mode"), ("image", "image"), ("transport", "transport"),
             ("queries", "n"), ("median_ms", "median ms"), ("p95_ms", "p95 ms"), ("node_encode_coarse_median_ms",
             "enc coarse"), ("node_encode_fine_median_ms", "enc fine"), ("node_coarse_search_median_ms", "search"),
             ("node_fine_rerank_median_ms", "rerank"), ("node_decode_median_ms", "decode"), ("node_rss_mb", "RSS MB")]
@@ -157,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--map-size", type=int, default=None, help="map images (default per preset: tiny 100, "
                         "paper 20)")
     parser.add_argument("--queries", type=int, default=None, help="timed queries (default: tiny 40, paper 15)")
+    parser.add_argument("--modes", default="exact", help="comma-separated map modes (default exact; auto picks "
+                        "by size and RAM)")
+    parser.add_argument("--rendered", type=int, default=None, help="frames to render per drive (default: the map "
+                        "size); larger maps tile these frames' encodings with noise")
     parser.add_argument("--image-size", default="640x480", help="camera image WxH (default 640x480)")
     parser.add_argument("--device", default="cpu", help="node device (default cpu)")
     parser.add_argument("--compressed", action="store_true", help="send CompressedImage (jpeg) instead of rgb8")
@@ -168,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [p for p in presets if p not in PRESET_DEFAULTS]
     if unknown:
         parser.error(f"unknown presets {unknown}: use {list(PRESET_DEFAULTS)}")
+    from disam_ros.retrieval.descriptors import MODES
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or (bad := [m for m in modes if m not in (*MODES, "auto")]):
+        parser.error(f"--modes {args.modes!r}: unknown {bad or 'empty list'}; use auto or some of {', '.join(MODES)}")
+    if args.rendered is not None and args.rendered < 2:
+        parser.error(f"--rendered {args.rendered}: need at least 2 frames to tile a map from")
 
     from disam_ros.ros import env
 
@@ -177,19 +207,22 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="disam_bench_node_") as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        plan = [(p, args.map_size or PRESET_DEFAULTS[p][0], args.queries or PRESET_DEFAULTS[p][1]) for p in presets]
+        plan = [(p, mode, args.map_size or PRESET_DEFAULTS[p][0], args.queries or PRESET_DEFAULTS[p][1])
+                for p in presets for mode in modes]
+        frames = min(args.rendered or 1 << 30, max(m for _, _, m, _ in plan))
         t0 = time.monotonic()
-        root = render_world(work / f"world_{w}x{h}_{max(m for _, m, _ in plan)}", max(m for _, m, _ in plan), (w, h))
+        root = render_world(work / f"world_{w}x{h}_{frames}", frames, (w, h))
         print(f"world ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
         maps = {}
-        for preset, map_size, _ in plan:  # all maps before any node: the DDS client must come last
+        for preset, mode, map_size, _ in plan:  # all maps before any node: the DDS client must come last
             t0 = time.monotonic()
-            maps[preset] = prepare(work, root, preset, map_size, args.device)
-            print(f"[{preset}] map of {map_size} images ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
-        for preset, map_size, n in plan:
-            map_dir, queries = maps[preset]
-            r = measure(map_dir, queries, n, args.device, args.compressed, log=work / f"node_{preset}.log")
-            rows.append(summarize(preset, map_size, (w, h), args.compressed, r))
+            maps[preset, mode] = prepare(work, root, preset, map_size, args.device, mode, frames)
+            print(f"[{preset} {mode}] map of {map_size} images ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        for preset, mode, map_size, n in plan:
+            map_dir, queries = maps[preset, mode]
+            r = measure(map_dir, queries, n, args.device, args.compressed, log=work / f"node_{preset}_{mode}.log")
+            rows.append(summarize(preset, map_size, (w, h), args.compressed, r, mode=json.loads(
+                (map_dir / "manifest.json").read_text())["descriptors"]["settings"]["mode"]))
     doc = {"suite": "node", "host": {"cpus": os.cpu_count(), "machine": platform.machine(),
                                      "python": platform.python_version()}, "results": rows}
     print(table(rows))

@@ -1,6 +1,7 @@
 """`disam-bench retrieval`: query latency and memory per map image, per mode and map size, against the
 reference implementation's per-image Python loop; `disam-bench retrieval accuracy` measures what the
-compact modes cost in accuracy (see `disam_ros.bench.retrieval_accuracy`).
+compact modes cost in accuracy (see `disam_ros.bench.retrieval_accuracy`), `disam-bench retrieval scale`
+builds and queries ivfpq maps of up to a million synthesised images (`disam_ros.bench.retrieval_scale`).
 
 Maps are filled with random descriptors of the right shapes (the paper's 256x64x64 content code unless
 --content says otherwise): latency does not depend on the values. Combinations whose resident coarse
@@ -13,6 +14,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -81,6 +83,8 @@ def measure_bandwidth(nbytes: int = 1 << 30, repeats: int = 5) -> float:
 def coarse_resident_bytes(s: DescriptorSettings, n: int, content: tuple[int, int, int], device: str) -> int:
     """What the search keeps in memory for the coarse stage (the auto backend's choice, see index.py)."""
     dim = s.pca_dim or int(np.prod(pooled_shape(content, s.coarse_grid)))
+    if s.index == "ivfpq":  # one byte per PQ code + an 8-byte id; the refine vectors stay on disk
+        return n * (min(s.pq_m, dim) + 8)
     elem = 2 if s.coarse_dtype == "float16" else 4
     if device == "cpu" and s.index == "flat" and elem == 2 and n * dim * 4 <= NUMPY_UPCAST_LIMIT:
         elem = 4  # numpy backend upcasts small float16 maps
@@ -120,8 +124,11 @@ def _random_fine(path: Path, n: int, shape: tuple[int, int, int], dtype: str, rn
 
 
 def random_map(mode: str, n: int, content: tuple[int, int, int], workdir: Path, seed: int = 0) -> LocalizationMap:
-    """An in-memory map of `n` random descriptors in `mode` (fine features memory-mapped from `workdir`)."""
+    """An in-memory map of `n` random descriptors in `mode` (fine features, and an ivfpq map's refine vectors,
+    memory-mapped from `workdir`/map_MODE_N)."""
     s = MODES[mode]
+    root = workdir / f"map_{mode}_{n}"
+    root.mkdir(parents=True, exist_ok=True)
     rng = torch.Generator().manual_seed(seed)
     cshape = pooled_shape(content, s.coarse_grid)
     fshape = pooled_shape(content, s.fine_grid)
@@ -131,8 +138,10 @@ def random_map(mode: str, n: int, content: tuple[int, int, int], workdir: Path, 
     else:
         coarse = _random_coarse(n, cshape, s.coarse_dtype, rng)
     if s.index != "flat":
+        if s.refine:
+            np.save(root / "coarse.npy", coarse)
         faiss_index, coarse = build_faiss(coarse, s), None
-    fine = _random_fine(workdir / f"fine_{mode}_{n}.npy", n, fshape, s.fine_dtype, rng)
+    fine = _random_fine(root / "fine.npy", n, fshape, s.fine_dtype, rng)
     dim = pca.dim if pca else int(np.prod(cshape))
     manifest = {"count": n, "reference_domain": "ref", "frame_id": "map",
                 "descriptors": {"settings": s.to_dict(), "coarse_shape": list(cshape), "coarse_dim": dim,
@@ -141,7 +150,7 @@ def random_map(mode: str, n: int, content: tuple[int, int, int], workdir: Path, 
                 "stats": {"spacing_m": 1.0, "spacing_deg": 0.0}}
     x = np.arange(n, dtype=np.float64)
     traj = make_trajectory(x, np.stack([x, 0 * x, 0 * x], 1), np.tile([0.0, 0.0, 0.0, 1.0], (n, 1)))
-    contents = MapContents(workdir, manifest, [f"{i:06d}" for i in range(n)], traj, s, fine)
+    contents = MapContents(root, manifest, [f"{i:06d}" for i in range(n)], traj, s, fine)
     return LocalizationMap(contents, coarse, faiss_index, pca)
 
 
@@ -186,6 +195,9 @@ def bench_case(mode: str, n: int, content: tuple[int, int, int], device: str, bu
         row.status = (f"does not fit: coarse vectors need {resident / 2**30:.1f} GiB resident, budget "
                       f"{budget / 2**30:.0f} GiB")
         return row
+    if n * fbytes > shutil.disk_usage(workdir).free // 2:  # full paper-size fine features: 2 MiB per image
+        row.status = f"does not fit: fine features need {n * fbytes / 2**30:.0f} GiB of disk (the *-full modes)"
+        return row
     t0 = time.perf_counter()
     m = random_map(mode, n, content, workdir)
     row.extra["build_s"] = round(time.perf_counter() - t0, 2)
@@ -196,9 +208,8 @@ def bench_case(mode: str, n: int, content: tuple[int, int, int], device: str, bu
     if s.index == "flat" and device == "cpu":  # every query streams the map vectors and the PCA matrix once
         scanned = resident + (m.pca.components.nbytes if m.pca is not None else 0)
         row.bound_ms = scanned / (bandwidth * 1e9) * 1e3
-    for f in workdir.glob(f"fine_{mode}_{n}.npy"):
-        del m, loc
-        f.unlink()
+    del m, loc
+    shutil.rmtree(workdir / f"map_{mode}_{n}")
     return row
 
 
@@ -292,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
         from disam_ros.bench.retrieval_accuracy import main as accuracy_main
 
         return accuracy_main(argv[1:])
+    if argv[:1] == ["scale"]:
+        from disam_ros.bench.retrieval_scale import main as scale_main
+
+        return scale_main(argv[1:])
     args = _parse(argv)
     sizes = [1000] if args.quick else args.sizes
     content = (64, 16, 16) if args.quick else args.content

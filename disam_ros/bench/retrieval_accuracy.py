@@ -33,7 +33,7 @@ from disam_ros.retrieval.descriptors import estimate_map_size, settings_for_mode
 from disam_ros.retrieval.localization_map import LocalizationMap
 from disam_ros.retrieval.search import Localizer, SearchConfig
 
-MODES = ("exact", "exact16", "pooled", "pca", "ivf", "hnsw", "pca-full", "ivf-full", "hnsw-full")
+MODES = ("exact", "exact16", "pooled", "pca", "ivf", "hnsw", "pca-full", "ivf-full", "hnsw-full", "ivfpq")
 NORDLAND_DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "data" / "nordland_trimmed_dev"
 DARK_MAX_PIXEL = 100  # tunnel frames: max pixel ~85-88 (overlay) in both seasons
 

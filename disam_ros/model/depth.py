@@ -34,6 +34,7 @@ class DepthDecoder(nn.Module):
         if in_channels < 1 or n_up < 0 or width < 1 or not max_depth_m > 0:
             raise ValueError(f"bad depth decoder shape: in_channels={in_channels} n_up={n_up} width={width} "
                              f"max_depth_m={max_depth_m}; all must be positive (n_up >= 0)")
+        self.in_channels, self.n_up, self.width = int(in_channels), int(n_up), int(width)
         self.max_depth_m = float(max_depth_m)
         layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1), nn.PReLU()]
         ch = width
@@ -119,6 +120,18 @@ def depth_loss(pred: Tensor, target: Tensor, kind: str = "silog", valid: Tensor 
     raise ValueError(f"depth loss {kind!r} is not supported: use one of {list(DEPTH_LOSSES)}")
 
 
+def abs_rel_error(pred: Tensor, target: Tensor) -> Tensor:
+    """(B,) absolute relative error mean(|pred - t| / t) over each image's valid pixels; NaN with none.
+
+    The usual monocular-depth figure: per image, so every frame counts once whatever its sky fraction.
+    """
+    pred, target = _check(pred, target)
+    valid = valid_mask(target)
+    safe_t = torch.where(valid, target, torch.ones_like(target))
+    per, has = _per_image_mean((pred - safe_t).abs() / safe_t, valid)
+    return torch.where(has, per, torch.full_like(per, float("nan")))
+
+
 def depth_descriptor(depth: Tensor, grid: int = 8) -> Tensor:
     """(B, grid*grid) unit vector: log depth averaged in a grid x grid layout, minus its mean.
 
@@ -149,10 +162,15 @@ def fused_score(appearance: Tensor | float, depth: Tensor | float, w: float) -> 
     return w * appearance + (1.0 - w) * depth
 
 
-def fuse_descriptors(appearance: Tensor, depth: Tensor, w: float) -> Tensor:
+def fuse_descriptors(appearance: Tensor, depth: Tensor, w: float, unit_appearance: bool = True) -> Tensor:
     """Concatenate [sqrt(w) a/|a|, sqrt(1-w) d/|d|] so that one inner product of fused descriptors equals
-    fused_score(cos_appearance, cos_depth, w): the map and the search keep a single vector per image."""
+    fused_score(cos_appearance, cos_depth, w): the map and the search keep a single vector per image.
+
+    `unit_appearance=False` keeps a as given: for eq. 16 coarse vectors, whose inner product *is* the appearance
+    score (a dead channel makes |a| < 1, and re-normalising would change that score), so w = 1 scores exactly
+    as an appearance-only map.
+    """
     w = _check_weight(w)
-    a = F.normalize(appearance.flatten(1), dim=1)
+    a = F.normalize(appearance.flatten(1), dim=1) if unit_appearance else appearance.flatten(1)
     d = F.normalize(depth.flatten(1), dim=1)
     return torch.cat([math.sqrt(w) * a, math.sqrt(1.0 - w) * d], dim=1)

@@ -13,8 +13,9 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import encoder_state, read_checkpoint
+from .checkpoint import CheckpointError, encoder_state, read_checkpoint
 from .config import ModelConfig
+from .depth_branch import DepthBranch, DepthBranchError
 from .networks import DisamNet, build_encoder
 from .preprocess import ImageInput, to_model_input
 
@@ -99,6 +100,7 @@ class Encoder:
         self._encoders = encoders.to(device=self.device, dtype=self.dtype, memory_format=self.memory_format).eval()
         self._encoders.requires_grad_(False)
         self.checkpoint_sha256 = checkpoint_sha256
+        self.depth_branch: DepthBranch | None = None  # set by from_checkpoint when the file has one
 
     @classmethod
     def from_checkpoint(
@@ -114,8 +116,13 @@ class Encoder:
                 enc = build_encoder(cfg)
             enc.load_state_dict(encoder_state(state, d), strict=True, assign=True)
             encoders[d] = enc
-        return cls(encoders, cfg, device=dev, half=half, channels_last=channels_last,
-                   checkpoint_sha256=meta["sha256"])
+        enc = cls(encoders, cfg, device=dev, half=half, channels_last=channels_last,
+                  checkpoint_sha256=meta["sha256"])
+        try:  # seed 002: maps, search and node fuse its depth descriptor when the checkpoint carries the branch
+            enc.depth_branch = DepthBranch.from_extra(meta["extra"], dev, where=f"checkpoint {str(path)!r}")
+        except DepthBranchError as exc:
+            raise CheckpointError(str(exc)) from None
+        return enc
 
     @property
     def domains(self) -> tuple[str, ...]:

@@ -1,9 +1,12 @@
 """`disam-build-map`: encode a dataset condition into a map directory, build one shard of it, or merge shards.
 
-    disam-build-map --dataset ROOT --condition sunny --coarse C.pt [--fine F.pt] --out MAP [--mode pooled]
+    disam-build-map --dataset ROOT --condition sunny --coarse C.pt [--fine F.pt] --out MAP [--mode auto]
+        --mode auto (default) picks the most accurate mode that fits the map's size, RAM and disk
+        (retrieval/map_plan.py: exact -> pca-full -> hnsw-full -> ivfpq); the log line says which and why
         ROOT/sunny/images/* (folders) or ROOT/sunny/*.png (flat, e.g. Nordland: same name = same place), with
         poses from ROOT/sunny/poses.txt (TUM, sorted-name order); without it image i sits at (i, 0, 0) m
-    disam-build-map ... --shard 0/4 --out MAP.shard0          # one of four contiguous parts (other machines)
+    disam-build-map ... --shard 0/4 --out MAP.shard0          # one of four contiguous parts (other machines;
+                                                              # auto then decides by the whole map's size only)
     disam-build-map --merge MAP.shard0 MAP.shard1 ... --out MAP
     disam-build-map --bag DRIVE_BAG --domain sunny --coarse C.pt [--fine F.pt] --out MAP   # straight from a bag
 """
@@ -23,6 +26,7 @@ from disam_ros.data.folders import IMAGE_SUFFIXES, ConditionFolder, load_conditi
 from disam_ros.data.tum import make_trajectory, read_tum
 from disam_ros.retrieval.builder import build_map, merge_shards
 from disam_ros.retrieval.descriptors import DTYPES, INDEXES, MODES, settings_for_mode
+from disam_ros.retrieval.map_plan import AUTO, resolve_mode
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fine", type=Path, help="fine model checkpoint (omit for coarse-only maps)")
     p.add_argument("--out", type=Path, required=True, help="map directory to write")
     p.add_argument("--merge", type=Path, nargs="+", metavar="SHARD_DIR", help="merge shard directories into --out")
-    p.add_argument("--mode", default="exact", choices=list(MODES), help="descriptor preset (default exact)")
+    p.add_argument("--mode", default=AUTO, choices=[AUTO, *MODES], help="descriptor preset (default auto: by map "
+                   "size, RAM and disk; see README 'Retrieval')")
     p.add_argument("--coarse-grid", type=int, help="pool coarse maps to GxG (overrides the mode)")
     p.add_argument("--fine-grid", type=int, help="pool fine maps to GxG (overrides the mode)")
     p.add_argument("--pca-dim", type=int, help="PCA dimension (overrides the mode)")
@@ -118,7 +123,7 @@ class MapBuildConfig:
     pose_topic: str | None = None
     max_gap: float = 0.2
     domain: str | None = None  # default: the condition name
-    mode: str = "exact"
+    mode: str = AUTO  # resolved by map_plan.choose_mode once the encoders and the image count are known
     coarse_grid: int | None = None
     fine_grid: int | None = None
     pca_dim: int | None = None
@@ -132,8 +137,9 @@ class MapBuildConfig:
     overwrite: bool = False
     progress: bool = True
 
-    def settings(self):
-        return settings_for_mode(self.mode, coarse_grid=self.coarse_grid, fine_grid=self.fine_grid,
+    def settings(self, mode: str | None = None):
+        """The descriptor settings of `mode` (default: `self.mode`, which must not be "auto" then)."""
+        return settings_for_mode(mode or self.mode, coarse_grid=self.coarse_grid, fine_grid=self.fine_grid,
                                  pca_dim=self.pca_dim, coarse_dtype=self.coarse_dtype, fine_dtype=self.fine_dtype,
                                  index=self.index)
 
@@ -150,16 +156,17 @@ def build_map_from_folder(conf: MapBuildConfig) -> Path:
 
     if conf.dataset is None or conf.condition is None or conf.coarse is None:
         raise ValueError("a folder build needs --dataset, --condition and --coarse (or use --merge / --bag)")
-    settings = conf.settings()
     dataset = Path(conf.dataset)
     folder, layout, poses_source = reference_folder(dataset, conf.condition)
     source = f"{dataset.absolute()} condition {conf.condition}"
+    whole = len(folder)  # auto decides by the whole map, so every shard of it gets the same mode
     if conf.shard is not None:
         i, n = conf.shard
         lo, hi = i * len(folder) // n, (i + 1) * len(folder) // n
         folder = dataclasses.replace(folder, image_paths=folder.image_paths[lo:hi], trajectory=folder.trajectory[lo:hi])
         source += f"; shard {i}/{n} (images {lo}..{hi - 1})"
     coarse, fine = conf.encoders()
+    settings = conf.settings(resolve_mode(conf.mode, whole, coarse, fine, conf.out, use_ram=conf.shard is None))
     return build_map(iter_frames(folder), coarse, fine, conf.out, conf.domain or conf.condition, settings,
                      conf.batch_size, progress=conf.progress, frame_id=conf.frame_id, shard=conf.shard,
                      overwrite=conf.overwrite, checkpoint_paths=(conf.coarse, conf.fine), source=source,
@@ -190,15 +197,29 @@ def bag_frames(bag: Path, image_topic: str | None, pose_topic: str | None, max_g
             yield f.image, f.stamp, f.position, f.quat, name_for_stamp_ns(f.stamp_ns)
 
 
+def bag_image_count(bag: Path, image_topic: str | None) -> int | None:
+    """Image messages in the bag (on `image_topic`, else on all image topics): the map size `--mode auto` plans
+    for, an upper bound since frames without a pose are skipped. None when the bag cannot be read (the build
+    then reports why)."""
+    from disam_ros.data.bags.read import bag_info
+
+    try:
+        topics = bag_info(bag).topics
+    except Exception:  # noqa: BLE001 - any unreadable bag: the reader gives the one-line error later
+        return None
+    return sum(t.count for t in topics if (t.topic == image_topic if image_topic else t.msgtype.endswith("Image")))
+
+
 def build_map_from_bag(conf: MapBuildConfig) -> Path:
     """Encode a recorded drive (images + pose topic) into a map; returns the map dir."""
     if conf.bag is None or conf.coarse is None or conf.domain is None:
         raise ValueError("a bag build needs --bag, --coarse and --domain (the model domain of the drive's condition)")
     if conf.shard is not None or conf.dataset is not None:
         raise ValueError("--bag builds a whole map from one bag: drop --shard/--dataset")
-    settings = conf.settings()
     coarse, fine = conf.encoders()
     bag = Path(conf.bag)
+    settings = conf.settings(resolve_mode(conf.mode, bag_image_count(bag, conf.image_topic), coarse, fine,
+                                              conf.out))
     return build_map(bag_frames(bag, conf.image_topic, conf.pose_topic, conf.max_gap), coarse, fine, conf.out,
                      conf.domain, settings, conf.batch_size, progress=conf.progress, frame_id=conf.frame_id,
                      overwrite=conf.overwrite, checkpoint_paths=(conf.coarse, conf.fine),

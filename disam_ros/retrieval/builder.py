@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
-import shutil
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,13 +25,12 @@ from disam_ros.geometry import quat_angle_deg
 from disam_ros.retrieval.descriptors import (
     DescriptorSettings,
     coarse_vectors,
-    estimate_map_size,
     fine_vectors,
     fit_pca,
     pooled_shape,
-    settings_for_mode,
 )
-from disam_ros.retrieval.ivfpq import ivfpq_index
+from disam_ros.retrieval.fused import branch_record, depth_dim, with_depth
+from disam_ros.retrieval.ivfpq import build_faiss
 from disam_ros.retrieval.localization_map import load_contents
 from disam_ros.retrieval.map_format import (
     COARSE_FAISS,
@@ -50,6 +47,7 @@ from disam_ros.retrieval.map_format import (
     map_error,
     write_manifest,
 )
+from disam_ros.retrieval.map_plan import check_map_size
 from disam_ros.retrieval.npy_stream import NpyAppender
 
 if TYPE_CHECKING:  # typing only: importing the model package here would load torch eagerly
@@ -109,7 +107,7 @@ class _Encoded:
 def _encode_batch(batch: list[MapFrame], coarse: EncoderLike, fine: EncoderLike | None, domain: str,
                   s: DescriptorSettings, raw: NpyAppender, fine_out: NpyAppender | None) -> None:
     images = [f.image for f in batch]
-    raw.append(coarse_vectors(coarse.encode(images, domain), s.coarse_grid).cpu().numpy())
+    raw.append(with_depth(coarse, z := coarse.encode(images, domain), coarse_vectors(z, s.coarse_grid)).cpu().numpy())
     if fine_out is not None:
         fv = fine_vectors(fine.encode(images, domain), s.fine_grid).cpu().numpy()
         fine_out.append(fv.reshape(len(batch), *fine_out.row_shape))
@@ -123,7 +121,7 @@ def _encode_frames(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike
     raw_dtype = "float16" if s.pca_dim is not None else s.coarse_dtype  # pre-PCA: 128 KiB/image at paper size
     names, stamps, positions, quats = [], [], [], []
     t0 = time.perf_counter()
-    raw = NpyAppender(directory / COARSE_RAW, (int(np.prod(coarse_shape)),), raw_dtype)
+    raw = NpyAppender(directory / COARSE_RAW, (int(np.prod(coarse_shape)) + depth_dim(coarse),), raw_dtype)  # seed 002
     fine_out = None
     if fine is not None:
         fine_out = NpyAppender(directory / FINE_NPY, pooled_shape(tuple(fine.content_shape), s.fine_grid),
@@ -168,36 +166,6 @@ def pose_stats(traj: Trajectory) -> dict[str, Any]:
     }
 
 
-def _auto_nlist(n: int) -> int:
-    return max(1, min(int(4 * math.sqrt(n)), n // 39))
-
-
-def build_faiss(vectors: np.ndarray, s: DescriptorSettings) -> Any:
-    """IVF, IVF-PQ or HNSW over the final coarse vectors (float16 storage via faiss' fp16 scalar quantizer)."""
-    import faiss
-
-    n, d = vectors.shape
-    fp16 = s.coarse_dtype == "float16"
-    ip, qt = faiss.METRIC_INNER_PRODUCT, faiss.ScalarQuantizer.QT_fp16
-    if s.index == "ivf":
-        nlist = min(s.ivf_nlist or _auto_nlist(n), n)
-        quantizer = faiss.IndexFlatIP(d)
-        index = (faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, qt, ip) if fp16
-                 else faiss.IndexIVFFlat(quantizer, d, nlist, ip))
-        n_train = min(n, 256 * nlist)
-    elif s.index == "ivfpq":
-        index, n_train = ivfpq_index(n, d, s, _auto_nlist(n))
-    else:
-        index = faiss.IndexHNSWSQ(d, qt, s.hnsw_m, ip) if fp16 else faiss.IndexHNSWFlat(d, s.hnsw_m, ip)
-        index.hnsw.efConstruction = 80
-        n_train = min(n, 4096)
-    rows = np.linspace(0, n - 1, n_train).astype(np.int64)
-    index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
-    for i in range(0, n, _CHUNK):
-        index.add(np.ascontiguousarray(vectors[i:i + _CHUNK], dtype=np.float32))
-    return index
-
-
 def _finalize_coarse(directory: Path, s: DescriptorSettings, n: int) -> int:
     """coarse_raw.npy -> (PCA) -> coarse.npy or coarse.faiss; returns the final coarse dimension."""
     raw_path = directory / COARSE_RAW
@@ -221,7 +189,8 @@ def _finalize_coarse(directory: Path, s: DescriptorSettings, n: int) -> int:
 
         faiss.write_index(build_faiss(final, s), str(directory / COARSE_FAISS))
         del final
-        final_path.unlink()
+        if not s.refine:  # refine re-scores the index's shortlist on these, memory-mapped from disk
+            final_path.unlink()
     return dim
 
 
@@ -287,7 +256,7 @@ def build_map(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike | No
         raise ValueError(f"batch_size {batch_size} must be at least 1")
     check_domain(domain, coarse, fine)
     check_map_size(Path(out_dir), total, coarse, fine, s)
-    models = {"coarse": model_record(coarse, checkpoint_paths[0]),
+    models = {"coarse": model_record(coarse, checkpoint_paths[0]) | branch_record(coarse),
               "fine": None if fine is None else model_record(fine, checkpoint_paths[1])}
     with MapStage(Path(out_dir), overwrite) as stage:
         enc = _encode_frames(frames, coarse, fine, domain, s, stage.dir, batch_size, progress, total)
@@ -308,41 +277,6 @@ def build_map(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike | No
             man["poses_source"] = poses_source
         write_manifest(stage.dir, man)
         return stage.commit()
-
-
-SIZE_WARN_BYTES = 1 << 30
-
-
-def _human(b: float) -> str:
-    return f"{b / (1 << 30):.2f} GiB" if b >= 1 << 30 else f"{b / (1 << 20):.1f} MiB"
-
-
-def check_map_size(out_dir: Path, total: int | None, coarse: EncoderLike, fine: EncoderLike | None,
-                   s: DescriptorSettings) -> None:
-    """Say what the map will cost before encoding: an exact map of paper-size features is ~6 MiB per image, so
-    a few thousand images silently become gigabytes. Refuses (MapError) a build that cannot fit on the disk."""
-    fine_shape = None if fine is None else tuple(fine.content_shape)
-    est = estimate_map_size(max(total or 1, 1), tuple(coarse.content_shape), fine_shape, s)
-    if not total:
-        log.info("map (mode %s): about %s on disk and %s of RAM per image", s.mode, _human(est.disk),
-                 _human(est.ram))
-        return
-    log.info("map of %d images (mode %s): about %s on disk (%s), %s of RAM for the coarse search", total, s.mode,
-             _human(est.disk), ", ".join(f"{k} {_human(v)}" for k, v in sorted(est.files.items())), _human(est.ram))
-    compact = estimate_map_size(total, tuple(coarse.content_shape), fine_shape, settings_for_mode("pca"))
-    hint = (f"--mode pca would take about {_human(compact.disk)} on disk and {_human(compact.ram)} of RAM "
-            "(--mode pca-full: RAM like pca, full fine features on disk, ~1 point R@1 from exact; README "
-            "'Retrieval' measures every mode's cost)")
-    if max(est.disk, est.ram) > SIZE_WARN_BYTES and s.pca_dim is None:
-        log.warning("map of %d images in mode %s will take about %s on disk and %s of RAM: %s", total, s.mode,
-                    _human(est.disk), _human(est.ram), hint)
-    probe = out_dir.absolute()
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if est.peak_disk > free:
-        raise map_error(out_dir, f"the map needs about {_human(est.peak_disk)} of disk to build, {probe} has "
-                        f"{_human(free)} free", f"free some space, pass another --out, or {hint}")
 
 
 def _shard_key(c: Any) -> tuple:

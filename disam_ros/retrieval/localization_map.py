@@ -19,6 +19,7 @@ from zipfile import BadZipFile
 import numpy as np
 
 from disam_ros.data.tum import Trajectory, read_tum
+from disam_ros.retrieval.depth_record import extra_dim
 from disam_ros.retrieval.descriptors import DescriptorSettings, PcaProjection
 from disam_ros.retrieval.map_calibration import MapCalibration, read_calibration
 from disam_ros.retrieval.map_format import (
@@ -210,9 +211,10 @@ class LocalizationMap:
                                 f"the manifest says {n}x{dim}", "rebuild the map")
         if contents.settings.pca_dim is not None:
             pca = load_pca(root)
-            if pca.dim != dim or pca.mean.shape[0] != math.prod(desc["coarse_shape"]):
+            raw = math.prod(desc["coarse_shape"]) + extra_dim(contents.manifest["models"]["coarse"])  # seed 002
+            if pca.dim != dim or pca.mean.shape[0] != raw:
                 raise map_error(root / PCA_NPZ, f"projects {pca.mean.shape[0]} to {pca.dim} dims, the map holds "
-                                f"{math.prod(desc['coarse_shape'])} -> {dim}", "rebuild the map")
+                                f"{raw} -> {dim}", "rebuild the map")
         calibration = read_calibration(root, contents.manifest)  # small: hashed above unless verify=False
         m = cls(contents, coarse, faiss_index, pca, _verification(contents, verify))
         m.calibration = calibration
@@ -319,6 +321,8 @@ class LocalizationMap:
         """(N, D) coarse vectors: the stored array, or reconstructed from the faiss index."""
         if self.coarse is not None:
             return self.coarse
+        if self.settings.refine and (self.root / COARSE_NPY).is_file():  # ivfpq: exact rows, memory-mapped
+            return load_npy(self.root / COARSE_NPY, True, (len(self), self.coarse_dim), self.settings.coarse_dtype)
         try:
             return self.coarse_faiss.reconstruct_n(0, self.coarse_faiss.ntotal)
         except RuntimeError:

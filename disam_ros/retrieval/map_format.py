@@ -7,7 +7,7 @@ MAP/
                   sha256 per 32 MiB chunk of larger files, `integrity.chunk_bytes`)
   poses.txt       TUM `stamp tx ty tz qx qy qz qw`, one line per map image, in map order
   names.txt       one image name per line, same order
-  coarse.npy      (N, D) coarse vectors (flat index)      | coarse.faiss (ivf / hnsw / ivfpq index)
+  coarse.npy      (N, D) coarse vectors (flat; ivfpq: refine rows)   | coarse.faiss (ivf / hnsw / ivfpq index)
   fine.npy        (N, C, h, w) float16 unit-norm fine features (memory-mapped on load; absent without a
                   fine model)
   pca.npz         mean + components when the mode uses PCA
@@ -39,6 +39,7 @@ import numpy as np
 
 from disam_ros.data.tum import Trajectory
 from disam_ros.fsutil import StagedDir, atomic_write_text
+from disam_ros.retrieval.depth_record import extra_dim
 from disam_ros.retrieval.descriptors import DescriptorSettings, pooled_shape
 
 FORMAT_TAG = "disam_ros.map"
@@ -294,7 +295,7 @@ def _consistency_problems(man: dict[str, Any]) -> list[str]:
     coarse_shape = list(pooled_shape(tuple(models["coarse"]["content_shape"]), s.coarse_grid))
     if desc["coarse_shape"] != coarse_shape:
         out.append(f"descriptors.coarse_shape {desc['coarse_shape']} disagrees with the coarse model ({coarse_shape})")
-    raw_dim, dim = math.prod(coarse_shape), desc["coarse_dim"]
+    raw_dim, dim = math.prod(coarse_shape) + extra_dim(models["coarse"]), desc["coarse_dim"]  # + seed 002 depth
     pca = s.pca_dim is not None and man["kind"] == "map"
     if (dim > min(raw_dim, s.pca_dim)) if pca else dim != raw_dim:
         out.append(f"descriptors.coarse_dim {dim} disagrees with the coarse shape and PCA setting")
@@ -312,6 +313,7 @@ def expected_files(kind: str, s: DescriptorSettings, has_fine: bool) -> set[str]
         names.add(COARSE_RAW)
     else:
         names |= {COARSE_NPY if s.index == "flat" else COARSE_FAISS} | ({PCA_NPZ} if s.pca_dim is not None else set())
+        names |= {COARSE_NPY} if s.refine and s.index != "flat" else set()  # refine vectors, memory-mapped
     return names | ({FINE_NPY} if has_fine else set())
 
 

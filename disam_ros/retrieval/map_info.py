@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from disam_ros.cliutil import OneLineParser
-from disam_ros.retrieval.descriptors import DescriptorSettings
+from disam_ros.retrieval.depth_record import describe
+from disam_ros.retrieval.descriptors import DescriptorSettings, estimate_map_size
 from disam_ros.retrieval.map_format import MANIFEST, read_manifest
 from disam_ros.retrieval.search import verify_map
 
@@ -31,6 +32,13 @@ def summary(manifest: dict[str, Any]) -> dict[str, Any]:
     total = sum(files.values())
     per_image = {k: v / max(n, 1) for k, v in files.items()}
     desc = manifest["descriptors"]
+    settings = DescriptorSettings.from_dict(desc["settings"])
+    models = manifest.get("models") or {}
+    ram = None
+    if models.get("coarse"):  # what the localizer keeps resident; fine features stay memory-mapped on disk
+        fine = models.get("fine")
+        ram = estimate_map_size(n, tuple(models["coarse"]["content_shape"]),
+                                tuple(fine["content_shape"]) if fine else None, settings).ram
     return {
         "kind": manifest.get("kind"),
         "images": n,
@@ -47,6 +55,7 @@ def summary(manifest: dict[str, Any]) -> dict[str, Any]:
         "bytes_per_image": total / max(n, 1),
         "files": files,
         "bytes_per_image_by_file": per_image,
+        "ram_estimate_bytes": ram,
         "shard": manifest.get("shard"),
         "build": manifest.get("build"),
         "poses_source": manifest.get("poses_source", "given"),
@@ -64,7 +73,7 @@ def render(info: dict[str, Any], root: Path) -> str:
         f"created        {info['created']}",
         f"mode           {s['mode']}: coarse grid {s['coarse_grid'] or 'full'}, pca {s['pca_dim'] or 'none'}, "
         f"{s['coarse_dtype']}, index {s['index']}; fine grid {s['fine_grid'] or 'full'}, {s['fine_dtype']}",
-        f"coarse         {info['coarse_shape']} -> {info['coarse_dim']} dims",
+        f"coarse         {info['coarse_shape']} -> {info['coarse_dim']} dims{describe(info['models'])}",
         f"fine           {info['fine_shape'] if info['fine_shape'] else 'none (coarse-only map)'}",
     ]
     for role in ("coarse", "fine"):
@@ -83,6 +92,10 @@ def render(info: dict[str, Any], root: Path) -> str:
     else:
         lines.append(f"poses          {info['poses_source']}")
     lines.append(f"on disk        {_size(info['bytes_total'])} total, {_size(info['bytes_per_image'])} per image")
+    if info.get("ram_estimate_bytes"):
+        ram = info["ram_estimate_bytes"]
+        lines.append(f"RAM (search)   ~{_size(ram)} total, ~{_size(ram / max(info['images'], 1))} per image (estimate: "
+                     "coarse search, names, poses; fine features are memory-mapped)")
     for name, b in sorted(info["files"].items()):
         lines.append(f"  {name:<14}{_size(b):>12}  {_size(info['bytes_per_image_by_file'][name]):>10}/image")
     return "\n".join(lines)

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from disam_ros.retrieval.descriptors import coarse_vectors, fine_vectors
+from disam_ros.retrieval.descriptors import fine_vectors
+from disam_ros.retrieval.fused import check_fusion, query_vectors
 from disam_ros.retrieval.index import make_index, rank, resolve_device
 from disam_ros.retrieval.localization_map import LocalizationMap, load_contents
 from disam_ros.retrieval.map_format import MANIFEST, MapError, check_file, map_error, read_manifest
@@ -39,7 +40,7 @@ class SearchConfig:
     min_confidence: float = 0.0
     device: str = "auto"
     backend: str = "auto"
-    nprobe: int = 16  # IVF lists visited per query
+    nprobe: int | None = None  # IVF lists visited per query; None: 16, on ivfpq maps ivfpq.IVFPQ_NPROBE
     ef_search: int = 64  # HNSW beam width
     confidence_pool: int = 20  # coarse candidates that define the score spread for the confidence
     distinct_radius: float | None = None  # metres; None: 3x the map's median image spacing
@@ -47,6 +48,8 @@ class SearchConfig:
     def __post_init__(self) -> None:
         for name in ("top_n", "top_k", "nprobe", "ef_search", "confidence_pool"):
             v = getattr(self, name)
+            if v is None and name == "nprobe":
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"SearchConfig.{name}={v!r} must be a positive integer")
         if not 0.0 <= self.min_confidence <= 1.0:
@@ -129,6 +132,7 @@ class Localizer:
         self.map = m
         self.config = config or SearchConfig()
         if coarse is not None:
+            check_fusion(m.manifest["models"], coarse, m.root / MANIFEST, _ckpts[0])  # seed 002 fused maps
             _check_encoder(m, "coarse", coarse, _ckpts[0], allow_unverified_model)
         if fine is not None:
             _check_encoder(m, "fine", fine, _ckpts[1], allow_unverified_model)
@@ -217,7 +221,7 @@ class Localizer:
         if fine_feat is not None and m.has_fine:
             qf = fine_vectors(self._check_shape(fine_feat, "fine"), m.settings.fine_grid)[0]
         ts = time.perf_counter()
-        q = coarse_vectors(self._check_shape(coarse_feat, "coarse"), m.settings.coarse_grid)[0]
+        q = query_vectors(m, self.coarse, self._check_shape(coarse_feat, "coarse"))[0]  # eq. 16 [+ seed 002 depth]
         if not bool(torch.isfinite(q).all()) or (qf is not None and not bool(torch.isfinite(qf).all())):
             return self._failure("query features are not finite (NaN/inf): check the camera image and encoder",
                                  timings, t0)
@@ -302,7 +306,7 @@ class Localizer:
     def place_scores_features(self, coarse_feat: Any,
                               shortlist: int = 256) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """`place_scores` from a content code already encoded (the tracker encodes each frame once)."""
-        q = coarse_vectors(self._check_shape(coarse_feat, "coarse"), self.map.settings.coarse_grid)[0]
+        q = query_vectors(self.map, self.coarse, self._check_shape(coarse_feat, "coarse"))[0]
         if not bool(torch.isfinite(q).all()):
             raise ValueError("query features are not finite (NaN/inf): check the camera image and encoder")
         offset = 0.0

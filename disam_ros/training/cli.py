@@ -24,7 +24,8 @@ from disam_ros import logs
 from disam_ros.model import CheckpointError
 
 from .config import RECIPE_DIR, apply_overrides, load_recipe
-from .trainer import Trainer, read_run
+from .depth_trainer import make_trainer
+from .trainer import read_run
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
             if not args.recipe or not args.data:
                 raise ValueError("--recipe and --data are required for a new run (or pass --resume)")
             recipe, data = load_recipe(args.recipe, args.overrides), args.data
-        trainer = Trainer(recipe, data, args.out, init=args.init, resume=args.resume)
+        trainer = make_trainer(recipe, data, args.out, init=args.init, resume=args.resume)  # depth.enabled: seed 002
         summary = trainer.fit(until=args.until)
     except (ValueError, CheckpointError) as exc:
         print(f"disam-train: error: {exc}", file=sys.stderr)

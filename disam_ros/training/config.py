@@ -116,6 +116,20 @@ class SupervisedSection:
 
 
 @dataclass
+class DepthSection:
+    """Seed 002 depth branch (`depth.enabled`): a decoder on the frozen encoders' content code, trained on
+    ROOT/<condition>/depth; the fusion weight is `fusion_weight`, or the best of `fusion_weights` on validation."""
+
+    enabled: bool = False
+    loss: str = "silog"  # silog (scale-aware log loss) or l1 (seed 002), both masked where depth is invalid
+    width: int = 64
+    max_depth_m: float = 65.535  # the farthest depth the 16-bit millimetre files hold
+    grid: int = 8  # depth descriptor: grid x grid cells of log depth
+    fusion_weight: float = 1.0  # weight of appearance in the fused score (1 = appearance only)
+    fusion_weights: list = field(default_factory=list)  # candidates chosen among on validation R@1
+
+
+@dataclass
 class TrainSection:
     """Loop mechanics that do not change the numbers (safe to change on --resume)."""
 
@@ -141,6 +155,7 @@ class Recipe:
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     loss: LossSection = field(default_factory=LossSection)
     supervised: SupervisedSection = field(default_factory=SupervisedSection)
+    depth: DepthSection = field(default_factory=DepthSection)
     train: TrainSection = field(default_factory=TrainSection)
 
     def to_dict(self) -> dict[str, Any]:
@@ -284,13 +299,18 @@ def validate(r: Recipe) -> None:
     _one_of("supervised.kind", r.supervised.kind, SUPERVISED)
     _one_of("supervised.descriptor", r.supervised.descriptor, DESCRIPTORS)
     _one_of("train.val_metric", r.train.val_metric, METRICS)
+    _one_of("depth.loss", r.depth.loss, ("l1", "silog"))
+    for w in (r.depth.fusion_weight, *r.depth.fusion_weights):
+        _range("depth.fusion_weight(s)", w if isinstance(w, int | float) else math.nan, 0.0, 1.0)
+    _range("depth.max_depth_m", r.depth.max_depth_m, 0.0, math.inf, low_open=True)
     _range("data.train_fraction", r.data.train_fraction, 0.0, 1.0, low_open=True)
     _range("data.val_fraction", r.data.val_fraction, 0.0, 1.0)
     _range("data.load_ratio", r.data.load_ratio, 1.0, 4.0)
     _range("schedule.lr_decay_start", r.schedule.lr_decay_start, 0.0, 1.0)
     _range("schedule.ramp_end", r.schedule.ramp_end, 0.0, 1.0, low_open=True)
     _range("schedule.hard_negatives_from", r.schedule.hard_negatives_from, 0.0, math.inf)
-    for name in ("schedule.num_negatives", "train.batch_size", "supervised.num_candidates", "supervised.mined"):
+    for name in ("schedule.num_negatives", "train.batch_size", "supervised.num_candidates", "supervised.mined",
+                 "depth.width", "depth.grid"):
         _positive_int(name, _get(r, name))
     # schedule.steps may be 0: the `init` recipe validates and exports the untrained starting point
     for name in ("schedule.steps", "schedule.pool_size", "data.gap", "supervised.mine_every", "train.num_workers",

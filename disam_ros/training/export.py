@@ -32,6 +32,8 @@ def export(src: str | Path, dst: str | Path, half: bool = True, role: str | None
              "source_sha256": meta["sha256"], "step": src_extra.get("step", -1), "val": src_extra.get("val", {}),
              "recipe": src_extra.get("recipe", {}), "reference": src_extra.get("reference", cfg.domains[0]),
              "selected": src_extra.get("selected", ""), "val_start": src_extra.get("val_start", {})}
+    if "depth_branch" in src_extra:  # seed 002 branch: travels with its encoders (float32, ~0.2 MB)
+        extra["depth_branch"] = src_extra["depth_branch"]
     dtype = torch.float16 if half else torch.float32
     path = save_checkpoint(dst, net, cfg, extra, parts=PARTS, dtype=dtype)
     return {"path": str(path), "bytes": path.stat().st_size, "domains": list(cfg.domains),

@@ -2,7 +2,7 @@
 
     disam-bag from-folder ROOT CONDITION OUT_BAG [--compressed jpeg|png] [--storage sqlite3|mcap]
     disam-bag info BAG [--json]
-    disam-bag to-folder BAG OUT_ROOT CONDITION [--max-gap 0.2] [--strict] [--overwrite]
+    disam-bag to-folder BAG OUT_ROOT CONDITION [--max-gap 0.2] [--strict] [--overwrite] [--depth-topic T]
 
 A bad input exits with status 2
 and one line on stderr naming the problem and the fix.
@@ -24,6 +24,7 @@ from disam_ros.cliutil import (
     output_dir_error,
 )
 from disam_ros.data import bags
+from disam_ros.data.bags.depth import check_depth_topic, depth_to_folder
 
 # ----------------------------------------------------------------------------------------------------------
 # disam-bag
@@ -69,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--use-bag-time", action="store_true",
                    help="pair by the bag's log (receive) time instead of header stamps (for drivers that leave "
                         "header.stamp at zero)")
+    p.add_argument("--depth-topic", default=None, help="sensor_msgs/Image depth topic (16UC1 mm or 32FC1 m): "
+                   "writes OUT_ROOT/<condition>/depth/<stem>.png for the depth-branch training (seed 002)")
+    p.add_argument("--depth-max-gap", type=non_negative_float, default=0.05,
+                   help="largest |image - depth| stamp difference (s) to pair them (default %(default)s)")
     _topic_args(p, defaults=False)
     return ap
 
@@ -100,6 +105,8 @@ def format_info(info: bags.BagInfo) -> str:
 
 
 def _to_folder(a: argparse.Namespace) -> None:
+    if a.depth_topic:
+        check_depth_topic(a.bag, a.depth_topic)  # before anything is written
     with warnings.catch_warnings(record=True):  # the summary is printed below instead
         warnings.simplefilter("always")
         s = bags.bag_to_folder(a.bag, a.out_root, a.condition, image_topic=a.image_topic, pose_topic=a.pose_topic,
@@ -107,6 +114,10 @@ def _to_folder(a: argparse.Namespace) -> None:
                                use_bag_time=a.use_bag_time)
     print(f"wrote {s.path}: {s.frames} images" + (" with poses" if s.with_poses else " (no pose topic: no poses.txt)"))
     print(f"read: {s.stats.summary()}" + (f"; {s.duplicates} repeated image stamp(s) dropped" if s.duplicates else ""))
+    if a.depth_topic:
+        d = depth_to_folder(a.bag, s.path, a.depth_topic, a.depth_max_gap, a.use_bag_time)
+        print(f"depth: {d.written} images with depth, {d.without} without (no {a.depth_topic} message within "
+              f"{a.depth_max_gap} s), {d.corrupt} corrupt depth message(s) skipped")
 
 
 def _output_error(a: argparse.Namespace) -> str | None:

@@ -1,0 +1,223 @@
+"""Training the seed 002 depth branch: a depth decoder on frozen DISAM encoders, then the fusion weight.
+
+Why frozen encoders: seed 002 notes that its decoder can be improved "without impacting the descriptor
+networks"; here that is literal. The appearance descriptor of the `--init` model (e.g. the shipped supervised
+demo weights) is unchanged bit for bit, so whatever the fused descriptor gains or loses is the depth branch's
+doing, and the content codes of the training images are computed once (the loop trains the decoder alone,
+on cached codes: minutes on one CPU thread).
+
+The run (`depth.enabled: true`; `disam-train --recipe depth_demo --data ROOT --out RUN --init MODEL.pt`):
+1. encode the training part of every condition with its own encoder (and its mirror image, with `data.flip`);
+2. train the decoder on the masked depth loss (`depth.loss`), Adam, the recipe's lr schedule;
+3. validate the start and every `train.val_every` steps: mean abs. rel. error on the validation part; the best
+   (lowest) point is kept, the start included;
+4. choose the fusion weight on the validation part: the best mean R@1 (within `train.val_tolerance`) over
+   `depth.fusion_weights` and 1.0 (appearance only), ties to the larger weight;
+5. write RUN/model.pt: the init's encoders (same parts and dtype) with the branch in `extra["depth_branch"]`,
+   plus summary.json and log.csv. The test part and any other world are never read.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from disam_ros.fsutil import atomic_write_text
+from disam_ros.model import CheckpointError, DisamNet, save_checkpoint
+from disam_ros.model.checkpoint import PARTS, read_checkpoint
+from disam_ros.model.depth import DepthDecoder, depth_loss
+from disam_ros.model.depth_branch import EXTRA_KEY, DepthBranch
+
+from .config import Recipe
+from .datasets import build_data
+from .depth_scores import (
+    EncodedCondition,
+    choose_weight,
+    condition_recalls,
+    encode_condition,
+    load_depths,
+    mean_abs_rel,
+)
+from .distributed import init_distributed
+from .evaluate import load_images
+from .runlog import RunPaths
+from .schedule import Schedule
+from .trainer import Trainer, model_config, share_initialisation
+
+log = logging.getLogger(__name__)
+
+
+class DepthTrainer:
+    """Same interface as `Trainer` (`fit(until)`, `info`), for recipes with `depth.enabled`."""
+
+    def __init__(self, recipe: Recipe, data_root: str | Path, out: str | Path, init: str | Path | None = None,
+                 resume: bool = False) -> None:
+        if resume:
+            raise ValueError("--resume is not offered for depth recipes (the run takes minutes and keeps no "
+                             "optimiser state): start it again with --init")
+        self.info = init_distributed(recipe.train.device)
+        if self.info.world > 1:
+            raise ValueError("depth recipes train one small decoder: run them in one process, not under torchrun")
+        self.recipe, self.data_root, self.paths = recipe, Path(data_root), RunPaths(Path(out))
+        if recipe.train.threads:
+            torch.set_num_threads(recipe.train.threads)
+        self.data = build_data(recipe, data_root)
+        self.cfg = model_config(recipe, self.data.names)
+        torch.manual_seed(recipe.seed)
+        self.net = DisamNet(self.cfg).eval()
+        if recipe.model.shared_init:
+            share_initialisation(self.net)
+        self.parts, self.dtype, self.init_sha = PARTS, None, None
+        if init is not None:
+            self._load_init(Path(init))
+        self.net.requires_grad_(False)
+        d = recipe.depth
+        self.decoder = DepthDecoder.for_model(self.cfg, d.width, d.max_depth_m)
+        self.schedule = Schedule.from_recipe(recipe)
+        s = recipe.schedule
+        self.opt = torch.optim.Adam(self.decoder.parameters(), lr=s.lr, betas=(s.beta1, s.beta2))
+        self.history: list[dict[str, Any]] = []
+        self.step = 0
+
+    def _load_init(self, path: Path) -> None:
+        """Encoders (and whatever else the file holds) of a training checkpoint or an inference export."""
+        state, cfg, meta = read_checkpoint(path, map_location="cpu", expect_domains=self.cfg.domains)
+        if cfg.to_dict() | {"domains": None} != self.cfg.to_dict() | {"domains": None}:
+            raise CheckpointError(f"checkpoint {str(path)!r} has model shape {cfg.to_dict()} but the recipe builds "
+                                  f"{self.cfg.to_dict()}: set model.preset/model.overrides to match it")
+        own = self.net.state_dict()
+        self.net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+        self.parts = tuple(meta["parts"])
+        self.dtype = getattr(torch, meta["dtype"]) if meta["dtype"] in ("float16", "float32") else None
+        self.init_sha = meta["sha256"]
+
+    def _codes(self, x: torch.Tensor, domain: str) -> torch.Tensor:
+        with torch.no_grad():
+            return self.net.encode(x, domain)
+
+    def _training_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(codes float16 (N,C,h,w), depth (N,1,S,S)) of every training image with depth (+ mirrors)."""
+        size, codes, depths = self.cfg.image_size, [], []
+        for dom in self.data.train:
+            for s in range(0, len(dom), 64):
+                paths = dom.paths[s:s + 64]
+                x, t = load_images(paths, size), load_depths(paths, size)
+                keep = (t > 0).flatten(1).any(1)
+                x, t = x[keep], t[keep]
+                views = [(x, t), (x.flip(-1), t.flip(-1))] if self.recipe.data.flip else [(x, t)]
+                for xv, tv in views:
+                    codes.append(self._codes(xv, dom.name).half())
+                    depths.append(tv)
+        if not codes or sum(len(c) for c in codes) == 0:
+            raise ValueError(f"{self.data_root}: no training image has a depth map (ROOT/<condition>/depth/<stem>.png,"
+                             " 16-bit millimetres): render the world with depth or add depth files")
+        return torch.cat(codes), torch.cat(depths)
+
+    def _branch(self, weight: float = 1.0) -> DepthBranch:
+        d = self.recipe.depth
+        return DepthBranch(self.decoder, d.grid, weight, d.loss)
+
+    def _encoded_val(self) -> dict[str, EncodedCondition]:
+        branch = self._branch()
+        return {dom.name: encode_condition(self._codes, branch, dom, self.cfg.image_size, dom.name)
+                for dom in self.data.val if len(dom)}
+
+    def validate(self) -> dict[str, Any]:
+        """Mean abs. rel. error of the hallucinated depth per validation condition and over all of them."""
+        self.decoder.eval()
+        try:
+            enc = self._encoded_val()
+        finally:
+            self.decoder.train()
+        rows = {n: mean_abs_rel(c) for n, c in enc.items()}
+        finite = [v for v in rows.values() if math.isfinite(v)]
+        return {"step": self.step, "abs_rel": float(sum(finite) / len(finite)) if finite else math.nan, **rows}
+
+    def choose_fusion(self) -> tuple[float, dict[str, Any]]:
+        """The fusion weight by mean validation R@1 (see depth_scores.choose_weight); the configured
+        `depth.fusion_weight` when no candidates are listed or the data has no places."""
+        d, t = self.recipe.depth, self.recipe.train
+        if not d.fusion_weights:
+            return d.fusion_weight, {}
+        self.decoder.eval()
+        enc = self._encoded_val()
+        ref = enc.get(self.data.reference)
+        if ref is None or ref.positions is None or ref.positions.ndim != 2:
+            log.warning("no validation places: using the configured depth.fusion_weight %g", d.fusion_weight)
+            return d.fusion_weight, {}
+        rows = {n: condition_recalls(c, ref, d.fusion_weights, t.val_tolerance, t.val_queries)
+                for n, c in enc.items() if n != self.data.reference}
+        w, score = choose_weight(rows, d.fusion_weights)
+        return w, {"rows": rows, "chosen": w, "mean_r1": score}
+
+    def fit(self, until: int | None = None) -> dict[str, Any]:
+        r = self.recipe
+        total = self.schedule.steps if until is None else min(until, self.schedule.steps)
+        self.paths.out.mkdir(parents=True, exist_ok=True)
+        r.dump(self.paths.recipe)
+        t0 = time.perf_counter()
+        codes, depths = self._training_set()
+        log.info("depth: %d training views with depth (%.1f s to encode)", len(codes), time.perf_counter() - t0)
+        gen = torch.Generator().manual_seed(r.seed)
+        best_state, best = None, None
+        rows: list[dict[str, Any]] = []
+        self.decoder.train()
+        t1 = time.perf_counter()
+        for step in range(total + 1):
+            self.step = step
+            if step == 0 or step == total or (r.train.val_every and step % r.train.val_every == 0):
+                val = self.validate()
+                self.history.append(val)
+                log.info("step %d: validation abs. rel. %.4f", step, val["abs_rel"])
+                if best is None or val["abs_rel"] < best["abs_rel"]:  # the earlier point wins ties
+                    best, best_state = val, {k: v.clone() for k, v in self.decoder.state_dict().items()}
+            if step == total:
+                break
+            for group in self.opt.param_groups:
+                group["lr"] = self.schedule.lr_at(step)
+            idx = torch.randint(len(codes), (r.train.batch_size,), generator=gen)
+            loss = depth_loss(self.decoder(codes[idx].float()), depths[idx], r.depth.loss)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            rows.append({"step": step + 1, "loss": float(loss.detach()), "lr": self.schedule.lr_at(step)})
+        seconds = time.perf_counter() - t1
+        self.decoder.load_state_dict(best_state)
+        weight, fusion = self.choose_fusion()
+        self._save(weight, best)
+        out = {"step": total, "seconds": seconds, "val_start": self.history[0], "val_best": best,
+               "val_last": self.history[-1], "improved": best["step"] > 0, "fusion_weight": weight,
+               "fusion": fusion, "model": str(self.paths.model), "init_sha256": self.init_sha}
+        self._write_logs(rows, out)
+        return out
+
+    def _save(self, weight: float, best: dict[str, Any]) -> None:
+        extra = {"kind": "depth_branch", "recipe": self.recipe.to_dict(), "step": best["step"],
+                 "data_root": str(self.data_root), "reference": self.data.reference, "init_sha256": self.init_sha,
+                 "val": {k: v for k, v in best.items() if k != "step"},
+                 EXTRA_KEY: self._branch(weight).to_extra()}
+        save_checkpoint(self.paths.model, self.net, self.cfg, extra, parts=self.parts, dtype=self.dtype)
+
+    def _write_logs(self, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=["step", "loss", "lr"])
+        w.writeheader()
+        w.writerows(rows[k] for k in range(0, len(rows), max(1, self.recipe.train.log_every)))
+        atomic_write_text(self.paths.log, buf.getvalue())
+        atomic_write_text(self.paths.val, json.dumps(self.history, indent=1))
+        atomic_write_text(self.paths.summary, json.dumps(summary, indent=1, default=float))
+
+
+def make_trainer(recipe: Recipe, data_root: str | Path, out: str | Path, init: str | Path | None = None,
+                 resume: bool = False) -> Any:
+    """The trainer for a recipe: `DepthTrainer` when it trains the depth branch, else the DISAM `Trainer`."""
+    if recipe.depth.enabled:
+        return DepthTrainer(recipe, data_root, out, init=init, resume=resume)
+    return Trainer(recipe, data_root, out, init=init, resume=resume)

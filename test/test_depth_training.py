@@ -1,0 +1,188 @@
+"""Depth branch training (seed 002): a real run of the depth recipe, the fusion-weight choice, the stored branch.
+
+The run trains a real decoder on a rendered 32-px world for a few dozen steps; what it stores is checked against
+numbers recomputed here without the training code (abs. rel. error in numpy, encoders compared bit for bit).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from disam_ros.data.depth import depth_path, read_depth
+from disam_ros.data.folders import read_image
+from disam_ros.data.synthetic import WorldConfig, make_world
+from disam_ros.model import CheckpointError, DisamNet, Encoder, preset, save_checkpoint
+from disam_ros.model.checkpoint import read_checkpoint
+from disam_ros.model.depth import DepthDecoder
+from disam_ros.model.depth_branch import EXTRA_KEY, DepthBranch, DepthBranchError
+from disam_ros.model.preprocess import to_model_input
+from disam_ros.training import cli
+from disam_ros.training.config import load_recipe
+from disam_ros.training.datasets import build_data
+from disam_ros.training.depth_scores import EncodedCondition, choose_weight, condition_recalls
+from disam_ros.training.depth_trainer import DepthTrainer
+
+DOMAINS = ("sunny", "night")
+OVERRIDES = ["model.preset=micro", "data.domains=[sunny,night]", "data.gap=1", "schedule.steps=40",
+             "train.val_every=20", "train.batch_size=4", "train.val_queries=0", "depth.width=16", "depth.grid=4",
+             "depth.fusion_weights=[0.8,0.5]"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    cfg = WorldConfig(seed=5, image_size=32, frames=30, blocks=3, conditions=DOMAINS, workers=1, sheet_places=2)
+    return make_world(cfg, tmp_path_factory.mktemp("depth_train") / "world", progress=False)
+
+
+@pytest.fixture(scope="module")
+def run(world, tmp_path_factory):
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("depth_run")
+    torch.manual_seed(7)
+    cfg = preset("micro", DOMAINS)
+    init = save_checkpoint(tmp / "init.pt", DisamNet(cfg), cfg)
+    out = tmp / "run"
+    rc = cli.main(["--recipe", "depth_demo", "--data", str(world), "--out", str(out), "--init", str(init), "-q",
+                   *OVERRIDES])
+    assert rc == 0
+    return {"init": init, "out": out, "summary": json.loads((out / "summary.json").read_text())}
+
+
+def _abs_rel_numpy(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean over images of mean |p - t| / t over the pixels with t > 0 (images without any are skipped)."""
+    per = []
+    for p, t in zip(pred, gt):
+        ok = t > 0
+        if ok.any():
+            per.append(float(np.mean(np.abs(p[ok] - t[ok]) / t[ok])))
+    return float(np.mean(per))
+
+
+def test_depth_run_keeps_the_encoders_and_stores_the_best_decoder(run, world):
+    state0, _, _ = read_checkpoint(run["init"])
+    state1, _, meta = read_checkpoint(run["out"] / "model.pt")
+    enc_keys = [k for k in state0 if k.startswith("encoders.")]
+    assert enc_keys and all(torch.equal(state0[k], state1[k]) for k in enc_keys)  # frozen: bit for bit
+    s = run["summary"]
+    assert [h["step"] for h in json.loads((run["out"] / "val.json").read_text())] == [0, 20, 40]
+    assert s["val_best"]["abs_rel"] < s["val_start"]["abs_rel"]  # the decoder learned something
+    assert meta["extra"]["step"] == s["val_best"]["step"]
+
+    # recompute the validation abs. rel. of the stored decoder, per condition, in numpy
+    enc = Encoder.from_checkpoint(run["out"] / "model.pt", device="cpu")
+    branch = enc.depth_branch
+    assert isinstance(branch, DepthBranch) and branch.grid == 4 and branch.decoder.width == 16
+    recipe = load_recipe("depth_demo", OVERRIDES)
+    data = build_data(recipe, world)
+    for dom in data.val:
+        x = to_model_input([read_image(p) for p in dom.paths], 32)
+        pred = branch.depth(enc.encode(x, dom.name))[:, 0].numpy()
+        gt = np.stack([read_depth(depth_path(p)) for p in dom.paths])
+        assert _abs_rel_numpy(pred, gt) == pytest.approx(s["val_best"][dom.name], rel=1e-4)
+
+
+def test_depth_run_chooses_the_fusion_weight_among_its_candidates(run):
+    s = run["summary"]
+    rows = s["fusion"]["rows"]
+    assert set(rows) == {"night"} and s["fusion_weight"] in (0.8, 0.5, 1.0)
+    means = {w: rows["night"][f"fused@{w:g}"] for w in (1.0, 0.8, 0.5)}
+    best = max(means.values())
+    assert s["fusion_weight"] == max(w for w, v in means.items() if v == best)  # ties: the larger weight
+    assert rows["night"]["fused@1"] == rows["night"]["appearance"]
+    assert Encoder.from_checkpoint(run["out"] / "model.pt", device="cpu").depth_branch.fusion_weight == \
+        s["fusion_weight"]
+
+
+def test_choose_weight_by_hand_prefers_appearance_on_ties():
+    rows = {"night": {"queries": 4, "fused@1": 0.5, "fused@0.8": 0.75, "fused@0.5": 0.75},
+            "fog": {"queries": 4, "fused@1": 0.5, "fused@0.8": 0.25, "fused@0.5": 0.25},
+            "empty": {"queries": 0}}
+    assert choose_weight(rows, [0.5, 0.8]) == (1.0, 0.5)  # 0.8 and 0.5 tie with 1.0 at 0.5: appearance wins
+    rows["fog"]["fused@0.5"] = 0.5
+    assert choose_weight(rows, [0.5, 0.8]) == (0.5, 0.625)
+
+
+def test_condition_recalls_by_hand():
+    # database: two places 10 m apart; queries at both places. Appearance confuses query 0, depth does not.
+    def cond(name, pos, a, d):
+        a, d = torch.tensor(a), torch.tensor(d)
+        return EncodedCondition(name, np.asarray(pos, float), a, d, d, torch.zeros(len(a)))
+
+    db = cond("ref", [[0, 0, 0], [10, 0, 0]], [[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]])
+    q = cond("night", [[0, 0, 0], [10, 0, 0]], [[0.6, 0.8], [0.0, 1.0]], [[1.0, 0.0], [0.6, 0.8]])
+    r = condition_recalls(q, db, [0.5, 0.9], tol=5.0)
+    # query 0: appearance 0.6 vs 0.8 (wrong); depth 1 vs 0 (right); w=0.5: 0.8 vs 0.4 (right); w=0.9: 0.64 vs 0.72
+    # query 1: appearance right (1 vs 0); depth 0.8 vs 0.6 (right)
+    assert r == {"queries": 2, "appearance": 0.5, "depth": 1.0, "true_depth": 1.0, "fused@0.5": 1.0,
+                 "fused@0.9": 0.5, "fused@1": 0.5}
+    far = cond("far", [[100, 0, 0]], [[1.0, 0.0]], [[1.0, 0.0]])
+    assert condition_recalls(far, db, [0.5], tol=5.0) == {"queries": 0}
+
+
+def test_branch_record_round_trip_and_damage(tmp_path):
+    torch.manual_seed(0)
+    cfg = preset("micro", DOMAINS)
+    branch = DepthBranch(DepthDecoder.for_model(cfg, width=8), grid=4, fusion_weight=0.25)
+    z = torch.randn(2, *cfg.content_shape)
+    back = DepthBranch.from_extra({EXTRA_KEY: branch.to_extra()})
+    assert torch.equal(back.depth(z), branch.depth(z)) and back.record() == branch.record()
+    assert back.record() == {"fusion_weight": 0.25, "grid": 4, "dim": 16, "max_depth_m": 80.0}
+    assert DepthBranch.from_extra({}) is None
+    bad = branch.to_extra()
+    del bad["state_dict"]["body.0.weight"]
+    with pytest.raises(DepthBranchError, match="damaged"):
+        DepthBranch.from_extra({EXTRA_KEY: bad})
+    with pytest.raises(DepthBranchError, match="version"):
+        DepthBranch.from_extra({EXTRA_KEY: {**branch.to_extra(), "version": 9}})
+    path = save_checkpoint(tmp_path / "bad.pt", DisamNet(cfg), cfg, {EXTRA_KEY: bad}, parts=("encoders",))
+    with pytest.raises(CheckpointError, match="bad.pt.*damaged"):
+        Encoder.from_checkpoint(path, device="cpu")
+    with pytest.raises(DepthBranchError, match="fusion weight"):
+        DepthBranch(branch.decoder, 4, 1.5)
+
+
+def test_fused_inner_product_is_the_weighted_sum_with_eq16_kept_as_is():
+    torch.manual_seed(1)
+    cfg = preset("micro", DOMAINS)
+    branch = DepthBranch(DepthDecoder.for_model(cfg, width=8), grid=4, fusion_weight=0.3)
+    z = torch.randn(2, *cfg.content_shape)
+    z[0, 3] = 0.0  # a dead channel: eq. 16 vector of norm < 1, which fusion must not re-normalise
+    c = z.shape[1]
+    maps = z.flatten(2)
+    unit = maps / maps.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    eq16 = float((unit[0] * unit[1]).sum() / c)  # mean over channels of the spatial-map cosine (0 for the dead one)
+    a = (unit / math.sqrt(c)).flatten(1)
+    d = branch.describe(z)
+    cos_d = float(d[0] @ d[1] / (d[0].norm() * d[1].norm()))
+    f = branch.fuse(a, z)
+    assert f.shape == (2, a.shape[1] + 16)
+    assert float(f[0] @ f[1]) == pytest.approx(0.3 * eq16 + 0.7 * cos_d, abs=1e-5)
+
+
+def test_bad_depth_recipe_values_and_resume_are_one_line_errors(world, tmp_path, capsys):
+    for override, needle in (("depth.loss=l2", "depth.loss"), ("depth.fusion_weights=[0.5,1.5]", "fusion_weight"),
+                             ("depth.grid=0", "depth.grid"), ("depth.max_depth_m=0", "max_depth_m")):
+        rc = cli.main(["--recipe", "depth_demo", "--data", str(world), "--out", str(tmp_path / "r"), override])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and needle in err and len(err.splitlines()) == 1
+    with pytest.raises(ValueError, match="--resume is not offered for depth recipes"):
+        DepthTrainer(load_recipe("depth_demo", OVERRIDES), world, tmp_path / "r", resume=True)
+
+
+def test_export_carries_the_branch_with_float16_encoders(run, tmp_path):
+    from disam_ros.training.export import export
+
+    src = run["out"] / "model.pt"
+    assert read_checkpoint(src)[2]["parts"] == ["encoders", "decoders", "discriminators"]  # the init's parts
+    export(src, tmp_path / "ship.pt", half=True, role="coarse")
+    shipped = Encoder.from_checkpoint(tmp_path / "ship.pt", device="cpu")
+    orig = Encoder.from_checkpoint(src, device="cpu")
+    z = torch.randn(1, *shipped.content_shape)
+    assert shipped.depth_branch.record() == orig.depth_branch.record()
+    assert torch.equal(shipped.depth_branch.depth(z), orig.depth_branch.depth(z))  # decoder kept in float32
+    assert read_checkpoint(tmp_path / "ship.pt")[2]["dtype"] == "float16"
