@@ -13,7 +13,7 @@ from disam_ros.data.synthetic import generate as synth
 from disam_ros.data.synthetic.route import STOP_EVERY, STOP_FRAMES, drive_distances, motion_frames, split_motion
 from disam_ros.data.tum import read_tum
 from disam_ros.eval import offline
-from disam_ros.eval.metrics import ALL, QueryResult, nees, per_condition, summarize_mode
+from disam_ros.eval.metrics import ALL, QueryResult, in_map, nees, per_condition, summarize_mode
 from disam_ros.eval.report import markdown_report, report_dict
 from disam_ros.eval.scoring import TrackedFrame, mode_summaries, write_mode_artefacts
 
@@ -41,6 +41,34 @@ def test_summarize_mode_by_hand():
     # bin 8: |0.5 - 0.875| x 2/4; bin 9: |1 - 0.95| x 1/4; bin 2: |1 - 0.3| x 1/4
     assert s.ece == pytest.approx(0.375 * 0.5 + 0.05 * 0.25 + 0.7 * 0.25)
     assert s.nees_mean == pytest.approx(11.0) and s.nees_median == pytest.approx(2.0)  # published: 1, 2, 30
+
+
+def yaw_quat(deg):
+    return np.array([0.0, 0.0, np.sin(np.radians(deg) / 2), np.cos(np.radians(deg) / 2)])
+
+
+def test_in_map_by_hand():
+    # map poses at x = 0 (yaw 0) and x = 10 (yaw 0); tolerance 5 m and 10 degrees, both inclusive
+    mp, mq = np.array([[0.0, 0, 0], [10.0, 0, 0]]), np.stack([IDENTITY, IDENTITY])
+    gp = np.array([[4.0, 0, 0], [5.0, 3.0, 0], [0.0, 0, 0], [10.0, 0, 0], [13.0, 4.0, 0], [-20.0, 0, 0]])
+    gq = np.stack([IDENTITY, IDENTITY, yaw_quat(20.0), yaw_quat(9.0), IDENTITY, IDENTITY])
+    # 4 m: in; (5, 3) is 5.83 m from both: out; right place, 20 deg: out; 9 deg: in; (13, 4): exactly 5 m: in; -20: out
+    assert in_map(gp, gq, mp, mq, (5.0, 10.0), chunk=4).tolist() == [True, False, False, True, True, False]
+    # R@1 over in-map frames: frames 0 and 4 in map, 0 right (1 m), 4 wrong (9 m); frame 1 off map, answered
+    t, r = np.array([1.0, 6.0, 9.0]), np.zeros(3)
+    s = summarize_mode("c", "sequence", t[[0, 1, 2]], r, np.ones(3), np.ones(3), 0.5, (5.0, 10.0), True,
+                       in_map_mask=np.array([True, False, True]))
+    assert s.in_map == 2 and s.in_map_share == pytest.approx(0.5) and s.shares[-1] == pytest.approx(1 / 3)
+    assert summarize_mode("c", "m", t, r, np.ones(3), np.ones(3), 0.5, (5.0, 10.0), True).in_map is None
+
+
+def test_mode_summaries_count_frames_past_the_map():
+    # gt at x = 0 for every frame() below; a map pose at x = 3 covers them, one at x = 30 does not
+    frames = [frame("sequence", "a", 1.0, 0.9), frame("sequence", "a", 8.0, 0.9)]
+    near = mode_summaries(frames, {}, (5.0, 10.0), (np.array([[3.0, 0, 0]]), IDENTITY[None]))
+    far = mode_summaries(frames, {}, (5.0, 10.0), (np.array([[30.0, 0, 0]]), IDENTITY[None]))
+    assert (near[-1].in_map, near[-1].in_map_share) == (2, pytest.approx(0.5))
+    assert far[-1].in_map == 0 and np.isnan(far[-1].in_map_share)
 
 
 def frame(mode, cond, err, conf, nees_value=1.0, answered=True):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +69,24 @@ def within(t_err: np.ndarray, r_err: np.ndarray, max_t: float, max_r: float) -> 
     t, r = np.asarray(t_err, float), np.asarray(r_err, float)
     with np.errstate(invalid="ignore"):
         return (t <= max_t + BOUNDARY_EPS) & (r <= max_r + BOUNDARY_EPS)
+
+
+def in_map(gt_pos: np.ndarray, gt_quat: np.ndarray, map_pos: np.ndarray, map_quat: np.ndarray,
+           tolerance: tuple[float, float], chunk: int = 1024) -> np.ndarray:
+    """Boolean per query: some map pose lies within the tolerance of its ground truth (`within`'s rule).
+
+    Why: a query drive that runs past the map's end (another start, another speed) has frames no map image can
+    answer correctly; VPR benchmarks leave such queries out of recall, and the right answer there is to abstain.
+    Reports give R@1 over all frames AND over these in-map frames, and count every publication off the map as
+    wrong, so abstaining is the only way to score there."""
+    gp, gq = np.asarray(gt_pos, float).reshape(-1, 3), np.asarray(gt_quat, float).reshape(-1, 4)
+    mp, mq = np.asarray(map_pos, float).reshape(-1, 3), np.asarray(map_quat, float).reshape(-1, 4)
+    out = np.zeros(len(gp), bool)
+    for s in range(0, len(gp), chunk):
+        t = np.linalg.norm(gp[s:s + chunk, None, :] - mp[None, :, :], axis=2)
+        r = quat_angle_deg(gq[s:s + chunk, None, :], mq[None, :, :])
+        out[s:s + chunk] = within(t, r, *tolerance).any(axis=1)
+    return out
 
 
 def threshold_shares(t_err: np.ndarray, r_err: np.ndarray,
@@ -217,6 +236,8 @@ class ModeSummary:
     nees_mean: float
     nees_median: float
     calibrated: bool
+    in_map: int | None = None  # frames some map pose could answer within the tolerance (None: not computed)
+    in_map_share: float = float("nan")  # share of those answered within the tolerance (R@1 over in-map frames)
 
     @property
     def coverage(self) -> float:
@@ -242,8 +263,10 @@ def expected_calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int 
 
 def summarize_mode(condition: str, mode: str, t_err: np.ndarray, r_err: np.ndarray, conf: np.ndarray,
                    nees_values: np.ndarray, threshold: float, tolerance: tuple[float, float], calibrated: bool,
-                   thresholds: Sequence[tuple[float, float]] = DEFAULT_THRESHOLDS) -> ModeSummary:
-    """Per-frame arrays (NaN errors / confidence / NEES where a frame got no answer) -> one ModeSummary."""
+                   thresholds: Sequence[tuple[float, float]] = DEFAULT_THRESHOLDS,
+                   in_map_mask: np.ndarray | None = None) -> ModeSummary:
+    """Per-frame arrays (NaN errors / confidence / NEES where a frame got no answer) -> one ModeSummary;
+    `in_map_mask` (per frame, see `in_map`) adds the in-map count and R@1 over those frames."""
     t, r, p, v = (np.asarray(x, float).reshape(-1) for x in (t_err, r_err, conf, nees_values))
     answered = np.isfinite(t) & np.isfinite(p)
     right = within(t, r, *tolerance)
@@ -256,4 +279,12 @@ def summarize_mode(condition: str, mode: str, t_err: np.ndarray, r_err: np.ndarr
         precision=float(right[pub].mean()) if pub.any() else float("nan"),
         ece=expected_calibration_error(p[answered], right[answered]),
         nees_mean=float(nv.mean()) if nv.size else float("nan"),
-        nees_median=float(np.median(nv)) if nv.size else float("nan"), calibrated=calibrated)
+        nees_median=float(np.median(nv)) if nv.size else float("nan"), calibrated=calibrated,
+        **_in_map_fields(right, in_map_mask))
+
+
+def _in_map_fields(right: np.ndarray, mask: np.ndarray | None) -> dict[str, Any]:
+    if mask is None:
+        return {}
+    m = np.asarray(mask, bool).reshape(-1)
+    return {"in_map": int(m.sum()), "in_map_share": float(right[m].mean()) if m.any() else float("nan")}

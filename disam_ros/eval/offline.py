@@ -33,6 +33,7 @@ from disam_ros.cliutil import (
     positive_float,
     positive_int,
 )
+from disam_ros.eval.kidnap import KidnappedQueries, parse_kidnap, recoveries, recovery_rows, write_recoveries
 from disam_ros.eval.metrics import DEFAULT_RECALL_NS, nees
 from disam_ros.eval.plots import ExamplePair
 from disam_ros.eval.queries import Query, bag_queries, folder_conditions, folder_queries, world_weather
@@ -276,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weather", help="weather for every drive (default: world.yaml, else sunny)")
     p.add_argument("--domain", default="", help="force one encoder domain for every query")
     p.add_argument("--every", type=positive_int, default=1, help="use every N-th query image")
+    p.add_argument("--kidnap", type=parse_kidnap, metavar="AT:SKIP",
+                   help="cut frames [AT, AT+SKIP) out of every drive (stamps run on) and report how each mode "
+                        "re-localises after the jump (kidnap.json)")
     p.add_argument("--examples", type=non_negative_int, default=1, help="example pairs per condition in examples.png")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -302,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                                 search=SearchConfig(top_n=args.top_n, top_k=args.top_k, device=args.device))
         reloc = Relocalizer.from_map(args.map, cfg)
         groups = query_groups(args, str(reloc.map.domain))
+        if args.kidnap:
+            groups = [replace(g, queries=KidnappedQueries(g.queries, *args.kidnap)) for g in groups]
         tracked, trackers, results, examples, _ = evaluate_modes(reloc, groups, args.modes, tracker_config(args),
                                                                  args.examples, progress=not args.quiet)
         publish = {m: publish_threshold(t.calibrated, t.suggested_min_confidence, args.min_confidence,
@@ -315,7 +321,11 @@ def main(argv: list[str] | None = None) -> int:
                                     f"{args.place_contrast_frames:g} frames, standstill {args.standstill_ratio:g}"}
         paths = write_report(args.out, results, reloc.map.positions, examples, meta,
                              title="DISAM offline localisation report", tracked=tracked, publish=publish,
-                             tolerance=args.tolerance)
+                             tolerance=args.tolerance, map_quats=reloc.map.quats)
+        map_poses = (reloc.map.positions, reloc.map.quats)
+        recs = recoveries(tracked, args.kidnap[0], publish, args.tolerance) if args.kidnap else []
+        if args.kidnap:
+            paths["kidnap"] = write_recoveries(args.out / "kidnap.json", recs, *args.kidnap)
     except ValueError as exc:
         print(f"disam-eval: error: {exc}", file=sys.stderr)
         return 2
@@ -323,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"disam-eval: error: {os_error_line(exc, 'check the paths')}", file=sys.stderr)
         return 2
     print("\n".join(summary_rows(results)))
-    print("\n".join(mode_rows_text(tracked, publish, args.tolerance)))
+    print("\n".join(mode_rows_text(tracked, publish, args.tolerance, map_poses)))
+    print("\n".join(recovery_rows(recs)))
     print(f"report: {paths['markdown']}")
     return 0
 

@@ -248,7 +248,8 @@ def mode_summary_dict(s: Any) -> dict:
             "within": [{"max_t_m": t, "max_r_deg": r, "share": _num(v)} for (t, r), v in zip(s.thresholds, s.shares)],
             "threshold": _num(s.threshold), "calibrated": s.calibrated, "published": s.published,
             "coverage": _num(s.coverage), "precision": _num(s.precision), "ece": _num(s.ece),
-            "nees_mean": _num(s.nees_mean), "nees_median": _num(s.nees_median)}
+            "nees_mean": _num(s.nees_mean), "nees_median": _num(s.nees_median), "in_map": s.in_map,
+            "in_map_share": _num(s.in_map_share)}
 
 
 def modes_table(rows: Sequence[Any], tolerance: tuple[float, float]) -> list[str]:
@@ -256,17 +257,22 @@ def modes_table(rows: Sequence[Any], tolerance: tuple[float, float]) -> list[str
     if not rows:
         return []
     shares = [f"R@1 {threshold_label(t, r)} %" for t, r in rows[0].thresholds]
-    head = ["condition", "mode", "frames", *shares, "threshold", "coverage %",
+    head = ["condition", "mode", "frames", *shares, "in map", f"R@1 in map {threshold_label(*tolerance)} %",
+            "threshold", "coverage %",
             f"precision ≤ {threshold_label(*tolerance)} %", "ECE", "NEES mean"]
     lines = [_row(head), _row(["---", "---"] + ["---:"] * (len(head) - 2))]
     for s in rows:
         thr = ("none" if not math.isfinite(s.threshold) else f"{s.threshold:.3f}") + ("" if s.calibrated else " (h)")
-        lines.append(_row([_name(s.condition), s.mode, str(s.frames), *(_pct(v) for v in s.shares), thr,
+        lines.append(_row([_name(s.condition), s.mode, str(s.frames), *(_pct(v) for v in s.shares),
+                           "–" if s.in_map is None else str(s.in_map), _pct(s.in_map_share), thr,
                            _pct(s.coverage), _pct(s.precision), _f(s.ece, 3), _f(s.nees_mean, 2)]))
     return lines
 
 
-MODES_LEGEND = ("R@1: share of ALL frames whose answer (published or not) is within the tolerance. Coverage: share "
+MODES_LEGEND = ("R@1: share of ALL frames whose answer (published or not) is within the tolerance. In map: frames "
+                "that some map pose lies within the tolerance of (a drive that runs past the map's end has frames "
+                "no answer can get right); R@1 in map: the share of those answered within the tolerance. "
+                "Coverage: share "
                 "of frames published, i.e. answered with confidence ≥ the threshold (the map calibration's "
                 "threshold for a calibrated mode; (h): a heuristic confidence and the heuristic threshold). "
                 "Precision: share of the published within the tolerance. ECE: expected calibration error of the "

@@ -17,6 +17,7 @@ from disam_ros.eval.metrics import (
     DEFAULT_THRESHOLDS,
     ModeSummary,
     QueryResult,
+    in_map,
     per_condition,
     summarize_mode,
     within,
@@ -72,7 +73,8 @@ def write_report(out_dir: str | Path, results: Sequence[QueryResult], map_positi
                  examples: Sequence[ExamplePair] = (), meta: Mapping | None = None,
                  title: str = "DISAM localisation report", tracked: Sequence[TrackedFrame] = (),
                  publish: Mapping[str, float] | None = None,
-                 tolerance: tuple[float, float] = (5.0, 10.0)) -> dict[str, Path]:
+                 tolerance: tuple[float, float] = (5.0, 10.0),
+                 map_quats: np.ndarray | None = None) -> dict[str, Path]:
     """Write every report artefact into `out_dir` (each file atomically) and return their paths.
 
     `tracked`: per-frame records of tracker modes; then the report gains the modes table, modes.jsonl, the
@@ -82,7 +84,8 @@ def write_report(out_dir: str | Path, results: Sequence[QueryResult], map_positi
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summaries = per_condition(list(results), thresholds=THRESHOLDS)
-    modes = mode_summaries(tracked, publish or {}, tolerance) if tracked else []
+    poses = None if map_quats is None else (np.asarray(map_positions), np.asarray(map_quats))
+    modes = mode_summaries(tracked, publish or {}, tolerance, poses) if tracked else []
     paths = {
         "markdown": write_markdown(out / "report.md", summaries, title=title, meta=meta, modes=modes,
                                    tolerance=tolerance),
@@ -165,22 +168,36 @@ class TrackedFrame:
         return bool(within(np.array([t]), np.array([r]), *tolerance)[0])
 
 
+def in_map_mask(frames: Sequence[TrackedFrame], map_poses: tuple[np.ndarray, np.ndarray] | None,
+                tolerance: tuple[float, float]) -> np.ndarray | None:
+    """Per frame: could some map pose (positions, xyzw quaternions) answer it within the tolerance."""
+    if map_poses is None or not frames:
+        return None
+    return in_map(np.stack([f.gt_position for f in frames]), np.stack([f.gt_quat for f in frames]), *map_poses,
+                  tolerance)
+
+
 def mode_summaries(frames: Sequence[TrackedFrame], thresholds: Mapping[str, float],
-                   tolerance: tuple[float, float]) -> list[ModeSummary]:
-    """Rows per condition (sorted) then 'all', each with the modes in the order first seen."""
+                   tolerance: tuple[float, float],
+                   map_poses: tuple[np.ndarray, np.ndarray] | None = None) -> list[ModeSummary]:
+    """Rows per condition (sorted) then 'all', each with the modes in the order first seen; with `map_poses`
+    each row also counts its in-map frames and their R@1 (`metrics.in_map`)."""
+    mask = in_map_mask(frames, map_poses, tolerance)
     modes = list(dict.fromkeys(f.mode for f in frames))
     conds = sorted({f.condition for f in frames}) + [ALL]
     rows = []
     for c in conds:
         for m in modes:
-            fs = [f for f in frames if f.mode == m and (c == ALL or f.condition == c)]
-            if not fs:
+            pick = [i for i, f in enumerate(frames) if f.mode == m and (c == ALL or f.condition == c)]
+            if not pick:
                 continue
+            fs = [frames[i] for i in pick]
             err = np.array([f.errors() for f in fs], float).reshape(-1, 2)
             conf = np.array([f.confidence if f.est_position is not None else np.nan for f in fs], float)
             rows.append(summarize_mode(c, m, err[:, 0], err[:, 1], conf, np.array([f.nees for f in fs], float),
                                        thresholds.get(m, 0.0), tolerance, all(f.calibrated for f in fs
-                                                                             if f.est_position is not None)))
+                                                                             if f.est_position is not None),
+                                       in_map_mask=None if mask is None else mask[pick]))
     return rows
 
 
@@ -189,16 +206,18 @@ def _pct(x: float) -> str:
 
 
 def mode_rows_text(tracked: Sequence[TrackedFrame], publish: Mapping[str, float],
-                   tolerance: tuple[float, float]) -> list[str]:
+                   tolerance: tuple[float, float],
+                   map_poses: tuple[np.ndarray, np.ndarray] | None = None) -> list[str]:
     """Terminal table of the modes side by side (the Markdown report has the full one)."""
     if not tracked:
         return []
-    head = ["condition", "mode", "n", f"R@1 {tolerance[0]:g}m/{tolerance[1]:g}°", "coverage", "precision", "ECE",
-            "NEES"]
+    head = ["condition", "mode", "n", f"R@1 {tolerance[0]:g}m/{tolerance[1]:g}°", "in map", "R@1 in map",
+            "coverage", "precision", "ECE", "NEES"]
     rows = [head]
-    for s in mode_summaries(tracked, publish, tolerance):
+    for s in mode_summaries(tracked, publish, tolerance, map_poses):
         r1 = [v for (t, r), v in zip(s.thresholds, s.shares) if (t, r) == tuple(tolerance)]
-        rows.append([s.condition, s.mode, str(s.frames), _pct(r1[0]) if r1 else "-", _pct(s.coverage),
+        rows.append([s.condition, s.mode, str(s.frames), _pct(r1[0]) if r1 else "-",
+                     "-" if s.in_map is None else str(s.in_map), _pct(s.in_map_share), _pct(s.coverage),
                      _pct(s.precision), "-" if not np.isfinite(s.ece) else f"{s.ece:.3f}",
                      "-" if not np.isfinite(s.nees_mean) else f"{s.nees_mean:.2f}"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

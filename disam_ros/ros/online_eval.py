@@ -279,10 +279,11 @@ def report_online(map_dir: Path, runs: dict[str, ModeRun], queries: list[Query],
         paths = write_report(out, first.results, m.positions,
                              online_examples(map_dir, queries, first.answers, first.results), meta,
                              title="DISAM online localisation report", tracked=tracked, publish=publish,
-                             tolerance=TOLERANCE)
+                             tolerance=TOLERANCE, map_quats=m.quats)
+        rows = [*summary_rows(first.results), *mode_rows_text(tracked, publish, TOLERANCE, (m.positions, m.quats))]
     finally:
         m.close()
-    return [*summary_rows(first.results), *mode_rows_text(tracked, publish, TOLERANCE)], paths
+    return rows, paths
 
 
 def parse_param(text: str) -> tuple[str, object]:
