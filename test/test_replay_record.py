@@ -206,3 +206,13 @@ def test_replay_skips_and_never_imports_message_types_it_does_not_know(bag, tmp_
         with pytest.raises(ReplayError, match=f"{typ} is not a standard ROS message type"):
             message_class(typ)
     assert not (tmp_path / "imported").exists() and pkg not in sys.modules
+
+
+def test_replay_of_a_missing_bag_is_one_line_exit_2(tmp_path):
+    """The error comes alone: the DDS summary line is printed only once the bag opened."""
+    out = subprocess.run([sys.executable, "-m", "disam_ros.ros.replay", str(tmp_path / "no_such_bag")],
+                         capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    assert out.returncode == 2, out.stderr
+    missing = tmp_path / "no_such_bag"
+    assert out.stderr.strip().splitlines() == [
+        f"disam-replay: error: {missing}: bag not found; pass a rosbag2 directory or a ROS 1 .bag file"]

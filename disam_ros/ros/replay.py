@@ -229,12 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except env.EnvError as exc:
         print(f"disam-replay: error: {exc}", file=sys.stderr)
         return 2
-    print(f"disam-replay: {dds.describe()}", file=sys.stderr, flush=True)
     rclpy.init(args=None)
     node = rclpy.create_node("disam_replay")
     player = None
     try:
         player = BagPlayer(node, a.bag, a.topics, a.rate, not a.no_clock, a.qos_depth)
+        print(f"disam-replay: {dds.describe()}", file=sys.stderr, flush=True)  # after the bag checks: errors first
         player.wait_for_subscribers(a.wait_for, a.wait_subscribers, a.wait_timeout)
         print(f"disam-replay: playing {', '.join(player.topics)} at rate {a.rate:g}", flush=True)
         print(f"disam-replay: {player.play().summary()}", flush=True)
