@@ -239,9 +239,9 @@ class Relocalizer:
                          timings, t0), None
         scores = None
         if shortlist > 0:
-            res, scores = loc.localize_and_score(coarse, fine, prior, shortlist)
+            res, scores = loc.localize_and_score(coarse, fine, prior, shortlist, domain=domain)
         else:
-            res = loc.localize_features(coarse, fine, prior)
+            res = loc.localize_features(coarse, fine, prior, domain=domain)
         res.timings_ms.update(timings)
         res.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         return res, scores

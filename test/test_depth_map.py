@@ -39,11 +39,18 @@ def setup(tmp_path_factory) -> dict:
     net = DisamNet(cfg)
     dec = DepthDecoder.for_model(cfg, width=8)
     ckpts = {"plain": save_checkpoint(tmp / "plain.pt", net, cfg, parts=("encoders",))}
-    for name, w in (("fused", 0.5), ("fused7", 0.7)):
-        extra = {EXTRA_KEY: DepthBranch(dec, grid=4, fusion_weight=w).to_extra()}
+    for name, w, per in (("fused", 0.5, {}), ("fused7", 0.7, {}), ("fusedq", 0.5, {"night": 0.8})):
+        extra = {EXTRA_KEY: DepthBranch(dec, grid=4, fusion_weight=w, domain_weights=per).to_extra()}
         ckpts[name] = save_checkpoint(tmp / f"{name}.pt", net, cfg, extra, parts=("encoders",))
+    cond = DepthDecoder.for_model(cfg, width=8, conditioned=True)
+    cond.load_state_dict(dec.state_dict(), strict=False)
+    with torch.no_grad():
+        cond.film.weight.normal_()  # night and sunny read codes differently
+    extra = {EXTRA_KEY: DepthBranch(cond, grid=4, fusion_weight=0.5).to_extra()}
+    ckpts["cond"] = save_checkpoint(tmp / "cond.pt", net, cfg, extra, parts=("encoders",))
     maps = {}
-    for name, model, mode in (("fused", "fused", "exact"), ("plain", "plain", "exact"), ("pca", "fused", "pca")):
+    for name, model, mode in (("fused", "fused", "exact"), ("plain", "plain", "exact"), ("pca", "fused", "pca"),
+                              ("fusedq", "fusedq", "exact"), ("pcaq", "fusedq", "pca"), ("cond", "cond", "exact")):
         enc = Encoder.from_checkpoint(ckpts[model], device="cpu")
         maps[name] = build_map(iter_frames(load_condition(world, "sunny", require_poses=True)), enc, None,
                                tmp / f"map_{name}", "sunny", settings_for_mode(mode), progress=False,
@@ -136,3 +143,52 @@ def test_the_node_path_relocalizer_fuses_and_refuses_like_the_search(setup):
     plain = RelocalizerConfig(domain="sunny", coarse_checkpoint=str(setup["ckpts"]["plain"]))
     with pytest.raises(MapError, match="has no depth branch"):
         Relocalizer.from_map(setup["maps"]["fused"], plain)
+
+
+def test_per_condition_query_weights_change_the_query_not_the_map(setup):
+    """Branch version 2 (night 0.8 over a map of w = 0.5): the map, its record and sunny queries are those of the
+    version-1 branch; a night query scores 0.8 eq. 16 + 0.2 depth cosine, through localize and the tracker path."""
+    maps = setup["maps"]
+    man = {k: json.loads((maps[k] / "manifest.json").read_text()) for k in ("fused", "fusedq")}
+    assert man["fusedq"]["models"]["coarse"]["depth_branch"] == man["fused"]["models"]["coarse"]["depth_branch"]
+    assert np.array_equal(np.asarray(LocalizationMap.load(maps["fusedq"]).coarse_matrix()),
+                          np.asarray(LocalizationMap.load(maps["fused"]).coarse_matrix()))
+    loc = Localizer.from_map_dir(maps["fusedq"], config=None)
+    enc = loc.coarse
+    db_z = enc.encode(_images(setup["world"], "sunny"), "sunny")
+    assert loc.localize(_images(setup["world"], "sunny")[2], "sunny").topk[0][1] == pytest.approx(1.0, abs=1e-5)
+    img = _images(setup["world"], "night")[5]
+    qz = enc.encode(img, "night")
+    a = (_eq16_vectors(qz) @ _eq16_vectors(db_z).T)[0]
+    d = (enc.depth_branch.describe(qz) @ enc.depth_branch.describe(db_z).T)[0]
+    want = 0.8 * a + 0.2 * d
+    res = loc.localize(img, "night")
+    assert res.index == int(want.argmax())
+    for idx, score in res.topk:
+        assert score == pytest.approx(float(want[idx]), abs=1e-5)
+    res2, scores = loc.localize_and_score(qz, None, None, domain="night")
+    assert res2.index == res.index and np.allclose(scores, want.numpy(), atol=1e-5)
+    old = 0.5 * a + 0.5 * d  # without the domain the query takes the map's weight, as version 1 does
+    assert np.allclose(loc.place_scores_features(qz), old.numpy(), atol=1e-5)
+    pca = Localizer.from_map_dir(maps["pcaq"], config=None)
+    assert pca.localize(img, "night").index == pca.localize_features(qz, domain="night").index
+
+
+def test_a_conditioned_decoder_describes_map_and_query_under_their_own_conditions(setup):
+    """The map's depth descriptors are decoded as the reference (sunny), a night query's as night."""
+    loc = Localizer.from_map_dir(setup["maps"]["cond"], config=None)
+    enc, br = loc.coarse, loc.coarse.depth_branch
+    db_z = enc.encode(_images(setup["world"], "sunny"), "sunny")
+    want_db = torch.cat([math.sqrt(0.5) * _eq16_vectors(db_z), math.sqrt(0.5) * br.describe(db_z, "sunny")], 1)
+    assert np.allclose(np.asarray(LocalizationMap.load(setup["maps"]["cond"]).coarse_matrix()), want_db.numpy(),
+                       atol=1e-6)
+    img = _images(setup["world"], "night")[5]
+    qz = enc.encode(img, "night")
+    a = (_eq16_vectors(qz) @ _eq16_vectors(db_z).T)[0]
+    d = (br.describe(qz, "night") @ br.describe(db_z, "sunny").T)[0]
+    assert not torch.allclose(br.describe(qz, "night"), br.describe(qz, "sunny"))
+    res = loc.localize(img, "night")
+    for idx, score in res.topk:
+        assert score == pytest.approx(float(0.5 * a[idx] + 0.5 * d[idx]), abs=1e-5)
+    with pytest.raises(ValueError, match="conditioned on the condition"):
+        loc.localize_features(qz)  # without the condition the depth cannot be decoded

@@ -98,6 +98,38 @@ def test_depth_run_chooses_the_fusion_weight_among_its_candidates(run):
         s["fusion_weight"]
 
 
+def test_per_domain_run_chooses_query_weights_against_the_validation_and_training_database(world, run, tmp_path):
+    """depth.per_domain + depth.val_distractors: the same decoder (same seed), a database of the reference's val
+    + train parts, each query condition's weight by its own row, stored in the branch (version 2 when any)."""
+    out = tmp_path / "per"
+    rc = cli.main(["--recipe", "depth_demo", "--data", str(world), "--out", str(out), "--init", str(run["init"]),
+                   "-q", *OVERRIDES, "depth.per_domain=true", "depth.val_distractors=true"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    data = build_data(load_recipe("depth_demo", OVERRIDES), world)
+    ref = {d.name: len(d) for d in data.val}["sunny"] + {d.name: len(d) for d in data.train}["sunny"]
+    assert s["fusion"]["database"] == ref and s["val_best"] == run["summary"]["val_best"]
+    row = s["fusion"]["rows"]["night"]
+    best = max(row[f"fused@{w:g}"] for w in (1.0, 0.8, 0.5))
+    want = max(w for w in (1.0, 0.8, 0.5) if row[f"fused@{w:g}"] == best)
+    assert s["fusion_weight"] == want  # one query condition: its own weight is the map's
+    assert s["fusion"]["domain_weights"] == ({"night": want} if want < 1.0 else {})
+    branch = Encoder.from_checkpoint(out / "model.pt", device="cpu").depth_branch
+    assert branch.domain_weights == s["fusion"]["domain_weights"]
+
+    # depth_eval scores each query condition with its own weight (row fused) and the map's (row fused_map)
+    from disam_ros.training import depth_eval
+
+    rc = depth_eval.main(["--data", str(world), "--model", str(out / "model.pt"), "--reference", "sunny",
+                          "--tolerances", "5", "--json", str(tmp_path / "eval.json")])
+    ev = json.loads((tmp_path / "eval.json").read_text())
+    assert rc == 0 and ev["domain_weights"] == branch.domain_weights
+    r = ev["r1"]["5"]["night"]
+    if branch.domain_weights.get("night", branch.fusion_weight) == branch.fusion_weight:
+        assert r["fused"] == r["fused_map"]
+    assert depth_eval.format_tables(ev).count("| fused") == (2 if branch.domain_weights else 1)
+
+
 def test_choose_weight_by_hand_prefers_appearance_on_ties():
     rows = {"night": {"queries": 4, "fused@1": 0.5, "fused@0.8": 0.75, "fused@0.5": 0.75},
             "fog": {"queries": 4, "fused@1": 0.5, "fused@0.8": 0.25, "fused@0.5": 0.25},

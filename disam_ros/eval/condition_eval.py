@@ -100,7 +100,7 @@ def selection_rows(reloc: Any, root: str | Path, conditions: Iterable[str], trut
             for d in domains:
                 coarse = loc.coarse.encode(f.image, d)
                 fine = loc.fine.encode(f.image, d) if loc.fine is not None else None
-                res, scores = loc.localize_and_score(coarse, fine, None)
+                res, scores = loc.localize_and_score(coarse, fine, None, domain=d)
                 ok = res.ok and float(np.linalg.norm(np.asarray(res.position) - f.position)) <= tolerance_m
                 per[d] = (ok, np.asarray(scores[1] if isinstance(scores, tuple) else scores))
             sims = {d: v[1] for d, v in per.items()}

@@ -27,9 +27,13 @@ class DepthDecoder(nn.Module):
 
     Bilinear upsampling + 3x3 convolutions rather than transposed convolutions (no checkerboard artefacts
     in a map that feeds a descriptor); a bounded sigmoid output keeps depth positive for the log loss.
+    With `domains`, the first layer's features get a per-condition scale and shift (FiLM; zero-initialised,
+    so it starts as the shared decoder): each condition's encoder gives codes of its own statistics (night codes
+    carry the least), and one affine per condition lets the decoder read them apart at ~2 x width weights each.
     """
 
-    def __init__(self, in_channels: int, n_up: int = 2, width: int = 64, max_depth_m: float = 80.0) -> None:
+    def __init__(self, in_channels: int, n_up: int = 2, width: int = 64, max_depth_m: float = 80.0,
+                 domains: tuple[str, ...] = ()) -> None:
         super().__init__()
         if in_channels < 1 or n_up < 0 or width < 1 or not max_depth_m > 0:
             raise ValueError(f"bad depth decoder shape: in_channels={in_channels} n_up={n_up} width={width} "
@@ -45,14 +49,41 @@ class DepthDecoder(nn.Module):
             ch = out
         layers.append(nn.Conv2d(ch, 1, 3, padding=1))
         self.body = nn.Sequential(*layers)
+        self.domains = tuple(str(d) for d in domains)
+        if len(set(self.domains)) != len(self.domains):
+            raise ValueError(f"depth decoder domains {list(self.domains)} repeat a name")
+        if self.domains:  # keys body.* stay those of the shared decoder; film.weight is added
+            self.film = nn.Embedding(len(self.domains), 2 * width)
+            nn.init.zeros_(self.film.weight)
 
     @classmethod
-    def for_model(cls, cfg: ModelConfig, width: int = 64, max_depth_m: float = 80.0) -> DepthDecoder:
-        """A decoder that returns depth at the model's input resolution from its content code."""
-        return cls(cfg.content_shape[0], cfg.n_downsampling, width, max_depth_m)
+    def for_model(cls, cfg: ModelConfig, width: int = 64, max_depth_m: float = 80.0,
+                  conditioned: bool = False) -> DepthDecoder:
+        """A decoder that returns depth at the model's input resolution from its content code (conditioned on
+        the model's domains when asked)."""
+        return cls(cfg.content_shape[0], cfg.n_downsampling, width, max_depth_m,
+                   tuple(cfg.domains) if conditioned else ())
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.max_depth_m * torch.sigmoid(self.body(z))
+    def domain_index(self, domain: str | None, n: int, device: torch.device) -> Tensor | None:
+        """(n,) indices of `domain` for forward; None for a shared decoder; ValueError for a missing/unknown one."""
+        if not self.domains:
+            return None
+        if domain not in self.domains:
+            raise ValueError(f"this depth decoder is conditioned on the condition ({list(self.domains)}); got "
+                             f"{domain!r}: pass the condition the image was encoded under")
+        return torch.full((n,), self.domains.index(domain), dtype=torch.long, device=device)
+
+    def forward(self, z: Tensor, domain: Tensor | None = None) -> Tensor:
+        """Depth of codes z; `domain` (B,) condition indices, required by (and only by) a conditioned decoder."""
+        if bool(self.domains) != (domain is not None):
+            raise ValueError("a conditioned depth decoder needs condition indices, a shared one takes none")
+        h = self.body[0](z)
+        if domain is not None:
+            gamma, beta = self.film(domain)[:, :, None, None].chunk(2, dim=1)
+            h = h * (1.0 + gamma) + beta
+        for layer in self.body[1:]:
+            h = layer(h)
+        return self.max_depth_m * torch.sigmoid(h)
 
 
 def _as_b1hw(x: Tensor) -> Tensor:
@@ -174,3 +205,26 @@ def fuse_descriptors(appearance: Tensor, depth: Tensor, w: float, unit_appearanc
     a = F.normalize(appearance.flatten(1), dim=1) if unit_appearance else appearance.flatten(1)
     d = F.normalize(depth.flatten(1), dim=1)
     return torch.cat([math.sqrt(w) * a, math.sqrt(1.0 - w) * d], dim=1)
+
+
+def query_scales(map_weight: float, query_weight: float) -> tuple[float, float]:
+    """(alpha, beta) that turn a query's fused vector [sqrt(w) a, sqrt(1-w) d] into [alpha a, beta d] so that its
+    inner product with a *map* vector of weight w is w_q <a, a'> + (1 - w_q) <d, d'>.
+
+    Why: a map stores [sqrt(w) a', sqrt(1-w) d'] for one w, but how much the hallucinated depth deserves depends
+    on the query's condition (night depth is the worst); scaling the query's two parts, alpha = w_q / sqrt(w),
+    beta = (1 - w_q) / sqrt(1 - w), gives each query condition its own mix without rebuilding the map. Needs
+    0 < w < 1 (a part the map stores as zero cannot be weighted back in).
+    """
+    w, wq = _check_weight(map_weight), _check_weight(query_weight)
+    if not 0.0 < w < 1.0:
+        raise ValueError(f"map fusion weight {w} must lie in (0, 1) for per-query weights (it stores one part as 0)")
+    return wq / math.sqrt(w), (1.0 - wq) / math.sqrt(1.0 - w)
+
+
+def fuse_query(appearance: Tensor, depth: Tensor, map_weight: float, query_weight: float) -> Tensor:
+    """[alpha a, beta d/|d|] (see query_scales), a as given (eq. 16 vectors): the query-side fused vector whose
+    inner product with fuse_descriptors(a', d', map_weight, unit_appearance=False) is
+    query_weight * <a, a'> + (1 - query_weight) * cos(d, d')."""
+    alpha, beta = query_scales(map_weight, query_weight)
+    return torch.cat([alpha * appearance.flatten(1), beta * F.normalize(depth.flatten(1), dim=1)], dim=1)

@@ -107,7 +107,8 @@ class _Encoded:
 def _encode_batch(batch: list[MapFrame], coarse: EncoderLike, fine: EncoderLike | None, domain: str,
                   s: DescriptorSettings, raw: NpyAppender, fine_out: NpyAppender | None) -> None:
     images = [f.image for f in batch]
-    raw.append(with_depth(coarse, z := coarse.encode(images, domain), coarse_vectors(z, s.coarse_grid)).cpu().numpy())
+    raw.append(with_depth(coarse, z := coarse.encode(images, domain), coarse_vectors(z, s.coarse_grid), domain)
+               .cpu().numpy())
     if fine_out is not None:
         fv = fine_vectors(fine.encode(images, domain), s.fine_grid).cpu().numpy()
         fine_out.append(fv.reshape(len(batch), *fine_out.row_shape))

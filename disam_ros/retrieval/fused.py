@@ -6,6 +6,8 @@ Why duck-typed on `encoder.depth_branch`: `Encoder.from_checkpoint` attaches the
 node) fuses without new arguments, and stand-in encoders without the attribute stay appearance-only.
 Maps record the branch (disam_ros.retrieval.depth_record); a query must be described exactly as the map was, so
 a fused map with an appearance-only model, or the reverse, or another fusion weight/grid, is refused.
+A query may be scored with its condition's own weight (the branch's `domain_weights`, chosen on validation): only
+the query vector is scaled (disam_ros.model.depth.fuse_query), so the map and its record stay as they are.
 """
 from __future__ import annotations
 
@@ -37,22 +39,24 @@ def branch_record(enc: Any) -> dict[str, Any]:
     return {} if branch is None else {KEY: dict(branch.record())}
 
 
-def with_depth(enc: Any, z: Tensor, vectors: Tensor) -> Tensor:
-    """Appearance vectors (B, D) of codes z, fused with the depth descriptor when the encoder has a branch."""
+def with_depth(enc: Any, z: Tensor, vectors: Tensor, domain: str | None = None) -> Tensor:
+    """Appearance vectors (B, D) of codes z (encoded under `domain`, which a conditioned decoder needs), fused
+    with the depth descriptor when the encoder has a branch."""
     branch = active_branch(enc)
-    return vectors if branch is None else branch.fuse(vectors, z).to(vectors.device)
+    return vectors if branch is None else branch.fuse(vectors, z, domain).to(vectors.device)
 
 
-def query_vectors(m: Any, enc: Any, z: Tensor) -> Tensor:
+def query_vectors(m: Any, enc: Any, z: Tensor, domain: str | None = None) -> Tensor:
     """The coarse query vectors a LocalizationMap `m` is searched with: eq. 16 vectors of the codes z (pooled as
-    the map's), fused with the depth descriptor exactly when the map's are."""
+    the map's), fused with the depth descriptor exactly when the map's are; `domain` (the condition z was encoded
+    under) picks the branch's query weight for it (None or an unlisted one: the map's weight)."""
     vectors = coarse_vectors(z, m.settings.coarse_grid)
     if branch_of((getattr(m, "manifest", None) or {}).get("models", {}).get("coarse")) is None:
         return vectors
     if active_branch(enc) is None:
         raise ValueError("the map holds fused appearance+depth vectors (seed 002): describe queries with the coarse "
                          "encoder the map was built with (Encoder.from_checkpoint loads its depth branch)")
-    return with_depth(enc, z, vectors)
+    return active_branch(enc).fuse_query(vectors, z, domain).to(vectors.device)
 
 
 def check_fusion(map_models: dict[str, Any], enc: Any, where: Path, ckpt: Path | None = None) -> None:

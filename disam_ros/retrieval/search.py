@@ -192,7 +192,7 @@ class Localizer:
         self._sync()
         t2 = time.perf_counter()
         timings = {"encode_coarse": (t1 - t0) * 1e3, "encode_fine": (t2 - t1) * 1e3}
-        return self.localize_features(coarse_feat, fine_feat, prior, _timings=timings, _t0=t0)
+        return self.localize_features(coarse_feat, fine_feat, prior, _timings=timings, _t0=t0, domain=domain)
 
     def _gate(self, prior: SpatialPrior | None) -> np.ndarray | None:
         if prior is None:
@@ -202,12 +202,13 @@ class Localizer:
 
     def localize_features(self, coarse_feat: Any, fine_feat: Any = None, prior: SpatialPrior | None = None,
                           _timings: dict[str, float] | None = None, _t0: float | None = None,
-                          _full: np.ndarray | None = None) -> RetrievalResult:
+                          _full: np.ndarray | None = None, domain: str | None = None) -> RetrievalResult:
         """The same search from content codes (C,h,w) / (1,C,h,w), numpy or torch, e.g. encoded elsewhere.
 
         `_full`: this frame's (N,) coarse scores over the whole map, already computed by `localize_and_score`;
         the numpy backend then ranks them instead of scoring the map a second time (the same top-k: scores
-        differ from a fresh search only by the float32 round-off of adding a PCA map's constant offset)."""
+        differ from a fresh search only by the float32 round-off of adding a PCA map's constant offset).
+        `domain`: the condition the features were encoded under (a seed 002 branch may weight depth per condition)."""
         t0 = time.perf_counter() if _t0 is None else _t0
         timings = {"encode_coarse": 0.0, "coarse_search": 0.0, "encode_fine": 0.0, "fine_rerank": 0.0}
         timings.update(_timings or {})
@@ -221,7 +222,7 @@ class Localizer:
         if fine_feat is not None and m.has_fine:
             qf = fine_vectors(self._check_shape(fine_feat, "fine"), m.settings.fine_grid)[0]
         ts = time.perf_counter()
-        q = query_vectors(m, self.coarse, self._check_shape(coarse_feat, "coarse"))[0]  # eq. 16 [+ seed 002 depth]
+        q = query_vectors(m, self.coarse, self._check_shape(coarse_feat, "coarse"), domain)[0]  # eq. 16 [+ depth]
         if not bool(torch.isfinite(q).all()) or (qf is not None and not bool(torch.isfinite(qf).all())):
             return self._failure("query features are not finite (NaN/inf): check the camera image and encoder",
                                  timings, t0)
@@ -301,12 +302,12 @@ class Localizer:
         """
         if self.coarse is None:
             raise ValueError("this Localizer has no coarse encoder: construct it with one to score images")
-        return self.place_scores_features(self.coarse.encode(image, domain), shortlist)
+        return self.place_scores_features(self.coarse.encode(image, domain), shortlist, domain)
 
-    def place_scores_features(self, coarse_feat: Any,
-                              shortlist: int = 256) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def place_scores_features(self, coarse_feat: Any, shortlist: int = 256,
+                              domain: str | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """`place_scores` from a content code already encoded (the tracker encodes each frame once)."""
-        q = query_vectors(self.map, self.coarse, self._check_shape(coarse_feat, "coarse"))[0]
+        q = query_vectors(self.map, self.coarse, self._check_shape(coarse_feat, "coarse"), domain)[0]
         if not bool(torch.isfinite(q).all()):
             raise ValueError("query features are not finite (NaN/inf): check the camera image and encoder")
         offset = 0.0
@@ -326,6 +327,7 @@ class Localizer:
 
     def localize_and_score(self, coarse_feat: Any, fine_feat: Any = None, prior: SpatialPrior | None = None,
                            shortlist: int = 256, _timings: dict[str, float] | None = None, _t0: float | None = None,
+                           domain: str | None = None,
                            ) -> tuple[RetrievalResult, np.ndarray | tuple[np.ndarray, np.ndarray] | None]:
         """One frame's retrieval AND its place scores from one encoding (what `tracking.Tracker` runs).
 
@@ -336,14 +338,15 @@ class Localizer:
         problem = getattr(self.map, "integrity_problem", None)
         tp = time.perf_counter()
         try:
-            scores = None if problem is not None else self.place_scores_features(coarse_feat, shortlist)
+            scores = None if problem is not None else self.place_scores_features(coarse_feat, shortlist, domain)
         except ValueError as exc:
             if "not finite" not in str(exc):
                 raise  # a shape mismatch is the caller's error, as in localize_features
             scores = None
         full = scores if isinstance(scores, np.ndarray) else None
         t_scores = (time.perf_counter() - tp) * 1e3
-        res = self.localize_features(coarse_feat, fine_feat, prior, _timings=_timings, _t0=t0, _full=full)
+        res = self.localize_features(coarse_feat, fine_feat, prior, _timings=_timings, _t0=t0, _full=full,
+                                     domain=domain)
         res.timings_ms.setdefault("place_scores", t_scores)
         return res, scores
 

@@ -127,6 +127,9 @@ class DepthSection:
     grid: int = 8  # depth descriptor: grid x grid cells of log depth
     fusion_weight: float = 1.0  # weight of appearance in the fused score (1 = appearance only)
     fusion_weights: list = field(default_factory=list)  # candidates chosen among on validation R@1
+    per_domain: bool = False  # also choose a query weight per query condition on validation (branch version 2)
+    val_distractors: bool = False  # validation database = the reference's val + train parts (not val alone)
+    conditioned: bool = False  # decoder conditioned on the condition (per-condition FiLM of its first layer)
 
 
 @dataclass

@@ -7,7 +7,9 @@ query condition with its own encoder; a query counts only when its place has a d
 tolerance). Rows: appearance only (eq. 16, what the map holds without the branch), the hallucinated depth's
 descriptor alone, the *true* depth's descriptor (an upper bound, not a method: it needs a depth sensor), and
 the fused descriptor at the checkpoint's fusion weight (chosen on the training world's validation part, never
-here). Depth error: mean abs. rel. of the hallucinated depth per condition. Nothing is selected on this data.
+here); a branch with per-condition query weights (version 2) is scored with each query condition's weight
+(row `fused`) and also with the map's single weight (row `fused_map`, what version 1 would score). Depth error:
+mean abs. rel. of the hallucinated depth per condition. Nothing is selected on this data.
 """
 from __future__ import annotations
 
@@ -26,9 +28,10 @@ from disam_ros.model.depth_branch import DepthBranch
 from .depth_scores import condition_recalls, encode_condition, mean_abs_rel
 from .evaluate import PRESET_DEFAULTS, _held_out, encoder_features
 
-ROWS = ("appearance", "depth", "true_depth", "fused")
+ROWS = ("appearance", "depth", "true_depth", "fused", "fused_map")
 ROW_NAMES = {"appearance": "appearance only (eq. 16)", "depth": "hallucinated depth only",
-             "true_depth": "true depth only (upper bound, needs a sensor)", "fused": "fused"}
+             "true_depth": "true depth only (upper bound, needs a sensor)", "fused": "fused",
+             "fused_map": "fused, the map's single weight"}
 
 
 def load_branch_model(path: str | Path) -> tuple[Encoder, DepthBranch]:
@@ -41,7 +44,7 @@ def load_branch_model(path: str | Path) -> tuple[Encoder, DepthBranch]:
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    """{reference, fusion_weight, tolerances, r1: {tol: {cond: {row: R@1}}}, abs_rel: {cond: value}}."""
+    """{reference, fusion_weight, domain_weights, tolerances, r1: {tol: {cond: {row: R@1}}}, abs_rel: {cond: v}}."""
     domains, reference = _held_out(args)
     enc, branch = load_branch_model(args.model)
     codes = encoder_features(enc, reference)
@@ -55,13 +58,15 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         for name, q in encoded.items():
             if name == reference:
                 continue
-            rec = condition_recalls(q, db, [w], tol)
+            wq = branch.query_weight(name)
+            rec = condition_recalls(q, db, [w, wq], tol)
             if rec.get("queries"):
                 rows[name] = {k: rec[k] for k in ("appearance", "depth", "true_depth")} | {
-                    "fused": rec[f"fused@{w:g}"], "queries": rec["queries"]}
+                    "fused": rec[f"fused@{wq:g}"], "fused_map": rec[f"fused@{w:g}"], "queries": rec["queries"]}
         rows["mean"] = {k: float(np.mean([r[k] for r in rows.values()])) for k in ROWS} if rows else {}
         r1[f"{tol:g}"] = rows
-    return {"reference": reference, "fusion_weight": w, "data": str(args.data), "model": str(args.model),
+    return {"reference": reference, "fusion_weight": w, "domain_weights": dict(branch.domain_weights),
+            "data": str(args.data), "model": str(args.model),
             "tolerances": list(args.tolerances), "r1": r1,
             "abs_rel": {name: mean_abs_rel(c) for name, c in encoded.items()}}
 
@@ -73,8 +78,11 @@ def format_tables(result: dict[str, Any]) -> str:
         conds = [c for c in rows if c != "mean"] + ["mean"]
         out += [f"R@1 within {tol} m (%), fusion weight {result['fusion_weight']:g}",
                 "| method | " + " | ".join(conds) + " |", "|---" * (len(conds) + 1) + "|"]
-        for key in ROWS:
-            name = ROW_NAMES[key] + (f" (w = {result['fusion_weight']:g})" if key == "fused" else "")
+        per = result.get("domain_weights") or {}
+        for key in ROWS if per else ROWS[:-1]:
+            name = ROW_NAMES[key] + (f" (w = {result['fusion_weight']:g})" if key != "fused" or not per else
+                                     " (per condition: " + ", ".join(f"{c} {v:g}" for c, v in per.items()) + ")")
+            name = name if key.startswith("fused") else ROW_NAMES[key]
             out.append(f"| {name} | " + " | ".join(f"{100 * rows[c][key]:.1f}" for c in conds) + " |")
         out.append("")
     conds = list(result["abs_rel"])

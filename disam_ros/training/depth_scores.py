@@ -63,13 +63,27 @@ def encode_condition(codes: CodeFn, branch: DepthBranch, dom: DomainImages, size
         x, gt = load_images(paths, size), load_depths(paths, size)
         with torch.no_grad():
             z = codes(x, encoder_domain).float()
-            pred = branch.depth(z).cpu()
+            pred = branch.depth(z, encoder_domain).cpu()
         parts["a"].append(coarse_descriptor(z).cpu())
         parts["d"].append(depth_descriptor(pred, branch.grid))
         parts["t"].append(depth_descriptor(gt, branch.grid))
         parts["e"].append(abs_rel_error(pred, gt))
     cat = {k: torch.cat(v) for k, v in parts.items()}
     return EncodedCondition(dom.name, np.asarray(dom.positions), cat["a"], cat["d"], cat["t"], cat["e"])
+
+
+def merge_conditions(name: str, parts: Sequence[EncodedCondition]) -> EncodedCondition:
+    """One database of several encoded parts (e.g. the reference's validation part plus its training part as
+    distractors: 30 validation places alone make a weak descriptor look better than in a map of hundreds)."""
+    return EncodedCondition(name, np.concatenate([p.positions for p in parts]),
+                            *(torch.cat([getattr(p, k) for p in parts])
+                              for k in ("appearance", "depth", "true_depth", "abs_rel")))
+
+
+def domain_weights(rows: dict[str, dict[str, float]], weights: Sequence[float]) -> dict[str, float]:
+    """{query condition: its own best weight} by choose_weight on that condition's row alone (ties to the
+    larger w, 1 always a candidate): never below appearance on the validation queries of that condition."""
+    return {n: choose_weight({n: r}, weights)[0] for n, r in rows.items() if r.get("queries")}
 
 
 def recall_at_1(sim: Tensor, q_pos: np.ndarray, db_pos: np.ndarray, tol: float) -> float:

@@ -12,7 +12,10 @@ The run (`depth.enabled: true`; `disam-train --recipe depth_demo --data ROOT --o
 3. validate the start and every `train.val_every` steps: mean abs. rel. error on the validation part; the best
    (lowest) point is kept, the start included;
 4. choose the fusion weight on the validation part: the best mean R@1 (within `train.val_tolerance`) over
-   `depth.fusion_weights` and 1.0 (appearance only), ties to the larger weight;
+   `depth.fusion_weights` and 1.0 (appearance only), ties to the larger weight; with `depth.per_domain` also
+   each query condition's own weight (the same rule on its row alone; stored as the branch's domain_weights,
+   version 2). With `depth.val_distractors` the validation database is the reference's validation part plus its
+   training part, so a weak depth descriptor meets as many wrong places as in a real map;
 5. write RUN/model.pt: the init's encoders (same parts and dtype) with the branch in `extra["depth_branch"]`,
    plus summary.json and log.csv. The test part and any other world are never read.
 """
@@ -41,9 +44,11 @@ from .depth_scores import (
     EncodedCondition,
     choose_weight,
     condition_recalls,
+    domain_weights,
     encode_condition,
     load_depths,
     mean_abs_rel,
+    merge_conditions,
 )
 from .distributed import init_distributed
 from .evaluate import load_images
@@ -79,7 +84,7 @@ class DepthTrainer:
             self._load_init(Path(init))
         self.net.requires_grad_(False)
         d = recipe.depth
-        self.decoder = DepthDecoder.for_model(self.cfg, d.width, d.max_depth_m)
+        self.decoder = DepthDecoder.for_model(self.cfg, d.width, d.max_depth_m, d.conditioned)
         self.schedule = Schedule.from_recipe(recipe)
         s = recipe.schedule
         self.opt = torch.optim.Adam(self.decoder.parameters(), lr=s.lr, betas=(s.beta1, s.beta2))
@@ -102,9 +107,10 @@ class DepthTrainer:
         with torch.no_grad():
             return self.net.encode(x, domain)
 
-    def _training_set(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(codes float16 (N,C,h,w), depth (N,1,S,S)) of every training image with depth (+ mirrors)."""
-        size, codes, depths = self.cfg.image_size, [], []
+    def _training_set(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(codes float16 (N,C,h,w), depth (N,1,S,S), condition indices (N,) for a conditioned decoder else None)
+        of every training image with depth (+ mirrors)."""
+        size, codes, depths, doms = self.cfg.image_size, [], [], []
         for dom in self.data.train:
             for s in range(0, len(dom), 64):
                 paths = dom.paths[s:s + 64]
@@ -115,14 +121,15 @@ class DepthTrainer:
                 for xv, tv in views:
                     codes.append(self._codes(xv, dom.name).half())
                     depths.append(tv)
+                    doms.append(torch.full((len(xv),), self.cfg.domains.index(dom.name), dtype=torch.long))
         if not codes or sum(len(c) for c in codes) == 0:
             raise ValueError(f"{self.data_root}: no training image has a depth map (ROOT/<condition>/depth/<stem>.png,"
                              " 16-bit millimetres): render the world with depth or add depth files")
-        return torch.cat(codes), torch.cat(depths)
+        return torch.cat(codes), torch.cat(depths), torch.cat(doms) if self.decoder.domains else None
 
-    def _branch(self, weight: float = 1.0) -> DepthBranch:
+    def _branch(self, weight: float = 1.0, per_domain: dict[str, float] | None = None) -> DepthBranch:
         d = self.recipe.depth
-        return DepthBranch(self.decoder, d.grid, weight, d.loss)
+        return DepthBranch(self.decoder, d.grid, weight, d.loss, dict(per_domain or {}))
 
     def _encoded_val(self) -> dict[str, EncodedCondition]:
         branch = self._branch()
@@ -140,9 +147,19 @@ class DepthTrainer:
         finite = [v for v in rows.values() if math.isfinite(v)]
         return {"step": self.step, "abs_rel": float(sum(finite) / len(finite)) if finite else math.nan, **rows}
 
+    def _val_database(self, ref: Any) -> Any:
+        """The validation database: the reference's validation part, plus its training part with
+        `depth.val_distractors` (never its test part)."""
+        if not self.recipe.depth.val_distractors:
+            return ref
+        train = next(dom for dom in self.data.train if dom.name == self.data.reference)
+        extra = encode_condition(self._codes, self._branch(), train, self.cfg.image_size, train.name)
+        return merge_conditions(ref.name, [ref, extra])
+
     def choose_fusion(self) -> tuple[float, dict[str, Any]]:
-        """The fusion weight by mean validation R@1 (see depth_scores.choose_weight); the configured
-        `depth.fusion_weight` when no candidates are listed or the data has no places."""
+        """The fusion weight by mean validation R@1 (see depth_scores.choose_weight), and with `depth.per_domain`
+        one per query condition; the configured `depth.fusion_weight` when no candidates are listed or the data
+        has no places."""
         d, t = self.recipe.depth, self.recipe.train
         if not d.fusion_weights:
             return d.fusion_weight, {}
@@ -152,10 +169,15 @@ class DepthTrainer:
         if ref is None or ref.positions is None or ref.positions.ndim != 2:
             log.warning("no validation places: using the configured depth.fusion_weight %g", d.fusion_weight)
             return d.fusion_weight, {}
-        rows = {n: condition_recalls(c, ref, d.fusion_weights, t.val_tolerance, t.val_queries)
+        db = self._val_database(ref)
+        rows = {n: condition_recalls(c, db, d.fusion_weights, t.val_tolerance, t.val_queries)
                 for n, c in enc.items() if n != self.data.reference}
         w, score = choose_weight(rows, d.fusion_weights)
-        return w, {"rows": rows, "chosen": w, "mean_r1": score}
+        per = domain_weights(rows, d.fusion_weights) if d.per_domain and 0.0 < w < 1.0 else {}
+        if d.per_domain and not per:
+            log.warning("depth.per_domain: the chosen map weight %g leaves no room for query weights", w)
+        return w, {"rows": rows, "chosen": w, "mean_r1": score, "database": len(db.positions),
+                   "domain_weights": per}
 
     def fit(self, until: int | None = None) -> dict[str, Any]:
         r = self.recipe
@@ -163,7 +185,7 @@ class DepthTrainer:
         self.paths.out.mkdir(parents=True, exist_ok=True)
         r.dump(self.paths.recipe)
         t0 = time.perf_counter()
-        codes, depths = self._training_set()
+        codes, depths, doms = self._training_set()
         log.info("depth: %d training views with depth (%.1f s to encode)", len(codes), time.perf_counter() - t0)
         gen = torch.Generator().manual_seed(r.seed)
         best_state, best = None, None
@@ -183,7 +205,8 @@ class DepthTrainer:
             for group in self.opt.param_groups:
                 group["lr"] = self.schedule.lr_at(step)
             idx = torch.randint(len(codes), (r.train.batch_size,), generator=gen)
-            loss = depth_loss(self.decoder(codes[idx].float()), depths[idx], r.depth.loss)
+            pred = self.decoder(codes[idx].float(), None if doms is None else doms[idx])
+            loss = depth_loss(pred, depths[idx], r.depth.loss)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
@@ -191,18 +214,18 @@ class DepthTrainer:
         seconds = time.perf_counter() - t1
         self.decoder.load_state_dict(best_state)
         weight, fusion = self.choose_fusion()
-        self._save(weight, best)
+        self._save(weight, best, fusion.get("domain_weights"))
         out = {"step": total, "seconds": seconds, "val_start": self.history[0], "val_best": best,
                "val_last": self.history[-1], "improved": best["step"] > 0, "fusion_weight": weight,
                "fusion": fusion, "model": str(self.paths.model), "init_sha256": self.init_sha}
         self._write_logs(rows, out)
         return out
 
-    def _save(self, weight: float, best: dict[str, Any]) -> None:
+    def _save(self, weight: float, best: dict[str, Any], per_domain: dict[str, float] | None = None) -> None:
         extra = {"kind": "depth_branch", "recipe": self.recipe.to_dict(), "step": best["step"],
                  "data_root": str(self.data_root), "reference": self.data.reference, "init_sha256": self.init_sha,
                  "val": {k: v for k, v in best.items() if k != "step"},
-                 EXTRA_KEY: self._branch(weight).to_extra()}
+                 EXTRA_KEY: self._branch(weight, per_domain).to_extra()}
         save_checkpoint(self.paths.model, self.net, self.cfg, extra, parts=self.parts, dtype=self.dtype)
 
     def _write_logs(self, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
