@@ -22,7 +22,7 @@ from disam_ros.retrieval import Localizer, SearchConfig, SpatialPrior, build_map
 from disam_ros.retrieval.descriptors import coarse_vectors
 from disam_ros.retrieval.frame_gate import GateConfig
 from disam_ros.retrieval.localization_map import LocalizationMap
-from disam_ros.retrieval.map_calibration import write_calibration
+from disam_ros.retrieval.map_calibration import row_scores, write_calibration
 from disam_ros.retrieval.place_graph import PlaceGraph
 from disam_ros.retrieval.sequence import SequenceLocalizer
 from disam_ros.tracking import (
@@ -91,6 +91,14 @@ def test_map_drives_split_at_gaps_and_backward_stamps():
     # 0 1 2 | 1.5 (back) 2.5 | 20 (gap 17.5 > 10)
     assert map_drives(np.array([0.0, 1.0, 2.0, 1.5, 2.5, 20.0]), 10.0).tolist() == [0, 0, 0, 1, 1, 2]
     assert map_drives(np.zeros(0), 10.0).tolist() == []
+
+
+def test_row_scores_chunked_equal_the_hand_products():
+    # four 2-d map vectors, stored float16 as a refine matrix would be; rows 0 and 3 against all, chunks of 3
+    x = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 2.0], [-1.0, 1.0]], dtype=np.float16)
+    got = row_scores(x, np.array([0, 3]), chunk=3)
+    # row 0 = (1, 0): 1, 0.5, 0, -1; row 3 = (-1, 1): -1, 0, 2, 2
+    assert got.dtype == np.float32 and got.tolist() == [[1.0, 0.5, 0.0, -1.0], [-1.0, 0.0, 2.0, 2.0]]
 
 
 def test_observation_rows_are_bounded():

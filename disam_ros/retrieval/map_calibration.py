@@ -133,12 +133,22 @@ def observation_rows(n: int, dim: int, budget: int = OBSERVATION_CELL_BUDGET,
     return np.unique(np.linspace(0, n - 1, r).round().astype(np.int64))
 
 
+def row_scores(x: np.ndarray, rows: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """(R, N) float32 inner products of map rows `rows` with every map vector, `chunk` vectors at a time.
+
+    Why chunked: `x` may be a memory-mapped float16 matrix (ivfpq maps' refine vectors); converting all of it to
+    float32 at once would cost 2 GB at a million 512-dim images, while a chunk costs `chunk` x dim x 4 bytes."""
+    q = np.asarray(x[rows], dtype=np.float32)
+    out = np.empty((len(q), len(x)), dtype=np.float32)
+    for s in range(0, len(x), chunk):
+        out[:, s:s + chunk] = q @ np.asarray(x[s:s + chunk], dtype=np.float32).T
+    return out
+
+
 def estimate_observation(coarse: np.ndarray, positions: np.ndarray, exclusion_m: float) -> ObservationModel:
     """ObservationModel.estimate on a bounded subsample of the map's rows scored against the whole map."""
     rows = observation_rows(len(coarse), coarse.shape[1])
-    x = np.asarray(coarse)
-    scores = np.asarray(x[rows], dtype=np.float32) @ np.asarray(x, dtype=np.float32).T
-    return ObservationModel.estimate(scores, rows, positions, exclusion_m)
+    return ObservationModel.estimate(row_scores(coarse, rows), rows, positions, exclusion_m)
 
 
 def calibrated_probability(cal: Calibration, feature: float) -> float:
@@ -210,4 +220,5 @@ def remove_calibration(map_dir: str | Path) -> bool:
 
 
 __all__ = ["MAP_CALIBRATION_VERSION", "MapCalibration", "calibrated_probability", "estimate_observation",
-           "observation_rows", "publish_threshold", "read_calibration", "remove_calibration", "write_calibration"]
+           "observation_rows", "publish_threshold", "read_calibration", "remove_calibration", "row_scores",
+           "write_calibration"]
