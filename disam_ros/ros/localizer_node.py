@@ -43,12 +43,11 @@ from std_srvs.srv import Trigger
 
 from disam_ros import conditions
 from disam_ros.data.image_codec import compressed_to_rgb, image_to_rgb
-from disam_ros.heap import freeze_startup_heap
 from disam_ros.ros import env
 from disam_ros.ros import messages as M
 from disam_ros.ros import node_params as P
 from disam_ros.ros import node_stats as S
-from disam_ros.ros.node_worker import FrameWorker, NodeTracking, PriorCache, confidence_gate, relocalizer_config
+from disam_ros.ros import node_worker as W
 
 NODE_NAME = P.NODE_NAME
 
@@ -72,10 +71,10 @@ class LocalizerNode(LifecycleNode):
         # rclpy fixes a severity per calling line: each throttle emits from its own lambda (its own line here).
         self._log_error = S.LogThrottle(lambda text: self.get_logger().error(text))
         self._log_warn = S.LogThrottle(lambda text: self.get_logger().warning(text))
-        self._worker: FrameWorker | None = None
+        self._worker: W.FrameWorker | None = None
         self._active = threading.Event()
-        self.priors = PriorCache()
-        self.tracking: NodeTracking | None = None
+        self.priors = W.PriorCache()
+        self.tracking: W.NodeTracking | None = None
         self.last_debug = 0.0
         self._domain_in_use = ""
         self.last_stamp: float | None = None
@@ -117,7 +116,7 @@ class LocalizerNode(LifecycleNode):
 
         self.config_error = ""
         cfg = self.cfg = P.read_config(self)
-        self.reloc = Relocalizer.from_map(cfg.map, relocalizer_config(cfg))
+        self.reloc = Relocalizer.from_map(cfg.map, W.relocalizer_config(cfg))
         self.map, self.model_domains = self.reloc.map, tuple(self.reloc.localizer.coarse.domains)
         self.frame_id = cfg.frame_id or self.map.frame_id
         self.device = str(self.reloc.localizer.coarse.device)
@@ -128,7 +127,7 @@ class LocalizerNode(LifecycleNode):
             self.get_logger().warning(w)
         self._selection = self.reloc.select(None)
         self.dyn = {k: getattr(cfg, k) for k in DYNAMIC}
-        self.tracking = NodeTracking(self.reloc, cfg)  # place graph and observation model from the map
+        self.tracking = W.NodeTracking(self.reloc, cfg)  # place graph and observation model from the map
         out = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         pub = self.create_lifecycle_publisher  # silent unless active: a deactivated node publishes no pose
         self.pub_pose = pub(PoseStamped, "~/pose", out)
@@ -138,11 +137,7 @@ class LocalizerNode(LifecycleNode):
         self.pub_debug = pub(Image, "~/debug_image", QoSProfile(depth=2))
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", out)  # reports in every state
         self.srv_reset = self.create_service(Trigger, "~/reset", self._on_reset)
-        t0 = time.monotonic()
-        self.reloc.warm_up()  # before subscribing: an active, matched subscription means the node is ready
-        frozen = freeze_startup_heap()  # no 200 ms full collection of the model/map heap between two frames
-        self.get_logger().debug(f"warm-up query took {1e3 * (time.monotonic() - t0):.0f} ms; {frozen} start-up "
-                                "objects exempt from garbage collection")
+        W.ready_for_frames(self.reloc, self.get_logger())  # before subscribing: an active subscription means ready
         self.diag_timer = self.create_timer(cfg.diagnostics_period_s, self.publish_diagnostics)
         self.get_logger().info(
             f"configured: map '{cfg.map}' ({len(self.map)} images, frame '{self.frame_id}') on {self.device}; "
@@ -156,7 +151,7 @@ class LocalizerNode(LifecycleNode):
         img_qos = QoSProfile(depth=2, history=HistoryPolicy.KEEP_LAST, reliability=rel)
         self._gaps.reset()
         self.mailbox.reopen()
-        self._worker = FrameWorker(self).start()
+        self._worker = W.FrameWorker(self).start()
         self._active.set()
         if cfg.compressed:
             self.sub_image = self.create_subscription(CompressedImage, "image/compressed", self._on_compressed,
@@ -332,7 +327,7 @@ class LocalizerNode(LifecycleNode):
             "odometry": self.cfg.odom_topic or "none (speed band)", **self.tracking.diagnostics(),
             **self.reloc.condition_diagnostics(),
         }
-        t, values["confidence_gate"] = confidence_gate(self.dyn, self.tracking.calibrated,
+        t, values["confidence_gate"] = W.confidence_gate(self.dyn, self.tracking.calibrated,
                                                        self.tracking.suggested_min_confidence)
         values.update(confidence_threshold=t, confidence_calibrated=self.tracking.calibrated)
         values.update(self.stats.snapshot())
