@@ -12,13 +12,19 @@ of three modes:
 Its `confidence` is the calibrated probability that the answer is within the tolerance (5 m, 10 deg by
 default) when the map carries a calibration for the mode (`disam-calibrate`), else a heuristic (single:
 the retrieval's distinctiveness; sequence/window: posterior mass near the best place), and diagnostics say
-which. The calibrated feature is the mode's raw score: distinctiveness (single); for sequence and window
-the track's support: the mean standardised score of the places it answered over the last `SUPPORT_FRAMES`
-frames, or over the last `RECENT_FRAMES` when that is lower (so a kidnapped vehicle, whose new frames do
-not show the road the belief still follows, loses its confidence at once). Why not the posterior mass:
-where the features fail (night, day-trained encoders) the belief still settles on some motion-consistent
-stretch and its mass says "certain"; the frames do not back that stretch, and the support says so (on the
-demo world's calibration drives it tells right from wrong with AUC 0.88, the mass's log-odds with 0.57).
+which. The calibrated feature is a raw score: distinctiveness (single); for sequence and window one of two,
+chosen per map by `disam-calibrate` on its calibration drives (`retrieval.calibration.choose_feature`):
+* `support`: the mean standardised score of the places the track answered over the last `SUPPORT_FRAMES`
+  frames, or over the last `RECENT_FRAMES` when that is lower (so a kidnapped vehicle, whose new frames do
+  not show the road the belief still follows, loses its confidence at once). Where the features fail
+  (night, day-trained encoders) the belief still settles on some motion-consistent stretch and its mass says
+  "certain"; the frames do not back that stretch, and the support says so (on the demo world's calibration
+  drives it tells right from wrong with AUC 0.88, the mass's log-odds with 0.57);
+* `mass`: the log-odds of the posterior mass within `mass_radius_m` of the best place. On a route whose
+  neighbouring frames look alike (Nordland's railway) the support ranks a track a few frames off as high as
+  a right one, while the mass sees the belief spread along it (there the mass publishes 58 % of the held-out
+  frames at 99 % precision, the support none).
+Fits made before the choice existed name no feature and map the support, as they always did.
 
 The place graph comes from the map: positions, stamps and headings, with drives split where the map's
 stamps jump back or pause longer than `max_gap_s` (a map merged from several drives records no drive ids;
@@ -143,6 +149,7 @@ class Tracker:
         self._prev: tuple[np.ndarray, float] | None = None
         self.frames = 0
         self.last_feature = math.nan  # the raw score the calibration maps (NaN: no answer this frame)
+        self.last_features: dict[str, float] = {}  # every candidate feature of this frame (disam-calibrate)
         self._support: deque[float] = deque(maxlen=SUPPORT_FRAMES)
 
     # ------------------------------------------------------------------------------------------ set-up
@@ -222,7 +229,7 @@ class Tracker:
              odom_distance_m: float | None = None) -> TrackStep:
         """One frame: encode once, retrieve, update the belief, answer. Raises ValueError for a bad image."""
         t0 = time.perf_counter()
-        self.last_feature = math.nan
+        self.last_feature, self.last_features = math.nan, {}
         shortlist = SHORTLIST if self._seq is not None else 0
         sel, res, scores = self.reloc.localize_scored(rgb, stamp, prior, shortlist=shortlist)
         self.frames += 1
@@ -256,12 +263,18 @@ class Tracker:
         z = obs.shortlist_z(*scores, n) if isinstance(scores, tuple) else obs.frame_z(scores)
         self._support.append(float(z[est.index]))
 
-    def _calibrated(self, feature: float, heuristic: float) -> tuple[float, bool]:
-        self.last_feature = float(feature)
+    def _calibrated(self, features: dict[str, float], heuristic: float) -> tuple[float, bool]:
+        """(confidence, calibrated): the calibration's probability of the feature it was fitted on (the first
+        candidate for fits that name none), else the heuristic."""
+        self.last_features = {k: float(v) for k, v in features.items()}
         cal = self.calibration
+        key = next(iter(features))
+        if cal is not None and self.mode in cal.modes:
+            key = cal.modes[self.mode].feature_key(key)
+        self.last_feature = self.last_features.get(key, math.nan)
         if cal is None or self.mode not in cal.modes:
             return float(heuristic), False
-        return calibrated_probability(cal.modes[self.mode], feature), True
+        return calibrated_probability(cal.modes[self.mode], self.last_feature), True
 
     def _covariance_scale(self) -> float:
         """The calibration's factor making right answers' position NEES 3 on its drives (1 uncalibrated)."""
@@ -282,14 +295,14 @@ class Tracker:
         else:
             self._consistent = 1
         self._prev = (pos, stamp)
-        conf, calibrated = self._calibrated(res.confidence, res.confidence)
+        conf, calibrated = self._calibrated({"distinctiveness": res.confidence}, res.confidence)
         res.confidence = conf
         res.covariance[:3, :3] *= self._covariance_scale()
         return TrackStep(sel, res, None, calibrated, True)
 
     def _sequence_step(self, sel: conditions.Selection, res: RetrievalResult, est: SequenceEstimate) -> TrackStep:
         m, idx = self.reloc.map, est.index
-        conf, calibrated = self._calibrated(support(self._support), est.mass)
+        conf, calibrated = self._calibrated({"support": support(self._support), "mass": est.log_odds}, est.mass)
         post = self._seq.posterior()
         cov = pose_covariance(max(conf, 1e-3), m.spacing_m, m.spacing_rad)
         cov[:3, :3] = self._covariance_scale() * local_covariance(

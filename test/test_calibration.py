@@ -8,6 +8,8 @@ import pytest
 
 from disam_ros.retrieval.calibration import (
     Calibration,
+    auc,
+    choose_feature,
     ece,
     fit_isotonic,
     fit_logistic,
@@ -114,3 +116,39 @@ def test_isotonic_answers_zero_below_its_fitted_range():
     assert cal.x == (0.5,) and cal.y == (1.0,)
     assert cal.apply(np.array([-3.0, 0.49, 0.5, 0.8, 7.0, np.nan])).tolist() == [0.0, 0.0, 1.0, 1.0, 1.0, 0.0]
     assert float(cal.apply(0.1)) == 0.0  # a scalar in, a scalar out
+
+
+def test_auc_by_hand():
+    # right answers score 0.35 and 0.8, wrong ones 0.1 and 0.4: 3 of the 4 (right, wrong) pairs are ordered
+    assert auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert auc(np.array([0.5, 0.5, 0.9]), np.array([1, 0, 1])) == pytest.approx(0.75)  # tie counts half
+    assert math.isnan(auc(np.array([0.1, 0.2]), np.array([1, 1])))  # no wrong answer: undefined
+
+
+def test_choose_feature_keeps_the_feature_with_the_best_auc():
+    """60 right then 40 wrong frames. 'sharp' ranks every right frame above every wrong one (AUC 1): its
+    isotonic fit is 1 on the right ones, so at 99 % it publishes exactly them (coverage 0.6); 'flat' is one
+    value for all (one block at 0.6: nothing reaches 99 %, coverage 0, AUC 0.5). Order does not matter."""
+    ok = np.r_[np.ones(60), np.zeros(40)]
+    sharp = np.r_[np.linspace(2.0, 3.0, 60), np.linspace(0.0, 1.0, 40)]
+    flat = np.full(100, 0.7)
+    for cands in ({"flat": flat, "sharp": sharp}, {"sharp": sharp, "flat": flat}):
+        got = choose_feature(cands, ok, 0.99, mode="sequence", extra={"covariance_scale": 2.0})
+        assert got.key == "sharp" and got.fit.feature_key("support") == "sharp"
+        assert got.fit.extra["covariance_scale"] == 2.0 and got.fit.mode == "sequence"
+        assert got.table["sharp"]["coverage"] == pytest.approx(0.6) and got.table["sharp"]["auc"] == 1.0
+        assert got.table["flat"]["coverage"] == 0.0 and got.table["flat"]["auc"] == 0.5
+        assert got.threshold == pytest.approx(1.0) and math.isinf(got.table["flat"]["threshold"])
+    tie = choose_feature({"a": flat, "b": flat + 1.0}, ok, 0.99)  # neither publishes, same AUC: the first
+    assert tie.key == "a" and math.isinf(tie.threshold)
+    # 'late' puts one wrong frame on top (AUC (2400 - 60) / 2400 = 0.975; the top k never reach 99 %), 'top'
+    # has its best 30 right frames on top, then the wrong ones, then the other 30 right (AUC 1200 / 2400 = 0.5,
+    # coverage 0.3): the AUC decides, the coverage only breaks ties
+    late = sharp.copy()
+    late[60] = 9.0
+    top = np.r_[np.linspace(5.0, 6.0, 30), np.linspace(-2.0, -1.0, 30), np.linspace(0.0, 1.0, 40)]
+    got = choose_feature({"top": top, "late": late}, ok, 0.99)
+    assert got.table["late"]["auc"] == pytest.approx(0.975) and got.table["top"]["auc"] == pytest.approx(0.5)
+    assert got.table["top"]["coverage"] == pytest.approx(0.3) and got.table["late"]["coverage"] == 0.0
+    assert got.key == "late"
+    assert Calibration("isotonic", x=(0.0,), y=(1.0,)).feature_key("support") == "support"  # an older fit

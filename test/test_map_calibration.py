@@ -49,7 +49,7 @@ def test_round_trip_through_the_map(map_dir):
     assert got.modes["sequence"].apply(2.0) == pytest.approx(0.95)
     assert got.modes["single"].apply(0.5) == pytest.approx(0.5)  # 1 / (1 + exp(-(2 * 0.5 - 1)))
     assert got.min_confidence == {"sequence": 0.95, "single": None}
-    assert got.observation == CAL.observation and "isotonic, 40 frames" in got.describe("sequence")
+    assert got.observation == CAL.observation and "isotonic on support, 40 frames" in got.describe("sequence")
     assert "none for mode window" in got.describe("window")
     assert check_files(map_dir, manifest, verify=True) == []  # every listed file hashed, the calibration too
     # refitting replaces it; removing it leaves the map as it was built

@@ -250,6 +250,29 @@ def test_calibrated_tracker_reports_probabilities(world, calibrated_map):
     assert not wider.calibrated
 
 
+def test_tracker_maps_the_feature_its_calibration_was_fitted_on(world, calibrated_map, tmp_path):
+    """A fit keyed 'mass' gets the posterior mass's log-odds, not the support; every frame carries both."""
+    import dataclasses
+    import shutil
+
+    from disam_ros.retrieval.calibration import Calibration
+
+    out, cal = calibrated_map
+    assert cal.stats["sequence"]["feature"] in ("support", "mass")  # disam-calibrate recorded its choice
+    assert set(cal.stats["sequence"]["features"]) == {"support", "mass"}
+    mass_fit = Calibration("isotonic", x=(-50.0, 0.0), y=(0.2, 0.8), mode="sequence", tolerance=cal.tolerance,
+                           extra={"feature_key": "mass"})
+    shutil.copytree(out, tmp_path / "map")
+    write_calibration(tmp_path / "map", dataclasses.replace(cal, modes={**cal.modes, "sequence": mass_fit}))
+    tr = Tracker(relocalizer({**world, "map": tmp_path / "map"}), TrackerConfig(mode="sequence"))
+    assert "isotonic on mass" in tr.diagnostics()["calibration"]
+    for q in queries(world, "test")[:10]:
+        step = tr.step(q.image, q.stamp)
+        assert set(tr.last_features) == {"support", "mass"}
+        assert tr.last_feature == tr.last_features["mass"] == step.estimate.log_odds
+        assert step.result.confidence == (0.8 if step.estimate.log_odds >= 0.0 else 0.2)
+
+
 def test_kidnapped_vehicle_is_relocalised_and_nothing_wrong_is_published(world, calibrated_map):
     out, cal = calibrated_map
     thr = cal.min_confidence["sequence"]

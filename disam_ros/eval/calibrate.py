@@ -44,7 +44,7 @@ from disam_ros.eval.offline import add_tracker_args, evaluate_modes, query_group
 from disam_ros.eval.scoring import TrackedFrame
 from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
 from disam_ros.retrieval import SearchConfig
-from disam_ros.retrieval.calibration import Calibration, ece, fit_isotonic, threshold_for_precision
+from disam_ros.retrieval.calibration import Calibration, choose_feature, ece
 from disam_ros.retrieval.map_calibration import MapCalibration, remove_calibration, write_calibration
 from disam_ros.tracking import TrackerConfig, config_summary
 
@@ -53,27 +53,49 @@ log = logging.getLogger(__name__)
 
 def fit_mode(frames: Sequence[TrackedFrame], mode: str, tolerance: tuple[float, float],
              precision: float, z: float = 0.0) -> tuple[Calibration, float | None, dict]:
-    """Isotonic fit of one mode's answered frames, the threshold reaching `precision` on them (None: none
-    does), and what the fit saw (frames, answered, accuracy, coverage and precision at the threshold, ECE)."""
+    """Isotonic fit of one mode's answered frames on the feature that publishes most at `precision` on them
+    (`choose_feature`: sequence/window choose between the track's support and the posterior mass), the
+    threshold reaching `precision` (None: none does), and what the fit saw (frames, answered, accuracy,
+    coverage and precision at the threshold, ECE, each candidate's coverage and AUC)."""
     fs = [f for f in frames if f.mode == mode]
     ans = [f for f in fs if f.est_position is not None and np.isfinite(f.feature)]
     if len(ans) < 2:
         raise ValueError(f"mode {mode}: {len(ans)} answered calibration frames; calibrate on drives the map covers "
                          "(more frames, other --conditions)")
-    feat = np.array([f.feature for f in ans])
     ok = np.array([f.correct(tolerance) for f in ans], float)
     right_nees = np.array([f.nees for f in ans if f.correct(tolerance) and np.isfinite(f.nees)])
     # the position covariance, scaled so that right answers have a mean NEES of 3 (3 DOF) on these drives
     scale = float(right_nees.mean() / 3.0) if len(right_nees) else 1.0
-    cal = fit_isotonic(feat, ok, mode=mode, tolerance=tolerance, extra={
-        "feature": "distinctiveness" if mode == "single" else "support: mean z of the answered places, last frames",
-        "covariance_scale": scale})
-    conf = cal.apply(feat)
-    thr = threshold_for_precision(conf, ok, precision, z)
+    choice = choose_feature(candidate_features(ans), ok, precision, z, mode=mode, tolerance=tolerance,
+                            extra={"feature": FEATURE_TEXT.get(mode, ""), "covariance_scale": scale})
+    cal = choice.fit
+    conf = cal.apply(np.array([f.features.get(choice.key, f.feature) for f in ans]))
+    thr = choice.threshold
     pub = conf >= thr
     stats = {"frames": len(fs), "answered": len(ans), "accuracy": float(ok.mean()), "ece": ece(conf, ok),
-             "coverage": float(pub.sum() / len(fs)), "precision": float(ok[pub].mean()) if pub.any() else None}
+             "coverage": float(pub.sum() / len(fs)), "precision": float(ok[pub].mean()) if pub.any() else None,
+             "feature": choice.key, "features": {k: {n: _finite_or_none(v) for n, v in t.items()}
+                                                 for k, t in choice.table.items()}}
     return cal, (float(thr) if np.isfinite(thr) else None), stats
+
+
+FEATURE_TEXT = {"single": "distinctiveness",
+                "sequence": "support (mean z of the answered places) or mass (log-odds near the best place)",
+                "window": "support (mean z of the answered places) or mass (log-odds near the best place)"}
+
+
+def candidate_features(frames: Sequence[TrackedFrame]) -> dict[str, np.ndarray]:
+    """The finite features every answered frame carries, in the tracker's order (its default first); frames
+    without a `features` record give their `feature` under the mode's default name."""
+    keys = [k for k in frames[0].features if all(k in f.features for f in frames)]
+    cands = {k: np.array([f.features[k] for f in frames], float) for k in keys}
+    cands = {k: v for k, v in cands.items() if np.isfinite(v).all()}
+    default = "distinctiveness" if frames[0].mode == "single" else "support"
+    return cands or {default: np.array([f.feature for f in frames], float)}
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
 
 
 def calibrate(reloc: Relocalizer, groups: Sequence, modes: Sequence[str], config: TrackerConfig, precision: float,
@@ -101,7 +123,7 @@ def summary_lines(cal: MapCalibration) -> list[str]:
               else f"no threshold reached {100 * cal.precision_target:g} % precision")
         out.append(f"{mode:9s} {st['answered']}/{st['frames']} answered, {100 * st['accuracy']:.1f} % within "
                    f"({cal.tolerance[0]:g} m, {cal.tolerance[1]:g} deg), ECE {st['ece']:.3f} (on the fitting "
-                   f"drives); {at}")
+                   f"drives); {at}; feature {st.get('feature', '?')}")
     return out
 
 

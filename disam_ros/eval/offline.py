@@ -118,7 +118,8 @@ def evaluate(reloc: Relocalizer, groups: Sequence[QueryGroup], examples_per_cond
     return run.results, run.examples, run.answers
 
 
-def tracked_frame(mode: str, q: Query, step: TrackStep, feature: float) -> TrackedFrame:
+def tracked_frame(mode: str, q: Query, step: TrackStep, feature: float,
+                  features: dict[str, float] | None = None) -> TrackedFrame:
     res = step.result
     if not res.ok:
         return TrackedFrame(mode, q.condition, q.name, np.asarray(q.position), np.asarray(q.quat), None, None,
@@ -126,7 +127,7 @@ def tracked_frame(mode: str, q: Query, step: TrackStep, feature: float) -> Track
     pos = np.asarray(res.position, float)
     return TrackedFrame(mode, q.condition, q.name, np.asarray(q.position), np.asarray(q.quat), pos,
                         np.asarray(res.quat, float), float(res.confidence), feature, step.calibrated,
-                        nees(np.asarray(q.position) - pos, res.covariance))
+                        nees(np.asarray(q.position) - pos, res.covariance), dict(features or {}))
 
 
 def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequence[str],
@@ -147,7 +148,7 @@ def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequ
                 t0 = time.perf_counter()
                 step = tracker.step(q.image, q.stamp)
                 latency = time.perf_counter() - t0
-                tracked.append(tracked_frame(mode, q, step, tracker.last_feature))
+                tracked.append(tracked_frame(mode, q, step, tracker.last_feature, tracker.last_features))
                 if k:
                     continue
                 res = step.result

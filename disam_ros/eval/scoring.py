@@ -7,7 +7,7 @@ visuallocalization.net submission file and the plots.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +155,7 @@ class TrackedFrame:
     feature: float
     calibrated: bool
     nees: float
+    features: dict[str, float] = field(default_factory=dict)  # every candidate feature (disam-calibrate chooses)
 
     def errors(self) -> tuple[float, float]:
         """(translation m, rotation deg); NaN when there is no answer."""

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from disam_ros.cliutil import OneLineParser
-from disam_ros.retrieval.calibration import ece, fit_isotonic, threshold_for_precision
+from disam_ros.retrieval.calibration import choose_feature, ece
 from disam_ros.retrieval.place_graph import PlaceGraph
 from disam_ros.retrieval.sequence import ObservationModel, SequenceConfig, SequenceLocalizer
 from disam_ros.retrieval.track_parts import SUPPORT_FRAMES, PlaceContrast, support
@@ -76,7 +76,7 @@ def run_mode(s: ScoreSet, config: SequenceConfig, observation: ObservationModel,
     tracked = config.mode != "single"
     contrast = PlaceContrast(len(s.map_positions), contrast_frames) if tracked and contrast_frames > 0 else None
     answered: deque[float] = deque(maxlen=SUPPORT_FRAMES)
-    idx, feature, nees, ms = [], [], [], []
+    idx, feature, mass, nees, ms = [], [], [], [], []
     for q in range(len(s.scores)):
         t0 = time.perf_counter()
         scores = contrast(s.scores[q]) if contrast is not None else s.scores[q]
@@ -88,8 +88,10 @@ def run_mode(s: ScoreSet, config: SequenceConfig, observation: ObservationModel,
         err = s.truth[q] - est.position
         idx.append(est.index)
         feature.append(support(answered) if tracked else est.log_odds)
+        mass.append(est.log_odds)
         nees.append(float(err @ np.linalg.solve(est.covariance, err)))
-    return {"index": np.array(idx), "mass": np.array(feature), "nees": np.array(nees), "ms": np.array(ms)}
+    return {"index": np.array(idx), "features": {"support": np.array(feature), "mass": np.array(mass)}
+            if tracked else {"distinctiveness": np.array(feature)}, "nees": np.array(nees), "ms": np.array(ms)}
 
 
 def correct(s: ScoreSet, index: np.ndarray, tol_m: float) -> np.ndarray:
@@ -102,25 +104,27 @@ def observation_for(s: ScoreSet, exclusion_m: float) -> ObservationModel:
 
 
 def compare(fit: ScoreSet, test: ScoreSet, config: SequenceConfig, tol_m: float, precision: float = 0.99,
-            exclusion_m: float = 5.0, contrast_frames: float = CONTRAST_FRAMES) -> list[dict]:
-    """Per mode: calibration + threshold fitted on `fit`, everything reported on `test`."""
+            exclusion_m: float = 5.0, contrast_frames: float = CONTRAST_FRAMES, z: float = 1.645) -> list[dict]:
+    """Per mode: the confidence feature, calibration and threshold chosen on `fit` (disam-calibrate's
+    `choose_feature`; the threshold's precision at the Wilson lower bound `z`), everything reported on `test`."""
     rows = []
     obs_fit, obs_test = observation_for(fit, exclusion_m), observation_for(test, exclusion_m)
     for mode in MODES:
         cfg = replace(config, mode=mode)
         a = run_mode(fit, cfg, obs_fit, contrast_frames)
         ok_a = correct(fit, a["index"], tol_m)
-        cal = fit_isotonic(a["mass"], ok_a, mode=mode, tolerance=(tol_m, 180.0))
-        thr = threshold_for_precision(cal.apply(a["mass"]), ok_a, precision)
+        choice = choose_feature(a["features"], ok_a, precision, z, mode=mode, tolerance=(tol_m, 180.0))
+        cal, thr = choice.fit, choice.threshold
         b = run_mode(test, cfg, obs_test, contrast_frames)
         ok_b = correct(test, b["index"], tol_m)
-        conf = cal.apply(b["mass"])
+        conf = cal.apply(b["features"][choice.key])
         pub = conf >= thr
         rows.append({
             "set": test.name, "mode": mode, "queries": len(ok_b), "r1": float(ok_b.mean()),
             "threshold": thr, "coverage": float(pub.mean()),
             "precision": float(ok_b[pub].mean()) if pub.any() else float("nan"),
-            "ece": ece(conf, ok_b), "ece_fit": ece(cal.apply(a["mass"]), ok_a),
+            "ece": ece(conf, ok_b), "ece_fit": ece(cal.apply(a["features"][choice.key]), ok_a),
+            "feature": choice.key, "feature_table": choice.table,
             "nees_mean": float(b["nees"].mean()), "nees_median": float(np.median(b["nees"])),
             "gain": obs_test.gain, "self_separation": obs_test.self_separation,
             "update_ms_median": float(np.median(b["ms"])), "r1_fit": float(ok_a.mean())})
@@ -128,12 +132,13 @@ def compare(fit: ScoreSet, test: ScoreSet, config: SequenceConfig, tol_m: float,
 
 
 def render(rows: list[dict]) -> str:
-    head = ("| scores | mode | R@1 +-2 | coverage | precision | threshold | ECE (fit half) | NEES mean / median | "
-            "ms/frame |")
+    head = ("| scores | mode | R@1 +-2 | coverage | precision | threshold | feature | ECE (fit half) | "
+            "NEES mean / median | ms/frame |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(f"| {r['set']} | {r['mode']} | {100 * r['r1']:.1f} % | {100 * r['coverage']:.1f} % | "
-                     f"{100 * r['precision']:.1f} % | {r['threshold']:.3f} | {r['ece']:.3f} ({r['ece_fit']:.3f}) | "
+                     f"{100 * r['precision']:.1f} % | {r['threshold']:.3f} | {r['feature']} | "
+                     f"{r['ece']:.3f} ({r['ece_fit']:.3f}) | "
                      f"{r['nees_mean']:.2f} / {r['nees_median']:.2f} | {r['update_ms_median']:.2f} |")
     return "\n".join(lines)
 

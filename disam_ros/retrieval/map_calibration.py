@@ -97,8 +97,9 @@ class MapCalibration:
         if mode not in self.modes:
             return f"none for mode {mode}: heuristic confidence (map calibrated for {', '.join(sorted(self.modes))})"
         c = self.modes[mode]
-        return (f"isotonic, {c.samples} frames within ({self.tolerance[0]:g} m, {self.tolerance[1]:g} deg), "
-                f"fitted {self.fitted or '?'} on {self.source or '?'}")
+        feature = c.feature_key("distinctiveness" if mode == "single" else "support")
+        return (f"isotonic on {feature}, {c.samples} frames within ({self.tolerance[0]:g} m, "
+                f"{self.tolerance[1]:g} deg), fitted {self.fitted or '?'} on {self.source or '?'}")
 
 
 def _num(x: Any) -> bool:
