@@ -22,8 +22,8 @@ chosen per map by `disam-calibrate` on its calibration drives (`retrieval.calibr
   drives it tells right from wrong with AUC 0.88, the mass's log-odds with 0.57);
 * `mass`: the log-odds of the posterior mass within `mass_radius_m` of the best place. On a route whose
   neighbouring frames look alike (Nordland's railway) the support ranks a track a few frames off as high as
-  a right one, while the mass sees the belief spread along it (there the mass publishes 58 % of the held-out
-  frames at 99 % precision, the support none).
+  a right one, while the mass sees the belief spread along it (patch-normalised pixels there: AUC 0.93
+  against 0.67; the mass publishes 89.9 % of the held-out frames, all right, the support nothing).
 Fits made before the choice existed name no feature and map the support, as they always did.
 
 The place graph comes from the map: positions, stamps and headings, with drives split where the map's

@@ -11,8 +11,9 @@ where every number is measured. Place i is at (i m, 0, 0); a frame is right with
 
 Score sets (`--sets`): the untrained tiny encoder, raw pixels, SeqSLAM's patch-normalised pixels and the
 shipped demo encoder. Each goes through the Tracker's own per-frame steps (place contrast before the
-filter, the track's support as the calibrated feature), so the rows are what the node would do with the
-same scores. Reproduce (one CPU thread, about a minute)::
+filter; the calibrated feature, the track's support or the posterior mass near the best place, chosen on
+the first half as disam-calibrate chooses it), so the rows are what the node would do with the same scores.
+Reproduce (one CPU thread, about a minute)::
 
     disam-sequence-eval --data ../shared/data/nordland_trimmed_dev --json seq.json
 
@@ -70,8 +71,9 @@ class ScoreSet:
 def run_mode(s: ScoreSet, config: SequenceConfig, observation: ObservationModel,
              contrast_frames: float = CONTRAST_FRAMES) -> dict[str, np.ndarray]:
     """Feed a score matrix frame by frame as the node's Tracker does: per-place contrast before the filter
-    (sequence/window) and the track's support as the confidence feature (single: the log-odds of the
-    best place's mass). Per frame the estimate's map index, that feature, NEES and update time."""
+    (sequence/window), and the candidate confidence features the Tracker offers its calibration (the track's
+    support and the log-odds of the mass near the best place; single: the log-odds of the best place's
+    mass). Per frame the estimate's map index, those features, NEES and update time."""
     loc = SequenceLocalizer(PlaceGraph.build(s.map_positions), config, observation)
     tracked = config.mode != "single"
     contrast = PlaceContrast(len(s.map_positions), contrast_frames) if tracked and contrast_frames > 0 else None
