@@ -198,7 +198,9 @@ def test_fused_inner_product_is_the_weighted_sum_with_eq16_kept_as_is():
 
 def test_bad_depth_recipe_values_and_resume_are_one_line_errors(world, tmp_path, capsys):
     for override, needle in (("depth.loss=l2", "depth.loss"), ("depth.fusion_weights=[0.5,1.5]", "fusion_weight"),
-                             ("depth.grid=0", "depth.grid"), ("depth.max_depth_m=0", "max_depth_m")):
+                             ("depth.grid=0", "depth.grid"), ("depth.max_depth_m=0", "max_depth_m"),
+                             ("depth.select=loss", "depth.select"), ("depth.place_weight=-1", "place_weight"),
+                             ("depth.place_tau=0", "place_tau")):
         rc = cli.main(["--recipe", "depth_demo", "--data", str(world), "--out", str(tmp_path / "r"), override])
         err = capsys.readouterr().err.strip()
         assert rc == 2 and needle in err and len(err.splitlines()) == 1
@@ -218,3 +220,48 @@ def test_export_carries_the_branch_with_float16_encoders(run, tmp_path):
     assert shipped.depth_branch.record() == orig.depth_branch.record()
     assert torch.equal(shipped.depth_branch.depth(z), orig.depth_branch.depth(z))  # decoder kept in float32
     assert read_checkpoint(tmp_path / "ship.pt")[2]["dtype"] == "float16"
+
+
+def test_place_contrastive_by_hand():
+    from disam_ros.model.depth import place_contrastive
+
+    eye = torch.eye(2)
+    # logits = I / tau (tau 1): each row's softmax gives its own column e / (e + 1): loss log(1 + 1/e), both ways
+    assert float(place_contrastive(eye, eye, tau=1.0)) == pytest.approx(math.log(1.0 + math.exp(-1.0)))
+    # tau 0.5 doubles the logits: log(1 + e^-2)
+    assert float(place_contrastive(eye, eye, tau=0.5)) == pytest.approx(math.log(1.0 + math.exp(-2.0)))
+    # the other row shows the same place: left out of the softmax, nothing to push away
+    assert float(place_contrastive(eye, eye, torch.ones(2, 2, dtype=torch.bool), tau=1.0)) == pytest.approx(0.0)
+    # a swapped partner batch: the right column has logit 0 against 1, loss log(1 + e)
+    swapped = eye.flip(0)
+    assert float(place_contrastive(eye, swapped, tau=1.0)) == pytest.approx(math.log(1.0 + math.e))
+
+
+def test_positive_table_pairs_the_nearest_view_of_each_other_condition_with_the_same_mirroring():
+    from disam_ros.training.depth_trainer import DepthViews, positive_table
+
+    # views 0, 1: condition 0 at x = 0 and 10; views 2, 3: condition 1 at x = 0.5 and 20; view 4: condition 1
+    # at x = 0.2 but mirrored (pairs only with mirrored views); view 5: condition 0, mirrored, x = 0
+    pos = torch.tensor([[0.0, 0, 0], [10, 0, 0], [0.5, 0, 0], [20, 0, 0], [0.2, 0, 0], [0.0, 0, 0]])
+    views = DepthViews(torch.zeros(6, 1, 1, 1), torch.zeros(6, 1, 1, 1), torch.tensor([0, 0, 1, 1, 1, 0]), pos,
+                       torch.tensor([False, False, False, False, True, True]))
+    table = positive_table(views, 3.0)
+    assert table.tolist() == [[-1, 2], [-1, -1], [0, -1], [-1, -1], [5, -1], [-1, 4]]
+
+
+def test_place_loss_run_keeps_the_best_depth_only_r1(world, run, tmp_path):
+    """depth.place_weight with depth.select r1: a real run whose validation history carries the depth-only R@1 and
+    whose stored decoder is the point with the best one (the earliest on ties), encoders untouched."""
+    out = tmp_path / "place"
+    rc = cli.main(["--recipe", "depth_demo", "--data", str(world), "--out", str(out), "--init", str(run["init"]),
+                   "-q", *OVERRIDES, "depth.place_weight=1.0", "depth.select=r1", "depth.place_radius_m=5.0",
+                   "depth.val_distractors=true"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    hist = json.loads((out / "val.json").read_text())
+    r1 = [h["depth_r1"] for h in hist]
+    assert all(0.0 <= v <= 1.0 for v in r1) and s["val_best"]["step"] == hist[r1.index(max(r1))]["step"]
+    state0, _, _ = read_checkpoint(run["init"])
+    state1, _, meta = read_checkpoint(out / "model.pt")
+    assert all(torch.equal(state0[k], state1[k]) for k in state0 if k.startswith("encoders."))
+    assert meta["extra"]["step"] == s["val_best"]["step"]

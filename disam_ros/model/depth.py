@@ -181,6 +181,23 @@ def depth_descriptor(depth: Tensor, grid: int = 8) -> Tensor:
     return F.normalize(cells - cells.mean(1, keepdim=True), dim=1)
 
 
+def place_contrastive(da: Tensor, db: Tensor, same_place: Tensor | None = None, tau: float = 0.1) -> Tensor:
+    """Symmetric InfoNCE between two batches of descriptors of the same places under other conditions.
+
+    Row i of `da` and row i of `db` show one place; every other row of the batch is a negative, except where
+    `same_place[i, j]` says it shows the same place too (left out of both softmaxes, never pushed away). Why:
+    the depth loss alone teaches the decoder what depth looks like by day; at night its depth is wrong in a
+    way the descriptor cannot absorb (seed 002 reports the same). Asking the night and day descriptors of one
+    place to agree, against other places, trains the hallucination for what retrieval needs.
+    """
+    logits = da @ db.T / tau
+    if same_place is not None:
+        off = same_place & ~torch.eye(len(da), dtype=torch.bool, device=da.device)
+        logits = logits.masked_fill(off, float("-inf"))
+    target = torch.arange(len(da), device=da.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
 def _check_weight(w: float) -> float:
     if not (math.isfinite(w) and 0.0 <= w <= 1.0):
         raise ValueError(f"fusion weight {w} must be in [0, 1] (1 = appearance only, 0 = depth only)")

@@ -130,6 +130,10 @@ class DepthSection:
     per_domain: bool = False  # also choose a query weight per query condition on validation (branch version 2)
     val_distractors: bool = False  # validation database = the reference's val + train parts (not val alone)
     conditioned: bool = False  # decoder conditioned on the condition (per-condition FiLM of its first layer)
+    place_weight: float = 0.0  # weight of the cross-condition place loss on the depth descriptor (0 = off)
+    place_tau: float = 0.1  # its softmax temperature
+    place_radius_m: float = 3.0  # views of other conditions within this distance are the same place
+    select: str = "abs_rel"  # validation point kept: lowest depth error (abs_rel) or best depth-only R@1 (r1)
 
 
 @dataclass
@@ -303,6 +307,10 @@ def validate(r: Recipe) -> None:
     _one_of("supervised.descriptor", r.supervised.descriptor, DESCRIPTORS)
     _one_of("train.val_metric", r.train.val_metric, METRICS)
     _one_of("depth.loss", r.depth.loss, ("l1", "silog"))
+    _one_of("depth.select", r.depth.select, ("abs_rel", "r1"))
+    _range("depth.place_weight", r.depth.place_weight, 0.0, math.inf)
+    _range("depth.place_tau", r.depth.place_tau, 0.0, math.inf, low_open=True)
+    _range("depth.place_radius_m", r.depth.place_radius_m, 0.0, math.inf, low_open=True)
     for w in (r.depth.fusion_weight, *r.depth.fusion_weights):
         _range("depth.fusion_weight(s)", w if isinstance(w, int | float) else math.nan, 0.0, 1.0)
     _range("depth.max_depth_m", r.depth.max_depth_m, 0.0, math.inf, low_open=True)

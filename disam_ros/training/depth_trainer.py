@@ -27,15 +27,17 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from disam_ros.fsutil import atomic_write_text
 from disam_ros.model import CheckpointError, DisamNet, save_checkpoint
 from disam_ros.model.checkpoint import PARTS, read_checkpoint
-from disam_ros.model.depth import DepthDecoder, depth_loss
+from disam_ros.model.depth import DepthDecoder, depth_descriptor, depth_loss, place_contrastive
 from disam_ros.model.depth_branch import EXTRA_KEY, DepthBranch
 
 from .config import Recipe
@@ -107,25 +109,27 @@ class DepthTrainer:
         with torch.no_grad():
             return self.net.encode(x, domain)
 
-    def _training_set(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(codes float16 (N,C,h,w), depth (N,1,S,S), condition indices (N,) for a conditioned decoder else None)
-        of every training image with depth (+ mirrors)."""
-        size, codes, depths, doms = self.cfg.image_size, [], [], []
+    def _training_set(self) -> DepthViews:
+        """Every training image with depth (+ mirrors): codes (float16), depth, condition, position, mirrored."""
+        size, codes, depths, doms, pos, flips = self.cfg.image_size, [], [], [], [], []
         for dom in self.data.train:
             for s in range(0, len(dom), 64):
                 paths = dom.paths[s:s + 64]
                 x, t = load_images(paths, size), load_depths(paths, size)
                 keep = (t > 0).flatten(1).any(1)
                 x, t = x[keep], t[keep]
-                views = [(x, t), (x.flip(-1), t.flip(-1))] if self.recipe.data.flip else [(x, t)]
-                for xv, tv in views:
+                where = place_positions(dom.positions, s, len(paths))[keep]
+                views = [(x, t, False), (x.flip(-1), t.flip(-1), True)] if self.recipe.data.flip else [(x, t, False)]
+                for xv, tv, flipped in views:
                     codes.append(self._codes(xv, dom.name).half())
                     depths.append(tv)
                     doms.append(torch.full((len(xv),), self.cfg.domains.index(dom.name), dtype=torch.long))
+                    pos.append(where)
+                    flips.append(torch.full((len(xv),), flipped))
         if not codes or sum(len(c) for c in codes) == 0:
             raise ValueError(f"{self.data_root}: no training image has a depth map (ROOT/<condition>/depth/<stem>.png,"
                              " 16-bit millimetres): render the world with depth or add depth files")
-        return torch.cat(codes), torch.cat(depths), torch.cat(doms) if self.decoder.domains else None
+        return DepthViews(torch.cat(codes), torch.cat(depths), torch.cat(doms), torch.cat(pos), torch.cat(flips))
 
     def _branch(self, weight: float = 1.0, per_domain: dict[str, float] | None = None) -> DepthBranch:
         d = self.recipe.depth
@@ -145,7 +149,34 @@ class DepthTrainer:
             self.decoder.train()
         rows = {n: mean_abs_rel(c) for n, c in enc.items()}
         finite = [v for v in rows.values() if math.isfinite(v)]
-        return {"step": self.step, "abs_rel": float(sum(finite) / len(finite)) if finite else math.nan, **rows}
+        out = {"step": self.step, "abs_rel": float(sum(finite) / len(finite)) if finite else math.nan, **rows}
+        if self.recipe.depth.select == "r1":
+            out["depth_r1"] = self._depth_r1(enc)
+        return out
+
+    def _depth_r1(self, enc: dict[str, EncodedCondition]) -> float:
+        """Mean depth-only R@1 of the validation query conditions against the validation database."""
+        ref = enc.get(self.data.reference)
+        if ref is None or ref.positions is None or ref.positions.ndim != 2:
+            raise ValueError("depth.select: r1 needs validation places (a dataset with poses): use abs_rel")
+        self.decoder.eval()
+        try:
+            db = self._val_database(ref)
+        finally:
+            self.decoder.train()
+        t = self.recipe.train
+        rows = [condition_recalls(c, db, (), t.val_tolerance, t.val_queries) for n, c in enc.items()
+                if n != self.data.reference]
+        scored = [r["depth"] for r in rows if r.get("queries")]
+        return float(sum(scored) / len(scored)) if scored else math.nan
+
+    def _better(self, val: dict[str, Any], best: dict[str, Any] | None) -> bool:
+        """The validation point to keep (the earlier point wins ties)."""
+        if best is None:
+            return True
+        if self.recipe.depth.select == "r1":
+            return val["depth_r1"] > best["depth_r1"]
+        return val["abs_rel"] < best["abs_rel"]
 
     def _val_database(self, ref: Any) -> Any:
         """The validation database: the reference's validation part, plus its training part with
@@ -185,8 +216,17 @@ class DepthTrainer:
         self.paths.out.mkdir(parents=True, exist_ok=True)
         r.dump(self.paths.recipe)
         t0 = time.perf_counter()
-        codes, depths, doms = self._training_set()
-        log.info("depth: %d training views with depth (%.1f s to encode)", len(codes), time.perf_counter() - t0)
+        views = self._training_set()
+        codes, depths = views.codes, views.depths
+        doms = views.domains if self.decoder.domains else None
+        d = r.depth
+        partners = positive_table(views, d.place_radius_m) if d.place_weight > 0 else None
+        anchors = torch.nonzero((partners >= 0).any(1)).flatten() if partners is not None else None
+        if anchors is not None and not len(anchors):
+            raise ValueError(f"depth.place_weight: no training view has another condition's view within "
+                             f"{d.place_radius_m} m: raise depth.place_radius_m or set place_weight 0")
+        log.info("depth: %d training views with depth (%.1f s to encode)%s", len(codes), time.perf_counter() - t0,
+                 "" if anchors is None else f", {len(anchors)} with a cross-condition partner")
         gen = torch.Generator().manual_seed(r.seed)
         best_state, best = None, None
         rows: list[dict[str, Any]] = []
@@ -197,16 +237,22 @@ class DepthTrainer:
             if step == 0 or step == total or (r.train.val_every and step % r.train.val_every == 0):
                 val = self.validate()
                 self.history.append(val)
-                log.info("step %d: validation abs. rel. %.4f", step, val["abs_rel"])
-                if best is None or val["abs_rel"] < best["abs_rel"]:  # the earlier point wins ties
+                log.info("step %d: validation abs. rel. %.4f%s", step, val["abs_rel"],
+                         f", depth-only R@1 {val['depth_r1']:.3f}" if "depth_r1" in val else "")
+                if self._better(val, best):
                     best, best_state = val, {k: v.clone() for k, v in self.decoder.state_dict().items()}
             if step == total:
                 break
             for group in self.opt.param_groups:
                 group["lr"] = self.schedule.lr_at(step)
-            idx = torch.randint(len(codes), (r.train.batch_size,), generator=gen)
+            if anchors is None:
+                idx = torch.randint(len(codes), (r.train.batch_size,), generator=gen)
+            else:
+                idx = anchors[torch.randint(len(anchors), (r.train.batch_size,), generator=gen)]
             pred = self.decoder(codes[idx].float(), None if doms is None else doms[idx])
             loss = depth_loss(pred, depths[idx], r.depth.loss)
+            if partners is not None:
+                loss = loss + d.place_weight * self._place_loss(views, partners, idx, pred, gen)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
@@ -220,6 +266,18 @@ class DepthTrainer:
                "fusion": fusion, "model": str(self.paths.model), "init_sha256": self.init_sha}
         self._write_logs(rows, out)
         return out
+
+    def _place_loss(self, views: DepthViews, partners: torch.Tensor, idx: torch.Tensor, pred: torch.Tensor,
+                    gen: torch.Generator) -> torch.Tensor:
+        """Cross-condition place loss of the anchors' hallucinated depth against a random partner each."""
+        d = self.recipe.depth
+        valid = (partners[idx] >= 0).float()
+        col = torch.multinomial(valid, 1, generator=gen)[:, 0]
+        pid = partners[idx, col]
+        doms = views.domains[pid] if self.decoder.domains else None
+        other = self.decoder(views.codes[pid].float(), doms)
+        same = torch.cdist(views.positions[idx], views.positions[pid]) <= d.place_radius_m
+        return place_contrastive(depth_descriptor(pred, d.grid), depth_descriptor(other, d.grid), same, d.place_tau)
 
     def _save(self, weight: float, best: dict[str, Any], per_domain: dict[str, float] | None = None) -> None:
         extra = {"kind": "depth_branch", "recipe": self.recipe.to_dict(), "step": best["step"],
@@ -236,6 +294,43 @@ class DepthTrainer:
         atomic_write_text(self.paths.log, buf.getvalue())
         atomic_write_text(self.paths.val, json.dumps(self.history, indent=1))
         atomic_write_text(self.paths.summary, json.dumps(summary, indent=1, default=float))
+
+
+@dataclass(frozen=True, eq=False)
+class DepthViews:
+    """The cached training views: codes (N,C,h,w) float16, depth (N,1,S,S), condition index, position (N,3)
+    (NaN where the data has no places) and whether the view is mirrored."""
+
+    codes: torch.Tensor
+    depths: torch.Tensor
+    domains: torch.Tensor
+    positions: torch.Tensor
+    mirrored: torch.Tensor
+
+
+def place_positions(positions: Any, start: int, n: int) -> torch.Tensor:
+    """(n, 3) float32 positions of images [start, start + n) of a condition; NaN when it has none."""
+    if positions is None or np.ndim(positions) != 2:
+        return torch.full((n, 3), math.nan)
+    p = torch.as_tensor(np.asarray(positions[start:start + n], dtype=np.float32))
+    return torch.nn.functional.pad(p, (0, 3 - p.shape[1])) if p.shape[1] < 3 else p[:, :3]
+
+
+def positive_table(views: DepthViews, radius_m: float) -> torch.Tensor:
+    """(N, D) for every view, the nearest view of each other condition with the same mirroring within
+    `radius_m` (its index), or -1 (same condition, none that close, or no positions)."""
+    n_dom = int(views.domains.max()) + 1 if len(views.domains) else 0
+    table = torch.full((len(views.domains), n_dom), -1, dtype=torch.long)
+    for flip in (False, True):
+        groups = {k: torch.nonzero((views.domains == k) & (views.mirrored == flip)).flatten() for k in range(n_dom)}
+        for a, ia in groups.items():
+            for b, ib in groups.items():
+                if a == b or not len(ia) or not len(ib):
+                    continue
+                dist = torch.cdist(views.positions[ia], views.positions[ib]).nan_to_num(math.inf)
+                near, j = dist.min(1)
+                table[ia, b] = torch.where(near <= radius_m, ib[j], torch.tensor(-1))
+    return table
 
 
 def make_trainer(recipe: Recipe, data_root: str | Path, out: str | Path, init: str | Path | None = None,
