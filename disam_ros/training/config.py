@@ -35,6 +35,11 @@ class ModelSection:
     # Start every domain from the same weights (the reference initialises each domain independently, and
     # relies on FCL to align the code spaces over hundreds of epochs; short runs need the head start).
     shared_init: bool = False
+    # One encoder for every condition (issue 11 ablation on Nordland): after each generator step the two stepped
+    # encoders' weights are averaged and copied into every domain. Why: independent updates of the per-condition
+    # encoders undo the shared start's alignment of database and query codes, and FCL does not restore it. Measured
+    # on Nordland it did not rescue the coarse recipe either (0.816 -> 0.587; docs/training.md, Table VI ablation).
+    tie_encoders: bool = False
 
 
 @dataclass
@@ -336,6 +341,8 @@ def validate(r: Recipe) -> None:
         raise ValueError(f"data.domains {r.data.domains} needs at least two distinct conditions (DISAM pairs them)")
     if r.train.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"train.device {r.train.device!r} is not auto, cpu or cuda")
+    if r.model.tie_encoders and not r.model.shared_init:
+        raise ValueError("model.tie_encoders needs model.shared_init=true: tying averages encoders that start equal")
     if r.data.reference is not None and r.data.domains is not None and r.data.reference not in r.data.domains:
         raise ValueError(f"data.reference {r.data.reference!r} is not in data.domains {r.data.domains}: add it")
 

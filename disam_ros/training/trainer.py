@@ -62,6 +62,22 @@ def share_initialisation(net: DisamNet) -> None:
             group[d].load_state_dict(group[first].state_dict())
 
 
+def tie_encoders(net: DisamNet, stepped: tuple[str, ...]) -> None:
+    """Average the `stepped` domains' encoder weights and copy the mean into every domain's encoder.
+
+    Why: with a shared start, keeping the encoders equal keeps database and query codes in one space (one
+    encoder updated by the mean of the stepped domains' Adam updates). Buffers are averaged the same way.
+    """
+    with torch.no_grad():
+        tensors = [dict(net.encoders[d].state_dict()) for d in net.domains]
+        index = {d: k for k, d in enumerate(net.domains)}
+        for name in tensors[0]:
+            src = [tensors[index[d]][name] for d in stepped]
+            mean = src[0] if len(src) == 1 else torch.stack([t.float() for t in src]).mean(0).to(src[0].dtype)
+            for t in tensors:
+                t[name].copy_(mean)
+
+
 def read_run(out: str | Path) -> tuple[Recipe, str]:
     """(recipe, data root) stored in a run's last checkpoint: what --resume continues."""
     path = RunPaths(Path(out)).last
@@ -259,6 +275,8 @@ class Trainer:
             out["total"].backward()
         for d in (di, dj):
             self.opt_g[d].step()
+        if self.recipe.model.tie_encoders:
+            tie_encoders(self.net, (di, dj))
         self.net.discriminators.requires_grad_(True)
 
         d_loss = torch.zeros(())
