@@ -45,7 +45,7 @@ from disam_ros.eval.scoring import TrackedFrame
 from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
 from disam_ros.retrieval import SearchConfig
 from disam_ros.retrieval.calibration import Calibration, choose_feature, ece
-from disam_ros.retrieval.map_calibration import MapCalibration, remove_calibration, write_calibration
+from disam_ros.retrieval.map_calibration import MapCalibration, finite_or_none, remove_calibration, write_calibration
 from disam_ros.tracking import TrackerConfig, config_summary
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 
 def fit_mode(frames: Sequence[TrackedFrame], mode: str, tolerance: tuple[float, float],
              precision: float, z: float = 0.0) -> tuple[Calibration, float | None, dict]:
-    """Isotonic fit of one mode's answered frames on the feature that publishes most at `precision` on them
-    (`choose_feature`: sequence/window choose between the track's support and the posterior mass), the
+    """Isotonic fit of one mode's answered frames on the feature that tells right from wrong best on them
+    (`choose_feature`, by AUC: sequence/window choose between the track's support and the posterior mass), the
     threshold reaching `precision` (None: none does), and what the fit saw (frames, answered, accuracy,
     coverage and precision at the threshold, ECE, each candidate's coverage and AUC)."""
     fs = [f for f in frames if f.mode == mode]
@@ -66,15 +66,15 @@ def fit_mode(frames: Sequence[TrackedFrame], mode: str, tolerance: tuple[float, 
     right_nees = np.array([f.nees for f in ans if f.correct(tolerance) and np.isfinite(f.nees)])
     # the position covariance, scaled so that right answers have a mean NEES of 3 (3 DOF) on these drives
     scale = float(right_nees.mean() / 3.0) if len(right_nees) else 1.0
-    choice = choose_feature(candidate_features(ans), ok, precision, z, mode=mode, tolerance=tolerance,
+    cands = candidate_features(ans)
+    choice = choose_feature(cands, ok, precision, z, mode=mode, tolerance=tolerance,
                             extra={"feature": FEATURE_TEXT.get(mode, ""), "covariance_scale": scale})
-    cal = choice.fit
-    conf = cal.apply(np.array([f.features.get(choice.key, f.feature) for f in ans]))
-    thr = choice.threshold
+    cal, thr = choice.fit, choice.threshold
+    conf = cal.apply(cands[choice.key])
     pub = conf >= thr
     stats = {"frames": len(fs), "answered": len(ans), "accuracy": float(ok.mean()), "ece": ece(conf, ok),
              "coverage": float(pub.sum() / len(fs)), "precision": float(ok[pub].mean()) if pub.any() else None,
-             "feature": choice.key, "features": {k: {n: _finite_or_none(v) for n, v in t.items()}
+             "feature": choice.key, "features": {k: {n: finite_or_none(v) for n, v in t.items()}
                                                  for k, t in choice.table.items()}}
     return cal, (float(thr) if np.isfinite(thr) else None), stats
 
@@ -92,10 +92,6 @@ def candidate_features(frames: Sequence[TrackedFrame]) -> dict[str, np.ndarray]:
     cands = {k: v for k, v in cands.items() if np.isfinite(v).all()}
     default = "distinctiveness" if frames[0].mode == "single" else "support"
     return cands or {default: np.array([f.feature for f in frames], float)}
-
-
-def _finite_or_none(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None
 
 
 def calibrate(reloc: Relocalizer, groups: Sequence, modes: Sequence[str], config: TrackerConfig, precision: float,

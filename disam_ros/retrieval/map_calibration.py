@@ -60,7 +60,7 @@ class MapCalibration:
         return {"version": self.version, "fitted": self.fitted, "source": self.source,
                 "tolerance": list(self.tolerance), "precision_target": self.precision_target,
                 "modes": {m: c.to_dict() for m, c in self.modes.items()},
-                "min_confidence": {m: _finite_or_none(t) for m, t in self.min_confidence.items()},
+                "min_confidence": {m: finite_or_none(t) for m, t in self.min_confidence.items()},
                 "observation": None if self.observation is None else self.observation.to_dict(),
                 "config": self.config, "stats": self.stats}
 
@@ -110,7 +110,7 @@ def _prob(x: Any) -> bool:
     return _num(x) and 0.0 <= x <= 1.0
 
 
-def _finite_or_none(x: float | None) -> float | None:
+def finite_or_none(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
@@ -221,5 +221,5 @@ def remove_calibration(map_dir: str | Path) -> bool:
 
 
 __all__ = ["MAP_CALIBRATION_VERSION", "MapCalibration", "calibrated_probability", "estimate_observation",
-           "observation_rows", "publish_threshold", "read_calibration", "remove_calibration", "row_scores",
-           "write_calibration"]
+           "finite_or_none", "observation_rows", "publish_threshold", "read_calibration", "remove_calibration",
+           "row_scores", "write_calibration"]
