@@ -16,7 +16,7 @@ from disam_ros.model.related_losses import coarse_descriptor, fine_descriptor, r
 from disam_ros.retrieval.descriptors import coarse_vectors, fine_vectors
 from disam_ros.training.config import SupervisedSection
 from disam_ros.training.mining import hardest_other_places, table_from_plain, table_to_plain
-from disam_ros.training.supervised import supervised_term
+from disam_ros.training.supervised import in_batch_term, supervised_term
 
 
 def _code(ch0: list[float], ch1: list[float]) -> torch.Tensor:
@@ -66,6 +66,32 @@ def test_soft_contrastive_on_the_coarse_descriptor_matches_the_hand_value():
     got = supervised_term(cfg, ANCHOR[None], POSITIVE[None], CANDS[None], torch.tensor([geo[0]], dtype=torch.float64),
                           torch.tensor([geo[1:]], dtype=torch.float64))
     assert got.item() == pytest.approx(expected, rel=1e-9)
+
+
+def _soft_by_hand(geo: list[float], d: list[float], tau=3.0, gamma=2.0, eta=2.0, nu=3.0, mu=1.0) -> float:
+    """Eq. 5 for one anchor from its candidates' geometric and descriptor distances, written out."""
+    gp = [_sig(gamma * (tau - y)) for y in geo]
+    gn = [_sig(gamma * (y - tau)) for y in geo]
+    return (math.log(1 + sum(math.exp(eta * g * di - mu) for g, di in zip(gp, d))) / eta
+            + math.log(1 + sum(math.exp(mu - nu * g * di) for g, di in zip(gn, d))) / nu)
+
+
+def test_in_batch_soft_contrastive_scores_every_image_against_the_other_conditions_batch():
+    # two places, 10 apart: condition i sees ANCHOR at 0 and CANDS[0] (same eq. 16 vector as ANCHOR) at 10;
+    # condition j sees POSITIVE at 0 and CANDS[1] at 10. Descriptor distances (header): ANCHOR/CANDS[0] to
+    # POSITIVE 1, to CANDS[1] sqrt 2.
+    cfg = SupervisedSection(kind="soft_contrastive", descriptor="coarse", tau=3.0, gamma=2.0, eta=2.0, nu=3.0, mu=1.0)
+    codes_i = torch.stack([ANCHOR, CANDS[0]])
+    codes_j = torch.stack([POSITIVE, CANDS[1]])
+    xy = torch.tensor([[0.0], [10.0]], dtype=torch.float64)
+    r2 = math.sqrt(2.0)
+    i_to_j = (_soft_by_hand([0, 10], [1, r2]) + _soft_by_hand([10, 0], [1, r2])) / 2
+    j_to_i = (_soft_by_hand([0, 10], [1, 1]) + _soft_by_hand([10, 0], [r2, r2])) / 2
+    got = in_batch_term(cfg, codes_i, codes_j, xy, xy)
+    assert got.item() == pytest.approx((i_to_j + j_to_i) / 2, rel=1e-9)
+    # places given by 2-D coordinates: only the Euclidean distance between them matters
+    xy2 = torch.tensor([[0.0, 0.0], [6.0, 8.0]], dtype=torch.float64)
+    assert in_batch_term(cfg, codes_i, codes_j, xy2, xy2).item() == pytest.approx(got.item(), rel=1e-9)
 
 
 def test_geo_local_triplet_on_the_coarse_descriptor_matches_the_hand_value():

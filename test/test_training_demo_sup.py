@@ -83,6 +83,45 @@ def test_demo_sup_half_the_candidates_come_from_the_mined_table(world):
     assert sum(d in far_mined for d in dists) >= 2  # num_candidates // 2 from the table
 
 
+def test_in_batch_items_bring_the_positive_and_a_mined_place_seen_in_both_conditions(world):
+    r = _micro("supervised.in_batch=true")
+    domains = {d.name: d for d in discover(world)}
+    sunny, night = domains["sunny"], domains["night"]
+    ds = UnpairedDataset((sunny, night), 32, 1.0, flip=False, seed=0, num_negatives=3, supervised=r.supervised)
+    # before any mining: the other place is any sunny frame farther than pos_radius from night frame 5 (x = 10 m)
+    s = ds[PairKey(0, 5, 1, 0, False)]
+    assert "sup_cand" not in s and s["sup_xy"].shape == (4, 3)
+    assert s["sup_xy"][1].tolist() == pytest.approx([9.0, 0.0, 1.5])  # sunny frame 3 (x = 9) is nearest to x = 10
+    assert torch.allclose(s["sup_pos"], _file_pixels(sunny.paths[3]), atol=1e-6)
+    assert float(np.linalg.norm(s["sup_xy"][3] - s["sup_xy"][0])) > r.supervised.pos_radius
+    # with a mined table: the other place is one of the anchor's mined frames, and its night view is the night
+    # frame nearest to it (sunny 20 at x = 60 m -> night 30 would be past the end: night 23 at x = 46 m)
+    mined = np.full((PLACES, 3), -1, np.int64)
+    mined[5] = [20, -1, -1]
+    ds.hard = {(1, 0): mined}
+    s = ds[PairKey(0, 5, 1, 0, False)]
+    assert s["sup_xy"][3].tolist() == pytest.approx([60.0, 0.0, 1.5])
+    assert torch.allclose(s["sup_hard_j"], _file_pixels(sunny.paths[20]), atol=1e-6)
+    assert s["sup_xy"][2].tolist() == pytest.approx([46.0, LATERAL, 1.5])
+    assert torch.allclose(s["sup_hard_i"], _file_pixels(night.paths[23]), atol=1e-6)
+
+
+def test_in_batch_step_moves_only_the_two_encoders(world, tmp_path):
+    t = Trainer(_micro("supervised.in_batch=true", "lr=0.001", "lr_decay_start=1.0"), world, tmp_path / "run")
+    batch = default_collate([t.dataset[PairKey(0, n, 1, 0, False)] for n in range(2)])
+    assert batch["sup_hard_j"].shape == (2, 3, 32, 32)
+    params = {k: v.clone() for k, v in t.net.state_dict().items()}
+    stats = t.train_step(batch)
+    assert stats["sup"] > 0 and stats["total"] == pytest.approx(stats["sup"])
+    changed = {".".join(k.split(".")[:2]) for k, v in t.net.state_dict().items() if not torch.equal(v, params[k])}
+    assert changed == {"encoders.sunny", "encoders.night"}
+
+
+def test_in_batch_needs_the_soft_contrastive_loss():
+    with pytest.raises(ValueError, match="supervised.in_batch needs supervised.kind=soft_contrastive"):
+        _micro("supervised.in_batch=true", "supervised.kind=geo_local")
+
+
 def test_demo_sup_steps_move_only_the_two_encoders(world, tmp_path):
     """No GAN, no cycle: a demo_sup step is the supervised term alone, so it must move the anchor's and the
     partner's encoders and nothing else (no decoder, no discriminator, no third domain)."""

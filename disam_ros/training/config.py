@@ -108,6 +108,10 @@ class SupervisedSection:
     prior_radius: float = 20.0  # spatial-prior neighbourhood the local negatives are drawn from
     mine_every: int = 0  # steps between hard-negative mining over the whole training map (0 = never)
     mined: int = 20  # hardest other-place images kept per anchor; half the candidates are drawn from them
+    # In-batch candidates (soft contrastive only): each batch item brings its anchor's place and one hard other
+    # place, both seen in both conditions; every image is scored against all of the batch's images of the other
+    # condition. 4 images per item instead of K + 2, with 2B - 1 candidates each: what makes 128 px fit a CPU.
+    in_batch: bool = False
     # Soft contrastive (eqs. 3-5). Descriptors are unit vectors: the untrained tiny encoder on Nordland's training
     # segment puts same-place pairs at distance ~1.15 and other places at ~1.32, so positives are pulled below
     # mu / eta = 1.0 and negatives pushed above mu / nu = 1.43 (about orthogonal).
@@ -310,6 +314,9 @@ def validate(r: Recipe) -> None:
     _one_of("data.positions", r.data.positions, POSITIONS)
     _one_of("supervised.kind", r.supervised.kind, SUPERVISED)
     _one_of("supervised.descriptor", r.supervised.descriptor, DESCRIPTORS)
+    if r.supervised.in_batch and r.supervised.kind != "soft_contrastive":
+        raise ValueError(f"supervised.in_batch needs supervised.kind=soft_contrastive, got {r.supervised.kind!r}: "
+                         "the geo-local triplet takes one positive and its own negatives per anchor")
     _one_of("train.val_metric", r.train.val_metric, METRICS)
     _one_of("depth.loss", r.depth.loss, ("l1", "silog"))
     _one_of("depth.select", r.depth.select, ("abs_rel", "r1"))

@@ -171,7 +171,8 @@ class UnpairedDataset(Dataset):
             out["neg_j"] = self._negatives(dj, x_j, rng, not flip)
             out["neg_i"] = self._negatives(di, x_i, rng, not flip)
         if self.sup is not None:
-            out.update(self._supervised(di, ia, dj, rng, flip))
+            pick = self._in_batch if self.sup.in_batch else self._supervised
+            out.update(pick(di, ia, dj, rng, flip))
         return out
 
     def _negatives(self, dom: int, real: Tensor, rng: np.random.Generator, flip: bool) -> Tensor:
@@ -203,6 +204,30 @@ class UnpairedDataset(Dataset):
             "sup_pos_dist": torch.tensor(dist[pos], dtype=torch.float32),
             "sup_cand": torch.stack([self.image(dj, int(i), rng, flip) for i in pick]),
             "sup_cand_dist": torch.tensor(dist[pick], dtype=torch.float32),
+        }
+
+
+    def _in_batch(self, di: int, ia: int, dj: int, rng: np.random.Generator, flip: bool) -> dict[str, Tensor]:
+        """The anchor's positive (domain-j image nearest its place) and one other place seen in both domains:
+        one of the anchor's mined hard negatives when a mining has run, else any place farther than pos_radius.
+        The batch's other items supply the remaining candidates (`supervised.in_batch_term`)."""
+        pos_i, pos_j = self.domains[di].positions, self.domains[dj].positions
+        dist = np.linalg.norm(pos_j - pos_i[ia], axis=1)
+        pos = int(np.argmin(dist))
+        far = np.flatnonzero(dist > self.sup.pos_radius)
+        if far.size == 0:
+            raise ValueError(f"condition {self.domains[dj].name!r} has no image farther than supervised.pos_radius="
+                             f"{self.sup.pos_radius} from an anchor: lower pos_radius or add places")
+        mined = self.hard.get((di, dj))
+        hard = mined[ia][mined[ia] >= 0] if mined is not None else np.empty(0, np.int64)
+        hj = int(rng.choice(hard)) if hard.size else int(rng.choice(far))
+        hi = int(np.argmin(np.linalg.norm(pos_i - pos_j[hj], axis=1)))
+        xy = np.stack([pos_i[ia], pos_j[pos], pos_i[hi], pos_j[hj]]).reshape(4, -1)
+        return {
+            "sup_pos": self.image(dj, pos, rng, flip),
+            "sup_hard_i": self.image(di, hi, rng, flip),
+            "sup_hard_j": self.image(dj, hj, rng, flip),
+            "sup_xy": torch.tensor(xy, dtype=torch.float32),
         }
 
 

@@ -39,6 +39,23 @@ def supervised_term(cfg: SupervisedSection, anchor: Tensor, positive: Tensor, ca
     raise ValueError(f"supervised.kind {cfg.kind!r} has no loss: use soft_contrastive or geo_local")
 
 
+def in_batch_term(cfg: SupervisedSection, codes_i: Tensor, codes_j: Tensor, xy_i: Tensor, xy_j: Tensor) -> Tensor:
+    """Soft contrastive loss with the batch as the candidate set: codes_i (N,C,h,w) of condition i at places
+    xy_i (N,P), codes_j (N,C,h,w) of condition j at places xy_j (N,P).
+
+    Every descriptor of i is an anchor against all N descriptors of j (their geometric distances decide who is
+    positive), and the reverse; the two directions are averaged. Pure function, like `supervised_term`.
+    """
+    a = retrieval_descriptor(codes_i, cfg.descriptor)
+    b = retrieval_descriptor(codes_j, cfg.descriptor)
+    geo = torch.cdist(xy_i.double(), xy_j.double()).to(a)
+    n = a.shape[0]
+    kw = {"tau": cfg.tau, "gamma": cfg.gamma, "eta": cfg.eta, "nu": cfg.nu, "mu": cfg.mu}
+    i_to_j = soft_contrastive_loss(a, b.unsqueeze(0).expand(n, -1, -1), geo, **kw)
+    j_to_i = soft_contrastive_loss(b, a.unsqueeze(0).expand(n, -1, -1), geo.T, **kw)
+    return 0.5 * (i_to_j + j_to_i)
+
+
 class SupervisedLoss:
     """Callable computing the configured supervised term from a batch's `sup_*` tensors."""
 
@@ -48,6 +65,12 @@ class SupervisedLoss:
         self.cfg = cfg
 
     def __call__(self, net: DisamNet, x_i: Tensor, dom_i: str, dom_j: str, sup: dict[str, Tensor]) -> Tensor:
+        if "sup_hard_j" in sup:  # in-batch: places [anchors, hard places], each seen in both conditions
+            codes_i = net.encode(torch.cat([x_i, sup["sup_hard_i"]]), dom_i)
+            codes_j = net.encode(torch.cat([sup["sup_pos"], sup["sup_hard_j"]]), dom_j)
+            xy = sup["sup_xy"]  # (B, 4, P): anchor, positive, hard place in i, hard place in j
+            return in_batch_term(self.cfg, codes_i, codes_j, torch.cat([xy[:, 0], xy[:, 2]]),
+                                 torch.cat([xy[:, 1], xy[:, 3]]))
         anchor = net.encode(x_i, dom_i)
         b, k = sup["sup_cand"].shape[:2]
         both = torch.cat([sup["sup_pos"].unsqueeze(1), sup["sup_cand"]], 1)
