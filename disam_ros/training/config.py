@@ -125,6 +125,15 @@ class SupervisedSection:
 
 
 @dataclass
+class KeepSection:
+    """Relational anchor to the run's start (keep_structure.py): each condition's within-batch similarities of the
+    retrieval descriptor held to those of the frozen start encoder; `weight` 0 = off."""
+
+    weight: float = 0.0
+    descriptor: str = "coarse"
+
+
+@dataclass
 class DepthSection:
     """Seed 002 depth branch (`depth.enabled`): a decoder on the frozen encoders' content code, trained on
     ROOT/<condition>/depth; the fusion weight is `fusion_weight`, or the best of `fusion_weights` on validation."""
@@ -171,6 +180,7 @@ class Recipe:
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     loss: LossSection = field(default_factory=LossSection)
     supervised: SupervisedSection = field(default_factory=SupervisedSection)
+    keep: KeepSection = field(default_factory=KeepSection)
     depth: DepthSection = field(default_factory=DepthSection)
     train: TrainSection = field(default_factory=TrainSection)
 
@@ -317,6 +327,8 @@ def validate(r: Recipe) -> None:
     if r.supervised.in_batch and r.supervised.kind != "soft_contrastive":
         raise ValueError(f"supervised.in_batch needs supervised.kind=soft_contrastive, got {r.supervised.kind!r}: "
                          "the geo-local triplet takes one positive and its own negatives per anchor")
+    _one_of("keep.descriptor", r.keep.descriptor, DESCRIPTORS)
+    _range("keep.weight", r.keep.weight, 0.0, math.inf)
     _one_of("train.val_metric", r.train.val_metric, METRICS)
     _one_of("depth.loss", r.depth.loss, ("l1", "silog"))
     _one_of("depth.select", r.depth.select, ("abs_rel", "r1"))

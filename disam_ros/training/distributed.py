@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from disam_ros.model import DisamNet
 from disam_ros.model.objective import LossWeights, discriminator_step_loss, generator_step_losses
 
+from .keep_structure import StructureKeeper
 from .supervised import SupervisedLoss
 
 
@@ -70,11 +71,14 @@ def _loopback(addr: str) -> bool:
 class GeneratorStep(nn.Module):
     """Encoders + decoders as one module whose forward is the generator objective (plus supervision)."""
 
-    def __init__(self, net: DisamNet, supervised: SupervisedLoss | None) -> None:
+    def __init__(self, net: DisamNet, supervised: SupervisedLoss | None, keeper: StructureKeeper | None = None,
+                 keep_weight: float = 0.0) -> None:
         super().__init__()
         self.encoders, self.decoders = net.encoders, net.decoders
         self._net = (net,)  # a tuple hides the full net from module registration (discriminators stay out)
         self.supervised = supervised
+        self._keeper = (keeper,)  # the frozen start is not trained: keep it out of the parameters too
+        self.keep_weight = keep_weight
 
     def forward(self, x_i: Tensor, x_j: Tensor, dom_i: str, dom_j: str, weights: LossWeights,
                 neg_i: Tensor | None, neg_j: Tensor | None, sup: dict[str, Tensor] | None,
@@ -85,6 +89,10 @@ class GeneratorStep(nn.Module):
         if self.supervised is not None and sup is not None:  # also at weight 0: DDP needs a graph every step
             out["sup"] = self.supervised(net, x_i, dom_i, dom_j, sup)
             out["total"] = out["total"] + sup_weight * out["sup"]
+        out["keep"] = out["total"].new_zeros(())
+        if self._keeper[0] is not None:
+            out["keep"] = self._keeper[0](net, {dom_i: x_i, dom_j: x_j})
+            out["total"] = out["total"] + self.keep_weight * out["keep"]
         return out
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from disam_ros.fsutil import atomic_write_text
 from disam_ros.model.objective import LOSS_KEYS
 
-LOG_COLUMNS = ("step", "epoch", "lr", "ramp", "hard", "pair", *LOSS_KEYS, "sup", "total", "disc", "it_per_s",
+LOG_COLUMNS = ("step", "epoch", "lr", "ramp", "hard", "pair", *LOSS_KEYS, "sup", "keep", "total", "disc", "it_per_s",
                "val_r1")
 
 
@@ -84,14 +84,14 @@ class RunLogger:
             return
         last, n = self.acc[-1], len(self.acc)
         row = {k: last[k] for k in ("step", "epoch", "lr", "ramp", "hard", "pair")}
-        for k in (*LOSS_KEYS, "sup", "total", "disc"):
+        for k in (*LOSS_KEYS, "sup", "keep", "total", "disc"):
             row[k] = f"{sum(s[k] for s in self.acc) / n:.6g}"
         now = time.perf_counter()
         row["it_per_s"] = f"{n / (now - self.t):.3f}"
         self.csv.writerow(row)
         self.fh.flush()
         if self.tb is not None:
-            for k in (*LOSS_KEYS, "sup", "total", "disc", "lr"):
+            for k in (*LOSS_KEYS, "sup", "keep", "total", "disc", "lr"):
                 self.tb.add_scalar(f"train/{k}", float(row[k]), step)
         self.acc, self.t = [], now
 

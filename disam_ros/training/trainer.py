@@ -36,6 +36,7 @@ from .config import Recipe, diff_recipes, recipe_from_dict
 from .datasets import DataBundle, PairBatchSampler, UnpairedDataset, build_data
 from .distributed import DiscriminatorStep, DistInfo, GeneratorStep, all_gather, barrier, init_distributed, wrap
 from .evaluate import Method, net_features, recall_table
+from .keep_structure import StructureKeeper
 from .mining import Miner, table_from_plain, table_to_plain
 from .runlog import RunLogger, RunPaths
 from .schedule import Schedule, loss_weights
@@ -121,11 +122,15 @@ class Trainer:
             self.miner = Miner(self.data.train, self.cfg.image_size, recipe.supervised.descriptor,
                                recipe.supervised.pos_radius, recipe.supervised.mined, recipe.data.cache_images)
         self._mined_plain: dict | None = None  # a resumed run's mining table, handed to the dataset below
+        self._keep_plain: dict | None = None  # a resumed run's frozen start encoders (keep.weight > 0)
         if resume:
             self._resume()
         elif init is not None:
             self._init_from(Path(init))
-        self.g_step = wrap(GeneratorStep(self.net, self.sup), self.info)
+        self.keeper = StructureKeeper(self.net, recipe.keep.descriptor) if recipe.keep.weight > 0 else None
+        if self.keeper is not None and self._keep_plain is not None:
+            self.keeper.load_state_dict(self._keep_plain)  # a resumed run anchors to its own start
+        self.g_step = wrap(GeneratorStep(self.net, self.sup, self.keeper, recipe.keep.weight), self.info)
         self.d_step = wrap(DiscriminatorStep(self.net), self.info)
         self.dataset = UnpairedDataset(self.data.train, self.cfg.image_size, recipe.data.load_ratio, recipe.data.flip,
                                        recipe.seed, recipe.schedule.num_negatives, recipe.supervised,
@@ -165,6 +170,7 @@ class Trainer:
         self.step, self.last_val = int(extra["step"]), dict(extra.get("val", {}))
         self.history = [dict(h) for h in extra.get("val_history", []) if h["step"] <= self.step]
         self._mined_plain = state.get("mined")
+        self._keep_plain = state.get("keep")
         if self.info.is_main and self.history:
             self._repair_best()
         ranks = state["ranks"]
@@ -289,7 +295,7 @@ class Trainer:
             for d in (di, dj):
                 self.opt_d[d].step()
         self.step += 1
-        stats = {k: out[k].item() for k in (*LOSS_KEYS, "sup", "total")}
+        stats = {k: out[k].item() for k in (*LOSS_KEYS, "sup", "keep", "total")}
         stats.update(step=self.step, lr=lr, ramp=self.schedule.ramp_at(step), hard=int(neg_j is not None),
                      pair=f"{di}>{dj}", disc=d_loss.item())
         return stats
@@ -357,6 +363,8 @@ class Trainer:
                                 "ranks": ranks}
             if self.dataset.hard:
                 extra["trainer"]["mined"] = table_to_plain(self.dataset.hard)
+            if self.keeper is not None:
+                extra["trainer"]["keep"] = self.keeper.state_dict()
             save_checkpoint(self.paths.last, self.net, self.cfg, extra)
         barrier(self.info)
 
