@@ -112,6 +112,12 @@ class SupervisedSection:
     # place, both seen in both conditions; every image is scored against all of the batch's images of the other
     # condition. 4 images per item instead of K + 2, with 2B - 1 candidates each: what makes 128 px fit a CPU.
     in_batch: bool = False
+    # Pseudo-positives (pseudo_places.py): the non-reference conditions' own places are not used; each of their
+    # training images takes the place of its nearest reference image under the start encoders, kept only when the
+    # match is mutual and within pseudo_tolerance of the median match of the pseudo_window frames either side.
+    pseudo: bool = False
+    pseudo_window: int = 5
+    pseudo_tolerance: float = 5.0
     # Soft contrastive (eqs. 3-5). Descriptors are unit vectors: the untrained tiny encoder on Nordland's training
     # segment puts same-place pairs at distance ~1.15 and other places at ~1.32, so positives are pulled below
     # mu / eta = 1.0 and negatives pushed above mu / nu = 1.43 (about orthogonal).
@@ -345,6 +351,7 @@ def validate(r: Recipe) -> None:
     _range("schedule.ramp_end", r.schedule.ramp_end, 0.0, 1.0, low_open=True)
     _range("schedule.hard_negatives_from", r.schedule.hard_negatives_from, 0.0, math.inf)
     for name in ("schedule.num_negatives", "train.batch_size", "supervised.num_candidates", "supervised.mined",
+                 "supervised.pseudo_window",
                  "depth.width", "depth.grid"):
         _positive_int(name, _get(r, name))
     # schedule.steps may be 0: the `init` recipe validates and exports the untrained starting point

@@ -38,6 +38,9 @@ from .distributed import DiscriminatorStep, DistInfo, GeneratorStep, all_gather,
 from .evaluate import Method, net_features, recall_table
 from .keep_structure import StructureKeeper
 from .mining import Miner, table_from_plain, table_to_plain
+from .pseudo_places import PseudoPlaces, pseudo_places, relabel
+from .pseudo_places import from_plain as pseudo_from_plain
+from .pseudo_places import to_plain as pseudo_to_plain
 from .runlog import RunLogger, RunPaths
 from .schedule import Schedule, loss_weights
 from .state import ImagePool, capture_rng, optimizer_from_plain, optimizer_to_plain, restore_rng
@@ -118,15 +121,19 @@ class Trainer:
         self.step, self.last_val = 0, {}
         self.history: list[dict[str, Any]] = []  # validation points, the start first (best.py)
         self.miner = None
-        if self.sup is not None and recipe.supervised.mine_every:
-            self.miner = Miner(self.data.train, self.cfg.image_size, recipe.supervised.descriptor,
-                               recipe.supervised.pos_radius, recipe.supervised.mined, recipe.data.cache_images)
         self._mined_plain: dict | None = None  # a resumed run's mining table, handed to the dataset below
         self._keep_plain: dict | None = None  # a resumed run's frozen start encoders (keep.weight > 0)
+        self._pseudo_plain: dict | None = None  # a resumed run's pseudo places (supervised.pseudo)
         if resume:
             self._resume()
         elif init is not None:
             self._init_from(Path(init))
+        self.pseudo: dict[str, PseudoPlaces] = {}
+        if self.sup is not None and recipe.supervised.pseudo:
+            self._apply_pseudo_places()
+        if self.sup is not None and recipe.supervised.mine_every:
+            self.miner = Miner(self.data.train, self.cfg.image_size, recipe.supervised.descriptor,
+                               recipe.supervised.pos_radius, recipe.supervised.mined, recipe.data.cache_images)
         self.keeper = StructureKeeper(self.net, recipe.keep.descriptor) if recipe.keep.weight > 0 else None
         if self.keeper is not None and self._keep_plain is not None:
             self.keeper.load_state_dict(self._keep_plain)  # a resumed run anchors to its own start
@@ -137,6 +144,42 @@ class Trainer:
                                        recipe.data.cache_images)
         if self._mined_plain is not None:
             self.dataset.hard = table_from_plain(self._mined_plain)
+
+    def _apply_pseudo_places(self) -> None:
+        """Replace the non-reference conditions' training places by pseudo places from the start encoders (a
+        resumed run reuses the ones it saved: its weights are no longer the start)."""
+        s, names, ref = self.recipe.supervised, self.data.names, self.data.names.index(self.data.reference)
+        if self.data.train[ref].positions is None:
+            raise ValueError(f"supervised.pseudo needs places for the reference condition {self.data.reference!r}: "
+                             "give it poses (folders layout) or use the flat layout")
+        if self._pseudo_plain is not None:
+            self.pseudo = pseudo_from_plain(self._pseudo_plain)
+        else:
+            probe = Miner(self.data.train, self.cfg.image_size, s.descriptor, s.pos_radius, 1, cache=False)
+            was_training = self.net.training
+            self.net.eval()
+            try:
+                with torch.no_grad():
+                    desc = [probe.descriptors(self.net, k, self.device) for k in range(len(names))]
+            finally:
+                self.net.train(was_training)
+            ref_pos = self.data.train[ref].positions
+            self.pseudo = {names[k]: pseudo_places(desc[k] @ desc[ref].T, ref_pos, s.pseudo_window, s.pseudo_tolerance)
+                           for k in range(len(names)) if k != ref}
+        train = list(self.data.train)
+        for k, name in enumerate(names):
+            if name in self.pseudo:
+                train[k], rep = relabel(train[k], self.pseudo[name], s.pos_radius)
+                self.data.report.setdefault("pseudo", {})[name] = rep
+                if self.info.is_main:
+                    right = f"; {100 * rep['right']:.1f} % within {s.pos_radius:g} of its own places (log only)" \
+                        if "right" in rep else ""
+                    log.info("pseudo places: %s keeps %d of %d training images%s", name, rep["kept"], rep["images"],
+                             right)
+                if len(train[k]) < 2:
+                    raise ValueError(f"supervised.pseudo kept {len(train[k])} training image(s) of {name!r}: raise "
+                                     "supervised.pseudo_tolerance or lower supervised.pseudo_window")
+        self.data = dataclasses.replace(self.data, train=tuple(train))
 
     def _adam(self, params: Any) -> torch.optim.Adam:
         s = self.recipe.schedule
@@ -171,6 +214,7 @@ class Trainer:
         self.history = [dict(h) for h in extra.get("val_history", []) if h["step"] <= self.step]
         self._mined_plain = state.get("mined")
         self._keep_plain = state.get("keep")
+        self._pseudo_plain = state.get("pseudo")
         if self.info.is_main and self.history:
             self._repair_best()
         ranks = state["ranks"]
@@ -365,6 +409,8 @@ class Trainer:
                 extra["trainer"]["mined"] = table_to_plain(self.dataset.hard)
             if self.keeper is not None:
                 extra["trainer"]["keep"] = self.keeper.state_dict()
+            if self.pseudo:
+                extra["trainer"]["pseudo"] = pseudo_to_plain(self.pseudo)
             save_checkpoint(self.paths.last, self.net, self.cfg, extra)
         barrier(self.info)
 
