@@ -38,16 +38,28 @@ class Lifecycle:
         self.change = client.node.create_client(ChangeState, f"{client.fqn}/change_state")
         self.get = client.node.create_client(GetState, f"{client.fqn}/get_state")
 
-    def _call(self, cli, req, timeout: float = 60.0):
+    def _call(self, cli, req, timeout: float = 60.0, resend_every: float | None = None):
+        """One request; with `resend_every`, the request is sent again while unanswered (idempotent calls only).
+
+        Why resend: `wait_for_service` returns once the server's request reader is matched, which can come before
+        the server has matched our response reader; a reply sent in that window is lost (seen once under full CI
+        load). Only GetState is resent, and the first GetState answer proves the reply path before any ChangeState.
+        """
         assert cli.wait_for_service(timeout_sec=timeout), f"no service {cli.srv_name}"
-        fut = cli.call_async(req)
-        assert self.client.wait(fut.done, timeout), f"{cli.srv_name} did not answer in {timeout} s"
-        return fut.result()
+        deadline = time.monotonic() + timeout
+        while True:
+            fut = cli.call_async(req)
+            wait = min(resend_every or timeout, max(0.0, deadline - time.monotonic()))
+            if self.client.wait(fut.done, wait):
+                return fut.result()
+            cli.remove_pending_request(fut)
+            assert resend_every is not None and time.monotonic() < deadline, \
+                f"{cli.srv_name} did not answer in {timeout} s"
 
     def state(self) -> str:
         from lifecycle_msgs.srv import GetState
 
-        return self._call(self.get, GetState.Request()).current_state.label
+        return self._call(self.get, GetState.Request(), resend_every=2.0).current_state.label
 
     def transition(self, label: str) -> bool:
         from lifecycle_msgs.msg import Transition
