@@ -124,10 +124,13 @@ class Trainer:
         self._mined_plain: dict | None = None  # a resumed run's mining table, handed to the dataset below
         self._keep_plain: dict | None = None  # a resumed run's frozen start encoders (keep.weight > 0)
         self._pseudo_plain: dict | None = None  # a resumed run's pseudo places (supervised.pseudo)
+        self.start_scores: list[float] = []
         if resume:
             self._resume()
         elif init is not None:
             self._init_from(Path(init))
+        elif recipe.model.start_candidates > 1:
+            self._pick_start(recipe.model.start_candidates)
         self.pseudo: dict[str, PseudoPlaces] = {}
         if self.sup is not None and recipe.supervised.pseudo:
             self._apply_pseudo_places()
@@ -144,6 +147,34 @@ class Trainer:
                                        recipe.data.cache_images)
         if self._mined_plain is not None:
             self.dataset.hard = table_from_plain(self._mined_plain)
+
+    def _pick_start(self, n: int) -> None:
+        """Validate the random starts of seeds seed .. seed + n - 1 and keep the best (the first on ties); the
+        choice is rank 0's, shared with every rank. Optimisers are rebuilt on the kept weights."""
+        r = self.recipe
+        nets = []
+        for k in range(n):
+            torch.manual_seed(r.seed + k)
+            net = DisamNet(self.cfg).to(self.device).train()
+            if r.model.shared_init:
+                share_initialisation(net)
+            self.net = net
+            self.start_scores.append(float(self.validate().get("mean", math.nan)))
+            nets.append(net)
+            if self.info.is_main:
+                log.info("start candidate %d/%d (seed %d): validation R@1 %.3f", k + 1, n, r.seed + k,
+                         self.start_scores[-1])
+        scores = [s if math.isfinite(s) else -math.inf for s in self.start_scores]
+        best = all_gather(max(range(n), key=lambda k: (scores[k], -k)), self.info)[0]
+        self.net = nets[best]
+        self.opt_g = {d: self._adam(list(self.net.encoders[d].parameters()) + list(self.net.decoders[d].parameters()))
+                      for d in self.cfg.domains}
+        self.opt_d = {d: self._adam(self.net.discriminators[d].parameters()) for d in self.cfg.domains}
+        torch.manual_seed(r.seed)  # the run's own randomness does not depend on how many starts were drawn
+        self.data.report["start_candidates"] = {"seeds": [r.seed + k for k in range(n)], "val": self.start_scores,
+                                                "chosen_seed": r.seed + best}
+        if self.info.is_main:
+            log.info("starting from candidate %d (seed %d)", best + 1, r.seed + best)
 
     def _apply_pseudo_places(self) -> None:
         """Replace the non-reference conditions' training places by pseudo places from the start encoders (a
