@@ -65,14 +65,18 @@ class Miner:
             out.append(retrieval_descriptor(net.encode(x, name), self.descriptor).float().cpu())
         return torch.cat(out)
 
-    def mine(self, net: DisamNet, device: torch.device) -> dict[tuple[int, int], np.ndarray]:
-        """{(i, j): (N_i, m) hardest other-place images of domain j for each training image of domain i}."""
+    def all_descriptors(self, net: DisamNet, device: torch.device) -> list[Tensor]:
+        """Every domain's descriptors, the net in eval mode meanwhile (its mode is restored)."""
         was_training = net.training
         net.eval()
         try:
-            desc = [self.descriptors(net, k, device) for k in range(len(self.domains))]
+            return [self.descriptors(net, k, device) for k in range(len(self.domains))]
         finally:
             net.train(was_training)
+
+    def mine(self, net: DisamNet, device: torch.device) -> dict[tuple[int, int], np.ndarray]:
+        """{(i, j): (N_i, m) hardest other-place images of domain j for each training image of domain i}."""
+        desc = self.all_descriptors(net, device)
         out = {}
         for i, di in enumerate(self.domains):
             for j, dj in enumerate(self.domains):

@@ -74,3 +74,27 @@ def to_plain(labels: dict[str, PseudoPlaces]) -> dict[str, dict[str, Tensor]]:
 def from_plain(plain: dict[str, dict[str, Tensor]]) -> dict[str, PseudoPlaces]:
     return {k: PseudoPlaces(v["kept"].numpy().astype(np.int64), v["positions"].numpy(),
                             v["matched"].numpy().astype(np.int64)) for k, v in plain.items()}
+
+
+def label_conditions(desc: list[Tensor], train: tuple[DomainImages, ...], ref: int, window: int,
+                     tolerance: float) -> dict[str, PseudoPlaces]:
+    """Pseudo places for every condition but the reference `ref`, from each one's descriptors `desc[k]`."""
+    if train[ref].positions is None:
+        raise ValueError(f"supervised.pseudo needs places for the reference condition {train[ref].name!r}: "
+                         "give it poses (folders layout) or use the flat layout")
+    return {train[k].name: pseudo_places(desc[k] @ desc[ref].T, train[ref].positions, window, tolerance)
+            for k in range(len(train)) if k != ref}
+
+
+def relabel_all(train: tuple[DomainImages, ...], labels: dict[str, PseudoPlaces],
+                true_radius: float) -> tuple[tuple[DomainImages, ...], dict[str, dict]]:
+    """`relabel` for every labelled condition; one-line error when a condition keeps fewer than 2 images."""
+    out, reports = list(train), {}
+    for k, dom in enumerate(train):
+        if dom.name not in labels:
+            continue
+        out[k], reports[dom.name] = relabel(dom, labels[dom.name], true_radius)
+        if len(out[k]) < 2:
+            raise ValueError(f"supervised.pseudo kept {len(out[k])} training image(s) of {dom.name!r}: raise "
+                             "supervised.pseudo_tolerance or lower supervised.pseudo_window")
+    return tuple(out), reports

@@ -38,7 +38,7 @@ from .distributed import DiscriminatorStep, DistInfo, GeneratorStep, all_gather,
 from .evaluate import Method, net_features, recall_table
 from .keep_structure import StructureKeeper
 from .mining import Miner, table_from_plain, table_to_plain
-from .pseudo_places import PseudoPlaces, pseudo_places, relabel
+from .pseudo_places import PseudoPlaces, label_conditions, relabel_all
 from .pseudo_places import from_plain as pseudo_from_plain
 from .pseudo_places import to_plain as pseudo_to_plain
 from .runlog import RunLogger, RunPaths
@@ -113,9 +113,7 @@ class Trainer:
         self.schedule = Schedule.from_recipe(recipe)
         self.base_weights = loss_weights(recipe)
         self.sup = SupervisedLoss(recipe.supervised) if recipe.supervised.kind != "none" else None
-        self.opt_g = {d: self._adam(list(self.net.encoders[d].parameters()) + list(self.net.decoders[d].parameters()))
-                      for d in self.cfg.domains}
-        self.opt_d = {d: self._adam(self.net.discriminators[d].parameters()) for d in self.cfg.domains}
+        self._make_optimisers()
         pool_seed = recipe.seed * 1000 + self.info.rank
         self.pools = {d: ImagePool(recipe.schedule.pool_size, pool_seed + k) for k, d in enumerate(self.cfg.domains)}
         self.step, self.last_val = 0, {}
@@ -167,9 +165,7 @@ class Trainer:
         scores = [s if math.isfinite(s) else -math.inf for s in self.start_scores]
         best = all_gather(max(range(n), key=lambda k: (scores[k], -k)), self.info)[0]
         self.net = nets[best]
-        self.opt_g = {d: self._adam(list(self.net.encoders[d].parameters()) + list(self.net.decoders[d].parameters()))
-                      for d in self.cfg.domains}
-        self.opt_d = {d: self._adam(self.net.discriminators[d].parameters()) for d in self.cfg.domains}
+        self._make_optimisers()
         torch.manual_seed(r.seed)  # the run's own randomness does not depend on how many starts were drawn
         self.data.report["start_candidates"] = {"seeds": [r.seed + k for k in range(n)], "val": self.start_scores,
                                                 "chosen_seed": r.seed + best}
@@ -179,38 +175,28 @@ class Trainer:
     def _apply_pseudo_places(self) -> None:
         """Replace the non-reference conditions' training places by pseudo places from the start encoders (a
         resumed run reuses the ones it saved: its weights are no longer the start)."""
-        s, names, ref = self.recipe.supervised, self.data.names, self.data.names.index(self.data.reference)
-        if self.data.train[ref].positions is None:
-            raise ValueError(f"supervised.pseudo needs places for the reference condition {self.data.reference!r}: "
-                             "give it poses (folders layout) or use the flat layout")
+        s, ref = self.recipe.supervised, self.data.names.index(self.data.reference)
         if self._pseudo_plain is not None:
             self.pseudo = pseudo_from_plain(self._pseudo_plain)
         else:
             probe = Miner(self.data.train, self.cfg.image_size, s.descriptor, s.pos_radius, 1, cache=False)
-            was_training = self.net.training
-            self.net.eval()
-            try:
-                with torch.no_grad():
-                    desc = [probe.descriptors(self.net, k, self.device) for k in range(len(names))]
-            finally:
-                self.net.train(was_training)
-            ref_pos = self.data.train[ref].positions
-            self.pseudo = {names[k]: pseudo_places(desc[k] @ desc[ref].T, ref_pos, s.pseudo_window, s.pseudo_tolerance)
-                           for k in range(len(names)) if k != ref}
-        train = list(self.data.train)
-        for k, name in enumerate(names):
-            if name in self.pseudo:
-                train[k], rep = relabel(train[k], self.pseudo[name], s.pos_radius)
-                self.data.report.setdefault("pseudo", {})[name] = rep
-                if self.info.is_main:
-                    right = f"; {100 * rep['right']:.1f} % within {s.pos_radius:g} of its own places (log only)" \
-                        if "right" in rep else ""
-                    log.info("pseudo places: %s keeps %d of %d training images%s", name, rep["kept"], rep["images"],
-                             right)
-                if len(train[k]) < 2:
-                    raise ValueError(f"supervised.pseudo kept {len(train[k])} training image(s) of {name!r}: raise "
-                                     "supervised.pseudo_tolerance or lower supervised.pseudo_window")
-        self.data = dataclasses.replace(self.data, train=tuple(train))
+            with torch.no_grad():
+                desc = probe.all_descriptors(self.net, self.device)
+            self.pseudo = label_conditions(desc, self.data.train, ref, s.pseudo_window, s.pseudo_tolerance)
+        train, reports = relabel_all(self.data.train, self.pseudo, s.pos_radius)
+        self.data.report["pseudo"] = reports
+        for name, rep in reports.items():
+            if self.info.is_main:
+                right = f"; {100 * rep['right']:.1f} % within {s.pos_radius:g} of its own places (log only)" \
+                    if "right" in rep else ""
+                log.info("pseudo places: %s keeps %d of %d training images%s", name, rep["kept"], rep["images"], right)
+        self.data = dataclasses.replace(self.data, train=train)
+
+    def _make_optimisers(self) -> None:
+        """One Adam per domain for its encoder + decoder, one per discriminator (ComboGAN)."""
+        self.opt_g = {d: self._adam(list(self.net.encoders[d].parameters()) + list(self.net.decoders[d].parameters()))
+                      for d in self.cfg.domains}
+        self.opt_d = {d: self._adam(self.net.discriminators[d].parameters()) for d in self.cfg.domains}
 
     def _adam(self, params: Any) -> torch.optim.Adam:
         s = self.recipe.schedule
