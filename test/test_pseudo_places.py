@@ -10,7 +10,7 @@ import torch
 from test_training_utils import make_world, micro_recipe
 
 from disam_ros.training.layouts import DomainImages
-from disam_ros.training.pseudo_places import consistent_matches, pseudo_places, relabel
+from disam_ros.training.pseudo_places import consistent_matches, pseudo_places, relabel, route_matches, window_scores
 from disam_ros.training.trainer import Trainer
 
 # 5 queries x 5 reference images at places 0..4. Nearest: q0 -> r0, q1 -> r1, q2 -> r4, q3 -> r3, q4 -> r3.
@@ -40,6 +40,51 @@ def test_relabel_keeps_the_matched_images_with_their_new_places_and_scores_them_
     assert out.positions[:, 0].tolist() == [0.0, 1.0, 3.0]  # the matched places, not the condition's own
     # own places 0.4, 1.4, 4.4 against 0, 1, 3: two of three within 0.5
     assert rep == {"images": 5, "kept": 3, "right": pytest.approx(2 / 3)}
+
+
+# Route windows, worked by hand on a 4 x 4 score table, window 1 (two frames), speed 1:
+Z = np.array([[1.0, 0.0, 2.0, 0.0],
+              [0.0, 3.0, 0.0, 1.0],
+              [4.0, 0.0, 1.0, 0.0],
+              [0.0, 2.0, 0.0, 5.0]])
+
+
+def test_window_scores_average_a_straight_path_forwards_or_backwards():
+    ahead = window_scores(Z, window=1, speeds=(1.0,), direction=1)
+    # (0, 0): mean(z00, z11) = 2; (1, 2): mean(z12, z23) = 0; last row / column: only the cell itself is inside
+    assert ahead[0, 0] == 2.0 and ahead[1, 2] == 0.0 and ahead[2, 2] == 3.0
+    assert ahead[3, 1] == 2.0 and ahead[0, 3] == 0.0
+    back = window_scores(Z, window=1, speeds=(1.0,), direction=-1)
+    assert back[3, 3] == 3.0 and back[2, 1] == 0.0 and back[0, 2] == 2.0 and back[1, 1] == 2.0
+    # speed 2 advances two reference frames per query frame; the better speed wins:
+    # (0, 0): speed 1 mean(z00, z11) = 2, speed 2 mean(z00, z12) = 0.5; (0, 1): speed 1 mean(z01, z12) = 0,
+    # speed 2 mean(z01, z13) = 0.5
+    both = window_scores(Z, window=1, speeds=(1.0, 2.0), direction=1)
+    assert both[0, 0] == 2.0 and both[0, 1] == 0.5
+    # a window of 3 frames needs 2 inside: the last query row has only itself
+    assert np.isneginf(window_scores(Z, window=2, speeds=(1.0,), direction=1)[3]).all()
+
+
+def _noisy_route(n=120, offset=10, signal=2.0, seed=0) -> torch.Tensor:
+    """Query i shows reference place i + offset under noise strong enough that a single frame is mostly wrong; the
+    last 30 queries are somewhere the map never went."""
+    rng = np.random.default_rng(seed)
+    sim = rng.normal(0.0, 1.0, (n, n + offset))
+    sim[np.arange(n - 30), np.arange(n - 30) + offset] += signal
+    return torch.from_numpy(sim)
+
+
+def test_route_matches_recover_a_route_that_single_frames_miss_and_drop_what_is_off_the_map():
+    sim, ref = _noisy_route(), np.arange(130, dtype=float)[:, None]
+    truth = np.arange(90) + 10
+    assert np.mean(sim[:90].argmax(1).numpy() == truth) < 0.4  # single frames: mostly wrong
+    keep, matched = route_matches(sim, ref, window=8, tolerance=2.0)
+    on_route = keep[:90]
+    assert on_route.mean() > 0.8
+    assert np.all(np.abs(matched[:90][on_route] - truth[on_route]) <= 2)
+    assert keep[95:].mean() < 0.2  # off the map: the two windows rarely agree
+    got = pseudo_places(sim, ref, window=8, tolerance=2.0, match="route")
+    assert got.kept.tolist() == np.flatnonzero(keep).tolist() and got.matched.tolist() == matched[keep].tolist()
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +117,8 @@ def test_trainer_gives_every_other_condition_the_reference_places_of_its_matches
 def test_pseudo_needs_a_kept_image_budget():
     with pytest.raises(ValueError, match="supervised.pseudo_window"):
         micro_recipe("soft_contrastive", "supervised.pseudo=true", "pseudo_window=0")
+
+
+def test_pseudo_match_must_be_known():
+    with pytest.raises(ValueError, match="supervised.pseudo_match"):
+        micro_recipe("soft_contrastive", "supervised.pseudo=true", "supervised.pseudo_match=dtw")

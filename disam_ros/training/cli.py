@@ -25,7 +25,7 @@ from disam_ros.model import CheckpointError
 
 from .config import RECIPE_DIR, apply_overrides, load_recipe
 from .depth_trainer import make_trainer
-from .trainer import read_run
+from .runlog import read_run
 
 
 class _Parser(argparse.ArgumentParser):

@@ -56,7 +56,8 @@ from .distributed import init_distributed
 from .evaluate import load_images
 from .runlog import RunPaths
 from .schedule import Schedule
-from .trainer import Trainer, model_config, share_initialisation
+from .start import model_config, share_initialisation
+from .trainer import Trainer
 
 log = logging.getLogger(__name__)
 

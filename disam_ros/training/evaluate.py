@@ -131,6 +131,20 @@ class _Features:
         return SIMILARITIES[metric](encode_all(fn, x_q, domain), self.db[id(fn)])
 
 
+def validation_recall(net: DisamNet, val: Sequence[DomainImages], reference: str, image_size: int, metric: str,
+                      tolerance: float, max_queries: int) -> dict[str, float]:
+    """R@1 within `tolerance` of every other condition of `val` against the reference, each condition with its own
+    encoder, under `metric` (eq. 16 mean-channel cosine by default); {} when there is nothing to score."""
+    held = {d.name: d for d in val}
+    ref = held[reference]
+    queries = [d for n, d in held.items() if n != reference and len(d)]
+    if ref.positions is None or not len(ref) or not queries:
+        return {}
+    method = {"val": Method(net_features(net, reference), metric)}
+    table = recall_table(method, ref, queries, image_size, reference, [tolerance], max_queries=max_queries)
+    return {cond: row[f"R@1@{tolerance:g}"] for cond, row in table["val"].items()}
+
+
 def recall_table(methods: dict[str, Method], db: DomainImages, queries: list[DomainImages], size: int,
                  reference: str, tolerances: Sequence[float], ks: Sequence[int] = (1,),
                  max_queries: int = 0) -> dict[str, dict[str, dict[str, float]]]:

@@ -6,6 +6,10 @@ need every condition's poses, and on a vehicle only the map drive usually has th
 retrieves the right place for most query images, and a vehicle's images come in route order; so each query image
 of the training segment is matched to its nearest reference image (eq. 16 of the start encoders), and the match
 is kept only when it is mutual and agrees with the matches of the frames around it (the route moves smoothly).
+With `match="route"` the single-frame match is replaced by two sequence matches (route_matches): the window of
+frames ending at the image and the window starting at it are each slid along the reference drive at a few speed
+ratios, and the image is kept when both windows put it at the same place. Two mostly independent pieces of
+evidence agreeing keeps far more images than the strict mutual test, at a similar precision (docs/training.md).
 Kept images take the reference image's place; the rest are left out of training. The query conditions' own poses
 are never read (they are replaced before training sees them); when they exist, the report scores the labels.
 """
@@ -18,7 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .config import SupervisedSection
 from .layouts import DomainImages
+from .mining import Miner
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +54,52 @@ def consistent_matches(sim: Tensor, ref_positions: np.ndarray, window: int, tole
     return keep
 
 
-def pseudo_places(sim: Tensor, ref_positions: np.ndarray, window: int, tolerance: float) -> PseudoPlaces:
+# Reference frames advanced per query frame that a route window may slide at: a drive at half to twice the map
+# drive's speed (or frame rate), in the same direction.
+ROUTE_SPEEDS = (0.5, 0.71, 1.0, 1.41, 2.0)
+
+
+def window_scores(z: np.ndarray, window: int, speeds: tuple[float, ...], direction: int) -> np.ndarray:
+    """(N, R): for query i and reference j, the best mean of z over the straight path of `window` + 1 frames that
+    starts at (i, j) and runs forwards (`direction` 1) or backwards (-1) in both drives, reference frames advancing
+    round(v t) at query step t for each speed v. Paths leaving either drive average what is inside; a cell with
+    fewer than half the path inside scores -inf."""
+    n, r = z.shape
+    best = np.full((n, r), -np.inf, dtype=np.float64)
+    for v in speeds:
+        total, count = np.zeros((n, r)), np.zeros((n, r))
+        for t in range(window + 1):
+            di, dj = direction * t, direction * int(round(v * t))
+            if abs(di) >= n or abs(dj) >= r:
+                break
+            qi, rj = slice(max(0, -di), n - max(0, di)), slice(max(0, -dj), r - max(0, dj))
+            si, sj = slice(max(0, di), n - max(0, -di)), slice(max(0, dj), r - max(0, -dj))
+            total[qi, rj] += z[si, sj]
+            count[qi, rj] += 1
+        score = np.where(count * 2 >= window + 1, total / np.maximum(count, 1), -np.inf)
+        best = np.maximum(best, score)
+    return best
+
+
+def route_matches(sim: Tensor, ref_positions: np.ndarray, window: int, tolerance: float,
+                  speeds: tuple[float, ...] = ROUTE_SPEEDS) -> tuple[np.ndarray, np.ndarray]:
+    """(keep (N,) bool, matched (N,) int64): each query's reference image from the window of frames ending at it,
+    kept when the window starting at it lands within `tolerance` of the same place. Both drives must be in route
+    order. Scores are standardised per query row first, so a dark frame's low similarities weigh like any other's."""
+    s = sim.double().numpy()
+    z = (s - s.mean(1, keepdims=True)) / (s.std(1, keepdims=True) + 1e-9)
+    back = window_scores(z, window, speeds, -1).argmax(1)
+    ahead = window_scores(z, window, speeds, 1).argmax(1)
+    keep = np.linalg.norm(ref_positions[back] - ref_positions[ahead], axis=1) <= tolerance
+    return keep, back.astype(np.int64)
+
+
+def pseudo_places(sim: Tensor, ref_positions: np.ndarray, window: int, tolerance: float,
+                  match: str = "mutual") -> PseudoPlaces:
+    if match == "route":
+        keep, nn = route_matches(sim, ref_positions, window, tolerance)
+        kept = np.flatnonzero(keep).astype(np.int64)
+        return PseudoPlaces(kept, ref_positions[nn[kept]], nn[kept])
     keep = consistent_matches(sim, ref_positions, window, tolerance)
     nn = sim.argmax(1).numpy()
     kept = np.flatnonzero(keep).astype(np.int64)
@@ -77,13 +128,31 @@ def from_plain(plain: dict[str, dict[str, Tensor]]) -> dict[str, PseudoPlaces]:
 
 
 def label_conditions(desc: list[Tensor], train: tuple[DomainImages, ...], ref: int, window: int,
-                     tolerance: float) -> dict[str, PseudoPlaces]:
+                     tolerance: float, match: str = "mutual") -> dict[str, PseudoPlaces]:
     """Pseudo places for every condition but the reference `ref`, from each one's descriptors `desc[k]`."""
     if train[ref].positions is None:
         raise ValueError(f"supervised.pseudo needs places for the reference condition {train[ref].name!r}: "
                          "give it poses (folders layout) or use the flat layout")
-    return {train[k].name: pseudo_places(desc[k] @ desc[ref].T, train[ref].positions, window, tolerance)
+    return {train[k].name: pseudo_places(desc[k] @ desc[ref].T, train[ref].positions, window, tolerance, match)
             for k in range(len(train)) if k != ref}
+
+
+def label_from_start(net: torch.nn.Module, train: tuple[DomainImages, ...], ref: int, image_size: int,
+                     sup: SupervisedSection, device: torch.device) -> dict[str, PseudoPlaces]:
+    """`label_conditions` on the descriptors (`sup.descriptor`) of `net`, the run's start, for every training image."""
+    probe = Miner(train, image_size, sup.descriptor, sup.pos_radius, 1, cache=False)
+    with torch.no_grad():
+        desc = probe.all_descriptors(net, device)
+    return label_conditions(desc, train, ref, sup.pseudo_window, sup.pseudo_tolerance, sup.pseudo_match)
+
+
+def describe(reports: dict[str, dict], radius: float) -> list[str]:
+    """One log line per labelled condition: kept of all and, where its own places exist, how many labels are right."""
+    lines = []
+    for name, rep in reports.items():
+        right = f"; {100 * rep['right']:.1f} % within {radius:g} of its own places (log only)" if "right" in rep else ""
+        lines.append(f"pseudo places: {name} keeps {rep['kept']} of {rep['images']} training images{right}")
+    return lines
 
 
 def relabel_all(train: tuple[DomainImages, ...], labels: dict[str, PseudoPlaces],

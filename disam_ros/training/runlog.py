@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from disam_ros.fsutil import atomic_write_text
+from disam_ros.model import load_checkpoint
 from disam_ros.model.objective import LOSS_KEYS
+
+from .config import Recipe, recipe_from_dict
 
 LOG_COLUMNS = ("step", "epoch", "lr", "ramp", "hard", "pair", *LOSS_KEYS, "sup", "keep", "total", "disc", "it_per_s",
                "val_r1")
@@ -51,6 +54,15 @@ class RunPaths:
     @property
     def summary(self) -> Path:
         return self.out / "summary.json"
+
+
+def read_run(out: str | Path) -> tuple[Recipe, str]:
+    """(recipe, data root) stored in a run's last checkpoint: what --resume continues."""
+    path = RunPaths(Path(out)).last
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: nothing to resume (no checkpoint yet): start without --resume")
+    _, _, meta = load_checkpoint(path, map_location="cpu")
+    return recipe_from_dict(meta["extra"]["recipe"], source=str(path)), meta["extra"]["data_root"]
 
 
 class RunLogger:

@@ -28,67 +28,26 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from disam_ros.fsutil import atomic_write_bytes, atomic_write_text
-from disam_ros.model import CheckpointError, DisamNet, ModelConfig, load_checkpoint, preset, save_checkpoint
+from disam_ros.model import CheckpointError, DisamNet, load_checkpoint, save_checkpoint
 from disam_ros.model.objective import LOSS_KEYS
 
 from .best import improves, summarize
 from .config import Recipe, diff_recipes, recipe_from_dict
 from .datasets import DataBundle, PairBatchSampler, UnpairedDataset, build_data
 from .distributed import DiscriminatorStep, DistInfo, GeneratorStep, all_gather, barrier, init_distributed, wrap
-from .evaluate import Method, net_features, recall_table
+from .evaluate import validation_recall
 from .keep_structure import StructureKeeper
 from .mining import Miner, table_from_plain, table_to_plain
-from .pseudo_places import PseudoPlaces, label_conditions, relabel_all
+from .pseudo_places import PseudoPlaces, describe, label_from_start, relabel_all
 from .pseudo_places import from_plain as pseudo_from_plain
 from .pseudo_places import to_plain as pseudo_to_plain
 from .runlog import RunLogger, RunPaths
 from .schedule import Schedule, loss_weights
+from .start import best_start, model_config, pick_start, share_initialisation, tie_encoders
 from .state import ImagePool, capture_rng, optimizer_from_plain, optimizer_to_plain, restore_rng
 from .supervised import SupervisedLoss
 
 log = logging.getLogger(__name__)
-
-
-def model_config(recipe: Recipe, domains: tuple[str, ...]) -> ModelConfig:
-    base = preset(recipe.model.preset, domains)
-    try:
-        return dataclasses.replace(base, **recipe.model.overrides)
-    except TypeError:
-        known = [f.name for f in dataclasses.fields(ModelConfig) if f.name != "domains"]
-        raise ValueError(f"model.overrides {recipe.model.overrides} has unknown keys: valid keys are {known}") from None
-
-
-def share_initialisation(net: DisamNet) -> None:
-    """Copy the first domain's encoder, decoder and discriminator weights into every other domain."""
-    first = net.domains[0]
-    for group in (net.encoders, net.decoders, net.discriminators):
-        for d in net.domains[1:]:
-            group[d].load_state_dict(group[first].state_dict())
-
-
-def tie_encoders(net: DisamNet, stepped: tuple[str, ...]) -> None:
-    """Average the `stepped` domains' encoder weights and copy the mean into every domain's encoder.
-
-    Why: with a shared start, keeping the encoders equal keeps database and query codes in one space (one
-    encoder updated by the mean of the stepped domains' Adam updates). Buffers are averaged the same way.
-    """
-    with torch.no_grad():
-        tensors = [dict(net.encoders[d].state_dict()) for d in net.domains]
-        index = {d: k for k, d in enumerate(net.domains)}
-        for name in tensors[0]:
-            src = [tensors[index[d]][name] for d in stepped]
-            mean = src[0] if len(src) == 1 else torch.stack([t.float() for t in src]).mean(0).to(src[0].dtype)
-            for t in tensors:
-                t[name].copy_(mean)
-
-
-def read_run(out: str | Path) -> tuple[Recipe, str]:
-    """(recipe, data root) stored in a run's last checkpoint: what --resume continues."""
-    path = RunPaths(Path(out)).last
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: nothing to resume (no checkpoint yet): start without --resume")
-    _, _, meta = load_checkpoint(path, map_location="cpu")
-    return recipe_from_dict(meta["extra"]["recipe"], source=str(path)), meta["extra"]["data_root"]
 
 
 class Trainer:
@@ -126,7 +85,7 @@ class Trainer:
         if resume:
             self._resume()
         elif init is not None:
-            self._init_from(Path(init))
+            self._load_weights(Path(init))  # weights only (e.g. translation -> coarse): fresh optimisers
         elif recipe.model.start_candidates > 1:
             self._pick_start(recipe.model.start_candidates)
         self.pseudo: dict[str, PseudoPlaces] = {}
@@ -147,30 +106,22 @@ class Trainer:
             self.dataset.hard = table_from_plain(self._mined_plain)
 
     def _pick_start(self, n: int) -> None:
-        """Validate the random starts of seeds seed .. seed + n - 1 and keep the best (the first on ties); the
-        choice is rank 0's, shared with every rank. Optimisers are rebuilt on the kept weights."""
-        r = self.recipe
-        nets = []
-        for k in range(n):
-            torch.manual_seed(r.seed + k)
-            net = DisamNet(self.cfg).to(self.device).train()
-            if r.model.shared_init:
-                share_initialisation(net)
+        """Validate n random starts (start.py) and keep the best; the choice is rank 0's, shared with every rank.
+        Optimisers are rebuilt on the kept weights."""
+        def score(net: DisamNet) -> float:
             self.net = net
-            self.start_scores.append(float(self.validate().get("mean", math.nan)))
-            nets.append(net)
-            if self.info.is_main:
-                log.info("start candidate %d/%d (seed %d): validation R@1 %.3f", k + 1, n, r.seed + k,
-                         self.start_scores[-1])
-        scores = [s if math.isfinite(s) else -math.inf for s in self.start_scores]
-        best = all_gather(max(range(n), key=lambda k: (scores[k], -k)), self.info)[0]
+            return self.validate().get("mean", math.nan)
+
+        seeds = [self.recipe.seed + k for k in range(n)]
+        nets, self.start_scores = pick_start(self.cfg, self.recipe, self.device, n, score)
+        best = all_gather(best_start(self.start_scores), self.info)[0]
         self.net = nets[best]
         self._make_optimisers()
-        torch.manual_seed(r.seed)  # the run's own randomness does not depend on how many starts were drawn
-        self.data.report["start_candidates"] = {"seeds": [r.seed + k for k in range(n)], "val": self.start_scores,
-                                                "chosen_seed": r.seed + best}
+        self.data.report["start_candidates"] = {"seeds": seeds, "val": self.start_scores, "chosen_seed": seeds[best]}
         if self.info.is_main:
-            log.info("starting from candidate %d (seed %d)", best + 1, r.seed + best)
+            for k, v in enumerate(self.start_scores):
+                log.info("start candidate %d/%d (seed %d): validation R@1 %.3f", k + 1, n, seeds[k], v)
+            log.info("starting from candidate %d (seed %d)", best + 1, seeds[best])
 
     def _apply_pseudo_places(self) -> None:
         """Replace the non-reference conditions' training places by pseudo places from the start encoders (a
@@ -179,17 +130,12 @@ class Trainer:
         if self._pseudo_plain is not None:
             self.pseudo = pseudo_from_plain(self._pseudo_plain)
         else:
-            probe = Miner(self.data.train, self.cfg.image_size, s.descriptor, s.pos_radius, 1, cache=False)
-            with torch.no_grad():
-                desc = probe.all_descriptors(self.net, self.device)
-            self.pseudo = label_conditions(desc, self.data.train, ref, s.pseudo_window, s.pseudo_tolerance)
+            self.pseudo = label_from_start(self.net, self.data.train, ref, self.cfg.image_size, s, self.device)
         train, reports = relabel_all(self.data.train, self.pseudo, s.pos_radius)
         self.data.report["pseudo"] = reports
-        for name, rep in reports.items():
-            if self.info.is_main:
-                right = f"; {100 * rep['right']:.1f} % within {s.pos_radius:g} of its own places (log only)" \
-                    if "right" in rep else ""
-                log.info("pseudo places: %s keeps %d of %d training images%s", name, rep["kept"], rep["images"], right)
+        if self.info.is_main:
+            for line in describe(reports, s.pos_radius):
+                log.info("%s", line)
         self.data = dataclasses.replace(self.data, train=train)
 
     def _make_optimisers(self) -> None:
@@ -211,10 +157,6 @@ class Trainer:
                                   f"{self.cfg.to_dict()}: set model.preset/model.overrides to match it")
         self.net.load_state_dict(net.state_dict())
         return meta
-
-    def _init_from(self, path: Path) -> None:
-        """Weights only (e.g. translation pre-training -> coarse/fine fine-tuning); fresh optimisers and schedule."""
-        self._load_weights(path)
 
     def _resume(self) -> None:
         meta = self._load_weights(self.paths.last)
@@ -364,24 +306,18 @@ class Trainer:
     # ------------------------------------------------------------------------ validation, saving
 
     def validate(self) -> dict[str, float]:
-        """R@1 on the validation segment (never the test part): other conditions against the reference with
-        `train.val_metric` (eq. 16 mean-channel cosine by default), each condition with its own encoder (rank 0)."""
+        """R@1 per condition on the validation segment (never the test part), rank 0 only (evaluate.py)."""
         if not self.info.is_main:
             return {}
-        held = {d.name: d for d in self.data.val}
-        ref = held[self.data.reference]
-        queries = [d for n, d in held.items() if n != self.data.reference and len(d)]
-        if ref.positions is None or not len(ref) or not queries:
-            return {}
-        method = {"val": Method(net_features(self.net, self.data.reference), self.recipe.train.val_metric)}
+        t = self.recipe.train
         try:
-            table = recall_table(method, ref, queries, self.cfg.image_size, self.data.reference,
-                                 [self.recipe.train.val_tolerance], max_queries=self.recipe.train.val_queries)
+            got = validation_recall(self.net, self.data.val, self.data.reference, self.cfg.image_size, t.val_metric,
+                                    t.val_tolerance, t.val_queries)
         finally:
             self.net.train()
-        key = f"R@1@{self.recipe.train.val_tolerance:g}"
-        self.last_val = {cond: row[key] for cond, row in table["val"].items()}
-        return self.last_val
+        if got:
+            self.last_val = got
+        return got
 
     def _extra(self, kind: str) -> dict[str, Any]:
         return {"kind": kind, "recipe": self.recipe.to_dict(), "step": self.step, "val": self.last_val,
