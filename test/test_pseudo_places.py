@@ -92,10 +92,13 @@ def world(tmp_path_factory) -> Path:
     return make_world(tmp_path_factory.mktemp("world") / "root", ("sunny", "snow", "overcast"), places=24)
 
 
-def test_trainer_gives_every_other_condition_the_reference_places_of_its_matches(world, tmp_path):
+@pytest.mark.parametrize("match", ["mutual", "route"])
+def test_trainer_gives_every_other_condition_the_reference_places_of_its_matches(world, tmp_path, match):
     r = micro_recipe("soft_contrastive", "steps=4", "supervised.pseudo=true", "pseudo_window=1",
-                     "pseudo_tolerance=100", "mine_every=2", "mined=2", "ramp_keys=[]")
+                     "pseudo_tolerance=100", "mine_every=2", "mined=2", "ramp_keys=[]", f"pseudo_match={match}")
     first = Trainer(r, world, tmp_path / "run")
+    if match == "route":  # two windows always agree within 100 places: every image is kept
+        assert all(rep["kept"] == rep["images"] for rep in first.data.report["pseudo"].values())
     ref = first.data.names.index("sunny")
     assert set(first.pseudo) == {"snow", "overcast"}
     for k, name in enumerate(first.data.names):
