@@ -117,6 +117,31 @@ def test_trainer_gives_every_other_condition_the_reference_places_of_its_matches
     assert resumed.step == 4 and torch.isfinite(torch.tensor(resumed.last_val.get("mean", 0.0)))
 
 
+
+def test_pseudo_val_relabels_the_validation_segment_from_the_start_and_resume_keeps_it(world, tmp_path):
+    r = micro_recipe("soft_contrastive", "steps=4", "supervised.pseudo=true", "pseudo_match=route", "pseudo_window=1",
+                     "pseudo_tolerance=100", "supervised.pseudo_val=true", "ramp_keys=[]", "val_every=2")
+    first = Trainer(r, world, tmp_path / "run")
+    ref = first.data.names.index("sunny")
+    assert set(first.pseudo_val) == {"snow", "overcast"}
+    for k, name in enumerate(first.data.names):
+        if k != ref:  # validation now scores against the matched reference places, not the condition's own
+            np.testing.assert_array_equal(first.data.val[k].positions,
+                                          first.data.val[ref].positions[first.pseudo_val[name].matched])
+            assert first.data.report["pseudo_val"][name]["kept"] == len(first.data.val[k])
+    first.fit(until=2)
+    saved = {k: v.matched.tolist() for k, v in first.pseudo_val.items()}
+    resumed = Trainer(r, world, tmp_path / "run", resume=True)
+    assert {k: v.matched.tolist() for k, v in resumed.pseudo_val.items()} == saved
+
+
+def test_pseudo_val_needs_pseudo_places_and_a_single_start():
+    with pytest.raises(ValueError, match="supervised.pseudo_val"):
+        micro_recipe("soft_contrastive", "supervised.pseudo_val=true")
+    with pytest.raises(ValueError, match="start_candidates=1"):
+        micro_recipe("soft_contrastive", "supervised.pseudo=true", "supervised.pseudo_val=true",
+                     "model.start_candidates=2")
+
 def test_pseudo_needs_a_kept_image_budget():
     with pytest.raises(ValueError, match="supervised.pseudo_window"):
         micro_recipe("soft_contrastive", "supervised.pseudo=true", "pseudo_window=0")

@@ -118,6 +118,9 @@ class SupervisedSection:
     # and keeps it when both land within pseudo_tolerance (drives in route order, same direction).
     pseudo: bool = False
     pseudo_match: str = "mutual"
+    # pseudo_val: the validation segment's other-condition places come from the same matching (from the start), so
+    # model selection needs no query poses either. Use pseudo_match "route": mutual matches keep too few frames.
+    pseudo_val: bool = False
     pseudo_window: int = 5
     pseudo_tolerance: float = 5.0
     # Soft contrastive (eqs. 3-5). Descriptors are unit vectors: the untrained tiny encoder on Nordland's training

@@ -146,13 +146,23 @@ def label_from_start(net: torch.nn.Module, train: tuple[DomainImages, ...], ref:
     return label_conditions(desc, train, ref, sup.pseudo_window, sup.pseudo_tolerance, sup.pseudo_match)
 
 
-def describe(reports: dict[str, dict], radius: float) -> list[str]:
+def describe(reports: dict[str, dict], radius: float, split: str = "training") -> list[str]:
     """One log line per labelled condition: kept of all and, where its own places exist, how many labels are right."""
     lines = []
     for name, rep in reports.items():
         right = f"; {100 * rep['right']:.1f} % within {radius:g} of its own places (log only)" if "right" in rep else ""
-        lines.append(f"pseudo places: {name} keeps {rep['kept']} of {rep['images']} training images{right}")
+        lines.append(f"pseudo places: {name} keeps {rep['kept']} of {rep['images']} {split} images{right}")
     return lines
+
+
+def relabel_split(split: tuple[DomainImages, ...], saved: dict | None, net: torch.nn.Module, ref: int,
+                  image_size: int, sup: SupervisedSection,
+                  device: torch.device) -> tuple[dict[str, PseudoPlaces], tuple[DomainImages, ...], dict]:
+    """(labels, relabelled split, reports) for one split: the `saved` labels of a resumed run (its weights are no
+    longer the start), else new ones from `net`, the run's start."""
+    labels = from_plain(saved) if saved is not None else label_from_start(net, split, ref, image_size, sup, device)
+    out, reports = relabel_all(split, labels, sup.pos_radius)
+    return labels, out, reports
 
 
 def relabel_all(train: tuple[DomainImages, ...], labels: dict[str, PseudoPlaces],
@@ -164,6 +174,6 @@ def relabel_all(train: tuple[DomainImages, ...], labels: dict[str, PseudoPlaces]
             continue
         out[k], reports[dom.name] = relabel(dom, labels[dom.name], true_radius)
         if len(out[k]) < 2:
-            raise ValueError(f"supervised.pseudo kept {len(out[k])} training image(s) of {dom.name!r}: raise "
+            raise ValueError(f"supervised.pseudo kept {len(out[k])} image(s) of {dom.name!r}: raise "
                              "supervised.pseudo_tolerance or lower supervised.pseudo_window")
     return tuple(out), reports

@@ -64,6 +64,9 @@ def validate(r: Recipe) -> None:
         raise ValueError(f"data.domains {r.data.domains} needs at least two distinct conditions (DISAM pairs them)")
     if r.train.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"train.device {r.train.device!r} is not auto, cpu or cuda")
+    if r.supervised.pseudo_val and not (r.supervised.pseudo and r.model.start_candidates == 1):
+        raise ValueError("supervised.pseudo_val labels validation from the start's matches: it needs "
+                         "supervised.pseudo=true and model.start_candidates=1 (a start must exist before labelling)")
     if r.model.tie_encoders and not r.model.shared_init:
         raise ValueError("model.tie_encoders needs model.shared_init=true: tying averages encoders that start equal")
     if r.data.reference is not None and r.data.domains is not None and r.data.reference not in r.data.domains:

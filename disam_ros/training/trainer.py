@@ -38,8 +38,7 @@ from .distributed import DiscriminatorStep, DistInfo, GeneratorStep, all_gather,
 from .evaluate import validation_recall
 from .keep_structure import StructureKeeper
 from .mining import Miner, table_from_plain, table_to_plain
-from .pseudo_places import PseudoPlaces, describe, label_from_start, relabel_all
-from .pseudo_places import from_plain as pseudo_from_plain
+from .pseudo_places import PseudoPlaces, describe, relabel_split
 from .pseudo_places import to_plain as pseudo_to_plain
 from .runlog import RunLogger, RunPaths
 from .schedule import Schedule, loss_weights
@@ -80,7 +79,7 @@ class Trainer:
         self.miner = None
         self._mined_plain: dict | None = None  # a resumed run's mining table, handed to the dataset below
         self._keep_plain: dict | None = None  # a resumed run's frozen start encoders (keep.weight > 0)
-        self._pseudo_plain: dict | None = None  # a resumed run's pseudo places (supervised.pseudo)
+        self._pseudo_plain: dict = {"train": None, "val": None}  # a resumed run's pseudo places, per split
         self.start_scores: list[float] = []
         if resume:
             self._resume()
@@ -89,6 +88,7 @@ class Trainer:
         elif recipe.model.start_candidates > 1:
             self._pick_start(recipe.model.start_candidates)
         self.pseudo: dict[str, PseudoPlaces] = {}
+        self.pseudo_val: dict[str, PseudoPlaces] = {}
         if self.sup is not None and recipe.supervised.pseudo:
             self._apply_pseudo_places()
         if self.sup is not None and recipe.supervised.mine_every:
@@ -124,18 +124,18 @@ class Trainer:
             log.info("starting from candidate %d (seed %d)", best + 1, seeds[best])
 
     def _apply_pseudo_places(self) -> None:
-        """Replace the non-reference conditions' training places by pseudo places from the start encoders (a
-        resumed run reuses the ones it saved: its weights are no longer the start)."""
-        s, ref = self.recipe.supervised, self.data.names.index(self.data.reference)
-        if self._pseudo_plain is not None:
-            self.pseudo = pseudo_from_plain(self._pseudo_plain)
-        else:
-            self.pseudo = label_from_start(self.net, self.data.train, ref, self.cfg.image_size, s, self.device)
-        train, reports = relabel_all(self.data.train, self.pseudo, s.pos_radius)
-        self.data.report["pseudo"] = reports
-        if self.info.is_main:
-            for line in describe(reports, s.pos_radius):
-                log.info("%s", line)
+        """Replace the non-reference conditions' training places (and with `supervised.pseudo_val` their validation
+        places) by pseudo places from the start encoders; a resumed run reuses the ones it saved."""
+        s, ref, rep = self.recipe.supervised, self.data.names.index(self.data.reference), self.data.report
+        args = (self.net, ref, self.cfg.image_size, s, self.device)
+        self.pseudo, train, rep["pseudo"] = relabel_split(self.data.train, self._pseudo_plain["train"], *args)
+        lines = describe(rep["pseudo"], s.pos_radius)
+        if s.pseudo_val:
+            self.pseudo_val, val, rep["pseudo_val"] = relabel_split(self.data.val, self._pseudo_plain["val"], *args)
+            self.data = dataclasses.replace(self.data, val=val)
+            lines += describe(rep["pseudo_val"], s.pos_radius, "validation")
+        for line in lines if self.info.is_main else ():
+            log.info("%s", line)
         self.data = dataclasses.replace(self.data, train=train)
 
     def _make_optimisers(self) -> None:
@@ -173,7 +173,7 @@ class Trainer:
         self.history = [dict(h) for h in extra.get("val_history", []) if h["step"] <= self.step]
         self._mined_plain = state.get("mined")
         self._keep_plain = state.get("keep")
-        self._pseudo_plain = state.get("pseudo")
+        self._pseudo_plain = {"train": state.get("pseudo"), "val": state.get("pseudo_val")}
         if self.info.is_main and self.history:
             self._repair_best()
         ranks = state["ranks"]
@@ -362,8 +362,9 @@ class Trainer:
                 extra["trainer"]["mined"] = table_to_plain(self.dataset.hard)
             if self.keeper is not None:
                 extra["trainer"]["keep"] = self.keeper.state_dict()
-            if self.pseudo:
-                extra["trainer"]["pseudo"] = pseudo_to_plain(self.pseudo)
+            for key, labels in (("pseudo", self.pseudo), ("pseudo_val", self.pseudo_val)):
+                if labels:
+                    extra["trainer"][key] = pseudo_to_plain(labels)
             save_checkpoint(self.paths.last, self.net, self.cfg, extra)
         barrier(self.info)
 
