@@ -119,11 +119,14 @@ def test_trainer_gives_every_other_condition_the_reference_places_of_its_matches
 
 
 def test_pseudo_val_relabels_the_validation_segment_from_the_start_and_resume_keeps_it(world, tmp_path):
-    r = micro_recipe("soft_contrastive", "steps=4", "supervised.pseudo=true", "pseudo_match=route", "pseudo_window=1",
-                     "pseudo_tolerance=100", "supervised.pseudo_val=true", "ramp_keys=[]", "val_every=2")
+    r = micro_recipe("soft_contrastive", "steps=4", "supervised.pseudo=true", "pseudo_window=1", "pseudo_tolerance=100",
+                     "supervised.pseudo_val=true", "pseudo_val_window=1", "pseudo_val_tolerance=100", "ramp_keys=[]",
+                     "val_every=2")
     first = Trainer(r, world, tmp_path / "run")
     ref = first.data.names.index("sunny")
     assert set(first.pseudo_val) == {"snow", "overcast"}
+    # validation is matched by route windows whatever pseudo_match says: within 100 places they keep every image
+    assert all(rep["kept"] == rep["images"] for rep in first.data.report["pseudo_val"].values())
     for k, name in enumerate(first.data.names):
         if k != ref:  # validation now scores against the matched reference places, not the condition's own
             np.testing.assert_array_equal(first.data.val[k].positions,

@@ -118,9 +118,11 @@ class SupervisedSection:
     # and keeps it when both land within pseudo_tolerance (drives in route order, same direction).
     pseudo: bool = False
     pseudo_match: str = "mutual"
-    # pseudo_val: the validation segment's other-condition places come from the same matching (from the start), so
-    # model selection needs no query poses either. Use pseudo_match "route": mutual matches keep too few frames.
+    # pseudo_val: the validation segment's other-condition places come from the start too, by route windows (a short
+    # segment needs most frames labelled; mutual matches keep about a quarter), so selection needs no query poses.
     pseudo_val: bool = False
+    pseudo_val_window: int = 8
+    pseudo_val_tolerance: float = 2.0
     pseudo_window: int = 5
     pseudo_tolerance: float = 5.0
     # Soft contrastive (eqs. 3-5). Descriptors are unit vectors: the untrained tiny encoder on Nordland's training

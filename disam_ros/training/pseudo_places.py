@@ -137,13 +137,17 @@ def label_conditions(desc: list[Tensor], train: tuple[DomainImages, ...], ref: i
             for k in range(len(train)) if k != ref}
 
 
-def label_from_start(net: torch.nn.Module, train: tuple[DomainImages, ...], ref: int, image_size: int,
-                     sup: SupervisedSection, device: torch.device) -> dict[str, PseudoPlaces]:
-    """`label_conditions` on the descriptors (`sup.descriptor`) of `net`, the run's start, for every training image."""
-    probe = Miner(train, image_size, sup.descriptor, sup.pos_radius, 1, cache=False)
+def label_from_start(net: torch.nn.Module, split: tuple[DomainImages, ...], ref: int, image_size: int,
+                     sup: SupervisedSection, device: torch.device, validation: bool = False) -> dict[str, PseudoPlaces]:
+    """`label_conditions` on the descriptors (`sup.descriptor`) of `net`, the run's start, for every image of `split`.
+    Validation images are always matched by route windows (`sup.pseudo_val_window`, `sup.pseudo_val_tolerance`):
+    selection needs most of a short segment labelled, which the strict mutual test does not give."""
+    probe = Miner(split, image_size, sup.descriptor, sup.pos_radius, 1, cache=False)
     with torch.no_grad():
         desc = probe.all_descriptors(net, device)
-    return label_conditions(desc, train, ref, sup.pseudo_window, sup.pseudo_tolerance, sup.pseudo_match)
+    if validation:
+        return label_conditions(desc, split, ref, sup.pseudo_val_window, sup.pseudo_val_tolerance, "route")
+    return label_conditions(desc, split, ref, sup.pseudo_window, sup.pseudo_tolerance, sup.pseudo_match)
 
 
 def describe(reports: dict[str, dict], radius: float, split: str = "training") -> list[str]:
@@ -156,11 +160,12 @@ def describe(reports: dict[str, dict], radius: float, split: str = "training") -
 
 
 def relabel_split(split: tuple[DomainImages, ...], saved: dict | None, net: torch.nn.Module, ref: int,
-                  image_size: int, sup: SupervisedSection,
-                  device: torch.device) -> tuple[dict[str, PseudoPlaces], tuple[DomainImages, ...], dict]:
+                  image_size: int, sup: SupervisedSection, device: torch.device,
+                  validation: bool = False) -> tuple[dict[str, PseudoPlaces], tuple[DomainImages, ...], dict]:
     """(labels, relabelled split, reports) for one split: the `saved` labels of a resumed run (its weights are no
     longer the start), else new ones from `net`, the run's start."""
-    labels = from_plain(saved) if saved is not None else label_from_start(net, split, ref, image_size, sup, device)
+    labels = from_plain(saved) if saved is not None else \
+        label_from_start(net, split, ref, image_size, sup, device, validation)
     out, reports = relabel_all(split, labels, sup.pos_radius)
     return labels, out, reports
 

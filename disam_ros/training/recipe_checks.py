@@ -48,7 +48,7 @@ def validate(r: Recipe) -> None:
     _range("schedule.ramp_end", r.schedule.ramp_end, 0.0, 1.0, low_open=True)
     _range("schedule.hard_negatives_from", r.schedule.hard_negatives_from, 0.0, math.inf)
     for name in ("schedule.num_negatives", "train.batch_size", "supervised.num_candidates", "supervised.mined",
-                 "supervised.pseudo_window", "model.start_candidates",
+                 "supervised.pseudo_window", "supervised.pseudo_val_window", "model.start_candidates",
                  "depth.width", "depth.grid"):
         _positive_int(name, _get(r, name))
     # schedule.steps may be 0: the `init` recipe validates and exports the untrained starting point

@@ -131,7 +131,8 @@ class Trainer:
         self.pseudo, train, rep["pseudo"] = relabel_split(self.data.train, self._pseudo_plain["train"], *args)
         lines = describe(rep["pseudo"], s.pos_radius)
         if s.pseudo_val:
-            self.pseudo_val, val, rep["pseudo_val"] = relabel_split(self.data.val, self._pseudo_plain["val"], *args)
+            self.pseudo_val, val, rep["pseudo_val"] = relabel_split(self.data.val, self._pseudo_plain["val"], *args,
+                                                                    validation=True)
             self.data = dataclasses.replace(self.data, val=val)
             lines += describe(rep["pseudo_val"], s.pos_radius, "validation")
         for line in lines if self.info.is_main else ():
