@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_training_utils import make_world, micro_recipe
 
-from disam_ros.training.layouts import DomainImages
+from disam_ros.training.layouts import DomainImages, discover
 from disam_ros.training.pseudo_places import consistent_matches, pseudo_places, relabel, route_matches, window_scores
 from disam_ros.training.trainer import Trainer
 
@@ -144,6 +144,25 @@ def test_pseudo_val_needs_pseudo_places_and_a_single_start():
     with pytest.raises(ValueError, match="start_candidates=1"):
         micro_recipe("soft_contrastive", "supervised.pseudo=true", "supervised.pseudo_val=true",
                      "model.start_candidates=2")
+
+
+def test_a_query_drive_without_poses_trains_and_validates_on_pseudo_places_alone(tmp_path):
+    """The user's case: a mapped reference drive (poses.txt) and a new drive with images only."""
+    root = make_world(tmp_path / "root", ("sunny", "snow"), places=12)
+    (root / "snow" / "poses.txt").unlink()
+    domains = {d.name: d for d in discover(root, "folders", None, "auto")}
+    assert domains["snow"].positions is None  # not placed by file name: the reference keeps its metres
+    np.testing.assert_array_equal(domains["sunny"].positions[:, 0], np.arange(12) * 3.0)
+    with pytest.raises(ValueError, match="supervised.pseudo=true"):
+        Trainer(micro_recipe("soft_contrastive", "steps=2", "ramp_keys=[]"), root, tmp_path / "labelled")
+    r = micro_recipe("soft_contrastive", "steps=2", "supervised.pseudo=true", "pseudo_window=1", "pseudo_tolerance=100",
+                     "supervised.pseudo_val=true", "pseudo_val_window=1", "pseudo_val_tolerance=100", "ramp_keys=[]")
+    t = Trainer(r, root, tmp_path / "run")
+    snow, sunny = t.data.names.index("snow"), t.data.names.index("sunny")
+    assert "right" not in t.data.report["pseudo"]["snow"]  # nothing to check the labels against
+    np.testing.assert_array_equal(t.data.val[snow].positions, t.data.val[sunny].positions[t.pseudo_val["snow"].matched])
+    summary = t.fit()
+    assert summary["val_start"]["snow"] >= 0.0 and (tmp_path / "run" / "model.pt").is_file()
 
 def test_pseudo_needs_a_kept_image_budget():
     with pytest.raises(ValueError, match="supervised.pseudo_window"):

@@ -137,7 +137,8 @@ class UnpairedDataset(Dataset):
             missing = [d.name for d in domains if d.positions is None]
             if missing:
                 raise ValueError(f"supervised.kind={self.sup.kind} needs place coordinates but {missing} have none: "
-                                 "use the folders layout with poses.txt or the flat layout (same name = same place)")
+                                 "give them poses.txt, use the flat layout (same name = same place), or set "
+                                 "supervised.pseudo=true (places from the reference drive's matches)")
 
     def __len__(self) -> int:
         """One epoch = the largest domain once (as the reference's unaligned dataset)."""

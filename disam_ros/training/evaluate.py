@@ -137,7 +137,7 @@ def validation_recall(net: DisamNet, val: Sequence[DomainImages], reference: str
     encoder, under `metric` (eq. 16 mean-channel cosine by default); {} when there is nothing to score."""
     held = {d.name: d for d in val}
     ref = held[reference]
-    queries = [d for n, d in held.items() if n != reference and len(d)]
+    queries = [d for n, d in held.items() if n != reference and len(d) and d.positions is not None]
     if ref.positions is None or not len(ref) or not queries:
         return {}
     method = {"val": Method(net_features(net, reference), metric)}
@@ -239,8 +239,10 @@ def _held_out(args: argparse.Namespace) -> tuple[list[DomainImages], str]:
 
 def run(args: argparse.Namespace) -> dict:
     domains, reference = _held_out(args)
-    if any(d.positions is None for d in domains):
-        raise ValueError(f"{args.data}: this layout has no places to score against: use the folders or flat layout")
+    unplaced = [d.name for d in domains if d.positions is None]
+    if unplaced:
+        raise ValueError(f"{args.data}: conditions {unplaced} have no places to score against: give them poses.txt "
+                         "(folders layout) or use the flat layout")
     db = next(d for d in domains if d.name == reference)
     queries = [d for d in domains if d.name != reference]
     methods, size = _methods(args, reference)

@@ -3,7 +3,9 @@
 Expected layouts (`data.layout`; `auto` picks the first that matches):
 
 - `folders` (the product's own): `ROOT/<condition>/images/*` with optional `ROOT/<condition>/poses.txt`
-  (TUM, one line per image in sorted file-name order). Place = pose translation (metres).
+  (TUM, one line per image in sorted file-name order). Place = pose translation (metres). A condition without
+  poses.txt has no places while others have them (`supervised.pseudo` can give it some); with none anywhere,
+  place = file-name rank, as in `flat`.
 - `flat`: `ROOT/<condition>/*.png|jpg` (e.g. Nordland trimmed: `summer/images-00010.png`). The same file
   name in two conditions is the same place; place = rank of the name among all names (frames).
 - `cmu_seasons`: the DIFL/DISAM preprocessing of CMU-Seasons, one folder per condition
@@ -85,7 +87,10 @@ def _folders(root: Path, positions: str) -> list[DomainImages]:
         if folder.trajectory is not None and positions != "index":
             pos = np.asarray(folder.trajectory.positions, dtype=np.float64)
         out.append(DomainImages(name, folder.image_paths, pos))
-    if positions in ("auto", "index") and any(d.positions is None for d in out):
+    # auto: a condition without poses.txt stays unplaced when others have poses (a mapped reference drive and
+    # unlabelled query drives: supervised.pseudo gives those places); only when none has poses is every condition
+    # placed by file name, as the flat layout does
+    if positions == "index" or (positions == "auto" and all(d.positions is None for d in out)):
         out = _index_places(out)
     return out
 
