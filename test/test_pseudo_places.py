@@ -155,8 +155,9 @@ def test_a_query_drive_without_poses_trains_and_validates_on_pseudo_places_alone
     np.testing.assert_array_equal(domains["sunny"].positions[:, 0], np.arange(12) * 3.0)
     with pytest.raises(ValueError, match="supervised.pseudo=true"):
         Trainer(micro_recipe("soft_contrastive", "steps=2", "ramp_keys=[]"), root, tmp_path / "labelled")
-    r = micro_recipe("soft_contrastive", "steps=2", "supervised.pseudo=true", "pseudo_window=1", "pseudo_tolerance=100",
-                     "supervised.pseudo_val=true", "pseudo_val_window=1", "pseudo_val_tolerance=100", "ramp_keys=[]")
+    r = micro_recipe("unlabelled", "steps=2", "pseudo_window=1", "pseudo_tolerance=100", "pseudo_val_window=1",
+                     "pseudo_val_tolerance=100", "mine_every=1", "mined=2", "num_candidates=3", "val_every=1",
+                     "min_brightness=0")
     t = Trainer(r, root, tmp_path / "run")
     snow, sunny = t.data.names.index("snow"), t.data.names.index("sunny")
     assert "right" not in t.data.report["pseudo"]["snow"]  # nothing to check the labels against

@@ -131,8 +131,8 @@ def label_conditions(desc: list[Tensor], train: tuple[DomainImages, ...], ref: i
                      tolerance: float, match: str = "mutual") -> dict[str, PseudoPlaces]:
     """Pseudo places for every condition but the reference `ref`, from each one's descriptors `desc[k]`."""
     if train[ref].positions is None:
-        raise ValueError(f"supervised.pseudo needs places for the reference condition {train[ref].name!r}: "
-                         "give it poses (folders layout) or use the flat layout")
+        raise ValueError(f"supervised.pseudo needs places for the reference condition {train[ref].name!r}: set "
+                         "data.reference to the drive with poses.txt, or give this one poses (folders layout)")
     return {train[k].name: pseudo_places(desc[k] @ desc[ref].T, train[ref].positions, window, tolerance, match)
             for k in range(len(train)) if k != ref}
 
