@@ -86,7 +86,7 @@ def test_recipe_errors_are_one_line_and_name_the_key(override, message):
 
 
 def test_unknown_recipe_name_lists_the_known_ones():
-    with pytest.raises(FileNotFoundError, match=r"use one of \['coarse', .*'translation'\]"):
+    with pytest.raises(FileNotFoundError, match=r"use one of \['coarse', .*'translation'.*\] or a YAML path"):
         load_recipe("medium")
 
 
