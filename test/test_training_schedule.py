@@ -78,6 +78,7 @@ def test_hard_negative_is_the_closest_of_k_candidates_and_feeds_the_triplet():
     ("data.gap=-1", "data.gap must be >= 0"),
     ("supervised.descriptor=pooled", "supervised.descriptor 'pooled' is not supported"),
     ("train.val_metric=l2", "train.val_metric 'l2' is not supported"),
+    ("supervised.pseudo_val_tolerance=-1", "supervised.pseudo_val_tolerance=-1.0 is out of range"),
 ])
 def test_recipe_errors_are_one_line_and_name_the_key(override, message):
     with pytest.raises(ValueError, match=message) as err:

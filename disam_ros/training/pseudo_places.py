@@ -96,12 +96,11 @@ def route_matches(sim: Tensor, ref_positions: np.ndarray, window: int, tolerance
 
 def pseudo_places(sim: Tensor, ref_positions: np.ndarray, window: int, tolerance: float,
                   match: str = "mutual") -> PseudoPlaces:
+    """The kept queries of `sim` (N queries x R reference images) with their matched reference image and place."""
     if match == "route":
         keep, nn = route_matches(sim, ref_positions, window, tolerance)
-        kept = np.flatnonzero(keep).astype(np.int64)
-        return PseudoPlaces(kept, ref_positions[nn[kept]], nn[kept])
-    keep = consistent_matches(sim, ref_positions, window, tolerance)
-    nn = sim.argmax(1).numpy()
+    else:
+        keep, nn = consistent_matches(sim, ref_positions, window, tolerance), sim.argmax(1).numpy()
     kept = np.flatnonzero(keep).astype(np.int64)
     return PseudoPlaces(kept, ref_positions[nn[kept]], nn[kept].astype(np.int64))
 

@@ -32,6 +32,8 @@ def validate(r: Recipe) -> None:
     _one_of("keep.descriptor", r.keep.descriptor, DESCRIPTORS)
     _one_of("supervised.pseudo_match", r.supervised.pseudo_match, PSEUDO_MATCHES)
     _range("keep.weight", r.keep.weight, 0.0, math.inf)
+    _range("supervised.pseudo_tolerance", r.supervised.pseudo_tolerance, 0.0, math.inf)
+    _range("supervised.pseudo_val_tolerance", r.supervised.pseudo_val_tolerance, 0.0, math.inf)
     _one_of("train.val_metric", r.train.val_metric, METRICS)
     _one_of("depth.loss", r.depth.loss, ("l1", "silog"))
     _one_of("depth.select", r.depth.select, ("abs_rel", "r1"))
