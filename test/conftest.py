@@ -46,8 +46,8 @@ def tiny_eval_world(tmp_path_factory):
     import torch
 
     from disam_ros.data.synthetic import WorldConfig, make_world
+    from disam_ros.maps import MapBuildConfig, build_map_from_folder
     from disam_ros.model import DisamNet, preset, save_checkpoint
-    from disam_ros.retrieval import MapBuildConfig, build_map_from_folder
 
     tmp = tmp_path_factory.mktemp("eval_world")
     world = make_world(WorldConfig(seed=1, image_size=64, frames=10, blocks=3, workers=1,
@@ -86,8 +86,8 @@ def node_world(tmp_path_factory) -> NodeWorld:
 
         from disam_ros.data.folders import iter_frames, list_conditions, load_condition
         from disam_ros.data.synthetic import WorldConfig, make_world
+        from disam_ros.maps import LocalizationMap, build_map
         from disam_ros.model import DisamNet, Encoder, preset, save_checkpoint
-        from disam_ros.retrieval import LocalizationMap, build_map
     except ImportError as exc:  # the model / retrieval / synthetic modules land separately
         pytest.skip(f"localizer dependencies not importable yet: {exc}")
     tmp = tmp_path_factory.mktemp("node_world")

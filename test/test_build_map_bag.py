@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 
 from disam_ros.data.bags import BagWriteOptions, write_folder_bag
-from disam_ros.retrieval import LocalizationMap
-from disam_ros.retrieval.build_map import main as build_map_main
+from disam_ros.maps import LocalizationMap
+from disam_ros.maps.build_map import main as build_map_main
 
 
 def test_map_from_bag_equals_map_from_folder(tiny_eval_world, tmp_path, capsys):

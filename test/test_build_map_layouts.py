@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from disam_ros.data.tum import make_trajectory, write_tum
+from disam_ros.maps import LocalizationMap
+from disam_ros.maps import map_info as map_info_cli
+from disam_ros.maps.build_map import main as build_map_main
 from disam_ros.model import DisamNet, Encoder, ModelConfig, save_checkpoint
-from disam_ros.retrieval import LocalizationMap, Localizer, SearchConfig
-from disam_ros.retrieval import map_info as map_info_cli
-from disam_ros.retrieval.build_map import main as build_map_main
+from disam_ros.retrieval import Localizer, SearchConfig
 
 N = 5
 NAMES = ["images-00010.png", "images-00002.png", "images-00007.png", "images-00001.png", "images-00005.png"]

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from disam_ros.retrieval.calibration import (
+from disam_ros.tracking.calibration import (
     Calibration,
     auc,
     choose_feature,

@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from disam_ros.bench.table_encoder import TableEncoder, token_frames
+from disam_ros.maps import LocalizationMap, build_map, merge_shards, settings_for_mode
+from disam_ros.maps.descriptors import MODES, coarse_vectors, estimate_map_size
+from disam_ros.maps.ivfpq import build_faiss, shortlist_recall
+from disam_ros.maps.model_check import verify_map
 from disam_ros.model import DisamNet, Encoder, ModelConfig, save_checkpoint
-from disam_ros.retrieval import LocalizationMap, Localizer, SearchConfig, build_map, merge_shards, settings_for_mode
-from disam_ros.retrieval.descriptors import MODES, coarse_vectors, estimate_map_size
+from disam_ros.retrieval import Localizer, SearchConfig
 from disam_ros.retrieval.index import RefinedFaissIndex
-from disam_ros.retrieval.ivfpq import build_faiss, shortlist_recall
-from disam_ros.retrieval.search import verify_map
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

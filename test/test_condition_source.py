@@ -13,7 +13,7 @@ from disam_ros.data.folders import load_condition, read_image
 from disam_ros.model.condition_head import find_condition_head, save_condition_head, sidecar_path
 from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
 from disam_ros.retrieval import SearchConfig
-from disam_ros.tracking import Tracker, TrackerConfig
+from disam_ros.tracking.tracker import Tracker, TrackerConfig
 from disam_ros.training.condition import ConditionTrainConfig, load_labelled, train_head
 
 pytestmark = pytest.mark.usefixtures("one_thread")

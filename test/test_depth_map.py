@@ -16,13 +16,13 @@ import torch
 
 from disam_ros.data.folders import iter_frames, load_condition
 from disam_ros.data.synthetic import WorldConfig, make_world
+from disam_ros.maps import LocalizationMap, build_map
+from disam_ros.maps.descriptors import settings_for_mode
+from disam_ros.maps.map_format import MapError
+from disam_ros.maps.map_info import render, summary
 from disam_ros.model import DisamNet, Encoder, preset, save_checkpoint
 from disam_ros.model.depth import DepthDecoder
 from disam_ros.model.depth_branch import EXTRA_KEY, DepthBranch
-from disam_ros.retrieval import LocalizationMap, build_map
-from disam_ros.retrieval.descriptors import settings_for_mode
-from disam_ros.retrieval.map_format import MapError
-from disam_ros.retrieval.map_info import render, summary
 from disam_ros.retrieval.search import Localizer
 
 DOMAINS = ("sunny", "night")

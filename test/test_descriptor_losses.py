@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from disam_ros.maps.descriptors import coarse_vectors, fine_vectors
 from disam_ros.model.related_losses import coarse_descriptor, fine_descriptor, retrieval_descriptor
-from disam_ros.retrieval.descriptors import coarse_vectors, fine_vectors
-from disam_ros.training.config import SupervisedSection
 from disam_ros.training.mining import hardest_other_places, table_from_plain, table_to_plain
+from disam_ros.training.recipe import SupervisedSection
 from disam_ros.training.supervised import in_batch_term, supervised_term
 
 

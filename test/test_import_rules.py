@@ -1,5 +1,6 @@
-"""The house rule on imports, checked on the source: ros -> eval -> relocalizer -> retrieval -> model/data,
-never back; only `disam_ros/ros/` imports rclpy; nothing in the runtime imports the benchmarks.
+"""The house rule on imports, checked on the source: ros -> eval -> tracking -> relocalizer -> pose ->
+retrieval -> maps -> model/data, never back (training sits on model/data alone); only `disam_ros/ros/`
+imports rclpy; nothing in the runtime imports the benchmarks; no module imports itself through a circle.
 
 Why: training and map building must run on a GPU box with no ROS at all, and the node must not drag
 benchmarks or test doubles into a vehicle's process. A new top-level module must be placed in LAYERS.
@@ -24,12 +25,15 @@ LAYERS: dict[str, set[str]] = {
     "model": BASE,
     "data": BASE,
     "training": BASE | {"model", "data"},
-    "retrieval": BASE | {"model", "data"},
-    "relocalizer": BASE | {"retrieval", "model", "data"},
-    "tracking": BASE | {"relocalizer", "retrieval", "model", "data"},
-    "eval": BASE | {"tracking", "relocalizer", "retrieval", "model", "data"},
-    "ros": BASE | {"eval", "tracking", "relocalizer", "retrieval", "model", "data"},
-    "bench": BASE | {"ros", "eval", "tracking", "relocalizer", "retrieval", "model", "data", "training"},
+    "maps": BASE | {"model", "data"},
+    "retrieval": BASE | {"maps", "model", "data"},
+    "pose": BASE | {"retrieval", "maps", "model", "data"},
+    "relocalizer": BASE | {"pose", "retrieval", "maps", "model", "data"},
+    "tracking": BASE | {"relocalizer", "pose", "retrieval", "maps", "model", "data"},
+    "eval": BASE | {"tracking", "relocalizer", "pose", "retrieval", "maps", "model", "data"},
+    "ros": BASE | {"eval", "tracking", "relocalizer", "pose", "retrieval", "maps", "model", "data"},
+    "bench": BASE | {"ros", "eval", "tracking", "relocalizer", "pose", "retrieval", "maps", "model", "data",
+                     "training"},
 }
 ROS_MODULES = ("rclpy", "rcl_interfaces", "sensor_msgs", "geometry_msgs", "std_msgs", "nav_msgs",
                "diagnostic_msgs", "std_srvs", "lifecycle_msgs", "builtin_interfaces")
@@ -96,3 +100,60 @@ def test_the_checker_sees_a_violation(tmp_path):
     names = [n for _, n in imported(fake, "disam_ros.retrieval.probe")]
     assert names == ["rclpy", "disam_ros.ros", "disam_ros.eval"]
     assert "ros" not in LAYERS["retrieval"] and "eval" not in LAYERS["retrieval"]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports (a name imported from a package counts as the package's
+    module of that name when one exists, else as the package)."""
+    known = {module_name(p) for p in SOURCES}
+    graph: dict[str, set[str]] = {}
+    for path in SOURCES:
+        mod = module_name(path)
+        deps = set()
+        for _, name in imported(path):
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name and name != mod:
+                deps.add(name)
+        graph[mod] = deps
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import circle as [a, b, ..., a], or [] (iterative depth-first search, white/grey/black)."""
+    state: dict[str, int] = {}
+    for root in sorted(graph):
+        if state.get(root):
+            continue
+        stack = [(root, iter(sorted(graph[root])))]
+        path = [root]
+        state[root] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[node] = 2
+                stack.pop()
+                path.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            elif not state.get(nxt):
+                state[nxt] = 1
+                stack.append((nxt, iter(sorted(graph.get(nxt, ())))))
+                path.append(nxt)
+    return []
+
+
+def test_no_import_circle():
+    """Package __init__ files re-export their modules, so a module importing its own package's __init__ is
+    ignored; any other circle (a imports b imports a) is a design knot to untie."""
+    graph = import_graph()
+    for mod, deps in graph.items():
+        deps.difference_update({d for d in deps if mod.startswith(d + ".")})  # own package __init__
+    assert find_cycle(graph) == []
+
+
+def test_the_cycle_finder_finds_a_hand_made_circle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set()}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) == []

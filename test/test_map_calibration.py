@@ -11,16 +11,16 @@ import pytest
 
 from disam_ros.bench.table_encoder import TableEncoder, token_frames
 from disam_ros.eval import calibrate as calibrate_cli
-from disam_ros.retrieval import LocalizationMap, MapError, build_map, settings_for_mode
-from disam_ros.retrieval.calibration import Calibration
-from disam_ros.retrieval.map_calibration import (
+from disam_ros.maps import LocalizationMap, MapError, build_map, settings_for_mode
+from disam_ros.maps.map_calibration import (
     MapCalibration,
     read_calibration,
     remove_calibration,
     write_calibration,
 )
-from disam_ros.retrieval.map_format import CALIBRATION_JSON, MANIFEST, check_files, read_manifest, sha256_file
-from disam_ros.retrieval.sequence import ObservationModel
+from disam_ros.maps.map_format import CALIBRATION_JSON, MANIFEST, check_files, read_manifest, sha256_file
+from disam_ros.tracking.calibration import Calibration
+from disam_ros.tracking.sequence import ObservationModel
 
 CAL = MapCalibration(
     modes={"sequence": Calibration("isotonic", x=(0.0, 1.5), y=(0.2, 0.95), mode="sequence", samples=40,

@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from disam_ros.bench.table_encoder import TableEncoder, token_frames
+from disam_ros.maps import LocalizationMap, MapError, build_map, settings_for_mode
+from disam_ros.maps import map_info as map_info_cli
+from disam_ros.maps.map_format import AUTO_VERIFY_BYTES, CHUNK_BYTES
+from disam_ros.maps.model_check import verify_map
 from disam_ros.model import DisamNet, Encoder, ModelConfig, save_checkpoint
 from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
-from disam_ros.retrieval import LocalizationMap, Localizer, MapError, SearchConfig, build_map, settings_for_mode
-from disam_ros.retrieval import map_info as map_info_cli
-from disam_ros.retrieval.map_format import AUTO_VERIFY_BYTES, CHUNK_BYTES
-from disam_ros.retrieval.search import verify_map
+from disam_ros.retrieval import Localizer, SearchConfig
 
 DOMAINS = ("sunny", "night")
 CPU = SearchConfig(device="cpu")
@@ -233,7 +234,7 @@ def test_map_without_chunk_hashes_still_verified_with_a_warning(large_map, tmp_p
         info.pop("chunks", None)
     man.pop("integrity")
     (d / "manifest.json").write_text(json.dumps(man))
-    with caplog.at_level(logging.WARNING, logger="disam_ros.retrieval.localization_map"):
+    with caplog.at_level(logging.WARNING, logger="disam_ros.maps.localization_map"):
         m = LocalizationMap.load(d)
     assert m.verification.wait(60) and m.verification.state == "ok"
     assert any("before per-chunk hashes" in r.getMessage() and "coarse.npy" in r.getMessage()

@@ -1,4 +1,4 @@
-"""`--mode auto` (retrieval/map_plan.py): the rule on hand-set map sizes, RAM and disk, and the warnings."""
+"""`--mode auto` (maps/map_plan.py): the rule on hand-set map sizes, RAM and disk, and the warnings."""
 from __future__ import annotations
 
 import logging
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from disam_ros.bench.table_encoder import TableEncoder, token_frames
-from disam_ros.retrieval import LocalizationMap
-from disam_ros.retrieval.build_map import MapBuildConfig, build_map_from_folder
-from disam_ros.retrieval.descriptors import estimate_map_size, settings_for_mode
-from disam_ros.retrieval.map_plan import (
+from disam_ros.maps import LocalizationMap
+from disam_ros.maps.build_map import MapBuildConfig, build_map_from_folder
+from disam_ros.maps.descriptors import estimate_map_size, settings_for_mode
+from disam_ros.maps.map_plan import (
     EXACT_SCAN_BYTES,
     FLAT_MAX_IMAGES,
     HNSW_MAX_IMAGES,
@@ -79,12 +79,12 @@ def test_available_ram_reads_meminfo():
 def test_map_that_will_not_load_here_is_warned_about(tmp_path, caplog):
     enc = TableEncoder(np.zeros((1, *PAPER), np.float32))
     est = estimate_map_size(3000, PAPER, PAPER, settings_for_mode("pca-full"))
-    with caplog.at_level(logging.WARNING, logger="disam_ros.retrieval.map_plan"):
+    with caplog.at_level(logging.WARNING, logger="disam_ros.maps.map_plan"):
         check_map_size(tmp_path / "m", 3000, enc, None, settings_for_mode("pca-full"), ram_bytes=est.ram - 1)
     warn = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warn) == 1 and "will not load here" in warn[0] and "--mode ivfpq" in warn[0], warn
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="disam_ros.retrieval.map_plan"):
+    with caplog.at_level(logging.WARNING, logger="disam_ros.maps.map_plan"):
         check_map_size(tmp_path / "m", 3000, enc, None, settings_for_mode("pca-full"), ram_bytes=est.ram)
     assert not caplog.records
 
@@ -92,7 +92,7 @@ def test_map_that_will_not_load_here_is_warned_about(tmp_path, caplog):
 def test_resolve_mode_passes_explicit_modes_and_logs_the_auto_choice(tmp_path, caplog):
     enc = TableEncoder(np.zeros((1, *TINY), np.float32))
     assert resolve_mode("pooled", 10, enc, enc, tmp_path) == "pooled"
-    with caplog.at_level(logging.INFO, logger="disam_ros.retrieval.map_plan"):
+    with caplog.at_level(logging.INFO, logger="disam_ros.maps.map_plan"):
         assert resolve_mode("auto", 100_000, enc, enc, tmp_path, use_ram=False) == "hnsw-full"
     assert any("--mode auto chose hnsw-full" in r.getMessage() for r in caplog.records)
 

@@ -84,8 +84,8 @@ def nodes(node_world, tmp_path_factory):
 
 
 def _world_root(world: NodeWorld) -> Path:
+    from disam_ros.maps import LocalizationMap
     from disam_ros.relocalizer import map_source
-    from disam_ros.retrieval import LocalizationMap
 
     m = LocalizationMap.load(world.map_dir)
     try:
@@ -232,11 +232,11 @@ def _calibrated_map(world: NodeWorld, drive, tmp: Path) -> tuple[Path, set[int]]
     the middle of this drive's features, run offline through the same Tracker, so about half the frames must be
     published and none sits on the edge; returns the map and the frames (by position in the drive) the node
     must publish."""
+    from disam_ros.maps.map_calibration import MapCalibration, write_calibration
     from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
     from disam_ros.retrieval import SearchConfig
-    from disam_ros.retrieval.calibration import Calibration
-    from disam_ros.retrieval.map_calibration import MapCalibration, write_calibration
-    from disam_ros.tracking import Tracker, TrackerConfig
+    from disam_ros.tracking.calibration import Calibration
+    from disam_ros.tracking.tracker import Tracker, TrackerConfig
 
     map_dir = tmp / "calibrated_map"
     shutil.copytree(world.map_dir, map_dir)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import disam_ros.retrieval.place_graph as place_graph
-from disam_ros.retrieval.place_graph import PlaceGraph, headings_from_quats, radius_pairs
+import disam_ros.tracking.place_graph as place_graph
+from disam_ros.tracking.place_graph import PlaceGraph, headings_from_quats, radius_pairs
 
 
 def square_loop() -> np.ndarray:

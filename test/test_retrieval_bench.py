@@ -15,8 +15,8 @@ from disam_ros.bench.retrieval import (
     time_queries,
 )
 from disam_ros.bench.retrieval_accuracy import PixelEncoder
+from disam_ros.maps.descriptors import MODES
 from disam_ros.retrieval import Localizer, SearchConfig
-from disam_ros.retrieval.descriptors import MODES
 
 CONTENT = (8, 8, 8)
 
@@ -86,8 +86,8 @@ def test_tiled_encoder_rows_and_poses(tmp_path):
     shifted 100 m left per copy; a map built from it by the real builder holds exactly those rows."""
     from disam_ros.bench.table_encoder import TableEncoder
     from disam_ros.bench.tiled import NOISE_SHARE, TILE_OFFSET_M, TiledEncoder, tiled_frames
-    from disam_ros.retrieval import LocalizationMap, build_map
-    from disam_ros.retrieval.descriptors import fine_vectors
+    from disam_ros.maps import LocalizationMap, build_map
+    from disam_ros.maps.descriptors import fine_vectors
 
     rng = np.random.default_rng(2)
     base = torch.from_numpy(rng.standard_normal((4, 3, 2, 2)).astype(np.float32))

@@ -14,20 +14,14 @@ import torch
 from disam_ros.bench.table_encoder import TableEncoder, token_frames
 from disam_ros.data.folders import iter_frames, load_condition
 from disam_ros.data.tum import make_trajectory, write_tum
+from disam_ros.maps import LocalizationMap, MapError, build_map, settings_for_mode
+from disam_ros.maps import build_map as build_map_fn
+from disam_ros.maps import map_info as map_info_cli
+from disam_ros.maps.build_map import main as build_map_main
+from disam_ros.maps.descriptors import coarse_vectors, estimate_map_size, fine_vectors
+from disam_ros.maps.map_plan import check_map_size
 from disam_ros.model import DisamNet, Encoder, preset, save_checkpoint
-from disam_ros.retrieval import (
-    LocalizationMap,
-    Localizer,
-    MapError,
-    SearchConfig,
-    build_map,
-    settings_for_mode,
-)
-from disam_ros.retrieval import build_map as build_map_fn
-from disam_ros.retrieval import map_info as map_info_cli
-from disam_ros.retrieval.build_map import main as build_map_main
-from disam_ros.retrieval.descriptors import coarse_vectors, estimate_map_size, fine_vectors
-from disam_ros.retrieval.map_plan import check_map_size
+from disam_ros.retrieval import Localizer, SearchConfig
 
 DOMAINS = ["sunny", "night"]
 N_IMAGES = 12
@@ -318,7 +312,7 @@ def test_large_map_is_announced_with_the_compact_fix(tmp_path, caplog):
     """The issue's case: an exact map at the small preset silently became 895 MB. Now it is estimated and,
     above 1 GiB, a warning names --mode pca with what it would cost."""
     enc = _paper_like(preset("small", DOMAINS).content_shape)  # (128, 32, 32): 768 KiB per image exact
-    with caplog.at_level(logging.INFO, logger="disam_ros.retrieval.map_plan"):
+    with caplog.at_level(logging.INFO, logger="disam_ros.maps.map_plan"):
         check_map_size(tmp_path / "m", 2000, enc, enc, settings_for_mode("exact"), ram_bytes=None)
     info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     warn = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -326,7 +320,7 @@ def test_large_map_is_announced_with_the_compact_fix(tmp_path, caplog):
     assert said and said[0] == pytest.approx(2000 * 128 * 32 * 32 * (4 + 2) / 2**30, abs=0.01), info  # f32 + f16
     assert len(warn) == 1 and "--mode pca" in warn[0] and "MiB on disk" in warn[0], warn
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="disam_ros.retrieval.map_plan"):
+    with caplog.at_level(logging.INFO, logger="disam_ros.maps.map_plan"):
         check_map_size(tmp_path / "m", 2000, enc, enc, settings_for_mode("pca"), ram_bytes=None)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 

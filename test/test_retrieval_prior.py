@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from disam_ros.bench.table_encoder import TableEncoder, token_frames
-from disam_ros.retrieval import LocalizationMap, Localizer, SearchConfig, SpatialPrior, build_map, settings_for_mode
+from disam_ros.maps import LocalizationMap, build_map, settings_for_mode
+from disam_ros.retrieval import Localizer, SearchConfig, SpatialPrior
 
 N = 400
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from disam_ros.bench.table_encoder import TableEncoder, token_frames
-from disam_ros.retrieval import LocalizationMap, Localizer, SearchConfig, build_map, settings_for_mode
-from disam_ros.retrieval.descriptors import coarse_vectors, fine_vectors, fit_pca
+from disam_ros.maps import LocalizationMap, build_map, settings_for_mode
+from disam_ros.maps.descriptors import coarse_vectors, fine_vectors, fit_pca
+from disam_ros.retrieval import Localizer, SearchConfig
 from disam_ros.retrieval.result import distinctiveness, pose_covariance
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # hundreds of tiny queries: no thread hand-offs

@@ -11,8 +11,9 @@ import torch
 
 from disam_ros.bench.table_encoder import TableEncoder
 from disam_ros.data.folders import iter_frames, load_condition
+from disam_ros.maps import LocalizationMap, build_map, settings_for_mode
 from disam_ros.model import DisamNet, Encoder, preset
-from disam_ros.retrieval import LocalizationMap, Localizer, SearchConfig, build_map, settings_for_mode
+from disam_ros.retrieval import Localizer, SearchConfig
 
 synthetic = pytest.importorskip("disam_ros.data.synthetic", reason="synthetic world generator not available")
 FRAMES = 60

@@ -14,12 +14,12 @@ import math
 import numpy as np
 import pytest
 
-import disam_ros.retrieval.belief as belief
-import disam_ros.retrieval.summary as summary
-from disam_ros.retrieval.belief import SparseBelief
-from disam_ros.retrieval.place_graph import PlaceGraph
-from disam_ros.retrieval.sequence import MIN_POS_SIGMA_M, ObservationModel, SequenceConfig, SequenceLocalizer
-from disam_ros.retrieval.summary import NearIndex, PlaceGeometry
+import disam_ros.tracking.belief as belief
+import disam_ros.tracking.summary as summary
+from disam_ros.tracking.belief import SparseBelief
+from disam_ros.tracking.place_graph import PlaceGraph
+from disam_ros.tracking.sequence import MIN_POS_SIGMA_M, ObservationModel, SequenceConfig, SequenceLocalizer
+from disam_ros.tracking.summary import NearIndex, PlaceGeometry
 
 
 # ------------------------------------------------------------------------------------------ the reference

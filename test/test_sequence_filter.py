@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from disam_ros.retrieval.sequence import ObservationModel, SequenceConfig, SequenceLocalizer
+from disam_ros.tracking.sequence import ObservationModel, SequenceConfig, SequenceLocalizer
 
 # one speed bin, no teleport / transfer: the filter is then the textbook forward algorithm
 PLAIN = dict(speed_bins=1, speed_change_prob=0.0, teleport_prob=0.0, transfer_prob=0.0)
@@ -187,7 +187,8 @@ def test_bad_frames_are_one_clear_error():
 def test_localizer_place_scores_feed_the_filter(tmp_path):
     """Localizer.place_scores: eq. 16 against every map image (flat numpy backend), a shortlist otherwise."""
     from disam_ros.bench.table_encoder import TableEncoder, token_frames
-    from disam_ros.retrieval import LocalizationMap, Localizer, SearchConfig, build_map, settings_for_mode
+    from disam_ros.maps import LocalizationMap, build_map, settings_for_mode
+    from disam_ros.retrieval import Localizer, SearchConfig
 
     rng = np.random.default_rng(3)
     feats = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)

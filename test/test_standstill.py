@@ -1,12 +1,12 @@
-"""Standstill detection (retrieval/standstill.py) and the filter's hold step, against hand-worked values."""
+"""Standstill detection (tracking/standstill.py) and the filter's hold step, against hand-worked values."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from disam_ros.retrieval.place_graph import PlaceGraph
-from disam_ros.retrieval.sequence import ObservationModel, SequenceConfig, SequenceLocalizer
-from disam_ros.retrieval.standstill import THUMB, StandstillDetector, frame_difference, thumbnail
+from disam_ros.tracking.place_graph import PlaceGraph
+from disam_ros.tracking.sequence import ObservationModel, SequenceConfig, SequenceLocalizer
+from disam_ros.tracking.standstill import THUMB, StandstillDetector, frame_difference, thumbnail
 
 
 def grey(value: float, shape: tuple[int, int] = (48, 64)) -> np.ndarray:

@@ -17,15 +17,16 @@ from disam_ros.conditions import ConditionSelector, load_config
 from disam_ros.eval.calibrate import calibrate
 from disam_ros.eval.offline import QueryGroup
 from disam_ros.eval.queries import Query
+from disam_ros.maps import build_map, settings_for_mode
+from disam_ros.maps.descriptors import coarse_vectors
+from disam_ros.maps.localization_map import LocalizationMap
+from disam_ros.maps.map_calibration import row_scores, write_calibration
 from disam_ros.relocalizer import Relocalizer
-from disam_ros.retrieval import Localizer, SearchConfig, SpatialPrior, build_map, settings_for_mode
-from disam_ros.retrieval.descriptors import coarse_vectors
+from disam_ros.retrieval import Localizer, SearchConfig, SpatialPrior
 from disam_ros.retrieval.frame_gate import GateConfig
-from disam_ros.retrieval.localization_map import LocalizationMap
-from disam_ros.retrieval.map_calibration import row_scores, write_calibration
-from disam_ros.retrieval.place_graph import PlaceGraph
-from disam_ros.retrieval.sequence import SequenceLocalizer
-from disam_ros.tracking import (
+from disam_ros.tracking.place_graph import PlaceGraph
+from disam_ros.tracking.sequence import SequenceLocalizer
+from disam_ros.tracking.tracker import (
     NO_CALIBRATION,
     PlaceContrast,
     Tracker,
@@ -255,7 +256,7 @@ def test_tracker_maps_the_feature_its_calibration_was_fitted_on(world, calibrate
     import dataclasses
     import shutil
 
-    from disam_ros.retrieval.calibration import Calibration
+    from disam_ros.tracking.calibration import Calibration
 
     out, cal = calibrated_map
     assert cal.stats["sequence"]["feature"] in ("support", "mass")  # disam-calibrate recorded its choice
@@ -291,7 +292,7 @@ def test_kidnapped_vehicle_is_relocalised_and_nothing_wrong_is_published(world, 
 
 
 def test_support_and_calibrated_probability_by_hand():
-    from disam_ros.retrieval.calibration import Calibration
+    from disam_ros.tracking.calibration import Calibration
 
     assert support([3.0, 3.0, 3.0, 3.0, 0.0, 0.0]) == pytest.approx(1.0)  # last 3 frames: (3 + 0 + 0) / 3
     assert support([1.0, 1.0, 4.0]) == pytest.approx(0.6)  # a young track: (1 + 1 + 4) / 10 frames

@@ -21,7 +21,6 @@ from disam_ros.model.losses import adaptive_triplet
 from disam_ros.training.ablation_plot import load_curve, main, plot_curves, table
 from disam_ros.training.config import load_recipe
 from disam_ros.training.datasets import PairKey
-from disam_ros.training.schedule import loss_weights
 from disam_ros.training.trainer import Trainer, tie_encoders
 
 
@@ -34,7 +33,7 @@ def test_alpha_zero_is_the_constant_margin() -> None:
 
 
 def test_constant_margin_override_reaches_the_objective() -> None:
-    w = loss_weights(load_recipe("rail_coarse", ["loss.alpha_f=0"]))
+    w = load_recipe("rail_coarse", ["loss.alpha_f=0"]).loss
     assert w.alpha_f == 0.0 and w.m_f == 5.0 and w.triplet_fcl == 1.0
 
 

@@ -9,7 +9,7 @@ from disam_ros.model.losses import adaptive_triplet, feature_distance, hard_nega
 from disam_ros.model.objective import LossWeights, generator_step_losses
 from disam_ros.training.config import load_recipe
 from disam_ros.training.datasets import PairBatchSampler
-from disam_ros.training.schedule import Schedule, loss_weights
+from disam_ros.training.schedule import Schedule
 
 
 def test_lr_decay_and_weight_ramp_hit_hand_computed_values():
@@ -26,11 +26,11 @@ def test_lr_decay_and_weight_ramp_hit_hand_computed_values():
 
 
 def test_recipe_files_carry_the_paper_hyper_parameters():
-    fine = loss_weights(load_recipe("fine"))
+    fine = load_recipe("fine").loss
     assert (fine.cyc, fine.fcl, fine.triplet_fcl, fine.sam, fine.triplet_sam) == (10.0, 0.1, 1.0, 1000.0, 1.0)
     assert (fine.m_f, fine.alpha_f, fine.m_s, fine.alpha_s, fine.fcl_cosine) == (5.0, 2.0, 0.1, 1000.0, True)
     coarse = load_recipe("coarse")
-    assert loss_weights(coarse).sam == 0.0 and not loss_weights(coarse).fcl_cosine
+    assert coarse.loss.sam == 0.0 and not coarse.loss.fcl_cosine
     assert coarse.schedule.lr == 2e-4 and coarse.schedule.num_negatives == 10
     assert load_recipe("translation").loss.fcl == 0.0
 
@@ -103,14 +103,15 @@ def test_a_directory_as_recipe_says_it_is_a_directory_and_what_is_expected(tmp_p
     assert line.startswith("disam-train: error: recipe") and "is a directory" in line and "\n" not in line
 
 
-def test_recipe_loss_section_mirrors_the_objective():
-    """The YAML section (mutable, overridable) and the objective's frozen LossWeights hold the same terms with
-    the same defaults, so a recipe can set every weight and margin the objective knows."""
-    import dataclasses
+def test_recipe_loss_section_is_the_objective_weights():
+    """One source for loss weights: the recipe's loss section IS the objective's LossWeights, so an override
+    reaches the objective unchanged and its range check speaks for the recipe."""
+    import pytest
 
     from disam_ros.model.objective import LossWeights
-    from disam_ros.training.config import LossSection
 
-    section = {f.name: f.default for f in dataclasses.fields(LossSection)}
-    weights = {f.name: f.default for f in dataclasses.fields(LossWeights) if f.name != "stop_grad_targets"}
-    assert section == weights
+    r = load_recipe("fine", ["loss.m_f=3", "loss.stop_grad_targets=false"])
+    assert type(r.loss) is LossWeights
+    assert r.loss.m_f == 3.0 and r.loss.stop_grad_targets is False
+    with pytest.raises(ValueError, match="loss weight sam=-1.0 must be finite and >= 0"):
+        load_recipe("fine", ["loss.sam=-1"])

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 
 from disam_ros.data.tum import make_trajectory, write_tum
-from disam_ros.training.config import Recipe, load_recipe
+from disam_ros.training.config import load_recipe
+from disam_ros.training.recipe import Recipe
 
 CONDITIONS = ("sunny", "night", "snow")
 LOOKS = {"sunny": (1.0, (1.0, 1.0, 1.0), 0), "night": (0.35, (1.0, 0.8, 0.5), 5), "snow": (0.6, (0.9, 0.95, 1.0), 90)}

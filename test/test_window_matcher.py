@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from disam_ros.retrieval.place_graph import PlaceGraph
-from disam_ros.retrieval.window import ShiftedNearest, WindowMatcher, nearest_slots, path_sums
+from disam_ros.tracking.place_graph import PlaceGraph
+from disam_ros.tracking.window import ShiftedNearest, WindowMatcher, nearest_slots, path_sums
 
 
 def chain(n: int, spacing: float = 1.0) -> PlaceGraph:

@@ -51,10 +51,10 @@ def prepare(work: Path, root: Path, preset: str, map_size: int, device: str, mod
 
     from disam_ros.bench.tiled import TiledEncoder, encode_all, tiled_frames
     from disam_ros.data.folders import iter_frames, load_condition
+    from disam_ros.maps import build_map, settings_for_mode
+    from disam_ros.maps.map_plan import resolve_mode
     from disam_ros.model import DisamNet, Encoder, save_checkpoint
     from disam_ros.model import preset as make_preset
-    from disam_ros.retrieval import build_map, settings_for_mode
-    from disam_ros.retrieval.map_plan import resolve_mode
 
     domains = ("sunny", "overcast", "snow", "dusk")
     ckpts = []
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [p for p in presets if p not in PRESET_DEFAULTS]
     if unknown:
         parser.error(f"unknown presets {unknown}: use {list(PRESET_DEFAULTS)}")
-    from disam_ros.retrieval.descriptors import MODES
+    from disam_ros.maps.descriptors import MODES
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or (bad := [m for m in modes if m not in (*MODES, "auto")]):

@@ -27,8 +27,8 @@ import torch
 
 from disam_ros.cliutil import OneLineParser, int_list, name_list, output_dir_error, positive_float, positive_int
 from disam_ros.data.tum import make_trajectory
-from disam_ros.retrieval.builder import build_faiss
-from disam_ros.retrieval.descriptors import (
+from disam_ros.maps.builder import build_faiss
+from disam_ros.maps.descriptors import (
     MODES,
     DescriptorSettings,
     coarse_vectors,
@@ -36,10 +36,10 @@ from disam_ros.retrieval.descriptors import (
     fit_pca,
     pooled_shape,
 )
+from disam_ros.maps.localization_map import LocalizationMap
+from disam_ros.maps.map_format import MapContents, load_npy
+from disam_ros.maps.npy_stream import NpyAppender
 from disam_ros.retrieval.index import NUMPY_UPCAST_LIMIT, resolve_device
-from disam_ros.retrieval.localization_map import LocalizationMap
-from disam_ros.retrieval.map_format import MapContents, load_npy
-from disam_ros.retrieval.npy_stream import NpyAppender
 from disam_ros.retrieval.search import Localizer, SearchConfig
 
 PAPER_CONTENT = (256, 64, 64)

@@ -28,9 +28,9 @@ from disam_ros.bench.table_encoder import TableEncoder
 from disam_ros.cliutil import OneLineParser
 from disam_ros.data.folders import iter_frames, load_condition, read_image
 from disam_ros.geometry import quat_angle_deg
-from disam_ros.retrieval.builder import build_map
-from disam_ros.retrieval.descriptors import estimate_map_size, settings_for_mode
-from disam_ros.retrieval.localization_map import LocalizationMap
+from disam_ros.maps.builder import build_map
+from disam_ros.maps.descriptors import estimate_map_size, settings_for_mode
+from disam_ros.maps.localization_map import LocalizationMap
 from disam_ros.retrieval.search import Localizer, SearchConfig
 
 MODES = ("exact", "exact16", "pooled", "pca", "ivf", "hnsw", "pca-full", "ivf-full", "hnsw-full", "ivfpq")

@@ -37,8 +37,8 @@ import torch
 from tqdm import tqdm
 
 from disam_ros.cliutil import OneLineParser, int_list, output_dir_error, positive_int
-from disam_ros.retrieval.descriptors import coarse_vectors, fine_vectors, fit_pca, settings_for_mode
-from disam_ros.retrieval.ivfpq import shortlist_recall
+from disam_ros.maps.descriptors import coarse_vectors, fine_vectors, fit_pca, settings_for_mode
+from disam_ros.maps.ivfpq import shortlist_recall
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 NOISE_SHARE = 0.25
@@ -97,10 +97,10 @@ def write_map(out: Path, n: int, feats: dict[str, Any], pca: Any, base_c: np.nda
     import faiss
 
     from disam_ros.data.tum import make_trajectory, write_tum
-    from disam_ros.retrieval.builder import _manifest, model_record
-    from disam_ros.retrieval.ivfpq import build_faiss
-    from disam_ros.retrieval.map_format import MapStage, load_npy, write_manifest
-    from disam_ros.retrieval.npy_stream import NpyAppender
+    from disam_ros.maps.builder import _manifest, model_record
+    from disam_ros.maps.ivfpq import build_faiss
+    from disam_ros.maps.map_format import MapStage, load_npy, write_manifest
+    from disam_ros.maps.npy_stream import NpyAppender
 
     s = settings_for_mode("ivfpq", fine_grid=FINE_GRID)
     ref = feats["map"]["traj"]
@@ -139,7 +139,8 @@ def _measure_child(map_dir: str, queries: dict[str, np.ndarray], top: int, nprob
     torch.set_num_threads(1)
     import faiss
 
-    from disam_ros.retrieval import LocalizationMap, Localizer, SearchConfig
+    from disam_ros.maps import LocalizationMap
+    from disam_ros.retrieval import Localizer, SearchConfig
 
     base = rss_bytes()
     t0 = time.perf_counter()
@@ -182,7 +183,7 @@ def exact_topk(vectors: np.ndarray, q: np.ndarray, k: int, rows: int) -> np.ndar
 def measure(map_dir: Path, queries: dict[str, np.ndarray], q_pca: np.ndarray, top: int, recall_rows: int,
             ks: tuple[int, ...], nprobes: tuple[int, ...]) -> list[dict[str, Any]]:
     """Fresh-process load + queries, then recall@k of both shortlists against exact search; one row per nprobe."""
-    from disam_ros.retrieval.map_format import load_npy
+    from disam_ros.maps.map_format import load_npy
 
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)

@@ -18,8 +18,8 @@ from dataclasses import replace
 import numpy as np
 
 from disam_ros.bench.output import emit
-from disam_ros.retrieval.place_graph import PlaceGraph
-from disam_ros.retrieval.sequence import SEQUENCE_MODES, ObservationModel, SequenceConfig, SequenceLocalizer
+from disam_ros.tracking.place_graph import PlaceGraph
+from disam_ros.tracking.sequence import SEQUENCE_MODES, ObservationModel, SequenceConfig, SequenceLocalizer
 
 DRIVES = 4
 SCORES = ("random", "drive")

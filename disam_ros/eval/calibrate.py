@@ -5,8 +5,8 @@
     disam-calibrate --map MAP --remove
 
 Why: a SLAM back end fed a wrong loop closure corrupts its map, so `min_confidence` must mean what it says.
-The node's stream localizer (`disam_ros.tracking.Tracker`) runs over the calibration drives exactly as it
-runs on the vehicle; per mode, an isotonic fit (retrieval/calibration.py) maps the mode's raw score to the
+The node's stream localizer (`disam_ros.tracking.tracker.Tracker`) runs over the calibration drives exactly as it
+runs on the vehicle; per mode, an isotonic fit (tracking/calibration.py) maps the mode's raw score to the
 share of answers within the tolerance, and the default `min_confidence` is the lowest calibrated
 probability whose published set reached `--precision` on these drives (with `--lower-bound-z` > 0: its
 Wilson lower bound must reach it, e.g. 1.645 for 95 % confidence; for 99 % that needs about 270 right
@@ -42,11 +42,11 @@ from disam_ros.cliutil import (
 )
 from disam_ros.eval.offline import add_tracker_args, evaluate_modes, query_groups, tracker_config
 from disam_ros.eval.scoring import TrackedFrame
+from disam_ros.maps.map_calibration import MapCalibration, finite_or_none, remove_calibration, write_calibration
 from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
 from disam_ros.retrieval import SearchConfig
-from disam_ros.retrieval.calibration import Calibration, choose_feature, ece
-from disam_ros.retrieval.map_calibration import MapCalibration, finite_or_none, remove_calibration, write_calibration
-from disam_ros.tracking import TrackerConfig, config_summary
+from disam_ros.tracking.calibration import Calibration, choose_feature, ece
+from disam_ros.tracking.tracker import TrackerConfig, config_summary
 
 log = logging.getLogger(__name__)
 

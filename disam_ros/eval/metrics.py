@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from disam_ros.geometry import quat_angle_deg
-from disam_ros.retrieval.calibration import ece
+from disam_ros.tracking.calibration import ece
 
 DEFAULT_THRESHOLDS: tuple[tuple[float, float], ...] = ((0.25, 2.0), (0.5, 5.0), (5.0, 10.0))
 DEFAULT_RECALL_NS: tuple[int, ...] = (1, 5, 10)
@@ -256,7 +256,7 @@ def nees(error: np.ndarray, covariance: np.ndarray) -> float:
 
 
 def expected_calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
-    """`retrieval.calibration.ece` (10 equal-width bins), NaN for no frames instead of an error."""
+    """`tracking.calibration.ece` (10 equal-width bins), NaN for no frames instead of an error."""
     p = np.asarray(conf, float).reshape(-1)
     return ece(p, np.asarray(correct, float).reshape(-1), bins) if p.size else float("nan")
 

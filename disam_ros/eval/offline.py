@@ -4,7 +4,7 @@
     disam-eval --map MAP --bag night=bags/night --bag bags/snow --world WORLD --out report/
 
 Per query: the condition's encoder is chosen exactly as the node chooses it (image stamp -> daylight at the
-map's site, weather as a driver would set it), then the node's stream localizer (`disam_ros.tracking.Tracker`)
+map's site, weather as a driver would set it), then the node's stream localizer (`disam_ros.tracking.tracker.Tracker`)
 in each mode: single (coarse-to-fine retrieval), sequence (Bayes filter over map places), window (SeqSLAM);
 each drive starts from a reset tracker. The report breaks the results down per condition for the first mode
 and puts the modes side by side (R@1, coverage and precision at the publishing threshold, ECE, NEES) with a
@@ -50,8 +50,8 @@ from disam_ros.eval.scoring import (
 )
 from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
 from disam_ros.retrieval import SearchConfig
-from disam_ros.retrieval.sequence import SequenceConfig
-from disam_ros.tracking import TRACKER_MODES, Tracker, TrackerConfig, TrackStep, publish_threshold
+from disam_ros.tracking.sequence import SequenceConfig
+from disam_ros.tracking.tracker import TRACKER_MODES, Tracker, TrackerConfig, TrackStep, publish_threshold
 
 
 @dataclass(frozen=True)

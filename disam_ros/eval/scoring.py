@@ -33,7 +33,7 @@ from disam_ros.eval.plots import (
 from disam_ros.eval.queries import Query
 from disam_ros.eval.report import write_json, write_markdown, write_results, write_tracked, write_visloc
 from disam_ros.geometry import quat_angle_deg
-from disam_ros.retrieval.calibration import precision_coverage
+from disam_ros.tracking.calibration import precision_coverage
 
 THRESHOLDS = DEFAULT_THRESHOLDS  # (0.25 m, 2°), (0.5 m, 5°), (5 m, 10°): the long-term localisation benchmark
 

@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from disam_ros.cliutil import OneLineParser
-from disam_ros.retrieval.calibration import choose_feature, ece
-from disam_ros.retrieval.place_graph import PlaceGraph
-from disam_ros.retrieval.sequence import ObservationModel, SequenceConfig, SequenceLocalizer
-from disam_ros.retrieval.track_parts import SUPPORT_FRAMES, PlaceContrast, support
+from disam_ros.tracking.calibration import choose_feature, ece
+from disam_ros.tracking.place_graph import PlaceGraph
+from disam_ros.tracking.sequence import ObservationModel, SequenceConfig, SequenceLocalizer
+from disam_ros.tracking.track_parts import SUPPORT_FRAMES, PlaceContrast, support
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +166,8 @@ def untrained_features(seed: int = 0, preset_name: str = "tiny") -> Callable[[li
     """Eq. 16 coarse vectors of a randomly initialised encoder of the DISAM architecture (the bar to beat)."""
     import torch
 
+    from disam_ros.maps.descriptors import coarse_vectors
     from disam_ros.model import DisamNet, Encoder, preset
-    from disam_ros.retrieval.descriptors import coarse_vectors
 
     torch.manual_seed(seed)
     cfg = preset(preset_name, ["summer"])
@@ -181,7 +181,7 @@ def pixel_features(size: int = 32) -> Callable[[list[np.ndarray]], np.ndarray]:
     import cv2
     import torch
 
-    from disam_ros.retrieval.descriptors import coarse_vectors
+    from disam_ros.maps.descriptors import coarse_vectors
 
     def fn(images: list[np.ndarray]) -> np.ndarray:
         arr = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images])
@@ -216,8 +216,8 @@ def shipped_features(query: bool, map_domain: str = "summer", query_domain: str 
     unseen as data gets): the map through its `summer` encoder, the winter queries through `snow`."""
     import torch
 
+    from disam_ros.maps.descriptors import coarse_vectors
     from disam_ros.model import Encoder
-    from disam_ros.retrieval.descriptors import coarse_vectors
 
     enc = Encoder.from_checkpoint(ASSETS / "demo_coarse.pt", device="cpu")
     domain = query_domain if query else map_domain

@@ -10,7 +10,7 @@ candidate sets carry an extra K dimension on axis 1.
 
 Training should not hand the losses a spatial average of the code: retrieval never looks at one. It scores
 the eq. 16 coarse vector and the flattened fine vector (`retrieval_descriptor` below, the same maths as
-`disam_ros.retrieval.descriptors.coarse_vectors` / `fine_vectors`, which training may not import), so the
+`disam_ros.maps.descriptors.coarse_vectors` / `fine_vectors`, which training may not import), so the
 supervised terms are applied to those: what the loss pulls together is what the map compares.
 """
 from __future__ import annotations

@@ -19,9 +19,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from disam_ros.retrieval.ivfpq import IVFPQ_NPROBE
-from disam_ros.retrieval.localization_map import LocalizationMap
-from disam_ros.retrieval.map_format import COARSE_NPY, load_npy
+from disam_ros.maps.ivfpq import IVFPQ_NPROBE
+from disam_ros.maps.localization_map import LocalizationMap
+from disam_ros.maps.map_format import COARSE_NPY, load_npy
 
 BACKENDS = ("auto", "numpy", "faiss", "torch")
 _SUBSET_GATHER_FRACTION = 0.25  # below this share of the map, score only the gated rows

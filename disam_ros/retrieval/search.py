@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from disam_ros.retrieval.descriptors import fine_vectors
-from disam_ros.retrieval.fused import check_fusion, query_vectors
+from disam_ros.maps.descriptors import fine_vectors
+from disam_ros.maps.fused import query_vectors
+from disam_ros.maps.localization_map import LocalizationMap
+from disam_ros.maps.map_format import MapError
+from disam_ros.maps.model_check import check_encoders, load_with_encoders
 from disam_ros.retrieval.index import make_index, rank, resolve_device
-from disam_ros.retrieval.localization_map import LocalizationMap, load_contents
-from disam_ros.retrieval.map_format import MANIFEST, MapError, check_file, map_error, read_manifest
 from disam_ros.retrieval.prior import SpatialPrior
 from disam_ros.retrieval.result import RetrievalResult, distinctiveness, pose_covariance
 
@@ -56,86 +57,16 @@ class SearchConfig:
             raise ValueError(f"SearchConfig.min_confidence={self.min_confidence!r} must lie in [0, 1]")
 
 
-def _check_encoder(m: LocalizationMap, role: str, enc: EncoderLike, ckpt: Path | None = None,
-                   allow_unverified_model: bool = False) -> None:
-    """Refuse an encoder that is not the one the map was built with: scores would be meaningless.
-
-    A hash missing on either side (an edited manifest, a hand-built encoder) proves nothing, so it is refused
-    too unless the caller explicitly accepts an unverified model (then it is logged as a warning)."""
-    where = m.root / MANIFEST
-    info = m.model_info(role)
-    if info is None:
-        raise map_error(where, f"map was built without a {role} model", f"pass {role}=None or rebuild it with --{role}")
-    got = getattr(enc, "checkpoint_sha256", None) or None
-    want = info.get("sha256") or None
-    named = f" ({ckpt})" if ckpt else ""
-    if want is None or got is None:
-        problem = (f"records no sha256 for the {role} checkpoint, so the model cannot be checked" if want is None
-                   else f"the {role} encoder{named} carries no checkpoint hash to check against the map")
-        if not allow_unverified_model:
-            raise map_error(where, problem, "rebuild the map with disam-build-map, load the model with "
-                            "Encoder.from_checkpoint, or accept the risk with allow_unverified_model=True")
-        log.warning("%s: %s; used unverified (allow_unverified_model=True)", where, problem)
-    elif got != want:
-        raise map_error(where, f"{role} checkpoint{named} has sha256 {got[:12]}..., the map was built with "
-                        f"{want[:12]}... ({info.get('path')})",
-                        "pass the checkpoint the map was built with, or rebuild the map with this one")
-    if list(enc.domains) != list(info["domains"]):  # same hash, other domains: the manifest was edited
-        raise map_error(where, f"records {role} domains {info['domains']}, the {role} encoder{named} has "
-                        f"{list(enc.domains)}", "use the model the map was built with, or rebuild the map")
-    if tuple(enc.content_shape) != tuple(info["content_shape"]):
-        raise map_error(where, f"{role} encoder{named} makes {tuple(enc.content_shape)} features, the map holds "
-                        f"{tuple(info['content_shape'])}", "use the model the map was built with")
-    if m.domain not in enc.domains:
-        raise map_error(where, f"reference domain {m.domain!r} is unknown to the {role} encoder{named} "
-                        f"(domains {list(enc.domains)})", "use the model the map was built with")
-
-
-def verify_map(map_dir: str | Path, coarse_ckpt: str | Path | None = None, fine_ckpt: str | Path | None = None,
-               *, allow_unverified_model: bool = False, device: str = "cpu") -> list[str]:
-    """The problems the node's start-up checks (`Localizer.from_map_dir`) find in this map, with every file
-    hashed now instead of in the background: one line each, empty when the node would start on it.
-
-    `disam-map-info --verify` runs exactly this, so a map it passes is a map the node loads. A shard gets the
-    checks a merge runs on it."""
-    map_dir = Path(map_dir)
-    try:
-        manifest = read_manifest(map_dir, kind=None)
-    except MapError as exc:
-        return [str(exc)]
-    problems = []
-    for name, info in manifest["files"].items():  # every file, not only the first bad one
-        try:
-            check_file(map_dir / name, info, hash_now=True)
-        except MapError as exc:
-            problems.append(str(exc))
-    if problems:
-        return problems
-    try:
-        if manifest["kind"] == "shard":
-            load_contents(map_dir, "shard", mmap=True, verify=False)  # just hashed: the rest of the checks
-        else:
-            loc = Localizer.from_map_dir(map_dir, coarse_ckpt, fine_ckpt, SearchConfig(device=device), verify=False,
-                                         allow_unverified_model=allow_unverified_model)
-            loc.map.close()
-    except MapError as exc:
-        return [str(exc)]
-    return []
-
-
 class Localizer:
     """Coarse-to-fine retrieval against one map; `coarse` may be None to use only `localize_features`."""
 
     def __init__(self, m: LocalizationMap, coarse: EncoderLike | None, fine: EncoderLike | None = None,
                  config: SearchConfig | None = None, _ckpts: tuple[Path | None, Path | None] = (None, None), *,
-                 allow_unverified_model: bool = False) -> None:
+                 allow_unverified_model: bool = False, _checked: bool = False) -> None:
         self.map = m
         self.config = config or SearchConfig()
-        if coarse is not None:
-            check_fusion(m.manifest["models"], coarse, m.root / MANIFEST, _ckpts[0])  # seed 002 fused maps
-            _check_encoder(m, "coarse", coarse, _ckpts[0], allow_unverified_model)
-        if fine is not None:
-            _check_encoder(m, "fine", fine, _ckpts[1], allow_unverified_model)
+        if not _checked:  # from_map_dir checked them while loading
+            check_encoders(m, coarse, fine, _ckpts, allow_unverified_model)
         self.coarse, self.fine = coarse, fine
         self.device = resolve_device(self.config.device)
         self.index = make_index(m, self.config.backend, self.config.device, self.config.nprobe, self.config.ef_search)
@@ -149,32 +80,12 @@ class Localizer:
                      mmap: bool = True, verify: bool | None = None, *,
                      allow_unverified_model: bool = False) -> Localizer:
         """Load the map and its encoders (the checkpoints recorded in the manifest unless given): the node's
-        start-up checks. Every problem is a one-line MapError naming the file and the fix.
-
-        allow_unverified_model: accept a map or encoder without a checkpoint sha256 (then nothing proves the
-        model is the one the map was built with); False refuses such maps. `verify`: see LocalizationMap.load.
-        """
-        from disam_ros.model import CheckpointError, Encoder  # local: map tools and tests without models stay light
-
+        start-up checks (`maps.model_check.load_with_encoders`). Every problem is a one-line MapError naming
+        the file and the fix."""
         config = config or SearchConfig()
-        m = LocalizationMap.load(map_dir, mmap=mmap, verify=verify)
-        paths = []
-        for role, given in (("coarse", coarse_ckpt), ("fine", fine_ckpt)):
-            info = m.model_info(role)
-            path = Path(given) if given is not None else (Path(info["path"]) if info and info.get("path") else None)
-            if path is None and (role == "coarse" or m.has_fine):  # else the fine re-rank would silently vanish
-                raise map_error(m.root / MANIFEST, f"records no {role} checkpoint path", f"pass {role}_ckpt=")
-            if path is not None and not path.is_file():
-                raise map_error(path, f"{role} checkpoint not found", f"pass {role}_ckpt= with the model this map "
-                                "was built with")
-            paths.append(path)
-        try:
-            coarse = Encoder.from_checkpoint(paths[0], device=config.device)
-            fine = Encoder.from_checkpoint(paths[1], device=config.device) if paths[1] is not None else None
-        except CheckpointError as exc:  # already one line naming the checkpoint and the fix
-            raise MapError(f"{exc} (model of the map {m.root})") from None
-        return cls(m, coarse, fine, config, _ckpts=(paths[0], paths[1]),
-                   allow_unverified_model=allow_unverified_model)
+        m, coarse, fine, paths = load_with_encoders(map_dir, coarse_ckpt, fine_ckpt, device=config.device, mmap=mmap,
+                                                    verify=verify, allow_unverified_model=allow_unverified_model)
+        return cls(m, coarse, fine, config, _ckpts=paths, _checked=True)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -294,7 +205,7 @@ class Localizer:
 
     def place_scores(self, image: np.ndarray, domain: str,
                      shortlist: int = 256) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """Coarse (eq. 16) scores of one image for `retrieval.sequence.SequenceLocalizer.update`.
+        """Coarse (eq. 16) scores of one image for `tracking.sequence.SequenceLocalizer.update`.
 
         Flat maps searched by the numpy/torch backends score every map image: an (N,) vector, one matvec.
         Approximate indexes (ivf/hnsw, or faiss) cannot: they give an (ids, scores) shortlist of the
@@ -350,4 +261,4 @@ class Localizer:
         res.timings_ms.setdefault("place_scores", t_scores)
         return res, scores
 
-__all__ = ["Localizer", "MapError", "SearchConfig", "verify_map"]
+__all__ = ["Localizer", "MapError", "SearchConfig"]

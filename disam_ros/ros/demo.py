@@ -49,7 +49,7 @@ def make_world(root: Path, size: int, frames: int, conditions: tuple[str, ...]) 
 
 
 def build_map(world: Path, out: Path, coarse: Path, fine: Path) -> Path:
-    from disam_ros.retrieval import MapBuildConfig, build_map_from_folder
+    from disam_ros.maps import MapBuildConfig, build_map_from_folder
 
     if (out / "manifest.json").is_file():
         return out

@@ -58,7 +58,7 @@ DYNAMIC = ("max_rate_hz", "publish_debug_image", "debug_rate_hz", "prior_timeout
 
 
 class LocalizerNode(LifecycleNode):
-    """Subscribes to a camera, publishes the pose of the matching map image (README: the localizer node)."""
+    """Subscribes to a camera, publishes the pose of the matching map image (docs/localizer.md: the node reference)."""
 
     def __init__(self, dds: env.DdsSettings | None = None, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
@@ -126,6 +126,7 @@ class LocalizerNode(LifecycleNode):
         for w in self.reloc.warnings:  # the selector's, and auto without a recogniser
             self.get_logger().warning(w)
         self._selection = self.reloc.select(None)
+        self.note_domain(self._selection)  # the encoder it starts with: a later change counts as a switch
         self.dyn = {k: getattr(cfg, k) for k in DYNAMIC}
         self.tracking = W.NodeTracking(self.reloc, cfg)  # place graph and observation model from the map
         out = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -219,6 +220,7 @@ class LocalizerNode(LifecycleNode):
         if self.reloc is not None:
             self.reloc.map.close()  # stop the background integrity check with the map it checks
         self.reloc = self.tracking = None
+        self._domain_in_use = ""  # a new configure starts with its own encoder
 
     def close(self) -> bool:
         """Shut down from whatever state the node is in, waiting at most WORKER_JOIN_S for a frame in flight;

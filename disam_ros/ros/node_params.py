@@ -1,7 +1,7 @@
 """The localizer node's parameters: one table (name, default, description, dynamic?), their validation, and
 the command line that feeds them to rcl.
 
-Kept apart from the node so the launch file, config/localizer.yaml, the launcher and the README can be checked
+Kept apart from the node so the launch file, config/localizer.yaml, the launcher and docs/localizer.md can be checked
 against one list (test/test_launch_params.py), and so every way a user can get a parameter wrong — a bad value,
 a wrong type, a misspelt name, an unparsable params file — ends in one line naming the fix.
 """

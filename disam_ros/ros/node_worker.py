@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -21,11 +21,10 @@ from disam_ros.heap import freeze_startup_heap
 from disam_ros.ros import messages as M
 from disam_ros.ros.node_stats import OdometryDistance
 
-if TYPE_CHECKING:  # the node imports this module; only annotations point back
+if TYPE_CHECKING:
     from disam_ros.relocalizer import Relocalizer
-    from disam_ros.ros.localizer_node import LocalizerNode
     from disam_ros.ros.node_params import LocalizerConfig
-    from disam_ros.tracking import TrackStep
+    from disam_ros.tracking.tracker import TrackStep
 
 ODOM_JUMP_FACTOR = 3.0  # an odometry step faster than this x max_speed_mps is a reset of the odometry, not motion
 
@@ -36,8 +35,8 @@ class NodeTracking:
     publishes (taken under the lock after each step, so /diagnostics never waits for a frame)."""
 
     def __init__(self, reloc: Relocalizer, cfg: LocalizerConfig) -> None:
-        from disam_ros.retrieval.sequence import SequenceConfig
-        from disam_ros.tracking import Tracker, TrackerConfig
+        from disam_ros.tracking.sequence import SequenceConfig
+        from disam_ros.tracking.tracker import Tracker, TrackerConfig
 
         seq = SequenceConfig(mode=cfg.mode, min_speed_mps=cfg.min_speed_mps, max_speed_mps=cfg.max_speed_mps,
                              speed_change_prob=cfg.speed_change_prob)
@@ -129,10 +128,35 @@ class PriorCache:
         return prior
 
 
+class WorkerHost(Protocol):
+    """What the worker uses of its node (`LocalizerNode`); named here so this module needs nothing from the
+    node's module, which imports this one."""
+
+    mailbox: Any
+    stats: Any
+    dyn: dict[str, Any]
+    tracking: NodeTracking | None
+    reloc: Any
+    map: Any
+    frame_id: str
+    last_debug: float
+    pub_pose: Any
+    pub_pose_cov: Any
+    pub_candidates: Any
+    pub_loop: Any
+    pub_debug: Any
+
+    def error(self, text: str) -> None: ...
+
+    def current_prior(self, *args: Any) -> Any: ...
+
+    def note_selection(self, *args: Any) -> Any: ...
+
+
 class FrameWorker:
     """One worker thread per activation of the node (see the module docstring)."""
 
-    def __init__(self, node: LocalizerNode) -> None:
+    def __init__(self, node: WorkerHost) -> None:
         self.node = node
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="disam_localizer_worker", daemon=True)
@@ -267,7 +291,7 @@ def confidence_gate(dyn: dict[str, Any], calibrated: bool, suggested: float | No
     """(threshold, what it is) a published pose's confidence must reach: `tracking.publish_threshold`, the
     rule disam-eval applies too (calibrated: `min_confidence`, NaN = the map calibration's own threshold;
     heuristic: `min_heuristic_confidence`), with the words diagnostics and `last_reason` show."""
-    from disam_ros.tracking import publish_threshold
+    from disam_ros.tracking.tracker import publish_threshold
 
     t = publish_threshold(calibrated, suggested, dyn["min_confidence"], dyn["min_heuristic_confidence"])
     if not calibrated:

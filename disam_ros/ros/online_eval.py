@@ -43,14 +43,14 @@ from disam_ros.eval.scoring import (
     summary_rows,
     write_report,
 )
+from disam_ros.maps import LocalizationMap
 from disam_ros.relocalizer import Relocalizer
-from disam_ros.retrieval import LocalizationMap
 from disam_ros.ros import env, launcher
 from disam_ros.ros.client import LocalizerClient
 from disam_ros.ros.eval_nodes import check_nodes, stop_nodes, wait_for_nodes
 from disam_ros.ros.record import BagRecorder
 from disam_ros.ros.replay import BagPlayer, ReplayError
-from disam_ros.tracking import TRACKER_MODES
+from disam_ros.tracking.tracker import TRACKER_MODES
 
 IMAGE_TYPES = {"sensor_msgs/msg/Image": False, "sensor_msgs/msg/CompressedImage": True}
 NODE_NAME = "disam_localizer"

@@ -25,8 +25,8 @@ from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from disam_ros.data.folders import read_image
 
-from .config import Recipe, SupervisedSection
 from .layouts import DomainImages, check_domains, discover, drop_dark, select
+from .recipe import Recipe, SupervisedSection
 from .split import split_route
 
 

@@ -40,7 +40,6 @@ from disam_ros.model.checkpoint import PARTS, read_checkpoint
 from disam_ros.model.depth import DepthDecoder, depth_descriptor, depth_loss, place_contrastive
 from disam_ros.model.depth_branch import EXTRA_KEY, DepthBranch
 
-from .config import Recipe
 from .datasets import build_data
 from .depth_scores import (
     EncodedCondition,
@@ -54,6 +53,7 @@ from .depth_scores import (
 )
 from .distributed import init_distributed
 from .evaluate import load_images
+from .recipe import Recipe
 from .runlog import RunPaths
 from .schedule import Schedule
 from .start import model_config, share_initialisation

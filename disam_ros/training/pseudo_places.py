@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import SupervisedSection
 from .layouts import DomainImages
 from .mining import Miner
+from .recipe import SupervisedSection
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .config import Recipe
+    from .recipe import Recipe
 
 LOSS_TERMS = ("fcl", "triplet_fcl", "sam", "triplet_sam", "cyc", "gan", "sup")
 LAYOUTS = ("auto", "folders", "flat", "cmu_seasons", "robotcar_seasons")

@@ -17,7 +17,8 @@ from disam_ros.fsutil import atomic_write_text
 from disam_ros.model import load_checkpoint
 from disam_ros.model.objective import LOSS_KEYS
 
-from .config import Recipe, recipe_from_dict
+from .config import recipe_from_dict
+from .recipe import Recipe
 
 LOG_COLUMNS = ("step", "epoch", "lr", "ramp", "hard", "pair", *LOSS_KEYS, "sup", "keep", "total", "disc", "it_per_s",
                "val_r1")

@@ -7,12 +7,11 @@ from 0; random (flip) negatives first, hard negatives (closest of K=10) later.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from disam_ros.model.objective import LossWeights
 
-from .config import Recipe
+from .recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -61,8 +60,3 @@ class Schedule:
     def hard_negatives_at(self, step: int) -> bool:
         """True once the triplet terms should mine the closest of K candidates (K=1 means never)."""
         return self.num_negatives > 1 and step >= self.hard_start_step
-
-
-def loss_weights(recipe: Recipe) -> LossWeights:
-    """Maximum weights of the recipe as the objective's dataclass."""
-    return LossWeights(**dataclasses.asdict(recipe.loss))

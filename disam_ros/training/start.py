@@ -14,7 +14,7 @@ import torch
 
 from disam_ros.model import DisamNet, ModelConfig, preset
 
-from .config import Recipe
+from .recipe import Recipe
 
 
 def model_config(recipe: Recipe, domains: tuple[str, ...]) -> ModelConfig:

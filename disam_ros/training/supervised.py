@@ -16,7 +16,7 @@ from torch import Tensor
 from disam_ros.model import DisamNet
 from disam_ros.model.related_losses import geo_local_triplet, retrieval_descriptor, soft_contrastive_loss
 
-from .config import SupervisedSection
+from .recipe import SupervisedSection
 
 
 def supervised_term(cfg: SupervisedSection, anchor: Tensor, positive: Tensor, candidates: Tensor,

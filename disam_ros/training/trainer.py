@@ -32,7 +32,7 @@ from disam_ros.model import CheckpointError, DisamNet, load_checkpoint, save_che
 from disam_ros.model.objective import LOSS_KEYS
 
 from .best import improves, summarize
-from .config import Recipe, diff_recipes, recipe_from_dict
+from .config import diff_recipes, recipe_from_dict
 from .datasets import DataBundle, PairBatchSampler, UnpairedDataset, build_data
 from .distributed import DiscriminatorStep, DistInfo, GeneratorStep, all_gather, barrier, init_distributed, wrap
 from .evaluate import validation_recall
@@ -40,8 +40,9 @@ from .keep_structure import StructureKeeper
 from .mining import Miner, table_from_plain, table_to_plain
 from .pseudo_places import PseudoPlaces, describe, relabel_split
 from .pseudo_places import to_plain as pseudo_to_plain
+from .recipe import Recipe
 from .runlog import RunLogger, RunPaths
-from .schedule import Schedule, loss_weights
+from .schedule import Schedule
 from .start import best_start, model_config, pick_start, share_initialisation, tie_encoders
 from .state import ImagePool, capture_rng, optimizer_from_plain, optimizer_to_plain, restore_rng
 from .supervised import SupervisedLoss
@@ -69,7 +70,7 @@ class Trainer:
         if recipe.model.shared_init:
             share_initialisation(self.net)
         self.schedule = Schedule.from_recipe(recipe)
-        self.base_weights = loss_weights(recipe)
+        self.base_weights = recipe.loss
         self.sup = SupervisedLoss(recipe.supervised) if recipe.supervised.kind != "none" else None
         self._make_optimisers()
         pool_seed = recipe.seed * 1000 + self.info.rank

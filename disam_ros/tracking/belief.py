@@ -1,7 +1,7 @@
 """Belief storage for the sequence filter: a sparse form for large maps, and O(answer) summaries (no ROS).
 
 Why: the dense forward filter touches every (speed bin, place) cell several times per frame: 23 ms at
-100k places and 6 speed bins before this module, 15 ms for the dense filter at its fastest (README,
+100k places and 6 speed bins before this module, 15 ms for the dense filter at its fastest (docs/benchmarks.md,
 `disam-bench sequence`), against a goal of 2 ms. Away from the places the evidence has picked out, the
 belief is little more than the teleport floor, nearly flat and irrelevant to the answer. So a large
 map's belief is held as
@@ -24,7 +24,7 @@ reference):
   DEMOTE x floor in every bin gives it back to the floor; at most MAX_SUPPORT places (most excess) stay.
 
 With a zero floor (no teleport, a prior without floor) none of this applies and the update is the dense
-filter's to round-off. Measured effect (README): Nordland dev with the sparse form forced on (431 places
+filter's to round-off. Measured effect (docs/benchmarks.md): Nordland dev with the sparse form forced on (431 places
 a half) gives the same R@1, coverage and precision as the dense filter; at 100k places on synthetic
 drives (4 seeds) R@1 is 85.8 % vs 86.5 % dense at d' 2.8 and 71.9 % vs 72.1 % at d' 1.5.
 """
@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from disam_ros.retrieval.place_graph import MotionPlan, PlaceGraph
-from disam_ros.retrieval.summary import PlaceGeometry, runs
+from disam_ros.tracking.place_graph import MotionPlan, PlaceGraph
+from disam_ros.tracking.summary import PlaceGeometry, runs
 
 PROMOTE = 0.5  # an off-support place joins the support when its likelihood exceeds 1.5x the floor's mean
 DEMOTE = 0.05  # ... and leaves when its excess is within 5 % of the floor in every speed bin

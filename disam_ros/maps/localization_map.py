@@ -3,7 +3,7 @@
 Loading checks the map against its manifest: the manifest's fields, every file's size, the sha256 of files up
 to 64 MiB, array shapes and dtypes. Larger files are hashed chunk by chunk in a background thread
 (`MapVerification`), so the node starts fast and still notices a corrupt chunk a moment later. An optional
-calibration.json (retrieval/map_calibration.py) is checked like the rest and parsed at load: `calibration`.
+calibration.json (maps/map_calibration.py) is checked like the rest and parsed at load: `calibration`.
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from zipfile import BadZipFile
 import numpy as np
 
 from disam_ros.data.tum import Trajectory, read_tum
-from disam_ros.retrieval.depth_record import extra_dim
-from disam_ros.retrieval.descriptors import DescriptorSettings, PcaProjection
-from disam_ros.retrieval.map_calibration import MapCalibration, read_calibration
-from disam_ros.retrieval.map_format import (
+from disam_ros.maps.depth_record import extra_dim
+from disam_ros.maps.descriptors import DescriptorSettings, PcaProjection
+from disam_ros.maps.map_calibration import MapCalibration, read_calibration
+from disam_ros.maps.map_format import (
     COARSE_FAISS,
     COARSE_NPY,
     FINE_NPY,

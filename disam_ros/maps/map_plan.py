@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from disam_ros.retrieval.descriptors import DescriptorSettings, MapSizeEstimate, estimate_map_size, settings_for_mode
-from disam_ros.retrieval.map_format import map_error
+from disam_ros.maps.descriptors import DescriptorSettings, MapSizeEstimate, estimate_map_size, settings_for_mode
+from disam_ros.maps.map_format import map_error
 
 if TYPE_CHECKING:
     from disam_ros.model.inference import EncoderLike
@@ -141,7 +141,7 @@ def check_map_size(out_dir: Path, total: int | None, coarse: EncoderLike, fine: 
     compact = estimate_map_size(total, tuple(coarse.content_shape), fine_shape, settings_for_mode("pca"))
     hint = (f"--mode pca would take about {_human(compact.disk)} on disk and {_human(compact.ram)} of RAM "
             "(--mode pca-full: RAM like pca, full fine features on disk, ~1 point R@1 from exact; --mode auto "
-            "picks by size and RAM; README 'Retrieval' measures every mode's cost)")
+            "picks by size and RAM; docs/benchmarks.md measures every mode's cost)")
     if max(est.disk, est.ram) > SIZE_WARN_BYTES and s.pca_dim is None:
         log.warning("map of %d images in mode %s will take about %s on disk and %s of RAM: %s", total, s.mode,
                     _human(est.disk), _human(est.ram), hint)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from disam_ros.retrieval.descriptors import DescriptorSettings
+from disam_ros.maps.descriptors import DescriptorSettings
 
 MAX_TRAIN = 65536  # 256 rows per PQ centroid x 256 centroids: enough for the sub-quantisers and the lists
 MAX_IVFPQ_NLIST = 1024  # ~1k codes per list at 1M; the list k-means on a 64k sample takes ~30 s

@@ -30,15 +30,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from disam_ros.retrieval.belief import SparseBelief, checked_frame
-from disam_ros.retrieval.observation import EVIDENCE_NATS_PER_FRAME, OBSERVATION_VERSION, ObservationModel
-from disam_ros.retrieval.place_graph import MotionPlan, PlaceGraph
-from disam_ros.retrieval.summary import PlaceGeometry
-from disam_ros.retrieval.window import WindowMatcher
+from disam_ros.maps.confidence_fit import SEQUENCE_MODES
+from disam_ros.maps.observation import EVIDENCE_NATS_PER_FRAME, OBSERVATION_VERSION, ObservationModel
+from disam_ros.tracking.belief import SparseBelief, checked_frame
+from disam_ros.tracking.place_graph import MotionPlan, PlaceGraph
+from disam_ros.tracking.summary import PlaceGeometry
+from disam_ros.tracking.window import WindowMatcher
 
 log = logging.getLogger(__name__)
 
-SEQUENCE_MODES = ("sequence", "window", "single")
 MIN_POS_SIGMA_M = 0.05  # as retrieval.result: a covariance is never tighter than 5 cm
 
 
@@ -122,7 +122,7 @@ class SequenceLocalizer:
     A map of more than `exact_cells` (speed bin x place) cells keeps its sequence belief sparse (a flat
     floor plus the places that matter, `belief.SparseBelief`), so an update costs about a millisecond at
     100k places; smaller maps run the dense filter exactly. What the sparse form gives up is listed in
-    `belief.py`; its measured effect is in the README (sequence filter benchmark)."""
+    `belief.py`; its measured effect is in docs/benchmarks.md (sequence filter benchmark)."""
 
     exact_cells = 1 << 16  # 65536 cells: up to ~10k places with 6 speed bins run dense
 

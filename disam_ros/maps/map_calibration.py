@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from disam_ros.fsutil import atomic_write_text, remove
-from disam_ros.retrieval.calibration import Calibration
-from disam_ros.retrieval.map_format import CALIBRATION_JSON, MANIFEST, file_record, map_error, read_manifest
-from disam_ros.retrieval.sequence import SEQUENCE_MODES, ObservationModel
+from disam_ros.maps.confidence_fit import SEQUENCE_MODES, Calibration
+from disam_ros.maps.map_format import CALIBRATION_JSON, MANIFEST, file_record, map_error, read_manifest
+from disam_ros.maps.observation import ObservationModel
 
 log = logging.getLogger(__name__)
 

@@ -22,17 +22,17 @@ from tqdm import tqdm
 import disam_ros
 from disam_ros.data.tum import Trajectory, make_trajectory, write_tum
 from disam_ros.geometry import quat_angle_deg
-from disam_ros.retrieval.descriptors import (
+from disam_ros.maps.descriptors import (
     DescriptorSettings,
     coarse_vectors,
     fine_vectors,
     fit_pca,
     pooled_shape,
 )
-from disam_ros.retrieval.fused import branch_record, depth_dim, with_depth
-from disam_ros.retrieval.ivfpq import build_faiss
-from disam_ros.retrieval.localization_map import load_contents
-from disam_ros.retrieval.map_format import (
+from disam_ros.maps.fused import branch_record, depth_dim, with_depth
+from disam_ros.maps.ivfpq import build_faiss
+from disam_ros.maps.localization_map import load_contents
+from disam_ros.maps.map_format import (
     COARSE_FAISS,
     COARSE_NPY,
     COARSE_RAW,
@@ -47,8 +47,8 @@ from disam_ros.retrieval.map_format import (
     map_error,
     write_manifest,
 )
-from disam_ros.retrieval.map_plan import check_map_size
-from disam_ros.retrieval.npy_stream import NpyAppender
+from disam_ros.maps.map_plan import check_map_size
+from disam_ros.maps.npy_stream import NpyAppender
 
 if TYPE_CHECKING:  # typing only: importing the model package here would load torch eagerly
     from disam_ros.model.inference import EncoderLike

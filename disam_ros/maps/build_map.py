@@ -2,7 +2,7 @@
 
     disam-build-map --dataset ROOT --condition sunny --coarse C.pt [--fine F.pt] --out MAP [--mode auto]
         --mode auto (default) picks the most accurate mode that fits the map's size, RAM and disk
-        (retrieval/map_plan.py: exact -> pca-full -> hnsw-full -> ivfpq); the log line says which and why
+        (maps/map_plan.py: exact -> pca-full -> hnsw-full -> ivfpq); the log line says which and why
         ROOT/sunny/images/* (folders) or ROOT/sunny/*.png (flat, e.g. Nordland: same name = same place), with
         poses from ROOT/sunny/poses.txt (TUM, sorted-name order); without it image i sits at (i, 0, 0) m
     disam-build-map ... --shard 0/4 --out MAP.shard0          # one of four contiguous parts (other machines;
@@ -24,9 +24,9 @@ import numpy as np
 from disam_ros.cliutil import OneLineParser, output_dir_error
 from disam_ros.data.folders import IMAGE_SUFFIXES, ConditionFolder, load_condition
 from disam_ros.data.tum import make_trajectory, read_tum
-from disam_ros.retrieval.builder import build_map, merge_shards
-from disam_ros.retrieval.descriptors import DTYPES, INDEXES, MODES, settings_for_mode
-from disam_ros.retrieval.map_plan import AUTO, resolve_mode
+from disam_ros.maps.builder import build_map, merge_shards
+from disam_ros.maps.descriptors import DTYPES, INDEXES, MODES, settings_for_mode
+from disam_ros.maps.map_plan import AUTO, resolve_mode
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="map directory to write")
     p.add_argument("--merge", type=Path, nargs="+", metavar="SHARD_DIR", help="merge shard directories into --out")
     p.add_argument("--mode", default=AUTO, choices=[AUTO, *MODES], help="descriptor preset (default auto: by map "
-                   "size, RAM and disk; see README 'Retrieval')")
+                   "size, RAM and disk; see docs/benchmarks.md)")
     p.add_argument("--coarse-grid", type=int, help="pool coarse maps to GxG (overrides the mode)")
     p.add_argument("--fine-grid", type=int, help="pool fine maps to GxG (overrides the mode)")
     p.add_argument("--pca-dim", type=int, help="PCA dimension (overrides the mode)")

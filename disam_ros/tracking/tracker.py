@@ -6,14 +6,14 @@ retrieval answer and the frame's scores over every map place from that one encod
 of three modes:
 
 * single: the retrieval (coarse top-N, fine re-rank) as before;
-* sequence: the best place of a forward Bayes filter over the map's place graph (retrieval/sequence.py);
-* window: the best end of a SeqSLAM path over the last L frames (retrieval/window.py).
+* sequence: the best place of a forward Bayes filter over the map's place graph (tracking/sequence.py);
+* window: the best end of a SeqSLAM path over the last L frames (tracking/window.py).
 
 Its `confidence` is the calibrated probability that the answer is within the tolerance (5 m, 10 deg by
 default) when the map carries a calibration for the mode (`disam-calibrate`), else a heuristic (single:
 the retrieval's distinctiveness; sequence/window: posterior mass near the best place), and diagnostics say
 which. The calibrated feature is a raw score: distinctiveness (single); for sequence and window one of two,
-chosen per map by `disam-calibrate` on its calibration drives (`retrieval.calibration.choose_feature`):
+chosen per map by `disam-calibrate` on its calibration drives (`tracking.calibration.choose_feature`):
 * `support`: the mean standardised score of the places the track answered over the last `SUPPORT_FRAMES`
   frames, or over the last `RECENT_FRAMES` when that is lower (so a kidnapped vehicle, whose new frames do
   not show the road the belief still follows, loses its confidence at once). Where the features fail
@@ -43,26 +43,26 @@ from typing import Any
 import numpy as np
 
 from disam_ros import conditions
-from disam_ros.relocalizer import Relocalizer, query_stamp
-from disam_ros.retrieval import RetrievalResult, SpatialPrior
-from disam_ros.retrieval.map_calibration import (
+from disam_ros.maps.map_calibration import (
     MapCalibration,
     calibrated_probability,
     estimate_observation,
     observation_rows,
     publish_threshold,
 )
-from disam_ros.retrieval.place_graph import PlaceGraph, headings_from_quats
+from disam_ros.relocalizer import Relocalizer, query_stamp
+from disam_ros.retrieval import RetrievalResult, SpatialPrior
 from disam_ros.retrieval.result import MIN_POS_SIGMA_M, pose_covariance
-from disam_ros.retrieval.sequence import (
+from disam_ros.tracking.place_graph import PlaceGraph, headings_from_quats
+from disam_ros.tracking.sequence import (
     ObservationModel,
     SequenceConfig,
     SequenceEstimate,
     SequenceLocalizer,
     max_entropy,
 )
-from disam_ros.retrieval.standstill import StandstillDetector
-from disam_ros.retrieval.track_parts import (
+from disam_ros.tracking.standstill import StandstillDetector
+from disam_ros.tracking.track_parts import (
     SUPPORT_FRAMES,
     PlaceContrast,
     local_covariance,
@@ -82,7 +82,7 @@ SHORTLIST = 256  # places scored per frame on approximate (ivf/hnsw) maps
 @dataclass(frozen=True)
 class TrackerConfig:
     mode: str = "sequence"  # "single" | "sequence" | "window"
-    sequence: SequenceConfig = field(default_factory=SequenceConfig)  # disam_ros.retrieval.sequence
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)  # disam_ros.tracking.sequence
     loop_closure_min_consecutive: int = 3  # a loop-closure hint only after k consistent frames
     tolerance_m: float = 5.0  # what "correct" means for the calibrated confidence
     tolerance_deg: float = 10.0

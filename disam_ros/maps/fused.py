@@ -4,7 +4,7 @@ model that does not match the map.
 Why duck-typed on `encoder.depth_branch`: `Encoder.from_checkpoint` attaches the branch a checkpoint carries
 (disam_ros.model.depth_branch), so every path that already loads encoders (disam-build-map, the Localizer, the
 node) fuses without new arguments, and stand-in encoders without the attribute stay appearance-only.
-Maps record the branch (disam_ros.retrieval.depth_record); a query must be described exactly as the map was, so
+Maps record the branch (disam_ros.maps.depth_record); a query must be described exactly as the map was, so
 a fused map with an appearance-only model, or the reverse, or another fusion weight/grid, is refused.
 A query may be scored with its condition's own weight (the branch's `domain_weights`, chosen on validation): only
 the query vector is scaled (disam_ros.model.depth.fuse_query), so the map and its record stay as they are.
@@ -16,9 +16,9 @@ from typing import Any
 
 from torch import Tensor
 
-from disam_ros.retrieval.depth_record import FIELDS, KEY, branch_of
-from disam_ros.retrieval.descriptors import coarse_vectors
-from disam_ros.retrieval.map_format import map_error
+from disam_ros.maps.depth_record import FIELDS, KEY, branch_of
+from disam_ros.maps.descriptors import coarse_vectors
+from disam_ros.maps.map_format import map_error
 
 
 def active_branch(enc: Any) -> Any | None:

@@ -15,7 +15,7 @@ from collections import deque
 
 import numpy as np
 
-from disam_ros.retrieval.place_graph import PlaceGraph
+from disam_ros.tracking.place_graph import PlaceGraph
 
 
 def nearest_slots(u: np.ndarray, q: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ MAP/
                   fine model)
   pca.npz         mean + components when the mode uses PCA
   calibration.json  optional (maps only): calibrated confidence per tracker mode, written by disam-calibrate
-                  (retrieval/map_calibration.py); listed in `files` with its sha256 when present
+                  (maps/map_calibration.py); listed in `files` with its sha256 when present
 ```
 A shard (`--shard i/n`) has the same layout with kind "shard" and `coarse_raw.npy` (pre-PCA, pre-index
 vectors) instead of the final coarse file; merging shards runs the same finalisation as a single build.
@@ -39,8 +39,8 @@ import numpy as np
 
 from disam_ros.data.tum import Trajectory
 from disam_ros.fsutil import StagedDir, atomic_write_text
-from disam_ros.retrieval.depth_record import extra_dim
-from disam_ros.retrieval.descriptors import DescriptorSettings, pooled_shape
+from disam_ros.maps.depth_record import extra_dim
+from disam_ros.maps.descriptors import DescriptorSettings, pooled_shape
 
 FORMAT_TAG = "disam_ros.map"
 FORMAT_VERSION = 1

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from disam_ros.retrieval.motion_plan import MotionPlan
+from disam_ros.tracking.motion_plan import MotionPlan
 
 log = logging.getLogger(__name__)
 

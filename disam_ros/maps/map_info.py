@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from disam_ros.cliutil import OneLineParser
-from disam_ros.retrieval.depth_record import describe
-from disam_ros.retrieval.descriptors import DescriptorSettings, estimate_map_size
-from disam_ros.retrieval.map_format import MANIFEST, read_manifest
-from disam_ros.retrieval.search import verify_map
+from disam_ros.maps.depth_record import describe
+from disam_ros.maps.descriptors import DescriptorSettings, estimate_map_size
+from disam_ros.maps.map_format import MANIFEST, read_manifest
+from disam_ros.maps.model_check import verify_map
 
 
 def _size(n: float) -> str:

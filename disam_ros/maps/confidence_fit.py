@@ -1,0 +1,80 @@
+"""The fitted confidence record a map stores: raw tracker score -> P(answer within tolerance).
+
+Why here and not beside the fitting code (`disam_ros.tracking.calibration`): the record is part of the map
+format (`calibration.json`, one per tracker mode), so loading and verifying a map must be able to parse and
+check it without the tracker. Only the record, its JSON form and its evaluation live here.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+CALIBRATION_VERSION = 1
+KINDS = ("isotonic", "logistic")
+# The tracker modes a map can hold a fit for (the filter, the window matcher, single frames).
+SEQUENCE_MODES = ("sequence", "window", "single")
+
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """score -> probability. isotonic: step function over `x` (block starts) and `y` (block values);
+    logistic: `a`, `b`. tolerance: what 'correct' meant when it was fitted (m, deg)."""
+
+    kind: str
+    x: tuple[float, ...] = ()
+    y: tuple[float, ...] = ()
+    a: float = 0.0
+    b: float = 0.0
+    mode: str = ""
+    tolerance: tuple[float, float] = (5.0, 10.0)
+    samples: int = 0
+    extra: dict = field(default_factory=dict)
+    version: int = CALIBRATION_VERSION
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"calibration kind {self.kind!r} is unknown: use one of {list(KINDS)}")
+
+    def apply(self, scores: np.ndarray | float) -> np.ndarray:
+        """Probabilities for raw scores (same shape). An isotonic fit answers 0 below the lowest score it saw
+        (and for NaN): nothing was observed there, and extending its lowest block downwards would make a
+        one-block fit (every calibration frame right) promise a sure answer for any score at all."""
+        s = np.asarray(scores, dtype=np.float64)
+        if self.kind == "logistic":
+            return 1.0 / (1.0 + np.exp(-(self.a * s + self.b)))
+        xs, ys = np.asarray(self.x), np.asarray(self.y)
+        i = np.searchsorted(xs, s, side="right") - 1
+        return np.where((i >= 0) & ~np.isnan(s), ys[np.clip(i, 0, len(xs) - 1)], 0.0)
+
+    def feature_key(self, default: str) -> str:
+        """The raw feature this fit maps (`choose_feature`); fits made before the choice existed name none and
+        mapped the mode's `default`."""
+        return str(self.extra.get("feature_key") or default)
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "kind": self.kind, "x": list(self.x), "y": list(self.y), "a": self.a,
+                "b": self.b, "mode": self.mode, "tolerance": list(self.tolerance), "samples": self.samples,
+                "extra": dict(self.extra)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Calibration:
+        if not isinstance(d, dict) or int(d.get("version", -1)) != CALIBRATION_VERSION:
+            got = d.get("version") if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"calibration version {got!r} is not {CALIBRATION_VERSION}: refit it with disam-calibrate")
+        return cls(kind=d["kind"], x=tuple(map(float, d.get("x", ()))), y=tuple(map(float, d.get("y", ()))),
+                   a=float(d.get("a", 0.0)), b=float(d.get("b", 0.0)), mode=str(d.get("mode", "")),
+                   tolerance=tuple(map(float, d.get("tolerance", (5.0, 10.0)))), samples=int(d.get("samples", 0)),
+                   extra=dict(d.get("extra", {})))
+
+    @classmethod
+    def from_json(cls, text: str) -> Calibration:
+        return cls.from_dict(json.loads(text))
+
+
+__all__ = ["CALIBRATION_VERSION", "KINDS", "SEQUENCE_MODES", "Calibration"]
