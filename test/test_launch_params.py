@@ -220,9 +220,9 @@ def test_condition_source_parameters(context, tmp_path):
         node.destroy_node()
 
 
-def test_readme_documents_every_parameter():
-    """The README's parameter table lists exactly the declared parameters, with their defaults."""
-    text = (REPO / "README.md").read_text()
+def test_node_reference_documents_every_parameter():
+    """The node reference (docs/localizer.md) parameter table lists exactly the declared parameters, with their defaults."""
+    text = (REPO / "docs" / "localizer.md").read_text()
     section = text[text.index("### Parameters"):]
     section = section[: section.index("\n### ", 5)]
     rows = re.findall(r"^\| (`[^|]+`) \| ([^|]+) \|", section, re.M)
