@@ -157,3 +157,12 @@ def test_the_cycle_finder_finds_a_hand_made_circle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set()}
     assert find_cycle(graph) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
+MAX_LINES = 400
+
+
+def test_no_module_over_400_lines():
+    """A module a screen or a few long does one job; past 400 lines it is doing several (split it by job)."""
+    long = {str(p.relative_to(PKG.parent)): n for p in SOURCES if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"split these by job: {long}"

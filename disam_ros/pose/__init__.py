@@ -4,4 +4,13 @@ or triangulated from the reference drive's own neighbouring frames), and the abs
 maintained RANSAC + minimal solver + non-linear refinement (pycolmap / poselib / OpenCV), with the inliers
 that verify a retrieval geometrically. Sits above `maps` and `retrieval`, below the relocalizer. No ROS
 imports.
+
+Public API (import from the modules; this package imports nothing eagerly so `pycolmap` loads only when used):
+- `camera.Intrinsics` (from_K, from_camera, load, scaled, to_pycolmap)
+- `frames.cam_from_map`, `frames.map_from_cam`, `frames.project`, `frames.normalized`
+- `features.SiftConfig`, `features.detect_sift`, `features.match_descriptors`
+- `triangulate.View`, `triangulate.TriangulationLimits`, `triangulate.triangulate`, `triangulate_two_view`,
+  `triangulate_track`, `triangulate.Reject`
+- `solver.SolverConfig`, `solver.solve_absolute_pose` -> `solver.PoseSolution` (covariance order:
+  `covariance.COVARIANCE_ORDER`)
 """

@@ -1,0 +1,127 @@
+"""Classical local features for geometric verification: OpenCV SIFT keypoints + descriptors, and the ratio-test
+(+ mutual nearest neighbour) matching of two descriptor sets.
+
+Why SIFT: it is in OpenCV (no extra weights, no GPU), scale and rotation invariant, and the baseline every
+learned matcher is compared with; the dense DISAM correspondences can replace it behind the same (M,2) pair
+interface. Keypoints are in OpenCV's pixel convention (centre of the top-left pixel = (0, 0)), the one the
+intrinsics and the pose solver use, so they go to disam_ros.pose.solver unchanged.
+
+Determinism: SIFT is deterministic for a given image; the keypoints are then sorted by response (strongest
+first), then position, so the order does not depend on OpenCV's internal threading, and matching is a brute
+force search with no random component.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SiftConfig:
+    """OpenCV SIFT options (Lowe's defaults); nfeatures = 0 keeps all; root_sift: Hellinger-normalised
+    descriptors (L1 normalise, square root), which match better under illumination change."""
+
+    nfeatures: int = 2000
+    n_octave_layers: int = 3
+    contrast_threshold: float = 0.04
+    edge_threshold: float = 10.0
+    sigma: float = 1.6
+    root_sift: bool = False
+
+    def __post_init__(self) -> None:
+        if self.nfeatures < 0 or self.n_octave_layers < 1 or not self.sigma > 0:
+            raise ValueError(f"SiftConfig: nfeatures={self.nfeatures} must be >= 0, n_octave_layers="
+                             f"{self.n_octave_layers} >= 1 and sigma={self.sigma} > 0")
+
+
+@dataclass(frozen=True)
+class Features:
+    """Keypoints (N,2) float32 pixels (x, y), descriptors (N,128) float32, scales (N,) keypoint diameters in
+    pixels, responses (N,) detector scores, strongest first."""
+
+    keypoints: np.ndarray
+    descriptors: np.ndarray
+    scales: np.ndarray
+    responses: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """uint8 (H,W) grey or (H,W,3) RGB -> (H,W) uint8 grey; a one-line ValueError for anything else."""
+    if not isinstance(image, np.ndarray) or image.size == 0:
+        shape = getattr(image, "shape", type(image).__name__)
+        raise ValueError(f"feature extraction got an empty or non-array image ({shape}): pass an (H,W) or "
+                         "(H,W,3) uint8 array")
+    if image.dtype != np.uint8:
+        raise ValueError(f"feature extraction needs a uint8 image, got {image.dtype}: convert it, e.g. "
+                         "np.clip(img * 255, 0, 255).astype(np.uint8) for [0, 1] floats")
+    if image.ndim == 2:
+        return image
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    raise ValueError(f"feature extraction needs (H,W) grey or (H,W,3) RGB, got shape {image.shape}")
+
+
+def root_sift(descriptors: np.ndarray) -> np.ndarray:
+    """RootSIFT (Arandjelovic & Zisserman 2012): L1-normalise, then square root; unit L2 norm as a result."""
+    d = np.asarray(descriptors, np.float32)
+    d = d / np.maximum(np.abs(d).sum(axis=1, keepdims=True), 1e-12)
+    return np.sqrt(d)
+
+
+def detect_sift(image: np.ndarray, config: SiftConfig | None = None, mask: np.ndarray | None = None) -> Features:
+    """SIFT keypoints and descriptors of an image; `mask` (H,W) uint8/bool, non-zero where to detect."""
+    config = config or SiftConfig()
+    grey = to_grey(image)
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != grey.shape:
+            raise ValueError(f"feature mask shape {mask.shape} differs from the image's {grey.shape}")
+        mask = (mask != 0).astype(np.uint8)
+    sift = cv2.SIFT_create(config.nfeatures, config.n_octave_layers, config.contrast_threshold,
+                           config.edge_threshold, config.sigma)
+    kps, desc = sift.detectAndCompute(grey, mask)
+    if not kps:
+        z = np.zeros(0, np.float32)
+        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), z, z)
+    pts = np.array([k.pt for k in kps], np.float32)
+    scales = np.array([k.size for k in kps], np.float32)
+    resp = np.array([k.response for k in kps], np.float32)
+    order = np.lexsort((pts[:, 0], pts[:, 1], -resp))
+    desc = np.asarray(desc, np.float32)[order]
+    return Features(pts[order], root_sift(desc) if config.root_sift else desc, scales[order], resp[order])
+
+
+def _check_descriptors(d1: np.ndarray, d2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(d1), np.asarray(d2)
+    if a.ndim != 2 or b.ndim != 2 or (len(a) and len(b) and a.shape[1] != b.shape[1]):
+        raise ValueError(f"matching needs descriptor arrays (N,D) and (M,D), got {a.shape} and {b.shape}")
+    a, b = np.ascontiguousarray(a, np.float32), np.ascontiguousarray(b, np.float32)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("matching got NaN/inf descriptors: recompute the features")
+    return a, b
+
+
+def match_descriptors(d1: np.ndarray, d2: np.ndarray, ratio: float = 0.8, mutual: bool = True) -> np.ndarray:
+    """(M,2) int64 index pairs (i in d1, j in d2), sorted by i: j is i's nearest neighbour (L2) and closer
+    than `ratio` times the second nearest (Lowe's ratio test); with `mutual`, i is also j's nearest neighbour.
+    With fewer than 2 candidates in d2 the ratio test is undefined and nothing matches."""
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio={ratio!r} must be in (0, 1] (Lowe's ratio test; 0.8 is his value)")
+    a, b = _check_descriptors(d1, d2)
+    if len(a) == 0 or len(b) < 2:
+        return np.zeros((0, 2), np.int64)
+    bf = cv2.BFMatcher(cv2.NORM_L2)
+    pairs = [(m[0].queryIdx, m[0].trainIdx) for m in bf.knnMatch(a, b, k=2)
+             if len(m) == 2 and m[0].distance < ratio * m[1].distance]
+    out = np.array(pairs, np.int64).reshape(-1, 2)
+    if mutual and len(out):
+        back = np.full(len(b), -1, np.int64)
+        for m in bf.match(b, a):
+            back[m.queryIdx] = m.trainIdx
+        out = out[back[out[:, 1]] == out[:, 0]]
+    return out[np.argsort(out[:, 0], kind="stable")]

@@ -1,0 +1,92 @@
+"""Local features: SIFT on a synthetic texture and the same texture shifted by (7, 3) px matches with that
+displacement; hand-made descriptors show the ratio test and the mutual check; bad images are refused."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from disam_ros.pose.features import SiftConfig, detect_sift, match_descriptors
+
+SHIFT = np.array([7.0, 3.0])  # (x, y) pixels
+
+
+def texture(seed: int = 0, h: int = 240, w: int = 320) -> np.ndarray:
+    """Blurred noise plus random discs and bars: blobs and corners at many scales, an RGB uint8 image."""
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.uniform(0, 255, (h, w)).astype(np.float32), (0, 0), 2.0)
+    img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX)
+    for _ in range(60):
+        c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        if rng.random() < 0.5:
+            cv2.circle(img, c, int(rng.integers(3, 15)), float(rng.integers(0, 256)), -1)
+        else:
+            cv2.rectangle(img, c, (c[0] + int(rng.integers(4, 30)), c[1] + int(rng.integers(4, 30))),
+                          float(rng.integers(0, 256)), -1)
+    grey = img.astype(np.uint8)
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def test_shifted_image_matches_with_the_shift():
+    img = texture()
+    shifted = np.roll(img, shift=(3, 7), axis=(0, 1))  # content moves by +7 in x, +3 in y
+    f1, f2 = detect_sift(img), detect_sift(shifted)
+    assert f1.keypoints.dtype == np.float32 and f1.descriptors.shape == (len(f1), 128)
+    assert f1.descriptors.dtype == np.float32
+    pairs = match_descriptors(f1.descriptors, f2.descriptors, ratio=0.8, mutual=True)
+    assert len(pairs) >= 50
+    d = f2.keypoints[pairs[:, 1]] - f1.keypoints[pairs[:, 0]]
+    good = np.linalg.norm(d - SHIFT, axis=1) <= 0.5
+    assert good.mean() >= 0.9, (good.mean(), len(pairs))
+
+
+def test_deterministic_and_sorted_by_response():
+    img = texture(1)
+    a, b = detect_sift(img, SiftConfig(nfeatures=300)), detect_sift(img, SiftConfig(nfeatures=300))
+    np.testing.assert_array_equal(a.keypoints, b.keypoints)
+    np.testing.assert_array_equal(a.descriptors, b.descriptors)
+    assert 0 < len(a) <= 300 + 10  # OpenCV keeps ties at the cut
+    assert np.all(np.diff(a.responses) <= 0)
+    np.testing.assert_array_equal(match_descriptors(a.descriptors, b.descriptors),
+                                  match_descriptors(a.descriptors, b.descriptors))
+
+
+def test_root_sift_is_unit_norm_and_a_mask_limits_detection():
+    img = texture(2)
+    f = detect_sift(img, SiftConfig(root_sift=True))
+    np.testing.assert_allclose(np.linalg.norm(f.descriptors, axis=1), 1.0, atol=1e-5)
+    mask = np.zeros(img.shape[:2], np.uint8)
+    mask[:, :160] = 1
+    left = detect_sift(img, mask=mask)
+    assert len(left) > 0 and np.all(left.keypoints[:, 0] < 161)
+    assert len(detect_sift(np.full((50, 60), 128, np.uint8))) == 0  # no texture, no features, no error
+
+
+def test_ratio_and_mutual_by_hand():
+    d1 = np.array([[0, 0], [10, 0], [5, 5.0], [0.2, 0.1]], np.float32)
+    d2 = np.array([[0.1, 0], [10, 0.2], [5, 4.0], [5, 6.0], [30, 30]], np.float32)
+    # d1[0] -> d2[0] (0.1 vs 10.0): kept; d1[1] -> d2[1]: kept; d1[2] is 1.0 from both d2[2] and d2[3]:
+    # ambiguous, dropped by the ratio test; d1[3] -> d2[0] but d2[0]'s nearest is d1[0]: not mutual
+    assert match_descriptors(d1, d2, ratio=0.8, mutual=True).tolist() == [[0, 0], [1, 1]]
+    assert match_descriptors(d1, d2, ratio=0.8, mutual=False).tolist() == [[0, 0], [1, 1], [3, 0]]
+    assert match_descriptors(d1, d2[:1]).shape == (0, 2)  # one candidate: no ratio test possible
+    assert match_descriptors(np.zeros((0, 2), np.float32), d2).shape == (0, 2)
+
+
+@pytest.mark.parametrize("image, what", [
+    (np.zeros((0, 0), np.uint8), "empty"),
+    (np.zeros((40, 40), np.float64), "uint8"),
+    (np.zeros((40, 40, 4), np.uint8), "shape"),
+    ([[1, 2], [3, 4]], "non-array"),
+])
+def test_bad_images_are_refused_in_one_line(image, what):
+    with pytest.raises(ValueError, match=what) as err:
+        detect_sift(image)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_descriptors_and_ratio_are_refused():
+    with pytest.raises(ValueError, match=r"\(N,D\) and \(M,D\)"):
+        match_descriptors(np.zeros((3, 128)), np.zeros((3, 64)))
+    with pytest.raises(ValueError, match="ratio"):
+        match_descriptors(np.zeros((3, 2)), np.zeros((3, 2)), ratio=1.5)
