@@ -7,7 +7,8 @@ is: another process may be writing it right now. (A writer in another PID namesp
 look dead; don't share output folders across containers while they are being written.)
 
 Folders our tools create carry a `.disam-made` marker naming the tool, so `--force` / `--overwrite` replace
-only what a tool made (or an empty folder), never a user's folder that happens to sit at that path.
+only what a tool made (or an empty folder), never a user's folder that happens to sit at that path. Every tool
+that replaces a folder asks `replace_refusal`: one rule, one message.
 
 Base layer: imports nothing from disam_ros.
 """
@@ -21,7 +22,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -178,13 +179,38 @@ def replaceable(path: str | Path) -> bool:
     return (path / MARKER).is_file() or not any(path.iterdir())
 
 
+def _empty_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
+def replace_refusal(path: str | Path, *, replace: bool, flag: str = "--overwrite", option: str = "--out",
+                    legacy: Callable[[Path], bool] | None = None) -> str | None:
+    """Why a tool may not write its output folder at `path` (one line), or None when it may.
+
+    It may when `path` is absent or an empty folder; a folder disam_ros made (our MARKER inside, or `legacy`
+    true for it: the tool's own output from before markers, e.g. a map whose manifest.json parses as a map
+    manifest) only with `replace` (the tool's `flag`, e.g. --overwrite); anything else never: a file, a link,
+    a user's folder. `option` names where the path came from (--out, OUT_ROOT/CONDITION) in the message.
+    """
+    path = Path(path)
+    if not os.path.lexists(path) or _empty_dir(path):
+        return None
+    ours = replaceable(path) or (legacy is not None and path.is_dir() and not path.is_symlink() and legacy(path))
+    if not ours:
+        return (f"{path} exists and was not made by disam_ros (no {MARKER}): choose another {option} or remove it "
+                "yourself")
+    if not replace:
+        return f"{path} already exists: choose another {option} or pass {flag} to replace it"
+    return None
+
+
 class StagedDir:
     """A folder built under a temp name beside `target` and swapped in by one rename on `commit()`.
 
     As a context manager: a clean exit commits, an exception removes the temp folder, so `target` only ever
     holds the old content or the whole new one. `nested=True` stages in `TEMP/<target name>` (not created) for
     writers that name their files after their folder (rosbags); `marker` (a tool name) writes `.disam-made`.
-    Whether an existing `target` may be replaced is the caller's decision (see `replaceable`).
+    Whether an existing `target` may be replaced is the caller's decision (see `replace_refusal`).
     """
 
     def __init__(self, target: str | Path, *, nested: bool = False, marker: str | None = None) -> None:

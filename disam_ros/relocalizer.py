@@ -150,7 +150,11 @@ class Relocalizer:
 
         info = loc.map.model_info("coarse") or {}
         ckpt = cfg.coarse_checkpoint or info.get("path") or ""
-        head = find_condition_head(ckpt) if ckpt else None
+        head = find_condition_head(ckpt, getattr(loc.coarse, "checkpoint_sha256", None)) if ckpt else None
+        if head is not None and head.checkpoint_sha256 is None:
+            self.warnings.append(f"condition recogniser {sidecar_path(ckpt)} records no encoder checkpoint sha256 "
+                                 "(written before it was recorded), so nothing shows it was trained for this model: "
+                                 f"using it; retrain it (disam-train-condition --data ROOT --checkpoint {ckpt})")
         if head is None:
             self.condition_source = "clock"
             self.warnings.append(f"condition_source 'auto' but the coarse model has no condition recogniser "

@@ -117,7 +117,8 @@ def test_to_folder_overwrite_replaces_only_a_folder_it_made(dataset, tmp_path, c
     (mine / "precious.txt").write_text("years of work")
     assert bag_cli.main(["to-folder", str(bag), str(tmp_path / "out"), "mine", "--overwrite"]) == 2
     err = capsys.readouterr().err.strip()
-    assert f"{mine} exists and was not made by disam-bag to-folder" in err and "move" in err and "\n" not in err
+    assert f"{mine} exists and was not made by disam_ros (no .disam-made)" in err and "remove it" in err
+    assert "\n" not in err
     assert [p.name for p in mine.iterdir()] == ["precious.txt"]
     assert (mine / "precious.txt").read_text() == "years of work"
     assert sorted(p.name for p in mine.parent.iterdir()) == ["mine"]  # and no staging folder left behind

@@ -221,7 +221,7 @@ def test_condition_source_parameters(context, tmp_path):
 
 
 def test_node_reference_documents_every_parameter():
-    """The node reference (docs/localizer.md) parameter table lists exactly the declared parameters, with their defaults."""
+    """The node reference (docs/localizer.md) lists exactly the declared parameters, with their defaults."""
     text = (REPO / "docs" / "localizer.md").read_text()
     section = text[text.index("### Parameters"):]
     section = section[: section.index("\n### ", 5)]

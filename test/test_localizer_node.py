@@ -5,7 +5,8 @@ The nodes run in `mode: single`: these checks publish frames out of driving orde
 bursts) and test the per-frame plumbing; the stream modes are tested in test_node_sequence.py.
 
 Two node processes start once for the module (raw Image in namespace `raw`, CompressedImage in `comp`) and
-every check reuses them; the last checks stop them with SIGINT / SIGTERM and want exit code 0.
+every check reuses them, in any order; the shutdown checks start nodes of their own and stop them with SIGINT /
+SIGTERM, wanting exit code 0.
 """
 from __future__ import annotations
 
@@ -292,9 +293,10 @@ def test_unconfident_result_publishes_nothing(node_world, nodes):
     """Confidence below the gate -> no pose topics, but diagnostics say why. The map has no calibration, so the
     gate is min_heuristic_confidence (min_confidence is for calibrated probabilities and changes nothing)."""
     client = nodes["raw"].client
-    # A query answered earlier with confidence < 1 (so a gate of 1.0 must reject it).
+    # A query this node answers with confidence < 1 (so a gate of 1.0 must reject it); sent here, so the test
+    # does not depend on another test having run first.
     k, (rgb, stamp, _) = next((k, q) for k, q in enumerate(node_world.queries)
-                              if client.rx.loop[_key(q[1], k)][1]["confidence"] < 0.99)
+                              if _loop_confidence(client, q[0], _query_stamp(q[1], 700 + k)) < 0.99)
     d = client.wait_diagnostics(lambda d: True, 5.0, after=time.monotonic())
     assert d["calibration"].startswith("none") and "min_heuristic_confidence 0 (heuristic" in d["confidence_gate"]
     assert client.set_parameters({"min_confidence": 1.0}) == [(True, "")]  # calibrated maps only
@@ -316,11 +318,12 @@ def test_unconfident_result_publishes_nothing(node_world, nodes):
     assert client.wait_pose(key, 15.0) is not None
 
 
-def _key(stamp: float, k: int) -> tuple[int, int]:
-    from disam_ros.ros.messages import sec_to_stamp
-
-    st = sec_to_stamp(_query_stamp(stamp, k))
-    return st.sec, st.nanosec
+def _loop_confidence(client, rgb: np.ndarray, stamp: float) -> float:
+    """Publish one frame and return the confidence of its loop-closure hint (2.0 when none came)."""
+    key = client.publish_raw(rgb, stamp)
+    if not client.wait(lambda: key in client.rx.loop, 15.0):
+        return 2.0
+    return float(client.rx.loop[key][1]["confidence"])
 
 
 def _rss_mb(pid: int) -> float:
@@ -368,8 +371,18 @@ def test_30hz_burst_bounded(node_world, nodes):
 
 
 @pytest.mark.parametrize("ns,sig", [("comp", signal.SIGINT), ("raw", signal.SIGTERM)])
-def test_signal_clean_shutdown(nodes, ns, sig):
-    rn = nodes[ns]
+def test_signal_clean_shutdown(node_world, tmp_path, ns, sig):
+    """On its own node (not the module's shared ones, which later checks in any order still need)."""
+    from disam_ros.ros.client import LocalizerClient
+
+    rn = _start(node_world, tmp_path, f"{ns}_sig", compressed=ns == "comp")
+    client = LocalizerClient(namespace=f"{ns}_sig")
+    try:
+        if not client.wait_for_node(rn.compressed, timeout=60.0):
+            rn.proc.kill()
+            pytest.fail(f"node {ns}_sig did not come up:\n{_tail(rn)}")
+    finally:
+        client.close()
     t0 = time.monotonic()
     rn.proc.send_signal(sig)
     try:

@@ -200,7 +200,7 @@ def test_failed_build_leaves_nothing(tmp_path):
         build_map(token_frames(30), enc, None, tmp_path / "m", "ref", progress=False)
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "notes.txt").write_text("keep me")
-    with pytest.raises(MapError, match="not a map"):
+    with pytest.raises(MapError, match="not made by disam_ros"):
         build_map(token_frames(30), enc, None, tmp_path / "docs", "ref", progress=False, overwrite=True)
     assert (tmp_path / "docs" / "notes.txt").read_text() == "keep me"
     (tmp_path / "docs" / "notes.txt").unlink()
@@ -293,7 +293,7 @@ def test_size_estimate_matches_the_written_map(tmp_path, mode):
                           "ivfpq") else None, fine_grid=None if mode == "exact" else 4)
     est = estimate_map_size(n, coarse.content_shape, fine.content_shape, s, name_bytes=8)  # names img00000
     out = build_map(token_frames(n), coarse, fine, tmp_path / "m", "ref", s, progress=False, total=n)
-    written = {p.name: p.stat().st_size for p in out.iterdir()}
+    written = {p.name: p.stat().st_size for p in out.iterdir() if p.name != ".disam-made"}  # the tool's marker
     assert set(written) == set(est.files)
     assert est.disk == pytest.approx(sum(written.values()), rel=0.04)
     for name in ("coarse.npy", "fine.npy", "pca.npz"):

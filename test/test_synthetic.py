@@ -283,7 +283,7 @@ def test_force_replaces_only_a_folder_disam_synth_made(tmp_path, capsys):
     args = ["--size", "16", "--frames", "2", "--conditions", "sunny", "--workers", "1", "--quiet", "--force"]
     assert main(["--out", str(mine), *args]) == 2
     err = capsys.readouterr().err.strip()
-    assert f"{mine} exists and was not made by disam-synth" in err and "--out" in err and "\n" not in err
+    assert f"{mine} exists and was not made by disam_ros" in err and "--out" in err and "\n" not in err
     assert [p.name for p in mine.iterdir()] == ["precious.txt"]
     assert (mine / "precious.txt").read_text() == "years of work"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # nothing staged either

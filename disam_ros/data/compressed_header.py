@@ -1,5 +1,5 @@
-"""Compressed-frame headers read before any pixel is decoded: PNG size from IHDR, a JPEG structure walk, and
-libjpeg's own damage warnings captured from fd 2 (the hostile-input half of `image_codec`).
+"""JPEG frames before and while they are decoded: a structure walk and libjpeg's own damage warnings captured
+from fd 2 (the hostile-input half of `image_codec`; what the scans will cost: `jpeg_scans`; PNG: `png_header`).
 
 - JPEG structure is walked before decoding: markers and segment lengths, one frame header, a scan before the
   end marker, and inside entropy-coded data every 0xFF must be a stuffed 0x00, a fill byte, a restart marker
@@ -14,8 +14,7 @@ Not detected: libjpeg-turbo's fast Huffman path decodes invalid codes silently a
 which the decoder resynchronises with the right block count gives no warning at all. Measured on 640x360
 quality-90 frames, damage at random places: blocks of 1000 random bytes and cuts of 200+ bytes are refused
 98-100 % of the time, 64-byte blocks/cuts 65-75 %, 1-16 bytes only 20-55 % (a few flipped coefficient bits
-never). A frame damaged that little decodes into a plausible picture and goes on to retrieval. PNG relies
-on libpng's own checks (chunk CRCs, zlib checksums, filter bytes), which refuse truncated or corrupted data.
+never). A frame damaged that little decodes into a plausible picture and goes on to retrieval.
 """
 from __future__ import annotations
 
@@ -29,6 +28,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from disam_ros.data.jpeg_scans import JpegFrame, close_scan, finish, jpeg_error, open_scan, parse_frame
+
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers (C4 DHT, C8 JPG, CC DAC are not)
 # Markers that may end entropy-coded data: EOI, tables or the next scan (progressive), DNL, DRI, APPn, COM.
 _AFTER_SCAN = frozenset([0xC4, 0xCC, 0xD9, 0xDA, 0xDB, 0xDC, 0xDD, *range(0xE0, 0xF0), 0xFE])
@@ -41,63 +42,51 @@ _STDERR_LOCK = threading.Lock()
 _capture: tuple[int, Any] | None = None  # (pid, temporary file) that fd 2 points at while libjpeg runs
 
 
-def png_size(buf: np.ndarray) -> tuple[int, int]:
-    """(width, height) from the IHDR chunk, which the PNG standard puts first."""
-    head = buf[:24].tobytes()
-    size = (int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")) if len(head) == 24 else (0, 0)
-    if head[12:16] != b"IHDR" or 0 in size:
-        raise ValueError(f"corrupt PNG ({buf.size} bytes, no valid IHDR header chunk): the frame is damaged; check "
-                         "the driver and the compression settings")
-    return size
-
-
-def _jpeg_error(n: int, problem: str, truncated: bool = False) -> ValueError:
-    fix = "truncated in transit; check the driver and the QoS depth" if truncated else "damaged; check the " \
-        "driver and the compression settings"
-    return ValueError(f"corrupt JPEG ({n} bytes, {problem}): the frame was {fix}")
-
-
-def jpeg_walk(buf: np.ndarray) -> tuple[int, int, int]:
-    """Walk the marker segments and entropy-coded data: (width, height, end), `end` just past the EOI
-    marker (what follows is padding). Raises a one-line ValueError for a truncated or malformed stream."""
+def jpeg_walk(buf: np.ndarray) -> JpegFrame:
+    """Walk the marker segments and entropy-coded data: the frame header with its scans accounted for
+    (`jpeg_scans`) and `end` just past the EOI marker (what follows is padding). Raises a one-line ValueError
+    for a truncated, malformed or too costly stream; the caller checks the size and `check_work` on its caps."""
     data, n = buf.tobytes(), int(buf.size)
-    pos, size, scanned, restart = 2, None, False, 0
+    pos, frame, restart = 2, None, 0
     for _ in range(_MAX_SEGMENTS):
         hit = _NOT_FF.search(data, pos)  # skip the marker's 0xFF and any fill bytes before it (at C speed)
         if hit is None:
-            raise _jpeg_error(n, "no end-of-image marker", truncated=True)
+            raise jpeg_error(n, "no end-of-image marker", truncated=True)
         if hit.start() == pos:
-            raise _jpeg_error(n, f"byte {pos} is 0x{data[pos]:02X} where a marker must start")
+            raise jpeg_error(n, f"byte {pos} is 0x{data[pos]:02X} where a marker must start")
         marker, pos = data[hit.start()], hit.start() + 1
         if marker == 0xD9:
-            if size is None or not scanned:
-                raise _jpeg_error(n, "end-of-image marker before any frame or scan")
-            return size[0], size[1], pos
+            if frame is None or not frame.scans:
+                raise jpeg_error(n, "end-of-image marker before any frame or scan")
+            finish(frame)
+            frame.end = pos
+            return frame
         if marker == 0x01:  # TEM: no length
             continue
         if marker in (0x00, 0xD8) or 0xD0 <= marker <= 0xD7 or 0x02 <= marker <= 0xBF:
-            raise _jpeg_error(n, f"unexpected marker 0xFF{marker:02X} at byte {pos - 2}")
+            raise jpeg_error(n, f"unexpected marker 0xFF{marker:02X} at byte {pos - 2}")
         length = int.from_bytes(data[pos:pos + 2], "big")
         if pos + 2 > n or pos + length > n:
-            raise _jpeg_error(n, "no end-of-image marker (the stream ends inside a header)", truncated=True)
+            raise jpeg_error(n, "no end-of-image marker (the stream ends inside a header)", truncated=True)
         if length < 2:
-            raise _jpeg_error(n, f"segment 0xFF{marker:02X} at byte {pos - 2} has length {length}")
+            raise jpeg_error(n, f"segment 0xFF{marker:02X} at byte {pos - 2} has length {length}")
         body, seg_end = data[pos + 2:pos + length], pos + length
         if marker in _SOF:
-            if size is not None or len(body) < 6:
-                raise _jpeg_error(n, f"{'second' if size else 'short'} frame header at byte {pos - 2}")
-            size = (int.from_bytes(body[3:5], "big"), int.from_bytes(body[1:3], "big"))
-            if 0 in size:
-                raise _jpeg_error(n, f"frame header says {size[0]}x{size[1]} (DNL-defined height is not supported)")
+            if frame is not None:
+                raise jpeg_error(n, f"second frame header at byte {pos - 2}")
+            frame = parse_frame(marker, body, n, pos - 2)
         elif marker == 0xDD:  # DRI: restart markers are allowed (and numbered) only with an interval
             restart = int.from_bytes(body[:2], "big")
         elif marker == 0xDA:
-            if size is None:
-                raise _jpeg_error(n, f"scan at byte {pos - 2} before the frame header")
-            pos, scanned = _scan_end(data, buf, seg_end, restart > 0), True
+            if frame is None:
+                raise jpeg_error(n, f"scan at byte {pos - 2} before the frame header")
+            at = pos - 2
+            min_bits = open_scan(frame, body, at)  # counted (and capped) before its data is searched
+            pos = _scan_end(data, buf, seg_end, restart > 0)
+            close_scan(frame, min_bits, pos - seg_end, at)
             continue
         pos = seg_end
-    raise _jpeg_error(n, f"more than {_MAX_SEGMENTS} marker segments (real encoders write a few dozen)")
+    raise jpeg_error(n, f"more than {_MAX_SEGMENTS} marker segments (real encoders write a few dozen)")
 
 
 def _scan_end(data: bytes, buf: np.ndarray, start: int, restarts: bool) -> int:
@@ -106,19 +95,19 @@ def _scan_end(data: bytes, buf: np.ndarray, start: int, restarts: bool) -> int:
     uint8 arrays only: a payload made of 0xFF bytes costs no more memory than its own size."""
     hit = _SCAN_STOP.search(data, start)
     if hit is None:
-        raise _jpeg_error(buf.size, "no end-of-image marker (the stream ends inside the image data)", truncated=True)
+        raise jpeg_error(buf.size, "no end-of-image marker (the stream ends inside the image data)", truncated=True)
     stop = hit.start()
     if data[stop + 1] not in _AFTER_SCAN:
-        raise _jpeg_error(buf.size, f"0xFF 0x{data[stop + 1]:02X} inside the image data at byte {stop}")
+        raise jpeg_error(buf.size, f"0xFF 0x{data[stop + 1]:02X} inside the image data at byte {stop}")
     seg = buf[start:stop]
     after = seg[1:][seg[:-1] == 0xFF]  # the byte after each 0xFF: stuffed 0x00, fill 0xFF or RSTn
     rst = after[(after >= 0xD0) & (after <= 0xD7)] - np.uint8(0xD0)
     if len(rst) and not restarts:
-        raise _jpeg_error(buf.size, f"restart marker RST{rst[0]} in a scan at byte {start} without a restart interval")
+        raise jpeg_error(buf.size, f"restart marker RST{rst[0]} in a scan at byte {start} without a restart interval")
     wrong = rst != np.resize(np.arange(8, dtype=np.uint8), len(rst))
     if wrong.any():
         i = int(wrong.argmax())
-        raise _jpeg_error(buf.size, f"restart marker RST{rst[i]} out of sequence (RST{i % 8} expected, interval {i})")
+        raise jpeg_error(buf.size, f"restart marker RST{rst[i]} out of sequence (RST{i % 8} expected, interval {i})")
     return stop
 
 

@@ -8,11 +8,14 @@ serving.
 Hostile input (the decoders run on whatever a network peer sends):
 - Size is capped BEFORE any pixel is allocated: raw Images by height*width, PNG by its IHDR chunk, JPEG by
   its SOFn frame header (`max_pixels`, default MAX_PIXELS, and MAX_SIDE per side). A 109 KB PNG that
-  declares 30000x30000 is refused from its first 24 bytes instead of costing 2.7 GB.
+  declares 30000x30000 is refused from its first 29 bytes instead of costing 2.7 GB.
 - CompressedImage.format is checked against the payload's magic bytes: the codec named in the format
   ("jpeg", "png", image_transport's "bgr8; jpeg compressed bgr8", ...) must be the one in the data, and only
   JPEG and PNG payloads are decoded (TIFF, WebP, BMP, GIF, PNM... are refused, whatever the label).
-- JPEG structure, libjpeg's damage warnings and what is not detected: see `compressed_header`.
+- JPEG structure, libjpeg's damage warnings and what is not detected: see `compressed_header`; the decoding
+  work its scans may cost (scan count, bytes per block, block visits), `jpeg_scans`; PNG zlib bombs,
+  `png_header`. Sender strings (format, encoding) are echoed through `logs.clip` only, and a format longer
+  than MAX_FORMAT_CHARS is refused before it is parsed.
 """
 from __future__ import annotations
 
@@ -23,7 +26,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from disam_ros.data.compressed_header import imdecode_jpeg, jpeg_walk, png_size
+from disam_ros.data.compressed_header import imdecode_jpeg, jpeg_walk
+from disam_ros.data.jpeg_scans import check_work
+from disam_ros.data.png_header import check_png_streams, png_header
+from disam_ros.logs import clip
 
 # encoding -> (channels, dtype, channel order of the stored pixel). 8UC3/8UC4 follow OpenCV (BGR/BGRA),
 # as cv_bridge does.
@@ -43,6 +49,7 @@ COMPRESSED_FORMATS = ("jpeg", "png")
 _JPEG_SOI, _PNG_MAGIC = b"\xff\xd8", b"\x89PNG\r\n\x1a\n"
 MAX_SIDE = 16384  # pixels per side: above any camera, below what a decoder bomb declares
 MAX_PIXELS = 40_000_000  # width*height: a 40 MP frame is 120 MB of RGB; a camera sends far less
+MAX_FORMAT_CHARS = 256  # image_transport writes e.g. "bgr8; jpeg compressed bgr8"
 # Payloads we refuse, named in the message so the user knows what their publisher sends.
 _OTHER_MAGIC = ((b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"), (b"GIF8", "GIF"),
                 (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"), (b"\xff\x4f\xff\x51", "JPEG 2000"),
@@ -78,7 +85,7 @@ def _spec(encoding: str) -> tuple[int, np.dtype, str]:
     try:
         return ENCODINGS[encoding]
     except KeyError:
-        raise ValueError(f"unsupported image encoding {encoding!r}: publish one of {', '.join(ENCODINGS)} "
+        raise ValueError(f"unsupported image encoding {clip(encoding)}: publish one of {', '.join(ENCODINGS)} "
                          "(or CompressedImage jpeg/png)") from None
 
 
@@ -164,16 +171,19 @@ def image_to_rgb(msg: Any, mono16_scaling: str = "full", *, max_pixels: int = MA
 def declared_codec(fmt: str) -> str | None:
     """The codec a CompressedImage.format names ('jpeg' or 'png'; image_transport writes e.g. "bgr8; jpeg
     compressed bgr8"), None when the string is empty (then the payload alone decides)."""
+    if len(fmt or "") > MAX_FORMAT_CHARS:
+        raise ValueError(f"CompressedImage format {clip(fmt)} is not a format: publish jpeg or png with "
+                         "image_transport's format string (e.g. 'bgr8; jpeg compressed bgr8')")
     f = (fmt or "").strip().lower()
     if "compresseddepth" in f:
-        raise ValueError(f"CompressedImage format {fmt!r} (compressedDepth) is not a camera image: "
+        raise ValueError(f"CompressedImage format {clip(fmt)} (compressedDepth) is not a camera image: "
                          "subscribe to the colour image topic")
     if not f:
         return None
     words = set(re.findall(r"[a-z0-9]+", f))
     named = [c for c, aliases in (("jpeg", {"jpeg", "jpg"}), ("png", {"png"})) if words & aliases]
     if len(named) != 1:
-        raise ValueError(f"CompressedImage format {fmt!r} is not jpeg or png: republish with "
+        raise ValueError(f"CompressedImage format {clip(fmt)} is not jpeg or png: republish with "
                          "image_transport's compressed plugin (jpeg/png)")
     return named[0]
 
@@ -193,27 +203,30 @@ def payload_kind(head: bytes) -> str:
 
 def decode_compressed(fmt: str, data: Any, *, max_pixels: int = MAX_PIXELS, max_side: int = MAX_SIDE) -> np.ndarray:
     """CompressedImage fields -> HxWx3 uint8 RGB. The declared codec must match the payload's magic bytes;
-    the header's size is checked against the caps, and a JPEG's structure walked, before decoding."""
+    the header's size is checked against the caps, a JPEG's structure walked and its scans' work bounded, a
+    PNG's zlib streams bounded, before decoding."""
     declared = declared_codec(fmt)
     buf = _buffer(data)
     if buf.size == 0:
-        raise ValueError(f"CompressedImage ({fmt or 'no format'}) has no data: the camera driver sent an "
-                         "empty frame")
+        raise ValueError(f"CompressedImage ({clip(fmt) if fmt else 'no format'}) has no data: the camera driver "
+                         "sent an empty frame")
     kind = payload_kind(buf[:16].tobytes())
     if kind not in COMPRESSED_FORMATS:
-        raise ValueError(f"CompressedImage payload is {kind} data (format {fmt!r}), not JPEG or PNG: publish "
+        raise ValueError(f"CompressedImage payload is {kind} data (format {clip(fmt)}), not JPEG or PNG: publish "
                          "jpeg or png frames (image_transport's compressed plugin)")
     if declared is not None and declared != kind:
-        raise ValueError(f"CompressedImage format {fmt!r} says {declared} but the payload is {kind.upper()}: "
+        raise ValueError(f"CompressedImage format {clip(fmt)} says {declared} but the payload is {kind.upper()}: "
                          "fix the publisher's format string or its encoder")
     if kind == "png":
-        width, height = png_size(buf)
-        check_size(width, height, "PNG frame", max_pixels, max_side)
+        head = png_header(buf)
+        check_size(head.width, head.height, "PNG frame", max_pixels, max_side)
+        check_png_streams(buf, head)
         img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     else:
-        width, height, end = jpeg_walk(buf)
-        check_size(width, height, "JPEG frame", max_pixels, max_side)
-        img, damage = imdecode_jpeg(buf[:end])
+        frame = jpeg_walk(buf)
+        check_size(frame.width, frame.height, "JPEG frame", max_pixels, max_side)
+        check_work(frame, max_pixels)
+        img, damage = imdecode_jpeg(buf[:frame.end])
         if damage:
             raise ValueError(f"corrupt JPEG ({buf.size} bytes, libjpeg: {damage}): the frame was damaged in "
                              "transit or by the encoder; check the driver and the QoS")

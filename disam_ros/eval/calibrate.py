@@ -42,7 +42,13 @@ from disam_ros.cliutil import (
 )
 from disam_ros.eval.offline import add_tracker_args, evaluate_modes, query_groups, tracker_config
 from disam_ros.eval.scoring import TrackedFrame
-from disam_ros.maps.map_calibration import MapCalibration, finite_or_none, remove_calibration, write_calibration
+from disam_ros.maps.map_calibration import (
+    COVARIANCE_SCALE_RANGE,
+    MapCalibration,
+    finite_or_none,
+    remove_calibration,
+    write_calibration,
+)
 from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
 from disam_ros.retrieval import SearchConfig
 from disam_ros.tracking.calibration import Calibration, choose_feature, ece
@@ -66,6 +72,11 @@ def fit_mode(frames: Sequence[TrackedFrame], mode: str, tolerance: tuple[float, 
     right_nees = np.array([f.nees for f in ans if f.correct(tolerance) and np.isfinite(f.nees)])
     # the position covariance, scaled so that right answers have a mean NEES of 3 (3 DOF) on these drives
     scale = float(right_nees.mean() / 3.0) if len(right_nees) else 1.0
+    lo, hi = COVARIANCE_SCALE_RANGE  # what a map accepts (MapCalibration.from_dict says why)
+    if not lo <= scale <= hi:
+        log.warning("mode %s: covariance scale %.3g from %d right answers is outside [%g, %g]; storing the nearest "
+                    "bound (check the calibration drives' ground truth)", mode, scale, len(right_nees), lo, hi)
+        scale = min(max(scale, lo), hi)
     cands = candidate_features(ans)
     choice = choose_feature(cands, ok, precision, z, mode=mode, tolerance=tolerance,
                             extra={"feature": FEATURE_TEXT.get(mode, ""), "covariance_scale": scale})

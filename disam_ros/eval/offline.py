@@ -232,9 +232,12 @@ def query_groups(args: argparse.Namespace, reference: str) -> list[QueryGroup]:
         conds = folder_conditions(args.dataset, args.conditions, reference)
         return [QueryGroup(c, args.weather or world_weather(args.dataset, c),
                            LazyQueries(folder_queries, args.dataset, c, args.every)) for c in conds]
+    from disam_ros.data.bags import open_bag
+
     groups = []
     for text in args.bag:
         cond, path = parse_bag_arg(text)
+        open_bag(path).close()  # a missing or damaged bag is refused now, in one line, before any progress bar
         groups.append(QueryGroup(cond, args.weather or world_weather(args.world, cond),
                                  LazyQueries(bag_queries, path, cond, args.image_topic, args.pose_topic,
                                        every=args.every)))

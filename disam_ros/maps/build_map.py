@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from disam_ros.cliutil import OneLineParser, output_dir_error
+from disam_ros.cliutil import OneLineParser, non_negative_float, output_dir_error
 from disam_ros.data.folders import IMAGE_SUFFIXES, ConditionFolder, load_condition
 from disam_ros.data.tum import make_trajectory, read_tum
 from disam_ros.maps.builder import build_map, merge_shards
@@ -51,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bag", type=Path, help="reference drive as a rosbag2 / ROS 1 bag (images + pose topic)")
     p.add_argument("--image-topic", help="with --bag: camera topic (default: the bag's only image topic)")
     p.add_argument("--pose-topic", help="with --bag: pose topic (default: the bag's only PoseStamped topic)")
-    p.add_argument("--max-gap", type=float, default=0.2, help="with --bag: longest pose gap to interpolate over (s)")
+    p.add_argument("--max-gap", type=non_negative_float, default=0.2,
+                   help="with --bag: longest pose gap to interpolate over (s, a finite number >= 0)")
     p.add_argument("--domain", help="model domain to encode under (default: the condition name)")
     p.add_argument("--coarse", type=Path, help="coarse model checkpoint")
     p.add_argument("--fine", type=Path, help="fine model checkpoint (omit for coarse-only maps)")
@@ -216,8 +218,12 @@ def build_map_from_bag(conf: MapBuildConfig) -> Path:
         raise ValueError("a bag build needs --bag, --coarse and --domain (the model domain of the drive's condition)")
     if conf.shard is not None or conf.dataset is not None:
         raise ValueError("--bag builds a whole map from one bag: drop --shard/--dataset")
+    if not (isinstance(conf.max_gap, int | float) and math.isfinite(conf.max_gap) and conf.max_gap >= 0):
+        raise ValueError(f"--max-gap {conf.max_gap!r}: need a finite number of seconds >= 0 (default 0.2)")
     coarse, fine = conf.encoders()
     bag = Path(conf.bag)
+    from disam_ros.data.bags import open_bag
+    open_bag(bag).close()  # a missing or damaged bag is refused now, in one line, before any progress bar
     settings = conf.settings(resolve_mode(conf.mode, bag_image_count(bag, conf.image_topic), coarse, fine,
                                               conf.out))
     return build_map(bag_frames(bag, conf.image_topic, conf.pose_topic, conf.max_gap), coarse, fine, conf.out,

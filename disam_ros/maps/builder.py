@@ -48,7 +48,7 @@ from disam_ros.maps.map_format import (
     write_manifest,
 )
 from disam_ros.maps.map_plan import check_map_size
-from disam_ros.maps.npy_stream import NpyAppender
+from disam_ros.maps.npy_stream import NonFiniteRowsError, NpyAppender
 
 if TYPE_CHECKING:  # typing only: importing the model package here would load torch eagerly
     from disam_ros.model.inference import EncoderLike
@@ -104,14 +104,26 @@ class _Encoded:
     seconds: float
 
 
+def _append(out: NpyAppender, rows: np.ndarray, batch: list[MapFrame], role: str) -> None:
+    """Stream a batch's descriptors; NaN/inf features stop the build naming the image (nothing is written)."""
+    try:
+        out.append(rows)
+    except NonFiniteRowsError as exc:
+        i = int(exc.batch_rows[0])
+        more = f" (and {len(exc.batch_rows) - 1} more in its batch)" if len(exc.batch_rows) > 1 else ""
+        raise ValueError(f"map image {batch[i].name} (frame {int(exc.rows[0])}): the {role} model gives NaN/inf "
+                         f"features{more}, so no map was written; check that image and the {role} checkpoint"
+                         ) from None
+
+
 def _encode_batch(batch: list[MapFrame], coarse: EncoderLike, fine: EncoderLike | None, domain: str,
                   s: DescriptorSettings, raw: NpyAppender, fine_out: NpyAppender | None) -> None:
     images = [f.image for f in batch]
-    raw.append(with_depth(coarse, z := coarse.encode(images, domain), coarse_vectors(z, s.coarse_grid), domain)
-               .cpu().numpy())
+    _append(raw, with_depth(coarse, z := coarse.encode(images, domain), coarse_vectors(z, s.coarse_grid), domain)
+            .cpu().numpy(), batch, "coarse")
     if fine_out is not None:
         fv = fine_vectors(fine.encode(images, domain), s.fine_grid).cpu().numpy()
-        fine_out.append(fv.reshape(len(batch), *fine_out.row_shape))
+        _append(fine_out, fv.reshape(len(batch), *fine_out.row_shape), batch, "fine")
 
 
 def _encode_frames(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike | None, domain: str,

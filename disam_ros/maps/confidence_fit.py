@@ -7,7 +7,9 @@ check it without the tracker. Only the record, its JSON form and its evaluation 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +17,8 @@ CALIBRATION_VERSION = 1
 KINDS = ("isotonic", "logistic")
 # The tracker modes a map can hold a fit for (the filter, the window matcher, single frames).
 SEQUENCE_MODES = ("sequence", "window", "single")
-
+# The raw features a fit may map, per mode (the Tracker's candidates; `extra.feature_key` names one).
+FEATURE_KEYS = {"single": ("distinctiveness",), "sequence": ("support", "mass"), "window": ("support", "mass")}
 
 
 @dataclass(frozen=True)
@@ -63,18 +66,44 @@ class Calibration:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> Calibration:
-        if not isinstance(d, dict) or int(d.get("version", -1)) != CALIBRATION_VERSION:
+    def from_dict(cls, d: Any, where: str = "") -> Calibration:
+        """Strict about types: numbers are finite numbers (no strings, no bools), lists are lists; a ValueError
+        names the field (prefixed by `where`, e.g. 'modes.sequence.'). What the values may be for a map to use
+        them (a non-decreasing fit, probabilities, the covariance scale) is `map_calibration`'s check."""
+        if not isinstance(d, dict) or type(d.get("version", -1)) is not int or d.get("version") != CALIBRATION_VERSION:
             got = d.get("version") if isinstance(d, dict) else type(d).__name__
             raise ValueError(f"calibration version {got!r} is not {CALIBRATION_VERSION}: refit it with disam-calibrate")
-        return cls(kind=d["kind"], x=tuple(map(float, d.get("x", ()))), y=tuple(map(float, d.get("y", ()))),
-                   a=float(d.get("a", 0.0)), b=float(d.get("b", 0.0)), mode=str(d.get("mode", "")),
-                   tolerance=tuple(map(float, d.get("tolerance", (5.0, 10.0)))), samples=int(d.get("samples", 0)),
-                   extra=dict(d.get("extra", {})))
+        kind = d.get("kind")
+        if kind not in KINDS:
+            raise ValueError(f"field {where}kind is {kind!r}: must be one of {list(KINDS)}")
+        samples = d.get("samples", 0)
+        if type(samples) is not int or samples < 0:
+            raise ValueError(f"field {where}samples is {samples!r}: must be a whole number >= 0")
+        extra = d.get("extra", {})
+        if not isinstance(extra, dict):
+            raise ValueError(f"field {where}extra holds {type(extra).__name__}, not an object")
+        mode = d.get("mode", "")
+        if not isinstance(mode, str):
+            raise ValueError(f"field {where}mode is {mode!r}: must be a string")
+        return cls(kind=kind, x=_numbers(d.get("x", []), f"{where}x"), y=_numbers(d.get("y", []), f"{where}y"),
+                   a=_numbers([d.get("a", 0.0)], f"{where}a")[0], b=_numbers([d.get("b", 0.0)], f"{where}b")[0],
+                   mode=mode, tolerance=_numbers(d.get("tolerance", [5.0, 10.0]), f"{where}tolerance", 2),
+                   samples=samples, extra=dict(extra))
 
     @classmethod
     def from_json(cls, text: str) -> Calibration:
         return cls.from_dict(json.loads(text))
 
 
-__all__ = ["CALIBRATION_VERSION", "KINDS", "SEQUENCE_MODES", "Calibration"]
+def _numbers(value: Any, name: str, length: int | None = None) -> tuple[float, ...]:
+    """A JSON list of finite numbers (not bools, not strings) as floats, else ValueError naming the field."""
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        what = f"a list of {length} numbers" if length is not None else "a list of numbers"
+        raise ValueError(f"field {name} is {str(value)[:40]!r}: must be {what}")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ValueError(f"field {name} holds {v!r}: every value must be a finite number")
+    return tuple(float(v) for v in value)
+
+
+__all__ = ["CALIBRATION_VERSION", "FEATURE_KEYS", "KINDS", "SEQUENCE_MODES", "Calibration"]

@@ -1,17 +1,15 @@
 """`LocalizationMap`: a loaded map directory (poses, names, coarse vectors, memory-mapped fine features).
 
 Loading checks the map against its manifest: the manifest's fields, every file's size, the sha256 of files up
-to 64 MiB, array shapes and dtypes. Larger files are hashed chunk by chunk in a background thread
-(`MapVerification`), so the node starts fast and still notices a corrupt chunk a moment later. An optional
-calibration.json (maps/map_calibration.py) is checked like the rest and parsed at load: `calibration`.
+to 64 MiB, array shapes and dtypes, and that the stored floats of those files hold no NaN/inf. Larger files
+are hashed and scanned chunk by chunk in a background thread (maps/integrity.py `MapVerification`), so the
+node starts fast and still notices a corrupt chunk a moment later; `verification_state()` says how far it got.
+An optional calibration.json (maps/map_calibration.py) is checked like the rest and parsed at load: `calibration`.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import threading
-import time
 from pathlib import Path
 from typing import Any
 from zipfile import BadZipFile
@@ -21,6 +19,7 @@ import numpy as np
 from disam_ros.data.tum import Trajectory, read_tum
 from disam_ros.maps.depth_record import extra_dim
 from disam_ros.maps.descriptors import DescriptorSettings, PcaProjection
+from disam_ros.maps.integrity import MapVerification, array_problem, check_finite_now
 from disam_ros.maps.map_calibration import MapCalibration, read_calibration
 from disam_ros.maps.map_format import (
     COARSE_FAISS,
@@ -32,14 +31,12 @@ from disam_ros.maps.map_format import (
     MapContents,
     MapError,
     check_files,
-    chunk_problem,
     load_npy,
     map_error,
     read_manifest,
 )
 
 log = logging.getLogger(__name__)
-_CORRUPT = "the file is truncated or corrupt; copy the map again or rebuild it"
 
 
 def read_names(path: Path, count: int) -> list[str]:
@@ -72,6 +69,7 @@ def load_contents(directory: Path, kind: str, mmap: bool, verify: bool | None) -
     directory = Path(directory)
     manifest = read_manifest(directory, kind)
     deferred = check_files(directory, manifest, verify)
+    check_finite_now(directory, manifest, deferred, verify)  # NaN/inf rows with matching hashes: rebuild
     n = manifest["count"]
     settings = DescriptorSettings.from_dict(manifest["descriptors"]["settings"])  # validated by read_manifest
     fine_shape = manifest["descriptors"].get("fine_shape")
@@ -92,6 +90,9 @@ def load_pca(directory: Path) -> PcaProjection:
     if pca.components.ndim != 2 or pca.mean.shape != (pca.components.shape[1],):
         raise map_error(path, f"holds a {pca.components.shape} projection with a {pca.mean.shape} mean",
                         "rebuild the map")
+    for name, values in (("mean", pca.mean), ("components", pca.components)):  # in RAM already: cheap
+        if (problem := array_problem(path, values, name)) is not None:
+            raise MapError(problem)
     return pca
 
 
@@ -105,80 +106,6 @@ def load_faiss(path: Path) -> Any:
     except RuntimeError as exc:
         raise map_error(path, f"unreadable faiss index ({(str(exc).splitlines() or [''])[0][:120]})",
                         "the file is truncated or corrupt; rebuild the map") from None
-
-
-class MapVerification:
-    """Background sha256 check of the files too large to hash at start, chunk by chunk where the manifest has
-    chunk hashes (whole files for maps written before them).
-
-    state: "ok" (all hashed), "verifying", "failed" (`problem` holds the one-line MapError message, logged
-    once; the Localizer then answers no query from this map), "unverified" (loaded with verify=False) or
-    "stopped". hashlib releases the GIL, so the thread costs one core for a while, not the node's latency.
-    """
-
-    def __init__(self, jobs: list[tuple[Path, dict]] = (), chunk_bytes: int | None = None,
-                 state: str = "ok") -> None:
-        self.problem: str | None = None
-        self.state = "verifying" if jobs else state
-        self.bytes_checked = 0
-        self.seconds = 0.0
-        self._stop, self._done = threading.Event(), threading.Event()
-        if not jobs:
-            self._done.set()
-            return
-        threading.Thread(target=self._run, args=(list(jobs), chunk_bytes), name="disam-map-verify",
-                         daemon=True).start()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """True once the check has finished (whatever its outcome)."""
-        return self._done.wait(timeout)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self, jobs: list[tuple[Path, dict]], chunk_bytes: int | None) -> None:
-        t0 = time.perf_counter()
-        path = jobs[0][0]
-        try:
-            for path, info in jobs:
-                problem = self._check(path, info, chunk_bytes)
-                if problem is not None or self._stop.is_set():
-                    break
-            if self._stop.is_set() and problem is None:
-                self.state = "stopped"
-            elif problem is not None:
-                self.problem, self.state = problem, "failed"
-                log.error("map integrity check failed, no pose will be computed from this map: %s", problem)
-            else:
-                self.state = "ok"
-        except OSError as exc:
-            self.problem, self.state = str(map_error(path, f"unreadable during verification ({exc.strerror or exc})",
-                                                     "copy the map again or rebuild it")), "failed"
-            log.error("map integrity check failed: %s", self.problem)
-        finally:
-            self.seconds = time.perf_counter() - t0
-            self._done.set()
-
-    def _check(self, path: Path, info: dict, chunk_bytes: int | None) -> str | None:
-        if chunk_bytes and info.get("chunks"):
-            for i in range(len(info["chunks"])):
-                if self._stop.is_set():
-                    return None
-                problem = chunk_problem(path, info, chunk_bytes, i)
-                self.bytes_checked += min(chunk_bytes, info["bytes"] - i * chunk_bytes)
-                if problem is not None:
-                    return problem
-            return None
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(8 << 20), b""):
-                if self._stop.is_set():
-                    return None
-                h.update(block)
-                self.bytes_checked += len(block)
-        if h.hexdigest() != info["sha256"]:
-            return str(map_error(path, "checksum mismatch (sha256 differs from the manifest)", _CORRUPT))
-        return None
 
 
 class LocalizationMap:
@@ -223,6 +150,12 @@ class LocalizationMap:
     def close(self) -> None:
         """Stop the background integrity check (the arrays stay usable)."""
         self.verification.stop()
+
+    def verification_state(self) -> str:
+        """The integrity check in words, cheap enough for every diagnostics tick: 'verified', 'verifying 3/12
+        chunks' (poses are served meanwhile from chunks not checked yet), 'failed: <problem>' (no pose is
+        computed from this map), 'unverified (...)' (loaded with verify=False) or 'stopped'."""
+        return self.verification.describe()
 
     @property
     def integrity_problem(self) -> str | None:

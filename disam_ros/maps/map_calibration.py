@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from disam_ros.fsutil import atomic_write_text, remove
-from disam_ros.maps.confidence_fit import SEQUENCE_MODES, Calibration
+from disam_ros.maps.confidence_fit import FEATURE_KEYS, SEQUENCE_MODES, Calibration
 from disam_ros.maps.map_format import CALIBRATION_JSON, MANIFEST, file_record, map_error, read_manifest
 from disam_ros.maps.observation import ObservationModel
 
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 MAP_CALIBRATION_VERSION = 1
 OBSERVATION_CELL_BUDGET = 4_000_000  # rows x places of the map-against-map scores estimated at load
 OBSERVATION_MAX_ROWS = 512
+COVARIANCE_SCALE_RANGE = (1e-3, 1e3)  # a fit's position covariance factor (see MapCalibration.from_dict)
 _FIX = "re-run disam-calibrate on the map (or disam-calibrate --remove to drop the calibration)"
 
 
@@ -69,7 +70,24 @@ class MapCalibration:
 
     @classmethod
     def from_dict(cls, d: Any) -> MapCalibration:
-        """Strict: every problem is a ValueError naming the field (the loader turns it into a MapError)."""
+        """THE check of calibration.json's content (the loader, `disam-map-info --verify` through the loader,
+        and `write_calibration` before writing all run it): every field is typed, finite and within what
+        `disam-calibrate` can produce, else a ValueError naming the field and what it must be (the loader
+        makes it one line naming the file and the fix). Bounds, and why:
+
+        * modes.<m>: an isotonic fit is strictly increasing block starts `x` (finite) with non-decreasing
+          probabilities `y` in [0, 1] (PAV makes a non-decreasing step function); a logistic one has finite
+          `a` >= 0 (non-decreasing, like every fit of a score monotone in correctness) and finite `b`;
+          `samples` >= 0; `tolerance` two positive numbers;
+        * modes.<m>.extra.covariance_scale (absent: 1): in [1e-3, 1e3]. `disam-calibrate` sets it to the right
+          answers' mean NEES / 3, which rescales the filter's own spread (never tighter than 5 cm a side);
+          a factor beyond 1000 either way (about 32 in sigma) is no filter's error, and 1e-12 published
+          variances of 7.5e-12 m^2 on poses 5 m wrong;
+        * modes.<m>.extra.feature_key (absent: the mode's default): one of the tracker's features for the mode;
+        * min_confidence.<m>: a probability in [0, 1] or null, for a mode listed in modes;
+        * tolerance: [metres, degrees], both positive; precision_target in (0, 1);
+        * observation: see `ObservationModel.from_dict` (gain in [1e-4, 10], wrong_scale in [1e-6, 3], ...);
+        * fitted, source: strings; config, stats: objects."""
         if not isinstance(d, dict):
             raise ValueError(f"holds {type(d).__name__}, not an object")
         if type(d.get("version")) is not int or d["version"] != MAP_CALIBRATION_VERSION:
@@ -77,20 +95,28 @@ class MapCalibration:
         modes = d.get("modes")
         if not isinstance(modes, dict) or not modes or not set(modes) <= set(SEQUENCE_MODES):
             raise ValueError(f"field modes must map some of {list(SEQUENCE_MODES)} to fits")
-        cals = {m: _check_fit(m, Calibration.from_dict(c)) for m, c in modes.items()}
+        cals = {m: _check_fit(m, Calibration.from_dict(c, f"modes.{m}.")) for m, c in modes.items()}
         thr = d.get("min_confidence", {})
-        if not isinstance(thr, dict) or not all(t is None or _prob(t) for t in thr.values()):
-            raise ValueError("field min_confidence must map modes to probabilities in [0, 1] or null")
+        if not (isinstance(thr, dict) and set(thr) <= set(modes) and all(t is None or _prob(t) for t in thr.values())):
+            raise ValueError("field min_confidence must map modes of the fit to probabilities in [0, 1] or null")
         tol = d.get("tolerance")
         if not (isinstance(tol, list) and len(tol) == 2 and all(_num(x) and x > 0 for x in tol)):
             raise ValueError(f"field tolerance is {tol!r}, expected [metres, degrees]")
+        target = d.get("precision_target", 0.99)
+        if not (_num(target) and 0.0 < target < 1.0):
+            raise ValueError(f"field precision_target is {target!r}: must be a number in (0, 1)")
+        for name in ("fitted", "source"):
+            if not isinstance(d.get(name, ""), str):
+                raise ValueError(f"field {name} is {d[name]!r}: must be a string")
+        for name in ("config", "stats"):
+            if not isinstance(d.get(name) or {}, dict):
+                raise ValueError(f"field {name} holds {type(d[name]).__name__}, not an object")
         obs = d.get("observation")
         return cls(modes=cals, min_confidence={m: (None if t is None else float(t)) for m, t in thr.items()},
                    tolerance=(float(tol[0]), float(tol[1])),
-                   observation=None if obs is None else ObservationModel.from_dict(obs),
-                   precision_target=float(d.get("precision_target", 0.99)), fitted=str(d.get("fitted", "")),
-                   source=str(d.get("source", "")), config=dict(d.get("config") or {}),
-                   stats=dict(d.get("stats") or {}))
+                   observation=None if obs is None else ObservationModel.from_dict(obs, "observation."),
+                   precision_target=float(target), fitted=d.get("fitted", ""), source=d.get("source", ""),
+                   config=dict(d.get("config") or {}), stats=dict(d.get("stats") or {}))
 
     def describe(self, mode: str) -> str:
         """One line for diagnostics: what calibrates `mode`, or that nothing does."""
@@ -115,13 +141,31 @@ def finite_or_none(x: float | None) -> float | None:
 
 
 def _check_fit(mode: str, c: Calibration) -> Calibration:
+    """The values of one mode's fit (types were checked by `Calibration.from_dict`); see `from_dict`."""
+    where = f"field modes.{mode}"
     if c.kind == "isotonic":
-        xs, ys = list(c.x), list(c.y)
-        if not xs or len(xs) != len(ys) or any(b <= a for a, b in zip(xs, xs[1:])) or not all(map(_prob, ys)) \
-                or not all(map(_num, xs)):
-            raise ValueError(f"field modes.{mode} is not an increasing step function with values in [0, 1]")
-    elif not (_num(c.a) and _num(c.b)):
-        raise ValueError(f"field modes.{mode} has non-finite logistic parameters")
+        xs, ys = c.x, c.y
+        step = "is not an increasing step function with values in [0, 1]"
+        if not xs or any(b <= a for a, b in zip(xs, xs[1:])):
+            raise ValueError(f"{where}.x is {list(xs)[:6]}: {step} (x: strictly increasing block starts)")
+        if len(xs) != len(ys):
+            raise ValueError(f"{where}.y has {len(ys)} values for {len(xs)} block starts: {step}")
+        bad = next((y for y in ys if not _prob(y)), None)
+        if bad is not None:
+            raise ValueError(f"{where}.y holds {bad!r}: {step}")
+        if any(b < a for a, b in zip(ys, ys[1:])):
+            raise ValueError(f"{where}.y decreases: {step} (a fit of a score monotone in correctness never does)")
+    elif not c.a >= 0.0:
+        raise ValueError(f"{where}.a is {c.a!r}: a logistic fit must not decrease (a >= 0)")
+    if not all(t > 0 for t in c.tolerance):
+        raise ValueError(f"{where}.tolerance is {list(c.tolerance)!r}: expected [metres, degrees], both positive")
+    scale = c.extra.get("covariance_scale", 1.0)
+    if not (_num(scale) and COVARIANCE_SCALE_RANGE[0] <= scale <= COVARIANCE_SCALE_RANGE[1]):
+        raise ValueError(f"{where}.extra.covariance_scale is {scale!r}: must be a number in "
+                         f"[{COVARIANCE_SCALE_RANGE[0]:g}, {COVARIANCE_SCALE_RANGE[1]:g}]")
+    key = c.extra.get("feature_key")
+    if key is not None and key not in FEATURE_KEYS[mode]:
+        raise ValueError(f"{where}.extra.feature_key is {key!r}: must be one of {list(FEATURE_KEYS[mode])}")
     return c
 
 
@@ -185,7 +229,7 @@ def read_calibration(map_dir: str | Path, manifest: dict[str, Any]) -> MapCalibr
     except OSError as exc:
         raise map_error(path, f"unreadable ({exc.strerror or type(exc).__name__})", _FIX) from None
     except (ValueError, KeyError, TypeError, RecursionError) as exc:  # JSON, UTF-8, fields
-        text = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        text = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
         raise map_error(path, f"is not a valid calibration ({text})", _FIX) from None
 
 

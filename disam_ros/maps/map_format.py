@@ -13,6 +13,7 @@ MAP/
   pca.npz         mean + components when the mode uses PCA
   calibration.json  optional (maps only): calibrated confidence per tracker mode, written by disam-calibrate
                   (maps/map_calibration.py); listed in `files` with its sha256 when present
+  .disam-made     the tool that wrote the folder (disam_ros.fsutil): hidden files are not part of the map
 ```
 A shard (`--shard i/n`) has the same layout with kind "shard" and `coarse_raw.npy` (pre-PCA, pre-index
 vectors) instead of the final coarse file; merging shards runs the same finalisation as a single build.
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from disam_ros.data.tum import Trajectory
-from disam_ros.fsutil import StagedDir, atomic_write_text
+from disam_ros.fsutil import StagedDir, atomic_write_text, replace_refusal
 from disam_ros.maps.depth_record import extra_dim
 from disam_ros.maps.descriptors import DescriptorSettings, pooled_shape
 
@@ -86,40 +87,36 @@ def file_record(path: Path, chunk_bytes: int = CHUNK_BYTES) -> dict[str, Any]:
     return record
 
 
-def chunk_problem(path: Path, info: dict[str, Any], chunk_bytes: int, index: int) -> str | None:
-    """Hash chunk `index` of a file against the manifest; a one-line MapError message when it differs."""
-    with open(path, "rb") as f:
-        f.seek(index * chunk_bytes)
-        got = hashlib.sha256(f.read(chunk_bytes)).hexdigest()
-    if got == info["chunks"][index]:
-        return None
-    lo = index * chunk_bytes
-    hi = min(lo + chunk_bytes, info["bytes"]) - 1
-    return str(map_error(path, f"checksum mismatch in bytes {lo}..{hi} (chunk {index} of "
-                         f"{len(info['chunks'])})", "the file is corrupt; copy the map again or rebuild it"))
-
-
 class MapStage(StagedDir):
     """A temporary directory beside the target that becomes the map only on `commit()`.
 
     Used as a context manager: an exception before commit removes the temporary directory, so a failed
     build never leaves half a map, and an existing map is replaced only after the new one is complete.
-    The manifest is the map's mark of origin: a folder without one is never replaced (disam_ros.fsutil).
+    The map carries the `.disam-made` marker (naming `made_by`); an existing folder is replaced only with
+    `overwrite` and only when disam_ros made it: the marker, or (a map written before markers) a manifest.json
+    that parses as a map manifest (`disam_ros.fsutil.replace_refusal`). Anything else is never touched.
     """
 
-    def __init__(self, target: Path, overwrite: bool = False) -> None:
+    def __init__(self, target: Path, overwrite: bool = False, made_by: str = "disam-build-map") -> None:
         target = Path(target).absolute()
-        occupied = target.exists() and (not target.is_dir() or any(target.iterdir()))
-        if occupied and not (target / MANIFEST).is_file():
-            raise map_error(target, "exists and is not a map", "refusing to replace it; choose another --out")
-        if occupied and not overwrite:
-            raise map_error(target, "already exists", "choose another --out or pass --overwrite")
-        super().__init__(target)
+        problem = replace_refusal(target, replace=overwrite, flag="--overwrite", option="--out", legacy=is_older_map)
+        if problem is not None:
+            raise MapError(problem)
+        super().__init__(target, marker=made_by)
         self.dir = self.path
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self.done:  # only an explicit commit() publishes a map; leaving the block without one aborts
             self.abort()
+
+
+def is_older_map(directory: Path) -> bool:
+    """A map or shard without the marker (written before markers): its manifest parses as ours."""
+    try:
+        read_manifest(directory, kind=None)
+    except MapError:
+        return False
+    return True
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """`disam-map-info MAP [--verify] [--json]`: what a map holds, and (with --verify) whether the node would load it.
 
---verify runs the node's own start-up checks (`verify_map`: manifest fields, every file's sha256, arrays,
-the recorded models and their hashes), so it passes exactly the maps the node accepts.
+--verify runs the node's own start-up checks (`verify_map`: manifest fields, every file's sha256, NaN/inf in
+every stored float array, arrays, the recorded models and their hashes), so it passes exactly the maps the node
+accepts (a large map's background check included).
 """
 from __future__ import annotations
 
@@ -130,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(render(info, args.map))
         if args.verify:
-            print(f"verified       all {len(info['files'])} files match {MANIFEST} checksums; the models and "
-                  "arrays pass the localizer's start-up checks")
+            print(f"verified       all {len(info['files'])} files match {MANIFEST} checksums, every stored float "
+                  "is finite; the models and arrays pass the localizer's start-up checks")
     return 0
 
 

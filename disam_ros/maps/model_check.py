@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from disam_ros.maps.fused import check_fusion
+from disam_ros.maps.integrity import finite_problems
 from disam_ros.maps.localization_map import LocalizationMap, load_contents
 from disam_ros.maps.map_format import MANIFEST, MapError, check_file, map_error, read_manifest
 
@@ -105,7 +106,8 @@ def load_with_encoders(map_dir: str | Path, coarse_ckpt: str | Path | None = Non
 def verify_map(map_dir: str | Path, coarse_ckpt: str | Path | None = None, fine_ckpt: str | Path | None = None,
                *, allow_unverified_model: bool = False, device: str = "cpu") -> list[str]:
     """The problems the node's start-up checks (`load_with_encoders`) find in this map, with every file
-    hashed now instead of in the background: one line each, empty when the node would start on it.
+    hashed now instead of in the background and every stored float scanned for NaN/inf (naming file and row):
+    one line each, empty when the node would start on it.
 
     `disam-map-info --verify` runs exactly this, so a map it passes is a map the node loads. A shard gets the
     checks a merge runs on it."""
@@ -120,6 +122,9 @@ def verify_map(map_dir: str | Path, coarse_ckpt: str | Path | None = None, fine_
             check_file(map_dir / name, info, hash_now=True)
         except MapError as exc:
             problems.append(str(exc))
+    if problems:
+        return problems
+    problems = finite_problems(map_dir, manifest)  # hashes can be rewritten along with a NaN row: scan the floats
     if problems:
         return problems
     try:

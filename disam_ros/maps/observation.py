@@ -6,7 +6,9 @@ neighbourhood) gives the spread of wrong places and how far a right place stands
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +19,14 @@ OBSERVATION_VERSION = 1
 # about one nat per frame was best for both the untrained encoder (d' 2.8) and raw pixels (d' 1.5) on the
 # first half of the Nordland dev route (sequence_eval); the gain then follows from the map alone.
 EVIDENCE_NATS_PER_FRAME = 1.0
+# What a STORED model (calibration.json) may hold, from how `estimate` makes each value; `from_dict` refuses
+# anything else, because a tampered or broken value turns every frame into a confident wrong answer (a gain of
+# 1e9 published poses 5+ m off at confidence 1.0) or into an error on every frame (a string gain):
+MIN_SEPARATION = 0.1  # `estimate` floors d' here, so gain <= EVIDENCE_NATS_PER_FRAME / 0.1 = 10
+MAX_SEPARATION = 1e4  # standardised scores over N places stay below sqrt(N): d' 1e4 needs 1e8 places
+GAIN_RANGE = (EVIDENCE_NATS_PER_FRAME / MAX_SEPARATION, EVIDENCE_NATS_PER_FRAME / MIN_SEPARATION)  # [1e-4, 10]
+MAX_ABS_SCORE = 3.0  # scores are inner products of unit vectors (|s| <= 1); PCA maps approximate them (|s| <= 3)
+WRONG_SCALE_RANGE = (1e-6, MAX_ABS_SCORE)  # float32 scores resolve ~1e-7: a smaller spread is rounding noise
 
 
 @dataclass(frozen=True)
@@ -35,12 +45,28 @@ class ObservationModel:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> ObservationModel:
-        if int(data.get("version", -1)) != OBSERVATION_VERSION:
-            raise ValueError(f"observation model version {data.get('version')!r} is not {OBSERVATION_VERSION}: "
+    def from_dict(cls, data: Any, where: str = "") -> ObservationModel:
+        """Strict: every field of the right type, finite and within the bounds above (unknown keys are
+        ignored); a ValueError names the field (prefixed by `where`, e.g. 'observation.') and what it must be."""
+        if not isinstance(data, dict):
+            raise ValueError(f"field {where.rstrip('.') or 'observation'} holds {type(data).__name__}, not an object")
+        version = data.get("version")
+        if type(version) is not int or version != OBSERVATION_VERSION:
+            raise ValueError(f"observation model version {version!r} is not {OBSERVATION_VERSION}: "
                              "re-estimate it with ObservationModel.estimate")
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        bounds = {"gain": GAIN_RANGE, "wrong_mean": (-MAX_ABS_SCORE, MAX_ABS_SCORE), "wrong_scale": WRONG_SCALE_RANGE,
+                  "self_separation": (-MAX_SEPARATION, MAX_SEPARATION), "exclusion_m": (0.0, math.inf)}
+        values: dict[str, Any] = {}
+        for name, (lo, hi) in bounds.items():
+            if name in data:
+                values[name] = _number(data[name], f"{where}{name}", lo, hi)
+        if "rows" in data:
+            rows = data["rows"]
+            if type(rows) is not int or rows < 0:
+                raise ValueError(f"field {where}rows is {rows!r}: must be a whole number >= 0 (map rows estimated on)")
+            values["rows"] = rows
+        known = {f.name for f in fields(cls)} - {"version"}
+        return cls(**{k: v for k, v in values.items() if k in known})
 
     @classmethod
     def estimate(cls, self_scores: np.ndarray, rows: np.ndarray, positions: np.ndarray, exclusion_m: float,
@@ -84,3 +110,11 @@ class ObservationModel:
         if len(s):
             z[np.asarray(ids, dtype=np.int64)] = (s - s.min()) / max(self.wrong_scale, 1e-12)
         return z
+
+
+def _number(value: Any, name: str, lo: float, hi: float) -> float:
+    """`value` as a float when it is a finite number (not a bool, not a string) in [lo, hi], else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or not lo <= value <= hi:
+        raise ValueError(f"field {name} is {value!r}: must be a finite number in [{lo:g}, {hi:g}]")
+    return float(value)

@@ -41,7 +41,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from disam_ros import conditions
+from disam_ros import conditions, logs
 from disam_ros.data.image_codec import compressed_to_rgb, image_to_rgb
 from disam_ros.ros import env
 from disam_ros.ros import messages as M
@@ -254,8 +254,8 @@ class LocalizerNode(LifecycleNode):
     def _on_prior(self, msg: PoseWithCovarianceStamped) -> None:
         if msg.header.frame_id and msg.header.frame_id != self.frame_id:
             self.stats.add("priors_ignored")
-            self._log_warn(f"prior frame '{msg.header.frame_id}' differs from the map frame '{self.frame_id}': "
-                           "ignoring it; publish priors in the map frame", kind="prior_frame")
+            self._log_warn(f"prior frame {logs.clip(msg.header.frame_id)} differs from the map frame "
+                           f"'{self.frame_id}': ignoring it; publish priors in the map frame", kind="prior_frame")
             return
         self.priors.put(msg)
 
@@ -323,7 +323,7 @@ class LocalizerNode(LifecycleNode):
         values: dict[str, Any] = {
             "state": self.state, **S.selection_values(self._selection, self.reloc.selector),
             "model_domains": ",".join(self.model_domains), "map_size": len(self.map), "map_frame": self.frame_id,
-            "device": self.device, "rss_mb": S.rss_mb(), "map_verification": self.map.verification.state,
+            "device": self.device, "rss_mb": S.rss_mb(), "map_verification": self.map.verification_state(),
             "map_problem": self.map.integrity_problem or "",
             "sequence_numbers": "yes" if self._gaps.available else "no",
             "odometry": self.cfg.odom_topic or "none (speed band)", **self.tracking.diagnostics(),

@@ -19,8 +19,10 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
 from disam_ros.data.image_codec import ImageFields, encode_image
+from disam_ros.logs import one_line
 
 LOOP_CLOSURE_SCHEMA = "disam_ros/loop_closure/1"
+DIAG_VALUE_CHARS = 512  # our one-line errors are shorter; a value built from sender text is cut here
 
 
 def stamp_to_sec(stamp: Time) -> float:
@@ -114,9 +116,11 @@ def diagnostic_array(stamp: Time, name: str, hardware_id: str, level: bytes, mes
 
 
 def _kv(v: Any) -> str:
+    """A diagnostics value as text: floats to 3 decimals; other text (last errors quote sender values) one
+    line of at most DIAG_VALUE_CHARS."""
     if isinstance(v, float):
         return f"{v:.3f}" if math.isfinite(v) else str(v)
-    return str(v)
+    return one_line(v, DIAG_VALUE_CHARS)
 
 
 # ------------------------------------------------------------------------------------------ debug image

@@ -66,49 +66,79 @@ class OdometryDistance:
     """Distance travelled between camera frames, summed over consecutive odometry positions (no ROS types).
 
     Why: with odometry the sequence filter moves its belief by what the vehicle measured instead of a wide
-    speed band. The state is one last (stamp, position) and one running sum, bounded whatever arrives. A
-    position that is not finite, a stamp that does not advance, or a step faster than `max_step_speed_mps`
-    (an odometry reset, a jumping simulator) restarts the chain without adding distance (`add` returns False).
-    `take` (the worker, once per frame) returns the distance since the previous take, or None when no
-    odometry step arrived meanwhile: then the filter falls back to the speed band."""
+    speed band. The state is one last good (stamp, position), one running sum and two flags, bounded whatever
+    arrives.
+
+    * A sample that is not finite (NaN/inf position or stamp) is skipped, and the chain goes on from the last
+      good sample: the next good one adds its distance from it, with the jump check scaled by the elapsed time
+      (the motion across a glitch is not lost; `add` returns False for the bad sample).
+    * A stamp that goes back, or a step faster than `max_step_speed_mps` (an odometry reset, a jumping
+      simulator), restarts the chain from the new sample without adding distance (`add` returns False).
+    * `take_step` (the worker, once per frame) returns (distance since the previous take or None when no
+      odometry step arrived meanwhile, degraded). `degraded` is True when the distance of that frame interval
+      is not the vehicle's motion: a chain restart lost part of it, or a glitch spans the take (the interval
+      before it misses the motion after its last good sample, the interval after it gets that motion too).
+      The worker then gives the filter the speed band for that step instead of a tight but wrong odometry
+      band: glitchy odometry once published 15 of 60 poses more than 5 m off with loop-closure hints. A glitch
+      bridged between two takes is not degraded: its chord is the distance."""
 
     def __init__(self, max_step_speed_mps: float) -> None:
         self._lock = threading.Lock()
         self._last: tuple[float, tuple[float, float, float]] | None = None
         self._sum = 0.0
         self._steps = 0
+        self._gap = False  # a bad sample arrived since the last good one
+        self._degraded = False  # this interval's distance misses (or double-counts) some motion
         self.max_step_speed_mps = float(max_step_speed_mps)
 
     def add(self, stamp: float, position: tuple[float, float, float]) -> bool:
-        """One odometry message; False when it was not usable as a step (the chain restarts from it)."""
+        """One odometry message; False when it was not usable as a step (skipped, or the chain restarts)."""
         finite = math.isfinite(stamp) and all(math.isfinite(v) for v in position)
         with self._lock:
             last = self._last
-            self._last = (float(stamp), tuple(float(v) for v in position)) if finite else None
-            if not finite or last is None:
-                return finite and last is None
-            dt, d = stamp - last[0], math.dist(position, last[1])
-            if dt <= 0.0 or d > self.max_step_speed_mps * dt + 0.5:
+            if not finite:  # skipped: the next good sample bridges it from the last good one
+                self._gap = last is not None
+                return False
+            here = (float(stamp), tuple(float(v) for v in position))
+            self._last = here
+            if last is None:
+                return True
+            dt, d = here[0] - last[0], math.dist(here[1], last[1])
+            if dt == 0.0 and d == 0.0:  # the same message again: nothing moved, nothing lost
+                return False
+            if dt <= 0.0 or d > self.max_step_speed_mps * dt + 0.5:  # odometry reset: the motion is unknown
+                self._gap, self._degraded = False, True
                 return False
             self._sum += d
             self._steps += 1
+            self._gap = False
             return True
 
-    def take(self) -> float | None:
+    def take_step(self) -> tuple[float | None, bool]:
+        """(distance since the previous take or None, degraded) for one frame; see the class docstring."""
         with self._lock:
             d = self._sum if self._steps else None
+            degraded = self._degraded or self._gap
             self._sum, self._steps = 0.0, 0
-            return d
+            self._degraded = self._gap  # the step bridging a pending glitch carries motion of this interval
+            return d, degraded
 
-    def restore(self, distance: float) -> None:
-        """Give back what `take` returned for a frame that could not use it (it moves the next frame)."""
+    def take(self) -> float | None:
+        """The distance part of `take_step` (None: no odometry step since the previous take)."""
+        return self.take_step()[0]
+
+    def restore(self, distance: float | None, degraded: bool = False) -> None:
+        """Give back what `take_step` returned for a frame that could not use it (it moves the next frame)."""
         with self._lock:
-            self._sum += float(distance)
-            self._steps += 1
+            if distance is not None and math.isfinite(distance):
+                self._sum += float(distance)
+                self._steps += 1
+            self._degraded = self._degraded or bool(degraded)
 
     def reset(self) -> None:
         with self._lock:
             self._last, self._sum, self._steps = None, 0.0, 0
+            self._gap = self._degraded = False
 
 
 class Stats:

@@ -45,6 +45,7 @@ class NodeTracking:
         self.places = len(reloc.map)
         self.lock = threading.Lock()
         self.odometry = OdometryDistance(ODOM_JUMP_FACTOR * cfg.max_speed_mps) if cfg.odom_topic else None
+        self.degraded_steps = 0  # frames whose odometry was degraded (they moved by the speed band)
         self._diag = self.tracker.diagnostics()
 
     @property
@@ -64,18 +65,23 @@ class NodeTracking:
         return self.tracker.suggested_min_confidence
 
     def step(self, rgb: np.ndarray, stamp: float, prior: Any) -> TrackStep:
-        """THE per-frame call: odometry since the previous frame (None: the speed band) and one tracker step.
+        """THE per-frame call: odometry since the previous frame and one tracker step. No odometry step since
+        the previous frame gives the tracker None, degraded odometry (a glitch or reset spans this interval,
+        `OdometryDistance`) NaN: both move the belief by the speed band, not by a distance known to be wrong.
         A frame that gave the belief no evidence (junk, or refused as a bad image) does not move it either: its
-        distance carries over to the next frame."""
-        odom = self.odometry.take() if self.odometry is not None else None
+        distance (and whether it was degraded) carries over to the next frame."""
+        dist, degraded = self.odometry.take_step() if self.odometry is not None else (None, False)
+        odom = math.nan if degraded else dist
+        self.degraded_steps += int(degraded)
         step = None
         try:
             with self.lock:
                 step = self.tracker.step(rgb, stamp if stamp > 0.0 else None, prior, odom)
                 self._diag = self.tracker.diagnostics()
         finally:
-            if odom is not None and (step is None or step.estimate is None) and self.tracker.mode != "single":
-                self.odometry.restore(odom)
+            if (dist is not None or degraded) and (step is None or step.estimate is None) \
+                    and self.tracker.mode != "single":
+                self.odometry.restore(dist, degraded)
         return step
 
     def reset(self, reason: str) -> str:
@@ -95,7 +101,10 @@ class NodeTracking:
             self.odometry.reset()
 
     def diagnostics(self) -> dict[str, Any]:
-        return dict(self._diag)
+        out = dict(self._diag)
+        if self.odometry is not None:
+            out["odometry_degraded_steps"] = self.degraded_steps
+        return out
 
 
 class PriorCache:

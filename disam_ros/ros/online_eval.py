@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from disam_ros.eval.scoring import (
     summary_rows,
     write_report,
 )
+from disam_ros.fsutil import remove, replace_refusal
 from disam_ros.maps import LocalizationMap
 from disam_ros.relocalizer import Relocalizer
 from disam_ros.ros import env, launcher
@@ -159,6 +159,12 @@ def collect(run: ModeRun, mode: str, client: LocalizerClient, queries: list[Quer
                                         nees(gt_p - pos, cov)))
 
 
+def _is_rosbag2(path: Path) -> bool:
+    """An outputs bag written before bags carried the .disam-made marker."""
+    meta = path / "metadata.yaml"
+    return meta.is_file() and "rosbag2_bagfile_information" in meta.read_text(errors="replace")
+
+
 def record_outputs(clients: list[LocalizerClient], path: Path) -> Path:
     """Write what the nodes published into one rosbag2 (log time = receipt time). Done after the replay, from
     this thread: the bag writer's sqlite handle may not be used from the listening thread."""
@@ -174,10 +180,11 @@ def record_outputs(clients: list[LocalizerClient], path: Path) -> Path:
             f"{fqn}/loop_closure": ("std_msgs/msg/String",
                                     [(t, String(data=json.dumps(doc))) for t, doc in rx.loop.values()]),
         })
-    if path.exists():  # a re-run replaces the report's own outputs bag, and nothing else
-        if not (path / "metadata.yaml").is_file():
-            raise ValueError(f"{path} exists and is not a rosbag2: choose another --out")
-        shutil.rmtree(path)
+    # A re-run replaces the report's own outputs bag (marked, or a rosbag2 from before markers), nothing else.
+    problem = replace_refusal(path, replace=True, legacy=_is_rosbag2)
+    if problem:
+        raise ValueError(problem)
+    remove(path)
     recorder = BagRecorder(clients[0].node, path, {t: ty for t, (ty, _) in streams.items()}, subscribe=False)
     try:
         offset = time.time() - time.monotonic()  # receipt times are monotonic; bags want wall-clock ns

@@ -83,7 +83,8 @@ class BagRecorder:
                               "typestore: record standard message types only, or leave those topics out")
         classes = {t: message_class(ty) for t, ty in types.items()} if subscribe else {}  # before staging
         self.node, self.final = node, Path(out)
-        self.stage = staging_dir(self.final)  # a killed recorder's leftovers beside OUT_BAG go on the next run
+        # A killed recorder's leftovers beside OUT_BAG go on the next run; the marker lets a re-run replace it.
+        self.stage = staging_dir(self.final, made_by="disam_ros record")
         try:
             self.writer = Writer(self.stage.path, version=9, storage_plugin=STORAGES[storage])
             self.writer.open()

@@ -214,6 +214,7 @@ class SequenceLocalizer:
 
     def _band(self, dt: float, odom: float | None) -> tuple[float, float]:
         cfg = self.config
+        odom = usable_odometry(odom)
         if odom is not None:
             sigma = cfg.odom_noise_m + cfg.odom_noise_frac * abs(float(odom))
             return float(odom) - 2.0 * sigma, float(odom) + 2.0 * sigma
@@ -222,7 +223,7 @@ class SequenceLocalizer:
     def _bands(self, dt: float, odom: float | None) -> list[tuple[float, float]]:
         """One displacement band per speed bin: the bin's share of the speed band, or odometry for all."""
         cfg = self.config
-        if odom is not None:
+        if usable_odometry(odom) is not None:
             return [self._band(dt, odom)] * cfg.speed_bins
         edges = np.linspace(cfg.min_speed_mps, cfg.max_speed_mps, cfg.speed_bins + 1) * dt
         return list(zip(edges[:-1], edges[1:]))
@@ -260,7 +261,8 @@ class SequenceLocalizer:
     def update(self, scores: np.ndarray | tuple[np.ndarray, np.ndarray], stamp: float,
                odom: float | None = None) -> SequenceEstimate:
         """One frame: (N,) scores over the whole map or an (ids, scores) shortlist; odom = distance
-        travelled since the previous frame in metres (None: use the speed band)."""
+        travelled since the previous frame in metres (None, or NaN for odometry known to be bad over this
+        step: use the speed band)."""
         n = len(self.graph)
         ids, s = checked_frame(scores, n)
         stamp = float(stamp)
@@ -335,10 +337,18 @@ class SequenceLocalizer:
                                 mode=cfg.mode, reinitialised=reason)
 
 
+def usable_odometry(odom: float | None) -> float | None:
+    """The odometry distance a motion step may use: None for none, and for NaN/inf, which the node passes for
+    a step whose odometry was bad (a glitch or reset spans it): that step takes the speed band, the motion
+    model without odometry, so its uncertainty widens instead of a wrong distance moving a tight belief."""
+    return None if odom is None or not math.isfinite(odom) else float(odom)
+
+
 def max_entropy(n: int) -> float:
     """Entropy of a uniform belief over n places (nats): the diagnostics' scale."""
     return math.log(max(n, 1))
 
 
 __all__ = ["EVIDENCE_NATS_PER_FRAME", "OBSERVATION_VERSION", "SEQUENCE_MODES", "ObservationModel", "SequenceConfig",
-           "SequenceEstimate", "SequenceLocalizer", "max_entropy", "normalise_log", "summarise"]
+           "SequenceEstimate", "SequenceLocalizer", "max_entropy", "normalise_log", "summarise",
+           "usable_odometry"]

@@ -60,6 +60,7 @@ from disam_ros.tracking.sequence import (
     SequenceEstimate,
     SequenceLocalizer,
     max_entropy,
+    usable_odometry,
 )
 from disam_ros.tracking.standstill import StandstillDetector
 from disam_ros.tracking.track_parts import (
@@ -227,8 +228,11 @@ class Tracker:
 
     def step(self, rgb: np.ndarray, stamp: float | None, prior: SpatialPrior | None = None,
              odom_distance_m: float | None = None) -> TrackStep:
-        """One frame: encode once, retrieve, update the belief, answer. Raises ValueError for a bad image."""
+        """One frame: encode once, retrieve, update the belief, answer. Raises ValueError for a bad image.
+        `odom_distance_m`: metres driven since the previous frame; None (no odometry) or NaN (odometry bad
+        over this step) move the belief by the speed band instead."""
         t0 = time.perf_counter()
+        odom_distance_m = usable_odometry(odom_distance_m)
         self.last_feature, self.last_features = math.nan, {}
         shortlist = SHORTLIST if self._seq is not None else 0
         sel, res, scores = self.reloc.localize_scored(rgb, stamp, prior, shortlist=shortlist)

@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     head = fit_with_cv(data)
     out = args.out or sidecar_path(args.checkpoint)
-    save_condition_head(out, head)
+    save_condition_head(out, head, checkpoint=args.checkpoint)
     LOG.info("condition recogniser %s from %d frames -> %s", {k: len(v) for k, v in head.tasks.items()},
              len(data.features), out)
     return 0

@@ -20,6 +20,7 @@ from disam_ros.data.bags.common import IMAGE, TYPESTORE, BagError
 from disam_ros.data.bags.read import _stamp_ns, _topic_table, open_bag
 from disam_ros.data.depth import DEPTH_DIR, MM_PER_M, metres_to_mm, write_depth
 from disam_ros.data.stamps import stamp_ns_from_name
+from disam_ros.logs import clip
 
 DEPTH_ENCODINGS = {"16UC1": ("<u2", 1.0 / MM_PER_M), "mono16": ("<u2", 1.0 / MM_PER_M), "32FC1": ("<f4", 1.0)}
 DEFAULT_DEPTH_GAP_S = 0.05
@@ -28,7 +29,7 @@ DEFAULT_DEPTH_GAP_S = 0.05
 def decode_depth(height: int, width: int, encoding: str, step: int, is_bigendian: int | bool, data: Any) -> np.ndarray:
     """(H, W) float32 metres, 0 where the sensor has no depth; ValueError naming the problem and the fix."""
     if encoding not in DEPTH_ENCODINGS:
-        raise ValueError(f"depth encoding {encoding!r} is not supported: publish 16UC1 (millimetres) or 32FC1 "
+        raise ValueError(f"depth encoding {clip(encoding)} is not supported: publish 16UC1 (millimetres) or 32FC1 "
                          "(metres), the ROS depth-image conventions")
     dtype, scale = DEPTH_ENCODINGS[encoding]
     dt = np.dtype(dtype).newbyteorder(">" if is_bigendian else "<")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 from rosbags.convert.converter import is_same_wireformat, migrate_bytes
 from rosbags.highlevel import AnyReader
 
@@ -28,6 +29,7 @@ from disam_ros.data.folders import CameraIntrinsics
 from disam_ros.data.image_codec import compressed_to_rgb, image_to_rgb
 from disam_ros.data.stamps import ns_to_stamp
 from disam_ros.geometry import normalize_quat
+from disam_ros.logs import one_line
 
 
 @dataclass(frozen=True)
@@ -74,15 +76,34 @@ def resolve_bag_path(path: str | Path) -> Path:
 
 
 def open_bag(path: str | Path) -> AnyReader:
-    """An opened AnyReader; bags without embedded definitions fall back to the Kilted standard types."""
+    """An opened AnyReader; bags without embedded definitions fall back to the Kilted standard types.
+    Whatever rosbags reports (a YAML parser's 8-11 lines included) becomes one line naming the file."""
     p = resolve_bag_path(path)
-    reader = AnyReader([p], default_typestore=TYPESTORE)
     try:
+        reader = AnyReader([p], default_typestore=TYPESTORE)
         reader.open()
     except Exception as exc:  # rosbags raises several types for a damaged index or metadata
-        raise BagError(f"{p}: unreadable bag ({exc}); check the file is complete (was the recorder stopped "
-                       "cleanly?)") from None
+        raise BagError(metadata_problem(p) or f"{p}: unreadable bag ({one_line(exc)}); check the file is "
+                       "complete (was the recorder stopped cleanly?)") from None
     return reader
+
+
+def metadata_problem(bag: Path) -> str | None:
+    """One line for a rosbag2 metadata.yaml that is not YAML, or not a rosbag2 record; None if it reads."""
+    meta = bag / "metadata.yaml"
+    if not bag.is_dir() or not meta.is_file():
+        return None
+    try:
+        doc = yaml.safe_load(meta.read_bytes())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        return f"{meta} is not valid YAML{where}: re-record or restore the bag's metadata.yaml"
+    except (OSError, ValueError) as exc:  # unreadable, or not text at all
+        return f"{meta} cannot be read ({one_line(exc, 120)}): re-record or restore the bag's metadata.yaml"
+    if not isinstance(doc, dict) or not isinstance(doc.get("rosbag2_bagfile_information"), dict):
+        return f"{meta} has no rosbag2_bagfile_information record: re-record or restore the bag's metadata.yaml"
+    return None
 
 
 def _topic_table(reader: AnyReader) -> dict[str, tuple[str, int]]:
@@ -145,7 +166,7 @@ class ReadStats:
         """Count a skipped message; keep the text of the first two errors per topic for the summary."""
         self.corrupt[topic] = self.corrupt.get(topic, 0) + 1
         if self.corrupt[topic] <= 2:
-            self.errors.append(f"{topic} @ {stamp_ns * 1e-9:.9f}: {exc}")
+            self.errors.append(f"{topic} @ {stamp_ns * 1e-9:.9f}: {one_line(exc)}")
 
     @property
     def skipped(self) -> int:

@@ -25,7 +25,7 @@ from disam_ros.data.bags.common import (
 from disam_ros.data.folders import CameraIntrinsics, load_condition, read_image
 from disam_ros.data.image_codec import encode_compressed, encode_image
 from disam_ros.data.stamps import stamp_to_ns
-from disam_ros.fsutil import MARKER, StagedDir, replaceable
+from disam_ros.fsutil import StagedDir, replace_refusal, replaceable
 
 
 @dataclass(frozen=True)
@@ -98,15 +98,14 @@ def staging_dir(final: Path, overwrite: bool = False, made_by: str | None = None
     """A staged folder for `final` (disam_ros.fsutil): write into `.path`, named like `final` so bag files are
     named right, then `commit()` or `abort()`. Leftovers of killed writers beside `final` are removed first.
 
-    `overwrite` replaces only a folder the tool made (`made_by` writes the marker) or an empty one: never a
-    user's folder that happens to be at that path.
+    `overwrite` replaces only a folder disam_ros made (`made_by` writes the marker) or an empty one: never a
+    user's folder that happens to be at that path (`disam_ros.fsutil.replace_refusal`, the rule of every tool).
     """
     final = Path(final)
-    if os.path.lexists(final) and not overwrite:
+    if os.path.lexists(final) and not overwrite and replaceable(final):  # ours (or empty), and no --overwrite
         raise BagError(f"{final} already exists; choose a new output path or delete it (to-folder: --overwrite)")
-    if not replaceable(final):
-        raise BagError(f"{final} exists and was not made by {made_by or 'disam_ros'} (no {MARKER} marker inside), so "
-                       "--overwrite leaves it alone; choose another output path or move that folder away yourself")
+    if (problem := replace_refusal(final, replace=overwrite, option="output path")) is not None:
+        raise BagError(problem)
     try:
         return StagedDir(final, nested=True, marker=made_by)
     except OSError as exc:

@@ -52,7 +52,7 @@ from disam_ros.data.world_yaml import (
     read_world_yaml,
     write_world_yaml,
 )
-from disam_ros.fsutil import MARKER, StagedDir, pid_alive, replaceable
+from disam_ros.fsutil import StagedDir, pid_alive, replace_refusal
 
 GENERATOR = "disam_ros.data.synthetic"  # world.yaml `generator`: what load_world can rebuild
 GENERATOR_VERSION = 1
@@ -233,15 +233,13 @@ def _rounded(d: dict) -> dict:
 def make_world(cfg: WorldConfig, root: str | Path, progress: bool = True, force: bool = False) -> Path:
     """Render the world into `root` atomically (staged folder beside it, then one rename); returns root.
 
-    `force` replaces only a folder disam-synth made (its marker file) or an empty one, never a user's folder.
+    `force` replaces only a folder disam_ros made (its marker file) or an empty one, never a user's folder
+    (`disam_ros.fsutil.replace_refusal`, the rule of every tool).
     """
     cfg.validate()
     root = Path(root)
-    if not replaceable(root):
-        raise FileExistsError(f"{root} exists and was not made by disam-synth (no {MARKER} marker inside), so it is "
-                              "never replaced, not even with --force; choose another --out or move it away yourself")
-    if root.exists() and any(root.iterdir()) and not force:
-        raise FileExistsError(f"{root} exists and is not empty; pass --force (force=True) to replace it")
+    if (problem := replace_refusal(root, replace=force, flag="--force", option="--out")) is not None:
+        raise FileExistsError(problem)
     with StagedDir(root, marker="disam-synth") as stage:
         tmp = stage.path
         world = make_town(cfg)
