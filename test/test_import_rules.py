@@ -1,5 +1,5 @@
-"""The house rule on imports, checked on the source: ros -> eval -> tracking -> relocalizer -> pose ->
-retrieval -> maps -> model/data, never back (training sits on model/data alone); only `disam_ros/ros/`
+"""The house rule on imports, checked on the source: ros -> eval -> tracking -> relocalizer -> retrieval ->
+maps -> pose -> model/data, never back (training sits on model/data alone); only `disam_ros/ros/`
 imports rclpy; nothing in the runtime imports the benchmarks; no module imports itself through a circle.
 
 Why: training and map building must run on a GPU box with no ROS at all, and the node must not drag
@@ -25,10 +25,10 @@ LAYERS: dict[str, set[str]] = {
     "model": BASE,
     "data": BASE,
     "training": BASE | {"model", "data"},
-    "maps": BASE | {"model", "data"},
-    "retrieval": BASE | {"maps", "model", "data"},
-    "pose": BASE | {"retrieval", "maps", "model", "data"},
-    "relocalizer": BASE | {"pose", "retrieval", "maps", "model", "data"},
+    "pose": BASE | {"model", "data"},
+    "maps": BASE | {"pose", "model", "data"},
+    "retrieval": BASE | {"maps", "pose", "model", "data"},
+    "relocalizer": BASE | {"retrieval", "maps", "pose", "model", "data"},
     "tracking": BASE | {"relocalizer", "pose", "retrieval", "maps", "model", "data"},
     "eval": BASE | {"tracking", "relocalizer", "pose", "retrieval", "maps", "model", "data"},
     "ros": BASE | {"eval", "tracking", "relocalizer", "pose", "retrieval", "maps", "model", "data"},

@@ -2,8 +2,8 @@
 the map images, their matching (classical or dense DISAM correspondences), the map's 3D points (from depth
 or triangulated from the reference drive's own neighbouring frames), and the absolute pose solved with a
 maintained RANSAC + minimal solver + non-linear refinement (pycolmap / poselib / OpenCV), with the inliers
-that verify a retrieval geometrically. Sits above `maps` and `retrieval`, below the relocalizer. No ROS
-imports.
+that verify a retrieval geometrically. Pure geometry on arrays: it sits on `model` and `data` only, so map
+building (`maps`) stores 3D points with it and the relocalizer verifies retrievals with it. No ROS imports.
 
 Public API (import from the modules; this package imports nothing eagerly so `pycolmap` loads only when used):
 - `camera.Intrinsics` (from_K, from_camera, load, scaled, to_pycolmap)
