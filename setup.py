@@ -11,6 +11,7 @@ CONSOLE_SCRIPTS = [
     "disam-synth = disam_ros.data.synthetic.generate:main",
     "disam-build-map = disam_ros.maps.build_map:main",
     "disam-map-info = disam_ros.maps.map_info:main",
+    "disam-match-eval = disam_ros.pose.match_eval:main",
     "disam-localizer = disam_ros.ros.localizer_node:main",
     "disam-bag = disam_ros.data.bags.cli:main",
     "disam-replay = disam_ros.ros.replay:main",

@@ -9,6 +9,9 @@
                                                               # auto then decides by the whole map's size only)
     disam-build-map --merge MAP.shard0 MAP.shard1 ... --out MAP
     disam-build-map --bag DRIVE_BAG --domain sunny --coarse C.pt [--fine F.pt] --out MAP   # straight from a bag
+        --geometry auto (default): map geometry for metric poses (SIFT keypoints + 3D points per image) from
+        <condition>/depth/ when present, else triangulated between neighbouring images; none without intrinsics
+        (camera.yaml / CameraInfo) or poses (maps/geometry_build.py)
 """
 from __future__ import annotations
 
@@ -23,10 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from disam_ros.cliutil import OneLineParser, non_negative_float, output_dir_error
-from disam_ros.data.folders import IMAGE_SUFFIXES, ConditionFolder, load_condition
+from disam_ros.data.folders import IMAGE_SUFFIXES, CameraIntrinsics, ConditionFolder, load_condition
 from disam_ros.data.tum import make_trajectory, read_tum
 from disam_ros.maps.builder import build_map, merge_shards
 from disam_ros.maps.descriptors import DTYPES, INDEXES, MODES, settings_for_mode
+from disam_ros.maps.geometry_build import GEOMETRY_CHOICES, GeometryPlan, plan_geometry
 from disam_ros.maps.map_plan import AUTO, resolve_mode
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--coarse-dtype", choices=DTYPES)
     p.add_argument("--fine-dtype", choices=DTYPES)
     p.add_argument("--index", choices=INDEXES)
+    p.add_argument("--geometry", default="auto", choices=GEOMETRY_CHOICES, help="map geometry for metric poses "
+                   "(default auto: depth when <condition>/depth/ exists, else triangulate; none without intrinsics)")
     p.add_argument("--frame-id", default="map", help="TF frame of the poses (default map)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
@@ -132,6 +138,7 @@ class MapBuildConfig:
     coarse_dtype: str | None = None
     fine_dtype: str | None = None
     index: str | None = None
+    geometry: str = "auto"  # map geometry: auto, depth, triangulate or none (maps/geometry_build.py)
     frame_id: str = "map"
     batch_size: int = 16
     device: str = "auto"
@@ -165,15 +172,29 @@ def build_map_from_folder(conf: MapBuildConfig) -> Path:
     if conf.shard is not None:
         i, n = conf.shard
         lo, hi = i * len(folder) // n, (i + 1) * len(folder) // n
-        folder = dataclasses.replace(folder, image_paths=folder.image_paths[lo:hi], trajectory=folder.trajectory[lo:hi])
+        folder = dataclasses.replace(folder, image_paths=folder.image_paths[lo:hi], trajectory=folder.trajectory[lo:hi],
+                                     depth_paths=folder.depth_paths[lo:hi])
         source += f"; shard {i}/{n} (images {lo}..{hi - 1})"
+    geometry = folder_geometry(conf.geometry, folder, dataset / conf.condition, poses_source)
     coarse, fine = conf.encoders()
     settings = conf.settings(resolve_mode(conf.mode, whole, coarse, fine, conf.out, use_ram=conf.shard is None))
     return build_map(iter_frames(folder), coarse, fine, conf.out, conf.domain or conf.condition, settings,
                      conf.batch_size, progress=conf.progress, frame_id=conf.frame_id, shard=conf.shard,
                      overwrite=conf.overwrite, checkpoint_paths=(conf.coarse, conf.fine), source=source,
                      total=len(folder), site=dataset_site(dataset), poses_source=poses_source,
-                     dataset={"root": str(dataset.absolute()), "condition": conf.condition, "layout": layout})
+                     dataset={"root": str(dataset.absolute()), "condition": conf.condition, "layout": layout},
+                     geometry=geometry)
+
+
+def folder_geometry(choice: str, folder: ConditionFolder, cdir: Path, poses_source: str) -> GeometryPlan | None:
+    """--geometry for a folder build: intrinsics from <condition>/camera.yaml, depth from <condition>/depth/."""
+    from disam_ros.pose.camera import Intrinsics
+
+    cam = folder.camera
+    if cam is None and (cdir / "camera.yaml").is_file():  # flat layout: ConditionFolder does not read it
+        cam = CameraIntrinsics.load(cdir / "camera.yaml")
+    return plan_geometry(choice, None if cam is None else Intrinsics.from_camera(cam), folder.has_depth,
+                         poses_source != "index", str(cdir), folder.depth)
 
 
 def dataset_site(root: Path) -> dict | None:
@@ -224,12 +245,26 @@ def build_map_from_bag(conf: MapBuildConfig) -> Path:
     bag = Path(conf.bag)
     from disam_ros.data.bags import open_bag
     open_bag(bag).close()  # a missing or damaged bag is refused now, in one line, before any progress bar
+    geometry = bag_geometry(conf.geometry, bag, conf.image_topic, conf.pose_topic)
     settings = conf.settings(resolve_mode(conf.mode, bag_image_count(bag, conf.image_topic), coarse, fine,
                                               conf.out))
     return build_map(bag_frames(bag, conf.image_topic, conf.pose_topic, conf.max_gap), coarse, fine, conf.out,
                      conf.domain, settings, conf.batch_size, progress=conf.progress, frame_id=conf.frame_id,
                      overwrite=conf.overwrite, checkpoint_paths=(conf.coarse, conf.fine),
-                     source=f"{bag.absolute()} (bag)", poses_source="bag")
+                     source=f"{bag.absolute()} (bag)", poses_source="bag", geometry=geometry)
+
+
+def bag_geometry(choice: str, bag: Path, image_topic: str | None, pose_topic: str | None) -> GeometryPlan | None:
+    """--geometry for a bag build: intrinsics from its CameraInfo; the bag reader has no depth stream, so auto
+    triangulates (`disam-bag to-folder --depth-topic` then a folder build uses the depth)."""
+    if choice == "none":
+        return None
+    from disam_ros.data.bags import BagReader
+    from disam_ros.pose.camera import Intrinsics
+
+    with BagReader(bag, image_topic=image_topic, pose_topic=pose_topic, require_pose=True) as reader:
+        info = reader.camera_info()
+    return plan_geometry(choice, None if info is None else Intrinsics.from_camera(info), False, True, str(bag))
 
 
 def config_from_args(args: argparse.Namespace) -> MapBuildConfig:

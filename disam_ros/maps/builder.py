@@ -30,6 +30,8 @@ from disam_ros.maps.descriptors import (
     pooled_shape,
 )
 from disam_ros.maps.fused import branch_record, depth_dim, with_depth
+from disam_ros.maps.geometry_build import GeometryBuilder, GeometryPlan
+from disam_ros.maps.geometry_store import merge_geometry
 from disam_ros.maps.ivfpq import build_faiss
 from disam_ros.maps.localization_map import load_contents
 from disam_ros.maps.map_format import (
@@ -128,7 +130,7 @@ def _encode_batch(batch: list[MapFrame], coarse: EncoderLike, fine: EncoderLike 
 
 def _encode_frames(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike | None, domain: str,
                    s: DescriptorSettings, directory: Path, batch_size: int, progress: bool,
-                   total: int | None) -> _Encoded:
+                   total: int | None, geo: GeometryBuilder | None = None) -> _Encoded:
     """Stream descriptors of all frames to coarse_raw.npy / fine.npy; return names and poses."""
     coarse_shape = pooled_shape(tuple(coarse.content_shape), s.coarse_grid)
     raw_dtype = "float16" if s.pca_dim is not None else s.coarse_dtype  # pre-PCA: 128 KiB/image at paper size
@@ -148,6 +150,8 @@ def _encode_frames(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike
             stamps.append(f.stamp)
             positions.append(f.position)
             quats.append(f.quat)
+            if geo is not None:  # map geometry, streamed per image (maps/geometry_build.py)
+                geo.add(i, f.image, f.position, f.quat, f.name)
             if len(batch) == batch_size:
                 _encode_batch(batch, coarse, fine, domain, s, raw, fine_out)
                 batch = []
@@ -256,13 +260,15 @@ def build_map(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike | No
               frame_id: str = "map", shard: tuple[int, int] | None = None, overwrite: bool = False,
               checkpoint_paths: tuple[Any, Any] = (None, None), source: str = "",
               total: int | None = None, site: dict[str, Any] | None = None,
-              dataset: dict[str, str] | None = None, poses_source: str | None = None) -> Path:
+              dataset: dict[str, str] | None = None, poses_source: str | None = None,
+              geometry: GeometryPlan | None = None) -> Path:
     """Encode `frames` under `domain` with the coarse (and fine) encoder into the map directory `out_dir`.
 
     With `shard=(i, n)` the result is shard i of n (merge them with `merge_shards`). Nothing appears at
     `out_dir` unless the whole build succeeds. With `total` (the image count) the map's size is estimated
     first: logged, warned about above SIZE_WARN_BYTES, refused when it cannot fit the free disk space.
-    `poses_source` ("poses.txt", "bag", "index", ...) is recorded in the manifest when given.
+    `poses_source` ("poses.txt", "bag", "index", ...) is recorded in the manifest when given. With `geometry`
+    the map also gets keypoints, descriptors and 3D points per image (maps/geometry_build.py).
     """
     s = settings or DescriptorSettings()
     if batch_size < 1:
@@ -272,7 +278,14 @@ def build_map(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike | No
     models = {"coarse": model_record(coarse, checkpoint_paths[0]) | branch_record(coarse),
               "fine": None if fine is None else model_record(fine, checkpoint_paths[1])}
     with MapStage(Path(out_dir), overwrite) as stage:
-        enc = _encode_frames(frames, coarse, fine, domain, s, stage.dir, batch_size, progress, total)
+        geo = None if geometry is None else GeometryBuilder(geometry, stage.dir)
+        try:
+            enc = _encode_frames(frames, coarse, fine, domain, s, stage.dir, batch_size, progress, total, geo)
+        except BaseException:
+            if geo is not None:
+                geo.writer.close()
+            raise
+        geo_record = None if geo is None else geo.finish()
         n = len(enc.names)
         build = {"source": source, "batch_size": batch_size, "encode_seconds": round(enc.seconds, 3),
                  "device": str(getattr(coarse, "device", "unknown"))}
@@ -288,6 +301,8 @@ def build_map(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike | No
         man = _manifest(kind, n, domain, frame_id, s, models, dim, enc.trajectory, build, shard, site)
         if poses_source is not None:
             man["poses_source"] = poses_source
+        if geo_record is not None:
+            man["geometry"] = geo_record
         write_manifest(stage.dir, man)
         return stage.commit()
 
@@ -342,5 +357,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path, overwrit
                         first.manifest["models"], dim, traj, build, None, first.manifest.get("site"))
         if "poses_source" in first.manifest:
             man["poses_source"] = first.manifest["poses_source"]
+        if (geo := merge_geometry(shards, stage.dir)) is not None:
+            man["geometry"] = geo
         write_manifest(stage.dir, man)
         return stage.commit()

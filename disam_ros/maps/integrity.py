@@ -27,10 +27,21 @@ from zipfile import BadZipFile
 
 import numpy as np
 
-from disam_ros.maps.map_format import COARSE_FAISS, COARSE_NPY, COARSE_RAW, FINE_NPY, MapError, load_npy, map_error
+from disam_ros.maps.map_format import (
+    COARSE_FAISS,
+    COARSE_NPY,
+    COARSE_RAW,
+    FINE_NPY,
+    GEOM_KEYPOINTS,
+    GEOM_POINTS,
+    MapError,
+    load_npy,
+    map_error,
+)
 
 log = logging.getLogger(__name__)
-FLOAT_NPY = (COARSE_NPY, COARSE_RAW, FINE_NPY)
+FLOAT_NPY = (COARSE_NPY, COARSE_RAW, FINE_NPY, GEOM_KEYPOINTS)
+NAN_ROWS_NPY = (GEOM_POINTS,)  # NaN rows = keypoints without a 3D point (maps/geometry_store.py)
 _BLOCK = 1 << 18  # elements per scan block: the mask temporaries stay in cache (measured best of 2^14..2^22)
 _EXPONENT = {2: (np.uint16, 0x7C00), 4: (np.uint32, 0x7F800000), 8: (np.uint64, 0x7FF0000000000000)}
 _CORRUPT = "the file is truncated or corrupt; copy the map again or rebuild it"
@@ -120,7 +131,7 @@ def finite_problems(directory: Path, manifest: dict[str, Any]) -> list[str]:
     for name in manifest["files"]:
         path = Path(directory) / name
         try:
-            if name.endswith(".npy"):
+            if name.endswith(".npy") and name not in NAN_ROWS_NPY:
                 problems = [array_problem(path, np.load(path, mmap_mode="r", allow_pickle=False))]
             elif name.endswith(".npz"):
                 with np.load(path, allow_pickle=False) as z:
@@ -235,7 +246,7 @@ class MapVerification:
 def _float_npy(path: Path) -> np.ndarray | None:
     """The float array of a .npy file, memory-mapped (None for other files; a header problem was reported at
     load, where the same file was opened)."""
-    if path.suffix != ".npy":
+    if path.suffix != ".npy" or path.name in NAN_ROWS_NPY:
         return None
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)

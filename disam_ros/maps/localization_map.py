@@ -5,6 +5,9 @@ to 64 MiB, array shapes and dtypes, and that the stored floats of those files ho
 are hashed and scanned chunk by chunk in a background thread (maps/integrity.py `MapVerification`), so the
 node starts fast and still notices a corrupt chunk a moment later; `verification_state()` says how far it got.
 An optional calibration.json (maps/map_calibration.py) is checked like the rest and parsed at load: `calibration`.
+Map geometry (format version 2, maps/geometry_store.py): `has_geometry`, `geometry(i)` -> (keypoints, descriptors,
+points3d) of map image i, memory-mapped; a map without it (version 1, or --geometry none) works retrieval-only and
+says why in `geometry_note` (logged once at load).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import numpy as np
 from disam_ros.data.tum import Trajectory, read_tum
 from disam_ros.maps.depth_record import extra_dim
 from disam_ros.maps.descriptors import DescriptorSettings, PcaProjection
+from disam_ros.maps.geometry_store import MapGeometry, geometry_note, load_geometry
 from disam_ros.maps.integrity import MapVerification, array_problem, check_finite_now
 from disam_ros.maps.map_calibration import MapCalibration, read_calibration
 from disam_ros.maps.map_format import (
@@ -112,6 +116,7 @@ class LocalizationMap:
     """Read-only view of a map built by `build_map`; `load` checks it against its manifest."""
 
     calibration: MapCalibration | None = None  # calibrated confidence stored by disam-calibrate, if any
+    map_geometry: MapGeometry | None = None  # keypoints + 3D points per map image (maps/geometry_store.py)
 
     def __init__(self, contents: MapContents, coarse: np.ndarray | None, coarse_faiss: Any,
                  pca: PcaProjection | None, verification: MapVerification | None = None) -> None:
@@ -145,7 +150,28 @@ class LocalizationMap:
         calibration = read_calibration(root, contents.manifest)  # small: hashed above unless verify=False
         m = cls(contents, coarse, faiss_index, pca, _verification(contents, verify))
         m.calibration = calibration
+        m.map_geometry = load_geometry(root, contents.manifest, mmap)
+        if m.geometry_note is not None:
+            log.info("%s: %s", root, m.geometry_note)
         return m
+
+    @property
+    def has_geometry(self) -> bool:
+        """Whether the map stores keypoints and 3D points per image (what metric, verified poses need)."""
+        return self.map_geometry is not None
+
+    @property
+    def geometry_note(self) -> str | None:
+        """One line saying why the map has no geometry and how to get it; None when it has geometry."""
+        return geometry_note(self.manifest)
+
+    def geometry(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keypoints (K,2) float32 original-image pixels, descriptors (K,128) uint8 SIFT, points3d (K,3) float32
+        map frame with NaN rows where no 3D point) of map image i, memory-mapped; intrinsics:
+        `map_geometry.intrinsics`."""
+        if self.map_geometry is None:
+            raise map_error(self.root, f"has no map geometry ({self.geometry_note})", "localize retrieval-only")
+        return self.map_geometry.image(i)
 
     def close(self) -> None:
         """Stop the background integrity check (the arrays stay usable)."""

@@ -11,6 +11,7 @@ MAP/
   fine.npy        (N, C, h, w) float16 unit-norm fine features (memory-mapped on load; absent without a
                   fine model)
   pca.npz         mean + components when the mode uses PCA
+  geometry_*.npy  v2, with manifest "geometry": SIFT keypoints, descriptors, 3D points per image (geometry_store.py)
   calibration.json  optional (maps only): calibrated confidence per tracker mode, written by disam-calibrate
                   (maps/map_calibration.py); listed in `files` with its sha256 when present
   .disam-made     the tool that wrote the folder (disam_ros.fsutil): hidden files are not part of the map
@@ -44,11 +45,13 @@ from disam_ros.maps.depth_record import extra_dim
 from disam_ros.maps.descriptors import DescriptorSettings, pooled_shape
 
 FORMAT_TAG = "disam_ros.map"
-FORMAT_VERSION = 1
+FORMAT_VERSION, READ_VERSIONS = 2, (1, 2)  # 2 adds map geometry; version 1 maps still load, retrieval-only
 MANIFEST = "manifest.json"
 POSES, NAMES = "poses.txt", "names.txt"
 COARSE_NPY, COARSE_RAW, COARSE_FAISS = "coarse.npy", "coarse_raw.npy", "coarse.faiss"
 FINE_NPY, PCA_NPZ = "fine.npy", "pca.npz"
+GEOMETRY_FILES = (GEOM_KEYPOINTS, GEOM_DESCRIPTORS, GEOM_POINTS, GEOM_OFFSETS) = tuple(
+    f"geometry_{k}.npy" for k in ("keypoints", "descriptors", "points3d", "offsets"))
 CALIBRATION_JSON = "calibration.json"  # optional: a map may list it, a shard never does
 AUTO_VERIFY_BYTES = 64 << 20  # files up to this size are hashed at load; larger ones in the background
 CHUNK_BYTES = 32 << 20  # per-chunk sha256 granularity: a 100 GB map needs ~3200 hashes (~220 KB of manifest)
@@ -113,10 +116,9 @@ class MapStage(StagedDir):
 def is_older_map(directory: Path) -> bool:
     """A map or shard without the marker (written before markers): its manifest parses as ours."""
     try:
-        read_manifest(directory, kind=None)
+        return bool(read_manifest(directory, kind=None))
     except MapError:
         return False
-    return True
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -147,9 +149,9 @@ def read_manifest(directory: Path, kind: str | None = "map") -> dict[str, Any]:
                         "the map is damaged; copy it again or rebuild it") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_TAG:
         raise map_error(path, "is not a disam_ros map manifest", "build the map with disam-build-map")
-    if type(manifest.get("version")) is not int or manifest["version"] != FORMAT_VERSION:  # True == 1
+    if type(manifest.get("version")) is not int or manifest["version"] not in READ_VERSIONS:  # True == 1
         raise map_error(path, f"has map format version {_short(manifest.get('version'))}, this software reads "
-                        f"{FORMAT_VERSION}", "rebuild the map with this version of disam-build-map")
+                        f"{READ_VERSIONS}", "rebuild the map with this version of disam-build-map")
     if manifest.get("kind") not in ("map", "shard") or (kind is not None and manifest.get("kind") != kind):
         fix = "merge the shards with disam-build-map --merge" if manifest.get("kind") == "shard" else \
             "pass a directory written by disam-build-map" + (" --shard" if kind == "shard" else "")
@@ -318,6 +320,7 @@ def _files_problems(man: dict[str, Any], s: DescriptorSettings) -> list[str]:
     files, out = man["files"], []
     want = expected_files(man["kind"], s, man["descriptors"].get("fine_shape") is not None)
     optional = {CALIBRATION_JSON} if man["kind"] == "map" else set()
+    want |= set(GEOMETRY_FILES) if man.get("geometry") is not None else set()  # checked in maps/geometry_store.py
     if not want <= set(files) <= want | optional:
         extra, missing = sorted(set(files) - want), sorted(want - set(files))
         return [f"field files lists {extra or 'no extra files'} and lacks {missing or 'nothing'} "

@@ -14,6 +14,7 @@ from typing import Any
 from disam_ros.cliutil import OneLineParser
 from disam_ros.maps.depth_record import describe
 from disam_ros.maps.descriptors import DescriptorSettings, estimate_map_size
+from disam_ros.maps.geometry_store import geometry_note, geometry_problem
 from disam_ros.maps.map_format import MANIFEST, read_manifest
 from disam_ros.maps.model_check import verify_map
 
@@ -28,6 +29,8 @@ def _size(n: float) -> str:
 
 def summary(manifest: dict[str, Any]) -> dict[str, Any]:
     """The facts `disam-map-info` prints, as a dict (also its --json output)."""
+    if (problem := geometry_problem(manifest)) is not None:
+        raise ValueError(f"{MANIFEST}: {problem}; the manifest is damaged or was edited; rebuild the map")
     n = int(manifest["count"])
     files = {k: int(v["bytes"]) for k, v in manifest.get("files", {}).items()}
     total = sum(files.values())
@@ -61,6 +64,8 @@ def summary(manifest: dict[str, Any]) -> dict[str, Any]:
         "build": manifest.get("build"),
         "poses_source": manifest.get("poses_source", "given"),
         "chunk_hashes": any("chunks" in v for v in manifest.get("files", {}).values()),
+        "geometry": manifest.get("geometry"),
+        "geometry_note": geometry_note(manifest),
     }
 
 
@@ -92,6 +97,10 @@ def render(info: dict[str, Any], root: Path) -> str:
                      "rotation (positions are ranks, not metres)")
     else:
         lines.append(f"poses          {info['poses_source']}")
+    g = info.get("geometry")
+    lines.append(f"geometry       {g['method']}: {g['keypoints']} SIFT keypoints, {g.get('with_point', '?')} with a 3D "
+                 f"point ({g['intrinsics']['width']}x{g['intrinsics']['height']} px)" if g else
+                 f"geometry       none: {info.get('geometry_note')} (retrieval-only)")
     lines.append(f"on disk        {_size(info['bytes_total'])} total, {_size(info['bytes_per_image'])} per image")
     if info.get("ram_estimate_bytes"):
         ram = info["ram_estimate_bytes"]

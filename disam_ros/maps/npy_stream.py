@@ -38,8 +38,9 @@ class NonFiniteRowsError(ValueError):
 class NpyAppender:
     """Rows of shape `row_shape` and dtype `dtype`, appended in batches; `close()` fixes the header."""
 
-    def __init__(self, path: Path, row_shape: tuple[int, ...], dtype: str | np.dtype) -> None:
+    def __init__(self, path: Path, row_shape: tuple[int, ...], dtype: str | np.dtype, allow_nan: bool = False) -> None:
         self.path = Path(path)
+        self.allow_nan = allow_nan  # map geometry: NaN rows mark keypoints without a 3D point
         self.row_shape = tuple(int(s) for s in row_shape)
         self.dtype = np.dtype(dtype)
         self.rows = 0
@@ -50,7 +51,7 @@ class NpyAppender:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
         if rows.shape[1:] != self.row_shape:
             raise ValueError(f"{self.path.name}: rows of shape {rows.shape[1:]} appended to {self.row_shape}")
-        bad = nonfinite_rows(rows)
+        bad = () if self.allow_nan else nonfinite_rows(rows)
         if len(bad):
             raise NonFiniteRowsError(self.path, self.rows + bad, bad)
         self._f.write(rows.tobytes())

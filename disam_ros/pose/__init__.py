@@ -13,4 +13,7 @@ Public API (import from the modules; this package imports nothing eagerly so `py
   `triangulate_track`, `triangulate.Reject`
 - `solver.SolverConfig`, `solver.solve_absolute_pose` -> `solver.PoseSolution` (covariance order:
   `covariance.COVARIANCE_ORDER`)
+- `backproject.backproject` (map keypoints + z-depth -> map-frame points; invalid depth and edges refused)
+- `dense.dense_matches` (mutual nearest neighbours between DISAM feature maps, refined to pixels)
+- `match_eval` (`disam-match-eval`): the matcher comparison on the synthetic world (docs/pose.md)
 """

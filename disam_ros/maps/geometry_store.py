@@ -1,0 +1,179 @@
+"""Map geometry on disk (map format version 2): per map image its local keypoints, their SIFT descriptors and their
+3D points in the map frame, which the relocalizer's absolute pose solver matches a query against.
+
+```
+geometry_keypoints.npy    (K, 2) float32  pixels (OpenCV centres) in the ORIGINAL map image, the one the
+                                          intrinsics describe (the encoder's resizing never touches them)
+geometry_descriptors.npy  (K, 128) uint8  SIFT descriptors (OpenCV's float SIFT values are 0..255: rounding
+                                          them costs nothing measurable and a quarter of float32's bytes)
+geometry_points3d.npy     (K, 3) float32  map-frame points; NaN rows: keypoints without a valid 3D point
+geometry_offsets.npy      (M + 1,) int64  map image i owns rows offsets[i]:offsets[i + 1]
+```
+The manifest's "geometry" object records how (method "depth" or "triangulate"), the intrinsics of the map images
+(`intrinsics`: fx fy cx cy width height + plumb_bob k1 k2 p1 p2 k3) and counts. The four files are listed in
+`files` with sha256 like every other map file; keypoints are scanned for NaN/inf at load (maps/integrity.py),
+points3d only for inf (NaN is its "no point" mark). A version-1 map, or one built with `--geometry none`, has no
+"geometry": it loads and localizes retrieval-only, and `geometry_note` says why in one line.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from disam_ros.maps.map_format import (
+    GEOM_DESCRIPTORS,
+    GEOM_KEYPOINTS,
+    GEOM_OFFSETS,
+    GEOM_POINTS,
+    MapError,
+    load_npy,
+    map_error,
+)
+from disam_ros.maps.npy_stream import NpyAppender
+from disam_ros.pose.camera import Intrinsics
+
+METHODS = ("depth", "triangulate")
+DESCRIPTOR_DIM = 128
+INTRINSIC_KEYS = ("fx", "fy", "cx", "cy", "width", "height", "k1", "k2", "p1", "p2", "k3")
+NOTE_OLD = "built before map geometry: rebuild with disam-build-map to get metric poses"
+NOTE_NONE = "built without map geometry (--geometry none or no intrinsics): rebuild with disam-build-map " \
+            "--geometry auto and camera intrinsics to get metric poses"
+_FIX = "the map is inconsistent; rebuild it with disam-build-map"
+
+
+def intrinsics_record(cam: Intrinsics) -> dict[str, Any]:
+    return {k: (int(getattr(cam, k)) if k in ("width", "height") else float(getattr(cam, k))) for k in INTRINSIC_KEYS}
+
+
+def geometry_note(manifest: dict[str, Any]) -> str | None:
+    """None when the map has geometry, else one line saying why not and how to get it."""
+    if manifest.get("geometry") is not None:
+        return None
+    return NOTE_OLD if manifest.get("version", 1) < 2 else NOTE_NONE
+
+
+def geometry_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the manifest's "geometry" object (None: absent or fine)."""
+    g = manifest.get("geometry")
+    if g is None:
+        return None
+    if not isinstance(g, dict) or g.get("method") not in METHODS:
+        return f"field geometry.method is {str(g.get('method') if isinstance(g, dict) else g)[:40]!r}, expected " \
+               f"one of {list(METHODS)}"
+    if manifest.get("version", 1) < 2:
+        return "field geometry is present in a version 1 manifest"
+    cam = g.get("intrinsics")
+    if not isinstance(cam, dict) or set(cam) != set(INTRINSIC_KEYS) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in cam.values()):
+        return f"field geometry.intrinsics is not {{{', '.join(INTRINSIC_KEYS)}}} of finite numbers"
+    try:
+        Intrinsics(**cam)
+    except ValueError as exc:
+        return f"field geometry.intrinsics is invalid ({str(exc)[:120]})"
+    n = g.get("keypoints")
+    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 0):
+        return "field geometry.keypoints is not a count >= 0"
+    return None
+
+
+class MapGeometry:
+    """Read-only, memory-mapped geometry of a map; `image(i)` -> (keypoints, descriptors, points3d) of map image i."""
+
+    def __init__(self, record: dict[str, Any], keypoints: np.ndarray, descriptors: np.ndarray, points: np.ndarray,
+                 offsets: np.ndarray) -> None:
+        self.record = record
+        self.method: str = record["method"]
+        self.intrinsics = Intrinsics(**record["intrinsics"])
+        self.keypoints, self.descriptors, self.points, self.offsets = keypoints, descriptors, points, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def image(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"map image {i} out of range 0..{len(self) - 1}")
+        lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+        return self.keypoints[lo:hi], self.descriptors[lo:hi], self.points[lo:hi]
+
+    def counts(self) -> np.ndarray:
+        """Keypoints per map image."""
+        return np.diff(np.asarray(self.offsets))
+
+
+def load_geometry(root: Path, manifest: dict[str, Any], mmap: bool = True) -> MapGeometry | None:
+    """The map's geometry checked against its manifest (None when it has none); MapError naming the file."""
+    record = manifest.get("geometry")
+    if (problem := geometry_problem(manifest)) is not None:
+        raise map_error(Path(root) / "manifest.json", problem, "the manifest is damaged or was edited; rebuild it")
+    if record is None:
+        return None
+    root, n, k = Path(root), int(manifest["count"]), int(record["keypoints"])
+    offsets = load_npy(root / GEOM_OFFSETS, False, (n + 1,), "int64")
+    if offsets[0] != 0 or offsets[-1] != k or np.any(np.diff(offsets) < 0):
+        raise map_error(root / GEOM_OFFSETS, f"is not a non-decreasing 0..{k} row index", _FIX)
+    kp = load_npy(root / GEOM_KEYPOINTS, mmap, (k, 2), "float32")
+    desc = load_npy(root / GEOM_DESCRIPTORS, mmap, (k, DESCRIPTOR_DIM), "uint8")
+    pts = load_npy(root / GEOM_POINTS, mmap, (k, 3), "float32")
+    if k and bool(np.isinf(pts).any()):  # NaN is the 'no point' mark; inf never is (~12 B per keypoint: cheap)
+        raise MapError(str(map_error(root / GEOM_POINTS, "holds inf values", _FIX)))
+    return MapGeometry(record, kp, desc, pts, offsets)
+
+
+class GeometryWriter:
+    """Streams one map image's (keypoints, descriptors, points3d) at a time into the four files."""
+
+    def __init__(self, directory: Path) -> None:
+        d = Path(directory)
+        self._kp = NpyAppender(d / GEOM_KEYPOINTS, (2,), "float32")
+        self._desc = NpyAppender(d / GEOM_DESCRIPTORS, (DESCRIPTOR_DIM,), "uint8")
+        self._pts = NpyAppender(d / GEOM_POINTS, (3,), "float32", allow_nan=True)
+        self._offsets_path = d / GEOM_OFFSETS
+        self.offsets = [0]
+        self.with_point = 0
+
+    def add(self, keypoints: np.ndarray, descriptors: np.ndarray, points: np.ndarray) -> None:
+        kp = np.asarray(keypoints, np.float32).reshape(-1, 2)
+        desc = np.clip(np.rint(np.asarray(descriptors, np.float32).reshape(-1, DESCRIPTOR_DIM)), 0, 255)
+        pts = np.asarray(points, np.float32).reshape(-1, 3)
+        if not len(kp) == len(desc) == len(pts):
+            raise ValueError(f"map geometry rows disagree: {len(kp)} keypoints, {len(desc)} descriptors, "
+                             f"{len(pts)} points")
+        self._kp.append(kp)
+        self._desc.append(desc.astype(np.uint8))
+        self._pts.append(pts)
+        self.offsets.append(self.offsets[-1] + len(kp))
+        self.with_point += int(np.isfinite(pts).all(axis=1).sum())
+
+    def close(self) -> None:
+        for a in (self._kp, self._desc, self._pts):
+            a.close()
+        np.save(self._offsets_path, np.asarray(self.offsets, np.int64), allow_pickle=False)
+
+    def record(self, method: str, cam: Intrinsics, **extra: Any) -> dict[str, Any]:
+        """The manifest's "geometry" object for what was written."""
+        return {"method": method, "intrinsics": intrinsics_record(cam), "features": "sift",
+                "keypoints": self.offsets[-1], "with_point": self.with_point, **extra}
+
+
+def merge_geometry(shards: list[Any], directory: Path) -> dict[str, Any] | None:
+    """Concatenate the shards' geometry (MapContents in shard order) into `directory`; None (no geometry) unless
+    every shard has it with the same method and intrinsics."""
+    records = [c.manifest.get("geometry") for c in shards]
+    first = records[0]
+    if first is None or any(r is None or r["method"] != first["method"] or r["intrinsics"] != first["intrinsics"]
+                            for r in records):
+        return None
+    out = GeometryWriter(directory)
+    try:
+        for c in shards:
+            g = load_geometry(c.root, c.manifest, mmap=True)
+            for i in range(len(g)):
+                out.add(*g.image(i))
+    finally:
+        out.close()
+    seconds = round(sum(float(r.get("seconds", 0.0)) for r in records), 3)
+    return out.record(first["method"], Intrinsics(**first["intrinsics"]), seconds=seconds)

@@ -1,0 +1,187 @@
+"""Map geometry (map format version 2): SIFT keypoints, descriptors and map-frame 3D points per map image, built
+from the reference drive's depth or triangulated between neighbouring images; old maps stay retrieval-only."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from disam_ros.data.folders import read_image
+from disam_ros.geometry import quat_to_rot
+from disam_ros.maps import LocalizationMap, MapBuildConfig, MapError, build_map_from_folder, merge_shards
+from disam_ros.maps import map_info as map_info_cli
+from disam_ros.maps.build_map import main as build_map_main
+from disam_ros.maps.geometry_store import NOTE_OLD
+from disam_ros.maps.map_format import GEOM_KEYPOINTS, GEOM_POINTS, MANIFEST, write_manifest
+
+FRAMES = 8
+
+
+@pytest.fixture(scope="module")
+def geo_world(tmp_path_factory):
+    """A 128-px synthetic drive with exact depth, a micro coarse model, and maps built with depth (auto) and by
+    triangulation."""
+    from disam_ros.data.synthetic import WorldConfig, make_world
+    from disam_ros.model import DisamNet, preset, save_checkpoint
+
+    tmp = tmp_path_factory.mktemp("geo")
+    world = make_world(WorldConfig(seed=1, image_size=128, frames=FRAMES, blocks=3, workers=1, conditions=("sunny",)),
+                       tmp / "world", progress=False)
+    torch.manual_seed(0)
+    cfg = preset("micro", ("sunny",))
+    ckpt = save_checkpoint(tmp / "coarse.pt", DisamNet(cfg), cfg)
+    maps = {}
+    for geometry in ("auto", "triangulate"):
+        maps[geometry] = build_map_from_folder(MapBuildConfig(out=tmp / geometry, dataset=world, condition="sunny",
+                                                              coarse=ckpt, progress=False, geometry=geometry))
+    return {"world": world, "ckpt": ckpt, "tmp": tmp, **maps}
+
+
+def _project(points, position, quat, cam):
+    """Our own pinhole projection: stored pose = camera optical frame in the map frame."""
+    R = quat_to_rot(np.asarray(quat, np.float64))
+    p = (np.asarray(points, np.float64) - position) @ R  # R^T (x - c), row-wise
+    return np.stack([cam.fx * p[:, 0] / p[:, 2] + cam.cx, cam.fy * p[:, 1] / p[:, 2] + cam.cy], 1), p[:, 2]
+
+
+def test_depth_geometry_reprojects_onto_its_keypoints(geo_world):
+    m = LocalizationMap.load(geo_world["auto"])
+    assert m.has_geometry and m.geometry_note is None
+    assert m.manifest["version"] == 2 and m.manifest["geometry"]["method"] == "depth"
+    cam = m.map_geometry.intrinsics
+    assert (cam.width, cam.height) == read_image(sorted((geo_world["world"] / "sunny" / "images").iterdir())[0]
+                                                 ).shape[1::-1]
+    for i in (0, 3, FRAMES - 1):
+        kp, desc, pts = m.geometry(i)
+        assert kp.dtype == np.float32 and desc.dtype == np.uint8 and pts.dtype == np.float32
+        assert isinstance(kp, np.memmap) and kp.shape[1] == 2 and desc.shape == (len(kp), 128)
+        ok = np.isfinite(pts).all(axis=1)
+        assert ok.sum() >= 20 and ok.mean() > 0.3, (i, ok.sum(), len(kp))
+        uv, z = _project(pts[ok], m.positions[i], m.quats[i], cam)
+        assert (z > 0).all()
+        err = np.linalg.norm(uv - kp[ok], axis=1)
+        assert err.max() < 1.0, (i, err.max())
+
+
+def test_triangulated_points_agree_with_depth(geo_world):
+    """Same SIFT keypoints (deterministic), 3D points from two methods. Tolerance: the triangulated range error of
+    a point at range z seen from a baseline b (3 m spacing) with sigma px matching noise at focal f (91 px
+    here) is about z^2 sigma / (f b): 0.5 px at 20 m gives ~0.7 m, 3.5 % of the range; we accept a median of
+    10 % of the range (SIFT at 128 px locates blobs to ~0.5-1 px) and measured ~5 %."""
+    dep = LocalizationMap.load(geo_world["auto"])
+    tri = LocalizationMap.load(geo_world["triangulate"])
+    assert tri.manifest["geometry"]["method"] == "triangulate"
+    rel, n_tri, n_dep = [], 0, 0
+    for i in range(FRAMES):
+        kd, _, pd = dep.geometry(i)
+        kt, _, pt = tri.geometry(i)
+        np.testing.assert_array_equal(kd, kt)
+        both = np.isfinite(pd).all(1) & np.isfinite(pt).all(1)
+        n_tri += int(np.isfinite(pt).all(1).sum())
+        n_dep += int(np.isfinite(pd).all(1).sum())
+        rel.append(np.linalg.norm(pd[both] - pt[both], axis=1) / np.linalg.norm(pd[both] - dep.positions[i], axis=1))
+    rel = np.concatenate(rel)
+    assert n_tri >= 100 and n_tri >= 0.15 * n_dep, (n_tri, n_dep)
+    assert len(rel) >= 80
+    assert np.median(rel) < 0.10, np.median(rel)
+    assert np.mean(rel < 0.25) > 0.7
+
+
+def test_old_format_map_loads_retrieval_only(geo_world, tmp_path, caplog, capsys):
+    from disam_ros.model import Encoder
+    from disam_ros.retrieval import Localizer, SearchConfig
+
+    out = build_map_from_folder(MapBuildConfig(out=tmp_path / "old", dataset=geo_world["world"], condition="sunny",
+                                               coarse=geo_world["ckpt"], progress=False, geometry="none"))
+    man = json.loads((out / MANIFEST).read_text())
+    assert "geometry" not in man and not any(n.startswith("geometry_") for n in man["files"])
+    man["version"] = 1  # exactly what a build before map geometry wrote
+    (out / MANIFEST).write_text(json.dumps(man, indent=2))
+    with caplog.at_level(logging.INFO, logger="disam_ros.maps"):
+        m = LocalizationMap.load(out, verify=True)
+    assert not m.has_geometry and m.geometry_note == NOTE_OLD
+    notes = [r for r in caplog.records if NOTE_OLD in r.getMessage()]
+    assert len(notes) == 1 and notes[0].levelno == logging.INFO  # a note, not an error
+    with pytest.raises(MapError, match="no map geometry"):
+        m.geometry(0)
+    loc = Localizer(m, Encoder.from_checkpoint(geo_world["ckpt"], device="cpu"), None, SearchConfig(device="cpu"))
+    images = sorted((geo_world["world"] / "sunny" / "images").iterdir())
+    for i in (0, 5):
+        assert loc.localize(read_image(images[i]), "sunny").index == i
+    capsys.readouterr()
+    assert map_info_cli.main([str(out), "--verify"]) == 0
+    assert f"geometry       none: {NOTE_OLD}" in capsys.readouterr().out
+    assert map_info_cli.main([str(geo_world["auto"])]) == 0
+    assert "geometry       depth: " in capsys.readouterr().out
+
+
+def test_tampered_geometry_is_refused(geo_world, tmp_path):
+    bad = shutil.copytree(geo_world["auto"], tmp_path / "bad")
+    raw = bytearray((bad / GEOM_POINTS).read_bytes())
+    raw[-5] ^= 0xFF
+    (bad / GEOM_POINTS).write_bytes(bytes(raw))
+    with pytest.raises(MapError, match=f"{GEOM_POINTS}: checksum mismatch"):
+        LocalizationMap.load(bad)
+    # NaN keypoints with matching hashes (a buggy tool rewrote both): refused by the finiteness scan
+    nan = shutil.copytree(geo_world["auto"], tmp_path / "nan")
+    kp = np.load(nan / GEOM_KEYPOINTS)
+    kp[3, 1] = np.nan
+    np.save(nan / GEOM_KEYPOINTS, kp)
+    man = json.loads((nan / MANIFEST).read_text())
+    write_manifest(nan, {k: v for k, v in man.items() if k not in ("files", "integrity")})
+    with pytest.raises(MapError, match=f"{GEOM_KEYPOINTS}: row 3 holds NaN/inf"):
+        LocalizationMap.load(nan)
+    # geometry files a manifest does not describe: refused like any unlisted file
+    man["geometry"]["intrinsics"]["fx"] = -1.0
+    (nan / MANIFEST).write_text(json.dumps(man))
+    with pytest.raises(MapError, match="geometry.intrinsics"):
+        LocalizationMap.load(nan, verify=False)
+
+
+def test_sharded_depth_build_merges_to_the_single_build(geo_world, tmp_path):
+    shards = [build_map_from_folder(MapBuildConfig(out=tmp_path / f"s{i}", dataset=geo_world["world"],
+                                                   condition="sunny", coarse=geo_world["ckpt"], progress=False,
+                                                   shard=(i, 2))) for i in range(2)]
+    merged = LocalizationMap.load(merge_shards(shards, tmp_path / "merged", progress=False))
+    single = LocalizationMap.load(geo_world["auto"])
+    assert merged.has_geometry
+    for i in range(FRAMES):
+        for a, b in zip(merged.geometry(i), single.geometry(i), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def _condition_copy(geo_world, tmp_path, drop):
+    root = tmp_path / "data"
+    shutil.copytree(geo_world["world"] / "sunny", root / "sunny")
+    for name in drop:
+        p = root / "sunny" / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return root
+
+
+@pytest.mark.parametrize(("drop", "geometry", "needs"), [
+    (("camera.yaml",), "triangulate", "camera intrinsics"),
+    (("poses.txt",), "triangulate", "metric poses"),
+    (("depth",), "depth", "depth images"),
+])
+def test_cli_geometry_without_inputs_is_a_one_line_error(geo_world, tmp_path, capsys, drop, geometry, needs):
+    root = _condition_copy(geo_world, tmp_path, drop)
+    rc = build_map_main(["--dataset", str(root), "--condition", "sunny", "--coarse", str(geo_world["ckpt"]),
+                         "--out", str(tmp_path / "map"), "--quiet", "--device", "cpu", "--geometry", geometry])
+    err = capsys.readouterr().err
+    assert rc == 2 and not (tmp_path / "map").exists()
+    assert err.count("\n") == 1 and err.startswith("disam-build-map: error:") and needs in err, err
+
+
+def test_auto_without_intrinsics_builds_retrieval_only(geo_world, tmp_path, caplog):
+    root = _condition_copy(geo_world, tmp_path, ("camera.yaml",))
+    with caplog.at_level(logging.INFO, logger="disam_ros.maps"):
+        out = build_map_from_folder(MapBuildConfig(out=tmp_path / "map", dataset=root, condition="sunny",
+                                                   coarse=geo_world["ckpt"], progress=False))
+    assert any("retrieval-only" in r.getMessage() and "camera intrinsics" in r.getMessage() for r in caplog.records)
+    m = LocalizationMap.load(out)
+    assert not m.has_geometry and "--geometry" in m.geometry_note and m.manifest["version"] == 2
