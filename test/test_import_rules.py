@@ -1,5 +1,5 @@
-"""The house rule on imports, checked on the source: ros -> eval -> tracking -> relocalizer -> retrieval ->
-maps -> pose -> model/data, never back (training sits on model/data alone); only `disam_ros/ros/`
+"""The house rule on imports, checked on the source: ros -> eval -> tracking -> relocalizer -> retrieval / verify
+-> maps -> pose -> model/data, never back (training sits on model/data alone); only `disam_ros/ros/`
 imports rclpy; nothing in the runtime imports the benchmarks; no module imports itself through a circle.
 
 Why: training and map building must run on a GPU box with no ROS at all, and the node must not drag
@@ -28,11 +28,12 @@ LAYERS: dict[str, set[str]] = {
     "pose": BASE | {"model", "data"},
     "maps": BASE | {"pose", "model", "data"},
     "retrieval": BASE | {"maps", "pose", "model", "data"},
-    "relocalizer": BASE | {"retrieval", "maps", "pose", "model", "data"},
-    "tracking": BASE | {"relocalizer", "pose", "retrieval", "maps", "model", "data"},
-    "eval": BASE | {"tracking", "relocalizer", "pose", "retrieval", "maps", "model", "data"},
-    "ros": BASE | {"eval", "tracking", "relocalizer", "pose", "retrieval", "maps", "model", "data"},
-    "bench": BASE | {"ros", "eval", "tracking", "relocalizer", "pose", "retrieval", "maps", "model", "data",
+    "verify": BASE | {"maps", "pose", "model", "data"},
+    "relocalizer": BASE | {"retrieval", "verify", "maps", "pose", "model", "data"},
+    "tracking": BASE | {"relocalizer", "verify", "pose", "retrieval", "maps", "model", "data"},
+    "eval": BASE | {"tracking", "relocalizer", "verify", "pose", "retrieval", "maps", "model", "data"},
+    "ros": BASE | {"eval", "tracking", "relocalizer", "verify", "pose", "retrieval", "maps", "model", "data"},
+    "bench": BASE | {"ros", "eval", "tracking", "relocalizer", "verify", "pose", "retrieval", "maps", "model", "data",
                      "training"},
 }
 ROS_MODULES = ("rclpy", "rcl_interfaces", "sensor_msgs", "geometry_msgs", "std_msgs", "nav_msgs",

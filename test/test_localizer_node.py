@@ -111,7 +111,7 @@ def test_raw_queries_localize(node_world, nodes):
         doc = client.rx.loop[key][1]
         cov = client.rx.pose_cov[key][1]
         cand = client.rx.candidates[key][1]
-        assert doc["schema"] == "disam_ros/loop_closure/1"
+        assert doc["schema"] == "disam_ros/loop_closure/2"
         assert doc["map_index"] == int(np.argmin(np.linalg.norm(
             node_world.positions - np.array(doc["position"]), axis=1)))
         assert doc["domain"] == "sunny" and 0.0 <= doc["confidence"] <= 1.0

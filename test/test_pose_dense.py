@@ -137,7 +137,7 @@ def test_bad_inputs_are_one_line_errors():
 def test_guided_match_takes_the_candidate_where_the_pose_puts_it():
     """Query keypoint 0's globally nearest descriptor is map keypoint 1, 100 px from where the rough pose
     predicts it; within the radius only map keypoint 0 is a candidate, so the guided match is (0, 0)."""
-    from disam_ros.pose.match_eval import guided_match
+    from disam_ros.pose.guided import guided_match
 
     def unit(*v):
         a = np.array(v, np.float64)

@@ -90,3 +90,17 @@ def test_bad_descriptors_and_ratio_are_refused():
         match_descriptors(np.zeros((3, 128)), np.zeros((3, 64)))
     with pytest.raises(ValueError, match="ratio"):
         match_descriptors(np.zeros((3, 2)), np.zeros((3, 2)), ratio=1.5)
+
+
+def test_half_scale_keypoints_land_on_the_full_scale_image():
+    # a texture drawn at 2x and shrunk by exactly 2 (area average): a keypoint found at scale 0.5 of the big image
+    # must sit where the small image's own keypoint is, mapped by the pixel-centre rule x_big = 2 x_small + 0.5
+    small = texture(3)
+    big = cv2.resize(small, (small.shape[1] * 2, small.shape[0] * 2), interpolation=cv2.INTER_CUBIC)
+    half = detect_sift(big, SiftConfig(scale=0.5))
+    own = detect_sift(cv2.resize(big, small.shape[1::-1], interpolation=cv2.INTER_AREA))
+    np.testing.assert_allclose(half.keypoints, own.keypoints * 2 + 0.5, atol=1e-3)
+    np.testing.assert_array_equal(half.descriptors, own.descriptors)
+    np.testing.assert_allclose(half.scales, own.scales * 2, rtol=1e-6)
+    with pytest.raises(ValueError, match="scale"):
+        SiftConfig(scale=2.0)

@@ -16,6 +16,7 @@ SUITES = {
     "training": ("disam_ros.bench.training", "training iterations per second per recipe and preset"),
     "sequence": ("disam_ros.bench.sequence", "sequence localizer update time per map size and mode"),
     "condition": ("disam_ros.bench.condition", "per-frame latency the condition recogniser (auto) adds, CPU"),
+    "verify": ("disam_ros.bench.verify", "per-frame cost of geometric verification + metric pose, 640x480, CPU"),
 }
 
 

@@ -28,6 +28,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,7 @@ from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
 from disam_ros.retrieval import SearchConfig
 from disam_ros.tracking.calibration import Calibration, choose_feature, ece
 from disam_ros.tracking.tracker import TrackerConfig, config_summary
+from disam_ros.verify.verifier import VerifyConfig
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +110,11 @@ def candidate_features(frames: Sequence[TrackedFrame]) -> dict[str, np.ndarray]:
 def calibrate(reloc: Relocalizer, groups: Sequence, modes: Sequence[str], config: TrackerConfig, precision: float,
               source: str, progress: bool = True, z: float = 0.0) -> MapCalibration:
     """Run the tracker over the calibration drives and fit every mode (the map's own calibration is ignored
-    while doing so: a calibration is fitted on raw scores, never on an older fit)."""
+    while doing so: a calibration is fitted on raw scores, never on an older fit). Retrieval only: what is fitted
+    is the retrieval's confidence and covariance scale (a verified pose's covariance comes from its solver, so
+    refined frames would skew the scale), and it is faster."""
     reloc.map.calibration = None
+    config = replace(config, verify=VerifyConfig(enabled=False))
     tracked, trackers, *_ = evaluate_modes(reloc, groups, modes, config, 0, progress)
     tol = (config.tolerance_m, config.tolerance_deg)
     fits, thresholds, stats = {}, {}, {}

@@ -218,10 +218,12 @@ def per_condition(results: Sequence[QueryResult], **kwargs) -> dict[str, Conditi
 
 @dataclass(frozen=True)
 class ModeSummary:
-    """One (condition, mode) row. `shares`: any answer within each threshold, over ALL frames (R@1);
-    coverage: share of frames published (answered and confidence >= threshold); precision: share of the
-    published within `tolerance`; ece: expected calibration error of the answered frames' confidence against
-    "within tolerance"; nees: mean normalised estimation error squared of published positions (3 = consistent)."""
+    """One (condition, mode) row. `shares`: any answer within each threshold, over ALL frames (R@1, and the in-map
+    R@1: the retrieval-only pose, i.e. the answered map place's); coverage: share of frames published (answered
+    and confidence >= threshold); precision: share of the published poses (refined where verified) within
+    `tolerance`; ece: expected calibration error of the answered frames' confidence against their published pose
+    being within tolerance; nees: mean normalised estimation error squared of published positions under their
+    covariance (3 = consistent)."""
 
     condition: str
     mode: str
@@ -264,20 +266,25 @@ def expected_calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int 
 def summarize_mode(condition: str, mode: str, t_err: np.ndarray, r_err: np.ndarray, conf: np.ndarray,
                    nees_values: np.ndarray, threshold: float, tolerance: tuple[float, float], calibrated: bool,
                    thresholds: Sequence[tuple[float, float]] = DEFAULT_THRESHOLDS,
-                   in_map_mask: np.ndarray | None = None) -> ModeSummary:
+                   in_map_mask: np.ndarray | None = None,
+                   published_errors: tuple[np.ndarray, np.ndarray] | None = None) -> ModeSummary:
     """Per-frame arrays (NaN errors / confidence / NEES where a frame got no answer) -> one ModeSummary;
-    `in_map_mask` (per frame, see `in_map`) adds the in-map count and R@1 over those frames."""
+    `in_map_mask` (per frame, see `in_map`) adds the in-map count and R@1 over those frames. `t_err`/`r_err` are
+    the retrieval-only pose's errors (R@1); `published_errors` those of the published pose (precision, ECE;
+    default: the same)."""
     t, r, p, v = (np.asarray(x, float).reshape(-1) for x in (t_err, r_err, conf, nees_values))
     answered = np.isfinite(t) & np.isfinite(p)
     right = within(t, r, *tolerance)
+    pt, pr = (t, r) if published_errors is None else (np.asarray(x, float).reshape(-1) for x in published_errors)
+    right_pub = within(pt, pr, *tolerance)
     pub = answered & (p >= threshold)
     nv = v[pub & np.isfinite(v)]
     return ModeSummary(
         condition=condition, mode=mode, frames=len(t), answered=int(answered.sum()),
         thresholds=tuple((float(a), float(b)) for a, b in thresholds), shares=tuple(threshold_shares(t, r, thresholds)),
         threshold=float(threshold), published=int(pub.sum()),
-        precision=float(right[pub].mean()) if pub.any() else float("nan"),
-        ece=expected_calibration_error(p[answered], right[answered]),
+        precision=float(right_pub[pub].mean()) if pub.any() else float("nan"),
+        ece=expected_calibration_error(p[answered], right_pub[answered]),
         nees_mean=float(nv.mean()) if nv.size else float("nan"),
         nees_median=float(np.median(nv)) if nv.size else float("nan"), calibrated=calibrated,
         **_in_map_fields(right, in_map_mask))

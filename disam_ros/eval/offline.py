@@ -6,10 +6,11 @@
 Per query: the condition's encoder is chosen exactly as the node chooses it (image stamp -> daylight at the
 map's site, weather as a driver would set it), then the node's stream localizer (`disam_ros.tracking.tracker.Tracker`)
 in each mode: single (coarse-to-fine retrieval), sequence (Bayes filter over map places), window (SeqSLAM);
-each drive starts from a reset tracker. The report breaks the results down per condition for the first mode
-and puts the modes side by side (R@1, coverage and precision at the publishing threshold, ECE, NEES) with a
-reliability diagram and a precision-vs-coverage plot. Online evaluation (replay into a running node) is
-`disam-eval-online`.
+each drive starts from a reset tracker. When the map has geometry every answer is verified and refined as the
+node does it (`--no-verify`: retrieval only, faster). The report breaks the results down per condition for the
+first mode, puts the modes side by side (R@1, coverage and precision at the publishing threshold, ECE, NEES)
+with a reliability diagram and a precision-vs-coverage plot, and scores retrieval-only against refined poses
+(eval/poses.py). Online evaluation (replay into a running node) is `disam-eval-online`.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -36,6 +38,7 @@ from disam_ros.cliutil import (
 from disam_ros.eval.kidnap import KidnappedQueries, parse_kidnap, recoveries, recovery_rows, write_recoveries
 from disam_ros.eval.metrics import DEFAULT_RECALL_NS, nees
 from disam_ros.eval.plots import ExamplePair
+from disam_ros.eval.poses import poses_text
 from disam_ros.eval.queries import Query, bag_queries, folder_conditions, folder_queries, world_weather
 from disam_ros.eval.report import CANDIDATES
 from disam_ros.eval.scoring import (
@@ -52,15 +55,19 @@ from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
 from disam_ros.retrieval import SearchConfig
 from disam_ros.tracking.sequence import SequenceConfig
 from disam_ros.tracking.tracker import TRACKER_MODES, Tracker, TrackerConfig, TrackStep, publish_threshold
+from disam_ros.verify.verifier import VerifyConfig
 
 
 @dataclass(frozen=True)
 class QueryGroup:
-    """One drive: its condition name, the weather a driver would set for it, and its queries."""
+    """One drive: its condition name, the weather a driver would set for it, its queries, and its camera's
+    intrinsics (`pose.camera.Intrinsics` from camera.yaml or the bag's CameraInfo; None: the map camera's)."""
 
     condition: str
     weather: str | None
     queries: Iterable[Query]
+    camera: Any = None
+    camera_source: str = ""
 
 
 def answer(reloc: Relocalizer, q: Query) -> tuple[Answer, object]:
@@ -118,41 +125,52 @@ def evaluate(reloc: Relocalizer, groups: Sequence[QueryGroup], examples_per_cond
     return run.results, run.examples, run.answers
 
 
-def tracked_frame(mode: str, q: Query, step: TrackStep, feature: float,
-                  features: dict[str, float] | None = None) -> TrackedFrame:
+def tracked_frame(mode: str, q: Query, step: TrackStep, feature: float, features: dict[str, float] | None = None,
+                  map_poses: tuple[np.ndarray, np.ndarray] | None = None) -> TrackedFrame:
+    """The published pose (res.position: refined where verified) and, from `map_poses` (positions, quats), the
+    retrieval-only pose of the answered place (res.index)."""
     res = step.result
     if not res.ok:
         return TrackedFrame(mode, q.condition, q.name, np.asarray(q.position), np.asarray(q.quat), None, None,
                             float("nan"), float("nan"), False, float("nan"))
     pos = np.asarray(res.position, float)
+    v = res.verification
+    place = {} if map_poses is None else {"place_position": np.asarray(map_poses[0][res.index], float),
+                                          "place_quat": np.asarray(map_poses[1][res.index], float)}
+    checked = {} if v is None else {"verified": bool(v.verified), "verification": str(v.outcome),
+                                    "inliers": int(v.inliers), "refine_ms": float(v.ms)}
     return TrackedFrame(mode, q.condition, q.name, np.asarray(q.position), np.asarray(q.quat), pos,
                         np.asarray(res.quat, float), float(res.confidence), feature, step.calibrated,
-                        nees(np.asarray(q.position) - pos, res.covariance), dict(features or {}))
+                        nees(np.asarray(q.position) - pos, res.covariance), dict(features or {}), **place, **checked)
 
 
 def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequence[str],
                    config: TrackerConfig | None = None, examples_per_condition: int = 0, progress: bool = True,
                    default_weather: str = "sunny"):
     """Every query through a Tracker per mode (each drive from a reset belief). Returns (TrackedFrames,
-    {mode: Tracker}, and for the FIRST mode: QueryResults, ExamplePairs, Answers as `evaluate` gives them)."""
+    {mode: Tracker}, and for the FIRST mode: QueryResults, ExamplePairs, Answers as `evaluate` gives them: the
+    retrieval-only pose of the answered place, also where verification refined the published one)."""
     config = config or TrackerConfig()
     tracked, trackers = [], {}
     run = ScoredRun(reloc, examples_per_condition)
+    poses = (np.asarray(reloc.map.positions, float), np.asarray(reloc.map.quats, float))
     for k, mode in enumerate(modes):
         tracker = trackers[mode] = Tracker(reloc, replace(config, mode=mode))
         for g in groups:
             reloc.selector.set_weather(g.weather or default_weather)
             tracker.reset(f"new drive {g.condition}")
+            if tracker.verifier is not None:
+                tracker.verifier.set_camera(g.camera, g.camera_source)
             run.new_drive()
             for q in tqdm(g.queries, desc=f"eval {mode} {g.condition}", disable=not progress, unit="img"):
                 t0 = time.perf_counter()
                 step = tracker.step(q.image, q.stamp)
                 latency = time.perf_counter() - t0
-                tracked.append(tracked_frame(mode, q, step, tracker.last_feature, tracker.last_features))
+                tracked.append(tracked_frame(mode, q, step, tracker.last_feature, tracker.last_features, poses))
                 if k:
                     continue
                 res = step.result
-                a = Answer(int(res.index), np.asarray(res.position), np.asarray(res.quat),
+                a = Answer(int(res.index), poses[0][res.index], poses[1][res.index],
                            tuple(int(i) for i, _ in res.topk), latency, step.selection.domain) if res.ok else \
                     Answer(None, latency_s=latency, domain=step.selection.domain)
                 run.add(q, a, res)
@@ -218,7 +236,8 @@ def tracker_config(args: argparse.Namespace) -> TrackerConfig:
                          window_frames=args.window_frames)
     return TrackerConfig(mode=args.modes[0], sequence=seq, tolerance_m=args.tolerance[0],
                          tolerance_deg=args.tolerance[1], place_contrast_frames=args.place_contrast_frames,
-                         standstill_ratio=args.standstill_ratio)
+                         standstill_ratio=args.standstill_ratio,
+                         verify=VerifyConfig(enabled=not getattr(args, "no_verify", False)))
 
 
 def parse_bag_arg(text: str) -> tuple[str, Path]:
@@ -228,19 +247,27 @@ def parse_bag_arg(text: str) -> tuple[str, Path]:
 
 
 def query_groups(args: argparse.Namespace, reference: str) -> list[QueryGroup]:
+    from disam_ros.pose.camera import Intrinsics
+
     if args.dataset:
         conds = folder_conditions(args.dataset, args.conditions, reference)
+        yamls = {c: args.dataset / c / "camera.yaml" for c in conds}
         return [QueryGroup(c, args.weather or world_weather(args.dataset, c),
-                           LazyQueries(folder_queries, args.dataset, c, args.every)) for c in conds]
-    from disam_ros.data.bags import open_bag
+                           LazyQueries(folder_queries, args.dataset, c, args.every),
+                           *((Intrinsics.load(yamls[c]), "camera.yaml") if yamls[c].is_file() else ()))
+                for c in conds]
+    from disam_ros.data.bags import BagReader
 
     groups = []
     for text in args.bag:
         cond, path = parse_bag_arg(text)
-        open_bag(path).close()  # a missing or damaged bag is refused now, in one line, before any progress bar
+        # a missing or damaged bag is refused now, in one line, before any progress bar
+        with BagReader(path, image_topic=args.image_topic, pose_topic=args.pose_topic) as reader:
+            info = reader.camera_info()
         groups.append(QueryGroup(cond, args.weather or world_weather(args.world, cond),
                                  LazyQueries(bag_queries, path, cond, args.image_topic, args.pose_topic,
-                                       every=args.every)))
+                                             every=args.every),
+                                 *((Intrinsics.from_camera(info), "CameraInfo") if info is not None else ())))
     return groups
 
 
@@ -285,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cut frames [AT, AT+SKIP) out of every drive (stamps run on) and report how each mode "
                         "re-localises after the jump (kidnap.json)")
     p.add_argument("--examples", type=non_negative_int, default=1, help="example pairs per condition in examples.png")
+    p.add_argument("--no-verify", action="store_true", help="retrieval-only evaluation (faster): no geometric "
+                   "verification or refined poses, even when the map has geometry")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -302,6 +331,13 @@ def check_paths(args: argparse.Namespace) -> None:
         raise ValueError(problem)
 
 
+def refine_reason(args: argparse.Namespace, loc_map: Any) -> str | None:
+    """Why the report has no refined rows (None: it has them)."""
+    if args.no_verify:
+        return "verification off (--no-verify): retrieval-only evaluation"
+    return None if loc_map.has_geometry else f"the map has no geometry ({loc_map.geometry_note})"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -314,18 +350,20 @@ def main(argv: list[str] | None = None) -> int:
             groups = [replace(g, queries=KidnappedQueries(g.queries, *args.kidnap)) for g in groups]
         tracked, trackers, results, examples, _ = evaluate_modes(reloc, groups, args.modes, tracker_config(args),
                                                                  args.examples, progress=not args.quiet)
+        no_refine = refine_reason(args, reloc.map)
         publish = {m: publish_threshold(t.calibrated, t.suggested_min_confidence, args.min_confidence,
                                         args.min_heuristic_confidence) for m, t in trackers.items()}
         meta = {"mode": "offline", "tracker modes": ", ".join(args.modes), "detailed tables": args.modes[0],
                 "map": str(args.map), "map images": len(reloc.map), "device": str(reloc.localizer.coarse.device),
                 "top_n": args.top_n, CANDIDATES: args.top_k, "source": str(args.dataset or ", ".join(args.bag)),
+                "verification": no_refine or "on: answers verified and refined against the map geometry",
                 "calibration": "; ".join(f"{m}: {t.diagnostics()['calibration']}" for m, t in trackers.items()),
                 "tracker settings": f"max speed {args.max_speed_mps:g} m/s, speed change {args.speed_change_prob:g}, "
                                     f"window {args.window_frames} frames, place contrast "
                                     f"{args.place_contrast_frames:g} frames, standstill {args.standstill_ratio:g}"}
         paths = write_report(args.out, results, reloc.map.positions, examples, meta,
                              title="DISAM offline localisation report", tracked=tracked, publish=publish,
-                             tolerance=args.tolerance, map_quats=reloc.map.quats)
+                             tolerance=args.tolerance, map_quats=reloc.map.quats, no_refine=no_refine)
         map_poses = (reloc.map.positions, reloc.map.quats)
         recs = recoveries(tracked, args.kidnap[0], publish, args.tolerance) if args.kidnap else []
         if args.kidnap:
@@ -338,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print("\n".join(summary_rows(results)))
     print("\n".join(mode_rows_text(tracked, publish, args.tolerance, map_poses)))
+    print("\n".join(poses_text(tracked, no_refine)))
     print("\n".join(recovery_rows(recs)))
     print(f"report: {paths['markdown']}")
     return 0

@@ -61,18 +61,22 @@ def summary_to_dict(s: ConditionSummary, candidates: int | None = None) -> dict:
 
 
 def report_dict(summaries: Mapping[str, ConditionSummary], meta: Mapping | None = None,
-                modes: Sequence[Any] = ()) -> dict:
-    """`modes`: `metrics.ModeSummary` rows (tracker modes side by side), listed under "modes" when given."""
+                modes: Sequence[Any] = (), poses: Mapping | None = None) -> dict:
+    """`modes`: `metrics.ModeSummary` rows (tracker modes side by side), listed under "modes" when given;
+    `poses`: retrieval-only against refined rows (`poses.poses_dict`), under "poses" when given."""
     k = candidates_of(meta)
     out = {"meta": dict(meta or {}), "conditions": {c: summary_to_dict(s, k) for c, s in summaries.items()}}
     if modes:
         out["modes"] = [mode_summary_dict(r) for r in modes]
+    if poses:
+        out["poses"] = dict(poses)
     return out
 
 
 def write_json(path: str | Path, summaries: Mapping[str, ConditionSummary], meta: Mapping | None = None,
-               modes: Sequence[Any] = ()) -> Path:
-    return atomic_write_text(path, json.dumps(report_dict(summaries, meta, modes), indent=2, allow_nan=False) + "\n")
+               modes: Sequence[Any] = (), poses: Mapping | None = None) -> Path:
+    doc = report_dict(summaries, meta, modes, poses)
+    return atomic_write_text(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -145,14 +149,17 @@ def latency_table(summaries: Mapping[str, ConditionSummary]) -> list[str]:
 
 def markdown_report(summaries: Mapping[str, ConditionSummary], title: str = "DISAM localisation report",
                     meta: Mapping | None = None, modes: Sequence[Any] = (),
-                    tolerance: tuple[float, float] = (5.0, 10.0)) -> str:
+                    tolerance: tuple[float, float] = (5.0, 10.0), poses: Sequence[str] = ()) -> str:
+    """`poses`: Markdown lines of the retrieval-only against refined section (`poses.poses_markdown`)."""
     if not summaries:
         raise ValueError("no results to report: the evaluation produced no queries; check the query set")
     out = [f"# {title}", ""]
     out += [f"- {k}: {v}" for k, v in (meta or {}).items()]
     out += ["", "## Correctly localised", "",
             "Share of ALL queries with translation error ≤ T and rotation error ≤ R (inclusive); an abstention "
-            "counts as a failure. Medians are over answered queries.", "", *accuracy_table(summaries)]
+            "counts as a failure. Medians are over answered queries." + (
+                " The pose scored is the retrieval-only one (the answered map place's); refined poses: see "
+                "\"Retrieval-only and refined poses\"." if poses else ""), "", *accuracy_table(summaries)]
     k = candidates_of(meta)
     if rec := recall_table(summaries, k):
         out += ["", "## Recall@N", "", recall_legend(summaries, k), "", *rec]
@@ -161,13 +168,14 @@ def markdown_report(summaries: Mapping[str, ConditionSummary], title: str = "DIS
                 "offline per-query time), all queries with a measured latency.", "", *lat]
     if modes:
         out += modes_markdown(modes, tolerance)
+    out += list(poses)
     return "\n".join(out) + "\n"
 
 
 def write_markdown(path: str | Path, summaries: Mapping[str, ConditionSummary],
                    title: str = "DISAM localisation report", meta: Mapping | None = None, modes: Sequence[Any] = (),
-                   tolerance: tuple[float, float] = (5.0, 10.0)) -> Path:
-    return atomic_write_text(path, markdown_report(summaries, title, meta, modes, tolerance))
+                   tolerance: tuple[float, float] = (5.0, 10.0), poses: Sequence[str] = ()) -> Path:
+    return atomic_write_text(path, markdown_report(summaries, title, meta, modes, tolerance, poses))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -269,14 +277,16 @@ def modes_table(rows: Sequence[Any], tolerance: tuple[float, float]) -> list[str
     return lines
 
 
-MODES_LEGEND = ("R@1: share of ALL frames whose answer (published or not) is within the tolerance. In map: frames "
+MODES_LEGEND = ("R@1: share of ALL frames whose retrieval-only answer (the answered map place's pose, published or "
+                "not) is within the tolerance. In map: frames "
                 "that some map pose lies within the tolerance of (a drive that runs past the map's end has frames "
                 "no answer can get right); R@1 in map: the share of those answered within the tolerance. "
                 "Coverage: share "
                 "of frames published, i.e. answered with confidence ≥ the threshold (the map calibration's "
                 "threshold for a calibrated mode; (h): a heuristic confidence and the heuristic threshold). "
-                "Precision: share of the published within the tolerance. ECE: expected calibration error of the "
-                "answered frames' confidence against being within the tolerance (10 bins). NEES: mean normalised "
+                "Precision: share of the published poses (refined where verified) within the tolerance. ECE: "
+                "expected calibration error of the answered frames' confidence against their published pose being "
+                "within the tolerance (10 bins). NEES: mean normalised "
                 "estimation error squared of the published positions under their covariance (3 is consistent). "
                 "Plots: reliability.png, precision_coverage.png.")
 
@@ -286,11 +296,19 @@ def modes_markdown(rows: Sequence[Any], tolerance: tuple[float, float]) -> list[
 
 
 def tracked_to_dict(f: Any) -> dict:
-    """One line of modes.jsonl (a `scoring.TrackedFrame`)."""
+    """One line of modes.jsonl (a `scoring.TrackedFrame`): est_* is the published pose (refined where verified),
+    place_* the retrieval-only pose (the answered map place's), each with its errors (null: no answer)."""
+    (pt, pr), (rt, rr) = f.errors(), f.retrieval_errors()
+    answered = f.est_position is not None
+    place_p, place_q = (f.place_position, f.place_quat) if f.place_position is not None else (f.est_position,
+                                                                                             f.est_quat)
     return {"mode": f.mode, "condition": f.condition, "name": f.name, "gt_position": _arr(f.gt_position),
             "gt_quat": _arr(f.gt_quat), "est_position": _arr(f.est_position), "est_quat": _arr(f.est_quat),
             "confidence": _num(f.confidence), "feature": _num(f.feature), "calibrated": f.calibrated,
-            "nees": _num(f.nees)}
+            "nees": _num(f.nees), "place_position": _arr(place_p) if answered else None,
+            "place_quat": _arr(place_q) if answered else None, "retrieval_t_m": _num(rt), "retrieval_r_deg": _num(rr),
+            "published_t_m": _num(pt), "published_r_deg": _num(pr), "verified": bool(f.verified),
+            "verification": f.verification or None, "inliers": int(f.inliers), "refine_ms": _num(f.refine_ms)}
 
 
 def write_tracked(path: str | Path, frames: Sequence[Any]) -> Path:

@@ -30,6 +30,7 @@ from disam_ros.eval.plots import (
     plot_reliability,
     plot_trajectory,
 )
+from disam_ros.eval.poses import pose_rows, poses_dict, poses_markdown, refine_note
 from disam_ros.eval.queries import Query
 from disam_ros.eval.report import write_json, write_markdown, write_results, write_tracked, write_visloc
 from disam_ros.geometry import quat_angle_deg
@@ -74,11 +75,13 @@ def write_report(out_dir: str | Path, results: Sequence[QueryResult], map_positi
                  title: str = "DISAM localisation report", tracked: Sequence[TrackedFrame] = (),
                  publish: Mapping[str, float] | None = None,
                  tolerance: tuple[float, float] = (5.0, 10.0),
-                 map_quats: np.ndarray | None = None) -> dict[str, Path]:
+                 map_quats: np.ndarray | None = None, no_refine: str | None = None) -> dict[str, Path]:
     """Write every report artefact into `out_dir` (each file atomically) and return their paths.
 
-    `tracked`: per-frame records of tracker modes; then the report gains the modes table, modes.jsonl, the
-    reliability diagram and the precision-vs-coverage plot (`publish`: each mode's publishing threshold)."""
+    `tracked`: per-frame records of tracker modes; then the report gains the modes table, the retrieval-only
+    against refined rows (without refined rows, and a line saying why, when `no_refine` gives a reason or no
+    frame was verified), modes.jsonl, the reliability diagram and the precision-vs-coverage plot (`publish`:
+    each mode's publishing threshold)."""
     if not results:
         raise ValueError("no queries were evaluated: check the query set (conditions, topics, --every)")
     out = Path(out_dir)
@@ -86,10 +89,13 @@ def write_report(out_dir: str | Path, results: Sequence[QueryResult], map_positi
     summaries = per_condition(list(results), thresholds=THRESHOLDS)
     poses = None if map_quats is None else (np.asarray(map_positions), np.asarray(map_quats))
     modes = mode_summaries(tracked, publish or {}, tolerance, poses) if tracked else []
+    note = refine_note(tracked, no_refine)
+    rows = pose_rows(tracked, THRESHOLDS)
     paths = {
         "markdown": write_markdown(out / "report.md", summaries, title=title, meta=meta, modes=modes,
-                                   tolerance=tolerance),
-        "json": write_json(out / "report.json", summaries, meta=meta, modes=modes),
+                                   tolerance=tolerance, poses=poses_markdown(rows, note)),
+        "json": write_json(out / "report.json", summaries, meta=meta, modes=modes,
+                           poses=poses_dict(rows, note) if rows else None),
         "results": write_results(out / "results.jsonl", results),
         "visloc": write_visloc(out / "visloc_submission.txt", results),
         "error_cdf": plot_error_cdf(results, out / "error_cdf.png", thresholds=THRESHOLDS),
@@ -141,8 +147,11 @@ def summary_rows(results: Sequence[QueryResult]) -> list[str]:
 
 @dataclass(frozen=True, eq=False)
 class TrackedFrame:
-    """What one tracker mode said about one query: the answer (None: no pose), its confidence, the raw
-    feature a calibration maps, whether the confidence is calibrated, and the position NEES of the answer."""
+    """What one tracker mode said about one query: the published pose (None: no pose; the verified, refined pose
+    where verification passed, else the answered map place's), its confidence, the raw feature a calibration
+    maps, whether the confidence is calibrated and the position NEES of the published pose under its covariance;
+    then the retrieval-only pose (the answered map place's; None: the same as the published one) and what
+    verification said (`verification`: its outcome, "" where it did not run)."""
 
     mode: str
     condition: str
@@ -156,17 +165,34 @@ class TrackedFrame:
     calibrated: bool
     nees: float
     features: dict[str, float] = field(default_factory=dict)  # every candidate feature (disam-calibrate chooses)
+    place_position: np.ndarray | None = None  # retrieval-only pose: the answered map place's
+    place_quat: np.ndarray | None = None
+    verified: bool = False
+    verification: str = ""  # verify.verifier.OUTCOMES; "" where verification did not run
+    inliers: int = 0
+    refine_ms: float = float("nan")
 
     def errors(self) -> tuple[float, float]:
-        """(translation m, rotation deg); NaN when there is no answer."""
-        if self.est_position is None or self.est_quat is None:
-            return float("nan"), float("nan")
-        t = float(np.linalg.norm(np.asarray(self.est_position) - self.gt_position))
-        return t, float(quat_angle_deg(self.gt_quat, self.est_quat))
+        """(translation m, rotation deg) of the published pose; NaN when there is no answer."""
+        return _pose_errors(self, self.est_position, self.est_quat)
+
+    def retrieval_errors(self) -> tuple[float, float]:
+        """(translation m, rotation deg) of the retrieval-only pose (the answered map place's)."""
+        if self.place_position is None or self.place_quat is None:
+            return self.errors()
+        return _pose_errors(self, self.place_position, self.place_quat)
 
     def correct(self, tolerance: tuple[float, float]) -> bool:
+        """Whether the published pose is within the tolerance."""
         t, r = self.errors()
         return bool(within(np.array([t]), np.array([r]), *tolerance)[0])
+
+
+def _pose_errors(f: TrackedFrame, position: np.ndarray | None, quat: np.ndarray | None) -> tuple[float, float]:
+    if position is None or quat is None:
+        return float("nan"), float("nan")
+    t = float(np.linalg.norm(np.asarray(position) - f.gt_position))
+    return t, float(quat_angle_deg(f.gt_quat, quat))
 
 
 def in_map_mask(frames: Sequence[TrackedFrame], map_poses: tuple[np.ndarray, np.ndarray] | None,
@@ -182,7 +208,8 @@ def mode_summaries(frames: Sequence[TrackedFrame], thresholds: Mapping[str, floa
                    tolerance: tuple[float, float],
                    map_poses: tuple[np.ndarray, np.ndarray] | None = None) -> list[ModeSummary]:
     """Rows per condition (sorted) then 'all', each with the modes in the order first seen; with `map_poses`
-    each row also counts its in-map frames and their R@1 (`metrics.in_map`)."""
+    each row also counts its in-map frames and their R@1 (`metrics.in_map`). R@1 and in-map R@1 score the
+    retrieval-only pose, precision and ECE the published one (`metrics.ModeSummary`)."""
     mask = in_map_mask(frames, map_poses, tolerance)
     modes = list(dict.fromkeys(f.mode for f in frames))
     conds = sorted({f.condition for f in frames}) + [ALL]
@@ -193,12 +220,14 @@ def mode_summaries(frames: Sequence[TrackedFrame], thresholds: Mapping[str, floa
             if not pick:
                 continue
             fs = [frames[i] for i in pick]
-            err = np.array([f.errors() for f in fs], float).reshape(-1, 2)
+            err = np.array([f.retrieval_errors() for f in fs], float).reshape(-1, 2)
+            pub = np.array([f.errors() for f in fs], float).reshape(-1, 2)
             conf = np.array([f.confidence if f.est_position is not None else np.nan for f in fs], float)
             rows.append(summarize_mode(c, m, err[:, 0], err[:, 1], conf, np.array([f.nees for f in fs], float),
                                        thresholds.get(m, 0.0), tolerance, all(f.calibrated for f in fs
                                                                              if f.est_position is not None),
-                                       in_map_mask=None if mask is None else mask[pick]))
+                                       in_map_mask=None if mask is None else mask[pick],
+                                       published_errors=(pub[:, 0], pub[:, 1])))
     return rows
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from disam_ros.maps.geometry_store import GeometryWriter
 from disam_ros.pose.backproject import DepthLimits, backproject
 from disam_ros.pose.camera import Intrinsics
-from disam_ros.pose.features import SiftConfig, detect_sift, match_descriptors
+from disam_ros.pose.features import MAP_SIFT, SiftConfig, detect_sift, match_descriptors
 from disam_ros.pose.triangulate import TriangulationLimits, View, triangulate
 
 GEOMETRY_CHOICES = ("auto", "depth", "triangulate", "none")
@@ -42,7 +42,7 @@ class GeometryPlan:
     method: str  # "depth" or "triangulate"
     intrinsics: Intrinsics
     depth_of: Callable[[int], np.ndarray | None] | None = None
-    sift: SiftConfig = field(default_factory=SiftConfig)
+    sift: SiftConfig = MAP_SIFT  # recorded in the map: queries are treated alike
     neighbours: int = 2  # triangulate: match to i-2..i+2
     min_views: int = 2  # triangulate: views per track (the map image + matched neighbours)
     ratio: float = 0.8
@@ -182,4 +182,4 @@ class GeometryBuilder:
         extra: dict[str, Any] = {"seconds": round(self.seconds, 3)}
         if self.plan.method == "triangulate":
             extra["neighbours"] = self.plan.neighbours
-        return self.writer.record(self.plan.method, cam, **extra)
+        return self.writer.record(self.plan.method, cam, features=self.plan.sift.to_record(), **extra)

@@ -10,7 +10,9 @@ geometry_points3d.npy     (K, 3) float32  map-frame points; NaN rows: keypoints 
 geometry_offsets.npy      (M + 1,) int64  map image i owns rows offsets[i]:offsets[i + 1]
 ```
 The manifest's "geometry" object records how (method "depth" or "triangulate"), the intrinsics of the map images
-(`intrinsics`: fx fy cx cy width height + plumb_bob k1 k2 p1 p2 k3) and counts. The four files are listed in
+(`intrinsics`: fx fy cx cy width height + plumb_bob k1 k2 p1 p2 k3), the SIFT recipe (`features`:
+pose.features.SiftConfig.to_record(); "sift" in maps written before it was recorded = Lowe's defaults) and
+counts. The four files are listed in
 `files` with sha256 like every other map file; keypoints are scanned for NaN/inf at load (maps/integrity.py),
 points3d only for inf (NaN is its "no point" mark). A version-1 map, or one built with `--geometry none`, has no
 "geometry": it loads and localizes retrieval-only, and `geometry_note` says why in one line.
@@ -34,6 +36,7 @@ from disam_ros.maps.map_format import (
 )
 from disam_ros.maps.npy_stream import NpyAppender
 from disam_ros.pose.camera import Intrinsics
+from disam_ros.pose.features import SiftConfig
 
 METHODS = ("depth", "triangulate")
 DESCRIPTOR_DIM = 128
@@ -73,6 +76,10 @@ def geometry_problem(manifest: dict[str, Any]) -> str | None:
         Intrinsics(**cam)
     except ValueError as exc:
         return f"field geometry.intrinsics is invalid ({str(exc)[:120]})"
+    try:
+        SiftConfig.from_record(g.get("features", "sift"))
+    except ValueError as exc:
+        return f"field geometry.features: {str(exc)[:160]}"
     n = g.get("keypoints")
     if not (isinstance(n, int) and not isinstance(n, bool) and n >= 0):
         return "field geometry.keypoints is not a count >= 0"
@@ -87,6 +94,7 @@ class MapGeometry:
         self.record = record
         self.method: str = record["method"]
         self.intrinsics = Intrinsics(**record["intrinsics"])
+        self.sift = SiftConfig.from_record(record.get("features", "sift"))  # how the keypoints were found
         self.keypoints, self.descriptors, self.points, self.offsets = keypoints, descriptors, points, offsets
 
     def __len__(self) -> int:
@@ -153,9 +161,9 @@ class GeometryWriter:
             a.close()
         np.save(self._offsets_path, np.asarray(self.offsets, np.int64), allow_pickle=False)
 
-    def record(self, method: str, cam: Intrinsics, **extra: Any) -> dict[str, Any]:
-        """The manifest's "geometry" object for what was written."""
-        return {"method": method, "intrinsics": intrinsics_record(cam), "features": "sift",
+    def record(self, method: str, cam: Intrinsics, features: Any = "sift", **extra: Any) -> dict[str, Any]:
+        """The manifest's "geometry" object for what was written (`features`: SiftConfig.to_record())."""
+        return {"method": method, "intrinsics": intrinsics_record(cam), "features": features,
                 "keypoints": self.offsets[-1], "with_point": self.with_point, **extra}
 
 
@@ -164,7 +172,7 @@ def merge_geometry(shards: list[Any], directory: Path) -> dict[str, Any] | None:
     every shard has it with the same method and intrinsics."""
     records = [c.manifest.get("geometry") for c in shards]
     first = records[0]
-    if first is None or any(r is None or r["method"] != first["method"] or r["intrinsics"] != first["intrinsics"]
+    if first is None or any(r is None or any(r.get(k) != first.get(k) for k in ("method", "intrinsics", "features"))
                             for r in records):
         return None
     out = GeometryWriter(directory)
@@ -176,4 +184,5 @@ def merge_geometry(shards: list[Any], directory: Path) -> dict[str, Any] | None:
     finally:
         out.close()
     seconds = round(sum(float(r.get("seconds", 0.0)) for r in records), 3)
-    return out.record(first["method"], Intrinsics(**first["intrinsics"]), seconds=seconds)
+    return out.record(first["method"], Intrinsics(**first["intrinsics"]), features=first.get("features", "sift"),
+                      seconds=seconds)

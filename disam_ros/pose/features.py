@@ -21,7 +21,9 @@ import numpy as np
 @dataclass(frozen=True)
 class SiftConfig:
     """OpenCV SIFT options (Lowe's defaults); nfeatures = 0 keeps all; root_sift: Hellinger-normalised
-    descriptors (L1 normalise, square root), which match better under illumination change."""
+    descriptors (L1 normalise, square root), which match better under illumination change; clahe: equalise
+    local contrast (CLAHE, clip 3, 8x8 tiles) before detection, which lifts the faint gradients of fog, dusk
+    and night over the contrast threshold. `MAP_SIFT` is the recipe maps are built with (docs/pose.md)."""
 
     nfeatures: int = 2000
     n_octave_layers: int = 3
@@ -29,11 +31,39 @@ class SiftConfig:
     edge_threshold: float = 10.0
     sigma: float = 1.6
     root_sift: bool = False
+    clahe: bool = False
+    scale: float = 1.0  # detect on the image resized by this factor (0.5: a quarter of the cost at 640x480)
 
     def __post_init__(self) -> None:
         if self.nfeatures < 0 or self.n_octave_layers < 1 or not self.sigma > 0:
             raise ValueError(f"SiftConfig: nfeatures={self.nfeatures} must be >= 0, n_octave_layers="
                              f"{self.n_octave_layers} >= 1 and sigma={self.sigma} > 0")
+        if not (0.0 < self.contrast_threshold < 1.0 and self.edge_threshold > 0 and 0.1 <= self.scale <= 1.0):
+            raise ValueError(f"SiftConfig: contrast_threshold={self.contrast_threshold} must be in (0, 1) and "
+                             f"edge_threshold={self.edge_threshold} > 0, scale={self.scale} in [0.1, 1]")
+
+    def to_record(self) -> dict:
+        """What a map records about how its keypoints were found (the query must be treated alike)."""
+        return {"kind": "sift", "nfeatures": self.nfeatures, "n_octave_layers": self.n_octave_layers,
+                "contrast_threshold": self.contrast_threshold, "edge_threshold": self.edge_threshold,
+                "sigma": self.sigma, "clahe": self.clahe, "scale": self.scale}
+
+    @classmethod
+    def from_record(cls, record: object) -> SiftConfig:
+        """The inverse of `to_record`; the bare string "sift" (maps written before recipes were recorded)
+        means Lowe's defaults without CLAHE. A ValueError names anything else."""
+        if record == "sift":
+            return cls()
+        keys = ("nfeatures", "n_octave_layers", "contrast_threshold", "edge_threshold", "sigma", "clahe")
+        if not isinstance(record, dict) or record.get("kind") != "sift" or not set(keys) <= set(record):
+            raise ValueError(f"map geometry features {str(record)[:80]!r} are not a SIFT recipe: rebuild the map")
+        try:
+            return cls(**{k: record[k] for k in keys}, scale=record.get("scale", 1.0))
+        except TypeError as exc:
+            raise ValueError(f"map geometry features recipe is invalid ({exc}): rebuild the map") from None
+
+
+MAP_SIFT = SiftConfig(contrast_threshold=0.01, clahe=True)
 
 
 @dataclass(frozen=True)
@@ -66,6 +96,11 @@ def to_grey(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"feature extraction needs (H,W) grey or (H,W,3) RGB, got shape {image.shape}")
 
 
+def equalise(grey: np.ndarray) -> np.ndarray:
+    """Local contrast equalisation (CLAHE, clip limit 3, 8x8 tiles) of a uint8 grey image."""
+    return cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8)).apply(grey)
+
+
 def root_sift(descriptors: np.ndarray) -> np.ndarray:
     """RootSIFT (Arandjelovic & Zisserman 2012): L1-normalise, then square root; unit L2 norm as a result."""
     d = np.asarray(descriptors, np.float32)
@@ -82,14 +117,22 @@ def detect_sift(image: np.ndarray, config: SiftConfig | None = None, mask: np.nd
         if mask.shape != grey.shape:
             raise ValueError(f"feature mask shape {mask.shape} differs from the image's {grey.shape}")
         mask = (mask != 0).astype(np.uint8)
+    h, w = grey.shape
+    size = (max(1, round(w * config.scale)), max(1, round(h * config.scale)))
+    if config.scale != 1.0:
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        mask = None if mask is None else cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+    grey = equalise(grey) if config.clahe else grey
     sift = cv2.SIFT_create(config.nfeatures, config.n_octave_layers, config.contrast_threshold,
                            config.edge_threshold, config.sigma)
     kps, desc = sift.detectAndCompute(grey, mask)
     if not kps:
         z = np.zeros(0, np.float32)
         return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), z, z)
-    pts = np.array([k.pt for k in kps], np.float32)
-    scales = np.array([k.size for k in kps], np.float32)
+    sx, sy = size[0] / w, size[1] / h
+    pts = np.array([k.pt for k in kps], np.float64)  # back to the original's pixels (centre convention)
+    pts = np.stack([(pts[:, 0] + 0.5) / sx - 0.5, (pts[:, 1] + 0.5) / sy - 0.5], 1).astype(np.float32)
+    scales = np.array([k.size for k in kps], np.float32) / np.float32(sx)
     resp = np.array([k.response for k in kps], np.float32)
     order = np.lexsort((pts[:, 0], pts[:, 1], -resp))
     desc = np.asarray(desc, np.float32)[order]

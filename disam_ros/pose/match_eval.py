@@ -39,6 +39,7 @@ from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.dense import DenseConfig, dense_matches, load_encoder, untrained_encoder
 from disam_ros.pose.features import SiftConfig, detect_sift, match_descriptors, to_grey
 from disam_ros.pose.frames import cam_from_map, project
+from disam_ros.pose.guided import guided_match
 from disam_ros.pose.solver import PoseSolution, SolverConfig, solve_absolute_pose
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -213,25 +214,6 @@ def consistent(ctx: Ctx, fine: PoseSolution | None, coarse: PoseSolution | Prior
         return fine is not None
     angle = float(quat_angle_deg(fine.quat, coarse.quat))
     return float(np.linalg.norm(fine.position - coarse.position)) <= agree_m and angle <= 10.0
-
-
-def guided_match(query_uv: np.ndarray, query_desc: np.ndarray, map_desc: np.ndarray, predicted_uv: np.ndarray,
-                 radius: float, ratio: float) -> np.ndarray:
-    """(M,2) index pairs (query, map): each query keypoint's nearest map descriptor among the map keypoints
-    predicted within `radius` px of it (predicted_uv inf: nowhere), if better than `ratio` x the second nearest
-    of those candidates (a lone candidate passes) and mutual. Descriptors are unit (RootSIFT) vectors.
-
-    Why: under a condition change the true match is rarely the nearest descriptor in the whole image, but often
-    is among the few keypoints where a rough pose puts it."""
-    near = np.linalg.norm(np.asarray(query_uv, np.float64)[:, None] - predicted_uv[None], axis=2) <= radius
-    dist = np.where(near, np.sqrt(np.maximum(2.0 - 2.0 * query_desc @ map_desc.T, 0.0)), np.inf)
-    if not np.isfinite(dist).any():
-        return np.zeros((0, 2), np.int64)
-    rows, j = np.arange(len(dist)), np.argmin(dist, axis=1)
-    best = dist[rows, j]
-    second = np.partition(dist, 1, axis=1)[:, 1] if dist.shape[1] > 1 else np.full(len(dist), np.inf)
-    keep = np.isfinite(best) & (best < ratio * second) & (np.argmin(dist, axis=0)[j] == rows)
-    return np.stack([rows[keep], j[keep]], 1).astype(np.int64)
 
 
 def guided_sift(ctx: Ctx, query: np.ndarray, k: int, coarse: PoseSolution | Prior, radius: float) -> Attempt:

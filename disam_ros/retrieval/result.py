@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,7 @@ class RetrievalResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     query_fine: np.ndarray | None = None
     used_prior: bool = False
+    verification: Any = None  # disam_ros.verify.verifier.Verification once the tracker verified the answer
 
     @classmethod
     def failure(cls, reason: str, **kw) -> RetrievalResult:

@@ -7,7 +7,9 @@
    single-frame mode (the paper's retrieval), replay the bags into both at once over DDS (loopback), record
    what they publish;
 5. score them per condition and write the report (Markdown, JSON, plots): the detailed tables for the
-   sequence node, and both modes side by side (R@1, coverage, precision, ECE, NEES).
+   sequence node, both modes side by side (R@1, coverage, precision, ECE, NEES), and at the end the
+   retrieval-only against refined rows per condition and mode (the three thresholds for the map place's pose
+   and for the published, verified-and-refined pose; verified share, precision, largest error, refine time).
 
 Everything lands in --workdir (default runs/demo); steps whose output is already there are reused.
 """

@@ -47,6 +47,7 @@ from disam_ros.ros import env
 from disam_ros.ros import messages as M
 from disam_ros.ros import node_params as P
 from disam_ros.ros import node_stats as S
+from disam_ros.ros import node_verify as V
 from disam_ros.ros import node_worker as W
 
 NODE_NAME = P.NODE_NAME
@@ -54,7 +55,7 @@ NODE_NAME = P.NODE_NAME
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 WORKER_JOIN_S = 0.5  # a worker stuck in a long decode is a daemon: never wait for it longer than this
 DYNAMIC = ("max_rate_hz", "publish_debug_image", "debug_rate_hz", "prior_timeout_s", "prior_radius_m",
-           "min_confidence", "min_heuristic_confidence")
+           "min_confidence", "min_heuristic_confidence", "unverified_policy")
 
 
 class LocalizerNode(LifecycleNode):
@@ -159,12 +160,15 @@ class LocalizerNode(LifecycleNode):
                                                       img_qos)
         else:
             self.sub_image = self.create_subscription(Image, "image", self._on_raw, img_qos)
+        self.sub_camera_info = V.subscribe_camera_info(self, self.sub_image.topic_name)  # None: not verifying
         self.sub_prior = self.create_subscription(PoseWithCovarianceStamped, "prior", self._on_prior, 5)
         if cfg.odom_topic:
             self.tracking.reset_odometry()
             self.sub_odom = self.create_subscription(Odometry, cfg.odom_topic, self._on_odom, 50)
         self.get_logger().info(f"active: listening on {self.sub_image.topic_name} "
-                               f"({'CompressedImage' if cfg.compressed else 'Image'})")
+                               f"({'CompressedImage' if cfg.compressed else 'Image'}); verification "
+                               f"{V.verify_state(self.tracking, cfg)}, CameraInfo on "
+                               f"{self.tracking.camera_info_topic or 'none'}")
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -198,7 +202,7 @@ class LocalizerNode(LifecycleNode):
         self.mailbox.close()
         if self.mailbox.clear():
             self.stats.add("dropped_by_node")
-        for name in ("sub_image", "sub_prior", "sub_odom"):
+        for name in ("sub_image", "sub_camera_info", "sub_prior", "sub_odom"):
             sub = getattr(self, name, None)
             if sub is not None:
                 self.destroy_subscription(sub)
@@ -320,20 +324,7 @@ class LocalizerNode(LifecycleNode):
         self._log_error(text)
 
     def diagnostics_values(self) -> dict[str, Any]:
-        values: dict[str, Any] = {
-            "state": self.state, **S.selection_values(self._selection, self.reloc.selector),
-            "model_domains": ",".join(self.model_domains), "map_size": len(self.map), "map_frame": self.frame_id,
-            "device": self.device, "rss_mb": S.rss_mb(), "map_verification": self.map.verification_state(),
-            "map_problem": self.map.integrity_problem or "",
-            "sequence_numbers": "yes" if self._gaps.available else "no",
-            "odometry": self.cfg.odom_topic or "none (speed band)", **self.tracking.diagnostics(),
-            **self.reloc.condition_diagnostics(),
-        }
-        t, values["confidence_gate"] = W.confidence_gate(self.dyn, self.tracking.calibrated,
-                                                       self.tracking.suggested_min_confidence)
-        values.update(confidence_threshold=t, confidence_calibrated=self.tracking.calibrated)
-        values.update(self.stats.snapshot())
-        return values
+        return W.diagnostics_values(self)
 
     def publish_diagnostics(self) -> None:
         try:
@@ -367,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         return P.fail(str(exc))
     except RCLError as exc:  # e.g. a remap or --ros-args flag rcl cannot parse
         return P.fail(f"{P.one_line(exc)} (check the --ros-args)")
+    import disam_ros.verify.verifier  # noqa: F401  (pycolmap's glog takes over SIGTERM at import: before ours)
     stop, node, rc = P.StopSignals(), None, 0
     executor = SingleThreadedExecutor()
     try:

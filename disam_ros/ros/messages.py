@@ -21,7 +21,7 @@ from std_msgs.msg import Header, String
 from disam_ros.data.image_codec import ImageFields, encode_image
 from disam_ros.logs import one_line
 
-LOOP_CLOSURE_SCHEMA = "disam_ros/loop_closure/1"
+LOOP_CLOSURE_SCHEMA = "disam_ros/loop_closure/2"
 DIAG_VALUE_CHARS = 512  # our one-line errors are shorter; a value built from sender text is cut here
 
 
@@ -73,8 +73,10 @@ def candidates(res: Any, positions: np.ndarray, quats: np.ndarray, header: Heade
     return msg
 
 
-def loop_closure(res: Any, query_stamp: Time, domain: str, frame_id: str) -> String:
-    """JSON loop-closure hint; schema in docs/localizer.md (key `schema` versions it)."""
+def loop_closure(res: Any, query_stamp: Time, domain: str, frame_id: str, loc_map: Any = None) -> String:
+    """JSON loop-closure hint; schema in docs/localizer.md (key `schema` versions it). `position` is the published
+    pose (the verified metric pose when verified); `place_*` the answered map place's pose (retrieval only);
+    the verification keys (`verified_keys`) need the map for the keyframe's pose."""
     score = _num(res.topk[0][1]) if len(res.topk) else None
     doc = {
         "schema": LOOP_CLOSURE_SCHEMA,
@@ -91,7 +93,42 @@ def loop_closure(res: Any, query_stamp: Time, domain: str, frame_id: str) -> Str
         "orientation_xyzw": [float(v) for v in res.quat],
         "candidates": [{"map_index": int(i), "score": _num(s)} for i, s in res.topk],
     }
+    if loc_map is not None:
+        doc.update(verified_keys(res, loc_map))
     return String(data=json.dumps(doc, allow_nan=False))
+
+
+VERIFIED_KEYS = ("keyframe_index", "keyframe_name", "keyframe_position", "keyframe_orientation_xyzw",
+                 "relative_position", "relative_orientation_xyzw", "relative_covariance", "inliers", "inlier_ratio",
+                 "reprojection_px")
+
+
+def verified_keys(res: Any, loc_map: Any) -> dict[str, Any]:
+    """The hint's verification part (schema 2): the answered place's map pose, the outcome, and when verified the
+    map keyframe the pose was solved against with the query camera relative to it (a pose-graph between-factor
+    from the keyframe: position, xyzw and 6x6 covariance row-major in ROS order x y z rx ry rz, all in the
+    keyframe's optical frame); the keyframe keys are null when not verified."""
+    v = getattr(res, "verification", None)
+    i = int(res.index)
+    out: dict[str, Any] = {"place_position": _nums(loc_map.positions[i]),
+                           "place_orientation_xyzw": _nums(loc_map.quats[i]),
+                           "verified": bool(v is not None and v.verified),
+                           "verification": str(v.outcome) if v is not None else None,
+                           "refine_ms": _num(v.ms) if v is not None else None,
+                           **dict.fromkeys(VERIFIED_KEYS)}
+    if out["verified"]:
+        k = int(v.index)
+        key_pos, key_quat = np.asarray(loc_map.positions[k], np.float64), np.asarray(loc_map.quats[k], np.float64)
+        rel_p, rel_q, rel_cov = v.relative(key_pos, key_quat)
+        out.update(keyframe_index=k, keyframe_name=str(loc_map.names[k]), keyframe_position=_nums(key_pos),
+                   keyframe_orientation_xyzw=_nums(key_quat), relative_position=_nums(rel_p),
+                   relative_orientation_xyzw=_nums(rel_q), relative_covariance=_nums(np.reshape(rel_cov, 36)),
+                   inliers=int(v.inliers), inlier_ratio=_num(v.inlier_ratio), reprojection_px=_num(v.reprojection_px))
+    return out
+
+
+def _nums(values: Any) -> list[float | None]:
+    return [_num(x) for x in np.asarray(values, np.float64).reshape(-1)]
 
 
 def _num(v: Any) -> float | None:

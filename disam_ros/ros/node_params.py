@@ -10,11 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
-import os
 import re
-import signal
-import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,13 +21,15 @@ from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
 from disam_ros import conditions
+from disam_ros.ros.node_signals import NODE_NAME, StopSignals, fail  # noqa: F401  (re-exported: P.StopSignals, P.fail)
 
-NODE_NAME = "disam_localizer"
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 ALLOWED_WEATHER = (*conditions.WEATHERS, conditions.UNKNOWN)
 IMAGE_QOS = ("reliable", "best_effort")
 MODES = ("sequence", "single", "window")
 CONDITION_SOURCES = ("clock", "auto", "fixed")  # = disam_ros.relocalizer.CONDITION_SOURCES (tested)
+UNVERIFIED_POLICIES = ("publish", "withhold")
+MIN_VERIFY_INLIERS = 6  # a 6-DoF pose needs at least this many (disam_ros.verify.verifier.VerifyConfig)
 TOPIC_RE = re.compile(r"(?:~/|/)?[A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)*")
 NAN = float("nan")
 
@@ -79,6 +77,19 @@ PARAMETERS: tuple[Param, ...] = (
     Param("min_heuristic_confidence", 0.0, "With a map not calibrated for the mode: no pose below this "
           "heuristic confidence (0 = publish every answer, the behaviour before calibration).", dynamic=True,
           constraints="0..1"),
+    Param("verify", True, "On a map with geometry: match the answer's map keyframes with local features and "
+          "solve the metric 6-DoF pose (published when verified); false = retrieval-only."),
+    Param("verify_candidates", 3, "Map places tried per frame, best first (the answer, then its runners-up).",
+          constraints=">= 1"),
+    Param("verify_min_inliers", 15, "RANSAC inliers a pose needs to count as verified.",
+          constraints=f">= {MIN_VERIFY_INLIERS}"),
+    Param("unverified_policy", "publish", "While verification is active: publish = a frame that passes the "
+          "confidence gate is published even when not verified (the retrieval's pose; verified frames always are); "
+          "withhold = only verified frames are published.", dynamic=True, constraints=", ".join(UNVERIFIED_POLICIES)),
+    Param("camera_info_topic", "camera_info", "sensor_msgs/CameraInfo of the camera (intrinsics for "
+          "verification); a relative name sits beside the image topic as with image_transport (image remapped to "
+          "/cam/image_raw -> /cam/camera_info); empty = none (the map camera is assumed).",
+          constraints="empty or a topic name"),
     Param("compressed", False, "Subscribe to sensor_msgs/CompressedImage on image/compressed instead of "
           "sensor_msgs/Image on image."),
     Param("image_qos", "reliable", "Image subscription reliability: reliable, or best_effort for sensor-data "
@@ -144,6 +155,11 @@ class LocalizerConfig:
     loop_closure_min_consecutive: int
     min_confidence: float
     min_heuristic_confidence: float
+    verify: bool
+    verify_candidates: int
+    verify_min_inliers: int
+    unverified_policy: str
+    camera_info_topic: str
     compressed: bool
     image_qos: str
     max_rate_hz: float
@@ -225,7 +241,7 @@ def check_value(name: str, value: Any) -> Any:
         raise ValueError(f"{name} '{value}' does not exist: give a checkpoint file or leave it empty")
     elif name == "device" and not DEVICE_RE.match(value):
         raise ValueError(f"device {value!r} is not valid: use auto, cpu, cuda, cuda:N or mps")
-    elif name in ("top_n", "top_k") and value < 1:
+    elif name in ("top_n", "top_k", "verify_candidates") and value < 1:
         raise ValueError(f"parameter '{name}' must be >= 1, got {value}")
     elif name == "min_confidence" and not (math.isnan(value) or 0.0 <= value <= 1.0):
         raise ValueError(f"min_confidence must be in [0, 1] or NaN (= the map calibration's threshold), got {value}")
@@ -239,9 +255,14 @@ def check_value(name: str, value: Any) -> Any:
         raise ValueError(f"speed_change_prob must be in [0, 0.5), got {value}")
     elif name == "standstill_ratio" and not (math.isfinite(value) and 0.0 <= value < 1.0):
         raise ValueError(f"standstill_ratio must be in [0, 1) (0 = off), got {value}")
-    elif name == "odom_topic" and value and not TOPIC_RE.fullmatch(value):
-        raise ValueError(f"odom_topic {value!r} is not a ROS topic name: use letters, digits, _ and / "
-                         "(e.g. /odom), or leave it empty")
+    elif name in ("odom_topic", "camera_info_topic") and value and not TOPIC_RE.fullmatch(value):
+        raise ValueError(f"{name} {value!r} is not a ROS topic name: use letters, digits, _ and / "
+                         "(e.g. /odom, /camera/camera_info), or leave it empty")
+    elif name == "verify_min_inliers" and value < MIN_VERIFY_INLIERS:
+        raise ValueError(f"verify_min_inliers must be >= {MIN_VERIFY_INLIERS} (a 6-DoF pose needs at least "
+                         f"{MIN_VERIFY_INLIERS} points), got {value}")
+    elif name == "unverified_policy" and value not in UNVERIFIED_POLICIES:
+        raise ValueError(f"unverified_policy {value!r} is not valid: use one of {', '.join(UNVERIFIED_POLICIES)}")
     elif name == "loop_closure_min_consecutive" and value < 1:
         raise ValueError(f"loop_closure_min_consecutive must be >= 1, got {value}")
     elif name == "image_qos" and value not in IMAGE_QOS:
@@ -355,27 +376,3 @@ def one_line(exc: BaseException) -> str:
     """Our errors are already one line naming the fix; others get their type and first line."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"
-
-
-class StopSignals:
-    """SIGINT/SIGTERM: the first asks for a clean stop, a second exits at once (no traceback, no waiting).
-
-    The handlers stay installed until the process ends: restoring Python's default SIGINT handler during
-    teardown is what turned an impatient second Ctrl-C into a KeyboardInterrupt traceback."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        for s in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(s, self._on_signal)
-
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        if self.event.is_set():
-            os.write(2, f"[{NODE_NAME}] second {signal.Signals(signum).name}: exiting now\n".encode())
-            os._exit(128 + signum)
-        self.event.set()
-
-
-def fail(text: str) -> int:
-    """A configuration error before the node has a logger: one line on stderr, exit status 2."""
-    print(f"disam-localizer: error: {text}", file=sys.stderr)
-    return 2

@@ -19,6 +19,8 @@ from geometry_msgs.msg import PoseWithCovarianceStamped
 from disam_ros import conditions
 from disam_ros.heap import freeze_startup_heap
 from disam_ros.ros import messages as M
+from disam_ros.ros import node_stats as S
+from disam_ros.ros import node_verify as V
 from disam_ros.ros.node_stats import OdometryDistance
 
 if TYPE_CHECKING:
@@ -37,11 +39,18 @@ class NodeTracking:
     def __init__(self, reloc: Relocalizer, cfg: LocalizerConfig) -> None:
         from disam_ros.tracking.sequence import SequenceConfig
         from disam_ros.tracking.tracker import Tracker, TrackerConfig
+        from disam_ros.verify.verifier import VerifyConfig
 
         seq = SequenceConfig(mode=cfg.mode, min_speed_mps=cfg.min_speed_mps, max_speed_mps=cfg.max_speed_mps,
                              speed_change_prob=cfg.speed_change_prob)
+        verify = VerifyConfig(enabled=cfg.verify, candidates=cfg.verify_candidates, min_inliers=cfg.verify_min_inliers,
+                              enough_inliers=max(VerifyConfig.enough_inliers, cfg.verify_min_inliers),
+                              min_agreeing_inliers=min(VerifyConfig.min_agreeing_inliers, cfg.verify_min_inliers))
         self.tracker = Tracker(reloc, TrackerConfig(mode=cfg.mode, sequence=seq, standstill_ratio=cfg.standstill_ratio,
-                                                    loop_closure_min_consecutive=cfg.loop_closure_min_consecutive))
+                                                    loop_closure_min_consecutive=cfg.loop_closure_min_consecutive,
+                                                    verify=verify))
+        self.last_verification: Any = None  # the latest answered frame's Verification (for /diagnostics)
+        self.camera_info_topic = ""  # what the active CameraInfo subscription listens on (node_verify)
         self.places = len(reloc.map)
         self.lock = threading.Lock()
         self.odometry = OdometryDistance(ODOM_JUMP_FACTOR * cfg.max_speed_mps) if cfg.odom_topic else None
@@ -78,6 +87,7 @@ class NodeTracking:
             with self.lock:
                 step = self.tracker.step(rgb, stamp if stamp > 0.0 else None, prior, odom)
                 self._diag = self.tracker.diagnostics()
+                self.last_verification = getattr(step.result, "verification", None) or self.last_verification
         finally:
             if (dist is not None or degraded) and (step is None or step.estimate is None) \
                     and self.tracker.mode != "single":
@@ -92,6 +102,17 @@ class NodeTracking:
         if self.tracker.mode == "single":
             return "mode single keeps no belief: nothing to reset"
         return f"belief reset to uniform over {self.places} map places (mode {self.tracker.mode})"
+
+    @property
+    def verifying(self) -> bool:
+        """Verification is active: the map has geometry and parameter `verify` is true."""
+        return self.tracker.verifier is not None
+
+    def set_camera(self, camera: Any, source: str) -> None:
+        """The query camera's intrinsics for the verifier (CameraInfo), ordered against the frame in flight."""
+        if self.tracker.verifier is not None:
+            with self.lock:
+                self.tracker.verifier.set_camera(camera, source)
 
     def add_odometry(self, stamp: float, position: tuple[float, float, float]) -> bool:
         return self.odometry is not None and self.odometry.add(stamp, position)
@@ -228,10 +249,13 @@ class FrameWorker:
             stats.add("junk_frames" if str(res.reason).startswith("junk frame") else "not_localized")
             stats.note(reason=str(res.reason))
             return
+        V.count(stats, res)
         threshold, gate = confidence_gate(node.dyn, step.calibrated, tracking.suggested_min_confidence)
-        if not float(res.confidence) >= threshold:  # NaN never passes
+        publish, why = V.publish_decision(res, float(res.confidence) >= threshold, gate,  # NaN never passes
+                                          tracking.verifying, node.dyn["unverified_policy"])
+        if not publish:
             stats.add("not_localized")
-            stats.note(reason=f"confidence {float(res.confidence):.3f} below {gate}")
+            stats.note(reason=why)
             return
         if not M.pose_is_finite(res.position, res.quat):
             stats.add("errors")
@@ -250,7 +274,7 @@ class FrameWorker:
         node.pub_pose_cov.publish(M.pose_with_covariance(res, header))
         node.pub_candidates.publish(M.candidates(res, node.map.positions, node.map.quats, header))
         if loop:
-            node.pub_loop.publish(M.loop_closure(res, msg.header.stamp, sel.domain, node.frame_id))
+            node.pub_loop.publish(M.loop_closure(res, msg.header.stamp, sel.domain, node.frame_id, node.map))
             node.stats.add("loop_closures")
         t4 = time.monotonic()
         node.stats.add("localized")
@@ -270,6 +294,24 @@ class FrameWorker:
         map_rgb = node.reloc.map_image(res.index)
         caption = f"{domain} -> #{res.index} {res.name} conf {float(res.confidence):.2f}"
         node.pub_debug.publish(M.debug_image_msg(M.render_debug(rgb, q_heat, map_rgb, m_heat, caption), header))
+
+
+def diagnostics_values(node: Any) -> dict[str, Any]:
+    """Every /diagnostics key of a configured node (docs/localizer.md, Diagnostics keys)."""
+    tracking = node.tracking
+    values: dict[str, Any] = {
+        "state": node.state, **S.selection_values(node._selection, node.reloc.selector),
+        "model_domains": ",".join(node.model_domains), "map_size": len(node.map), "map_frame": node.frame_id,
+        "device": node.device, "rss_mb": S.rss_mb(), "map_verification": node.map.verification_state(),
+        "map_problem": node.map.integrity_problem or "",
+        "sequence_numbers": "yes" if node._gaps.available else "no",
+        "odometry": node.cfg.odom_topic or "none (speed band)", **tracking.diagnostics(),
+        **node.reloc.condition_diagnostics(), **V.diagnostics(tracking, node.cfg, node.dyn),
+    }
+    t, values["confidence_gate"] = confidence_gate(node.dyn, tracking.calibrated, tracking.suggested_min_confidence)
+    values.update(confidence_threshold=t, confidence_calibrated=tracking.calibrated)
+    values.update(node.stats.snapshot())
+    return values
 
 
 def ready_for_frames(reloc: Any, logger: Any) -> None:

@@ -9,7 +9,9 @@ the same frames at the same time. Each bag's camera topic is replayed once at `-
 nodes' `weather` parameter is set as a driver would set it. What the nodes publish is recorded into
 `<out>/node_outputs` (a rosbag2) and scored with the same code as `disam-eval`, so offline and online reports
 compare line by line. A frame a node dropped or published no pose for counts as an abstention (the coverage
-of that mode); a drive ends when every node has accounted for every frame (its diagnostics counters).
+of that mode); a drive ends when every node has accounted for every frame (its diagnostics counters). Each
+published pose's loop-closure hint says whether it was verified and which map place retrieval answered, so the
+report scores retrieval-only against refined poses too (hints recorded without those keys: retrieval only).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from disam_ros.cliutil import OneLineParser, os_error_line, output_dir_error, po
 from disam_ros.data.bags import BagError, bag_info
 from disam_ros.eval.metrics import DEFAULT_RECALL_NS, nees
 from disam_ros.eval.offline import example_pair, mode_list, parse_bag_arg
+from disam_ros.eval.poses import OLD_HINTS, hint_fields, poses_text
 from disam_ros.eval.queries import Query, bag_queries, world_weather
 from disam_ros.eval.report import CANDIDATES
 from disam_ros.eval.scoring import (
@@ -109,7 +112,8 @@ def replay_drive(clients: list[LocalizerClient], drive: Drive, rate: float, idle
 
 
 def _place(positions: np.ndarray, pose: Any) -> tuple[int, np.ndarray, np.ndarray]:
-    """(map index, position, quaternion xyzw) of a published pose; the node publishes map poses only."""
+    """(nearest map index, position, quaternion xyzw) of a pose (a candidate's, or an unverified published one's:
+    those are map poses)."""
     p, o = pose.position, pose.orientation
     pos = np.array([p.x, p.y, p.z])
     return int(np.argmin(np.linalg.norm(positions - pos, axis=1))), pos, np.array([o.x, o.y, o.z, o.w])
@@ -129,8 +133,9 @@ class ModeRun:
 
 def collect(run: ModeRun, mode: str, client: LocalizerClient, queries: list[Query], sent: dict[int, float],
             positions: np.ndarray) -> None:
-    """Join what the node published to the queries by stamp: a pose is an answer (its map place, candidates from
-    ~/candidates, NEES from its covariance); its loop-closure hint adds the confidence and the encoder used. A
+    """Join what the node published to the queries by stamp: a pose is an answer (candidates from ~/candidates,
+    NEES from its covariance); its loop-closure hint adds the confidence, the encoder used, the answered map place
+    (`map_index`, `place_position`: the retrieval-only pose, which the Answer carries) and the verification. A
     query without a pose is an abstention (unpublished frames carry no confidence online)."""
     d = client.rx.diagnostics[-1][1] if client.rx.diagnostics else {}
     run.threshold = float(d.get("confidence_threshold", "0") or 0)
@@ -147,16 +152,20 @@ def collect(run: ModeRun, mode: str, client: LocalizerClient, queries: list[Quer
             continue
         t_recv, msg = hit
         index, pos, quat = _place(positions, msg.pose.pose)
+        doc = client.rx.loop.get(key, (None, {}))[1]
+        checked = hint_fields(doc) or {}
+        place_p, place_q = checked.get("place_position", pos), checked.get("place_quat", quat)
+        if isinstance(doc.get("map_index"), int) and 0 <= doc["map_index"] < len(positions):
+            index = doc["map_index"]
         cands = client.rx.candidates.get(key)
         topk = tuple(_place(positions, c)[0] for c in cands[1].poses) if cands else (index,)
-        doc = client.rx.loop.get(key, (None, {}))[1]
         latency = t_recv - sent[ns] if ns in sent else None  # bags from disam-bag: header stamp == log time
-        run.answers.append(Answer(index, pos, quat, topk, latency, str(doc.get("domain", ""))))
+        run.answers.append(Answer(index, place_p, place_q, topk, latency, str(doc.get("domain", ""))))
         conf = doc.get("confidence")
         cov = np.asarray(msg.pose.covariance, float).reshape(6, 6)[:3, :3]
         run.tracked.append(TrackedFrame(mode, q.condition, q.name, gt_p, gt_q, pos, quat,
                                         math.nan if conf is None else float(conf), math.nan, run.calibrated,
-                                        nees(gt_p - pos, cov)))
+                                        nees(gt_p - pos, cov), **checked))
 
 
 def _is_rosbag2(path: Path) -> bool:
@@ -273,24 +282,36 @@ def online_examples(map_dir: Path, queries: list[Query], answers: list[Answer], 
 def report_online(map_dir: Path, runs: dict[str, ModeRun], queries: list[Query], out: Path,
                   meta: dict | None = None) -> tuple[list[str], dict[str, Path]]:
     """Write the report folder (detailed tables of the first mode, the modes side by side); returns (terminal
-    rows: per condition for the first mode, then every mode, and the report paths)."""
+    rows: per condition for the first mode, then every mode, then retrieval-only against refined poses, and the
+    report paths)."""
     first = runs[next(iter(runs))]
     m = LocalizationMap.load(map_dir)
     try:
+        tracked = [f for run in runs.values() for f in run.tracked]
+        no_refine = refine_reason_online(m, tracked)
         meta = {"mode": "online (bags replayed into localizer nodes over DDS)", "tracker modes": ", ".join(runs),
                 "detailed tables": next(iter(runs)), "map": str(map_dir), "map images": len(m), CANDIDATES: RECALL_K,
                 "confidence": "from each published pose's loop-closure hint; unpublished frames carry none online, "
-                              "so ECE is over published poses", **(meta or {})}
-        tracked = [f for run in runs.values() for f in run.tracked]
+                              "so ECE is over published poses", "verification": no_refine or "on (loop-closure hints)",
+                **(meta or {})}
         publish = {mode: run.threshold for mode, run in runs.items()}
         paths = write_report(out, first.results, m.positions,
                              online_examples(map_dir, queries, first.answers, first.results), meta,
                              title="DISAM online localisation report", tracked=tracked, publish=publish,
-                             tolerance=TOLERANCE, map_quats=m.quats)
-        rows = [*summary_rows(first.results), *mode_rows_text(tracked, publish, TOLERANCE, (m.positions, m.quats))]
+                             tolerance=TOLERANCE, map_quats=m.quats, no_refine=no_refine)
+        rows = [*summary_rows(first.results), *mode_rows_text(tracked, publish, TOLERANCE, (m.positions, m.quats)),
+                *poses_text(tracked, no_refine)]
     finally:
         m.close()
     return rows, paths
+
+
+def refine_reason_online(loc_map: Any, tracked: list[TrackedFrame]) -> str | None:
+    """Why the report has no refined rows (None: it has them): a map without geometry, or hints recorded by a node
+    without verification (no `verified` key in any hint)."""
+    if not loc_map.has_geometry:
+        return f"the map has no geometry ({loc_map.geometry_note})"
+    return None if any(f.verification for f in tracked) else OLD_HINTS
 
 
 def parse_param(text: str) -> tuple[str, object]:

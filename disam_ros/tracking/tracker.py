@@ -72,6 +72,7 @@ from disam_ros.tracking.track_parts import (
     same_prior,
     support,
 )
+from disam_ros.verify.verifier import Verifier, VerifyConfig
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class TrackerConfig:
     tolerance_deg: float = 10.0
     place_contrast_frames: float = 20.0  # sequence/window: discount places high for ~this many frames (0: off)
     standstill_ratio: float = 0.1  # sequence/window: a frame this close to the last one holds (0: off)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)  # metric pose + verification (maps with geometry)
 
     def __post_init__(self) -> None:
         if self.mode not in TRACKER_MODES:
@@ -152,6 +154,7 @@ class Tracker:
         self.last_feature = math.nan  # the raw score the calibration maps (NaN: no answer this frame)
         self.last_features: dict[str, float] = {}  # every candidate feature of this frame (disam-calibrate)
         self._support: deque[float] = deque(maxlen=SUPPORT_FRAMES)
+        self.verifier = Verifier(m, config.verify) if config.verify.enabled and m.has_geometry else None
 
     # ------------------------------------------------------------------------------------------ set-up
     def _calibration_note(self) -> str:
@@ -255,9 +258,20 @@ class Tracker:
                 est = self._seq.update(scores, t, odom_distance_m)
                 self._track_support(scores, est)
             step = self._sequence_step(sel, res, est)
+        if self.verifier is not None and step.result.ok:
+            self._verify(rgb, step.result)
         step.result.timings_ms["track"] = (time.perf_counter() - t0) * 1e3
         self._last = step
         return step
+
+    def _verify(self, rgb: np.ndarray, res: RetrievalResult) -> None:
+        """Verify the answer's place and its runners-up; a verified pose replaces the map image's (`index` stays
+        the answered place; `verification.index` is the keyframe the pose was solved against)."""
+        v = self.verifier.verify(rgb, [res.index] + [i for i, _ in res.topk])
+        res.verification = v
+        res.timings_ms["verify"] = v.ms
+        if v.verified:
+            res.position, res.quat, res.covariance = v.position.copy(), v.quat.copy(), v.covariance.copy()
 
     def _track_support(self, scores: np.ndarray | tuple[np.ndarray, np.ndarray], est: SequenceEstimate) -> None:
         """Append this frame's standardised score of the answered place (a restarted belief starts afresh)."""

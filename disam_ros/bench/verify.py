@@ -1,0 +1,112 @@
+"""`disam-bench verify`: what geometric verification and the metric pose add to every frame, on one CPU thread.
+
+The added work per frame is exactly `Verifier.verify`: the query's SIFT features (the map's recipe), then per
+candidate place guided matching, pycolmap's RANSAC + refinement, a second tighter pass and the covariance. It is
+timed on a rendered town at camera resolution (default 640x480) whose map stores depth geometry, each query
+frame given its ground-truth nearest map image and the next two as candidates (as a retrieval's top 3), once
+with the shipped recipe and once per `--scales` value of the SIFT detection scale (each its own map, since the
+map must be built with the query's recipe). Rows: median ms of the features, of the whole verify call, the
+share verified and the share within (0.25 m, 2 deg). Target (issue 26): <= 30 ms median added per frame.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from disam_ros.bench.output import emit
+from disam_ros.cliutil import OneLineParser, name_list, positive_int
+from disam_ros.geometry import quat_angle_deg
+from disam_ros.pose.features import MAP_SIFT
+
+
+def make_town(root: Path, size: tuple[int, int], frames: int, conditions: tuple[str, ...]) -> Path:
+    from disam_ros.data.synthetic import WorldConfig, make_world
+
+    if (root / "world.yaml").is_file():
+        return root
+    cfg = WorldConfig(seed=5, image_size=size, frames=frames, workers=1, conditions=("sunny", *conditions))
+    return make_world(cfg, root, progress=False)
+
+
+def build(world: Path, out: Path, scale: float) -> Path:
+    """A depth-geometry map whose SIFT recipe detects at `scale` (an untrained micro encoder for retrieval:
+    retrieval is not timed here)."""
+    from disam_ros.maps import MapBuildConfig, build_map_from_folder
+    from disam_ros.model import DisamNet, preset, save_checkpoint
+
+    if (out / "manifest.json").is_file():
+        return out
+    torch.manual_seed(0)
+    cfg = preset("micro", ("sunny",))
+    ckpt = save_checkpoint(out.parent / "micro.pt", DisamNet(cfg), cfg)
+    return build_map_from_folder(MapBuildConfig(out=out, dataset=world, condition="sunny", coarse=ckpt,
+                                                progress=False, geometry="depth", sift_scale=scale))
+
+
+def time_verify(world: Path, map_dir: Path, conditions: tuple[str, ...]) -> dict:
+    from disam_ros.data.folders import load_condition, read_image
+    from disam_ros.maps import LocalizationMap
+    from disam_ros.verify.verifier import Verifier
+
+    m = LocalizationMap.load(map_dir)
+    verifier = Verifier(m)
+    positions = np.asarray(m.positions)
+    feats, total, verified, fine = [], [], 0, 0
+    for cond in conditions:
+        qf = load_condition(world, cond, require_poses=True)
+        for i in range(len(qf)):
+            rgb, pos, quat = read_image(qf.image_paths[i]), qf.trajectory.positions[i], qf.trajectory.quats[i]
+            k = int(np.argmin(np.linalg.norm(positions - pos, axis=1)))
+            t0 = time.perf_counter()
+            verifier.query_features(rgb)
+            feats.append(1e3 * (time.perf_counter() - t0))
+            v = verifier.verify(rgb, [k, min(k + 1, len(positions) - 1), max(k - 1, 0)])
+            total.append(v.ms)
+            verified += v.verified
+            fine += v.verified and np.linalg.norm(v.position - pos) <= 0.25 and quat_angle_deg(v.quat, quat) <= 2.0
+    n = len(total)
+    return {"frames": n, "features_ms": statistics.median(feats), "verify_ms": statistics.median(total),
+            "verify_p90_ms": float(np.percentile(total, 90)), "verified": verified / n, "within_0.25m_2deg": fine / n}
+
+
+def format_table(rows: list[dict]) -> str:
+    head = "| frame | SIFT scale | frames | features ms | verify ms (median) | p90 ms | verified % | 0.25 m/2 deg % |"
+    lines = [head, "|" + "---|" * 8]
+    for r in rows:
+        lines.append(f"| {r['frame']} | {r['scale']:g} | {r['frames']} | {r['features_ms']:.1f} | {r['verify_ms']:.1f}"
+                     f" | {r['verify_p90_ms']:.1f} | {100 * r['verified']:.0f} | {100 * r['within_0.25m_2deg']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = OneLineParser(prog="disam-bench verify", description=__doc__.splitlines()[0])
+    p.add_argument("--world", type=Path, default=None, help="rendered town to reuse (default: a temporary one)")
+    p.add_argument("--frames", type=positive_int, default=12, help="frames per drive of a new town (default 12)")
+    p.add_argument("--conditions", type=name_list, default=("sunny_repeat", "night", "fog"),
+                   help="query drives (default sunny_repeat,night,fog)")
+    p.add_argument("--scales", type=lambda s: tuple(float(v) for v in name_list(s)), default=(MAP_SIFT.scale, 0.5),
+                   help="SIFT detection scales to compare (default 1,0.5)")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    size = (640, 480)
+    with tempfile.TemporaryDirectory(prefix="disam-bench-verify-") as tmp:
+        world = make_town(args.world or Path(tmp) / "world", size, args.frames, args.conditions)
+        rows = []
+        for scale in args.scales:
+            map_dir = build(world, Path(tmp) / f"map_{scale:g}", scale)
+            rows.append({"frame": f"{size[0]}x{size[1]}", "scale": scale, "device": "cpu", "threads": 1,
+                         **time_verify(world, map_dir, args.conditions)})
+    emit("verify", rows, format_table(rows), args.json, torch=torch.__version__)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,257 @@
+"""Geometric verification of a retrieval, and the metric pose it yields: the query's SIFT keypoints matched to
+the map keypoints of the best few candidate places (guided by each candidate's pose), the absolute pose solved
+with pycolmap's RANSAC + refinement, and a gate that says whether that pose may be published as verified.
+
+Why guided matching by the candidate's own pose: across conditions plain SIFT matching finds almost nothing at
+night, in fog or at dusk, while matching only near where the candidate's pose projects each map point finds
+enough (docs/pose.md, disam-match-eval). Why several candidates: a retrieval one map image (~3 m) off loses
+most matches, so the retrieval's top few places are tried, best inlier count kept.
+
+The gate (what "verified" means; thresholds in VerifyConfig, chosen on a development town, not the demo's):
+enough RANSAC inliers, and enough of the guided matches among them (or, weaker alone, two candidates whose
+separately solved poses agree); a solved position no less certain than
+`max_position_std_m`; a pose near the candidate that guided it (within `max_shift_m` and `max_turn_deg`: the
+guided matches were chosen where that pose projects the map points, so a solution far from it fits noise).
+A pose that fails the gate is reported with its reason (`outcome`) and never replaces the retrieval's answer.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from disam_ros.geometry import quat_angle_deg
+from disam_ros.pose.camera import Intrinsics
+from disam_ros.pose.features import Features, detect_sift, root_sift
+from disam_ros.pose.frames import cam_from_map
+from disam_ros.pose.guided import guided_match, predicted_pixels
+from disam_ros.pose.relative import relative_covariance, relative_pose
+from disam_ros.pose.solver import PoseSolution, SolverConfig, solve_absolute_pose
+
+log = logging.getLogger(__name__)
+OUTCOMES = ("verified", "too_few_inliers", "uncertain", "inconsistent", "no_features", "image_too_small",
+            "no_intrinsics", "off")
+MAP_CACHE = 32  # map images whose RootSIFT descriptors and points are kept ready (~1 MB each at 2000 keypoints)
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """How a retrieval is verified (module docstring). Pixel values are for the query image as it arrives."""
+
+    enabled: bool = True
+    candidates: int = 3  # places tried, in the retrieval's (or the belief's) order
+    radius: float = 0.2  # guided matching: search radius, share of the image width
+    ratio: float = 0.9  # ratio test among the candidates near a keypoint
+    max_error_px: float = 8.0  # RANSAC inlier threshold
+    min_inliers: int = 15  # fewer: not verified
+    min_inlier_ratio: float = 0.25  # of the guided matches (a wrong place's matches fit by chance: <= 0.2)
+    enough_inliers: int = 100  # a candidate with this many stops the search (saves the others' time)
+    min_agreeing_inliers: int = 10  # two candidates whose poses agree verify each other from this many each ...
+    agree_m: float = 0.5  # ... when within this distance ...
+    agree_deg: float = 2.0  # ... and this angle
+    max_position_std_m: float = 1.0  # the solver's 1-sigma along the worst map axis
+    max_shift_m: float = 10.0  # from the guiding candidate's pose
+    max_turn_deg: float = 20.0
+    sigma_floor_px: float = 0.5  # covariance: the keypoint noise is never taken as below this
+    min_width_px: int = 160  # narrower query images are not verified (too few local features to trust)
+
+    def __post_init__(self) -> None:
+        checks = (("candidates", self.candidates >= 1), ("radius", 0.0 < self.radius <= 1.0),
+                  ("ratio", 0.0 < self.ratio <= 1.0), ("max_error_px", self.max_error_px > 0),
+                  ("min_inliers", self.min_inliers >= 6),
+                  ("min_agreeing_inliers", 6 <= self.min_agreeing_inliers <= self.min_inliers),
+                  ("agree_m", self.agree_m > 0), ("agree_deg", self.agree_deg > 0),
+                  ("min_inlier_ratio", 0 <= self.min_inlier_ratio < 1),
+                  ("enough_inliers", self.enough_inliers >= self.min_inliers),
+                  ("max_position_std_m", self.max_position_std_m > 0), ("max_shift_m", self.max_shift_m > 0),
+                  ("max_turn_deg", 0 < self.max_turn_deg <= 180), ("sigma_floor_px", self.sigma_floor_px >= 0))
+        bad = [name for name, ok in checks if not ok]
+        if bad:
+            raise ValueError(f"VerifyConfig: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} out of range "
+                             "(see disam_ros/verify/verifier.py VerifyConfig for the allowed values)")
+
+
+@dataclass(eq=False)
+class Verification:
+    """One frame's verification. `verified`: position/quat/covariance are the solved camera pose (optical frame
+    in the map frame, ROS covariance order) and `index` the map keyframe it was matched to; otherwise they are
+    the best failed attempt's (NaN when nothing was solved) and `outcome` says why (OUTCOMES)."""
+
+    outcome: str
+    index: int = -1
+    position: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
+    quat: np.ndarray = field(default_factory=lambda: np.full(4, np.nan))
+    covariance: np.ndarray = field(default_factory=lambda: np.full((6, 6), np.nan))
+    inliers: int = 0
+    matches: int = 0
+    inlier_ratio: float = math.nan
+    reprojection_px: float = math.nan  # mean over the inliers
+    tried: int = 0
+    ms: float = 0.0
+    camera: str = ""  # where the intrinsics came from
+    agreed: bool = False  # verified by two candidates' agreeing poses rather than by one alone
+    attempts: list = field(default_factory=list)  # every candidate's own Verification (for evaluation)
+
+    @property
+    def verified(self) -> bool:
+        return self.outcome == "verified"
+
+    def relative(self, key_position: np.ndarray, key_quat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(position, xyzw, covariance) of the query camera in the keyframe's optical frame (pose/relative.py)."""
+        p, q = relative_pose(key_position, key_quat, self.position, self.quat)
+        return p, q, relative_covariance(self.covariance, key_quat)
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {"verification": self.outcome, "verified_keyframe": self.index, "inliers": self.inliers,
+                "inlier_ratio": self.inlier_ratio, "reprojection_px": self.reprojection_px,
+                "candidates_tried": self.tried, "verified_by_agreement": self.agreed, "refine_ms": self.ms,
+                "intrinsics": self.camera}
+
+
+@dataclass(frozen=True)
+class _MapSide:
+    keypoints: np.ndarray
+    descriptors: np.ndarray  # RootSIFT, float32
+    points: np.ndarray  # float64 map frame
+
+
+class Verifier:
+    """Verifies retrievals against one map's geometry; state: the camera and a small cache of map images."""
+
+    def __init__(self, loc_map: Any, config: VerifyConfig | None = None) -> None:
+        if loc_map.map_geometry is None:
+            raise ValueError(f"map {getattr(loc_map, 'root', '')} has no map geometry ({loc_map.geometry_note})")
+        self.map = loc_map
+        self.config = config or VerifyConfig()
+        self.sift = loc_map.map_geometry.sift
+        self.map_camera: Intrinsics = loc_map.map_geometry.intrinsics
+        self.camera: Intrinsics | None = None  # the query camera (CameraInfo / camera.yaml); None: the map's
+        self.camera_source = ""
+        self._cache: OrderedDict[int, _MapSide] = OrderedDict()
+
+    def set_camera(self, camera: Intrinsics | None, source: str) -> None:
+        """The query camera's intrinsics (node: CameraInfo; folders: camera.yaml); None falls back to the map's."""
+        self.camera, self.camera_source = camera, source if camera is not None else ""
+
+    def camera_for(self, width: int, height: int) -> tuple[Intrinsics | None, str]:
+        """Intrinsics for a query image of this size, and where they came from: the query camera's, else the
+        map camera's (assumed: the same camera drove the map), scaled to the image when only the resolution
+        differs; (None, why) when the aspect ratio differs too (another camera: its intrinsics are needed)."""
+        for cam, source in ((self.camera, self.camera_source), (self.map_camera, "map camera (assumed)")):
+            if cam is None:
+                continue
+            if (cam.width, cam.height) == (width, height):
+                return cam, source
+            if abs(cam.width / cam.height - width / height) < 0.01:
+                return cam.scaled(width, height), f"{source}, scaled to {width}x{height}"
+            if cam is self.camera:
+                return None, f"{source} is {cam.width}x{cam.height}, the image {width}x{height}"
+        return None, f"no camera intrinsics for {width}x{height} images (the map's are " \
+                     f"{self.map_camera.width}x{self.map_camera.height}): publish CameraInfo or pass camera.yaml"
+
+    def _map_side(self, k: int) -> _MapSide:
+        side = self._cache.get(k)
+        if side is None:
+            kp, desc, pts = self.map.geometry(k)
+            ok = np.isfinite(pts).all(axis=1)
+            side = _MapSide(np.asarray(kp[ok], np.float64), root_sift(np.asarray(desc[ok], np.float32)),
+                            np.asarray(pts[ok], np.float64))
+            self._cache[k] = side
+            while len(self._cache) > MAP_CACHE:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(k)
+        return side
+
+    def query_features(self, rgb: np.ndarray) -> Features:
+        """The query's keypoints found exactly as the map's were (the map's SIFT recipe), RootSIFT descriptors."""
+        f = detect_sift(rgb, self.sift)
+        return Features(f.keypoints, root_sift(f.descriptors), f.scales, f.responses)
+
+    def verify(self, rgb: np.ndarray, candidates: list[int]) -> Verification:
+        """Try the candidate map images in order; the verified solution with the most inliers wins."""
+        t0 = time.perf_counter()
+        h, w = rgb.shape[:2]
+        cam, source = self.camera_for(w, h)
+        if not self.config.enabled:
+            return Verification("off", camera=source)
+        if cam is None:
+            return Verification("no_intrinsics", camera=source, ms=_ms(t0))
+        if w < self.config.min_width_px:
+            return Verification("image_too_small", camera=source, ms=_ms(t0))
+        query = self.query_features(rgb)
+        if len(query) < self.config.min_inliers:
+            return Verification("no_features", camera=source, ms=_ms(t0))
+        attempts: list[Verification] = []
+        for k in _unique(candidates)[: self.config.candidates]:
+            attempts.append(self._attempt(query, int(k), cam))
+            if attempts[-1].verified and attempts[-1].inliers >= self.config.enough_inliers:
+                break
+        best = max(attempts, key=lambda v: (v.verified, v.inliers), default=Verification("too_few_inliers"))
+        if not best.verified:
+            best = _agreeing(attempts, self.config) or best
+        best.tried, best.camera, best.ms, best.attempts = len(attempts), source, _ms(t0), attempts
+        return best
+
+    def _attempt(self, query: Features, k: int, cam: Intrinsics) -> Verification:
+        """Guided by candidate k's own pose: match, solve, judge (a pose matched only where a guess projects
+        the map points must not be judged by matches re-made around itself: that test always passes)."""
+        cfg, side = self.config, self._map_side(k)
+        key_pos, key_quat = np.asarray(self.map.positions[k], np.float64), np.asarray(self.map.quats[k], np.float64)
+        R, t = cam_from_map(key_pos, key_quat)
+        pairs = guided_match(query.keypoints, query.descriptors, side.descriptors,
+                             predicted_pixels(side.points, R, t, cam), cfg.radius * cam.width, cfg.ratio)
+        solver = SolverConfig(max_error_px=cfg.max_error_px, min_inliers=cfg.min_agreeing_inliers,
+                              sigma_floor_px=cfg.sigma_floor_px)
+        sol = None
+        if len(pairs) >= solver.min_inliers:
+            p2 = query.keypoints[pairs[:, 0]].astype(np.float64)
+            sol = solve_absolute_pose(p2, side.points[pairs[:, 1]], cam, solver)
+        if sol is None:
+            return Verification("too_few_inliers", index=k, matches=len(pairs))
+        return _judged(sol, k, len(pairs), key_pos, key_quat, cfg)
+
+
+def _judged(sol: PoseSolution, k: int, matches: int, key_pos: np.ndarray, key_quat: np.ndarray,
+            cfg: VerifyConfig) -> Verification:
+    shift = float(np.linalg.norm(sol.position - key_pos))
+    turn = float(quat_angle_deg(sol.quat, key_quat))
+    if shift > cfg.max_shift_m or turn > cfg.max_turn_deg:
+        outcome = "inconsistent"
+    elif sol.inlier_ratio < cfg.min_inlier_ratio or sol.num_inliers < cfg.min_inliers:
+        outcome = "too_few_inliers"
+    elif float(np.max(sol.position_std)) > cfg.max_position_std_m:
+        outcome = "uncertain"
+    else:
+        outcome = "verified"
+    return Verification(outcome, index=k, position=sol.position, quat=sol.quat, covariance=sol.covariance,
+                        inliers=sol.num_inliers, matches=matches, inlier_ratio=sol.inlier_ratio,
+                        reprojection_px=sol.mean_error_px)
+
+
+def _agreeing(attempts: list[Verification], cfg: VerifyConfig) -> Verification | None:
+    """Two candidates' poses, each solved from its own map image's keypoints and guided by its own pose, that
+    land on the same pose (within agree_m, agree_deg) verify each other: a wrong place's solutions stay near the
+    guesses that guided them, which are metres apart. The one with more inliers is returned, as verified."""
+    ok = sorted((v for v in attempts if v.outcome == "too_few_inliers" and v.inliers >= cfg.min_agreeing_inliers),
+                key=lambda v: -v.inliers)
+    for i, a in enumerate(ok):
+        for b in ok[i + 1:]:
+            if a.index != b.index and float(np.linalg.norm(a.position - b.position)) <= cfg.agree_m and \
+                    float(quat_angle_deg(a.quat, b.quat)) <= cfg.agree_deg:
+                a.outcome, a.agreed = "verified", True
+                return a
+    return None
+
+
+def _unique(ids: list[int]) -> list[int]:
+    seen: set[int] = set()
+    return [i for i in ids if i >= 0 and not (i in seen or seen.add(i))]
+
+
+def _ms(t0: float) -> float:
+    return 1000.0 * (time.perf_counter() - t0)

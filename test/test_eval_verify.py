@@ -1,0 +1,242 @@
+"""Evaluation of verified, refined poses (issue 26): on a rendered drive with a depth-geometry map, `disam-eval`
+scores the retrieval-only pose (the answered map place's) beside the published, refined one, and every number
+of the new rows follows from the per-frame records; `--no-verify` gives the retrieval-only rows alone. Online,
+the rows come from the nodes' loop-closure hints, checked on hand-made hints against hand-computed values."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from disam_ros.eval import offline
+from disam_ros.eval.poses import OLD_HINTS, pose_rows, poses_dict, poses_markdown, poses_text
+from disam_ros.eval.queries import Query
+from disam_ros.eval.scoring import mode_summaries
+
+ASSETS = Path(__file__).resolve().parents[1] / "disam_ros" / "assets"
+THRESHOLDS = ((0.25, 2.0), (0.5, 5.0), (5.0, 10.0))
+
+
+@pytest.fixture(scope="module")
+def geo_world(tmp_path_factory):
+    """A 320x240 town (reference drive with depth, a repeat drive), a map with depth geometry (demo weights)."""
+    from disam_ros.data.synthetic import WorldConfig, make_world
+    from disam_ros.maps import MapBuildConfig, build_map_from_folder
+
+    tmp = tmp_path_factory.mktemp("eval_verify")
+    world = make_world(WorldConfig(seed=2, image_size=(320, 240), frames=14, workers=1,
+                                   conditions=("sunny", "sunny_repeat")), tmp / "world", progress=False)
+    build_map_from_folder(MapBuildConfig(out=tmp / "map", dataset=world, condition="sunny",
+                                         coarse=ASSETS / "demo_coarse.pt", fine=ASSETS / "demo_fine.pt",
+                                         progress=False, geometry="depth"))
+    return world, tmp / "map", tmp
+
+
+def run_eval(geo_world, name: str, *extra: str) -> tuple[Path, str]:
+    world, map_dir, tmp = geo_world
+    out = tmp / name
+    rc = offline.main(["--map", str(map_dir), "--dataset", str(world), "--out", str(out), "--quiet", "--device",
+                       "cpu", "--modes", "single", "--examples", "0", *extra])
+    assert rc == 0
+    return out, (out / "report.md").read_text()
+
+
+def angle_deg(q1, q2) -> float:
+    """Geodesic angle between two unit quaternions, written out: 2 acos |<q1, q2>|."""
+    d = abs(float(np.dot(np.asarray(q1) / np.linalg.norm(q1), np.asarray(q2) / np.linalg.norm(q2))))
+    return math.degrees(2.0 * math.acos(min(1.0, d)))
+
+
+def err(rec: dict, pos_key: str, quat_key: str) -> tuple[float, float]:
+    if rec[pos_key] is None:
+        return math.inf, math.inf
+    return (float(np.linalg.norm(np.subtract(rec[pos_key], rec["gt_position"]))),
+            angle_deg(rec[quat_key], rec["gt_quat"]))
+
+
+def share(errs: list[tuple[float, float]], t: float, r: float) -> float:
+    return sum(1 for a, b in errs if a <= t + 1e-9 and b <= r + 1e-9) / len(errs)
+
+
+def test_refined_rows_follow_from_the_frames(geo_world, capsys):
+    out, md = run_eval(geo_world, "verified")
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    frames = [json.loads(line) for line in (out / "modes.jsonl").read_text().splitlines()]
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    poses = report["poses"]
+    assert poses["refined"] is True and poses["note"] is None
+    assert [(r["condition"], r["mode"]) for r in poses["rows"]] == [("sunny_repeat", "single"), ("all", "single")]
+    assert "## Retrieval-only and refined poses" in md and "| sunny_repeat | single | refined | 14 |" in md
+    assert "refined" in printed and "retrieval" in printed
+    # the detailed tables and results.jsonl keep the retrieval-only pose: the answered map place's
+    assert [r["est_position"] for r in results] == [f["place_position"] for f in frames]
+    for row in poses["rows"]:
+        fs = [f for f in frames if row["condition"] in ("all", f["condition"])]
+        ret = [err(f, "place_position", "place_quat") for f in fs]
+        pub = [err(f, "est_position", "est_quat") for f in fs]
+        ver = [e for f, e in zip(fs, pub) if f["verified"]]
+        for key, errs in (("retrieval_only", ret), ("refined", pub)):
+            got = [(w["max_t_m"], w["max_r_deg"], w["share"]) for w in row[key]["within"]]
+            assert got == [(t, r, pytest.approx(share(errs, t, r))) for t, r in THRESHOLDS], key
+        assert row["frames"] == len(fs) == 14
+        assert row["verified"] == len(ver) and row["verified_share"] == pytest.approx(len(ver) / len(fs))
+        right = sum(1 for a, b in ver if a <= 5.0 and b <= 10.0)
+        assert row["verified_within_precision_threshold"] == right
+        assert row["verified_precision"] == pytest.approx(right / len(ver))
+        assert row["verified_max_t_m"] == pytest.approx(max(a for a, _ in ver))
+        assert row["verified_max_r_deg"] == pytest.approx(max(b for _, b in ver))
+        ms = [f["refine_ms"] for f in fs if f["refine_ms"] is not None]
+        assert row["refine_ms_median"] == pytest.approx(float(np.median(ms)))
+        # the modes table's R@1 is the retrieval-only pose's
+        mode_row = next(m for m in report["modes"] if m["condition"] == row["condition"])
+        assert mode_row["within"] == row["retrieval_only"]["within"]
+    every = poses["rows"][-1]
+    assert every["verified"] >= 3, every  # a same-condition repeat drive: most frames verify
+    assert every["refined"]["within"][0]["share"] >= every["retrieval_only"]["within"][0]["share"]
+    assert every["refined"]["within"][0]["share"] > 0.0
+    assert all(f["verification"] is not None for f in frames if f["est_position"] is not None)
+
+
+def test_no_verify_gives_retrieval_rows_only(geo_world, capsys):
+    out, md = run_eval(geo_world, "retrieval", "--no-verify")
+    printed = capsys.readouterr().out
+    poses = json.loads((out / "report.json").read_text())["poses"]
+    assert poses["refined"] is False and "--no-verify" in poses["note"]
+    assert all("refined" not in r and "verified" not in r for r in poses["rows"])
+    assert "Refined rows omitted: verification off (--no-verify)" in md and "| refined |" not in md
+    assert "refined rows omitted" in printed
+    frames = [json.loads(line) for line in (out / "modes.jsonl").read_text().splitlines()]
+    assert all(f["verification"] is None and not f["verified"] for f in frames)
+    assert all(f["est_position"] == f["place_position"] for f in frames)  # nothing refined
+
+
+def test_cli_errors_stay_one_line(geo_world, tmp_path, capsys):
+    world, map_dir, _ = geo_world
+    base = ["--map", str(map_dir), "--dataset", str(world), "--out", str(tmp_path / "r"), "--no-verify"]
+    with pytest.raises(SystemExit) as exc:
+        offline.main([*base, "--modes", "single,best"])
+    text = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and "\n" not in text and "unknown mode(s) best" in text
+    assert offline.main([*base, "--conditions", "winter", "--quiet"]) == 2
+    text = capsys.readouterr().err.strip()
+    assert "\n" not in text and "no condition winter" in text
+    assert not (tmp_path / "r" / "report.md").exists()
+
+
+def test_why_refined_rows_are_left_out():
+    bare = SimpleNamespace(has_geometry=False, geometry_note="built before map geometry: rebuild")
+    geo = SimpleNamespace(has_geometry=True, geometry_note=None)
+    assert offline.refine_reason(SimpleNamespace(no_verify=False), bare) == \
+        "the map has no geometry (built before map geometry: rebuild)"
+    assert offline.refine_reason(SimpleNamespace(no_verify=False), geo) is None
+    assert "--no-verify" in offline.refine_reason(SimpleNamespace(no_verify=True), geo)
+    assert offline.tracker_config(offline.build_parser().parse_args(
+        ["--map", "m", "--dataset", "d", "--out", "o", "--no-verify"])).verify.enabled is False
+
+
+# ------------------------------------------------------------------------------------ online: recorded hints
+IDENTITY = [0.0, 0.0, 0.0, 1.0]
+MAP_X = (0.0, 3.0, 6.0)  # three map places along x, identity orientation
+
+
+def _pose(x: float) -> SimpleNamespace:
+    return SimpleNamespace(position=SimpleNamespace(x=x, y=0.0, z=0.0),
+                           orientation=SimpleNamespace(x=0.0, y=0.0, z=0.0, w=1.0))
+
+
+def _client(published: dict[int, float | None], hints: dict[int, dict]) -> SimpleNamespace:
+    """A LocalizerClient stand-in: per frame stamp (ns) its published x (None: no pose) and its hint."""
+    pose_cov, loop = {}, {}
+    for ns, x in published.items():
+        if x is None:
+            continue
+        key = divmod(ns, 1_000_000_000)
+        pose_cov[key] = (1.0, SimpleNamespace(pose=SimpleNamespace(pose=_pose(x), covariance=list(np.eye(6).ravel()))))
+        loop[key] = (1.0, hints[ns])
+    rx = SimpleNamespace(diagnostics=[(0.0, {"confidence_threshold": "0.0", "confidence_calibrated": "False"})],
+                         pose_cov=pose_cov, candidates={}, loop=loop)
+    return SimpleNamespace(rx=rx)
+
+
+def _online(new_keys: bool):
+    """Four frames, ground truth at x = 0.4, 3.6, 6.2, 9.0. Retrieval answers places 0, 1, 2 (errors 0.4, 0.6,
+    0.2 m) and nothing for the last frame. Verification refines frame 0 to x = 0.45 (0.05 m off), fails on frame
+    1, and 'verifies' frame 2 at x = 12.2 (6 m off, a wrong verified pose). Old hints: the map places only."""
+    from disam_ros.data.stamps import name_for_stamp_ns
+    from disam_ros.ros.online_eval import ModeRun, collect
+
+    gt = (0.4, 3.6, 6.2, 9.0)
+    stamps = [(k + 1) * 1_000_000_000 for k in range(4)]
+    queries = [Query(name_for_stamp_ns(ns), "night", np.zeros((2, 2, 3), np.uint8), ns / 1e9,
+                     np.array([x, 0.0, 0.0]), np.array(IDENTITY)) for ns, x in zip(stamps, gt)]
+    refined = (0.45, None, 12.2)
+    outcome = ("verified", "too_few_inliers", "verified")
+    published, hints = {stamps[3]: None}, {}
+    for k in range(3):
+        hint = {"map_index": k, "confidence": 0.5, "domain": "night", "position": [MAP_X[k], 0, 0],
+                "orientation_xyzw": IDENTITY}
+        x = MAP_X[k]
+        if new_keys:
+            ok = outcome[k] == "verified"
+            x = refined[k] if ok else MAP_X[k]
+            hint.update(position=[x, 0, 0], verified=ok, verification=outcome[k], inliers=50 if ok else None,
+                        place_position=[MAP_X[k], 0.0, 0.0], place_orientation_xyzw=IDENTITY)
+        published[stamps[k]], hints[stamps[k]] = x, hint
+    run = ModeRun()
+    positions = np.array([[x, 0.0, 0.0] for x in MAP_X])
+    collect(run, "single", _client(published, hints), queries, {}, positions)
+    return run
+
+
+def test_online_rows_from_new_hints_by_hand():
+    from disam_ros.ros.online_eval import refine_reason_online
+
+    run = _online(new_keys=True)
+    # the Answer (detailed tables) is the retrieval-only map place, also where the published pose was refined
+    assert [a.index for a in run.answers] == [0, 1, 2, None]
+    np.testing.assert_allclose(run.answers[0].position, [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(run.tracked[0].est_position, [0.45, 0.0, 0.0])
+    geo_map = SimpleNamespace(has_geometry=True, geometry_note=None)
+    note = refine_reason_online(geo_map, run.tracked)
+    assert note is None
+    row = pose_rows(run.tracked)[-1]
+    assert (row.condition, row.frames) == ("all", 4)
+    assert row.retrieval == pytest.approx((1 / 4, 2 / 4, 3 / 4))  # 0.2 m | 0.4, 0.2 m | 0.4, 0.6, 0.2 m
+    assert row.refined == pytest.approx((1 / 4, 1 / 4, 2 / 4))  # 0.05 m | 0.05 m | 0.05, 0.6 m
+    assert (row.verified, row.verified_right) == (2, 1) and row.verified_precision == pytest.approx(0.5)
+    assert row.verified_max_t_m == pytest.approx(6.0) and row.verified_max_r_deg == pytest.approx(0.0)
+    assert math.isnan(row.refine_ms_median)  # the hints carry no timing
+    assert [f.inliers for f in run.tracked] == [50, 0, 50, 0]
+    doc = poses_dict(pose_rows(run.tracked), note)["rows"][-1]
+    assert doc["verified_share"] == pytest.approx(0.5) and doc["verified_within_precision_threshold"] == 1
+    assert doc["refined"]["within"][2]["share"] == pytest.approx(0.5) and doc["refine_ms_median"] is None
+    md = "\n".join(poses_markdown(pose_rows(run.tracked), note))
+    assert "| **all** | single | refined | 4 | 25.0 | 25.0 | 50.0 | 50.0 | 50.0 (1 of 2) | 6.00 m, 0.0° |" in md
+    # the modes table: R@1 scores the map place, precision the published (refined) pose
+    m = mode_summaries(run.tracked, {"single": 0.0}, (5.0, 10.0))[-1]
+    assert m.shares == pytest.approx((1 / 4, 2 / 4, 3 / 4))
+    assert (m.published, m.precision) == (3, pytest.approx(2 / 3))
+    assert run.tracked[1].verification == "too_few_inliers" and not run.tracked[1].verified
+
+
+def test_online_rows_from_old_hints_by_hand():
+    from disam_ros.ros.online_eval import refine_reason_online
+
+    run = _online(new_keys=False)
+    assert [a.index for a in run.answers] == [0, 1, 2, None]
+    assert all(f.verification == "" and not f.verified for f in run.tracked)
+    note = refine_reason_online(SimpleNamespace(has_geometry=True, geometry_note=None), run.tracked)
+    assert note == OLD_HINTS
+    rows = pose_rows(run.tracked)
+    assert rows[-1].retrieval == pytest.approx((1 / 4, 2 / 4, 3 / 4))
+    doc = poses_dict(rows, note)
+    assert doc["refined"] is False and all("refined" not in r for r in doc["rows"])
+    text = poses_text(run.tracked, note)
+    assert text[-1] == f"refined rows omitted: {OLD_HINTS}" and not any(" refined " in t for t in text[:-1])
+    bare = SimpleNamespace(has_geometry=False, geometry_note="built without geometry")
+    assert refine_reason_online(bare, run.tracked) == "the map has no geometry (built without geometry)"

@@ -1,0 +1,187 @@
+"""Verification: relative pose and covariance against hand-worked values, the query camera's intrinsics rules,
+and on a rendered drive a verified pose that is metric (near the ground truth, never farther than the
+retrieved map image's pose) while a wrong candidate place is not verified."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from disam_ros.geometry import quat_angle_deg, rot_to_quat
+from disam_ros.pose.camera import Intrinsics
+from disam_ros.pose.features import MAP_SIFT, SiftConfig
+from disam_ros.pose.relative import relative_covariance, relative_pose
+from disam_ros.verify.verifier import Verification, VerifyConfig
+
+FRAMES = 14
+
+
+def rz(deg: float) -> np.ndarray:
+    a = np.radians(deg)
+    return np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
+
+
+def test_relative_pose_by_hand():
+    # keyframe at (1, 2, 0) turned 90 deg about z; query at (1, 5, 0) turned 120 deg: in the keyframe's frame the
+    # query is 3 m along its x axis (map +y is keyframe +x after the 90 deg turn) and turned 30 deg
+    p, q = relative_pose(np.array([1.0, 2.0, 0.0]), rot_to_quat(rz(90)), np.array([1.0, 5.0, 0.0]),
+                         rot_to_quat(rz(120)))
+    np.testing.assert_allclose(p, [3.0, 0.0, 0.0], atol=1e-12)
+    assert float(quat_angle_deg(q, rot_to_quat(rz(30)))) < 1e-6
+
+
+def test_relative_covariance_rotates_both_blocks():
+    # a position variance of 4 m^2 along map y only and 0.01 rad^2 about map x only; the keyframe turned 90 deg
+    # about z makes map y its x axis and map x its -y axis: variances move to (x) and (ry), signs vanish
+    cov = np.diag([0.0, 4.0, 0.0, 0.01, 0.0, 0.0])
+    out = relative_covariance(cov, rot_to_quat(rz(90)))
+    np.testing.assert_allclose(out, np.diag([4.0, 0.0, 0.0, 0.0, 0.01, 0.0]), atol=1e-12)
+
+
+def test_sift_recipe_round_trip_and_legacy_record():
+    assert SiftConfig.from_record(MAP_SIFT.to_record()) == MAP_SIFT
+    assert SiftConfig.from_record("sift") == SiftConfig()  # maps written before recipes were recorded
+    with pytest.raises(ValueError, match="not a SIFT recipe"):
+        SiftConfig.from_record({"kind": "orb"})
+    with pytest.raises(ValueError, match="contrast_threshold"):
+        SiftConfig(contrast_threshold=0.0)
+
+
+def test_verify_config_names_what_is_out_of_range():
+    with pytest.raises(ValueError, match=r"ratio=1\.5.*min_inliers=3"):
+        VerifyConfig(ratio=1.5, min_inliers=3)
+
+
+def test_verification_defaults_say_nothing_was_solved():
+    v = Verification("too_few_inliers")
+    assert not v.verified and np.isnan(v.position).all() and v.diagnostics()["verification"] == "too_few_inliers"
+
+
+# ------------------------------------------------------------------------------------------ on a rendered drive
+@pytest.fixture(scope="module")
+def verify_world(tmp_path_factory):
+    """A 320x240 town: reference drive with depth, a repeat drive as queries, a map with depth geometry."""
+    import torch
+
+    from disam_ros.data.synthetic import WorldConfig, make_world
+    from disam_ros.maps import LocalizationMap, MapBuildConfig, build_map_from_folder
+    from disam_ros.model import DisamNet, preset, save_checkpoint
+
+    tmp = tmp_path_factory.mktemp("verify")
+    world = make_world(WorldConfig(seed=2, image_size=(320, 240), frames=FRAMES, workers=1,
+                                   conditions=("sunny", "sunny_repeat")), tmp / "world", progress=False)
+    torch.manual_seed(0)
+    cfg = preset("micro", ("sunny",))
+    ckpt = save_checkpoint(tmp / "coarse.pt", DisamNet(cfg), cfg)
+    out = build_map_from_folder(MapBuildConfig(out=tmp / "map", dataset=world, condition="sunny", coarse=ckpt,
+                                               progress=False, geometry="depth"))
+    return world, LocalizationMap.load(out)
+
+
+def _queries(world):
+    from disam_ros.data.folders import load_condition, read_image
+
+    qf = load_condition(world, "sunny_repeat", require_poses=True)
+    for i in range(0, len(qf), 2):
+        yield read_image(qf.image_paths[i]), qf.trajectory.positions[i], qf.trajectory.quats[i]
+
+
+def _nearest(m, pos):
+    return int(np.argmin(np.linalg.norm(np.asarray(m.positions) - pos, axis=1)))
+
+
+def test_verified_pose_is_metric_and_never_worse_than_the_map_image(verify_world):
+    from disam_ros.verify.verifier import Verifier
+
+    world, m = verify_world
+    verifier = Verifier(m)
+    assert verifier.sift == MAP_SIFT  # the map recorded its recipe and the query is treated alike
+    verified = 0
+    for rgb, pos, quat in _queries(world):
+        k = _nearest(m, pos)
+        v = verifier.verify(rgb, [k, k + 1, k - 1])
+        assert v.camera == "map camera (assumed)" and 1 <= v.tried <= 3
+        if not v.verified:
+            continue
+        verified += 1
+        err = float(np.linalg.norm(v.position - pos))
+        retrieval_err = float(np.linalg.norm(np.asarray(m.positions[v.index]) - pos))
+        assert err <= retrieval_err + 1e-6, (err, retrieval_err)
+        assert err < 0.25 and float(quat_angle_deg(v.quat, quat)) < 2.0, (err, v.inliers)
+        assert np.all(np.linalg.eigvalsh(v.covariance) > 0) and v.inliers >= VerifyConfig().min_inliers
+    assert verified >= 5, verified  # 7 queries of a same-condition repeat drive
+
+
+def test_a_wrong_place_is_not_verified(verify_world):
+    from disam_ros.verify.verifier import Verifier
+
+    world, m = verify_world
+    verifier = Verifier(m)
+    far = 0
+    for rgb, pos, _ in _queries(world):
+        k = _nearest(m, pos)
+        wrong = (k + len(m.positions) // 2) % len(m.positions)  # half the drive away
+        if np.linalg.norm(np.asarray(m.positions[wrong]) - pos) < 20.0:
+            continue
+        far += 1
+        assert not verifier.verify(rgb, [wrong]).verified
+    assert far >= 3
+
+
+def test_intrinsics_come_from_the_query_camera_then_the_map(verify_world):
+    from disam_ros.verify.verifier import Verifier
+
+    _, m = verify_world
+    verifier = Verifier(m)
+    mc = m.map_geometry.intrinsics
+    cam, source = verifier.camera_for(mc.width * 2, mc.height * 2)
+    assert source.startswith("map camera (assumed), scaled") and cam.fx == pytest.approx(2 * mc.fx)
+    assert verifier.camera_for(mc.width, mc.width)[0] is None  # another aspect ratio: another camera
+    own = Intrinsics(400.0, 400.0, 160.0, 120.0, 320, 240)
+    verifier.set_camera(own, "CameraInfo")
+    assert verifier.camera_for(320, 240) == (own, "CameraInfo")
+    cam, why = verifier.camera_for(320, 320)
+    assert cam is None and "CameraInfo is 320x240" in why
+    rgb = np.zeros((320, 320, 3), np.uint8)
+    assert verifier.verify(rgb, [0]).outcome == "no_intrinsics"
+
+
+def test_a_map_without_geometry_is_refused_in_one_line(tmp_path, verify_world):
+    from disam_ros.verify.verifier import Verifier
+
+    class Old:  # what LocalizationMap offers for a version-1 map
+        map_geometry = None
+        geometry_note = "built before map geometry: rebuild with disam-build-map to get metric poses"
+        root = tmp_path
+
+    with pytest.raises(ValueError, match="has no map geometry.*rebuild"):
+        Verifier(Old())
+
+
+def _attempt(k: int, inliers: int, position, yaw_deg: float = 0.0, outcome: str = "too_few_inliers") -> Verification:
+    return Verification(outcome, index=k, position=np.asarray(position, float), quat=rot_to_quat(rz(yaw_deg)),
+                        covariance=np.eye(6) * 1e-4, inliers=inliers)
+
+
+def test_two_candidates_whose_poses_agree_verify_each_other():
+    from disam_ros.verify.verifier import _agreeing
+
+    cfg = VerifyConfig()  # agree within 0.5 m and 2 deg, each with >= 10 inliers
+    a, b = _attempt(4, 12, [0.0, 0.0, 0.0]), _attempt(5, 11, [0.3, 0.2, 0.0], yaw_deg=1.5)
+    got = _agreeing([a, b], cfg)
+    assert got is a and got.verified and got.agreed  # the one with more inliers
+    assert _agreeing([_attempt(4, 12, [0, 0, 0]), _attempt(5, 11, [0.4, 0.4, 0])], cfg) is None  # 0.57 m apart
+    assert _agreeing([_attempt(4, 12, [0, 0, 0]), _attempt(5, 11, [0, 0, 0], yaw_deg=2.5)], cfg) is None
+    assert _agreeing([_attempt(4, 12, [0, 0, 0]), _attempt(5, 9, [0, 0, 0])], cfg) is None  # 9 < 10 inliers
+    assert _agreeing([_attempt(4, 12, [0, 0, 0]), _attempt(4, 11, [0, 0, 0])], cfg) is None  # same keyframe
+    inconsistent = _attempt(5, 30, [0, 0, 0], outcome="inconsistent")  # far from its own guide: no witness
+    assert _agreeing([_attempt(4, 12, [0, 0, 0]), inconsistent], cfg) is None
+
+
+def test_small_images_are_not_verified(verify_world):
+    from disam_ros.verify.verifier import Verifier
+
+    _, m = verify_world
+    mc = m.map_geometry.intrinsics
+    w, h = mc.width // 4, mc.height // 4  # same aspect ratio, so intrinsics exist; 80 px wide is too small
+    v = Verifier(m).verify(np.zeros((h, w, 3), np.uint8), [0])
+    assert v.outcome == "image_too_small" and not v.verified
