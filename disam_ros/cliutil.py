@@ -43,6 +43,15 @@ def int_list(text: str) -> list[int]:
     return [positive_int(t) for t in items]
 
 
+def image_size(text: str) -> tuple[int, int]:
+    """'640x480' -> (640, 480); '128' -> (128, 128); both sides whole pixels >= 16."""
+    w, _, h = text.lower().strip().partition("x")
+    size = (int(w), int(h or w)) if (w + h).isdigit() else (0, 0)
+    if min(size) < 16:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT in pixels >= 16, e.g. 640x480")
+    return size
+
+
 def name_list(text: str) -> tuple[str, ...]:
     """'night,snow' -> ('night', 'snow'); an empty list is an error, not 'all'."""
     items = tuple(t.strip() for t in text.split(",") if t.strip())

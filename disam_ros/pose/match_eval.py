@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from disam_ros.cliutil import OneLineParser, name_list, positive_float, positive_int
+from disam_ros.cliutil import OneLineParser, image_size, name_list, positive_float, positive_int
 from disam_ros.data.folders import ConditionFolder, load_condition, read_image
 from disam_ros.geometry import quat_angle_deg
 from disam_ros.pose.backproject import DepthLimits, backproject
@@ -95,14 +95,6 @@ class Attempt:
     matches: int
     rejects: dict
     sol: PoseSolution | None
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    w, _, h = text.lower().partition("x")
-    size = (int(w), int(h or w)) if (w + h).isdigit() else (0, 0)
-    if min(size) < 16:
-        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT in pixels >= 16, e.g. 320x240")
-    return size
 
 
 def method_list(text: str) -> tuple[str, ...]:
@@ -294,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="disam-match-eval", description=__doc__.split("\n\n")[0])
     add = p.add_argument
     add("--world", type=Path, default=Path("runs/match_world"), help="synthetic world (rendered if absent)")
-    add("--size", type=parse_size, default=(320, 240), help="WIDTHxHEIGHT of a newly rendered world")
+    add("--size", type=image_size, default=(320, 240), help="WIDTHxHEIGHT of a newly rendered world")
     add("--frames", type=positive_int, default=40, help="frames per drive of a newly rendered world")
     add("--seed", type=int, default=0, help="world seed of a newly rendered world")
     add("--conditions", type=name_list, default=tuple(DEFAULT_CONDITIONS.split(",")), help="query drives")

@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from disam_ros.cliutil import os_error_line, output_dir_error
+from disam_ros.cliutil import image_size, os_error_line, output_dir_error
 from disam_ros.data.depth import DEPTH_DIR, write_depth
 from disam_ros.data.folders import CameraIntrinsics
 from disam_ros.data.synthetic.conditions import CONDITIONS, REFERENCE, get_condition
@@ -291,7 +291,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p = _OneLineParser(prog="disam-synth", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, type=Path, help="output folder (must be empty or absent unless --force)")
     p.add_argument("--seed", type=int, default=0, help="world seed (same seed and options -> same bytes)")
-    p.add_argument("--size", type=int, default=256, help="image width = height in pixels")
+    p.add_argument("--size", type=image_size, default=(256, 256), help="image size WIDTHxHEIGHT, or one number for "
+                   "a square (default 256)")
     p.add_argument("--fov", type=float, default=70.0, help="horizontal field of view in degrees")
     p.add_argument("--frames", type=int, default=100, help="frames per condition")
     p.add_argument("--conditions", default=",".join(CONDITIONS),
