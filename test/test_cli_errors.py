@@ -111,7 +111,7 @@ def test_launch_reports_a_signal_death_as_128_plus_n(tiny_eval_world):
     ("unknown_condition", "unknown condition(s) bogus"),
     ("unknown_condition_quick", "unknown condition(s) bogus"),  # --quick used to drop --conditions silently
     ("empty_conditions", "lists nothing"),
-    ("size_not_a_number", "'abc' is not an integer >= 1"),
+    ("size_not_a_number", "'abc' is not WIDTHxHEIGHT in pixels >= 16"),
     ("zero_rate", "'0' is not a number > 0"),
     ("corrupt_checkpoint", "truncated or corrupt"),
 ])

@@ -12,6 +12,8 @@ import numpy as np
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.frames import project
 
+FAR_PX = 1e7  # where a map point predicted nowhere is placed for the distance test
+
 
 def predicted_pixels(points3d: np.ndarray, R: np.ndarray, t: np.ndarray, cam: Intrinsics) -> np.ndarray:
     """Where camera-from-map (R, t) puts each map point: (N,2) pixels, inf for points behind the camera or
@@ -34,13 +36,16 @@ def guided_match(query_uv: np.ndarray, query_desc: np.ndarray, map_desc: np.ndar
     p = np.asarray(predicted_uv, np.float64).reshape(-1, 2)
     if len(q) == 0 or len(p) == 0:
         return np.zeros((0, 2), np.int64)
-    near = np.sum((q[:, None] - p[None]) ** 2, axis=2) <= radius * radius
-    sim = np.asarray(query_desc, np.float32) @ np.asarray(map_desc, np.float32).T
-    dist = np.where(near, np.sqrt(np.maximum(2.0 - 2.0 * sim, 0.0)), np.inf)
-    if not np.isfinite(dist).any():
+    p = np.where(np.isfinite(p).all(axis=1, keepdims=True), p, FAR_PX)  # 'nowhere' without inf arithmetic
+    # squared pixel distances and squared descriptor distances (|a - b|^2 = 2 - 2 a.b for unit vectors) as
+    # matrix products: the (N, M, 2) difference array costs more than everything else together
+    near = ((q * q).sum(1)[:, None] + (p * p).sum(1)[None] - 2.0 * q @ p.T) <= radius * radius
+    d2 = 2.0 - 2.0 * (np.asarray(query_desc, np.float32) @ np.asarray(map_desc, np.float32).T)
+    dist = np.where(near, np.maximum(d2, 0.0), np.inf)
+    if not near.any():
         return np.zeros((0, 2), np.int64)
     rows, j = np.arange(len(dist)), np.argmin(dist, axis=1)
     best = dist[rows, j]
     second = np.partition(dist, 1, axis=1)[:, 1] if dist.shape[1] > 1 else np.full(len(dist), np.inf)
-    keep = np.isfinite(best) & (best < ratio * second) & (np.argmin(dist, axis=0)[j] == rows)
+    keep = np.isfinite(best) & (best < ratio * ratio * second) & (np.argmin(dist, axis=0)[j] == rows)
     return np.stack([rows[keep], j[keep]], 1).astype(np.int64)

@@ -190,7 +190,7 @@ class Verifier:
         if len(query) < self.config.min_inliers:
             return Verification("no_features", camera=source, ms=_ms(t0))
         attempts: list[Verification] = []
-        for k in _unique(candidates)[: self.config.candidates]:
+        for k in _unique(candidates, len(self.map.positions))[: self.config.candidates]:
             attempts.append(self._attempt(query, int(k), cam))
             if attempts[-1].verified and attempts[-1].inliers >= self.config.enough_inliers:
                 break
@@ -252,9 +252,10 @@ def _agreeing(attempts: list[Verification], cfg: VerifyConfig) -> Verification |
     return None
 
 
-def _unique(ids: list[int]) -> list[int]:
+def _unique(ids: list[int], n: int) -> list[int]:
+    """Map indices in order, once each, those outside 0..n-1 dropped."""
     seen: set[int] = set()
-    return [i for i in ids if i >= 0 and not (i in seen or seen.add(i))]
+    return [int(i) for i in ids if 0 <= int(i) < n and not (int(i) in seen or seen.add(int(i)))]
 
 
 def _ms(t0: float) -> float:
