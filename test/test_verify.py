@@ -185,3 +185,13 @@ def test_small_images_are_not_verified(verify_world):
     w, h = mc.width // 4, mc.height // 4  # same aspect ratio, so intrinsics exist; 80 px wide is too small
     v = Verifier(m).verify(np.zeros((h, w, 3), np.uint8), [0])
     assert v.outcome == "image_too_small" and not v.verified
+
+
+def test_candidates_outside_the_map_or_repeated_are_skipped(verify_world):
+    from disam_ros.verify.verifier import Verifier, _unique
+
+    assert _unique([3, -1, 3, 99, 2, 3], 10) == [3, 2]
+    world, m = verify_world
+    rgb, pos, _ = next(_queries(world))
+    v = Verifier(m).verify(rgb, [len(m.positions) + 5, -2, _nearest(m, pos)])
+    assert v.tried == 1 and v.index == _nearest(m, pos)
