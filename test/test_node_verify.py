@@ -195,6 +195,12 @@ def test_verified_poses_are_metric_and_the_hint_composes(vnode):
 
 def test_malformed_camera_info_is_counted_and_ignored(vnode):
     vn, client = vnode, vnode.client
+    # a good CameraInfo first (tests run in any order: this one may be the node's first)
+    t_good = time.monotonic()
+    vn.camera_info.publish(_camera_info(vn.camera))
+    good = client.wait_diagnostics(lambda d: str(d.get("intrinsics_source", "")).startswith("CameraInfo"), 10.0,
+                                   after=t_good)
+    assert good is not None, f"the good CameraInfo was not taken:\n{_tail(vn)}"
     before = client.wait_diagnostics(lambda d: True, 5.0, after=time.monotonic())
     t0 = time.monotonic()
     zero_k = _camera_info(vn.camera, k=[0.0] * 9)
