@@ -63,6 +63,24 @@ def tiny_eval_world(tmp_path_factory):
     return {"world": world, "map": tmp / "map", **ckpts, "tmp": tmp}
 
 
+@pytest.fixture(scope="session")
+def geometry_world(tmp_path_factory):
+    """A 320x240 town (seed 2, 14 frames: a `sunny` reference drive with depth and a `sunny_repeat` query drive)
+    and a map of the reference with depth geometry and the shipped demo weights: what verification, the node's
+    metric outputs and the refined evaluation rows are tested on (rendered once per session)."""
+    from disam_ros.data.synthetic import WorldConfig, make_world
+    from disam_ros.maps import MapBuildConfig, build_map_from_folder
+
+    assets = Path(__file__).resolve().parents[1] / "disam_ros" / "assets"
+    tmp = tmp_path_factory.mktemp("geometry_world")
+    world = make_world(WorldConfig(seed=2, image_size=(320, 240), frames=14, workers=1,
+                                   conditions=("sunny", "sunny_repeat")), tmp / "world", progress=False)
+    build_map_from_folder(MapBuildConfig(out=tmp / "map", dataset=world, condition="sunny",
+                                         coarse=assets / "demo_coarse.pt", fine=assets / "demo_fine.pt",
+                                         progress=False, geometry="depth"))
+    return {"world": world, "map": tmp / "map", "tmp": tmp}
+
+
 N_QUERIES = 10  # query frames of node_world
 
 

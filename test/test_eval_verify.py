@@ -17,23 +17,13 @@ from disam_ros.eval.poses import OLD_HINTS, pose_rows, poses_dict, poses_markdow
 from disam_ros.eval.queries import Query
 from disam_ros.eval.scoring import mode_summaries
 
-ASSETS = Path(__file__).resolve().parents[1] / "disam_ros" / "assets"
 THRESHOLDS = ((0.25, 2.0), (0.5, 5.0), (5.0, 10.0))
 
 
 @pytest.fixture(scope="module")
-def geo_world(tmp_path_factory):
-    """A 320x240 town (reference drive with depth, a repeat drive), a map with depth geometry (demo weights)."""
-    from disam_ros.data.synthetic import WorldConfig, make_world
-    from disam_ros.maps import MapBuildConfig, build_map_from_folder
-
-    tmp = tmp_path_factory.mktemp("eval_verify")
-    world = make_world(WorldConfig(seed=2, image_size=(320, 240), frames=14, workers=1,
-                                   conditions=("sunny", "sunny_repeat")), tmp / "world", progress=False)
-    build_map_from_folder(MapBuildConfig(out=tmp / "map", dataset=world, condition="sunny",
-                                         coarse=ASSETS / "demo_coarse.pt", fine=ASSETS / "demo_fine.pt",
-                                         progress=False, geometry="depth"))
-    return world, tmp / "map", tmp
+def geo_world(geometry_world):
+    """The shared 320x240 town and its depth-geometry map (conftest), as (world, map, folder for outputs)."""
+    return geometry_world["world"], geometry_world["map"], geometry_world["tmp"]
 
 
 def run_eval(geo_world, name: str, *extra: str) -> tuple[Path, str]:

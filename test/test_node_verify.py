@@ -21,7 +21,6 @@ import pytest
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 NS = "vfy"
-FRAMES = 14
 
 
 @dataclass
@@ -58,26 +57,17 @@ def _pose(msg) -> tuple[np.ndarray, np.ndarray]:
 
 # ------------------------------------------------------------------------------------------ fixture
 @pytest.fixture(scope="module")
-def vnode(tmp_path_factory):
-    import torch
+def vnode(tmp_path_factory, geometry_world):
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo
 
     from disam_ros.data.folders import load_condition, read_image
-    from disam_ros.data.synthetic import WorldConfig, make_world
-    from disam_ros.maps import LocalizationMap, MapBuildConfig, build_map_from_folder
-    from disam_ros.model import DisamNet, preset, save_checkpoint
+    from disam_ros.maps import LocalizationMap
     from disam_ros.ros import launcher
     from disam_ros.ros.client import LocalizerClient
 
     tmp = tmp_path_factory.mktemp("node_verify")
-    world = make_world(WorldConfig(seed=2, image_size=(320, 240), frames=FRAMES, workers=1,
-                                   conditions=("sunny", "sunny_repeat")), tmp / "world", progress=False)
-    torch.manual_seed(0)
-    cfg = preset("micro", ("sunny",))
-    ckpt = save_checkpoint(tmp / "coarse.pt", DisamNet(cfg), cfg)
-    map_dir = build_map_from_folder(MapBuildConfig(out=tmp / "map", dataset=world, condition="sunny", coarse=ckpt,
-                                                   progress=False, geometry="depth"))
+    world, map_dir = geometry_world["world"], geometry_world["map"]
     m = LocalizationMap.load(map_dir)
     assert m.has_geometry
     qf = load_condition(world, "sunny_repeat", require_poses=True)

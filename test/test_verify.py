@@ -12,8 +12,6 @@ from disam_ros.pose.features import MAP_SIFT, SiftConfig
 from disam_ros.pose.relative import relative_covariance, relative_pose
 from disam_ros.verify.verifier import Verification, VerifyConfig
 
-FRAMES = 14
-
 
 def rz(deg: float) -> np.ndarray:
     a = np.radians(deg)
@@ -58,23 +56,11 @@ def test_verification_defaults_say_nothing_was_solved():
 
 # ------------------------------------------------------------------------------------------ on a rendered drive
 @pytest.fixture(scope="module")
-def verify_world(tmp_path_factory):
-    """A 320x240 town: reference drive with depth, a repeat drive as queries, a map with depth geometry."""
-    import torch
+def verify_world(geometry_world):
+    """The shared 320x240 town (conftest): reference drive with depth, a repeat drive as queries, its map."""
+    from disam_ros.maps import LocalizationMap
 
-    from disam_ros.data.synthetic import WorldConfig, make_world
-    from disam_ros.maps import LocalizationMap, MapBuildConfig, build_map_from_folder
-    from disam_ros.model import DisamNet, preset, save_checkpoint
-
-    tmp = tmp_path_factory.mktemp("verify")
-    world = make_world(WorldConfig(seed=2, image_size=(320, 240), frames=FRAMES, workers=1,
-                                   conditions=("sunny", "sunny_repeat")), tmp / "world", progress=False)
-    torch.manual_seed(0)
-    cfg = preset("micro", ("sunny",))
-    ckpt = save_checkpoint(tmp / "coarse.pt", DisamNet(cfg), cfg)
-    out = build_map_from_folder(MapBuildConfig(out=tmp / "map", dataset=world, condition="sunny", coarse=ckpt,
-                                               progress=False, geometry="depth"))
-    return world, LocalizationMap.load(out)
+    return geometry_world["world"], LocalizationMap.load(geometry_world["map"])
 
 
 def _queries(world):

@@ -140,16 +140,11 @@ def domain_of(condition: str, domains: tuple[str, ...], reference: str) -> str:
     return next((n for n in (condition, condition.split("_")[0]) if n in domains), reference)
 
 
-def clahe(image: np.ndarray) -> np.ndarray:
-    """Grey image with local contrast equalised (CLAHE): lifts the faint gradients of fog, dusk and night over
-    SIFT's contrast threshold."""
-    return cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8)).apply(to_grey(image))
-
-
 def sift(ctx: Ctx, image: np.ndarray):
-    cfg = SiftConfig(nfeatures=ctx.args.sift_features, root_sift=True, contrast_threshold=ctx.args.sift_contrast)
+    cfg = SiftConfig(nfeatures=ctx.args.sift_features, root_sift=True, contrast_threshold=ctx.args.sift_contrast,
+                     clahe=not ctx.args.no_clahe)
     grey = cv2.medianBlur(to_grey(image), ctx.args.median) if ctx.args.median > 1 else to_grey(image)
-    return detect_sift(grey if ctx.args.no_clahe else clahe(grey), cfg)
+    return detect_sift(grey, cfg)
 
 
 def map_sift(ctx: Ctx, k: int):

@@ -16,7 +16,6 @@ A pose that fails the gate is reported with its reason (`outcome`) and never rep
 """
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections import OrderedDict
@@ -33,7 +32,6 @@ from disam_ros.pose.guided import guided_match, predicted_pixels
 from disam_ros.pose.relative import relative_covariance, relative_pose
 from disam_ros.pose.solver import PoseSolution, SolverConfig, solve_absolute_pose
 
-log = logging.getLogger(__name__)
 OUTCOMES = ("verified", "too_few_inliers", "uncertain", "inconsistent", "no_features", "image_too_small",
             "no_intrinsics", "off")
 MAP_CACHE = 32  # map images whose RootSIFT descriptors and points are kept ready (~1 MB each at 2000 keypoints)
