@@ -1,0 +1,398 @@
+"""A ROS-free pose graph on GTSAM's iSAM2: odometry between-factors, the localizer's loop closures (verified hints:
+the body seen from a map keyframe) and absolute map-frame priors (unverified retrievals), under a robust kernel.
+
+Frames: odometry poses are T_odom_body, everything the graph returns is T_map_body; the body frame is whatever the
+odometry and the hints both describe (here the camera optical frame: a hint is the query CAMERA's pose relative to
+a keyframe). Poses and covariances follow disam_ros.posegraph.conventions (ROS order and perturbations in, GTSAM's
+inside). Nodes have global, increasing indices; past `max_nodes` the graph restarts at its newest node and older
+nodes can no longer be read (bounded memory on a vehicle that never stops).
+
+Anchoring: with no `set_initial`, node 0 gets a loose prior at map == odom (LOOSE_PRIOR_M / LOOSE_PRIOR_RAD: loose
+enough that closures move the whole trajectory, never rank-deficient). The map frame can be kilometres and any
+angle from the odometry origin, and a robust kernel would reject every closure seen from so far; so the first
+closure or absolute prior moves the whole estimate rigidly onto itself (exact, closed form) and the kernel judges
+every later one from there. A wrong first measurement would anchor wrongly and the kernel would then reject every
+right one (seen on held-out drives: 40-90 m trajectories from one wrong first hint), so measurements are held until
+`anchor_agree` of them (default 2, from different keyframes) imply the same map->odom transform within
+`anchor_agree_m` / `anchor_agree_deg` plus what the odometry may have drifted between them; the newest of the
+agreeing ones anchors, then all held ones go in and the kernel judges them. Until then the graph reports map ==
+odom. set_initial anchors at once.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+import time
+from dataclasses import dataclass
+
+import gtsam
+import numpy as np
+
+from disam_ros.posegraph.anchoring import agrees_with_newest
+from disam_ros.posegraph.conventions import (
+    ROBUST_KINDS,
+    adjoint_covariance,
+    check_covariance,
+    from_pose3,
+    gtsam_cov_to_ros,
+    noise_models,
+    pose_at,
+    ros_cov_to_gtsam,
+    to_pose3,
+)
+from disam_ros.posegraph.weights import ClosureWeights
+
+LOOSE_PRIOR_M = 100.0  # node 0's default prior: position sigma per axis (m) ...
+LOOSE_PRIOR_RAD = math.pi  # ... and rotation sigma per axis (rad): any heading is plausible
+MAX_CLOSURES = 10000  # closures kept for reports (the oldest go first)
+HELD_MAX = 64  # measurements held while waiting for agreeing ones to anchor the graph (the oldest go first)
+REJECTED_WEIGHT = 0.1  # a closure whose robust weight is below this counts as rejected in reports
+
+
+@dataclass
+class PoseGraphConfig:
+    """Noise, node spacing, robustness and memory bounds of a PoseGraph.
+
+    robust_k is in sigmas of the WHOLE 6-D whitened residual (GTSAM's robust models act on its norm r). For a
+    correct, well-calibrated closure r follows a chi distribution with 6 degrees of freedom: median 2.3, 95 % 3.5.
+    With k = 1 such an inlier would typically get a Cauchy weight of 1/(1 + 2.3^2) = 0.16, i.e. count as rejected;
+    k = 3 keeps a median inlier at 0.63 and a 95 % one at 0.42, while a closure 9 sigma off drops to 0.1 and one
+    metres off (hundreds of sigma) to ~0.
+    """
+
+    robust: str = "cauchy"  # "cauchy" | "huber" | "none": kernel on closure and absolute factors only
+    robust_k: float = 3.0  # kernel width on the whitened residual norm, in sigmas (see the class docstring)
+    odom_sigma_m_per_m: float = 0.02  # odometry translation sigma per metre travelled (each axis)
+    odom_sigma_deg_per_m: float = 0.3  # odometry rotation sigma per metre travelled (each axis)
+    odom_sigma_floor_m: float = 0.005  # sigmas for standstill steps (a zero sigma would be a hard constraint)
+    odom_sigma_floor_deg: float = 0.05
+    keyframe_m: float = 0.0  # a new node once any enabled threshold is reached; 0 disables that threshold,
+    keyframe_deg: float = 0.0  # and with all three 0 every odometry sample is a node
+    keyframe_s: float = 0.0
+    closure_max_dt_s: float = 0.5  # a closure attaches to the nearest node within this time, else it is refused
+    max_nodes: int = 20000  # past it the graph restarts at its newest node (its marginal covariance as prior)
+    odom_buffer: int = 4096  # raw odometry samples kept for reading the odometry at a closure's stamp
+    anchor_agree: int = 2  # measurements that must agree on map->odom before the graph anchors (1: the first does)
+    anchor_agree_m: float = 2.0  # ... within this (plus 3 odometry sigmas of the path between them)
+    anchor_agree_deg: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.robust not in ROBUST_KINDS:
+            raise ValueError(f"robust must be one of {ROBUST_KINDS}, got {self.robust!r}")
+        positive = ("robust_k", "odom_sigma_m_per_m", "odom_sigma_deg_per_m", "odom_sigma_floor_m",
+                    "odom_sigma_floor_deg")
+        for name in (*positive, "keyframe_m", "keyframe_deg", "keyframe_s", "closure_max_dt_s"):
+            v, strict = getattr(self, name), name in positive
+            if not (v > 0 if strict else v >= 0):  # NaN fails both
+                raise ValueError(f"{name} must be {'>' if strict else '>='} 0, got {v}")
+        if not (self.anchor_agree >= 1 and self.anchor_agree_m > 0 and self.anchor_agree_deg > 0):
+            raise ValueError(f"anchor_agree must be >= 1 and anchor_agree_m / _deg > 0, got {self.anchor_agree}, "
+                             f"{self.anchor_agree_m}, {self.anchor_agree_deg}")
+        if self.max_nodes < 2 or self.odom_buffer < 2:
+            raise ValueError(f"max_nodes and odom_buffer must be >= 2, got {self.max_nodes}, {self.odom_buffer}")
+
+
+@dataclass
+class Closure:
+    """One loop-closure ("between", from a map keyframe) or absolute factor as added, for reports and markers."""
+
+    t: float
+    node: int
+    kind: str  # "between" | "absolute"
+    keyframe_id: int | None
+    keyframe_position: np.ndarray | None
+    keyframe_quat: np.ndarray | None
+    measured_position: np.ndarray  # the map-frame pose it asks for at t
+    measured_quat: np.ndarray
+    weight: float = 1.0  # robust weight at the current estimate: 1 = fully used, -> 0 = rejected
+
+    rejected = property(lambda self: self.weight < REJECTED_WEIGHT)  # not a field: no annotation
+
+
+def node_key(i: int) -> int:
+    return gtsam.symbol("x", i)
+
+
+def _new_isam() -> gtsam.ISAM2:
+    """iSAM2 with QR elimination (Cholesky declared odometry chains of ~1000 nodes under a loose prior
+    indeterminate in tests: squaring the information loses too many digits), relinearization considered at every
+    update (robust weights only change when a factor is relinearized) but only in the part of the tree the update
+    touches (the full check is O(nodes) per update: it doubled the update time at 10k nodes)."""
+    params = gtsam.ISAM2Params()
+    params.setFactorization("QR")
+    params.relinearizeSkip = 1
+    params.setRelinearizeThreshold(0.01)
+    params.enablePartialRelinearizationCheck = True
+    return gtsam.ISAM2(params)
+
+
+class PoseGraph:
+    """Odometry + loop closures -> corrected map-frame trajectory (module docstring); not thread-safe."""
+
+    def __init__(self, config: PoseGraphConfig | None = None) -> None:
+        self.config = config or PoseGraphConfig()
+        self.closures: list[Closure] = []
+        self._isam = _new_isam()
+        self._factors, self._values = gtsam.NonlinearFactorGraph(), gtsam.Values()  # pending: since the last update
+        self._first = 0  # global index of the oldest node still in the graph
+        self._t: list[float] = []  # per live node: time, odometry pose
+        self._odom: list[gtsam.Pose3] = []
+        self._guess = gtsam.Pose3()  # map-frame estimate of the newest node (seeds the next)
+        self._samples: list[tuple[float, gtsam.Pose3]] = []  # raw odometry, bounded by config.odom_buffer
+        self._since_m = 0.0  # path length since the newest node
+        self._initial: tuple[gtsam.Pose3, np.ndarray] | None = None
+        self._anchor: tuple[gtsam.Pose3, gtsam.noiseModel.Base] | None = None  # the graph's factor 0
+        self._anchored = False
+        self._held: list[tuple[Closure, gtsam.Pose3, np.ndarray]] = []  # waiting to anchor (module docstring)
+        self._weights = ClosureWeights(self.config.robust, self.config.robust_k)
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+    # ------------------------------------------------------------------------------------------------ input
+
+    def set_initial(self, position: np.ndarray, quat: np.ndarray, covariance: np.ndarray) -> None:
+        """A map-frame prior (ROS-order covariance) for node 0 instead of the loose one at map == odom; it also
+        anchors the graph, so the first closure is judged by the robust kernel like every other."""
+        if self._t:
+            raise RuntimeError("set_initial must come before the first add_odometry")
+        T = to_pose3(position, quat)
+        self._initial = (T, ros_cov_to_gtsam(check_covariance(covariance, "initial"), T.rotation().matrix()))
+
+    def add_odometry(self, t: float, position: np.ndarray, quat: np.ndarray) -> int | None:
+        """Odometry T_odom_body at time t (strictly increasing); returns the new node's index, or None when the
+        keyframe rule did not fire. Past max_nodes it restarts the graph first (applying what is pending)."""
+        t = float(t)
+        T = to_pose3(position, quat)
+        if not math.isfinite(t):
+            raise ValueError(f"odometry stamp must be finite, got {t}")
+        if self._samples and not t > self._samples[-1][0]:
+            raise ValueError(f"odometry stamp {t:.9f} s is not after the previous {self._samples[-1][0]:.9f} s: "
+                             "odometry must arrive in strictly increasing time")
+        if self._samples:
+            self._since_m += float(np.linalg.norm(T.translation() - self._samples[-1][1].translation()))
+        self._samples.append((t, T))
+        if len(self._samples) > self.config.odom_buffer + self.config.odom_buffer // 8:
+            del self._samples[: len(self._samples) - self.config.odom_buffer]  # trimmed in chunks: amortised O(1)
+        if not self._t:
+            return self._start(t, T)
+        if not self._keyframe_due(t, T):
+            return None
+        if len(self._t) >= self.config.max_nodes:
+            self._restart()
+        return self._add_node(t, T)
+
+    def add_closure(self, t: float, keyframe_id: int, keyframe_position: np.ndarray, keyframe_quat: np.ndarray,
+                    rel_position: np.ndarray, rel_quat: np.ndarray, rel_covariance: np.ndarray) -> Closure | None:
+        """A verified hint: the body at time t seen from map keyframe `keyframe_id` (T_key_body, ROS-order
+        covariance in the keyframe's frame). Attached to the nearest node within closure_max_dt_s through the
+        odometry between t and that node; None when there is none or the odometry does not cover t.
+
+        The keyframe's map pose is the map's and exact, so the between-factor keyframe -> node, error
+        Log(meas^-1 T_key^-1 T_node) = Log((T_key meas)^-1 T_node), IS a prior on the node at T_key meas with the
+        same GTSAM-convention covariance; it is added as that. A keyframe variable pinned by a tight prior would
+        add nothing but cost: shared by every lap that sees it, it ties laps into one clique (p90 update 14 ms
+        instead of 1 ms on `disam-bench posegraph`)."""
+        T_key, rel = to_pose3(keyframe_position, keyframe_quat), to_pose3(rel_position, rel_quat)
+        cov = ros_cov_to_gtsam(check_covariance(rel_covariance, "closure"), rel.rotation().matrix())
+        found = self._attach(float(t))
+        if found is None:
+            return None
+        node, delta = found
+        closure = Closure(float(t), node, "between", int(keyframe_id), *from_pose3(T_key),
+                          *from_pose3(T_key.compose(rel)))
+        self._add_measurement(closure, T_key.compose(rel).compose(delta), adjoint_covariance(cov, delta))
+        return closure
+
+    def add_absolute(self, t: float, position: np.ndarray, quat: np.ndarray, covariance: np.ndarray
+                     ) -> Closure | None:
+        """A map-frame pose of the body at time t (an unverified retrieval), as a robust prior on the nearest node
+        within closure_max_dt_s; None when there is none."""
+        T = to_pose3(position, quat)
+        cov = ros_cov_to_gtsam(check_covariance(covariance, "absolute"), T.rotation().matrix())
+        found = self._attach(float(t))
+        if found is None:
+            return None
+        node, delta = found
+        closure = Closure(float(t), node, "absolute", None, None, None, *from_pose3(T))
+        self._add_measurement(closure, T.compose(delta), adjoint_covariance(cov, delta))
+        return closure
+
+    def update(self) -> float:
+        """One iSAM2 update with everything added since the last (an empty one still relinearizes); refreshes the
+        robust weights of recent closures and some older ones (refresh_weights() does all). Returns the ms taken."""
+        t0 = time.perf_counter()
+        if self._t:
+            self._isam.update(self._factors, self._values)
+            self._factors, self._values = gtsam.NonlinearFactorGraph(), gtsam.Values()
+            self._guess = self._isam.calculateEstimatePose3(node_key(self._first + len(self._t) - 1))
+            self._weights.refresh_recent(self._isam.calculateEstimatePose3, self._first + len(self._t) - 1)
+        return 1e3 * (time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------------------------------------ output
+
+    def pose(self, node: int) -> tuple[np.ndarray, np.ndarray]:
+        """Corrected map-frame pose of a node (pending additions are applied first, by one update)."""
+        self._flush()
+        return from_pose3(self._isam.calculateEstimatePose3(node_key(self._live_node(node))))
+
+    def latest(self) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """t, position, xyzw and the 6x6 ROS-order marginal covariance of the newest node."""
+        self._flush()
+        i = self._live_node(self._first + len(self._t) - 1)
+        T = self._isam.calculateEstimatePose3(node_key(i))
+        cov = self._isam.marginalCovariance(node_key(i))
+        return (self._t[-1], *from_pose3(T), gtsam_cov_to_ros(0.5 * (cov + cov.T), T.rotation().matrix()))
+
+    def trajectory(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """times (N,), positions (N, 3), xyzw (N, 4) of the nodes in the graph (O(N): for reports, not per frame)."""
+        self._flush()
+        poses = [from_pose3(self._isam.calculateEstimatePose3(node_key(self._first + j))) for j in range(len(self))]
+        return (np.asarray(self._t, np.float64), np.array([p for p, _ in poses]).reshape(-1, 3),
+                np.array([q for _, q in poses]).reshape(-1, 4))
+
+    def map_to_odom(self) -> tuple[np.ndarray, np.ndarray]:
+        """T_map_odom = T_map_body(newest node) T_odom_body(newest node)^-1: what a tf broadcaster publishes."""
+        self._flush()
+        i = self._live_node(self._first + len(self._t) - 1)
+        return from_pose3(self._isam.calculateEstimatePose3(node_key(i)).compose(self._odom[-1].inverse()))
+
+    # ------------------------------------------------------------------------------------------------ internals
+
+    def _live_node(self, node: int) -> int:
+        if not self._t:
+            raise RuntimeError("the pose graph has no nodes yet: add odometry first")
+        if not self._first <= node < self._first + len(self._t):
+            raise IndexError(f"node {node} is not in the graph (nodes {self._first}..{self._first + len(self._t) - 1}"
+                             " remain; older ones went when it restarted at max_nodes)")
+        return node
+
+    def _flush(self) -> None:
+        if self._factors.size() or self._values.size():
+            self.update()
+
+    def _start(self, t: float, T: gtsam.Pose3) -> int:
+        """Node 0: at the initial pose with its prior, or at map == odom under the loose prior (unanchored)."""
+        if self._initial is not None:
+            mean, noise = self._initial[0], gtsam.noiseModel.Gaussian.Covariance(self._initial[1])
+            self._anchored = True
+        else:
+            mean, noise = T, gtsam.noiseModel.Diagonal.Sigmas(np.array([LOOSE_PRIOR_RAD] * 3 + [LOOSE_PRIOR_M] * 3))
+        self._set_anchor(0, mean, noise)
+        self._t, self._odom, self._guess = [t], [T], mean
+        return 0
+
+    def _set_anchor(self, node: int, mean: gtsam.Pose3, noise: gtsam.noiseModel.Base) -> None:
+        """Factor 0 of a fresh graph: the prior that fixes its gauge (kept so a re-anchor can move it)."""
+        self._anchor = (mean, noise)
+        self._factors.add(gtsam.PriorFactorPose3(node_key(node), mean, noise))
+        self._values.insert(node_key(node), mean)
+
+    def _keyframe_due(self, t: float, T: gtsam.Pose3) -> bool:
+        c = self.config
+        if not (c.keyframe_m or c.keyframe_deg or c.keyframe_s):
+            return True
+        turned = math.degrees(np.linalg.norm(gtsam.Rot3.Logmap(self._odom[-1].rotation().between(T.rotation()))))
+        return bool((c.keyframe_m and self._since_m >= c.keyframe_m) or (c.keyframe_deg and turned >= c.keyframe_deg)
+                    or (c.keyframe_s and t - self._t[-1] >= c.keyframe_s))
+
+    def _add_node(self, t: float, T: gtsam.Pose3) -> int:
+        """A node with an odometry between-factor from the previous one, sigma growing with the path travelled."""
+        c, d = self.config, self._since_m
+        sig_m = max(c.odom_sigma_floor_m, c.odom_sigma_m_per_m * d)
+        sig_rad = math.radians(max(c.odom_sigma_floor_deg, c.odom_sigma_deg_per_m * d))
+        delta = self._odom[-1].between(T)
+        i = self._first + len(self._t)
+        noise = gtsam.noiseModel.Diagonal.Sigmas(np.array([sig_rad] * 3 + [sig_m] * 3))
+        self._factors.add(gtsam.BetweenFactorPose3(node_key(i - 1), node_key(i), delta, noise))
+        self._guess = self._guess.compose(delta)
+        self._values.insert(node_key(i), self._guess)
+        self._t.append(t)
+        self._odom.append(T)
+        self._since_m = 0.0
+        return i
+
+    def _restart(self) -> None:
+        """Bounded memory: a fresh graph holding only the newest node, at its estimate, with its marginal
+        covariance as prior (closures already added stay in the report with their last weights). Pending additions
+        are applied first; the estimate is then exactly what a caller last read (no extra relinearization step)."""
+        self._flush()
+        i = self._first + len(self._t) - 1
+        T = self._isam.calculateEstimatePose3(node_key(i))
+        cov = self._isam.marginalCovariance(node_key(i))
+        self._isam = _new_isam()
+        self._set_anchor(i, T, gtsam.noiseModel.Gaussian.Covariance(0.5 * (cov + cov.T)))
+        self._first, self._t, self._odom = i, self._t[-1:], self._odom[-1:]
+        self._weights.clear()
+
+    def _attach(self, t: float) -> tuple[int, gtsam.Pose3] | None:
+        """(nearest node within closure_max_dt_s, odometry motion T_body(t)^-1 T_body(node)) or None."""
+        if not self._t or not math.isfinite(t):
+            return None
+        j = bisect.bisect_left(self._t, t)
+        j = min((k for k in (j - 1, j) if 0 <= k < len(self._t)), key=lambda k: abs(self._t[k] - t))
+        if abs(self._t[j] - t) > self.config.closure_max_dt_s:
+            return None
+        if self._t[j] == t:
+            return self._first + j, gtsam.Pose3()
+        at_t = pose_at(self._samples, t)
+        return None if at_t is None else (self._first + j, at_t.between(self._odom[j]))
+
+    def _anchor_on(self, node: int, T_map_node: gtsam.Pose3) -> None:
+        """On the first map-frame measurement of an unanchored graph: move the whole estimate rigidly so that
+        `node` sits at T_map_node (module docstring). Odometry factors are relative, so only factor 0 changes."""
+        if self._anchored:
+            return
+        self._anchored = True
+        self.update()
+        fix = T_map_node.compose(self._isam.calculateEstimatePose3(node_key(node)).inverse())
+        old, values = self._isam.getFactorsUnsafe(), gtsam.Values()
+        for j in range(len(self._t)):
+            key = node_key(self._first + j)
+            values.insert(key, fix.compose(self._isam.calculateEstimatePose3(key)))
+        mean, noise = self._anchor
+        self._isam, self._factors, self._values = _new_isam(), gtsam.NonlinearFactorGraph(), gtsam.Values()
+        self._set_anchor(self._first, fix.compose(mean), noise)
+        self._values = values
+        for j in range(1, old.size()):
+            self._factors.push_back(old.at(j))
+        self.update()
+
+    def _add_measurement(self, closure: Closure, measured: gtsam.Pose3, cov: np.ndarray) -> None:
+        """A robust prior on the closure's node at `measured` (T_map_node, GTSAM-convention covariance), or held
+        (weight 0) while the graph is unanchored and no `anchor_agree` measurements agree (module docstring)."""
+        self.closures.append(closure)
+        if len(self.closures) > MAX_CLOSURES + MAX_CLOSURES // 8:
+            del self.closures[: len(self.closures) - MAX_CLOSURES]
+        if not self._anchored:
+            self._held = [h for h in self._held if h[0].node >= self._first][-HELD_MAX + 1:]
+            self._held.append((closure, measured, cov))
+            anchor = self._agreeing()
+            if anchor is None:
+                closure.weight = 0.0  # not used (yet)
+                return
+            self._anchor_on(anchor[0].node, anchor[1])
+            held, self._held = self._held, []
+            for c, m, v in held:
+                self._add_factor(c, m, v)
+            return
+        self._add_factor(closure, measured, cov)
+
+    def _agreeing(self) -> tuple[Closure, gtsam.Pose3] | None:
+        """The newest held measurement when anchor_agree of the held ones agree on map->odom (anchoring.py)."""
+        views = [(c.keyframe_id, self._odom[c.node - self._first], m) for c, m, _ in self._held]
+        c = self.config
+        ok = agrees_with_newest(views, c.anchor_agree, c.anchor_agree_m, c.anchor_agree_deg, c.odom_sigma_m_per_m,
+                                c.odom_sigma_deg_per_m)
+        return self._held[-1][:2] if ok else None
+
+    def _add_factor(self, closure: Closure, measured: gtsam.Pose3, cov: np.ndarray) -> None:
+        gauss, noise = noise_models(cov, self.config.robust, self.config.robust_k)
+        key = node_key(closure.node)
+        self._factors.add(gtsam.PriorFactorPose3(key, measured, noise))
+        self._weights.add(closure, key, measured, np.asarray(gauss.R()))
+
+    def refresh_weights(self) -> None:
+        """Every live closure's robust weight at the current estimate (~7 us each; update() does the recent ones)."""
+        self._flush()
+        self._weights.refresh_all(self._isam.calculateEstimatePose3)
