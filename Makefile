@@ -3,6 +3,7 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+TF2    := $(VENV)/.tf2_msgs
 PYTEST_ARGS ?=
 
 .PHONY: venv test lint bench demo clean
@@ -14,7 +15,12 @@ $(STAMP): requirements.txt setup.py
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-venv: $(STAMP)
+# tf2_msgs/TFMessage (for /tf) is not on PyPI: generated from the rosidl wheels and compiled (gcc, g++).
+$(TF2): $(STAMP) tools/build_tf2_msgs.py
+	$(PY) tools/build_tf2_msgs.py
+	touch $(TF2)
+
+venv: $(STAMP) $(TF2)
 
 lint: venv
 	$(VENV)/bin/ruff check .

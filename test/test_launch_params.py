@@ -20,6 +20,7 @@ from rclpy.node import Node  # noqa: E402
 
 from disam_ros.ros import launcher  # noqa: E402
 from disam_ros.ros import node_params as ln  # noqa: E402
+from disam_ros.ros import posegraph_params as pgp  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -335,3 +336,101 @@ def test_config_error_exits_2(tmp_path):
     assert proc.returncode == 2, text
     assert "does not exist: check parameter 'map'" in text and "Traceback" not in text
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+
+
+# ---------------------------------------------------------------------------------------------- pose-graph node
+
+POSEGRAPH_LAUNCH = REPO / "launch" / "posegraph.launch.py"
+POSEGRAPH_PARAMS = REPO / "config" / "posegraph.yaml"
+
+
+def _launch_file_ast(path: Path) -> tuple[dict, set, dict, list]:
+    """(arguments -> default, parameter keys set in the launch file, node keyword arguments, remapped names)
+    of a launch file with one (Lifecycle)Node, read from its source (launch_ros is not installed here)."""
+    tree = ast.parse(path.read_text())
+    args, param_keys, node_kwargs = {}, set(), {}
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+        fname = getattr(call.func, "id", getattr(call.func, "attr", ""))
+        if fname == "DeclareLaunchArgument":
+            kw = {k.arg: k.value for k in call.keywords}
+            assert "description" in kw, f"launch argument {call.args[0].value} lacks a description"
+            args[call.args[0].value] = kw["default_value"].value if "default_value" in kw else None
+        elif fname in ("Node", "LifecycleNode"):
+            node_kwargs = {k.arg: k.value for k in call.keywords}
+            assert fname == "LifecycleNode", "a lifecycle manager can only drive a LifecycleNode"
+            for d in ast.walk(node_kwargs["parameters"]):
+                if isinstance(d, ast.Dict):
+                    param_keys |= {k.value for k in d.keys}
+    remapped = [t.elts[0].value for t in node_kwargs["remappings"].elts]
+    return args, param_keys, node_kwargs, remapped
+
+
+def test_posegraph_launch_file_matches_node():
+    args, param_keys, node_kwargs, remapped = _launch_file_ast(POSEGRAPH_LAUNCH)
+    assert param_keys <= set(pgp.PARAMETER_NAMES), param_keys - set(pgp.PARAMETER_NAMES)
+    for name in param_keys:  # a launch argument per parameter it sets, defaulting to the declared default
+        assert args[name] == {p.name: p.default for p in pgp.PARAMETERS}[name], name
+    assert node_kwargs["name"].value == pgp.NODE_NAME
+    assert node_kwargs["executable"].value == "disam-posegraph"
+    assert "disam-posegraph = disam_ros.ros.posegraph_node:main" in (REPO / "setup.py").read_text()
+    assert sorted(remapped) == ["loop_closure", "odom"]  # the names the node subscribes to
+    assert args["loop_closure_topic"] == f"{ln.NODE_NAME}/loop_closure"  # a localizer in the same namespace
+
+
+def test_posegraph_params_file_matches_declarations(context):
+    data = yaml.safe_load(POSEGRAPH_PARAMS.read_text())
+    assert list(data) == ["/**"], "params file must apply to the node in any namespace"
+    params = data["/**"]["ros__parameters"]
+    assert set(params) == set(pgp.PARAMETER_NAMES), set(params) ^ set(pgp.PARAMETER_NAMES)
+    for p in pgp.PARAMETERS:
+        assert params[p.name] == p.default, f"{p.name}: yaml {params[p.name]!r} != declared {p.default!r}"
+    bare = Node("bare_pg", context=context)
+    builtin = set(bare._parameters)
+    bare.destroy_node()
+    node = Node(pgp.NODE_NAME, context=context, cli_args=["--ros-args", "--params-file", str(POSEGRAPH_PARAMS)])
+    try:
+        pgp.declare_parameters(node)  # rcl parses the file as overrides: a type mismatch would raise here
+        assert set(node._parameters) - builtin == set(pgp.PARAMETER_NAMES)
+        for p in pgp.PARAMETERS:
+            assert node.describe_parameter(p.name).description, p.name
+        assert pgp.read_config(node).camera_in_base == pgp.IDENTITY
+    finally:
+        node.destroy_node()
+
+
+def test_posegraph_reference_documents_every_parameter():
+    """docs/posegraph.md lists exactly the declared parameters, with their defaults."""
+    text = (REPO / "docs" / "posegraph.md").read_text()
+    section = text[text.index("### Parameters"):]
+    section = section[: section.index("\n## ", 5)] if "\n## " in section[5:] else section
+    rows = re.findall(r"^\| `([^|`]+)` \| ([^|]+) \|", section, re.M)
+    documented = {name: default.strip() for name, default in rows}
+    assert set(documented) == set(pgp.PARAMETER_NAMES), set(documented) ^ set(pgp.PARAMETER_NAMES)
+    for p in pgp.PARAMETERS:
+        if isinstance(p.default, (bool, int, float)):
+            text_default = ("true" if p.default else "false") if isinstance(p.default, bool) else repr(p.default)
+            assert documented[p.name] == f"`{text_default}`", (p.name, documented[p.name])
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("argv,expect", [
+    (["--ros-args", "-p", "max_nodes:=many"], "parameter 'max_nodes' must be an integer (default 20000)"),
+    (["--ros-args", "-p", "robustk:=2.0"], "unknown parameter 'robustk' for disam_posegraph: did you mean 'robust_k'?"),
+    (["--ros-args", "-p", "camera_in_base:=[1.0, 2.0]"], "camera_in_base must be 7 finite numbers"),
+    (["--params-file", "BAD"], "params file 'BAD' is not valid YAML at line 3: fix it (see config/posegraph.yaml)"),
+])
+def test_posegraph_configuration_errors_exit_2(tmp_path, argv, expect):
+    """`disam-posegraph` with a bad value, a misspelt name or a broken params file: one error line, exit 2."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("/**:\n  ros__parameters: [max_nodes\n")
+    argv = [str(bad) if a == "BAD" else a for a in argv]
+    out = subprocess.run([sys.executable, "-m", "disam_ros.ros.posegraph_node", *argv], capture_output=True,
+                         text=True, timeout=120)
+    text = out.stdout + out.stderr
+    assert out.returncode == 2, text
+    errors = [line for line in text.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and expect.replace("BAD", str(bad)) in errors[0], text
+    assert "Traceback" not in text

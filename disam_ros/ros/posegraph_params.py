@@ -1,0 +1,195 @@
+"""The pose-graph node's parameters: one table (name, default, description), their validation, and the command
+line that feeds them to rcl.
+
+Kept apart from the node so launch/posegraph.launch.py, config/posegraph.yaml and docs/posegraph.md are checked
+against one list (test/test_launch_params.py). Every way of getting a parameter wrong ends in one line naming
+the fix, as for the localizer (disam_ros/ros/node_params.py, whose Param and ConfigError this reuses).
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import ParameterException
+from rclpy.node import Node
+
+from disam_ros.ros.hint_parse import parse_camera_in_base
+from disam_ros.ros.node_params import BUILTIN_PARAMS, BUILTIN_PREFIXES, TOPIC_RE, ConfigError, Param, check_params_file
+
+NODE_NAME = "disam_posegraph"
+PROG = "disam-posegraph"
+ROBUST = ("cauchy", "huber", "none")
+QOS = ("reliable", "best_effort")
+IDENTITY = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+
+# The PoseGraphConfig fields passed through unchanged (disam_ros.posegraph.graph.PoseGraphConfig).
+GRAPH_FIELDS = ("robust", "robust_k", "odom_sigma_m_per_m", "odom_sigma_deg_per_m", "keyframe_m", "keyframe_deg",
+                "keyframe_s", "closure_max_dt_s", "max_nodes")
+
+PARAMETERS: tuple[Param, ...] = (
+    Param("map_frame", "map", "Frame of the corrected pose, path and markers, and parent of the published "
+          "map->odom transform (the localizer's map frame: hints in another frame are refused)."),
+    Param("odom_frame", "odom", "Frame of the odometry (header.frame_id of nav_msgs/Odometry; others are refused) "
+          "and child of the map->odom transform."),
+    Param("camera_in_base", IDENTITY, "T_base_camera [x, y, z, qx, qy, qz, qw]: the localizer's camera optical "
+          "frame in the odometry's base frame; identity = the odometry is of the camera itself.",
+          constraints="7 numbers, non-zero quaternion"),
+    Param("odom_qos", "reliable", "Odometry subscription reliability: reliable, or best_effort for sensor-data "
+          "publishers (a reliable subscription does not hear a best-effort publisher).",
+          constraints="reliable, best_effort"),
+    Param("use_unverified", False, "Also add unverified hints (retrieval only, no keyframe geometry) as absolute "
+          "pose factors with the covariance below; false = verified hints only."),
+    Param("unverified_sigma_m", 5.0, "Position standard deviation of an unverified hint.", constraints="> 0"),
+    Param("unverified_sigma_deg", 10.0, "Rotation standard deviation of an unverified hint.", constraints="> 0"),
+    Param("publish_tf", True, "Publish map->odom on /tf (tf2_msgs/TFMessage, where tf2_msgs is installed); "
+          "~/map_to_odom (geometry_msgs/TransformStamped) is published either way."),
+    Param("max_path_poses", 5000, "~/path carries at most this many poses, the newest.", constraints=">= 1"),
+    Param("path_period_s", 1.0, "~/path at most once per this period (0 = after every update; a 5000-pose Path "
+          "takes ~150 ms to build in Python).", constraints=">= 0"),
+    Param("markers_period_s", 1.0, "~/markers at most once per this period (0 = after every update).",
+          constraints=">= 0"),
+    Param("max_marker_closures", 2000, "~/markers draws the newest this many closures.", constraints=">= 1"),
+    Param("pending_hints", 32, "Hints newer than the latest odometry wait for it, at most this many (the oldest "
+          "is dropped and counted).", constraints=">= 0"),
+    Param("diagnostics_period_s", 1.0, "Period of the /diagnostics status.", constraints="> 0"),
+    Param("robust", "cauchy", "Robust kernel of closure factors (a wrong closure is down-weighted, not obeyed).",
+          constraints=", ".join(ROBUST)),
+    Param("robust_k", 3.0, "Kernel width in sigmas of the whole 6-D whitened residual (3: a typical correct "
+          "closure keeps a weight of ~0.6, one 9 sigma off drops to 0.1).", constraints="> 0"),
+    Param("odom_sigma_m_per_m", 0.02, "Odometry position noise per metre travelled.", constraints="> 0"),
+    Param("odom_sigma_deg_per_m", 0.3, "Odometry rotation noise (deg) per metre travelled.", constraints="> 0"),
+    Param("keyframe_m", 0.0, "A new graph node after this distance (0 = every odometry message).",
+          constraints=">= 0"),
+    Param("keyframe_deg", 0.0, "... or this rotation (0 = off).", constraints=">= 0"),
+    Param("keyframe_s", 0.0, "... or this time (0 = off).", constraints=">= 0"),
+    Param("closure_max_dt_s", 0.5, "A hint attaches to the graph node within this time of its stamp, else it is "
+          "refused and counted (hints_unmatched).", constraints="> 0"),
+    Param("max_nodes", 20000, "Graph nodes kept (older ones are dropped): bounded memory on long drives.",
+          constraints=">= 2"),
+    Param("autostart", True, "disam-posegraph configures and activates itself at start; false = stay "
+          "unconfigured until a lifecycle manager drives it."),
+)
+PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
+FLOAT_PARAMS = frozenset(p.name for p in PARAMETERS if isinstance(p.default, float))
+_TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
+               list: "a list of numbers"}
+
+
+@dataclass(frozen=True)
+class PoseGraphNodeConfig:
+    """Validated parameter values."""
+
+    map_frame: str
+    odom_frame: str
+    camera_in_base: list
+    odom_qos: str
+    use_unverified: bool
+    unverified_sigma_m: float
+    unverified_sigma_deg: float
+    publish_tf: bool
+    max_path_poses: int
+    path_period_s: float
+    markers_period_s: float
+    max_marker_closures: int
+    pending_hints: int
+    diagnostics_period_s: float
+    robust: str
+    robust_k: float
+    odom_sigma_m_per_m: float
+    odom_sigma_deg_per_m: float
+    keyframe_m: float
+    keyframe_deg: float
+    keyframe_s: float
+    closure_max_dt_s: float
+    max_nodes: int
+    autostart: bool
+
+    def graph_kwargs(self) -> dict[str, Any]:
+        """The PoseGraphConfig keyword arguments these parameters set."""
+        return {k: getattr(self, k) for k in GRAPH_FIELDS}
+
+
+assert {f.name for f in fields(PoseGraphNodeConfig)} == set(PARAMETER_NAMES)
+
+
+def declare_parameters(node: Node) -> None:
+    """Declare every parameter with its description (all read-only: configure reads them); float ones accept
+    integers too, camera_in_base a list of integers. A wrong-type override becomes a ConfigError naming the
+    expected type."""
+    for p in PARAMETERS:
+        desc = ParameterDescriptor(description=p.description, read_only=True, additional_constraints=p.constraints,
+                                   dynamic_typing=p.name in FLOAT_PARAMS or isinstance(p.default, list))
+        try:
+            node.declare_parameter(p.name, p.default, desc)
+        except ParameterException as exc:
+            raise ConfigError(f"parameter '{p.name}' must be {_TYPE_NAMES[type(p.default)]} (default "
+                              f"{p.default!r}): fix -p {p.name}:=... or its params file entry "
+                              f"({str(exc).split(':')[0]})") from None
+
+
+def check_unknown(names: list[str] | tuple[str, ...]) -> None:
+    """Refuse parameters the node does not declare (rclpy silently ignores them), naming the closest."""
+    unknown = sorted(n for n in names if n not in PARAMETER_NAMES and n not in BUILTIN_PARAMS
+                     and not n.startswith(BUILTIN_PREFIXES))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], PARAMETER_NAMES, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known are {', '.join(PARAMETER_NAMES)}"
+        raise ConfigError(f"unknown parameter '{unknown[0]}' for {NODE_NAME}: {hint}")
+
+
+def check_value(name: str, value: Any) -> Any:
+    """Validate one value (ValueError, one line); returns it normalised (floats as float)."""
+    if name in FLOAT_PARAMS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"parameter '{name}' must be a finite number, got {value!r}")
+        value = float(value)
+    if name in ("map_frame", "odom_frame") and not TOPIC_RE.fullmatch(value or "-"):
+        raise ValueError(f"{name} {value!r} is not a frame name: use letters, digits, _ and /")
+    if name == "camera_in_base":
+        parse_camera_in_base(value)
+        value = [float(v) for v in value]
+    elif name == "odom_qos" and value not in QOS:
+        raise ValueError(f"odom_qos {value!r} is not valid: use one of {', '.join(QOS)}")
+    elif name == "robust" and value not in ROBUST:
+        raise ValueError(f"robust {value!r} is not valid: use one of {', '.join(ROBUST)}")
+    elif name in ("unverified_sigma_m", "unverified_sigma_deg", "robust_k", "odom_sigma_m_per_m",
+                  "odom_sigma_deg_per_m", "closure_max_dt_s", "diagnostics_period_s") and value <= 0.0:
+        raise ValueError(f"parameter '{name}' must be > 0, got {value}")
+    elif name in ("keyframe_m", "keyframe_deg", "keyframe_s", "path_period_s", "markers_period_s") and value < 0.0:
+        raise ValueError(f"parameter '{name}' must be >= 0 (0 = off), got {value}")
+    elif name in ("max_path_poses", "max_marker_closures") and value < 1:
+        raise ValueError(f"parameter '{name}' must be >= 1, got {value}")
+    elif name == "pending_hints" and value < 0:
+        raise ValueError(f"pending_hints must be >= 0, got {value}")
+    elif name == "max_nodes" and value < 2:
+        raise ValueError(f"max_nodes must be >= 2 (a graph needs two nodes to correct anything), got {value}")
+    return value
+
+
+def read_config(node: Node) -> PoseGraphNodeConfig:
+    return PoseGraphNodeConfig(**{p.name: check_value(p.name, node.get_parameter(p.name).value)
+                                  for p in PARAMETERS})
+
+
+def ros_argv(argv: list[str]) -> list[str]:
+    """`--params-file F` (before --ros-args) -> rcl's `--ros-args --params-file F`; each params file checked
+    first (rcl's own error for a broken file is a multi-line traceback)."""
+    cut = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    own, ros = argv[:cut], argv[cut:]
+    parser = argparse.ArgumentParser(prog=PROG, description="Pose-graph node (a ROS 2 lifecycle node).")
+    parser.add_argument("--params-file", help="ROS 2 parameters YAML (e.g. config/posegraph.yaml)")
+    args = parser.parse_args(own)
+    files = [ros[i + 1] for i, a in enumerate(ros[:-1]) if a == "--params-file"]
+    if args.params_file:
+        files.insert(0, args.params_file)
+        ros = ["--ros-args", "--params-file", args.params_file, *ros]
+    for f in files:
+        try:
+            check_params_file(f)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("config/localizer.yaml", "config/posegraph.yaml")) from None
+    return ros
