@@ -21,8 +21,8 @@ def test_quick_demo_from_nothing(tmp_path):
                           capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
-    for n in range(1, 6):
-        assert f"{n}/5" in out
+    for n in range(1, 7):
+        assert f"{n}/6" in out
     assert "report:" in out and "night" in out and "sunny_repeat" in out
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     conds = report["conditions"]
@@ -31,8 +31,13 @@ def test_quick_demo_from_nothing(tmp_path):
     assert conds["all"]["queries"] == 36
     # the node answered every frame of the reference-condition drive (no drops at the demo's rate)
     assert conds["sunny_repeat"]["answered"] == 12
-    for f in ("report.md", "error_cdf.png", "trajectory.png", "examples.png", "visloc_submission.txt"):
+    for f in ("report.md", "error_cdf.png", "trajectory.png", "examples.png", "visloc_submission.txt",
+              "slam/report.md", "slam/trajectories.png", "slam/trajectories/night/corrected.tum"):
         assert (tmp_path / "report" / f).is_file(), f
+    # the back-end step read the sequence node's hints: every drive, each with its odometry drift stated
+    slam = json.loads((tmp_path / "report" / "slam" / "report.json").read_text())
+    assert {d["condition"] for d in slam["drives"]} == {"sunny_repeat", "night", "snow"}
+    assert all(d["frames"] == 12 and d["drift_pct"] > 0 for d in slam["drives"])
     # a second run reuses world, map and bags (steps whose output exists are not redone)
     again = subprocess.run([sys.executable, "-m", "disam_ros.ros.demo", "--quick", "--workdir", str(tmp_path)],
                            capture_output=True, text=True, timeout=400)

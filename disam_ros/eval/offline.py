@@ -132,16 +132,20 @@ def tracked_frame(mode: str, q: Query, step: TrackStep, feature: float, features
     res = step.result
     if not res.ok:
         return TrackedFrame(mode, q.condition, q.name, np.asarray(q.position), np.asarray(q.quat), None, None,
-                            float("nan"), float("nan"), False, float("nan"))
+                            float("nan"), float("nan"), False, float("nan"), stamp=float(q.stamp))
     pos = np.asarray(res.position, float)
     v = res.verification
     place = {} if map_poses is None else {"place_position": np.asarray(map_poses[0][res.index], float),
                                           "place_quat": np.asarray(map_poses[1][res.index], float)}
     checked = {} if v is None else {"verified": bool(v.verified), "verification": str(v.outcome),
                                     "inliers": int(v.inliers), "refine_ms": float(v.ms)}
+    if v is not None and v.verified and map_poses is not None:
+        checked.update(keyframe_index=int(v.index), keyframe_position=np.asarray(map_poses[0][v.index], float),
+                       keyframe_quat=np.asarray(map_poses[1][v.index], float))
     return TrackedFrame(mode, q.condition, q.name, np.asarray(q.position), np.asarray(q.quat), pos,
                         np.asarray(res.quat, float), float(res.confidence), feature, step.calibrated,
-                        nees(np.asarray(q.position) - pos, res.covariance), dict(features or {}), **place, **checked)
+                        nees(np.asarray(q.position) - pos, res.covariance), dict(features or {}), **place, **checked,
+                        stamp=float(q.stamp), covariance=np.asarray(res.covariance, float).reshape(6, 6))
 
 
 def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequence[str],

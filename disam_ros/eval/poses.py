@@ -198,7 +198,8 @@ def pose_rows_text(rows: Sequence[PoseRow], note: str | None) -> list[str]:
 
 def hint_fields(doc: Mapping[str, Any]) -> dict[str, Any] | None:
     """What a recorded loop-closure hint says about verification, as `TrackedFrame` keyword arguments
-    (verified, verification, inliers, refine_ms, place_position, place_quat); None for a hint without the
+    (verified, verification, inliers, refine_ms, place_position, place_quat, and the keyframe_* a verified schema-2
+    hint names); None for a hint without the
     `verified` key (a node without verification: its published pose is the map place's). `verification` null
     with `verified` false: verification did not run on that frame (outcome "")."""
     if "verified" not in doc:
@@ -213,6 +214,9 @@ def hint_fields(doc: Mapping[str, Any]) -> dict[str, Any] | None:
     pos, quat = doc.get("place_position"), doc.get("place_orientation_xyzw")
     if pos is not None and quat is not None:
         out["place_position"], out["place_quat"] = np.asarray(pos, float), np.asarray(quat, float)
+    key, kp, kq = doc.get("keyframe_index"), doc.get("keyframe_position"), doc.get("keyframe_orientation_xyzw")
+    if verified and isinstance(key, int) and kp is not None and kq is not None:  # schema 2: for disam-slam-eval
+        out.update(keyframe_index=key, keyframe_position=np.asarray(kp, float), keyframe_quat=np.asarray(kq, float))
     return out
 
 

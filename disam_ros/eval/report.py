@@ -308,7 +308,10 @@ def tracked_to_dict(f: Any) -> dict:
             "nees": _num(f.nees), "place_position": _arr(place_p) if answered else None,
             "place_quat": _arr(place_q) if answered else None, "retrieval_t_m": _num(rt), "retrieval_r_deg": _num(rr),
             "published_t_m": _num(pt), "published_r_deg": _num(pr), "verified": bool(f.verified),
-            "verification": f.verification or None, "inliers": int(f.inliers), "refine_ms": _num(f.refine_ms)}
+            "verification": f.verification or None, "inliers": int(f.inliers), "refine_ms": _num(f.refine_ms),
+            "stamp": _num(f.stamp), "covariance": _arr(f.covariance) if f.covariance is not None else None,
+            "keyframe_index": f.keyframe_index, "keyframe_position": _arr(f.keyframe_position),
+            "keyframe_quat": _arr(f.keyframe_quat)}
 
 
 def write_tracked(path: str | Path, frames: Sequence[Any]) -> Path:

@@ -171,6 +171,13 @@ class TrackedFrame:
     verification: str = ""  # verify.verifier.OUTCOMES; "" where verification did not run
     inliers: int = 0
     refine_ms: float = float("nan")
+    # What a pose-graph back end needs from the frame (disam-slam-eval reads them from modes.jsonl): its stamp,
+    # the published pose's covariance (6x6, ROS order) and, where verified, the map keyframe it was solved against.
+    stamp: float = float("nan")
+    covariance: np.ndarray | None = None
+    keyframe_index: int | None = None
+    keyframe_position: np.ndarray | None = None
+    keyframe_quat: np.ndarray | None = None
 
     def errors(self) -> tuple[float, float]:
         """(translation m, rotation deg) of the published pose; NaN when there is no answer."""

@@ -121,35 +121,47 @@ def check_world(world: Path, conditions: tuple[str, ...]) -> None:
                          "its world/ folder) to render them")
 
 
+def slam_step(report: Path) -> None:
+    """What the hints do for a SLAM back end: disam-slam-eval on the sequence node's published hints."""
+    from disam_ros.eval.slam_eval import SlamEvalConfig
+    from disam_ros.eval.slam_eval import evaluate as evaluate_slam
+
+    print()
+    evaluate_slam(SlamEvalConfig(report / "modes.jsonl", report / "slam", mode="sequence"), progress=False)
+    print(f"\nback end: {report / 'slam' / 'report.md'}, {report / 'slam' / 'trajectories.png'}")
+
+
 def run(args: argparse.Namespace) -> int:
     """The five steps; errors propagate to main, which prints them as one line."""
     from disam_ros.ros.online_eval import DEFAULT_MODES, Drive, camera_topic, evaluate_online_modes, report_online
 
     t0, w = time.monotonic(), args.workdir
     w.mkdir(parents=True, exist_ok=True)
-    step(f"1/5 synthetic world: {len(args.conditions) + 1} drives x {args.frames} frames at "
+    step(f"1/6 synthetic world: {len(args.conditions) + 1} drives x {args.frames} frames at "
          f"{args.size[0]}x{args.size[1]} px", t0)
     world = make_world(w / "world", args.size, args.frames, tuple(args.conditions))
     check_world(world, tuple(args.conditions))
-    step("2/5 map from the reference drive (shipped demo weights)", t0)
+    step("2/6 map from the reference drive (shipped demo weights)", t0)
     map_dir = build_map(world, w / "map", args.coarse, args.fine)
-    step("3/5 query drives as rosbag2 (CompressedImage, CameraInfo, ground truth)", t0)
+    step("3/6 query drives as rosbag2 (CompressedImage, CameraInfo, ground truth)", t0)
     from disam_ros.eval.queries import world_weather
 
     drives = []
     for bag in write_bags(world, w / "bags", tuple(args.conditions)):
         topic, compressed = camera_topic(bag)
         drives.append(Drive(bag.name, bag, world_weather(world, bag.name), topic, compressed))
-    step(f"4/5 localizer nodes ({' and '.join(DEFAULT_MODES)} mode) + replay of {len(drives)} bags at rate "
+    step(f"4/6 localizer nodes ({' and '.join(DEFAULT_MODES)} mode) + replay of {len(drives)} bags at rate "
          f"{args.rate:g} (node log: {w / 'report'}/node.log)", t0)
     report = w / "report"
     report.mkdir(parents=True, exist_ok=True)
     with open(report / "node.log", "w") as log:
         runs, queries = evaluate_online_modes(map_dir, drives, report, DEFAULT_MODES, rate=args.rate, log=log)
-    step("5/5 scoring", t0)
+    step("5/6 scoring", t0)
     rows, paths = report_online(map_dir, runs, queries, report, {"demo": str(w), "rate": args.rate})
     print("\n".join(rows))
     print(f"\nreport: {paths['markdown']}\nplots:  {', '.join(str(p) for k, p in paths.items() if k != 'markdown')}")
+    step("6/6 pose-graph back end (GTSAM) on the sequence node's loop-closure hints, drifting odometry, evo", t0)
+    slam_step(report)
     step("done", t0)
     return 0
 

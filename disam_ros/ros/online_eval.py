@@ -148,7 +148,7 @@ def collect(run: ModeRun, mode: str, client: LocalizerClient, queries: list[Quer
         if hit is None:
             run.answers.append(Answer(None))
             run.tracked.append(TrackedFrame(mode, q.condition, q.name, gt_p, gt_q, None, None, math.nan, math.nan,
-                                            run.calibrated, math.nan))
+                                            run.calibrated, math.nan, stamp=ns * 1e-9))
             continue
         t_recv, msg = hit
         index, pos, quat = _place(positions, msg.pose.pose)
@@ -162,10 +162,10 @@ def collect(run: ModeRun, mode: str, client: LocalizerClient, queries: list[Quer
         latency = t_recv - sent[ns] if ns in sent else None  # bags from disam-bag: header stamp == log time
         run.answers.append(Answer(index, place_p, place_q, topk, latency, str(doc.get("domain", ""))))
         conf = doc.get("confidence")
-        cov = np.asarray(msg.pose.covariance, float).reshape(6, 6)[:3, :3]
+        cov = np.asarray(msg.pose.covariance, float).reshape(6, 6)
         run.tracked.append(TrackedFrame(mode, q.condition, q.name, gt_p, gt_q, pos, quat,
                                         math.nan if conf is None else float(conf), math.nan, run.calibrated,
-                                        nees(gt_p - pos, cov), **checked))
+                                        nees(gt_p - pos, cov[:3, :3]), **checked, stamp=ns * 1e-9, covariance=cov))
 
 
 def _is_rosbag2(path: Path) -> bool:
