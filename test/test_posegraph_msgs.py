@@ -191,6 +191,7 @@ def test_parameter_values_checked():
     assert PP.check_value("camera_in_base", [0, 0, 0, 0, 0, 0, 1]) == PP.IDENTITY
     for name, value, reason in [("robust", "tukey", "robust 'tukey' is not valid"),
                                 ("max_nodes", 1, "max_nodes must be >= 2"),
+                                ("anchor_agree", 0, "anchor_agree must be >= 1"),
                                 ("odom_qos", "fast", "odom_qos 'fast' is not valid"),
                                 ("closure_max_dt_s", 0.0, "must be > 0"),
                                 ("camera_in_base", [1.0], "camera_in_base must be 7 finite numbers")]:

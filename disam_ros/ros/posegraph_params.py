@@ -28,7 +28,7 @@ IDENTITY = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 
 # The PoseGraphConfig fields passed through unchanged (disam_ros.posegraph.graph.PoseGraphConfig).
 GRAPH_FIELDS = ("robust", "robust_k", "odom_sigma_m_per_m", "odom_sigma_deg_per_m", "keyframe_m", "keyframe_deg",
-                "keyframe_s", "closure_max_dt_s", "max_nodes")
+                "keyframe_s", "closure_max_dt_s", "max_nodes", "anchor_agree")
 
 PARAMETERS: tuple[Param, ...] = (
     Param("map_frame", "map", "Frame of the corrected pose, path and markers, and parent of the published "
@@ -70,6 +70,9 @@ PARAMETERS: tuple[Param, ...] = (
           "refused and counted (hints_unmatched).", constraints="> 0"),
     Param("max_nodes", 20000, "Graph nodes kept (older ones are dropped): bounded memory on long drives.",
           constraints=">= 2"),
+    Param("anchor_agree", 2, "Hints from different map keyframes that must agree on map->odom before the graph "
+          "trusts the map frame (1: the first hint does; one wrong first hint then moves the whole trajectory).",
+          constraints=">= 1"),
     Param("autostart", True, "disam-posegraph configures and activates itself at start; false = stay "
           "unconfigured until a lifecycle manager drives it."),
 )
@@ -106,6 +109,7 @@ class PoseGraphNodeConfig:
     keyframe_s: float
     closure_max_dt_s: float
     max_nodes: int
+    anchor_agree: int
     autostart: bool
 
     def graph_kwargs(self) -> dict[str, Any]:
@@ -165,6 +169,9 @@ def check_value(name: str, value: Any) -> Any:
         raise ValueError(f"parameter '{name}' must be >= 1, got {value}")
     elif name == "pending_hints" and value < 0:
         raise ValueError(f"pending_hints must be >= 0, got {value}")
+    elif name == "anchor_agree" and value < 1:
+        raise ValueError(f"anchor_agree must be >= 1 (hints that must agree before the map frame is trusted), "
+                         f"got {value}")
     elif name == "max_nodes" and value < 2:
         raise ValueError(f"max_nodes must be >= 2 (a graph needs two nodes to correct anything), got {value}")
     return value
