@@ -17,6 +17,12 @@ The same run scales each mode's position covariance so that the right answers' m
 estimation error squared (NEES) is 3 on these drives: the belief's spread plus the map-spacing floor is
 the shape, the calibration drives give the scale.
 
+With `--verify` (maps with geometry) a second pass runs verification as the node does and fits, per mode, the
+confidence of VERIFIED poses from their inlier counts: per inlier bin the Clopper-Pearson 95 % lower bound of
+their precision at the tolerance (maps/verified_confidence.py). The node then publishes that confidence for a
+verified frame instead of the retrieval's. The retrieval fit above stays retrieval-only (verified frames carry
+the solver's covariance, which would skew the scale).
+
 The fit holds for the tracker settings it was made with (speed band, window, contrast, tolerance): they are
 stored with it, and a tracker started with other settings says so in its diagnostics. The observation
 model estimated from the map is stored too, so the node does not re-estimate it at start.
@@ -50,6 +56,7 @@ from disam_ros.maps.map_calibration import (
     remove_calibration,
     write_calibration,
 )
+from disam_ros.maps.verified_confidence import fit_verified
 from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
 from disam_ros.retrieval import SearchConfig
 from disam_ros.tracking.calibration import Calibration, choose_feature, ece
@@ -107,12 +114,26 @@ def candidate_features(frames: Sequence[TrackedFrame]) -> dict[str, np.ndarray]:
     return cands or {default: np.array([f.feature for f in frames], float)}
 
 
+def fit_verified_mode(frames: Sequence[TrackedFrame], mode: str, tolerance: tuple[float, float]
+                      ) -> tuple[dict | None, dict]:
+    """The verified-confidence record of one mode (None: no frame verified) and what it saw."""
+    ver = [f for f in frames if f.mode == mode and f.verified]
+    seen = {"frames": sum(f.mode == mode for f in frames), "verified": len(ver),
+            "right": sum(f.correct(tolerance) for f in ver)}
+    if not ver:
+        return None, seen
+    return fit_verified([f.inliers for f in ver], [f.correct(tolerance) for f in ver]), seen
+
+
 def calibrate(reloc: Relocalizer, groups: Sequence, modes: Sequence[str], config: TrackerConfig, precision: float,
-              source: str, progress: bool = True, z: float = 0.0) -> MapCalibration:
+              source: str, progress: bool = True, z: float = 0.0, verify: bool = False) -> MapCalibration:
     """Run the tracker over the calibration drives and fit every mode (the map's own calibration is ignored
     while doing so: a calibration is fitted on raw scores, never on an older fit). Retrieval only: what is fitted
     is the retrieval's confidence and covariance scale (a verified pose's covariance comes from its solver, so
     refined frames would skew the scale), and it is faster."""
+    if verify and not reloc.map.has_geometry:
+        raise ValueError(f"--verify: the map has no geometry ({reloc.map.geometry_note}): rebuild it with "
+                         "disam-build-map --geometry auto, or calibrate without --verify")
     reloc.map.calibration = None
     config = replace(config, verify=VerifyConfig(enabled=False))
     tracked, trackers, *_ = evaluate_modes(reloc, groups, modes, config, 0, progress)
@@ -120,6 +141,12 @@ def calibrate(reloc: Relocalizer, groups: Sequence, modes: Sequence[str], config
     fits, thresholds, stats = {}, {}, {}
     for mode in modes:
         fits[mode], thresholds[mode], stats[mode] = fit_mode(tracked, mode, tol, precision, z)
+    if verify:
+        checked, *_ = evaluate_modes(reloc, groups, modes, replace(config, verify=VerifyConfig()), 0, progress)
+        for mode in modes:
+            record, stats[mode]["verified"] = fit_verified_mode(checked, mode, tol)
+            if record is not None:
+                fits[mode] = replace(fits[mode], extra={**fits[mode].extra, "verified": record})
     obs = next((t.observation for t in trackers.values() if t.observation is not None), None)
     return MapCalibration(modes=fits, min_confidence=thresholds, tolerance=tol, observation=obs,
                           precision_target=precision, fitted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -136,6 +163,11 @@ def summary_lines(cal: MapCalibration) -> list[str]:
         out.append(f"{mode:9s} {st['answered']}/{st['frames']} answered, {100 * st['accuracy']:.1f} % within "
                    f"({cal.tolerance[0]:g} m, {cal.tolerance[1]:g} deg), ECE {st['ece']:.3f} (on the fitting "
                    f"drives); {at}; feature {st.get('feature', '?')}")
+        v, rec = st.get("verified"), cal.modes[mode].extra.get("verified")
+        if v is not None:
+            bounds = ", ".join(f">={e}: {c:.3f}" for e, c in zip(rec["edges"], rec["confidence"])) if rec else "none"
+            out.append(f"{'':9s} verified {v['verified']}/{v['frames']} frames, {v['right']} right; verified "
+                       f"confidence by inliers (95 % lower bound) {bounds}")
     return out
 
 
@@ -160,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--weather", help="weather for every drive (default: world.yaml, else sunny)")
     p.add_argument("--every", type=positive_int, default=1, help="use every N-th image")
+    p.add_argument("--verify", action="store_true", help="also fit verified poses' confidence from their inlier "
+                   "counts (a second pass with verification; maps with geometry)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_tracker_args(p)
     return p
@@ -196,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         source = (f"{args.dataset} conditions {','.join(args.conditions)}" if args.dataset
                   else "bags " + ", ".join(args.bag))
         cal = calibrate(reloc, groups, args.modes, tracker_config(args), args.precision, source, not args.quiet,
-                        args.lower_bound_z)
+                        args.lower_bound_z, args.verify)
         reloc.map.close()
         path = write_calibration(args.map, cal)
     except ValueError as exc:  # MapError included

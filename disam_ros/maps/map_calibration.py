@@ -31,6 +31,7 @@ from disam_ros.fsutil import atomic_write_text, remove
 from disam_ros.maps.confidence_fit import FEATURE_KEYS, SEQUENCE_MODES, Calibration
 from disam_ros.maps.map_format import CALIBRATION_JSON, MANIFEST, file_record, map_error, read_manifest
 from disam_ros.maps.observation import ObservationModel
+from disam_ros.maps.verified_confidence import check_record
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class MapCalibration:
           a factor beyond 1000 either way (about 32 in sigma) is no filter's error, and 1e-12 published
           variances of 7.5e-12 m^2 on poses 5 m wrong;
         * modes.<m>.extra.feature_key (absent: the mode's default): one of the tracker's features for the mode;
+        * modes.<m>.extra.verified (absent: verified frames keep the retrieval's confidence): inlier bins from 0
+          with one non-decreasing probability each (`verified_confidence.check_record`);
         * min_confidence.<m>: a probability in [0, 1] or null, for a mode listed in modes;
         * tolerance: [metres, degrees], both positive; precision_target in (0, 1);
         * observation: see `ObservationModel.from_dict` (gain in [1e-4, 10], wrong_scale in [1e-6, 3], ...);
@@ -166,6 +169,8 @@ def _check_fit(mode: str, c: Calibration) -> Calibration:
     key = c.extra.get("feature_key")
     if key is not None and key not in FEATURE_KEYS[mode]:
         raise ValueError(f"{where}.extra.feature_key is {key!r}: must be one of {list(FEATURE_KEYS[mode])}")
+    if "verified" in c.extra:
+        check_record(c.extra["verified"], f"{where}.extra.verified")
     return c
 
 

@@ -50,6 +50,7 @@ from disam_ros.maps.map_calibration import (
     observation_rows,
     publish_threshold,
 )
+from disam_ros.maps.verified_confidence import verified_confidence
 from disam_ros.relocalizer import Relocalizer, query_stamp
 from disam_ros.retrieval import RetrievalResult, SpatialPrior
 from disam_ros.retrieval.result import MIN_POS_SIGMA_M, pose_covariance
@@ -272,6 +273,16 @@ class Tracker:
         res.timings_ms["verify"] = v.ms
         if v.verified:
             res.position, res.quat, res.covariance = v.position.copy(), v.quat.copy(), v.covariance.copy()
+            record = self._verified_record()
+            if record is not None:  # the published pose is the verified one: its confidence comes from its inliers
+                res.confidence = verified_confidence(record, v.inliers)
+
+    def _verified_record(self) -> dict | None:
+        """The calibration's fit of verified poses' precision by inlier count (disam-calibrate --verify), if any."""
+        cal = self.calibration
+        if cal is None or self.mode not in cal.modes:
+            return None
+        return cal.modes[self.mode].extra.get("verified")
 
     def _track_support(self, scores: np.ndarray | tuple[np.ndarray, np.ndarray], est: SequenceEstimate) -> None:
         """Append this frame's standardised score of the answered place (a restarted belief starts afresh)."""
