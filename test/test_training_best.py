@@ -126,3 +126,21 @@ def test_init_recipe_exports_the_untrained_start(world, tmp_path, capsys):
                                                                    if k != "step"}
     sunny, night = net.encoders["sunny"].state_dict(), net.encoders["night"].state_dict()
     assert _same(sunny, night)  # shared init: every condition starts from one and the same random encoder
+
+
+def test_init_on_metric_poses_with_the_default_tolerance_warns_instead_of_crashing(tmp_path, caplog):
+    """Query drives on another lane (1 m beside every reference image) and the default val_tolerance 0: no query
+    is scorable. That is a setting to change, said in one warning, not a KeyError from the validation table."""
+    from disam_ros.data.tum import make_trajectory, read_tum, write_tum
+
+    root = make_world(tmp_path / "root")
+    for cond in ("night", "snow"):
+        t = read_tum(root / cond / "poses.txt")
+        write_tum(root / cond / "poses.txt", make_trajectory(t.stamps, t.positions + [0.0, 1.0, 0.0], t.quats))
+    with caplog.at_level(logging.WARNING):
+        code = cli.main(["--recipe", "init", "--data", str(root), "--out", str(tmp_path / "init"),
+                         "model.preset=micro", "data.reference=sunny", "data.val_fraction=0.25", "data.gap=1",
+                         "data.train_fraction=0.75", "progress=false"])
+    assert code == 0
+    assert any("no query has a reference image within val_tolerance 0" in r.message and
+               "train.val_tolerance=5" in r.message for r in caplog.records), caplog.text

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -142,7 +143,13 @@ def validation_recall(net: DisamNet, val: Sequence[DomainImages], reference: str
         return {}
     method = {"val": Method(net_features(net, reference), metric)}
     table = recall_table(method, ref, queries, image_size, reference, [tolerance], max_queries=max_queries)
-    return {cond: row[f"R@1@{tolerance:g}"] for cond, row in table["val"].items()}
+    key = f"R@1@{tolerance:g}"
+    got = {cond: row[key] for cond, row in table["val"].items() if key in row}
+    if not got:  # e.g. metric poses (other lanes) with the default tolerance 0: no query has a map image that close
+        logging.getLogger(__name__).warning(
+            "validation: no query has a reference image within val_tolerance %g (frames or metres), so nothing is "
+            "scored; set train.val_tolerance, e.g. train.val_tolerance=5 for a dataset with metric poses", tolerance)
+    return got
 
 
 def recall_table(methods: dict[str, Method], db: DomainImages, queries: list[DomainImages], size: int,
