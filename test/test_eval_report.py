@@ -121,3 +121,35 @@ def test_curve_styles_distinct_for_many_conditions():
     styles = [tuple(sorted(curve_style(k).items())) for k in range(25)]
     assert len(set(styles)) == 25  # no two conditions drawn alike, even past the ten colours
     assert curve_style(0)["linestyle"] == "-" and curve_style(10)["linestyle"] == "--"
+
+
+def _tolerance_frames():
+    """Five single-mode frames, all confident (1.0), ground truth at the origin (E at x = 10), by hand:
+    A 1 m off and yawed 90°; B 3 m off; C unanswered; D 0.1 m off; E 4 m off (its truth is 10 m from the map)."""
+    from disam_ros.eval.scoring import TrackedFrame
+
+    s = math.sqrt(0.5)
+    ident, yaw90 = np.array([0.0, 0.0, 0.0, 1.0]), np.array([0.0, 0.0, s, s])
+    rows = [("A", (0, 0, 0), (1, 0, 0), yaw90), ("B", (0, 0, 0), (3, 0, 0), ident), ("C", (0, 0, 0), None, None),
+            ("D", (0, 0, 0), (0.1, 0, 0), ident), ("E", (10, 0, 0), (14, 0, 0), ident)]
+    return [TrackedFrame("single", "c", name, np.array(gt, float), ident, None if est is None else np.array(est, float),
+                         q, 1.0 if est is not None else float("nan"), 0.0, True, float("nan"))
+            for name, gt, est, q in rows]
+
+
+def test_modes_tables_show_r1_at_a_tolerance_off_the_benchmark_thresholds():
+    """--tolerance 2,180 is none of the three benchmark thresholds: R@1 at it used to read "-" in the terminal (and
+    was missing from the Markdown) while "R@1 in map" beside it had a value."""
+    from disam_ros.eval.report import modes_table
+    from disam_ros.eval.scoring import mode_rows_text, mode_summaries
+
+    frames, tol = _tolerance_frames(), (2.0, 180.0)
+    map_poses = (np.zeros((1, 3)), np.array([[0.0, 0.0, 0.0, 1.0]]))  # one map pose at the origin: E is off the map
+    # within (2 m, 180°): A, D -> 2 of 5 = 40 %; in map: A, B, C, D (4), of which A, D right -> 50 %
+    text = mode_rows_text(frames, {"single": 0.5}, tol, map_poses)
+    row = next(line.split() for line in text if line.startswith("c "))
+    assert row[:6] == ["c", "single", "5", "40.0%", "4", "50.0%"]
+    # Markdown: the benchmark's (0.25, 2°) D 20 %, (0.5, 5°) D 20 %, (5, 10°) B, D, E 60 %, then the tolerance's 40 %
+    md = "\n".join(modes_table(mode_summaries(frames, {"single": 0.5}, tol, map_poses), tol))
+    assert "| R@1 5 m, 10° % | R@1 2 m, 180° % | in map | R@1 in map 2 m, 180° % |" in md
+    assert "| c | single | 5 | 20.0 | 20.0 | 60.0 | 40.0 | 4 | 50.0 |" in md

@@ -137,3 +137,35 @@ def test_calibrate_cli_errors_are_one_line(map_dir, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and words in err, err
     shutil.rmtree(map_dir)
+
+
+def test_calibrate_refuses_a_domain_the_model_lacks_in_one_line(tiny_eval_world, tmp_path, capsys):
+    """As disam-eval --domain: the selector refuses it before any drive runs, and the map keeps no calibration."""
+    out = tmp_path / "map"
+    shutil.copytree(tiny_eval_world["map"], out)
+    argv = ["--map", str(out), "--dataset", str(tiny_eval_world["world"]), "--conditions", "snow", "--domain",
+            "fog", "--quiet"]
+    assert calibrate_cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "domain 'fog' is not a model domain: use one of ['sunny', 'night', 'snow']" in err
+    assert not (out / CALIBRATION_JSON).exists()
+
+
+def test_calibrate_with_a_forced_domain_records_it(tiny_eval_world, tmp_path, monkeypatch, one_thread):
+    """--domain night: every frame is encoded as night (the selector's answer whatever the stamp or weather),
+    and the calibration says so in config and source."""
+    out = tmp_path / "map"
+    shutil.copytree(tiny_eval_world["map"], out)
+    seen, real = [], calibrate_cli.calibrate
+
+    def spy(reloc, *args, **kwargs):
+        seen.append({reloc.selector.select(s).domain for s in (0.0, 43200.0, 1.7e9)})
+        return real(reloc, *args, **kwargs)
+
+    monkeypatch.setattr(calibrate_cli, "calibrate", spy)
+    argv = ["--map", str(out), "--dataset", str(tiny_eval_world["world"]), "--conditions", "snow,sunny_repeat",
+            "--modes", "single", "--weather", "snow", "--domain", "night", "--quiet"]
+    assert calibrate_cli.main(argv) == 0
+    assert seen == [{"night"}]
+    cal = LocalizationMap.load(out).calibration
+    assert cal.config["domain"] == "night" and cal.source.endswith("; encoder domain forced to night")

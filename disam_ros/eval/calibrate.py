@@ -3,6 +3,7 @@
     disam-calibrate --map MAP --dataset ROOT --conditions dusk,night,snow [--modes single,sequence,window]
     disam-calibrate --map MAP --bag dusk=bags/dusk --bag bags/night --world ROOT
     disam-calibrate --map MAP --remove
+    disam-calibrate --map TARGET --from-map SOURCE     # SOURCE's fit onto a map built with the same model
 
 Why: a SLAM back end fed a wrong loop closure corrupts its map, so `min_confidence` must mean what it says.
 The node's stream localizer (`disam_ros.tracking.tracker.Tracker`) runs over the calibration drives exactly as it
@@ -26,6 +27,10 @@ the solver's covariance, which would skew the scale).
 The fit holds for the tracker settings it was made with (speed band, window, contrast, tolerance): they are
 stored with it, and a tracker started with other settings says so in its diagnostics. The observation
 model estimated from the map is stored too, so the node does not re-estimate it at start.
+
+`--domain D` forces encoder domain D for every calibration frame (as disam-eval --domain does); the calibration
+records it (config.domain, source), since its fit holds for that domain. `--from-map SOURCE` copies SOURCE's
+calibration onto --map when both were built with the same checkpoints (eval/calibration_transfer.py).
 """
 from __future__ import annotations
 
@@ -47,8 +52,10 @@ from disam_ros.cliutil import (
     positive_float,
     positive_int,
 )
+from disam_ros.eval.calibration_transfer import settings_mismatch, transfer_calibration
 from disam_ros.eval.offline import add_tracker_args, evaluate_modes, query_groups, tracker_config
 from disam_ros.eval.scoring import TrackedFrame
+from disam_ros.maps.localization_map import LocalizationMap
 from disam_ros.maps.map_calibration import (
     COVARIANCE_SCALE_RANGE,
     MapCalibration,
@@ -148,9 +155,18 @@ def calibrate(reloc: Relocalizer, groups: Sequence, modes: Sequence[str], config
             if record is not None:
                 fits[mode] = replace(fits[mode], extra={**fits[mode].extra, "verified": record})
     obs = next((t.observation for t in trackers.values() if t.observation is not None), None)
+    summary, source = forced_domain(config_summary(config), source, getattr(reloc.selector, "override", ""))
     return MapCalibration(modes=fits, min_confidence=thresholds, tolerance=tol, observation=obs,
                           precision_target=precision, fitted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                          source=source, config=config_summary(config), stats=stats)
+                          source=source, config=summary, stats=stats)
+
+
+def forced_domain(summary: dict, source: str, domain: str) -> tuple[dict, str]:
+    """The settings and source text with a forced encoder domain recorded ("" = the selector chose per frame:
+    nothing added). Why: a fit made with one domain forced holds for that domain, and the user must see it."""
+    if not domain:
+        return summary, source
+    return {**summary, "domain": domain}, f"{source}; encoder domain forced to {domain}"
 
 
 def summary_lines(cal: MapCalibration) -> list[str]:
@@ -176,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map", required=True, type=Path, help="map directory (disam-build-map); the calibration is "
                    "written into it")
     p.add_argument("--remove", action="store_true", help="drop the map's calibration and exit")
+    p.add_argument("--from-map", type=Path, metavar="SOURCE", help="copy SOURCE's calibration onto --map (both "
+                   "built with the same coarse/fine checkpoints; the observation model is re-estimated on --map)")
     p.add_argument("--dataset", type=Path, help="dataset root ROOT/<condition>/images + poses.txt")
     p.add_argument("--conditions", type=name_list, help="with --dataset: the calibration drives (required: keep the "
                    "drives you evaluate on out of it)")
@@ -191,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fine", default="", help="fine checkpoint (default: the one recorded in the map)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--weather", help="weather for every drive (default: world.yaml, else sunny)")
+    p.add_argument("--domain", default="", help="force one encoder domain for every query (default: the condition "
+                   "selector chooses per frame, as the node does); recorded with the calibration")
     p.add_argument("--every", type=positive_int, default=1, help="use every N-th image")
     p.add_argument("--verify", action="store_true", help="also fit verified poses' confidence from their inlier "
                    "counts (a second pass with verification; maps with geometry)")
@@ -205,6 +225,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--map {args.map}: no such map folder; pass a folder written by disam-build-map")
     if args.remove:
         return
+    if args.from_map is not None:
+        check_from_map_args(args)
+        return
     if bool(args.dataset) == bool(args.bag):
         raise ValueError("pass the calibration drives as --dataset ROOT --conditions A,B or as --bag (one of them)")
     if args.dataset is not None and not args.conditions:
@@ -213,6 +236,30 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--dataset {args.dataset}: no such folder; pass a dataset root ROOT/<condition>/images")
     if not 0.0 < args.precision < 1.0:
         raise ValueError(f"--precision {args.precision} must lie in (0, 1), e.g. 0.99")
+
+
+def check_from_map_args(args: argparse.Namespace) -> None:
+    """ValueError (one line) for --from-map combined with what only a fit uses: a copy runs no drive."""
+    if not args.from_map.is_dir():
+        raise ValueError(f"--from-map {args.from_map}: no such map folder; pass a calibrated map folder")
+    if args.dataset or args.bag or args.domain:
+        raise ValueError("--from-map copies a fitted calibration: drop --dataset/--bag/--domain (they are for "
+                         "fitting one)")
+
+
+def copy_calibration(args: argparse.Namespace) -> MapCalibration:
+    """--from-map: SOURCE's calibration re-targeted to --map (calibration_transfer), refused in one line when
+    the tracker settings given differ from those SOURCE was fitted with."""
+    source, target = LocalizationMap.load(args.from_map), LocalizationMap.load(args.map)
+    try:
+        cal = transfer_calibration(source, target, str(args.from_map), str(args.map))  # model checked first
+        if differ := settings_mismatch(cal, config_summary(tracker_config(args))):
+            raise ValueError(f"{args.from_map} was calibrated with other tracker settings ({', '.join(differ)}): "
+                             "pass the same ones (see its calibration.json config), or calibrate --map itself")
+        return cal
+    finally:
+        source.close()
+        target.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,8 +271,14 @@ def main(argv: list[str] | None = None) -> int:
             done = remove_calibration(args.map)
             print(f"disam-calibrate: {'removed the calibration of' if done else 'no calibration in'} {args.map}")
             return 0
+        if args.from_map is not None:
+            cal = copy_calibration(args)
+            path = write_calibration(args.map, cal)
+            print(f"disam-calibrate: {cal.source}\ncalibration: {path}")
+            return 0
         reloc = Relocalizer.from_map(args.map, RelocalizerConfig(
-            coarse_checkpoint=args.coarse, fine_checkpoint=args.fine, search=SearchConfig(device=args.device)))
+            coarse_checkpoint=args.coarse, fine_checkpoint=args.fine, domain=args.domain,
+            search=SearchConfig(device=args.device)))
         groups = query_groups(args, str(reloc.map.domain))
         source = (f"{args.dataset} conditions {','.join(args.conditions)}" if args.dataset
                   else "bags " + ", ".join(args.bag))

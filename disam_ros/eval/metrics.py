@@ -271,7 +271,8 @@ def summarize_mode(condition: str, mode: str, t_err: np.ndarray, r_err: np.ndarr
     """Per-frame arrays (NaN errors / confidence / NEES where a frame got no answer) -> one ModeSummary;
     `in_map_mask` (per frame, see `in_map`) adds the in-map count and R@1 over those frames. `t_err`/`r_err` are
     the retrieval-only pose's errors (R@1); `published_errors` those of the published pose (precision, ECE;
-    default: the same)."""
+    default: the same). The tolerance is added to `thresholds` when missing (`with_tolerance`)."""
+    thresholds = with_tolerance(thresholds, tolerance)
     t, r, p, v = (np.asarray(x, float).reshape(-1) for x in (t_err, r_err, conf, nees_values))
     answered = np.isfinite(t) & np.isfinite(p)
     right = within(t, r, *tolerance)
@@ -288,6 +289,18 @@ def summarize_mode(condition: str, mode: str, t_err: np.ndarray, r_err: np.ndarr
         nees_mean=float(nv.mean()) if nv.size else float("nan"),
         nees_median=float(np.median(nv)) if nv.size else float("nan"), calibrated=calibrated,
         **_in_map_fields(right, in_map_mask))
+
+
+def with_tolerance(thresholds: Sequence[tuple[float, float]],
+                   tolerance: tuple[float, float]) -> tuple[tuple[float, float], ...]:
+    """`thresholds` with the tolerance appended when it is not one of them.
+
+    Why: R@1 at the tolerance is read from the shares (terminal table, report) beside the in-map R@1, which is
+    computed at the tolerance; with a tolerance off the benchmark's three (e.g. `--tolerance 2,180`) R@1 had no
+    share to show ("-") while "R@1 in map" had a value, so the two columns no longer matched."""
+    out = tuple((float(a), float(b)) for a, b in thresholds)
+    tol = (float(tolerance[0]), float(tolerance[1]))
+    return out if tol in out else (*out, tol)
 
 
 def _in_map_fields(right: np.ndarray, mask: np.ndarray | None) -> dict[str, Any]:

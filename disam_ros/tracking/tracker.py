@@ -82,6 +82,15 @@ NO_CALIBRATION = "none: heuristic confidence"
 SHORTLIST = 256  # places scored per frame on approximate (ivf/hnsw) maps
 
 
+def map_observation(coarse: np.ndarray, positions: np.ndarray, graph: PlaceGraph,
+                    seq_cfg: SequenceConfig) -> ObservationModel:
+    """The observation model estimated from a map's own coarse descriptors (rows closer than the exclusion radius
+    are the same place, not rivals); ValueError where the map is too small or too sparse. Shared by the Tracker at
+    load and by disam-calibrate --from-map, so a copied calibration stores what a fit on the map would."""
+    exclusion = max(seq_cfg.mass_radius_m, 1.5 * graph.spacing_m)
+    return estimate_observation(coarse, positions, exclusion)
+
+
 @dataclass(frozen=True)
 class TrackerConfig:
     mode: str = "sequence"  # "single" | "sequence" | "window"
@@ -184,10 +193,9 @@ class Tracker:
             self._obs_source = "stored with the map calibration"
             return stored
         t0 = time.perf_counter()
-        exclusion = max(seq_cfg.mass_radius_m, 1.5 * graph.spacing_m)
         coarse = self.reloc.map.coarse_matrix()
         try:
-            obs = estimate_observation(coarse, self._positions, exclusion)
+            obs = map_observation(coarse, self._positions, graph, seq_cfg)
         except ValueError as exc:  # a map too small or too sparse for the estimate: the default gain
             log.warning("observation model not estimable from this map (%s); using the default gain %.2f",
                         exc, ObservationModel().gain)
