@@ -9,7 +9,7 @@ import pytest
 
 from disam_ros.eval import sequence_eval as se
 
-pytestmark = pytest.mark.skipif(not (se.NORDLAND_DEFAULT / "winter").is_dir(),
+needs_data = pytest.mark.skipif(not (se.NORDLAND_DEFAULT / "winter").is_dir(),
                                 reason="../shared/data/nordland_trimmed_dev is absent (real data is not shipped)")
 
 
@@ -22,6 +22,7 @@ def rows():
     return {r["mode"]: r for r in se.compare(first, second, se.NORDLAND_CONFIG, tol_m=2.0)}
 
 
+@needs_data
 def test_sequence_lifts_weak_frames_and_publishes_only_right_poses(rows):
     single, seq = rows["single"], rows["sequence"]
     assert single["r1"] < 0.5  # weak features: the point of the target
@@ -30,6 +31,7 @@ def test_sequence_lifts_weak_frames_and_publishes_only_right_poses(rows):
     assert seq["ece"] <= 0.05
 
 
+@needs_data
 def test_the_feature_is_chosen_by_auc_on_the_first_half(rows):
     for mode in ("sequence", "window"):
         table = rows[mode]["feature_table"]
@@ -37,3 +39,52 @@ def test_the_feature_is_chosen_by_auc_on_the_first_half(rows):
         assert rows[mode]["feature"] == max(table, key=lambda k: table[k]["auc"])
     assert rows["single"]["feature"] == "distinctiveness"
     assert np.isfinite(rows["sequence"]["threshold"])
+
+
+# ------------------------------------------------------------------ options, on made-up vectors (no data needed)
+
+@pytest.mark.parametrize("text, ok", [("0:894", (0, 894)), ("10:11", (10, 11)), ("5:5", None), ("-1:4", None),
+                                      ("a:4", None), ("894", None)])
+def test_frame_range(text, ok):
+    import argparse
+
+    if ok is None:
+        with pytest.raises(argparse.ArgumentTypeError, match="frame range A:B"):
+            se.frame_range(text)
+    else:
+        assert se.frame_range(text) == ok
+
+
+def test_segments_select_by_frame_number_and_refuse_overlap():
+    frames = np.array([f for f in range(300) if f % 7])  # route frame numbers, every 7th dropped as dark
+    rng = np.random.default_rng(0)
+    vec = rng.normal(size=(len(frames), 4))
+    fit, test = se.segments("x", vec, vec, frames, (0, 100), (150, 300))
+    assert fit.stamps.tolist() == [f for f in range(100) if f % 7]
+    assert test.stamps.tolist() == [f for f in range(150, 300) if f % 7]
+    np.testing.assert_allclose(fit.scores, vec[: len(fit.stamps)] @ vec[: len(fit.stamps)].T)
+    assert test.truth[:, 0].tolist() == test.stamps.tolist()  # place i sits at (frame number, 0, 0) metres
+    with pytest.raises(ValueError, match="overlap"):
+        se.segments("x", vec, vec, frames, (0, 160), (150, 300))
+    with pytest.raises(ValueError, match="holds 8 usable frames"):
+        se.segments("x", vec, vec, frames, (0, 10), (150, 300))
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--fit", "0:100"], "give --fit and --test together"),
+    (["--fit", "0:10:3", "--test", "5:9"], "frame range A:B"),
+    (["--checkpoint", "/nonexistent/model.pt"], "--checkpoint /nonexistent/model.pt: no such file"),
+    (["--sets", "nope"], "--sets ['nope']"),
+])
+def test_cli_errors_are_one_line(argv, words, capsys):
+    with pytest.raises(SystemExit) as exc:
+        se.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err, err
+
+
+def test_missing_data_is_one_line(tmp_path, capsys):
+    assert se.main(["--data", str(tmp_path), "--sets", "pixels"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "expected summer/ and winter/" in err and "\n" not in err, err

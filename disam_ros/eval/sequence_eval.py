@@ -16,15 +16,21 @@ the first half as disam-calibrate chooses it), so the rows are what the node wou
 Reproduce (one CPU thread, about a minute)::
 
     disam-sequence-eval --data ../shared/data/nordland_trimmed_dev --json seq.json
+    disam-sequence-eval --checkpoint runs/rail/model.pt --fit 0:600 --test 1000:1788   # your model, your split
+
+`--checkpoint` scores a user's model (map images through `--map-domain`, queries through `--query-domain`);
+`--fit A:B --test C:D` replace the two halves by explicit, disjoint segments of route frame numbers.
 
 The measured table and what it shows are in docs/evaluation.md ("Measured on the demo world", Nordland).
 NEES on Nordland is not informative: map and query frames share positions, so most errors are exactly 0.
 """
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -239,15 +245,86 @@ def feature_pairs(name: str, seed: int) -> tuple[FeatureFn, FeatureFn]:
     raise ValueError(f"score set {name!r} is unknown: use one of {list(SET_NAMES)}")
 
 
+def segment_set(name: str, map_vec: np.ndarray, query_vec: np.ndarray, frames: np.ndarray,
+                keep: np.ndarray | slice) -> ScoreSet:
+    """One contiguous route segment as its own map and queries (place i at (frame number i m, 0, 0))."""
+    m, q, f = map_vec[keep], query_vec[keep], frames[keep].astype(np.float64)
+    pos = np.stack([f, np.zeros_like(f), np.zeros_like(f)], axis=1)
+    return ScoreSet(name, q @ m.T, pos, m @ m.T, np.arange(len(m)), f, pos)
+
+
 def halves(name: str, map_vec: np.ndarray, query_vec: np.ndarray, frames: np.ndarray) -> tuple[ScoreSet, ScoreSet]:
     """First and second contiguous half of the route, each its own map and queries."""
     cut = len(frames) // 2
+    return (segment_set(f"{name} (first half)", map_vec, query_vec, frames, slice(0, cut)),
+            segment_set(f"{name} (second half)", map_vec, query_vec, frames, slice(cut, None)))
+
+
+def frame_range(text: str) -> tuple[int, int]:
+    """'0:894' -> (0, 894): the route's frame numbers [A, B) (file names images-NNNNN), as --fit / --test take
+    them."""
+    a, sep, b = text.partition(":")
+    try:
+        lo, hi = int(a), int(b)
+    except ValueError:
+        lo, hi = 0, -1
+    if not sep or not 0 <= lo < hi:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a frame range A:B with 0 <= A < B, e.g. 0:894")
+    return lo, hi
+
+
+def segments(name: str, map_vec: np.ndarray, query_vec: np.ndarray, frames: np.ndarray, fit: tuple[int, int],
+             test: tuple[int, int]) -> tuple[ScoreSet, ScoreSet]:
+    """The fit and test segments given as frame ranges; ValueError (one line) when they overlap or hold fewer
+    than 50 kept frames (too few to fit a calibration or to measure one)."""
+    if fit[0] < test[1] and test[0] < fit[1]:
+        raise ValueError(f"--fit {fit[0]}:{fit[1]} and --test {test[0]}:{test[1]} overlap: the test segment must be "
+                         "one the fit never saw")
     out = []
-    for part, sl in (("first", slice(0, cut)), ("second", slice(cut, None))):
-        m, q, f = map_vec[sl], query_vec[sl], frames[sl].astype(np.float64)
-        pos = np.stack([f, np.zeros_like(f), np.zeros_like(f)], axis=1)
-        out.append(ScoreSet(f"{name} ({part} half)", q @ m.T, pos, m @ m.T, np.arange(len(m)), f, pos))
+    for label, (lo, hi) in (("fit", fit), ("test", test)):
+        keep = np.flatnonzero((frames >= lo) & (frames < hi))
+        if len(keep) < 50:
+            raise ValueError(f"--{label} {lo}:{hi} holds {len(keep)} usable frames (dark ones dropped): give a "
+                             "segment of at least 50, within the route's frames "
+                             f"{int(frames.min())}:{int(frames.max()) + 1}")
+        out.append(segment_set(f"{name} ({label} {lo}:{hi})", map_vec, query_vec, frames, keep))
     return out[0], out[1]
+
+
+def checkpoint_features(path: Path, domain: str) -> FeatureFn:
+    """Eq. 16 coarse vectors of a user's checkpoint (disam-train's model.pt or an exported one) through the
+    encoder of `domain`."""
+    import torch
+
+    from disam_ros.maps.descriptors import coarse_vectors
+    from disam_ros.model import Encoder
+
+    enc = Encoder.from_checkpoint(path, device="cpu")
+    if domain not in enc.domains:
+        raise ValueError(f"--checkpoint {path}: no domain {domain!r} (it has {', '.join(enc.domains)}): set "
+                         "--map-domain / --query-domain")
+    return lambda images: torch.cat([coarse_vectors(enc.encode(images[i:i + 64], domain))
+                                     for i in range(0, len(images), 64)]).numpy()
+
+
+def run_sets(args: argparse.Namespace) -> list[dict]:
+    """Every chosen score set and checkpoint: fitted on the fit segment, measured on the test segment."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    summer, winter, frames = nordland_frames(args.data)
+    pairs = [(SET_NAMES[k], *feature_pairs(k, args.seed)) for k in args.sets]
+    pairs += [(f"checkpoint {c.name}", checkpoint_features(c, args.map_domain),
+               checkpoint_features(c, args.query_domain)) for c in args.checkpoint]
+    rows = []
+    for name, map_fn, query_fn in pairs:
+        mv, qv = map_fn(summer), query_fn(winter)
+        fit, test = segments(name, mv, qv, frames, args.fit, args.test) if args.fit else halves(name, mv, qv, frames)
+        rows += compare(fit, test, NORDLAND_CONFIG, tol_m=2.0, precision=args.precision,
+                        contrast_frames=args.contrast_frames)
+    log.info("scored %d set(s) in %.0f s", len(pairs), time.perf_counter() - t0)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,26 +336,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     p.add_argument("--contrast-frames", type=float, default=CONTRAST_FRAMES,
                    help="the Tracker's place_contrast_frames (0: off)")
-    p.add_argument("--sets", default="untrained,pixels,patchnorm,shipped",
-                   help=f"comma-separated score sets, from {','.join(SET_NAMES)}")
+    p.add_argument("--sets", default=None,
+                   help=f"comma-separated score sets, from {','.join(SET_NAMES)} (default: all of them, or none "
+                        "with --checkpoint)")
+    p.add_argument("--checkpoint", type=Path, action="append", default=[],
+                   help="also score this model (disam-train's model.pt or an exported checkpoint); repeatable")
+    p.add_argument("--map-domain", default="summer", help="--checkpoint: the map images' encoder (default summer)")
+    p.add_argument("--query-domain", default="winter",
+                   help="--checkpoint: the queries' encoder (default winter)")
+    p.add_argument("--fit", type=frame_range, help="fit segment A:B of route frame numbers (default: first half)")
+    p.add_argument("--test", type=frame_range, help="test segment A:B, disjoint from --fit (default: second half)")
     args = p.parse_args(argv)
-    args.sets = [k.strip() for k in args.sets.split(",") if k.strip()]
+    default_sets = "" if args.checkpoint else ",".join(SET_NAMES)
+    args.sets = [k.strip() for k in (args.sets if args.sets is not None else default_sets).split(",") if k.strip()]
     unknown = [k for k in args.sets if k not in SET_NAMES]
-    if unknown or not args.sets:
+    if unknown or not (args.sets or args.checkpoint):
         p.error(f"--sets {unknown or 'empty'}: use names from {','.join(SET_NAMES)}")
-    import torch
-
-    torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    summer, winter, frames = nordland_frames(args.data)
-    rows = []
-    for key in args.sets:
-        map_fn, query_fn = feature_pairs(key, args.seed)
-        first, second = halves(SET_NAMES[key], map_fn(summer), query_fn(winter), frames)
-        rows += compare(first, second, NORDLAND_CONFIG, tol_m=2.0, precision=args.precision,
-                        contrast_frames=args.contrast_frames)
+    if (args.fit is None) != (args.test is None):
+        p.error("give --fit and --test together (or neither: first and second half)")
+    missing = [str(c) for c in args.checkpoint if not c.is_file()]
+    if missing:
+        p.error(f"--checkpoint {missing[0]}: no such file; pass disam-train's model.pt or an exported checkpoint")
+    try:
+        rows = run_sets(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"disam-sequence-eval: error: {exc}", file=sys.stderr)
+        return 2
     print(render(rows))
-    print(f"({time.perf_counter() - t0:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps({"suite": "sequence_eval", "config": NORDLAND_CONFIG.__dict__,
                                          "rows": rows}, indent=1) + "\n")
