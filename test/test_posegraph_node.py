@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,12 +31,12 @@ from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped  # noq
 from nav_msgs.msg import Odometry  # noqa: E402
 from nav_msgs.msg import Path as PathMsg  # noqa: E402
 from rcl_interfaces.msg import Log  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from std_msgs.msg import Header, String  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from disam_ros.geometry import R_BODY_OPTICAL, quat_to_rot, rot_to_quat, yaw_pitch_roll_to_quat  # noqa: E402
+from disam_ros.ros.client import DdsPeer  # noqa: E402
 from disam_ros.ros.env import child_env  # noqa: E402
 from disam_ros.ros.messages import LOOP_CLOSURE_SCHEMA, sec_to_stamp, stamp_to_sec  # noqa: E402
 from disam_ros.ros.posegraph_msgs import TFMessage  # noqa: E402
@@ -118,14 +117,12 @@ class Rx:
     rosout: list = field(default_factory=list)
 
 
-class Peer:
+class Peer(DdsPeer):
     """The test's side of the DDS graph: publishes odometry and hints, records what the node publishes."""
 
     def __init__(self, ns: str) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(args=[], context=self.context)
-        self.node = rclpy.create_node(f"posegraph_peer_{uuid.uuid4().hex[:6]}", context=self.context)
-        self.fqn, self.rx, self._cv = f"/{ns}/disam_posegraph", Rx(), threading.Condition()
+        super().__init__("posegraph_peer")
+        self.fqn, self.rx = f"/{ns}/disam_posegraph", Rx()
         rel = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_odom = self.node.create_publisher(Odometry, f"/{ns}/odom", rel)
         self.pub_hint = self.node.create_publisher(String, f"/{ns}/loop_closure", rel)
@@ -138,18 +135,7 @@ class Peer:
             sub(TFMessage, "/tf", self._into(self.rx.tf), rel)
         sub(DiagnosticArray, "/diagnostics", self._on_diag, rel)
         sub(Log, "/rosout", self._on_log, QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001  (shut down under us)
-                if not self.context.ok():
-                    break
+        self.start()
 
     def _into(self, store: list) -> Any:
         def cb(msg: Any) -> None:
@@ -166,13 +152,6 @@ class Peer:
     def _on_log(self, msg: Log) -> None:
         if msg.name == self.fqn.lstrip("/").replace("/", "."):
             self._into(self.rx.rosout)(msg)
-
-    def wait(self, predicate: Any, timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
-        with self._cv:
-            while not (value := predicate()) and time.monotonic() < deadline:
-                self._cv.wait(0.05)
-            return value
 
     def wait_for_node(self, timeout: float = 30.0) -> bool:
         return bool(self.wait(lambda: self.pub_odom.get_subscription_count() > 0
@@ -193,11 +172,6 @@ class Peer:
     def diagnostics(self, predicate: Any, timeout: float = 10.0) -> dict | None:
         return self.wait(lambda: next((d for d in reversed(self.rx.diagnostics) if predicate(d)), None), timeout)
 
-    def close(self) -> None:
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
-        self._thread.join(timeout=2.0)
 
 
 def start_node(ns: str, log: Path) -> subprocess.Popen:

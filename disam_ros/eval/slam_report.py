@@ -74,16 +74,20 @@ def _legend(cfg: Any) -> str:
             "weight ended < 0.1.")
 
 
+def summary_line(results: Sequence[Any]) -> str:
+    s = summary(results)
+    return (f"Drives reduced >= 5x: {s['drives_reduced_5x']}/{s['drives']} (smallest reduction "
+            f"{_x(s['min_reduction'])}); wrong hints, final ATE over the clean run's: robust <= "
+            f"{_x(s['max_wrong_over_clean_robust'])}, no kernel up to {_x(s['max_wrong_over_clean_plain'])}; "
+            f"iSAM2 update median {s['median_update_ms']:.2f} ms.")
+
+
 def report_markdown(results: Sequence[Any], cfg: Any) -> list[str]:
     head, rows = table_rows(results, cfg)
-    s = summary(results)
     lines = ["# Pose-graph back end with the localizer's loop closures", "", _legend(cfg), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    lines += ["", f"Drives reduced >= 5x: {s['drives_reduced_5x']}/{s['drives']} (smallest reduction "
-              f"{_x(s['min_reduction'])}); wrong hints, final ATE over the clean run's: robust <= "
-              f"{_x(s['max_wrong_over_clean_robust'])}, no kernel up to {_x(s['max_wrong_over_clean_plain'])}; "
-              f"iSAM2 update median {s['median_update_ms']:.2f} ms.", "",
+    lines += ["", summary_line(results), "",
               "Plots: trajectories.png. TUM files per drive: trajectories/<drive>/ (`evo_ape tum gt.tum "
               "corrected.tum`)."]
     return lines
@@ -94,7 +98,7 @@ def report_text(results: Sequence[Any], cfg: Any) -> list[str]:
     widths = [max(len(h), *(len(r[k]) for r in rows)) for k, h in enumerate(head)] if rows else [len(h) for h in head]
     fmt = lambda cells: "  ".join(c.rjust(w) if k else c.ljust(w) for k, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     return ["Pose-graph back end with the localizer's loop closures", fmt(head), *(fmt(r) for r in rows),
-            *report_markdown(results, cfg)[-3:-2]]
+            summary_line(results)]
 
 
 def plot_trajectories(panels: Sequence[tuple], path) -> None:

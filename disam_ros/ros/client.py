@@ -55,18 +55,67 @@ class Received:
     rosout: list[tuple[float, Log]] = field(default_factory=list)
 
 
-class LocalizerClient:
+class DdsPeer:
+    """A private rclpy context + node spun on its own thread, and a condition every callback notifies: the other
+    side of a node under test or evaluation (publish to it, record what it publishes, wait for a predicate)."""
+
+    def __init__(self, name_prefix: str) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(args=[], context=self.context)  # never sys.argv: a CLI's own -p x:=y is not ours
+        self.node = rclpy.create_node(f"{name_prefix}_{uuid.uuid4().hex[:8]}", context=self.context)
+        self.callback_errors: list[str] = []
+        self._cv = threading.Condition()
+
+    def start(self) -> None:
+        """Spin on a daemon thread (after the publishers and subscriptions exist)."""
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception as exc:  # noqa: BLE001
+                if not self.context.ok():  # shut down under us
+                    break
+                # a failing callback must not silently end all listening: keep spinning, keep the error
+                self.callback_errors.append(f"{type(exc).__name__}: {exc}")
+
+    def _notify(self) -> None:
+        with self._cv:
+            self._cv.notify_all()
+
+    def wait(self, predicate: Callable[[], Any], timeout: float) -> Any:
+        """Block until predicate() is truthy (re-checked on every message); returns its value or None."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cv.wait(min(left, 0.1))
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        if self.context.ok():
+            rclpy.shutdown(context=self.context)
+        self._thread.join(timeout=2.0)
+
+
+class LocalizerClient(DdsPeer):
     """Talks to one localizer node `/<namespace>/<node_name>` on the topics `image` / `image/compressed`."""
 
     def __init__(self, namespace: str = "", node_name: str = "disam_localizer") -> None:
-        self.context = rclpy.Context()
-        rclpy.init(args=[], context=self.context)  # never sys.argv: a CLI's own -p x:=y is not ours
+        super().__init__("disam_client")
         ns = f"/{namespace.strip('/')}" if namespace.strip("/") else ""
         self.fqn = f"{ns}/{node_name}"
-        self.node = rclpy.create_node(f"disam_client_{uuid.uuid4().hex[:8]}", context=self.context)
         self.rx = Received()
-        self.callback_errors: list[str] = []
-        self._cv = threading.Condition()
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_image = self.node.create_publisher(Image, f"{ns}/image", QoSProfile(depth=10))
         self.pub_compressed = self.node.create_publisher(CompressedImage, f"{ns}/image/compressed",
@@ -84,26 +133,9 @@ class LocalizerClient:
         self.reset_client = self.node.create_client(Trigger, f"{self.fqn}/reset")
         self._ns = ns
         self._odom_pubs: dict[str, Any] = {}
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
+        self.start()
 
     # ------------------------------------------------------------------------------------------ receive
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception as exc:  # noqa: BLE001
-                if not self.context.ok():  # shut down under us
-                    break
-                # a failing callback must not silently end all listening: keep spinning, keep the error
-                self.callback_errors.append(f"{type(exc).__name__}: {exc}")
-
-    def _notify(self) -> None:
-        with self._cv:
-            self._cv.notify_all()
 
     def _keyed(self, store: dict) -> Callable[[Any], None]:
         def cb(msg: Any) -> None:
@@ -129,19 +161,6 @@ class LocalizerClient:
     def _on_log(self, msg: Log) -> None:
         if msg.name == self.fqn.lstrip("/").replace("/", "."):
             self._append(self.rx.rosout, msg)
-
-    def wait(self, predicate: Callable[[], Any], timeout: float) -> Any:
-        """Block until predicate() is truthy (re-checked on every message); returns its value or None."""
-        deadline = time.monotonic() + timeout
-        with self._cv:
-            while True:
-                value = predicate()
-                if value:
-                    return value
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._cv.wait(min(left, 0.1))
 
     def wait_pose(self, stamp: Any, timeout: float) -> PoseStamped | None:
         key = stamp if isinstance(stamp, tuple) else stamp_key(stamp)
@@ -245,14 +264,6 @@ class LocalizerClient:
         msg.pose.pose.position.x, msg.pose.pose.position.y, msg.pose.pose.position.z = (float(v) for v in position)
         msg.pose.pose.orientation.w = 1.0
         self.odometry_publisher(topic).publish(msg)
-
-    def close(self) -> None:
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        if self.context.ok():
-            rclpy.shutdown(context=self.context)
-        self._thread.join(timeout=2.0)
-
 
 _ENCODABLE = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "8UC3", "8UC4", "mono16", "16UC1")
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import replace
@@ -45,7 +44,7 @@ from disam_ros.ros import posegraph_feed as F
 from disam_ros.ros import posegraph_msgs as PM
 from disam_ros.ros import posegraph_params as PP
 from disam_ros.ros.node_params import ConfigError, one_line
-from disam_ros.ros.node_signals import StopSignals
+from disam_ros.ros.node_signals import StopSignals, fail
 
 NODE_NAME = PP.NODE_NAME
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -290,21 +289,6 @@ class PoseGraphNode(LifecycleNode):
 # ---------------------------------------------------------------------------------------------- main
 
 
-class _Signals(StopSignals):
-    """The localizer's two-stage SIGINT/SIGTERM handling, naming this node on a second signal."""
-
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        if self.event.is_set():
-            os.write(2, f"[{NODE_NAME}] second {signal.Signals(signum).name}: exiting now\n".encode())
-            os._exit(128 + signum)
-        self.event.set()
-
-
-def _fail(text: str) -> int:
-    print(f"{PP.PROG}: error: {text}", file=sys.stderr)
-    return 2
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the node until SIGINT/SIGTERM; 0 on a clean stop, 2 on a configuration error (one line)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -313,10 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         dds = env.apply_ros_defaults()  # honour ROS_DOMAIN_ID; LOCALHOST only when no range is exported
         rclpy.init(args=[PP.PROG, *ros], signal_handler_options=SignalHandlerOptions.NO)
     except (ConfigError, env.EnvError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc), PP.PROG)
     except RCLError as exc:
-        return _fail(f"{one_line(exc)} (check the --ros-args)")
-    stop, node, rc = _Signals(), None, 0
+        return fail(f"{one_line(exc)} (check the --ros-args)", PP.PROG)
+    stop, node, rc = StopSignals(NODE_NAME), None, 0
     executor = SingleThreadedExecutor()
     try:
         node = PoseGraphNode(dds=dds)

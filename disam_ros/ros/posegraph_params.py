@@ -7,7 +7,6 @@ the fix, as for the localizer (disam_ros/ros/node_params.py, whose Param and Con
 """
 from __future__ import annotations
 
-import argparse
 import difflib
 import math
 from dataclasses import dataclass, fields
@@ -18,7 +17,8 @@ from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
 from disam_ros.ros.hint_parse import parse_camera_in_base
-from disam_ros.ros.node_params import BUILTIN_PARAMS, BUILTIN_PREFIXES, TOPIC_RE, ConfigError, Param, check_params_file
+from disam_ros.ros.node_params import BUILTIN_PARAMS, BUILTIN_PREFIXES, TOPIC_RE, ConfigError, Param
+from disam_ros.ros.node_params import ros_argv as node_ros_argv
 
 NODE_NAME = "disam_posegraph"
 PROG = "disam-posegraph"
@@ -183,20 +183,5 @@ def read_config(node: Node) -> PoseGraphNodeConfig:
 
 
 def ros_argv(argv: list[str]) -> list[str]:
-    """`--params-file F` (before --ros-args) -> rcl's `--ros-args --params-file F`; each params file checked
-    first (rcl's own error for a broken file is a multi-line traceback)."""
-    cut = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
-    own, ros = argv[:cut], argv[cut:]
-    parser = argparse.ArgumentParser(prog=PROG, description="Pose-graph node (a ROS 2 lifecycle node).")
-    parser.add_argument("--params-file", help="ROS 2 parameters YAML (e.g. config/posegraph.yaml)")
-    args = parser.parse_args(own)
-    files = [ros[i + 1] for i, a in enumerate(ros[:-1]) if a == "--params-file"]
-    if args.params_file:
-        files.insert(0, args.params_file)
-        ros = ["--ros-args", "--params-file", args.params_file, *ros]
-    for f in files:
-        try:
-            check_params_file(f)
-        except ConfigError as exc:
-            raise ConfigError(str(exc).replace("config/localizer.yaml", "config/posegraph.yaml")) from None
-    return ros
+    """`--params-file F` (before --ros-args) -> rcl's `--ros-args --params-file F`, checked as the localizer's."""
+    return node_ros_argv(argv, PROG, "Pose-graph node (a ROS 2 lifecycle node).", "config/posegraph.yaml")
