@@ -24,7 +24,20 @@ ECHO_CHARS = 80  # the most characters of a sender-controlled value a log line o
 
 
 class _SetupHandler(logging.StreamHandler):
-    """Marks the handler `setup` installed, so calling it again replaces it instead of doubling every line."""
+    """Marks the handler `setup` installed, so calling it again replaces it instead of doubling every line.
+
+    Without an explicit stream it writes to whatever `sys.stderr` is at each record, not the one at setup: a CLI's
+    main() called in-process (tests, notebooks, another tool) must not leave a handler on a stream that was
+    swapped out and closed since ("I/O operation on closed file" on every later log line)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream if stream is not None else sys.stderr)
+        self._follow_stderr = stream is None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._follow_stderr:
+            self.stream = sys.stderr
+        super().emit(record)
 
 
 def level_for(verbosity: int) -> int:
@@ -37,7 +50,7 @@ def setup(verbosity: int = 0, stream: TextIO | None = None) -> logging.Logger:
     CLI's stdout stays its result). Idempotent; records still propagate to the root logger's handlers."""
     for h in [h for h in logger.handlers if isinstance(h, _SetupHandler)]:
         logger.removeHandler(h)
-    handler = _SetupHandler(stream if stream is not None else sys.stderr)
+    handler = _SetupHandler(stream)
     handler.setFormatter(logging.Formatter(FORMAT, DATEFMT))
     logger.addHandler(handler)
     logger.setLevel(level_for(verbosity))

@@ -19,6 +19,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def restore_package_logger():
+    """Leave the `disam_ros` logger as each test found it: a CLI's main() run in-process (disam-train,
+    disam-slam-eval) installs a stderr handler, and its lines would reach the stderr later tests read."""
+    import logging
+
+    log = logging.getLogger("disam_ros")
+    handlers, level = list(log.handlers), log.level
+    yield
+    log.handlers[:] = handlers
+    log.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Real images beside the checkout; tests that need them skip where they are absent."""

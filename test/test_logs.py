@@ -49,6 +49,19 @@ def test_setup_twice_replaces_its_handler_instead_of_doubling_lines(package_logg
     assert sum(isinstance(h, logs._SetupHandler) for h in package_logger.handlers) == 1
 
 
+def test_default_stream_is_the_stderr_of_each_record(package_logger, monkeypatch):
+    """A CLI's main() run in-process sets up logging on the stderr of that moment; when that stream is swapped
+    and closed (pytest's capsys between tests), later records go to the new stderr, not to a closed file."""
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    logs.setup(0)
+    logging.getLogger("disam_ros.x").info("one")
+    first.close()
+    monkeypatch.setattr("sys.stderr", second)
+    logging.getLogger("disam_ros.x").info("two")
+    assert second.getvalue().count("two") == 1 and "Logging error" not in second.getvalue()
+
+
 def test_other_loggers_are_left_alone(package_logger):
     out = io.StringIO()
     logs.setup(1, stream=out)
