@@ -100,3 +100,30 @@ def test_other_tracker_settings_and_fitting_options_are_refused(source_map, tmp_
     assert "has no calibration to copy" in err
     assert not (target / CALIBRATION_JSON).exists()
     assert json.loads((source_map / CALIBRATION_JSON).read_text())["source"] == "drives dusk,night"
+
+
+def test_a_copied_fit_equals_the_target_maps_own_fit_where_their_numbers_agree(tiny_eval_world, tmp_path, capsys,
+                                                                                one_thread):
+    """Fit once on map A's drives, copy to map B; fit B on its own drives: B's numbers are A's (same model, same
+    places, same drives), so the copy must be exactly B's own fit, margin and bounds included."""
+    import shutil
+
+    maps = {k: shutil.copytree(tiny_eval_world["map"], tmp_path / k) for k in ("a", "b_copy", "b_own")}
+    drives = ["--dataset", str(tiny_eval_world["world"]), "--conditions", "snow,night,sunny_repeat", "--quiet",
+              "--modes", "single,sequence", "--folds", "2"]
+    for k in ("a", "b_own"):
+        assert calibrate_cli.main(["--map", str(maps[k]), *drives]) == 0
+    assert "held-out segments (2 folds" in capsys.readouterr().out
+    assert calibrate_cli.main(["--map", str(maps["b_copy"]), "--from-map", str(maps["a"]), "--modes",
+                               "single,sequence"]) == 0
+    copied, own = (LocalizationMap.load(maps[k]).calibration for k in ("b_copy", "b_own"))
+    assert {m: c.to_dict() for m, c in copied.modes.items()} == {m: c.to_dict() for m, c in own.modes.items()}
+    assert copied.min_confidence == own.min_confidence and copied.stats == own.stats
+    assert copied.observation.to_dict() == own.observation.to_dict()
+    assert all(c.extra["bound"]["kind"] == "clopper_pearson" for c in own.modes.values() if c.kind == "isotonic")
+
+
+def test_folds_below_two_are_refused_in_one_line(source_map, tmp_path, capsys):
+    err = _one_line_error(["--map", str(source_map), "--dataset", str(tmp_path), "--conditions", "a", "--folds",
+                           "1"], capsys)
+    assert "--folds 1" in err and "at least 2" in err

@@ -7,12 +7,15 @@
 
 Why: a SLAM back end fed a wrong loop closure corrupts its map, so `min_confidence` must mean what it says.
 The node's stream localizer (`disam_ros.tracking.tracker.Tracker`) runs over the calibration drives exactly as it
-runs on the vehicle; per mode, an isotonic fit (tracking/calibration.py) maps the mode's raw score to the
-share of answers within the tolerance, and the default `min_confidence` is the lowest calibrated
-probability whose published set reached `--precision` on these drives (with `--lower-bound-z` > 0: its
-Wilson lower bound must reach it, e.g. 1.645 for 95 % confidence; for 99 % that needs about 270 right
-frames in a row, more than a small calibration run holds). Both are chosen on the calibration drives
-only: evaluate on other drives (disam-eval).
+runs on the vehicle; per mode, an isotonic fit (tracking/bounded_fit.py) maps the mode's raw score to a LOWER
+bound (Clopper-Pearson, 95 %) of the share of answers within the tolerance, block by block, so a block
+promises only what its evidence supports. The default `min_confidence` is `--precision` itself: only blocks whose
+bound reaches it are published. Why more than a fit: a threshold fitted on one route part promised 99 % and
+delivered 76-98 % on another. So the drives are also cut into `--folds` contiguous route segments; each is held
+out in turn, and the distance its needed threshold lay above the threshold fitted without it becomes a margin
+on the raw score (the band below it is not published). The summary prints what the held-out segments
+delivered without that margin (the evidence for it) and the coverage left with it. Everything is chosen on the
+calibration drives only: evaluate on other drives (disam-eval).
 
 The same run scales each mode's position covariance so that the right answers' mean normalised
 estimation error squared (NEES) is 3 on these drives: the belief's spread plus the map-spacing floor is
@@ -47,7 +50,6 @@ import numpy as np
 from disam_ros.cliutil import (
     OneLineParser,
     name_list,
-    non_negative_float,
     os_error_line,
     positive_float,
     positive_int,
@@ -66,19 +68,25 @@ from disam_ros.maps.map_calibration import (
 from disam_ros.maps.verified_confidence import fit_verified
 from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
 from disam_ros.retrieval import SearchConfig
-from disam_ros.tracking.calibration import Calibration, choose_feature, ece
+from disam_ros.tracking.bounded_fit import FOLDS, choose_bounded
+from disam_ros.tracking.calibration import Calibration, ece
 from disam_ros.tracking.tracker import TrackerConfig, config_summary
 from disam_ros.verify.verifier import VerifyConfig
 
 log = logging.getLogger(__name__)
 
 
+FOLD_GAP = 0.02  # share of a drive kept out between a held-out segment and the frames its fit uses
+
+
 def fit_mode(frames: Sequence[TrackedFrame], mode: str, tolerance: tuple[float, float],
-             precision: float, z: float = 0.0) -> tuple[Calibration, float | None, dict]:
-    """Isotonic fit of one mode's answered frames on the feature that tells right from wrong best on them
-    (`choose_feature`, by AUC: sequence/window choose between the track's support and the posterior mass), the
-    threshold reaching `precision` (None: none does), and what the fit saw (frames, answered, accuracy,
-    coverage and precision at the threshold, ECE, each candidate's coverage and AUC)."""
+             precision: float, folds: int = FOLDS) -> tuple[Calibration, float | None, dict]:
+    """Bounded isotonic fit of one mode's answered frames (`tracking.bounded_fit.choose_bounded`): per block the
+    Clopper-Pearson 95 % lower bound of its precision, the admitted region moved up by the margin that
+    cross-validation over `folds` contiguous segments of the drives asked for, on the candidate feature that
+    still publishes the most. Returns the fit, the threshold (None: no block's bound reaches `precision`) and
+    what the fit saw (frames, answered, accuracy, coverage and precision at the threshold, ECE, and per
+    candidate its margin, coverage, AUC and what the held-out segments delivered without the margin)."""
     fs = [f for f in frames if f.mode == mode]
     ans = [f for f in fs if f.est_position is not None and np.isfinite(f.feature)]
     if len(ans) < 2:
@@ -94,16 +102,28 @@ def fit_mode(frames: Sequence[TrackedFrame], mode: str, tolerance: tuple[float, 
                     "bound (check the calibration drives' ground truth)", mode, scale, len(right_nees), lo, hi)
         scale = min(max(scale, lo), hi)
     cands = candidate_features(ans)
-    choice = choose_feature(cands, ok, precision, z, mode=mode, tolerance=tolerance,
+    where = drive_share(fs)
+    choice = choose_bounded(cands, ok, np.array([where[id(f)] for f in ans]), precision, folds=folds, gap=FOLD_GAP,
+                            mode=mode, tolerance=tolerance,
                             extra={"feature": FEATURE_TEXT.get(mode, ""), "covariance_scale": scale})
     cal, thr = choice.fit, choice.threshold
     conf = cal.apply(cands[choice.key])
     pub = conf >= thr
     stats = {"frames": len(fs), "answered": len(ans), "accuracy": float(ok.mean()), "ece": ece(conf, ok),
              "coverage": float(pub.sum() / len(fs)), "precision": float(ok[pub].mean()) if pub.any() else None,
-             "feature": choice.key, "features": {k: {n: finite_or_none(v) for n, v in t.items()}
-                                                 for k, t in choice.table.items()}}
+             "feature": choice.key, "folds": folds,
+             "features": {k: {n: finite_or_none(v) for n, v in t.items()} for k, t in choice.table.items()}}
     return cal, (float(thr) if np.isfinite(thr) else None), stats
+
+
+def drive_share(frames: Sequence[TrackedFrame]) -> dict[int, float]:
+    """Each frame's place along its drive as the share of the drive's frames before it (0 at its start, just
+    under 1 at its end): the route coordinate the cross-validation folds cut, so a held-out segment is the same
+    stretch of route in every calibration drive."""
+    by_drive: dict[str, list[TrackedFrame]] = {}
+    for f in frames:
+        by_drive.setdefault(f.condition, []).append(f)
+    return {id(f): i / len(fs) for fs in by_drive.values() for i, f in enumerate(fs)}
 
 
 FEATURE_TEXT = {"single": "distinctiveness",
@@ -133,7 +153,7 @@ def fit_verified_mode(frames: Sequence[TrackedFrame], mode: str, tolerance: tupl
 
 
 def calibrate(reloc: Relocalizer, groups: Sequence, modes: Sequence[str], config: TrackerConfig, precision: float,
-              source: str, progress: bool = True, z: float = 0.0, verify: bool = False) -> MapCalibration:
+              source: str, progress: bool = True, folds: int = FOLDS, verify: bool = False) -> MapCalibration:
     """Run the tracker over the calibration drives and fit every mode (the map's own calibration is ignored
     while doing so: a calibration is fitted on raw scores, never on an older fit). Retrieval only: what is fitted
     is the retrieval's confidence and covariance scale (a verified pose's covariance comes from its solver, so
@@ -147,7 +167,7 @@ def calibrate(reloc: Relocalizer, groups: Sequence, modes: Sequence[str], config
     tol = (config.tolerance_m, config.tolerance_deg)
     fits, thresholds, stats = {}, {}, {}
     for mode in modes:
-        fits[mode], thresholds[mode], stats[mode] = fit_mode(tracked, mode, tol, precision, z)
+        fits[mode], thresholds[mode], stats[mode] = fit_mode(tracked, mode, tol, precision, folds)
     if verify:
         checked, *_ = evaluate_modes(reloc, groups, modes, replace(config, verify=VerifyConfig()), 0, progress)
         for mode in modes:
@@ -175,16 +195,28 @@ def summary_lines(cal: MapCalibration) -> list[str]:
         thr = cal.min_confidence.get(mode)
         at = (f"min_confidence {thr:.3f}: coverage {100 * st['coverage']:.1f} %, precision "
               f"{100 * st['precision']:.1f} %" if thr is not None and st.get("precision") is not None
-              else f"no threshold reached {100 * cal.precision_target:g} % precision")
+              else f"no block's bound reached {100 * cal.precision_target:g} % precision")
         out.append(f"{mode:9s} {st['answered']}/{st['frames']} answered, {100 * st['accuracy']:.1f} % within "
                    f"({cal.tolerance[0]:g} m, {cal.tolerance[1]:g} deg), ECE {st['ece']:.3f} (on the fitting "
                    f"drives); {at}; feature {st.get('feature', '?')}")
+        cv = (st.get("features") or {}).get(st.get("feature"), {})
+        if cv.get("cv_published") is not None:
+            out.append(f"{'':9s} held-out segments ({st.get('folds', '?')} folds, fitted without each): expected "
+                       f"{_pct(cv.get('cv_expected'))}, delivered {_pct(cv.get('cv_delivered'))} at coverage "
+                       f"{_pct(cv.get('cv_coverage'))}; margin {cv.get('margin') or 0:.3g} on the raw score")
+        if st["accuracy"] >= 1.0:
+            out.append(f"{'':9s} warning: no wrong answer on these drives, so neither the margin nor the feature "
+                       "could be checked against one; add harder drives (night, another route part)")
         v, rec = st.get("verified"), cal.modes[mode].extra.get("verified")
         if v is not None:
             bounds = ", ".join(f">={e}: {c:.3f}" for e, c in zip(rec["edges"], rec["confidence"])) if rec else "none"
             out.append(f"{'':9s} verified {v['verified']}/{v['frames']} frames, {v['right']} right; verified "
                        f"confidence by inliers (95 % lower bound) {bounds}")
     return out
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None or not np.isfinite(x) else f"{100 * x:.1f} %"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,9 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-topic"), p.add_argument("--pose-topic")
     p.add_argument("--precision", type=positive_float, default=0.99,
                    help="precision the default min_confidence must reach on the calibration drives (default 0.99)")
-    p.add_argument("--lower-bound-z", type=non_negative_float, default=0.0,
-                   help="demand the Wilson lower bound at this z reach --precision (default 0: the observed "
-                        "precision on the calibration drives)")
+    p.add_argument("--folds", type=positive_int, default=FOLDS,
+                   help=f"contiguous route segments for cross-validation (default {FOLDS}; at least 2): the margin "
+                        "and the expected-vs-delivered report come from them")
     p.add_argument("--coarse", default="", help="coarse checkpoint (default: the one recorded in the map)")
     p.add_argument("--fine", default="", help="fine checkpoint (default: the one recorded in the map)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
@@ -236,6 +268,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--dataset {args.dataset}: no such folder; pass a dataset root ROOT/<condition>/images")
     if not 0.0 < args.precision < 1.0:
         raise ValueError(f"--precision {args.precision} must lie in (0, 1), e.g. 0.99")
+    if args.folds < 2:
+        raise ValueError(f"--folds {args.folds}: cross-validation needs at least 2 segments (default {FOLDS})")
 
 
 def check_from_map_args(args: argparse.Namespace) -> None:
@@ -283,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         source = (f"{args.dataset} conditions {','.join(args.conditions)}" if args.dataset
                   else "bags " + ", ".join(args.bag))
         cal = calibrate(reloc, groups, args.modes, tracker_config(args), args.precision, source, not args.quiet,
-                        args.lower_bound_z, args.verify)
+                        args.folds, args.verify)
         reloc.map.close()
         path = write_calibration(args.map, cal)
     except ValueError as exc:  # MapError included

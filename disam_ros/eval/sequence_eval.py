@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from disam_ros.cliutil import OneLineParser
-from disam_ros.tracking.calibration import choose_feature, ece
+from disam_ros.tracking.bounded_fit import FOLDS, choose_bounded
+from disam_ros.tracking.calibration import ece
 from disam_ros.tracking.place_graph import PlaceGraph
 from disam_ros.tracking.sequence import ObservationModel, SequenceConfig, SequenceLocalizer
 from disam_ros.tracking.track_parts import SUPPORT_FRAMES, PlaceContrast, support
@@ -53,6 +54,7 @@ SET_NAMES = {"untrained": "untrained tiny encoder", "pixels": "raw pixels 32x32"
 FeatureFn = Callable[[list[np.ndarray]], np.ndarray]
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 CONTRAST_FRAMES = 20.0  # the Tracker's default place_contrast_frames
+FOLD_GAP = 10.0  # frames between a cross-validation fold and the frames its fit uses (neighbours look alike)
 NORDLAND_DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "data" / "nordland_trimmed_dev"
 MIN_BRIGHTNESS = 20  # 99th-percentile pixel: Nordland's tunnel frames carry a bright watermark, so not max
 NORDLAND_CONFIG = SequenceConfig(min_speed_mps=0.0, max_speed_mps=3.0, max_gap_s=60.0, mass_radius_m=2.0,
@@ -112,25 +114,36 @@ def observation_for(s: ScoreSet, exclusion_m: float) -> ObservationModel:
 
 
 def compare(fit: ScoreSet, test: ScoreSet, config: SequenceConfig, tol_m: float, precision: float = 0.99,
-            exclusion_m: float = 5.0, contrast_frames: float = CONTRAST_FRAMES, z: float = 1.645) -> list[dict]:
-    """Per mode: the confidence feature, calibration and threshold chosen on `fit` (disam-calibrate's
-    `choose_feature`; the threshold's precision at the Wilson lower bound `z`), everything reported on `test`."""
+            exclusion_m: float = 5.0, contrast_frames: float = CONTRAST_FRAMES, folds: int = FOLDS,
+            gap_frames: float = FOLD_GAP) -> list[dict]:
+    """Per mode: the confidence feature, bounded calibration and threshold chosen on `fit` (disam-calibrate's
+    `choose_bounded`: cross-validated over `folds` contiguous parts of the fit segment), everything reported on
+    `test`: what the fit promised the frames it published there (expected) beside what they delivered."""
     rows = []
     obs_fit, obs_test = observation_for(fit, exclusion_m), observation_for(test, exclusion_m)
     for mode in MODES:
         cfg = replace(config, mode=mode)
         a = run_mode(fit, cfg, obs_fit, contrast_frames)
         ok_a = correct(fit, a["index"], tol_m)
-        choice = choose_feature(a["features"], ok_a, precision, z, mode=mode, tolerance=(tol_m, 180.0))
+        choice = choose_bounded(a["features"], ok_a, fit.stamps, precision, folds=folds, gap=gap_frames,
+                                mode=mode, tolerance=(tol_m, 180.0))
         cal, thr = choice.fit, choice.threshold
+        if ok_a.all():
+            log.warning("%s, %s: every fit frame is right, so neither the margin nor the feature could be checked "
+                        "against a wrong one", fit.name, mode)
         b = run_mode(test, cfg, obs_test, contrast_frames)
         ok_b = correct(test, b["index"], tol_m)
         conf = cal.apply(b["features"][choice.key])
         pub = conf >= thr
+        cv = choice.table[choice.key]
         rows.append({
             "set": test.name, "mode": mode, "queries": len(ok_b), "r1": float(ok_b.mean()),
             "threshold": thr, "coverage": float(pub.mean()),
             "precision": float(ok_b[pub].mean()) if pub.any() else float("nan"),
+            "expected": float(conf[pub].mean()) if pub.any() else float("nan"),
+            "published": int(pub.sum()), "right": int(ok_b[pub].sum()),
+            "cv_coverage": cv["cv_coverage"], "cv_delivered": cv["cv_delivered"], "cv_expected": cv["cv_expected"],
+            "margin": cv["margin"],
             "ece": ece(conf, ok_b), "ece_fit": ece(cal.apply(a["features"][choice.key]), ok_a),
             "feature": choice.key, "feature_table": choice.table,
             "nees_mean": float(b["nees"].mean()), "nees_median": float(np.median(b["nees"])),
@@ -140,15 +153,20 @@ def compare(fit: ScoreSet, test: ScoreSet, config: SequenceConfig, tol_m: float,
 
 
 def render(rows: list[dict]) -> str:
-    head = ("| scores | mode | R@1 +-2 | coverage | precision | threshold | feature | ECE (fit half) | "
-            "NEES mean / median | ms/frame |")
+    head = ("| scores | mode | R@1 +-2 | coverage | expected | delivered | held-out folds: coverage / delivered | "
+            "feature | ECE (fit) | NEES mean / median | ms/frame |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(f"| {r['set']} | {r['mode']} | {100 * r['r1']:.1f} % | {100 * r['coverage']:.1f} % | "
-                     f"{100 * r['precision']:.1f} % | {r['threshold']:.3f} | {r['feature']} | "
+                     f"{_pct(r['expected'])} | {_pct(r['precision'])} ({r['right']}/{r['published']}) | "
+                     f"{100 * r['cv_coverage']:.1f} % / {_pct(r['cv_delivered'])} | {r['feature']} | "
                      f"{r['ece']:.3f} ({r['ece_fit']:.3f}) | "
                      f"{r['nees_mean']:.2f} / {r['nees_median']:.2f} | {r['update_ms_median']:.2f} |")
     return "\n".join(lines)
+
+
+def _pct(x: float) -> str:
+    return "-" if not np.isfinite(x) else f"{100 * x:.1f} %"
 
 
 # --- Nordland: images -> features -> score matrices --------------------------------------------------------

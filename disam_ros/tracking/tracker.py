@@ -10,10 +10,11 @@ of three modes:
 * window: the best end of a SeqSLAM path over the last L frames (tracking/window.py).
 
 Its `confidence` is the calibrated probability that the answer is within the tolerance (5 m, 10 deg by
-default) when the map carries a calibration for the mode (`disam-calibrate`), else a heuristic (single:
-the retrieval's distinctiveness; sequence/window: posterior mass near the best place), and diagnostics say
+default; since issue 27 a 95 % lower bound of it, see tracking/bounded_fit.py) when the map carries a
+calibration for the mode (`disam-calibrate`), else a heuristic (single: the retrieval's distinctiveness;
+sequence/window: posterior mass near the best place), and diagnostics say
 which. The calibrated feature is a raw score: distinctiveness (single); for sequence and window one of two,
-chosen per map by `disam-calibrate` on its calibration drives (`tracking.calibration.choose_feature`):
+chosen per map by `disam-calibrate` on its calibration drives (`tracking.bounded_fit.choose_bounded`):
 * `support`: the mean standardised score of the places the track answered over the last `SUPPORT_FRAMES`
   frames, or over the last `RECENT_FRAMES` when that is lower (so a kidnapped vehicle, whose new frames do
   not show the road the belief still follows, loses its confidence at once). Where the features fail
