@@ -125,3 +125,10 @@ def test_choose_bounded_keeps_the_higher_auc_and_applies_the_margin():
     assert got.table["good"]["margin"] >= 0.0 and got.fit.extra["bound"]["kind"] == "clopper_pearson"
     with pytest.raises(ValueError, match="at least one candidate"):
         choose_bounded({}, ok, np.arange(n), 0.99)
+
+
+def test_frames_to_promise_by_hand():
+    from disam_ros.eval.calibrate import frames_to_promise
+
+    # 0.99^299 = 0.0495 <= 0.05 < 0.99^298 = 0.0500; 0.95^59 = 0.0485 <= 0.05 < 0.95^58 = 0.0510
+    assert frames_to_promise(0.99) == 299 and frames_to_promise(0.95) == 59

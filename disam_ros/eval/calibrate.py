@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -65,7 +66,7 @@ from disam_ros.maps.map_calibration import (
     remove_calibration,
     write_calibration,
 )
-from disam_ros.maps.verified_confidence import fit_verified
+from disam_ros.maps.verified_confidence import ALPHA, fit_verified
 from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
 from disam_ros.retrieval import SearchConfig
 from disam_ros.tracking.bounded_fit import FOLDS, choose_bounded
@@ -195,7 +196,9 @@ def summary_lines(cal: MapCalibration) -> list[str]:
         thr = cal.min_confidence.get(mode)
         at = (f"min_confidence {thr:.3f}: coverage {100 * st['coverage']:.1f} %, precision "
               f"{100 * st['precision']:.1f} %" if thr is not None and st.get("precision") is not None
-              else f"no block's bound reached {100 * cal.precision_target:g} % precision")
+              else f"no block's bound reached {100 * cal.precision_target:g} % precision (that takes "
+                   f"{frames_to_promise(cal.precision_target)} right frames in a row in one block: calibrate on more "
+                   "drives, or lower --precision)")
         out.append(f"{mode:9s} {st['answered']}/{st['frames']} answered, {100 * st['accuracy']:.1f} % within "
                    f"({cal.tolerance[0]:g} m, {cal.tolerance[1]:g} deg), ECE {st['ece']:.3f} (on the fitting "
                    f"drives); {at}; feature {st.get('feature', '?')}")
@@ -213,6 +216,12 @@ def summary_lines(cal: MapCalibration) -> list[str]:
             out.append(f"{'':9s} verified {v['verified']}/{v['frames']} frames, {v['right']} right; verified "
                        f"confidence by inliers (95 % lower bound) {bounds}")
     return out
+
+
+def frames_to_promise(precision: float, alpha: float = ALPHA) -> int:
+    """The fewest frames, all right, whose Clopper-Pearson lower bound reaches `precision` (alpha^(1/n) >=
+    precision): 299 for 99 %, 59 for 95 %."""
+    return math.ceil(math.log(alpha) / math.log(precision))
 
 
 def _pct(x: float | None) -> str:
