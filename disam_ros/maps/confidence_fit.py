@@ -53,7 +53,7 @@ class Calibration:
         return np.where((i >= 0) & ~np.isnan(s), ys[np.clip(i, 0, len(xs) - 1)], 0.0)
 
     def feature_key(self, default: str) -> str:
-        """The raw feature this fit maps (`choose_feature`); fits made before the choice existed name none and
+        """The raw feature this fit maps (`choose_bounded`); fits made before the choice existed name none and
         mapped the mode's `default`."""
         return str(self.extra.get("feature_key") or default)
 
