@@ -220,14 +220,15 @@ def test_reset_and_prior_restart_the_belief(world):
 
 @pytest.fixture(scope="module")
 def calibrated_map(world, tmp_path_factory):
-    """The world's map with a calibration fitted on the 'cal' drive only."""
+    """The world's map with a calibration fitted on the 'cal' drive only, for 90 %: a drive this short holds no
+    block of the 299 right frames a 95 % lower bound of 99 % needs."""
     import shutil
 
     out = tmp_path_factory.mktemp("calibrated") / "map"
     shutil.copytree(world["map"], out)
     reloc = relocalizer(world)
     cal = calibrate(reloc, [QueryGroup("cal", None, queries(world, "cal"))], ("single", "sequence"),
-                    TrackerConfig(), 0.99, "table drive cal", progress=False)
+                    TrackerConfig(), 0.9, "table drive cal", progress=False)
     write_calibration(out, cal)
     return out, cal
 
@@ -277,7 +278,7 @@ def test_tracker_maps_the_feature_its_calibration_was_fitted_on(world, calibrate
 def test_kidnapped_vehicle_is_relocalised_and_nothing_wrong_is_published(world, calibrated_map):
     out, cal = calibrated_map
     thr = cal.min_confidence["sequence"]
-    assert thr is not None  # the calibration drive reached 99 % precision somewhere
+    assert thr is not None  # some block's 95 % lower bound reached 90 % on the calibration drive
     tr = Tracker(relocalizer({**world, "map": out}), TrackerConfig(mode="sequence"))
     qs = queries(world, "kidnap")
     steps = [tr.step(q.image, q.stamp) for q in qs]
