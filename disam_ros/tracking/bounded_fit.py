@@ -208,14 +208,15 @@ class BoundedChoice:
 def choose_bounded(candidates: dict[str, np.ndarray], correct: np.ndarray, position: np.ndarray, precision: float,
                    alpha: float = ALPHA, folds: int = FOLDS, gap: float = 0.0, **meta) -> BoundedChoice:
     """Per candidate feature: the bounded fit on the whole run, moved up by the margin cross-validation over
-    contiguous segments asks for (`fold_margin`). Keep the candidate with the highest AUC (it tells right from
-    wrong best over the whole run); ties, and runs without a wrong answer (no AUC): the one that still publishes
-    the most of the run, then the first candidate.
+    contiguous segments asks for (`fold_margin`). The choice is cross-validated too: first the candidates whose
+    fits, made without a segment, published on it at >= `precision` (pooled over the folds); among them the
+    highest AUC (it tells right from wrong best over the whole run); then the coverage left after the margin,
+    then the first candidate.
 
-    Why AUC first and not the coverage left: the coverage hinges on the few frames near the threshold, the AUC
-    on the whole run. On Nordland (untrained encoder, three fit/test splits) the posterior mass had the higher
-    AUC on every fit with wrong answers and delivered >= 99.2 % on every test segment; the track's support,
-    kept once for its coverage on a fit without wrong answers, delivered 96.0 %."""
+    Why AUC before coverage: the coverage hinges on the few frames near the threshold, the AUC on the whole
+    run. On Nordland (untrained encoder, three fit/test splits) the posterior mass had the higher AUC on every
+    fit with wrong answers and delivered >= 99.2 % on every test segment; the track's support, kept once for its
+    coverage on a fit without wrong answers (no AUC, folds all right), delivered 96.0 %."""
     if not candidates:
         raise ValueError("choose_bounded needs at least one candidate feature")
     ok = np.asarray(correct, bool)
@@ -233,7 +234,7 @@ def choose_bounded(candidates: dict[str, np.ndarray], correct: np.ndarray, posit
         table[key] = {"auc": a, "margin": margin, "wrong": int((~ok).sum()), "coverage": cover, "threshold": thr,
                       "cv_coverage": cv.coverage, "cv_delivered": cv.delivered, "cv_expected": cv.expected,
                       "cv_published": cv.published}
-        rank = (np.nan_to_num(a, nan=-1.0), cover)
+        rank = (cv.published > 0 and cv.delivered >= precision, np.nan_to_num(a, nan=-1.0), cover)
         if best is None or rank > best[0]:
             best = (rank, BoundedChoice(key, cal, thr, table))
     return best[1]
