@@ -14,6 +14,7 @@ CONSOLE_SCRIPTS = [
     "disam-match-eval = disam_ros.pose.match_eval:main",
     "disam-localizer = disam_ros.ros.localizer_node:main",
     "disam-posegraph = disam_ros.ros.posegraph_node:main",
+    "disam-hint-relay = disam_ros.ros.hint_relay:main",
     "disam-bag = disam_ros.data.bags.cli:main",
     "disam-replay = disam_ros.ros.replay:main",
     "disam-record = disam_ros.ros.record:main",
