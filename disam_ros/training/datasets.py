@@ -9,6 +9,12 @@ Negatives (Sec. IV-B): x_i and x_j are flipped together (augmentation), so the o
 negative flip(x_j) always shows a different view than x_i. For hard-negative mining the dataset adds
 K candidates per direction: flip(x_j) plus K-1 other images of domain j, all in the flip state opposite
 to x_i's (never the same view, even when the partner is the same place in an aligned dataset).
+
+Photometric augmentation (`data.photometric`, photometric.py): every image of a sample (anchor, partner,
+negatives, supervised candidates) is changed independently with that probability. Its parameters come from a
+child generator seeded by one draw of the sample's keyed generator, so a sample stays a pure function of its key
+and the crops and partners drawn after it do not depend on which effects fired; off (0) draws nothing, so a
+recipe without it gives the same samples as before the option existed.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from torch.utils.data import Dataset, DistributedSampler, Sampler
 from disam_ros.data.folders import read_image
 
 from .layouts import DomainImages, check_domains, discover, drop_dark, select
+from .photometric import augment
 from .recipe import Recipe, SupervisedSection
 from .split import split_route
 
@@ -121,13 +128,15 @@ class UnpairedDataset(Dataset):
 
     def __init__(self, domains: tuple[DomainImages, ...], image_size: int, load_ratio: float, flip: bool,
                  seed: int, num_negatives: int, supervised: SupervisedSection | None = None,
-                 cache: bool = True) -> None:
+                 cache: bool = True, photometric: float = 0.0, photometric_strength: float = 1.0) -> None:
         self.domains = domains
         self.size = image_size
         self.load = max(image_size, round(image_size * load_ratio))
         self.flip = flip
         self.seed = seed
         self.k = num_negatives
+        self.photometric = photometric  # probability that an image is changed (photometric.py); 0 = off
+        self.photometric_strength = photometric_strength
         self.sup = supervised if supervised is not None and supervised.kind != "none" else None
         self.cache: dict[tuple[int, int], np.ndarray] | None = {} if cache else None
         # (dom_i, dom_j) -> (N_i, M) indices into domain j of the images the current model confuses most with
@@ -144,6 +153,13 @@ class UnpairedDataset(Dataset):
         """One epoch = the largest domain once (as the reference's unaligned dataset)."""
         return max(len(d) for d in self.domains)
 
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, domains: tuple[DomainImages, ...], image_size: int) -> UnpairedDataset:
+        """The training set a recipe describes (every data.* option that shapes a sample, in one place)."""
+        d = recipe.data
+        return cls(domains, image_size, d.load_ratio, d.flip, recipe.seed, recipe.schedule.num_negatives,
+                   recipe.supervised, d.cache_images, d.photometric, d.photometric_strength)
+
     def _decoded(self, dom: int, idx: int) -> np.ndarray:
         key = (dom, idx)
         if self.cache is not None and key in self.cache:
@@ -154,11 +170,20 @@ class UnpairedDataset(Dataset):
         return img
 
     def image(self, dom: int, idx: int, rng: np.random.Generator, flip: bool) -> Tensor:
-        """Resize to `load`, random crop to `size`, optional horizontal flip."""
+        """Resize to `load`, random crop to `size`, optional photometric change, optional horizontal flip."""
         img = self._decoded(dom, idx)
         top, left = rng.integers(0, self.load - self.size + 1, size=2)
-        t = to_tensor(img[top:top + self.size, left:left + self.size])
+        crop = img[top:top + self.size, left:left + self.size]
+        if self.photometric > 0:
+            crop = self._photometric(crop, np.random.default_rng(int(rng.integers(2 ** 63))))
+        t = to_tensor(crop)
         return t.flip(-1) if flip else t
+
+    def _photometric(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """With probability `photometric`, one random change of `img` (a copy; the cache is never touched)."""
+        if rng.random() >= self.photometric:
+            return img
+        return augment(img, rng, self.photometric_strength)
 
     def __getitem__(self, key: PairKey) -> dict[str, Tensor]:
         rng = np.random.default_rng([self.seed, key.epoch, key.n, key.dom_i, key.dom_j])

@@ -56,6 +56,12 @@ class DataSection:
     cache_images: bool = True  # keep decoded images in RAM (small datasets; each loader worker has a copy)
     camera: str = "rear"  # robotcar_seasons only: which camera folder
     positions: str = "auto"  # place coordinates: poses.txt translations, or the frame index along the route
+    # Photometric augmentation (photometric.py): the probability that a training image is changed (darkened and
+    # tinted toward night, contrast / brightness / gamma jitter, haze, snow speckle, blur, sensor noise), drawn
+    # independently for every image of a sample; 0 = off. Why: real training drives cover two conditions, and a
+    # model should not learn to rely on what those two happen to share (issue 27: "what generalises").
+    photometric: float = 0.0
+    photometric_strength: float = 1.0  # magnitude scale of every effect (1 = the ranges in photometric.py)
 
 
 @dataclass

@@ -100,9 +100,7 @@ class Trainer:
             self.keeper.load_state_dict(self._keep_plain)  # a resumed run anchors to its own start
         self.g_step = wrap(GeneratorStep(self.net, self.sup, self.keeper, recipe.keep.weight), self.info)
         self.d_step = wrap(DiscriminatorStep(self.net), self.info)
-        self.dataset = UnpairedDataset(self.data.train, self.cfg.image_size, recipe.data.load_ratio, recipe.data.flip,
-                                       recipe.seed, recipe.schedule.num_negatives, recipe.supervised,
-                                       recipe.data.cache_images)
+        self.dataset = UnpairedDataset.from_recipe(recipe, self.data.train, self.cfg.image_size)
         if self._mined_plain is not None:
             self.dataset.hard = table_from_plain(self._mined_plain)
 
