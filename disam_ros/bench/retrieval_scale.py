@@ -39,8 +39,8 @@ from tqdm import tqdm
 from disam_ros.cliutil import OneLineParser, int_list, output_dir_error, positive_int
 from disam_ros.maps.descriptors import coarse_vectors, fine_vectors, fit_pca, settings_for_mode
 from disam_ros.maps.ivfpq import shortlist_recall
+from disam_ros.shipped import ASSETS
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 NOISE_SHARE = 0.25
 FINE_GRID = 4
 TILE_OFFSET_M = 100.0

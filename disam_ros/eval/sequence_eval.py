@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from disam_ros.cliutil import OneLineParser
+from disam_ros.shipped import ASSETS, checkpoint_arg
 from disam_ros.tracking.bounded_fit import FOLDS, choose_bounded
 from disam_ros.tracking.calibration import ece
 from disam_ros.tracking.place_graph import PlaceGraph
@@ -52,7 +53,6 @@ MODES = ("single", "sequence", "window")
 SET_NAMES = {"untrained": "untrained tiny encoder", "pixels": "raw pixels 32x32",
              "patchnorm": "patch-normalised pixels 32x16", "shipped": "shipped demo encoder (summer/snow)"}
 FeatureFn = Callable[[list[np.ndarray]], np.ndarray]
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 CONTRAST_FRAMES = 20.0  # the Tracker's default place_contrast_frames
 FOLD_GAP = 10.0  # frames between a cross-validation fold and the frames its fit uses (neighbours look alike)
 NORDLAND_DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "data" / "nordland_trimmed_dev"
@@ -357,8 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sets", default=None,
                    help=f"comma-separated score sets, from {','.join(SET_NAMES)} (default: all of them, or none "
                         "with --checkpoint)")
-    p.add_argument("--checkpoint", type=Path, action="append", default=[],
-                   help="also score this model (disam-train's model.pt or an exported checkpoint); repeatable")
+    p.add_argument("--checkpoint", type=checkpoint_arg, action="append", default=[],
+                   help="also score this model (disam-train's model.pt, an exported checkpoint, or 'real': the "
+                        "shipped real-world starter); repeatable")
     p.add_argument("--map-domain", default="summer", help="--checkpoint: the map images' encoder (default summer)")
     p.add_argument("--query-domain", default="winter",
                    help="--checkpoint: the queries' encoder (default winter)")

@@ -32,6 +32,7 @@ from disam_ros.maps.builder import build_map, merge_shards
 from disam_ros.maps.descriptors import DTYPES, INDEXES, MODES, settings_for_mode
 from disam_ros.maps.geometry_build import GEOMETRY_CHOICES, GeometryPlan, plan_geometry
 from disam_ros.maps.map_plan import AUTO, resolve_mode
+from disam_ros.shipped import checkpoint_arg
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-gap", type=non_negative_float, default=0.2,
                    help="with --bag: longest pose gap to interpolate over (s, a finite number >= 0)")
     p.add_argument("--domain", help="model domain to encode under (default: the condition name)")
-    p.add_argument("--coarse", type=Path, help="coarse model checkpoint")
-    p.add_argument("--fine", type=Path, help="fine model checkpoint (omit for coarse-only maps)")
+    p.add_argument("--coarse", type=checkpoint_arg, help="coarse model checkpoint: a file, or a shipped one by name "
+                   "('real': the real-world starter for real cameras; 'demo': the synthetic world's)")
+    p.add_argument("--fine", type=checkpoint_arg, help="fine model checkpoint, a file or 'demo-fine' (omit for "
+                   "coarse-only maps)")
     p.add_argument("--out", type=Path, required=True, help="map directory to write")
     p.add_argument("--merge", type=Path, nargs="+", metavar="SHARD_DIR", help="merge shard directories into --out")
     p.add_argument("--mode", default=AUTO, choices=[AUTO, *MODES], help="descriptor preset (default auto: by map "

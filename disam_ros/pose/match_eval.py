@@ -41,8 +41,8 @@ from disam_ros.pose.features import SiftConfig, detect_sift, match_descriptors, 
 from disam_ros.pose.frames import cam_from_map, project
 from disam_ros.pose.guided import guided_match
 from disam_ros.pose.solver import PoseSolution, SolverConfig, solve_absolute_pose
+from disam_ros.shipped import ASSETS
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 BUCKETS = ((0.25, 2.0), (0.5, 5.0), (5.0, 10.0))
 MODELS = ("coarse", "fine", "untrained")
 DEFAULT_CONDITIONS = "sunny_repeat,overcast,dusk,night,fog,snow,rain"

@@ -30,8 +30,8 @@ from disam_ros.cliutil import (
     positive_int,
 )
 from disam_ros.ros import env
+from disam_ros.shipped import ASSETS
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 QUERY_CONDITIONS = ("sunny_repeat", "overcast", "dusk", "night", "snow", "fog", "rain", "summer", "autumn")
 # 640x480: local features exist, so the nodes verify and publish metric poses (at 128 px they cannot); the
 # drives are short (16 frames, 48 m) because rendering and SIFT at this size cost ~0.7 s and ~0.3 s a frame

@@ -1,0 +1,26 @@
+"""The checkpoints that ship inside the package, by name, so a user on a fresh install can write
+`--coarse real` instead of hunting for `site-packages/disam_ros/assets/real_coarse.pt`.
+
+- `demo` / `demo-fine`: trained on the synthetic world; right for the demo, wrong for real cameras (they fail on
+  real images: docs/training.md).
+- `real`: the real-world starter (issue 27 item 3, recipe `real_starter`, trained on Nordland only, encoders
+  `summer` and `winter`): the default to start from on a real camera until you train on your own data.
+
+A value that is not one of these names is a path, exactly as before.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+SHIPPED = {"demo": "demo_coarse.pt", "demo-fine": "demo_fine.pt", "real": "real_coarse.pt"}
+
+
+def shipped_path(name: str) -> Path:
+    """The file of a shipped checkpoint name (KeyError for other names)."""
+    return ASSETS / SHIPPED[name]
+
+
+def checkpoint_arg(text: str) -> Path:
+    """argparse type for a checkpoint option: a shipped name (`real`, `demo`, `demo-fine`) or a path."""
+    return shipped_path(text) if text in SHIPPED else Path(text)
