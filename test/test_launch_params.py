@@ -162,11 +162,13 @@ def test_check_value_messages():
         ("standstill_ratio", -0.1, "standstill_ratio must be in [0, 1)"),
         ("min_confidence", 1.5, "min_confidence must be in [0, 1] or NaN"),
         ("min_heuristic_confidence", float("nan"), "min_heuristic_confidence must be in [0, 1]"),
+        ("verify_track_frames", -1, "verify_track_frames must be >= 0 (0 = no map-point tracking), got -1"),
     ]:
         with pytest.raises(ValueError, match=re.escape(pattern)):
             ln.check_value(name, value)
     # NaN is min_confidence's default (the map calibration's own threshold); topics may be absolute or relative
     assert math.isnan(ln.check_value("min_confidence", float("nan")))
+    assert ln.check_value("verify_track_frames", 0) == 0  # 0 turns tracking off, it is no error
     assert ln.check_value("odom_topic", "/vehicle/odom") == "/vehicle/odom" and ln.check_value("odom_topic", "") == ""
 
 

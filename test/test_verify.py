@@ -181,3 +181,87 @@ def test_candidates_outside_the_map_or_repeated_are_skipped(verify_world):
     rgb, pos, _ = next(_queries(world))
     v = Verifier(m).verify(rgb, [len(m.positions) + 5, -2, _nearest(m, pos)])
     assert v.tried == 1 and v.index == _nearest(m, pos)
+
+
+# ------------------------------------------------------------------------------------------ map-point tracking
+def _scene_track(cam: Intrinsics, shift: np.ndarray, seed: int = 0):
+    """Map points 8-20 m in front of a camera at the origin looking along +z (optical frame = map frame), the
+    previous frame's PointTrack there, and a query 'seen' from `shift` with the same descriptors."""
+    from disam_ros.pose.features import Features
+    from disam_ros.pose.frames import cam_from_map
+    from disam_ros.pose.guided import predicted_pixels
+    from disam_ros.verify.verifier import PointTrack
+
+    rng = np.random.default_rng(seed)
+    pts = np.c_[rng.uniform(-6, 6, 200), rng.uniform(-4, 4, 200), rng.uniform(8, 20, 200)]
+    desc = rng.normal(size=(200, 128)).astype(np.float32)
+    desc /= np.linalg.norm(desc, axis=1, keepdims=True)
+    ident = np.array([0.0, 0.0, 0.0, 1.0])
+    prev_uv = predicted_pixels(pts, *cam_from_map(np.zeros(3), ident), cam)
+    now_uv = predicted_pixels(pts, *cam_from_map(shift, ident), cam)
+    keep = np.isfinite(prev_uv).all(1) & np.isfinite(now_uv).all(1)
+    keep &= (now_uv[:, 0] >= 0) & (now_uv[:, 0] < cam.width) & (now_uv[:, 1] >= 0) & (now_uv[:, 1] < cam.height)
+    prev = PointTrack(prev_uv[keep], desc[keep], pts[keep], np.zeros(3), ident, 10.0, keyframe=4, hops=0)
+    n = int(keep.sum())
+    query = Features(now_uv[keep].astype(np.float32), desc[keep], np.ones(n, np.float32), np.ones(n, np.float32))
+    return prev, query
+
+
+def test_tracking_solves_the_next_frame_from_the_previous_frames_map_points(verify_world):
+    from disam_ros.verify.verifier import Verifier
+
+    _, m = verify_world
+    cam = Intrinsics(300.0, 300.0, 160.0, 120.0, 320, 240)
+    shift = np.array([0.3, 0.0, 1.2])  # 1.2 m forward, 0.3 m aside: one frame of driving
+    prev, query = _scene_track(cam, shift)
+    v = Verifier(m, VerifyConfig(track_frames=3)).track(query, prev, cam)
+    assert v.verified and v.hops == 1 and v.index == 4  # the points are still keyframe 4's
+    np.testing.assert_allclose(v.position, shift, atol=1e-3)  # exact correspondences: mm
+    assert float(quat_angle_deg(v.quat, prev.quat)) < 0.01
+    assert v.support is not None and v.support.hops == 1 and len(v.support.points) == v.inliers
+    # the support's points are map points of the previous frame, its keypoints where this frame sees them
+    known = {tuple(p) for p in prev.points}
+    assert all(tuple(p) in known for p in v.support.points)
+    from disam_ros.pose.frames import cam_from_map
+    from disam_ros.pose.guided import predicted_pixels
+
+    seen = predicted_pixels(v.support.points, *cam_from_map(shift, prev.quat), cam)
+    np.testing.assert_allclose(v.support.keypoints, seen, atol=1e-3)
+
+
+def test_tracking_is_used_only_when_on_fresh_and_within_its_frames(verify_world):
+    from dataclasses import replace
+
+    from disam_ros.verify.verifier import Verifier
+
+    _, m = verify_world
+    off, on = Verifier(m, VerifyConfig(track_frames=0)), Verifier(m, VerifyConfig(track_frames=2, track_max_gap_s=1.0))
+    prev, _ = _scene_track(Intrinsics(300.0, 300.0, 160.0, 120.0, 320, 240), np.zeros(3))
+    assert not off._trackable(prev, 10.5)  # 0 turns it off
+    assert on._trackable(prev, 10.5) and on._trackable(prev, 11.0)
+    assert not on._trackable(prev, 11.01) and not on._trackable(prev, 9.9)  # too old; a stamp going back
+    assert not on._trackable(prev, float("nan")) and not on._trackable(None, 10.5)
+    assert not on._trackable(replace(prev, hops=2), 10.5)  # its frames are used up
+
+
+def test_a_rendered_frame_tracked_from_its_own_verification_stays_metric_and_stops_after_its_frames(verify_world):
+    """Real detection, matching and PnP on a rendered frame: the first pass verifies against the true place; then
+    the same image comes again with only a place half the drive away as candidate (never verifiable), so a pose
+    can only come from the carried map points. It must land on the ground truth, count its hops, and stop once
+    track_frames are used up (the frames run out even where the points would still match)."""
+    from disam_ros.verify.verifier import Verifier
+
+    world, m = verify_world
+    verifier = Verifier(m, VerifyConfig(track_frames=2, track_max_gap_s=5.0))
+    rgb, pos, quat = next(_queries(world))
+    k = _nearest(m, pos)
+    first = verifier.verify(rgb, [k], None, stamp=0.0)
+    assert first.verified and first.hops == 0 and first.support is not None
+    wrong = [(k + len(m.positions) // 2) % len(m.positions)]
+    prev = first.support
+    for hop in (1, 2):
+        v = verifier.verify(rgb, wrong, prev, stamp=float(hop))
+        assert v.verified and v.hops == hop and v.index == k  # the points are still keyframe k's
+        assert float(np.linalg.norm(v.position - pos)) < 0.25 and float(quat_angle_deg(v.quat, quat)) < 2.0
+        prev = v.support
+    assert not verifier.verify(rgb, wrong, prev, stamp=3.0).verified  # track_frames=2 used up

@@ -72,7 +72,6 @@ from disam_ros.retrieval import SearchConfig
 from disam_ros.tracking.bounded_fit import FOLDS, choose_bounded
 from disam_ros.tracking.calibration import Calibration, ece
 from disam_ros.tracking.tracker import TrackerConfig, config_summary
-from disam_ros.verify.verifier import VerifyConfig
 
 log = logging.getLogger(__name__)
 
@@ -163,14 +162,15 @@ def calibrate(reloc: Relocalizer, groups: Sequence, modes: Sequence[str], config
         raise ValueError(f"--verify: the map has no geometry ({reloc.map.geometry_note}): rebuild it with "
                          "disam-build-map --geometry auto, or calibrate without --verify")
     reloc.map.calibration = None
-    config = replace(config, verify=VerifyConfig(enabled=False))
+    verify_on = replace(config.verify, enabled=True)
+    config = replace(config, verify=replace(config.verify, enabled=False))
     tracked, trackers, *_ = evaluate_modes(reloc, groups, modes, config, 0, progress)
     tol = (config.tolerance_m, config.tolerance_deg)
     fits, thresholds, stats = {}, {}, {}
     for mode in modes:
         fits[mode], thresholds[mode], stats[mode] = fit_mode(tracked, mode, tol, precision, folds)
     if verify:
-        checked, *_ = evaluate_modes(reloc, groups, modes, replace(config, verify=VerifyConfig()), 0, progress)
+        checked, *_ = evaluate_modes(reloc, groups, modes, replace(config, verify=verify_on), 0, progress)
         for mode in modes:
             record, stats[mode]["verified"] = fit_verified_mode(checked, mode, tol)
             if record is not None:

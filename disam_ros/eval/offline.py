@@ -211,6 +211,9 @@ def add_tracker_args(p: argparse.ArgumentParser) -> None:
                         "moving step (0: off; default %(default)s)")
     p.add_argument("--tolerance", type=tolerance_pair, default=(5.0, 10.0),
                    help="what a right answer is, 'METRES,DEGREES' (default 5,10)")
+    p.add_argument("--track-frames", type=non_negative_int, default=VerifyConfig.track_frames,
+                   help="map-point tracking: frames a verified frame's map points carry on when a frame's own "
+                        "candidates do not verify (0: off; default %(default)s)")
 
 
 def probability(text: str) -> float:
@@ -241,7 +244,8 @@ def tracker_config(args: argparse.Namespace) -> TrackerConfig:
     return TrackerConfig(mode=args.modes[0], sequence=seq, tolerance_m=args.tolerance[0],
                          tolerance_deg=args.tolerance[1], place_contrast_frames=args.place_contrast_frames,
                          standstill_ratio=args.standstill_ratio,
-                         verify=VerifyConfig(enabled=not getattr(args, "no_verify", False)))
+                         verify=VerifyConfig(enabled=not getattr(args, "no_verify", False),
+                                             track_frames=args.track_frames))
 
 
 def parse_bag_arg(text: str) -> tuple[str, Path]:

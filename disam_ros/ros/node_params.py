@@ -83,6 +83,9 @@ PARAMETERS: tuple[Param, ...] = (
           constraints=">= 1"),
     Param("verify_min_inliers", 15, "RANSAC inliers a pose needs to count as verified.",
           constraints=f">= {MIN_VERIFY_INLIERS}"),
+    Param("verify_track_frames", 5, "Map-point tracking: when a frame's own map places do not verify, the last "
+          "verified frame's map points (within 1 s) are matched into it and the pose solved against them, for at "
+          "most this many frames in a row; 0 = off.", constraints=">= 0"),
     Param("unverified_policy", "publish", "While verification is active: publish = a frame that passes the "
           "confidence gate is published even when not verified (the retrieval's pose; verified frames always are); "
           "withhold = only verified frames are published.", dynamic=True, constraints=", ".join(UNVERIFIED_POLICIES)),
@@ -158,6 +161,7 @@ class LocalizerConfig:
     verify: bool
     verify_candidates: int
     verify_min_inliers: int
+    verify_track_frames: int
     unverified_policy: str
     camera_info_topic: str
     compressed: bool
@@ -258,6 +262,8 @@ def check_value(name: str, value: Any) -> Any:
     elif name in ("odom_topic", "camera_info_topic") and value and not TOPIC_RE.fullmatch(value):
         raise ValueError(f"{name} {value!r} is not a ROS topic name: use letters, digits, _ and / "
                          "(e.g. /odom, /camera/camera_info), or leave it empty")
+    elif name == "verify_track_frames" and value < 0:
+        raise ValueError(f"verify_track_frames must be >= 0 (0 = no map-point tracking), got {value}")
     elif name == "verify_min_inliers" and value < MIN_VERIFY_INLIERS:
         raise ValueError(f"verify_min_inliers must be >= {MIN_VERIFY_INLIERS} (a 6-DoF pose needs at least "
                          f"{MIN_VERIFY_INLIERS} points), got {value}")

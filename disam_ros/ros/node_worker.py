@@ -45,7 +45,8 @@ class NodeTracking:
                              speed_change_prob=cfg.speed_change_prob)
         verify = VerifyConfig(enabled=cfg.verify, candidates=cfg.verify_candidates, min_inliers=cfg.verify_min_inliers,
                               enough_inliers=max(VerifyConfig.enough_inliers, cfg.verify_min_inliers),
-                              min_agreeing_inliers=min(VerifyConfig.min_agreeing_inliers, cfg.verify_min_inliers))
+                              min_agreeing_inliers=min(VerifyConfig.min_agreeing_inliers, cfg.verify_min_inliers),
+                              track_frames=cfg.verify_track_frames)
         self.tracker = Tracker(reloc, TrackerConfig(mode=cfg.mode, sequence=seq, standstill_ratio=cfg.standstill_ratio,
                                                     loop_closure_min_consecutive=cfg.loop_closure_min_consecutive,
                                                     verify=verify))

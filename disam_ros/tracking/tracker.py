@@ -74,7 +74,7 @@ from disam_ros.tracking.track_parts import (
     same_prior,
     support,
 )
-from disam_ros.verify.verifier import Verifier, VerifyConfig
+from disam_ros.verify.verifier import PointTrack, Verifier, VerifyConfig
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,7 @@ class Tracker:
         self.last_feature = math.nan  # the raw score the calibration maps (NaN: no answer this frame)
         self.last_features: dict[str, float] = {}  # every candidate feature of this frame (disam-calibrate)
         self._support: deque[float] = deque(maxlen=SUPPORT_FRAMES)
+        self._points: PointTrack | None = None  # the last verified frame's inliers (map-point tracking)
         self.verifier = Verifier(m, config.verify) if config.verify.enabled and m.has_geometry else None
 
     # ------------------------------------------------------------------------------------------ set-up
@@ -235,6 +236,7 @@ class Tracker:
             self._standstill.reset()
         self._prior, self._prev, self._consistent = None, None, 0
         self._support.clear()
+        self._points = None  # a relocalisation request: do not carry map points across it
         self._last = None  # diagnostics describe the belief as it is now, not the last frame's
         self.reloc.reset_condition()  # a relocalisation request may follow a new scene: recognise afresh
         log.info("tracker reset: %s", reason)
@@ -269,15 +271,17 @@ class Tracker:
                 self._track_support(scores, est)
             step = self._sequence_step(sel, res, est)
         if self.verifier is not None and step.result.ok:
-            self._verify(rgb, step.result)
+            self._verify(rgb, step.result, t)
         step.result.timings_ms["track"] = (time.perf_counter() - t0) * 1e3
         self._last = step
         return step
 
-    def _verify(self, rgb: np.ndarray, res: RetrievalResult) -> None:
-        """Verify the answer's place and its runners-up; a verified pose replaces the map image's (`index` stays
-        the answered place; `verification.index` is the keyframe the pose was solved against)."""
-        v = self.verifier.verify(rgb, [res.index] + [i for i, _ in res.topk])
+    def _verify(self, rgb: np.ndarray, res: RetrievalResult, stamp: float) -> None:
+        """Verify the answer's place and its runners-up (or track the last verified frame's map points into this
+        one); a verified pose replaces the map image's (`index` stays the answered place; `verification.index`
+        is the keyframe the pose was solved against)."""
+        v = self.verifier.verify(rgb, [res.index] + [i for i, _ in res.topk], self._points, stamp)
+        self._points = v.support if v.verified else self._points
         res.verification = v
         res.timings_ms["verify"] = v.ms
         if v.verified:

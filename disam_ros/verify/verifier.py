@@ -13,13 +13,21 @@ separately solved poses agree); a solved position no less certain than
 `max_position_std_m`; a pose near the candidate that guided it (within `max_shift_m` and `max_turn_deg`: the
 guided matches were chosen where that pose projects the map points, so a solution far from it fits noise).
 A pose that fails the gate is reported with its reason (`outcome`) and never replaces the retrieval's answer.
+
+Map-point tracking (`track_frames` > 0): a verified frame hands its inliers (its own keypoints, their descriptors
+and the MAP points they matched) to the next frame. When that frame's own candidates do not verify, its
+keypoints are matched to those of the frame before, guided by that frame's pose, and the pose is solved
+against the same map points and judged by the same gate. Why: across conditions (rain, snow, night) a frame
+rarely matches the map images, but consecutive frames of one drive match each other well; the points stay the
+map's, so nothing drifts the way visual odometry does. The chain ends after `track_frames` frames without a
+map-verified one, after a gap of `track_max_gap_s`, or when too few points survive.
 """
 from __future__ import annotations
 
 import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -59,6 +67,10 @@ class VerifyConfig:
     covariance_scale: float = 2.0  # x the solver's covariance: map points carry error too (dev town: errors
     #                                 were 1.5x the solver's sigma at the median, 3.3x at p90)
     min_width_px: int = 160  # narrower query images are not verified (too few local features to trust)
+    track_frames: int = 5  # map-point tracking: frames a verified frame's map points carry on (0 = off;
+    #                        5 chosen on the dev town, docs/pose.md)
+    track_max_gap_s: float = 1.0  # ... when the frame follows the last verified one within this time
+    track_radius_px: float = 2.0  # a map point the solved pose projects this close to a keypoint is carried on
 
     def __post_init__(self) -> None:
         checks = (("candidates", self.candidates >= 1), ("radius", 0.0 < self.radius <= 1.0),
@@ -70,7 +82,9 @@ class VerifyConfig:
                   ("enough_inliers", self.enough_inliers >= self.min_inliers),
                   ("max_position_std_m", self.max_position_std_m > 0), ("max_shift_m", self.max_shift_m > 0),
                   ("max_turn_deg", 0 < self.max_turn_deg <= 180), ("sigma_floor_px", self.sigma_floor_px >= 0),
-                  ("covariance_scale", self.covariance_scale >= 1.0))
+                  ("covariance_scale", self.covariance_scale >= 1.0), ("track_frames", self.track_frames >= 0),
+                  ("track_max_gap_s", self.track_max_gap_s > 0),
+                  ("track_radius_px", self.track_radius_px > 0))
         bad = [name for name, ok in checks if not ok]
         if bad:
             raise ValueError(f"VerifyConfig: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} out of range "
@@ -97,6 +111,8 @@ class Verification:
     camera: str = ""  # where the intrinsics came from
     agreed: bool = False  # verified by two candidates' agreeing poses rather than by one alone
     attempts: list = field(default_factory=list)  # every candidate's own Verification (for evaluation)
+    hops: int = 0  # 0: solved against a map image's points; n: tracked n frames from the last such frame
+    support: PointTrack | None = None  # a verified frame's inliers, for the next frame's tracking
 
     @property
     def verified(self) -> bool:
@@ -111,7 +127,23 @@ class Verification:
         return {"verification": self.outcome, "verified_keyframe": self.index, "inliers": self.inliers,
                 "inlier_ratio": self.inlier_ratio, "reprojection_px": self.reprojection_px,
                 "candidates_tried": self.tried, "verified_by_agreement": self.agreed, "refine_ms": self.ms,
-                "intrinsics": self.camera}
+                "intrinsics": self.camera, "tracked_frames": self.hops}
+
+
+@dataclass(frozen=True, eq=False)
+class PointTrack:
+    """A verified frame's inliers handed to the next frame: its keypoints (N,2) and RootSIFT descriptors (N,128),
+    the map points (N,3) they matched, its pose, stamp, the keyframe the points came from and the frames
+    tracked since a map-verified one."""
+
+    keypoints: np.ndarray
+    descriptors: np.ndarray
+    points: np.ndarray
+    position: np.ndarray
+    quat: np.ndarray
+    stamp: float
+    keyframe: int
+    hops: int = 0
 
 
 @dataclass(frozen=True)
@@ -173,8 +205,11 @@ class Verifier:
         f = detect_sift(rgb, self.sift)
         return Features(f.keypoints, root_sift(f.descriptors), f.scales, f.responses)
 
-    def verify(self, rgb: np.ndarray, candidates: list[int]) -> Verification:
-        """Try the candidate map images in order; the verified solution with the most inliers wins."""
+    def verify(self, rgb: np.ndarray, candidates: list[int], previous: PointTrack | None = None,
+               stamp: float = math.nan) -> Verification:
+        """Try the candidate map images in order; the verified solution with the most inliers wins. When none
+        verifies, `previous` (the last verified frame's PointTrack) is tracked into this frame, if tracking is on
+        and it is recent enough (module docstring). A verified result carries its own PointTrack (`support`)."""
         t0 = time.perf_counter()
         h, w = rgb.shape[:2]
         cam, source = self.camera_for(w, h)
@@ -195,8 +230,30 @@ class Verifier:
         best = max(attempts, key=lambda v: (v.verified, v.inliers), default=Verification("too_few_inliers"))
         if not best.verified:
             best = _agreeing(attempts, self.config) or best
+        if not best.verified and self._trackable(previous, stamp):
+            attempts.append(self.track(query, previous, cam))
+            best = attempts[-1] if attempts[-1].verified else best
         best.tried, best.camera, best.ms, best.attempts = len(attempts), source, _ms(t0), attempts
+        if best.verified and best.support is not None:
+            best.support = replace(best.support, stamp=stamp)
         return best
+
+    def _trackable(self, previous: PointTrack | None, stamp: float) -> bool:
+        """Tracking is on, `previous` exists, has hops left and is at most track_max_gap_s old (unknown stamps:
+        not trusted, a replay may have jumped)."""
+        cfg = self.config
+        return (previous is not None and cfg.track_frames > 0 and previous.hops < cfg.track_frames
+                and 0.0 <= stamp - previous.stamp <= cfg.track_max_gap_s)
+
+    def track(self, query: Features, previous: PointTrack, cam: Intrinsics) -> Verification:
+        """Match this frame's keypoints to the previous verified frame's inliers (guided by that frame's pose) and
+        solve against their map points; judged by the same gate, with the previous pose as the guide."""
+        cfg = self.config
+        R, t = cam_from_map(previous.position, previous.quat)
+        pairs = guided_match(query.keypoints, query.descriptors, previous.descriptors,
+                             predicted_pixels(previous.points, R, t, cam), cfg.radius * cam.width, cfg.ratio)
+        return self._solve(query, pairs, previous.points, previous.keyframe, previous.position, previous.quat, cam,
+                           hops=previous.hops + 1)
 
     def _attempt(self, query: Features, k: int, cam: Intrinsics) -> Verification:
         """Guided by candidate k's own pose: match, solve, judge (a pose matched only where a guess projects
@@ -206,15 +263,55 @@ class Verifier:
         R, t = cam_from_map(key_pos, key_quat)
         pairs = guided_match(query.keypoints, query.descriptors, side.descriptors,
                              predicted_pixels(side.points, R, t, cam), cfg.radius * cam.width, cfg.ratio)
+        return self._solve(query, pairs, side.points, k, key_pos, key_quat, cam)
+
+    def _solve(self, query: Features, pairs: np.ndarray, points: np.ndarray, k: int, guide_pos: np.ndarray,
+               guide_quat: np.ndarray, cam: Intrinsics, hops: int = 0) -> Verification:
+        """Solve from (query keypoint, map point) pairs and judge against the guiding pose; a verified result
+        keeps its inliers as the next frame's PointTrack (stamp filled in by `verify`)."""
+        cfg = self.config
         solver = SolverConfig(max_error_px=cfg.max_error_px, min_inliers=cfg.min_agreeing_inliers,
                               sigma_floor_px=cfg.sigma_floor_px)
         sol = None
         if len(pairs) >= solver.min_inliers:
             p2 = query.keypoints[pairs[:, 0]].astype(np.float64)
-            sol = solve_absolute_pose(p2, side.points[pairs[:, 1]], cam, solver)
+            sol = solve_absolute_pose(p2, points[pairs[:, 1]], cam, solver)
         if sol is None:
-            return Verification("too_few_inliers", index=k, matches=len(pairs))
-        return _judged(sol, k, len(pairs), key_pos, key_quat, cfg)
+            return Verification("too_few_inliers", index=k, matches=len(pairs), hops=hops)
+        v = _judged(sol, k, len(pairs), guide_pos, guide_quat, cfg)
+        v.hops = hops
+        if v.verified and cfg.track_frames > 0:
+            qi, mi = _support_pairs(pairs[sol.inlier_mask], query.keypoints,
+                                    predicted_pixels(points, sol.R, sol.t, cam), cfg.track_radius_px)
+            v.support = PointTrack(query.keypoints[qi].astype(np.float64), query.descriptors[qi],
+                                   points[mi], v.position.copy(), v.quat.copy(), math.nan, k, hops)
+        return v
+
+
+def _support_pairs(inliers: np.ndarray, keypoints: np.ndarray, predicted: np.ndarray, radius_px: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(query keypoint, map point) index pairs a verified frame hands on: its RANSAC inliers, plus every other map
+    point whose projection under the SOLVED pose falls within `radius_px` of a query keypoint no other point
+    claims (nearest first). Why more than the inliers: they were the few points whose descriptors matched
+    across conditions; the next frame matches this frame's own descriptors (same condition), so any point the
+    accurate pose places on a keypoint is worth carrying, and 50 inliers alone thin out within a frame or two."""
+    from scipy.spatial import cKDTree
+
+    taken_q, taken_m = set(inliers[:, 0].tolist()), set(inliers[:, 1].tolist())
+    extra_q, extra_m = [], []
+    ok = np.flatnonzero(np.isfinite(predicted).all(axis=1))
+    if len(ok) and len(keypoints):
+        dist, nearest = cKDTree(np.asarray(keypoints, np.float64)).query(predicted[ok], k=1)
+        for d, m_i, q_i in sorted(zip(dist, ok, nearest)):  # closest claims first
+            if d > radius_px:
+                break
+            if q_i in taken_q or m_i in taken_m:
+                continue
+            taken_q.add(int(q_i))
+            taken_m.add(int(m_i))
+            extra_q.append(int(q_i))
+            extra_m.append(int(m_i))
+    return (np.r_[inliers[:, 0], extra_q].astype(np.int64), np.r_[inliers[:, 1], extra_m].astype(np.int64))
 
 
 def _judged(sol: PoseSolution, k: int, matches: int, key_pos: np.ndarray, key_quat: np.ndarray,
