@@ -62,6 +62,12 @@ class DataSection:
     # model should not learn to rely on what those two happen to share (issue 27: "what generalises").
     photometric: float = 0.0
     photometric_strength: float = 1.0  # magnitude scale of every effect (1 = the ranges in photometric.py)
+    # A second, posed world mixed into training (mixing.py; e.g. disam-synth's): each sample comes from it with
+    # probability `mix`; `mix_conditions` maps every model domain to its conditions there, e.g.
+    # {summer: [sunny, overcast], winter: [snow, night]}. 0 = off. Why: real drives show two conditions.
+    mix: float = 0.0
+    mix_root: str | None = None
+    mix_conditions: dict | None = None
 
 
 @dataclass

@@ -48,6 +48,7 @@ def validate(r: Recipe) -> None:
     _range("data.load_ratio", r.data.load_ratio, 1.0, 4.0)
     _range("data.photometric", r.data.photometric, 0.0, 1.0)
     _range("data.photometric_strength", r.data.photometric_strength, 0.0, 2.0, low_open=True)
+    _range("data.mix", r.data.mix, 0.0, 1.0)
     _range("schedule.lr_decay_start", r.schedule.lr_decay_start, 0.0, 1.0)
     _range("schedule.ramp_end", r.schedule.ramp_end, 0.0, 1.0, low_open=True)
     _range("schedule.hard_negatives_from", r.schedule.hard_negatives_from, 0.0, math.inf)

@@ -38,6 +38,7 @@ from .distributed import DiscriminatorStep, DistInfo, GeneratorStep, all_gather,
 from .evaluate import validation_recall
 from .keep_structure import StructureKeeper
 from .mining import Miner, table_from_plain, table_to_plain
+from .mixing import mixed_dataset
 from .pseudo_places import PseudoPlaces, describe, relabel_split
 from .pseudo_places import to_plain as pseudo_to_plain
 from .recipe import Recipe
@@ -100,7 +101,8 @@ class Trainer:
             self.keeper.load_state_dict(self._keep_plain)  # a resumed run anchors to its own start
         self.g_step = wrap(GeneratorStep(self.net, self.sup, self.keeper, recipe.keep.weight), self.info)
         self.d_step = wrap(DiscriminatorStep(self.net), self.info)
-        self.dataset = UnpairedDataset.from_recipe(recipe, self.data.train, self.cfg.image_size)
+        real = UnpairedDataset.from_recipe(recipe, self.data.train, self.cfg.image_size)
+        self.dataset = mixed_dataset(recipe, real, self.data.names, self.cfg.image_size)  # real alone: mix 0
         if self._mined_plain is not None:
             self.dataset.hard = table_from_plain(self._mined_plain)
 
