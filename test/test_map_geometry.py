@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -15,8 +16,10 @@ from disam_ros.geometry import quat_to_rot
 from disam_ros.maps import LocalizationMap, MapBuildConfig, MapError, build_map_from_folder, merge_shards
 from disam_ros.maps import map_info as map_info_cli
 from disam_ros.maps.build_map import main as build_map_main
+from disam_ros.maps.geometry_build import FEATURES_DIR, GeometryBuilder, GeometryPlan
 from disam_ros.maps.geometry_store import NOTE_OLD
 from disam_ros.maps.map_format import GEOM_KEYPOINTS, GEOM_POINTS, MANIFEST, write_manifest
+from disam_ros.pose.camera import Intrinsics
 
 FRAMES = 8
 
@@ -67,6 +70,30 @@ def test_depth_geometry_reprojects_onto_its_keypoints(geo_world):
         assert err.max() < 1.0, (i, err.max())
 
 
+def _agreement(dep, tri, order=None):
+    """Triangulated map `tri` against the depth map `dep`: tri's image s is dep's image order[s] (the same image
+    file, so the same SIFT keypoints). -> (relative 3D distances where both have a point, tri's point count,
+    dep's point count)."""
+    rel, n_tri, n_dep = [], 0, 0
+    for s in range(FRAMES):
+        i = s if order is None else int(order[s])
+        kd, _, pd = dep.geometry(i)
+        kt, _, pt = tri.geometry(s)
+        np.testing.assert_array_equal(kd, kt)
+        both = np.isfinite(pd).all(1) & np.isfinite(pt).all(1)
+        n_tri += int(np.isfinite(pt).all(1).sum())
+        n_dep += int(np.isfinite(pd).all(1).sum())
+        rel.append(np.linalg.norm(pd[both] - pt[both], axis=1) / np.linalg.norm(pd[both] - dep.positions[i], axis=1))
+    return np.concatenate(rel), n_tri, n_dep
+
+
+def _assert_agrees(rel, n_tri, n_dep):
+    assert n_tri >= 100 and n_tri >= 0.15 * n_dep, (n_tri, n_dep)
+    assert len(rel) >= 80
+    assert np.median(rel) < 0.10, np.median(rel)
+    assert np.mean(rel < 0.25) > 0.7
+
+
 def test_triangulated_points_agree_with_depth(geo_world):
     """Same SIFT keypoints (deterministic), 3D points from two methods. Tolerance: the triangulated range error of
     a point at range z seen from a baseline b (3 m spacing) with sigma px matching noise at focal f (91 px
@@ -74,21 +101,83 @@ def test_triangulated_points_agree_with_depth(geo_world):
     10 % of the range (SIFT at 128 px locates blobs to ~0.5-1 px) and measured ~5 %."""
     dep = LocalizationMap.load(geo_world["auto"])
     tri = LocalizationMap.load(geo_world["triangulate"])
-    assert tri.manifest["geometry"]["method"] == "triangulate"
-    rel, n_tri, n_dep = [], 0, 0
-    for i in range(FRAMES):
-        kd, _, pd = dep.geometry(i)
-        kt, _, pt = tri.geometry(i)
-        np.testing.assert_array_equal(kd, kt)
-        both = np.isfinite(pd).all(1) & np.isfinite(pt).all(1)
-        n_tri += int(np.isfinite(pt).all(1).sum())
-        n_dep += int(np.isfinite(pd).all(1).sum())
-        rel.append(np.linalg.norm(pd[both] - pt[both], axis=1) / np.linalg.norm(pd[both] - dep.positions[i], axis=1))
-    rel = np.concatenate(rel)
-    assert n_tri >= 100 and n_tri >= 0.15 * n_dep, (n_tri, n_dep)
-    assert len(rel) >= 80
-    assert np.median(rel) < 0.10, np.median(rel)
-    assert np.mean(rel < 0.25) > 0.7
+    g = tri.manifest["geometry"]
+    assert g["method"] == "triangulate" and g["partners"] == 4 and g["partner_rule"] == "pose"
+    assert g["partner_max_angle_deg"] == 45.0 and "neighbours" not in g
+    _assert_agrees(*_agreement(dep, tri))
+
+
+def test_shuffled_photo_names_triangulate_as_well_as_the_drive(geo_world, tmp_path):
+    """Real photographs come in any name order: the same images and poses under shuffled names (poses.txt in
+    the new name order, no depth) give the points of the ordered build, since partners come from the poses."""
+    src = geo_world["world"] / "sunny"
+    root = tmp_path / "data" / "sunny"
+    (root / "images").mkdir(parents=True)
+    shutil.copy(src / "camera.yaml", root / "camera.yaml")
+    images = sorted((src / "images").iterdir())
+    lines = [ln for ln in (src / "poses.txt").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    order = np.random.default_rng(5).permutation(FRAMES)  # shuffled name s holds frame order[s]
+    assert not np.array_equal(order, np.arange(FRAMES))
+    for s, i in enumerate(order):
+        shutil.copy(images[i], root / "images" / f"photo_{s:03d}{images[i].suffix}")
+    (root / "poses.txt").write_text("\n".join(lines[i] for i in order) + "\n")
+    out = build_map_from_folder(MapBuildConfig(out=tmp_path / "map", dataset=tmp_path / "data", condition="sunny",
+                                               coarse=geo_world["ckpt"], progress=False, geometry="auto"))
+    shuffled = LocalizationMap.load(out)
+    assert shuffled.manifest["geometry"]["method"] == "triangulate"  # no depth: auto triangulates
+    dep = LocalizationMap.load(geo_world["auto"])
+    rel, n_tri, n_dep = _agreement(dep, shuffled, order)
+    _assert_agrees(rel, n_tri, n_dep)
+    ordered_rel, ordered_n, _ = _agreement(dep, LocalizationMap.load(geo_world["triangulate"]))
+    assert abs(n_tri - ordered_n) <= 0.05 * ordered_n, (n_tri, ordered_n)
+    assert np.median(rel) <= np.median(ordered_rel) + 0.01, (np.median(rel), np.median(ordered_rel))
+
+
+def test_no_temporary_features_in_the_map(geo_world):
+    """Triangulation spills features to a folder in the staging directory; the committed map has no folder and
+    lists no file it does not have."""
+    root = geo_world["triangulate"]
+    man = json.loads((root / MANIFEST).read_text())
+    assert not (root / FEATURES_DIR).exists() and not any(p.is_dir() for p in root.iterdir())
+    assert all((root / name).is_file() for name in man["files"])
+    assert not any("feature" in name for name in man["files"]), sorted(man["files"])
+
+
+def test_a_failed_build_leaves_no_temporary_features(geo_world, tmp_path, monkeypatch):
+    """A map image of another size stops the build in pass 1, a matcher failure in pass 2: either way the
+    temporary features are gone (GeometryBuilder on its own, then a whole build leaving nothing beside --out)."""
+    images = sorted((geo_world["world"] / "sunny" / "images").iterdir())
+    first = read_image(images[0])
+    cam = Intrinsics.load(geo_world["world"] / "sunny" / "camera.yaml")
+    pose = (np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0]))
+    for stage in ("stage1", "stage2"):
+        (tmp_path / stage).mkdir()
+    geo = GeometryBuilder(GeometryPlan("triangulate", cam), tmp_path / "stage1")
+    assert (tmp_path / "stage1" / FEATURES_DIR).is_dir()
+    geo.add(0, first, *pose, "a.png")
+    with pytest.raises(ValueError, match="b.png is 64x64"):
+        geo.add(1, first[:64, :64].copy(), *pose, "b.png")
+    assert not (tmp_path / "stage1" / FEATURES_DIR).exists()
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("matcher failed")
+
+    geo = GeometryBuilder(GeometryPlan("triangulate", cam), tmp_path / "stage2")
+    for i in range(3):
+        geo.add(i, read_image(images[i]), np.array([3.0 * i, 0.0, 0.0]), pose[1], images[i].name)
+    monkeypatch.setattr("disam_ros.maps.geometry_build.match_descriptors", broken)
+    with pytest.raises(RuntimeError, match="matcher failed"):
+        geo.finish()
+    assert not (tmp_path / "stage2" / FEATURES_DIR).exists()
+    monkeypatch.undo()
+
+    root = _condition_copy(geo_world, tmp_path, ("depth",))
+    odd = root / "sunny" / "images" / images[4].name
+    cv2.imwrite(str(odd), cv2.resize(cv2.imread(str(odd)), (96, 96)))
+    with pytest.raises(ValueError, match=f"{images[4].stem}.* is 96x96"):
+        build_map_from_folder(MapBuildConfig(out=tmp_path / "map", dataset=root, condition="sunny",
+                                             coarse=geo_world["ckpt"], progress=False, geometry="triangulate"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "stage1", "stage2"]  # no staging dir left
 
 
 def test_old_format_map_loads_retrieval_only(geo_world, tmp_path, caplog, capsys):

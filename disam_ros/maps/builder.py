@@ -283,7 +283,7 @@ def build_map(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike | No
             enc = _encode_frames(frames, coarse, fine, domain, s, stage.dir, batch_size, progress, total, geo)
         except BaseException:
             if geo is not None:
-                geo.writer.close()
+                geo.close()  # also removes its temporary features
             raise
         geo_record = None if geo is None else geo.finish()
         n = len(enc.names)

@@ -2,22 +2,32 @@
 
 - depth: SIFT keypoints of the map image, lifted to the map frame through its depth (pose/backproject.py, with
   its edge / range checks); exact where the depth is.
-- triangulate: SIFT keypoints of map image i matched (ratio test + mutual NN) to its neighbours i-k..i+k in the
-  drive (build order = stamp order: folders are sorted by name with poses.txt in that order, bags by stamp),
-  each keypoint's track triangulated with the known poses and intrinsics (pose/triangulate.py: DLT, then the
-  behind-camera, reprojection and parallax checks, then the depth path's range 0.1..60 m in the map image);
-  keypoints whose track fails keep a NaN point.
+- triangulate: SIFT keypoints of map image i matched (ratio test + mutual NN) to its pose partners: up to
+  `partners` (4) other map images that look the same way (optical axes within `partner_max_angle_deg`, 45) and
+  stand nearest, at a baseline (maps/covisibility.py); each keypoint's track triangulated with the known poses
+  and intrinsics (pose/triangulate.py: DLT, then the behind-camera, reprojection and parallax checks, then the
+  depth path's range 0.1..60 m in the map image); keypoints whose track fails keep a NaN point.
 
-Memory is bounded: the depth path holds one image's features, triangulation a window of 2k + 1 images'
-features (never the images). Keypoints are in the pixels of the image the frame source gives (the original: the
-encoder resizes only its own copy); when that image's size differs from the intrinsics' (camera.yaml written for
-another resolution), the intrinsics are scaled to it (Intrinsics.scaled) and the scaled ones are stored.
+Why partners from poses and not build order: a folder of real photographs with metric poses (TUM poses.txt +
+camera.yaml, no depth) is often not in spatial order by name (photo collections, sparse captures, a loop back to
+the same place), so images i-2..i+2 may not see the same scene while images that do would never be tried. On a
+straight drive the partners are i-2..i+2 anyway, so driven maps keep theirs.
+
+Partners need every pose, so triangulation takes two passes with bounded memory: `add` detects SIFT and streams
+keypoints and descriptors (uint8, as the store) to a hidden folder in the map's staging directory, keeping only
+the small View per image in RAM; `finish` chooses the partners, then for each image in index order reads its and
+its partners' features (memory-mapped), triangulates and writes. The folder is removed at the end and on any
+failure (`close`), and is never part of the map (hidden, and a folder: write_manifest lists neither). The depth
+path holds one image's features (never the images). Keypoints are in the pixels of the image the frame source
+gives (the original: the encoder resizes only its own copy); when that image's size differs from the
+intrinsics' (camera.yaml written for another resolution), the intrinsics are scaled to it (Intrinsics.scaled)
+and the scaled ones are stored.
 """
 from __future__ import annotations
 
 import logging
+import shutil
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from disam_ros.maps.geometry_store import GeometryWriter
+from disam_ros.maps.covisibility import PARTNER_RULE, choose_partners
+from disam_ros.maps.geometry_store import DESCRIPTOR_DIM, GeometryWriter
+from disam_ros.maps.npy_stream import NpyAppender
 from disam_ros.pose.backproject import DepthLimits, backproject
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.features import MAP_SIFT, SiftConfig, detect_sift, match_descriptors
@@ -43,11 +55,19 @@ class GeometryPlan:
     intrinsics: Intrinsics
     depth_of: Callable[[int], np.ndarray | None] | None = None
     sift: SiftConfig = MAP_SIFT  # recorded in the map: queries are treated alike
-    neighbours: int = 2  # triangulate: match to i-2..i+2
-    min_views: int = 2  # triangulate: views per track (the map image + matched neighbours)
+    partners: int = 4  # triangulate: match to this many pose partners (maps/covisibility.py)
+    partner_max_angle_deg: float = 45.0  # triangulate: partners look within this angle of the map image's axis
+    min_views: int = 2  # triangulate: views per track (the map image + matched partners)
     ratio: float = 0.8
     depth_limits: DepthLimits = field(default_factory=DepthLimits)
     tri_limits: TriangulationLimits = field(default_factory=lambda: TriangulationLimits(max_error_px=2.0))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.partners, bool) or not (isinstance(self.partners, int) and 1 <= self.partners <= 30):
+            raise ValueError(f"GeometryPlan.partners={self.partners!r} must be an integer in 1..30 (a track's views "
+                             "are a bit mask)")
+        if not 0.0 < self.partner_max_angle_deg <= 180.0:
+            raise ValueError(f"GeometryPlan.partner_max_angle_deg={self.partner_max_angle_deg!r} must be in (0, 180]")
 
 
 def plan_geometry(choice: str, camera: Intrinsics | None, has_depth: bool, metric_poses: bool, where: str,
@@ -71,30 +91,64 @@ def plan_geometry(choice: str, camera: Intrinsics | None, has_depth: bool, metri
     if method == "depth" and not has_depth:
         raise ValueError(f"--geometry depth needs depth images ({where} has none, e.g. <condition>/depth/*.png): "
                          "pass --geometry triangulate")
-    log.info("map geometry: %s (%s)", method, "SIFT + depth" if method == "depth" else "SIFT matched to neighbours, "
-             "triangulated with the known poses")
+    log.info("map geometry: %s (%s)", method, "SIFT + depth" if method == "depth" else "SIFT matched to pose "
+             "partners, triangulated with the known poses")
     return GeometryPlan(method, camera, depth_of if method == "depth" else None)
 
 
-@dataclass
-class _Item:
-    index: int
-    name: str
-    keypoints: np.ndarray
-    descriptors: np.ndarray
-    view: View
+FEATURES_DIR = ".geometry_features"  # in the staging directory; hidden and a folder, so never listed in the map
+
+
+class _FeatureSpill:
+    """Triangulation's pass 1 on disk: every map image's keypoints (float32) and descriptors (uint8, as the store
+    keeps them) streamed into two .npy files with row offsets in RAM; pass 2 reads them memory-mapped, so the
+    page cache, not the builder, holds what a few partners need."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(exist_ok=True)
+        self._kp = NpyAppender(self.directory / "keypoints.npy", (2,), "float32")
+        self._desc = NpyAppender(self.directory / "descriptors.npy", (DESCRIPTOR_DIM,), "uint8")
+        self.offsets = [0]
+        self._read: tuple[np.ndarray, np.ndarray] | None = None
+
+    def add(self, keypoints: np.ndarray, descriptors: np.ndarray) -> None:
+        desc = np.clip(np.rint(np.asarray(descriptors, np.float32)), 0, 255).astype(np.uint8)
+        self._kp.append(np.asarray(keypoints, np.float32).reshape(-1, 2))
+        self._desc.append(desc.reshape(-1, DESCRIPTOR_DIM))
+        self.offsets.append(self.offsets[-1] + len(keypoints))
+
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(keypoints, descriptors) of map image i; the first call ends pass 1."""
+        if self._read is None:
+            self._kp.close()
+            self._desc.close()
+            if self.offsets[-1] == 0:  # nothing to map
+                self._read = (np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_DIM), np.uint8))
+            else:
+                self._read = (np.load(self._kp.path, mmap_mode="r"), np.load(self._desc.path, mmap_mode="r"))
+        lo, hi = self.offsets[i], self.offsets[i + 1]
+        return np.asarray(self._read[0][lo:hi]), np.asarray(self._read[1][lo:hi])
+
+    def remove(self) -> None:
+        self._kp.close()
+        self._desc.close()
+        self._read = None
+        shutil.rmtree(self.directory, ignore_errors=True)  # never hide the build's own exception behind this one
+        if self.directory.exists():
+            log.warning("could not remove the temporary map features %s: delete it by hand", self.directory)
 
 
 class GeometryBuilder:
-    """Feed every map frame in order (`add`), then `finish()` -> the manifest's "geometry" record."""
+    """Feed every map frame in index order (`add`), then `finish()` -> the manifest's "geometry" record. A build
+    that fails calls `close()` instead (an exception inside `add` or `finish` does so itself)."""
 
     def __init__(self, plan: GeometryPlan, directory: Path) -> None:
         self.plan = plan
         self.writer = GeometryWriter(directory)
         self.cam: Intrinsics | None = None
-        self._window: deque[_Item] = deque()
-        self._next = 0  # next index of the window to write (triangulation)
-        self._count = 0
+        self._views: list[View] = []  # triangulate: the poses, all that pass 1 keeps in RAM
+        self._spill = _FeatureSpill(Path(directory) / FEATURES_DIR) if plan.method == "triangulate" else None
         self.seconds = 0.0
 
     def _camera(self, image: np.ndarray, name: str) -> Intrinsics:
@@ -113,9 +167,17 @@ class GeometryBuilder:
 
     def add(self, index: int, image: np.ndarray, position: np.ndarray, quat: np.ndarray, name: str) -> None:
         t0 = time.perf_counter()
+        try:
+            self._add(index, image, position, quat, name)
+        except BaseException:
+            self.close()
+            raise
+        self.seconds += time.perf_counter() - t0
+
+    def _add(self, index: int, image: np.ndarray, position: np.ndarray, quat: np.ndarray, name: str) -> None:
         cam = self._camera(image, name)
         feats = detect_sift(image, self.plan.sift)
-        if self.plan.method == "depth":
+        if self._spill is None:  # depth
             depth = self.plan.depth_of(index) if self.plan.depth_of is not None else None
             if depth is None:
                 points = np.full((len(feats), 3), np.nan)
@@ -125,35 +187,36 @@ class GeometryBuilder:
                                      f"{image.shape[1]}x{image.shape[0]}; pass --geometry triangulate")
                 points = backproject(feats.keypoints, depth, cam, position, quat, self.plan.depth_limits).points
             self.writer.add(feats.keypoints, feats.descriptors, points)
-        else:
-            self._window.append(_Item(index, name, feats.keypoints, feats.descriptors,
-                                      View.from_pose(cam, np.asarray(position), np.asarray(quat))))
-            self._drain(final=False)
-        self._count += 1
-        self.seconds += time.perf_counter() - t0
+            return
+        if index != len(self._views):  # the partners and the written rows refer to positions in this order
+            raise ValueError(f"map image {name} came as index {index}, expected {len(self._views)}: feed map images "
+                             "in index order")
+        self._spill.add(feats.keypoints, feats.descriptors)
+        self._views.append(View.from_pose(cam, np.asarray(position), np.asarray(quat)))
 
-    def _drain(self, final: bool) -> None:
-        k = self.plan.neighbours
-        while self._window and any(it.index == self._next for it in self._window) and (
-                final or self._window[-1].index >= self._next + k):
-            self.writer.add(*self._triangulated(self._next))
-            self._next += 1
-            while self._window and self._window[0].index < self._next - k:
-                self._window.popleft()
+    def _triangulate_all(self) -> None:
+        """Pass 2: partners from all poses, then every map image in index order."""
+        if not self._views:
+            return
+        centres = np.stack([v.centre for v in self._views])
+        axes = np.stack([np.asarray(v.R)[2] for v in self._views])  # optical axis (camera z) in the map frame
+        partners = choose_partners(centres, axes, self.plan.partners, self.plan.partner_max_angle_deg)
+        for i, others in enumerate(partners):
+            self.writer.add(*self._triangulated(i, [int(j) for j in others]))
 
-    def _triangulated(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        items = {it.index: it for it in self._window}
-        ref = items[i]
-        others = [items[j] for j in range(i - self.plan.neighbours, i + self.plan.neighbours + 1)
-                  if j != i and j in items]
-        n = len(ref.keypoints)
+    def _triangulated(self, i: int, others: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        assert self._spill is not None
+        kp, desc = self._spill.get(i)
+        ref = self._views[i]
+        n = len(kp)
         points = np.full((n, 3), np.nan)
         if n == 0 or not others:
-            return ref.keypoints, ref.descriptors, points
+            return kp, desc, points
         obs = np.full((n, len(others), 2), np.nan)
-        for s, other in enumerate(others):
-            m = match_descriptors(ref.descriptors, other.descriptors, self.plan.ratio)
-            obs[m[:, 0], s] = other.keypoints[m[:, 1]]
+        for s, j in enumerate(others):
+            other_kp, other_desc = self._spill.get(j)
+            m = match_descriptors(desc, other_desc, self.plan.ratio)
+            obs[m[:, 0], s] = other_kp[m[:, 1]]
         seen = np.isfinite(obs[:, :, 0])
         codes = seen @ (1 << np.arange(len(others)))
         for code in np.unique(codes[codes > 0]):
@@ -161,25 +224,35 @@ class GeometryBuilder:
             slots = [s for s in range(len(others)) if code >> s & 1]
             if len(slots) + 1 < self.plan.min_views:
                 continue
-            uv = np.concatenate([ref.keypoints[rows, None].astype(np.float64), obs[rows][:, slots]], 1)
-            tri = triangulate([ref.view] + [others[s].view for s in slots], uv, self.plan.tri_limits)
-            z = np.where(tri.ok, tri.points @ ref.view.R[2] + ref.view.t[2], np.nan)  # depth in the map image
+            uv = np.concatenate([kp[rows, None].astype(np.float64), obs[rows][:, slots]], 1)
+            tri = triangulate([ref] + [self._views[others[s]] for s in slots], uv, self.plan.tri_limits)
+            z = np.where(tri.ok, tri.points @ ref.R[2] + ref.t[2], np.nan)  # depth in the map image
             lim = self.plan.depth_limits  # the depth path's range: a far two-view point is mostly a mismatch
             ok = tri.ok & (z >= lim.min_depth_m) & (z <= lim.max_depth_m)
             points[rows[ok]] = tri.points[ok]
-        return ref.keypoints, ref.descriptors, points
+        return kp, desc, points
+
+    def close(self) -> None:
+        """Close the geometry files and remove the temporary features; safe to call again."""
+        try:
+            self.writer.close()
+        finally:
+            if self._spill is not None:
+                self._spill.remove()
 
     def finish(self) -> dict[str, Any]:
-        """Write what is left, close the files and return the manifest's "geometry" record."""
+        """Triangulate (two-pass), close the files, remove the temporary features and return the manifest's
+        "geometry" record."""
         t0 = time.perf_counter()
         try:
-            if self.plan.method == "triangulate":
-                self._drain(final=True)
+            if self._spill is not None:
+                self._triangulate_all()
         finally:
-            self.writer.close()
+            self.close()
         self.seconds += time.perf_counter() - t0
         cam = self.cam or self.plan.intrinsics
         extra: dict[str, Any] = {"seconds": round(self.seconds, 3)}
         if self.plan.method == "triangulate":
-            extra["neighbours"] = self.plan.neighbours
+            extra.update(partners=self.plan.partners, partner_max_angle_deg=self.plan.partner_max_angle_deg,
+                         partner_rule=PARTNER_RULE)
         return self.writer.record(self.plan.method, cam, features=self.plan.sift.to_record(), **extra)

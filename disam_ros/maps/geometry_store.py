@@ -11,11 +11,13 @@ geometry_offsets.npy      (M + 1,) int64  map image i owns rows offsets[i]:offse
 ```
 The manifest's "geometry" object records how (method "depth" or "triangulate"), the intrinsics of the map images
 (`intrinsics`: fx fy cx cy width height + plumb_bob k1 k2 p1 p2 k3), the SIFT recipe (`features`:
-pose.features.SiftConfig.to_record(); "sift" in maps written before it was recorded = Lowe's defaults) and
-counts. The four files are listed in
-`files` with sha256 like every other map file; keypoints are scanned for NaN/inf at load (maps/integrity.py),
-points3d only for inf (NaN is its "no point" mark). A version-1 map, or one built with `--geometry none`, has no
-"geometry": it loads and localizes retrieval-only, and `geometry_note` says why in one line.
+pose.features.SiftConfig.to_record(); "sift" in maps written before it was recorded = Lowe's defaults),
+counts and, for "triangulate", how each image's partner views were chosen (`partners` k, `partner_max_angle_deg`,
+`partner_rule` "pose": maps/covisibility.py; older maps record `neighbours` k, images i-k..i+k). The four files
+are listed in `files` with sha256 like every other map file; keypoints are scanned for NaN/inf at load
+(maps/integrity.py), points3d only for inf (NaN is its "no point" mark). A version-1 map, or one built with
+`--geometry none`, has no "geometry": it loads and localizes retrieval-only, and `geometry_note` says why in one
+line.
 """
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ INTRINSIC_KEYS = ("fx", "fy", "cx", "cy", "width", "height", "k1", "k2", "p1", "
 NOTE_OLD = "built before map geometry: rebuild with disam-build-map to get metric poses"
 NOTE_NONE = "built without map geometry (--geometry none or no intrinsics): rebuild with disam-build-map " \
             "--geometry auto and camera intrinsics to get metric poses"
+# how triangulate chose each image's views ("neighbours": maps built before pose partners)
+TRIANGULATION_KEYS = ("partners", "partner_max_angle_deg", "partner_rule", "neighbours")
 _FIX = "the map is inconsistent; rebuild it with disam-build-map"
 
 
@@ -184,5 +188,6 @@ def merge_geometry(shards: list[Any], directory: Path) -> dict[str, Any] | None:
     finally:
         out.close()
     seconds = round(sum(float(r.get("seconds", 0.0)) for r in records), 3)
+    how = {k: first[k] for k in TRIANGULATION_KEYS if k in first and all(r.get(k) == first[k] for r in records)}
     return out.record(first["method"], Intrinsics(**first["intrinsics"]), features=first.get("features", "sift"),
-                      seconds=seconds)
+                      seconds=seconds, **how)

@@ -1,6 +1,6 @@
 """Pose: where exactly the camera is, once retrieval has said which place. Local features of the query and
 the map images, their matching (classical or dense DISAM correspondences), the map's 3D points (from depth
-or triangulated from the reference drive's own neighbouring frames), and the absolute pose solved with a
+or triangulated from other map images that see the same scene), and the absolute pose solved with a
 maintained RANSAC + minimal solver + non-linear refinement (pycolmap / poselib / OpenCV), with the inliers
 that verify a retrieval geometrically. Pure geometry on arrays: it sits on `model` and `data` only, so map
 building (`maps`) stores 3D points with it and the relocalizer verifies retrievals with it. No ROS imports.

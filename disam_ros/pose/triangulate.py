@@ -1,12 +1,12 @@
 """Triangulation of feature tracks seen by cameras of known intrinsics and known pose, with the checks that
 decide whether a 3D point is fit to go into a map.
 
-Why: a map image's 3D points come from depth where a dataset has it, otherwise from the reference drive's
-neighbouring frames (known poses, matched features). A point is only as good as its geometry, so every point
-carries the first reason it failed, in this order: DEGENERATE (no finite solution), BEHIND (not in front of
-every camera), REPROJECTION (farther than max_error_px from an observation in some view), PARALLAX (the
-largest angle between the viewing rays is below min_angle_deg: depth along the ray is not observable, e.g.
-a far building seen from two frames 1 m apart).
+Why: a map image's 3D points come from depth where a dataset has it, otherwise from other map images of known
+pose that see the same scene (chosen by maps/covisibility.py; matched features). A point is only as good as its
+geometry, so every point carries the first reason it failed, in this order: DEGENERATE (no finite solution),
+BEHIND (not in front of every camera), REPROJECTION (farther than max_error_px from an observation in some
+view), PARALLAX (the largest angle between the viewing rays is below min_angle_deg: depth along the ray is not
+observable, e.g. a far building seen from two frames 1 m apart).
 
 Method: the linear DLT on undistorted normalised coordinates (cv2.undistortPoints), one SVD per track,
 batched over all tracks seen in the same views (numpy's batched SVD); the map origin is moved to the mean
