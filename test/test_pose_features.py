@@ -104,3 +104,26 @@ def test_half_scale_keypoints_land_on_the_full_scale_image():
     np.testing.assert_allclose(half.scales, own.scales * 2, rtol=1e-6)
     with pytest.raises(ValueError, match="scale"):
         SiftConfig(scale=2.0)
+
+
+def test_the_longer_side_cap_sets_the_detection_scale_by_hand():
+    from disam_ros.pose.features import MAP_SIFT, detection_scale
+
+    assert detection_scale(MAP_SIFT, 640, 480) == 1.0  # the demo's images are untouched by the map recipe's cap
+    assert detection_scale(SiftConfig(max_side=1600), 4000, 3000) == 0.4
+    assert detection_scale(SiftConfig(max_side=1600, scale=0.5), 2000, 1500) == 0.5  # the smaller factor wins
+    assert detection_scale(SiftConfig(max_side=1600, scale=0.5), 4000, 3000) == 0.4
+    assert detection_scale(SiftConfig(), 9000, 9000) == 1.0  # 0 = no cap
+    old = {k: v for k, v in MAP_SIFT.to_record().items() if k != "max_side"}  # a map written before the cap
+    assert SiftConfig.from_record(old).max_side == 0
+    with pytest.raises(ValueError, match="max_side=-1 must be >= 0"):
+        SiftConfig(max_side=-1)
+
+
+def test_a_capped_big_image_gives_the_keypoints_of_its_half_size_copy():
+    small = texture(3)
+    big = cv2.resize(small, (small.shape[1] * 2, small.shape[0] * 2), interpolation=cv2.INTER_CUBIC)
+    capped = detect_sift(big, SiftConfig(max_side=max(small.shape[:2])))
+    own = detect_sift(cv2.resize(big, small.shape[1::-1], interpolation=cv2.INTER_AREA))
+    np.testing.assert_allclose(capped.keypoints, own.keypoints * 2 + 0.5, atol=1e-3)
+    np.testing.assert_array_equal(capped.descriptors, own.descriptors)

@@ -33,11 +33,15 @@ class SiftConfig:
     root_sift: bool = False
     clahe: bool = False
     scale: float = 1.0  # detect on the image resized by this factor (0.5: a quarter of the cost at 640x480)
+    # ... and never on more than this many pixels along the longer side (0 = no cap). Why: a real photograph of
+    # 4000x3000 would spend seconds on SIFT and its 2000 strongest keypoints would be fine-scale texture that
+    # another camera or season does not repeat; hloc's SIFT caps at 1600 too. 640x480 images are untouched.
+    max_side: int = 0
 
     def __post_init__(self) -> None:
-        if self.nfeatures < 0 or self.n_octave_layers < 1 or not self.sigma > 0:
-            raise ValueError(f"SiftConfig: nfeatures={self.nfeatures} must be >= 0, n_octave_layers="
-                             f"{self.n_octave_layers} >= 1 and sigma={self.sigma} > 0")
+        if self.nfeatures < 0 or self.n_octave_layers < 1 or not self.sigma > 0 or self.max_side < 0:
+            raise ValueError(f"SiftConfig: nfeatures={self.nfeatures} and max_side={self.max_side} must be >= 0, "
+                             f"n_octave_layers={self.n_octave_layers} >= 1 and sigma={self.sigma} > 0")
         if not (0.0 < self.contrast_threshold < 1.0 and self.edge_threshold > 0 and 0.1 <= self.scale <= 1.0):
             raise ValueError(f"SiftConfig: contrast_threshold={self.contrast_threshold} must be in (0, 1) and "
                              f"edge_threshold={self.edge_threshold} > 0, scale={self.scale} in [0.1, 1]")
@@ -46,7 +50,7 @@ class SiftConfig:
         """What a map records about how its keypoints were found (the query must be treated alike)."""
         return {"kind": "sift", "nfeatures": self.nfeatures, "n_octave_layers": self.n_octave_layers,
                 "contrast_threshold": self.contrast_threshold, "edge_threshold": self.edge_threshold,
-                "sigma": self.sigma, "clahe": self.clahe, "scale": self.scale}
+                "sigma": self.sigma, "clahe": self.clahe, "scale": self.scale, "max_side": self.max_side}
 
     @classmethod
     def from_record(cls, record: object) -> SiftConfig:
@@ -58,12 +62,13 @@ class SiftConfig:
         if not isinstance(record, dict) or record.get("kind") != "sift" or not set(keys) <= set(record):
             raise ValueError(f"map geometry features {str(record)[:80]!r} are not a SIFT recipe: rebuild the map")
         try:
-            return cls(**{k: record[k] for k in keys}, scale=record.get("scale", 1.0))
+            return cls(**{k: record[k] for k in keys}, scale=record.get("scale", 1.0),
+                       max_side=record.get("max_side", 0))  # maps written before the cap: none
         except TypeError as exc:
             raise ValueError(f"map geometry features recipe is invalid ({exc}): rebuild the map") from None
 
 
-MAP_SIFT = SiftConfig(contrast_threshold=0.01, clahe=True)
+MAP_SIFT = SiftConfig(contrast_threshold=0.01, clahe=True, max_side=1600)
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,13 @@ def root_sift(descriptors: np.ndarray) -> np.ndarray:
     return np.sqrt(d)
 
 
+def detection_scale(config: SiftConfig, width: int, height: int) -> float:
+    """The factor an image of this size is resized by before detection: `scale`, lowered so that the longer
+    side stays within `max_side` when that is set."""
+    cap = config.max_side / max(width, height) if config.max_side else 1.0
+    return min(config.scale, cap)
+
+
 def detect_sift(image: np.ndarray, config: SiftConfig | None = None, mask: np.ndarray | None = None) -> Features:
     """SIFT keypoints and descriptors of an image; `mask` (H,W) uint8/bool, non-zero where to detect."""
     config = config or SiftConfig()
@@ -118,8 +130,9 @@ def detect_sift(image: np.ndarray, config: SiftConfig | None = None, mask: np.nd
             raise ValueError(f"feature mask shape {mask.shape} differs from the image's {grey.shape}")
         mask = (mask != 0).astype(np.uint8)
     h, w = grey.shape
-    size = (max(1, round(w * config.scale)), max(1, round(h * config.scale)))
-    if config.scale != 1.0:
+    factor = detection_scale(config, w, h)
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    if factor != 1.0:
         grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
         mask = None if mask is None else cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
     grey = equalise(grey) if config.clahe else grey
