@@ -274,3 +274,20 @@ def test_auto_without_intrinsics_builds_retrieval_only(geo_world, tmp_path, capl
     assert any("retrieval-only" in r.getMessage() and "camera intrinsics" in r.getMessage() for r in caplog.records)
     m = LocalizationMap.load(out)
     assert not m.has_geometry and "--geometry" in m.geometry_note and m.manifest["version"] == 2
+
+
+def test_the_size_estimate_bounds_the_geometry_files_built(geo_world):
+    """The disk check before a build counts map geometry: every geometry file a real build wrote is within its
+    estimate (an upper bound: images keep at most nfeatures keypoints)."""
+    from disam_ros.maps.descriptors import estimate_map_size, settings_for_mode
+    from disam_ros.maps.geometry_build import GeometryPlan, geometry_budget
+
+    assert geometry_budget(None) is None
+    for geometry in ("auto", "triangulate"):
+        m = LocalizationMap.load(geo_world[geometry])
+        plan = GeometryPlan(method=m.manifest["geometry"]["method"], intrinsics=m.map_geometry.intrinsics)
+        est = estimate_map_size(FRAMES, (64, 16, 16), None, settings_for_mode("exact"), geometry=geometry_budget(plan))
+        names = [n for n in est.files if n.startswith("geometry_")]
+        assert len(names) == 4
+        for name in names:
+            assert (geo_world[geometry] / name).stat().st_size <= est.files[name], (geometry, name)

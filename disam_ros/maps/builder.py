@@ -30,7 +30,7 @@ from disam_ros.maps.descriptors import (
     pooled_shape,
 )
 from disam_ros.maps.fused import branch_record, depth_dim, with_depth
-from disam_ros.maps.geometry_build import GeometryBuilder, GeometryPlan
+from disam_ros.maps.geometry_build import GeometryBuilder, GeometryPlan, geometry_budget
 from disam_ros.maps.geometry_store import merge_geometry
 from disam_ros.maps.ivfpq import build_faiss
 from disam_ros.maps.localization_map import load_contents
@@ -274,7 +274,7 @@ def build_map(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike | No
     if batch_size < 1:
         raise ValueError(f"batch_size {batch_size} must be at least 1")
     check_domain(domain, coarse, fine)
-    check_map_size(Path(out_dir), total, coarse, fine, s)
+    check_map_size(Path(out_dir), total, coarse, fine, s, geometry=geometry_budget(geometry))
     models = {"coarse": model_record(coarse, checkpoint_paths[0]) | branch_record(coarse),
               "fine": None if fine is None else model_record(fine, checkpoint_paths[1])}
     with MapStage(Path(out_dir), overwrite) as stage:

@@ -247,9 +247,23 @@ class MapSizeEstimate:
         return sum(self.files.values())
 
 
+GEOMETRY_ROW_BYTES = {"geometry_keypoints.npy": 8, "geometry_descriptors.npy": 128, "geometry_points3d.npy": 12}
+TRIANGULATE_TEMP_ROW_BYTES = 8 + 128  # keypoints and descriptors held on disk between the two passes
+
+
+def geometry_size(n: int, keypoints: int, triangulate: bool) -> tuple[dict[str, int], int]:
+    """Map geometry files for n images of at most `keypoints` keypoints each (an upper bound: images with fewer
+    cost less), and the temporary bytes a triangulating build holds beside them until it ends."""
+    files = {k: _NPY_HEADER + n * keypoints * b for k, b in GEOMETRY_ROW_BYTES.items()}
+    files["geometry_offsets.npy"] = _NPY_HEADER + 8 * (n + 1)
+    return files, (n * keypoints * TRIANGULATE_TEMP_ROW_BYTES if triangulate else 0)
+
+
 def estimate_map_size(n: int, coarse_content: tuple[int, int, int], fine_content: tuple[int, int, int] | None,
-                      s: DescriptorSettings, name_bytes: int = 12) -> MapSizeEstimate:
-    """Bytes of the map `build_map` writes for n images (within a few % for flat maps; faiss files roughly)."""
+                      s: DescriptorSettings, name_bytes: int = 12,
+                      geometry: tuple[int, bool] | None = None) -> MapSizeEstimate:
+    """Bytes of the map `build_map` writes for n images (within a few % for flat maps; faiss files roughly).
+    `geometry`: (keypoints per image at most, triangulated?) when the map gets geometry (an upper bound)."""
     d_raw = math.prod(pooled_shape(coarse_content, s.coarse_grid))
     item = {"float32": 4, "float16": 2}
     raw_bytes = _NPY_HEADER + n * d_raw * (2 if s.pca_dim is not None else item[s.coarse_dtype])
@@ -275,6 +289,10 @@ def estimate_map_size(n: int, coarse_content: tuple[int, int, int], fine_content
         files["coarse.faiss"] = ram = vectors + int(n * s.hnsw_m * 2 * 4 * 1.1) + 1024
     if fine_content is not None:
         files["fine.npy"] = _NPY_HEADER + n * math.prod(pooled_shape(fine_content, s.fine_grid)) * item[s.fine_dtype]
+    temporary = 0
+    if geometry is not None:
+        geo_files, temporary = geometry_size(n, *geometry)
+        files.update(geo_files)
     files["manifest.json"] += 70 * sum(b // (32 << 20) for b in files.values())  # chunk hashes
-    peak = sum(files.values()) + (raw_bytes if s.pca_dim is not None or s.index != "flat" else 0)
+    peak = sum(files.values()) + temporary + (raw_bytes if s.pca_dim is not None or s.index != "flat" else 0)
     return MapSizeEstimate(files, peak, ram + n * 200)  # + names and poses in Python objects

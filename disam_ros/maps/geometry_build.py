@@ -256,3 +256,11 @@ class GeometryBuilder:
             extra.update(partners=self.plan.partners, partner_max_angle_deg=self.plan.partner_max_angle_deg,
                          partner_rule=PARTNER_RULE)
         return self.writer.record(self.plan.method, cam, features=self.plan.sift.to_record(), **extra)
+
+
+def geometry_budget(plan: GeometryPlan | None) -> tuple[int, bool] | None:
+    """(keypoints per image at most, triangulated?) for the map's size estimate; None without geometry. An
+    unlimited SIFT (nfeatures 0) is budgeted at 8000 keypoints, about what a 1600 px photograph gives."""
+    if plan is None:
+        return None
+    return plan.sift.nfeatures or 8000, plan.method == "triangulate"

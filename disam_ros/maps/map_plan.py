@@ -125,20 +125,22 @@ def _existing(path: Path) -> Path:
 
 
 def check_map_size(out_dir: Path, total: int | None, coarse: EncoderLike, fine: EncoderLike | None,
-                   s: DescriptorSettings, ram_bytes: int | None = -1) -> None:
+                   s: DescriptorSettings, ram_bytes: int | None = -1, geometry: tuple[int, bool] | None = None
+                   ) -> None:
     """Say what the map will cost before encoding: an exact map of paper-size features is ~6 MiB per image, so
     a few thousand images silently become gigabytes. Warns when the localizer's coarse search would exceed the
     machine's available RAM (`ram_bytes`; -1 reads /proc/meminfo, None skips), refuses (MapError) a build that
     cannot fit on the disk."""
     fine_shape = None if fine is None else tuple(fine.content_shape)
-    est = estimate_map_size(max(total or 1, 1), tuple(coarse.content_shape), fine_shape, s)
+    est = estimate_map_size(max(total or 1, 1), tuple(coarse.content_shape), fine_shape, s, geometry=geometry)
     if not total:
         log.info("map (mode %s): about %s on disk and %s of RAM per image", s.mode, _human(est.disk),
                  _human(est.ram))
         return
     log.info("map of %d images (mode %s): about %s on disk (%s), %s of RAM for the coarse search", total, s.mode,
              _human(est.disk), ", ".join(f"{k} {_human(v)}" for k, v in sorted(est.files.items())), _human(est.ram))
-    compact = estimate_map_size(total, tuple(coarse.content_shape), fine_shape, settings_for_mode("pca"))
+    compact = estimate_map_size(total, tuple(coarse.content_shape), fine_shape, settings_for_mode("pca"),
+                                geometry=geometry)
     hint = (f"--mode pca would take about {_human(compact.disk)} on disk and {_human(compact.ram)} of RAM "
             "(--mode pca-full: RAM like pca, full fine features on disk, ~1 point R@1 from exact; --mode auto "
             "picks by size and RAM; docs/benchmarks.md measures every mode's cost)")
