@@ -136,7 +136,8 @@ FLOAT_PARAMS = frozenset(p.name for p in PARAMETERS if isinstance(p.default, flo
 # Parameters every rclpy node may be given besides ours (rclpy declares or reads them itself).
 BUILTIN_PARAMS = ("use_sim_time", "start_type_description_service")
 BUILTIN_PREFIXES = ("qos_overrides.",)
-_TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}
+_TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
+               list: "a list of numbers"}
 
 
 @dataclass(frozen=True)
@@ -188,14 +189,19 @@ class LocalizerConfig:
 
 
 def declare_parameters(node: Node) -> None:
-    """Declare every localizer parameter with its description; float ones accept integers too (-p x:=2).
+    """Declare every localizer parameter with its description; float ones accept integers too (-p x:=2)."""
+    declare_all(node, PARAMETERS, FLOAT_PARAMS)
+
+
+def declare_all(node: Node, parameters: tuple, float_params: frozenset) -> None:
+    """Declare `parameters` (Param) on `node`: read-only unless dynamic, float ones and lists dynamically typed.
 
     An override of the wrong type (`-p top_n:=abc`) becomes a ConfigError naming the expected type, instead of
-    rclpy's InvalidParameterTypeException traceback."""
-    for p in PARAMETERS:
+    rclpy's InvalidParameterTypeException traceback. Shared by every node of the package."""
+    for p in parameters:
         desc = ParameterDescriptor(description=p.description, read_only=not p.dynamic,
                                    additional_constraints=p.constraints,
-                                   dynamic_typing=p.name in FLOAT_PARAMS)
+                                   dynamic_typing=p.name in float_params or isinstance(p.default, list))
         try:
             node.declare_parameter(p.name, p.default, desc)
         except ParameterException as exc:
@@ -209,16 +215,21 @@ def _text(value: Any) -> str:
 
 
 def check_unknown(names: list[str] | tuple[str, ...]) -> None:
-    """Refuse parameters the node does not declare (rclpy silently ignores them), naming the closest or all."""
-    unknown = sorted(n for n in names if n not in PARAMETER_NAMES and n not in BUILTIN_PARAMS
+    """Refuse parameters the localizer does not declare (rclpy silently ignores them)."""
+    refuse_unknown(names, PARAMETER_NAMES, NODE_NAME)
+
+
+def refuse_unknown(names: list[str] | tuple[str, ...], known: tuple[str, ...], node_name: str) -> None:
+    """Refuse parameters a node does not declare (rclpy silently ignores them), naming the closest or all."""
+    unknown = sorted(n for n in names if n not in known and n not in BUILTIN_PARAMS
                      and not n.startswith(BUILTIN_PREFIXES))
     if not unknown:
         return
     name = unknown[0]
-    close = difflib.get_close_matches(name, PARAMETER_NAMES, n=1)
-    hint = f"did you mean '{close[0]}'?" if close else f"known are {', '.join(PARAMETER_NAMES)}"
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"known are {', '.join(known)}"
     more = f" (and {len(unknown) - 1} more unknown: {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
-    raise ConfigError(f"unknown parameter '{name}' for {NODE_NAME}: {hint}{more}")
+    raise ConfigError(f"unknown parameter '{name}' for {node_name}: {hint}{more}")
 
 
 def check_overrides(node: Node) -> None:

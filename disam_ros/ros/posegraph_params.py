@@ -7,17 +7,14 @@ the fix, as for the localizer (disam_ros/ros/node_params.py, whose Param and Con
 """
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
 from disam_ros.ros.hint_parse import parse_camera_in_base
-from disam_ros.ros.node_params import BUILTIN_PARAMS, BUILTIN_PREFIXES, TOPIC_RE, ConfigError, Param
+from disam_ros.ros.node_params import TOPIC_RE, Param, declare_all, refuse_unknown
 from disam_ros.ros.node_params import ros_argv as node_ros_argv
 
 NODE_NAME = "disam_posegraph"
@@ -78,8 +75,6 @@ PARAMETERS: tuple[Param, ...] = (
 )
 PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
 FLOAT_PARAMS = frozenset(p.name for p in PARAMETERS if isinstance(p.default, float))
-_TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
-               list: "a list of numbers"}
 
 
 @dataclass(frozen=True)
@@ -121,28 +116,13 @@ assert {f.name for f in fields(PoseGraphNodeConfig)} == set(PARAMETER_NAMES)
 
 
 def declare_parameters(node: Node) -> None:
-    """Declare every parameter with its description (all read-only: configure reads them); float ones accept
-    integers too, camera_in_base a list of integers. A wrong-type override becomes a ConfigError naming the
-    expected type."""
-    for p in PARAMETERS:
-        desc = ParameterDescriptor(description=p.description, read_only=True, additional_constraints=p.constraints,
-                                   dynamic_typing=p.name in FLOAT_PARAMS or isinstance(p.default, list))
-        try:
-            node.declare_parameter(p.name, p.default, desc)
-        except ParameterException as exc:
-            raise ConfigError(f"parameter '{p.name}' must be {_TYPE_NAMES[type(p.default)]} (default "
-                              f"{p.default!r}): fix -p {p.name}:=... or its params file entry "
-                              f"({str(exc).split(':')[0]})") from None
+    """Declare every parameter (read-only) with its description; a wrong-type override -> ConfigError (one line)."""
+    declare_all(node, PARAMETERS, FLOAT_PARAMS)
 
 
 def check_unknown(names: list[str] | tuple[str, ...]) -> None:
     """Refuse parameters the node does not declare (rclpy silently ignores them), naming the closest."""
-    unknown = sorted(n for n in names if n not in PARAMETER_NAMES and n not in BUILTIN_PARAMS
-                     and not n.startswith(BUILTIN_PREFIXES))
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], PARAMETER_NAMES, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"known are {', '.join(PARAMETER_NAMES)}"
-        raise ConfigError(f"unknown parameter '{unknown[0]}' for {NODE_NAME}: {hint}")
+    refuse_unknown(names, PARAMETER_NAMES, NODE_NAME)
 
 
 def check_value(name: str, value: Any) -> Any:
