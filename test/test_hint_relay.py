@@ -30,6 +30,7 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from geometry_msgs.msg import PoseWithCovarianceStamped  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
+from test_node_process_utils import start_node_process, stop  # noqa: E402
 
 from disam_ros.geometry import R_BODY_OPTICAL, quat_to_rot  # noqa: E402
 from disam_ros.pose.relative import relative_covariance  # noqa: E402
@@ -242,22 +243,7 @@ class Relays:
 
 
 def start_relay(ns: str, log: Path, params: dict[str, str]) -> subprocess.Popen:
-    args = ["--params-file", str(REPO / "config" / "hint_relay.yaml"), "--ros-args", "-r", f"__ns:=/{ns}"]
-    for k, v in params.items():
-        args += ["-p", f"{k}:={v}"]
-    with open(log, "wb") as f:
-        return subprocess.Popen([sys.executable, "-m", "disam_ros.ros.hint_relay", *args], stdout=f,
-                                stderr=subprocess.STDOUT, env=child_env({"ROS_LOG_DIR": str(log.parent)}))
-
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            return proc.wait(10.0)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait()
+    return start_node_process("disam_ros.ros.hint_relay", REPO / "config" / "hint_relay.yaml", ns, log, params)
 
 
 @pytest.fixture(scope="module")

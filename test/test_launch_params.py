@@ -391,7 +391,7 @@ def test_posegraph_params_file_matches_declarations(context):
     bare.destroy_node()
     node = Node(pgp.NODE_NAME, context=context, cli_args=["--ros-args", "--params-file", str(POSEGRAPH_PARAMS)])
     try:
-        pgp.declare_parameters(node)  # rcl parses the file as overrides: a type mismatch would raise here
+        ln.declare_all(node, pgp.PARAMETERS, pgp.FLOAT_PARAMS)  # rcl parses the file as overrides: a mismatch raises
         assert set(node._parameters) - builtin == set(pgp.PARAMETER_NAMES)
         for p in pgp.PARAMETERS:
             assert node.describe_parameter(p.name).description, p.name

@@ -12,7 +12,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -33,11 +32,11 @@ from nav_msgs.msg import Path as PathMsg  # noqa: E402
 from rcl_interfaces.msg import Log  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from std_msgs.msg import Header, String  # noqa: E402
+from test_node_process_utils import start_node_process, stop  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from disam_ros.geometry import R_BODY_OPTICAL, quat_to_rot, rot_to_quat, yaw_pitch_roll_to_quat  # noqa: E402
 from disam_ros.ros.client import DdsPeer  # noqa: E402
-from disam_ros.ros.env import child_env  # noqa: E402
 from disam_ros.ros.messages import LOOP_CLOSURE_SCHEMA, sec_to_stamp, stamp_to_sec  # noqa: E402
 from disam_ros.ros.posegraph_msgs import TFMessage  # noqa: E402
 
@@ -175,22 +174,7 @@ class Peer(DdsPeer):
 
 
 def start_node(ns: str, log: Path) -> subprocess.Popen:
-    args = ["--params-file", str(REPO / "config" / "posegraph.yaml"), "--ros-args", "-r", f"__ns:=/{ns}"]
-    for k, v in NODE_PARAMS.items():
-        args += ["-p", f"{k}:={v}"]
-    with open(log, "wb") as f:
-        return subprocess.Popen([sys.executable, "-m", "disam_ros.ros.posegraph_node", *args], stdout=f,
-                                stderr=subprocess.STDOUT, env=child_env({"ROS_LOG_DIR": str(log.parent)}))
-
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            return proc.wait(10.0)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.wait()
+    return start_node_process("disam_ros.ros.posegraph_node", REPO / "config" / "posegraph.yaml", ns, log, NODE_PARAMS)
 
 
 @dataclass

@@ -96,16 +96,6 @@ class RelayConfig:
 assert {f.name for f in fields(RelayConfig)} == set(PARAMETER_NAMES)
 
 
-def declare_parameters(node: Node) -> None:
-    """Declare every parameter (read-only) with its description; a wrong-type override -> ConfigError (one line)."""
-    declare_all(node, PARAMETERS, FLOAT_PARAMS)
-
-
-def check_unknown(names: list[str] | tuple[str, ...]) -> None:
-    """Refuse parameters the node does not declare (rclpy silently ignores them), naming the closest."""
-    refuse_unknown(names, PARAMETER_NAMES, NODE_NAME)
-
-
 def check_value(name: str, value: Any) -> Any:
     """Validate one value (ValueError, one line); returns it normalised (floats as float)."""
     if name in FLOAT_PARAMS:
@@ -169,8 +159,8 @@ class HintRelayNode(Node):
     def __init__(self, dds: env.DdsSettings | None = None, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.get_logger().info(self._dds_line(dds))
-        declare_parameters(self)
-        check_unknown(tuple(getattr(self, "_parameter_overrides", {}) or {}))
+        declare_all(self, PARAMETERS, FLOAT_PARAMS)  # ConfigError for an override of the wrong type
+        refuse_unknown(tuple(getattr(self, "_parameter_overrides", {}) or {}), PARAMETER_NAMES, NODE_NAME)
         try:
             cfg = self.cfg = read_config(self)
         except ValueError as exc:

@@ -43,7 +43,7 @@ from disam_ros.ros import node_stats as S
 from disam_ros.ros import posegraph_feed as F
 from disam_ros.ros import posegraph_msgs as PM
 from disam_ros.ros import posegraph_params as PP
-from disam_ros.ros.node_params import ConfigError, one_line
+from disam_ros.ros.node_params import ConfigError, declare_all, one_line, refuse_unknown
 from disam_ros.ros.node_signals import StopSignals, fail
 
 NODE_NAME = PP.NODE_NAME
@@ -58,8 +58,8 @@ class PoseGraphNode(LifecycleNode):
     def __init__(self, dds: env.DdsSettings | None = None, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.get_logger().info(self._dds_line(dds))
-        PP.declare_parameters(self)  # ConfigError for an override of the wrong type
-        PP.check_unknown(tuple(getattr(self, "_parameter_overrides", {}) or {}))  # ... or a misspelt -p name
+        declare_all(self, PP.PARAMETERS, PP.FLOAT_PARAMS)  # ConfigError for an override of the wrong type
+        refuse_unknown(tuple(getattr(self, "_parameter_overrides", {}) or {}), PP.PARAMETER_NAMES, PP.NODE_NAME)
         # rclpy fixes a severity per calling line: each throttle emits from its own lambda.
         self._log_warn = S.LogThrottle(lambda text: self.get_logger().warning(text))
         self._log_error = S.LogThrottle(lambda text: self.get_logger().error(text))

@@ -14,7 +14,7 @@ from typing import Any
 from rclpy.node import Node
 
 from disam_ros.ros.hint_parse import parse_camera_in_base
-from disam_ros.ros.node_params import TOPIC_RE, Param, declare_all, refuse_unknown
+from disam_ros.ros.node_params import TOPIC_RE, Param
 from disam_ros.ros.node_params import ros_argv as node_ros_argv
 
 NODE_NAME = "disam_posegraph"
@@ -113,16 +113,6 @@ class PoseGraphNodeConfig:
 
 
 assert {f.name for f in fields(PoseGraphNodeConfig)} == set(PARAMETER_NAMES)
-
-
-def declare_parameters(node: Node) -> None:
-    """Declare every parameter (read-only) with its description; a wrong-type override -> ConfigError (one line)."""
-    declare_all(node, PARAMETERS, FLOAT_PARAMS)
-
-
-def check_unknown(names: list[str] | tuple[str, ...]) -> None:
-    """Refuse parameters the node does not declare (rclpy silently ignores them), naming the closest."""
-    refuse_unknown(names, PARAMETER_NAMES, NODE_NAME)
 
 
 def check_value(name: str, value: Any) -> Any:
