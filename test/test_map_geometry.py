@@ -291,3 +291,21 @@ def test_the_size_estimate_bounds_the_geometry_files_built(geo_world):
         assert len(names) == 4
         for name in names:
             assert (geo_world[geometry] / name).stat().st_size <= est.files[name], (geometry, name)
+
+
+def test_sift_max_side_is_recorded_and_a_bad_one_is_a_one_line_error(geo_world, tmp_path, capsys):
+    """The cap a map is built with is in its manifest (queries are detected alike); the default is the map
+    recipe's 1600 px; a negative cap is refused before any work, exit 2."""
+    from disam_ros.maps.build_map import main
+    from disam_ros.pose.features import MAP_SIFT, SiftConfig
+
+    assert LocalizationMap.load(geo_world["auto"]).manifest["geometry"]["features"]["max_side"] == MAP_SIFT.max_side
+    out = build_map_from_folder(MapBuildConfig(out=tmp_path / "capped", dataset=geo_world["world"], condition="sunny",
+                                               coarse=geo_world["ckpt"], progress=False, sift_max_side=64))
+    record = LocalizationMap.load(out).manifest["geometry"]["features"]
+    assert record["max_side"] == 64 and SiftConfig.from_record(record).max_side == 64
+    rc = main(["--dataset", str(geo_world["world"]), "--condition", "sunny", "--coarse", str(geo_world["ckpt"]),
+               "--out", str(tmp_path / "bad"), "--sift-max-side", "-1", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["disam-build-map: error: --sift-max-side -1: give a number of pixels >= 0 (0 = no cap)"]
+    assert not (tmp_path / "bad").exists()

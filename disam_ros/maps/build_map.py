@@ -32,6 +32,7 @@ from disam_ros.maps.builder import build_map, merge_shards
 from disam_ros.maps.descriptors import DTYPES, INDEXES, MODES, settings_for_mode
 from disam_ros.maps.geometry_build import GEOMETRY_CHOICES, GeometryPlan, plan_geometry
 from disam_ros.maps.map_plan import AUTO, resolve_mode
+from disam_ros.pose.features import MAP_SIFT
 from disam_ros.shipped import checkpoint_arg
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
                    "(default auto: depth when <condition>/depth/ exists, else triangulate; none without intrinsics)")
     p.add_argument("--sift-scale", type=float, default=1.0, help="map geometry: detect SIFT on the image resized "
                    "by this factor in [0.1, 1] (0.5: about 4x faster verification per frame; docs/pose.md)")
+    p.add_argument("--sift-max-side", type=int, default=MAP_SIFT.max_side, help="map geometry: detect SIFT on "
+                   f"copies at most this many pixels along the longer side (default {MAP_SIFT.max_side}; 0 = no cap); "
+                   "for map photographs bigger than the query camera's images, its longer side (docs/maps.md)")
     p.add_argument("--frame-id", default="map", help="TF frame of the poses (default map)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
@@ -145,6 +149,7 @@ class MapBuildConfig:
     index: str | None = None
     geometry: str = "auto"  # map geometry: auto, depth, triangulate or none (maps/geometry_build.py)
     sift_scale: float = 1.0  # map geometry: detect SIFT on the image resized by this (queries follow the map)
+    sift_max_side: int = MAP_SIFT.max_side  # ... and on at most this many pixels along the longer side (0 = no cap)
     frame_id: str = "map"
     batch_size: int = 16
     device: str = "auto"
@@ -182,7 +187,7 @@ def build_map_from_folder(conf: MapBuildConfig) -> Path:
                                      depth_paths=folder.depth_paths[lo:hi])
         source += f"; shard {i}/{n} (images {lo}..{hi - 1})"
     geometry = sift_scaled(folder_geometry(conf.geometry, folder, dataset / conf.condition, poses_source),
-                           conf.sift_scale)
+                           conf.sift_scale, conf.sift_max_side)
     coarse, fine = conf.encoders()
     settings = conf.settings(resolve_mode(conf.mode, whole, coarse, fine, conf.out, use_ram=conf.shard is None))
     return build_map(iter_frames(folder), coarse, fine, conf.out, conf.domain or conf.condition, settings,
@@ -193,9 +198,14 @@ def build_map_from_folder(conf: MapBuildConfig) -> Path:
                      geometry=geometry)
 
 
-def sift_scaled(plan: GeometryPlan | None, scale: float) -> GeometryPlan | None:
-    """The plan with its SIFT detection scale set (recorded in the map; the verifier treats queries alike)."""
-    return None if plan is None else dataclasses.replace(plan, sift=dataclasses.replace(plan.sift, scale=scale))
+def sift_scaled(plan: GeometryPlan | None, scale: float, max_side: int = MAP_SIFT.max_side) -> GeometryPlan | None:
+    """The plan with its SIFT detection scale and longer-side cap set (recorded in the map; the verifier treats
+    queries alike). A ValueError names a cap below 0."""
+    if max_side < 0:
+        raise ValueError(f"--sift-max-side {max_side}: give a number of pixels >= 0 (0 = no cap)")
+    if plan is None:
+        return None
+    return dataclasses.replace(plan, sift=dataclasses.replace(plan.sift, scale=scale, max_side=max_side))
 
 
 def folder_geometry(choice: str, folder: ConditionFolder, cdir: Path, poses_source: str) -> GeometryPlan | None:
@@ -257,7 +267,8 @@ def build_map_from_bag(conf: MapBuildConfig) -> Path:
     bag = Path(conf.bag)
     from disam_ros.data.bags import open_bag
     open_bag(bag).close()  # a missing or damaged bag is refused now, in one line, before any progress bar
-    geometry = sift_scaled(bag_geometry(conf.geometry, bag, conf.image_topic, conf.pose_topic), conf.sift_scale)
+    geometry = sift_scaled(bag_geometry(conf.geometry, bag, conf.image_topic, conf.pose_topic), conf.sift_scale,
+                           conf.sift_max_side)
     settings = conf.settings(resolve_mode(conf.mode, bag_image_count(bag, conf.image_topic), coarse, fine,
                                               conf.out))
     return build_map(bag_frames(bag, conf.image_topic, conf.pose_topic, conf.max_gap), coarse, fine, conf.out,
