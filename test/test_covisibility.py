@@ -87,7 +87,6 @@ def test_opposite_view_and_same_position_are_never_partners():
     assert p[0].tolist() == [4, 5]
     assert p[1].tolist() == []  # nobody else looks its way
     assert p[2].tolist() == [4, 5]
-    assert 1 not in _sets(p)[0] | _sets(p)[2] and 0 not in _sets(p)[2] and 2 not in _sets(p)[0]
     assert p[3].tolist() == [4]  # 44 - 46 = 2 degrees apart; 0, 2 and 5 are 46 away
     assert choose_partners(centres, axes, k=0)[0].tolist() == []
     assert choose_partners(centres, axes, k=4, max_angle_deg=180.0)[0].tolist() == [3, 4, 5]  # still no baseline

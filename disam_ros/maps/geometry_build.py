@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from disam_ros.maps.covisibility import PARTNER_RULE, choose_partners
-from disam_ros.maps.geometry_store import DESCRIPTOR_DIM, GeometryWriter
+from disam_ros.maps.geometry_store import DESCRIPTOR_DIM, GeometryWriter, descriptors_u8
 from disam_ros.maps.npy_stream import NpyAppender
 from disam_ros.pose.backproject import DepthLimits, backproject
 from disam_ros.pose.camera import Intrinsics
@@ -113,9 +113,8 @@ class _FeatureSpill:
         self._read: tuple[np.ndarray, np.ndarray] | None = None
 
     def add(self, keypoints: np.ndarray, descriptors: np.ndarray) -> None:
-        desc = np.clip(np.rint(np.asarray(descriptors, np.float32)), 0, 255).astype(np.uint8)
         self._kp.append(np.asarray(keypoints, np.float32).reshape(-1, 2))
-        self._desc.append(desc.reshape(-1, DESCRIPTOR_DIM))
+        self._desc.append(descriptors_u8(descriptors))
         self.offsets.append(self.offsets[-1] + len(keypoints))
 
     def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:

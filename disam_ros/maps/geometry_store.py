@@ -135,6 +135,12 @@ def load_geometry(root: Path, manifest: dict[str, Any], mmap: bool = True) -> Ma
     return MapGeometry(record, kp, desc, pts, offsets)
 
 
+def descriptors_u8(descriptors: np.ndarray) -> np.ndarray:
+    """(N,128) SIFT descriptors as the map stores them: rounded to uint8 (OpenCV's float values are 0..255)."""
+    d = np.asarray(descriptors, np.float32).reshape(-1, DESCRIPTOR_DIM)
+    return np.clip(np.rint(d), 0, 255).astype(np.uint8)
+
+
 class GeometryWriter:
     """Streams one map image's (keypoints, descriptors, points3d) at a time into the four files."""
 
@@ -149,13 +155,13 @@ class GeometryWriter:
 
     def add(self, keypoints: np.ndarray, descriptors: np.ndarray, points: np.ndarray) -> None:
         kp = np.asarray(keypoints, np.float32).reshape(-1, 2)
-        desc = np.clip(np.rint(np.asarray(descriptors, np.float32).reshape(-1, DESCRIPTOR_DIM)), 0, 255)
+        desc = descriptors_u8(descriptors)
         pts = np.asarray(points, np.float32).reshape(-1, 3)
         if not len(kp) == len(desc) == len(pts):
             raise ValueError(f"map geometry rows disagree: {len(kp)} keypoints, {len(desc)} descriptors, "
                              f"{len(pts)} points")
         self._kp.append(kp)
-        self._desc.append(desc.astype(np.uint8))
+        self._desc.append(desc)
         self._pts.append(pts)
         self.offsets.append(self.offsets[-1] + len(kp))
         self.with_point += int(np.isfinite(pts).all(axis=1).sum())
