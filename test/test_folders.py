@@ -51,3 +51,50 @@ def test_camera_yaml_round_trip(tmp_path):
     (tmp_path / "bad.yaml").write_text("width: 3\n")
     with pytest.raises(ValueError, match="bad.yaml: unreadable camera intrinsics"):
         CameraIntrinsics.load(tmp_path / "bad.yaml")
+
+
+def test_stamp_named_images_take_the_ground_truth_interpolated_at_their_stamps(tmp_path, caplog):
+    """TUM RGB-D style: poses.txt is a 100 Hz ground-truth log (a straight 1 m/s drive turning 10 deg/s about z)
+    with a 0.5 s hole; images are named by their stamps, between and off the pose samples. Each image must get
+    the pose at its own stamp (closed form: x = t - t0, yaw = 10 deg/s), images in the hole or before the log are
+    left out (and logged), and a folder whose stamps miss the log entirely is refused in one line."""
+    import logging
+
+    from disam_ros.data.folders import POSE_MAX_GAP_S
+    from disam_ros.geometry import quat_angle_deg
+
+    t0 = 1305031102.0
+    ts = t0 + np.round(np.arange(0.0, 3.0, 0.01), 2)
+    ts = ts[(ts < t0 + 1.2) | (ts > t0 + 1.7)]  # the hole: 1.2 .. 1.7 s, wider than POSE_MAX_GAP_S
+    assert 0.5 > POSE_MAX_GAP_S
+
+    def yaw_quat(t):
+        a = np.radians(10.0 * (t - t0)) / 2.0
+        return np.c_[np.zeros_like(a), np.zeros_like(a), np.sin(a), np.cos(a)]
+
+    cdir = tmp_path / "sunny"
+    (cdir / "images").mkdir(parents=True)
+    write_tum(cdir / "poses.txt", make_trajectory(ts[::-1], np.c_[ts - t0, 0 * ts, 0 * ts][::-1], yaw_quat(ts)[::-1]))
+    image_t = [t0 - 0.2, t0 + 0.0333, t0 + 0.5004, t0 + 1.45, t0 + 2.2667]  # before the log, 2 inside, hole, inside
+    img = np.zeros((4, 6, 3), np.uint8)
+    for t in image_t:
+        cv2.imwrite(str(cdir / "images" / f"{t:.4f}.png"), img)
+    with caplog.at_level(logging.WARNING, logger="disam_ros"):
+        folder = load_condition(tmp_path, "sunny")
+    assert "2 of 5 images have no ground-truth pose" in caplog.text
+    want = np.array(image_t)[[1, 2, 4]]
+    assert [p.name for p in folder.image_paths] == [f"{t:.4f}.png" for t in want]
+    np.testing.assert_allclose(folder.trajectory.stamps, want, atol=1e-6)
+    np.testing.assert_allclose(folder.trajectory.positions[:, 0], want - t0, atol=1e-6)  # linear between samples
+    for q, t in zip(folder.trajectory.quats, want):
+        assert quat_angle_deg(q, yaw_quat(np.array([t]))[0]) < 1e-4
+    frames = list(iter_frames(folder))
+    assert [f.stamp for f in frames] == pytest.approx(list(want), abs=1e-6)
+
+    late = tmp_path / "late"
+    (late / "images").mkdir(parents=True)
+    write_tum(late / "poses.txt", make_trajectory(ts, np.c_[ts, 0 * ts, 0 * ts], yaw_quat(ts)))
+    for t in (t0 + 100.0, t0 + 101.0):
+        cv2.imwrite(str(late / "images" / f"{t:.4f}.png"), img)
+    with pytest.raises(ValueError, match="no image stamp .* falls inside the pose track"):
+        load_condition(tmp_path, "late")

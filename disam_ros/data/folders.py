@@ -1,7 +1,11 @@
 """Dataset folders: `ROOT/<condition>/images/*` with optional `poses.txt` (TUM), `camera.yaml` and `depth/`.
 
 Images are paired with poses by sorted file name: the k-th image has the k-th pose line. That keeps
-the format readable by hand and by hloc-style tools, at the cost of requiring equal counts.
+the format readable by hand and by hloc-style tools, at the cost of requiring equal counts. One exception: when
+the counts differ and every image is named by its stamp (`<sec>.<frac>.png`, `<ns>.png`), poses.txt is read as a
+ground-truth track at its own rate (TUM RGB-D's groundtruth.txt, a motion-capture log) and each image takes the
+pose interpolated at its stamp, never across a hole longer than POSE_MAX_GAP_S; images outside the track or in
+a hole are left out, and the log says how many.
 Depth, where a dataset has it, pairs by stem instead (`depth/<image stem>.png`, 16-bit millimetres; see
 disam_ros.data.depth), so a drive may carry depth for some frames only (a sensor dropout, a far-only scene).
 """
@@ -17,11 +21,14 @@ import numpy as np
 import yaml
 
 from disam_ros.data.depth import DEPTH_DIR, depth_path, read_depth
-from disam_ros.data.stamps import stamp_from_name
-from disam_ros.data.tum import Trajectory, read_tum
+from disam_ros.data.pose_track import OK, PoseTrack, interpolate_pose
+from disam_ros.data.stamps import stamp_from_name, stamp_to_ns
+from disam_ros.data.tum import Trajectory, make_trajectory, read_tum
 from disam_ros.fsutil import atomic_write_text
+from disam_ros.logs import logger
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff")
+POSE_MAX_GAP_S = 0.2  # stamp-paired poses: the two bracketing ground-truth poses at most this far apart
 
 
 @dataclass(frozen=True)
@@ -108,8 +115,7 @@ def load_condition(root: str | Path, name: str, require_poses: bool = False) -> 
     if (cdir / "poses.txt").is_file():
         traj = read_tum(cdir / "poses.txt")
         if len(traj) != len(images):
-            raise ValueError(f"{cdir / 'poses.txt'}: {len(traj)} poses for {len(images)} images; "
-                             "one pose line per image, in sorted file-name order")
+            images, traj = pair_by_stamp(images, traj, cdir / "poses.txt")
     elif require_poses:
         raise FileNotFoundError(f"{cdir / 'poses.txt'}: poses required for condition '{name}' (TUM format)")
     cam = CameraIntrinsics.load(cdir / "camera.yaml") if (cdir / "camera.yaml").is_file() else None
@@ -117,6 +123,35 @@ def load_condition(root: str | Path, name: str, require_poses: bool = False) -> 
     if (cdir / DEPTH_DIR).is_dir():
         depths = tuple(d if d.is_file() else None for d in map(depth_path, images))
     return ConditionFolder(Path(root), name, images, traj, cam, depths)
+
+
+def pair_by_stamp(images: tuple[Path, ...], track: Trajectory, source: Path) -> tuple[tuple[Path, ...], Trajectory]:
+    """The images that have a ground-truth pose at their file-name stamp, and those poses (module docstring).
+    A ValueError names the problem when the images carry no stamps or none falls on the track."""
+    stamps = [stamp_from_name(p.name) for p in images]
+    if any(t is None for t in stamps):
+        raise ValueError(f"{source}: {len(track)} poses for {len(images)} images; one pose line per image, in sorted "
+                         "file-name order (or name every image by its stamp, <sec>.<frac>.png, to pair them by time)")
+    order = np.argsort(track.stamps, kind="stable")
+    ns = np.array([stamp_to_ns(float(t)) for t in track.stamps[order]], np.int64)
+    keep = np.r_[True, np.diff(ns) != 0]  # a repeated stamp: the first line
+    gt = PoseTrack(ns[keep], track.positions[order][keep], track.quats[order][keep])
+    kept, pos, quat = [], [], []
+    for i, t in enumerate(stamps):
+        status, p, q = interpolate_pose(gt, stamp_to_ns(t), POSE_MAX_GAP_S)
+        if status == OK:
+            kept.append(i)
+            pos.append(p)
+            quat.append(q)
+    if not kept:
+        raise ValueError(f"{source}: no image stamp ({min(stamps):.3f}..{max(stamps):.3f} s) falls inside the pose "
+                         f"track ({track.stamps.min():.3f}..{track.stamps.max():.3f} s) with poses at most "
+                         f"{POSE_MAX_GAP_S} s apart around it: are the images and poses.txt on the same clock?")
+    if len(kept) < len(images):
+        logger.warning("%s: %d of %d images have no ground-truth pose within the track (outside it, or in a gap "
+                       "over %.1f s); left out", source.parent.name, len(images) - len(kept), len(images),
+                       POSE_MAX_GAP_S)
+    return tuple(images[i] for i in kept), make_trajectory([stamps[i] for i in kept], pos, quat)
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from rosbags.rosbag2 import StoragePlugin
 from rosbags.typesys import Stores, get_typestore
 
+from disam_ros.data.pose_track import GAP, OK, OUTSIDE  # noqa: F401  (association status codes, per image)
+
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 DEFAULT_INFO_TOPIC = "/camera/camera_info"
 DEFAULT_POSE_TOPIC = "/ground_truth/pose"
@@ -15,9 +17,6 @@ POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
 POSE_TYPES = (POSE_STAMPED, "geometry_msgs/msg/PoseWithCovarianceStamped", "nav_msgs/msg/Odometry")
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)  # same definitions and hashes as the rclpy Kilted wheels
-
-# association status codes, per image
-OK, OUTSIDE, GAP = 0, 1, 2
 
 
 class BagError(ValueError):

@@ -1,55 +1,10 @@
-"""Pure pose-track maths for pairing images with ground truth: sorting, slerp, gap-aware interpolation."""
+"""Sorting a bag's pose stream; slerp and gap-aware interpolation live in disam_ros.data.pose_track."""
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
-from disam_ros.data.bags.common import GAP, OK, OUTSIDE, BagError
-from disam_ros.geometry import normalize_quat
-
-
-def slerp(q0: np.ndarray, q1: np.ndarray, u: float) -> np.ndarray:
-    """Spherical interpolation of xyzw quaternions along the shorter arc (u=0 -> q0, u=1 -> q1)."""
-    q0, q1 = normalize_quat(q0), normalize_quat(q1)
-    d = float(np.dot(q0, q1))
-    if d < 0.0:
-        q1, d = -q1, -d
-    if d > 0.9999995:  # nearly equal: the slerp formula divides by ~0, lerp is exact to 1e-13 here
-        return normalize_quat(q0 + u * (q1 - q0))
-    theta = np.arccos(min(d, 1.0))
-    return normalize_quat((np.sin((1 - u) * theta) * q0 + np.sin(u * theta) * q1) / np.sin(theta))
-
-
-@dataclass(frozen=True)
-class PoseTrack:
-    """Ground-truth poses sorted by stamp: stamps_ns (N,) int64, positions (N,3), quats (N,4) xyzw."""
-
-    stamps_ns: np.ndarray
-    positions: np.ndarray
-    quats: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.stamps_ns)
-
-
-def interpolate_pose(track: PoseTrack, t_ns: int, max_gap_s: float) -> tuple[int, np.ndarray | None, np.ndarray | None]:
-    """(status, position, quat) of the track at t_ns: OK, OUTSIDE (before/after the track) or GAP.
-
-    The two bracketing poses must be at most `max_gap_s` apart; a stamp equal to a pose stamp takes it.
-    """
-    n = len(track)
-    i = int(np.searchsorted(track.stamps_ns, t_ns, side="right")) - 1
-    if i >= 0 and track.stamps_ns[i] == t_ns:
-        return OK, track.positions[i].copy(), track.quats[i].copy()
-    if i < 0 or i + 1 >= n:
-        return OUTSIDE, None, None
-    t0, t1 = int(track.stamps_ns[i]), int(track.stamps_ns[i + 1])
-    if (t1 - t0) > max_gap_s * 1e9:
-        return GAP, None, None
-    u = (t_ns - t0) / (t1 - t0)
-    p = (1.0 - u) * track.positions[i] + u * track.positions[i + 1]
-    return OK, p, slerp(track.quats[i], track.quats[i + 1], u)
+from disam_ros.data.bags.common import BagError
+from disam_ros.data.pose_track import GAP, OK, OUTSIDE, PoseTrack, interpolate_pose, slerp  # noqa: F401
 
 
 def sort_track(stamps_ns, positions, quats, strict: bool = False) -> tuple[PoseTrack, int, int]:
