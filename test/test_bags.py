@@ -362,3 +362,30 @@ def test_bag_to_folder_keeps_the_condition_inside_out_root(tmp_path, condition):
     with pytest.raises(bags.BagError, match="not a folder name"):
         bags.bag_to_folder(tmp_path / "no.bag", tmp_path / "out", condition)
     assert not (tmp_path / "out").exists() and not (tmp_path / "escape").exists()
+
+
+def test_camera_info_distortion_survives_folder_bag_folder(tmp_path):
+    """A lens with distortion: camera.yaml -> CameraInfo D -> camera.yaml unchanged; D of another lens model is
+    refused in one line naming the topic; an empty D is an ideal pinhole."""
+    from types import SimpleNamespace
+
+    from disam_ros.data.bags.read import plumb_bob
+
+    root = tmp_path / "ds"
+    (root / "day" / "images").mkdir(parents=True)
+    for i in range(3):
+        cv2.imwrite(str(root / "day" / "images" / f"{i:03d}.png"), np.full((32, 40, 3), 40 * i, np.uint8))
+    write_tum(root / "day" / "poses.txt",
+              make_trajectory(T0 + 0.1 * np.arange(3), np.eye(3), np.tile([0, 0, 0, 1.0], (3, 1))))
+    lens = CameraIntrinsics(40, 32, 45.0, 46.0, 19.5, 15.5, k1=-0.28, k2=0.07, p1=0.001, p2=-0.0005, k3=0.0)
+    lens.save(root / "day" / "camera.yaml")
+    bags.write_folder_bag(root, "day", tmp_path / "bag", BagWriteOptions())
+    with BagReader(tmp_path / "bag") as reader:
+        assert reader.camera_info() == lens
+    info = SimpleNamespace(distortion_model="equidistant", d=np.array([0.1, 0.01, 0.0, 0.0]))
+    with pytest.raises(bags.BagError, match="/cam/info: CameraInfo distortion model 'equidistant'"):
+        plumb_bob(info, "/cam/info")
+    rational = SimpleNamespace(distortion_model="rational_polynomial", d=np.array([0.1, 0, 0, 0, 0, 0.5, 0, 0]))
+    with pytest.raises(bags.BagError, match="not plumb_bob"):
+        plumb_bob(rational, "/cam/info")
+    assert plumb_bob(SimpleNamespace(distortion_model="", d=np.zeros(0)), "/t") == (0.0,) * 5

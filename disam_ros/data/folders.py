@@ -28,12 +28,16 @@ from disam_ros.fsutil import atomic_write_text
 from disam_ros.logs import logger
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff")
+DISTORTION_KEYS = ("k1", "k2", "p1", "p2", "k3")  # camera.yaml: OpenCV plumb_bob, absent = 0
 POSE_MAX_GAP_S = 0.2  # stamp-paired poses: the two bracketing ground-truth poses at most this far apart
 
 
 @dataclass(frozen=True)
 class CameraIntrinsics:
-    """Pinhole intrinsics in pixels (no distortion: the synthetic world renders ideal pinholes)."""
+    """Pinhole intrinsics in pixels and OpenCV plumb_bob distortion (k1 k2 p1 p2 k3; all 0 for the synthetic
+    world's ideal pinholes). camera.yaml holds width height fx fy cx cy and, for a real lens, k1 k2 p1 p2 k3
+    (absent = 0): the images stay as recorded and the geometry undistorts keypoints, as the node does with
+    CameraInfo's D."""
 
     width: int
     height: int
@@ -41,23 +45,35 @@ class CameraIntrinsics:
     fy: float
     cx: float
     cy: float
+    k1: float = 0.0
+    k2: float = 0.0
+    p1: float = 0.0
+    p2: float = 0.0
+    k3: float = 0.0
 
     def matrix(self) -> np.ndarray:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
+    def dist(self) -> np.ndarray:
+        """OpenCV's distortion vector (k1, k2, p1, p2, k3)."""
+        return np.array([self.k1, self.k2, self.p1, self.p2, self.k3], np.float64)
+
     def save(self, path: str | Path) -> None:
-        atomic_write_text(path, yaml.safe_dump({k: float(v) if isinstance(v, float) else v
-                                              for k, v in asdict(self).items()}, sort_keys=False))
+        """camera.yaml; the distortion keys only for a lens that has distortion (ideal pinholes stay six keys)."""
+        d = {k: float(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        if not self.dist().any():
+            d = {k: v for k, v in d.items() if k not in DISTORTION_KEYS}
+        atomic_write_text(path, yaml.safe_dump(d, sort_keys=False))
 
     @classmethod
     def load(cls, path: str | Path) -> CameraIntrinsics:
         try:
             d = yaml.safe_load(Path(path).read_text())
             return cls(int(d["width"]), int(d["height"]), float(d["fx"]), float(d["fy"]),
-                       float(d["cx"]), float(d["cy"]))
-        except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+                       float(d["cx"]), float(d["cy"]), *(float(d.get(k, 0.0)) for k in DISTORTION_KEYS))
+        except (OSError, KeyError, TypeError, ValueError, AttributeError, yaml.YAMLError) as exc:
             raise ValueError(f"{path}: unreadable camera intrinsics ({exc}); "
-                             "expected keys width height fx fy cx cy") from None
+                             "expected keys width height fx fy cx cy, optionally k1 k2 p1 p2 k3") from None
 
 
 @dataclass(frozen=True)

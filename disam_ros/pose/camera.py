@@ -1,9 +1,9 @@
 """Camera intrinsics for geometry: one validated value type shared by features, triangulation and the pose solver.
 
 Why a second type beside `disam_ros.data.folders.CameraIntrinsics`: that one is the on-disk camera.yaml
-record of an ideal pinhole (the synthetic world has no distortion); a real camera's CameraInfo carries
-plumb_bob distortion, and the solvers need it as a pycolmap camera and as OpenCV's K + dist. `from_camera`
-adapts the stored record, so camera.yaml stays read in one place (data/folders.py).
+record (pinhole + optional plumb_bob distortion, unvalidated); the solvers need a validated camera, as a
+pycolmap camera and as OpenCV's K + dist. `from_camera` adapts the stored record, so camera.yaml stays read in
+one place (data/folders.py).
 
 Pixel convention: OpenCV's, the repository's (data/synthetic/render.py, data/depth.py): the centre of the
 top-left pixel is (0, 0), so a 64 px wide ideal camera has cx = 31.5. SIFT keypoints use the same convention,
@@ -80,8 +80,9 @@ class Intrinsics:
 
     @classmethod
     def from_camera(cls, cam: CameraIntrinsics) -> Intrinsics:
-        """Adapter from the dataset's camera.yaml record (an ideal pinhole)."""
-        return cls(float(cam.fx), float(cam.fy), float(cam.cx), float(cam.cy), int(cam.width), int(cam.height))
+        """Adapter from the dataset's camera.yaml record (its distortion included)."""
+        return cls(float(cam.fx), float(cam.fy), float(cam.cx), float(cam.cy), int(cam.width), int(cam.height),
+                   *(float(v) for v in cam.dist()))
 
     @classmethod
     def load(cls, path: str | Path) -> Intrinsics:

@@ -312,13 +312,14 @@ class BagReader:
         return self._track
 
     def camera_info(self) -> CameraIntrinsics | None:
-        """Intrinsics of the first decodable CameraInfo message (fx fy cx cy from K)."""
+        """Intrinsics of the first decodable CameraInfo message: fx fy cx cy from K, k1 k2 p1 p2 k3 from D
+        (plumb_bob, or rational_polynomial whose k4..k6 are 0). A ValueError names any other lens model."""
         if self.info_topic is None:
             return None
         for _, msg in self._messages(self.info_topic):
             k = np.asarray(msg.k if hasattr(msg, "k") else msg.K, dtype=np.float64)  # ROS 1 spells it K
             return CameraIntrinsics(int(msg.width), int(msg.height), float(k[0]), float(k[4]), float(k[2]),
-                                    float(k[5]))
+                                    float(k[5]), *plumb_bob(msg, self.info_topic))
         return None
 
     def frames(self, skip_unposed: bool = True) -> Iterator[BagFrame]:
@@ -351,3 +352,11 @@ class BagReader:
                 warnings.warn(f"{self.path}: {self.stats.summary()}", BagWarning, stacklevel=2)
 
 
+def plumb_bob(msg, topic: str) -> tuple[float, ...]:
+    """CameraInfo's D as (k1, k2, p1, p2, k3); empty D = no distortion."""
+    d = np.asarray(msg.d if hasattr(msg, "d") else msg.D, dtype=np.float64).reshape(-1)  # ROS 1 spells it D
+    model = str(getattr(msg, "distortion_model", "plumb_bob") or "plumb_bob")
+    if d.size and (model not in ("plumb_bob", "rational_polynomial") or np.any(d[5:] != 0)):
+        raise BagError(f"{topic}: CameraInfo distortion model {model!r} with D={d.tolist()[:8]} is not plumb_bob "
+                       "(k1 k2 p1 p2 k3): rectify the images or recalibrate with plumb_bob")
+    return tuple(float(v) for v in np.r_[d[:5], np.zeros(max(0, 5 - d.size))])

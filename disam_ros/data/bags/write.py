@@ -75,13 +75,13 @@ def image_message(rgb: np.ndarray, stamp_ns: int, frame_id: str, compression: st
 
 
 def camera_info_message(cam: CameraIntrinsics, stamp_ns: int, frame_id: str):
-    """CameraInfo for an ideal pinhole: plumb_bob with zero distortion, R = I, P = [K | 0]."""
+    """CameraInfo of camera.yaml: plumb_bob D (zeros for an ideal pinhole), R = I, P = [K | 0]."""
     T = TYPESTORE.types
     K = cam.matrix()
     P = np.hstack([K, np.zeros((3, 1))])
     roi = T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
     return T[CAMERA_INFO](header=_header(stamp_ns, frame_id), height=cam.height, width=cam.width,
-                          distortion_model="plumb_bob", d=np.zeros(5), k=K.reshape(-1), r=np.eye(3).reshape(-1),
+                          distortion_model="plumb_bob", d=cam.dist(), k=K.reshape(-1), r=np.eye(3).reshape(-1),
                           p=P.reshape(-1), binning_x=0, binning_y=0, roi=roi)
 
 
