@@ -201,7 +201,7 @@ def _size(value: Any, key: str, where: str) -> tuple[int, int]:
 
 
 def _camera(value: Any, key: str, where: str) -> CameraIntrinsics:
-    names = tuple(f.name for f in fields(CameraIntrinsics))
+    names = ("width", "height", "fx", "fy", "cx", "cy")  # the renderer's ideal pinhole: no distortion keys
     v = _mapping(value, key, where, names)
     return CameraIntrinsics(_integer(v["width"], f"{key}.width", where, 1),
                             _integer(v["height"], f"{key}.height", where, 1),
