@@ -132,6 +132,12 @@ def test_closures_remove_the_drift_and_the_kernel_survives_wrong_ones(results, t
     assert night["runs"]["wrong_plain"]["final"]["ate_rmse"] > 5 * clean
     assert night["rejected"]["wrong_robust"][0] == night["wrong"]  # every wrong closure down-weighted
     assert night["rejected"]["wrong_robust"][1] == 0  # and no right one
+    # The control: the wrong hints left out. The kernel must make them cost (almost) nothing beyond that.
+    dropped = night["runs"]["wrong_dropped"]["final"]["ate_rmse"]
+    assert night["runs"]["wrong_robust"]["final"]["ate_rmse"] <= 1.1 * dropped + 0.005
+    assert rep["summary"]["max_wrong_over_control_robust"] <= 1.1 + 0.005 / min(
+        d["runs"]["wrong_dropped"]["final"]["ate_rmse"] for d in rep["drives"])
+    assert night["rejected"]["wrong_dropped"] == [0, 0]  # nothing wrong in it, no right one rejected
     for name in ("gt", "odometry", "corrected"):
         assert (out / "trajectories" / "night" / f"{name}.tum").is_file()
     assert (out / "trajectories.png").stat().st_size > 10_000

@@ -5,10 +5,12 @@ Per query drive of a `disam-eval` run (modes.jsonl): a drifting odometry is simu
 truth (noise and bias stated in the report), the poses go into disam_ros.posegraph (GTSAM iSAM2) with the
 localizer's verified hints as between-factors to their map keyframes, and evo scores the trajectories against
 the ground truth: ATE (absolute trajectory error, translation RMSE, NO alignment: the map frame is the frame the
-robot must know its pose in) and RPE (relative pose error over 10 m). Three runs per drive: the clean hints with
+robot must know its pose in) and RPE (relative pose error over 10 m). Four runs per drive: the clean hints with
 the robust kernel, then with a share of the hints (default 5 %) re-pointed at random wrong keyframes, with the
-kernel and without. `online` scores the pose the back end had at each frame (what a robot steering by it
-sees); `final` the smoothed trajectory after the whole drive.
+kernel and without, and a control: the same drive with those hints left out instead of made wrong. Why the
+control: a re-pointed hint is a right hint lost, so the wrong run has less information than the clean one; the
+robust run against the control is what the wrong hints themselves cost. `online` scores the pose the back end
+had at each frame (what a robot steering by it sees); `final` the smoothed trajectory after the whole drive.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from disam_ros.posegraph.odometry import OdometryNoise, drift_fraction, drifting
 
 log = logging.getLogger(__name__)
 
-RUNS = ("clean", "wrong_robust", "wrong_plain")  # the three back-end runs per drive (module docstring)
+RUNS = ("clean", "wrong_robust", "wrong_plain", "wrong_dropped")  # the back-end runs per drive (module docstring)
 
 
 @dataclass
@@ -145,7 +147,8 @@ def evaluate_drive(drive: Drive, wrong_drive: Drive, cfg: SlamEvalConfig, seed: 
     plain = replace(cfg.graph, robust="none")
     runs = {"clean": run_graph(drive, odom_p, odom_q, cfg.graph),
             "wrong_robust": run_graph(wrong_drive, odom_p, odom_q, cfg.graph),
-            "wrong_plain": run_graph(wrong_drive, odom_p, odom_q, plain)}
+            "wrong_plain": run_graph(wrong_drive, odom_p, odom_q, plain),
+            "wrong_dropped": run_graph(without_wrong(wrong_drive), odom_p, odom_q, cfg.graph)}
     sc = lambda p, q: scores(drive.stamps, drive.gt_positions, drive.gt_quats, p, q, cfg.rpe_delta_m)  # noqa: E731
     result = DriveResult(
         drive.condition, len(drive.stamps), drive.length_m, 100.0 * drift_fraction(drive.gt_positions, odom_p),
@@ -158,6 +161,12 @@ def evaluate_drive(drive: Drive, wrong_drive: Drive, cfg: SlamEvalConfig, seed: 
     if out is not None:
         _write_tum(out, drive, odom_p, odom_q, runs)
     return result, runs, (odom_p, odom_q)
+
+
+def without_wrong(drive: Drive) -> Drive:
+    """The drive with its deliberately wrong closures removed: the control for what they cost beyond the right
+    closures they replaced."""
+    return replace(drive, closures=tuple(c for c in drive.closures if not c.wrong))
 
 
 def _write_tum(out: Path, drive: Drive, odom_p: np.ndarray, odom_q: np.ndarray, runs: dict[str, GraphRun]) -> None:
