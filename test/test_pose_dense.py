@@ -152,6 +152,44 @@ def test_guided_match_takes_the_candidate_where_the_pose_puts_it():
     assert guided_match(q_uv, q_desc, m_desc, predicted, radius=1.0, ratio=0.9).shape == (0, 2)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_guided_match_equals_its_definition_by_loops(seed):
+    """Random keypoints and RootSIFT-like unit descriptors, some map points predicted nowhere (inf) or far off the
+    image: the matrix implementation must give exactly the pairs the definition gives, worked out by loops."""
+    from disam_ros.pose.guided import guided_match
+
+    rng = np.random.default_rng(seed)
+    n, m, radius, ratio = 60, 80, 40.0, 0.9
+    q_uv = rng.uniform(0, 320, (n, 2))
+    pred = rng.uniform(-50, 370, (m, 2))
+    pred[rng.choice(m, 8, replace=False)] = np.inf
+    pred[:3] = [[5000.0, 10.0], [-900.0, -900.0], [160.0, 9000.0]]  # far outside: nobody's candidate
+    base = rng.normal(size=(20, 16))  # shared structure, so near-duplicates and ratio-test failures occur
+    def descs(k):
+        d = base[rng.integers(0, 20, k)] + 0.35 * rng.normal(size=(k, 16))
+        return d / np.linalg.norm(d, axis=1, keepdims=True)
+    q_desc, m_desc = descs(n), descs(m)
+
+    def near(i, j):
+        return bool(np.all(np.isfinite(pred[j]))) and float(np.linalg.norm(q_uv[i] - pred[j])) <= radius
+
+    want = []
+    for i in range(n):
+        cand = [j for j in range(m) if near(i, j)]
+        if not cand:
+            continue
+        d = sorted((float(np.linalg.norm(q_desc[i] - m_desc[j])), j) for j in cand)
+        (d1, j), d2 = d[0], (d[1][0] if len(d) > 1 else np.inf)
+        if not d1 < ratio * d2:
+            continue
+        rivals = [k for k in range(n) if near(k, j)]
+        if min(rivals, key=lambda k: float(np.linalg.norm(q_desc[k] - m_desc[j]))) == i:
+            want.append([i, j])
+    got = guided_match(q_uv, q_desc, m_desc, pred, radius, ratio)
+    assert len(want) >= 5, len(want)  # the case is not trivial
+    assert got.tolist() == want
+
+
 def test_match_eval_runs_end_to_end_on_a_tiny_world(tmp_path, capsys):
     """SIFT, guided and cascaded methods on a 2-frame world; the dense path is left to the unit tests above
     because the first checkpoint read in a process costs over a second (torch's meta-device imports)."""

@@ -31,21 +31,32 @@ def guided_match(query_uv: np.ndarray, query_desc: np.ndarray, map_desc: np.ndar
     """(M,2) int64 index pairs (query, map): each query keypoint's nearest map descriptor among the map keypoints
     predicted within `radius` px of it (predicted_uv inf: nowhere), if better than `ratio` x the second nearest
     of those candidates (a lone candidate passes) and mutual (the map keypoint's nearest query keypoint among
-    those near it is this one). Descriptors are unit vectors (RootSIFT), compared by Euclidean distance."""
+    those near it is this one). Descriptors are unit vectors (RootSIFT), compared by Euclidean distance.
+
+    Cost: it runs for every candidate place of every frame, so it works on similarities (a.b; for unit vectors
+    |a - b|^2 = 2 - 2 a.b, the same order) in float32, drops map keypoints no query keypoint can reach before the
+    (N, M) arrays exist, and finds the runner-up by masking the best rather than a partition. Same pairs as the
+    plain definition (test_pose_dense checks it against a loop)."""
     q = np.asarray(query_uv, np.float64).reshape(-1, 2)
     p = np.asarray(predicted_uv, np.float64).reshape(-1, 2)
     if len(q) == 0 or len(p) == 0:
         return np.zeros((0, 2), np.int64)
-    p = np.where(np.isfinite(p).all(axis=1, keepdims=True), p, FAR_PX)  # 'nowhere' without inf arithmetic
-    # squared pixel distances and squared descriptor distances (|a - b|^2 = 2 - 2 a.b for unit vectors) as
-    # matrix products: the (N, M, 2) difference array costs more than everything else together
-    near = ((q * q).sum(1)[:, None] + (p * p).sum(1)[None] - 2.0 * q @ p.T) <= radius * radius
-    d2 = 2.0 - 2.0 * (np.asarray(query_desc, np.float32) @ np.asarray(map_desc, np.float32).T)
-    dist = np.where(near, np.maximum(d2, 0.0), np.inf)
-    if not near.any():
+    reach = np.isfinite(p).all(axis=1) & (p >= q.min(0) - radius).all(axis=1) & (p <= q.max(0) + radius).all(axis=1)
+    cols = np.flatnonzero(reach)
+    if len(cols) == 0:
         return np.zeros((0, 2), np.int64)
-    rows, j = np.arange(len(dist)), np.argmin(dist, axis=1)
-    best = dist[rows, j]
-    second = np.partition(dist, 1, axis=1)[:, 1] if dist.shape[1] > 1 else np.full(len(dist), np.inf)
-    keep = np.isfinite(best) & (best < ratio * ratio * second) & (np.argmin(dist, axis=0)[j] == rows)
-    return np.stack([rows[keep], j[keep]], 1).astype(np.int64)
+    # centred on the query keypoints so float32 keeps sub-pixel resolution for any image size
+    origin = q.mean(axis=0)
+    qf, pf = (q - origin).astype(np.float32), (p[cols] - origin).astype(np.float32)
+    d2 = (qf * qf).sum(1)[:, None] + (pf * pf).sum(1)[None] - 2.0 * (qf @ pf.T)
+    sim = np.asarray(query_desc, np.float32) @ np.asarray(map_desc, np.float32)[cols].T
+    np.copyto(sim, -np.inf, where=d2 > np.float32(radius * radius))
+    rows, j = np.arange(len(sim)), np.argmax(sim, axis=1)
+    best = sim[rows, j].copy()
+    sim[rows, j] = -np.inf
+    second = sim.max(axis=1) if sim.shape[1] > 1 else np.full(len(sim), -np.inf, np.float32)
+    sim[rows, j] = best
+    mutual = np.argmax(sim, axis=0)[j] == rows
+    d_best, d_second = np.maximum(2.0 - 2.0 * best, 0.0), np.maximum(2.0 - 2.0 * second, 0.0)
+    keep = np.isfinite(best) & (d_best < ratio * ratio * d_second) & mutual
+    return np.stack([rows[keep], cols[j[keep]]], 1).astype(np.int64)
