@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from disam_ros.data.depth import DEPTH_DIR, depth_path, read_depth
-from disam_ros.data.pose_track import OK, PoseTrack, interpolate_pose
+from disam_ros.data.pose_track import OK, interpolate_pose, sorted_track
 from disam_ros.data.stamps import stamp_from_name, stamp_to_ns
 from disam_ros.data.tum import Trajectory, make_trajectory, read_tum
 from disam_ros.fsutil import atomic_write_text
@@ -148,10 +148,7 @@ def pair_by_stamp(images: tuple[Path, ...], track: Trajectory, source: Path) -> 
     if any(t is None for t in stamps):
         raise ValueError(f"{source}: {len(track)} poses for {len(images)} images; one pose line per image, in sorted "
                          "file-name order (or name every image by its stamp, <sec>.<frac>.png, to pair them by time)")
-    order = np.argsort(track.stamps, kind="stable")
-    ns = np.array([stamp_to_ns(float(t)) for t in track.stamps[order]], np.int64)
-    keep = np.r_[True, np.diff(ns) != 0]  # a repeated stamp: the first line
-    gt = PoseTrack(ns[keep], track.positions[order][keep], track.quats[order][keep])
+    gt, _, _ = sorted_track([stamp_to_ns(float(t)) for t in track.stamps], track.positions, track.quats)
     kept, pos, quat = [], [], []
     for i, t in enumerate(stamps):
         status, p, q = interpolate_pose(gt, stamp_to_ns(t), POSE_MAX_GAP_S)

@@ -40,6 +40,19 @@ class PoseTrack:
         return len(self.stamps_ns)
 
 
+def sorted_track(stamps_ns, positions, quats) -> tuple[PoseTrack, int, int]:
+    """Poses sorted by stamp with duplicate stamps dropped (the first kept): (track, n_backwards, n_duplicates),
+    the counts for the caller's warning or refusal."""
+    s = np.asarray(stamps_ns, dtype=np.int64)
+    backwards = int(np.sum(np.diff(s) < 0)) if len(s) > 1 else 0
+    order = np.argsort(s, kind="stable")
+    s = s[order]
+    keep = np.r_[True, np.diff(s) != 0] if len(s) else np.zeros(0, bool)
+    track = PoseTrack(s[keep], np.asarray(positions, float).reshape(-1, 3)[order][keep],
+                      np.asarray(quats, float).reshape(-1, 4)[order][keep])
+    return track, backwards, int(np.sum(~keep))
+
+
 def interpolate_pose(track: PoseTrack, t_ns: int, max_gap_s: float) -> tuple[int, np.ndarray | None, np.ndarray | None]:
     """(status, position, quat) of the track at t_ns: OK, OUTSIDE (before/after the track) or GAP.
 
