@@ -309,3 +309,42 @@ def test_sift_max_side_is_recorded_and_a_bad_one_is_a_one_line_error(geo_world, 
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err == ["disam-build-map: error: --sift-max-side -1: give a number of pixels >= 0 (0 = no cap)"]
     assert not (tmp_path / "bad").exists()
+
+
+def test_sparse_images_are_counted(geo_world, tmp_path):
+    """Map images too poor in 3D points to verify a frame are counted in the record (a writer fed by hand: 20, 14
+    and 0 finite points), and a built map's count matches a recount of its stored points."""
+    from disam_ros.maps.geometry_store import SPARSE_IMAGE_POINTS, GeometryWriter
+
+    w = GeometryWriter(tmp_path)
+    for finite, nan in ((20, 0), (14, 6), (0, 5)):
+        pts = np.r_[np.ones((finite, 3)), np.full((nan, 3), np.nan)]
+        w.add(np.zeros((len(pts), 2)), np.zeros((len(pts), 128)), pts)
+    w.close()
+    rec = w.record("depth", Intrinsics(fx=100.0, fy=100.0, cx=63.5, cy=63.5, width=128, height=128))
+    assert SPARSE_IMAGE_POINTS == 15 and (rec["with_point"], rec["sparse_images"]) == (34, 2)
+    for geometry in ("auto", "triangulate"):
+        m = LocalizationMap.load(geo_world[geometry])
+        recount = sum(int(np.isfinite(m.geometry(i)[2]).all(axis=1).sum()) < SPARSE_IMAGE_POINTS
+                      for i in range(len(m.positions)))
+        assert m.manifest["geometry"]["sparse_images"] == recount, geometry
+
+
+def test_a_blank_photo_is_reported_as_sparse(geo_world, tmp_path, caplog, capsys):
+    """A photograph with nothing to detect (a lens cap, a white wall) gets no 3D points: the build warns in one
+    line with the fix, the record counts it, and disam-map-info says so."""
+    src = geo_world["world"] / "sunny"
+    root = tmp_path / "data" / "sunny"
+    shutil.copytree(src / "images", root / "images")
+    for name in ("camera.yaml", "poses.txt"):
+        shutil.copy(src / name, root / name)
+    blank = sorted((root / "images").iterdir())[3]
+    cv2.imwrite(str(blank), np.full((128, 128, 3), 127, np.uint8))
+    with caplog.at_level(logging.WARNING):
+        out = build_map_from_folder(MapBuildConfig(out=tmp_path / "map", dataset=tmp_path / "data", condition="sunny",
+                                                   coarse=geo_world["ckpt"], progress=False, geometry="triangulate"))
+    m = LocalizationMap.load(out)
+    assert len(m.geometry(3)[0]) == 0 and m.manifest["geometry"]["sparse_images"] >= 1
+    assert any("fewer than 15 3D points" in r.getMessage() and "overlap" in r.getMessage() for r in caplog.records)
+    assert map_info_cli.main([str(out)]) == 0
+    assert "with fewer than 15 3D points" in capsys.readouterr().out

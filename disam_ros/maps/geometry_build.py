@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from disam_ros.maps.covisibility import PARTNER_RULE, choose_partners
-from disam_ros.maps.geometry_store import DESCRIPTOR_DIM, GeometryWriter, descriptors_u8
+from disam_ros.maps.geometry_store import DESCRIPTOR_DIM, SPARSE_IMAGE_POINTS, GeometryWriter, descriptors_u8
 from disam_ros.maps.npy_stream import NpyAppender
 from disam_ros.pose.backproject import DepthLimits, backproject
 from disam_ros.pose.camera import Intrinsics
@@ -254,6 +254,12 @@ class GeometryBuilder:
         if self.plan.method == "triangulate":
             extra.update(partners=self.plan.partners, partner_max_angle_deg=self.plan.partner_max_angle_deg,
                          partner_rule=PARTNER_RULE)
+        sparse, images = self.writer.sparse_images, len(self.writer.offsets) - 1
+        if sparse:
+            fix = ("photographs that overlap a neighbour looking the same way" if self.plan.method == "triangulate"
+                   else "valid depth for them")
+            log.warning("map geometry: %d of %d map images have fewer than %d 3D points, so frames answered there "
+                        "cannot be verified: add %s", sparse, images, SPARSE_IMAGE_POINTS, fix)
         return self.writer.record(self.plan.method, cam, features=self.plan.sift.to_record(), **extra)
 
 

@@ -141,6 +141,11 @@ def descriptors_u8(descriptors: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(d), 0, 255).astype(np.uint8)
 
 
+# A map image with fewer 3D points than this cannot verify a frame on its own (the verifier's default
+# min_inliers): the record counts such images so that a map built from photographs that barely overlap says so.
+SPARSE_IMAGE_POINTS = 15
+
+
 class GeometryWriter:
     """Streams one map image's (keypoints, descriptors, points3d) at a time into the four files."""
 
@@ -152,6 +157,7 @@ class GeometryWriter:
         self._offsets_path = d / GEOM_OFFSETS
         self.offsets = [0]
         self.with_point = 0
+        self.sparse_images = 0  # images with fewer than SPARSE_IMAGE_POINTS 3D points
 
     def add(self, keypoints: np.ndarray, descriptors: np.ndarray, points: np.ndarray) -> None:
         kp = np.asarray(keypoints, np.float32).reshape(-1, 2)
@@ -164,7 +170,9 @@ class GeometryWriter:
         self._desc.append(desc)
         self._pts.append(pts)
         self.offsets.append(self.offsets[-1] + len(kp))
-        self.with_point += int(np.isfinite(pts).all(axis=1).sum())
+        found = int(np.isfinite(pts).all(axis=1).sum())
+        self.with_point += found
+        self.sparse_images += found < SPARSE_IMAGE_POINTS
 
     def close(self) -> None:
         for a in (self._kp, self._desc, self._pts):
@@ -174,7 +182,8 @@ class GeometryWriter:
     def record(self, method: str, cam: Intrinsics, features: Any = "sift", **extra: Any) -> dict[str, Any]:
         """The manifest's "geometry" object for what was written (`features`: SiftConfig.to_record())."""
         return {"method": method, "intrinsics": intrinsics_record(cam), "features": features,
-                "keypoints": self.offsets[-1], "with_point": self.with_point, **extra}
+                "keypoints": self.offsets[-1], "with_point": self.with_point, "sparse_images": self.sparse_images,
+                **extra}
 
 
 def merge_geometry(shards: list[Any], directory: Path) -> dict[str, Any] | None:

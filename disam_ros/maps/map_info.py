@@ -14,7 +14,7 @@ from typing import Any
 from disam_ros.cliutil import OneLineParser
 from disam_ros.maps.depth_record import describe
 from disam_ros.maps.descriptors import DescriptorSettings, estimate_map_size
-from disam_ros.maps.geometry_store import geometry_note, geometry_problem
+from disam_ros.maps.geometry_store import SPARSE_IMAGE_POINTS, geometry_note, geometry_problem
 from disam_ros.maps.map_format import MANIFEST, read_manifest
 from disam_ros.maps.model_check import verify_map
 
@@ -101,6 +101,9 @@ def render(info: dict[str, Any], root: Path) -> str:
     lines.append(f"geometry       {g['method']}: {g['keypoints']} SIFT keypoints, {g.get('with_point', '?')} with a 3D "
                  f"point ({g['intrinsics']['width']}x{g['intrinsics']['height']} px)" if g else
                  f"geometry       none: {info.get('geometry_note')} (retrieval-only)")
+    if g and g.get("sparse_images"):
+        lines.append(f"               {g['sparse_images']} map images with fewer than {SPARSE_IMAGE_POINTS} 3D points "
+                     "(frames answered there are not verified)")
     lines.append(f"on disk        {_size(info['bytes_total'])} total, {_size(info['bytes_per_image'])} per image")
     if info.get("ram_estimate_bytes"):
         ram = info["ram_estimate_bytes"]
