@@ -16,6 +16,7 @@ from disam_ros.eval import offline
 from disam_ros.eval.poses import OLD_HINTS, pose_rows, poses_dict, poses_markdown, poses_text
 from disam_ros.eval.queries import Query
 from disam_ros.eval.scoring import mode_summaries
+from disam_ros.verify.verifier import OUTCOMES
 
 THRESHOLDS = ((0.25, 2.0), (0.5, 5.0), (5.0, 10.0))
 
@@ -90,6 +91,19 @@ def test_refined_rows_follow_from_the_frames(geo_world, capsys):
     assert every["refined"]["within"][0]["share"] >= every["retrieval_only"]["within"][0]["share"]
     assert every["refined"]["within"][0]["share"] > 0.0
     assert all(f["verification"] is not None for f in frames if f["est_position"] is not None)
+    # every frame keeps the candidates it tried; a verified frame's pose is one of its attempts', whose errors
+    # against the ground truth are recomputed here from the published pose
+    for f in (f for f in frames if f["est_position"] is not None):
+        solved_at_all = f["verification"] in ("verified", "too_few_inliers", "uncertain", "inconsistent")
+        assert (len(f["attempts"]) >= 1) == solved_at_all and all(a["outcome"] in OUTCOMES for a in f["attempts"])
+        if f["verified"]:
+            t, r = err(f, "est_position", "est_quat")
+            assert any(a["outcome"] == "verified" and a["keyframe"] == f["keyframe_index"]
+                       and a["t_m"] == pytest.approx(t, abs=1e-6) and a["r_deg"] == pytest.approx(r, abs=1e-3)
+                       for a in f["attempts"]), f["attempts"]
+        for a in f["attempts"]:
+            assert (a["t_m"] is None) == (a["r_deg"] is None)
+            assert 0 <= a["inliers"] <= a["matches"]
 
 
 def test_no_verify_gives_retrieval_rows_only(geo_world, capsys):
@@ -103,6 +117,7 @@ def test_no_verify_gives_retrieval_rows_only(geo_world, capsys):
     frames = [json.loads(line) for line in (out / "modes.jsonl").read_text().splitlines()]
     assert all(f["verification"] is None and not f["verified"] for f in frames)
     assert all(f["est_position"] == f["place_position"] for f in frames)  # nothing refined
+    assert all(f["attempts"] == [] for f in frames)
 
 
 def test_cli_errors_stay_one_line(geo_world, tmp_path, capsys):

@@ -45,6 +45,7 @@ from disam_ros.eval.scoring import (
     THRESHOLDS,
     Answer,
     TrackedFrame,
+    attempt_record,
     is_correct,
     mode_rows_text,
     query_result,
@@ -139,6 +140,8 @@ def tracked_frame(mode: str, q: Query, step: TrackStep, feature: float, features
                                           "place_quat": np.asarray(map_poses[1][res.index], float)}
     checked = {} if v is None else {"verified": bool(v.verified), "verification": str(v.outcome),
                                     "inliers": int(v.inliers), "refine_ms": float(v.ms)}
+    if v is not None:
+        checked["attempts"] = [attempt_record(a, q.position, q.quat) for a in v.attempts]
     if v is not None and v.verified and map_poses is not None:
         checked.update(keyframe_index=int(v.index), keyframe_position=np.asarray(map_poses[0][v.index], float),
                        keyframe_quat=np.asarray(map_poses[1][v.index], float))

@@ -6,9 +6,11 @@ visuallocalization.net submission file and the plots.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -178,6 +180,9 @@ class TrackedFrame:
     keyframe_index: int | None = None
     keyframe_position: np.ndarray | None = None
     keyframe_quat: np.ndarray | None = None
+    # Every candidate the verifier tried (what a failed frame had to work with): keyframe, outcome, inliers, matches,
+    # inlier_ratio, hops (0: against a map image; n: tracked) and the attempt's own errors against the ground truth.
+    attempts: list[dict] = field(default_factory=list)
 
     def errors(self) -> tuple[float, float]:
         """(translation m, rotation deg) of the published pose; NaN when there is no answer."""
@@ -259,3 +264,15 @@ def mode_rows_text(tracked: Sequence[TrackedFrame], publish: Mapping[str, float]
                      "-" if not np.isfinite(s.nees_mean) else f"{s.nees_mean:.2f}"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return ["", *("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)]
+
+
+def attempt_record(attempt: Any, gt_position: np.ndarray, gt_quat: np.ndarray) -> dict:
+    """One verification attempt (verify.verifier.Verification) as modes.jsonl keeps it; t_m / r_deg: its solved
+    pose against the ground truth (None where nothing was solved), so a failed frame shows what it had."""
+    a = attempt
+    solved = bool(np.all(np.isfinite(a.position)))
+    t_m = float(np.linalg.norm(np.asarray(a.position) - np.asarray(gt_position))) if solved else None
+    r_deg = float(quat_angle_deg(a.quat, np.asarray(gt_quat))) if solved else None
+    ratio = float(a.inlier_ratio) if math.isfinite(a.inlier_ratio) else None
+    return {"keyframe": int(a.index), "outcome": str(a.outcome), "inliers": int(a.inliers), "matches": int(a.matches),
+            "inlier_ratio": ratio, "hops": int(a.hops), "t_m": t_m, "r_deg": r_deg}
