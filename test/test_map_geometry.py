@@ -20,6 +20,7 @@ from disam_ros.maps.geometry_build import FEATURES_DIR, GeometryBuilder, Geometr
 from disam_ros.maps.geometry_store import NOTE_OLD
 from disam_ros.maps.map_format import GEOM_KEYPOINTS, GEOM_POINTS, MANIFEST, write_manifest
 from disam_ros.pose.camera import Intrinsics
+from disam_ros.verify.verifier import VerifyConfig
 
 FRAMES = 8
 
@@ -322,7 +323,8 @@ def test_sparse_images_are_counted(geo_world, tmp_path):
         w.add(np.zeros((len(pts), 2)), np.zeros((len(pts), 128)), pts)
     w.close()
     rec = w.record("depth", Intrinsics(fx=100.0, fy=100.0, cx=63.5, cy=63.5, width=128, height=128))
-    assert SPARSE_IMAGE_POINTS == 15 and (rec["with_point"], rec["sparse_images"]) == (34, 2)
+    assert SPARSE_IMAGE_POINTS == VerifyConfig().min_inliers == 15  # the verifier's default bar, kept in step
+    assert (rec["with_point"], rec["sparse_images"]) == (34, 2)
     for geometry in ("auto", "triangulate"):
         m = LocalizationMap.load(geo_world[geometry])
         recount = sum(int(np.isfinite(m.geometry(i)[2]).all(axis=1).sum()) < SPARSE_IMAGE_POINTS
