@@ -33,6 +33,8 @@ positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
 non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _number(float, lambda v: v > 0, "a number > 0")
 non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
+probability = _number(float, lambda v: 0 <= v < 1, "a probability in [0, 1)")
+probability_or_one = _number(float, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
 
 
 def int_list(text: str) -> list[int]:

@@ -133,6 +133,36 @@ def test_spatial_prior_centres_the_belief():
     assert loc.posterior() == pytest.approx(w / w.sum())
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_measured_position_reweights_the_belief_by_hand(sparse, monkeypatch):
+    """A verified pose at x = 2 m (sigma 1 m, floor 0.1) on a belief q over places at 0..4 m: the posterior is
+    q (0.9 exp(-d^2 / 2) + 0.1) normalised, d = 2, 1, 0, 1, 2. The sparse belief holds every place of q in its
+    support here, so it must give the same numbers."""
+    if sparse:
+        monkeypatch.setattr(SequenceLocalizer, "exact_cells", 0)
+    loc = SequenceLocalizer.from_map(chain(5), config=SequenceConfig(prior_floor=0.0, **PLAIN), observation=UNIT)
+    assert (loc._sparse is not None) == sparse
+    loc.set_prior(np.array([1.0, 0.0, 0.0]), sigma_m=2.0)
+    q = np.exp(-0.5 * np.array([1.0, 0.0, 1.0, 4.0, 9.0]) / 4.0)
+    loc.observe_position(np.array([2.0, 0.0, 0.0]), sigma_m=1.0, floor=0.1)
+    assert loc.posterior() == pytest.approx(q / q.sum())  # no frame since the prior: nothing to correct yet
+    loc.update(shortlist([1, 1, 1, 1, 1]), stamp=0.0)
+    loc.observe_position(np.array([2.0, 0.0, 0.0]), sigma_m=1.0, floor=0.1)
+    w = q * (0.9 * np.exp(-0.5 * np.array([4.0, 1.0, 0.0, 1.0, 4.0])) + 0.1)
+    assert loc.posterior() == pytest.approx(w / w.sum())
+    # a far-off (wrong) measurement cannot rule a place out: every place keeps the floor's share
+    loc.observe_position(np.array([100.0, 0.0, 0.0]), sigma_m=1.0, floor=0.1)
+    assert loc.posterior() == pytest.approx(w / w.sum())
+
+
+def test_a_measured_position_leaves_window_mode_alone():
+    loc = SequenceLocalizer.from_map(chain(5), config=SequenceConfig(mode="window", **PLAIN), observation=UNIT)
+    loc.update(shortlist([1, 3, 1, 1, 1]), stamp=0.0)
+    before = loc.posterior()
+    loc.observe_position(np.array([4.0, 0.0, 0.0]), sigma_m=1.0, floor=0.1)
+    assert loc.posterior() == pytest.approx(before)  # window mode keeps no belief to correct
+
+
 def test_full_score_vector_is_standardised_per_frame():
     obs = ObservationModel(gain=1.0)
     # scores (0, 0, 0, 4): mean 1, std sqrt(3); z = (0, 0, 0, 3 / sqrt 3) = (0, 0, 0, sqrt 3)

@@ -34,6 +34,8 @@ from disam_ros.cliutil import (
     output_dir_error,
     positive_float,
     positive_int,
+    probability,
+    probability_or_one,
 )
 from disam_ros.eval.kidnap import KidnappedQueries, parse_kidnap, recoveries, recovery_rows, write_recoveries
 from disam_ros.eval.metrics import DEFAULT_RECALL_NS, nees
@@ -217,20 +219,9 @@ def add_tracker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--track-frames", type=non_negative_int, default=VerifyConfig.track_frames,
                    help="map-point tracking: frames a verified frame's map points carry on when a frame's own "
                         "candidates do not verify (0: off; default %(default)s)")
-
-
-def probability(text: str) -> float:
-    v = non_negative_float(text)
-    if v >= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a probability in [0, 1)")
-    return v
-
-
-def probability_or_one(text: str) -> float:
-    v = non_negative_float(text)
-    if v > 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a probability in [0, 1]")
-    return v
+    p.add_argument("--belief-sigma", type=non_negative_float, default=VerifyConfig.belief_sigma_m,
+                   help="sequence mode: a verified pose pulls the belief to map places within about this many "
+                        "metres (0: off; default %(default)s)")
 
 
 def tolerance_pair(text: str) -> tuple[float, float]:
@@ -248,7 +239,7 @@ def tracker_config(args: argparse.Namespace) -> TrackerConfig:
                          tolerance_deg=args.tolerance[1], place_contrast_frames=args.place_contrast_frames,
                          standstill_ratio=args.standstill_ratio,
                          verify=VerifyConfig(enabled=not getattr(args, "no_verify", False),
-                                             track_frames=args.track_frames))
+                                             track_frames=args.track_frames, belief_sigma_m=args.belief_sigma))
 
 
 def parse_bag_arg(text: str) -> tuple[str, Path]:

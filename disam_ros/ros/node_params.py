@@ -86,6 +86,9 @@ PARAMETERS: tuple[Param, ...] = (
     Param("verify_track_frames", 5, "Map-point tracking: when a frame's own map places do not verify, the last "
           "verified frame's map points (within 1 s) are matched into it and the pose solved against them, for at "
           "most this many frames in a row; 0 = off.", constraints=">= 0"),
+    Param("verify_belief_sigma_m", 2.0, "Sequence mode: a verified pose re-weights the belief towards the map places "
+          "within about this distance of it (floored, so one wrong pose is outvoted later); 0 = off.",
+          constraints=">= 0"),
     Param("unverified_policy", "publish", "While verification is active: publish = a frame that passes the "
           "confidence gate is published even when not verified (the retrieval's pose; verified frames always are); "
           "withhold = only verified frames are published.", dynamic=True, constraints=", ".join(UNVERIFIED_POLICIES)),
@@ -163,6 +166,7 @@ class LocalizerConfig:
     verify_candidates: int
     verify_min_inliers: int
     verify_track_frames: int
+    verify_belief_sigma_m: float
     unverified_policy: str
     camera_info_topic: str
     compressed: bool
@@ -275,6 +279,8 @@ def check_value(name: str, value: Any) -> Any:
                          "(e.g. /odom, /camera/camera_info), or leave it empty")
     elif name == "verify_track_frames" and value < 0:
         raise ValueError(f"verify_track_frames must be >= 0 (0 = no map-point tracking), got {value}")
+    elif name == "verify_belief_sigma_m" and not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"verify_belief_sigma_m must be a distance >= 0 in metres (0 = off), got {value}")
     elif name == "verify_min_inliers" and value < MIN_VERIFY_INLIERS:
         raise ValueError(f"verify_min_inliers must be >= {MIN_VERIFY_INLIERS} (a 6-DoF pose needs at least "
                          f"{MIN_VERIFY_INLIERS} points), got {value}")

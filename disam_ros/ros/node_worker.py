@@ -46,7 +46,7 @@ class NodeTracking:
         verify = VerifyConfig(enabled=cfg.verify, candidates=cfg.verify_candidates, min_inliers=cfg.verify_min_inliers,
                               enough_inliers=max(VerifyConfig.enough_inliers, cfg.verify_min_inliers),
                               min_agreeing_inliers=min(VerifyConfig.min_agreeing_inliers, cfg.verify_min_inliers),
-                              track_frames=cfg.verify_track_frames)
+                              track_frames=cfg.verify_track_frames, belief_sigma_m=cfg.verify_belief_sigma_m)
         self.tracker = Tracker(reloc, TrackerConfig(mode=cfg.mode, sequence=seq, standstill_ratio=cfg.standstill_ratio,
                                                     loop_closure_min_consecutive=cfg.loop_closure_min_consecutive,
                                                     verify=verify))

@@ -183,6 +183,21 @@ class SequenceLocalizer:
         self._consistent = 0
         self._pending = "prior"
 
+    def observe_position(self, position: np.ndarray, sigma_m: float, floor: float) -> None:
+        """Evidence of where the camera is that does not come from the scores (a verified metric pose): the
+        belief is multiplied by a Gaussian over places around it, floored at `floor` so that one wrong
+        measurement is outvoted by the frames that follow instead of ruling the right place out. Speeds are
+        kept (a measured place says nothing about speed). Only the sequence filter keeps a belief to correct."""
+        if self.config.mode != "sequence" or self._stamp is None:
+            return
+        d2 = np.sum((self.graph.positions - np.asarray(position, np.float64).reshape(1, 3)) ** 2, axis=1)
+        lik = (1.0 - floor) * np.exp(-0.5 * d2 / max(float(sigma_m), 1e-6) ** 2) + floor  # chain order
+        if self._sparse is not None:
+            self._sparse.observe_map(lik[self.graph.slot], self.graph.order, self.graph.slot)
+            return
+        post = self._belief * lik[None, :]
+        self._belief = post / post.sum()  # > 0: every cell keeps at least `floor` of its mass
+
     def posterior(self) -> np.ndarray:
         """The current belief over places (speeds summed out), in map order."""
         p = self._sparse.place_masses() if self._sparse is not None else self._belief.sum(axis=0)

@@ -286,6 +286,9 @@ class Tracker:
         res.timings_ms["verify"] = v.ms
         if v.verified:
             res.position, res.quat, res.covariance = v.position.copy(), v.quat.copy(), v.covariance.copy()
+            sigma = self.config.verify.belief_sigma_m
+            if self._seq is not None and sigma > 0:
+                self._seq.observe_position(v.position, sigma, self.config.verify.belief_floor)
             record = self._verified_record()
             if record is not None:  # the published pose is the verified one: its confidence comes from its inliers
                 res.confidence = verified_confidence(record, v.inliers)

@@ -71,6 +71,9 @@ class VerifyConfig:
     #                        5 chosen on the dev town, docs/pose.md)
     track_max_gap_s: float = 1.0  # ... when the frame follows the last verified one within this time
     track_radius_px: float = 2.0  # a map point the solved pose projects this close to a keypoint is carried on
+    belief_sigma_m: float = 2.0  # sequence mode: a verified pose narrows the belief to places about this near
+    #                              (0 = off; 2 m chosen on the dev town from 1 / 2 / 4, docs/pose.md)
+    belief_floor: float = 0.05  # ... never below this share, so a wrong verified pose is outvoted by later frames
 
     def __post_init__(self) -> None:
         checks = (("candidates", self.candidates >= 1), ("radius", 0.0 < self.radius <= 1.0),
@@ -84,7 +87,8 @@ class VerifyConfig:
                   ("max_turn_deg", 0 < self.max_turn_deg <= 180), ("sigma_floor_px", self.sigma_floor_px >= 0),
                   ("covariance_scale", self.covariance_scale >= 1.0), ("track_frames", self.track_frames >= 0),
                   ("track_max_gap_s", self.track_max_gap_s > 0),
-                  ("track_radius_px", self.track_radius_px > 0))
+                  ("track_radius_px", self.track_radius_px > 0), ("belief_sigma_m", self.belief_sigma_m >= 0),
+                  ("belief_floor", 0 < self.belief_floor <= 1))
         bad = [name for name, ok in checks if not ok]
         if bad:
             raise ValueError(f"VerifyConfig: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} out of range "
