@@ -190,6 +190,39 @@ def test_guided_match_equals_its_definition_by_loops(seed):
     assert got.tolist() == want
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_guided_match_breaks_exact_ties_as_its_definition(seed):
+    """Descriptors drawn from one-hot and (+-1/2, +-1/2, +-1/2, +-1/2) unit vectors: every similarity is exact in
+    float32 whatever the summation order, so many exact ties occur (ratio just over 1 lets them through the ratio
+    test). The cell-by-cell matcher must resolve them as one argmax over all pairs would, lowest index first,
+    which is what the loop below does (sorted() and min() keep the first of equals)."""
+    from disam_ros.pose.guided import guided_match
+
+    rng = np.random.default_rng(seed)
+    palette = np.concatenate([np.eye(4), 0.5 * np.array(np.meshgrid(*[[-1, 1]] * 4)).reshape(4, -1).T])
+    n, m, radius, ratio = 120, 150, 30.0, 1.0001
+    q_uv, pred = rng.uniform(0, 200, (n, 2)), rng.uniform(-20, 220, (m, 2))  # ~7 x 7 cells of one radius
+    q_desc, m_desc = palette[rng.integers(0, len(palette), n)], palette[rng.integers(0, len(palette), m)]
+
+    def near(i, j):
+        return float(np.linalg.norm(q_uv[i] - pred[j])) <= radius
+
+    def dist(i, j):
+        return float(np.sqrt(max(2.0 - 2.0 * q_desc[i] @ m_desc[j], 0.0)))
+
+    want = []
+    for i in range(n):
+        d = sorted((dist(i, j), j) for j in range(m) if near(i, j))
+        if not d or not d[0][0] < ratio * (d[1][0] if len(d) > 1 else np.inf):
+            continue
+        j = d[0][1]
+        if min((k for k in range(n) if near(k, j)), key=lambda k: dist(k, j)) == i:
+            want.append([i, j])
+    got = guided_match(q_uv, q_desc, m_desc, pred, radius, ratio)
+    assert len(want) >= 5, len(want)
+    assert got.tolist() == want
+
+
 def test_match_eval_runs_end_to_end_on_a_tiny_world(tmp_path, capsys):
     """SIFT, guided and cascaded methods on a 2-frame world; the dense path is left to the unit tests above
     because the first checkpoint read in a process costs over a second (torch's meta-device imports)."""

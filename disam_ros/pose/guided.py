@@ -7,6 +7,9 @@ the ratio test meaningful again. Measured in docs/pose.md: night 0 -> 50 % withi
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import numpy as np
 
 from disam_ros.pose.camera import Intrinsics
@@ -33,30 +36,95 @@ def guided_match(query_uv: np.ndarray, query_desc: np.ndarray, map_desc: np.ndar
     of those candidates (a lone candidate passes) and mutual (the map keypoint's nearest query keypoint among
     those near it is this one). Descriptors are unit vectors (RootSIFT), compared by Euclidean distance.
 
-    Cost: it runs for every candidate place of every frame, so it works on similarities (a.b; for unit vectors
-    |a - b|^2 = 2 - 2 a.b, the same order) in float32, drops map keypoints no query keypoint can reach before the
-    (N, M) arrays exist, and finds the runner-up by masking the best rather than a partition. Same pairs as the
-    plain definition (test_pose_dense checks it against a loop)."""
+    Cost: it runs for every candidate place of every frame. The image is cut into square cells one radius wide,
+    so that every keypoint's candidates lie in the 3 x 3 cells around its own; each cell's query keypoints are
+    compared with those map keypoints only (about a third of all pairs at 640x480 and a radius of 0.2 x the
+    width), by similarities (a.b; for unit vectors |a - b|^2 = 2 - 2 a.b, the same order) in float32. Ties go
+    to the lowest index, as one argmax over all pairs would: the same pairs as the definition (test_pose_dense
+    checks it against a loop)."""
     q = np.asarray(query_uv, np.float64).reshape(-1, 2)
     p = np.asarray(predicted_uv, np.float64).reshape(-1, 2)
-    if len(q) == 0 or len(p) == 0:
+    if len(q) == 0 or len(p) == 0 or not radius > 0:
         return np.zeros((0, 2), np.int64)
     reach = np.isfinite(p).all(axis=1) & (p >= q.min(0) - radius).all(axis=1) & (p <= q.max(0) + radius).all(axis=1)
     cols = np.flatnonzero(reach)
     if len(cols) == 0:
         return np.zeros((0, 2), np.int64)
-    # centred on the query keypoints so float32 keeps sub-pixel resolution for any image size
-    origin = q.mean(axis=0)
-    qf, pf = (q - origin).astype(np.float32), (p[cols] - origin).astype(np.float32)
-    d2 = (qf * qf).sum(1)[:, None] + (pf * pf).sum(1)[None] - 2.0 * (qf @ pf.T)
-    sim = np.asarray(query_desc, np.float32) @ np.asarray(map_desc, np.float32)[cols].T
-    np.copyto(sim, -np.inf, where=d2 > np.float32(radius * radius))
-    rows, j = np.arange(len(sim)), np.argmax(sim, axis=1)
-    best = sim[rows, j].copy()
-    sim[rows, j] = -np.inf
-    second = sim.max(axis=1) if sim.shape[1] > 1 else np.full(len(sim), -np.inf, np.float32)
-    sim[rows, j] = best
-    mutual = np.argmax(sim, axis=0)[j] == rows
-    d_best, d_second = np.maximum(2.0 - 2.0 * best, 0.0), np.maximum(2.0 - 2.0 * second, 0.0)
-    keep = np.isfinite(best) & (d_best < ratio * ratio * d_second) & mutual
+    origin = q.mean(axis=0)  # centred so that float32 keeps sub-pixel resolution for any image size
+    best = _Best(len(q), len(cols))
+    pairs = _Pairs((q - origin).astype(np.float32), (p[cols] - origin).astype(np.float32),
+                   np.asarray(query_desc, np.float32), np.asarray(map_desc, np.float32)[cols],
+                   np.float32(radius * radius))
+    for rows, idx in _cell_blocks(q, p[cols], radius):
+        best.update(rows, idx, pairs.similarities(rows, idx))
+    rows = np.flatnonzero(best.col >= 0)
+    j = best.col[rows]
+    mutual = best.row_of_col[j] == rows
+    d_best = np.maximum(2.0 - 2.0 * best.sim[rows], 0.0)
+    d_second = np.maximum(2.0 - 2.0 * best.second[rows], 0.0)
+    keep = np.isfinite(best.sim[rows]) & (d_best < ratio * ratio * d_second) & mutual
     return np.stack([rows[keep], cols[j[keep]]], 1).astype(np.int64)
+
+
+def _cell_blocks(q: np.ndarray, p: np.ndarray, radius: float) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(query rows, map columns) per occupied cell of query keypoints: the cell's rows and every map keypoint in
+    the 3 x 3 cells around it, both ascending (so argmax keeps the lowest index among ties)."""
+    lo = np.minimum(q.min(0), p.min(0))
+    qc, pc = np.floor((q - lo) / radius).astype(np.int64) + 1, np.floor((p - lo) / radius).astype(np.int64) + 1
+    stride = int(max(qc[:, 1].max(), pc[:, 1].max())) + 2
+    q_key, p_key = qc[:, 0] * stride + qc[:, 1], pc[:, 0] * stride + pc[:, 1]
+    around = np.array([dx * stride + dy for dx in (-1, 0, 1) for dy in (-1, 0, 1)])
+    q_order, p_order = np.argsort(q_key, kind="stable"), np.argsort(p_key, kind="stable")
+    q_sorted, p_sorted = q_key[q_order], p_key[p_order]
+    bounds = np.flatnonzero(np.r_[True, q_sorted[1:] != q_sorted[:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        cells = q_sorted[a] + around
+        first, last = np.searchsorted(p_sorted, cells, "left"), np.searchsorted(p_sorted, cells, "right")
+        idx = np.sort(np.concatenate([p_order[s:e] for s, e in zip(first, last)]))
+        if len(idx):
+            yield q_order[a:b], idx
+
+
+@dataclass
+class _Pairs:
+    """Pixel positions (centred) and descriptors of both sides, for the similarities of one cell block."""
+
+    qf: np.ndarray
+    pf: np.ndarray
+    qd: np.ndarray
+    md: np.ndarray
+    radius2: np.float32
+
+    def similarities(self, rows: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """(len(rows), len(idx)) descriptor similarities, -inf where the map keypoint is predicted beyond the
+        radius of the query keypoint."""
+        qf, pf = self.qf[rows], self.pf[idx]
+        d2 = (qf * qf).sum(1)[:, None] + (pf * pf).sum(1)[None] - 2.0 * (qf @ pf.T)
+        sim = self.qd[rows] @ self.md[idx].T
+        np.copyto(sim, -np.inf, where=d2 > self.radius2)
+        return sim
+
+
+class _Best:
+    """Running best and runner-up per query keypoint, and best query keypoint per map keypoint, over blocks."""
+
+    def __init__(self, n: int, m: int) -> None:
+        self.col = np.full(n, -1, np.int64)  # best map column per query row (-1: no candidate seen)
+        self.sim = np.full(n, -np.inf, np.float32)
+        self.second = np.full(n, -np.inf, np.float32)
+        self.col_sim = np.full(m, -np.inf, np.float32)  # best similarity per map column ...
+        self.row_of_col = np.full(m, n, np.int64)  # ... and its query row (n: none)
+
+    def update(self, rows: np.ndarray, idx: np.ndarray, sim: np.ndarray) -> None:
+        """Each query row meets all its candidates in one block; a map column appears in several blocks."""
+        r, j = np.arange(len(rows)), np.argmax(sim, axis=1)
+        top = sim[r, j].copy()
+        sim[r, j] = -np.inf
+        self.second[rows] = sim.max(axis=1) if sim.shape[1] > 1 else -np.inf
+        sim[r, j] = top
+        self.col[rows], self.sim[rows] = idx[j], top
+        i = np.argmax(sim, axis=0)
+        col_top, row = sim[i, np.arange(len(idx))], rows[i]
+        old, old_row = self.col_sim[idx], self.row_of_col[idx]
+        better = (col_top > old) | ((col_top == old) & (row < old_row) & np.isfinite(col_top))
+        self.col_sim[idx[better]], self.row_of_col[idx[better]] = col_top[better], row[better]
