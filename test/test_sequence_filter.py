@@ -155,6 +155,33 @@ def test_a_measured_position_reweights_the_belief_by_hand(sparse, monkeypatch):
     assert loc.posterior() == pytest.approx(w / w.sum())
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_measured_pose_does_not_pull_the_belief_to_the_road_driven_the_other_way(sparse, monkeypatch):
+    """Places 0..4 m driven east (yaw 0) and the same spots driven back west (yaw pi): a verified pose at x = 2 m
+    looking east (sigma 1 m, floor 0.1) multiplies the eastbound places by 0.9 exp(-d^2 / 2) + 0.1 and the
+    westbound ones, seen facing the other way, by the floor 0.1 alone, whatever their distance. The sparse
+    belief keeps only its support exactly (the rest shares the floor), so there the check is the ratio of the
+    two places at x = 2 m, both in the support: it must grow by (0.9 + 0.1) / 0.1 = 10."""
+    if sparse:
+        monkeypatch.setattr(SequenceLocalizer, "exact_cells", 0)
+    x = np.arange(5.0)
+    positions = np.r_[chain(5), chain(5)[::-1]]
+    drives, stamps = np.repeat([0, 1], 5), np.r_[x, 100.0 + x]
+    headings = np.r_[np.zeros(5), np.full(5, np.pi)]
+    loc = SequenceLocalizer.from_map(positions, drives, stamps, config=SequenceConfig(**PLAIN), observation=UNIT,
+                                     headings=headings)
+    loc.update(shortlist([1, 2, 3, 2, 1, 1, 2, 3, 2, 1]), stamp=0.0)
+    before = loc.posterior()
+    loc.observe_position(np.array([2.0, 0.0, 0.0]), sigma_m=1.0, floor=0.1, heading=0.05)
+    after = loc.posterior()
+    if sparse:
+        assert {2, 7} <= set(loc.graph.order[loc._sparse.support].tolist())
+        assert after[2] / after[7] == pytest.approx(10.0 * before[2] / before[7])
+        return
+    lik = np.r_[0.9 * np.exp(-0.5 * (x - 2.0) ** 2) + 0.1, np.full(5, 0.1)]
+    assert after == pytest.approx(before * lik / np.sum(before * lik))
+
+
 def test_a_measured_position_leaves_window_mode_alone():
     loc = SequenceLocalizer.from_map(chain(5), config=SequenceConfig(mode="window", **PLAIN), observation=UNIT)
     loc.update(shortlist([1, 3, 1, 1, 1]), stamp=0.0)

@@ -95,6 +95,7 @@ class PlaceGraph:
     xfer_deg: np.ndarray  # (N,) transfer edges leaving each slot
     spacing_m: float  # median step between consecutive places of a drive
     radius_m: float
+    headings: np.ndarray | None = None  # (N,) yaw (rad) of each slot's camera, None: not known
 
     def __len__(self) -> int:
         return len(self.order)
@@ -150,7 +151,7 @@ class PlaceGraph:
         cont_d, gap_d = _continuations(i, j, dist, other, ends)
         g = cls(order=order, slot=slot, positions=p, arc=arc, u=u, start=starts[run], end=ends[run],
                 cont=cont_d[run], cont_gap=gap_d[run], xfer_src=xs, xfer_dst=xd,
-                xfer_deg=np.bincount(xs, minlength=n), spacing_m=spacing, radius_m=radius)
+                xfer_deg=np.bincount(xs, minlength=n), spacing_m=spacing, radius_m=radius, headings=heads)
         log.debug("place graph: %d places, %d drives, %d transfer edges, %d continuations, spacing %.2f m",
                   n, len(starts), len(xs), int((cont_d >= 0).sum()), spacing)
         return g

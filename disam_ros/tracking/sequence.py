@@ -183,15 +183,22 @@ class SequenceLocalizer:
         self._consistent = 0
         self._pending = "prior"
 
-    def observe_position(self, position: np.ndarray, sigma_m: float, floor: float) -> None:
+    def observe_position(self, position: np.ndarray, sigma_m: float, floor: float, heading: float | None = None
+                         ) -> None:
         """Evidence of where the camera is that does not come from the scores (a verified metric pose): the
         belief is multiplied by a Gaussian over places around it, floored at `floor` so that one wrong
-        measurement is outvoted by the frames that follow instead of ruling the right place out. Speeds are
-        kept (a measured place says nothing about speed). Only the sequence filter keeps a belief to correct."""
+        measurement is outvoted by the frames that follow instead of ruling the right place out. With the
+        camera's `heading` (yaw, rad) and a graph that knows its places' headings, places seen facing more than
+        90 degrees away (the same road driven the other way) get only the floor: the pose says which way the
+        camera looks, not only where it is. Speeds are kept (a measured place says nothing about speed). Only
+        the sequence filter keeps a belief to correct."""
         if self.config.mode != "sequence" or self._stamp is None:
             return
         d2 = np.sum((self.graph.positions - np.asarray(position, np.float64).reshape(1, 3)) ** 2, axis=1)
         lik = (1.0 - floor) * np.exp(-0.5 * d2 / max(float(sigma_m), 1e-6) ** 2) + floor  # chain order
+        if heading is not None and self.graph.headings is not None:
+            turn = np.abs(np.angle(np.exp(1j * (self.graph.headings - float(heading)))))
+            lik = np.where(turn <= 0.5 * np.pi, lik, floor)
         if self._sparse is not None:
             self._sparse.observe_map(lik[self.graph.slot], self.graph.order, self.graph.slot)
             return

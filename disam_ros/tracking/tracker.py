@@ -288,7 +288,8 @@ class Tracker:
             res.position, res.quat, res.covariance = v.position.copy(), v.quat.copy(), v.covariance.copy()
             sigma = self.config.verify.belief_sigma_m
             if self._seq is not None and sigma > 0:
-                self._seq.observe_position(v.position, sigma, self.config.verify.belief_floor)
+                self._seq.observe_position(v.position, sigma, self.config.verify.belief_floor,
+                                           heading=float(headings_from_quats(v.quat[None])[0]))
             record = self._verified_record()
             if record is not None:  # the published pose is the verified one: its confidence comes from its inliers
                 res.confidence = verified_confidence(record, v.inliers)
