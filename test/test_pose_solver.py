@@ -8,7 +8,7 @@ import pytest
 
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.covariance import COVARIANCE_ORDER, pose_covariance, pose_jacobian
-from disam_ros.pose.solver import SolverConfig, solve_absolute_pose
+from disam_ros.pose.solver import BACKENDS, SolverConfig, solve_absolute_pose
 
 FX, FY, CX, CY, W, H = 520.0, 515.0, 319.5, 239.5, 640, 480
 CAM = Intrinsics(FX, FY, CX, CY, W, H)
@@ -58,7 +58,8 @@ def quat_to_matrix(q: np.ndarray) -> np.ndarray:
                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
-def test_exact_pose_through_20_percent_gross_outliers():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_exact_pose_through_20_percent_gross_outliers(backend):
     rng = np.random.default_rng(7)
     X = scene(rng, 150)
     uv = pinhole(X, R_MAP_CAM, CENTRE)
@@ -66,7 +67,7 @@ def test_exact_pose_through_20_percent_gross_outliers():
     outlier[rng.choice(len(X), 30, replace=False)] = True
     angle = rng.uniform(0, 2 * np.pi, 30)
     uv[outlier] += np.stack([np.cos(angle), np.sin(angle)], 1) * rng.uniform(30, 150, (30, 1))
-    sol = solve_absolute_pose(uv, X, CAM, SolverConfig())
+    sol = solve_absolute_pose(uv, X, CAM, SolverConfig(backend=backend))
     assert sol is not None
     assert np.linalg.norm(sol.position - CENTRE) < 1e-3
     assert rotation_angle_deg(quat_to_matrix(sol.quat), R_MAP_CAM) < 0.01
@@ -74,7 +75,7 @@ def test_exact_pose_through_20_percent_gross_outliers():
     assert (sol.num_inliers, sol.inlier_ratio) == (120, 0.8)
     assert sol.median_error_px < 1e-3 and sol.mean_error_px < 1e-3
     assert np.all(sol.errors_px[outlier] >= 29.0)
-    # pycolmap's cam_from_world is the inverse of the stored pose
+    # camera-from-map (pycolmap's cam_from_world, PoseLib's CameraPose) is the inverse of the stored pose
     np.testing.assert_allclose(sol.R, R_MAP_CAM.T, atol=1e-6)
     np.testing.assert_allclose(sol.t, -R_MAP_CAM.T @ CENTRE, atol=1e-5)
     assert sol.quat[3] >= 0 and abs(np.linalg.norm(sol.quat) - 1) < 1e-12
@@ -82,13 +83,27 @@ def test_exact_pose_through_20_percent_gross_outliers():
     assert COVARIANCE_ORDER == ("x", "y", "z", "rx", "ry", "rz")
 
 
-def test_covariance_agrees_with_the_spread_over_noise_draws():
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dist", [(-0.15, 0.04, 0.001, -0.0015, 0.0), (-0.15, 0.04, 0.001, -0.0015, 0.005)])
+def test_exact_pose_through_lens_distortion(backend, dist):
+    """Pixels distorted by this file's own plumb_bob (OPENCV without k3, FULL_OPENCV with it): both libraries
+    must undistort as OpenCV does, so the pose comes back exact."""
+    X = scene(np.random.default_rng(11), 100)
+    uv = pinhole(X, R_MAP_CAM, CENTRE, dist)
+    sol = solve_absolute_pose(uv, X, Intrinsics(FX, FY, CX, CY, W, H, *dist), SolverConfig(backend=backend))
+    assert sol is not None and sol.num_inliers == len(X)
+    assert np.linalg.norm(sol.position - CENTRE) < 1e-3
+    assert rotation_angle_deg(quat_to_matrix(sol.quat), R_MAP_CAM) < 0.01
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_covariance_agrees_with_the_spread_over_noise_draws(backend):
     X = scene(np.random.default_rng(3), 80)
     clean = pinhole(X, R_MAP_CAM, CENTRE)
     positions, rotations, predicted = [], [], []
     for seed in range(30):
         uv = clean + np.random.default_rng(100 + seed).normal(0.0, 0.5, clean.shape)
-        sol = solve_absolute_pose(uv, X, CAM, SolverConfig(max_error_px=4.0))
+        sol = solve_absolute_pose(uv, X, CAM, SolverConfig(max_error_px=4.0, backend=backend))
         assert sol is not None and sol.num_inliers == len(X)
         positions.append(sol.position)
         # the rotation error about the map axes, left of the true pose: R_est = Exp(r) R_true
@@ -143,14 +158,15 @@ def test_covariance_equals_pycolmaps_after_conversion():
     np.testing.assert_allclose(ours, A @ out["covariance"] @ A.T, rtol=1e-5, atol=1e-12)
 
 
-def test_garbage_and_too_few_points_give_none():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_garbage_and_too_few_points_give_none(backend):
     rng = np.random.default_rng(2)
     X = scene(rng, 60)
     uv = rng.uniform([0, 0], [W, H], (60, 2))  # no relation to X
-    assert solve_absolute_pose(uv, X, CAM, SolverConfig(max_trials=2000)) is None
+    assert solve_absolute_pose(uv, X, CAM, SolverConfig(max_trials=2000, backend=backend)) is None
     good = pinhole(X, R_MAP_CAM, CENTRE)
-    assert solve_absolute_pose(good[:10], X[:10], CAM, SolverConfig(min_inliers=15)) is None
-    assert solve_absolute_pose(good[:10], X[:10], CAM, SolverConfig(min_inliers=6)) is not None
+    assert solve_absolute_pose(good[:10], X[:10], CAM, SolverConfig(min_inliers=15, backend=backend)) is None
+    assert solve_absolute_pose(good[:10], X[:10], CAM, SolverConfig(min_inliers=6, backend=backend)) is not None
 
 
 @pytest.mark.parametrize("p2, p3, what", [
@@ -169,3 +185,5 @@ def test_bad_config_is_refused():
         SolverConfig(max_error_px=0.0)
     with pytest.raises(ValueError, match="min_inliers"):
         SolverConfig(min_inliers=3)
+    with pytest.raises(ValueError, match="backend='opengv'"):
+        SolverConfig(backend="opengv")
