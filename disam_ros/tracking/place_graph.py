@@ -77,6 +77,11 @@ def headings_from_quats(quats: np.ndarray) -> np.ndarray:
     return np.arctan2(fy, fx)
 
 
+def heading_difference(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
+    """Absolute difference of yaw angles (rad), wrapped to [0, pi]."""
+    return np.abs(np.angle(np.exp(1j * (np.asarray(a, np.float64) - np.asarray(b, np.float64)))))
+
+
 @dataclass(frozen=True, eq=False)
 class PlaceGraph:
     """Chains, continuations and transfers over N places, all in chain order (see the module docstring)."""
@@ -140,7 +145,7 @@ class PlaceGraph:
         heads = None if headings is None else np.asarray(headings, np.float64).reshape(-1)[order]
         i, j, dist = radius_pairs(p, radius)
         if heads is not None:
-            diff = np.abs(np.angle(np.exp(1j * (heads[i] - heads[j]))))
+            diff = heading_difference(heads[i], heads[j])
             keep = diff <= np.radians(max_heading_diff_deg)
             i, j, dist = i[keep], j[keep], dist[keep]
         # a neighbour on the same drive that is near in arc length is just the chain: not a transfer
@@ -366,4 +371,4 @@ def _continuations(i: np.ndarray, j: np.ndarray, dist: np.ndarray, other: np.nda
     return cont, gap
 
 
-__all__ = ["MotionPlan", "PlaceGraph", "TransferPlan", "headings_from_quats", "radius_pairs"]
+__all__ = ["MotionPlan", "PlaceGraph", "TransferPlan", "heading_difference", "headings_from_quats", "radius_pairs"]

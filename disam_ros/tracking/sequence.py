@@ -33,7 +33,7 @@ import numpy as np
 from disam_ros.maps.confidence_fit import SEQUENCE_MODES
 from disam_ros.maps.observation import EVIDENCE_NATS_PER_FRAME, OBSERVATION_VERSION, ObservationModel
 from disam_ros.tracking.belief import SparseBelief, checked_frame
-from disam_ros.tracking.place_graph import MotionPlan, PlaceGraph
+from disam_ros.tracking.place_graph import MotionPlan, PlaceGraph, heading_difference
 from disam_ros.tracking.summary import PlaceGeometry
 from disam_ros.tracking.window import WindowMatcher
 
@@ -197,8 +197,7 @@ class SequenceLocalizer:
         d2 = np.sum((self.graph.positions - np.asarray(position, np.float64).reshape(1, 3)) ** 2, axis=1)
         lik = (1.0 - floor) * np.exp(-0.5 * d2 / max(float(sigma_m), 1e-6) ** 2) + floor  # chain order
         if heading is not None and self.graph.headings is not None:
-            turn = np.abs(np.angle(np.exp(1j * (self.graph.headings - float(heading)))))
-            lik = np.where(turn <= 0.5 * np.pi, lik, floor)
+            lik = np.where(heading_difference(self.graph.headings, heading) <= 0.5 * np.pi, lik, floor)
         if self._sparse is not None:
             self._sparse.observe_map(lik[self.graph.slot], self.graph.order, self.graph.slot)
             return
