@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from disam_ros.pose.features import SiftConfig, detect_sift, match_descriptors
+from disam_ros.pose.features import SiftConfig, detect_sift, match_descriptors, match_unit_descriptors, root_sift
 
 SHIFT = np.array([7.0, 3.0])  # (x, y) pixels
 
@@ -83,6 +83,35 @@ def test_bad_images_are_refused_in_one_line(image, what):
     with pytest.raises(ValueError, match=what) as err:
         detect_sift(image)
     assert "\n" not in str(err.value)
+
+
+def test_unit_descriptor_matching_by_hand():
+    # unit vectors at angles 0, 90, 45 and 12 deg against 5, 85, 40, 50 and 180 deg (distance 2 sin(angle / 2)):
+    # d1[0] -> d2[0] (5 deg against 40 deg to the runner-up: 0.087 vs 0.684, kept); d1[1] -> d2[1] (kept); d1[2] is
+    # 5 deg from both d2[2] and d2[3] (ambiguous, dropped); d1[3] -> d2[0] (7 deg) but d2[0]'s nearest is d1[0]
+    # (5 deg): not mutual
+    def unit(*deg):
+        a = np.radians(np.array(deg, np.float64))
+        return np.stack([np.cos(a), np.sin(a)], 1).astype(np.float32)
+
+    d1, d2 = unit(0, 90, 45, 12), unit(5, 85, 40, 50, 180)
+    assert match_unit_descriptors(d1, d2, ratio=0.8, mutual=True).tolist() == [[0, 0], [1, 1]]
+    assert match_unit_descriptors(d1, d2, ratio=0.8, mutual=False).tolist() == [[0, 0], [1, 1], [3, 0]]
+    assert match_unit_descriptors(d1, d2[:1]).shape == (0, 2)
+    with pytest.raises(ValueError, match="ratio"):
+        match_unit_descriptors(d1, d2, ratio=0.0)
+
+
+def test_unit_descriptor_matching_gives_opencvs_pairs_on_real_sift():
+    """The matrix-product matcher against OpenCV's brute-force kNN on RootSIFT of a texture and its shifted copy
+    (real descriptors, hundreds of true matches and many ambiguous ones): the same pairs."""
+    a, b = detect_sift(texture(0)), detect_sift(np.roll(texture(0), (3, 7), axis=(0, 1)))
+    da, db = root_sift(a.descriptors), root_sift(b.descriptors)
+    for ratio in (0.6, 0.8, 0.95):
+        for mutual in (True, False):
+            want = match_descriptors(da, db, ratio, mutual)
+            assert len(want) > 50
+            assert match_unit_descriptors(da, db, ratio, mutual).tolist() == want.tolist()
 
 
 def test_bad_descriptors_and_ratio_are_refused():
