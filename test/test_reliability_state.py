@@ -156,7 +156,8 @@ def test_node_tracking_gives_the_tracker_the_speed_band_for_glitched_frames(tabl
     cfg = SimpleNamespace(mode="sequence", min_speed_mps=0.0, max_speed_mps=15.0, speed_change_prob=0.1,
                           standstill_ratio=0.0, loop_closure_min_consecutive=3, odom_topic="odom", verify=True,
                           verify_candidates=3, verify_min_inliers=15, verify_track_frames=5,
-                          verify_belief_sigma_m=2.0)
+                          verify_belief_sigma_m=2.0, verify_unguided_candidates=0,
+                          verify_turn_search_deg=25.0)
     node = NodeTracking(reloc, cfg)
     node.tracker = Tracker(reloc, _tracker_config())
     ref = Tracker(_relocalizer(table_world), _tracker_config())

@@ -1,12 +1,14 @@
 """`disam-bench verify`: what geometric verification and the metric pose add to every frame, on one CPU thread.
 
 The added work per frame is exactly `Verifier.verify`: the query's SIFT features (the map's recipe), then per
-candidate place guided matching, pycolmap's RANSAC + refinement, a second tighter pass and the covariance. It is
-timed on a rendered town at camera resolution (default 640x480) whose map stores depth geometry, each query
-frame given its ground-truth nearest map image and the next two as candidates (as a retrieval's top 3), once
-with the shipped recipe and once per `--scales` value of the SIFT detection scale (each its own map, since the
-map must be built with the query's recipe). Rows: median ms of the features, of the whole verify call, the
-share verified and the share within (0.25 m, 2 deg). Target (issue 26): <= 30 ms median added per frame.
+candidate place guided matching, the solver's RANSAC + refinement (PoseLib by default) and the covariance, and
+on a frame that nothing verifies the best candidate's turned guides. It is timed on a rendered town at
+camera resolution (default 640x480) whose map stores depth geometry, each query frame given its ground-truth
+nearest map image and the next two as candidates (as a retrieval's top 3), once with the shipped recipe and
+once per `--scales` value of the SIFT detection scale (each its own map, since the map must be built with the
+query's recipe), and once more without the turned guides (turn 0 row). Rows: median ms of the
+features, of the whole verify call, the share verified and the share within (0.25 m, 2 deg). Target
+(issue 26): <= 30 ms median added per frame.
 """
 from __future__ import annotations
 
@@ -49,13 +51,13 @@ def build(world: Path, out: Path, scale: float) -> Path:
                                                 progress=False, geometry="depth", sift_scale=scale))
 
 
-def time_verify(world: Path, map_dir: Path, conditions: tuple[str, ...]) -> dict:
+def time_verify(world: Path, map_dir: Path, conditions: tuple[str, ...], turn_deg: float | None = None) -> dict:
     from disam_ros.data.folders import load_condition, read_image
     from disam_ros.maps import LocalizationMap
-    from disam_ros.verify.verifier import Verifier
+    from disam_ros.verify.verifier import Verifier, VerifyConfig
 
     m = LocalizationMap.load(map_dir)
-    verifier = Verifier(m)
+    verifier = Verifier(m, VerifyConfig() if turn_deg is None else VerifyConfig(turn_search_deg=turn_deg))
     positions = np.asarray(m.positions)
     feats, total, verified, fine = [], [], 0, 0
     for cond in conditions:
@@ -76,10 +78,12 @@ def time_verify(world: Path, map_dir: Path, conditions: tuple[str, ...]) -> dict
 
 
 def format_table(rows: list[dict]) -> str:
-    head = "| frame | SIFT scale | frames | features ms | verify ms (median) | p90 ms | verified % | 0.25 m/2 deg % |"
-    lines = [head, "|" + "---|" * 8]
+    head = ("| frame | SIFT scale | turn deg | frames | features ms | verify ms (median) | p90 ms | verified % | "
+            "0.25 m/2 deg % |")
+    lines = [head, "|" + "---|" * 9]
     for r in rows:
-        lines.append(f"| {r['frame']} | {r['scale']:g} | {r['frames']} | {r['features_ms']:.1f} | {r['verify_ms']:.1f}"
+        lines.append(f"| {r['frame']} | {r['scale']:g} | {r['turn_deg']:g} | {r['frames']} | {r['features_ms']:.1f}"
+                     f" | {r['verify_ms']:.1f}"
                      f" | {r['verify_p90_ms']:.1f} | {100 * r['verified']:.0f} | {100 * r['within_0.25m_2deg']:.0f} |")
     return "\n".join(lines)
 
@@ -99,11 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     size = (640, 480)
     with tempfile.TemporaryDirectory(prefix="disam-bench-verify-") as tmp:
         world = make_town(args.world or Path(tmp) / "world", size, args.frames, args.conditions)
-        rows = []
-        for scale in args.scales:
+        from disam_ros.verify.verifier import VerifyConfig
+
+        rows, runs = [], [(scale, None) for scale in args.scales] + [(args.scales[0], 0.0)]
+        for scale, turn in runs:
             map_dir = build(world, Path(tmp) / f"map_{scale:g}", scale)
             rows.append({"frame": f"{size[0]}x{size[1]}", "scale": scale, "device": "cpu", "threads": 1,
-                         **time_verify(world, map_dir, args.conditions)})
+                         "turn_deg": VerifyConfig.turn_search_deg if turn is None else turn,
+                         **time_verify(world, map_dir, args.conditions, turn)})
     emit("verify", rows, format_table(rows), args.json, torch=torch.__version__)
     return 0
 

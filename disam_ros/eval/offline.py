@@ -219,6 +219,12 @@ def add_tracker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--track-frames", type=non_negative_int, default=VerifyConfig.track_frames,
                    help="map-point tracking: frames a verified frame's map points carry on when a frame's own "
                         "candidates do not verify (0: off; default %(default)s)")
+    p.add_argument("--turn-search", type=non_negative_float, default=VerifyConfig.turn_search_deg,
+                   help="when no candidate verifies guided by its own pose, the best guides again turned this many "
+                        "degrees left and right (0: off; default %(default)s)")
+    p.add_argument("--unguided-candidates", type=non_negative_int, default=VerifyConfig.unguided_candidates,
+                   help="when no candidate verifies guided by its own pose, this many are matched unguided "
+                        "(0: off; default %(default)s)")
     p.add_argument("--belief-sigma", type=non_negative_float, default=VerifyConfig.belief_sigma_m,
                    help="sequence mode: a verified pose pulls the belief to map places within about this many "
                         "metres (0: off; default %(default)s)")
@@ -239,7 +245,9 @@ def tracker_config(args: argparse.Namespace) -> TrackerConfig:
                          tolerance_deg=args.tolerance[1], place_contrast_frames=args.place_contrast_frames,
                          standstill_ratio=args.standstill_ratio,
                          verify=VerifyConfig(enabled=not getattr(args, "no_verify", False),
-                                             track_frames=args.track_frames, belief_sigma_m=args.belief_sigma))
+                                             track_frames=args.track_frames, belief_sigma_m=args.belief_sigma,
+                                             unguided_candidates=args.unguided_candidates,
+                                             turn_search_deg=args.turn_search))
 
 
 def parse_bag_arg(text: str) -> tuple[str, Path]:

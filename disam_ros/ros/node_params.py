@@ -1,5 +1,5 @@
-"""The localizer node's parameters: one table (name, default, description, dynamic?), their validation, and
-the command line that feeds them to rcl.
+"""The localizer node's parameters: one table (name, default, description, dynamic?) and their validation
+(the command line that feeds them to rcl: node_cli).
 
 Kept apart from the node so the launch file, config/localizer.yaml, the launcher and docs/localizer.md can be checked
 against one list (test/test_launch_params.py), and so every way a user can get a parameter wrong — a bad value,
@@ -7,7 +7,6 @@ a wrong type, a misspelt name, an unparsable params file — ends in one line na
 """
 from __future__ import annotations
 
-import argparse
 import difflib
 import math
 import re
@@ -15,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
 from disam_ros import conditions
+from disam_ros.ros.node_cli import ConfigError, check_params_file, ros_argv  # noqa: F401  (re-exported: P.ros_argv)
 from disam_ros.ros.node_signals import NODE_NAME, StopSignals, fail  # noqa: F401  (re-exported: P.StopSignals, P.fail)
 
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -32,10 +31,6 @@ UNVERIFIED_POLICIES = ("publish", "withhold")
 MIN_VERIFY_INLIERS = 6  # a 6-DoF pose needs at least this many (disam_ros.verify.verifier.VerifyConfig)
 TOPIC_RE = re.compile(r"(?:~/|/)?[A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)*")
 NAN = float("nan")
-
-
-class ConfigError(ValueError):
-    """A configuration mistake the user fixes at the command line (message: one line with the fix)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +81,13 @@ PARAMETERS: tuple[Param, ...] = (
     Param("verify_track_frames", 5, "Map-point tracking: when a frame's own map places do not verify, the last "
           "verified frame's map points (within 1 s) are matched into it and the pose solved against them, for at "
           "most this many frames in a row; 0 = off.", constraints=">= 0"),
+    Param("verify_turn_search_deg", 25.0, "When no map place verifies guided by its own pose, the best one guides "
+          "again turned this many degrees left and right about the camera's vertical (a camera looking elsewhere "
+          "than the map images); 0 = off.", constraints="0 <= x < 90"),
+    Param("verify_unguided_candidates", 0, "When no map place verifies guided, nor turned, this many of them are "
+          "matched unguided (ratio test, >= 30 inliers): for cameras that look from elsewhere than the map images; "
+          "0 = off (the default: no gain over the turned guides measured yet).",
+          constraints=">= 0"),
     Param("verify_belief_sigma_m", 2.0, "Sequence mode: a verified pose re-weights the belief towards the map places "
           "within about this distance of it (floored, so one wrong pose is outvoted later); 0 = off.",
           constraints=">= 0"),
@@ -166,6 +168,8 @@ class LocalizerConfig:
     verify_candidates: int
     verify_min_inliers: int
     verify_track_frames: int
+    verify_turn_search_deg: float
+    verify_unguided_candidates: int
     verify_belief_sigma_m: float
     unverified_policy: str
     camera_info_topic: str
@@ -279,6 +283,10 @@ def check_value(name: str, value: Any) -> Any:
                          "(e.g. /odom, /camera/camera_info), or leave it empty")
     elif name == "verify_track_frames" and value < 0:
         raise ValueError(f"verify_track_frames must be >= 0 (0 = no map-point tracking), got {value}")
+    elif name == "verify_turn_search_deg" and not (math.isfinite(value) and 0.0 <= value < 90.0):
+        raise ValueError(f"verify_turn_search_deg must be in [0, 90) degrees (0 = off), got {value}")
+    elif name == "verify_unguided_candidates" and value < 0:
+        raise ValueError(f"verify_unguided_candidates must be >= 0 (0 = guided matching only), got {value}")
     elif name == "verify_belief_sigma_m" and not (math.isfinite(value) and value >= 0.0):
         raise ValueError(f"verify_belief_sigma_m must be a distance >= 0 in metres (0 = off), got {value}")
     elif name == "verify_min_inliers" and value < MIN_VERIFY_INLIERS:
@@ -353,45 +361,6 @@ def read_config(node: Node) -> LocalizerConfig:
 
 
 # ---------------------------------------------------------------------------------------------- command line
-
-
-def check_params_file(path: str, example: str = "config/localizer.yaml") -> None:
-    """The checks rcl would fail with a multi-line error: exists, parses as YAML, `node: {ros__parameters: {}}`.
-    (Unknown names are refused later, from what rcl actually matched to this node: check_overrides.)"""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"params file '{path}' not found: give an existing YAML file (e.g. {example})")
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise ConfigError(f"params file '{path}' is not valid YAML{at}: fix it (see {example})") from None
-    if not isinstance(doc, dict) or not all(
-            isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict) for v in doc.values()):
-        raise ConfigError(f"params file '{path}' is not '<node>: {{ros__parameters: {{name: value}}}}': "
-                          f"fix it (see {example})")
-
-
-def ros_argv(argv: list[str], prog: str = "disam-localizer",
-             description: str = "DISAM localizer node (a ROS 2 lifecycle node).",
-             example: str = "config/localizer.yaml") -> list[str]:
-    """`--params-file F` (our flag, before --ros-args) -> rcl's `--ros-args --params-file F`, checked first (rcl's
-    own error for a broken file is a multi-line traceback). Every node of the package parses its command line so.
-
-    Raises ConfigError for a params file that rcl could not parse; argparse exits 2 for unknown flags."""
-    cut = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
-    own, ros = argv[:cut], argv[cut:]
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--params-file", help=f"ROS 2 parameters YAML (e.g. {example})")
-    args = parser.parse_args(own)
-    files = [ros[i + 1] for i, a in enumerate(ros[:-1]) if a == "--params-file"]
-    if args.params_file:
-        files.insert(0, args.params_file)
-        ros = ["--ros-args", "--params-file", args.params_file, *ros]
-    for f in files:
-        check_params_file(f, example)
-    return ros
 
 
 def one_line(exc: BaseException) -> str:

@@ -46,7 +46,10 @@ class NodeTracking:
         verify = VerifyConfig(enabled=cfg.verify, candidates=cfg.verify_candidates, min_inliers=cfg.verify_min_inliers,
                               enough_inliers=max(VerifyConfig.enough_inliers, cfg.verify_min_inliers),
                               min_agreeing_inliers=min(VerifyConfig.min_agreeing_inliers, cfg.verify_min_inliers),
-                              track_frames=cfg.verify_track_frames, belief_sigma_m=cfg.verify_belief_sigma_m)
+                              track_frames=cfg.verify_track_frames, belief_sigma_m=cfg.verify_belief_sigma_m,
+                              turn_search_deg=cfg.verify_turn_search_deg,
+                              unguided_candidates=cfg.verify_unguided_candidates,
+                              unguided_min_inliers=max(VerifyConfig.unguided_min_inliers, cfg.verify_min_inliers))
         self.tracker = Tracker(reloc, TrackerConfig(mode=cfg.mode, sequence=seq, standstill_ratio=cfg.standstill_ratio,
                                                     loop_closure_min_consecutive=cfg.loop_closure_min_consecutive,
                                                     verify=verify))

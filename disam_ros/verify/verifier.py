@@ -1,6 +1,7 @@
 """Geometric verification of a retrieval, and the metric pose it yields: the query's SIFT keypoints matched to
 the map keypoints of the best few candidate places (guided by each candidate's pose), the absolute pose solved
-with pycolmap's RANSAC + refinement, and a gate that says whether that pose may be published as verified.
+by RANSAC + refinement (PoseLib by default, disam_ros.pose.solver), and a gate that says whether that pose may
+be published as verified.
 
 Why guided matching by the candidate's own pose: across conditions plain SIFT matching finds almost nothing at
 night, in fog or at dusk, while matching only near where the candidate's pose projects each map point finds
@@ -13,6 +14,13 @@ separately solved poses agree); a solved position no less certain than
 `max_position_std_m`; a pose near the candidate that guided it (within `max_shift_m` and `max_turn_deg`: the
 guided matches were chosen where that pose projects the map points, so a solution far from it fits noise).
 A pose that fails the gate is reported with its reason (`outcome`) and never replaces the retrieval's answer.
+
+Cameras that look from elsewhere (`turn_search_deg`, `unguided_candidates`): a camera turned 20-30 degrees from
+every map image (a photo collection, a junction) has its map points predicted far from where they are, beyond the
+guided search radius, in any weather. When no candidate verifies, the best one guides again with its pose turned
+left and right about the camera's vertical (same gate, judged against the turned guide); optionally (off by
+default) candidates are then matched without a guide (ratio test, mutual) and judged with more turn allowed and
+more inliers asked for.
 
 Map-point tracking (`track_frames` > 0): a verified frame hands its inliers (its own keypoints, their descriptors
 and the MAP points they matched) to the next frame. When that frame's own candidates do not verify, its
@@ -27,21 +35,21 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from disam_ros.geometry import quat_angle_deg
+from disam_ros.geometry import quat_angle_deg, quat_to_rot, rot_to_quat
 from disam_ros.pose.camera import Intrinsics
-from disam_ros.pose.features import Features, detect_sift, root_sift
+from disam_ros.pose.features import Features, detect_sift, match_unit_descriptors, root_sift
 from disam_ros.pose.frames import cam_from_map
 from disam_ros.pose.guided import guided_match, predicted_pixels
-from disam_ros.pose.relative import relative_covariance, relative_pose
 from disam_ros.pose.solver import PoseSolution, SolverConfig, solve_absolute_pose
+from disam_ros.verify.result import OUTCOMES, PointTrack, Verification
 
-OUTCOMES = ("verified", "too_few_inliers", "uncertain", "inconsistent", "no_features", "image_too_small",
-            "no_intrinsics", "off")
+__all__ = ["OUTCOMES", "PointTrack", "Verification", "Verifier", "VerifyConfig"]  # records: verify.result
+
 MAP_CACHE = 32  # map images whose RootSIFT descriptors and points are kept ready (~1 MB each at 2000 keypoints)
 
 
@@ -74,6 +82,15 @@ class VerifyConfig:
     belief_sigma_m: float = 2.0  # sequence mode: a verified pose narrows the belief to places about this near
     #                              (0 = off; 2 m chosen on the dev town from 1 / 2 / 4, docs/pose.md)
     belief_floor: float = 0.05  # ... never below this share, so a wrong verified pose is outvoted by later frames
+    turn_search_deg: float = 25.0  # when no guided attempt verifies, the best candidate guides again turned this
+    #                                much left and right about the camera's vertical axis (0 = off)
+    unguided_candidates: int = 0  # when still nothing verifies, this many candidates are matched unguided (ratio
+    #                               test, mutual); off by default: it added nothing over the turned guides on the
+    #                               dev town for ~40 ms more per unverified frame (docs/pose.md)
+    unguided_ratio: float = 0.8  # ... Lowe's ratio
+    unguided_max_turn_deg: float = 45.0  # ... allow this much rotation from the candidate (no guide bias) ...
+    unguided_min_inliers: int = 30  # ... but ask for this many inliers: unguided matches of a wrong place that
+    #                                 repeats the right one's facades reached 24 on the dev town (docs/pose.md)
 
     def __post_init__(self) -> None:
         checks = (("candidates", self.candidates >= 1), ("radius", 0.0 < self.radius <= 1.0),
@@ -88,66 +105,15 @@ class VerifyConfig:
                   ("covariance_scale", self.covariance_scale >= 1.0), ("track_frames", self.track_frames >= 0),
                   ("track_max_gap_s", self.track_max_gap_s > 0),
                   ("track_radius_px", self.track_radius_px > 0), ("belief_sigma_m", self.belief_sigma_m >= 0),
-                  ("belief_floor", 0 < self.belief_floor <= 1))
+                  ("belief_floor", 0 < self.belief_floor <= 1), ("unguided_candidates", self.unguided_candidates >= 0),
+                  ("turn_search_deg", 0 <= self.turn_search_deg < 90),
+                  ("unguided_ratio", 0.0 < self.unguided_ratio <= 1.0),
+                  ("unguided_max_turn_deg", 0 < self.unguided_max_turn_deg <= 180),
+                  ("unguided_min_inliers", self.unguided_min_inliers >= self.min_inliers))
         bad = [name for name, ok in checks if not ok]
         if bad:
             raise ValueError(f"VerifyConfig: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} out of range "
                              "(see disam_ros/verify/verifier.py VerifyConfig for the allowed values)")
-
-
-@dataclass(eq=False)
-class Verification:
-    """One frame's verification. `verified`: position/quat/covariance are the solved camera pose (optical frame
-    in the map frame, ROS covariance order) and `index` the map keyframe it was matched to; otherwise they are
-    the best failed attempt's (NaN when nothing was solved) and `outcome` says why (OUTCOMES)."""
-
-    outcome: str
-    index: int = -1
-    position: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
-    quat: np.ndarray = field(default_factory=lambda: np.full(4, np.nan))
-    covariance: np.ndarray = field(default_factory=lambda: np.full((6, 6), np.nan))
-    inliers: int = 0
-    matches: int = 0
-    inlier_ratio: float = math.nan
-    reprojection_px: float = math.nan  # mean over the inliers
-    tried: int = 0
-    ms: float = 0.0
-    camera: str = ""  # where the intrinsics came from
-    agreed: bool = False  # verified by two candidates' agreeing poses rather than by one alone
-    attempts: list = field(default_factory=list)  # every candidate's own Verification (for evaluation)
-    hops: int = 0  # 0: solved against a map image's points; n: tracked n frames from the last such frame
-    support: PointTrack | None = None  # a verified frame's inliers, for the next frame's tracking
-
-    @property
-    def verified(self) -> bool:
-        return self.outcome == "verified"
-
-    def relative(self, key_position: np.ndarray, key_quat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(position, xyzw, covariance) of the query camera in the keyframe's optical frame (pose/relative.py)."""
-        p, q = relative_pose(key_position, key_quat, self.position, self.quat)
-        return p, q, relative_covariance(self.covariance, key_quat)
-
-    def diagnostics(self) -> dict[str, Any]:
-        return {"verification": self.outcome, "verified_keyframe": self.index, "inliers": self.inliers,
-                "inlier_ratio": self.inlier_ratio, "reprojection_px": self.reprojection_px,
-                "candidates_tried": self.tried, "verified_by_agreement": self.agreed, "refine_ms": self.ms,
-                "intrinsics": self.camera, "tracked_frames": self.hops}
-
-
-@dataclass(frozen=True, eq=False)
-class PointTrack:
-    """A verified frame's inliers handed to the next frame: its keypoints (N,2) and RootSIFT descriptors (N,128),
-    the map points (N,3) they matched, its pose, stamp, the keyframe the points came from and the frames
-    tracked since a map-verified one."""
-
-    keypoints: np.ndarray
-    descriptors: np.ndarray
-    points: np.ndarray
-    position: np.ndarray
-    quat: np.ndarray
-    stamp: float
-    keyframe: int
-    hops: int = 0
 
 
 @dataclass(frozen=True)
@@ -234,6 +200,16 @@ class Verifier:
         best = max(attempts, key=lambda v: (v.verified, v.inliers), default=Verification("too_few_inliers"))
         if not best.verified:
             best = _agreeing(attempts, self.config) or best
+        if not best.verified and self.config.turn_search_deg > 0 and attempts and attempts[0].index >= 0:
+            turns = [self._attempt(query, attempts[0].index, cam, turn) for turn in
+                     (-self.config.turn_search_deg, self.config.turn_search_deg)]
+            attempts += turns
+            best = max(turns, key=lambda v: (v.verified, v.inliers)) if any(v.verified for v in turns) else best
+        if not best.verified and self.config.unguided_candidates:
+            free = [self._attempt_unguided(query, int(v.index), cam)
+                    for v in attempts[: self.config.unguided_candidates] if v.index >= 0]
+            attempts += free
+            best = max(free, key=lambda v: (v.verified, v.inliers)) if any(v.verified for v in free) else best
         if not best.verified and self._trackable(previous, stamp):
             attempts.append(self.track(query, previous, cam))
             best = attempts[-1] if attempts[-1].verified else best
@@ -259,18 +235,37 @@ class Verifier:
         return self._solve(query, pairs, previous.points, previous.keyframe, previous.position, previous.quat, cam,
                            hops=previous.hops + 1)
 
-    def _attempt(self, query: Features, k: int, cam: Intrinsics) -> Verification:
-        """Guided by candidate k's own pose: match, solve, judge (a pose matched only where a guess projects
-        the map points must not be judged by matches re-made around itself: that test always passes)."""
+    def _attempt(self, query: Features, k: int, cam: Intrinsics, turn_deg: float = 0.0) -> Verification:
+        """Guided by candidate k's own pose, turned by `turn_deg` about its camera's vertical (y) axis: match,
+        solve, judge against that guide (a pose matched only where a guess projects the map points must not be
+        judged by matches re-made around itself: that test always passes). Why turned guides: a camera turned
+        20-30 degrees from the map image sees each map point ~150-250 px from where the map image's pose
+        predicts it, beyond the search radius, in any weather; a guide turned about as much puts it back."""
         cfg, side = self.config, self._map_side(k)
         key_pos, key_quat = np.asarray(self.map.positions[k], np.float64), np.asarray(self.map.quats[k], np.float64)
+        if turn_deg:
+            key_quat = rot_to_quat(quat_to_rot(key_quat) @ _about_y(turn_deg))
         R, t = cam_from_map(key_pos, key_quat)
         pairs = guided_match(query.keypoints, query.descriptors, side.descriptors,
                              predicted_pixels(side.points, R, t, cam), cfg.radius * cam.width, cfg.ratio)
         return self._solve(query, pairs, side.points, k, key_pos, key_quat, cam)
 
+    def _attempt_unguided(self, query: Features, k: int, cam: Intrinsics) -> Verification:
+        """Candidate k matched without a guide (ratio test, mutual): for a query that looks from elsewhere than
+        the map image (a photo collection), where the candidate's pose predicts the map points far from where
+        they are; judged by the same gate with more rotation allowed from the candidate and more inliers asked
+        for (unguided, a town's repeated facades match a wrong place too)."""
+        cfg, side = self.config, self._map_side(k)
+        key_pos, key_quat = np.asarray(self.map.positions[k], np.float64), np.asarray(self.map.quats[k], np.float64)
+        pairs = match_unit_descriptors(query.descriptors, side.descriptors, cfg.unguided_ratio)
+        v = self._solve(query, pairs, side.points, k, key_pos, key_quat, cam,
+                        gate=(cfg.unguided_max_turn_deg, cfg.unguided_min_inliers))
+        v.unguided = True
+        return v
+
     def _solve(self, query: Features, pairs: np.ndarray, points: np.ndarray, k: int, guide_pos: np.ndarray,
-               guide_quat: np.ndarray, cam: Intrinsics, hops: int = 0) -> Verification:
+               guide_quat: np.ndarray, cam: Intrinsics, hops: int = 0, gate: tuple[float, int] | None = None
+               ) -> Verification:
         """Solve from (query keypoint, map point) pairs and judge against the guiding pose; a verified result
         keeps its inliers as the next frame's PointTrack (stamp filled in by `verify`)."""
         cfg = self.config
@@ -282,7 +277,7 @@ class Verifier:
             sol = solve_absolute_pose(p2, points[pairs[:, 1]], cam, solver)
         if sol is None:
             return Verification("too_few_inliers", index=k, matches=len(pairs), hops=hops)
-        v = _judged(sol, k, len(pairs), guide_pos, guide_quat, cfg)
+        v = _judged(sol, k, len(pairs), guide_pos, guide_quat, cfg, gate)
         v.hops = hops
         if v.verified and cfg.track_frames > 0:
             qi, mi = _support_pairs(pairs[sol.inlier_mask], query.keypoints,
@@ -319,12 +314,14 @@ def _support_pairs(inliers: np.ndarray, keypoints: np.ndarray, predicted: np.nda
 
 
 def _judged(sol: PoseSolution, k: int, matches: int, key_pos: np.ndarray, key_quat: np.ndarray,
-            cfg: VerifyConfig) -> Verification:
+            cfg: VerifyConfig, gate: tuple[float, int] | None = None) -> Verification:
+    """The gate; `gate` = (max turn, min inliers) replaces the config's for unguided attempts."""
+    max_turn, min_inliers = gate or (cfg.max_turn_deg, cfg.min_inliers)
     shift = float(np.linalg.norm(sol.position - key_pos))
     turn = float(quat_angle_deg(sol.quat, key_quat))
-    if shift > cfg.max_shift_m or turn > cfg.max_turn_deg:
+    if shift > cfg.max_shift_m or turn > max_turn:
         outcome = "inconsistent"
-    elif sol.inlier_ratio < cfg.min_inlier_ratio or sol.num_inliers < cfg.min_inliers:
+    elif sol.inlier_ratio < cfg.min_inlier_ratio or sol.num_inliers < min_inliers:
         outcome = "too_few_inliers"
     elif float(np.max(sol.position_std)) > cfg.max_position_std_m:
         outcome = "uncertain"
@@ -349,6 +346,12 @@ def _agreeing(attempts: list[Verification], cfg: VerifyConfig) -> Verification |
                 a.outcome, a.agreed = "verified", True
                 return a
     return None
+
+
+def _about_y(deg: float) -> np.ndarray:
+    """Rotation by `deg` about the y axis (the optical frame's vertical: a camera turning left or right)."""
+    a = math.radians(deg)
+    return np.array([[math.cos(a), 0.0, math.sin(a)], [0.0, 1.0, 0.0], [-math.sin(a), 0.0, math.cos(a)]])
 
 
 def _unique(ids: list[int], n: int) -> list[int]:

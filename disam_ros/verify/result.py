@@ -1,0 +1,71 @@
+"""What one frame's verification says (`Verification`) and what a verified frame hands to the next (`PointTrack`):
+plain records, shared by the verifier, the tracker, the evaluation and the node's messages."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from disam_ros.pose.relative import relative_covariance, relative_pose
+
+OUTCOMES = ("verified", "too_few_inliers", "uncertain", "inconsistent", "no_features", "image_too_small",
+            "no_intrinsics", "off")
+
+
+@dataclass(eq=False)
+class Verification:
+    """One frame's verification. `verified`: position/quat/covariance are the solved camera pose (optical frame
+    in the map frame, ROS covariance order) and `index` the map keyframe it was matched to; otherwise they are
+    the best failed attempt's (NaN when nothing was solved) and `outcome` says why (OUTCOMES)."""
+
+    outcome: str
+    index: int = -1
+    position: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
+    quat: np.ndarray = field(default_factory=lambda: np.full(4, np.nan))
+    covariance: np.ndarray = field(default_factory=lambda: np.full((6, 6), np.nan))
+    inliers: int = 0
+    matches: int = 0
+    inlier_ratio: float = math.nan
+    reprojection_px: float = math.nan  # mean over the inliers
+    tried: int = 0
+    ms: float = 0.0
+    camera: str = ""  # where the intrinsics came from
+    agreed: bool = False  # verified by two candidates' agreeing poses rather than by one alone
+    attempts: list = field(default_factory=list)  # every candidate's own Verification (for evaluation)
+    hops: int = 0  # 0: solved against a map image's points; n: tracked n frames from the last such frame
+    unguided: bool = False  # matched without the candidate's pose as a guide (VerifyConfig.unguided_candidates)
+    support: PointTrack | None = None  # a verified frame's inliers, for the next frame's tracking
+
+    @property
+    def verified(self) -> bool:
+        return self.outcome == "verified"
+
+    def relative(self, key_position: np.ndarray, key_quat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(position, xyzw, covariance) of the query camera in the keyframe's optical frame (pose/relative.py)."""
+        p, q = relative_pose(key_position, key_quat, self.position, self.quat)
+        return p, q, relative_covariance(self.covariance, key_quat)
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {"verification": self.outcome, "verified_keyframe": self.index, "inliers": self.inliers,
+                "inlier_ratio": self.inlier_ratio, "reprojection_px": self.reprojection_px,
+                "candidates_tried": self.tried, "verified_by_agreement": self.agreed, "refine_ms": self.ms,
+                "intrinsics": self.camera, "tracked_frames": self.hops,
+                "verified_unguided": self.unguided}
+
+
+@dataclass(frozen=True, eq=False)
+class PointTrack:
+    """A verified frame's inliers handed to the next frame: its keypoints (N,2) and RootSIFT descriptors (N,128),
+    the map points (N,3) they matched, its pose, stamp, the keyframe the points came from and the frames
+    tracked since a map-verified one."""
+
+    keypoints: np.ndarray
+    descriptors: np.ndarray
+    points: np.ndarray
+    position: np.ndarray
+    quat: np.ndarray
+    stamp: float
+    keyframe: int
+    hops: int = 0
