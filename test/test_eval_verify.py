@@ -144,6 +144,18 @@ def test_why_refined_rows_are_left_out():
         ["--map", "m", "--dataset", "d", "--out", "o", "--no-verify"])).verify.enabled is False
 
 
+def test_verification_options_reach_the_verifier_config():
+    from disam_ros.verify.verifier import VerifyConfig
+
+    def parsed(*extra):
+        return offline.tracker_config(offline.build_parser().parse_args(
+            ["--map", "m", "--dataset", "d", "--out", "o", *extra])).verify
+
+    assert parsed() == VerifyConfig()  # no option: the verifier's own defaults
+    got = parsed("--track-frames", "2", "--turn-search", "0", "--unguided-candidates", "3", "--belief-sigma", "1.5")
+    assert (got.track_frames, got.turn_search_deg, got.unguided_candidates, got.belief_sigma_m) == (2, 0.0, 3, 1.5)
+
+
 # ------------------------------------------------------------------------------------ online: recorded hints
 IDENTITY = [0.0, 0.0, 0.0, 1.0]
 MAP_X = (0.0, 3.0, 6.0)  # three map places along x, identity orientation

@@ -216,18 +216,22 @@ def add_tracker_args(p: argparse.ArgumentParser) -> None:
                         "moving step (0: off; default %(default)s)")
     p.add_argument("--tolerance", type=tolerance_pair, default=(5.0, 10.0),
                    help="what a right answer is, 'METRES,DEGREES' (default 5,10)")
-    p.add_argument("--track-frames", type=non_negative_int, default=VerifyConfig.track_frames,
-                   help="map-point tracking: frames a verified frame's map points carry on when a frame's own "
-                        "candidates do not verify (0: off; default %(default)s)")
-    p.add_argument("--turn-search", type=non_negative_float, default=VerifyConfig.turn_search_deg,
-                   help="when no candidate verifies guided by its own pose, the best guides again turned this many "
-                        "degrees left and right (0: off; default %(default)s)")
-    p.add_argument("--unguided-candidates", type=non_negative_int, default=VerifyConfig.unguided_candidates,
-                   help="when no candidate verifies guided by its own pose, this many are matched unguided "
-                        "(0: off; default %(default)s)")
-    p.add_argument("--belief-sigma", type=non_negative_float, default=VerifyConfig.belief_sigma_m,
-                   help="sequence mode: a verified pose pulls the belief to map places within about this many "
-                        "metres (0: off; default %(default)s)")
+    for flag, name, kind, text in VERIFY_OPTIONS:
+        p.add_argument(flag, type=kind, dest=name, default=getattr(VerifyConfig, name), metavar=flag[2:].upper(),
+                       help=f"{text} (default %(default)s)")
+
+
+# disam-eval's verification options: flag, VerifyConfig field (its default is the option's), type, help
+VERIFY_OPTIONS = (
+    ("--track-frames", "track_frames", non_negative_int, "map-point tracking: frames a verified frame's map points "
+     "carry on when a frame's own candidates do not verify (0: off)"),
+    ("--turn-search", "turn_search_deg", non_negative_float, "when no candidate verifies guided by its own pose, "
+     "the best guides again turned this many degrees left and right (0: off)"),
+    ("--unguided-candidates", "unguided_candidates", non_negative_int, "when still none verifies, this many are "
+     "matched unguided (0: off)"),
+    ("--belief-sigma", "belief_sigma_m", non_negative_float, "sequence mode: a verified pose pulls the belief to "
+     "map places within about this many metres (0: off)"),
+)
 
 
 def tolerance_pair(text: str) -> tuple[float, float]:
@@ -245,9 +249,7 @@ def tracker_config(args: argparse.Namespace) -> TrackerConfig:
                          tolerance_deg=args.tolerance[1], place_contrast_frames=args.place_contrast_frames,
                          standstill_ratio=args.standstill_ratio,
                          verify=VerifyConfig(enabled=not getattr(args, "no_verify", False),
-                                             track_frames=args.track_frames, belief_sigma_m=args.belief_sigma,
-                                             unguided_candidates=args.unguided_candidates,
-                                             turn_search_deg=args.turn_search))
+                                             **{name: getattr(args, name) for _, name, _, _ in VERIFY_OPTIONS}))
 
 
 def parse_bag_arg(text: str) -> tuple[str, Path]:
