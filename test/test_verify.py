@@ -294,3 +294,21 @@ def test_a_camera_turned_away_from_the_map_image_verifies_by_a_turned_guide_or_u
     for v in (turned, free):
         assert v.verified and v.index == k
         assert float(np.linalg.norm(v.position - pos)) < 0.25 and float(quat_angle_deg(v.quat, quat)) < 2.0
+
+
+@pytest.mark.parametrize("inliers, factor", [(15, 16.0), (30, 4.0), (59, (60 / 59) ** 2), (60, 1.0), (400, 1.0)])
+def test_a_pose_from_few_inliers_gets_a_wider_covariance(inliers, factor):
+    """x covariance_scale always, and x (60 / inliers)^2 below covariance_ref_inliers (hand-computed factors)."""
+    from types import SimpleNamespace
+
+    from disam_ros.verify.verifier import _judged
+
+    base = np.diag([0.01, 0.02, 0.03, 1e-4, 2e-4, 3e-4])
+    sol = SimpleNamespace(position=np.zeros(3), quat=np.array([0.0, 0.0, 0.0, 1.0]), inlier_ratio=0.5,
+                          num_inliers=inliers, position_std=np.full(3, 0.1), covariance=base, mean_error_px=1.0)
+    cfg = VerifyConfig()
+    v = _judged(sol, 0, 2 * inliers, np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0]), cfg)
+    np.testing.assert_allclose(v.covariance, base * cfg.covariance_scale * factor, rtol=1e-12)
+    off = _judged(sol, 0, 2 * inliers, np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0]),
+                  VerifyConfig(covariance_ref_inliers=0))
+    np.testing.assert_allclose(off.covariance, base * cfg.covariance_scale, rtol=1e-12)

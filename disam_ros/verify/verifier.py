@@ -74,6 +74,9 @@ class VerifyConfig:
     sigma_floor_px: float = 0.5  # covariance: the keypoint noise is never taken as below this
     covariance_scale: float = 2.0  # x the solver's covariance: map points carry error too (dev town: errors
     #                                 were 1.5x the solver's sigma at the median, 3.3x at p90)
+    covariance_ref_inliers: int = 60  # ... and x (60 / inliers)^2 below 60 inliers: a pose solved from few points
+    #                                  is less certain than their residuals say (dev town: 85 -> 92 % of verified
+    #                                  positions inside their 90 % ellipsoid; docs/pose.md); 0 = off
     min_width_px: int = 160  # narrower query images are not verified (too few local features to trust)
     track_frames: int = 5  # map-point tracking: frames a verified frame's map points carry on (0 = off;
     #                        5 chosen on the dev town, docs/pose.md)
@@ -102,7 +105,9 @@ class VerifyConfig:
                   ("enough_inliers", self.enough_inliers >= self.min_inliers),
                   ("max_position_std_m", self.max_position_std_m > 0), ("max_shift_m", self.max_shift_m > 0),
                   ("max_turn_deg", 0 < self.max_turn_deg <= 180), ("sigma_floor_px", self.sigma_floor_px >= 0),
-                  ("covariance_scale", self.covariance_scale >= 1.0), ("track_frames", self.track_frames >= 0),
+                  ("covariance_scale", self.covariance_scale >= 1.0),
+                  ("covariance_ref_inliers", self.covariance_ref_inliers >= 0),
+                  ("track_frames", self.track_frames >= 0),
                   ("track_max_gap_s", self.track_max_gap_s > 0),
                   ("track_radius_px", self.track_radius_px > 0), ("belief_sigma_m", self.belief_sigma_m >= 0),
                   ("belief_floor", 0 < self.belief_floor <= 1), ("unguided_candidates", self.unguided_candidates >= 0),
@@ -327,7 +332,7 @@ def _judged(sol: PoseSolution, k: int, matches: int, key_pos: np.ndarray, key_qu
         outcome = "uncertain"
     else:
         outcome = "verified"
-    cov = sol.covariance * cfg.covariance_scale
+    cov = sol.covariance * cfg.covariance_scale * max(1.0, cfg.covariance_ref_inliers / sol.num_inliers) ** 2
     return Verification(outcome, index=k, position=sol.position, quat=sol.quat, covariance=cov,
                         inliers=sol.num_inliers, matches=matches, inlier_ratio=sol.inlier_ratio,
                         reprojection_px=sol.mean_error_px)
