@@ -197,27 +197,26 @@ class Verifier:
         query = self.query_features(rgb)
         if len(query) < self.config.min_inliers:
             return Verification("no_features", camera=source, ms=_ms(t0))
+        cfg, ks = self.config, _unique(candidates, len(self.map.positions))[: self.config.candidates]
         attempts: list[Verification] = []
-        for k in _unique(candidates, len(self.map.positions))[: self.config.candidates]:
-            attempts.append(self._attempt(query, int(k), cam))
-            if attempts[-1].verified and attempts[-1].inliers >= self.config.enough_inliers:
+        for k in ks:
+            attempts.append(self._attempt(query, k, cam))
+            if attempts[-1].verified and attempts[-1].inliers >= cfg.enough_inliers:
                 break
         best = max(attempts, key=lambda v: (v.verified, v.inliers), default=Verification("too_few_inliers"))
         if not best.verified:
-            best = _agreeing(attempts, self.config) or best
-        if not best.verified and self.config.turn_search_deg > 0 and attempts and attempts[0].index >= 0:
-            turns = [self._attempt(query, attempts[0].index, cam, turn) for turn in
-                     (-self.config.turn_search_deg, self.config.turn_search_deg)]
+            best = _agreeing(attempts, cfg) or best
+        if not best.verified and cfg.turn_search_deg > 0 and ks:
+            turns = [self._attempt(query, ks[0], cam, turn) for turn in (-cfg.turn_search_deg, cfg.turn_search_deg)]
             attempts += turns
-            best = max(turns, key=lambda v: (v.verified, v.inliers)) if any(v.verified for v in turns) else best
-        if not best.verified and self.config.unguided_candidates:
-            free = [self._attempt_unguided(query, int(v.index), cam)
-                    for v in attempts[: self.config.unguided_candidates] if v.index >= 0]
+            best = _verified_or(turns, best)
+        if not best.verified and cfg.unguided_candidates:
+            free = [self._attempt_unguided(query, k, cam) for k in ks[: cfg.unguided_candidates]]
             attempts += free
-            best = max(free, key=lambda v: (v.verified, v.inliers)) if any(v.verified for v in free) else best
+            best = _verified_or(free, best)
         if not best.verified and self._trackable(previous, stamp):
             attempts.append(self.track(query, previous, cam))
-            best = attempts[-1] if attempts[-1].verified else best
+            best = _verified_or(attempts[-1:], best)
         best.tried, best.camera, best.ms, best.attempts = len(attempts), source, _ms(t0), attempts
         if best.verified and best.support is not None:
             best.support = replace(best.support, stamp=stamp)
@@ -357,6 +356,12 @@ def _about_y(deg: float) -> np.ndarray:
     """Rotation by `deg` about the y axis (the optical frame's vertical: a camera turning left or right)."""
     a = math.radians(deg)
     return np.array([[math.cos(a), 0.0, math.sin(a)], [0.0, 1.0, 0.0], [-math.sin(a), 0.0, math.cos(a)]])
+
+
+def _verified_or(attempts: list[Verification], otherwise: Verification) -> Verification:
+    """The verified attempt with the most inliers, else `otherwise` (a fallback that fails changes nothing)."""
+    verified = [v for v in attempts if v.verified]
+    return max(verified, key=lambda v: v.inliers) if verified else otherwise
 
 
 def _unique(ids: list[int], n: int) -> list[int]:
