@@ -35,6 +35,7 @@ positive_float = _number(float, lambda v: v > 0, "a number > 0")
 non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
 probability = _number(float, lambda v: 0 <= v < 1, "a probability in [0, 1)")
 probability_or_one = _number(float, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
+scale_share = _number(float, lambda v: 0.1 <= v <= 1, "a scale share in [0.1, 1]")
 
 
 def int_list(text: str) -> list[int]:

@@ -152,8 +152,10 @@ def test_verification_options_reach_the_verifier_config():
             ["--map", "m", "--dataset", "d", "--out", "o", *extra])).verify
 
     assert parsed() == VerifyConfig()  # no option: the verifier's own defaults
-    got = parsed("--track-frames", "2", "--turn-search", "0", "--unguided-candidates", "3", "--belief-sigma", "1.5")
-    assert (got.track_frames, got.turn_search_deg, got.unguided_candidates, got.belief_sigma_m) == (2, 0.0, 3, 1.5)
+    got = parsed("--track-frames", "2", "--turn-search", "0", "--unguided-candidates", "3", "--belief-sigma", "1.5",
+                 "--first-scale", "1")
+    assert (got.track_frames, got.turn_search_deg, got.unguided_candidates, got.belief_sigma_m, got.first_scale) == \
+        (2, 0.0, 3, 1.5, 1.0)
 
 
 # ------------------------------------------------------------------------------------ online: recorded hints

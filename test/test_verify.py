@@ -312,3 +312,32 @@ def test_a_pose_from_few_inliers_gets_a_wider_covariance(inliers, factor):
     off = _judged(sol, 0, 2 * inliers, np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0]),
                   VerifyConfig(covariance_ref_inliers=0))
     np.testing.assert_allclose(off.covariance, base * cfg.covariance_scale, rtol=1e-12)
+
+
+def test_a_first_look_at_half_scale_verifies_clear_frames_and_otherwise_changes_nothing(verify_world):
+    """`first_scale`: the best candidate tried with half-scale SIFT first. On the repeat drive (same condition) it
+    verifies from that look alone (one attempt, scale 0.5) and the pose is still metric against the drive's own
+    ground truth. When the first candidate is a wrong place the look fails and the answer is exactly what the
+    verifier without it gives, its failed look kept first among the attempts. A 320 px wide image is too small
+    for the look at the default `first_min_width_px` (160 px at half scale), so it is skipped."""
+    from disam_ros.verify.verifier import Verifier
+
+    world, m = verify_world
+    look = Verifier(m, VerifyConfig(first_scale=0.5, first_min_width_px=160))
+    full = Verifier(m, VerifyConfig(first_scale=1.0))
+    n, first = len(m.positions), 0
+    for rgb, pos, quat in _queries(world):
+        k = _nearest(m, pos)
+        v = look.verify(rgb, [k, k + 1, k - 1])
+        if v.verified and v.scale == 0.5:
+            first += 1
+            assert v.tried == 1 and v.attempts == [v] and v.diagnostics()["features_scale"] == 0.5
+            assert float(np.linalg.norm(v.position - pos)) < 0.25 and float(quat_angle_deg(v.quat, quat)) < 2.0
+        wrong = (k + n // 2) % n
+        got, want = look.verify(rgb, [wrong, k, k + 1]), full.verify(rgb, [wrong, k, k + 1])
+        assert got.attempts[0].scale == 0.5 and not got.attempts[0].verified and got.tried == want.tried + 1
+        assert (got.outcome, got.index, got.inliers, got.scale) == (want.outcome, want.index, want.inliers, 1.0)
+        np.testing.assert_array_equal(got.position, want.position)
+        skipped = Verifier(m).verify(rgb, [k, k + 1, k - 1])
+        assert all(a.scale == 1.0 for a in skipped.attempts)
+    assert first >= 3, first  # of 7 same-condition frames

@@ -36,6 +36,7 @@ from disam_ros.cliutil import (
     positive_int,
     probability,
     probability_or_one,
+    scale_share,
 )
 from disam_ros.eval.kidnap import KidnappedQueries, parse_kidnap, recoveries, recovery_rows, write_recoveries
 from disam_ros.eval.metrics import DEFAULT_RECALL_NS, nees
@@ -227,6 +228,8 @@ VERIFY_OPTIONS = (
      "carry on when a frame's own candidates do not verify (0: off)"),
     ("--turn-search", "turn_search_deg", non_negative_float, "when no candidate verifies guided by its own pose, "
      "the best guides again turned this many degrees left and right (0: off)"),
+    ("--first-scale", "first_scale", scale_share, "the best candidate is tried first with the query's SIFT at "
+     "this share of the map's scale, the full scale only when that does not verify (1: off)"),
     ("--unguided-candidates", "unguided_candidates", non_negative_int, "when still none verifies, this many are "
      "matched unguided (0: off)"),
     ("--belief-sigma", "belief_sigma_m", non_negative_float, "sequence mode: a verified pose pulls the belief to "

@@ -84,6 +84,9 @@ PARAMETERS: tuple[Param, ...] = (
     Param("verify_turn_search_deg", 25.0, "When no map place verifies guided by its own pose, the best one guides "
           "again turned this many degrees left and right about the camera's vertical (a camera looking elsewhere "
           "than the map images); 0 = off.", constraints="0 <= x < 90"),
+    Param("verify_first_scale", 0.5, "The best map place is tried first with the image's SIFT features at this "
+          "share of the map's detection scale (a quarter of the cost at 0.5); verified there, that is the frame's "
+          "pose, otherwise the full-scale features run every step; 1 = off.", constraints="0.1 <= x <= 1"),
     Param("verify_unguided_candidates", 0, "When no map place verifies guided, nor turned, this many of them are "
           "matched unguided (ratio test, >= 30 inliers): for cameras that look from elsewhere than the map images; "
           "0 = off (the default: no gain over the turned guides measured yet).",
@@ -170,6 +173,7 @@ class LocalizerConfig:
     verify_track_frames: int
     verify_turn_search_deg: float
     verify_unguided_candidates: int
+    verify_first_scale: float
     verify_belief_sigma_m: float
     unverified_policy: str
     camera_info_topic: str
@@ -285,6 +289,8 @@ def check_value(name: str, value: Any) -> Any:
         raise ValueError(f"verify_track_frames must be >= 0 (0 = no map-point tracking), got {value}")
     elif name == "verify_turn_search_deg" and not (math.isfinite(value) and 0.0 <= value < 90.0):
         raise ValueError(f"verify_turn_search_deg must be in [0, 90) degrees (0 = off), got {value}")
+    elif name == "verify_first_scale" and not (math.isfinite(value) and 0.1 <= value <= 1.0):
+        raise ValueError(f"verify_first_scale must be in [0.1, 1] (1 = off: full-scale features only), got {value}")
     elif name == "verify_unguided_candidates" and value < 0:
         raise ValueError(f"verify_unguided_candidates must be >= 0 (0 = guided matching only), got {value}")
     elif name == "verify_belief_sigma_m" and not (math.isfinite(value) and value >= 0.0):

@@ -22,6 +22,12 @@ left and right about the camera's vertical (same gate, judged against the turned
 default) candidates are then matched without a guide (ratio test, mutual) and judged with more turn allowed and
 more inliers asked for.
 
+A first look at reduced scale (`first_scale`): SIFT costs ~90 ms of a 640x480 frame at the map's full scale and
+~20 ms on the half-size image; the best candidate is tried first with those cheaper features, judged by the same
+gate, and a verified result is the answer. Only frames it does not verify (night, fog, a wrong first place) pay
+for the full-scale features and every step below, so a drive in daylight costs about a quarter of what it did
+and a hard frame about 25 ms more (docs/pose.md).
+
 Map-point tracking (`track_frames` > 0): a verified frame hands its inliers (its own keypoints, their descriptors
 and the MAP points they matched) to the next frame. When that frame's own candidates do not verify, its
 keypoints are matched to those of the frame before, guided by that frame's pose, and the pose is solved
@@ -42,7 +48,7 @@ import numpy as np
 
 from disam_ros.geometry import quat_angle_deg, quat_to_rot, rot_to_quat
 from disam_ros.pose.camera import Intrinsics
-from disam_ros.pose.features import Features, detect_sift, match_unit_descriptors, root_sift
+from disam_ros.pose.features import Features, detect_sift, detection_scale, match_unit_descriptors, root_sift
 from disam_ros.pose.frames import cam_from_map
 from disam_ros.pose.guided import guided_match, predicted_pixels
 from disam_ros.pose.solver import PoseSolution, SolverConfig, solve_absolute_pose
@@ -78,6 +84,10 @@ class VerifyConfig:
     #                                  is less certain than their residuals say (dev town: 85 -> 92 % of verified
     #                                  positions inside their 90 % ellipsoid; docs/pose.md); 0 = off
     min_width_px: int = 160  # narrower query images are not verified (too few local features to trust)
+    first_scale: float = 0.5  # the best candidate is tried first with SIFT at this share of the map's detection
+    #                           scale; verified there, that is the answer (1 = off; 0.5 chosen on the dev town:
+    #                           same poses, a quarter of the cost where it verifies, docs/pose.md)
+    first_min_width_px: int = 320  # ... when the image is at least this wide at that scale (fewer features: skip)
     track_frames: int = 5  # map-point tracking: frames a verified frame's map points carry on (0 = off;
     #                        5 chosen on the dev town, docs/pose.md)
     track_max_gap_s: float = 1.0  # ... when the frame follows the last verified one within this time
@@ -114,7 +124,9 @@ class VerifyConfig:
                   ("turn_search_deg", 0 <= self.turn_search_deg < 90),
                   ("unguided_ratio", 0.0 < self.unguided_ratio <= 1.0),
                   ("unguided_max_turn_deg", 0 < self.unguided_max_turn_deg <= 180),
-                  ("unguided_min_inliers", self.unguided_min_inliers >= self.min_inliers))
+                  ("unguided_min_inliers", self.unguided_min_inliers >= self.min_inliers),
+                  ("first_scale", 0.1 <= self.first_scale <= 1.0),
+                  ("first_min_width_px", self.first_min_width_px >= self.min_width_px))
         bad = [name for name, ok in checks if not ok]
         if bad:
             raise ValueError(f"VerifyConfig: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} out of range "
@@ -194,10 +206,13 @@ class Verifier:
             return Verification("no_intrinsics", camera=source, ms=_ms(t0))
         if w < self.config.min_width_px:
             return Verification("image_too_small", camera=source, ms=_ms(t0))
+        cfg, ks = self.config, _unique(candidates, len(self.map.positions))[: self.config.candidates]
+        first = self._first_look(rgb, ks[0], cam) if ks else None
+        if first is not None and first.verified:
+            return self._answer(first, [first], source, t0, stamp)
         query = self.query_features(rgb)
         if len(query) < self.config.min_inliers:
             return Verification("no_features", camera=source, ms=_ms(t0))
-        cfg, ks = self.config, _unique(candidates, len(self.map.positions))[: self.config.candidates]
         attempts: list[Verification] = []
         for k in ks:
             attempts.append(self._attempt(query, k, cam))
@@ -217,10 +232,33 @@ class Verifier:
         if not best.verified and self._trackable(previous, stamp):
             attempts.append(self.track(query, previous, cam))
             best = _verified_or(attempts[-1:], best)
+        return self._answer(best, ([first] if first is not None else []) + attempts, source, t0, stamp)
+
+    def _answer(self, best: Verification, attempts: list[Verification], source: str, t0: float, stamp: float
+                ) -> Verification:
         best.tried, best.camera, best.ms, best.attempts = len(attempts), source, _ms(t0), attempts
         if best.verified and best.support is not None:
             best.support = replace(best.support, stamp=stamp)
         return best
+
+    def _first_look(self, rgb: np.ndarray, k: int, cam: Intrinsics) -> Verification | None:
+        """Candidate k tried with the query's SIFT at `first_scale` of the map's detection scale (module
+        docstring); None when off, or when the image would be narrower than `first_min_width_px` at that scale.
+        Its failure decides nothing: the full-scale steps then run as if it had not been tried."""
+        cfg = self.config
+        if cfg.first_scale >= 1.0:
+            return None
+        sift = replace(self.sift, scale=max(0.1, self.sift.scale * cfg.first_scale),
+                       max_side=round(self.sift.max_side * cfg.first_scale))
+        h, w = rgb.shape[:2]
+        if w * detection_scale(sift, w, h) < cfg.first_min_width_px:
+            return None
+        f = detect_sift(rgb, sift)
+        if len(f) < cfg.min_inliers:
+            return None
+        v = self._attempt(Features(f.keypoints, root_sift(f.descriptors), f.scales, f.responses), k, cam)
+        v.scale = cfg.first_scale
+        return v
 
     def _trackable(self, previous: PointTrack | None, stamp: float) -> bool:
         """Tracking is on, `previous` exists, has hops left and is at most track_max_gap_s old (unknown stamps:
