@@ -319,7 +319,8 @@ def test_a_first_look_at_half_scale_verifies_clear_frames_and_otherwise_changes_
     verifies from that look alone (one attempt, scale 0.5) and the pose is still metric against the drive's own
     ground truth. When the first candidate is a wrong place the look fails and the answer is exactly what the
     verifier without it gives, its failed look kept first among the attempts. A 320 px wide image is too small
-    for the look at the default `first_min_width_px` (160 px at half scale), so it is skipped."""
+    for the look at the default `first_min_width_px` (160 px at half scale), so it is skipped; a look with fewer
+    inliers than `first_min_inliers` is not the answer either."""
     from disam_ros.verify.verifier import Verifier
 
     world, m = verify_world
@@ -338,6 +339,9 @@ def test_a_first_look_at_half_scale_verifies_clear_frames_and_otherwise_changes_
         assert got.attempts[0].scale == 0.5 and not got.attempts[0].verified and got.tried == want.tried + 1
         assert (got.outcome, got.index, got.inliers, got.scale) == (want.outcome, want.index, want.inliers, 1.0)
         np.testing.assert_array_equal(got.position, want.position)
+        strict = Verifier(m, VerifyConfig(first_scale=0.5, first_min_width_px=160, first_min_inliers=10_000))
+        got, want = strict.verify(rgb, [k, k + 1, k - 1]), full.verify(rgb, [k, k + 1, k - 1])
+        assert (got.outcome, got.index, got.inliers, got.scale) == (want.outcome, want.index, want.inliers, 1.0)
         skipped = Verifier(m).verify(rgb, [k, k + 1, k - 1])
         assert all(a.scale == 1.0 for a in skipped.attempts)
     assert first >= 3, first  # of 7 same-condition frames

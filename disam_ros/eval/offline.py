@@ -230,6 +230,8 @@ VERIFY_OPTIONS = (
      "the best guides again turned this many degrees left and right (0: off)"),
     ("--first-scale", "first_scale", scale_share, "the best candidate is tried first with the query's SIFT at "
      "this share of the map's scale, the full scale only when that does not verify (1: off)"),
+    ("--first-min-inliers", "first_min_inliers", positive_int, "... and the first look is the answer only with "
+     "this many inliers"),
     ("--unguided-candidates", "unguided_candidates", non_negative_int, "when still none verifies, this many are "
      "matched unguided (0: off)"),
     ("--belief-sigma", "belief_sigma_m", non_negative_float, "sequence mode: a verified pose pulls the belief to "

@@ -88,6 +88,8 @@ class VerifyConfig:
     #                           scale; verified there, that is the answer (1 = off; 0.5 chosen on the dev town:
     #                           same poses, a quarter of the cost where it verifies, docs/pose.md)
     first_min_width_px: int = 320  # ... when the image is at least this wide at that scale (fewer features: skip)
+    first_min_inliers: int = 15  # ... and the look is the answer only with this many inliers (else the full steps
+    #                              try every candidate and keep the one with the most)
     track_frames: int = 5  # map-point tracking: frames a verified frame's map points carry on (0 = off;
     #                        5 chosen on the dev town, docs/pose.md)
     track_max_gap_s: float = 1.0  # ... when the frame follows the last verified one within this time
@@ -126,7 +128,8 @@ class VerifyConfig:
                   ("unguided_max_turn_deg", 0 < self.unguided_max_turn_deg <= 180),
                   ("unguided_min_inliers", self.unguided_min_inliers >= self.min_inliers),
                   ("first_scale", 0.1 <= self.first_scale <= 1.0),
-                  ("first_min_width_px", self.first_min_width_px >= self.min_width_px))
+                  ("first_min_width_px", self.first_min_width_px >= self.min_width_px),
+                  ("first_min_inliers", self.first_min_inliers >= self.min_inliers))
         bad = [name for name, ok in checks if not ok]
         if bad:
             raise ValueError(f"VerifyConfig: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} out of range "
@@ -208,7 +211,7 @@ class Verifier:
             return Verification("image_too_small", camera=source, ms=_ms(t0))
         cfg, ks = self.config, _unique(candidates, len(self.map.positions))[: self.config.candidates]
         first = self._first_look(rgb, ks[0], cam) if ks else None
-        if first is not None and first.verified:
+        if first is not None and first.verified and first.inliers >= cfg.first_min_inliers:
             return self._answer(first, [first], source, t0, stamp)
         query = self.query_features(rgb)
         if len(query) < self.config.min_inliers:
