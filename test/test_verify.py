@@ -333,15 +333,35 @@ def test_a_first_look_at_half_scale_verifies_clear_frames_and_otherwise_changes_
         if v.verified and v.scale == 0.5:
             first += 1
             assert v.tried == 1 and v.attempts == [v] and v.diagnostics()["features_scale"] == 0.5
+            assert v.inliers >= 15 and np.sqrt(np.linalg.eigvalsh(v.covariance[:3, :3]).max()) <= 0.15
             assert float(np.linalg.norm(v.position - pos)) < 0.25 and float(quat_angle_deg(v.quat, quat)) < 2.0
         wrong = (k + n // 2) % n
         got, want = look.verify(rgb, [wrong, k, k + 1]), full.verify(rgb, [wrong, k, k + 1])
         assert got.attempts[0].scale == 0.5 and not got.attempts[0].verified and got.tried == want.tried + 1
         assert (got.outcome, got.index, got.inliers, got.scale) == (want.outcome, want.index, want.inliers, 1.0)
         np.testing.assert_array_equal(got.position, want.position)
-        strict = Verifier(m, VerifyConfig(first_scale=0.5, first_min_width_px=160, first_min_inliers=10_000))
-        got, want = strict.verify(rgb, [k, k + 1, k - 1]), full.verify(rgb, [k, k + 1, k - 1])
-        assert (got.outcome, got.index, got.inliers, got.scale) == (want.outcome, want.index, want.inliers, 1.0)
+        for strict in (VerifyConfig(first_scale=0.5, first_min_width_px=160, first_min_inliers=10_000),
+                       VerifyConfig(first_scale=0.5, first_min_width_px=160, first_max_std_m=1e-6)):
+            got, want = Verifier(m, strict).verify(rgb, [k, k + 1, k - 1]), full.verify(rgb, [k, k + 1, k - 1])
+            assert (got.outcome, got.index, got.inliers, got.scale) == (want.outcome, want.index, want.inliers, 1.0)
         skipped = Verifier(m).verify(rgb, [k, k + 1, k - 1])
         assert all(a.scale == 1.0 for a in skipped.attempts)
     assert first >= 3, first  # of 7 same-condition frames
+
+
+@pytest.mark.parametrize("outcome, inliers, variances, sure", [
+    ("verified", 40, (0.01, 0.0224, 0.0001), True),  # worst axis 0.1497 m: just inside 0.15
+    ("verified", 40, (0.01, 0.04, 0.0001), False),  # worst axis 0.2 m
+    ("verified", 14, (1e-4, 1e-4, 1e-4), False),  # too few inliers however certain
+    ("too_few_inliers", 400, (1e-4, 1e-4, 1e-4), False),
+])
+def test_a_first_look_ends_the_search_only_when_verified_and_sure(outcome, inliers, variances, sure):
+    """The look's answer is taken on a verified pose with >= 15 inliers whose published position covariance has a
+    1-sigma of at most 0.15 m along its worst axis; a rotated covariance has the same worst axis (by hand: the
+    eigenvalues of R diag R^T are the diagonal's)."""
+    from disam_ros.verify.verifier import _sure
+
+    cov = np.eye(6) * 1e-6
+    R = rz(30.0)
+    cov[:3, :3] = R @ np.diag(variances) @ R.T
+    assert _sure(Verification(outcome, inliers=inliers, covariance=cov), VerifyConfig()) is sure

@@ -36,7 +36,6 @@ from disam_ros.cliutil import (
     positive_int,
     probability,
     probability_or_one,
-    scale_share,
 )
 from disam_ros.eval.kidnap import KidnappedQueries, parse_kidnap, recoveries, recovery_rows, write_recoveries
 from disam_ros.eval.metrics import DEFAULT_RECALL_NS, nees
@@ -55,6 +54,7 @@ from disam_ros.eval.scoring import (
     summary_rows,
     write_report,
 )
+from disam_ros.eval.verify_options import VERIFY_OPTIONS
 from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
 from disam_ros.retrieval import SearchConfig
 from disam_ros.tracking.sequence import SequenceConfig
@@ -220,23 +220,6 @@ def add_tracker_args(p: argparse.ArgumentParser) -> None:
     for flag, name, kind, text in VERIFY_OPTIONS:
         p.add_argument(flag, type=kind, dest=name, default=getattr(VerifyConfig, name), metavar=flag[2:].upper(),
                        help=f"{text} (default %(default)s)")
-
-
-# disam-eval's verification options: flag, VerifyConfig field (its default is the option's), type, help
-VERIFY_OPTIONS = (
-    ("--track-frames", "track_frames", non_negative_int, "map-point tracking: frames a verified frame's map points "
-     "carry on when a frame's own candidates do not verify (0: off)"),
-    ("--turn-search", "turn_search_deg", non_negative_float, "when no candidate verifies guided by its own pose, "
-     "the best guides again turned this many degrees left and right (0: off)"),
-    ("--first-scale", "first_scale", scale_share, "the best candidate is tried first with the query's SIFT at "
-     "this share of the map's scale, the full scale only when that does not verify (1: off)"),
-    ("--first-min-inliers", "first_min_inliers", positive_int, "... and the first look is the answer only with "
-     "this many inliers"),
-    ("--unguided-candidates", "unguided_candidates", non_negative_int, "when still none verifies, this many are "
-     "matched unguided (0: off)"),
-    ("--belief-sigma", "belief_sigma_m", non_negative_float, "sequence mode: a verified pose pulls the belief to "
-     "map places within about this many metres (0: off)"),
-)
 
 
 def tolerance_pair(text: str) -> tuple[float, float]:

@@ -52,88 +52,13 @@ from disam_ros.pose.features import Features, detect_sift, detection_scale, matc
 from disam_ros.pose.frames import cam_from_map
 from disam_ros.pose.guided import guided_match, predicted_pixels
 from disam_ros.pose.solver import PoseSolution, SolverConfig, solve_absolute_pose
+from disam_ros.verify.config import VerifyConfig
 from disam_ros.verify.result import OUTCOMES, PointTrack, Verification
 
-__all__ = ["OUTCOMES", "PointTrack", "Verification", "Verifier", "VerifyConfig"]  # records: verify.result
+__all__ = ["OUTCOMES", "PointTrack", "Verification", "Verifier", "VerifyConfig"]  # records: verify.result,
+#                                                                              the config: verify.config
 
 MAP_CACHE = 32  # map images whose RootSIFT descriptors and points are kept ready (~1 MB each at 2000 keypoints)
-
-
-@dataclass(frozen=True)
-class VerifyConfig:
-    """How a retrieval is verified (module docstring). Pixel values are for the query image as it arrives."""
-
-    enabled: bool = True
-    candidates: int = 3  # places tried, in the retrieval's (or the belief's) order
-    radius: float = 0.2  # guided matching: search radius, share of the image width
-    ratio: float = 0.9  # ratio test among the candidates near a keypoint
-    max_error_px: float = 8.0  # RANSAC inlier threshold
-    min_inliers: int = 15  # fewer: not verified
-    min_inlier_ratio: float = 0.25  # of the guided matches (a wrong place's matches fit by chance: <= 0.2)
-    enough_inliers: int = 100  # a candidate with this many stops the search (saves the others' time)
-    min_agreeing_inliers: int = 10  # two candidates whose poses agree verify each other from this many each ...
-    agree_m: float = 0.5  # ... when within this distance ...
-    agree_deg: float = 2.0  # ... and this angle
-    max_position_std_m: float = 1.0  # the solver's 1-sigma along the worst map axis
-    max_shift_m: float = 10.0  # from the guiding candidate's pose
-    max_turn_deg: float = 20.0
-    sigma_floor_px: float = 0.5  # covariance: the keypoint noise is never taken as below this
-    covariance_scale: float = 2.0  # x the solver's covariance: map points carry error too (dev town: errors
-    #                                 were 1.5x the solver's sigma at the median, 3.3x at p90)
-    covariance_ref_inliers: int = 60  # ... and x (60 / inliers)^2 below 60 inliers: a pose solved from few points
-    #                                  is less certain than their residuals say (dev town: 85 -> 92 % of verified
-    #                                  positions inside their 90 % ellipsoid; docs/pose.md); 0 = off
-    min_width_px: int = 160  # narrower query images are not verified (too few local features to trust)
-    first_scale: float = 0.5  # the best candidate is tried first with SIFT at this share of the map's detection
-    #                           scale; verified there, that is the answer (1 = off; 0.5 chosen on the dev town:
-    #                           same poses, a quarter of the cost where it verifies, docs/pose.md)
-    first_min_width_px: int = 320  # ... when the image is at least this wide at that scale (fewer features: skip)
-    first_min_inliers: int = 15  # ... and the look is the answer only with this many inliers (else the full steps
-    #                              try every candidate and keep the one with the most)
-    track_frames: int = 5  # map-point tracking: frames a verified frame's map points carry on (0 = off;
-    #                        5 chosen on the dev town, docs/pose.md)
-    track_max_gap_s: float = 1.0  # ... when the frame follows the last verified one within this time
-    track_radius_px: float = 2.0  # a map point the solved pose projects this close to a keypoint is carried on
-    belief_sigma_m: float = 2.0  # sequence mode: a verified pose narrows the belief to places about this near
-    #                              (0 = off; 2 m chosen on the dev town from 1 / 2 / 4, docs/pose.md)
-    belief_floor: float = 0.05  # ... never below this share, so a wrong verified pose is outvoted by later frames
-    turn_search_deg: float = 25.0  # when no guided attempt verifies, the best candidate guides again turned this
-    #                                much left and right about the camera's vertical axis (0 = off)
-    unguided_candidates: int = 0  # when still nothing verifies, this many candidates are matched unguided (ratio
-    #                               test, mutual); off by default: it added nothing over the turned guides on the
-    #                               dev town for ~40 ms more per unverified frame (docs/pose.md)
-    unguided_ratio: float = 0.8  # ... Lowe's ratio
-    unguided_max_turn_deg: float = 45.0  # ... allow this much rotation from the candidate (no guide bias) ...
-    unguided_min_inliers: int = 30  # ... but ask for this many inliers: unguided matches of a wrong place that
-    #                                 repeats the right one's facades reached 24 on the dev town (docs/pose.md)
-
-    def __post_init__(self) -> None:
-        checks = (("candidates", self.candidates >= 1), ("radius", 0.0 < self.radius <= 1.0),
-                  ("ratio", 0.0 < self.ratio <= 1.0), ("max_error_px", self.max_error_px > 0),
-                  ("min_inliers", self.min_inliers >= 6),
-                  ("min_agreeing_inliers", 6 <= self.min_agreeing_inliers <= self.min_inliers),
-                  ("agree_m", self.agree_m > 0), ("agree_deg", self.agree_deg > 0),
-                  ("min_inlier_ratio", 0 <= self.min_inlier_ratio < 1),
-                  ("enough_inliers", self.enough_inliers >= self.min_inliers),
-                  ("max_position_std_m", self.max_position_std_m > 0), ("max_shift_m", self.max_shift_m > 0),
-                  ("max_turn_deg", 0 < self.max_turn_deg <= 180), ("sigma_floor_px", self.sigma_floor_px >= 0),
-                  ("covariance_scale", self.covariance_scale >= 1.0),
-                  ("covariance_ref_inliers", self.covariance_ref_inliers >= 0),
-                  ("track_frames", self.track_frames >= 0),
-                  ("track_max_gap_s", self.track_max_gap_s > 0),
-                  ("track_radius_px", self.track_radius_px > 0), ("belief_sigma_m", self.belief_sigma_m >= 0),
-                  ("belief_floor", 0 < self.belief_floor <= 1), ("unguided_candidates", self.unguided_candidates >= 0),
-                  ("turn_search_deg", 0 <= self.turn_search_deg < 90),
-                  ("unguided_ratio", 0.0 < self.unguided_ratio <= 1.0),
-                  ("unguided_max_turn_deg", 0 < self.unguided_max_turn_deg <= 180),
-                  ("unguided_min_inliers", self.unguided_min_inliers >= self.min_inliers),
-                  ("first_scale", 0.1 <= self.first_scale <= 1.0),
-                  ("first_min_width_px", self.first_min_width_px >= self.min_width_px),
-                  ("first_min_inliers", self.first_min_inliers >= self.min_inliers))
-        bad = [name for name, ok in checks if not ok]
-        if bad:
-            raise ValueError(f"VerifyConfig: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} out of range "
-                             "(see disam_ros/verify/verifier.py VerifyConfig for the allowed values)")
 
 
 @dataclass(frozen=True)
@@ -210,9 +135,9 @@ class Verifier:
         if w < self.config.min_width_px:
             return Verification("image_too_small", camera=source, ms=_ms(t0))
         cfg, ks = self.config, _unique(candidates, len(self.map.positions))[: self.config.candidates]
-        first = self._first_look(rgb, ks[0], cam) if ks else None
-        if first is not None and first.verified and first.inliers >= cfg.first_min_inliers:
-            return self._answer(first, [first], source, t0, stamp)
+        looks = self._first_looks(rgb, ks, cam)
+        if looks and _sure(looks[-1], cfg):
+            return self._answer(looks[-1], looks, source, t0, stamp)
         query = self.query_features(rgb)
         if len(query) < self.config.min_inliers:
             return Verification("no_features", camera=source, ms=_ms(t0))
@@ -235,7 +160,7 @@ class Verifier:
         if not best.verified and self._trackable(previous, stamp):
             attempts.append(self.track(query, previous, cam))
             best = _verified_or(attempts[-1:], best)
-        return self._answer(best, ([first] if first is not None else []) + attempts, source, t0, stamp)
+        return self._answer(best, looks + attempts, source, t0, stamp)
 
     def _answer(self, best: Verification, attempts: list[Verification], source: str, t0: float, stamp: float
                 ) -> Verification:
@@ -244,24 +169,29 @@ class Verifier:
             best.support = replace(best.support, stamp=stamp)
         return best
 
-    def _first_look(self, rgb: np.ndarray, k: int, cam: Intrinsics) -> Verification | None:
-        """Candidate k tried with the query's SIFT at `first_scale` of the map's detection scale (module
-        docstring); None when off, or when the image would be narrower than `first_min_width_px` at that scale.
-        Its failure decides nothing: the full-scale steps then run as if it had not been tried."""
+    def _first_looks(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics) -> list[Verification]:
+        """The first `first_candidates` candidates tried in order with the query's SIFT at `first_scale` of the
+        map's detection scale (module docstring), up to the first sure one (`_sure`); none when off, or when the
+        image would be narrower than `first_min_width_px` at that scale. Failed looks decide nothing: the
+        full-scale steps then run as if they had not been tried."""
         cfg = self.config
-        if cfg.first_scale >= 1.0:
-            return None
+        if cfg.first_scale >= 1.0 or not ks:
+            return []
         sift = replace(self.sift, scale=max(0.1, self.sift.scale * cfg.first_scale),
                        max_side=round(self.sift.max_side * cfg.first_scale))
         h, w = rgb.shape[:2]
         if w * detection_scale(sift, w, h) < cfg.first_min_width_px:
-            return None
+            return []
         f = detect_sift(rgb, sift)
         if len(f) < cfg.min_inliers:
-            return None
-        v = self._attempt(Features(f.keypoints, root_sift(f.descriptors), f.scales, f.responses), k, cam)
-        v.scale = cfg.first_scale
-        return v
+            return []
+        query, looks = Features(f.keypoints, root_sift(f.descriptors), f.scales, f.responses), []
+        for k in ks[: cfg.first_candidates]:
+            looks.append(self._attempt(query, k, cam))
+            looks[-1].scale = cfg.first_scale
+            if _sure(looks[-1], cfg):
+                break
+        return looks
 
     def _trackable(self, previous: PointTrack | None, stamp: float) -> bool:
         """Tracking is on, `previous` exists, has hops left and is at most track_max_gap_s old (unknown stamps:
@@ -391,6 +321,15 @@ def _agreeing(attempts: list[Verification], cfg: VerifyConfig) -> Verification |
                 a.outcome, a.agreed = "verified", True
                 return a
     return None
+
+
+def _sure(look: Verification, cfg: VerifyConfig) -> bool:
+    """A first look (half-scale features) ends the search only when verified with `first_min_inliers` and a position
+    1-sigma (the published covariance, worst axis) within `first_max_std_m`: few or badly spread inliers from the
+    wrong neighbour pass the gate at half scale more easily, and the full steps would keep a better candidate."""
+    if not look.verified or look.inliers < cfg.first_min_inliers:
+        return False
+    return float(np.sqrt(np.max(np.linalg.eigvalsh(look.covariance[:3, :3])))) <= cfg.first_max_std_m
 
 
 def _about_y(deg: float) -> np.ndarray:

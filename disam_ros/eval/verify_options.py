@@ -1,0 +1,25 @@
+"""disam-eval's verification options, one table: each row names the flag, the VerifyConfig field it sets (whose
+default is the option's), its type and help; `offline.add_tracker_args` adds them and `tracker_config` passes
+them on, so a new verifier knob is one row here (test_eval_verify checks each reaches the config)."""
+from __future__ import annotations
+
+from disam_ros.cliutil import non_negative_float, non_negative_int, positive_float, positive_int, scale_share
+
+# disam-eval's verification options: flag, VerifyConfig field (its default is the option's), type, help
+VERIFY_OPTIONS = (
+    ("--track-frames", "track_frames", non_negative_int, "map-point tracking: frames a verified frame's map points "
+     "carry on when a frame's own candidates do not verify (0: off)"),
+    ("--turn-search", "turn_search_deg", non_negative_float, "when no candidate verifies guided by its own pose, "
+     "the best guides again turned this many degrees left and right (0: off)"),
+    ("--first-scale", "first_scale", scale_share, "the best candidate is tried first with the query's SIFT at "
+     "this share of the map's scale, the full scale only when that does not verify (1: off)"),
+    ("--first-min-inliers", "first_min_inliers", positive_int, "... and the first look is the answer only with "
+     "this many inliers"),
+    ("--first-max-std", "first_max_std_m", positive_float, "... and only when its position 1-sigma is at most this "
+     "many metres"),
+    ("--first-candidates", "first_candidates", positive_int, "... on this many candidates, up to the first sure one"),
+    ("--unguided-candidates", "unguided_candidates", non_negative_int, "when still none verifies, this many are "
+     "matched unguided (0: off)"),
+    ("--belief-sigma", "belief_sigma_m", non_negative_float, "sequence mode: a verified pose pulls the belief to "
+     "map places within about this many metres (0: off)"),
+)

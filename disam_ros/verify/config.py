@@ -1,0 +1,88 @@
+"""How a retrieval is verified: every threshold and switch of the Verifier (disam_ros/verify/verifier.py, whose
+module docstring says what each step does), chosen on a development town, never on the towns reported
+(docs/pose.md). Kept apart so the node's parameters, disam-eval's options and the bench build one without the
+verifier's machinery."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """How a retrieval is verified (module docstring). Pixel values are for the query image as it arrives."""
+
+    enabled: bool = True
+    candidates: int = 3  # places tried, in the retrieval's (or the belief's) order
+    radius: float = 0.2  # guided matching: search radius, share of the image width
+    ratio: float = 0.9  # ratio test among the candidates near a keypoint
+    max_error_px: float = 8.0  # RANSAC inlier threshold
+    min_inliers: int = 15  # fewer: not verified
+    min_inlier_ratio: float = 0.25  # of the guided matches (a wrong place's matches fit by chance: <= 0.2)
+    enough_inliers: int = 100  # a candidate with this many stops the search (saves the others' time)
+    min_agreeing_inliers: int = 10  # two candidates whose poses agree verify each other from this many each ...
+    agree_m: float = 0.5  # ... when within this distance ...
+    agree_deg: float = 2.0  # ... and this angle
+    max_position_std_m: float = 1.0  # the solver's 1-sigma along the worst map axis
+    max_shift_m: float = 10.0  # from the guiding candidate's pose
+    max_turn_deg: float = 20.0
+    sigma_floor_px: float = 0.5  # covariance: the keypoint noise is never taken as below this
+    covariance_scale: float = 2.0  # x the solver's covariance: map points carry error too (dev town: errors
+    #                                 were 1.5x the solver's sigma at the median, 3.3x at p90)
+    covariance_ref_inliers: int = 60  # ... and x (60 / inliers)^2 below 60 inliers: a pose solved from few points
+    #                                  is less certain than their residuals say (dev town: 85 -> 92 % of verified
+    #                                  positions inside their 90 % ellipsoid; docs/pose.md); 0 = off
+    min_width_px: int = 160  # narrower query images are not verified (too few local features to trust)
+    first_scale: float = 0.5  # the best candidate is tried first with SIFT at this share of the map's detection
+    #                           scale; verified there, that is the answer (1 = off; 0.5 chosen on the dev town:
+    #                           same poses, a quarter of the cost where it verifies, docs/pose.md)
+    first_min_width_px: int = 320  # ... when the image is at least this wide at that scale (fewer features: skip)
+    first_candidates: int = 1  # ... this many candidates in order, up to the first sure one
+    first_min_inliers: int = 15  # ... and the look is the answer only with this many inliers (else the full steps
+    #                              try every candidate and keep the one with the most)
+    first_max_std_m: float = 0.15  # ... and only when its published covariance puts it within this 1-sigma along
+    #                                its worst axis (dev town: every look-verified pose over 0.25 m off had >= 0.18)
+    track_frames: int = 5  # map-point tracking: frames a verified frame's map points carry on (0 = off;
+    #                        5 chosen on the dev town, docs/pose.md)
+    track_max_gap_s: float = 1.0  # ... when the frame follows the last verified one within this time
+    track_radius_px: float = 2.0  # a map point the solved pose projects this close to a keypoint is carried on
+    belief_sigma_m: float = 2.0  # sequence mode: a verified pose narrows the belief to places about this near
+    #                              (0 = off; 2 m chosen on the dev town from 1 / 2 / 4, docs/pose.md)
+    belief_floor: float = 0.05  # ... never below this share, so a wrong verified pose is outvoted by later frames
+    turn_search_deg: float = 25.0  # when no guided attempt verifies, the best candidate guides again turned this
+    #                                much left and right about the camera's vertical axis (0 = off)
+    unguided_candidates: int = 0  # when still nothing verifies, this many candidates are matched unguided (ratio
+    #                               test, mutual); off by default: it added nothing over the turned guides on the
+    #                               dev town for ~40 ms more per unverified frame (docs/pose.md)
+    unguided_ratio: float = 0.8  # ... Lowe's ratio
+    unguided_max_turn_deg: float = 45.0  # ... allow this much rotation from the candidate (no guide bias) ...
+    unguided_min_inliers: int = 30  # ... but ask for this many inliers: unguided matches of a wrong place that
+    #                                 repeats the right one's facades reached 24 on the dev town (docs/pose.md)
+
+    def __post_init__(self) -> None:
+        checks = (("candidates", self.candidates >= 1), ("radius", 0.0 < self.radius <= 1.0),
+                  ("ratio", 0.0 < self.ratio <= 1.0), ("max_error_px", self.max_error_px > 0),
+                  ("min_inliers", self.min_inliers >= 6),
+                  ("min_agreeing_inliers", 6 <= self.min_agreeing_inliers <= self.min_inliers),
+                  ("agree_m", self.agree_m > 0), ("agree_deg", self.agree_deg > 0),
+                  ("min_inlier_ratio", 0 <= self.min_inlier_ratio < 1),
+                  ("enough_inliers", self.enough_inliers >= self.min_inliers),
+                  ("max_position_std_m", self.max_position_std_m > 0), ("max_shift_m", self.max_shift_m > 0),
+                  ("max_turn_deg", 0 < self.max_turn_deg <= 180), ("sigma_floor_px", self.sigma_floor_px >= 0),
+                  ("covariance_scale", self.covariance_scale >= 1.0),
+                  ("covariance_ref_inliers", self.covariance_ref_inliers >= 0),
+                  ("track_frames", self.track_frames >= 0),
+                  ("track_max_gap_s", self.track_max_gap_s > 0),
+                  ("track_radius_px", self.track_radius_px > 0), ("belief_sigma_m", self.belief_sigma_m >= 0),
+                  ("belief_floor", 0 < self.belief_floor <= 1), ("unguided_candidates", self.unguided_candidates >= 0),
+                  ("turn_search_deg", 0 <= self.turn_search_deg < 90),
+                  ("unguided_ratio", 0.0 < self.unguided_ratio <= 1.0),
+                  ("unguided_max_turn_deg", 0 < self.unguided_max_turn_deg <= 180),
+                  ("unguided_min_inliers", self.unguided_min_inliers >= self.min_inliers),
+                  ("first_scale", 0.1 <= self.first_scale <= 1.0),
+                  ("first_min_width_px", self.first_min_width_px >= self.min_width_px),
+                  ("first_min_inliers", self.first_min_inliers >= self.min_inliers),
+                  ("first_max_std_m", self.first_max_std_m > 0), ("first_candidates", self.first_candidates >= 1))
+        bad = [name for name, ok in checks if not ok]
+        if bad:
+            raise ValueError(f"VerifyConfig: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} out of range "
+                             "(see disam_ros/verify/config.py VerifyConfig for the allowed values)")
