@@ -153,10 +153,12 @@ def test_verification_options_reach_the_verifier_config():
 
     assert parsed() == VerifyConfig()  # no option: the verifier's own defaults
     got = parsed("--track-frames", "2", "--turn-search", "0", "--unguided-candidates", "3", "--belief-sigma", "1.5",
-                 "--first-scale", "1", "--first-min-inliers", "20", "--first-max-std", "0.2", "--first-candidates", "2")
+                 "--first-scale", "1", "--first-min-inliers", "20", "--first-max-std", "0.2", "--first-candidates", "2",
+                 "--first-probe-every", "4", "--first-max-trials", "500")
     assert (got.track_frames, got.turn_search_deg, got.unguided_candidates, got.belief_sigma_m, got.first_scale) == \
         (2, 0.0, 3, 1.5, 1.0)
-    assert (got.first_min_inliers, got.first_max_std_m, got.first_candidates) == (20, 0.2, 2)
+    assert (got.first_min_inliers, got.first_max_std_m, got.first_candidates, got.first_probe_every,
+            got.first_max_trials) == (20, 0.2, 2, 4, 500)
 
 
 # ------------------------------------------------------------------------------------ online: recorded hints

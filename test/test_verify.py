@@ -3,6 +3,8 @@ and on a rendered drive a verified pose that is metric (near the ground truth, n
 retrieved map image's pose) while a wrong candidate place is not verified."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -317,14 +319,16 @@ def test_a_pose_from_few_inliers_gets_a_wider_covariance(inliers, factor):
 def test_a_first_look_at_half_scale_verifies_clear_frames_and_otherwise_changes_nothing(verify_world):
     """`first_scale`: the best candidate tried with half-scale SIFT first. On the repeat drive (same condition) it
     verifies from that look alone (one attempt, scale 0.5) and the pose is still metric against the drive's own
-    ground truth. When the first candidate is a wrong place the look fails and the answer is exactly what the
-    verifier without it gives, its failed look kept first among the attempts. A 320 px wide image is too small
+    ground truth. When the first candidate is a wrong place and only it is looked at, the look fails and the
+    answer is exactly what the verifier without it gives, its failed look kept first among the attempts; with
+    three looked at, the look goes on to the right place next. A 320 px wide image is too small
     for the look at the default `first_min_width_px` (160 px at half scale), so it is skipped; a look with fewer
     inliers than `first_min_inliers` is not the answer either."""
     from disam_ros.verify.verifier import Verifier
 
     world, m = verify_world
-    look = Verifier(m, VerifyConfig(first_scale=0.5, first_min_width_px=160))
+    one = VerifyConfig(first_scale=0.5, first_min_width_px=160, first_candidates=1, first_probe_every=1)
+    look, three = Verifier(m, one), Verifier(m, replace(one, first_candidates=3))
     full = Verifier(m, VerifyConfig(first_scale=1.0))
     n, first = len(m.positions), 0
     for rgb, pos, quat in _queries(world):
@@ -340,8 +344,12 @@ def test_a_first_look_at_half_scale_verifies_clear_frames_and_otherwise_changes_
         assert got.attempts[0].scale == 0.5 and not got.attempts[0].verified and got.tried == want.tried + 1
         assert (got.outcome, got.index, got.inliers, got.scale) == (want.outcome, want.index, want.inliers, 1.0)
         np.testing.assert_array_equal(got.position, want.position)
-        for strict in (VerifyConfig(first_scale=0.5, first_min_width_px=160, first_min_inliers=10_000),
-                       VerifyConfig(first_scale=0.5, first_min_width_px=160, first_max_std_m=1e-6)):
+        got = three.verify(rgb, [wrong, k, k + 1])  # the look moves on to the next candidates
+        assert [a.index for a in got.attempts[:2]] == [wrong, k] and got.attempts[0].scale == 0.5
+        if got.scale == 0.5:
+            assert got.verified and got.index in (k, k + 1) and got.attempts[-1] is got
+            assert float(np.linalg.norm(got.position - pos)) < 0.25
+        for strict in (replace(one, first_min_inliers=10_000), replace(one, first_max_std_m=1e-6)):
             got, want = Verifier(m, strict).verify(rgb, [k, k + 1, k - 1]), full.verify(rgb, [k, k + 1, k - 1])
             assert (got.outcome, got.index, got.inliers, got.scale) == (want.outcome, want.index, want.inliers, 1.0)
         skipped = Verifier(m).verify(rgb, [k, k + 1, k - 1])
@@ -365,3 +373,33 @@ def test_a_first_look_ends_the_search_only_when_verified_and_sure(outcome, inlie
     R = rz(30.0)
     cov[:3, :3] = R @ np.diag(variances) @ R.T
     assert _sure(Verification(outcome, inliers=inliers, covariance=cov), VerifyConfig()) is sure
+
+
+def test_after_two_unsure_looks_the_look_runs_every_fourth_frame_until_one_is_sure(verify_world):
+    """`first_probe_every` = 4, by hand: with a wrong first place the look is never sure; frames 1 and 2 look,
+    then only every fourth frame counted from the first miss (5, 9, 13); a sure look (the right place) resets
+    it, so the frame after looks again; so does `reset()` (a new drive)."""
+    from disam_ros.verify.verifier import Verifier
+
+    world, m = verify_world
+    n = len(m.positions)
+    frames = list(_queries(world))
+    cfg = VerifyConfig(first_scale=0.5, first_min_width_px=160, first_candidates=1, first_probe_every=4)
+    probe = Verifier(m, cfg)
+    sure = next((rgb, _nearest(m, pos)) for rgb, pos, _ in frames
+                if probe.verify(rgb, [_nearest(m, pos)]).scale == 0.5)  # a frame its look answers
+    rgb, k = sure
+    wrong = [(k + n // 2) % n]
+
+    def looked(candidates) -> bool:
+        return any(a.scale == 0.5 for a in probe.verify(rgb, candidates).attempts)
+
+    probe.reset()
+    assert [looked(wrong) for _ in range(13)] == [i in (1, 2, 5, 9, 13) for i in range(1, 14)]
+    assert not looked(wrong) and not looked(wrong) and not looked(wrong)  # 14-16 skipped; 17 is a probe:
+    assert probe.verify(rgb, [k]).scale == 0.5  # ... and sure
+    assert looked(wrong) and looked(wrong) and not looked(wrong)  # two misses again, then skipping
+    probe.reset()
+    assert looked(wrong)
+    always = Verifier(m, replace(cfg, first_probe_every=1))
+    assert all(any(a.scale == 0.5 for a in always.verify(rgb, wrong).attempts) for _ in range(5))

@@ -18,6 +18,9 @@ VERIFY_OPTIONS = (
     ("--first-max-std", "first_max_std_m", positive_float, "... and only when its position 1-sigma is at most this "
      "many metres"),
     ("--first-candidates", "first_candidates", positive_int, "... on this many candidates, up to the first sure one"),
+    ("--first-probe-every", "first_probe_every", positive_int, "... after two unsure looks in a row, look only "
+     "every this many frames until one is sure (1: every frame)"),
+    ("--first-max-trials", "first_max_trials", positive_int, "... the look's RANSAC trials at most"),
     ("--unguided-candidates", "unguided_candidates", non_negative_int, "when still none verifies, this many are "
      "matched unguided (0: off)"),
     ("--belief-sigma", "belief_sigma_m", non_negative_float, "sequence mode: a verified pose pulls the belief to "

@@ -237,6 +237,8 @@ class Tracker:
         self._prior, self._prev, self._consistent = None, None, 0
         self._support.clear()
         self._points = None  # a relocalisation request: do not carry map points across it
+        if self.verifier is not None:
+            self.verifier.reset()  # ... nor the first look's record of recent frames
         self._last = None  # diagnostics describe the belief as it is now, not the last frame's
         self.reloc.reset_condition()  # a relocalisation request may follow a new scene: recognise afresh
         log.info("tracker reset: %s", reason)

@@ -36,7 +36,11 @@ class VerifyConfig:
     #                           scale; verified there, that is the answer (1 = off; 0.5 chosen on the dev town:
     #                           same poses, a quarter of the cost where it verifies, docs/pose.md)
     first_min_width_px: int = 320  # ... when the image is at least this wide at that scale (fewer features: skip)
-    first_candidates: int = 1  # ... this many candidates in order, up to the first sure one
+    first_candidates: int = 3  # ... this many candidates in order, up to the first sure one
+    first_max_trials: int = 1000  # ... its RANSAC gives up after this many trials (a sure pose is found early)
+    first_probe_every: int = 1  # after two frames in a row whose look was not sure, look only every this many
+    #                             frames until one is sure (1 = every frame; 4 on the dev town: daylight drives
+    #                             34 -> 88 ms a frame, night 196 -> 155 ms: for cameras that run mostly at night)
     first_min_inliers: int = 15  # ... and the look is the answer only with this many inliers (else the full steps
     #                              try every candidate and keep the one with the most)
     first_max_std_m: float = 0.15  # ... and only when its published covariance puts it within this 1-sigma along
@@ -81,7 +85,9 @@ class VerifyConfig:
                   ("first_scale", 0.1 <= self.first_scale <= 1.0),
                   ("first_min_width_px", self.first_min_width_px >= self.min_width_px),
                   ("first_min_inliers", self.first_min_inliers >= self.min_inliers),
-                  ("first_max_std_m", self.first_max_std_m > 0), ("first_candidates", self.first_candidates >= 1))
+                  ("first_max_std_m", self.first_max_std_m > 0), ("first_candidates", self.first_candidates >= 1),
+                  ("first_probe_every", self.first_probe_every >= 1),
+                  ("first_max_trials", self.first_max_trials >= 100))
         bad = [name for name, ok in checks if not ok]
         if bad:
             raise ValueError(f"VerifyConfig: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} out of range "

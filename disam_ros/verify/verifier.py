@@ -81,6 +81,11 @@ class Verifier:
         self.camera: Intrinsics | None = None  # the query camera (CameraInfo / camera.yaml); None: the map's
         self.camera_source = ""
         self._cache: OrderedDict[int, _MapSide] = OrderedDict()
+        self._look_misses = 0  # frames in a row whose first look was not sure (or skipped after such frames)
+
+    def reset(self) -> None:
+        """A new drive (Tracker.reset): the first look is tried again from its next frame on."""
+        self._look_misses = 0
 
     def set_camera(self, camera: Intrinsics | None, source: str) -> None:
         """The query camera's intrinsics (node: CameraInfo; folders: camera.yaml); None falls back to the map's."""
@@ -171,11 +176,15 @@ class Verifier:
 
     def _first_looks(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics) -> list[Verification]:
         """The first `first_candidates` candidates tried in order with the query's SIFT at `first_scale` of the
-        map's detection scale (module docstring), up to the first sure one (`_sure`); none when off, or when the
-        image would be narrower than `first_min_width_px` at that scale. Failed looks decide nothing: the
-        full-scale steps then run as if they had not been tried."""
+        map's detection scale (module docstring), up to the first sure one (`_sure`); none when off, when the
+        image would be narrower than `first_min_width_px` at that scale, or on the frames `first_probe_every`
+        skips after two unsure ones. Failed looks decide nothing: the full-scale steps then run as if they had
+        not been tried."""
         cfg = self.config
         if cfg.first_scale >= 1.0 or not ks:
+            return []
+        if self._look_misses >= 2 and self._look_misses % cfg.first_probe_every:
+            self._look_misses += 1
             return []
         sift = replace(self.sift, scale=max(0.1, self.sift.scale * cfg.first_scale),
                        max_side=round(self.sift.max_side * cfg.first_scale))
@@ -183,14 +192,15 @@ class Verifier:
         if w * detection_scale(sift, w, h) < cfg.first_min_width_px:
             return []
         f = detect_sift(rgb, sift)
-        if len(f) < cfg.min_inliers:
-            return []
-        query, looks = Features(f.keypoints, root_sift(f.descriptors), f.scales, f.responses), []
-        for k in ks[: cfg.first_candidates]:
-            looks.append(self._attempt(query, k, cam))
-            looks[-1].scale = cfg.first_scale
-            if _sure(looks[-1], cfg):
-                break
+        looks: list[Verification] = []
+        if len(f) >= cfg.min_inliers:
+            query = Features(f.keypoints, root_sift(f.descriptors), f.scales, f.responses)
+            for k in ks[: cfg.first_candidates]:
+                looks.append(self._attempt(query, k, cam, max_trials=cfg.first_max_trials))
+                looks[-1].scale = cfg.first_scale
+                if _sure(looks[-1], cfg):
+                    break
+        self._look_misses = 0 if looks and _sure(looks[-1], cfg) else self._look_misses + 1
         return looks
 
     def _trackable(self, previous: PointTrack | None, stamp: float) -> bool:
@@ -210,7 +220,8 @@ class Verifier:
         return self._solve(query, pairs, previous.points, previous.keyframe, previous.position, previous.quat, cam,
                            hops=previous.hops + 1)
 
-    def _attempt(self, query: Features, k: int, cam: Intrinsics, turn_deg: float = 0.0) -> Verification:
+    def _attempt(self, query: Features, k: int, cam: Intrinsics, turn_deg: float = 0.0, max_trials: int = 0
+                 ) -> Verification:
         """Guided by candidate k's own pose, turned by `turn_deg` about its camera's vertical (y) axis: match,
         solve, judge against that guide (a pose matched only where a guess projects the map points must not be
         judged by matches re-made around itself: that test always passes). Why turned guides: a camera turned
@@ -223,7 +234,7 @@ class Verifier:
         R, t = cam_from_map(key_pos, key_quat)
         pairs = guided_match(query.keypoints, query.descriptors, side.descriptors,
                              predicted_pixels(side.points, R, t, cam), cfg.radius * cam.width, cfg.ratio)
-        return self._solve(query, pairs, side.points, k, key_pos, key_quat, cam)
+        return self._solve(query, pairs, side.points, k, key_pos, key_quat, cam, max_trials=max_trials)
 
     def _attempt_unguided(self, query: Features, k: int, cam: Intrinsics) -> Verification:
         """Candidate k matched without a guide (ratio test, mutual): for a query that looks from elsewhere than
@@ -239,13 +250,15 @@ class Verifier:
         return v
 
     def _solve(self, query: Features, pairs: np.ndarray, points: np.ndarray, k: int, guide_pos: np.ndarray,
-               guide_quat: np.ndarray, cam: Intrinsics, hops: int = 0, gate: tuple[float, int] | None = None
-               ) -> Verification:
+               guide_quat: np.ndarray, cam: Intrinsics, hops: int = 0, gate: tuple[float, int] | None = None,
+               max_trials: int = 0) -> Verification:
         """Solve from (query keypoint, map point) pairs and judge against the guiding pose; a verified result
         keeps its inliers as the next frame's PointTrack (stamp filled in by `verify`)."""
         cfg = self.config
         solver = SolverConfig(max_error_px=cfg.max_error_px, min_inliers=cfg.min_agreeing_inliers,
                               sigma_floor_px=cfg.sigma_floor_px)
+        if max_trials:  # the first look wants only clear solutions, found early; a failed look costs less
+            solver = replace(solver, max_trials=max(solver.min_trials, max_trials))
         sol = None
         if len(pairs) >= solver.min_inliers:
             p2 = query.keypoints[pairs[:, 0]].astype(np.float64)
