@@ -84,9 +84,10 @@ PARAMETERS: tuple[Param, ...] = (
     Param("verify_turn_search_deg", 25.0, "When no map place verifies guided by its own pose, the best one guides "
           "again turned this many degrees left and right about the camera's vertical (a camera looking elsewhere "
           "than the map images); 0 = off.", constraints="0 <= x < 90"),
-    Param("verify_first_scale", 0.5, "The best map place is tried first with the image's SIFT features at this "
-          "share of the map's detection scale (a quarter of the cost at 0.5); verified there, that is the frame's "
-          "pose, otherwise the full-scale features run every step; 1 = off.", constraints="0.1 <= x <= 1"),
+    Param("verify_first_scale", 0.5, "The map places are first looked at with the image's SIFT features at this "
+          "share of the map's detection scale (a quarter of SIFT's cost at 0.5); the first sure verified look is "
+          "the frame's pose, otherwise the full-scale features run every step; 1 = off.",
+          constraints="0.1 <= x <= 1"),
     Param("verify_unguided_candidates", 0, "When no map place verifies guided, nor turned, this many of them are "
           "matched unguided (ratio test, >= 30 inliers): for cameras that look from elsewhere than the map images; "
           "0 = off (the default: no gain over the turned guides measured yet).",

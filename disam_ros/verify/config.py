@@ -32,9 +32,9 @@ class VerifyConfig:
     #                                  is less certain than their residuals say (dev town: 85 -> 92 % of verified
     #                                  positions inside their 90 % ellipsoid; docs/pose.md); 0 = off
     min_width_px: int = 160  # narrower query images are not verified (too few local features to trust)
-    first_scale: float = 0.5  # the best candidate is tried first with SIFT at this share of the map's detection
-    #                           scale; verified there, that is the answer (1 = off; 0.5 chosen on the dev town:
-    #                           same poses, a quarter of the cost where it verifies, docs/pose.md)
+    first_scale: float = 0.5  # the candidates are first looked at with SIFT at this share of the map's detection
+    #                           scale; the first sure verified look is the answer (1 = off; chosen on the dev town:
+    #                           more frames within 0.25 m, a third of the cost in daylight, docs/pose.md)
     first_min_width_px: int = 320  # ... when the image is at least this wide at that scale (fewer features: skip)
     first_candidates: int = 3  # ... this many candidates in order, up to the first sure one
     first_max_trials: int = 1000  # ... its RANSAC gives up after this many trials (a sure pose is found early)

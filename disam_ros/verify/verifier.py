@@ -23,10 +23,11 @@ default) candidates are then matched without a guide (ratio test, mutual) and ju
 more inliers asked for.
 
 A first look at reduced scale (`first_scale`): SIFT costs ~90 ms of a 640x480 frame at the map's full scale and
-~20 ms on the half-size image; the best candidate is tried first with those cheaper features, judged by the same
-gate, and a verified result is the answer. Only frames it does not verify (night, fog, a wrong first place) pay
-for the full-scale features and every step below, so a drive in daylight costs about a quarter of what it did
-and a hard frame about 25 ms more (docs/pose.md).
+~20 ms on the half-size image; the candidates are first tried in order with those cheaper features, judged by
+the same gate, and the first verified result that is also sure (enough inliers, a tight covariance: few inliers
+of a neighbouring map image pass the gate more easily at half scale) is the answer. Only frames no look answers
+(night, fog, rain, snow) pay for the full-scale features and every step below: a daylight frame costs about a
+third of what it did, a hard frame ~40-50 ms more (docs/pose.md).
 
 Map-point tracking (`track_frames` > 0): a verified frame hands its inliers (its own keypoints, their descriptors
 and the MAP points they matched) to the next frame. When that frame's own candidates do not verify, its
