@@ -2,8 +2,8 @@
 
 The added work per frame is exactly `Verifier.verify`: the query's SIFT features (the map's recipe), then per
 candidate place guided matching, the solver's RANSAC + refinement (PoseLib by default) and the covariance, and
-on a frame that nothing verifies the best candidate's turned guides; before all that, the first look: the best
-candidate tried with half-scale SIFT, which ends the call when it verifies. It is timed on a rendered town at
+on a frame that nothing verifies the best candidate's turned guides; before all that, the first look: the
+candidates tried with half-scale SIFT, the first sure verified one ending the call. It is timed on a rendered town at
 camera resolution (default 640x480) whose map stores depth geometry, each query frame given its ground-truth
 nearest map image and the next two as candidates (as a retrieval's top 3), once with the shipped recipe and
 once per `--scales` value of the SIFT detection scale (each its own map, since the map must be built with the
@@ -30,7 +30,7 @@ from disam_ros.geometry import quat_angle_deg
 from disam_ros.pose.features import MAP_SIFT
 
 if TYPE_CHECKING:
-    from disam_ros.verify.verifier import VerifyConfig
+    from disam_ros.verify.config import VerifyConfig
 
 
 def make_town(root: Path, size: tuple[int, int], frames: int, conditions: tuple[str, ...]) -> Path:

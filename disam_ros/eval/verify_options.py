@@ -11,8 +11,8 @@ VERIFY_OPTIONS = (
      "carry on when a frame's own candidates do not verify (0: off)"),
     ("--turn-search", "turn_search_deg", non_negative_float, "when no candidate verifies guided by its own pose, "
      "the best guides again turned this many degrees left and right (0: off)"),
-    ("--first-scale", "first_scale", scale_share, "the best candidate is tried first with the query's SIFT at "
-     "this share of the map's scale, the full scale only when that does not verify (1: off)"),
+    ("--first-scale", "first_scale", scale_share, "the candidates are first looked at with the query's SIFT at "
+     "this share of the map's scale, the full scale only when no look is sure (1: off)"),
     ("--first-min-inliers", "first_min_inliers", positive_int, "... and the first look is the answer only with "
      "this many inliers"),
     ("--first-max-std", "first_max_std_m", positive_float, "... and only when its position 1-sigma is at most this "

@@ -49,7 +49,14 @@ import numpy as np
 
 from disam_ros.geometry import quat_angle_deg, quat_to_rot, rot_to_quat
 from disam_ros.pose.camera import Intrinsics
-from disam_ros.pose.features import Features, detect_sift, detection_scale, match_unit_descriptors, root_sift
+from disam_ros.pose.features import (
+    Features,
+    SiftConfig,
+    detect_sift,
+    detection_scale,
+    match_unit_descriptors,
+    root_sift,
+)
 from disam_ros.pose.frames import cam_from_map
 from disam_ros.pose.guided import guided_match, predicted_pixels
 from disam_ros.pose.solver import PoseSolution, SolverConfig, solve_absolute_pose
@@ -121,9 +128,10 @@ class Verifier:
         self._cache.move_to_end(k)
         return side
 
-    def query_features(self, rgb: np.ndarray) -> Features:
-        """The query's keypoints found exactly as the map's were (the map's SIFT recipe), RootSIFT descriptors."""
-        f = detect_sift(rgb, self.sift)
+    def query_features(self, rgb: np.ndarray, sift: SiftConfig | None = None) -> Features:
+        """The query's keypoints found exactly as the map's were (the map's SIFT recipe, or `sift`: the first
+        look's half-scale copy of it), RootSIFT descriptors."""
+        f = detect_sift(rgb, sift or self.sift)
         return Features(f.keypoints, root_sift(f.descriptors), f.scales, f.responses)
 
     def verify(self, rgb: np.ndarray, candidates: list[int], previous: PointTrack | None = None,
@@ -141,9 +149,9 @@ class Verifier:
         if w < self.config.min_width_px:
             return Verification("image_too_small", camera=source, ms=_ms(t0))
         cfg, ks = self.config, _unique(candidates, len(self.map.positions))[: self.config.candidates]
-        looks = self._first_looks(rgb, ks, cam)
-        if looks and _sure(looks[-1], cfg):
-            return self._answer(looks[-1], looks, source, t0, stamp)
+        looks, answer = self._first_looks(rgb, ks, cam)
+        if answer is not None:
+            return self._answer(answer, looks, source, t0, stamp)
         query = self.query_features(rgb)
         if len(query) < self.config.min_inliers:
             return Verification("no_features", camera=source, ms=_ms(t0))
@@ -175,34 +183,35 @@ class Verifier:
             best.support = replace(best.support, stamp=stamp)
         return best
 
-    def _first_looks(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics) -> list[Verification]:
+    def _first_looks(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics
+                     ) -> tuple[list[Verification], Verification | None]:
         """The first `first_candidates` candidates tried in order with the query's SIFT at `first_scale` of the
         map's detection scale (module docstring), up to the first sure one (`_sure`); none when off, when the
         image would be narrower than `first_min_width_px` at that scale, or on the frames `first_probe_every`
-        skips after two unsure ones. Failed looks decide nothing: the full-scale steps then run as if they had
-        not been tried."""
+        skips after two unsure ones. Returns the looks and the sure one (None: the full-scale steps then run as
+        if no look had been tried)."""
         cfg = self.config
         if cfg.first_scale >= 1.0 or not ks:
-            return []
+            return [], None
         if self._look_misses >= 2 and self._look_misses % cfg.first_probe_every:
             self._look_misses += 1
-            return []
+            return [], None
         sift = replace(self.sift, scale=max(0.1, self.sift.scale * cfg.first_scale),
                        max_side=round(self.sift.max_side * cfg.first_scale))
         h, w = rgb.shape[:2]
         if w * detection_scale(sift, w, h) < cfg.first_min_width_px:
-            return []
-        f = detect_sift(rgb, sift)
+            return [], None
+        query = self.query_features(rgb, sift)
         looks: list[Verification] = []
-        if len(f) >= cfg.min_inliers:
-            query = Features(f.keypoints, root_sift(f.descriptors), f.scales, f.responses)
-            for k in ks[: cfg.first_candidates]:
-                looks.append(self._attempt(query, k, cam, max_trials=cfg.first_max_trials))
-                looks[-1].scale = cfg.first_scale
-                if _sure(looks[-1], cfg):
-                    break
-        self._look_misses = 0 if looks and _sure(looks[-1], cfg) else self._look_misses + 1
-        return looks
+        answer = None
+        for k in ks[: cfg.first_candidates] if len(query) >= cfg.min_inliers else []:
+            looks.append(self._attempt(query, k, cam, max_trials=cfg.first_max_trials))
+            looks[-1].scale = cfg.first_scale
+            if _sure(looks[-1], cfg):
+                answer = looks[-1]
+                break
+        self._look_misses = 0 if answer is not None else self._look_misses + 1
+        return looks, answer
 
     def _trackable(self, previous: PointTrack | None, stamp: float) -> bool:
         """Tracking is on, `previous` exists, has hops left and is at most track_max_gap_s old (unknown stamps:
