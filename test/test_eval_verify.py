@@ -159,6 +159,8 @@ def test_verification_options_reach_the_verifier_config():
         (2, 0.0, 3, 1.5, 1.0)
     assert (got.first_min_inliers, got.first_max_std_m, got.first_candidates, got.first_probe_every,
             got.first_max_trials) == (20, 0.2, 2, 4, 500)
+    dense = parsed("--dense-candidates", "0", "--dense-min-inliers", "80")
+    assert (dense.gradient_candidates, dense.gradient_min_inliers) == (0, 80)
 
 
 # ------------------------------------------------------------------------------------ online: recorded hints

@@ -289,7 +289,7 @@ def test_the_size_estimate_bounds_the_geometry_files_built(geo_world):
         plan = GeometryPlan(method=m.manifest["geometry"]["method"], intrinsics=m.map_geometry.intrinsics)
         est = estimate_map_size(FRAMES, (64, 16, 16), None, settings_for_mode("exact"), geometry=geometry_budget(plan))
         names = [n for n in est.files if n.startswith("geometry_")]
-        assert len(names) == 4
+        assert len(names) == 5 and (geo_world[geometry] / "geometry_gradients.npy").exists()
         for name in names:
             assert (geo_world[geometry] / name).stat().st_size <= est.files[name], (geometry, name)
 
@@ -350,3 +350,35 @@ def test_a_blank_photo_is_reported_as_sparse(geo_world, tmp_path, caplog, capsys
     assert any("fewer than 15 3D points" in r.getMessage() and "overlap" in r.getMessage() for r in caplog.records)
     assert map_info_cli.main([str(out)]) == 0
     assert "with fewer than 15 3D points" in capsys.readouterr().out
+
+
+def test_gradient_descriptors_are_stored_per_keypoint_and_checked(geo_world, tmp_path):
+    """Every keypoint's dense-search descriptor is stored beside it (uint8, the same rows), equal to computing it
+    again from the map image (both paths: depth, triangulate); a manifest whose `gradients` record is malformed is
+    refused in one line; a map without the record loads with none."""
+    from disam_ros.data.folders import read_image
+    from disam_ros.pose.gradients import keypoint_descriptors
+
+    images = sorted((geo_world["world"] / "sunny" / "images").iterdir())
+    for geometry in ("auto", "triangulate"):
+        m = LocalizationMap.load(geo_world[geometry])
+        g = m.map_geometry
+        assert m.manifest["geometry"]["gradients"] == {"cell": 8} and g.gradient_cell == 8
+        for i in (0, FRAMES - 1):
+            kp = np.asarray(m.geometry(i)[0])
+            got = np.asarray(g.image_gradients(i))
+            assert got.dtype == np.uint8 and got.shape == (len(kp), 128)
+            np.testing.assert_array_equal(got, keypoint_descriptors(read_image(images[i]), kp, 8))
+    bad = shutil.copytree(geo_world["auto"], tmp_path / "bad")
+    man = json.loads((bad / MANIFEST).read_text())
+    man["geometry"]["gradients"] = {"cell": "eight"}
+    (bad / MANIFEST).write_text(json.dumps(man))
+    with pytest.raises(MapError, match="geometry.gradients"):
+        LocalizationMap.load(bad, verify=False)
+    old = shutil.copytree(geo_world["auto"], tmp_path / "old")
+    man = json.loads((old / MANIFEST).read_text())
+    del man["geometry"]["gradients"]
+    (old / "geometry_gradients.npy").unlink()
+    write_manifest(old, {k: v for k, v in man.items() if k not in ("files", "integrity")})
+    m = LocalizationMap.load(old)
+    assert m.has_geometry and m.map_geometry.gradients is None and m.map_geometry.image_gradients(0) is None

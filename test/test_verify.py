@@ -151,7 +151,7 @@ def _attempt(k: int, inliers: int, position, yaw_deg: float = 0.0, outcome: str 
 
 
 def test_two_candidates_whose_poses_agree_verify_each_other():
-    from disam_ros.verify.verifier import _agreeing
+    from disam_ros.verify.gate import agreeing as _agreeing
 
     cfg = VerifyConfig()  # agree within 0.5 m and 2 deg, each with >= 10 inliers
     a, b = _attempt(4, 12, [0.0, 0.0, 0.0]), _attempt(5, 11, [0.3, 0.2, 0.0], yaw_deg=1.5)
@@ -163,6 +163,9 @@ def test_two_candidates_whose_poses_agree_verify_each_other():
     assert _agreeing([_attempt(4, 12, [0, 0, 0]), _attempt(4, 11, [0, 0, 0])], cfg) is None  # same keyframe
     inconsistent = _attempt(5, 30, [0, 0, 0], outcome="inconsistent")  # far from its own guide: no witness
     assert _agreeing([_attempt(4, 12, [0, 0, 0]), inconsistent], cfg) is None
+    # the dense search asks each for more (gradient_agree_inliers): 31 and 30 agree, 31 and 29 do not
+    assert _agreeing([_attempt(4, 31, [0, 0, 0]), _attempt(5, 30, [0.1, 0, 0])], cfg, 30) is not None
+    assert _agreeing([_attempt(4, 31, [0, 0, 0]), _attempt(5, 29, [0.1, 0, 0])], cfg, 30) is None
 
 
 def test_small_images_are_not_verified(verify_world):
@@ -303,7 +306,7 @@ def test_a_pose_from_few_inliers_gets_a_wider_covariance(inliers, factor):
     """x covariance_scale always, and x (60 / inliers)^2 below covariance_ref_inliers (hand-computed factors)."""
     from types import SimpleNamespace
 
-    from disam_ros.verify.verifier import _judged
+    from disam_ros.verify.gate import judged as _judged
 
     base = np.diag([0.01, 0.02, 0.03, 1e-4, 2e-4, 3e-4])
     sol = SimpleNamespace(position=np.zeros(3), quat=np.array([0.0, 0.0, 0.0, 1.0]), inlier_ratio=0.5,
@@ -367,7 +370,7 @@ def test_a_first_look_ends_the_search_only_when_verified_and_sure(outcome, inlie
     """The look's answer is taken on a verified pose with >= 15 inliers whose published position covariance has a
     1-sigma of at most 0.15 m along its worst axis; a rotated covariance has the same worst axis (by hand: the
     eigenvalues of R diag R^T are the diagonal's)."""
-    from disam_ros.verify.verifier import _sure
+    from disam_ros.verify.gate import sure as _sure
 
     cov = np.eye(6) * 1e-6
     R = rz(30.0)

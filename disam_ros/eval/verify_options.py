@@ -23,6 +23,9 @@ VERIFY_OPTIONS = (
     ("--first-max-trials", "first_max_trials", positive_int, "... the look's RANSAC trials at most"),
     ("--unguided-candidates", "unguided_candidates", non_negative_int, "when still none verifies, this many are "
      "matched unguided (0: off)"),
+    ("--dense-candidates", "gradient_candidates", non_negative_int, "when still none verifies, this many are "
+     "searched densely (map keypoints looked for by gradient descriptors, no query keypoints; 0: off)"),
+    ("--dense-min-inliers", "gradient_min_inliers", positive_int, "... verified with this many inliers"),
     ("--belief-sigma", "belief_sigma_m", non_negative_float, "sequence mode: a verified pose pulls the belief to "
      "map places within about this many metres (0: off)"),
 )

@@ -247,8 +247,9 @@ class MapSizeEstimate:
         return sum(self.files.values())
 
 
-GEOMETRY_ROW_BYTES = {"geometry_keypoints.npy": 8, "geometry_descriptors.npy": 128, "geometry_points3d.npy": 12}
-TRIANGULATE_TEMP_ROW_BYTES = 8 + 128  # keypoints and descriptors held on disk between the two passes
+GEOMETRY_ROW_BYTES = {"geometry_keypoints.npy": 8, "geometry_descriptors.npy": 128, "geometry_points3d.npy": 12,
+                      "geometry_gradients.npy": 128}  # the last: dense-search descriptors (built by default)
+TRIANGULATE_TEMP_ROW_BYTES = 8 + 128 + 128  # keypoints, descriptors, gradients on disk between the two passes
 
 
 def geometry_size(n: int, keypoints: int, triangulate: bool) -> tuple[dict[str, int], int]:

@@ -41,6 +41,7 @@ from disam_ros.maps.npy_stream import NpyAppender
 from disam_ros.pose.backproject import DepthLimits, backproject
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.features import MAP_SIFT, SiftConfig, detect_sift, match_descriptors
+from disam_ros.pose.gradients import GRADIENT_CELL, keypoint_descriptors
 from disam_ros.pose.triangulate import TriangulationLimits, View, triangulate
 
 GEOMETRY_CHOICES = ("auto", "depth", "triangulate", "none")
@@ -55,6 +56,7 @@ class GeometryPlan:
     intrinsics: Intrinsics
     depth_of: Callable[[int], np.ndarray | None] | None = None
     sift: SiftConfig = MAP_SIFT  # recorded in the map: queries are treated alike
+    gradient_cell: int | None = GRADIENT_CELL  # each keypoint's dense-search descriptor at this cell (None: none)
     partners: int = 4  # triangulate: match to this many pose partners (maps/covisibility.py)
     partner_max_angle_deg: float = 45.0  # triangulate: partners look within this angle of the map image's axis
     min_views: int = 2  # triangulate: views per track (the map image + matched partners)
@@ -104,34 +106,40 @@ class _FeatureSpill:
     keeps them) streamed into two .npy files with row offsets in RAM; pass 2 reads them memory-mapped, so the
     page cache, not the builder, holds what a few partners need."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, gradients: bool = False) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(exist_ok=True)
-        self._kp = NpyAppender(self.directory / "keypoints.npy", (2,), "float32")
-        self._desc = NpyAppender(self.directory / "descriptors.npy", (DESCRIPTOR_DIM,), "uint8")
+        self._files = [NpyAppender(self.directory / "keypoints.npy", (2,), "float32"),
+                       NpyAppender(self.directory / "descriptors.npy", (DESCRIPTOR_DIM,), "uint8")]
+        if gradients:
+            self._files.append(NpyAppender(self.directory / "gradients.npy", (DESCRIPTOR_DIM,), "uint8"))
         self.offsets = [0]
-        self._read: tuple[np.ndarray, np.ndarray] | None = None
+        self._read: list[np.ndarray] | None = None
 
-    def add(self, keypoints: np.ndarray, descriptors: np.ndarray) -> None:
-        self._kp.append(np.asarray(keypoints, np.float32).reshape(-1, 2))
-        self._desc.append(descriptors_u8(descriptors))
+    def add(self, keypoints: np.ndarray, descriptors: np.ndarray, gradients: np.ndarray | None = None) -> None:
+        rows = [np.asarray(keypoints, np.float32).reshape(-1, 2), descriptors_u8(descriptors)]
+        if len(self._files) == 3:
+            rows.append(np.asarray(gradients, np.uint8).reshape(-1, DESCRIPTOR_DIM))
+        for f, r in zip(self._files, rows):
+            f.append(r)
         self.offsets.append(self.offsets[-1] + len(keypoints))
 
-    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """(keypoints, descriptors) of map image i; the first call ends pass 1."""
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(keypoints, descriptors, gradient descriptors or None) of map image i; the first call ends pass 1."""
         if self._read is None:
-            self._kp.close()
-            self._desc.close()
+            for f in self._files:
+                f.close()
             if self.offsets[-1] == 0:  # nothing to map
-                self._read = (np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_DIM), np.uint8))
+                self._read = [np.zeros((0,) + f.row_shape, f.dtype) for f in self._files]
             else:
-                self._read = (np.load(self._kp.path, mmap_mode="r"), np.load(self._desc.path, mmap_mode="r"))
+                self._read = [np.load(f.path, mmap_mode="r") for f in self._files]
         lo, hi = self.offsets[i], self.offsets[i + 1]
-        return np.asarray(self._read[0][lo:hi]), np.asarray(self._read[1][lo:hi])
+        kp, desc, *grads = (np.asarray(a[lo:hi]) for a in self._read)
+        return kp, desc, grads[0] if grads else None
 
     def remove(self) -> None:
-        self._kp.close()
-        self._desc.close()
+        for f in self._files:
+            f.close()
         self._read = None
         shutil.rmtree(self.directory, ignore_errors=True)  # never hide the build's own exception behind this one
         if self.directory.exists():
@@ -144,10 +152,11 @@ class GeometryBuilder:
 
     def __init__(self, plan: GeometryPlan, directory: Path) -> None:
         self.plan = plan
-        self.writer = GeometryWriter(directory)
+        self.writer = GeometryWriter(directory, plan.gradient_cell)
         self.cam: Intrinsics | None = None
         self._views: list[View] = []  # triangulate: the poses, all that pass 1 keeps in RAM
-        self._spill = _FeatureSpill(Path(directory) / FEATURES_DIR) if plan.method == "triangulate" else None
+        self._spill = _FeatureSpill(Path(directory) / FEATURES_DIR, plan.gradient_cell is not None) \
+            if plan.method == "triangulate" else None
         self.seconds = 0.0
 
     def _camera(self, image: np.ndarray, name: str) -> Intrinsics:
@@ -176,6 +185,8 @@ class GeometryBuilder:
     def _add(self, index: int, image: np.ndarray, position: np.ndarray, quat: np.ndarray, name: str) -> None:
         cam = self._camera(image, name)
         feats = detect_sift(image, self.plan.sift)
+        cell = self.plan.gradient_cell
+        grads = None if cell is None else keypoint_descriptors(image, feats.keypoints, cell)
         if self._spill is None:  # depth
             depth = self.plan.depth_of(index) if self.plan.depth_of is not None else None
             if depth is None:
@@ -185,12 +196,12 @@ class GeometryBuilder:
                     raise ValueError(f"map image {name}: depth is {depth.shape[1]}x{depth.shape[0]}, the image "
                                      f"{image.shape[1]}x{image.shape[0]}; pass --geometry triangulate")
                 points = backproject(feats.keypoints, depth, cam, position, quat, self.plan.depth_limits).points
-            self.writer.add(feats.keypoints, feats.descriptors, points)
+            self.writer.add(feats.keypoints, feats.descriptors, points, grads)
             return
         if index != len(self._views):  # the partners and the written rows refer to positions in this order
             raise ValueError(f"map image {name} came as index {index}, expected {len(self._views)}: feed map images "
                              "in index order")
-        self._spill.add(feats.keypoints, feats.descriptors)
+        self._spill.add(feats.keypoints, feats.descriptors, grads)
         self._views.append(View.from_pose(cam, np.asarray(position), np.asarray(quat)))
 
     def _triangulate_all(self) -> None:
@@ -203,17 +214,18 @@ class GeometryBuilder:
         for i, others in enumerate(partners):
             self.writer.add(*self._triangulated(i, [int(j) for j in others]))
 
-    def _triangulated(self, i: int, others: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _triangulated(self, i: int, others: list[int]
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         assert self._spill is not None
-        kp, desc = self._spill.get(i)
+        kp, desc, grads = self._spill.get(i)
         ref = self._views[i]
         n = len(kp)
         points = np.full((n, 3), np.nan)
         if n == 0 or not others:
-            return kp, desc, points
+            return kp, desc, points, grads
         obs = np.full((n, len(others), 2), np.nan)
         for s, j in enumerate(others):
-            other_kp, other_desc = self._spill.get(j)
+            other_kp, other_desc, _ = self._spill.get(j)
             m = match_descriptors(desc, other_desc, self.plan.ratio)
             obs[m[:, 0], s] = other_kp[m[:, 1]]
         seen = np.isfinite(obs[:, :, 0])
@@ -229,7 +241,7 @@ class GeometryBuilder:
             lim = self.plan.depth_limits  # the depth path's range: a far two-view point is mostly a mismatch
             ok = tri.ok & (z >= lim.min_depth_m) & (z <= lim.max_depth_m)
             points[rows[ok]] = tri.points[ok]
-        return kp, desc, points
+        return kp, desc, points, grads
 
     def close(self) -> None:
         """Close the geometry files and remove the temporary features; safe to call again."""

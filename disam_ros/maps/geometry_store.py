@@ -8,6 +8,10 @@ geometry_descriptors.npy  (K, 128) uint8  SIFT descriptors (OpenCV's float SIFT 
                                           them costs nothing measurable and a quarter of float32's bytes)
 geometry_points3d.npy     (K, 3) float32  map-frame points; NaN rows: keypoints without a valid 3D point
 geometry_offsets.npy      (M + 1,) int64  map image i owns rows offsets[i]:offsets[i + 1]
+geometry_gradients.npy    (K, 128) uint8  optional: each keypoint's dense gradient-histogram descriptor
+                                          (pose/gradients.py, x1000), which the verifier looks for in a query
+                                          without detecting keypoints there (rain, snow, fog); the record's
+                                          `gradients` {"cell": c} says it is there and at which cell size
 ```
 The manifest's "geometry" object records how (method "depth" or "triangulate"), the intrinsics of the map images
 (`intrinsics`: fx fy cx cy width height + plumb_bob k1 k2 p1 p2 k3), the SIFT recipe (`features`:
@@ -29,6 +33,7 @@ import numpy as np
 
 from disam_ros.maps.map_format import (
     GEOM_DESCRIPTORS,
+    GEOM_GRADIENTS,
     GEOM_KEYPOINTS,
     GEOM_OFFSETS,
     GEOM_POINTS,
@@ -87,6 +92,10 @@ def geometry_problem(manifest: dict[str, Any]) -> str | None:
     n = g.get("keypoints")
     if not (isinstance(n, int) and not isinstance(n, bool) and n >= 0):
         return "field geometry.keypoints is not a count >= 0"
+    grads = g.get("gradients")
+    if grads is not None and not (isinstance(grads, dict) and isinstance(grads.get("cell"), int)
+                                  and not isinstance(grads.get("cell"), bool) and 2 <= grads["cell"] <= 64):
+        return f"field geometry.gradients is {str(grads)[:40]!r}, expected {{\"cell\": an integer in 2..64}}"
     return None
 
 
@@ -94,12 +103,14 @@ class MapGeometry:
     """Read-only, memory-mapped geometry of a map; `image(i)` -> (keypoints, descriptors, points3d) of map image i."""
 
     def __init__(self, record: dict[str, Any], keypoints: np.ndarray, descriptors: np.ndarray, points: np.ndarray,
-                 offsets: np.ndarray) -> None:
+                 offsets: np.ndarray, gradients: np.ndarray | None = None) -> None:
         self.record = record
         self.method: str = record["method"]
         self.intrinsics = Intrinsics(**record["intrinsics"])
         self.sift = SiftConfig.from_record(record.get("features", "sift"))  # how the keypoints were found
         self.keypoints, self.descriptors, self.points, self.offsets = keypoints, descriptors, points, offsets
+        self.gradients = gradients  # (K, 128) uint8, or None: a map built before them (no dense search)
+        self.gradient_cell: int | None = int(record["gradients"]["cell"]) if gradients is not None else None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -110,6 +121,13 @@ class MapGeometry:
             raise IndexError(f"map image {i} out of range 0..{len(self) - 1}")
         lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
         return self.keypoints[lo:hi], self.descriptors[lo:hi], self.points[lo:hi]
+
+    def image_gradients(self, i: int) -> np.ndarray | None:
+        """Map image i's keypoints' gradient descriptors (uint8, rows as `image(i)`), None without them."""
+        if self.gradients is None:
+            return None
+        self.image(i)  # the range check
+        return self.gradients[int(self.offsets[i]):int(self.offsets[i + 1])]
 
     def counts(self) -> np.ndarray:
         """Keypoints per map image."""
@@ -132,7 +150,8 @@ def load_geometry(root: Path, manifest: dict[str, Any], mmap: bool = True) -> Ma
     pts = load_npy(root / GEOM_POINTS, mmap, (k, 3), "float32")
     if k and bool(np.isinf(pts).any()):  # NaN is the 'no point' mark; inf never is (~12 B per keypoint: cheap)
         raise MapError(str(map_error(root / GEOM_POINTS, "holds inf values", _FIX)))
-    return MapGeometry(record, kp, desc, pts, offsets)
+    grads = load_npy(root / GEOM_GRADIENTS, mmap, (k, DESCRIPTOR_DIM), "uint8") if record.get("gradients") else None
+    return MapGeometry(record, kp, desc, pts, offsets, grads)
 
 
 def descriptors_u8(descriptors: np.ndarray) -> np.ndarray:
@@ -149,23 +168,33 @@ SPARSE_IMAGE_POINTS = 15
 class GeometryWriter:
     """Streams one map image's (keypoints, descriptors, points3d) at a time into the four files."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, gradient_cell: int | None = None) -> None:
         d = Path(directory)
         self._kp = NpyAppender(d / GEOM_KEYPOINTS, (2,), "float32")
         self._desc = NpyAppender(d / GEOM_DESCRIPTORS, (DESCRIPTOR_DIM,), "uint8")
         self._pts = NpyAppender(d / GEOM_POINTS, (3,), "float32", allow_nan=True)
+        self.gradient_cell = gradient_cell  # None: no gradient descriptors (`add` then takes none)
+        self._grad = None if gradient_cell is None else NpyAppender(d / GEOM_GRADIENTS, (DESCRIPTOR_DIM,), "uint8")
         self._offsets_path = d / GEOM_OFFSETS
         self.offsets = [0]
         self.with_point = 0
         self.sparse_images = 0  # images with fewer than SPARSE_IMAGE_POINTS 3D points
 
-    def add(self, keypoints: np.ndarray, descriptors: np.ndarray, points: np.ndarray) -> None:
+    def add(self, keypoints: np.ndarray, descriptors: np.ndarray, points: np.ndarray,
+            gradients: np.ndarray | None = None) -> None:
         kp = np.asarray(keypoints, np.float32).reshape(-1, 2)
         desc = descriptors_u8(descriptors)
         pts = np.asarray(points, np.float32).reshape(-1, 3)
         if not len(kp) == len(desc) == len(pts):
             raise ValueError(f"map geometry rows disagree: {len(kp)} keypoints, {len(desc)} descriptors, "
                              f"{len(pts)} points")
+        if (gradients is None) != (self._grad is None):
+            raise ValueError("map geometry: gradient descriptors given to a writer without them, or missing")
+        if self._grad is not None:
+            grads = np.asarray(gradients, np.uint8).reshape(-1, DESCRIPTOR_DIM)
+            if len(grads) != len(kp):
+                raise ValueError(f"map geometry rows disagree: {len(kp)} keypoints, {len(grads)} gradient descriptors")
+            self._grad.append(grads)
         self._kp.append(kp)
         self._desc.append(desc)
         self._pts.append(pts)
@@ -175,15 +204,17 @@ class GeometryWriter:
         self.sparse_images += found < SPARSE_IMAGE_POINTS
 
     def close(self) -> None:
-        for a in (self._kp, self._desc, self._pts):
-            a.close()
+        for a in (self._kp, self._desc, self._pts, self._grad):
+            if a is not None:
+                a.close()
         np.save(self._offsets_path, np.asarray(self.offsets, np.int64), allow_pickle=False)
 
     def record(self, method: str, cam: Intrinsics, features: Any = "sift", **extra: Any) -> dict[str, Any]:
         """The manifest's "geometry" object for what was written (`features`: SiftConfig.to_record())."""
+        grads = {} if self.gradient_cell is None else {"gradients": {"cell": int(self.gradient_cell)}}
         return {"method": method, "intrinsics": intrinsics_record(cam), "features": features,
                 "keypoints": self.offsets[-1], "with_point": self.with_point, "sparse_images": self.sparse_images,
-                **extra}
+                **grads, **extra}
 
 
 def merge_geometry(shards: list[Any], directory: Path) -> dict[str, Any] | None:
@@ -194,12 +225,14 @@ def merge_geometry(shards: list[Any], directory: Path) -> dict[str, Any] | None:
     if first is None or any(r is None or any(r.get(k) != first.get(k) for k in ("method", "intrinsics", "features"))
                             for r in records):
         return None
-    out = GeometryWriter(directory)
+    cells = {str(r.get("gradients")) for r in records}
+    cell = first["gradients"]["cell"] if len(cells) == 1 and first.get("gradients") else None  # all or none
+    out = GeometryWriter(directory, cell)
     try:
         for c in shards:
             g = load_geometry(c.root, c.manifest, mmap=True)
             for i in range(len(g)):
-                out.add(*g.image(i))
+                out.add(*g.image(i), g.image_gradients(i) if cell is not None else None)
     finally:
         out.close()
     seconds = round(sum(float(r.get("seconds", 0.0)) for r in records), 3)

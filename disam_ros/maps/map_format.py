@@ -52,6 +52,7 @@ COARSE_NPY, COARSE_RAW, COARSE_FAISS = "coarse.npy", "coarse_raw.npy", "coarse.f
 FINE_NPY, PCA_NPZ = "fine.npy", "pca.npz"
 GEOMETRY_FILES = (GEOM_KEYPOINTS, GEOM_DESCRIPTORS, GEOM_POINTS, GEOM_OFFSETS) = tuple(
     f"geometry_{k}.npy" for k in ("keypoints", "descriptors", "points3d", "offsets"))
+GEOM_GRADIENTS = "geometry_gradients.npy"  # optional: dense-search descriptors of the keypoints (geometry_store.py)
 CALIBRATION_JSON = "calibration.json"  # optional: a map may list it, a shard never does
 AUTO_VERIFY_BYTES = 64 << 20  # files up to this size are hashed at load; larger ones in the background
 CHUNK_BYTES = 32 << 20  # per-chunk sha256 granularity: a 100 GB map needs ~3200 hashes (~220 KB of manifest)
@@ -321,6 +322,7 @@ def _files_problems(man: dict[str, Any], s: DescriptorSettings) -> list[str]:
     want = expected_files(man["kind"], s, man["descriptors"].get("fine_shape") is not None)
     optional = {CALIBRATION_JSON} if man["kind"] == "map" else set()
     want |= set(GEOMETRY_FILES) if man.get("geometry") is not None else set()  # checked in maps/geometry_store.py
+    want |= {GEOM_GRADIENTS} if isinstance(man.get("geometry"), dict) and man["geometry"].get("gradients") else set()
     if not want <= set(files) <= want | optional:
         extra, missing = sorted(set(files) - want), sorted(want - set(files))
         return [f"field files lists {extra or 'no extra files'} and lacks {missing or 'nothing'} "

@@ -92,6 +92,9 @@ PARAMETERS: tuple[Param, ...] = (
           "matched unguided (ratio test, >= 30 inliers): for cameras that look from elsewhere than the map images; "
           "0 = off (the default: no gain over the turned guides measured yet).",
           constraints=">= 0"),
+    Param("verify_dense_candidates", 1, "When still no map place verifies (tracking included), this many of them are "
+          "searched densely: their map keypoints looked for in the image by gradient descriptors, without the "
+          "image's own keypoints (rain, snow, fog); needs a map built with them; 0 = off.", constraints=">= 0"),
     Param("verify_belief_sigma_m", 2.0, "Sequence mode: a verified pose re-weights the belief towards the map places "
           "within about this distance of it (floored, so one wrong pose is outvoted later); 0 = off.",
           constraints=">= 0"),
@@ -174,6 +177,7 @@ class LocalizerConfig:
     verify_track_frames: int
     verify_turn_search_deg: float
     verify_unguided_candidates: int
+    verify_dense_candidates: int
     verify_first_scale: float
     verify_belief_sigma_m: float
     unverified_policy: str
@@ -294,6 +298,8 @@ def check_value(name: str, value: Any) -> Any:
         raise ValueError(f"verify_first_scale must be in [0.1, 1] (1 = off: full-scale features only), got {value}")
     elif name == "verify_unguided_candidates" and value < 0:
         raise ValueError(f"verify_unguided_candidates must be >= 0 (0 = guided matching only), got {value}")
+    elif name == "verify_dense_candidates" and value < 0:
+        raise ValueError(f"verify_dense_candidates must be >= 0 (0 = no dense search), got {value}")
     elif name == "verify_belief_sigma_m" and not (math.isfinite(value) and value >= 0.0):
         raise ValueError(f"verify_belief_sigma_m must be a distance >= 0 in metres (0 = off), got {value}")
     elif name == "verify_min_inliers" and value < MIN_VERIFY_INLIERS:

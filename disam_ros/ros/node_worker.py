@@ -49,6 +49,7 @@ class NodeTracking:
                               track_frames=cfg.verify_track_frames, belief_sigma_m=cfg.verify_belief_sigma_m,
                               turn_search_deg=cfg.verify_turn_search_deg,
                               unguided_candidates=cfg.verify_unguided_candidates,
+                              gradient_candidates=cfg.verify_dense_candidates,
                               first_scale=cfg.verify_first_scale,
                               unguided_min_inliers=max(VerifyConfig.unguided_min_inliers, cfg.verify_min_inliers))
         self.tracker = Tracker(reloc, TrackerConfig(mode=cfg.mode, sequence=seq, standstill_ratio=cfg.standstill_ratio,

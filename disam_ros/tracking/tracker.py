@@ -166,7 +166,10 @@ class Tracker:
         self.last_features: dict[str, float] = {}  # every candidate feature of this frame (disam-calibrate)
         self._support: deque[float] = deque(maxlen=SUPPORT_FRAMES)
         self._points: PointTrack | None = None  # the last verified frame's inliers (map-point tracking)
-        self.verifier = Verifier(m, config.verify) if config.verify.enabled and m.has_geometry else None
+        verify = config.verify
+        if config.mode == "single" and not verify.gradient_single:  # the dense search needs a belief's place
+            verify = replace(verify, gradient_candidates=0)
+        self.verifier = Verifier(m, verify) if verify.enabled and m.has_geometry else None
 
     # ------------------------------------------------------------------------------------------ set-up
     def _calibration_note(self) -> str:

@@ -59,6 +59,26 @@ class VerifyConfig:
     #                               dev town for ~40 ms more per unverified frame (docs/pose.md)
     unguided_ratio: float = 0.8  # ... Lowe's ratio
     unguided_max_turn_deg: float = 45.0  # ... allow this much rotation from the candidate (no guide bias) ...
+    gradient_candidates: int = 2  # when nothing above verifies (tracking included), this many candidates are
+    #                               searched densely: their map keypoints looked for in the query by gradient
+    #                               descriptors, no query keypoints (rain, snow, fog; verify/gradient_search.py;
+    #                               needs a map built with them; 0 = off; chosen on the dev town, docs/pose.md)
+    gradient_single: bool = False  # ... in single mode too (the tracker turns it off there unless this is set:
+    #                                a single frame cannot tell two look-alike places apart, and the dense search
+    #                                verified a look-alike 5 m off on the dev town, 64 m off in a held-out one)
+    gradient_radius: float = 0.1  # ... each map point within this share of the width of its predicted position
+    gradient_stride: int = 4  # ... on a grid this many pixels apart (at 640 px width; scaled with the image)
+    gradient_max_points: int = 400  # ... the first this many map points (strongest) in or near the view
+    gradient_ratio: float = 0.95  # ... a find kept when nearer than this x the runner-up two grid steps away
+    #                               (1.0: every find; dev town: wrong places' inliers 87 -> 47 at most)
+    gradient_min_inliers: int = 60  # ... and verified with this many inliers (dev town: a place 20-45 m off
+    #                                 reached 47)
+    gradient_min_inlier_ratio: float = 0.3  # ... that are this share of the distinct finds (dev town: poses of the
+    #                                         right place 1-5 m off reached 0.44, 3 of 73 passing both)
+    gradient_agree_inliers: int = 30  # ... or two candidates' dense poses agree (agree_m, agree_deg), each from
+    #                                   this many inliers
+    gradient_sigma_floor_px: float = 2.0  # ... their covariance taking the keypoint noise as at least this
+    #                                       (half the grid stride: the finds are grid positions, refined)
     unguided_min_inliers: int = 30  # ... but ask for this many inliers: unguided matches of a wrong place that
     #                                 repeats the right one's facades reached 24 on the dev town (docs/pose.md)
 
@@ -82,6 +102,15 @@ class VerifyConfig:
                   ("unguided_ratio", 0.0 < self.unguided_ratio <= 1.0),
                   ("unguided_max_turn_deg", 0 < self.unguided_max_turn_deg <= 180),
                   ("unguided_min_inliers", self.unguided_min_inliers >= self.min_inliers),
+                  ("gradient_candidates", self.gradient_candidates >= 0),
+                  ("gradient_radius", 0.0 < self.gradient_radius <= 1.0),
+                  ("gradient_ratio", 0.0 < self.gradient_ratio <= 1.0),
+                  ("gradient_stride", 1 <= self.gradient_stride <= 32),
+                  ("gradient_max_points", self.gradient_max_points >= self.gradient_min_inliers),
+                  ("gradient_min_inliers", self.gradient_min_inliers >= self.min_inliers),
+                  ("gradient_agree_inliers", 6 <= self.gradient_agree_inliers <= self.gradient_min_inliers),
+                  ("gradient_min_inlier_ratio", 0 <= self.gradient_min_inlier_ratio < 1),
+                  ("gradient_sigma_floor_px", self.gradient_sigma_floor_px >= 0),
                   ("first_scale", 0.1 <= self.first_scale <= 1.0),
                   ("first_min_width_px", self.first_min_width_px >= self.min_width_px),
                   ("first_min_inliers", self.first_min_inliers >= self.min_inliers),

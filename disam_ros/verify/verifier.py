@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from disam_ros.geometry import quat_angle_deg, quat_to_rot, rot_to_quat
+from disam_ros.geometry import quat_to_rot, rot_to_quat
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.features import (
     Features,
@@ -58,9 +58,12 @@ from disam_ros.pose.features import (
     root_sift,
 )
 from disam_ros.pose.frames import cam_from_map
+from disam_ros.pose.gradients import from_u8
 from disam_ros.pose.guided import guided_match, predicted_pixels
-from disam_ros.pose.solver import PoseSolution, SolverConfig, solve_absolute_pose
+from disam_ros.pose.solver import SolverConfig, solve_absolute_pose
 from disam_ros.verify.config import VerifyConfig
+from disam_ros.verify.gate import agreeing, judged, sure
+from disam_ros.verify.gradient_search import query_grid, search_pose
 from disam_ros.verify.result import OUTCOMES, PointTrack, Verification
 
 __all__ = ["OUTCOMES", "PointTrack", "Verification", "Verifier", "VerifyConfig"]  # records: verify.result,
@@ -74,6 +77,7 @@ class _MapSide:
     keypoints: np.ndarray
     descriptors: np.ndarray  # RootSIFT, float32
     points: np.ndarray  # float64 map frame
+    gradients: np.ndarray | None  # unit gradient descriptors for the dense search (None: the map has none)
 
 
 class Verifier:
@@ -120,8 +124,9 @@ class Verifier:
         if side is None:
             kp, desc, pts = self.map.geometry(k)
             ok = np.isfinite(pts).all(axis=1)
+            grads = self.map.map_geometry.image_gradients(k)
             side = _MapSide(np.asarray(kp[ok], np.float64), root_sift(np.asarray(desc[ok], np.float32)),
-                            np.asarray(pts[ok], np.float64))
+                            np.asarray(pts[ok], np.float64), None if grads is None else from_u8(grads[ok]))
             self._cache[k] = side
             while len(self._cache) > MAP_CACHE:
                 self._cache.popitem(last=False)
@@ -162,7 +167,7 @@ class Verifier:
                 break
         best = max(attempts, key=lambda v: (v.verified, v.inliers), default=Verification("too_few_inliers"))
         if not best.verified:
-            best = _agreeing(attempts, cfg) or best
+            best = agreeing(attempts, cfg) or best
         if not best.verified and cfg.turn_search_deg > 0 and ks:
             turns = [self._attempt(query, ks[0], cam, turn) for turn in (-cfg.turn_search_deg, cfg.turn_search_deg)]
             attempts += turns
@@ -174,7 +179,41 @@ class Verifier:
         if not best.verified and self._trackable(previous, stamp):
             attempts.append(self.track(query, previous, cam))
             best = _verified_or(attempts[-1:], best)
+        if not best.verified and cfg.gradient_candidates and self.map.map_geometry.gradients is not None:
+            dense = self._dense_attempts(rgb, ks[: cfg.gradient_candidates], cam, query)
+            attempts += dense
+            best = _verified_or(dense, best)
         return self._answer(best, looks + attempts, source, t0, stamp)
+
+    def _dense_attempts(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, query: Features
+                        ) -> list[Verification]:
+        """The candidates searched densely in order (verify/gradient_search.py), up to the first verified one, or
+        else two whose poses agree (each from at least `gradient_agree_inliers`: a wrong solution stays near the
+        pose that guided it, and two candidates' guides are metres apart); the verified one hands on the map
+        points its pose puts on the query's SIFT keypoints (map-point tracking)."""
+        cfg, out, solved = self.config, [], {}
+        grid = query_grid(rgb, int(self.map.map_geometry.gradient_cell), cfg)
+        gate = (cfg.max_turn_deg, cfg.gradient_min_inliers, cfg.gradient_min_inlier_ratio)
+        for k in ks:
+            side = self._map_side(k)
+            key_pos, key_quat = np.asarray(self.map.positions[k], np.float64), np.asarray(self.map.quats[k], np.float64)
+            sol, searched = search_pose(grid, side.gradients, side.points, *cam_from_map(key_pos, key_quat), cam, cfg)
+            v = Verification("too_few_inliers", index=k, matches=searched) if sol is None else \
+                judged(sol, k, searched, key_pos, key_quat, cfg, gate)
+            v.dense = True
+            out.append(v)
+            if sol is not None:
+                solved[id(v)] = (sol, side)
+            if v.verified:
+                break
+        best = _verified_or(out, None) or agreeing(out, cfg, cfg.gradient_agree_inliers)
+        if best is not None and cfg.track_frames > 0:
+            sol, side = solved[id(best)]
+            qi, mi = _support_pairs(np.zeros((0, 2), np.int64), query.keypoints,
+                                    predicted_pixels(side.points, sol.R, sol.t, cam), cfg.track_radius_px)
+            best.support = PointTrack(query.keypoints[qi].astype(np.float64), query.descriptors[qi], side.points[mi],
+                                      best.position.copy(), best.quat.copy(), math.nan, best.index, 0)
+        return out
 
     def _answer(self, best: Verification, attempts: list[Verification], source: str, t0: float, stamp: float
                 ) -> Verification:
@@ -207,7 +246,7 @@ class Verifier:
         for k in ks[: cfg.first_candidates] if len(query) >= cfg.min_inliers else []:
             looks.append(self._attempt(query, k, cam, max_trials=cfg.first_max_trials))
             looks[-1].scale = cfg.first_scale
-            if _sure(looks[-1], cfg):
+            if sure(looks[-1], cfg):
                 answer = looks[-1]
                 break
         self._look_misses = 0 if answer is not None else self._look_misses + 1
@@ -255,7 +294,7 @@ class Verifier:
         key_pos, key_quat = np.asarray(self.map.positions[k], np.float64), np.asarray(self.map.quats[k], np.float64)
         pairs = match_unit_descriptors(query.descriptors, side.descriptors, cfg.unguided_ratio)
         v = self._solve(query, pairs, side.points, k, key_pos, key_quat, cam,
-                        gate=(cfg.unguided_max_turn_deg, cfg.unguided_min_inliers))
+                        gate=(cfg.unguided_max_turn_deg, cfg.unguided_min_inliers, cfg.min_inlier_ratio))
         v.unguided = True
         return v
 
@@ -275,7 +314,7 @@ class Verifier:
             sol = solve_absolute_pose(p2, points[pairs[:, 1]], cam, solver)
         if sol is None:
             return Verification("too_few_inliers", index=k, matches=len(pairs), hops=hops)
-        v = _judged(sol, k, len(pairs), guide_pos, guide_quat, cfg, gate)
+        v = judged(sol, k, len(pairs), guide_pos, guide_quat, cfg, gate)
         v.hops = hops
         if v.verified and cfg.track_frames > 0:
             qi, mi = _support_pairs(pairs[sol.inlier_mask], query.keypoints,
@@ -309,50 +348,6 @@ def _support_pairs(inliers: np.ndarray, keypoints: np.ndarray, predicted: np.nda
             extra_q.append(int(q_i))
             extra_m.append(int(m_i))
     return (np.r_[inliers[:, 0], extra_q].astype(np.int64), np.r_[inliers[:, 1], extra_m].astype(np.int64))
-
-
-def _judged(sol: PoseSolution, k: int, matches: int, key_pos: np.ndarray, key_quat: np.ndarray,
-            cfg: VerifyConfig, gate: tuple[float, int] | None = None) -> Verification:
-    """The gate; `gate` = (max turn, min inliers) replaces the config's for unguided attempts."""
-    max_turn, min_inliers = gate or (cfg.max_turn_deg, cfg.min_inliers)
-    shift = float(np.linalg.norm(sol.position - key_pos))
-    turn = float(quat_angle_deg(sol.quat, key_quat))
-    if shift > cfg.max_shift_m or turn > max_turn:
-        outcome = "inconsistent"
-    elif sol.inlier_ratio < cfg.min_inlier_ratio or sol.num_inliers < min_inliers:
-        outcome = "too_few_inliers"
-    elif float(np.max(sol.position_std)) > cfg.max_position_std_m:
-        outcome = "uncertain"
-    else:
-        outcome = "verified"
-    cov = sol.covariance * cfg.covariance_scale * max(1.0, cfg.covariance_ref_inliers / sol.num_inliers) ** 2
-    return Verification(outcome, index=k, position=sol.position, quat=sol.quat, covariance=cov,
-                        inliers=sol.num_inliers, matches=matches, inlier_ratio=sol.inlier_ratio,
-                        reprojection_px=sol.mean_error_px)
-
-
-def _agreeing(attempts: list[Verification], cfg: VerifyConfig) -> Verification | None:
-    """Two candidates' poses, each solved from its own map image's keypoints and guided by its own pose, that
-    land on the same pose (within agree_m, agree_deg) verify each other: a wrong place's solutions stay near the
-    guesses that guided them, which are metres apart. The one with more inliers is returned, as verified."""
-    ok = sorted((v for v in attempts if v.outcome == "too_few_inliers" and v.inliers >= cfg.min_agreeing_inliers),
-                key=lambda v: -v.inliers)
-    for i, a in enumerate(ok):
-        for b in ok[i + 1:]:
-            if a.index != b.index and float(np.linalg.norm(a.position - b.position)) <= cfg.agree_m and \
-                    float(quat_angle_deg(a.quat, b.quat)) <= cfg.agree_deg:
-                a.outcome, a.agreed = "verified", True
-                return a
-    return None
-
-
-def _sure(look: Verification, cfg: VerifyConfig) -> bool:
-    """A first look (half-scale features) ends the search only when verified with `first_min_inliers` and a position
-    1-sigma (the published covariance, worst axis) within `first_max_std_m`: few or badly spread inliers from the
-    wrong neighbour pass the gate at half scale more easily, and the full steps would keep a better candidate."""
-    if not look.verified or look.inliers < cfg.first_min_inliers:
-        return False
-    return float(np.sqrt(np.max(np.linalg.eigvalsh(look.covariance[:3, :3])))) <= cfg.first_max_std_m
 
 
 def _about_y(deg: float) -> np.ndarray:

@@ -1,0 +1,58 @@
+"""The gate that says whether a solved pose may be published as verified, and the two ways a frame's attempts
+are judged together (two agreeing candidates; a first look sure enough to end the search). The thresholds are
+VerifyConfig's (verify/config.py); why each exists: the Verifier's module docstring."""
+from __future__ import annotations
+
+import numpy as np
+
+from disam_ros.geometry import quat_angle_deg
+from disam_ros.pose.solver import PoseSolution
+from disam_ros.verify.config import VerifyConfig
+from disam_ros.verify.result import Verification
+
+
+def judged(sol: PoseSolution, k: int, matches: int, key_pos: np.ndarray, key_quat: np.ndarray,
+            cfg: VerifyConfig, gate: tuple[float, int, float] | None = None) -> Verification:
+    """The gate; `gate` = (max turn, min inliers, min inlier ratio) replaces the config's for unguided and
+    dense-search attempts."""
+    max_turn, min_inliers, min_ratio = gate or (cfg.max_turn_deg, cfg.min_inliers, cfg.min_inlier_ratio)
+    shift = float(np.linalg.norm(sol.position - key_pos))
+    turn = float(quat_angle_deg(sol.quat, key_quat))
+    if shift > cfg.max_shift_m or turn > max_turn:
+        outcome = "inconsistent"
+    elif sol.inlier_ratio < min_ratio or sol.num_inliers < min_inliers:
+        outcome = "too_few_inliers"
+    elif float(np.max(sol.position_std)) > cfg.max_position_std_m:
+        outcome = "uncertain"
+    else:
+        outcome = "verified"
+    cov = sol.covariance * cfg.covariance_scale * max(1.0, cfg.covariance_ref_inliers / sol.num_inliers) ** 2
+    return Verification(outcome, index=k, position=sol.position, quat=sol.quat, covariance=cov,
+                        inliers=sol.num_inliers, matches=matches, inlier_ratio=sol.inlier_ratio,
+                        reprojection_px=sol.mean_error_px)
+
+
+def agreeing(attempts: list[Verification], cfg: VerifyConfig, min_inliers: int = 0) -> Verification | None:
+    """Two candidates' poses, each solved from its own map image's keypoints and guided by its own pose, that
+    land on the same pose (within agree_m, agree_deg) verify each other: a wrong place's solutions stay near the
+    guesses that guided them, which are metres apart. The one with more inliers is returned, as verified.
+    `min_inliers` (0: cfg.min_agreeing_inliers) is what each needs."""
+    need = min_inliers or cfg.min_agreeing_inliers
+    ok = sorted((v for v in attempts if v.outcome == "too_few_inliers" and v.inliers >= need),
+                key=lambda v: -v.inliers)
+    for i, a in enumerate(ok):
+        for b in ok[i + 1:]:
+            if a.index != b.index and float(np.linalg.norm(a.position - b.position)) <= cfg.agree_m and \
+                    float(quat_angle_deg(a.quat, b.quat)) <= cfg.agree_deg:
+                a.outcome, a.agreed = "verified", True
+                return a
+    return None
+
+
+def sure(look: Verification, cfg: VerifyConfig) -> bool:
+    """A first look (half-scale features) ends the search only when verified with `first_min_inliers` and a position
+    1-sigma (the published covariance, worst axis) within `first_max_std_m`: few or badly spread inliers from the
+    wrong neighbour pass the gate at half scale more easily, and the full steps would keep a better candidate."""
+    if not look.verified or look.inliers < cfg.first_min_inliers:
+        return False
+    return float(np.sqrt(np.max(np.linalg.eigvalsh(look.covariance[:3, :3])))) <= cfg.first_max_std_m

@@ -1,0 +1,75 @@
+"""The verifier's dense search (VerifyConfig.gradient_candidates): a candidate's map keypoints looked for in the
+query without detecting keypoints there, by their gradient-histogram descriptors (pose/gradients.py), near where
+the candidate's pose projects them; the pose solved from what is found and judged by the verifier's gate with
+the dense search's own inlier thresholds.
+
+Why after SIFT: where SIFT verifies it is the more accurate (keypoints to a tenth of a pixel, any scale); the
+dense search is for the frames it cannot verify, rain, snow and fog above all, where the query's keypoints are
+not where the map's are (docs/pose.md). Why its own thresholds: every searched map point yields a find, right
+or wrong, so the inlier ratio of a right pose is lower than guided SIFT's (15-25 % against >= 25 %), and a wrong
+pose collects more chance inliers (dev town: up to ~55 of 400), hence more inliers asked for.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from disam_ros.pose import gradients
+from disam_ros.pose.camera import Intrinsics
+from disam_ros.pose.frames import project
+from disam_ros.pose.solver import PoseSolution, SolverConfig, solve_absolute_pose
+from disam_ros.verify.config import VerifyConfig
+
+
+@dataclass(frozen=True)
+class QueryGrid:
+    """A query's descriptor grid and the channels it was read from (the finds are refined on them)."""
+
+    grid: gradients.DescriptorGrid
+    channels: np.ndarray
+    cell: int
+
+
+def query_grid(rgb: np.ndarray, map_cell: int, cfg: VerifyConfig) -> QueryGrid:
+    """The query's channels and grid at the map's cell size, scaled to the query's width (as the grid stride)."""
+    grey = gradients.prepared_grey(rgb)
+    w = grey.shape[1]
+    cell = gradients.cell_pixels(map_cell, w)
+    stride = max(1, round(cfg.gradient_stride * w / 640.0))
+    channels = gradients.orientation_channels(grey, cell)
+    return QueryGrid(gradients.describe_grid(channels, cell, stride), channels, cell)
+
+
+def search_pose(query: QueryGrid, map_desc: np.ndarray, points: np.ndarray, R: np.ndarray, t: np.ndarray,
+                cam: Intrinsics, cfg: VerifyConfig) -> tuple[PoseSolution | None, int]:
+    """Look for up to `gradient_max_points` map points (unit descriptors `map_desc`, map-frame `points`, in the
+    map's strongest-first order) that camera-from-map (R, t) projects into or near the image, each within
+    `gradient_radius` x width of its projection; solve (RANSAC at max_error_px), refine the inliers' positions to
+    sub-pixel and solve again from them alone. Returns (solution or None, points searched)."""
+    radius = cfg.gradient_radius * cam.width
+    uv, z = project(points, R, t, cam)
+    near = (z > 0) & (uv[:, 0] > -radius / 2) & (uv[:, 0] < cam.width + radius / 2) \
+        & (uv[:, 1] > -radius / 2) & (uv[:, 1] < cam.height + radius / 2)
+    idx = np.flatnonzero(near)[: cfg.gradient_max_points]
+    if len(idx) < cfg.gradient_min_inliers:
+        return None, len(idx)
+    pos, sim, second = gradients.search(map_desc[idx], uv[idx], query.grid, radius)
+    # distinct finds only: Lowe's ratio test on distances (|a - b|^2 = 2 - 2 a.b for unit vectors)
+    found = np.isfinite(sim) & (2.0 - 2.0 * sim < cfg.gradient_ratio ** 2 * (2.0 - 2.0 * second))
+    idx, pos = idx[found], pos[found].astype(np.float64)
+    solver = SolverConfig(max_error_px=cfg.max_error_px, min_inliers=cfg.min_agreeing_inliers,
+                          sigma_floor_px=max(cfg.sigma_floor_px, cfg.gradient_sigma_floor_px))
+    if len(idx) < solver.min_inliers:
+        return None, len(idx)
+    first = solve_absolute_pose(pos, points[idx], cam, solver)
+    if first is None:
+        return None, len(idx)
+    inl = first.inlier_mask
+    refined = gradients.refine(query.channels, map_desc[idx[inl]], pos[inl], query.cell, max(1, query.grid.stride - 1))
+    second = solve_absolute_pose(refined, points[idx[inl]], cam, solver)
+    if second is None:
+        return first, len(idx)
+    # judged against every point searched: the ratio is the share of the search that agrees with the pose
+    n = len(idx)
+    return replace(second, inlier_ratio=second.num_inliers / n), n

@@ -1,0 +1,79 @@
+"""The verifier's dense search (verify/gradient_search.py) on the shared rendered town: a frame rendered in rain or
+snow at a known pose that SIFT cannot verify is verified by it, within (0.25 m, 2 deg) of the pose it was
+rendered at, and hands on map points for tracking; a wrong place is not verified; a map built without gradient
+descriptors is verified as before, without the search; the map keeps its gradients through a load."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from disam_ros.geometry import quat_angle_deg, quat_to_rot
+from disam_ros.verify.verifier import Verifier, VerifyConfig
+
+
+@pytest.fixture(scope="module")
+def town(geometry_world):
+    from disam_ros.data.synthetic import WorldConfig
+    from disam_ros.data.synthetic.generate import load_world
+    from disam_ros.maps import LocalizationMap
+
+    world, info = load_world(geometry_world["world"])
+    camera = WorldConfig(seed=info.seed, image_size=tuple(info.image_size), fov_deg=info.fov_deg).camera()
+    return world, camera, LocalizationMap.load(geometry_world["map"])
+
+
+def _render_beside(town, k: int, condition: str):
+    """Map image k's view from 0.8 m to its right and 0.5 m ahead, in `condition`."""
+    from disam_ros.data.synthetic.shade import render
+
+    world, camera, m = town
+    quat = np.asarray(m.quats[k], np.float64)
+    pos = np.asarray(m.positions[k], np.float64) + quat_to_rot(quat) @ np.array([0.8, 0.0, 0.5])
+    return render(world, (pos, quat), camera, condition, frame=k), pos, quat
+
+
+@pytest.mark.parametrize("condition, k", [("rain", 2), ("snow", 10)])
+def test_a_frame_sift_cannot_verify_is_verified_metric_by_the_dense_search(town, condition, k):
+    _, _, m = town
+    rgb, pos, quat = _render_beside(town, k, condition)
+    off = Verifier(m, VerifyConfig(gradient_candidates=0)).verify(rgb, [k])
+    assert not off.verified and not any(a.dense for a in off.attempts)
+    on = Verifier(m, VerifyConfig()).verify(rgb, [k])
+    assert on.verified and on.dense and on.index == k and on.diagnostics()["verified_dense"]
+    assert float(np.linalg.norm(on.position - pos)) < 0.25 and float(quat_angle_deg(on.quat, quat)) < 2.0
+    assert on.inliers >= VerifyConfig().gradient_min_inliers
+    assert on.support is not None and len(on.support.points) >= 15  # tracking carries on from it
+    assert np.all(np.linalg.eigvalsh(on.covariance[:3, :3]) > 0)
+
+
+def test_a_wrong_place_is_not_verified_by_the_dense_search(town):
+    _, _, m = town
+    rgb, _, _ = _render_beside(town, 2, "rain")
+    v = Verifier(m, VerifyConfig()).verify(rgb, [9])  # ~20 m further on
+    assert not v.verified and v.attempts[-1].dense
+
+
+def test_a_map_without_gradient_descriptors_verifies_without_the_search(town, geometry_world):
+    from disam_ros.maps import LocalizationMap
+
+    m = LocalizationMap.load(geometry_world["map"])
+    assert m.map_geometry.gradient_cell == 8 and m.map_geometry.image_gradients(0).shape[1] == 128
+    m.map_geometry.gradients = None  # as a map built before them
+    rgb, _, _ = _render_beside(town, 2, "rain")
+    v = Verifier(m, VerifyConfig()).verify(rgb, [2])
+    assert not v.verified and not any(a.dense for a in v.attempts)
+
+
+def test_the_tracker_searches_densely_in_sequence_mode_and_in_single_mode_only_when_asked(geometry_world):
+    from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
+    from disam_ros.retrieval.search import SearchConfig
+    from disam_ros.tracking.tracker import Tracker, TrackerConfig
+
+    reloc = Relocalizer.from_map(geometry_world["map"], RelocalizerConfig(search=SearchConfig(device="cpu"),
+                                                                          domain="sunny"))
+    cand = VerifyConfig().gradient_candidates
+    assert cand > 0
+    assert Tracker(reloc, TrackerConfig(mode="sequence")).verifier.config.gradient_candidates == cand
+    assert Tracker(reloc, TrackerConfig(mode="single")).verifier.config.gradient_candidates == 0
+    asked = TrackerConfig(mode="single", verify=VerifyConfig(gradient_single=True))
+    assert Tracker(reloc, asked).verifier.config.gradient_candidates == cand
