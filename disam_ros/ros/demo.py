@@ -16,6 +16,7 @@ Everything lands in --workdir (default runs/demo); steps whose output is already
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -56,9 +57,14 @@ def make_world(root: Path, size: tuple[int, int], frames: int, conditions: tuple
 def build_map(world: Path, out: Path, coarse: Path, fine: Path) -> Path:
     from disam_ros.maps import MapBuildConfig, build_map_from_folder
 
-    if (out / "manifest.json").is_file():
-        return out
-    return build_map_from_folder(MapBuildConfig(out=out, dataset=world, condition="sunny", coarse=coarse, fine=fine))
+    manifest = out / "manifest.json"
+    if manifest.is_file():
+        geometry = json.loads(manifest.read_text()).get("geometry") or {}
+        if geometry.get("gradients"):
+            return out
+        print(f"the map in {out} was built before dense-search descriptors: rebuilding it", flush=True)
+    return build_map_from_folder(MapBuildConfig(out=out, dataset=world, condition="sunny", coarse=coarse, fine=fine,
+                                                overwrite=manifest.is_file()))
 
 
 def write_bags(world: Path, out: Path, conditions: tuple[str, ...]) -> list[Path]:
