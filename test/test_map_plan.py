@@ -121,15 +121,17 @@ def test_folder_build_defaults_to_auto_and_records_the_chosen_mode(tmp_path):
 
 
 def test_geometry_is_in_the_size_estimate_by_hand():
-    # 10 images of at most 2000 keypoints: float32 (x, y), 128 uint8, float32 xyz per keypoint, int64 offsets
+    # 10 images of at most 2000 keypoints: float32 (x, y), 128 uint8 SIFT, float32 xyz, 128 uint8 gradient
+    # descriptors per keypoint, int64 offsets
     plain = estimate_map_size(10, TINY, None, settings_for_mode("exact"))
     depth = estimate_map_size(10, TINY, None, settings_for_mode("exact"), geometry=(2000, False))
     tri = estimate_map_size(10, TINY, None, settings_for_mode("exact"), geometry=(2000, True))
     assert depth.files["geometry_keypoints.npy"] == 128 + 10 * 2000 * 8
     assert depth.files["geometry_descriptors.npy"] == 128 + 10 * 2000 * 128
     assert depth.files["geometry_points3d.npy"] == 128 + 10 * 2000 * 12
+    assert depth.files["geometry_gradients.npy"] == 128 + 10 * 2000 * 128
     assert depth.files["geometry_offsets.npy"] == 128 + 8 * 11
-    assert depth.disk - plain.disk == 4 * 128 + 10 * 2000 * 148 + 88
-    assert tri.disk == depth.disk and tri.peak_disk - depth.peak_disk == 10 * 2000 * (8 + 128)  # temporary features
+    assert depth.disk - plain.disk == 5 * 128 + 10 * 2000 * 276 + 88
+    assert tri.disk == depth.disk and tri.peak_disk - depth.peak_disk == 10 * 2000 * (8 + 128 + 128)  # temp features
     assert depth.ram == plain.ram  # geometry is memory-mapped
 

@@ -44,6 +44,8 @@ def test_a_frame_sift_cannot_verify_is_verified_metric_by_the_dense_search(town,
     assert on.inliers >= VerifyConfig().gradient_min_inliers
     assert on.support is not None and len(on.support.points) >= 15  # tracking carries on from it
     assert np.all(np.linalg.eigvalsh(on.covariance[:3, :3]) > 0)
+    plain = Verifier(m, VerifyConfig(gradient_covariance_scale=1.0)).verify(rgb, [k])  # the same solve, unscaled
+    np.testing.assert_allclose(on.covariance, plain.covariance * VerifyConfig().gradient_covariance_scale, rtol=1e-9)
 
 
 def test_a_wrong_place_is_not_verified_by_the_dense_search(town):
@@ -77,3 +79,19 @@ def test_the_tracker_searches_densely_in_sequence_mode_and_in_single_mode_only_w
     assert Tracker(reloc, TrackerConfig(mode="single")).verifier.config.gradient_candidates == 0
     asked = TrackerConfig(mode="single", verify=VerifyConfig(gradient_single=True))
     assert Tracker(reloc, asked).verifier.config.gradient_candidates == cand
+
+
+def test_the_query_is_described_at_the_maps_angular_scale():
+    """The cell spans the same angle of view in map and query: 8 px at the map camera's 640 px; a query at half
+    the resolution (focal length halved) gets 4 px, one with a 1.5x longer lens at the same size 12 px."""
+    from disam_ros.pose.camera import Intrinsics
+    from disam_ros.verify.gradient_search import query_grid
+
+    map_cam = Intrinsics(fx=457.0, fy=457.0, cx=319.5, cy=239.5, width=640, height=480)
+    cfg = VerifyConfig()
+    rgb = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    assert query_grid(rgb, 8, map_cam, map_cam, cfg).cell == 8
+    assert query_grid(rgb[::2, ::2], 8, map_cam, map_cam.scaled(320, 240), cfg).cell == 4
+    assert query_grid(rgb[::2, ::2], 8, map_cam, map_cam.scaled(320, 240), cfg).grid.stride == 2
+    tele = Intrinsics(fx=685.5, fy=685.5, cx=319.5, cy=239.5, width=640, height=480)
+    assert query_grid(rgb, 8, map_cam, tele, cfg).cell == 12

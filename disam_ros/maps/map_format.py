@@ -8,12 +8,12 @@ MAP/
   poses.txt       TUM `stamp tx ty tz qx qy qz qw`, one line per map image, in map order
   names.txt       one image name per line, same order
   coarse.npy      (N, D) coarse vectors (flat; ivfpq: refine rows)   | coarse.faiss (ivf / hnsw / ivfpq index)
-  fine.npy        (N, C, h, w) float16 unit-norm fine features (memory-mapped on load; absent without a
-                  fine model)
+  fine.npy        (N, C, h, w) float16 unit-norm fine features (memory-mapped; absent without a fine model)
   pca.npz         mean + components when the mode uses PCA
-  geometry_*.npy  v2, with manifest "geometry": SIFT keypoints, descriptors, 3D points per image (geometry_store.py)
-  calibration.json  optional (maps only): calibrated confidence per tracker mode, written by disam-calibrate
-                  (maps/map_calibration.py); listed in `files` with its sha256 when present
+  geometry_*.npy  v2, with manifest "geometry": SIFT keypoints, descriptors, 3D points per image, optional
+                  gradient descriptors (geometry_store.py)
+  calibration.json  optional (maps only): calibrated confidence per tracker mode (disam-calibrate,
+                  maps/map_calibration.py); listed in `files` with its sha256 when present
   .disam-made     the tool that wrote the folder (disam_ros.fsutil): hidden files are not part of the map
 ```
 A shard (`--shard i/n`) has the same layout with kind "shard" and `coarse_raw.npy` (pre-PCA, pre-index
@@ -46,13 +46,12 @@ from disam_ros.maps.descriptors import DescriptorSettings, pooled_shape
 
 FORMAT_TAG = "disam_ros.map"
 FORMAT_VERSION, READ_VERSIONS = 2, (1, 2)  # 2 adds map geometry; version 1 maps still load, retrieval-only
-MANIFEST = "manifest.json"
-POSES, NAMES = "poses.txt", "names.txt"
+MANIFEST, POSES, NAMES = "manifest.json", "poses.txt", "names.txt"
 COARSE_NPY, COARSE_RAW, COARSE_FAISS = "coarse.npy", "coarse_raw.npy", "coarse.faiss"
 FINE_NPY, PCA_NPZ = "fine.npy", "pca.npz"
 GEOMETRY_FILES = (GEOM_KEYPOINTS, GEOM_DESCRIPTORS, GEOM_POINTS, GEOM_OFFSETS) = tuple(
     f"geometry_{k}.npy" for k in ("keypoints", "descriptors", "points3d", "offsets"))
-GEOM_GRADIENTS = "geometry_gradients.npy"  # optional: dense-search descriptors of the keypoints (geometry_store.py)
+GEOM_GRADIENTS = "geometry_gradients.npy"  # optional dense-search descriptors (geometry_store.py)
 CALIBRATION_JSON = "calibration.json"  # optional: a map may list it, a shard never does
 AUTO_VERIFY_BYTES = 64 << 20  # files up to this size are hashed at load; larger ones in the background
 CHUNK_BYTES = 32 << 20  # per-chunk sha256 granularity: a 100 GB map needs ~3200 hashes (~220 KB of manifest)
@@ -321,8 +320,8 @@ def _files_problems(man: dict[str, Any], s: DescriptorSettings) -> list[str]:
     files, out = man["files"], []
     want = expected_files(man["kind"], s, man["descriptors"].get("fine_shape") is not None)
     optional = {CALIBRATION_JSON} if man["kind"] == "map" else set()
-    want |= set(GEOMETRY_FILES) if man.get("geometry") is not None else set()  # checked in maps/geometry_store.py
-    want |= {GEOM_GRADIENTS} if isinstance(man.get("geometry"), dict) and man["geometry"].get("gradients") else set()
+    geo = man.get("geometry") if isinstance(man.get("geometry"), dict) else {}  # checked in geometry_store.py
+    want |= (set(GEOMETRY_FILES) | ({GEOM_GRADIENTS} if geo.get("gradients") else set())) if geo else set()
     if not want <= set(files) <= want | optional:
         extra, missing = sorted(set(files) - want), sorted(want - set(files))
         return [f"field files lists {extra or 'no extra files'} and lacks {missing or 'nothing'} "

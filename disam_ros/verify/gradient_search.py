@@ -31,11 +31,15 @@ class QueryGrid:
     cell: int
 
 
-def query_grid(rgb: np.ndarray, map_cell: int, cfg: VerifyConfig) -> QueryGrid:
-    """The query's channels and grid at the map's cell size, scaled to the query's width (as the grid stride)."""
+def query_grid(rgb: np.ndarray, map_cell: int, map_cam: Intrinsics, cam: Intrinsics, cfg: VerifyConfig
+               ) -> QueryGrid:
+    """The query's channels and grid. The cell spans the same angle of view as the map's (`map_cell` at 640 px
+    of the map camera's width, scaled by the two cameras' focal lengths), so a query from another camera or at
+    another resolution is described at the scale the map was; the grid stride scales with the query's width."""
     grey = gradients.prepared_grey(rgb)
     w = grey.shape[1]
-    cell = gradients.cell_pixels(map_cell, w)
+    map_px = gradients.cell_pixels(map_cell, map_cam.width)
+    cell = max(2, 2 * round(map_px * cam.fx / map_cam.fx / 2.0))
     stride = max(1, round(cfg.gradient_stride * w / 640.0))
     channels = gradients.orientation_channels(grey, cell)
     return QueryGrid(gradients.describe_grid(channels, cell, stride), channels, cell)

@@ -192,7 +192,7 @@ class Verifier:
         pose that guided it, and two candidates' guides are metres apart); the verified one hands on the map
         points its pose puts on the query's SIFT keypoints (map-point tracking)."""
         cfg, out, solved = self.config, [], {}
-        grid = query_grid(rgb, int(self.map.map_geometry.gradient_cell), cfg)
+        grid = query_grid(rgb, int(self.map.map_geometry.gradient_cell), self.map_camera, cam, cfg)
         gate = (cfg.max_turn_deg, cfg.gradient_min_inliers, cfg.gradient_min_inlier_ratio)
         for k in ks:
             side = self._map_side(k)
@@ -201,6 +201,7 @@ class Verifier:
             v = Verification("too_few_inliers", index=k, matches=searched) if sol is None else \
                 judged(sol, k, searched, key_pos, key_quat, cfg, gate)
             v.dense = True
+            v.covariance = v.covariance * cfg.gradient_covariance_scale
             out.append(v)
             if sol is not None:
                 solved[id(v)] = (sol, side)
