@@ -242,6 +242,7 @@ def test_sharded_depth_build_merges_to_the_single_build(geo_world, tmp_path):
     for i in range(FRAMES):
         for a, b in zip(merged.geometry(i), single.geometry(i), strict=True):
             np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(merged.map_geometry.image_gradients(i), single.map_geometry.image_gradients(i))
 
 
 def _condition_copy(geo_world, tmp_path, drop):
