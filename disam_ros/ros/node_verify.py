@@ -145,7 +145,16 @@ def verify_state(tracking: Any, cfg: Any) -> str:
     if not tracking.verifying:
         note = tracking.tracker.reloc.map.geometry_note or "map has no geometry"
         return f"inactive: {note}"
-    return f"active ({cfg.verify_candidates} candidates, >= {cfg.verify_min_inliers} inliers)"
+    verifier = tracking.tracker.verifier
+    dense = verifier.config.gradient_candidates if verifier is not None else 0
+    if not dense:
+        dense_note = "no dense search" + (" in single mode" if cfg.mode == "single" and cfg.verify_dense_candidates
+                                          else "")
+    elif tracking.tracker.reloc.map.map_geometry.gradients is None:
+        dense_note = "no dense search: the map was built before its descriptors, rebuild it for rain, snow and fog"
+    else:
+        dense_note = f"dense search on {dense} candidates"
+    return f"active ({cfg.verify_candidates} candidates, >= {cfg.verify_min_inliers} inliers; {dense_note})"
 
 
 def diagnostics(tracking: Any, cfg: Any, dyn: dict[str, Any]) -> dict[str, Any]:
