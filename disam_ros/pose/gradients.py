@@ -62,7 +62,7 @@ def orientation_channels(grey: np.ndarray, cell: float) -> np.ndarray:
     g = np.asarray(grey, np.float32)
     if g.ndim != 2 or g.shape[0] < 3 or g.shape[1] < 3:
         raise ValueError(f"gradient descriptors need a grey (H,W) image of at least 3x3, got shape {g.shape}")
-    g = cv2.GaussianBlur(g, (0, 0), 1.0)
+    g = cv2.GaussianBlur(g, (0, 0), cell / 8.0)  # 1 px at the 8 px cell of 640 px images, scaled with the cell
     gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=1)
     gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=1)
     mag, ang = cv2.cartToPolar(gx, gy)
@@ -218,15 +218,43 @@ def from_u8(desc: np.ndarray) -> np.ndarray:
     return d / np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-12)
 
 
-def prepared_grey(image: np.ndarray) -> np.ndarray:
-    """The grey image descriptors are computed on, map and query alike: local contrast equalised (CLAHE), which
-    lifts the faint gradients of fog, dusk and night as it does for SIFT."""
-    return equalise(to_grey(image))
+MAX_SIDE = 1024  # descriptors are computed on the image shrunk to at most this many pixels along its longer side
+
+
+def working_scale(width: int, height: int, max_side: int = MAX_SIDE) -> float:
+    """The factor an image is shrunk by before its descriptors are computed (1 up to `max_side`). Why: the
+    channels hold eight floats per pixel (a 12 MP photograph: 380 MB) and the descriptor's fixed scale is about
+    the image's angle of view, not its pixel count."""
+    return min(1.0, max_side / max(width, height))
+
+
+def to_working(xy: np.ndarray, factor: float) -> np.ndarray:
+    """Pixel positions (OpenCV centres) of the original image -> of the image resized by `factor`."""
+    return (np.asarray(xy, np.float64) + 0.5) * factor - 0.5
+
+
+def from_working(xy: np.ndarray, factor: float) -> np.ndarray:
+    """The inverse of `to_working`."""
+    return (np.asarray(xy, np.float64) + 0.5) / factor - 0.5
+
+
+def prepared_grey(image: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarray, float]:
+    """The grey image descriptors are computed on, map and query alike: shrunk to `working_scale` and local
+    contrast equalised (CLAHE, which lifts the faint gradients of fog, dusk and night as it does for SIFT);
+    returns it and the factor."""
+    grey = to_grey(image)
+    h, w = grey.shape
+    f = working_scale(w, h, max_side)
+    if f < 1.0:
+        grey = cv2.resize(grey, (max(3, round(w * f)), max(3, round(h * f))), interpolation=cv2.INTER_AREA)
+        f = grey.shape[1] / w
+    return equalise(grey), f
 
 
 def keypoint_descriptors(image: np.ndarray, keypoints: np.ndarray, cell: int) -> np.ndarray:
-    """(N, 128) uint8 descriptors (`to_u8`) of an image's keypoints, at the cell size for its width (`cell` at
-    640 px): what a map stores per keypoint for the dense search."""
-    grey = prepared_grey(image)
+    """(N, 128) uint8 descriptors (`to_u8`) of an image's keypoints, at the cell size for its working width
+    (`cell` at 640 px): what a map stores per keypoint for the dense search."""
+    grey, f = prepared_grey(image)
     c = cell_pixels(cell, grey.shape[1])
-    return to_u8(describe(orientation_channels(grey, c), np.asarray(keypoints, np.float64).reshape(-1, 2), c))
+    xy = to_working(np.asarray(keypoints, np.float64).reshape(-1, 2), f)
+    return to_u8(describe(orientation_channels(grey, c), xy, c))

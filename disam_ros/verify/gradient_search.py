@@ -29,20 +29,23 @@ class QueryGrid:
     grid: gradients.DescriptorGrid
     channels: np.ndarray
     cell: int
+    scale: float = 1.0  # the working image's size over the query's (gradients.working_scale)
 
 
 def query_grid(rgb: np.ndarray, map_cell: int, map_cam: Intrinsics, cam: Intrinsics, cfg: VerifyConfig
                ) -> QueryGrid:
-    """The query's channels and grid. The cell spans the same angle of view as the map's (`map_cell` at 640 px
-    of the map camera's width, scaled by the two cameras' focal lengths), so a query from another camera or at
-    another resolution is described at the scale the map was; the grid stride scales with the query's width."""
-    grey = gradients.prepared_grey(rgb)
+    """The query's channels and grid, on its working image (gradients.prepared_grey). The cell spans the same
+    angle of view as the map's (`map_cell` at 640 px of the map's working width, scaled by the two cameras' focal
+    lengths in their working images), so a query from another camera or at another resolution is described at
+    the scale the map was; the grid stride scales with the working width."""
+    grey, f = gradients.prepared_grey(rgb)
     w = grey.shape[1]
-    map_px = gradients.cell_pixels(map_cell, map_cam.width)
-    cell = max(2, 2 * round(map_px * cam.fx / map_cam.fx / 2.0))
+    f_map = gradients.working_scale(map_cam.width, map_cam.height)
+    map_px = gradients.cell_pixels(map_cell, round(map_cam.width * f_map))
+    cell = max(2, 2 * round(map_px * (cam.fx * f) / (map_cam.fx * f_map) / 2.0))
     stride = max(1, round(cfg.gradient_stride * w / 640.0))
     channels = gradients.orientation_channels(grey, cell)
-    return QueryGrid(gradients.describe_grid(channels, cell, stride), channels, cell)
+    return QueryGrid(gradients.describe_grid(channels, cell, stride), channels, cell, f)
 
 
 def search_pose(query: QueryGrid, map_desc: np.ndarray, points: np.ndarray, R: np.ndarray, t: np.ndarray,
@@ -58,20 +61,24 @@ def search_pose(query: QueryGrid, map_desc: np.ndarray, points: np.ndarray, R: n
     idx = np.flatnonzero(near)[: cfg.gradient_max_points]
     if len(idx) < cfg.gradient_min_inliers:
         return None, len(idx)
-    pos, sim, second = gradients.search(map_desc[idx], uv[idx], query.grid, radius)
+    f = query.scale
+    pos, sim, second = gradients.search(map_desc[idx], gradients.to_working(uv[idx], f), query.grid, radius * f)
     # distinct finds only: Lowe's ratio test on distances (|a - b|^2 = 2 - 2 a.b for unit vectors)
     found = np.isfinite(sim) & (2.0 - 2.0 * sim < cfg.gradient_ratio ** 2 * (2.0 - 2.0 * second))
-    idx, pos = idx[found], pos[found].astype(np.float64)
-    solver = SolverConfig(max_error_px=cfg.max_error_px, min_inliers=cfg.min_agreeing_inliers,
-                          sigma_floor_px=max(cfg.sigma_floor_px, cfg.gradient_sigma_floor_px))
+    idx, pos = idx[found], gradients.from_working(pos[found], f)
+    # the finds are as precise as the grid, whose spacing scales with the image: so do the thresholds in pixels
+    px = max(1.0, cam.width / 640.0)
+    solver = SolverConfig(max_error_px=cfg.max_error_px * px, min_inliers=cfg.min_agreeing_inliers,
+                          sigma_floor_px=max(cfg.sigma_floor_px, cfg.gradient_sigma_floor_px) * px)
     if len(idx) < solver.min_inliers:
         return None, len(idx)
     first = solve_absolute_pose(pos, points[idx], cam, solver)
     if first is None:
         return None, len(idx)
     inl = first.inlier_mask
-    refined = gradients.refine(query.channels, map_desc[idx[inl]], pos[inl], query.cell, max(1, query.grid.stride - 1))
-    second = solve_absolute_pose(refined, points[idx[inl]], cam, solver)
+    refined = gradients.refine(query.channels, map_desc[idx[inl]], gradients.to_working(pos[inl], f), query.cell,
+                               max(1, query.grid.stride - 1))
+    second = solve_absolute_pose(gradients.from_working(refined, f), points[idx[inl]], cam, solver)
     if second is None:
         return first, len(idx)
     # judged against every point searched: the ratio is the share of the search that agrees with the pose
