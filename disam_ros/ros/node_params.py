@@ -92,7 +92,7 @@ PARAMETERS: tuple[Param, ...] = (
           "matched unguided (ratio test, >= 30 inliers): for cameras that look from elsewhere than the map images; "
           "0 = off (the default: no gain over the turned guides measured yet).",
           constraints=">= 0"),
-    Param("verify_dense_candidates", 1, "When still no map place verifies (tracking included), this many of them are "
+    Param("verify_dense_candidates", 2, "When still no map place verifies (tracking included), this many of them are "
           "searched densely: their map keypoints looked for in the image by gradient descriptors, without the "
           "image's own keypoints (rain, snow, fog); needs a map built with them; 0 = off.", constraints=">= 0"),
     Param("verify_belief_sigma_m", 2.0, "Sequence mode: a verified pose re-weights the belief towards the map places "
