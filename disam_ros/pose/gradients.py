@@ -32,23 +32,6 @@ GRADIENT_CELL = 8  # pixels per cell at 640 px width: what maps are built with (
 U8_SCALE = 1000.0  # stored as uint8: a unit descriptor clipped at 0.2 has entries <= ~0.25 (one byte to 0.255)
 
 
-@dataclass(frozen=True)
-class GradientConfig:
-    """Descriptor scale and search extent. cell: pixels per cell at 640 px image width (a descriptor spans four
-    cells); stride: spacing of the query grid (pixels); radius_px: search window around each predicted position;
-    max_points: map keypoints looked for per candidate (the strongest with a 3D point first)."""
-
-    cell: int = GRADIENT_CELL
-    stride: int = 4
-    radius_px: float = 64.0
-    max_points: int = 400
-
-    def __post_init__(self) -> None:
-        if not (2 <= self.cell <= 64 and 1 <= self.stride <= 32 and self.radius_px > 0 and self.max_points >= 6):
-            raise ValueError(f"GradientConfig: cell={self.cell} must be in 2..64, stride={self.stride} in 1..32, "
-                             f"radius_px={self.radius_px} > 0 and max_points={self.max_points} >= 6")
-
-
 def cell_pixels(cell: int, width: int) -> int:
     """The cell size for an image `width` pixels wide: `cell` at 640 px, scaled with the width (the descriptor
     then spans the same angle of view in a map image and a query of another resolution), even and >= 2 (cell

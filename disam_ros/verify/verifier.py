@@ -191,7 +191,7 @@ class Verifier:
         else two whose poses agree (each from at least `gradient_agree_inliers`: a wrong solution stays near the
         pose that guided it, and two candidates' guides are metres apart); the verified one hands on the map
         points its pose puts on the query's SIFT keypoints (map-point tracking)."""
-        cfg, out, solved = self.config, [], {}
+        cfg, out, solved = self.config, [], []
         grid = query_grid(rgb, int(self.map.map_geometry.gradient_cell), self.map_camera, cam, cfg)
         gate = (cfg.max_turn_deg, cfg.gradient_min_inliers, cfg.gradient_min_inlier_ratio)
         for k in ks:
@@ -204,12 +204,12 @@ class Verifier:
             v.covariance = v.covariance * cfg.gradient_covariance_scale
             out.append(v)
             if sol is not None:
-                solved[id(v)] = (sol, side)
+                solved.append((v, sol, side))
             if v.verified:
                 break
         best = _verified_or(out, None) or agreeing(out, cfg, cfg.gradient_agree_inliers)
         if best is not None and cfg.track_frames > 0:
-            sol, side = solved[id(best)]
+            sol, side = next((s, d) for v, s, d in solved if v is best)
             qi, mi = _support_pairs(np.zeros((0, 2), np.int64), query.keypoints,
                                     predicted_pixels(side.points, sol.R, sol.t, cam), cfg.track_radius_px)
             best.support = PointTrack(query.keypoints[qi].astype(np.float64), query.descriptors[qi], side.points[mi],
