@@ -387,7 +387,8 @@ def test_after_two_unsure_looks_the_look_runs_every_fourth_frame_until_one_is_su
     world, m = verify_world
     n = len(m.positions)
     frames = list(_queries(world))
-    cfg = VerifyConfig(first_scale=0.5, first_min_width_px=160, first_candidates=1, first_probe_every=4)
+    cfg = VerifyConfig(first_scale=0.5, first_min_width_px=160, first_candidates=1, first_probe_every=4,
+                       gradient_skip_sift_after=0)  # the look's own cadence (SIFT skipped: test_verify_dense)
     probe = Verifier(m, cfg)
     sure = next((rgb, _nearest(m, pos)) for rgb, pos, _ in frames
                 if probe.verify(rgb, [_nearest(m, pos)]).scale == 0.5)  # a frame its look answers

@@ -114,3 +114,50 @@ def test_a_large_query_is_searched_on_a_shrunk_copy_and_stays_metric(town):
     on = Verifier(m, VerifyConfig()).verify(big, [10])
     assert on.verified and on.dense and "scaled to 1280x960" in on.camera
     assert float(np.linalg.norm(on.position - pos)) < 0.25 and float(quat_angle_deg(on.quat, quat)) < 2.0
+
+
+def test_after_frames_only_the_dense_search_verified_it_runs_first_and_sift_is_probed_again(town):
+    _, _, m = town
+    snow = [_render_beside(town, k, "snow") for k in (10, 11)]
+    wrong_place = _render_beside(town, 2, "rain")[0]
+    v = Verifier(m, VerifyConfig(gradient_first_after=2, gradient_first_probe_every=2))
+
+    def run(i):
+        rgb, pos, quat = snow[i % 2]
+        out = v.verify(rgb, [10 + i % 2])
+        assert out.verified and out.dense and float(np.linalg.norm(out.position - pos)) < 0.25
+        assert float(quat_angle_deg(out.quat, quat)) < 2.0
+        return all(a.dense for a in out.attempts), out
+
+    # counted frames that only it verified: 0, 1 -> usual order; 2 -> first; 3 -> probe (usual order)
+    orders = [run(i) for i in range(4)]
+    assert [first for first, _ in orders] == [False, False, True, False]
+    assert orders[2][1].support is None and orders[1][1].support is not None  # no SIFT keypoints to hand on
+    assert len(orders[2][1].attempts) == 1  # the first candidate verified: nothing else ran
+    # 4: first, but not verified there: the usual steps follow (and verify nothing); the count stays
+    miss = v.verify(wrong_place, [9])
+    assert not miss.verified and miss.attempts[0].dense and not all(a.dense for a in miss.attempts)
+    assert run(4)[0]  # still 4 counted: first again
+    v.reset()  # a new drive: the usual order again
+    assert not run(0)[0]
+    off = Verifier(m, VerifyConfig(gradient_first_after=0))
+    assert not any(all(a.dense for a in off.verify(snow[i % 2][0], [10 + i % 2]).attempts) for i in range(4))
+
+
+def test_after_frames_sift_verified_nothing_its_steps_are_skipped_but_probed(town):
+    _, _, m = town
+    snow = [_render_beside(town, k, "snow")[0] for k in (10, 11)]
+    sunny = _render_beside(town, 10, "sunny")[0]
+    v = Verifier(m, VerifyConfig(gradient_first_after=0, gradient_skip_sift_after=2, gradient_first_probe_every=2))
+
+    def sift_ran(rgb, k):
+        out = v.verify(rgb, [k])
+        assert out.verified
+        return not all(a.dense for a in out.attempts), out
+
+    # SIFT failed on 0 frames, 1 -> runs; 2 -> skipped (1st skip); probe on the 2nd skip; skipped; probe ...
+    ran = [sift_ran(snow[i % 2], 10 + i % 2)[0] for i in range(5)]
+    assert ran == [True, True, False, True, False]
+    probe, out = sift_ran(sunny, 10)  # ... which finds daylight: SIFT verifies, the counts start again
+    assert probe and not out.dense
+    assert sift_ran(snow[0], 10)[0] and sift_ran(snow[1], 11)[0]

@@ -9,7 +9,9 @@ nearest map image and the next two as candidates (as a retrieval's top 3), once 
 once per `--scales` value of the SIFT detection scale (each its own map, since the map must be built with the
 query's recipe), once more without the turned guides (turn 0 row), once without the first look (first
 scale 1 row) and once without the dense search (dense 0 row: the last resort on frames nothing else verifies,
-two candidates searched by gradient descriptors, ~60-70 ms each). Rows: median ms of the full-scale features,
+two candidates searched by gradient descriptors, ~60-70 ms each) and once with it always last (dense first after
+0 row; by default it runs first after two frames in a row that only it verified). Each drive's frames run in
+order, the verifier reset between drives, as in the node. Rows: median ms of the full-scale features,
 of the whole verify call (and per drive: the look makes daylight frames cheaper and hard ones dearer, so the
 overall median depends on the mix), the share verified and the share within (0.25 m, 2 deg). Target (issue
 26): <= 30 ms median added per frame.
@@ -70,6 +72,7 @@ def time_verify(world: Path, map_dir: Path, conditions: tuple[str, ...], config:
     feats, total, verified, fine, by_drive = [], [], 0, 0, {}
     for cond in conditions:
         qf = load_condition(world, cond, require_poses=True)
+        verifier.reset()  # each drive starts afresh, as the node's does (Tracker.reset)
         for i in range(len(qf)):
             rgb, pos, quat = read_image(qf.image_paths[i]), qf.trajectory.positions[i], qf.trajectory.quats[i]
             k = int(np.argmin(np.linalg.norm(positions - pos, axis=1)))
@@ -88,12 +91,12 @@ def time_verify(world: Path, map_dir: Path, conditions: tuple[str, ...], config:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = ("| frame | SIFT scale | turn deg | first look scale | dense | frames | features ms | verify ms (median) | "
-            "p90 ms | verified % | 0.25 m/2 deg % | median ms by drive |")
-    lines = [head, "|" + "---|" * 12]
+    head = ("| frame | SIFT scale | turn deg | first look scale | dense | dense first after | frames | features ms | "
+            "verify ms (median) | p90 ms | verified % | 0.25 m/2 deg % | median ms by drive |")
+    lines = [head, "|" + "---|" * 13]
     for r in rows:
         lines.append(f"| {r['frame']} | {r['scale']:g} | {r['turn_deg']:g} | {r['first_scale']:g} | {r['dense']}"
-                     f" | {r['frames']}"
+                     f" | {r['dense_first_after']} | {r['frames']}"
                      f" | {r['features_ms']:.1f}"
                      f" | {r['verify_ms']:.1f}"
                      f" | {r['verify_p90_ms']:.1f} | {100 * r['verified']:.0f} | {100 * r['within_0.25m_2deg']:.0f}"
@@ -120,12 +123,13 @@ def main(argv: list[str] | None = None) -> int:
 
         rows, runs = [], [(scale, VerifyConfig()) for scale in args.scales]
         runs += [(args.scales[0], VerifyConfig(turn_search_deg=0.0)), (args.scales[0], VerifyConfig(first_scale=1.0)),
-                 (args.scales[0], VerifyConfig(gradient_candidates=0))]
+                 (args.scales[0], VerifyConfig(gradient_candidates=0)),
+                 (args.scales[0], VerifyConfig(gradient_first_after=0))]
         for scale, config in runs:
             map_dir = build(world, Path(tmp) / f"map_{scale:g}", scale)
             rows.append({"frame": f"{size[0]}x{size[1]}", "scale": scale, "device": "cpu", "threads": 1,
                          "turn_deg": config.turn_search_deg, "first_scale": config.first_scale,
-                         "dense": config.gradient_candidates,
+                         "dense": config.gradient_candidates, "dense_first_after": config.gradient_first_after,
                          **time_verify(world, map_dir, args.conditions, config)})
     emit("verify", rows, format_table(rows), args.json, torch=torch.__version__)
     return 0

@@ -26,6 +26,11 @@ VERIFY_OPTIONS = (
     ("--dense-candidates", "gradient_candidates", non_negative_int, "when still none verifies, this many are "
      "searched densely (map keypoints looked for by gradient descriptors, no query keypoints; 0: off)"),
     ("--dense-min-inliers", "gradient_min_inliers", positive_int, "... verified with this many inliers"),
+    ("--dense-first-after", "gradient_first_after", non_negative_int, "... run first after this many frames in a "
+     "row that only it verified (0: always last)"),
+    ("--skip-sift-after", "gradient_skip_sift_after", non_negative_int, "... and SIFT's steps skipped after this "
+     "many frames in a row they verified nothing (0: never)"),
+    ("--dense-probe-every", "gradient_first_probe_every", positive_int, "... except every this many such frames"),
     ("--belief-sigma", "belief_sigma_m", non_negative_float, "sequence mode: a verified pose pulls the belief to "
      "map places within about this many metres (0: off)"),
 )

@@ -66,6 +66,13 @@ class VerifyConfig:
     gradient_single: bool = False  # ... in single mode too (the tracker turns it off there unless this is set:
     #                                a single frame cannot tell two look-alike places apart, and the dense search
     #                                verified a look-alike 5 m off on the dev town, 64 m off in a held-out one)
+    gradient_first_after: int = 2  # ... and after this many frames in a row that only it verified, it runs FIRST
+    #                               and a verified dense pose ends the search (saves the SIFT steps that keep
+    #                               failing in rain, snow, fog: ~150 ms a frame); 0 = off (verifier docstring)
+    gradient_first_probe_every: int = 4  # ... except every this many such frames, which try SIFT first again
+    gradient_skip_sift_after: int = 6  # ... and after this many frames in a row whose SIFT steps (first look, full
+    #                                    scale) verified nothing, those steps are skipped (the dense search alone
+    #                                    runs) except every gradient_first_probe_every-th frame; 0 = never skipped
     gradient_radius: float = 0.1  # ... each map point within this share of the width of its predicted position
     gradient_stride: int = 4  # ... on a grid this many pixels apart (at 640 px width; scaled with the image)
     gradient_max_points: int = 400  # ... the first this many map points (strongest) in or near the view
@@ -108,6 +115,9 @@ class VerifyConfig:
                   ("unguided_min_inliers", self.unguided_min_inliers >= self.min_inliers),
                   ("gradient_candidates", self.gradient_candidates >= 0),
                   ("gradient_radius", 0.0 < self.gradient_radius <= 1.0),
+                  ("gradient_first_after", self.gradient_first_after >= 0),
+                  ("gradient_first_probe_every", self.gradient_first_probe_every >= 1),
+                  ("gradient_skip_sift_after", self.gradient_skip_sift_after >= 0),
                   ("gradient_ratio", 0.0 < self.gradient_ratio <= 1.0),
                   ("gradient_stride", 1 <= self.gradient_stride <= 32),
                   ("gradient_max_points", self.gradient_max_points >= self.gradient_min_inliers),

@@ -36,6 +36,10 @@ against the same map points and judged by the same gate. Why: across conditions 
 rarely matches the map images, but consecutive frames of one drive match each other well; the points stay the
 map's, so nothing drifts the way visual odometry does. The chain ends after `track_frames` frames without a
 map-verified one, after a gap of `track_max_gap_s`, or when too few points survive.
+
+The dense search (`gradient_candidates`, verify/gradient_search.py) is the last resort, except on drives where it
+is the only step that verifies (rain, snow, fog): there it runs first, or SIFT's steps are skipped
+(verify/order.py).
 """
 from __future__ import annotations
 
@@ -64,7 +68,9 @@ from disam_ros.pose.solver import SolverConfig, solve_absolute_pose
 from disam_ros.verify.config import VerifyConfig
 from disam_ros.verify.gate import agreeing, judged, sure
 from disam_ros.verify.gradient_search import query_grid, search_pose
+from disam_ros.verify.order import StepOrder
 from disam_ros.verify.result import OUTCOMES, PointTrack, Verification
+from disam_ros.verify.support import support_pairs
 
 __all__ = ["OUTCOMES", "PointTrack", "Verification", "Verifier", "VerifyConfig"]  # records: verify.result,
 #                                                                              the config: verify.config
@@ -94,10 +100,12 @@ class Verifier:
         self.camera_source = ""
         self._cache: OrderedDict[int, _MapSide] = OrderedDict()
         self._look_misses = 0  # frames in a row whose first look was not sure (or skipped after such frames)
+        self._order = StepOrder(self.config)  # which steps a frame runs, from the frames before (verify/order.py)
 
     def reset(self) -> None:
-        """A new drive (Tracker.reset): the first look is tried again from its next frame on."""
+        """A new drive (Tracker.reset): the first look and the SIFT steps are tried again from its next frame on."""
         self._look_misses = 0
+        self._order.reset()
 
     def set_camera(self, camera: Intrinsics | None, source: str) -> None:
         """The query camera's intrinsics (node: CameraInfo; folders: camera.yaml); None falls back to the map's."""
@@ -153,14 +161,46 @@ class Verifier:
             return Verification("no_intrinsics", camera=source, ms=_ms(t0))
         if w < self.config.min_width_px:
             return Verification("image_too_small", camera=source, ms=_ms(t0))
-        cfg, ks = self.config, _unique(candidates, len(self.map.positions))[: self.config.candidates]
-        looks, answer = self._first_looks(rgb, ks, cam)
-        if answer is not None:
-            return self._answer(answer, looks, source, t0, stamp)
-        query = self.query_features(rgb)
-        if len(query) < self.config.min_inliers:
-            return Verification("no_features", camera=source, ms=_ms(t0))
-        attempts: list[Verification] = []
+        ks = _unique(candidates, len(self.map.positions))[: self.config.candidates]
+        best, attempts = self._steps(rgb, ks, cam, previous, stamp)
+        return self._answer(best, attempts, source, t0, stamp)
+
+    def _steps(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, previous: PointTrack | None, stamp: float
+               ) -> tuple[Verification, list[Verification]]:
+        """The steps in the order this frame gets (verify/order.py): the dense search first after frames only it
+        verified; the first look and the full-scale SIFT steps unless a run of frames they failed skips them; the
+        dense search last when it did not run first. Returns the answer and every attempt."""
+        cfg, order = self.config, self._order
+        dense_on = cfg.gradient_candidates > 0 and self.map.map_geometry.gradients is not None and bool(ks)
+        attempts = self._dense_attempts(rgb, ks[: cfg.gradient_candidates], cam, None) \
+            if dense_on and order.dense_first() else []
+        early, best = bool(attempts), _verified_or(attempts, Verification("too_few_inliers"))
+        if best.verified:
+            order.dense_verified()
+            return best, attempts
+        query = None
+        if not dense_on or order.sift():
+            looks, answer = self._first_looks(rgb, ks, cam)
+            attempts += looks
+            if answer is None:
+                query = self.query_features(rgb)
+                best = self._sift_steps(query, ks, cam, previous, stamp, attempts) \
+                    if len(query) >= cfg.min_inliers else Verification("no_features")
+            best = answer or best
+            order.sift_ran(best.verified)
+        if dense_on and not early and not best.verified:
+            dense = self._dense_attempts(rgb, ks[: cfg.gradient_candidates], cam, query)
+            attempts += dense
+            best = _verified_or(dense, best)
+            if best.verified:
+                order.dense_verified()
+        return best, attempts
+
+    def _sift_steps(self, query: Features, ks: list[int], cam: Intrinsics, previous: PointTrack | None,
+                    stamp: float, attempts: list[Verification]) -> Verification:
+        """The full-scale steps in order (candidates guided by their poses, two agreeing, turned guides, unguided,
+        tracking), each only when those before verified nothing; their attempts appended to `attempts`."""
+        cfg = self.config
         for k in ks:
             attempts.append(self._attempt(query, k, cam))
             if attempts[-1].verified and attempts[-1].inliers >= cfg.enough_inliers:
@@ -179,18 +219,15 @@ class Verifier:
         if not best.verified and self._trackable(previous, stamp):
             attempts.append(self.track(query, previous, cam))
             best = _verified_or(attempts[-1:], best)
-        if not best.verified and cfg.gradient_candidates and self.map.map_geometry.gradients is not None:
-            dense = self._dense_attempts(rgb, ks[: cfg.gradient_candidates], cam, query)
-            attempts += dense
-            best = _verified_or(dense, best)
-        return self._answer(best, looks + attempts, source, t0, stamp)
+        return best
 
-    def _dense_attempts(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, query: Features
+    def _dense_attempts(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, query: Features | None
                         ) -> list[Verification]:
         """The candidates searched densely in order (verify/gradient_search.py), up to the first verified one, or
         else two whose poses agree (each from at least `gradient_agree_inliers`: a wrong solution stays near the
         pose that guided it, and two candidates' guides are metres apart); the verified one hands on the map
-        points its pose puts on the query's SIFT keypoints (map-point tracking)."""
+        points its pose puts on the query's SIFT keypoints (map-point tracking; none when the search ran first and
+        no SIFT keypoints were found)."""
         cfg, out, solved = self.config, [], []
         grid = query_grid(rgb, int(self.map.map_geometry.gradient_cell), self.map_camera, cam, cfg)
         gate = (cfg.max_turn_deg, cfg.gradient_min_inliers, cfg.gradient_min_inlier_ratio)
@@ -208,9 +245,9 @@ class Verifier:
             if v.verified:
                 break
         best = _verified_or(out, None) or agreeing(out, cfg, cfg.gradient_agree_inliers)
-        if best is not None and cfg.track_frames > 0:
+        if best is not None and cfg.track_frames > 0 and query is not None:
             sol, side = next((s, d) for v, s, d in solved if v is best)
-            qi, mi = _support_pairs(np.zeros((0, 2), np.int64), query.keypoints,
+            qi, mi = support_pairs(np.zeros((0, 2), np.int64), query.keypoints,
                                     predicted_pixels(side.points, sol.R, sol.t, cam), cfg.track_radius_px)
             best.support = PointTrack(query.keypoints[qi].astype(np.float64), query.descriptors[qi], side.points[mi],
                                       best.position.copy(), best.quat.copy(), math.nan, best.index, 0)
@@ -318,37 +355,11 @@ class Verifier:
         v = judged(sol, k, len(pairs), guide_pos, guide_quat, cfg, gate)
         v.hops = hops
         if v.verified and cfg.track_frames > 0:
-            qi, mi = _support_pairs(pairs[sol.inlier_mask], query.keypoints,
+            qi, mi = support_pairs(pairs[sol.inlier_mask], query.keypoints,
                                     predicted_pixels(points, sol.R, sol.t, cam), cfg.track_radius_px)
             v.support = PointTrack(query.keypoints[qi].astype(np.float64), query.descriptors[qi],
                                    points[mi], v.position.copy(), v.quat.copy(), math.nan, k, hops)
         return v
-
-
-def _support_pairs(inliers: np.ndarray, keypoints: np.ndarray, predicted: np.ndarray, radius_px: float
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(query keypoint, map point) index pairs a verified frame hands on: its RANSAC inliers, plus every other map
-    point whose projection under the SOLVED pose falls within `radius_px` of a query keypoint no other point
-    claims (nearest first). Why more than the inliers: they were the few points whose descriptors matched
-    across conditions; the next frame matches this frame's own descriptors (same condition), so any point the
-    accurate pose places on a keypoint is worth carrying, and 50 inliers alone thin out within a frame or two."""
-    from scipy.spatial import cKDTree
-
-    taken_q, taken_m = set(inliers[:, 0].tolist()), set(inliers[:, 1].tolist())
-    extra_q, extra_m = [], []
-    ok = np.flatnonzero(np.isfinite(predicted).all(axis=1))
-    if len(ok) and len(keypoints):
-        dist, nearest = cKDTree(np.asarray(keypoints, np.float64)).query(predicted[ok], k=1)
-        for d, m_i, q_i in sorted(zip(dist, ok, nearest)):  # closest claims first
-            if d > radius_px:
-                break
-            if q_i in taken_q or m_i in taken_m:
-                continue
-            taken_q.add(int(q_i))
-            taken_m.add(int(m_i))
-            extra_q.append(int(q_i))
-            extra_m.append(int(m_i))
-    return (np.r_[inliers[:, 0], extra_q].astype(np.int64), np.r_[inliers[:, 1], extra_m].astype(np.int64))
 
 
 def _about_y(deg: float) -> np.ndarray:

@@ -1,0 +1,51 @@
+"""Which steps of the verifier a frame runs, and in what order, from how the frames before it went.
+
+Why: in rain, snow and fog the dense search (verify/gradient_search.py) is the step that verifies, and SIFT's
+steps (the first look, the full-scale features, guided matching, turned guides, tracking) fail frame after frame
+while costing ~190 ms of a 640x480 frame. Two rules, each with a probe that keeps SIFT's more accurate poses
+within reach of a drive that leaves the weather:
+
+* dense first: after `gradient_first_after` frames in a row that only the dense search verified, it runs first and
+  a verified dense pose ends the search (when it does not verify, the SIFT steps follow), except every
+  `gradient_first_probe_every`-th such frame, which keeps the usual order;
+* SIFT skipped: after `gradient_skip_sift_after` frames in a row whose SIFT steps verified nothing, they are skipped
+  (the dense search alone runs) except every `gradient_first_probe_every`-th frame, until they verify again.
+"""
+from __future__ import annotations
+
+from disam_ros.verify.config import VerifyConfig
+
+
+class StepOrder:
+    """The two rules' counters for one drive (reset with the drive)."""
+
+    def __init__(self, config: VerifyConfig) -> None:
+        self.config = config
+        self.reset()
+
+    def reset(self) -> None:
+        self.dense_only = 0  # frames in a row that only the dense search verified
+        self.sift_fails = 0  # frames in a row whose SIFT steps ran and verified nothing
+        self.sift_skips = 0  # frames whose SIFT steps were skipped since then
+
+    def dense_first(self) -> bool:
+        """Whether this frame runs the dense search first."""
+        after, n = self.config.gradient_first_after, self.dense_only
+        return after > 0 and n >= after and (n - after + 1) % self.config.gradient_first_probe_every != 0
+
+    def sift(self) -> bool:
+        """Whether this frame runs the SIFT steps (asked once per frame: a skip is counted)."""
+        after = self.config.gradient_skip_sift_after
+        if after == 0 or self.sift_fails < after:
+            return True
+        self.sift_skips += 1
+        return self.sift_skips % self.config.gradient_first_probe_every == 0
+
+    def sift_ran(self, verified: bool) -> None:
+        self.sift_fails, self.sift_skips = (0, 0) if verified else (self.sift_fails + 1, self.sift_skips)
+        if verified:
+            self.dense_only = 0
+
+    def dense_verified(self) -> None:
+        """The dense search verified a frame nothing else did."""
+        self.dense_only += 1
