@@ -3,7 +3,14 @@ default is the option's), its type and help; `offline.add_tracker_args` adds the
 them on, so a new verifier knob is one row here (test_eval_verify checks each reaches the config)."""
 from __future__ import annotations
 
-from disam_ros.cliutil import non_negative_float, non_negative_int, positive_float, positive_int, scale_share
+from disam_ros.cliutil import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+    scale_share,
+)
 
 # disam-eval's verification options: flag, VerifyConfig field (its default is the option's), type, help
 VERIFY_OPTIONS = (
@@ -26,6 +33,11 @@ VERIFY_OPTIONS = (
     ("--dense-candidates", "gradient_candidates", non_negative_int, "when still none verifies, this many are "
      "searched densely (map keypoints looked for by gradient descriptors, no query keypoints; 0: off)"),
     ("--dense-min-inliers", "gradient_min_inliers", positive_int, "... verified with this many inliers"),
+    ("--dense-min-inlier-ratio", "gradient_min_inlier_ratio", probability, "... that are at least this share "
+     "of its distinct finds"),
+    ("--dense-radius", "gradient_radius", positive_float, "... each map point looked for within this share of the "
+     "image width of its predicted position"),
+    ("--dense-max-points", "gradient_max_points", positive_int, "... the first this many map points in view"),
     ("--dense-first-after", "gradient_first_after", non_negative_int, "... run first after this many frames in a "
      "row that only it verified (0: always last)"),
     ("--skip-sift-after", "gradient_skip_sift_after", non_negative_int, "... and SIFT's steps skipped after this "
