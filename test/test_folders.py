@@ -84,6 +84,47 @@ def test_camera_yaml_carries_lens_distortion_to_the_geometry(tmp_path):
         CameraIntrinsics.load(tmp_path / "bad_k.yaml")
 
 
+ROS_CALIBRATION = """image_width: 752
+image_height: 480
+camera_name: front
+camera_matrix:
+  rows: 3
+  cols: 3
+  data: [461.6, 0.0, 363.0, 0.0, 460.3, 248.1, 0.0, 0.0, 1.0]
+distortion_model: {model}
+distortion_coefficients:
+  rows: 1
+  cols: {n}
+  data: [{dist}]
+rectification_matrix:
+  rows: 3
+  cols: 3
+  data: [1, 0, 0, 0, 1, 0, 0, 0, 1]
+projection_matrix:
+  rows: 3
+  cols: 4
+  data: [461.6, 0.0, 363.0, 0.0, 0.0, 460.3, 248.1, 0.0, 0.0, 0.0, 1.0, 0.0]
+"""
+
+
+def test_a_ros_camera_calibration_file_is_read_as_camera_yaml(tmp_path):
+    """The file ROS's camera_calibration writes (a EuRoC-like camera, values typed in by hand): K's fx, fy, cx, cy
+    at data[0], [4], [2], [5], plumb_bob D as k1 k2 p1 p2 k3; trailing zero terms of a longer D are harmless, a
+    model other than plumb_bob with distortion is refused in one line naming the fix."""
+    path = tmp_path / "camera.yaml"
+    path.write_text(ROS_CALIBRATION.format(model="plumb_bob", n=5, dist="-0.283, 0.074, 0.0002, 1.8e-05, 0.0"))
+    assert CameraIntrinsics.load(path) == CameraIntrinsics(752, 480, 461.6, 460.3, 363.0, 248.1, k1=-0.283,
+                                                           k2=0.074, p1=0.0002, p2=1.8e-05, k3=0.0)
+    path.write_text(ROS_CALIBRATION.format(model="rational_polynomial", n=8, dist="0, 0, 0, 0, 0, 0, 0, 0"))
+    assert CameraIntrinsics.load(path).dist().tolist() == [0.0] * 5  # a rectified camera's all-zero D
+    path.write_text(ROS_CALIBRATION.format(model="equidistant", n=4, dist="-0.01, 0.02, 0.0, 0.0"))
+    with pytest.raises(ValueError, match="equidistant.*rectify the images"):
+        CameraIntrinsics.load(path)
+    path.write_text(ROS_CALIBRATION.format(model="plumb_bob", n=5, dist="0, 0, 0, 0, 0").replace("image_width", "w"))
+    with pytest.raises(ValueError, match="unreadable camera intrinsics.*ROS camera_calibration file"):
+        CameraIntrinsics.load(path)
+
+
 def test_stamp_named_images_take_the_ground_truth_interpolated_at_their_stamps(tmp_path, caplog):
     """TUM RGB-D style: poses.txt is a 100 Hz ground-truth log (a straight 1 m/s drive turning 10 deg/s about z)
     with a 0.5 s hole; images are named by their stamps, between and off the pose samples. Each image must get

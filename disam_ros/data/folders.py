@@ -67,13 +67,33 @@ class CameraIntrinsics:
 
     @classmethod
     def load(cls, path: str | Path) -> CameraIntrinsics:
+        """camera.yaml in this package's six keys (+ distortion), or as ROS's camera_calibration writes it
+        (image_width, image_height, camera_matrix.data, distortion_model plumb_bob, distortion_coefficients.data):
+        a calibrated camera's file works unchanged."""
         try:
             d = yaml.safe_load(Path(path).read_text())
+            if isinstance(d, dict) and "camera_matrix" in d:
+                return cls._from_ros_calibration(d)
             return cls(int(d["width"]), int(d["height"]), float(d["fx"]), float(d["fy"]),
                        float(d["cx"]), float(d["cy"]), *(float(d.get(k, 0.0)) for k in DISTORTION_KEYS))
-        except (OSError, KeyError, TypeError, ValueError, AttributeError, yaml.YAMLError) as exc:
-            raise ValueError(f"{path}: unreadable camera intrinsics ({exc}); "
-                             "expected keys width height fx fy cx cy, optionally k1 k2 p1 p2 k3") from None
+        except (OSError, KeyError, TypeError, ValueError, AttributeError, IndexError, yaml.YAMLError) as exc:
+            raise ValueError(f"{path}: unreadable camera intrinsics ({exc}); expected keys width height fx fy cx "
+                             "cy, optionally k1 k2 p1 p2 k3, or a ROS camera_calibration file") from None
+
+    @classmethod
+    def _from_ros_calibration(cls, d: dict) -> CameraIntrinsics:
+        """ROS's calibration YAML (camera_info_manager's format); only plumb_bob distortion (or none) is taken:
+        another model (equidistant, rational_polynomial) asks for rectified images instead."""
+        k = [float(v) for v in d["camera_matrix"]["data"]]
+        model = str(d.get("distortion_model", "plumb_bob") or "plumb_bob")
+        dist = [float(v) for v in (d.get("distortion_coefficients") or {}).get("data", [])]
+        if model != "plumb_bob" and any(dist):
+            raise ValueError(f"distortion_model {model!r} is not supported (only plumb_bob): rectify the images "
+                             "and give the rectified camera's matrix with zero distortion")
+        if len(k) != 9 or len(dist) > 5 and any(dist[5:]):
+            raise ValueError(f"camera_matrix needs 9 values (got {len(k)}) and plumb_bob at most k1 k2 p1 p2 k3")
+        dist = (dist + [0.0] * 5)[:5]
+        return cls(int(d["image_width"]), int(d["image_height"]), k[0], k[4], k[2], k[5], *dist)
 
 
 @dataclass(frozen=True)
