@@ -132,6 +132,7 @@ def test_after_frames_only_the_dense_search_verified_it_runs_first_and_sift_is_p
     # counted frames that only it verified: 0, 1 -> usual order; 2 -> first; 3 -> probe (usual order)
     orders = [run(i) for i in range(4)]
     assert [first for first, _ in orders] == [False, False, True, False]
+    assert [o.diagnostics()["verify_order"] for _, o in orders] == ["usual", "usual", "dense first", "usual"]
     assert orders[2][1].support is None and orders[1][1].support is not None  # no SIFT keypoints to hand on
     assert len(orders[2][1].attempts) == 1  # the first candidate verified: nothing else ran
     # 4: first, but not verified there: the usual steps follow (and verify nothing); the count stays
@@ -156,8 +157,9 @@ def test_after_frames_sift_verified_nothing_its_steps_are_skipped_but_probed(tow
         return not all(a.dense for a in out.attempts), out
 
     # SIFT failed on 0 frames, 1 -> runs; 2 -> skipped (1st skip); probe on the 2nd skip; skipped; probe ...
-    ran = [sift_ran(snow[i % 2], 10 + i % 2)[0] for i in range(5)]
-    assert ran == [True, True, False, True, False]
+    runs = [sift_ran(snow[i % 2], 10 + i % 2) for i in range(5)]
+    assert [ran for ran, _ in runs] == [True, True, False, True, False]
+    assert [out.order for _, out in runs] == ["usual", "usual", "SIFT skipped", "usual", "SIFT skipped"]
     probe, out = sift_ran(sunny, 10)  # ... which finds daylight: SIFT verifies, the counts start again
     assert probe and not out.dense
     assert sift_ran(snow[0], 10)[0] and sift_ran(snow[1], 11)[0]

@@ -24,14 +24,17 @@ class StepOrder:
         self.reset()
 
     def reset(self) -> None:
+        self.last = "usual"  # what the latest frame ran (Verification.order): usual, dense first, SIFT skipped
         self.dense_only = 0  # frames in a row that only the dense search verified
         self.sift_fails = 0  # frames in a row whose SIFT steps ran and verified nothing
         self.sift_skips = 0  # frames whose SIFT steps were skipped since then
 
     def dense_first(self) -> bool:
-        """Whether this frame runs the dense search first."""
+        """Whether this frame runs the dense search first (asked first, once per frame that could run it)."""
         after, n = self.config.gradient_first_after, self.dense_only
-        return after > 0 and n >= after and (n - after + 1) % self.config.gradient_first_probe_every != 0
+        first = after > 0 and n >= after and (n - after + 1) % self.config.gradient_first_probe_every != 0
+        self.last = "dense first" if first else self.last
+        return first
 
     def sift(self) -> bool:
         """Whether this frame runs the SIFT steps (asked once per frame: a skip is counted)."""
@@ -39,7 +42,10 @@ class StepOrder:
         if after == 0 or self.sift_fails < after:
             return True
         self.sift_skips += 1
-        return self.sift_skips % self.config.gradient_first_probe_every == 0
+        if self.sift_skips % self.config.gradient_first_probe_every == 0:
+            return True
+        self.last = "SIFT skipped" if self.last == "usual" else f"{self.last}, SIFT skipped"
+        return False
 
     def sift_ran(self, verified: bool) -> None:
         self.sift_fails, self.sift_skips = (0, 0) if verified else (self.sift_fails + 1, self.sift_skips)

@@ -38,6 +38,7 @@ class Verification:
     unguided: bool = False  # matched without the candidate's pose as a guide (VerifyConfig.unguided_candidates)
     dense: bool = False  # found by the dense search, no query keypoints (VerifyConfig.gradient_candidates)
     scale: float = 1.0  # the query's SIFT detection scale, a share of the map's (VerifyConfig.first_scale)
+    order: str = "usual"  # the steps this frame ran (verify/order.py): usual, dense first, SIFT skipped, or both
     support: PointTrack | None = None  # a verified frame's inliers, for the next frame's tracking
 
     @property
@@ -54,7 +55,8 @@ class Verification:
                 "inlier_ratio": self.inlier_ratio, "reprojection_px": self.reprojection_px,
                 "candidates_tried": self.tried, "verified_by_agreement": self.agreed, "refine_ms": self.ms,
                 "intrinsics": self.camera, "tracked_frames": self.hops,
-                "verified_unguided": self.unguided, "verified_dense": self.dense, "features_scale": self.scale}
+                "verified_unguided": self.unguided, "verified_dense": self.dense, "features_scale": self.scale,
+                "verify_order": self.order}
 
 
 @dataclass(frozen=True, eq=False)

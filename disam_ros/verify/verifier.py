@@ -163,6 +163,7 @@ class Verifier:
             return Verification("image_too_small", camera=source, ms=_ms(t0))
         ks = _unique(candidates, len(self.map.positions))[: self.config.candidates]
         best, attempts = self._steps(rgb, ks, cam, previous, stamp)
+        best.order = self._order.last
         return self._answer(best, attempts, source, t0, stamp)
 
     def _steps(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, previous: PointTrack | None, stamp: float
@@ -171,6 +172,7 @@ class Verifier:
         verified; the first look and the full-scale SIFT steps unless a run of frames they failed skips them; the
         dense search last when it did not run first. Returns the answer and every attempt."""
         cfg, order = self.config, self._order
+        order.last = "usual"
         dense_on = cfg.gradient_candidates > 0 and self.map.map_geometry.gradients is not None and bool(ks)
         attempts = self._dense_attempts(rgb, ks[: cfg.gradient_candidates], cam, None) \
             if dense_on and order.dense_first() else []
