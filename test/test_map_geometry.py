@@ -73,18 +73,21 @@ def test_depth_geometry_reprojects_onto_its_keypoints(geo_world):
 
 def _agreement(dep, tri, order=None):
     """Triangulated map `tri` against the depth map `dep`: tri's image s is dep's image order[s] (the same image
-    file, so the same SIFT keypoints). -> (relative 3D distances where both have a point, tri's point count,
-    dep's point count)."""
+    file, so the same SIFT keypoints; each map keeps those with a 3D point, so they pair by position). ->
+    (relative 3D distances where both have a point, tri's point count, dep's point count)."""
     rel, n_tri, n_dep = [], 0, 0
     for s in range(FRAMES):
         i = s if order is None else int(order[s])
         kd, _, pd = dep.geometry(i)
         kt, _, pt = tri.geometry(s)
-        np.testing.assert_array_equal(kd, kt)
-        both = np.isfinite(pd).all(1) & np.isfinite(pt).all(1)
-        n_tri += int(np.isfinite(pt).all(1).sum())
-        n_dep += int(np.isfinite(pd).all(1).sum())
-        rel.append(np.linalg.norm(pd[both] - pt[both], axis=1) / np.linalg.norm(pd[both] - dep.positions[i], axis=1))
+        assert np.isfinite(pd).all() and np.isfinite(pt).all()  # only keypoints with a point are stored
+        at = {tuple(k): j for j, k in reversed(list(enumerate(kd.tolist())))}
+        pairs = [(at[tuple(k)], j) for j, k in enumerate(kt.tolist()) if tuple(k) in at]
+        assert len(pairs) >= 0.5 * len(kt)  # the same detector on the same image: most tri keypoints are dep's
+        d_i, t_i = (np.array(c, np.int64) for c in zip(*pairs)) if pairs else (np.zeros(0, np.int64),) * 2
+        n_tri += len(pt)
+        n_dep += len(pd)
+        rel.append(np.linalg.norm(pd[d_i] - pt[t_i], axis=1) / np.linalg.norm(pd[d_i] - dep.positions[i], axis=1))
     return np.concatenate(rel), n_tri, n_dep
 
 
@@ -315,7 +318,8 @@ def test_sift_max_side_is_recorded_and_a_bad_one_is_a_one_line_error(geo_world, 
 
 def test_sparse_images_are_counted(geo_world, tmp_path):
     """Map images too poor in 3D points to verify a frame are counted in the record (a writer fed by hand: 20, 14
-    and 0 finite points), and a built map's count matches a recount of its stored points."""
+    and 0 finite points of 20, 20 and 5 keypoints), and a built map's count matches a recount of its stored
+    points."""
     from disam_ros.maps.geometry_store import SPARSE_IMAGE_POINTS, GeometryWriter
 
     w = GeometryWriter(tmp_path)
@@ -326,6 +330,8 @@ def test_sparse_images_are_counted(geo_world, tmp_path):
     rec = w.record("depth", Intrinsics(fx=100.0, fy=100.0, cx=63.5, cy=63.5, width=128, height=128))
     assert SPARSE_IMAGE_POINTS == VerifyConfig().min_inliers == 15  # the verifier's default bar, kept in step
     assert (rec["with_point"], rec["sparse_images"]) == (34, 2)
+    # only keypoints with a 3D point are stored (in their order), the detected count is kept in the record
+    assert (rec["keypoints"], rec["detected"], w.offsets) == (34, 45, [0, 20, 34, 34])
     for geometry in ("auto", "triangulate"):
         m = LocalizationMap.load(geo_world[geometry])
         recount = sum(int(np.isfinite(m.geometry(i)[2]).all(axis=1).sum()) < SPARSE_IMAGE_POINTS

@@ -178,10 +178,14 @@ class GeometryWriter:
         self._offsets_path = d / GEOM_OFFSETS
         self.offsets = [0]
         self.with_point = 0
+        self.detected = 0  # keypoints given, those without a 3D point included (they are not stored)
         self.sparse_images = 0  # images with fewer than SPARSE_IMAGE_POINTS 3D points
 
     def add(self, keypoints: np.ndarray, descriptors: np.ndarray, points: np.ndarray,
             gradients: np.ndarray | None = None) -> None:
+        """One map image's rows, in the order given (strongest first), keeping only keypoints with a 3D point:
+        localization reads nothing else, and a map triangulated from photographs gives a point to ~12 % of its
+        keypoints (a depth map ~70 %), so the rest would be most of the geometry's size for nothing."""
         kp = np.asarray(keypoints, np.float32).reshape(-1, 2)
         desc = descriptors_u8(descriptors)
         pts = np.asarray(points, np.float32).reshape(-1, 3)
@@ -194,12 +198,15 @@ class GeometryWriter:
             grads = np.asarray(gradients, np.uint8).reshape(-1, DESCRIPTOR_DIM)
             if len(grads) != len(kp):
                 raise ValueError(f"map geometry rows disagree: {len(kp)} keypoints, {len(grads)} gradient descriptors")
-            self._grad.append(grads)
-        self._kp.append(kp)
-        self._desc.append(desc)
-        self._pts.append(pts)
-        self.offsets.append(self.offsets[-1] + len(kp))
-        found = int(np.isfinite(pts).all(axis=1).sum())
+        keep = np.isfinite(pts).all(axis=1)
+        if self._grad is not None:
+            self._grad.append(grads[keep])
+        self._kp.append(kp[keep])
+        self._desc.append(desc[keep])
+        self._pts.append(pts[keep])
+        found = int(keep.sum())
+        self.offsets.append(self.offsets[-1] + found)
+        self.detected += len(kp)
         self.with_point += found
         self.sparse_images += found < SPARSE_IMAGE_POINTS
 
@@ -213,7 +220,8 @@ class GeometryWriter:
         """The manifest's "geometry" object for what was written (`features`: SiftConfig.to_record())."""
         grads = {} if self.gradient_cell is None else {"gradients": {"cell": int(self.gradient_cell)}}
         return {"method": method, "intrinsics": intrinsics_record(cam), "features": features,
-                "keypoints": self.offsets[-1], "with_point": self.with_point, "sparse_images": self.sparse_images,
+                "keypoints": self.offsets[-1], "with_point": self.with_point, "detected": self.detected,
+                "sparse_images": self.sparse_images,
                 **grads, **extra}
 
 
@@ -235,6 +243,7 @@ def merge_geometry(shards: list[Any], directory: Path) -> dict[str, Any] | None:
                 out.add(*g.image(i), g.image_gradients(i) if cell is not None else None)
     finally:
         out.close()
+    out.detected = sum(int(r.get("detected", r["keypoints"])) for r in records)  # the shards' own counts
     seconds = round(sum(float(r.get("seconds", 0.0)) for r in records), 3)
     how = {k: first[k] for k in TRIANGULATION_KEYS if k in first and all(r.get(k) == first[k] for r in records)}
     return out.record(first["method"], Intrinsics(**first["intrinsics"]), features=first.get("features", "sift"),

@@ -98,8 +98,9 @@ def render(info: dict[str, Any], root: Path) -> str:
     else:
         lines.append(f"poses          {info['poses_source']}")
     g = info.get("geometry")
-    lines.append(f"geometry       {g['method']}: {g['keypoints']} SIFT keypoints, {g.get('with_point', '?')} with a 3D "
-                 f"point ({g['intrinsics']['width']}x{g['intrinsics']['height']} px)" if g else
+    lines.append(f"geometry       {g['method']}: {g.get('detected', g['keypoints'])} SIFT keypoints, "
+                 f"{g.get('with_point', '?')} with a 3D point ({g['intrinsics']['width']}x{g['intrinsics']['height']} "
+                 "px)" if g else
                  f"geometry       none: {info.get('geometry_note')} (retrieval-only)")
     if g and g.get("sparse_images"):
         lines.append(f"               {g['sparse_images']} map images with fewer than {SPARSE_IMAGE_POINTS} 3D points "
