@@ -55,6 +55,18 @@ def image_size(text: str) -> tuple[int, int]:
     return size
 
 
+def distance_band(text: str) -> tuple[float, float]:
+    """'8,16' -> (8.0, 16.0): a band of distances in metres, 0 <= near <= far ('0,0' = off)."""
+    items = [t.strip() for t in text.split(",")]
+    try:
+        lo, hi = (float(t) for t in items)
+    except ValueError:
+        lo = hi = math.nan
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a band NEAR,FAR in metres with 0 <= NEAR <= FAR")
+    return lo, hi
+
+
 def name_list(text: str) -> tuple[str, ...]:
     """'night,snow' -> ('night', 'snow'); an empty list is an error, not 'all'."""
     items = tuple(t.strip() for t in text.split(",") if t.strip())

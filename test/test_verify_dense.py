@@ -163,3 +163,33 @@ def test_after_frames_sift_verified_nothing_its_steps_are_skipped_but_probed(tow
     probe, out = sift_ran(sunny, 10)  # ... which finds daylight: SIFT verifies, the counts start again
     assert probe and not out.dense
     assert sift_ran(snow[0], 10)[0] and sift_ran(snow[1], 11)[0]
+
+
+def test_a_marginal_dense_pose_out_found_by_another_place_is_ambiguous(town):
+    """The place-level ratio test (gradient_search.rivalled): a weak pose at map image 4 is out-found by the map
+    images as far from it as the true place (10) is, which the query was rendered beside; a pose stronger than
+    anything a rival finds is not; sure poses and the off switch search no rival at all."""
+    from dataclasses import replace
+
+    from disam_ros.verify.gradient_search import query_grid, rivalled
+    from disam_ros.verify.result import Verification
+
+    _, _, m = town
+    rgb, _, _ = _render_beside(town, 10, "snow")
+    d = float(np.linalg.norm(np.asarray(m.positions[4]) - np.asarray(m.positions[10])))
+    cfg = VerifyConfig(gradient_rival_m=(d - 0.01, d + 0.01), gradient_sure_inliers=10 ** 9, gradient_sure_ratio=1.0)
+    v = Verifier(m, cfg)
+    grid = query_grid(rgb, 8, v.map_camera, v.map_camera, cfg)
+    weak = Verification("verified", index=4, inliers=1, inlier_ratio=0.1)
+    assert rivalled(weak, grid, m, v._map_side, v.map_camera, cfg)
+    strong = Verification("verified", index=4, inliers=10 ** 6, inlier_ratio=0.1)
+    assert not rivalled(strong, grid, m, v._map_side, v.map_camera, cfg)
+
+    def no_search(j):
+        raise AssertionError(f"map image {j} searched")
+
+    for quiet in (replace(cfg, gradient_sure_inliers=1), replace(cfg, gradient_sure_ratio=0.1),
+                  replace(cfg, gradient_rival_m=(0.0, 0.0))):
+        assert not rivalled(weak, grid, m, no_search, v.map_camera, quiet)
+    with pytest.raises(ValueError, match="gradient_rival_m"):
+        VerifyConfig(gradient_rival_m=(16.0, 8.0))

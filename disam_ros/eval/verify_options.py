@@ -4,6 +4,7 @@ them on, so a new verifier knob is one row here (test_eval_verify checks each re
 from __future__ import annotations
 
 from disam_ros.cliutil import (
+    distance_band,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -38,6 +39,8 @@ VERIFY_OPTIONS = (
     ("--dense-radius", "gradient_radius", positive_float, "... each map point looked for within this share of the "
      "image width of its predicted position"),
     ("--dense-max-points", "gradient_max_points", positive_int, "... the first this many map points in view"),
+    ("--dense-rival-m", "gradient_rival_m", distance_band, "... a weak dense pose must out-find every map image "
+     "NEAR,FAR metres from its candidate (a place-level ratio test; 0,0: off)"),
     ("--dense-first-after", "gradient_first_after", non_negative_int, "... run first after this many frames in a "
      "row that only it verified (0: always last)"),
     ("--skip-sift-after", "gradient_skip_sift_after", non_negative_int, "... and SIFT's steps skipped after this "

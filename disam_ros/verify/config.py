@@ -84,6 +84,14 @@ class VerifyConfig:
     #                                         right place 1-5 m off reached 0.44, 3 of 73 passing both)
     gradient_agree_inliers: int = 30  # ... or two candidates' dense poses agree (agree_m, agree_deg), each from
     #                                   this many inliers
+    gradient_rival_m: tuple[float, float] = (0.0, 0.0)  # ... when set (e.g. (8, 16)), a dense pose verified by
+    #                                 fewer than gradient_sure_inliers at an inlier ratio below gradient_sure_ratio
+    #                                 must also find more inliers than every map image this far (m) from its
+    #                                 candidate (a repeated block): else "ambiguous". Off: on the dev town it stopped
+    #                                 5 of 7 wrong-candidate poses 9-14 m off but tripled a weather frame's cost
+    #                                 (69-74 -> 178-198 ms median) and no end-to-end run met such a pose; docs/pose.md
+    gradient_sure_inliers: int = 100
+    gradient_sure_ratio: float = 0.4
     gradient_covariance_scale: float = 16.0  # ... and x this on top of covariance_scale: the finds' errors are
     #                                          correlated (one descriptor scale, a grid), so the solver's covariance
     #                                          was too tight (dev town: 39 % of dense poses inside their 90 %
@@ -126,6 +134,10 @@ class VerifyConfig:
                   ("gradient_min_inlier_ratio", 0 <= self.gradient_min_inlier_ratio < 1),
                   ("gradient_sigma_floor_px", self.gradient_sigma_floor_px >= 0),
                   ("gradient_covariance_scale", self.gradient_covariance_scale >= 1.0),
+                  ("gradient_rival_m", len(self.gradient_rival_m) == 2
+                   and 0 <= self.gradient_rival_m[0] <= self.gradient_rival_m[1]),
+                  ("gradient_sure_inliers", self.gradient_sure_inliers >= 0),
+                  ("gradient_sure_ratio", 0 <= self.gradient_sure_ratio <= 1),
                   ("first_scale", 0.1 <= self.first_scale <= 1.0),
                   ("first_min_width_px", self.first_min_width_px >= self.min_width_px),
                   ("first_min_inliers", self.first_min_inliers >= self.min_inliers),

@@ -67,7 +67,7 @@ from disam_ros.pose.guided import guided_match, predicted_pixels
 from disam_ros.pose.solver import SolverConfig, solve_absolute_pose
 from disam_ros.verify.config import VerifyConfig
 from disam_ros.verify.gate import agreeing, judged, sure
-from disam_ros.verify.gradient_search import query_grid, search_pose
+from disam_ros.verify.gradient_search import query_grid, rivalled, search_pose
 from disam_ros.verify.order import StepOrder
 from disam_ros.verify.result import OUTCOMES, PointTrack, Verification
 from disam_ros.verify.support import support_pairs
@@ -247,6 +247,8 @@ class Verifier:
             if v.verified:
                 break
         best = _verified_or(out, None) or agreeing(out, cfg, cfg.gradient_agree_inliers)
+        if best is not None and rivalled(best, grid, self.map, self._map_side, cam, cfg):
+            best.outcome, best = "ambiguous", None
         if best is not None and cfg.track_frames > 0 and query is not None:
             sol, side = next((s, d) for v, s, d in solved if v is best)
             qi, mi = support_pairs(np.zeros((0, 2), np.int64), query.keypoints,
