@@ -88,8 +88,8 @@ class VerifyConfig:
     #                                 fewer than gradient_sure_inliers at an inlier ratio below gradient_sure_ratio
     #                                 must also find more inliers than every map image this far (m) from its
     #                                 candidate (a repeated block): else "ambiguous". Off: on the dev town it stopped
-    #                                 5 of 7 wrong-candidate poses 9-14 m off but tripled a weather frame's cost
-    #                                 (69-74 -> 178-198 ms median) and no end-to-end run met such a pose; docs/pose.md
+    #                                 6 of 7 wrong-candidate poses 9-78 m off, but end to end (where no run met such
+    #                                 a pose) it lost right frames and more than doubled the cost; docs/pose.md
     gradient_sure_inliers: int = 100
     gradient_sure_ratio: float = 0.4
     gradient_covariance_scale: float = 16.0  # ... and x this on top of covariance_scale: the finds' errors are

@@ -52,11 +52,12 @@ def query_grid(rgb: np.ndarray, map_cell: int, map_cam: Intrinsics, cam: Intrins
 
 
 def search_pose(query: QueryGrid, map_desc: np.ndarray, points: np.ndarray, R: np.ndarray, t: np.ndarray,
-                cam: Intrinsics, cfg: VerifyConfig) -> tuple[PoseSolution | None, int]:
+                cam: Intrinsics, cfg: VerifyConfig, refine: bool = True) -> tuple[PoseSolution | None, int]:
     """Look for up to `gradient_max_points` map points (unit descriptors `map_desc`, map-frame `points`, in the
     map's strongest-first order) that camera-from-map (R, t) projects into or near the image, each within
     `gradient_radius` x width of its projection; solve (RANSAC at max_error_px), refine the inliers' positions to
-    sub-pixel and solve again from them alone. Returns (solution or None, points searched)."""
+    sub-pixel and solve again from them alone (`refine`; without it the first solve is returned, cheaper and
+    coarser: enough to count inliers). Returns (solution or None, points searched)."""
     radius = cfg.gradient_radius * cam.width
     uv, z = project(points, R, t, cam)
     near = (z > 0) & (uv[:, 0] > -radius / 2) & (uv[:, 0] < cam.width + radius / 2) \
@@ -76,8 +77,8 @@ def search_pose(query: QueryGrid, map_desc: np.ndarray, points: np.ndarray, R: n
     if len(idx) < solver.min_inliers:
         return None, len(idx)
     first = solve_absolute_pose(pos, points[idx], cam, solver)
-    if first is None:
-        return None, len(idx)
+    if first is None or not refine:
+        return first, len(idx)
     inl = first.inlier_mask
     refined = gradients.refine(query.channels, map_desc[idx[inl]], gradients.to_working(pos[inl], f), query.cell,
                                max(1, query.grid.stride - 1))
@@ -94,17 +95,24 @@ def rivalled(v: Any, query: QueryGrid, loc_map: Any, side_of: Callable[[int], An
     """Whether a marginal dense pose `v` (a Verification with fewer than gradient_sure_inliers at a ratio below
     gradient_sure_ratio) is out-found by a map image gradient_rival_m from its candidate: Lowe's ratio test at
     the level of places. Why: a town repeats its blocks; on the dev town a wrong candidate 9-14 m off verified
-    60-70 inliers at 31-38 % of its finds, and the true place, searched the same way, found more. `side_of(j)`
-    gives map image j's unit gradient descriptors (`.gradients`) and points (`.points`)."""
+    60-70 inliers at 31-38 % of its finds, and the true place, searched the same way, found more. The candidate
+    and its rivals are searched alike and cheaply (their first RIVAL_POINTS map points, no refinement): only the
+    counts are compared. `side_of(j)` gives map image j's unit gradient descriptors (`.gradients`) and points."""
     lo, hi = cfg.gradient_rival_m
     if hi <= 0 or v.inliers >= cfg.gradient_sure_inliers or v.inlier_ratio >= cfg.gradient_sure_ratio:
         return False
     positions = np.asarray(loc_map.positions, np.float64)
-    d = np.linalg.norm(positions - positions[v.index], axis=1)
-    for j in np.flatnonzero((d >= lo) & (d <= hi)):
-        side = side_of(int(j))
+    quick = replace(cfg, gradient_max_points=max(RIVAL_POINTS, cfg.gradient_min_inliers))
+
+    def found(j: int) -> int:
+        side = side_of(j)
         R, t = cam_from_map(positions[j], np.asarray(loc_map.quats[j], np.float64))
-        sol, _ = search_pose(query, side.gradients, side.points, R, t, cam, cfg)
-        if sol is not None and sol.num_inliers >= v.inliers:
-            return True
-    return False
+        sol, _ = search_pose(query, side.gradients, side.points, R, t, cam, quick, refine=False)
+        return 0 if sol is None else sol.num_inliers
+
+    own = found(int(v.index))
+    d = np.linalg.norm(positions - positions[v.index], axis=1)
+    return any(found(int(j)) >= own for j in np.flatnonzero((d >= lo) & (d <= hi)))
+
+
+RIVAL_POINTS = 150  # map points per place in the rival test (dev town: as separating as 400 with refinement)
