@@ -18,6 +18,7 @@ never). A frame damaged that little decodes into a plausible picture and goes on
 """
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import sys
@@ -122,6 +123,7 @@ def imdecode_jpeg(buf: np.ndarray) -> tuple[np.ndarray | None, str]:
         try:
             if _capture is None or _capture[0] != os.getpid():  # one file per process (not shared over fork)
                 _capture = (os.getpid(), tempfile.TemporaryFile())  # noqa: SIM115  (reused, lives with the process)
+                atexit.register(_capture[1].close)  # closed at exit, not left to the garbage collector's warning
             tmp = _capture[1]
             tmp.seek(0)
             tmp.truncate()
