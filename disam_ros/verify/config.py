@@ -90,8 +90,8 @@ class VerifyConfig:
     #                                 candidate (a repeated block): else "ambiguous". Off: on the dev town it stopped
     #                                 6 of 7 wrong-candidate poses 9-78 m off, but end to end (where no run met such
     #                                 a pose) it lost right frames and more than doubled the cost; docs/pose.md
-    gradient_sure_inliers: int = 100
-    gradient_sure_ratio: float = 0.4
+    gradient_sure_inliers: int = 100  # ... a dense pose with this many inliers, or ...
+    gradient_sure_ratio: float = 0.4  # ... this inlier ratio, is sure: no rival is searched
     gradient_covariance_scale: float = 16.0  # ... and x this on top of covariance_scale: the finds' errors are
     #                                          correlated (one descriptor scale, a grid), so the solver's covariance
     #                                          was too tight (dev town: 39 % of dense poses inside their 90 %

@@ -24,6 +24,8 @@ from disam_ros.pose.frames import cam_from_map, project
 from disam_ros.pose.solver import PoseSolution, SolverConfig, solve_absolute_pose
 from disam_ros.verify.config import VerifyConfig
 
+RIVAL_POINTS = 150  # map points per place in the rival test (`rivalled`; dev town: as separating as 400, refined)
+
 
 @dataclass(frozen=True)
 class QueryGrid:
@@ -114,5 +116,3 @@ def rivalled(v: Any, query: QueryGrid, loc_map: Any, side_of: Callable[[int], An
     d = np.linalg.norm(positions - positions[v.index], axis=1)
     return any(found(int(j)) >= own for j in np.flatnonzero((d >= lo) & (d <= hi)))
 
-
-RIVAL_POINTS = 150  # map points per place in the rival test (dev town: as separating as 400 with refinement)

@@ -29,6 +29,10 @@ class StepOrder:
         self.sift_fails = 0  # frames in a row whose SIFT steps ran and verified nothing
         self.sift_skips = 0  # frames whose SIFT steps were skipped since then
 
+    def begin(self) -> None:
+        """A new frame: its steps are the usual ones until a rule says otherwise."""
+        self.last = "usual"
+
     def dense_first(self) -> bool:
         """Whether this frame runs the dense search first (asked first, once per frame that could run it)."""
         after, n = self.config.gradient_first_after, self.dense_only

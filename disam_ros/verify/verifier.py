@@ -172,7 +172,7 @@ class Verifier:
         verified; the first look and the full-scale SIFT steps unless a run of frames they failed skips them; the
         dense search last when it did not run first. Returns the answer and every attempt."""
         cfg, order = self.config, self._order
-        order.last = "usual"
+        order.begin()
         dense_on = cfg.gradient_candidates > 0 and self.map.map_geometry.gradients is not None and bool(ks)
         attempts = self._dense_attempts(rgb, ks[: cfg.gradient_candidates], cam, None) \
             if dense_on and order.dense_first() else []
