@@ -50,7 +50,7 @@ class NodeTracking:
                               turn_search_deg=cfg.verify_turn_search_deg,
                               unguided_candidates=cfg.verify_unguided_candidates,
                               gradient_candidates=cfg.verify_dense_candidates,
-                              first_scale=cfg.verify_first_scale,
+                              first_scale=cfg.verify_first_scale, motion_speed_factor=cfg.verify_motion_speed_factor,
                               unguided_min_inliers=max(VerifyConfig.unguided_min_inliers, cfg.verify_min_inliers))
         self.tracker = Tracker(reloc, TrackerConfig(mode=cfg.mode, sequence=seq, standstill_ratio=cfg.standstill_ratio,
                                                     loop_closure_min_consecutive=cfg.loop_closure_min_consecutive,

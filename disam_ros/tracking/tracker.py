@@ -169,7 +169,8 @@ class Tracker:
         verify = config.verify
         if config.mode == "single" and not verify.gradient_single:  # the dense search needs a belief's place
             verify = replace(verify, gradient_candidates=0)
-        self.verifier = Verifier(m, verify) if verify.enabled and m.has_geometry else None
+        speed = 0.0 if config.mode == "single" else config.sequence.max_speed_mps  # single frames: no motion check
+        self.verifier = Verifier(m, verify, speed) if verify.enabled and m.has_geometry else None
 
     # ------------------------------------------------------------------------------------------ set-up
     def _calibration_note(self) -> str:

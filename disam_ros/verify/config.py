@@ -98,6 +98,11 @@ class VerifyConfig:
     #                                          ellipsoid, 89 % at x16; SIFT poses 94 %)
     gradient_sigma_floor_px: float = 2.0  # ... their covariance taking the keypoint noise as at least this
     #                                       (half the grid stride: the finds are grid positions, refined)
+    motion_speed_factor: float = 1.5  # sequence/window: a verified pose farther from the last verified one than
+    #                                   this x the tracker's max speed x the time between them, plus motion_slack_m,
+    #                                   is refused as "jumped" (verify/motion.py; 0 = off; single mode: off)
+    motion_slack_m: float = 2.0  # ... the slack for the two poses' errors
+    motion_window_s: float = 1.0  # ... only while the last verified pose is at most this old
     unguided_min_inliers: int = 30  # ... but ask for this many inliers: unguided matches of a wrong place that
     #                                 repeats the right one's facades reached 24 on the dev town (docs/pose.md)
 
@@ -143,7 +148,9 @@ class VerifyConfig:
                   ("first_min_inliers", self.first_min_inliers >= self.min_inliers),
                   ("first_max_std_m", self.first_max_std_m > 0), ("first_candidates", self.first_candidates >= 1),
                   ("first_probe_every", self.first_probe_every >= 1),
-                  ("first_max_trials", self.first_max_trials >= 100))
+                  ("first_max_trials", self.first_max_trials >= 100),
+                  ("motion_speed_factor", self.motion_speed_factor >= 0), ("motion_slack_m", self.motion_slack_m >= 0),
+                  ("motion_window_s", self.motion_window_s > 0))
         bad = [name for name, ok in checks if not ok]
         if bad:
             raise ValueError(f"VerifyConfig: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} out of range "

@@ -10,8 +10,8 @@ import numpy as np
 
 from disam_ros.pose.relative import relative_covariance, relative_pose
 
-OUTCOMES = ("verified", "too_few_inliers", "uncertain", "inconsistent", "ambiguous", "no_features", "image_too_small",
-            "no_intrinsics", "off")
+OUTCOMES = ("verified", "too_few_inliers", "uncertain", "inconsistent", "ambiguous", "jumped", "no_features",
+            "image_too_small", "no_intrinsics", "off")
 
 
 @dataclass(eq=False)

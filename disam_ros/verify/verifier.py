@@ -68,6 +68,7 @@ from disam_ros.pose.solver import SolverConfig, solve_absolute_pose
 from disam_ros.verify.config import VerifyConfig
 from disam_ros.verify.gate import agreeing, judged, sure
 from disam_ros.verify.gradient_search import query_grid, rivalled, search_pose
+from disam_ros.verify.motion import MotionGate
 from disam_ros.verify.order import StepOrder
 from disam_ros.verify.result import OUTCOMES, PointTrack, Verification
 from disam_ros.verify.support import support_pairs
@@ -89,7 +90,8 @@ class _MapSide:
 class Verifier:
     """Verifies retrievals against one map's geometry; state: the camera and a small cache of map images."""
 
-    def __init__(self, loc_map: Any, config: VerifyConfig | None = None) -> None:
+    def __init__(self, loc_map: Any, config: VerifyConfig | None = None, max_speed_mps: float = 0.0) -> None:
+        """`max_speed_mps`: the tracker's top speed in sequence/window modes (0 in single mode: no motion check)."""
         if loc_map.map_geometry is None:
             raise ValueError(f"map {getattr(loc_map, 'root', '')} has no map geometry ({loc_map.geometry_note})")
         self.map = loc_map
@@ -101,11 +103,14 @@ class Verifier:
         self._cache: OrderedDict[int, _MapSide] = OrderedDict()
         self._look_misses = 0  # frames in a row whose first look was not sure (or skipped after such frames)
         self._order = StepOrder(self.config)  # which steps a frame runs, from the frames before (verify/order.py)
+        c = self.config
+        self.motion = MotionGate(max_speed_mps * c.motion_speed_factor, c.motion_slack_m, c.motion_window_s)
 
     def reset(self) -> None:
         """A new drive (Tracker.reset): the first look and the SIFT steps are tried again from its next frame on."""
         self._look_misses = 0
         self._order.reset()
+        self.motion.reset()
 
     def set_camera(self, camera: Intrinsics | None, source: str) -> None:
         """The query camera's intrinsics (node: CameraInfo; folders: camera.yaml); None falls back to the map's."""
@@ -164,6 +169,10 @@ class Verifier:
         ks = _unique(candidates, len(self.map.positions))[: self.config.candidates]
         best, attempts = self._steps(rgb, ks, cam, previous, stamp)
         best.order = self._order.last
+        if best.verified and self.motion.jump(best.position, stamp) is not None:
+            best.outcome, best.support = "jumped", None  # verify/motion.py
+        elif best.verified:
+            self.motion.accept(best.position, stamp)
         return self._answer(best, attempts, source, t0, stamp)
 
     def _steps(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, previous: PointTrack | None, stamp: float

@@ -1,0 +1,75 @@
+"""The motion check on verified poses (verify/motion.py): the bound by hand, when it is in force, and on a
+rendered drive a right pose that follows the last one passes while the same frame stamped as if the camera had
+covered its distance in a tenth of the time is refused as "jumped" (and hands nothing on to tracking)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from disam_ros.verify.motion import MotionGate, allowed_jump_m
+
+
+def test_the_bound_by_hand():
+    gate = MotionGate(max_speed_mps=10.0, slack_m=2.0, window_s=1.0)
+    assert allowed_jump_m(0.5, 10.0, 2.0) == pytest.approx(7.0)
+    assert gate.jump([100.0, 0.0, 0.0], 1.0) is None  # nothing to compare with yet
+    gate.accept(np.zeros(3), 10.0)
+    assert gate.jump([6.9, 0.0, 0.0], 10.5) is None  # 6.9 m in 0.5 s: within 10 m/s x 0.5 s + 2 m
+    assert gate.jump([3.0, 4.0, 6.0], 10.5) == pytest.approx(math.sqrt(61.0))  # 7.81 m > 7 m
+    assert gate.jump([50.0, 0.0, 0.0], 11.5) is None  # 1.5 s later: the reference has lapsed
+    assert gate.jump([50.0, 0.0, 0.0], 10.0) is None  # no time passed (or a replay jumped back): no bound
+    assert gate.jump([50.0, 0.0, 0.0], math.nan) is None  # unknown stamp
+    gate.reset()
+    assert gate.jump([50.0, 0.0, 0.0], 10.5) is None  # a new drive
+    gate.accept(np.zeros(3), math.nan)  # a pose without a stamp bounds nothing
+    assert gate.jump([50.0, 0.0, 0.0], 10.5) is None
+
+
+def test_off_at_zero_speed_and_bad_values_refused():
+    gate = MotionGate(0.0, 2.0, 1.0)
+    gate.accept(np.zeros(3), 0.0)
+    assert gate.jump([1e6, 0.0, 0.0], 0.1) is None
+    with pytest.raises(ValueError, match="motion gate"):
+        MotionGate(-1.0, 2.0, 1.0)
+    with pytest.raises(ValueError, match="motion gate"):
+        MotionGate(10.0, 2.0, 0.0)
+    from disam_ros.verify.config import VerifyConfig
+
+    with pytest.raises(ValueError, match="motion_slack_m"):
+        VerifyConfig(motion_slack_m=-1.0)
+
+
+def test_a_rendered_frame_stamped_too_soon_after_a_far_one_is_refused(geometry_world):
+    from disam_ros.data.folders import load_condition, read_image
+    from disam_ros.maps import LocalizationMap
+    from disam_ros.verify.verifier import Verifier, VerifyConfig
+
+    m = LocalizationMap.load(geometry_world["map"])
+    qf = load_condition(geometry_world["world"], "sunny_repeat", require_poses=True)
+    positions, stamps = np.asarray(qf.trajectory.positions), np.asarray(qf.trajectory.stamps, np.float64)
+    verifier = Verifier(m, VerifyConfig(), max_speed_mps=10.0)  # x motion_speed_factor 1.5 = 15 m/s
+
+    def run(i: int, stamp: float):
+        k = int(np.argmin(np.linalg.norm(np.asarray(m.positions) - positions[i], axis=1)))
+        return verifier.verify(read_image(qf.image_paths[i]), [k, k + 1, k - 1], stamp=stamp)
+
+    first = next((i, v) for i in range(len(qf)) if (v := run(i, stamps[i])).verified)
+    i, v0 = first
+    later = [j for j in range(i + 1, len(qf)) if np.linalg.norm(positions[j] - v0.position) > 6.0]
+    assert later, "the drive should go on more than 6 m past its first verified frame"
+    j = later[0]
+    d = float(np.linalg.norm(positions[j] - v0.position))
+    # stamped as if it came 0.1 s after frame i: allowed 15 m/s x 0.1 s + 2 m = 3.5 m < d (> 6 m)
+    soon = run(j, stamps[i] + 0.1)
+    assert soon.outcome == "jumped" and soon.support is None, (soon.outcome, d)
+    assert np.linalg.norm(soon.position - positions[j]) < 0.5  # the pose was right: only the stamps are wrong
+    # with its true stamp the bound (15 m/s over the real time + 2 m) holds it
+    real = run(j, stamps[j])
+    assert real.verified, (real.outcome, d, stamps[j] - stamps[i])
+    # single mode (no speed): never refused
+    free = Verifier(m, VerifyConfig())
+    free.verify(read_image(qf.image_paths[i]), [v0.index], stamp=stamps[i])
+    k = int(np.argmin(np.linalg.norm(np.asarray(m.positions) - positions[j], axis=1)))
+    assert free.verify(read_image(qf.image_paths[j]), [k, k + 1, k - 1], stamp=stamps[i] + 0.1).verified
