@@ -193,3 +193,47 @@ def test_a_marginal_dense_pose_out_found_by_another_place_is_ambiguous(town):
         assert not rivalled(weak, grid, m, no_search, v.map_camera, quiet)
     with pytest.raises(ValueError, match="gradient_rival_m"):
         VerifyConfig(gradient_rival_m=(16.0, 8.0))
+
+
+def test_polish_brings_a_perturbed_dense_pose_back_and_changes_only_the_pose(town):
+    """A dense pose solved, then moved 0.3 m sideways and turned 1 deg (as a first search's coarse pose might be):
+    searched again from there (gradient_search.polish) it comes back to within 0.1 m / 0.5 deg of the pose the frame
+    was rendered at; a start moved beyond the caps is not polished at all; end to end the outcome, inliers and
+    covariance are the first search's and the pose moves within the caps."""
+    from dataclasses import replace
+
+    from disam_ros.geometry import rot_to_quat
+    from disam_ros.pose.frames import cam_from_map
+    from disam_ros.verify.gradient_search import polish, query_grid, search_pose
+    from disam_ros.verify.result import Verification
+
+    _, _, m = town
+    cfg = VerifyConfig()
+    k = 10
+    rgb, pos, quat = _render_beside(town, k, "snow")
+    verifier = Verifier(m, cfg)
+    cam = verifier.camera_for(rgb.shape[1], rgb.shape[0])[0]
+    grid = query_grid(rgb, int(m.map_geometry.gradient_cell), m.map_geometry.intrinsics, cam, cfg)
+    side = verifier._map_side(k)
+    first, _ = search_pose(grid, side.gradients, side.points, *cam_from_map(m.positions[k], m.quats[k]), cam, cfg)
+    assert first is not None
+    turn = np.array([[np.cos(np.radians(1.0)), 0.0, np.sin(np.radians(1.0))], [0.0, 1.0, 0.0],
+                     [-np.sin(np.radians(1.0)), 0.0, np.cos(np.radians(1.0))]])
+    moved_pos = pos + quat_to_rot(quat) @ np.array([0.3, 0.0, 0.0])
+    moved_quat = rot_to_quat(quat_to_rot(quat) @ turn)
+    R, t = cam_from_map(moved_pos, moved_quat)
+    start = replace(first, position=moved_pos, quat=moved_quat, R=R, t=t)
+    v = Verification("verified", index=k, position=moved_pos.copy(), quat=moved_quat.copy())
+    wide = replace(cfg, gradient_polish_max_shift_m=1.0)
+    out = polish(v, start, grid, side, cam, wide)
+    assert out is not start
+    assert float(np.linalg.norm(v.position - pos)) < 0.1 and float(quat_angle_deg(v.quat, quat)) < 0.5
+    np.testing.assert_allclose(out.position, v.position)
+    tight = Verification("verified", index=k, position=moved_pos.copy(), quat=moved_quat.copy())
+    assert polish(tight, start, grid, side, cam, replace(cfg, gradient_polish_max_shift_m=0.05)) is start
+    np.testing.assert_array_equal(tight.position, moved_pos)  # beyond the cap: the start is kept
+    on, off = Verifier(m, cfg).verify(rgb, [k]), Verifier(m, replace(cfg, gradient_polish_points=0)).verify(rgb, [k])
+    assert on.verified and off.verified and (on.inliers, on.inlier_ratio) == (off.inliers, off.inlier_ratio)
+    np.testing.assert_allclose(on.covariance, off.covariance)
+    assert float(np.linalg.norm(on.position - off.position)) <= cfg.gradient_polish_max_shift_m
+    assert float(quat_angle_deg(on.quat, off.quat)) <= cfg.gradient_polish_max_turn_deg

@@ -41,6 +41,8 @@ VERIFY_OPTIONS = (
     ("--dense-max-points", "gradient_max_points", positive_int, "... the first this many map points in view"),
     ("--dense-rival-m", "gradient_rival_m", distance_band, "... a weak dense pose must out-find every map image "
      "NEAR,FAR metres from its candidate (a place-level ratio test; 0,0: off)"),
+    ("--dense-polish-points", "gradient_polish_points", non_negative_int, "... a verified dense pose searched "
+     "again from itself with this many map points in a narrow window (0: off)"),
     ("--dense-first-after", "gradient_first_after", non_negative_int, "... run first after this many frames in a "
      "row that only it verified (0: always last)"),
     ("--skip-sift-after", "gradient_skip_sift_after", non_negative_int, "... and SIFT's steps skipped after this "

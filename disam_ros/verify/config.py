@@ -92,6 +92,12 @@ class VerifyConfig:
     #                                 a pose) it lost right frames and more than doubled the cost; docs/pose.md
     gradient_sure_inliers: int = 100  # ... a dense pose with this many inliers, or ...
     gradient_sure_ratio: float = 0.4  # ... this inlier ratio, is sure: no rival is searched
+    gradient_polish_points: int = 600  # ... a verified dense pose is searched again from itself: this many map
+    #                                    points (0 = off; verify/gradient_search.polish; dev town: 94 -> 101 of 109
+    #                                    within 0.25 m for ~24 ms a frame it verifies) ...
+    gradient_polish_radius: float = 0.05  # ... each within this share of the width of where that pose projects it
+    gradient_polish_max_shift_m: float = 1.0  # ... kept only within this distance ...
+    gradient_polish_max_turn_deg: float = 2.0  # ... and this rotation of the first pose
     gradient_covariance_scale: float = 16.0  # ... and x this on top of covariance_scale: the finds' errors are
     #                                          correlated (one descriptor scale, a grid), so the solver's covariance
     #                                          was too tight (dev town: 39 % of dense poses inside their 90 %
@@ -142,6 +148,11 @@ class VerifyConfig:
                   ("gradient_rival_m", len(self.gradient_rival_m) == 2
                    and 0 <= self.gradient_rival_m[0] <= self.gradient_rival_m[1]),
                   ("gradient_sure_inliers", self.gradient_sure_inliers >= 0),
+                  ("gradient_polish_points", self.gradient_polish_points == 0
+                   or self.gradient_polish_points >= self.gradient_min_inliers),
+                  ("gradient_polish_radius", 0.0 < self.gradient_polish_radius <= 1.0),
+                  ("gradient_polish_max_shift_m", self.gradient_polish_max_shift_m >= 0),
+                  ("gradient_polish_max_turn_deg", self.gradient_polish_max_turn_deg >= 0),
                   ("gradient_sure_ratio", 0 <= self.gradient_sure_ratio <= 1),
                   ("first_scale", 0.1 <= self.first_scale <= 1.0),
                   ("first_min_width_px", self.first_min_width_px >= self.min_width_px),

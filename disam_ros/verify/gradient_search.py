@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from disam_ros.geometry import quat_angle_deg
 from disam_ros.pose import gradients
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.frames import cam_from_map, project
@@ -116,3 +117,25 @@ def rivalled(v: Any, query: QueryGrid, loc_map: Any, side_of: Callable[[int], An
     d = np.linalg.norm(positions - positions[v.index], axis=1)
     return any(found(int(j)) >= own for j in np.flatnonzero((d >= lo) & (d <= hi)))
 
+
+
+def polish(v: Any, sol: PoseSolution, query: QueryGrid, side: Any, cam: Intrinsics, cfg: VerifyConfig
+           ) -> PoseSolution:
+    """A verified dense pose `v` (solved as `sol` from `side`'s map points) searched again from itself: the
+    first `gradient_polish_points` map points in view, each within `gradient_polish_radius` x width of where `sol`
+    projects it, refined and solved. Why: the first search is guided by the map image's pose, metres off, so its
+    window is wide and only the strongest 400 points are looked for; from a pose centimetres off, a window a
+    fifth as wide finds more points, fewer of them wrong (dev town: 94 -> 101 of 109 dense poses within 0.25 m).
+    The polished pose replaces `v`'s position and orientation only when it stays within
+    `gradient_polish_max_shift_m` and `gradient_polish_max_turn_deg` of the first (else a new search has found
+    something else: the first is kept); the outcome, inlier counts and covariance stay the first search's, which
+    the gate and the covariance scale were set on. Returns the solution `v` now carries."""
+    if cfg.gradient_polish_points <= 0:
+        return sol
+    again = replace(cfg, gradient_radius=cfg.gradient_polish_radius, gradient_max_points=cfg.gradient_polish_points)
+    better, _ = search_pose(query, side.gradients, side.points, sol.R, sol.t, cam, again)
+    if better is None or float(np.linalg.norm(better.position - sol.position)) > cfg.gradient_polish_max_shift_m \
+            or float(quat_angle_deg(better.quat, sol.quat)) > cfg.gradient_polish_max_turn_deg:
+        return sol
+    v.position, v.quat = better.position.copy(), better.quat.copy()
+    return better

@@ -67,7 +67,7 @@ from disam_ros.pose.guided import guided_match, predicted_pixels
 from disam_ros.pose.solver import SolverConfig, solve_absolute_pose
 from disam_ros.verify.config import VerifyConfig
 from disam_ros.verify.gate import agreeing, judged, sure
-from disam_ros.verify.gradient_search import query_grid, rivalled, search_pose
+from disam_ros.verify.gradient_search import polish, query_grid, rivalled, search_pose
 from disam_ros.verify.motion import MotionGate
 from disam_ros.verify.order import StepOrder
 from disam_ros.verify.result import OUTCOMES, PointTrack, Verification
@@ -258,8 +258,10 @@ class Verifier:
         best = _verified_or(out, None) or agreeing(out, cfg, cfg.gradient_agree_inliers)
         if best is not None and rivalled(best, grid, self.map, self._map_side, cam, cfg):
             best.outcome, best = "ambiguous", None
-        if best is not None and cfg.track_frames > 0 and query is not None:
+        if best is not None:
             sol, side = next((s, d) for v, s, d in solved if v is best)
+            sol = polish(best, sol, grid, side, cam, cfg)
+        if best is not None and cfg.track_frames > 0 and query is not None:
             qi, mi = support_pairs(np.zeros((0, 2), np.int64), query.keypoints,
                                     predicted_pixels(side.points, sol.R, sol.t, cam), cfg.track_radius_px)
             best.support = PointTrack(query.keypoints[qi].astype(np.float64), query.descriptors[qi], side.points[mi],
