@@ -38,6 +38,15 @@ probability_or_one = _number(float, lambda v: 0 <= v <= 1, "a probability in [0,
 scale_share = _number(float, lambda v: 0.1 <= v <= 1, "a scale share in [0.1, 1]")
 
 
+def on_off(text: str) -> bool:
+    """A switch: on/off, true/false, yes/no or 1/0 (any case)."""
+    value = {"on": True, "true": True, "yes": True, "1": True,
+             "off": False, "false": False, "no": False, "0": False}.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not on or off")
+    return value
+
+
 def int_list(text: str) -> list[int]:
     """'1000,10000' -> [1000, 10000], every item an integer >= 1 (sizes, counts)."""
     items = [t.strip() for t in text.split(",") if t.strip()]

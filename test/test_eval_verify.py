@@ -161,6 +161,11 @@ def test_verification_options_reach_the_verifier_config():
             got.first_max_trials) == (20, 0.2, 2, 4, 500)
     dense = parsed("--dense-candidates", "0", "--dense-min-inliers", "80")
     assert (dense.gradient_candidates, dense.gradient_min_inliers) == (0, 80)
+    more = parsed("--dense-single", "on", "--dense-polish-points", "0", "--motion-speed-factor", "0")
+    assert (more.gradient_single, more.gradient_polish_points, more.motion_speed_factor) == (True, 0, 0.0)
+    assert parsed("--dense-single", "OFF").gradient_single is False
+    with pytest.raises(SystemExit):
+        parsed("--dense-single", "maybe")
 
 
 # ------------------------------------------------------------------------------------ online: recorded hints

@@ -7,6 +7,7 @@ from disam_ros.cliutil import (
     distance_band,
     non_negative_float,
     non_negative_int,
+    on_off,
     positive_float,
     positive_int,
     probability,
@@ -33,6 +34,8 @@ VERIFY_OPTIONS = (
      "matched unguided (0: off)"),
     ("--dense-candidates", "gradient_candidates", non_negative_int, "when still none verifies, this many are "
      "searched densely (map keypoints looked for by gradient descriptors, no query keypoints; 0: off)"),
+    ("--dense-single", "gradient_single", on_off, "... in single mode too (on/off; a single frame cannot tell "
+     "look-alike places apart: see --dense-rival-m)"),
     ("--dense-min-inliers", "gradient_min_inliers", positive_int, "... verified with this many inliers"),
     ("--dense-min-inlier-ratio", "gradient_min_inlier_ratio", probability, "... that are at least this share "
      "of its distinct finds"),

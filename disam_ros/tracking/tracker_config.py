@@ -1,0 +1,54 @@
+"""The Tracker's configuration and the record of one tracked frame (tracking/tracker.py): plain data, kept apart
+so that the stream localizer's module holds its logic only."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from disam_ros import conditions
+from disam_ros.retrieval import RetrievalResult
+from disam_ros.tracking.sequence import SequenceConfig, SequenceEstimate
+from disam_ros.verify.config import VerifyConfig
+
+TRACKER_MODES = ("single", "sequence", "window")
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    mode: str = "sequence"  # "single" | "sequence" | "window"
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)  # disam_ros.tracking.sequence
+    loop_closure_min_consecutive: int = 3  # a loop-closure hint only after k consistent frames
+    tolerance_m: float = 5.0  # what "correct" means for the calibrated confidence
+    tolerance_deg: float = 10.0
+    place_contrast_frames: float = 20.0  # sequence/window: discount places high for ~this many frames (0: off)
+    standstill_ratio: float = 0.1  # sequence/window: a frame this close to the last one holds (0: off)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)  # metric pose + verification (maps with geometry)
+
+    def __post_init__(self) -> None:
+        if self.mode not in TRACKER_MODES:
+            raise ValueError(f"tracker mode {self.mode!r} is unknown: use one of {list(TRACKER_MODES)}")
+        if isinstance(self.loop_closure_min_consecutive, bool) or int(self.loop_closure_min_consecutive) < 1:
+            raise ValueError(f"loop_closure_min_consecutive={self.loop_closure_min_consecutive!r} must be >= 1")
+        if not (self.place_contrast_frames == 0 or self.place_contrast_frames >= 1):
+            raise ValueError(f"place_contrast_frames={self.place_contrast_frames!r} must be 0 (off) or >= 1 frame")
+        if not 0.0 <= self.standstill_ratio < 1.0:
+            raise ValueError(f"standstill_ratio={self.standstill_ratio!r} must lie in [0, 1) (0: off)")
+        if not (self.tolerance_m > 0 and self.tolerance_deg > 0):
+            raise ValueError(f"tolerance ({self.tolerance_m} m, {self.tolerance_deg} deg) must be positive")
+
+
+@dataclass(frozen=True, eq=False)
+class TrackStep:
+    selection: conditions.Selection  # encoder chosen for this frame
+    result: RetrievalResult  # ok=False: no pose; ok=True: the tracker's answer (see the module docstring)
+    estimate: SequenceEstimate | None  # None in single mode (and for frames that gave no evidence)
+    calibrated: bool  # confidence is a calibrated probability
+    loop_closure: bool  # consistent_frames >= loop_closure_min_consecutive (single: result.ok)
+
+
+def config_summary(cfg: TrackerConfig) -> dict[str, Any]:
+    """The settings a calibration depends on (stored with it, compared at load)."""
+    seq = {f.name: getattr(cfg.sequence, f.name) for f in fields(cfg.sequence) if f.name != "mode"}
+    seq["place_contrast_frames"] = cfg.place_contrast_frames
+    seq["standstill_ratio"] = cfg.standstill_ratio
+    return {"sequence": seq, "tolerance": [cfg.tolerance_m, cfg.tolerance_deg]}
