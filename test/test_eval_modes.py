@@ -10,7 +10,14 @@ import pytest
 
 from disam_ros.data.synthetic import WorldConfig, make_world
 from disam_ros.data.synthetic import generate as synth
-from disam_ros.data.synthetic.route import STOP_EVERY, STOP_FRAMES, drive_distances, motion_frames, split_motion
+from disam_ros.data.synthetic.route import (
+    STOP_EVERY,
+    STOP_FRAMES,
+    drive_distances,
+    frame_period,
+    motion_frames,
+    split_motion,
+)
 from disam_ros.data.tum import read_tum
 from disam_ros.eval import offline
 from disam_ros.eval.metrics import ALL, QueryResult, in_map, nees, per_condition, summarize_mode
@@ -137,6 +144,8 @@ def test_bad_mode_is_one_line(tiny_eval_world, tmp_path, capsys):
 def test_drive_distances_by_hand():
     np.testing.assert_allclose(drive_distances(2.0, 4), [0, 2, 4, 6])
     np.testing.assert_allclose(drive_distances(2.0, 4, "2x"), [0, 4, 8, 12])
+    np.testing.assert_allclose(drive_distances(2.0, 4, "dense"), [0, 0.25, 0.5, 0.75])  # 2 m / DENSE_RATE 8
+    assert frame_period("dense", 0.4) == pytest.approx(0.05) and frame_period("2x", 0.4) == 0.4
     d = drive_distances(1.0, 2 * STOP_EVERY, "stops")
     moving = STOP_EVERY - STOP_FRAMES  # frames 0..16 move on by one step each, then 8 frames stand still
     np.testing.assert_allclose(d[:moving], np.arange(moving))
@@ -154,14 +163,21 @@ def test_drive_distances_by_hand():
 
 def test_motion_drives_in_a_world(tmp_path):
     root = make_world(WorldConfig(seed=1, image_size=32, frames=30, blocks=3, workers=1,
-                                  conditions=("sunny", "sunny_repeat", "sunny_repeat_2x", "sunny_repeat_stops")),
+                                  conditions=("sunny", "sunny_repeat", "sunny_repeat_2x", "sunny_repeat_stops",
+                                              "sunny_repeat_dense")),
                       tmp_path / "w", progress=False)
-    trajs = {c: read_tum(root / c / "poses.txt") for c in ("sunny_repeat", "sunny_repeat_2x", "sunny_repeat_stops")}
+    trajs = {c: read_tum(root / c / "poses.txt")
+             for c in ("sunny_repeat", "sunny_repeat_2x", "sunny_repeat_stops", "sunny_repeat_dense")}
     assert len(trajs["sunny_repeat_2x"]) == 15 and len(list((root / "sunny_repeat_2x" / "images").iterdir())) == 15
     step = {c: np.linalg.norm(np.diff(t.positions, axis=0), axis=1) for c, t in trajs.items()}
     period = {c: float(np.median(np.diff(t.stamps))) for c, t in trajs.items()}
     speed = {c: float(np.median(step[c][step[c] > 0.1])) / period[c] for c in trajs}
     assert speed["sunny_repeat_2x"] / speed["sunny_repeat"] == pytest.approx(2.0, rel=0.3)
+    # dense: the same speed, 8x the frames a second, so steps and periods an eighth
+    assert speed["sunny_repeat_dense"] / speed["sunny_repeat"] == pytest.approx(1.0, rel=0.3)
+    assert period["sunny_repeat"] / period["sunny_repeat_dense"] == pytest.approx(8.0, rel=0.3)  # drives' own periods
+    assert np.median(step["sunny_repeat"]) / np.median(step["sunny_repeat_dense"]) == pytest.approx(8.0, rel=0.3)
+    assert len(trajs["sunny_repeat_dense"]) == 30
     still = step["sunny_repeat_stops"] < 1e-6
     assert still.sum() == STOP_FRAMES  # one stop of 8 frames in 30
     yaml_text = (root / "world.yaml").read_text()

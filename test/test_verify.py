@@ -257,7 +257,7 @@ def test_a_rendered_frame_tracked_from_its_own_verification_stays_metric_and_sto
     from disam_ros.verify.verifier import Verifier
 
     world, m = verify_world
-    verifier = Verifier(m, VerifyConfig(track_frames=2, track_max_gap_s=5.0))
+    verifier = Verifier(m, VerifyConfig(track_frames=2, track_max_gap_s=5.0, flow_frames=0))  # map points, not flow
     rgb, pos, quat = next(_queries(world))
     k = _nearest(m, pos)
     first = verifier.verify(rgb, [k], None, stamp=0.0)
@@ -310,7 +310,8 @@ def test_a_pose_from_few_inliers_gets_a_wider_covariance(inliers, factor):
 
     base = np.diag([0.01, 0.02, 0.03, 1e-4, 2e-4, 3e-4])
     sol = SimpleNamespace(position=np.zeros(3), quat=np.array([0.0, 0.0, 0.0, 1.0]), inlier_ratio=0.5,
-                          num_inliers=inliers, position_std=np.full(3, 0.1), covariance=base, mean_error_px=1.0)
+                          num_inliers=inliers, position_std=np.full(3, 0.1), covariance=base, mean_error_px=1.0,
+                          inlier_points2d=None, inlier_points3d=None)
     cfg = VerifyConfig()
     v = _judged(sol, 0, 2 * inliers, np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0]), cfg)
     np.testing.assert_allclose(v.covariance, base * cfg.covariance_scale * factor, rtol=1e-12)

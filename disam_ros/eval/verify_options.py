@@ -51,6 +51,8 @@ VERIFY_OPTIONS = (
     ("--skip-sift-after", "gradient_skip_sift_after", non_negative_int, "... and SIFT's steps skipped after this "
      "many frames in a row they verified nothing (0: never)"),
     ("--dense-probe-every", "gradient_first_probe_every", positive_int, "... except every this many such frames"),
+    ("--flow-frames", "flow_frames", non_negative_int, "sequence/window: frames in a row tracked by optical flow "
+     "from the last verified one when the camera moved little since (0: off)"),
     ("--motion-speed-factor", "motion_speed_factor", non_negative_float, "sequence/window: a verified pose farther "
      "than this x the max speed x the time since the last verified pose (+ 2 m) is refused as jumped (0: off)"),
     ("--belief-sigma", "belief_sigma_m", non_negative_float, "sequence mode: a verified pose pulls the belief to "

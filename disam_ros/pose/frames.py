@@ -56,3 +56,9 @@ def normalized(uv: np.ndarray, cam: Intrinsics) -> np.ndarray:
     criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-10)
     out = cv2.undistortPoints(uv.reshape(-1, 1, 2), cam.matrix(), cam.dist(), None, None, None, criteria)
     return out.reshape(-1, 2)
+
+
+def about_y(deg: float) -> np.ndarray:
+    """Rotation by `deg` about the y axis (the optical frame's vertical: a camera turning left or right)."""
+    a = np.radians(deg)
+    return np.array([[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]])

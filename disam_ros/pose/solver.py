@@ -105,6 +105,8 @@ class PoseSolution:
     sigma_px: float
     covariance: np.ndarray  # (6,6), order disam_ros.pose.covariance.COVARIANCE_ORDER
     solve_ms: float
+    inlier_points2d: np.ndarray | None = None  # (K,2) the inliers' pixels and (K,3) map points: what a next
+    inlier_points3d: np.ndarray | None = None  # frame's optical-flow tracking starts from (verify/flow.py)
 
     @property
     def position_std(self) -> np.ndarray:
@@ -196,4 +198,5 @@ def _solution(p2: np.ndarray, p3: np.ndarray, cam: Intrinsics, config: SolverCon
     return PoseSolution(R=R, t=t, position=position, quat=quat, inlier_mask=mask, num_inliers=int(mask.sum()),
                         inlier_ratio=float(mask.mean()), median_error_px=float(np.median(inl)),
                         mean_error_px=float(np.mean(inl)), errors_px=errors, sigma_px=float(sigma),
-                        covariance=cov, solve_ms=1000.0 * (time.perf_counter() - start))
+                        covariance=cov, solve_ms=1000.0 * (time.perf_counter() - start),
+                        inlier_points2d=p2[mask], inlier_points3d=p3[mask])

@@ -128,6 +128,8 @@ class Tracker:
         verify = config.verify
         if config.mode == "single" and not verify.gradient_single:  # the dense search needs a belief's place
             verify = replace(verify, gradient_candidates=0)
+        if config.mode == "single":  # a single frame stands alone: no flow from the one before
+            verify = replace(verify, flow_frames=0)
         speed = 0.0 if config.mode == "single" else config.sequence.max_speed_mps  # single frames: no motion check
         self.verifier = Verifier(m, verify, speed) if verify.enabled and m.has_geometry else None
 

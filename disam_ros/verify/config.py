@@ -104,6 +104,17 @@ class VerifyConfig:
     #                                          ellipsoid, 89 % at x16; SIFT poses 94 %)
     gradient_sigma_floor_px: float = 2.0  # ... their covariance taking the keypoint noise as at least this
     #                                       (half the grid stride: the finds are grid positions, refined)
+    flow_frames: int = 0  # sequence/window: frames in a row tracked by optical flow from the last verified one
+    #                       before a full verification (0 = off, the default: fog lost frames on the dev town's
+    #                       8x-rate drives; 10 there for overcast, dusk, night at 3-7 ms a frame; verify/flow.py)
+    flow_max_step_m: float = 1.0  # ... tried only when the camera is predicted to have moved at most this far
+    flow_min_inliers: int = 30  # ... and verified with this many inliers ...
+    flow_min_inlier_ratio: float = 0.6  # ... that are this share of the points flow followed
+    flow_max_error_px: float = 3.0  # ... RANSAC's inlier threshold (flow is sub-pixel)
+    flow_map_points: bool = True  # ... following the keyframe's map points the verified pose puts on the image
+    #                               too, not only the solve's inliers (dusk: 30-40 inliers, too few to follow)
+    flow_max_points: int = 300  # ... at most this many points followed (flow costs ~0.02 ms a point)
+    flow_fb_px: float = 0.5  # ... a point kept when followed back it lands this close to where it started
     motion_speed_factor: float = 1.5  # sequence/window: a verified pose farther from the last verified one than
     #                                   this x the tracker's max speed x the time between them, plus motion_slack_m,
     #                                   is refused as "jumped" (verify/motion.py; 0 = off; single mode: off)
@@ -160,7 +171,13 @@ class VerifyConfig:
                   ("first_max_std_m", self.first_max_std_m > 0), ("first_candidates", self.first_candidates >= 1),
                   ("first_probe_every", self.first_probe_every >= 1),
                   ("first_max_trials", self.first_max_trials >= 100),
-                  ("motion_speed_factor", self.motion_speed_factor >= 0), ("motion_slack_m", self.motion_slack_m >= 0),
+                  ("motion_speed_factor", self.motion_speed_factor >= 0),
+                  ("flow_frames", self.flow_frames >= 0), ("flow_max_step_m", self.flow_max_step_m >= 0),
+                  ("flow_min_inliers", self.flow_min_inliers >= 6),
+                  ("flow_max_points", self.flow_max_points >= self.flow_min_inliers),
+                  ("flow_min_inlier_ratio", 0 <= self.flow_min_inlier_ratio < 1),
+                  ("flow_max_error_px", self.flow_max_error_px > 0), ("flow_fb_px", self.flow_fb_px > 0),
+                  ("motion_slack_m", self.motion_slack_m >= 0),
                   ("motion_window_s", self.motion_window_s > 0))
         bad = [name for name, ok in checks if not ok]
         if bad:

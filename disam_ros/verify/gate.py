@@ -29,7 +29,8 @@ def judged(sol: PoseSolution, k: int, matches: int, key_pos: np.ndarray, key_qua
     cov = sol.covariance * cfg.covariance_scale * max(1.0, cfg.covariance_ref_inliers / sol.num_inliers) ** 2
     return Verification(outcome, index=k, position=sol.position, quat=sol.quat, covariance=cov,
                         inliers=sol.num_inliers, matches=matches, inlier_ratio=sol.inlier_ratio,
-                        reprojection_px=sol.mean_error_px)
+                        reprojection_px=sol.mean_error_px, inlier_pixels=sol.inlier_points2d,
+                        inlier_points=sol.inlier_points3d)
 
 
 def agreeing(attempts: list[Verification], cfg: VerifyConfig, min_inliers: int = 0) -> Verification | None:
@@ -56,3 +57,9 @@ def sure(look: Verification, cfg: VerifyConfig) -> bool:
     if not look.verified or look.inliers < cfg.first_min_inliers:
         return False
     return float(np.sqrt(np.max(np.linalg.eigvalsh(look.covariance[:3, :3])))) <= cfg.first_max_std_m
+
+
+def verified_or(attempts: list[Verification], otherwise: Verification | None) -> Verification | None:
+    """The verified attempt with the most inliers, else `otherwise` (a fallback that fails changes nothing)."""
+    verified = [v for v in attempts if v.verified]
+    return max(verified, key=lambda v: v.inliers) if verified else otherwise

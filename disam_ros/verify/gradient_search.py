@@ -138,4 +138,5 @@ def polish(v: Any, sol: PoseSolution, query: QueryGrid, side: Any, cam: Intrinsi
             or float(quat_angle_deg(better.quat, sol.quat)) > cfg.gradient_polish_max_turn_deg:
         return sol
     v.position, v.quat = better.position.copy(), better.quat.copy()
+    v.inlier_pixels, v.inlier_points = better.inlier_points2d, better.inlier_points3d
     return better

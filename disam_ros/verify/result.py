@@ -40,6 +40,9 @@ class Verification:
     scale: float = 1.0  # the query's SIFT detection scale, a share of the map's (VerifyConfig.first_scale)
     order: str = "usual"  # the steps this frame ran (verify/order.py): usual, dense first, SIFT skipped, or both
     support: PointTrack | None = None  # a verified frame's inliers, for the next frame's tracking
+    flow: bool = False  # tracked by optical flow from the previous verified frame (verify/flow.py)
+    inlier_pixels: np.ndarray | None = field(default=None, repr=False)  # the solve's inliers (pixels, map
+    inlier_points: np.ndarray | None = field(default=None, repr=False)  # points): where optical flow starts
 
     @property
     def verified(self) -> bool:
@@ -56,7 +59,7 @@ class Verification:
                 "candidates_tried": self.tried, "verified_by_agreement": self.agreed, "refine_ms": self.ms,
                 "intrinsics": self.camera, "tracked_frames": self.hops,
                 "verified_unguided": self.unguided, "verified_dense": self.dense, "features_scale": self.scale,
-                "verify_order": self.order}
+                "verify_order": self.order, "tracked_by_flow": self.flow}
 
 
 @dataclass(frozen=True, eq=False)

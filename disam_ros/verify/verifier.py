@@ -60,13 +60,15 @@ from disam_ros.pose.features import (
     detection_scale,
     match_unit_descriptors,
     root_sift,
+    to_grey,
 )
-from disam_ros.pose.frames import cam_from_map
+from disam_ros.pose.frames import about_y, cam_from_map
 from disam_ros.pose.gradients import from_u8
 from disam_ros.pose.guided import guided_match, predicted_pixels
 from disam_ros.pose.solver import SolverConfig, solve_absolute_pose
 from disam_ros.verify.config import VerifyConfig
-from disam_ros.verify.gate import agreeing, judged, sure
+from disam_ros.verify.flow import FlowSeed, flow_attempt, next_seed, trackable
+from disam_ros.verify.gate import agreeing, judged, sure, verified_or
 from disam_ros.verify.gradient_search import polish, query_grid, rivalled, search_pose
 from disam_ros.verify.motion import MotionGate
 from disam_ros.verify.order import StepOrder
@@ -105,12 +107,14 @@ class Verifier:
         self._order = StepOrder(self.config)  # which steps a frame runs, from the frames before (verify/order.py)
         c = self.config
         self.motion = MotionGate(max_speed_mps * c.motion_speed_factor, c.motion_slack_m, c.motion_window_s)
+        self._flow: FlowSeed | None = None  # the last verified frame, for optical-flow tracking (verify/flow.py)
 
     def reset(self) -> None:
         """A new drive (Tracker.reset): the first look and the SIFT steps are tried again from its next frame on."""
         self._look_misses = 0
         self._order.reset()
         self.motion.reset()
+        self._flow = None
 
     def set_camera(self, camera: Intrinsics | None, source: str) -> None:
         """The query camera's intrinsics (node: CameraInfo; folders: camera.yaml); None falls back to the map's."""
@@ -167,12 +171,18 @@ class Verifier:
         if w < self.config.min_width_px:
             return Verification("image_too_small", camera=source, ms=_ms(t0))
         ks = _unique(candidates, len(self.map.positions))[: self.config.candidates]
-        best, attempts = self._steps(rgb, ks, cam, previous, stamp)
-        best.order = self._order.last
+        grey = to_grey(rgb)
+        flow = flow_attempt(self._flow, grey, cam, self.config) if trackable(self._flow, grey, stamp, self.config) \
+            else None
+        best, attempts = (flow, [flow]) if flow is not None and flow.verified else \
+            self._steps(rgb, ks, cam, previous, stamp)
+        best.order = "optical flow" if best.flow else self._order.last
         if best.verified and self.motion.jump(best.position, stamp) is not None:
             best.outcome, best.support = "jumped", None  # verify/motion.py
         elif best.verified:
             self.motion.accept(best.position, stamp)
+        extra = self._map_side(best.index).points if best.verified and self.config.flow_map_points else None
+        self._flow = next_seed(self._flow, best, grey, stamp, self.config, extra, cam)
         return self._answer(best, attempts, source, t0, stamp)
 
     def _steps(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, previous: PointTrack | None, stamp: float
@@ -185,7 +195,7 @@ class Verifier:
         dense_on = cfg.gradient_candidates > 0 and self.map.map_geometry.gradients is not None and bool(ks)
         attempts = self._dense_attempts(rgb, ks[: cfg.gradient_candidates], cam, None) \
             if dense_on and order.dense_first() else []
-        early, best = bool(attempts), _verified_or(attempts, Verification("too_few_inliers"))
+        early, best = bool(attempts), verified_or(attempts, Verification("too_few_inliers"))
         if best.verified:
             order.dense_verified()
             return best, attempts
@@ -202,7 +212,7 @@ class Verifier:
         if dense_on and not early and not best.verified:
             dense = self._dense_attempts(rgb, ks[: cfg.gradient_candidates], cam, query)
             attempts += dense
-            best = _verified_or(dense, best)
+            best = verified_or(dense, best)
             if best.verified:
                 order.dense_verified()
         return best, attempts
@@ -222,14 +232,14 @@ class Verifier:
         if not best.verified and cfg.turn_search_deg > 0 and ks:
             turns = [self._attempt(query, ks[0], cam, turn) for turn in (-cfg.turn_search_deg, cfg.turn_search_deg)]
             attempts += turns
-            best = _verified_or(turns, best)
+            best = verified_or(turns, best)
         if not best.verified and cfg.unguided_candidates:
             free = [self._attempt_unguided(query, k, cam) for k in ks[: cfg.unguided_candidates]]
             attempts += free
-            best = _verified_or(free, best)
+            best = verified_or(free, best)
         if not best.verified and self._trackable(previous, stamp):
             attempts.append(self.track(query, previous, cam))
-            best = _verified_or(attempts[-1:], best)
+            best = verified_or(attempts[-1:], best)
         return best
 
     def _dense_attempts(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, query: Features | None
@@ -255,7 +265,7 @@ class Verifier:
                 solved.append((v, sol, side))
             if v.verified:
                 break
-        best = _verified_or(out, None) or agreeing(out, cfg, cfg.gradient_agree_inliers)
+        best = verified_or(out, None) or agreeing(out, cfg, cfg.gradient_agree_inliers)
         if best is not None and rivalled(best, grid, self.map, self._map_side, cam, cfg):
             best.outcome, best = "ambiguous", None
         if best is not None:
@@ -332,7 +342,7 @@ class Verifier:
         cfg, side = self.config, self._map_side(k)
         key_pos, key_quat = np.asarray(self.map.positions[k], np.float64), np.asarray(self.map.quats[k], np.float64)
         if turn_deg:
-            key_quat = rot_to_quat(quat_to_rot(key_quat) @ _about_y(turn_deg))
+            key_quat = rot_to_quat(quat_to_rot(key_quat) @ about_y(turn_deg))
         R, t = cam_from_map(key_pos, key_quat)
         pairs = guided_match(query.keypoints, query.descriptors, side.descriptors,
                              predicted_pixels(side.points, R, t, cam), cfg.radius * cam.width, cfg.ratio)
@@ -375,18 +385,6 @@ class Verifier:
             v.support = PointTrack(query.keypoints[qi].astype(np.float64), query.descriptors[qi],
                                    points[mi], v.position.copy(), v.quat.copy(), math.nan, k, hops)
         return v
-
-
-def _about_y(deg: float) -> np.ndarray:
-    """Rotation by `deg` about the y axis (the optical frame's vertical: a camera turning left or right)."""
-    a = math.radians(deg)
-    return np.array([[math.cos(a), 0.0, math.sin(a)], [0.0, 1.0, 0.0], [-math.sin(a), 0.0, math.cos(a)]])
-
-
-def _verified_or(attempts: list[Verification], otherwise: Verification) -> Verification:
-    """The verified attempt with the most inliers, else `otherwise` (a fallback that fails changes nothing)."""
-    verified = [v for v in attempts if v.verified]
-    return max(verified, key=lambda v: v.inliers) if verified else otherwise
 
 
 def _unique(ids: list[int], n: int) -> list[int]:

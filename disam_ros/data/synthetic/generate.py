@@ -9,7 +9,8 @@ the map frame), camera.yaml, plus ROOT/world.yaml and ROOT/contact_sheet.png. Un
 
 A query drive may carry a motion profile in its name, `<condition>_2x` (twice the speed: double frame
 spacing, half the frames) or `<condition>_stops` (standing still a third of the time): it looks like
-`<condition>` and moves differently (data/synthetic/route.py), e.g. `--conditions overcast,overcast_2x`.
+`<condition>` and moves differently (data/synthetic/route.py), e.g. `--conditions overcast,overcast_2x`;
+`<condition>_dense` is filmed at 8x the frame rate.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from disam_ros.data.folders import CameraIntrinsics
 from disam_ros.data.synthetic.conditions import CONDITIONS, REFERENCE, get_condition
 from disam_ros.data.synthetic.route import (
     TraversalSpec,
+    frame_period,
     motion_frames,
     split_motion,
     traversal_poses,
@@ -126,7 +128,7 @@ def plan_traversal(cfg: WorldConfig, world: World, name: str) -> tuple[Trajector
     frames = motion_frames(motion, cfg.frames)
     pos, quats = traversal_poses(world.route, spec, frames, motion)
     start = cond.start_utc(cfg.latitude, cfg.longitude, local_zone(cfg.timezone, cfg.longitude))
-    return make_trajectory(start + spec.period * np.arange(frames), pos, quats), spec
+    return make_trajectory(start + frame_period(motion, spec.period) * np.arange(frames), pos, quats), spec
 
 
 _JOB: dict = {}
@@ -203,7 +205,8 @@ def world_description(cfg: WorldConfig, world: World, specs: dict, trajs: dict) 
         c, t0 = get_condition(base), float(trajs[name].stamps[0])
         elev, az = sun_elevation_azimuth(t0, cfg.latitude, cfg.longitude)
         conds[name] = ConditionInfo(c.weather, c.daylight, c.foliage, details={
-            "local_start": iso_local(t0, tz), "start_utc": t0, "frame_period_s": round(spec.period, 6),
+            "local_start": iso_local(t0, tz), "start_utc": t0,
+            "frame_period_s": round(frame_period(motion, spec.period), 6),
             "sun_elevation_deg": round(elev, 2), "sun_azimuth_deg": round(az, 2),
             "spacing_m": round(spec.spacing, 4), "lane_offset_m": round(spec.lane_offset, 4),
             "heading_jitter_deg": round(spec.heading_amp, 3), "camera_height_m": round(spec.camera_height, 4),
@@ -297,8 +300,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=100, help="frames per condition")
     p.add_argument("--conditions", default=",".join(CONDITIONS),
                    help=f"comma-separated subset of: {', '.join(CONDITIONS)} (the reference is always included); "
-                   "append _2x or _stops for a drive that looks like the condition and moves at twice the speed "
-                   "or with stops, e.g. overcast_2x")
+                   "append _2x, _stops or _dense for a drive that looks like the condition and moves at twice the "
+                   "speed, with stops, or is filmed at 8x the frame rate, e.g. overcast_2x")
     p.add_argument("--reference", default=REFERENCE, help="condition of the reference (map) traversal")
     p.add_argument("--blocks", type=int, default=6, help="city blocks enclosed by the driven loop")
     p.add_argument("--workers", type=int, default=2, help="render processes")

@@ -9,6 +9,9 @@ frame every `spacing` metres), `2x` (twice the spacing at the same frame rate, s
 other map place is skipped; half the frames, so it covers the same stretch of road) and `stops` (the
 steady drive, standing still for `STOP_FRAMES` frames after every `STOP_EVERY - STOP_FRAMES` frames of
 driving). They test a sequence localizer whose motion model must not assume the map drive's speed.
+`dense` is the steady drive filmed at `DENSE_RATE` times the frame rate (frames `spacing / DENSE_RATE` metres and
+`period / DENSE_RATE` seconds apart, the same speed; the same number of frames, so a shorter stretch): what a
+10-30 Hz camera gives, for what follows one frame from the next (optical-flow tracking, verify/flow.py).
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ import numpy as np
 from disam_ros.geometry import R_BODY_OPTICAL, quat_to_rot, rot_to_quat, yaw_pitch_roll_to_quat
 
 STEPS = ((1, 0), (0, 1), (-1, 0), (0, -1))
-MOTIONS = ("steady", "2x", "stops")
+MOTIONS = ("steady", "2x", "stops", "dense")
+DENSE_RATE = 8  # "dense": 8x the frame rate (0.3-0.4 m between frames at the town's 3 m spacing)
 STOP_EVERY, STOP_FRAMES = 25, 8  # "stops": a stop of 8 frames in every 25 frames (a third of the time still)
 
 
@@ -168,6 +172,11 @@ def motion_frames(motion: str, frames: int) -> int:
     return max(1, frames // 2) if motion == "2x" else frames
 
 
+def frame_period(motion: str, period: float) -> float:
+    """Seconds between frames of a drive with this motion (`dense`: DENSE_RATE times as many a second)."""
+    return period / DENSE_RATE if motion == "dense" else period
+
+
 def drive_distances(spacing: float, frames: int, motion: str = "steady") -> np.ndarray:
     """Distance travelled (m) along the driven path at each frame, for a motion profile (see module doc)."""
     if motion not in MOTIONS:
@@ -175,6 +184,8 @@ def drive_distances(spacing: float, frames: int, motion: str = "steady") -> np.n
     k = np.arange(frames, dtype=np.float64)
     if motion == "2x":
         return 2.0 * spacing * k
+    if motion == "dense":
+        return spacing * k / DENSE_RATE
     if motion == "stops":
         phase = np.mod(k, STOP_EVERY)
         moving = (phase < STOP_EVERY - STOP_FRAMES).astype(np.float64)  # frame k moves on from frame k-1 ...

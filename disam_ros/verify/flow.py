@@ -1,0 +1,134 @@
+"""Optical-flow tracking between verifications (sequence and window modes): a verified frame hands its solve's
+inliers (pixels and the MAP points they matched) to the next frame, which finds those pixels by pyramidal
+Lucas-Kanade flow, checked forward and backward, and solves its pose against the same map points.
+
+Why: a camera at 10-30 Hz sees nearly the same image frame after frame; detecting and matching features against
+the map for each of them costs 30-200 ms (SIFT at full scale, the dense search), following the previous frame's
+inliers costs 2-4 ms. The points stay the map's, so the pose does not drift the way visual odometry does, and
+a full verification every `flow_frames` frames (and whenever flow fails) renews them.
+
+When it is tried: only when the camera is predicted to have moved at most `flow_max_step_m` since the seed (its
+speed, from the last two verified poses, times the time since): flow assumes small motion, and on the synthetic
+drives' frames 3 m and up to 10 deg apart it tracked few frames and put those less accurately than the verifier.
+The pose is judged by the verifier's gate with flow's own thresholds (`flow_min_inliers`,
+`flow_min_inlier_ratio`) and the seed's pose as the guide, and by the motion check like any verified pose.
+
+OFF by default (`flow_frames` 0): on the development town's drives filmed at 8x the frame rate (0.3-0.4 m a
+frame) it made overcast, dusk and night frames cost 3-7 ms at the median with as many or more within (0.25 m,
+2 deg), but fog frames lost a quarter of theirs (flow follows washed-out patches that the gate cannot tell from
+right ones), and small changes to what is followed moved the daylight figures by a third (docs/pose.md). It is
+here to be measured on a real 10-30 Hz camera, not yet to be trusted.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from disam_ros.pose.camera import Intrinsics
+from disam_ros.pose.frames import cam_from_map, project
+from disam_ros.pose.solver import SolverConfig, solve_absolute_pose
+from disam_ros.verify.config import VerifyConfig
+from disam_ros.verify.gate import judged
+from disam_ros.verify.result import Verification
+
+LK_WINDOW = 21  # pixels, OpenCV's default
+LK_LEVELS = 3  # pyramid levels above the image: flow up to ~8x the window
+LK_MIN_EIG = 1e-4  # OpenCV's default; 1e-3 or 3e-3 (dropping flatter patches) made the dense drives worse
+
+
+@dataclass(frozen=True, eq=False)
+class FlowSeed:
+    """What a verified frame hands on: its grey image, its inliers' pixels (N,2) float32 and map points (N,3), its
+    pose and stamp, the camera's speed when it was taken (NaN: unknown), its keyframe and flow frames since the
+    last full verification."""
+
+    grey: np.ndarray
+    pixels: np.ndarray
+    points: np.ndarray
+    position: np.ndarray
+    quat: np.ndarray
+    stamp: float
+    speed_mps: float
+    keyframe: int
+    hops: int
+    precise: bool = True  # the chain started from a SIFT-verified pose (map points may be projected from it)
+
+
+def next_seed(previous: FlowSeed | None, v: Verification, grey: np.ndarray, stamp: float, cfg: VerifyConfig,
+              map_points: np.ndarray | None = None, cam: Intrinsics | None = None) -> FlowSeed | None:
+    """The seed a verified `v` makes: its solve's inliers, plus `map_points` (its keyframe's, strongest first, when
+    given with the camera) where its pose projects them into the image, up to `flow_max_points` in all: a dusk
+    frame verifies from 30-40 inliers, too few to follow, while its keyframe has hundreds of points its pose puts
+    on the image to a pixel or two. Only from a chain that began with a SIFT-verified pose: a dense-search pose
+    is a few decimetres off in fog, and points projected from it would carry that error through every flow
+    frame (development town: fog 49 -> 41 of 80 frames within 0.25 m). Its speed from `previous` when recent."""
+    if not v.verified or v.inlier_pixels is None or not math.isfinite(stamp):
+        return None
+    precise = (previous is not None and previous.precise) if v.flow else not v.dense
+    pixels, points = np.asarray(v.inlier_pixels, np.float64), np.asarray(v.inlier_points, np.float64)
+    room = cfg.flow_max_points - len(pixels)
+    if precise and room > 0 and map_points is not None and cam is not None and len(map_points):
+        uv, z = project(map_points, *cam_from_map(v.position, v.quat), cam)
+        edge = LK_WINDOW / 2
+        seen = (z > 0) & (uv[:, 0] >= edge) & (uv[:, 0] < cam.width - edge) & (uv[:, 1] >= edge) \
+            & (uv[:, 1] < cam.height - edge)
+        keep = spread(uv, np.flatnonzero(seen), room, cam)
+        pixels, points = np.vstack([pixels, uv[keep]]), np.vstack([points, map_points[keep]])
+    if len(pixels) < cfg.flow_min_inliers:
+        return None
+    speed = math.nan
+    if previous is not None and 0.0 < stamp - previous.stamp <= cfg.track_max_gap_s:
+        speed = float(np.linalg.norm(v.position - previous.position)) / (stamp - previous.stamp)
+    return FlowSeed(grey, pixels.astype(np.float32).reshape(-1, 1, 2), points, v.position.copy(), v.quat.copy(),
+                    stamp, speed, int(v.index), v.hops if v.flow else 0, precise)
+
+
+def spread(uv: np.ndarray, idx: np.ndarray, n: int, cam: Intrinsics) -> np.ndarray:
+    """Up to `n` of the points `idx`, spread over the image: the first (strongest) point of each cell of a grid
+    with about `n` cells, then the next of each, and so on. Why: the strongest points of a keyframe crowd onto a
+    few facades, and a pose from one corner of the image is poorly determined."""
+    side = max(8.0, float(np.sqrt(cam.width * cam.height / max(n, 1))))
+    cells = (uv[idx, 1] // side).astype(np.int64) * (int(cam.width // side) + 1) + (uv[idx, 0] // side).astype(np.int64)
+    rank = np.empty(len(idx), np.int64)
+    _, first, inverse = np.unique(cells, return_index=True, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")  # by cell, strongest first within each
+    starts = np.searchsorted(inverse[order], np.arange(len(first)))
+    rank[order] = np.arange(len(idx)) - starts[inverse[order]]
+    return idx[np.lexsort((np.arange(len(idx)), rank))[:n]]
+
+
+def trackable(seed: FlowSeed | None, grey: np.ndarray, stamp: float, cfg: VerifyConfig) -> bool:
+    """Flow is on, the seed has hops left, is recent, of this image size, and the camera's predicted motion since
+    it is small."""
+    if seed is None or cfg.flow_frames <= 0 or seed.hops >= cfg.flow_frames or grey.shape != seed.grey.shape:
+        return False
+    dt = stamp - seed.stamp
+    return 0.0 < dt <= cfg.track_max_gap_s and math.isfinite(seed.speed_mps) \
+        and seed.speed_mps * dt <= cfg.flow_max_step_m
+
+
+def flow_attempt(seed: FlowSeed, grey: np.ndarray, cam: Intrinsics, cfg: VerifyConfig) -> Verification:
+    """The seed's pixels followed into `grey` (forward and backward within `flow_fb_px`), the pose solved from
+    them against their map points and judged (module docstring)."""
+    lk = {"winSize": (LK_WINDOW, LK_WINDOW), "maxLevel": LK_LEVELS,
+          "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01), "minEigThreshold": LK_MIN_EIG}
+    ahead, ok, _ = cv2.calcOpticalFlowPyrLK(seed.grey, grey, seed.pixels, None, **lk)
+    back, ok_back, _ = cv2.calcOpticalFlowPyrLK(grey, seed.grey, ahead, None, **lk)
+    good = (ok.reshape(-1) == 1) & (ok_back.reshape(-1) == 1) \
+        & (np.linalg.norm((back - seed.pixels).reshape(-1, 2), axis=1) <= cfg.flow_fb_px)
+    failed = Verification("too_few_inliers", index=seed.keyframe, matches=int(good.sum()), hops=seed.hops + 1,
+                          flow=True)
+    if int(good.sum()) < cfg.flow_min_inliers:
+        return failed
+    solver = SolverConfig(max_error_px=cfg.flow_max_error_px, min_inliers=cfg.flow_min_inliers,
+                          sigma_floor_px=cfg.sigma_floor_px)
+    sol = solve_absolute_pose(ahead.reshape(-1, 2)[good].astype(np.float64), seed.points[good], cam, solver)
+    if sol is None:
+        return failed
+    v = judged(sol, seed.keyframe, int(good.sum()), seed.position, seed.quat, cfg,
+               (cfg.max_turn_deg, cfg.flow_min_inliers, cfg.flow_min_inlier_ratio))
+    v.flow, v.hops = True, seed.hops + 1
+    return v

@@ -1,0 +1,108 @@
+"""Optical-flow tracking between verifications (verify/flow.py) on frames rendered 0.3 m apart in the shared town:
+after two verified frames the third is tracked by flow alone (its only candidate a place it cannot verify), within
+(0.25 m, 2 deg) of the pose it was rendered at; flow stops after `flow_frames`, is not tried when the camera's
+predicted step is too long, and the rules that decide when it is tried, by hand."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from disam_ros.geometry import quat_angle_deg, quat_to_rot
+from disam_ros.verify.verifier import Verifier, VerifyConfig
+
+
+@pytest.fixture(scope="module")
+def drive(geometry_world):
+    """Map image 10's view 0.8 m to its right, then 0.3 m a frame onward (5 frames, sunny)."""
+    from disam_ros.data.synthetic import WorldConfig
+    from disam_ros.data.synthetic.generate import load_world
+    from disam_ros.data.synthetic.shade import render
+    from disam_ros.maps import LocalizationMap
+
+    world, info = load_world(geometry_world["world"])
+    camera = WorldConfig(seed=info.seed, image_size=tuple(info.image_size), fov_deg=info.fov_deg).camera()
+    m = LocalizationMap.load(geometry_world["map"])
+    k = 10
+    quat = np.asarray(m.quats[k], np.float64)
+    frames = []
+    for i in range(5):
+        pos = np.asarray(m.positions[k], np.float64) + quat_to_rot(quat) @ np.array([0.8, 0.0, 0.3 * i])
+        frames.append((render(world, (pos, quat), camera, "sunny", frame=i), pos, quat))
+    return m, k, frames
+
+
+def test_the_third_frame_is_tracked_by_flow_alone_and_stays_metric(drive):
+    m, k, frames = drive
+    wrong = [(k + len(m.positions) // 2) % len(m.positions)]
+    cfg = VerifyConfig(flow_frames=2)
+    verifier = Verifier(m, cfg)
+    first = verifier.verify(frames[0][0], [k], stamp=0.0)
+    second = verifier.verify(frames[1][0], [k], stamp=0.1)  # 0.3 m in 0.1 s: 3 m/s, a 0.3 m step predicted next
+    assert first.verified and second.verified and not first.flow and not second.flow
+    for i in (2, 3):
+        v = verifier.verify(frames[i][0], wrong, stamp=0.1 * i)
+        _, pos, quat = frames[i]
+        assert v.verified and v.flow and v.hops == i - 1 and v.order == "optical flow", (i, v.outcome)
+        assert v.diagnostics()["tracked_by_flow"] and v.index == k  # the points are still keyframe k's
+        assert float(np.linalg.norm(v.position - pos)) < 0.25 and float(quat_angle_deg(v.quat, quat)) < 2.0
+        assert v.inliers >= cfg.flow_min_inliers and np.all(np.linalg.eigvalsh(v.covariance) > 0)
+    spent = verifier.verify(frames[4][0], wrong, stamp=0.4)  # flow_frames=2 used up: only the wrong place is tried
+    assert not spent.verified and not spent.flow
+    off = Verifier(m, VerifyConfig(flow_frames=0))
+    for i in range(2):
+        off.verify(frames[i][0], [k], stamp=0.1 * i)
+    assert not off.verify(frames[2][0], wrong, stamp=0.2).verified  # without flow nothing verifies it
+
+
+def test_flow_is_not_tried_when_the_predicted_step_is_too_long(drive):
+    m, k, frames = drive
+    wrong = [(k + len(m.positions) // 2) % len(m.positions)]
+    verifier = Verifier(m, VerifyConfig(flow_frames=10, flow_max_step_m=0.2))  # 3 m/s x 0.1 s = 0.3 m > 0.2 m
+    verifier.verify(frames[0][0], [k], stamp=0.0)
+    verifier.verify(frames[1][0], [k], stamp=0.1)
+    v = verifier.verify(frames[2][0], wrong, stamp=0.2)
+    assert not v.verified and not v.flow
+
+
+def test_when_flow_is_tried_by_hand():
+    from types import SimpleNamespace
+
+    from disam_ros.verify.flow import next_seed, trackable
+    from disam_ros.verify.result import Verification
+
+    cfg = VerifyConfig(flow_frames=3, flow_max_step_m=1.0, flow_min_inliers=30, track_max_gap_s=1.0)
+    grey = np.zeros((48, 64), np.uint8)
+    pix, pts = np.zeros((40, 2)), np.zeros((40, 3))
+    a = Verification("verified", index=2, position=np.zeros(3), quat=np.array([0, 0, 0, 1.0]), inlier_pixels=pix,
+                     inlier_points=pts)
+    s0 = next_seed(None, a, grey, 10.0, cfg)
+    assert s0 is not None and math.isnan(s0.speed_mps) and s0.hops == 0 and s0.keyframe == 2
+    assert not trackable(s0, grey, 10.1, cfg)  # speed unknown after one verified frame
+    b = Verification("verified", index=2, position=np.array([0.5, 0.0, 0.0]), quat=np.array([0, 0, 0, 1.0]),
+                     inlier_pixels=pix, inlier_points=pts)
+    s1 = next_seed(s0, b, grey, 10.25, cfg)  # 0.5 m in 0.25 s: 2 m/s
+    assert s1.speed_mps == pytest.approx(2.0)
+    assert trackable(s1, grey, 10.75, cfg)  # 2 m/s x 0.5 s = 1.0 m: at the limit
+    assert not trackable(s1, grey, 10.8, cfg)  # 1.1 m
+    assert not trackable(s1, grey, 10.25, cfg)  # no time has passed
+    assert not trackable(s1, np.zeros((50, 64), np.uint8), 10.5, cfg)  # another image size
+    assert not trackable(SimpleNamespace(**{**s1.__dict__, "hops": 3}), grey, 10.5, cfg)  # flow_frames used up
+    few = Verification("verified", index=2, position=np.zeros(3), quat=np.array([0, 0, 0, 1.0]),
+                       inlier_pixels=pix[:29], inlier_points=pts[:29])
+    assert next_seed(s1, few, grey, 10.5, cfg) is None  # too few inliers to follow
+    assert next_seed(s1, Verification("too_few_inliers"), grey, 10.5, cfg) is None
+    assert not trackable(s1, grey, 10.5, VerifyConfig(flow_frames=0))
+
+
+def test_spread_takes_the_strongest_point_of_each_cell_first():
+    from disam_ros.pose.camera import Intrinsics
+    from disam_ros.verify.flow import spread
+
+    cam = Intrinsics(50.0, 50.0, 31.5, 23.5, 64, 48)  # n=3: cells of sqrt(64*48/3) = 32 px
+    uv = np.array([[1.0, 1.0], [2.0, 2.0], [40.0, 1.0], [41.0, 2.0], [1.0, 40.0]])  # cells A A B B C
+    idx = np.arange(5)  # strongest first
+    np.testing.assert_array_equal(spread(uv, idx, 3, cam), [0, 2, 4])  # the first of A, B, C
+    np.testing.assert_array_equal(np.sort(spread(uv, idx, 4, cam)), [0, 1, 2, 4])  # then the next of A
+    np.testing.assert_array_equal(spread(uv, idx[2:], 2, cam), [2, 4])
