@@ -65,7 +65,7 @@ def next_seed(previous: FlowSeed | None, v: Verification, grey: np.ndarray, stam
     on the image to a pixel or two. Only from a chain that began with a SIFT-verified pose: a dense-search pose
     is a few decimetres off in fog, and points projected from it would carry that error through every flow
     frame (development town: fog 49 -> 41 of 80 frames within 0.25 m). Its speed from `previous` when recent."""
-    if not v.verified or v.inlier_pixels is None or not math.isfinite(stamp):
+    if cfg.flow_frames <= 0 or not v.verified or v.inlier_pixels is None or not math.isfinite(stamp):
         return None
     precise = (previous is not None and previous.precise) if v.flow else not v.dense
     pixels, points = np.asarray(v.inlier_pixels, np.float64), np.asarray(v.inlier_points, np.float64)

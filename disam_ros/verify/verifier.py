@@ -181,7 +181,8 @@ class Verifier:
             best.outcome, best.support = "jumped", None  # verify/motion.py
         elif best.verified:
             self.motion.accept(best.position, stamp)
-        extra = self._map_side(best.index).points if best.verified and self.config.flow_map_points else None
+        extra = self._map_side(best.index).points if best.verified and self.config.flow_frames > 0 \
+            and self.config.flow_map_points else None
         self._flow = next_seed(self._flow, best, grey, stamp, self.config, extra, cam)
         return self._answer(best, attempts, source, t0, stamp)
 
