@@ -101,6 +101,9 @@ PARAMETERS: tuple[Param, ...] = (
     Param("verify_motion_speed_factor", 1.5, "Sequence/window modes: a verified pose farther from the last verified "
           "one (at most 1 s old) than this x max_speed_mps x the time between them, plus 2 m, is refused as "
           "'jumped' (a look-alike place; 0 = off).", constraints=">= 0"),
+    Param("verify_flow_frames", 0, "Sequence/window modes: frames in a row tracked by optical flow from the last "
+          "verified one when the camera moved under 1 m since (a 10-30 Hz camera); 0 = off, the default: "
+          "experimental, fog lost frames in the synthetic tests (docs/pose.md).", constraints=">= 0"),
     Param("unverified_policy", "publish", "While verification is active: publish = a frame that passes the "
           "confidence gate is published even when not verified (the retrieval's pose; verified frames always are); "
           "withhold = only verified frames are published.", dynamic=True, constraints=", ".join(UNVERIFIED_POLICIES)),
@@ -184,6 +187,7 @@ class LocalizerConfig:
     verify_first_scale: float
     verify_belief_sigma_m: float
     verify_motion_speed_factor: float
+    verify_flow_frames: int
     unverified_policy: str
     camera_info_topic: str
     compressed: bool
@@ -306,6 +310,8 @@ def check_value(name: str, value: Any) -> Any:
         raise ValueError(f"verify_dense_candidates must be >= 0 (0 = no dense search), got {value}")
     elif name == "verify_belief_sigma_m" and not (math.isfinite(value) and value >= 0.0):
         raise ValueError(f"verify_belief_sigma_m must be a distance >= 0 in metres (0 = off), got {value}")
+    elif name == "verify_flow_frames" and value < 0:
+        raise ValueError(f"verify_flow_frames must be >= 0 (0 = no optical-flow tracking), got {value}")
     elif name == "verify_motion_speed_factor" and not (math.isfinite(value) and value >= 0.0):
         raise ValueError(f"verify_motion_speed_factor must be >= 0 (0 = no motion check), got {value}")
     elif name == "verify_min_inliers" and value < MIN_VERIFY_INLIERS:
