@@ -37,6 +37,8 @@ from disam_ros.verify.result import Verification
 LK_WINDOW = 21  # pixels, OpenCV's default
 LK_LEVELS = 3  # pyramid levels above the image: flow up to ~8x the window
 LK_MIN_EIG = 1e-4  # OpenCV's default; 1e-3 or 3e-3 (dropping flatter patches) made the dense drives worse
+LK = {"winSize": (LK_WINDOW, LK_WINDOW), "maxLevel": LK_LEVELS,
+      "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01), "minEigThreshold": LK_MIN_EIG}
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,7 +59,7 @@ class FlowSeed:
     precise: bool = True  # the chain started from a SIFT-verified pose (map points may be projected from it)
 
 
-def next_seed(previous: FlowSeed | None, v: Verification, grey: np.ndarray, stamp: float, cfg: VerifyConfig,
+def next_seed(previous: FlowSeed | None, v: Verification, grey: np.ndarray | None, stamp: float, cfg: VerifyConfig,
               map_points: np.ndarray | None = None, cam: Intrinsics | None = None) -> FlowSeed | None:
     """The seed a verified `v` makes: its solve's inliers, plus `map_points` (its keyframe's, strongest first, when
     given with the camera) where its pose projects them into the image, up to `flow_max_points` in all: a dusk
@@ -92,15 +94,15 @@ def spread(uv: np.ndarray, idx: np.ndarray, n: int, cam: Intrinsics) -> np.ndarr
     few facades, and a pose from one corner of the image is poorly determined."""
     side = max(8.0, float(np.sqrt(cam.width * cam.height / max(n, 1))))
     cells = (uv[idx, 1] // side).astype(np.int64) * (int(cam.width // side) + 1) + (uv[idx, 0] // side).astype(np.int64)
-    rank = np.empty(len(idx), np.int64)
-    _, first, inverse = np.unique(cells, return_index=True, return_inverse=True)
+    _, inverse, counts = np.unique(cells, return_inverse=True, return_counts=True)
     order = np.argsort(inverse, kind="stable")  # by cell, strongest first within each
-    starts = np.searchsorted(inverse[order], np.arange(len(first)))
-    rank[order] = np.arange(len(idx)) - starts[inverse[order]]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(len(idx), np.int64)
+    rank[order] = np.arange(len(idx)) - starts[inverse[order]]  # a point's place within its cell
     return idx[np.lexsort((np.arange(len(idx)), rank))[:n]]
 
 
-def trackable(seed: FlowSeed | None, grey: np.ndarray, stamp: float, cfg: VerifyConfig) -> bool:
+def trackable(seed: FlowSeed | None, grey: np.ndarray | None, stamp: float, cfg: VerifyConfig) -> bool:
     """Flow is on, the seed has hops left, is recent, of this image size, and the camera's predicted motion since
     it is small."""
     if seed is None or cfg.flow_frames <= 0 or seed.hops >= cfg.flow_frames or grey.shape != seed.grey.shape:
@@ -113,10 +115,8 @@ def trackable(seed: FlowSeed | None, grey: np.ndarray, stamp: float, cfg: Verify
 def flow_attempt(seed: FlowSeed, grey: np.ndarray, cam: Intrinsics, cfg: VerifyConfig) -> Verification:
     """The seed's pixels followed into `grey` (forward and backward within `flow_fb_px`), the pose solved from
     them against their map points and judged (module docstring)."""
-    lk = {"winSize": (LK_WINDOW, LK_WINDOW), "maxLevel": LK_LEVELS,
-          "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01), "minEigThreshold": LK_MIN_EIG}
-    ahead, ok, _ = cv2.calcOpticalFlowPyrLK(seed.grey, grey, seed.pixels, None, **lk)
-    back, ok_back, _ = cv2.calcOpticalFlowPyrLK(grey, seed.grey, ahead, None, **lk)
+    ahead, ok, _ = cv2.calcOpticalFlowPyrLK(seed.grey, grey, seed.pixels, None, **LK)
+    back, ok_back, _ = cv2.calcOpticalFlowPyrLK(grey, seed.grey, ahead, None, **LK)
     good = (ok.reshape(-1) == 1) & (ok_back.reshape(-1) == 1) \
         & (np.linalg.norm((back - seed.pixels).reshape(-1, 2), axis=1) <= cfg.flow_fb_px)
     failed = Verification("too_few_inliers", index=seed.keyframe, matches=int(good.sum()), hops=seed.hops + 1,

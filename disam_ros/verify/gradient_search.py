@@ -118,7 +118,6 @@ def rivalled(v: Any, query: QueryGrid, loc_map: Any, side_of: Callable[[int], An
     return any(found(int(j)) >= own for j in np.flatnonzero((d >= lo) & (d <= hi)))
 
 
-
 def polish(v: Any, sol: PoseSolution, query: QueryGrid, side: Any, cam: Intrinsics, cfg: VerifyConfig
            ) -> PoseSolution:
     """A verified dense pose `v` (solved as `sol` from `side`'s map points) searched again from itself: the

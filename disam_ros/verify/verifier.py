@@ -171,7 +171,7 @@ class Verifier:
         if w < self.config.min_width_px:
             return Verification("image_too_small", camera=source, ms=_ms(t0))
         ks = _unique(candidates, len(self.map.positions))[: self.config.candidates]
-        grey = to_grey(rgb)
+        grey = to_grey(rgb) if self.config.flow_frames > 0 else None  # only flow reads it
         flow = flow_attempt(self._flow, grey, cam, self.config) if trackable(self._flow, grey, stamp, self.config) \
             else None
         best, attempts = (flow, [flow]) if flow is not None and flow.verified else \
