@@ -98,6 +98,24 @@ def test_wrong_closures_are_a_share_of_all_and_point_far_away(results):
     assert corrupt(night, set(), pool, np.random.default_rng(0)) is night
 
 
+def test_added_wrong_closures_keep_every_right_one(results):
+    """--wrong-mode add: the right hints all stay; each wrong one (far keyframe, the measurement of the hint it
+    was drawn from) comes at a frame that had no hint, in time order."""
+    night = read_drives(results, "sequence")[0]
+    pool = keyframe_pool([night])
+    wrong = corrupt(night, {0, 4}, pool, np.random.default_rng(1), add=True)
+    right = [c for c in wrong.closures if not c.wrong]
+    bad = [c for c in wrong.closures if c.wrong]
+    assert right == list(night.closures) and len(bad) == 2
+    hinted = {float(c.t) for c in night.closures}
+    assert all(float(c.t) not in hinted and float(c.t) in set(map(float, night.stamps)) for c in bad)
+    assert len({float(c.t) for c in bad}) == 2
+    assert [float(c.t) for c in wrong.closures] == sorted(float(c.t) for c in wrong.closures)
+    for c, src in zip(bad, (night.closures[0], night.closures[4])):
+        np.testing.assert_allclose(c.rel_position, src.rel_position)
+        assert np.linalg.norm(c.keyframe_position - src.keyframe_position) >= 10.0
+
+
 @pytest.mark.parametrize("text, message", [
     ("{not json\n", "not JSON"),
     ('{"mode": "single", "condition": "x"}\n', "no frames of mode 'sequence'"),
@@ -138,6 +156,7 @@ def test_closures_remove_the_drift_and_the_kernel_survives_wrong_ones(results, t
     assert rep["summary"]["max_wrong_over_control_robust"] <= 1.1 + 0.005 / min(
         d["runs"]["wrong_dropped"]["final"]["ate_rmse"] for d in rep["drives"])
     assert night["rejected"]["wrong_dropped"] == [0, 0]  # nothing wrong in it, no right one rejected
+
     for name in ("gt", "odometry", "corrected"):
         assert (out / "trajectories" / "night" / f"{name}.tum").is_file()
     assert (out / "trajectories.png").stat().st_size > 10_000
@@ -157,6 +176,24 @@ def test_cli_bad_options_are_one_line(results, tmp_path, capsys, args, message):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_added_wrong_hints_leave_the_clean_result(results, tmp_path):
+    """With the wrong hints given besides the right ones, the kernel run must match the clean run closely (nothing
+    is lost), and without a kernel the wrong ones still pull it far off."""
+    from disam_ros.eval.slam_eval import main
+
+    out = tmp_path / "slam_add"
+    assert main(["--results", str(results), "--out", str(out), "--wrong-share", "0.1", "--wrong-mode", "add",
+                 "--quiet"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["config"]["wrong_mode"] == "add"
+    night = rep["drives"][0]
+    clean = night["runs"]["clean"]["final"]["ate_rmse"]
+    assert night["runs"]["wrong_dropped"]["final"]["ate_rmse"] == pytest.approx(clean, rel=1e-9)  # control = clean
+    assert night["runs"]["wrong_robust"]["final"]["ate_rmse"] <= 1.1 * clean + 0.005
+    assert night["runs"]["wrong_plain"]["final"]["ate_rmse"] > 5 * clean
+    assert night["rejected"]["wrong_robust"] == [night["wrong"], 0]
 
 
 def test_cli_missing_results_is_one_line(tmp_path, capsys):

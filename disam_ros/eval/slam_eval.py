@@ -9,7 +9,9 @@ robot must know its pose in) and RPE (relative pose error over 10 m). Four runs 
 the robust kernel, then with a share of the hints (default 5 %) re-pointed at random wrong keyframes, with the
 kernel and without, and a control: the same drive with those hints left out instead of made wrong. Why the
 control: a re-pointed hint is a right hint lost, so the wrong run has less information than the clean one; the
-robust run against the control is what the wrong hints themselves cost. `online` scores the pose the back end
+robust run against the control is what the wrong hints themselves cost. `--wrong-mode add` gives the wrong hints
+on top of all the right ones instead (each at a frame without a hint): the wrong run then differs from the clean
+one by the wrong hints alone, and its control is the clean run. `online` scores the pose the back end
 had at each frame (what a robot steering by it sees); `final` the smoothed trajectory after the whole drive.
 """
 from __future__ import annotations
@@ -47,6 +49,7 @@ class SlamEvalConfig:
         sigma_m_per_m=0.01, sigma_deg_per_m=0.05, yaw_bias_deg_per_m=0.05, scale_bias=0.02, seed=0))
     graph: PoseGraphConfig = field(default_factory=PoseGraphConfig)
     wrong_share: float = 0.05
+    wrong_mode: str = "replace"  # "replace": right hints re-pointed; "add": wrong hints given besides them
     use_unverified: bool = False
     rpe_delta_m: float = 10.0
 
@@ -192,7 +195,7 @@ def evaluate(cfg: SlamEvalConfig, progress: bool = True) -> list[DriveResult]:
     chosen = choose_wrong(drives, cfg.wrong_share, rng)
     for k, d in enumerate(drives):
         t0 = time.perf_counter()
-        wrong = corrupt(d, chosen[k], pool, rng)
+        wrong = corrupt(d, chosen[k], pool, rng, add=cfg.wrong_mode == "add")
         res, runs, odom = evaluate_drive(d, wrong, cfg, cfg.odometry.seed + k, cfg.out)
         results.append(res)
         panels.append((d, wrong, odom, runs))
@@ -209,7 +212,8 @@ def evaluate(cfg: SlamEvalConfig, progress: bool = True) -> list[DriveResult]:
 
 def config_dict(cfg: SlamEvalConfig) -> dict:
     return {"results": str(cfg.results), "mode": cfg.mode, "odometry": asdict(cfg.odometry),
-            "graph": asdict(cfg.graph), "wrong_share": cfg.wrong_share, "use_unverified": cfg.use_unverified,
+            "graph": asdict(cfg.graph), "wrong_share": cfg.wrong_share, "wrong_mode": cfg.wrong_mode,
+            "use_unverified": cfg.use_unverified,
             "rpe_delta_m": cfg.rpe_delta_m}
 
 
@@ -223,6 +227,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--wrong-share", type=non_negative_float, default=d.wrong_share,
                    help="share of all closures (pooled over the drives) re-pointed at a random wrong keyframe in "
                         "the wrong_* runs (default %(default)s)")
+    p.add_argument("--wrong-mode", choices=("replace", "add"), default=d.wrong_mode,
+                   help="replace: those hints re-pointed (a right hint lost, the harsher test); add: wrong hints "
+                        "given besides all the right ones (default %(default)s)")
     p.add_argument("--use-unverified", action="store_true",
                    help="also add unverified answers as absolute priors with their retrieval covariance")
     p.add_argument("--robust", choices=("cauchy", "huber", "none"), default=d.graph.robust,
@@ -255,7 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          replace(d.odometry, yaw_bias_deg_per_m=args.yaw_bias_deg_per_m, scale_bias=args.scale_bias,
                                  sigma_m_per_m=args.sigma_m_per_m, sigma_deg_per_m=args.sigma_deg_per_m,
                                  seed=args.seed),
-                         replace(d.graph, robust=args.robust), args.wrong_share, args.use_unverified)
+                         replace(d.graph, robust=args.robust), args.wrong_share, args.wrong_mode,
+                         args.use_unverified)
     try:
         evaluate(cfg, progress=not args.quiet)
     except (FileNotFoundError, ValueError) as exc:

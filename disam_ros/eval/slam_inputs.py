@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -135,22 +135,30 @@ def choose_wrong(drives: Sequence[Drive], share: float, rng: np.random.Generator
 
 
 def corrupt(drive: Drive, chosen: set[int], pool: dict[int, tuple[np.ndarray, np.ndarray]],
-            rng: np.random.Generator, min_offset_m: float = 10.0) -> Drive:
+            rng: np.random.Generator, min_offset_m: float = 10.0, add: bool = False) -> Drive:
     """The closures at indices `chosen` re-pointed at a random other map keyframe at least `min_offset_m` from the
     true one, keeping the measured relative pose and its covariance: a confident hint to the wrong place, as a
-    retrieval + verification failure would give."""
+    retrieval + verification failure would give. `add`: the right closure stays and the wrong one is given as
+    well, at a frame of the drive without a hint where there is one (else at the right one's frame), so the
+    wrong run has every right hint of the clean one and differs from it by the wrong hints alone."""
     if not chosen:
         return drive
-    out = []
+    out, extra = [], []
+    free = sorted(set(map(float, drive.stamps)) - {float(c.t) for c in drive.closures})
     for k, c in enumerate(drive.closures):
         if k in chosen and c.kind == "between":
             far = [i for i, (p, _) in pool.items() if np.linalg.norm(p - c.keyframe_position) >= min_offset_m]
             if far:
                 i = int(rng.choice(far))
                 kp, kq = pool[i]
-                c = _repointed(c, i, kp, kq)
+                if add:
+                    t = free.pop(int(rng.integers(len(free)))) if free else float(c.t)
+                    extra.append(_repointed(replace(c, t=t), i, kp, kq))
+                else:
+                    c = _repointed(c, i, kp, kq)
         out.append(c)
-    return Drive(drive.condition, drive.stamps, drive.gt_positions, drive.gt_quats, tuple(out))
+    closures = tuple(sorted(out + extra, key=lambda c: float(c.t)))
+    return Drive(drive.condition, drive.stamps, drive.gt_positions, drive.gt_quats, closures)
 
 
 def _repointed(c: Closure, key_id: int, key_p: np.ndarray, key_q: np.ndarray) -> Closure:

@@ -20,7 +20,8 @@ def _x(x: float) -> str:
 
 
 def _wrong_label(cfg: Any) -> str:
-    return f"{100 * cfg.wrong_share:g} % wrong"
+    added = getattr(cfg, "wrong_mode", "replace") == "add"
+    return f"{100 * cfg.wrong_share:g} % wrong" + (" (added)" if added else "")
 
 
 def table_rows(results: Sequence[Any], cfg: Any) -> tuple[list[str], list[list[str]]]:
@@ -71,11 +72,20 @@ def _legend(cfg: Any) -> str:
             f"keyframes, robust kernel {cfg.graph.robust} (k = {cfg.graph.robust_k:g})"
             f"{', unverified answers as absolute priors' if cfg.use_unverified else ''}. ATE: translation RMSE against "
             "the ground truth, no alignment (evo APE); final = smoothed trajectory, online = the pose the back end "
-            "had at each frame. Wrong runs: that share of all closures (drawn over all drives) re-pointed at a "
-            "random map keyframe >= 10 m "
-            "from the right one, relative pose and covariance kept; 'wrong rejected': wrong closures whose robust "
-            "weight ended < 0.1; 'left out (control)': the same hints removed instead of made wrong (a re-pointed "
-            "hint is also a right hint lost: robust against control is what the wrong hints themselves cost).")
+            "had at each frame. " + _wrong_legend(cfg))
+
+
+def _wrong_legend(cfg: Any) -> str:
+    if getattr(cfg, "wrong_mode", "replace") == "add":
+        return ("Wrong runs: wrong closures, that share of all closures (drawn over all drives), given besides every "
+                "right one, each at a frame without a hint, to a random map keyframe >= 10 m from the one of the "
+                "hint it was drawn from (its relative pose and covariance); 'wrong rejected': wrong closures whose "
+                "robust weight ended < 0.1; 'left out (control)' is the clean run here.")
+    return ("Wrong runs: that share of all closures (drawn over all drives) re-pointed at a random map keyframe >= "
+            "10 m from the right one, relative pose and covariance kept; 'wrong rejected': wrong closures whose "
+            "robust weight ended < 0.1; 'left out (control)': the same hints removed instead of made wrong (a "
+            "re-pointed hint is also a right hint lost: robust against control is what the wrong hints themselves "
+            "cost).")
 
 
 def summary_line(results: Sequence[Any]) -> str:
