@@ -48,6 +48,8 @@ def test_the_third_frame_is_tracked_by_flow_alone_and_stays_metric(drive):
         assert v.diagnostics()["tracked_by_flow"] and v.index == k  # the points are still keyframe k's
         assert float(np.linalg.norm(v.position - pos)) < 0.25 and float(quat_angle_deg(v.quat, quat)) < 2.0
         assert v.inliers >= cfg.flow_min_inliers and np.all(np.linalg.eigvalsh(v.covariance) > 0)
+        # The followed points carry the chain's first pose's error: its covariance is added to the flow solve's.
+        assert np.all(np.linalg.eigvalsh(v.covariance - second.covariance) > -1e-12)
     spent = verifier.verify(frames[4][0], wrong, stamp=0.4)  # flow_frames=2 used up: only the wrong place is tried
     assert not spent.verified and not spent.flow
     off = Verifier(m, VerifyConfig(flow_frames=0))
@@ -106,3 +108,40 @@ def test_spread_takes_the_strongest_point_of_each_cell_first():
     np.testing.assert_array_equal(spread(uv, idx, 3, cam), [0, 2, 4])  # the first of A, B, C
     np.testing.assert_array_equal(np.sort(spread(uv, idx, 4, cam)), [0, 1, 2, 4])  # then the next of A
     np.testing.assert_array_equal(spread(uv, idx[2:], 2, cam), [2, 4])
+
+
+def test_position_sigma_is_the_worst_axis():
+    from disam_ros.verify.gate import position_sigma
+
+    R = quat_to_rot(np.array([0.2, -0.3, 0.1, 0.927]) / np.linalg.norm([0.2, -0.3, 0.1, 0.927]))
+    cov = np.zeros((6, 6))
+    cov[:3, :3] = R @ np.diag([0.1**2, 0.3**2, 0.2**2]) @ R.T  # axes turned: the largest std is still 0.3
+    cov[3:, 3:] = np.eye(3) * 10.0  # rotation does not count
+    assert position_sigma(cov) == pytest.approx(0.3, rel=1e-9)
+    assert position_sigma(np.full((6, 6), np.nan)) == math.inf
+
+
+def test_map_points_are_projected_only_from_a_well_determined_pose():
+    """A pose with a worst-axis sigma above flow_seed_max_sigma_m hands on its own inliers only: map points put on
+    the image by a pose 0.3-0.4 m off would carry that error into every flow frame (dev fog drive)."""
+    from disam_ros.pose.camera import Intrinsics
+    from disam_ros.verify.flow import next_seed
+    from disam_ros.verify.result import Verification
+
+    cam = Intrinsics(100.0, 100.0, 63.5, 47.5, 128, 96)
+    rng = np.random.default_rng(0)
+    ahead = np.column_stack([rng.uniform(-3, 3, 200), rng.uniform(-2, 2, 200), rng.uniform(5, 20, 200)])
+    cfg = VerifyConfig(flow_frames=5, flow_min_inliers=30, flow_max_points=120, flow_seed_max_sigma_m=0.25)
+    grey = np.zeros((96, 128), np.uint8)
+    pix, pts = np.full((40, 2), 60.0), np.zeros((40, 3))
+
+    def seed(sigma: float):
+        cov = np.diag([sigma**2] * 3 + [1e-4] * 3)
+        v = Verification("verified", index=1, position=np.zeros(3), quat=np.array([0, 0, 0, 1.0]), covariance=cov,
+                         inlier_pixels=pix, inlier_points=pts)
+        return next_seed(None, v, grey, 1.0, cfg, ahead, cam)
+
+    sure, unsure = seed(0.2), seed(0.3)
+    assert len(sure.pixels) == 120 and sure.precise  # 40 inliers + 80 projected map points
+    assert len(unsure.pixels) == 40 and not unsure.precise
+    np.testing.assert_allclose(sure.covariance, np.diag([0.04] * 3 + [1e-4] * 3))

@@ -101,9 +101,9 @@ PARAMETERS: tuple[Param, ...] = (
     Param("verify_motion_speed_factor", 1.5, "Sequence/window modes: a verified pose farther from the last verified "
           "one (at most 1 s old) than this x max_speed_mps x the time between them, plus 2 m, is refused as "
           "'jumped' (a look-alike place; 0 = off).", constraints=">= 0"),
-    Param("verify_flow_frames", 0, "Sequence/window modes: frames in a row tracked by optical flow from the last "
-          "verified one when the camera moved under 1 m since (a 10-30 Hz camera); 0 = off, the default: "
-          "experimental, fog lost frames in the synthetic tests (docs/pose.md).", constraints=">= 0"),
+    Param("verify_flow_frames", 5, "Sequence/window modes: frames in a row tracked by optical flow from the last "
+          "verified one when the camera moved under 1 m since (a 10-30 Hz camera), a full verification in "
+          "between; 0 = off (docs/pose.md).", constraints=">= 0"),
     Param("unverified_policy", "publish", "While verification is active: publish = a frame that passes the "
           "confidence gate is published even when not verified (the retrieval's pose; verified frames always are); "
           "withhold = only verified frames are published.", dynamic=True, constraints=", ".join(UNVERIFIED_POLICIES)),

@@ -104,9 +104,9 @@ class VerifyConfig:
     #                                          ellipsoid, 89 % at x16; SIFT poses 94 %)
     gradient_sigma_floor_px: float = 2.0  # ... their covariance taking the keypoint noise as at least this
     #                                       (half the grid stride: the finds are grid positions, refined)
-    flow_frames: int = 0  # sequence/window: frames in a row tracked by optical flow from the last verified one
-    #                       before a full verification (0 = off, the default: fog lost frames on the dev town's
-    #                       8x-rate drives; 10 there for overcast, dusk, night at 3-7 ms a frame; verify/flow.py)
+    flow_frames: int = 5  # sequence/window: frames in a row tracked by optical flow from the last verified one
+    #                       before a full verification (0 = off; dev town's 8x-rate drives: 274 of 320 frames within
+    #                       0.25 m against 269 off, 4-10 ms a frame on all but fog; verify/flow.py)
     flow_max_step_m: float = 1.0  # ... tried only when the camera is predicted to have moved at most this far
     flow_min_inliers: int = 30  # ... and verified with this many inliers ...
     flow_min_inlier_ratio: float = 0.6  # ... that are this share of the points flow followed
@@ -115,6 +115,8 @@ class VerifyConfig:
     #                               too, not only the solve's inliers (dusk: 30-40 inliers, too few to follow)
     flow_max_points: int = 300  # ... at most this many points followed (flow costs ~0.02 ms a point)
     flow_fb_px: float = 0.5  # ... a point kept when followed back it lands this close to where it started
+    flow_seed_max_sigma_m: float = 0.25  # ... map points projected only from a pose this well determined (worst
+    #                                      axis 1-sigma, m: a 17-inlier SIFT pose 0.39 m off held 10 fog frames there)
     motion_speed_factor: float = 1.5  # sequence/window: a verified pose farther from the last verified one than
     #                                   this x the tracker's max speed x the time between them, plus motion_slack_m,
     #                                   is refused as "jumped" (verify/motion.py; 0 = off; single mode: off)

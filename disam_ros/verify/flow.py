@@ -13,11 +13,16 @@ drives' frames 3 m and up to 10 deg apart it tracked few frames and put those le
 The pose is judged by the verifier's gate with flow's own thresholds (`flow_min_inliers`,
 `flow_min_inlier_ratio`) and the seed's pose as the guide, and by the motion check like any verified pose.
 
-OFF by default (`flow_frames` 0): on the development town's drives filmed at 8x the frame rate (0.3-0.4 m a
-frame) it made overcast, dusk and night frames cost 3-7 ms at the median with as many or more within (0.25 m,
-2 deg), but fog frames lost a quarter of theirs (flow follows washed-out patches that the gate cannot tell from
-right ones), and small changes to what is followed moved the daylight figures by a third (docs/pose.md). It is
-here to be measured on a real 10-30 Hz camera, not yet to be trusted.
+What a chain may follow: the solve's inliers always; the keyframe's map points projected by the pose only from a
+SIFT-verified pose whose worst-axis position sigma is within `flow_seed_max_sigma_m`, because those points carry
+that pose's error into every frame of the chain (a 17-inlier fog pose 0.39 m off held ten flow frames 0.35 m off
+on the development town). For the same reason a flow pose's covariance is its own solve's plus the chain's first
+pose's.
+
+On by default (`flow_frames` 5): on drives filmed at 8x the frame rate it made frames cost ~10 ms at the median
+instead of 35-220 ms with as many or more within (0.25 m, 2 deg) on the development town and, held out, on
+every drive but rain (docs/pose.md, which also says what was tried and dropped). On drives with frames over 1 m
+apart it is never tried.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.frames import cam_from_map, project
 from disam_ros.pose.solver import SolverConfig, solve_absolute_pose
 from disam_ros.verify.config import VerifyConfig
-from disam_ros.verify.gate import judged
+from disam_ros.verify.gate import judged, position_sigma
 from disam_ros.verify.result import Verification
 
 LK_WINDOW = 21  # pixels, OpenCV's default
@@ -57,6 +62,7 @@ class FlowSeed:
     keyframe: int
     hops: int
     precise: bool = True  # the chain started from a SIFT-verified pose (map points may be projected from it)
+    covariance: np.ndarray | None = None  # the chain's first (fully verified) pose's: flow poses add it to their own
 
 
 def next_seed(previous: FlowSeed | None, v: Verification, grey: np.ndarray | None, stamp: float, cfg: VerifyConfig,
@@ -69,7 +75,11 @@ def next_seed(previous: FlowSeed | None, v: Verification, grey: np.ndarray | Non
     frame (development town: fog 49 -> 41 of 80 frames within 0.25 m). Its speed from `previous` when recent."""
     if cfg.flow_frames <= 0 or not v.verified or v.inlier_pixels is None or not math.isfinite(stamp):
         return None
-    precise = (previous is not None and previous.precise) if v.flow else not v.dense
+    speed = math.nan
+    if previous is not None and 0.0 < stamp - previous.stamp <= cfg.track_max_gap_s:
+        speed = float(np.linalg.norm(v.position - previous.position)) / (stamp - previous.stamp)
+    precise = (previous is not None and previous.precise) if v.flow else \
+        (not v.dense and position_sigma(v.covariance) <= cfg.flow_seed_max_sigma_m)
     pixels, points = np.asarray(v.inlier_pixels, np.float64), np.asarray(v.inlier_points, np.float64)
     room = cfg.flow_max_points - len(pixels)
     if precise and room > 0 and map_points is not None and cam is not None and len(map_points):
@@ -81,11 +91,10 @@ def next_seed(previous: FlowSeed | None, v: Verification, grey: np.ndarray | Non
         pixels, points = np.vstack([pixels, uv[keep]]), np.vstack([points, map_points[keep]])
     if len(pixels) < cfg.flow_min_inliers:
         return None
-    speed = math.nan
-    if previous is not None and 0.0 < stamp - previous.stamp <= cfg.track_max_gap_s:
-        speed = float(np.linalg.norm(v.position - previous.position)) / (stamp - previous.stamp)
+    cov = previous.covariance if v.flow and previous is not None else \
+        (v.covariance.copy() if np.all(np.isfinite(v.covariance)) else None)
     return FlowSeed(grey, pixels.astype(np.float32).reshape(-1, 1, 2), points, v.position.copy(), v.quat.copy(),
-                    stamp, speed, int(v.index), v.hops if v.flow else 0, precise)
+                    stamp, speed, int(v.index), v.hops if v.flow else 0, precise, covariance=cov)
 
 
 def spread(uv: np.ndarray, idx: np.ndarray, n: int, cam: Intrinsics) -> np.ndarray:
@@ -131,4 +140,6 @@ def flow_attempt(seed: FlowSeed, grey: np.ndarray, cam: Intrinsics, cfg: VerifyC
     v = judged(sol, seed.keyframe, int(good.sum()), seed.position, seed.quat, cfg,
                (cfg.max_turn_deg, cfg.flow_min_inliers, cfg.flow_min_inlier_ratio))
     v.flow, v.hops = True, seed.hops + 1
+    if seed.covariance is not None:  # the followed points carry the first pose's error (measured or projected)
+        v.covariance = v.covariance + seed.covariance
     return v

@@ -56,7 +56,13 @@ def sure(look: Verification, cfg: VerifyConfig) -> bool:
     wrong neighbour pass the gate at half scale more easily, and the full steps would keep a better candidate."""
     if not look.verified or look.inliers < cfg.first_min_inliers:
         return False
-    return float(np.sqrt(np.max(np.linalg.eigvalsh(look.covariance[:3, :3])))) <= cfg.first_max_std_m
+    return position_sigma(look.covariance) <= cfg.first_max_std_m
+
+
+def position_sigma(covariance: np.ndarray) -> float:
+    """A pose's largest position standard deviation (m, worst axis of its covariance); inf when it has none."""
+    c = np.asarray(covariance, np.float64)[:3, :3]
+    return float(np.sqrt(max(np.linalg.eigvalsh(c).max(), 0.0))) if np.all(np.isfinite(c)) else float("inf")
 
 
 def verified_or(attempts: list[Verification], otherwise: Verification | None) -> Verification | None:
