@@ -67,9 +67,9 @@ from disam_ros.pose.gradients import from_u8
 from disam_ros.pose.guided import guided_match, predicted_pixels
 from disam_ros.pose.solver import SolverConfig, solve_absolute_pose
 from disam_ros.verify.config import VerifyConfig
+from disam_ros.verify.dense_step import dense_attempts
 from disam_ros.verify.flow import FlowSeed, flow_attempt, next_seed, trackable
 from disam_ros.verify.gate import agreeing, judged, sure, verified_or
-from disam_ros.verify.gradient_search import polish, query_grid, rivalled, search_pose
 from disam_ros.verify.motion import MotionGate
 from disam_ros.verify.order import StepOrder
 from disam_ros.verify.result import OUTCOMES, PointTrack, Verification
@@ -245,39 +245,8 @@ class Verifier:
 
     def _dense_attempts(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, query: Features | None
                         ) -> list[Verification]:
-        """The candidates searched densely in order (verify/gradient_search.py), up to the first verified one, or
-        else two whose poses agree (each from at least `gradient_agree_inliers`: a wrong solution stays near the
-        pose that guided it, and two candidates' guides are metres apart); the verified one hands on the map
-        points its pose puts on the query's SIFT keypoints (map-point tracking; none when the search ran first and
-        no SIFT keypoints were found)."""
-        cfg, out, solved = self.config, [], []
-        grid = query_grid(rgb, int(self.map.map_geometry.gradient_cell), self.map_camera, cam, cfg)
-        gate = (cfg.max_turn_deg, cfg.gradient_min_inliers, cfg.gradient_min_inlier_ratio)
-        for k in ks:
-            side = self._map_side(k)
-            key_pos, key_quat = np.asarray(self.map.positions[k], np.float64), np.asarray(self.map.quats[k], np.float64)
-            sol, searched = search_pose(grid, side.gradients, side.points, *cam_from_map(key_pos, key_quat), cam, cfg)
-            v = Verification("too_few_inliers", index=k, matches=searched) if sol is None else \
-                judged(sol, k, searched, key_pos, key_quat, cfg, gate)
-            v.dense = True
-            v.covariance = v.covariance * cfg.gradient_covariance_scale
-            out.append(v)
-            if sol is not None:
-                solved.append((v, sol, side))
-            if v.verified:
-                break
-        best = verified_or(out, None) or agreeing(out, cfg, cfg.gradient_agree_inliers)
-        if best is not None and rivalled(best, grid, self.map, self._map_side, cam, cfg):
-            best.outcome, best = "ambiguous", None
-        if best is not None:
-            sol, side = next((s, d) for v, s, d in solved if v is best)
-            sol = polish(best, sol, grid, side, cam, cfg)
-        if best is not None and cfg.track_frames > 0 and query is not None:
-            qi, mi = support_pairs(np.zeros((0, 2), np.int64), query.keypoints,
-                                    predicted_pixels(side.points, sol.R, sol.t, cam), cfg.track_radius_px)
-            best.support = PointTrack(query.keypoints[qi].astype(np.float64), query.descriptors[qi], side.points[mi],
-                                      best.position.copy(), best.quat.copy(), math.nan, best.index, 0)
-        return out
+        """The dense search over candidates `ks` (verify/dense_step.py)."""
+        return dense_attempts(rgb, ks, cam, query, self.map, self._map_side, self.map_camera, self.config)
 
     def _answer(self, best: Verification, attempts: list[Verification], source: str, t0: float, stamp: float
                 ) -> Verification:
