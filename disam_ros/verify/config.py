@@ -108,7 +108,8 @@ class VerifyConfig:
     #                       before a full verification (0 = off; dev town's 8x-rate drives: 274 of 320 frames within
     #                       0.25 m against 269 off, 4-10 ms a frame on all but fog; verify/flow.py)
     flow_max_step_m: float = 1.0  # ... tried only when the camera is predicted to have moved at most this far
-    flow_min_inliers: int = 30  # ... and verified with this many inliers ...
+    flow_min_inliers: int = 50  # ... and verified with this many inliers (30 let chains followed from a dense
+    #                             pose's inliers decay and drift: dev towns' rain 55 vs 49 of 80 within 0.25 m) ...
     flow_min_inlier_ratio: float = 0.6  # ... that are this share of the points flow followed
     flow_max_error_px: float = 3.0  # ... RANSAC's inlier threshold (flow is sub-pixel)
     flow_map_points: bool = True  # ... following the keyframe's map points the verified pose puts on the image

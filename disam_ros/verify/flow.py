@@ -19,10 +19,10 @@ that pose's error into every frame of the chain (a 17-inlier fog pose 0.39 m off
 on the development town). For the same reason a flow pose's covariance is its own solve's plus the chain's first
 pose's.
 
-On by default (`flow_frames` 5): on drives filmed at 8x the frame rate it made frames cost ~10 ms at the median
-instead of 35-220 ms with as many or more within (0.25 m, 2 deg) on the development town and, held out, on
-every drive but rain (docs/pose.md, which also says what was tried and dropped). On drives with frames over 1 m
-apart it is never tried.
+On by default (`flow_frames` 5, `flow_min_inliers` 50): on drives filmed at 8x the frame rate it made frames
+cost ~10 ms at the median instead of 35-220 ms, with as many or more within (0.25 m, 2 deg) on the development
+towns and, held out, on every drive but the unseen town's rain (docs/pose.md, which also says what was tried and
+dropped). On drives with frames over 1 m apart it is never tried.
 """
 from __future__ import annotations
 
