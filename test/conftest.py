@@ -94,6 +94,28 @@ def geometry_world(tmp_path_factory):
     return {"world": world, "map": tmp / "map", "tmp": tmp}
 
 
+@pytest.fixture(scope="session")
+def flow_drive(geometry_world):
+    """A camera-rate drive for optical-flow tests: map image 10's view 0.8 m to its right, then 0.3 m a frame
+    onward (5 frames, sunny); returns the map, 10 and the frames (rgb, position, xyzw)."""
+    from disam_ros.data.synthetic import WorldConfig
+    from disam_ros.data.synthetic.generate import load_world
+    from disam_ros.data.synthetic.shade import render
+    from disam_ros.geometry import quat_to_rot
+    from disam_ros.maps import LocalizationMap
+
+    world, info = load_world(geometry_world["world"])
+    camera = WorldConfig(seed=info.seed, image_size=tuple(info.image_size), fov_deg=info.fov_deg).camera()
+    m = LocalizationMap.load(geometry_world["map"])
+    k = 10
+    quat = np.asarray(m.quats[k], np.float64)
+    frames = []
+    for i in range(5):
+        pos = np.asarray(m.positions[k], np.float64) + quat_to_rot(quat) @ np.array([0.8, 0.0, 0.3 * i])
+        frames.append((render(world, (pos, quat), camera, "sunny", frame=i), pos, quat))
+    return m, k, frames
+
+
 N_QUERIES = 10  # query frames of node_world
 
 

@@ -13,28 +13,8 @@ from disam_ros.geometry import quat_angle_deg, quat_to_rot
 from disam_ros.verify.verifier import Verifier, VerifyConfig
 
 
-@pytest.fixture(scope="module")
-def drive(geometry_world):
-    """Map image 10's view 0.8 m to its right, then 0.3 m a frame onward (5 frames, sunny)."""
-    from disam_ros.data.synthetic import WorldConfig
-    from disam_ros.data.synthetic.generate import load_world
-    from disam_ros.data.synthetic.shade import render
-    from disam_ros.maps import LocalizationMap
-
-    world, info = load_world(geometry_world["world"])
-    camera = WorldConfig(seed=info.seed, image_size=tuple(info.image_size), fov_deg=info.fov_deg).camera()
-    m = LocalizationMap.load(geometry_world["map"])
-    k = 10
-    quat = np.asarray(m.quats[k], np.float64)
-    frames = []
-    for i in range(5):
-        pos = np.asarray(m.positions[k], np.float64) + quat_to_rot(quat) @ np.array([0.8, 0.0, 0.3 * i])
-        frames.append((render(world, (pos, quat), camera, "sunny", frame=i), pos, quat))
-    return m, k, frames
-
-
-def test_the_third_frame_is_tracked_by_flow_alone_and_stays_metric(drive):
-    m, k, frames = drive
+def test_the_third_frame_is_tracked_by_flow_alone_and_stays_metric(flow_drive):
+    m, k, frames = flow_drive
     wrong = [(k + len(m.positions) // 2) % len(m.positions)]
     cfg = VerifyConfig(flow_frames=2)
     verifier = Verifier(m, cfg)
@@ -58,8 +38,8 @@ def test_the_third_frame_is_tracked_by_flow_alone_and_stays_metric(drive):
     assert not off.verify(frames[2][0], wrong, stamp=0.2).verified  # without flow nothing verifies it
 
 
-def test_flow_is_not_tried_when_the_predicted_step_is_too_long(drive):
-    m, k, frames = drive
+def test_flow_is_not_tried_when_the_predicted_step_is_too_long(flow_drive):
+    m, k, frames = flow_drive
     wrong = [(k + len(m.positions) // 2) % len(m.positions)]
     verifier = Verifier(m, VerifyConfig(flow_frames=10, flow_max_step_m=0.2))  # 3 m/s x 0.1 s = 0.3 m > 0.2 m
     verifier.verify(frames[0][0], [k], stamp=0.0)
