@@ -105,8 +105,8 @@ class VerifyConfig:
     gradient_sigma_floor_px: float = 2.0  # ... their covariance taking the keypoint noise as at least this
     #                                       (half the grid stride: the finds are grid positions, refined)
     flow_frames: int = 5  # sequence/window: frames in a row tracked by optical flow from the last verified one
-    #                       before a full verification (0 = off; dev town's 8x-rate drives: 274 of 320 frames within
-    #                       0.25 m against 269 off, 4-10 ms a frame on all but fog; verify/flow.py)
+    #                       before a full verification (0 = off; dev town's 8x-rate drives: 279 of 320 frames within
+    #                       0.25 m against 269 off, 12-18 ms a frame on all but fog; verify/flow.py)
     flow_max_step_m: float = 1.0  # ... tried only when the camera is predicted to have moved at most this far
     flow_min_inliers: int = 50  # ... and verified with this many inliers (30 let chains followed from a dense
     #                             pose's inliers decay and drift: dev towns' rain 55 vs 49 of 80 within 0.25 m) ...

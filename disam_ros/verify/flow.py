@@ -70,9 +70,11 @@ def next_seed(previous: FlowSeed | None, v: Verification, grey: np.ndarray | Non
     """The seed a verified `v` makes: its solve's inliers, plus `map_points` (its keyframe's, strongest first, when
     given with the camera) where its pose projects them into the image, up to `flow_max_points` in all: a dusk
     frame verifies from 30-40 inliers, too few to follow, while its keyframe has hundreds of points its pose puts
-    on the image to a pixel or two. Only from a chain that began with a SIFT-verified pose: a dense-search pose
-    is a few decimetres off in fog, and points projected from it would carry that error through every flow
-    frame (development town: fog 49 -> 41 of 80 frames within 0.25 m). Its speed from `previous` when recent."""
+    on the image to a pixel or two. Only from a chain that began with a SIFT-verified pose whose worst-axis
+    position sigma is within `flow_seed_max_sigma_m`: a dense-search pose is a few decimetres off in fog, and so
+    is a SIFT pose from a dozen inliers; points projected from either would carry that error through every flow
+    frame (development town: fog 49 -> 41 of 80 frames within 0.25 m). The seed keeps the chain's first pose's
+    covariance (flow poses add it to theirs) and its speed from `previous` when recent."""
     if cfg.flow_frames <= 0 or not v.verified or v.inlier_pixels is None or not math.isfinite(stamp):
         return None
     speed = math.nan
