@@ -20,8 +20,7 @@ def _x(x: float) -> str:
 
 
 def _wrong_label(cfg: Any) -> str:
-    added = getattr(cfg, "wrong_mode", "replace") == "add"
-    return f"{100 * cfg.wrong_share:g} % wrong" + (" (added)" if added else "")
+    return f"{100 * cfg.wrong_share:g} % wrong" + (" (added)" if cfg.wrong_mode == "add" else "")
 
 
 def table_rows(results: Sequence[Any], cfg: Any) -> tuple[list[str], list[list[str]]]:
@@ -76,7 +75,7 @@ def _legend(cfg: Any) -> str:
 
 
 def _wrong_legend(cfg: Any) -> str:
-    if getattr(cfg, "wrong_mode", "replace") == "add":
+    if cfg.wrong_mode == "add":
         return ("Wrong runs: wrong closures, that share of all closures (drawn over all drives), given besides every "
                 "right one, each at a frame without a hint, to a random map keyframe >= 10 m from the one of the "
                 "hint it was drawn from (its relative pose and covariance); 'wrong rejected': wrong closures whose "
