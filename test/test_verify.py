@@ -408,3 +408,31 @@ def test_after_two_unsure_looks_the_look_runs_every_fourth_frame_until_one_is_su
     assert looked(wrong)
     always = Verifier(m, replace(cfg, first_probe_every=1))
     assert all(any(a.scale == 0.5 for a in always.verify(rgb, wrong).attempts) for _ in range(5))
+
+
+
+def test_an_unguided_solve_guides_a_second_match_and_gates_it(verify_world):
+    """A frame at map image k's position turned 25 deg (the turned-guide test's frame), the turned guides off:
+    only unguided matching can find it. Its solve guides a tight second match whose pose lands within 0.25 m
+    and 2 deg of where the frame was rendered; and the first solve is a gate: asked for more inliers than map
+    image k has points, nothing verifies."""
+    from disam_ros.data.synthetic import WorldConfig
+    from disam_ros.data.synthetic.generate import load_world
+    from disam_ros.data.synthetic.shade import render
+    from disam_ros.geometry import quat_to_rot
+    from disam_ros.verify.verifier import Verifier
+
+    world_dir, m = verify_world
+    town, info = load_world(world_dir)
+    camera = WorldConfig(seed=info.seed, image_size=tuple(info.image_size), fov_deg=info.fov_deg).camera()
+    k = len(m.positions) // 2
+    pos = np.asarray(m.positions[k], np.float64)
+    quat = rot_to_quat(rz(25.0) @ quat_to_rot(np.asarray(m.quats[k], np.float64)))
+    rgb = render(town, (pos, quat), camera, "sunny")
+    cfg = VerifyConfig(turn_search_deg=0.0, unguided_candidates=1, gradient_candidates=0)
+    on = Verifier(m, cfg).verify(rgb, [k])
+    gated = Verifier(m, replace(cfg, unguided_min_inliers=len(m.geometry(k)[0]) + 1)).verify(rgb, [k])
+    assert on.verified and on.unguided and on.index == k
+    assert float(np.linalg.norm(on.position - pos)) < 0.25 and float(quat_angle_deg(on.quat, quat)) < 2.0
+    assert on.inliers >= cfg.min_inliers and on.inlier_ratio >= cfg.min_inlier_ratio  # the usual gate judged it
+    assert not gated.verified and gated.tried == 2 and gated.attempts[-1].unguided

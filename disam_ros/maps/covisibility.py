@@ -47,18 +47,26 @@ def choose_partners(centres: np.ndarray, axes: np.ndarray, k: int = 4, max_angle
     (N,3) in the map frame: j != i, angle between the axes <= max_angle_deg, centre distance > min_baseline_m,
     ranked by centre distance ascending with ties broken by the lower index (deterministic)."""
     c, a = _check(centres, axes, k, max_angle_deg, min_baseline_m)
-    n, k = len(c), int(k)
+    return [_partners_of(i, c, a, int(k), max_angle_deg, min_baseline_m) for i in range(len(c))]
+
+
+def wider_partners(i: int, centres: np.ndarray, axes: np.ndarray, k: int, max_angle_deg: float,
+                   min_baseline_m: float) -> np.ndarray:
+    """Image i's partners by the same rule, all farther than `min_baseline_m`: for an image whose nearest
+    partners stand too close for parallax (a map from video, a few cm between frames)."""
+    c, a = _check(centres, axes, k, max_angle_deg, min_baseline_m)
+    return _partners_of(int(i), c, a, int(k), max_angle_deg, min_baseline_m)
+
+
+def _partners_of(i: int, c: np.ndarray, a: np.ndarray, k: int, max_angle_deg: float, min_baseline_m: float
+                 ) -> np.ndarray:
     min_cos = np.cos(np.radians(max_angle_deg)) - 1e-12  # 45 degrees exactly is within 45 degrees
-    out: list[np.ndarray] = []
-    index = np.arange(n)
-    for i in range(n):
-        dist = np.linalg.norm(c - c[i], axis=1)
-        ok = (a @ a[i] >= min_cos) & (dist > min_baseline_m)
-        ok[i] = False
-        cand = index[ok]
-        if len(cand) > k > 0:  # keep every candidate tied with the k-th nearest, then rank them exactly
-            kth = np.partition(dist[cand], k - 1)[k - 1]
-            cand = cand[dist[cand] <= kth]
-        order = np.lexsort((cand, dist[cand]))  # distance, then index
-        out.append(cand[order[:k]].astype(np.int64))
-    return out
+    dist = np.linalg.norm(c - c[i], axis=1)
+    ok = (a @ a[i] >= min_cos) & (dist > min_baseline_m)
+    ok[i] = False
+    cand = np.flatnonzero(ok)
+    if len(cand) > k > 0:  # keep every candidate tied with the k-th nearest, then rank them exactly
+        kth = np.partition(dist[cand], k - 1)[k - 1]
+        cand = cand[dist[cand] <= kth]
+    order = np.lexsort((cand, dist[cand]))  # distance, then index
+    return cand[order[:k]].astype(np.int64)

@@ -7,6 +7,11 @@
   stand nearest, at a baseline (maps/covisibility.py); each keypoint's track triangulated with the known poses
   and intrinsics (pose/triangulate.py: DLT, then the behind-camera, reprojection and parallax checks, then the
   depth path's range 0.1..60 m in the map image); keypoints whose track fails keep a NaN point.
+  An image whose nearest partners give 3D points for fewer than `widen_below` (10 %) of the keypoints they
+  matched (matches that fail the parallax check, not a lack of matches) tries
+  partners `widen_factor` (4) times farther than its farthest, up to `widen_steps` (3) times, keeping the try
+  with the most points: the nearest images of a map recorded as video stand a few cm apart, too close for the
+  1.5 deg parallax check at a few metres' depth, so without it such a map would hold almost no points.
 
 Why partners from poses and not build order: a folder of real photographs with metric poses (TUM poses.txt +
 camera.yaml, no depth) is often not in spatial order by name (photo collections, sparse captures, a loop back to
@@ -35,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from disam_ros.maps.covisibility import PARTNER_RULE, choose_partners
+from disam_ros.maps.covisibility import PARTNER_RULE, choose_partners, wider_partners
 from disam_ros.maps.geometry_store import DESCRIPTOR_DIM, SPARSE_IMAGE_POINTS, GeometryWriter, descriptors_u8
 from disam_ros.maps.npy_stream import NpyAppender
 from disam_ros.pose.backproject import DepthLimits, backproject
@@ -60,6 +65,10 @@ class GeometryPlan:
     partners: int = 4  # triangulate: match to this many pose partners (maps/covisibility.py)
     partner_max_angle_deg: float = 45.0  # triangulate: partners look within this angle of the map image's axis
     min_views: int = 2  # triangulate: views per track (the map image + matched partners)
+    widen_below: float = 0.1  # triangulate: an image with 3D points for fewer than this share of its matched
+    #                           keypoints (those a partner matched) ...
+    widen_factor: float = 4.0  # ... tries partners farther than this x its farthest partner ...
+    widen_steps: int = 3  # ... up to this many times, keeping the try with the most points (video: cm apart)
     ratio: float = 0.8
     depth_limits: DepthLimits = field(default_factory=DepthLimits)
     tri_limits: TriangulationLimits = field(default_factory=lambda: TriangulationLimits(max_error_px=2.0))
@@ -70,6 +79,9 @@ class GeometryPlan:
                              "are a bit mask)")
         if not 0.0 < self.partner_max_angle_deg <= 180.0:
             raise ValueError(f"GeometryPlan.partner_max_angle_deg={self.partner_max_angle_deg!r} must be in (0, 180]")
+        if not (0.0 <= self.widen_below <= 1.0 and self.widen_factor > 1.0 and self.widen_steps >= 0):
+            raise ValueError(f"GeometryPlan: widen_below={self.widen_below!r} must be in [0, 1], widen_factor="
+                             f"{self.widen_factor!r} > 1 and widen_steps={self.widen_steps!r} >= 0")
 
 
 def plan_geometry(choice: str, camera: Intrinsics | None, has_depth: bool, metric_poses: bool, where: str,
@@ -158,6 +170,7 @@ class GeometryBuilder:
         self._spill = _FeatureSpill(Path(directory) / FEATURES_DIR, plan.gradient_cell is not None) \
             if plan.method == "triangulate" else None
         self.seconds = 0.0
+        self.widened = 0  # triangulate: images whose points came from partners farther than the nearest
 
     def _camera(self, image: np.ndarray, name: str) -> Intrinsics:
         h, w = image.shape[:2]
@@ -210,19 +223,32 @@ class GeometryBuilder:
             return
         centres = np.stack([v.centre for v in self._views])
         axes = np.stack([np.asarray(v.R)[2] for v in self._views])  # optical axis (camera z) in the map frame
-        partners = choose_partners(centres, axes, self.plan.partners, self.plan.partner_max_angle_deg)
+        plan = self.plan
+        partners = choose_partners(centres, axes, plan.partners, plan.partner_max_angle_deg)
         for i, others in enumerate(partners):
-            self.writer.add(*self._triangulated(i, [int(j) for j in others]))
+            row, matched = self._triangulated(i, [int(j) for j in others])
+            for _ in range(plan.widen_steps):
+                if not len(others) or _found(row) >= plan.widen_below * matched:
+                    break
+                reach = plan.widen_factor * float(np.linalg.norm(centres[others] - centres[i], axis=1).max())
+                others = wider_partners(i, centres, axes, plan.partners, plan.partner_max_angle_deg, reach)
+                wider, matched = self._triangulated(i, [int(j) for j in others]) if len(others) else (row, 0)
+                if _found(wider) > _found(row):
+                    row = wider
+                    self.widened += 1
+            self.writer.add(*row)
 
     def _triangulated(self, i: int, others: list[int]
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+                      ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None], int]:
+        """Image i's (keypoints, descriptors, points, gradients) triangulated with partners `others`, and how many
+        of its keypoints matched at least one partner."""
         assert self._spill is not None
         kp, desc, grads = self._spill.get(i)
         ref = self._views[i]
         n = len(kp)
         points = np.full((n, 3), np.nan)
         if n == 0 or not others:
-            return kp, desc, points, grads
+            return (kp, desc, points, grads), 0
         obs = np.full((n, len(others), 2), np.nan)
         for s, j in enumerate(others):
             other_kp, other_desc, _ = self._spill.get(j)
@@ -241,7 +267,7 @@ class GeometryBuilder:
             lim = self.plan.depth_limits  # the depth path's range: a far two-view point is mostly a mismatch
             ok = tri.ok & (z >= lim.min_depth_m) & (z <= lim.max_depth_m)
             points[rows[ok]] = tri.points[ok]
-        return kp, desc, points, grads
+        return (kp, desc, points, grads), int(seen.any(axis=1).sum())
 
     def close(self) -> None:
         """Close the geometry files and remove the temporary features; safe to call again."""
@@ -265,7 +291,7 @@ class GeometryBuilder:
         extra: dict[str, Any] = {"seconds": round(self.seconds, 3)}
         if self.plan.method == "triangulate":
             extra.update(partners=self.plan.partners, partner_max_angle_deg=self.plan.partner_max_angle_deg,
-                         partner_rule=PARTNER_RULE)
+                         partner_rule=PARTNER_RULE, widened=self.widened)
         sparse, images = self.writer.sparse_images, len(self.writer.offsets) - 1
         if sparse:
             fix = ("photographs that overlap a neighbour looking the same way" if self.plan.method == "triangulate"
@@ -273,6 +299,11 @@ class GeometryBuilder:
             log.warning("map geometry: %d of %d map images have fewer than %d 3D points, so frames answered there "
                         "cannot be verified: add %s", sparse, images, SPARSE_IMAGE_POINTS, fix)
         return self.writer.record(self.plan.method, cam, features=self.plan.sift.to_record(), **extra)
+
+
+def _found(row: tuple[np.ndarray, ...]) -> int:
+    """3D points an image's triangulation found (rows are keypoints, descriptors, points, gradients)."""
+    return int(np.isfinite(row[2][:, 0]).sum())
 
 
 def geometry_budget(plan: GeometryPlan | None) -> tuple[int, bool] | None:

@@ -55,10 +55,14 @@ class VerifyConfig:
     turn_search_deg: float = 25.0  # when no guided attempt verifies, the best candidate guides again turned this
     #                                much left and right about the camera's vertical axis (0 = off)
     unguided_candidates: int = 0  # when still nothing verifies, this many candidates are matched unguided (ratio
-    #                               test, mutual); off by default: it added nothing over the turned guides on the
-    #                               dev town for ~40 ms more per unverified frame (docs/pose.md)
+    #                               test, mutual); a solve from those matches with at least unguided_min_inliers
+    #                               then guides a second, tight guided match (unguided_radius), judged by the usual
+    #                               inlier gate with unguided_max_turn_deg: cameras 1-2 m and 10-30 deg off every
+    #                               map image (handheld, photo collections). Off by default: held out it verified
+    #                               a look-alike place 64 m away in fog (docs/pose.md, session 11)
     unguided_ratio: float = 0.8  # ... Lowe's ratio
     unguided_max_turn_deg: float = 45.0  # ... allow this much rotation from the candidate (no guide bias) ...
+    unguided_radius: float = 0.05  # ... the second match's search radius, a share of the image width (32 px at 640)
     gradient_candidates: int = 2  # when nothing above verifies (tracking included), this many candidates are
     #                               searched densely: their map keypoints looked for in the query by gradient
     #                               descriptors, no query keypoints (rain, snow, fog; verify/gradient_search.py;
@@ -123,9 +127,8 @@ class VerifyConfig:
     #                                   is refused as "jumped" (verify/motion.py; 0 = off; single mode: off)
     motion_slack_m: float = 2.0  # ... the slack for the two poses' errors
     motion_window_s: float = 1.0  # ... only while the last verified pose is at most this old
-    unguided_min_inliers: int = 30  # ... but ask for this many inliers: unguided matches of a wrong place that
-    #                                 repeats the right one's facades reached 24 on the dev town (docs/pose.md)
-
+    unguided_min_inliers: int = 12  # ... inliers the unguided solve needs before it may guide (8 let wrong places
+    #                                 through on the dev town's handheld frames, 12 none: docs/pose.md)
     def __post_init__(self) -> None:
         checks = (("candidates", self.candidates >= 1), ("radius", 0.0 < self.radius <= 1.0),
                   ("ratio", 0.0 < self.ratio <= 1.0), ("max_error_px", self.max_error_px > 0),
@@ -145,7 +148,8 @@ class VerifyConfig:
                   ("turn_search_deg", 0 <= self.turn_search_deg < 90),
                   ("unguided_ratio", 0.0 < self.unguided_ratio <= 1.0),
                   ("unguided_max_turn_deg", 0 < self.unguided_max_turn_deg <= 180),
-                  ("unguided_min_inliers", self.unguided_min_inliers >= self.min_inliers),
+                  ("unguided_min_inliers", self.unguided_min_inliers >= self.min_agreeing_inliers),
+                  ("unguided_radius", 0.0 < self.unguided_radius <= 1.0),
                   ("gradient_candidates", self.gradient_candidates >= 0),
                   ("gradient_radius", 0.0 < self.gradient_radius <= 1.0),
                   ("gradient_first_after", self.gradient_first_after >= 0),
