@@ -107,7 +107,7 @@ def test_triangulated_points_agree_with_depth(geo_world):
     tri = LocalizationMap.load(geo_world["triangulate"])
     g = tri.manifest["geometry"]
     assert g["method"] == "triangulate" and g["partners"] == 4 and g["partner_rule"] == "pose"
-    assert g["partner_max_angle_deg"] == 45.0 and "neighbours" not in g
+    assert g["partner_max_angle_deg"] == 45.0 and "neighbours" not in g and g["epipolar_px"] == 2.0
     _assert_agrees(*_agreement(dep, tri))
 
 
@@ -169,7 +169,7 @@ def test_a_failed_build_leaves_no_temporary_features(geo_world, tmp_path, monkey
     geo = GeometryBuilder(GeometryPlan("triangulate", cam), tmp_path / "stage2")
     for i in range(3):
         geo.add(i, read_image(images[i]), np.array([3.0 * i, 0.0, 0.0]), pose[1], images[i].name)
-    monkeypatch.setattr("disam_ros.maps.geometry_build.match_descriptors", broken)
+    monkeypatch.setattr("disam_ros.maps.geometry_build.epipolar_match", broken)
     with pytest.raises(RuntimeError, match="matcher failed"):
         geo.finish()
     assert not (tmp_path / "stage2" / FEATURES_DIR).exists()

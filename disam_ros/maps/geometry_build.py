@@ -2,7 +2,8 @@
 
 - depth: SIFT keypoints of the map image, lifted to the map frame through its depth (pose/backproject.py, with
   its edge / range checks); exact where the depth is.
-- triangulate: SIFT keypoints of map image i matched (ratio test + mutual NN) to its pose partners: up to
+- triangulate: SIFT keypoints of map image i matched (ratio test + mutual NN among the partner's keypoints within
+  `epipolar_px` of the epipolar line the two known poses give: pose/epipolar.py) to its pose partners: up to
   `partners` (4) other map images that look the same way (optical axes within `partner_max_angle_deg`, 45) and
   stand nearest, at a baseline (maps/covisibility.py); each keypoint's track triangulated with the known poses
   and intrinsics (pose/triangulate.py: DLT, then the behind-camera, reprojection and parallax checks, then the
@@ -45,7 +46,9 @@ from disam_ros.maps.geometry_store import DESCRIPTOR_DIM, SPARSE_IMAGE_POINTS, G
 from disam_ros.maps.npy_stream import NpyAppender
 from disam_ros.pose.backproject import DepthLimits, backproject
 from disam_ros.pose.camera import Intrinsics
+from disam_ros.pose.epipolar import epipolar_match
 from disam_ros.pose.features import MAP_SIFT, SiftConfig, detect_sift, match_descriptors
+from disam_ros.pose.frames import normalized
 from disam_ros.pose.gradients import GRADIENT_CELL, keypoint_descriptors
 from disam_ros.pose.triangulate import TriangulationLimits, View, triangulate
 
@@ -70,6 +73,9 @@ class GeometryPlan:
     widen_factor: float = 4.0  # ... tries partners farther than this x its farthest partner ...
     widen_steps: int = 3  # ... up to this many times, keeping the try with the most points (video: cm apart)
     ratio: float = 0.8
+    epipolar_px: float = 2.0  # triangulate: a partner's match must lie this close to its epipolar line, the ratio
+    #                           test runs among those (pose/epipolar.py; 0 = plain matching). 2 px chosen on the
+    #                           dev town over 4 and 8 (docs/maps.md)
     depth_limits: DepthLimits = field(default_factory=DepthLimits)
     tri_limits: TriangulationLimits = field(default_factory=lambda: TriangulationLimits(max_error_px=2.0))
 
@@ -252,7 +258,7 @@ class GeometryBuilder:
         obs = np.full((n, len(others), 2), np.nan)
         for s, j in enumerate(others):
             other_kp, other_desc, _ = self._spill.get(j)
-            m = match_descriptors(desc, other_desc, self.plan.ratio)
+            m = self._match(i, kp, desc, j, other_kp, other_desc)
             obs[m[:, 0], s] = other_kp[m[:, 1]]
         seen = np.isfinite(obs[:, :, 0])
         codes = seen @ (1 << np.arange(len(others)))
@@ -268,6 +274,19 @@ class GeometryBuilder:
             ok = tri.ok & (z >= lim.min_depth_m) & (z <= lim.max_depth_m)
             points[rows[ok]] = tri.points[ok]
         return (kp, desc, points, grads), int(seen.any(axis=1).sum())
+
+    def _match(self, i: int, kp: np.ndarray, desc: np.ndarray, j: int, other_kp: np.ndarray, other_desc: np.ndarray
+               ) -> np.ndarray:
+        """Map image i's keypoints matched to partner j's: near the epipolar line the poses give, or plainly."""
+        px = self.plan.epipolar_px
+        if px <= 0:
+            return match_descriptors(desc, other_desc, self.plan.ratio)
+        a, b = self._views[i], self._views[j]
+        R = np.asarray(b.R) @ np.asarray(a.R).T
+        t = np.asarray(b.t).reshape(3) - R @ np.asarray(a.t).reshape(3)
+        cam = a.cam
+        return epipolar_match(normalized(kp, cam), desc, normalized(other_kp, cam), other_desc, R, t,
+                              (px / cam.fx, px / cam.fx), self.plan.ratio)
 
     def close(self) -> None:
         """Close the geometry files and remove the temporary features; safe to call again."""
@@ -291,7 +310,7 @@ class GeometryBuilder:
         extra: dict[str, Any] = {"seconds": round(self.seconds, 3)}
         if self.plan.method == "triangulate":
             extra.update(partners=self.plan.partners, partner_max_angle_deg=self.plan.partner_max_angle_deg,
-                         partner_rule=PARTNER_RULE, widened=self.widened)
+                         partner_rule=PARTNER_RULE, epipolar_px=self.plan.epipolar_px, widened=self.widened)
         sparse, images = self.writer.sparse_images, len(self.writer.offsets) - 1
         if sparse:
             fix = ("photographs that overlap a neighbour looking the same way" if self.plan.method == "triangulate"

@@ -1,0 +1,60 @@
+"""Matching two images of known relative pose: descriptor matches allowed only near each other's epipolar line.
+
+Why: map geometry without depth triangulates each map image's keypoints with partner images whose poses are
+known. Plain matching (ratio test over every keypoint) across a viewpoint change lets mismatches through, and one
+mismatched partner fails the whole multi-view track's reprojection check; it also loses right matches whose
+descriptor has a look-alike elsewhere in the image. With the poses known, a keypoint's match must lie on its
+epipolar line, so the ratio test runs among the few keypoints near that line (COLMAP's and hloc's triangulation
+use the poses the same way). Pure functions; the caller passes undistorted normalised coordinates.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from disam_ros.pose.covariance import skew
+
+
+def essential(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """E with x2^T E x1 = 0 for normalised points of a camera 2 whose coordinates are x2 = R x1 + t."""
+    return skew(np.asarray(t, np.float64).reshape(3))[0] @ np.asarray(R, np.float64)
+
+
+def epipolar_distances(x1: np.ndarray, x2: np.ndarray, E: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N1,N2) distances, in normalised units, of each x2 from the epipolar line of each x1 in image 2, and of
+    each x1 from the line of each x2 in image 1."""
+    h1 = np.c_[np.asarray(x1, np.float64), np.ones(len(x1))]
+    h2 = np.c_[np.asarray(x2, np.float64), np.ones(len(x2))]
+    lines2 = h1 @ E.T  # (N1,3): E x1
+    lines1 = h2 @ E  # (N2,3): E^T x2
+    num = np.abs(lines2 @ h2.T)  # |x2^T E x1|, the same for both images
+    in2 = num / np.maximum(np.linalg.norm(lines2[:, :2], axis=1), 1e-12)[:, None]
+    in1 = num / np.maximum(np.linalg.norm(lines1[:, :2], axis=1), 1e-12)[None, :]
+    return in2, in1
+
+
+def epipolar_match(x1: np.ndarray, d1: np.ndarray, x2: np.ndarray, d2: np.ndarray, R: np.ndarray, t: np.ndarray,
+                   max_dist: tuple[float, float], ratio: float = 0.8) -> np.ndarray:
+    """(M,2) index pairs (i in 1, j in 2), sorted by i: j is i's nearest descriptor (L2) among image 2's
+    keypoints within max_dist[1] of i's epipolar line (and i within max_dist[0] of j's), closer than `ratio`
+    times the runner-up there (a lone candidate does not match), and i is j's nearest the same way (mutual).
+    x1, x2: normalised coordinates; max_dist: the line distance allowed in each image, normalised (pixels /
+    focal length)."""
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio={ratio!r} must be in (0, 1] (Lowe's ratio test)")
+    a, b = np.asarray(d1, np.float32), np.asarray(d2, np.float32)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((0, 2), np.int64)
+    in2, in1 = epipolar_distances(x1, x2, essential(R, t))
+    near = (in2 <= max_dist[1]) & (in1 <= max_dist[0])
+    dist = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+    dist = np.where(near, np.sqrt(np.maximum(dist, 0.0)), np.inf)
+    rows = np.arange(len(a))
+    j = np.argmin(dist, axis=1)
+    best = dist[rows, j]
+    dist[rows, j] = np.inf
+    second = dist.min(axis=1)
+    dist[rows, j] = best
+    ok = np.isfinite(second) & (best < ratio * second)  # a lone candidate on the line has nothing to beat
+    back = np.argmin(dist, axis=0)
+    ok &= back[j] == rows
+    return np.stack([rows[ok], j[ok]], 1).astype(np.int64)
