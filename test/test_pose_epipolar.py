@@ -67,3 +67,18 @@ def test_bad_ratio_is_refused():
     with pytest.raises(ValueError, match="ratio"):
         epipolar_match(np.zeros((1, 2)), np.zeros((1, 4)), np.zeros((2, 2)), np.zeros((2, 4)), np.eye(3),
                        np.array([1.0, 0, 0]), (0.01, 0.01), ratio=1.5)
+
+
+def test_matching_in_blocks_gives_the_pairs_of_one_block(monkeypatch):
+    """Rows are matched BLOCK at a time (bounded memory); the mutual check spans blocks: the same pairs as
+    matching all rows at once, on random points with many candidates per line."""
+    import disam_ros.pose.epipolar as epi
+
+    rng = np.random.default_rng(3)
+    x1, x2 = rng.uniform(-0.5, 0.5, (300, 2)), rng.uniform(-0.5, 0.5, (250, 2))
+    d1, d2 = rng.normal(size=(300, 16)).astype(np.float32), rng.normal(size=(250, 16)).astype(np.float32)
+    R, t, band = _rot_y(5.0), np.array([1.0, 0.1, 0.0]), (0.02, 0.02)
+    whole = epipolar_match(x1, d1, x2, d2, R, t, band, ratio=0.9)
+    monkeypatch.setattr(epi, "BLOCK", 7)
+    blocked = epipolar_match(x1, d1, x2, d2, R, t, band, ratio=0.9)
+    assert len(whole) >= 10 and np.array_equal(whole, blocked)

@@ -13,6 +13,8 @@ import numpy as np
 
 from disam_ros.pose.covariance import skew
 
+BLOCK = 1024  # rows of image 1 matched at a time
+
 
 def essential(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     """E with x2^T E x1 = 0 for normalised points of a camera 2 whose coordinates are x2 = R x1 + t."""
@@ -44,17 +46,29 @@ def epipolar_match(x1: np.ndarray, d1: np.ndarray, x2: np.ndarray, d2: np.ndarra
     a, b = np.asarray(d1, np.float32), np.asarray(d2, np.float32)
     if len(a) == 0 or len(b) == 0:
         return np.zeros((0, 2), np.int64)
-    in2, in1 = epipolar_distances(x1, x2, essential(R, t))
-    near = (in2 <= max_dist[1]) & (in1 <= max_dist[0])
-    dist = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
-    dist = np.where(near, np.sqrt(np.maximum(dist, 0.0)), np.inf)
+    E = essential(R, t)
+    x1, x2 = np.asarray(x1, np.float64), np.asarray(x2, np.float64)
+    bb = (b * b).sum(1)
+    j = np.zeros(len(a), np.int64)
+    ok = np.zeros(len(a), bool)
+    col_best = np.full(len(b), np.inf, np.float32)  # each partner keypoint's nearest row, over all blocks
+    col_row = np.full(len(b), -1, np.int64)
+    for lo in range(0, len(a), BLOCK):  # (BLOCK, N2) at a time: bounded memory for 8000-keypoint photographs
+        rows = np.arange(lo, min(lo + BLOCK, len(a)))
+        in2, in1 = epipolar_distances(x1[rows], x2, E)
+        dist = (a[rows] * a[rows]).sum(1)[:, None] + bb[None, :] - 2.0 * (a[rows] @ b.T)
+        dist = np.where((in2 <= max_dist[1]) & (in1 <= max_dist[0]), np.sqrt(np.maximum(dist, 0.0)), np.inf)
+        local = np.arange(len(rows))
+        jb = np.argmin(dist, axis=1)
+        best = dist[local, jb]
+        dist[local, jb] = np.inf
+        second = dist.min(axis=1)
+        dist[local, jb] = best
+        j[rows], ok[rows] = jb, np.isfinite(second) & (best < ratio * second)  # a lone candidate: nothing to beat
+        top = np.argmin(dist, axis=0)
+        better = dist[top, np.arange(len(b))] < col_best
+        col_best[better] = dist[top, np.arange(len(b))][better]
+        col_row[better] = rows[top[better]]
     rows = np.arange(len(a))
-    j = np.argmin(dist, axis=1)
-    best = dist[rows, j]
-    dist[rows, j] = np.inf
-    second = dist.min(axis=1)
-    dist[rows, j] = best
-    ok = np.isfinite(second) & (best < ratio * second)  # a lone candidate on the line has nothing to beat
-    back = np.argmin(dist, axis=0)
-    ok &= back[j] == rows
+    ok &= col_row[j] == rows  # mutual
     return np.stack([rows[ok], j[ok]], 1).astype(np.int64)
