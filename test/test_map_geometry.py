@@ -356,7 +356,9 @@ def test_a_blank_photo_is_reported_as_sparse(geo_world, tmp_path, caplog, capsys
     assert len(m.geometry(3)[0]) == 0 and m.manifest["geometry"]["sparse_images"] >= 1
     assert any("fewer than 15 3D points" in r.getMessage() and "overlap" in r.getMessage() for r in caplog.records)
     assert map_info_cli.main([str(out)]) == 0
-    assert "with fewer than 15 3D points" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "with fewer than 15 3D points" in printed
+    assert "triangulated with 4 pose partners, matched within 2 px of their epipolar lines" in printed
 
 
 def test_gradient_descriptors_are_stored_per_keypoint_and_checked(geo_world, tmp_path):

@@ -102,6 +102,12 @@ def render(info: dict[str, Any], root: Path) -> str:
                  f"{g.get('with_point', '?')} with a 3D point ({g['intrinsics']['width']}x{g['intrinsics']['height']} "
                  "px)" if g else
                  f"geometry       none: {info.get('geometry_note')} (retrieval-only)")
+    if g and g["method"] == "triangulate":
+        lines.append(f"               triangulated with {g.get('partners', '?')} pose partners, "
+                     + (f"matched within {g['epipolar_px']:g} px of their epipolar lines" if g.get("epipolar_px")
+                        else "matched plainly (maps built before 2026-11-26)")
+                     + (f"; {g['widened']} images took farther partners (too little parallax)" if g.get("widened")
+                        else ""))
     if g and g.get("sparse_images"):
         lines.append(f"               {g['sparse_images']} map images with fewer than {SPARSE_IMAGE_POINTS} 3D points "
                      "(frames answered there are not verified)")
