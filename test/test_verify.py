@@ -272,24 +272,31 @@ def test_a_rendered_frame_tracked_from_its_own_verification_stays_metric_and_sto
     assert not verifier.verify(rgb, wrong, prev, stamp=3.0).verified  # track_frames=2 used up
 
 
-def test_a_camera_turned_away_from_the_map_image_verifies_by_a_turned_guide_or_unguided(verify_world):
-    """A frame rendered at map image k's own position but turned 25 deg about the vertical (a photograph taken
-    from the map's viewpoint, looking elsewhere): image k's pose, the guide, predicts the map points ~100 px from
-    where they are, beyond the guided search radius (64 px at 320x240), so guided matching alone fails. Either
-    fallback finds the true pose: the guide turned 25 deg about the camera's vertical, or unguided matching."""
+def _turned_frame(verify_world, deg: float = 25.0):
+    """The map, its middle image k, and a frame rendered at k's position turned `deg` about the vertical:
+    (map, k, rgb, position, xyzw)."""
     from disam_ros.data.synthetic import WorldConfig
     from disam_ros.data.synthetic.generate import load_world
     from disam_ros.data.synthetic.shade import render
     from disam_ros.geometry import quat_to_rot
-    from disam_ros.verify.verifier import Verifier
 
     world_dir, m = verify_world
     town, info = load_world(world_dir)
     camera = WorldConfig(seed=info.seed, image_size=tuple(info.image_size), fov_deg=info.fov_deg).camera()
     k = len(m.positions) // 2
     pos = np.asarray(m.positions[k], np.float64)
-    quat = rot_to_quat(rz(25.0) @ quat_to_rot(np.asarray(m.quats[k], np.float64)))
-    rgb = render(town, (pos, quat), camera, "sunny")
+    quat = rot_to_quat(rz(deg) @ quat_to_rot(np.asarray(m.quats[k], np.float64)))
+    return m, k, render(town, (pos, quat), camera, "sunny"), pos, quat
+
+
+def test_a_camera_turned_away_from_the_map_image_verifies_by_a_turned_guide_or_unguided(verify_world):
+    """A frame rendered at map image k's own position but turned 25 deg about the vertical (a photograph taken
+    from the map's viewpoint, looking elsewhere): image k's pose, the guide, predicts the map points ~100 px from
+    where they are, beyond the guided search radius (64 px at 320x240), so guided matching alone fails. Either
+    fallback finds the true pose: the guide turned 25 deg about the camera's vertical, or unguided matching."""
+    from disam_ros.verify.verifier import Verifier
+
+    m, k, rgb, pos, quat = _turned_frame(verify_world)
     assert not Verifier(m, VerifyConfig(turn_search_deg=0.0, unguided_candidates=0)).verify(rgb, [k]).verified
     turned = Verifier(m, VerifyConfig(turn_search_deg=25.0, unguided_candidates=0)).verify(rgb, [k])
     free = Verifier(m, VerifyConfig(turn_search_deg=0.0, unguided_candidates=1)).verify(rgb, [k])
@@ -416,19 +423,9 @@ def test_an_unguided_solve_guides_a_second_match_and_gates_it(verify_world):
     only unguided matching can find it. Its solve guides a tight second match whose pose lands within 0.25 m
     and 2 deg of where the frame was rendered; and the first solve is a gate: asked for more inliers than map
     image k has points, nothing verifies."""
-    from disam_ros.data.synthetic import WorldConfig
-    from disam_ros.data.synthetic.generate import load_world
-    from disam_ros.data.synthetic.shade import render
-    from disam_ros.geometry import quat_to_rot
     from disam_ros.verify.verifier import Verifier
 
-    world_dir, m = verify_world
-    town, info = load_world(world_dir)
-    camera = WorldConfig(seed=info.seed, image_size=tuple(info.image_size), fov_deg=info.fov_deg).camera()
-    k = len(m.positions) // 2
-    pos = np.asarray(m.positions[k], np.float64)
-    quat = rot_to_quat(rz(25.0) @ quat_to_rot(np.asarray(m.quats[k], np.float64)))
-    rgb = render(town, (pos, quat), camera, "sunny")
+    m, k, rgb, pos, quat = _turned_frame(verify_world)
     cfg = VerifyConfig(turn_search_deg=0.0, unguided_candidates=1, gradient_candidates=0)
     on = Verifier(m, cfg).verify(rgb, [k])
     gated = Verifier(m, replace(cfg, unguided_min_inliers=len(m.geometry(k)[0]) + 1)).verify(rgb, [k])
