@@ -233,15 +233,18 @@ class GeometryBuilder:
         partners = choose_partners(centres, axes, plan.partners, plan.partner_max_angle_deg)
         for i, others in enumerate(partners):
             row, matched = self._triangulated(i, [int(j) for j in others])
+            widened = False
             for _ in range(plan.widen_steps):
                 if not len(others) or _found(row) >= plan.widen_below * matched:
                     break
                 reach = plan.widen_factor * float(np.linalg.norm(centres[others] - centres[i], axis=1).max())
                 others = wider_partners(i, centres, axes, plan.partners, plan.partner_max_angle_deg, reach)
-                wider, matched = self._triangulated(i, [int(j) for j in others]) if len(others) else (row, 0)
+                if not len(others):
+                    break
+                wider, wider_matched = self._triangulated(i, [int(j) for j in others])
                 if _found(wider) > _found(row):
-                    row = wider
-                    self.widened += 1
+                    row, matched, widened = wider, wider_matched, True
+            self.widened += widened
             self.writer.add(*row)
 
     def _triangulated(self, i: int, others: list[int]
