@@ -285,7 +285,7 @@ def build_map(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike | No
             if geo is not None:
                 geo.close()  # also removes its temporary features
             raise
-        geo_record = None if geo is None else geo.finish()
+        geo_record = None if geo is None else geo.finish(progress)
         n = len(enc.names)
         build = {"source": source, "batch_size": batch_size, "encode_seconds": round(enc.seconds, 3),
                  "device": str(getattr(coarse, "device", "unknown"))}

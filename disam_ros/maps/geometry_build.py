@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from disam_ros.maps.covisibility import PARTNER_RULE, choose_partners, wider_partners
 from disam_ros.maps.geometry_store import DESCRIPTOR_DIM, SPARSE_IMAGE_POINTS, GeometryWriter, descriptors_u8
@@ -223,15 +224,16 @@ class GeometryBuilder:
         self._spill.add(feats.keypoints, feats.descriptors, grads)
         self._views.append(View.from_pose(cam, np.asarray(position), np.asarray(quat)))
 
-    def _triangulate_all(self) -> None:
-        """Pass 2: partners from all poses, then every map image in index order."""
+    def _triangulate_all(self, progress: bool = False) -> None:
+        """Pass 2: partners from all poses, then every map image in index order (a progress bar: a few minutes
+        for thousands of images)."""
         if not self._views:
             return
         centres = np.stack([v.centre for v in self._views])
         axes = np.stack([np.asarray(v.R)[2] for v in self._views])  # optical axis (camera z) in the map frame
         plan = self.plan
         partners = choose_partners(centres, axes, plan.partners, plan.partner_max_angle_deg)
-        for i, others in enumerate(partners):
+        for i, others in enumerate(tqdm(partners, desc="triangulate", unit="img", disable=not progress)):
             row, matched = self._triangulated(i, [int(j) for j in others])
             widened = False
             for _ in range(plan.widen_steps):
@@ -299,13 +301,13 @@ class GeometryBuilder:
             if self._spill is not None:
                 self._spill.remove()
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self, progress: bool = False) -> dict[str, Any]:
         """Triangulate (two-pass), close the files, remove the temporary features and return the manifest's
         "geometry" record."""
         t0 = time.perf_counter()
         try:
             if self._spill is not None:
-                self._triangulate_all()
+                self._triangulate_all(progress)
         finally:
             self.close()
         self.seconds += time.perf_counter() - t0
