@@ -82,3 +82,14 @@ def test_matching_in_blocks_gives_the_pairs_of_one_block(monkeypatch):
     monkeypatch.setattr(epi, "BLOCK", 7)
     blocked = epipolar_match(x1, d1, x2, d2, R, t, band, ratio=0.9)
     assert len(whole) >= 10 and np.array_equal(whole, blocked)
+
+
+def test_line_distances_in_pixels_by_hand():
+    """Sideways baseline (horizontal epipolar lines): a pair's distance is |y2 - y1| times the focal length, the
+    same in both images."""
+    from disam_ros.pose.epipolar import line_distances_px
+
+    x1 = np.array([[0.1, 0.2], [-0.3, 0.05]])
+    x2 = np.array([[0.4, 0.21], [0.0, 0.05]])
+    d = line_distances_px(x1, x2, np.eye(3), np.array([-1.0, 0.0, 0.0]), 500.0)
+    np.testing.assert_allclose(d, [5.0, 0.0], atol=1e-9)

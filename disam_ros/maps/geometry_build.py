@@ -35,7 +35,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from disam_ros.maps.geometry_store import DESCRIPTOR_DIM, SPARSE_IMAGE_POINTS, G
 from disam_ros.maps.npy_stream import NpyAppender
 from disam_ros.pose.backproject import DepthLimits, backproject
 from disam_ros.pose.camera import Intrinsics
-from disam_ros.pose.epipolar import epipolar_match
+from disam_ros.pose.epipolar import epipolar_match, line_distances_px
 from disam_ros.pose.features import MAP_SIFT, SiftConfig, detect_sift, match_descriptors
 from disam_ros.pose.frames import normalized
 from disam_ros.pose.gradients import GRADIENT_CELL, keypoint_descriptors
@@ -77,6 +77,10 @@ class GeometryPlan:
     epipolar_px: float = 2.0  # triangulate: a partner's match must lie this close to its epipolar line, the ratio
     #                           test runs among those (pose/epipolar.py; 0 = plain matching). 2 px chosen on the
     #                           dev town over 4 and 8 (docs/maps.md)
+    noise_sigmas: float = 3.0  # triangulate: ... and both that band and the triangulation's reprojection check
+    #                            widen to this many sigmas of the poses' own noise, measured on the map's strong
+    #                            matches (exact poses: ~0.5 px, so 2 px stays), up to max_threshold_px; 0 = fixed
+    max_threshold_px: float = 8.0
     depth_limits: DepthLimits = field(default_factory=DepthLimits)
     tri_limits: TriangulationLimits = field(default_factory=lambda: TriangulationLimits(max_error_px=2.0))
 
@@ -86,6 +90,9 @@ class GeometryPlan:
                              "are a bit mask)")
         if not 0.0 < self.partner_max_angle_deg <= 180.0:
             raise ValueError(f"GeometryPlan.partner_max_angle_deg={self.partner_max_angle_deg!r} must be in (0, 180]")
+        if not (self.noise_sigmas >= 0 and self.max_threshold_px >= max(self.epipolar_px, 0.0)):
+            raise ValueError(f"GeometryPlan: noise_sigmas={self.noise_sigmas!r} must be >= 0 and max_threshold_px="
+                             f"{self.max_threshold_px!r} >= epipolar_px={self.epipolar_px!r}")
         if not (0.0 <= self.widen_below <= 1.0 and self.widen_factor > 1.0 and self.widen_steps >= 0):
             raise ValueError(f"GeometryPlan: widen_below={self.widen_below!r} must be in [0, 1], widen_factor="
                              f"{self.widen_factor!r} > 1 and widen_steps={self.widen_steps!r} >= 0")
@@ -178,6 +185,8 @@ class GeometryBuilder:
             if plan.method == "triangulate" else None
         self.seconds = 0.0
         self.widened = 0  # triangulate: images whose points came from partners farther than the nearest
+        self.epipolar_px, self.tri_limits = plan.epipolar_px, plan.tri_limits  # widened by _set_thresholds
+        self.pose_noise_px: float | None = None
 
     def _camera(self, image: np.ndarray, name: str) -> Intrinsics:
         h, w = image.shape[:2]
@@ -233,6 +242,7 @@ class GeometryBuilder:
         axes = np.stack([np.asarray(v.R)[2] for v in self._views])  # optical axis (camera z) in the map frame
         plan = self.plan
         partners = choose_partners(centres, axes, plan.partners, plan.partner_max_angle_deg)
+        self._set_thresholds(partners)
         for i, others in enumerate(tqdm(partners, desc="triangulate", unit="img", disable=not progress)):
             row, matched = self._triangulated(i, [int(j) for j in others])
             widened = False
@@ -273,23 +283,55 @@ class GeometryBuilder:
             if len(slots) + 1 < self.plan.min_views:
                 continue
             uv = np.concatenate([kp[rows, None].astype(np.float64), obs[rows][:, slots]], 1)
-            tri = triangulate([ref] + [self._views[others[s]] for s in slots], uv, self.plan.tri_limits)
+            tri = triangulate([ref] + [self._views[others[s]] for s in slots], uv, self.tri_limits)
             z = np.where(tri.ok, tri.points @ ref.R[2] + ref.t[2], np.nan)  # depth in the map image
             lim = self.plan.depth_limits  # the depth path's range: a far two-view point is mostly a mismatch
             ok = tri.ok & (z >= lim.min_depth_m) & (z <= lim.max_depth_m)
             points[rows[ok]] = tri.points[ok]
         return (kp, desc, points, grads), int(seen.any(axis=1).sum())
 
+    def _set_thresholds(self, partners: list[np.ndarray]) -> None:
+        """The poses' noise in pixels from strong plain matches (ratio 0.6) of up to 30 map images with their
+        nearest partner: 1.4826 x the median point-to-line distance (a robust sigma); the epipolar band and the
+        reprojection check become `noise_sigmas` of it, never below the plan's, never above max_threshold_px.
+        Why: the plan's 2 px suit exact poses; ground truth from mocap or GPS/INS is off by a few tenths of a
+        degree, which puts right matches several pixels off their lines (development town, poses perturbed by 0.2
+        deg and 2 cm: 4 px kept 23 % more points and 7.5 points more frames within 0.25 m, docs/maps.md)."""
+        plan, cam = self.plan, self.cam or self.plan.intrinsics
+        self.epipolar_px, self.tri_limits, self.pose_noise_px = plan.epipolar_px, plan.tri_limits, None
+        if plan.noise_sigmas <= 0 or plan.epipolar_px <= 0:
+            return
+        dists = []
+        for i in np.unique(np.linspace(0, len(partners) - 1, min(30, len(partners))).astype(int)):
+            if not len(partners[i]):
+                continue
+            j = int(partners[i][0])
+            (kp, desc, _), (kq, dq, _) = self._spill.get(int(i)), self._spill.get(j)
+            m = match_descriptors(desc, dq, 0.6)
+            R, t = self._relative(int(i), j)
+            dists.append(line_distances_px(normalized(kp[m[:, 0]], cam), normalized(kq[m[:, 1]], cam), R, t, cam.fx))
+        d = np.concatenate(dists) if dists else np.zeros(0)
+        if len(d) < 50:  # too few to tell: keep the plan's
+            return
+        self.pose_noise_px = float(1.4826 * np.median(d))
+        px = float(np.clip(plan.noise_sigmas * self.pose_noise_px, plan.epipolar_px, plan.max_threshold_px))
+        self.epipolar_px = px
+        self.tri_limits = replace(plan.tri_limits, max_error_px=max(plan.tri_limits.max_error_px, px))
+
+    def _relative(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """(R, t) taking map image i's camera coordinates to map image j's."""
+        a, b = self._views[i], self._views[j]
+        R = np.asarray(b.R) @ np.asarray(a.R).T
+        return R, np.asarray(b.t).reshape(3) - R @ np.asarray(a.t).reshape(3)
+
     def _match(self, i: int, kp: np.ndarray, desc: np.ndarray, j: int, other_kp: np.ndarray, other_desc: np.ndarray
                ) -> np.ndarray:
         """Map image i's keypoints matched to partner j's: near the epipolar line the poses give, or plainly."""
-        px = self.plan.epipolar_px
+        px = self.epipolar_px
         if px <= 0:
             return match_descriptors(desc, other_desc, self.plan.ratio)
-        a, b = self._views[i], self._views[j]
-        R = np.asarray(b.R) @ np.asarray(a.R).T
-        t = np.asarray(b.t).reshape(3) - R @ np.asarray(a.t).reshape(3)
-        cam = a.cam
+        R, t = self._relative(i, j)
+        cam = self._views[i].cam
         return epipolar_match(normalized(kp, cam), desc, normalized(other_kp, cam), other_desc, R, t,
                               (px / cam.fx, px / cam.fx), self.plan.ratio)
 
@@ -315,7 +357,9 @@ class GeometryBuilder:
         extra: dict[str, Any] = {"seconds": round(self.seconds, 3)}
         if self.plan.method == "triangulate":
             extra.update(partners=self.plan.partners, partner_max_angle_deg=self.plan.partner_max_angle_deg,
-                         partner_rule=PARTNER_RULE, epipolar_px=self.plan.epipolar_px, widened=self.widened)
+                         partner_rule=PARTNER_RULE, epipolar_px=self.epipolar_px, widened=self.widened,
+                         pose_noise_px=None if self.pose_noise_px is None else round(self.pose_noise_px, 3),
+                         reprojection_px=self.tri_limits.max_error_px)
         sparse, images = self.writer.sparse_images, len(self.writer.offsets) - 1
         if sparse:
             fix = ("photographs that overlap a neighbour looking the same way" if self.plan.method == "triangulate"

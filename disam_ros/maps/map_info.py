@@ -104,8 +104,9 @@ def render(info: dict[str, Any], root: Path) -> str:
                  f"geometry       none: {info.get('geometry_note')} (retrieval-only)")
     if g and g["method"] == "triangulate":
         lines.append(f"               triangulated with {g.get('partners', '?')} pose partners, "
-                     + (f"matched within {g['epipolar_px']:g} px of their epipolar lines" if g.get("epipolar_px")
+                     + (f"matched within {g['epipolar_px']:.3g} px of their epipolar lines" if g.get("epipolar_px")
                         else "matched plainly (maps built before 2026-11-26)")
+                     + (f" (the poses' own noise ~{g['pose_noise_px']:.2g} px)" if g.get("pose_noise_px") else "")
                      + (f"; {g['widened']} images took farther partners (too little parallax)" if g.get("widened")
                         else ""))
     if g and g.get("sparse_images"):

@@ -72,3 +72,17 @@ def epipolar_match(x1: np.ndarray, d1: np.ndarray, x2: np.ndarray, d2: np.ndarra
     rows = np.arange(len(a))
     ok &= col_row[j] == rows  # mutual
     return np.stack([rows[ok], j[ok]], 1).astype(np.int64)
+
+
+def line_distances_px(x1: np.ndarray, x2: np.ndarray, R: np.ndarray, t: np.ndarray, focal_px: float) -> np.ndarray:
+    """Per matched pair (rows of x1 and x2, normalised), the larger of its two point-to-epipolar-line distances,
+    in pixels. For right matches between images of exact poses this is keypoint noise (a fraction of a pixel);
+    errors in the poses add to it, which is how a map's own matches tell how good its poses are."""
+    E = essential(R, t)
+    h1 = np.c_[np.asarray(x1, np.float64), np.ones(len(x1))]
+    h2 = np.c_[np.asarray(x2, np.float64), np.ones(len(x2))]
+    lines2, lines1 = h1 @ E.T, h2 @ E
+    num = np.abs(np.sum(lines2 * h2, axis=1))
+    d2 = num / np.maximum(np.linalg.norm(lines2[:, :2], axis=1), 1e-12)
+    d1 = num / np.maximum(np.linalg.norm(lines1[:, :2], axis=1), 1e-12)
+    return focal_px * np.maximum(d1, d2)
