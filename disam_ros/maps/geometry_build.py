@@ -273,9 +273,10 @@ class GeometryBuilder:
         if n == 0 or not others:
             return (kp, desc, points, grads), 0
         obs = np.full((n, len(others), 2), np.nan)
+        xn = normalized(kp, ref.cam) if self.epipolar_px > 0 else None  # once, not per partner
         for s, j in enumerate(others):
             other_kp, other_desc, _ = self._spill.get(j)
-            m = self._match(i, kp, desc, j, other_kp, other_desc)
+            m = self._match(i, xn, desc, j, other_kp, other_desc)
             obs[m[:, 0], s] = other_kp[m[:, 1]]
         seen = np.isfinite(obs[:, :, 0])
         codes = seen @ (1 << np.arange(len(others)))
@@ -326,16 +327,16 @@ class GeometryBuilder:
         R = np.asarray(b.R) @ np.asarray(a.R).T
         return R, np.asarray(b.t).reshape(3) - R @ np.asarray(a.t).reshape(3)
 
-    def _match(self, i: int, kp: np.ndarray, desc: np.ndarray, j: int, other_kp: np.ndarray, other_desc: np.ndarray
-               ) -> np.ndarray:
-        """Map image i's keypoints matched to partner j's: near the epipolar line the poses give, or plainly."""
-        px = self.epipolar_px
-        if px <= 0:
+    def _match(self, i: int, xn: np.ndarray | None, desc: np.ndarray, j: int, other_kp: np.ndarray,
+               other_desc: np.ndarray) -> np.ndarray:
+        """Map image i's keypoints (normalised: `xn`) matched to partner j's: near the epipolar line the poses
+        give, or plainly (xn None)."""
+        if xn is None:
             return match_descriptors(desc, other_desc, self.plan.ratio)
         R, t = self._relative(i, j)
         cam = self._views[i].cam
-        return epipolar_match(normalized(kp, cam), desc, normalized(other_kp, cam), other_desc, R, t,
-                              (px / cam.fx, px / cam.fx), self.plan.ratio)
+        band = self.epipolar_px / cam.fx
+        return epipolar_match(xn, desc, normalized(other_kp, cam), other_desc, R, t, (band, band), self.plan.ratio)
 
     def close(self) -> None:
         """Close the geometry files and remove the temporary features; safe to call again."""

@@ -21,17 +21,24 @@ def essential(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return skew(np.asarray(t, np.float64).reshape(3))[0] @ np.asarray(R, np.float64)
 
 
+def _lines(x1: np.ndarray, x2: np.ndarray, E: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Homogeneous points h1 (N1,3), h2 (N2,3) and their epipolar lines in the other image: E x1 (N1,3) in image
+    2, E^T x2 (N2,3) in image 1."""
+    h1 = np.c_[np.asarray(x1, np.float64), np.ones(len(x1))]
+    h2 = np.c_[np.asarray(x2, np.float64), np.ones(len(x2))]
+    return h1, h2, h1 @ E.T, h2 @ E
+
+
+def _line_norm(lines: np.ndarray) -> np.ndarray:
+    return np.maximum(np.linalg.norm(lines[:, :2], axis=1), 1e-12)
+
+
 def epipolar_distances(x1: np.ndarray, x2: np.ndarray, E: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N1,N2) distances, in normalised units, of each x2 from the epipolar line of each x1 in image 2, and of
     each x1 from the line of each x2 in image 1."""
-    h1 = np.c_[np.asarray(x1, np.float64), np.ones(len(x1))]
-    h2 = np.c_[np.asarray(x2, np.float64), np.ones(len(x2))]
-    lines2 = h1 @ E.T  # (N1,3): E x1
-    lines1 = h2 @ E  # (N2,3): E^T x2
+    _, h2, lines2, lines1 = _lines(x1, x2, E)
     num = np.abs(lines2 @ h2.T)  # |x2^T E x1|, the same for both images
-    in2 = num / np.maximum(np.linalg.norm(lines2[:, :2], axis=1), 1e-12)[:, None]
-    in1 = num / np.maximum(np.linalg.norm(lines1[:, :2], axis=1), 1e-12)[None, :]
-    return in2, in1
+    return num / _line_norm(lines2)[:, None], num / _line_norm(lines1)[None, :]
 
 
 def epipolar_match(x1: np.ndarray, d1: np.ndarray, x2: np.ndarray, d2: np.ndarray, R: np.ndarray, t: np.ndarray,
@@ -78,11 +85,6 @@ def line_distances_px(x1: np.ndarray, x2: np.ndarray, R: np.ndarray, t: np.ndarr
     """Per matched pair (rows of x1 and x2, normalised), the larger of its two point-to-epipolar-line distances,
     in pixels. For right matches between images of exact poses this is keypoint noise (a fraction of a pixel);
     errors in the poses add to it, which is how a map's own matches tell how good its poses are."""
-    E = essential(R, t)
-    h1 = np.c_[np.asarray(x1, np.float64), np.ones(len(x1))]
-    h2 = np.c_[np.asarray(x2, np.float64), np.ones(len(x2))]
-    lines2, lines1 = h1 @ E.T, h2 @ E
-    num = np.abs(np.sum(lines2 * h2, axis=1))
-    d2 = num / np.maximum(np.linalg.norm(lines2[:, :2], axis=1), 1e-12)
-    d1 = num / np.maximum(np.linalg.norm(lines1[:, :2], axis=1), 1e-12)
-    return focal_px * np.maximum(d1, d2)
+    _, h2, lines2, lines1 = _lines(x1, x2, essential(R, t))
+    num = np.abs(np.sum(lines2 * h2, axis=1))  # pair by pair: |x2^T E x1|
+    return focal_px * np.maximum(num / _line_norm(lines1), num / _line_norm(lines2))
