@@ -152,11 +152,16 @@ def test_guided_match_takes_the_candidate_where_the_pose_puts_it():
     assert guided_match(q_uv, q_desc, m_desc, predicted, radius=1.0, ratio=0.9).shape == (0, 2)
 
 
+@pytest.mark.parametrize("path", ["cells", "sparse"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_guided_match_equals_its_definition_by_loops(seed):
+def test_guided_match_equals_its_definition_by_loops(seed, path, monkeypatch):
     """Random keypoints and RootSIFT-like unit descriptors, some map points predicted nowhere (inf) or far off the
-    image: the matrix implementation must give exactly the pairs the definition gives, worked out by loops."""
+    image: the matrix implementation must give exactly the pairs the definition gives, worked out by loops, cell
+    by cell and pair by pair (the path narrow radii take) alike."""
+    from disam_ros.pose import guided
     from disam_ros.pose.guided import guided_match
+
+    monkeypatch.setattr(guided, "SPARSE_BELOW_PX", 0.0 if path == "cells" else 1e9)
 
     rng = np.random.default_rng(seed)
     n, m, radius, ratio = 60, 80, 40.0, 0.9
@@ -190,13 +195,17 @@ def test_guided_match_equals_its_definition_by_loops(seed):
     assert got.tolist() == want
 
 
+@pytest.mark.parametrize("path", ["cells", "sparse"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_guided_match_breaks_exact_ties_as_its_definition(seed):
+def test_guided_match_breaks_exact_ties_as_its_definition(seed, path, monkeypatch):
     """Descriptors drawn from one-hot and (+-1/2, +-1/2, +-1/2, +-1/2) unit vectors: every similarity is exact in
     float32 whatever the summation order, so many exact ties occur (ratio just over 1 lets them through the ratio
     test). The cell-by-cell matcher must resolve them as one argmax over all pairs would, lowest index first,
-    which is what the loop below does (sorted() and min() keep the first of equals)."""
+    which is what the loop below does (sorted() and min() keep the first of equals). Both paths."""
+    from disam_ros.pose import guided
     from disam_ros.pose.guided import guided_match
+
+    monkeypatch.setattr(guided, "SPARSE_BELOW_PX", 0.0 if path == "cells" else 1e9)
 
     rng = np.random.default_rng(seed)
     palette = np.concatenate([np.eye(4), 0.5 * np.array(np.meshgrid(*[[-1, 1]] * 4)).reshape(4, -1).T])
