@@ -237,3 +237,31 @@ def test_polish_brings_a_perturbed_dense_pose_back_and_changes_only_the_pose(tow
     np.testing.assert_allclose(on.covariance, off.covariance)
     assert float(np.linalg.norm(on.position - off.position)) <= cfg.gradient_polish_max_shift_m
     assert float(quat_angle_deg(on.quat, off.quat)) <= cfg.gradient_polish_max_turn_deg
+
+
+def test_a_dense_pose_turned_beyond_the_search_window_is_inconsistent():
+    """The dense search looks for each map point within 10 % of the width of where the candidate's pose puts it:
+    at 640 px and fx 457 that is a turn of atan(64 / 457) = 7.972 deg. A pose solved (exactly, from hand-made
+    correspondences) turned 9 deg from its candidate is refused as inconsistent by the dense gate, one turned 6 deg
+    is verified, and SIFT's gate (20 deg) would have taken both."""
+    from disam_ros.geometry import rot_to_quat
+    from disam_ros.pose.camera import Intrinsics
+    from disam_ros.pose.frames import about_y, cam_from_map, project
+    from disam_ros.pose.solver import SolverConfig, solve_absolute_pose
+    from disam_ros.verify.dense_step import dense_gate, window_deg
+    from disam_ros.verify.gate import judged
+
+    cam, cfg = Intrinsics(457.0, 457.0, 319.5, 239.5, 640, 480), VerifyConfig()
+    assert window_deg(cam, 0.1) == pytest.approx(7.972, abs=1e-3)
+    assert dense_gate(cam, cfg) == (pytest.approx(7.972, abs=1e-3), cfg.gradient_min_inliers,
+                                    cfg.gradient_min_inlier_ratio)
+    rng = np.random.default_rng(1)
+    key_pos, key_quat = np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0])
+    for turn, outcome in ((9.0, "inconsistent"), (6.0, "verified")):
+        quat = rot_to_quat(about_y(turn))
+        points = quat_to_rot(quat) @ np.c_[rng.uniform(-6, 6, 200), rng.uniform(-3, 3, 200), rng.uniform(8, 30, 200)].T
+        uv, _ = project(points.T, *cam_from_map(key_pos, quat), cam)
+        sol = solve_absolute_pose(uv, points.T, cam, SolverConfig())
+        assert float(quat_angle_deg(sol.quat, quat)) < 1e-6
+        assert judged(sol, 0, 200, key_pos, key_quat, cfg, dense_gate(cam, cfg)).outcome == outcome
+        assert judged(sol, 0, 200, key_pos, key_quat, cfg).outcome == "verified"

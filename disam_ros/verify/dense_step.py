@@ -21,16 +21,33 @@ from disam_ros.verify.result import PointTrack, Verification
 from disam_ros.verify.support import support_pairs
 
 
+def window_deg(cam: Intrinsics, radius: float) -> float:
+    """The turn about the camera's vertical that moves the image centre by the dense search's window (`radius` x
+    the width): a pose turned further from its guide than this put its map points outside the windows they were
+    looked for in, so its finds are not those points (dev town seed 3, fog: four such poses 9.6-10.4 deg from
+    their keyframe, 1-10 m off, a belief dragged along; right dense poses there and in the reported towns turned
+    at most 4.1 deg; 8.0 deg at 640 px and 70 deg of view)."""
+    return math.degrees(math.atan(radius * cam.width / cam.fx))
+
+
+def dense_gate(cam: Intrinsics, cfg: VerifyConfig) -> tuple[float, int, float]:
+    """The gate a dense pose is judged by (verify/gate.judged): turned at most the search window's angle (and
+    max_turn_deg), gradient_min_inliers, gradient_min_inlier_ratio."""
+    return min(cfg.max_turn_deg, window_deg(cam, cfg.gradient_radius)), cfg.gradient_min_inliers, \
+        cfg.gradient_min_inlier_ratio
+
+
 def dense_attempts(rgb: np.ndarray, ks: list[int], cam: Intrinsics, query: Features | None, loc_map: Any,
                    map_side: Callable[[int], Any], map_camera: Intrinsics, cfg: VerifyConfig) -> list[Verification]:
     """The candidates searched densely in order, up to the first verified one, or else two whose poses agree
     (each from at least `gradient_agree_inliers`: a wrong solution stays near the pose that guided it, and two
     candidates' guides are metres apart); the verified one hands on the map points its pose puts on the query's
     SIFT keypoints (map-point tracking; none when the search ran first and no SIFT keypoints were found).
-    `map_side(k)`: candidate k's map points and gradient descriptors (the verifier's cache)."""
+    `map_side(k)`: candidate k's map points and gradient descriptors (the verifier's cache). A dense pose turned
+    from its candidate by more than the search window's angle (`window_deg`) is "inconsistent"."""
     out, solved = [], []
     grid = query_grid(rgb, int(loc_map.map_geometry.gradient_cell), map_camera, cam, cfg)
-    gate = (cfg.max_turn_deg, cfg.gradient_min_inliers, cfg.gradient_min_inlier_ratio)
+    gate = dense_gate(cam, cfg)
     for k in ks:
         side = map_side(k)
         key_pos, key_quat = np.asarray(loc_map.positions[k], np.float64), np.asarray(loc_map.quats[k], np.float64)
