@@ -96,12 +96,12 @@ def time_verify(world: Path, map_dir: Path, conditions: tuple[str, ...], config:
 
 def format_table(rows: list[dict]) -> str:
     head = ("| frame | SIFT scale | turn deg | first look scale | dense | dense first after | dense polish "
-            "| flow frames | frames | features ms | verify ms (median) | p90 ms | verified % | 0.25 m/2 deg % "
-            "| median ms by drive |")
-    lines = [head, "|" + "---|" * 15]
+            "| flow frames | SIFT polish | frames | features ms | verify ms (median) | p90 ms | verified % "
+            "| 0.25 m/2 deg % | median ms by drive |")
+    lines = [head, "|" + "---|" * 16]
     for r in rows:
         lines.append(f"| {r['frame']} | {r['scale']:g} | {r['turn_deg']:g} | {r['first_scale']:g} | {r['dense']}"
-                     f" | {r['dense_first_after']} | {r['polish']} | {r['flow']} | {r['frames']}"
+                     f" | {r['dense_first_after']} | {r['polish']} | {r['flow']} | {r['sift_polish']} | {r['frames']}"
                      f" | {r['features_ms']:.1f}"
                      f" | {r['verify_ms']:.1f}"
                      f" | {r['verify_p90_ms']:.1f} | {100 * r['verified']:.0f} | {100 * r['within_0.25m_2deg']:.0f}"
@@ -131,13 +131,14 @@ def main(argv: list[str] | None = None) -> int:
                  (args.scales[0], VerifyConfig(gradient_candidates=0)),
                  (args.scales[0], VerifyConfig(gradient_first_after=0)),
                  (args.scales[0], VerifyConfig(gradient_polish_points=0)),
-                 (args.scales[0], VerifyConfig(flow_frames=0))]
+                 (args.scales[0], VerifyConfig(flow_frames=0)), (args.scales[0], VerifyConfig(polish_images=0))]
         for scale, config in runs:
             map_dir = build(world, Path(tmp) / f"map_{scale:g}", scale)
             rows.append({"frame": f"{size[0]}x{size[1]}", "scale": scale, "device": "cpu", "threads": 1,
                          "turn_deg": config.turn_search_deg, "first_scale": config.first_scale,
                          "dense": config.gradient_candidates, "dense_first_after": config.gradient_first_after,
                          "polish": config.gradient_polish_points, "flow": config.flow_frames,
+                         "sift_polish": config.polish_images,
                          **time_verify(world, map_dir, args.conditions, config)})
     emit("verify", rows, format_table(rows), args.json, torch=torch.__version__)
     return 0

@@ -30,6 +30,10 @@ VERIFY_OPTIONS = (
     ("--first-probe-every", "first_probe_every", positive_int, "... after two unsure looks in a row, look only "
      "every this many frames until one is sure (1: every frame)"),
     ("--first-max-trials", "first_max_trials", positive_int, "... the look's RANSAC trials at most"),
+    ("--polish-images", "polish_images", non_negative_int, "a verified SIFT pose is matched again from itself "
+     "against this many map images around it and solved from the pooled matches (0: off)"),
+    ("--polish-radius", "polish_radius", positive_float, "... each map point searched within this share of the "
+     "image width of where that pose puts it"),
     ("--unguided-candidates", "unguided_candidates", non_negative_int, "when still none verifies, this many are "
      "matched unguided (0: off)"),
     ("--dense-candidates", "gradient_candidates", non_negative_int, "when still none verifies, this many are "

@@ -105,6 +105,10 @@ PARAMETERS: tuple[Param, ...] = (
     Param("verify_flow_frames", 5, "Sequence/window modes: frames in a row tracked by optical flow from the last "
           "verified one when the camera moved under 1 m since (a 10-30 Hz camera), a full verification in "
           "between; 0 = off (docs/pose.md).", constraints=">= 0"),
+    Param("verify_polish_images", 3, "A verified pose (SIFT) is matched again from itself against this many map "
+          "images around it, within 3 % of the width of where it puts their points, and solved from the pooled "
+          "matches; kept when as well supported and within 0.5 m / 2 deg (a more exact pose; docs/pose.md); "
+          "0 = off.", constraints=">= 0"),
     Param("unverified_policy", "publish", "While verification is active: publish = a frame that passes the "
           "confidence gate is published even when not verified (the retrieval's pose; verified frames always are); "
           "withhold = only verified frames are published.", dynamic=True, constraints=", ".join(UNVERIFIED_POLICIES)),
@@ -189,6 +193,7 @@ class LocalizerConfig:
     verify_belief_sigma_m: float
     verify_motion_speed_factor: float
     verify_flow_frames: int
+    verify_polish_images: int
     unverified_policy: str
     camera_info_topic: str
     compressed: bool
@@ -311,6 +316,8 @@ def check_value(name: str, value: Any) -> Any:
         raise ValueError(f"verify_dense_candidates must be >= 0 (0 = no dense search), got {value}")
     elif name == "verify_belief_sigma_m" and not (math.isfinite(value) and value >= 0.0):
         raise ValueError(f"verify_belief_sigma_m must be a distance >= 0 in metres (0 = off), got {value}")
+    elif name == "verify_polish_images" and value < 0:
+        raise ValueError(f"verify_polish_images must be >= 0 (0 = no polish), got {value}")
     elif name == "verify_flow_frames" and value < 0:
         raise ValueError(f"verify_flow_frames must be >= 0 (0 = no optical-flow tracking), got {value}")
     elif name == "verify_motion_speed_factor" and not (math.isfinite(value) and value >= 0.0):

@@ -51,7 +51,7 @@ class NodeTracking:
                               unguided_candidates=cfg.verify_unguided_candidates,
                               gradient_candidates=cfg.verify_dense_candidates,
                               first_scale=cfg.verify_first_scale, motion_speed_factor=cfg.verify_motion_speed_factor,
-                              flow_frames=cfg.verify_flow_frames)
+                              flow_frames=cfg.verify_flow_frames, polish_images=cfg.verify_polish_images)
         self.tracker = Tracker(reloc, TrackerConfig(mode=cfg.mode, sequence=seq, standstill_ratio=cfg.standstill_ratio,
                                                     loop_closure_min_consecutive=cfg.loop_closure_min_consecutive,
                                                     verify=verify))

@@ -127,6 +127,14 @@ class VerifyConfig:
     #                                   is refused as "jumped" (verify/motion.py; 0 = off; single mode: off)
     motion_slack_m: float = 2.0  # ... the slack for the two poses' errors
     motion_window_s: float = 1.0  # ... only while the last verified pose is at most this old
+    polish_images: int = 3  # a verified SIFT pose is matched again from itself against this many map images
+    #                         nearest to it (the keyframe among them, usually) and solved from the pooled
+    #                         matches (verify/polish.py; 0 = off) ...
+    polish_radius: float = 0.03  # ... each map point searched within this share of the width of where the pose puts it
+    polish_max_view_deg: float = 30.0  # ... map images looking within this angle of the camera only
+    polish_max_error_px: float = 4.0  # ... RANSAC's inlier threshold (dev town seed 3: 4 px a frame or two over 8)
+    polish_max_shift_m: float = 0.5  # ... the polished pose kept when no fewer inliers and within this distance ...
+    polish_max_turn_deg: float = 2.0  # ... and this rotation of the first
     unguided_min_inliers: int = 12  # ... inliers the unguided solve needs before it may guide (8 let wrong places
     #                                 through on the dev town's handheld frames, 12 none: docs/pose.md)
     def __post_init__(self) -> None:
@@ -184,7 +192,12 @@ class VerifyConfig:
                   ("flow_max_points", self.flow_max_points >= self.flow_min_inliers),
                   ("flow_min_inlier_ratio", 0 <= self.flow_min_inlier_ratio < 1),
                   ("flow_max_error_px", self.flow_max_error_px > 0), ("flow_fb_px", self.flow_fb_px > 0),
-                  ("motion_slack_m", self.motion_slack_m >= 0),
+                  ("motion_slack_m", self.motion_slack_m >= 0), ("polish_images", self.polish_images >= 0),
+                  ("polish_radius", 0.0 < self.polish_radius <= 1.0),
+                  ("polish_max_view_deg", 0 < self.polish_max_view_deg <= 180),
+                  ("polish_max_error_px", self.polish_max_error_px > 0),
+                  ("polish_max_shift_m", self.polish_max_shift_m >= 0),
+                  ("polish_max_turn_deg", self.polish_max_turn_deg >= 0),
                   ("motion_window_s", self.motion_window_s > 0))
         bad = [name for name, ok in checks if not ok]
         if bad:

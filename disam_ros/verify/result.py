@@ -41,6 +41,7 @@ class Verification:
     order: str = "usual"  # the steps this frame ran (verify/order.py): usual, dense first, SIFT skipped, or both
     support: PointTrack | None = None  # a verified frame's inliers, for the next frame's tracking
     flow: bool = False  # tracked by optical flow from the previous verified frame (verify/flow.py)
+    polished: int = 0  # inliers of the pooled solve that replaced the first pose (verify/polish.py; 0: not)
     inlier_pixels: np.ndarray | None = field(default=None, repr=False)  # the solve's inliers (pixels, map
     inlier_points: np.ndarray | None = field(default=None, repr=False)  # points): where optical flow starts
 
@@ -59,7 +60,8 @@ class Verification:
                 "candidates_tried": self.tried, "verified_by_agreement": self.agreed, "refine_ms": self.ms,
                 "intrinsics": self.camera, "tracked_frames": self.hops,
                 "verified_unguided": self.unguided, "verified_dense": self.dense, "features_scale": self.scale,
-                "verify_order": self.order, "tracked_by_flow": self.flow}
+                "verify_order": self.order, "tracked_by_flow": self.flow,
+                "polished_inliers": self.polished}
 
 
 @dataclass(frozen=True, eq=False)

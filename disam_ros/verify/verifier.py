@@ -73,6 +73,7 @@ from disam_ros.verify.flow import FlowSeed, flow_attempt, next_seed, trackable
 from disam_ros.verify.gate import agreeing, judged, sure, verified_or
 from disam_ros.verify.motion import MotionGate
 from disam_ros.verify.order import StepOrder
+from disam_ros.verify.polish import polish_sift
 from disam_ros.verify.result import OUTCOMES, PointTrack, Verification
 from disam_ros.verify.support import support_pairs
 
@@ -109,6 +110,7 @@ class Verifier:
         c = self.config
         self.motion = MotionGate(max_speed_mps * c.motion_speed_factor, c.motion_slack_m, c.motion_window_s)
         self._flow: FlowSeed | None = None  # the last verified frame, for optical-flow tracking (verify/flow.py)
+        self._axes: np.ndarray | None = None  # the map images' optical axes (_forwards)
 
     def reset(self) -> None:
         """A new drive (Tracker.reset): the first look and the SIFT steps are tried again from its next frame on."""
@@ -136,6 +138,12 @@ class Verifier:
                 return None, f"{source} is {cam.width}x{cam.height}, the image {width}x{height}"
         return None, f"no camera intrinsics for {width}x{height} images (the map's are " \
                      f"{self.map_camera.width}x{self.map_camera.height}): publish CameraInfo or pass camera.yaml"
+
+    def _forwards(self) -> np.ndarray:
+        """The map images' optical axes in the map frame (N,3), computed once (verify/polish.py picks by them)."""
+        if self._axes is None:
+            self._axes = quat_to_rot(np.asarray(self.map.quats, np.float64))[:, :, 2]
+        return self._axes
 
     def _map_side(self, k: int) -> _MapSide:
         side = self._cache.get(k)
@@ -175,8 +183,10 @@ class Verifier:
         grey = to_grey(rgb) if self.config.flow_frames > 0 else None  # only flow reads it
         flow = flow_attempt(self._flow, grey, cam, self.config) if trackable(self._flow, grey, stamp, self.config) \
             else None
-        best, attempts = (flow, [flow]) if flow is not None and flow.verified else \
+        best, attempts, used = (flow, [flow], None) if flow is not None and flow.verified else \
             self._steps(rgb, ks, cam, previous, stamp)
+        if best.verified and used is not None and not best.dense:
+            best = polish_sift(best, used, cam, self.map, self._forwards(), self._map_side, self.config)
         best.order = "optical flow" if best.flow else self._order.last
         if best.verified and self.motion.jump(best.position, stamp) is not None:
             best.outcome, best.support = "jumped", None  # verify/motion.py
@@ -188,10 +198,11 @@ class Verifier:
         return self._answer(best, attempts, source, t0, stamp)
 
     def _steps(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, previous: PointTrack | None, stamp: float
-               ) -> tuple[Verification, list[Verification]]:
+               ) -> tuple[Verification, list[Verification], Features | None]:
         """The steps in the order this frame gets (verify/order.py): the dense search first after frames only it
         verified; the first look and the full-scale SIFT steps unless a run of frames they failed skips them; the
-        dense search last when it did not run first. Returns the answer and every attempt."""
+        dense search last when it did not run first. Returns the answer, every attempt and the query features
+        the answer was solved from (None: no SIFT step answered)."""
         cfg, order = self.config, self._order
         order.begin()
         dense_on = cfg.gradient_candidates > 0 and self.map.map_geometry.gradients is not None and bool(ks)
@@ -200,16 +211,16 @@ class Verifier:
         early, best = bool(attempts), verified_or(attempts, Verification("too_few_inliers"))
         if best.verified:
             order.dense_verified()
-            return best, attempts
-        query = None
+            return best, attempts, None
+        query = used = None
         if not dense_on or order.sift():
-            looks, answer = self._first_looks(rgb, ks, cam)
+            looks, answer, used = self._first_looks(rgb, ks, cam)
             attempts += looks
             if answer is None:
                 query = self.query_features(rgb)
                 best = self._sift_steps(query, ks, cam, previous, stamp, attempts) \
                     if len(query) >= cfg.min_inliers else Verification("no_features")
-            best = answer or best
+            best, used = (answer, used) if answer is not None else (best, query)
             order.sift_ran(best.verified)
         if dense_on and not early and not best.verified:
             dense = self._dense_attempts(rgb, ks[: cfg.gradient_candidates], cam, query)
@@ -217,7 +228,7 @@ class Verifier:
             best = verified_or(dense, best)
             if best.verified:
                 order.dense_verified()
-        return best, attempts
+        return best, attempts, used
 
     def _sift_steps(self, query: Features, ks: list[int], cam: Intrinsics, previous: PointTrack | None,
                     stamp: float, attempts: list[Verification]) -> Verification:
@@ -257,23 +268,23 @@ class Verifier:
         return best
 
     def _first_looks(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics
-                     ) -> tuple[list[Verification], Verification | None]:
+                     ) -> tuple[list[Verification], Verification | None, Features | None]:
         """The first `first_candidates` candidates tried in order with the query's SIFT at `first_scale` of the
         map's detection scale (module docstring), up to the first sure one (`_sure`); none when off, when the
         image would be narrower than `first_min_width_px` at that scale, or on the frames `first_probe_every`
-        skips after two unsure ones. Returns the looks and the sure one (None: the full-scale steps then run as
-        if no look had been tried)."""
+        skips after two unsure ones. Returns the looks, the sure one (None: the full-scale steps then run as
+        if no look had been tried) and the half-scale features."""
         cfg = self.config
         if cfg.first_scale >= 1.0 or not ks:
-            return [], None
+            return [], None, None
         if self._look_misses >= 2 and self._look_misses % cfg.first_probe_every:
             self._look_misses += 1
-            return [], None
+            return [], None, None
         sift = replace(self.sift, scale=max(0.1, self.sift.scale * cfg.first_scale),
                        max_side=round(self.sift.max_side * cfg.first_scale))
         h, w = rgb.shape[:2]
         if w * detection_scale(sift, w, h) < cfg.first_min_width_px:
-            return [], None
+            return [], None, None
         query = self.query_features(rgb, sift)
         looks: list[Verification] = []
         answer = None
@@ -284,7 +295,7 @@ class Verifier:
                 answer = looks[-1]
                 break
         self._look_misses = 0 if answer is not None else self._look_misses + 1
-        return looks, answer
+        return looks, answer, query
 
     def _trackable(self, previous: PointTrack | None, stamp: float) -> bool:
         """Tracking is on, `previous` exists, has hops left and is at most track_max_gap_s old (unknown stamps:
