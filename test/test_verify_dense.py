@@ -239,29 +239,44 @@ def test_polish_brings_a_perturbed_dense_pose_back_and_changes_only_the_pose(tow
     assert float(quat_angle_deg(on.quat, off.quat)) <= cfg.gradient_polish_max_turn_deg
 
 
-def test_a_dense_pose_turned_beyond_the_search_window_is_inconsistent():
-    """The dense search looks for each map point within 10 % of the width of where the candidate's pose puts it:
-    at 640 px and fx 457 that is a turn of atan(64 / 457) = 7.972 deg. A pose solved (exactly, from hand-made
-    correspondences) turned 9 deg from its candidate is refused as inconsistent by the dense gate, one turned 6 deg
-    is verified, and SIFT's gate (20 deg) would have taken both."""
+def test_tilt_is_pitch_and_roll_apart_whatever_the_turn():
+    """tilt_deg by hand: a turn about the camera's vertical (optical y) tilts nothing; a pitch of 5 deg about x
+    tilts 5 deg, with or without a 30 deg turn; pitch a and roll b about x and z tilt acos(cos a cos b)."""
     from disam_ros.geometry import rot_to_quat
-    from disam_ros.pose.camera import Intrinsics
-    from disam_ros.pose.frames import about_y, cam_from_map, project
-    from disam_ros.pose.solver import SolverConfig, solve_absolute_pose
-    from disam_ros.verify.dense_step import dense_gate, window_deg
-    from disam_ros.verify.gate import judged
+    from disam_ros.pose.frames import about_y
+    from disam_ros.verify.dense_step import tilt_deg
 
-    cam, cfg = Intrinsics(457.0, 457.0, 319.5, 239.5, 640, 480), VerifyConfig()
-    assert window_deg(cam, 0.1) == pytest.approx(7.972, abs=1e-3)
-    assert dense_gate(cam, cfg) == (pytest.approx(7.972, abs=1e-3), cfg.gradient_min_inliers,
-                                    cfg.gradient_min_inlier_ratio)
-    rng = np.random.default_rng(1)
-    key_pos, key_quat = np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0])
-    for turn, outcome in ((9.0, "inconsistent"), (6.0, "verified")):
-        quat = rot_to_quat(about_y(turn))
-        points = quat_to_rot(quat) @ np.c_[rng.uniform(-6, 6, 200), rng.uniform(-3, 3, 200), rng.uniform(8, 30, 200)].T
-        uv, _ = project(points.T, *cam_from_map(key_pos, quat), cam)
-        sol = solve_absolute_pose(uv, points.T, cam, SolverConfig())
-        assert float(quat_angle_deg(sol.quat, quat)) < 1e-6
-        assert judged(sol, 0, 200, key_pos, key_quat, cfg, dense_gate(cam, cfg)).outcome == outcome
-        assert judged(sol, 0, 200, key_pos, key_quat, cfg).outcome == "verified"
+    def about_x(deg):
+        c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+        return np.array([[1.0, 0, 0], [0, c, -s], [0, s, c]])
+
+    def about_z(deg):
+        c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+        return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+
+    key = np.array([0.0, 0.0, 0.0, 1.0])
+    assert tilt_deg(rot_to_quat(about_y(30.0)), key) == pytest.approx(0.0, abs=1e-6)
+    assert tilt_deg(rot_to_quat(about_x(5.0)), key) == pytest.approx(5.0, abs=1e-6)
+    assert tilt_deg(rot_to_quat(about_y(30.0) @ about_x(5.0)), key) == pytest.approx(5.0, abs=1e-6)
+    want = np.degrees(np.arccos(np.cos(np.radians(3.0)) * np.cos(np.radians(4.0))))
+    assert tilt_deg(rot_to_quat(about_x(3.0) @ about_z(4.0)), key) == pytest.approx(want, abs=1e-6)
+    base = rot_to_quat(about_y(-70.0))  # the same relative tilt seen from a turned keyframe
+    assert tilt_deg(rot_to_quat(about_y(-70.0) @ about_x(5.0)), base) == pytest.approx(5.0, abs=1e-6)
+
+
+def test_a_dense_pose_tilted_from_its_candidate_is_inconsistent(town):
+    """The snow frame the dense search verifies (beside map image 10) with the tilt bound set just under its own
+    tilt from the candidate: the same search, refused as inconsistent; with the default bound, verified."""
+    from dataclasses import replace
+
+    from disam_ros.verify.dense_step import tilt_deg
+
+    _, _, m = town
+    rgb, _, _ = _render_beside(town, 10, "snow")
+    cfg = replace(VerifyConfig(), gradient_polish_points=0)  # the gate judges the search's own pose
+    on = Verifier(m, cfg).verify(rgb, [10])
+    assert on.verified and on.dense
+    tilt = tilt_deg(on.quat, np.asarray(m.quats[10]))
+    assert 0.01 < tilt < cfg.gradient_max_tilt_deg, tilt
+    strict = Verifier(m, replace(cfg, gradient_max_tilt_deg=0.9 * tilt)).verify(rgb, [10])
+    assert not strict.verified and strict.attempts[-1].outcome == "inconsistent" and strict.attempts[-1].dense

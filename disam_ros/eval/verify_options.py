@@ -46,6 +46,8 @@ VERIFY_OPTIONS = (
     ("--dense-radius", "gradient_radius", positive_float, "... each map point looked for within this share of the "
      "image width of its predicted position"),
     ("--dense-max-points", "gradient_max_points", positive_int, "... the first this many map points in view"),
+    ("--dense-max-tilt", "gradient_max_tilt_deg", non_negative_float, "... and refused when its camera is tilted "
+     "(pitch, roll) from the candidate's by more than this many degrees (0: off)"),
     ("--dense-rival-m", "gradient_rival_m", distance_band, "... a weak dense pose must out-find every map image "
      "NEAR,FAR metres from its candidate (a place-level ratio test; 0,0: off)"),
     ("--dense-polish-points", "gradient_polish_points", non_negative_int, "... a verified dense pose searched "

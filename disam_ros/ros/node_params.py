@@ -96,6 +96,9 @@ PARAMETERS: tuple[Param, ...] = (
     Param("verify_dense_candidates", 2, "When still no map place verifies (tracking included), this many of them are "
           "searched densely: their map keypoints looked for in the image by gradient descriptors, without the "
           "image's own keypoints (rain, snow, fog); needs a map built with them; 0 = off.", constraints=">= 0"),
+    Param("verify_dense_max_tilt_deg", 4.0, "A dense-search pose whose camera is tilted (pitch, roll) from the map "
+          "image's by more than this is refused (a vehicle camera keeps its pitch and roll; wrong dense poses "
+          "tilt); 0 = off, for a camera mounted differently from the map's.", constraints="0 <= x <= 180"),
     Param("verify_belief_sigma_m", 2.0, "Sequence mode: a verified pose re-weights the belief towards the map places "
           "within about this distance of it (floored, so one wrong pose is outvoted later); 0 = off.",
           constraints=">= 0"),
@@ -194,6 +197,7 @@ class LocalizerConfig:
     verify_motion_speed_factor: float
     verify_flow_frames: int
     verify_polish_images: int
+    verify_dense_max_tilt_deg: float
     unverified_policy: str
     camera_info_topic: str
     compressed: bool
@@ -316,6 +320,8 @@ def check_value(name: str, value: Any) -> Any:
         raise ValueError(f"verify_dense_candidates must be >= 0 (0 = no dense search), got {value}")
     elif name == "verify_belief_sigma_m" and not (math.isfinite(value) and value >= 0.0):
         raise ValueError(f"verify_belief_sigma_m must be a distance >= 0 in metres (0 = off), got {value}")
+    elif name == "verify_dense_max_tilt_deg" and not (math.isfinite(value) and 0.0 <= value <= 180.0):
+        raise ValueError(f"verify_dense_max_tilt_deg must be in [0, 180] degrees (0 = off), got {value}")
     elif name == "verify_polish_images" and value < 0:
         raise ValueError(f"verify_polish_images must be >= 0 (0 = no polish), got {value}")
     elif name == "verify_flow_frames" and value < 0:

@@ -50,6 +50,7 @@ class NodeTracking:
                               turn_search_deg=cfg.verify_turn_search_deg,
                               unguided_candidates=cfg.verify_unguided_candidates,
                               gradient_candidates=cfg.verify_dense_candidates,
+                              gradient_max_tilt_deg=cfg.verify_dense_max_tilt_deg,
                               first_scale=cfg.verify_first_scale, motion_speed_factor=cfg.verify_motion_speed_factor,
                               flow_frames=cfg.verify_flow_frames, polish_images=cfg.verify_polish_images)
         self.tracker = Tracker(reloc, TrackerConfig(mode=cfg.mode, sequence=seq, standstill_ratio=cfg.standstill_ratio,

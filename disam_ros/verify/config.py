@@ -86,6 +86,10 @@ class VerifyConfig:
     #                                 reached 47)
     gradient_min_inlier_ratio: float = 0.3  # ... that are this share of the distinct finds (dev town: poses of the
     #                                         right place 1-5 m off reached 0.44, 3 of 73 passing both)
+    gradient_max_tilt_deg: float = 4.0  # ... a dense pose whose camera's vertical axis is tilted from the
+    #                                     candidate's by more than this is inconsistent (pitch and roll stay on a
+    #                                     vehicle; wrong dense poses tilted 5.9-7.2 deg on the dev town, right ones
+    #                                     <= 2.2 deg; verify/dense_step.tilt_deg; 0 = off)
     gradient_agree_inliers: int = 30  # ... or two candidates' dense poses agree (agree_m, agree_deg), each from
     #                                   this many inliers
     gradient_rival_m: tuple[float, float] = (0.0, 0.0)  # ... when set (e.g. (8, 16)), a dense pose verified by
@@ -170,6 +174,7 @@ class VerifyConfig:
                   ("gradient_agree_inliers", 6 <= self.gradient_agree_inliers <= self.gradient_min_inliers),
                   ("gradient_min_inlier_ratio", 0 <= self.gradient_min_inlier_ratio < 1),
                   ("gradient_sigma_floor_px", self.gradient_sigma_floor_px >= 0),
+                  ("gradient_max_tilt_deg", 0 <= self.gradient_max_tilt_deg <= 180),
                   ("gradient_covariance_scale", self.gradient_covariance_scale >= 1.0),
                   ("gradient_rival_m", len(self.gradient_rival_m) == 2
                    and 0 <= self.gradient_rival_m[0] <= self.gradient_rival_m[1]),

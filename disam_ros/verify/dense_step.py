@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from disam_ros.geometry import quat_to_rot
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.features import Features
 from disam_ros.pose.frames import cam_from_map
@@ -21,20 +22,14 @@ from disam_ros.verify.result import PointTrack, Verification
 from disam_ros.verify.support import support_pairs
 
 
-def window_deg(cam: Intrinsics, radius: float) -> float:
-    """The turn about the camera's vertical that moves the image centre by the dense search's window (`radius` x
-    the width): a pose turned further from its guide than this put its map points outside the windows they were
-    looked for in, so its finds are not those points (dev town seed 3, fog: four such poses 9.6-10.4 deg from
-    their keyframe, 1-10 m off, a belief dragged along; right dense poses there and in the reported towns turned
-    at most 4.1 deg; 8.0 deg at 640 px and 70 deg of view)."""
-    return math.degrees(math.atan(radius * cam.width / cam.fx))
-
-
-def dense_gate(cam: Intrinsics, cfg: VerifyConfig) -> tuple[float, int, float]:
-    """The gate a dense pose is judged by (verify/gate.judged): turned at most the search window's angle (and
-    max_turn_deg), gradient_min_inliers, gradient_min_inlier_ratio."""
-    return min(cfg.max_turn_deg, window_deg(cam, cfg.gradient_radius)), cfg.gradient_min_inliers, \
-        cfg.gradient_min_inlier_ratio
+def tilt_deg(quat: np.ndarray, key_quat: np.ndarray) -> float:
+    """Angle (deg) between the two cameras' vertical (optical y) axes: their pitch and roll apart, whatever the turn
+    about the vertical. Why the dense gate looks at it: a camera on a vehicle keeps its pitch and roll on the road the
+    map was driven on, while a dense pose fitted to the wrong finds tilts freely (development town seed 3, fog:
+    four such poses tilted 5.9-7.2 deg, 1-10 m off, dragged the belief along; right dense poses on the development
+    towns and the bench town tilted at most 2.2 deg)."""
+    a, b = quat_to_rot(np.asarray(quat, np.float64))[:, 1], quat_to_rot(np.asarray(key_quat, np.float64))[:, 1]
+    return math.degrees(math.acos(float(np.clip(a @ b, -1.0, 1.0))))
 
 
 def dense_attempts(rgb: np.ndarray, ks: list[int], cam: Intrinsics, query: Features | None, loc_map: Any,
@@ -43,17 +38,19 @@ def dense_attempts(rgb: np.ndarray, ks: list[int], cam: Intrinsics, query: Featu
     (each from at least `gradient_agree_inliers`: a wrong solution stays near the pose that guided it, and two
     candidates' guides are metres apart); the verified one hands on the map points its pose puts on the query's
     SIFT keypoints (map-point tracking; none when the search ran first and no SIFT keypoints were found).
-    `map_side(k)`: candidate k's map points and gradient descriptors (the verifier's cache). A dense pose turned
-    from its candidate by more than the search window's angle (`window_deg`) is "inconsistent"."""
+    `map_side(k)`: candidate k's map points and gradient descriptors (the verifier's cache). A dense pose whose
+    camera is tilted from its candidate's by more than `gradient_max_tilt_deg` is "inconsistent" (`tilt_deg`)."""
     out, solved = [], []
     grid = query_grid(rgb, int(loc_map.map_geometry.gradient_cell), map_camera, cam, cfg)
-    gate = dense_gate(cam, cfg)
+    gate = (cfg.max_turn_deg, cfg.gradient_min_inliers, cfg.gradient_min_inlier_ratio)
     for k in ks:
         side = map_side(k)
         key_pos, key_quat = np.asarray(loc_map.positions[k], np.float64), np.asarray(loc_map.quats[k], np.float64)
         sol, searched = search_pose(grid, side.gradients, side.points, *cam_from_map(key_pos, key_quat), cam, cfg)
         v = Verification("too_few_inliers", index=k, matches=searched) if sol is None else \
             judged(sol, k, searched, key_pos, key_quat, cfg, gate)
+        if v.verified and 0 < cfg.gradient_max_tilt_deg < tilt_deg(v.quat, key_quat):
+            v.outcome = "inconsistent"
         v.dense = True
         v.covariance = v.covariance * cfg.gradient_covariance_scale
         out.append(v)
