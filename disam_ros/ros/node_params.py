@@ -29,6 +29,10 @@ MODES = ("sequence", "single", "window")
 CONDITION_SOURCES = ("clock", "auto", "fixed")  # = disam_ros.relocalizer.CONDITION_SOURCES (tested)
 UNVERIFIED_POLICIES = ("publish", "withhold")
 MIN_VERIFY_INLIERS = 6  # a 6-DoF pose needs at least this many (disam_ros.verify.verifier.VerifyConfig)
+OFF_AT_ZERO = {"verify_track_frames": "no map-point tracking", "verify_unguided_candidates": "guided matching only",
+               "verify_dense_candidates": "no dense search", "verify_belief_sigma_m": "off, metres",
+               "verify_polish_images": "no polish", "verify_flow_frames": "no optical-flow tracking",
+               "verify_motion_speed_factor": "no motion check"}  # parameters >= 0 that 0 turns off
 TOPIC_RE = re.compile(r"(?:~/|/)?[A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)*")
 NAN = float("nan")
 
@@ -308,26 +312,14 @@ def check_value(name: str, value: Any) -> Any:
     elif name in ("odom_topic", "camera_info_topic") and value and not TOPIC_RE.fullmatch(value):
         raise ValueError(f"{name} {value!r} is not a ROS topic name: use letters, digits, _ and / "
                          "(e.g. /odom, /camera/camera_info), or leave it empty")
-    elif name == "verify_track_frames" and value < 0:
-        raise ValueError(f"verify_track_frames must be >= 0 (0 = no map-point tracking), got {value}")
+    elif name in OFF_AT_ZERO and not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be >= 0 (0 = {OFF_AT_ZERO[name]}), got {value}")
     elif name == "verify_turn_search_deg" and not (math.isfinite(value) and 0.0 <= value < 90.0):
         raise ValueError(f"verify_turn_search_deg must be in [0, 90) degrees (0 = off), got {value}")
     elif name == "verify_first_scale" and not (math.isfinite(value) and 0.1 <= value <= 1.0):
         raise ValueError(f"verify_first_scale must be in [0.1, 1] (1 = off: full-scale features only), got {value}")
-    elif name == "verify_unguided_candidates" and value < 0:
-        raise ValueError(f"verify_unguided_candidates must be >= 0 (0 = guided matching only), got {value}")
-    elif name == "verify_dense_candidates" and value < 0:
-        raise ValueError(f"verify_dense_candidates must be >= 0 (0 = no dense search), got {value}")
-    elif name == "verify_belief_sigma_m" and not (math.isfinite(value) and value >= 0.0):
-        raise ValueError(f"verify_belief_sigma_m must be a distance >= 0 in metres (0 = off), got {value}")
     elif name == "verify_dense_max_tilt_deg" and not (math.isfinite(value) and 0.0 <= value <= 180.0):
         raise ValueError(f"verify_dense_max_tilt_deg must be in [0, 180] degrees (0 = off), got {value}")
-    elif name == "verify_polish_images" and value < 0:
-        raise ValueError(f"verify_polish_images must be >= 0 (0 = no polish), got {value}")
-    elif name == "verify_flow_frames" and value < 0:
-        raise ValueError(f"verify_flow_frames must be >= 0 (0 = no optical-flow tracking), got {value}")
-    elif name == "verify_motion_speed_factor" and not (math.isfinite(value) and value >= 0.0):
-        raise ValueError(f"verify_motion_speed_factor must be >= 0 (0 = no motion check), got {value}")
     elif name == "verify_min_inliers" and value < MIN_VERIFY_INLIERS:
         raise ValueError(f"verify_min_inliers must be >= {MIN_VERIFY_INLIERS} (a 6-DoF pose needs at least "
                          f"{MIN_VERIFY_INLIERS} points), got {value}")

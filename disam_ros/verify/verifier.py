@@ -38,6 +38,9 @@ rarely matches the map images, but consecutive frames of one drive match each ot
 map's, so nothing drifts the way visual odometry does. The chain ends after `track_frames` frames without a
 map-verified one, after a gap of `track_max_gap_s`, or when too few points survive.
 
+A verified SIFT pose is then polished (`polish_images`, verify/polish.py): matched again from itself, in a narrow
+window, against the map images around it, and replaced by the pooled solve when that stays near it.
+
 The dense search (`gradient_candidates`, verify/gradient_search.py) is the last resort, except on drives where it
 is the only step that verifies (rain, snow, fog): there it runs first, or SIFT's steps are skipped
 (verify/order.py).
