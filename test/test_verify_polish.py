@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from disam_ros.geometry import quat_angle_deg, rot_to_quat
+from disam_ros.maps.covisibility import nearest_alike
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.features import Features
 from disam_ros.pose.frames import about_y, cam_from_map, project
 from disam_ros.verify.config import VerifyConfig
-from disam_ros.verify.polish import nearby_images, polish_sift, pooled_pairs
+from disam_ros.verify.polish import polish_sift, pooled_pairs
 from disam_ros.verify.result import Verification
 
 CAM = Intrinsics(457.0, 457.0, 319.5, 239.5, 640, 480)
@@ -111,12 +112,12 @@ def test_pooled_pairs_keep_one_match_per_keypoint_the_nearest_prediction(street)
         assert np.allclose(points[m], true_point, atol=3e-4)  # some image's copy of the same point
 
 
-def test_nearby_images_are_the_nearest_that_look_the_same_way():
+def test_nearest_alike_are_the_nearest_that_look_the_same_way():
     positions = np.array([[0.0, 0, 0], [1.0, 0, 0], [5.0, 0, 0], [0.5, 0, 0], [0.2, 0, 0]])
     forwards = np.array([[0.0, 0, 1], [0.0, 0, 1], [0.0, 0, 1], [0.0, 0.5 ** 0.5, 0.5 ** 0.5], [0.0, 0, -1]])
-    got = nearby_images(positions, forwards, np.array([0.1, 0, 0]), np.array([0.0, 0, 1]), 3, 30.0)
+    got = nearest_alike(positions, forwards, np.array([0.1, 0, 0]), np.array([0.0, 0, 1]), 3, 30.0)
     assert got.tolist() == [0, 1, 2]  # 3 looks 45 degrees away, 4 backwards
-    assert nearby_images(positions, forwards, np.array([0.1, 0, 0]), np.array([0.0, 0, 1]), 5, 50.0).tolist() \
+    assert nearest_alike(positions, forwards, np.array([0.1, 0, 0]), np.array([0.0, 0, 1]), 5, 50.0).tolist() \
         == [0, 3, 1, 2]
 
 

@@ -58,12 +58,27 @@ def wider_partners(i: int, centres: np.ndarray, axes: np.ndarray, k: int, max_an
     return _partners_of(int(i), c, a, int(k), max_angle_deg, min_baseline_m)
 
 
+def nearest_alike(centres: np.ndarray, axes: np.ndarray, centre: np.ndarray, axis: np.ndarray, k: int,
+                  max_angle_deg: float) -> np.ndarray:
+    """The k images (int64, nearest first, ties by the lower index) nearest `centre` whose optical axes lie within
+    `max_angle_deg` of `axis`: the map images that see what a camera there sees (verify/polish.py). `axes` and
+    `axis` are unit vectors; any distance counts, zero included."""
+    return _nearest(np.asarray(centres, np.float64), np.asarray(axes, np.float64), np.asarray(centre, np.float64),
+                    np.asarray(axis, np.float64), int(k), max_angle_deg, -np.inf, -1)
+
+
 def _partners_of(i: int, c: np.ndarray, a: np.ndarray, k: int, max_angle_deg: float, min_baseline_m: float
                  ) -> np.ndarray:
+    return _nearest(c, a, c[i], a[i], k, max_angle_deg, min_baseline_m, i)
+
+
+def _nearest(c: np.ndarray, a: np.ndarray, centre: np.ndarray, axis: np.ndarray, k: int, max_angle_deg: float,
+             min_baseline_m: float, exclude: int) -> np.ndarray:
     min_cos = np.cos(np.radians(max_angle_deg)) - 1e-12  # 45 degrees exactly is within 45 degrees
-    dist = np.linalg.norm(c - c[i], axis=1)
-    ok = (a @ a[i] >= min_cos) & (dist > min_baseline_m)
-    ok[i] = False
+    dist = np.linalg.norm(c - centre, axis=1)
+    ok = (a @ axis >= min_cos) & (dist > min_baseline_m)
+    if exclude >= 0:
+        ok[exclude] = False
     cand = np.flatnonzero(ok)
     if len(cand) > k > 0:  # keep every candidate tied with the k-th nearest, then rank them exactly
         kth = np.partition(dist[cand], k - 1)[k - 1]

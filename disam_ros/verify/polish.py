@@ -20,13 +20,13 @@ percentile error 0.104 m against 0.098 m when the first solve's are handed on). 
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from disam_ros.geometry import quat_angle_deg, quat_to_rot
+from disam_ros.maps.covisibility import nearest_alike
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.features import Features
 from disam_ros.pose.frames import cam_from_map
@@ -34,16 +34,6 @@ from disam_ros.pose.guided import guided_match, predicted_pixels
 from disam_ros.pose.solver import SolverConfig, solve_absolute_pose
 from disam_ros.verify.config import VerifyConfig
 from disam_ros.verify.result import Verification
-
-
-def nearby_images(positions: np.ndarray, forwards: np.ndarray, position: np.ndarray, forward: np.ndarray,
-                  count: int, max_view_deg: float) -> np.ndarray:
-    """The `count` map images nearest `position` whose optical axes (`forwards`, unit, (N,3)) point within
-    `max_view_deg` of `forward`, nearest first: the ones that see what the camera sees."""
-    cos = np.clip(np.asarray(forwards, np.float64) @ np.asarray(forward, np.float64), -1.0, 1.0)
-    ok = np.flatnonzero(cos >= math.cos(math.radians(max_view_deg)))
-    d = np.linalg.norm(np.asarray(positions, np.float64)[ok] - np.asarray(position, np.float64), axis=1)
-    return ok[np.argsort(d, kind="stable")[:count]]
 
 
 def pooled_pairs(query: Features, sides: list[Any], R: np.ndarray, t: np.ndarray, cam: Intrinsics,
@@ -77,7 +67,7 @@ def polish_sift(v: Verification, query: Features, cam: Intrinsics, loc_map: Any,
     if cfg.polish_images <= 0 or not v.verified or len(query) < cfg.min_inliers:
         return v
     forward = quat_to_rot(v.quat)[:, 2]
-    ks = nearby_images(loc_map.positions, forwards, v.position, forward, cfg.polish_images, cfg.polish_max_view_deg)
+    ks = nearest_alike(loc_map.positions, forwards, v.position, forward, cfg.polish_images, cfg.polish_max_view_deg)
     R, t = cam_from_map(v.position, v.quat)
     pairs, points = pooled_pairs(query, [map_side(int(k)) for k in ks], R, t, cam, cfg.polish_radius * cam.width,
                                  cfg.ratio)
