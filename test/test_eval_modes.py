@@ -189,3 +189,26 @@ def test_synth_out_under_a_file_is_one_line(tmp_path, capsys):
     assert synth.main(["--out", str(tmp_path / "afile" / "x"), "--frames", "1", "--size", "16", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "is a file" in err and "Errno" not in err
+
+
+def test_disam_eval_single_frames_answer_inside_their_simulated_fix(tiny_eval_world, tmp_path, capsys):
+    """`--prior-sigma-m 1`: every single-mode answer is a map image inside its frame's 3-sigma gate around the
+    fix (recomputed here from PriorNoise: the same fix for the same frame), unless no map image was inside."""
+    from disam_ros.eval.prior_sim import PriorNoise
+    from disam_ros.maps import LocalizationMap
+
+    w, out = tiny_eval_world, tmp_path / "report"
+    rc = offline.main(["--map", str(w["map"]), "--dataset", str(w["world"]), "--out", str(out), "--quiet",
+                       "--device", "cpu", "--modes", "single", "--examples", "0", "--no-verify",
+                       "--prior-sigma-m", "1"])
+    assert rc == 0, capsys.readouterr().err
+    positions = np.asarray(LocalizationMap.load(w["map"]).positions, float)
+    noise, gated = PriorNoise(1.0), 0
+    for line in (out / "modes.jsonl").read_text().splitlines():
+        f = json.loads(line)
+        fix = noise.prior_for(f["condition"], f["name"], np.asarray(f["gt_position"])).position
+        if np.linalg.norm(positions - fix, axis=1).min() <= 3.0:
+            gated += 1
+            assert np.linalg.norm(np.asarray(f["place_position"]) - fix) <= 3.0 + 1e-9, f["name"]
+    assert gated >= 10  # most frames had map images inside their gate
+    assert "sigma 1 m" in json.dumps(json.loads((out / "report.json").read_text()))

@@ -75,10 +75,40 @@ def test_the_tracker_searches_densely_in_sequence_mode_and_in_single_mode_only_w
                                                                           domain="sunny"))
     cand = VerifyConfig().gradient_candidates
     assert cand > 0
-    assert Tracker(reloc, TrackerConfig(mode="sequence")).verifier.config.gradient_candidates == cand
-    assert Tracker(reloc, TrackerConfig(mode="single")).verifier.config.gradient_candidates == 0
+    assert not Tracker(reloc, TrackerConfig(mode="sequence")).dense_needs_prior
+    assert Tracker(reloc, TrackerConfig(mode="single")).dense_needs_prior
     asked = TrackerConfig(mode="single", verify=VerifyConfig(gradient_single=True))
+    assert not Tracker(reloc, asked).dense_needs_prior
     assert Tracker(reloc, asked).verifier.config.gradient_candidates == cand
+
+
+@pytest.mark.parametrize("with_prior", [True, False])
+def test_single_mode_searches_densely_only_where_a_prior_gated_the_candidates(town, geometry_world, with_prior):
+    """A snow frame SIFT cannot verify (the test above): a single-mode tracker searches it densely, and
+    verifies it metric, only when a spatial prior (10 m around where it was rendered) gated its candidates;
+    without one, or with `gradient_with_prior` off, no dense attempt is made."""
+    from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
+    from disam_ros.retrieval import SpatialPrior
+    from disam_ros.retrieval.search import SearchConfig
+    from disam_ros.tracking.tracker import Tracker, TrackerConfig
+
+    reloc = Relocalizer.from_map(geometry_world["map"], RelocalizerConfig(search=SearchConfig(device="cpu"),
+                                                                          domain="sunny"))
+    rgb, pos, quat = _render_beside(town, 10, "snow")
+    prior = SpatialPrior(pos + np.array([1.0, -1.0, 0.0]), radius=10.0) if with_prior else None
+    tracker = Tracker(reloc, TrackerConfig(mode="single"))
+    res = tracker.step(rgb, 100.0, prior).result
+    v = res.verification
+    assert res.used_prior is with_prior
+    if with_prior:
+        assert v.verified and v.dense, [(a.outcome, a.dense) for a in v.attempts]
+        assert float(np.linalg.norm(v.position - pos)) < 0.25 and float(quat_angle_deg(v.quat, quat)) < 2.0
+        assert np.allclose(res.position, v.position)  # the published pose is the dense one
+    else:
+        assert not v.verified and not any(a.dense for a in v.attempts)
+    no = Tracker(reloc, TrackerConfig(mode="single", verify=VerifyConfig(gradient_with_prior=False)))
+    v = no.step(rgb, 100.0, prior).result.verification
+    assert not v.verified and not any(a.dense for a in v.attempts)
 
 
 def test_the_query_is_described_at_the_maps_angular_scale():

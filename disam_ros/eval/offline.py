@@ -41,6 +41,7 @@ from disam_ros.eval.kidnap import KidnappedQueries, parse_kidnap, recoveries, re
 from disam_ros.eval.metrics import DEFAULT_RECALL_NS, nees
 from disam_ros.eval.plots import ExamplePair
 from disam_ros.eval.poses import poses_text
+from disam_ros.eval.prior_sim import PriorNoise
 from disam_ros.eval.queries import Query, bag_queries, folder_conditions, folder_queries, world_weather
 from disam_ros.eval.report import CANDIDATES
 from disam_ros.eval.scoring import (
@@ -156,10 +157,11 @@ def tracked_frame(mode: str, q: Query, step: TrackStep, feature: float, features
 
 def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequence[str],
                    config: TrackerConfig | None = None, examples_per_condition: int = 0, progress: bool = True,
-                   default_weather: str = "sunny"):
+                   default_weather: str = "sunny", prior: PriorNoise | None = None):
     """Every query through a Tracker per mode (each drive from a reset belief). Returns (TrackedFrames,
     {mode: Tracker}, and for the FIRST mode: QueryResults, ExamplePairs, Answers as `evaluate` gives them: the
-    retrieval-only pose of the answered place, also where verification refined the published one)."""
+    retrieval-only pose of the answered place, also where verification refined the published one).
+    `prior`: single-mode frames get a simulated fix around their true position (eval/prior_sim.py)."""
     config = config or TrackerConfig()
     tracked, trackers = [], {}
     run = ScoredRun(reloc, examples_per_condition)
@@ -174,7 +176,8 @@ def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequ
             run.new_drive()
             for q in tqdm(g.queries, desc=f"eval {mode} {g.condition}", disable=not progress, unit="img"):
                 t0 = time.perf_counter()
-                step = tracker.step(q.image, q.stamp)
+                fix = prior.prior_for(q.condition, q.name, q.position) if prior and mode == "single" else None
+                step = tracker.step(q.image, q.stamp, fix)
                 latency = time.perf_counter() - t0
                 tracked.append(tracked_frame(mode, q, step, tracker.last_feature, tracker.last_features, poses))
                 if k:
@@ -308,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weather", help="weather for every drive (default: world.yaml, else sunny)")
     p.add_argument("--domain", default="", help="force one encoder domain for every query")
     p.add_argument("--every", type=positive_int, default=1, help="use every N-th query image")
+    p.add_argument("--prior-sigma-m", type=non_negative_float, default=0.0,
+                   help="single mode: each frame gets a position prior this many metres (sigma per axis) off its "
+                        "true position, as a GNSS fix would (0: none; sequence/window modes get none)")
     p.add_argument("--kidnap", type=parse_kidnap, metavar="AT:SKIP",
                    help="cut frames [AT, AT+SKIP) out of every drive (stamps run on) and report how each mode "
                         "re-localises after the jump (kidnap.json)")
@@ -349,13 +355,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.kidnap:
             groups = [replace(g, queries=KidnappedQueries(g.queries, *args.kidnap)) for g in groups]
         tracked, trackers, results, examples, _ = evaluate_modes(reloc, groups, args.modes, tracker_config(args),
-                                                                 args.examples, progress=not args.quiet)
+                                                                 args.examples, progress=not args.quiet,
+                                                                 prior=PriorNoise(args.prior_sigma_m)
+                                                                 if args.prior_sigma_m > 0 else None)
         no_refine = refine_reason(args, reloc.map)
         publish = {m: publish_threshold(t.calibrated, t.suggested_min_confidence, args.min_confidence,
                                         args.min_heuristic_confidence) for m, t in trackers.items()}
         meta = {"mode": "offline", "tracker modes": ", ".join(args.modes), "detailed tables": args.modes[0],
                 "map": str(args.map), "map images": len(reloc.map), "device": str(reloc.localizer.coarse.device),
-                "top_n": args.top_n, CANDIDATES: args.top_k, "source": str(args.dataset or ", ".join(args.bag)),
+                "top_n": args.top_n, CANDIDATES: args.top_k, "single-mode prior": (
+                    f"simulated fixes, sigma {args.prior_sigma_m:g} m per axis" if args.prior_sigma_m else "none"),
+                "source": str(args.dataset or ", ".join(args.bag)),
                 "verification": no_refine or "on: answers verified and refined against the map geometry",
                 "calibration": "; ".join(f"{m}: {t.diagnostics()['calibration']}" for m, t in trackers.items()),
                 "tracker settings": f"max speed {args.max_speed_mps:g} m/s, speed change {args.speed_change_prob:g}, "

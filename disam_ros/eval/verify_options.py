@@ -40,6 +40,8 @@ VERIFY_OPTIONS = (
      "searched densely (map keypoints looked for by gradient descriptors, no query keypoints; 0: off)"),
     ("--dense-single", "gradient_single", on_off, "... in single mode too (on/off; a single frame cannot tell "
      "look-alike places apart: see --dense-rival-m)"),
+    ("--dense-with-prior", "gradient_with_prior", on_off, "... and in single mode on frames a spatial prior "
+     "gated (on/off; see --prior-sigma-m)"),
     ("--dense-min-inliers", "gradient_min_inliers", positive_int, "... verified with this many inliers"),
     ("--dense-min-inlier-ratio", "gradient_min_inlier_ratio", probability, "... that are at least this share "
      "of its distinct finds"),

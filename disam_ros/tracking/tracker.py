@@ -126,8 +126,8 @@ class Tracker:
         self._support: deque[float] = deque(maxlen=SUPPORT_FRAMES)
         self._points: PointTrack | None = None  # the last verified frame's inliers (map-point tracking)
         verify = config.verify
-        if config.mode == "single" and not verify.gradient_single:  # the dense search needs a belief's place
-            verify = replace(verify, gradient_candidates=0)
+        # the dense search needs the place known from outside the frame: a belief's, or a spatial prior's (_verify)
+        self.dense_needs_prior = config.mode == "single" and not verify.gradient_single
         if config.mode == "single":  # a single frame stands alone: no flow from the one before
             verify = replace(verify, flow_frames=0)
         speed = 0.0 if config.mode == "single" else config.sequence.max_speed_mps  # single frames: no motion check
@@ -247,7 +247,8 @@ class Tracker:
         """Verify the answer's place and its runners-up (or track the last verified frame's map points into this
         one); a verified pose replaces the map image's (`index` stays the answered place; `verification.index`
         is the keyframe the pose was solved against)."""
-        v = self.verifier.verify(rgb, [res.index] + [i for i, _ in res.topk], self._points, stamp)
+        dense = not self.dense_needs_prior or (self.config.verify.gradient_with_prior and res.used_prior)
+        v = self.verifier.verify(rgb, [res.index] + [i for i, _ in res.topk], self._points, stamp, dense)
         self._points = v.support if v.verified else self._points
         res.verification = v
         res.timings_ms["verify"] = v.ms

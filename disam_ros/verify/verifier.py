@@ -169,10 +169,11 @@ class Verifier:
         return Features(f.keypoints, root_sift(f.descriptors), f.scales, f.responses)
 
     def verify(self, rgb: np.ndarray, candidates: list[int], previous: PointTrack | None = None,
-               stamp: float = math.nan) -> Verification:
+               stamp: float = math.nan, dense: bool = True) -> Verification:
         """Try the candidate map images in order; the verified solution with the most inliers wins. When none
         verifies, `previous` (the last verified frame's PointTrack) is tracked into this frame, if tracking is on
-        and it is recent enough (module docstring). A verified result carries its own PointTrack (`support`)."""
+        and it is recent enough (module docstring). A verified result carries its own PointTrack (`support`).
+        `dense` False skips the dense search this frame (single mode without a prior: Tracker)."""
         t0 = time.perf_counter()
         h, w = rgb.shape[:2]
         cam, source = self.camera_for(w, h)
@@ -187,7 +188,7 @@ class Verifier:
         flow = flow_attempt(self._flow, grey, cam, self.config) if trackable(self._flow, grey, stamp, self.config) \
             else None
         best, attempts, used = (flow, [flow], None) if flow is not None and flow.verified else \
-            self._steps(rgb, ks, cam, previous, stamp)
+            self._steps(rgb, ks, cam, previous, stamp, dense)
         if best.verified and used is not None and not best.dense:
             best = polish_sift(best, used, cam, self.map, self._forwards(), self._map_side, self.config)
         best.order = "optical flow" if best.flow else self._order.last
@@ -200,15 +201,15 @@ class Verifier:
         self._flow = next_seed(self._flow, best, grey, stamp, self.config, extra, cam)
         return self._answer(best, attempts, source, t0, stamp)
 
-    def _steps(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, previous: PointTrack | None, stamp: float
-               ) -> tuple[Verification, list[Verification], Features | None]:
+    def _steps(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, previous: PointTrack | None, stamp: float,
+               dense: bool = True) -> tuple[Verification, list[Verification], Features | None]:
         """The steps in the order this frame gets (verify/order.py): the dense search first after frames only it
         verified; the first look and the full-scale SIFT steps unless a run of frames they failed skips them; the
         dense search last when it did not run first. Returns the answer, every attempt and the query features
         the answer was solved from (None: no SIFT step answered)."""
         cfg, order = self.config, self._order
         order.begin()
-        dense_on = cfg.gradient_candidates > 0 and self.map.map_geometry.gradients is not None and bool(ks)
+        dense_on = dense and cfg.gradient_candidates > 0 and self.map.map_geometry.gradients is not None and bool(ks)
         attempts = self._dense_attempts(rgb, ks[: cfg.gradient_candidates], cam, None) \
             if dense_on and order.dense_first() else []
         early, best = bool(attempts), verified_or(attempts, Verification("too_few_inliers"))
