@@ -80,6 +80,16 @@ def test_the_tracker_searches_densely_in_sequence_mode_and_in_single_mode_only_w
     asked = TrackerConfig(mode="single", verify=VerifyConfig(gradient_single=True))
     assert not Tracker(reloc, asked).dense_needs_prior
     assert Tracker(reloc, asked).verifier.config.gradient_candidates == cand
+    # single frames have no belief nor motion check to rule out a block's look-alike: the place-level ratio test
+    # is on there unless a band is set explicitly; sequence mode keeps it off
+    band = VerifyConfig().gradient_single_rival_m
+    assert band[1] > 0 and VerifyConfig().gradient_rival_m == (0.0, 0.0)
+    assert Tracker(reloc, TrackerConfig(mode="single")).verifier.config.gradient_rival_m == band
+    assert Tracker(reloc, TrackerConfig(mode="sequence")).verifier.config.gradient_rival_m == (0.0, 0.0)
+    own = TrackerConfig(mode="single", verify=VerifyConfig(gradient_rival_m=(5.0, 10.0)))
+    assert Tracker(reloc, own).verifier.config.gradient_rival_m == (5.0, 10.0)
+    off = TrackerConfig(mode="single", verify=VerifyConfig(gradient_single_rival_m=(0.0, 0.0)))
+    assert Tracker(reloc, off).verifier.config.gradient_rival_m == (0.0, 0.0)
 
 
 @pytest.mark.parametrize("with_prior", [True, False])

@@ -52,6 +52,8 @@ VERIFY_OPTIONS = (
      "(pitch, roll) from the candidate's by more than this many degrees (0: off)"),
     ("--dense-rival-m", "gradient_rival_m", distance_band, "... a weak dense pose must out-find every map image "
      "NEAR,FAR metres from its candidate (a place-level ratio test; 0,0: off)"),
+    ("--dense-single-rival-m", "gradient_single_rival_m", distance_band, "... the band single mode uses while "
+     "--dense-rival-m is off (its search runs on frames a prior gated; 0,0: off)"),
     ("--dense-polish-points", "gradient_polish_points", non_negative_int, "... a verified dense pose searched "
      "again from itself with this many map points in a narrow window (0: off)"),
     ("--dense-first-after", "gradient_first_after", non_negative_int, "... run first after this many frames in a "

@@ -101,6 +101,10 @@ class VerifyConfig:
     #                                 candidate (a repeated block): else "ambiguous". Off: on the dev town it stopped
     #                                 6 of 7 wrong-candidate poses 9-78 m off, but end to end (where no run met such
     #                                 a pose) it lost right frames and more than doubled the cost; docs/pose.md
+    gradient_single_rival_m: tuple[float, float] = (8.0, 16.0)  # ... the band single mode uses while
+    #                                 gradient_rival_m is off: there the search runs on frames a prior gated (no
+    #                                 belief, no motion check; the gate spans tens of metres); on the dev towns it
+    #                                 stopped a dense pose 4.98 m off for -1.3 points (docs/pose.md, session 13)
     gradient_sure_inliers: int = 100  # ... a dense pose with this many inliers, or ...
     gradient_sure_ratio: float = 0.4  # ... this inlier ratio, is sure: no rival is searched
     gradient_polish_points: int = 600  # ... a verified dense pose is searched again from itself: this many map
@@ -181,6 +185,8 @@ class VerifyConfig:
                   ("gradient_covariance_scale", self.gradient_covariance_scale >= 1.0),
                   ("gradient_rival_m", len(self.gradient_rival_m) == 2
                    and 0 <= self.gradient_rival_m[0] <= self.gradient_rival_m[1]),
+                  ("gradient_single_rival_m", len(self.gradient_single_rival_m) == 2
+                   and 0 <= self.gradient_single_rival_m[0] <= self.gradient_single_rival_m[1]),
                   ("gradient_sure_inliers", self.gradient_sure_inliers >= 0),
                   ("gradient_polish_points", self.gradient_polish_points == 0
                    or self.gradient_polish_points >= self.gradient_min_inliers),
