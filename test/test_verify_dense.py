@@ -90,6 +90,12 @@ def test_the_tracker_searches_densely_in_sequence_mode_and_in_single_mode_only_w
     assert Tracker(reloc, own).verifier.config.gradient_rival_m == (5.0, 10.0)
     off = TrackerConfig(mode="single", verify=VerifyConfig(gradient_single_rival_m=(0.0, 0.0)))
     assert Tracker(reloc, off).verifier.config.gradient_rival_m == (0.0, 0.0)
+    # ... and a single frame stands alone: neither optical flow nor map points carried from the frame before (a
+    # photo collection's previous photo is another place: tracked from it, one dev photo was verified 4.6 m off)
+    single, seq = Tracker(reloc, TrackerConfig(mode="single")), Tracker(reloc, TrackerConfig(mode="sequence"))
+    assert (single.verifier.config.flow_frames, single.verifier.config.track_frames) == (0, 0)
+    assert (seq.verifier.config.flow_frames, seq.verifier.config.track_frames) == \
+        (VerifyConfig().flow_frames, VerifyConfig().track_frames) and VerifyConfig().track_frames > 0
 
 
 @pytest.mark.parametrize("with_prior", [True, False])

@@ -128,8 +128,8 @@ class Tracker:
         verify = config.verify
         # the dense search needs the place known from outside the frame: a belief's, or a spatial prior's (_verify)
         self.dense_needs_prior = config.mode == "single" and not verify.gradient_single
-        if config.mode == "single":  # a single frame stands alone: no flow from the one before
-            verify = replace(verify, flow_frames=0)
+        if config.mode == "single":  # a single frame stands alone: no flow nor map points from the one before
+            verify = replace(verify, flow_frames=0, track_frames=0)
             if not any(verify.gradient_rival_m):  # ... nor a belief nor motion to rule out a place a block away
                 verify = replace(verify, gradient_rival_m=verify.gradient_single_rival_m)
         speed = 0.0 if config.mode == "single" else config.sequence.max_speed_mps  # single frames: no motion check
