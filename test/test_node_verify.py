@@ -137,7 +137,7 @@ def test_verified_poses_are_metric_and_the_hint_composes(vnode):
     d = client.wait_diagnostics(lambda d: d.get("intrinsics_source", "").startswith("CameraInfo"), 15.0, after=t0)
     assert d is not None, f"CameraInfo not taken:\n{_tail(vn)}"
     assert d["verify_state"].startswith("active") and d["camera_info_topic"] == f"/{NS}/camera_info"
-    assert d["verify_state"].endswith("single mode: only on frames a prior gated)"), d["verify_state"]
+    assert d["verify_state"].endswith("no dense search in single mode)"), d["verify_state"]
     verified = 0
     for key, gt_pos, gt_quat in _send(vn, 0):
         pose = client.rx.pose.get(key)

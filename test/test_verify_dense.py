@@ -100,9 +100,9 @@ def test_the_tracker_searches_densely_in_sequence_mode_and_in_single_mode_only_w
 
 @pytest.mark.parametrize("with_prior", [True, False])
 def test_single_mode_searches_densely_only_where_a_prior_gated_the_candidates(town, geometry_world, with_prior):
-    """A snow frame SIFT cannot verify (the test above): a single-mode tracker searches it densely, and
-    verifies it metric, only when a spatial prior (10 m around where it was rendered) gated its candidates;
-    without one, or with `gradient_with_prior` off, no dense attempt is made."""
+    """A snow frame SIFT cannot verify (the test above): a single-mode tracker with `gradient_with_prior` on
+    searches it densely, and verifies it metric, only when a spatial prior (10 m around where it was rendered)
+    gated its candidates; without one, or with `gradient_with_prior` off (the default), no dense attempt is made."""
     from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
     from disam_ros.retrieval import SpatialPrior
     from disam_ros.retrieval.search import SearchConfig
@@ -112,7 +112,7 @@ def test_single_mode_searches_densely_only_where_a_prior_gated_the_candidates(to
                                                                           domain="sunny"))
     rgb, pos, quat = _render_beside(town, 10, "snow")
     prior = SpatialPrior(pos + np.array([1.0, -1.0, 0.0]), radius=10.0) if with_prior else None
-    tracker = Tracker(reloc, TrackerConfig(mode="single"))
+    tracker = Tracker(reloc, TrackerConfig(mode="single", verify=VerifyConfig(gradient_with_prior=True)))
     res = tracker.step(rgb, 100.0, prior).result
     v = res.verification
     assert res.used_prior is with_prior
@@ -122,7 +122,8 @@ def test_single_mode_searches_densely_only_where_a_prior_gated_the_candidates(to
         assert np.allclose(res.position, v.position)  # the published pose is the dense one
     else:
         assert not v.verified and not any(a.dense for a in v.attempts)
-    no = Tracker(reloc, TrackerConfig(mode="single", verify=VerifyConfig(gradient_with_prior=False)))
+    assert not VerifyConfig().gradient_with_prior
+    no = Tracker(reloc, TrackerConfig(mode="single"))
     v = no.step(rgb, 100.0, prior).result.verification
     assert not v.verified and not any(a.dense for a in v.attempts)
 

@@ -82,24 +82,23 @@ PARAMETERS: tuple[Param, ...] = (
           constraints=">= 1"),
     Param("verify_min_inliers", 15, "RANSAC inliers a pose needs to count as verified.",
           constraints=f">= {MIN_VERIFY_INLIERS}"),
-    Param("verify_track_frames", 5, "Map-point tracking: when a frame's own map places do not verify, the last "
-          "verified frame's map points (within 1 s) are matched into it and the pose solved against them, for at "
-          "most this many frames in a row; 0 = off.", constraints=">= 0"),
+    Param("verify_track_frames", 5, "Sequence/window modes: a frame whose places do not verify is solved against "
+          "the last verified frame's map points (within 1 s), up to this many in a row; 0 = off.", constraints=">= 0"),
     Param("verify_turn_search_deg", 25.0, "When no map place verifies guided by its own pose, the best one guides "
           "again turned this many degrees left and right about the camera's vertical (a camera looking elsewhere "
           "than the map images); 0 = off.", constraints="0 <= x < 90"),
     Param("verify_first_scale", 0.5, "The map places are first looked at with the image's SIFT features at this "
           "share of the map's detection scale (a quarter of SIFT's cost at 0.5); the first sure verified look is "
-          "the frame's pose, otherwise the full-scale features run every step; 1 = off.",
-          constraints="0.1 <= x <= 1"),
+          "the frame's pose, otherwise the full-scale features run every step; 1 = off.", constraints="0.1 <= x <= 1"),
     Param("verify_unguided_candidates", 0, "When no map place verifies guided, nor turned, this many of them are "
-          "matched unguided (ratio test); a solve from >= 12 of those matches guides a second, tight match, judged "
-          "by the usual gate: for cameras 1-2 m and 10-30 deg off every map image (handheld, photo collections); "
-          "0 = off (the default: held out it also verified a look-alike place 64 m away in fog).",
+          "matched unguided; a solve from >= 12 matches guides a second, tight match, judged by the usual gate: for "
+          "cameras 1-2 m and 10-30 deg off every map image; 0 = off (held out it verified a look-alike 64 m away).",
           constraints=">= 0"),
     Param("verify_dense_candidates", 2, "When still no map place verifies (tracking included), this many of them are "
           "searched densely: their map keypoints looked for in the image by gradient descriptors, without the "
           "image's own keypoints (rain, snow, fog); needs a map built with them; 0 = off.", constraints=">= 0"),
+    Param("verify_dense_with_prior", False, "Single mode: the dense search also runs on frames whose candidates a "
+          "`prior` gated (off: held out it verified two frames 6.6-7.7 m off at one look-alike block)."),
     Param("verify_dense_max_tilt_deg", 4.0, "A dense-search pose whose camera is tilted (pitch, roll) from the map "
           "image's by more than this is refused (a vehicle camera keeps its pitch and roll; wrong dense poses "
           "tilt); 0 = off, for a camera mounted differently from the map's.", constraints="0 <= x <= 180"),
@@ -196,6 +195,7 @@ class LocalizerConfig:
     verify_turn_search_deg: float
     verify_unguided_candidates: int
     verify_dense_candidates: int
+    verify_dense_with_prior: bool
     verify_first_scale: float
     verify_belief_sigma_m: float
     verify_motion_speed_factor: float

@@ -147,13 +147,14 @@ def verify_state(tracking: Any, cfg: Any) -> str:
         return f"inactive: {note}"
     verifier = tracking.tracker.verifier
     dense = verifier.config.gradient_candidates if verifier is not None else 0
-    if not dense:
-        dense_note = "no dense search"
+    single = tracking.tracker.dense_needs_prior
+    if not dense or (single and not verifier.config.gradient_with_prior):
+        dense_note = "no dense search" + (" in single mode" if dense else "")
     elif tracking.tracker.reloc.map.map_geometry.gradients is None:
         dense_note = "no dense search: the map was built before its descriptors, rebuild it for rain, snow and fog"
     else:
         dense_note = f"dense search on {dense} candidates" + (
-            ", single mode: only on frames a prior gated" if tracking.tracker.dense_needs_prior else "")
+            ", single mode: only on frames a prior gated" if single else "")
     return f"active ({cfg.verify_candidates} candidates, >= {cfg.verify_min_inliers} inliers; {dense_note})"
 
 

@@ -51,6 +51,7 @@ class NodeTracking:
                               unguided_candidates=cfg.verify_unguided_candidates,
                               gradient_candidates=cfg.verify_dense_candidates,
                               gradient_max_tilt_deg=cfg.verify_dense_max_tilt_deg,
+                              gradient_with_prior=cfg.verify_dense_with_prior,
                               first_scale=cfg.verify_first_scale, motion_speed_factor=cfg.verify_motion_speed_factor,
                               flow_frames=cfg.verify_flow_frames, polish_images=cfg.verify_polish_images)
         self.tracker = Tracker(reloc, TrackerConfig(mode=cfg.mode, sequence=seq, standstill_ratio=cfg.standstill_ratio,

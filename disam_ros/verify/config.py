@@ -70,9 +70,10 @@ class VerifyConfig:
     gradient_single: bool = False  # ... in single mode too (the tracker turns it off there unless this is set:
     #                                a single frame cannot tell two look-alike places apart, and the dense search
     #                                verified a look-alike 5 m off on the dev town, 64 m off in a held-out one)
-    gradient_with_prior: bool = True  # ... and in single mode on a frame whose candidates a spatial prior gated
-    #                                   (GNSS, an operator's guess): the prior, not the frame, rules out the far
-    #                                   look-alike places (docs/pose.md, session 13)
+    gradient_with_prior: bool = False  # ... and in single mode on a frame whose candidates a spatial prior gated
+    #                                   (GNSS, an operator's guess), which rules out the far look-alikes: +8-12
+    #                                   points held out, but off: in one held-out town two frames were verified
+    #                                   6.6-7.7 m off at a look-alike block inside the gate (docs/pose.md, session 13)
     gradient_first_after: int = 2  # ... and after this many frames in a row that only it verified, it runs FIRST
     #                               and a verified dense pose ends the search (saves the SIFT steps that keep
     #                               failing in rain, snow, fog: ~150 ms a frame); 0 = off (verifier docstring)
