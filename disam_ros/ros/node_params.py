@@ -78,7 +78,7 @@ PARAMETERS: tuple[Param, ...] = (
           constraints="0..1"),
     Param("verify", True, "On a map with geometry: match the answer's map keyframes with local features and "
           "solve the metric 6-DoF pose (published when verified); false = retrieval-only."),
-    Param("verify_candidates", 3, "Map places tried per frame, best first (the answer, then its runners-up).",
+    Param("verify_candidates", 5, "Map places tried per frame, best first (the answer, then its runners-up).",
           constraints=">= 1"),
     Param("verify_min_inliers", 15, "RANSAC inliers a pose needs to count as verified.",
           constraints=f">= {MIN_VERIFY_INLIERS}"),
