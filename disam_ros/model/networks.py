@@ -164,6 +164,14 @@ class Discriminator(nn.Module):
         return [torch.cat([g, c], 1) for g, c in zip(outs_gray, outs_rgb)]
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter (or buffer): where its inputs have to be (CPU for a module
+    with neither)."""
+    for t in (*module.parameters(), *module.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 def init_weights(module: nn.Module) -> None:
     """N(0, 0.02) conv weights and zero biases; batch-norm scale N(1, 0.02) (DCGAN init, as the reference)."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):

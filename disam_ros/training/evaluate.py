@@ -32,6 +32,7 @@ from torch import Tensor
 from disam_ros.data.folders import read_image
 from disam_ros.fsutil import atomic_write_text
 from disam_ros.model import DisamNet, Encoder, ModelConfig
+from disam_ros.model.networks import module_device
 from disam_ros.model.preprocess import to_model_input
 
 from .layouts import DomainImages, check_domains, discover, drop_dark
@@ -95,9 +96,11 @@ def _fallback(domains: tuple[str, ...], reference: str) -> str:
 
 
 def net_features(net: DisamNet, reference: str) -> FeatureFn:
+    """Features of a training network: images are loaded on the CPU and follow the network to its device (a run
+    on CUDA validates the weights where they are, without a copy)."""
     net.eval()
     fb = _fallback(net.domains, reference)
-    return lambda x, d: net.encode(x, d if d in net.domains else fb)
+    return lambda x, d: net.encode(x.to(module_device(net), non_blocking=True), d if d in net.domains else fb)
 
 
 def encoder_features(enc: Encoder, reference: str) -> FeatureFn:
