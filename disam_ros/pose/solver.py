@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import poselib
-import pycolmap
 
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.covariance import pose_covariance, residual_sigma
 from disam_ros.pose.frames import map_from_cam, project
+
+if TYPE_CHECKING:  # pycolmap (38 MB) is imported where its backend is chosen, not with the module
+    import pycolmap
 
 BACKENDS = ("poselib", "pycolmap")
 
@@ -69,6 +72,8 @@ class SolverConfig:
                              f"sigma_floor_px={self.sigma_floor_px} >= 0")
 
     def colmap_options(self) -> tuple[pycolmap.AbsolutePoseEstimationOptions, pycolmap.AbsolutePoseRefinementOptions]:
+        import pycolmap
+
         est = pycolmap.AbsolutePoseEstimationOptions()
         est.estimate_focal_length = False
         est.ransac.max_error = float(self.max_error_px)
@@ -119,6 +124,8 @@ class PoseSolution:
         return np.degrees(np.sqrt(np.diag(self.covariance)[3:]))
 
     def to_pycolmap(self) -> pycolmap.Rigid3d:
+        import pycolmap
+
         return pycolmap.Rigid3d(pycolmap.Rotation3d(self.R), self.t)
 
 
@@ -171,6 +178,8 @@ def _poselib(p2: np.ndarray, p3: np.ndarray, cam: Intrinsics, config: SolverConf
 def _pycolmap(p2: np.ndarray, p3: np.ndarray, cam: Intrinsics, config: SolverConfig
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(R, t, inlier mask) from pycolmap's LO-RANSAC + Ceres refinement."""
+    import pycolmap
+
     est, ref = config.colmap_options()
     out = pycolmap.estimate_and_refine_absolute_pose(p2, p3, cam.to_pycolmap(), est, ref, False)
     if out is None:
