@@ -80,3 +80,40 @@ def yaw_pitch_roll_to_quat(yaw: float, pitch: float = 0.0, roll: float = 0.0) ->
 # Rotation from the camera optical frame (z forward, x right, y down) to a REP-103 body frame
 # (x forward, y left, z up): optical z -> body x, optical x -> -body y, optical y -> -body z.
 R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+
+# A covariance is used by inverting it (rtabmap's information matrix, GTSAM's noise model): what is not symmetric
+# and positive semi-definite has no meaning as a covariance, and a negative eigenvalue turns into a negative
+# weight or an exception far from the message that carried it. Round-off of a rotated covariance (J C J^T) is
+# ~1e-16 of its largest eigenvalue, so 1e-9 separates round-off from a wrong matrix by seven orders.
+COVARIANCE_RTOL = 1e-9
+
+
+def covariance_problem(cov: np.ndarray) -> str | None:
+    """Why a square matrix is not a usable covariance (a phrase), or None: finite, symmetric to COVARIANCE_RTOL of
+    its largest entry, every eigenvalue >= -COVARIANCE_RTOL x the largest (positive semi-definite up to round-off).
+    The one rule of the package: the hint relay and the pose-graph node refuse the same matrices."""
+    c = np.asarray(cov, np.float64)
+    if c.ndim != 2 or c.shape[0] != c.shape[1] or c.size == 0:
+        return f"is not a square matrix (shape {c.shape})"
+    if not np.isfinite(c).all():
+        return "holds a value that is not finite (NaN or inf)"
+    scale = float(np.abs(c).max())
+    if float(np.abs(c - c.T).max()) > COVARIANCE_RTOL * scale:
+        return "is not symmetric"
+    eig = np.linalg.eigvalsh(0.5 * (c + c.T))
+    if eig[0] < -COVARIANCE_RTOL * max(float(eig[-1]), 0.0):
+        return f"is not positive semi-definite (smallest eigenvalue {eig[0]:.4g}, largest {eig[-1]:.4g})"
+    return None
+
+
+def checked_covariance(cov: np.ndarray, what: str, n: int = 6) -> np.ndarray:
+    """`cov` (n*n values, row-major) as a symmetrised (n, n) float64 covariance, or ValueError in one line naming
+    `what` and the rule (`covariance_problem`)."""
+    c = np.asarray(cov, np.float64)
+    if c.size != n * n:
+        raise ValueError(f"{what} must be {n * n} numbers ({n}x{n} row-major), got {c.size}")
+    c = c.reshape(n, n)
+    if (problem := covariance_problem(c)) is not None:
+        raise ValueError(f"{what} {problem}: a covariance must be finite, symmetric and positive semi-definite")
+    return 0.5 * (c + c.T)

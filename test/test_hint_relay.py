@@ -9,6 +9,7 @@ params file, launch file and docs kept in step with the declared parameters.
 from __future__ import annotations
 
 import ast
+import json
 import math
 import re
 import signal
@@ -33,6 +34,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from test_node_process_utils import start_node_process, stop  # noqa: E402
 
+from disam_ros import geometry as G  # noqa: E402
 from disam_ros.geometry import R_BODY_OPTICAL, quat_to_rot  # noqa: E402
 from disam_ros.pose.relative import relative_covariance  # noqa: E402
 from disam_ros.ros import hint_parse as H  # noqa: E402
@@ -174,6 +176,60 @@ def test_stamp_is_exact_nanoseconds():
     assert RM.stamp_ns(text, H.parse_hint(text)) == STAMP_NS
     no_ns = text.replace('"query_stamp_ns"', '"ignored_ns"')
     assert abs(RM.stamp_ns(no_ns, H.parse_hint(no_ns)) - STAMP_NS) < 1000  # from float seconds: ~100 ns off
+
+
+# Hostile hints (reliability checklist R2, R3): a stamp past int32 seconds, and a covariance whose diagonal is
+# positive but whose [x, y] block [[1, 5], [5, 1]] has the eigenvalues 1 - 5 = -4 and 1 + 5 = 6.
+INDEFINITE_COV = np.eye(6)
+INDEFINITE_COV[0, 1] = INDEFINITE_COV[1, 0] = 5.0
+
+
+def hostile(text: str, **keys: Any) -> str:
+    """A good hint with some keys replaced (JSON round trip, so the rest stays the localizer's own)."""
+    return json.dumps(json.loads(text) | keys)
+
+
+def test_the_hand_made_indefinite_covariance_is_what_the_rows_say():
+    assert INDEFINITE_COV[0, 1] == INDEFINITE_COV[1, 0] == 5.0 and (np.diag(INDEFINITE_COV) == 1.0).all()
+    assert np.allclose(np.linalg.eigvalsh(INDEFINITE_COV), [-4.0, 1.0, 1.0, 1.0, 1.0, 6.0])
+
+
+@pytest.mark.parametrize("keys,expect", [
+    ({"query_stamp_ns": 2**70}, "'query_stamp_ns' 1180591620717411303424 is past the largest ROS time"),
+    ({"query_stamp_ns": 2**31 * 10**9}, "is past the largest ROS time (2147483647999999999 ns"),
+    ({"query_stamp_ns": None, "query_stamp": 1e10}, "'query_stamp' 10000000000.0 is past the largest ROS time"),
+    ({"relative_covariance": INDEFINITE_COV.reshape(36).tolist()},
+     "'relative_covariance' is not positive semi-definite (smallest eigenvalue -4, largest 6)"),
+])
+def test_hints_a_ros_message_cannot_carry_are_refused_in_one_line(keys, expect):
+    with pytest.raises(H.HintError) as err:
+        H.parse_hint(hostile(hint_text(), **keys))
+    assert expect in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_last_representable_stamp_still_relays_exactly():
+    last = 2**31 * 10**9 - 1  # 2038-01-19 03:14:07.999999999: sec 2147483647 = int32 max
+    text = hostile(hint_text(), query_stamp_ns=last)
+    assert RM.stamp_ns(text, H.parse_hint(text)) == last
+    msg = HR.pose_message(last, "cam", *RM.camera_pose(H.parse_hint(text)))
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (2**31 - 1, 999_999_999)
+
+
+def test_one_covariance_rule_round_off_passes_a_wrong_sign_does_not():
+    good = ABS_COV
+    rotated = RM.keyframe_to_map_covariance(good, KEY_QUAT)  # J C J^T: round-off only
+    assert G.covariance_problem(good) is None and G.covariance_problem(rotated) is None
+    assert G.covariance_problem(np.zeros((6, 6))) is None  # semi-definite (the hint adds its own variance > 0 rule)
+    lam = np.linalg.eigvalsh(good)[-1]
+    nearly = good - (np.linalg.eigvalsh(good)[0] + 0.5 * G.COVARIANCE_RTOL * lam) * np.eye(6)  # min eig -0.5e-9 max
+    assert G.covariance_problem(nearly) is None
+    worse = good - (np.linalg.eigvalsh(good)[0] + 10 * G.COVARIANCE_RTOL * lam) * np.eye(6)
+    assert "not positive semi-definite" in G.covariance_problem(worse)
+    assert "not symmetric" in G.covariance_problem(good + np.eye(6, k=1) * 1e-3)
+    assert "not finite" in G.covariance_problem(np.where(np.eye(6) > 0, np.nan, 0.0))
+    with pytest.raises(ValueError, match="closure covariance is not positive semi-definite"):
+        G.checked_covariance(INDEFINITE_COV, "closure covariance")
+    assert np.array_equal(G.checked_covariance(good.reshape(36).tolist(), "c"), 0.5 * (good + good.T))
 
 
 def test_trigger_gate():
@@ -323,6 +379,24 @@ def test_unverified_garbage_and_foreign_hints_are_skipped_and_the_node_lives(rel
     assert relays.procs["rtabmap"].poll() is None
     text = relays.logs["rtabmap"].read_text(errors="replace")
     assert "is not JSON" in text and "not map_frame 'map'" in text and "Traceback" not in text
+
+
+@pytest.mark.ros
+def test_stamps_past_ros_time_and_indefinite_covariances_never_reach_rtabmap(relays):
+    """R2/R3: before, 2**70 ns went out as -524385683 s and the eigenvalue -4 covariance went to rtabmap."""
+    peer = relays.peer
+    before = len(peer.rtab)
+    base = STAMP_NS + 20 * 10**9
+    peer.pub_rtab.publish(String(data=hostile(hint_text(base), query_stamp_ns=2**70)))
+    peer.pub_rtab.publish(String(data=hostile(hint_text(base + 10**9),
+                                              relative_covariance=INDEFINITE_COV.reshape(36).tolist())))
+    good = base + 2 * 10**9
+    peer.pub_rtab.publish(String(data=hint_text(good)))
+    assert peer.wait_stamp(peer.rtab, good) is not None, relays.logs["rtabmap"].read_text(errors="replace")[-2000:]
+    assert [m.header.stamp for m in peer.rtab[before:]] == [Time(sec=good // 10**9, nanosec=good % 10**9)]
+    text = relays.logs["rtabmap"].read_text(errors="replace")
+    assert "is past the largest ROS time" in text and "is not positive semi-definite" in text
+    assert relays.procs["rtabmap"].poll() is None and "Traceback" not in text
 
 
 @pytest.mark.ros

@@ -25,6 +25,10 @@ from pathlib import PurePath
 NS_PER_S = 1_000_000_000
 DIGITS = 20
 MAX_NS = 10**DIGITS - 1
+# The latest stamp a ROS message can carry: builtin_interfaces/Time is (int32 sec, uint32 nanosec), so a later
+# one wraps to a negative second when a message is made from it (2**70 ns went out as -524385683 s).
+MAX_ROS_TIME_S = 2**31  # exclusive: 2038-01-19 03:14:08 UTC
+MAX_ROS_TIME_NS = MAX_ROS_TIME_S * NS_PER_S - 1
 SUFFIX = ".png"
 _NS_STEM = re.compile(r"^\d{20}$")
 _SECONDS_STEM = re.compile(r"^(\d{1,11})\.(\d{1,9})$")

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from disam_ros.geometry import normalize_quat, quat_to_rot, rot_to_quat
+from disam_ros.data.stamps import MAX_ROS_TIME_NS, MAX_ROS_TIME_S
+from disam_ros.geometry import covariance_problem, normalize_quat, quat_to_rot, rot_to_quat
 from disam_ros.ros.messages import LOOP_CLOSURE_SCHEMA
 
 MAX_HINT_CHARS = 65536  # a schema-2 hint with top_k 5 is ~2 kB; anything far larger is not one of ours
@@ -95,16 +96,23 @@ def _load(text: str) -> dict[str, Any]:
 
 
 def _stamp(doc: dict[str, Any]) -> float:
-    """query_stamp_ns (exact integer) when present, else query_stamp (seconds); finite and > 0. Seconds are
-    formed as messages.stamp_to_sec forms them from a header, so a hint and the odometry of the same
-    image stamp compare equal to the last bit."""
+    """query_stamp_ns (exact integer) when present, else query_stamp (seconds); > 0 and within what a ROS
+    builtin_interfaces/Time holds (int32 seconds: up to 2038-01-19), so a relayed stamp is the hint's own and
+    never a wrapped one. Seconds are formed as messages.stamp_to_sec forms them from a header, so a hint and the
+    odometry of the same image stamp compare equal to the last bit."""
     ns = doc.get("query_stamp_ns")
     if isinstance(ns, int) and not isinstance(ns, bool) and ns > 0:
+        if ns > MAX_ROS_TIME_NS:
+            raise HintError(f"loop-closure hint: key 'query_stamp_ns' {_show(ns)} is past the largest ROS time "
+                            f"({MAX_ROS_TIME_NS} ns, int32 seconds): publish the camera's stamp in nanoseconds")
         sec, nanosec = divmod(ns, 1_000_000_000)
         return float(sec) + 1e-9 * float(nanosec)
     t = doc.get("query_stamp")
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0.0:
         raise HintError(f"loop-closure hint: key 'query_stamp' must be a stamp > 0 in seconds, got {_show(t)}")
+    if t >= MAX_ROS_TIME_S:
+        raise HintError(f"loop-closure hint: key 'query_stamp' {_show(t)} is past the largest ROS time "
+                        f"({MAX_ROS_TIME_S} s, int32 seconds): publish the camera's stamp in seconds")
     return float(t)
 
 
@@ -129,11 +137,11 @@ def vector(value: Any, n: int, key: str) -> np.ndarray:
 
 
 def covariance(value: Any, key: str) -> np.ndarray:
-    """36 finite numbers, row-major, symmetric (to 1e-9 relative) with a positive diagonal -> (6, 6)."""
+    """36 finite numbers, row-major -> (6, 6): the package's one covariance rule (geometry.covariance_problem:
+    symmetric, positive semi-definite up to round-off) and every variance > 0 (a hint's pose is never exact)."""
     c = vector(value, 36, key).reshape(6, 6)
-    scale = max(float(np.abs(c).max()), 1e-300)
-    if np.abs(c - c.T).max() > 1e-9 * scale:
-        raise HintError(f"loop-closure hint: key '{key}' is not symmetric")
+    if (problem := covariance_problem(c)) is not None:
+        raise HintError(f"loop-closure hint: key '{key}' {problem}: publish the localizer's own hint")
     if not (np.diag(c) > 0.0).all():
         raise HintError(f"loop-closure hint: key '{key}' has a diagonal entry <= 0 (every variance must be > 0)")
     return 0.5 * (c + c.T)
