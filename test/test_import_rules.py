@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "disam_ros"
-BASE = {"geometry", "conditions", "fsutil", "logs", "cliutil", "heap", "shipped"}
+BASE = {"geometry", "conditions", "fsutil", "logs", "cliutil", "heap", "shipped", "threads"}
 LAYERS: dict[str, set[str]] = {
     "disam_ros": set(),  # the package's own __init__
     "geometry": set(),
@@ -23,6 +23,7 @@ LAYERS: dict[str, set[str]] = {
     "cliutil": set(),
     "heap": set(),
     "shipped": set(),
+    "threads": set(),
     "conditions": set(),
     "posegraph": BASE,
     "model": BASE,

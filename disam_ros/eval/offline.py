@@ -58,6 +58,7 @@ from disam_ros.eval.scoring import (
 from disam_ros.eval.verify_options import VERIFY_OPTIONS
 from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
 from disam_ros.retrieval import SearchConfig
+from disam_ros.threads import apply_threads
 from disam_ros.tracking.sequence import SequenceConfig
 from disam_ros.tracking.tracker import TRACKER_MODES, Tracker, TrackerConfig, TrackStep, publish_threshold
 from disam_ros.verify.verifier import VerifyConfig
@@ -298,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coarse", default="", help="coarse checkpoint (default: the one recorded in the map)")
     p.add_argument("--fine", default="", help="fine checkpoint (default: the one recorded in the map)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--threads", type=non_negative_int, default=0,
+                   help="CPU threads (default 0 = min(2, cores), as the node; docs/benchmarks.md, CPU threads)")
     p.add_argument("--top-n", type=positive_int, default=3, help="coarse candidates re-ranked by the fine model")
     p.add_argument("--top-k", type=positive_int, default=max(DEFAULT_RECALL_NS),
                    help="candidates kept per query; recall@N above it is reported n/a (default %(default)s: the "
@@ -346,6 +349,7 @@ def refine_reason(args: argparse.Namespace, loc_map: Any) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    apply_threads(args.threads)
     try:
         check_paths(args)
         cfg = RelocalizerConfig(coarse_checkpoint=args.coarse, fine_checkpoint=args.fine, domain=args.domain,

@@ -114,9 +114,11 @@ class LocalizerNode(LifecycleNode):
 
     def _configure(self) -> None:
         from disam_ros.relocalizer import Relocalizer
+        from disam_ros.threads import apply_threads
 
         self.config_error = ""
         cfg = self.cfg = P.read_config(self)
+        self.threads = apply_threads(cfg.threads)  # before the first encoder pass starts torch's pool
         self.reloc = Relocalizer.from_map(cfg.map, W.relocalizer_config(cfg))
         self.map, self.model_domains = self.reloc.map, tuple(self.reloc.localizer.coarse.domains)
         self.frame_id = cfg.frame_id or self.map.frame_id

@@ -7,20 +7,18 @@ a wrong type, a misspelt name, an unparsable params file — ends in one line na
 """
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
 from disam_ros import conditions
 from disam_ros.ros.node_cli import ConfigError, check_params_file, ros_argv  # noqa: F401  (re-exported: P.ros_argv)
 from disam_ros.ros.node_signals import NODE_NAME, StopSignals, fail  # noqa: F401  (re-exported: P.StopSignals, P.fail)
+from disam_ros.ros.param_decl import declare_all, one_line, refuse_unknown  # noqa: F401  (re-exported)
 
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 ALLOWED_WEATHER = (*conditions.WEATHERS, conditions.UNKNOWN)
@@ -53,6 +51,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("coarse_checkpoint", "", "Coarse model checkpoint; empty = the one recorded in the map."),
     Param("fine_checkpoint", "", "Fine (re-ranking) model checkpoint; empty = the one recorded in the map."),
     Param("device", "auto", "Torch device for the encoders.", constraints="auto, cpu, cuda, cuda:N, mps"),
+    Param("threads", 0, "CPU threads for the encoders and the map search; 0 = min(2, cores): more threads made "
+          "the per-frame work slower (docs/benchmarks.md, CPU threads).", constraints=">= 0"),
     Param("top_n", 3, "Coarse candidates re-ranked by the fine model (paper: 3).", constraints=">= 1"),
     Param("top_k", 5, "Scored candidates published on ~/candidates.", constraints=">= 1"),
     Param("mode", "sequence", "How frames are combined: sequence (Bayes filter over map places along the "
@@ -162,11 +162,6 @@ PARAMETERS: tuple[Param, ...] = (
 )
 PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
 FLOAT_PARAMS = frozenset(p.name for p in PARAMETERS if isinstance(p.default, float))
-# Parameters every rclpy node may be given besides ours (rclpy declares or reads them itself).
-BUILTIN_PARAMS = ("use_sim_time", "start_type_description_service")
-BUILTIN_PREFIXES = ("qos_overrides.",)
-_TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
-               list: "a list of numbers"}
 
 
 @dataclass(frozen=True)
@@ -177,6 +172,7 @@ class LocalizerConfig:
     coarse_checkpoint: str
     fine_checkpoint: str
     device: str
+    threads: int
     top_n: int
     top_k: int
     mode: str
@@ -232,43 +228,9 @@ def declare_parameters(node: Node) -> None:
     declare_all(node, PARAMETERS, FLOAT_PARAMS)
 
 
-def declare_all(node: Node, parameters: tuple, float_params: frozenset) -> None:
-    """Declare `parameters` (Param) on `node`: read-only unless dynamic, float ones and lists dynamically typed.
-
-    An override of the wrong type (`-p top_n:=abc`) becomes a ConfigError naming the expected type, instead of
-    rclpy's InvalidParameterTypeException traceback. Shared by every node of the package."""
-    for p in parameters:
-        desc = ParameterDescriptor(description=p.description, read_only=not p.dynamic,
-                                   additional_constraints=p.constraints,
-                                   dynamic_typing=p.name in float_params or isinstance(p.default, list))
-        try:
-            node.declare_parameter(p.name, p.default, desc)
-        except ParameterException as exc:
-            raise ConfigError(f"parameter '{p.name}' must be {_TYPE_NAMES[type(p.default)]} "
-                              f"(default {_text(p.default)}): fix -p {p.name}:=... or its params file entry "
-                              f"({str(exc).split(':')[0]})") from None
-
-
-def _text(value: Any) -> str:
-    return ("true" if value else "false") if isinstance(value, bool) else repr(value)
-
-
 def check_unknown(names: list[str] | tuple[str, ...]) -> None:
     """Refuse parameters the localizer does not declare (rclpy silently ignores them)."""
     refuse_unknown(names, PARAMETER_NAMES, NODE_NAME)
-
-
-def refuse_unknown(names: list[str] | tuple[str, ...], known: tuple[str, ...], node_name: str) -> None:
-    """Refuse parameters a node does not declare (rclpy silently ignores them), naming the closest or all."""
-    unknown = sorted(n for n in names if n not in known and n not in BUILTIN_PARAMS
-                     and not n.startswith(BUILTIN_PREFIXES))
-    if not unknown:
-        return
-    name = unknown[0]
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"did you mean '{close[0]}'?" if close else f"known are {', '.join(known)}"
-    more = f" (and {len(unknown) - 1} more unknown: {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
-    raise ConfigError(f"unknown parameter '{name}' for {node_name}: {hint}{more}")
 
 
 def check_overrides(node: Node) -> None:
@@ -295,6 +257,8 @@ def check_value(name: str, value: Any) -> Any:
         raise ValueError(f"{name} '{value}' does not exist: give a checkpoint file or leave it empty")
     elif name == "device" and not DEVICE_RE.match(value):
         raise ValueError(f"device {value!r} is not valid: use auto, cpu, cuda, cuda:N or mps")
+    elif name == "threads" and value < 0:
+        raise ValueError(f"parameter 'threads' must be >= 0 (0 = min(2, cores)), got {value}")
     elif name in ("top_n", "top_k", "verify_candidates") and value < 1:
         raise ValueError(f"parameter '{name}' must be >= 1, got {value}")
     elif name == "min_confidence" and not (math.isnan(value) or 0.0 <= value <= 1.0):
@@ -389,12 +353,3 @@ def read_config(node: Node) -> LocalizerConfig:
     if values["condition_source"] == "fixed" and not values["domain"]:
         raise ValueError("condition_source 'fixed' needs the model domain to use: set parameter 'domain'")
     return LocalizerConfig(**values)
-
-
-# ---------------------------------------------------------------------------------------------- command line
-
-
-def one_line(exc: BaseException) -> str:
-    """Our errors are already one line naming the fix; others get their type and first line."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return text if isinstance(exc, ValueError) else f"{type(exc).__name__}: {text}"

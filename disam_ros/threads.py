@@ -1,0 +1,52 @@
+"""CPU threads of the runtime (node, `disam-eval`, map building): a bounded default, not one thread per core.
+
+Why: torch starts one intra-op thread per core. The per-frame work here is small (one encoder pass on a small
+image, one matrix-vector product over the map's descriptors), so on a many-core host the threads' hand-offs cost
+more than they share: on a 16-core GPU host the pca search of a 1k map took 96 ms at torch's default threads,
+against 10.9 ms on one thread of a 2-core machine (2026-11-26, main 3f8a3bf). `disam-bench threads` measures
+1, 2, 4 and all threads on the machine at hand; docs/benchmarks.md holds the table the default was chosen from.
+A vehicle's computer also runs SLAM, drivers and planning beside us: a small default leaves them their cores.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+DEFAULT_MAX_THREADS = 2  # docs/benchmarks.md, "CPU threads": beyond 2 no workload here got faster
+log = logging.getLogger(__name__)
+
+
+def available_cpus() -> int:
+    """Cores this process may run on (its affinity mask: a container's or taskset's limit, not the host's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads(cap: int = DEFAULT_MAX_THREADS) -> int:
+    return max(1, min(cap, available_cpus()))
+
+
+def resolve_threads(requested: int | None) -> int:
+    """`requested` threads, or the default for 0 / None; a negative count is an error that names the fix."""
+    if requested is None or requested == 0:
+        return default_threads()
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
+        raise ValueError(f"threads={requested!r} must be an integer >= 0 (0: the default, "
+                         f"min({DEFAULT_MAX_THREADS}, cores)), e.g. threads=2")
+    return requested
+
+
+def apply_threads(requested: int | None) -> int:
+    """Set torch's (and, when loaded, faiss's) CPU thread pools; returns the count in force."""
+    import torch
+
+    n = resolve_threads(requested)
+    torch.set_num_threads(n)
+    faiss = sys.modules.get("faiss")
+    if faiss is not None and hasattr(faiss, "omp_set_num_threads"):
+        faiss.omp_set_num_threads(n)
+    log.debug("CPU threads: %d of %d available", n, available_cpus())
+    return n

@@ -1,0 +1,68 @@
+"""CPU thread defaults: bounded by the cap and by this process's cores, explicit counts kept, bad counts refused."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from disam_ros import threads as T
+from disam_ros.bench.threads import thread_counts
+
+
+@pytest.fixture
+def keep_torch_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_default_is_the_cap_or_the_cores_whichever_is_fewer(monkeypatch):
+    for cores, want in ((1, 1), (2, 2), (16, 2), (64, 2)):
+        monkeypatch.setattr(T, "available_cpus", lambda cores=cores: cores)
+        assert T.default_threads() == want
+        assert T.resolve_threads(0) == want and T.resolve_threads(None) == want
+    assert T.default_threads(cap=8) == 8  # 64 cores, a larger cap
+
+
+def test_available_cpus_is_the_affinity_mask_not_the_host():
+    if hasattr(os, "sched_getaffinity"):
+        assert T.available_cpus() == len(os.sched_getaffinity(0))
+
+
+def test_apply_threads_sets_torch_and_keeps_an_explicit_count(keep_torch_threads):
+    assert T.apply_threads(1) == 1 and torch.get_num_threads() == 1
+    assert T.apply_threads(3) == 3 and torch.get_num_threads() == 3  # above the cap: the user's word stands
+    assert T.apply_threads(0) == T.default_threads() == torch.get_num_threads()
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "2"])
+def test_a_bad_count_is_one_line_naming_the_fix(bad):
+    with pytest.raises(ValueError, match=r"threads=.* must be an integer >= 0 .*e\.g\. threads=2") as e:
+        T.resolve_threads(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_bench_counts_parse_all_and_refuse_zero():
+    assert thread_counts("4,1,all,1") == sorted({1, 4, T.available_cpus()})
+    with pytest.raises(ValueError, match="e.g. --counts"):
+        thread_counts("0,2")
+
+
+def test_the_node_parameter_refuses_a_negative_count_and_defaults_to_zero():
+    from disam_ros.ros import node_params as P
+
+    assert {p.name: p.default for p in P.PARAMETERS}["threads"] == 0
+    assert P.check_value("threads", 3) == 3
+    with pytest.raises(ValueError, match=r"'threads' must be >= 0 \(0 = min\(2, cores\)\), got -1"):
+        P.check_value("threads", -1)
+
+
+def test_disam_eval_takes_threads_and_refuses_a_negative_count(capsys):
+    from disam_ros.eval.offline import build_parser
+
+    assert build_parser().parse_args(["--map", "m", "--dataset", "d", "--out", "o", "--threads", "3"]).threads == 3
+    assert build_parser().parse_args(["--map", "m", "--dataset", "d", "--out", "o"]).threads == 0
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["--map", "m", "--dataset", "d", "--out", "o", "--threads", "-2"])
+    assert e.value.code == 2 and "--threads" in capsys.readouterr().err
