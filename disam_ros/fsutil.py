@@ -7,8 +7,9 @@ is: another process may be writing it right now. (A writer in another PID namesp
 look dead; don't share output folders across containers while they are being written.)
 
 Folders our tools create carry a `.disam-made` marker naming the tool, so `--force` / `--overwrite` replace
-only what a tool made (or an empty folder), never a user's folder that happens to sit at that path. Every tool
-that replaces a folder asks `replace_refusal`: one rule, one message.
+only what a tool made (or an empty folder), never a user's folder that happens to sit at that path, nor one that
+holds anything the tool would not have written there, nor the tool's own input. Every tool that replaces a folder
+asks `replace_refusal` with its `OutputKind`: one rule, one message.
 
 Base layer: imports nothing from disam_ros.
 """
@@ -22,7 +23,8 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -183,24 +185,85 @@ def _empty_dir(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
 
 
+@dataclass(frozen=True)
+class OutputKind:
+    """One kind of output folder one tool writes: the tool named in its MARKER, and which entries such a folder
+    holds (`entry_ok`, asked for each top-level entry but the marker and our writers' temporaries).
+
+    Why both: a marker can be copied along with a map into a user's folder (`cp -r map ~/thesis/`), and a tool's
+    marker says nothing about another tool's output (a dataset is no map). A folder is replaced only when its
+    marker names this tool and it holds nothing the tool would not have written there."""
+
+    tool: str
+    entry_ok: Callable[[Path], bool]
+
+
+def marker_tool(path: Path) -> str | None:
+    """The tool named in `path`'s marker (its first line), None without a readable one."""
+    try:
+        return (path / MARKER).read_text(errors="replace").strip().splitlines()[0].strip()
+    except (OSError, IndexError):
+        return None
+
+
+def foreign_entry(path: Path, kind: OutputKind) -> str | None:
+    """The first top-level entry of folder `path` that `kind` does not write (sorted names), None when none."""
+    for entry in sorted(path.iterdir()):
+        if entry.name == MARKER or TMP_TAG in entry.name:
+            continue
+        if entry.is_symlink() or not kind.entry_ok(entry):
+            return entry.name
+    return None
+
+
+def overlap_refusal(path: str | Path, inputs: Iterable[tuple[str, str | Path]], option: str = "--out") -> str | None:
+    """Why `path` may not be written because it is, holds, or lies inside one of the tool's `inputs` ((option,
+    path) pairs, e.g. ("--dataset", W)), or None. Replacing the folder a tool reads from deletes its input."""
+    out = Path(os.path.realpath(path))
+    for name, given in inputs:
+        inp = Path(os.path.realpath(given))
+        where = ("is" if out == inp else "contains" if out in inp.parents else "is inside" if inp in out.parents
+                 else None)
+        if where is not None:
+            return f"{option} {path} {where} the {name} folder {given}: choose an {option} outside it"
+    return None
+
+
 def replace_refusal(path: str | Path, *, replace: bool, flag: str = "--overwrite", option: str = "--out",
-                    legacy: Callable[[Path], bool] | None = None) -> str | None:
+                    legacy: Callable[[Path], bool] | None = None, kind: OutputKind | None = None,
+                    inputs: Iterable[tuple[str, str | Path]] = ()) -> str | None:
     """Why a tool may not write its output folder at `path` (one line), or None when it may.
 
-    It may when `path` is absent or an empty folder; a folder disam_ros made (our MARKER inside, or `legacy`
-    true for it: the tool's own output from before markers, e.g. a map whose manifest.json parses as a map
-    manifest) only with `replace` (the tool's `flag`, e.g. --overwrite); anything else never: a file, a link,
-    a user's folder. `option` names where the path came from (--out, OUT_ROOT/CONDITION) in the message.
+    Never over one of the tool's `inputs` (`overlap_refusal`). It may when `path` is absent or an empty folder;
+    a folder disam_ros made (our MARKER inside, or `legacy` true for it: the tool's own output from before
+    markers, e.g. a map whose manifest.json parses as a map manifest) only with `replace` (the tool's `flag`,
+    e.g. --overwrite), and with a `kind` only when the marker names `kind.tool` and every entry is one that tool
+    writes (`foreign_entry`); anything else never: a file, a link, a user's folder. `option` names where the
+    path came from (--out, OUT_ROOT/CONDITION) in the message.
     """
     path = Path(path)
+    if (problem := overlap_refusal(path, inputs, option)) is not None:
+        return problem
     if not os.path.lexists(path) or _empty_dir(path):
         return None
     ours = replaceable(path) or (legacy is not None and path.is_dir() and not path.is_symlink() and legacy(path))
     if not ours:
         return (f"{path} exists and was not made by disam_ros (no {MARKER}): choose another {option} or remove it "
                 "yourself")
+    if kind is not None and (problem := _kind_refusal(path, kind, option)) is not None:
+        return problem
     if not replace:
         return f"{path} already exists: choose another {option} or pass {flag} to replace it"
+    return None
+
+
+def _kind_refusal(path: Path, kind: OutputKind, option: str) -> str | None:
+    tool = marker_tool(path)
+    if tool is not None and tool != kind.tool:
+        return f"{path} was made by {tool} (its {MARKER}), not by {kind.tool}: choose another {option}"
+    if (name := foreign_entry(path, kind)) is not None:
+        return (f"{path} holds {name!r}, which {kind.tool} does not write there: it is replaced only when it holds "
+                f"nothing else; move {name!r} out or choose another {option}")
     return None
 
 

@@ -1,7 +1,9 @@
 """Reliability of map files (issue items 1, 5, 7b, 8), each on a hostile file the test builds itself:
 
 1. --overwrite / --force replace only what disam_ros made (`.disam-made`, or a map from before markers whose
-   manifest parses as ours): a web project's folder with a `manifest.json` is never deleted;
+   manifest parses as ours): a web project's folder with a `manifest.json` is never deleted; 1b: only what the
+   same tool made as that kind of output and that holds nothing else (a copied map beside a thesis.tex); 1c:
+   never the --dataset folder, nor one containing it or inside it;
 5. NaN/inf in stored descriptors with hashes rewritten to match is refused at build, --verify and load, and
    found by the background check on a large map;
 7b. `disam-build-map --max-gap` must be a finite number >= 0;
@@ -20,6 +22,7 @@ import pytest
 import torch
 
 from disam_ros.bench.table_encoder import TableEncoder, token_frames
+from disam_ros.data.bags import bag_to_folder, write_folder_bag
 from disam_ros.data.bags.common import BagError
 from disam_ros.data.bags.write import staging_dir
 from disam_ros.data.synthetic import WorldConfig, make_world
@@ -153,6 +156,100 @@ def test_every_tool_refuses_a_foreign_folder_with_the_same_line(tmp_path):
     (tmp_path / "empty").mkdir()
     assert replace_refusal(tmp_path / "empty", replace=False) is None
     assert replace_refusal(tmp_path / "absent", replace=False) is None
+
+
+def tree(folder) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> bytes): what a refused --overwrite must leave as it was."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def synth_world(tmp_path_factory):
+    """A world made by disam-synth (its marker, two conditions with images, poses and camera.yaml)."""
+    root = tmp_path_factory.mktemp("synth") / "W"
+    return make_world(WorldConfig(image_size=16, frames=3, conditions=("sunny", "night"), workers=1), root,
+                      progress=False)
+
+
+def test_overwrite_refuses_a_copied_map_that_holds_a_users_file(world, tmp_path, capsys):
+    """1b: a map copied into a user's folder carries its manifest and marker; the thesis beside it must stay."""
+    thesis = tmp_path / "thesis"
+    shutil.copytree(world["exact"], thesis)
+    assert (thesis / MARKER).read_text() == "disam-build-map\n" and (thesis / "manifest.json").is_file()
+    (thesis / "thesis.tex").write_text("\\chapter{Results}  % three years of work\n")
+    before = tree(thesis)
+    assert build_cli(world, thesis, "--overwrite") == 2
+    assert capsys.readouterr().err.strip() == (
+        f"disam-build-map: error: {thesis} holds 'thesis.tex', which disam-build-map does not write there: it is "
+        "replaced only when it holds nothing else; move 'thesis.tex' out or choose another --out")
+    assert tree(thesis) == before
+    (thesis / MARKER).unlink()  # a map from before markers with the same extra file: refused alike
+    assert build_cli(world, thesis, "--overwrite") == 2 and "holds 'thesis.tex'" in capsys.readouterr().err
+    (thesis / "thesis.tex").unlink()  # the map alone is the tool's own output: replaced
+    assert build_cli(world, thesis, "--overwrite") == 0 and sorted(p.name for p in thesis.iterdir()) == [
+        MARKER, "coarse.npy", "manifest.json", "names.txt", "poses.txt"]
+
+
+def test_build_map_never_overwrites_its_dataset(synth_world, world, tmp_path, capsys):
+    """1c: `--dataset W --out W --overwrite` replaced a whole synthetic dataset with the map."""
+    w = synth_world
+    before = tree(w)
+    for out, where in ((w, "is"), (w / "sunny", "is inside"), (w / "maps" / "m", "is inside"),
+                       (w.parent, "contains")):
+        argv = ["--dataset", str(w), "--condition", "sunny", "--coarse", str(world["ckpts"][0]), "--out", str(out),
+                "--quiet", "--device", "cpu", "--overwrite"]
+        assert build_map_main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"disam-build-map: error: --out {out} {where} the --dataset folder {w}: choose an --out "
+                       "outside it")
+    assert tree(w) == before and not (w / "maps").exists()
+
+
+def test_build_map_refuses_another_tools_marked_output(synth_world, world, tmp_path, capsys):
+    """A dataset made by disam-synth is no map: its marker names another tool (here not the build's input)."""
+    other = tmp_path / "W2"
+    shutil.copytree(synth_world, other)
+    before = tree(other)
+    assert build_cli(world, other, "--overwrite") == 2
+    assert capsys.readouterr().err.strip() == (
+        f"disam-build-map: error: {other} was made by disam-synth (its .disam-made), not by disam-build-map: "
+        "choose another --out")
+    assert tree(other) == before
+
+
+def test_synth_force_keeps_a_world_that_holds_a_map(synth_world, world, tmp_path):
+    """disam-synth --force: the same rule; a map kept inside a world is not the world's."""
+    w = tmp_path / "W"
+    shutil.copytree(synth_world, w)
+    shutil.copytree(world["exact"], w / "my_map")
+    before = tree(w)
+    with pytest.raises(FileExistsError) as exc:
+        make_world(WorldConfig(image_size=16, frames=2, conditions=("sunny",), workers=1), w, progress=False,
+                   force=True)
+    assert str(exc.value) == (f"{w.absolute()} holds 'my_map', which disam-synth does not write there: it is "
+                              "replaced only when it holds nothing else; move 'my_map' out or choose another --out")
+    assert tree(w) == before
+    shutil.rmtree(w / "my_map")
+    make_world(WorldConfig(image_size=16, frames=2, conditions=("sunny",), workers=1), w, progress=False, force=True)
+    assert sorted(p.name for p in w.iterdir()) == [MARKER, "contact_sheet.png", "sunny", "world.yaml"]
+
+
+def test_bag_to_folder_overwrite_keeps_a_condition_folder_with_notes(synth_world, tmp_path):
+    """disam-bag to-folder --overwrite: the same rule on OUT_ROOT/<condition>."""
+    bag = tmp_path / "drive"
+    write_folder_bag(synth_world, "sunny", bag)
+    out = tmp_path / "data"
+    bag_to_folder(bag, out, "sunny")
+    (out / "sunny" / "notes.txt").write_text("lens cleaned at 14:02\n")
+    before = tree(out / "sunny")
+    with pytest.raises(BagError) as exc:
+        bag_to_folder(bag, out, "sunny", overwrite=True)
+    assert str(exc.value) == (f"{out / 'sunny'} holds 'notes.txt', which disam-bag to-folder does not write there: "
+                              "it is replaced only when it holds nothing else; move 'notes.txt' out or choose "
+                              "another output path")
+    assert tree(out / "sunny") == before
+    (out / "sunny" / "notes.txt").unlink()
+    assert bag_to_folder(bag, out, "sunny", overwrite=True).frames == 3
 
 
 # ------------------------------------------------------------------ 5. NaN/inf in stored descriptors

@@ -30,6 +30,13 @@ from disam_ros.logs import logger
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff")
 DISTORTION_KEYS = ("k1", "k2", "p1", "p2", "k3")  # camera.yaml: OpenCV plumb_bob, absent = 0
 POSE_MAX_GAP_S = 0.2  # stamp-paired poses: the two bracketing ground-truth poses at most this far apart
+CONDITION_DIRS, CONDITION_FILES = ("images", DEPTH_DIR), ("poses.txt", "camera.yaml")  # what a condition holds
+
+
+def condition_entry(entry: Path) -> bool:
+    """Is `entry` one that our tools write into ROOT/<condition> (folders layout)? What decides whether
+    `--overwrite`/`--force` may replace a condition folder or a dataset (disam_ros.fsutil.OutputKind)."""
+    return entry.is_dir() if entry.name in CONDITION_DIRS else entry.name in CONDITION_FILES and entry.is_file()
 
 
 @dataclass(frozen=True)

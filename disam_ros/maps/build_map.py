@@ -28,9 +28,11 @@ import numpy as np
 from disam_ros.cliutil import OneLineParser, non_negative_float, output_dir_error
 from disam_ros.data.folders import IMAGE_SUFFIXES, CameraIntrinsics, ConditionFolder, load_condition
 from disam_ros.data.tum import make_trajectory, read_tum
+from disam_ros.fsutil import replace_refusal
 from disam_ros.maps.builder import build_map, merge_shards
 from disam_ros.maps.descriptors import DTYPES, INDEXES, MODES, settings_for_mode
 from disam_ros.maps.geometry_build import GEOMETRY_CHOICES, GeometryPlan, plan_geometry
+from disam_ros.maps.map_format import MAP_OUTPUT, MapError, is_older_map
 from disam_ros.maps.map_plan import AUTO, resolve_mode
 from disam_ros.pose.features import MAP_SIFT
 from disam_ros.shipped import checkpoint_arg
@@ -170,12 +172,23 @@ class MapBuildConfig:
         return coarse, (Encoder.from_checkpoint(self.fine, device=self.device) if self.fine else None)
 
 
+def check_out(conf: MapBuildConfig) -> None:
+    """MapError (one line) when --out may not be written: the rule MapStage applies when the map is written,
+    asked before any model is loaded, and never over the folder or bag the build reads (a dataset made by
+    disam-synth given as both --dataset and --out was replaced by the map)."""
+    inputs = tuple((opt, Path(p)) for opt, p in (("--dataset", conf.dataset), ("--bag", conf.bag)) if p is not None)
+    if (problem := replace_refusal(conf.out, replace=conf.overwrite, legacy=is_older_map, kind=MAP_OUTPUT,
+                                   inputs=inputs)) is not None:
+        raise MapError(problem)
+
+
 def build_map_from_folder(conf: MapBuildConfig) -> Path:
     """Encode ROOT/<condition> (folders or flat layout) into a map (or one shard of it); returns the map dir."""
     from disam_ros.data.folders import iter_frames
 
     if conf.dataset is None or conf.condition is None or conf.coarse is None:
         raise ValueError("a folder build needs --dataset, --condition and --coarse (or use --merge / --bag)")
+    check_out(conf)
     dataset = Path(conf.dataset)
     folder, layout, poses_source = reference_folder(dataset, conf.condition)
     source = f"{dataset.absolute()} condition {conf.condition}"
@@ -263,6 +276,7 @@ def build_map_from_bag(conf: MapBuildConfig) -> Path:
         raise ValueError("--bag builds a whole map from one bag: drop --shard/--dataset")
     if not (isinstance(conf.max_gap, int | float) and math.isfinite(conf.max_gap) and conf.max_gap >= 0):
         raise ValueError(f"--max-gap {conf.max_gap!r}: need a finite number of seconds >= 0 (default 0.2)")
+    check_out(conf)
     coarse, fine = conf.encoders()
     bag = Path(conf.bag)
     from disam_ros.data.bags import open_bag

@@ -332,7 +332,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path, overwrit
         raise map_error(first.root.parent, f"shards {got} given, a complete set is 0..{count - 1}",
                         "pass every shard of the build exactly once")
     s = first.settings
-    with MapStage(Path(out_dir), overwrite) as stage:
+    with MapStage(Path(out_dir), overwrite, inputs=tuple(("--merge", Path(d)) for d in shard_dirs)) as stage:
         raw0 = load_npy(first.root / COARSE_RAW, mmap=True)
         with NpyAppender(stage.dir / COARSE_RAW, raw0.shape[1:], raw0.dtype) as raw:
             for c in tqdm(shards, desc="merge shards", unit="shard", disable=not progress):

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from disam_ros.data.tum import Trajectory
-from disam_ros.fsutil import StagedDir, atomic_write_text, replace_refusal
+from disam_ros.fsutil import OutputKind, StagedDir, atomic_write_text, replace_refusal
 from disam_ros.maps.depth_record import extra_dim
 from disam_ros.maps.descriptors import DescriptorSettings, pooled_shape
 
@@ -56,6 +56,9 @@ CALIBRATION_JSON = "calibration.json"  # optional: a map may list it, a shard ne
 AUTO_VERIFY_BYTES = 64 << 20  # files up to this size are hashed at load; larger ones in the background
 CHUNK_BYTES = 32 << 20  # per-chunk sha256 granularity: a 100 GB map needs ~3200 hashes (~220 KB of manifest)
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few KB (+70 B per chunk): anything bigger is not one
+MAP_ENTRIES = frozenset({MANIFEST, POSES, NAMES, COARSE_NPY, COARSE_RAW, COARSE_FAISS, FINE_NPY, PCA_NPZ,
+                         *GEOMETRY_FILES, GEOM_GRADIENTS, CALIBRATION_JSON})  # all a map or shard may hold
+MAP_OUTPUT = OutputKind("disam-build-map", lambda entry: entry.name in MAP_ENTRIES and entry.is_file())
 POSES_SOURCES = ("poses.txt", "bag", "given", "index")  # "index": place i at (i, 0, 0) m, no poses existed
 
 log = logging.getLogger(__name__)
@@ -91,19 +94,16 @@ def file_record(path: Path, chunk_bytes: int = CHUNK_BYTES) -> dict[str, Any]:
 
 
 class MapStage(StagedDir):
-    """A temporary directory beside the target that becomes the map only on `commit()`.
+    """A temporary directory beside the target that becomes the map only on `commit()` (a failed build leaves no
+    half map; an existing one goes only once the new one is complete), with the `.disam-made` marker. An existing
+    folder is replaced only with `overwrite`, only as `MAP_OUTPUT` allows (made by us, map files only; a map from
+    before markers: its manifest parses), never over the build's `inputs`: `disam_ros.fsutil.replace_refusal`."""
 
-    Used as a context manager: an exception before commit removes the temporary directory, so a failed
-    build never leaves half a map, and an existing map is replaced only after the new one is complete.
-    The map carries the `.disam-made` marker (naming `made_by`); an existing folder is replaced only with
-    `overwrite` and only when disam_ros made it: the marker, or (a map written before markers) a manifest.json
-    that parses as a map manifest (`disam_ros.fsutil.replace_refusal`). Anything else is never touched.
-    """
-
-    def __init__(self, target: Path, overwrite: bool = False, made_by: str = "disam-build-map") -> None:
+    def __init__(self, target: Path, overwrite: bool = False, made_by: str = MAP_OUTPUT.tool,
+                 inputs: tuple[tuple[str, Path], ...] = ()) -> None:
         target = Path(target).absolute()
-        problem = replace_refusal(target, replace=overwrite, flag="--overwrite", option="--out", legacy=is_older_map)
-        if problem is not None:
+        if (problem := replace_refusal(target, replace=overwrite, legacy=is_older_map, kind=MAP_OUTPUT,
+                                       inputs=inputs)) is not None:
             raise MapError(problem)
         super().__init__(target, marker=made_by)
         self.dir = self.path

@@ -30,6 +30,7 @@ import yaml
 
 from disam_ros.cliutil import OneLineParser, os_error_line, output_dir_error, positive_float
 from disam_ros.data.bags import BagError, bag_info
+from disam_ros.data.bags.write import BAG_OUTPUT
 from disam_ros.eval.metrics import DEFAULT_RECALL_NS, nees
 from disam_ros.eval.offline import example_pair, mode_list, parse_bag_arg
 from disam_ros.eval.poses import OLD_HINTS, hint_fields, poses_text
@@ -190,7 +191,7 @@ def record_outputs(clients: list[LocalizerClient], path: Path) -> Path:
                                     [(t, String(data=json.dumps(doc))) for t, doc in rx.loop.values()]),
         })
     # A re-run replaces the report's own outputs bag (marked, or a rosbag2 from before markers), nothing else.
-    problem = replace_refusal(path, replace=True, legacy=_is_rosbag2)
+    problem = replace_refusal(path, replace=True, legacy=_is_rosbag2, kind=BAG_OUTPUT)
     if problem:
         raise ValueError(problem)
     remove(path)

@@ -36,6 +36,7 @@ from disam_ros.cliutil import (
     positive_int,
 )
 from disam_ros.data.bags import STORAGES, TYPESTORE, BagError, publish_dir, staging_dir
+from disam_ros.data.bags.write import BAG_OUTPUT
 from disam_ros.ros import env
 from disam_ros.ros.replay import message_class, reliable_qos
 
@@ -84,7 +85,7 @@ class BagRecorder:
         classes = {t: message_class(ty) for t, ty in types.items()} if subscribe else {}  # before staging
         self.node, self.final = node, Path(out)
         # A killed recorder's leftovers beside OUT_BAG go on the next run; the marker lets a re-run replace it.
-        self.stage = staging_dir(self.final, made_by="disam_ros record")
+        self.stage = staging_dir(self.final, kind=BAG_OUTPUT)
         try:
             self.writer = Writer(self.stage.path, version=9, storage_plugin=STORAGES[storage])
             self.writer.open()

@@ -9,7 +9,7 @@ import numpy as np
 
 from disam_ros.data.bags.common import DEFAULT_MAX_GAP_S, BagError
 from disam_ros.data.bags.read import BagReader, ReadStats
-from disam_ros.data.bags.write import publish_dir, staging_dir
+from disam_ros.data.bags.write import CONDITION_OUTPUT, publish_dir, staging_dir
 from disam_ros.data.stamps import name_for_stamp_ns, ns_to_stamp
 from disam_ros.data.tum import make_trajectory, write_tum
 
@@ -55,7 +55,7 @@ def bag_to_folder(bag: str | Path, out_root: str | Path, condition: str, *, imag
     final = Path(out_root) / condition
     with BagReader(bag, image_topic, pose_topic, info_topic, max_gap_s, strict, use_bag_time=use_bag_time) as reader:
         # after the topics check: a bad call leaves nothing behind; the marker lets a later --overwrite replace it
-        stage = staging_dir(final, overwrite, made_by="disam-bag to-folder")
+        stage = staging_dir(final, overwrite, kind=CONDITION_OUTPUT, inputs=(("BAG", Path(bag)),))
         tmp = stage.path
         try:
             rows = _write_frames(reader, tmp / "images")

@@ -22,10 +22,10 @@ from disam_ros.data.bags.common import (
     BagError,
     BagWarning,
 )
-from disam_ros.data.folders import CameraIntrinsics, load_condition, read_image
+from disam_ros.data.folders import CameraIntrinsics, condition_entry, load_condition, read_image
 from disam_ros.data.image_codec import encode_compressed, encode_image
 from disam_ros.data.stamps import stamp_to_ns
-from disam_ros.fsutil import StagedDir, replace_refusal, replaceable
+from disam_ros.fsutil import OutputKind, StagedDir, overlap_refusal, replace_refusal, replaceable
 
 
 @dataclass(frozen=True)
@@ -94,20 +94,31 @@ def pose_message(position: np.ndarray, quat: np.ndarray, stamp_ns: int, frame_id
     return T[POSE_STAMPED](header=_header(stamp_ns, frame_id), pose=pose)
 
 
-def staging_dir(final: Path, overwrite: bool = False, made_by: str | None = None) -> StagedDir:
+BAG_SUFFIXES = (".db3", ".mcap", ".db3-shm", ".db3-wal", ".db3-journal")  # rosbag2 storage files (and sqlite's)
+# What the package's recorders write (disam-record, the outputs bag of disam-eval --online): a rosbag2 folder.
+BAG_OUTPUT = OutputKind("disam_ros record", lambda e: e.is_file() and (e.name == "metadata.yaml"
+                                                                        or e.name.endswith(BAG_SUFFIXES)))
+CONDITION_OUTPUT = OutputKind("disam-bag to-folder", condition_entry)  # OUT_ROOT/<condition>
+
+
+def staging_dir(final: Path, overwrite: bool = False, made_by: str | None = None, kind: OutputKind | None = None,
+                inputs: tuple[tuple[str, Path], ...] = ()) -> StagedDir:
     """A staged folder for `final` (disam_ros.fsutil): write into `.path`, named like `final` so bag files are
     named right, then `commit()` or `abort()`. Leftovers of killed writers beside `final` are removed first.
 
-    `overwrite` replaces only a folder disam_ros made (`made_by` writes the marker) or an empty one: never a
-    user's folder that happens to be at that path (`disam_ros.fsutil.replace_refusal`, the rule of every tool).
+    `overwrite` replaces only a folder disam_ros made as `kind` (its tool writes the marker; else `made_by`)
+    holding nothing else, or an empty one, and never one of `inputs`: never a user's folder that happens to be
+    at that path (`disam_ros.fsutil.replace_refusal`, the rule of every tool).
     """
     final = Path(final)
-    if os.path.lexists(final) and not overwrite and replaceable(final):  # ours (or empty), and no --overwrite
-        raise BagError(f"{final} already exists; choose a new output path or delete it (to-folder: --overwrite)")
-    if (problem := replace_refusal(final, replace=overwrite, option="output path")) is not None:
+    problem = overlap_refusal(final, inputs, "output path")
+    if problem is None and os.path.lexists(final) and not overwrite and replaceable(final):  # ours, no --overwrite
+        problem = f"{final} already exists; choose a new output path or delete it (to-folder: --overwrite)"
+    if problem is not None or (problem := replace_refusal(final, replace=overwrite, option="output path",
+                                                          kind=kind)) is not None:
         raise BagError(problem)
     try:
-        return StagedDir(final, nested=True, marker=made_by)
+        return StagedDir(final, nested=True, marker=kind.tool if kind is not None else made_by)
     except OSError as exc:
         raise BagError(f"{final}: cannot create {exc.filename or 'it'} ({exc.strerror}); choose a writable output "
                        "directory") from None

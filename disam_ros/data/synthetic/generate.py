@@ -29,7 +29,7 @@ import numpy as np
 
 from disam_ros.cliutil import image_size, os_error_line, output_dir_error
 from disam_ros.data.depth import DEPTH_DIR, write_depth
-from disam_ros.data.folders import CameraIntrinsics
+from disam_ros.data.folders import CameraIntrinsics, condition_entry
 from disam_ros.data.synthetic.conditions import CONDITIONS, REFERENCE, get_condition
 from disam_ros.data.synthetic.route import (
     TraversalSpec,
@@ -54,7 +54,7 @@ from disam_ros.data.world_yaml import (
     read_world_yaml,
     write_world_yaml,
 )
-from disam_ros.fsutil import StagedDir, pid_alive, replace_refusal
+from disam_ros.fsutil import TMP_TAG, OutputKind, StagedDir, pid_alive, replace_refusal
 
 GENERATOR = "disam_ros.data.synthetic"  # world.yaml `generator`: what load_world can rebuild
 GENERATOR_VERSION = 1
@@ -233,17 +233,31 @@ def _rounded(d: dict) -> dict:
                 (round(v, 4) if isinstance(v, float) else v)) for k, v in d.items()}
 
 
+SHEET = "contact_sheet.png"
+
+
+def world_entry(entry: Path) -> bool:
+    """Is `entry` one disam-synth writes at a world's top level: world.yaml, the contact sheet, or a condition
+    folder holding only what a condition holds (so a map or a thesis kept inside a world is never replaced)."""
+    if entry.name in (WORLD_YAML, SHEET):
+        return entry.is_file()
+    return entry.is_dir() and all(condition_entry(e) or TMP_TAG in e.name for e in entry.iterdir())
+
+
+WORLD_OUTPUT = OutputKind("disam-synth", world_entry)
+
+
 def make_world(cfg: WorldConfig, root: str | Path, progress: bool = True, force: bool = False) -> Path:
     """Render the world into `root` atomically (staged folder beside it, then one rename); returns root.
 
-    `force` replaces only a folder disam_ros made (its marker file) or an empty one, never a user's folder
-    (`disam_ros.fsutil.replace_refusal`, the rule of every tool).
+    `force` replaces only a world disam-synth made (its marker file) holding nothing else, or an empty folder,
+    never a user's folder (`WORLD_OUTPUT`, `disam_ros.fsutil.replace_refusal`: the rule of every tool).
     """
     cfg.validate()
     root = Path(root)
-    if (problem := replace_refusal(root, replace=force, flag="--force", option="--out")) is not None:
+    if (problem := replace_refusal(root, replace=force, flag="--force", option="--out", kind=WORLD_OUTPUT)) is not None:
         raise FileExistsError(problem)
-    with StagedDir(root, marker="disam-synth") as stage:
+    with StagedDir(root, marker=WORLD_OUTPUT.tool) as stage:
         tmp = stage.path
         world = make_town(cfg)
         names = cfg.condition_names()
@@ -262,7 +276,7 @@ def make_world(cfg: WorldConfig, root: str | Path, progress: bool = True, force:
         render_all([(n, k) for n in names for k in range(len(trajs[n]))], state, cfg.workers, progress)
         desc = world_description(cfg, world, {n: p[1] for n, p in plans.items()}, trajs)
         write_world_yaml(tmp, desc)
-        write_sheet(tmp / "contact_sheet.png", contact_sheet(tmp, names, cfg.reference, cfg.sheet_places,
+        write_sheet(tmp / SHEET, contact_sheet(tmp, names, cfg.reference, cfg.sheet_places,
                                                              tile=min(cam.width, 128)))
     return root
 
