@@ -55,3 +55,15 @@ def test_tum_round_trip_and_errors(tmp_path):
     (tmp_path / "nan.txt").write_text("1 nan 0 0 0 0 0 1\n")
     with pytest.raises(ValueError, match="NaN"):
         read_tum(tmp_path / "nan.txt")
+
+
+def test_a_binary_tum_file_is_an_error_naming_it(tmp_path):
+    """T2: a poses file of binary bytes gave UnicodeDecodeError's text, which names no file."""
+    for name, data in (("random.txt", bytes(range(128, 256)) * 8), ("nul.txt", b"0 1 2 3 0 0 0 1\n\0\0\0\n")):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(ValueError) as err:
+            read_tum(path)
+        msg = str(err.value)
+        assert msg.startswith(f"{path}: not a text file") and "check that this is the poses file" in msg
+        assert "\n" not in msg

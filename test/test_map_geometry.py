@@ -124,7 +124,10 @@ def test_shuffled_photo_names_triangulate_as_well_as_the_drive(geo_world, tmp_pa
     assert not np.array_equal(order, np.arange(FRAMES))
     for s, i in enumerate(order):
         shutil.copy(images[i], root / "images" / f"photo_{s:03d}{images[i].suffix}")
-    (root / "poses.txt").write_text("\n".join(lines[i] for i in order) + "\n")
+    # the lines in the new name order, stamped 0 1 2 ... in that order (poses pair with names; stamps must not
+    # go back, docs/reliability.md T2)
+    (root / "poses.txt").write_text("\n".join(f"{s} " + lines[i].split(maxsplit=1)[1] for s, i in enumerate(order))
+                                    + "\n")
     out = build_map_from_folder(MapBuildConfig(out=tmp_path / "map", dataset=tmp_path / "data", condition="sunny",
                                                coarse=geo_world["ckpt"], progress=False, geometry="auto"))
     shuffled = LocalizationMap.load(out)
@@ -391,3 +394,88 @@ def test_gradient_descriptors_are_stored_per_keypoint_and_checked(geo_world, tmp
     write_manifest(old, {k: v for k, v in man.items() if k not in ("files", "integrity")})
     m = LocalizationMap.load(old)
     assert m.has_geometry and m.map_geometry.gradients is None and m.map_geometry.image_gradients(0) is None
+
+
+# ------------------------------------------------------------------ reliability G3, C2, T2 on the CLI
+def _rehashed(map_dir) -> None:
+    """What a buggy tool does after rewriting a file: make the manifest's hashes agree again."""
+    man = json.loads((map_dir / MANIFEST).read_text())
+    write_manifest(map_dir, {k: v for k, v in man.items() if k not in ("files", "integrity")})
+
+
+@pytest.mark.parametrize("damage, expect", [
+    ("all_nan", "holds 0 finite 3D points, the manifest's geometry.with_point says {n}"),
+    ("half_nan", "holds {half} finite 3D points, the manifest's geometry.with_point says {n}"),
+    ("partly", "row 2 is partly NaN (a point has 3 coordinates)"),
+    ("inf", "holds inf values"),
+])
+def test_verify_checks_the_3d_points(geo_world, tmp_path, capsys, damage, expect):
+    """G3: a map whose 3D points were all NaN (hashes rewritten) passed `disam-map-info --verify`."""
+    bad = shutil.copytree(geo_world["auto"], tmp_path / "bad")
+    pts = np.load(bad / GEOM_POINTS)
+    n = len(pts)  # this build keeps only keypoints with a point: every row is a point
+    assert np.isfinite(pts).all() and json.loads((bad / MANIFEST).read_text())["geometry"]["with_point"] == n
+    if damage == "all_nan":
+        pts[:] = np.nan
+    elif damage == "half_nan":
+        pts[::2] = np.nan
+    elif damage == "partly":
+        pts[2, 1] = np.nan
+    else:
+        pts[5, 0] = np.inf
+    np.save(bad / GEOM_POINTS, pts)
+    _rehashed(bad)
+    assert map_info_cli.main([str(bad), "--verify"]) == 2
+    err = capsys.readouterr().err.strip()
+    want = expect.format(n=n, half=n - len(pts[::2]))
+    assert err.startswith(f"disam-map-info: error: {bad / GEOM_POINTS}: {want}") and "\n" not in err
+    with pytest.raises(MapError, match="points3d.npy"):
+        LocalizationMap.load(bad)
+
+
+def _world_copy(geo_world, tmp_path):
+    w = tmp_path / "w"
+    shutil.copytree(geo_world["world"], w)
+    return w
+
+
+def _build(geo_world, dataset, out) -> int:
+    return build_map_main(["--dataset", str(dataset), "--condition", "sunny", "--coarse", str(geo_world["ckpt"]),
+                           "--out", str(out), "--quiet", "--device", "cpu"])
+
+
+@pytest.mark.parametrize("field, value, expect", [
+    ("fx", 1e300, "camera intrinsics fx=1e+300 gives a horizontal field of view"),
+    ("cx", -1e9, "camera intrinsics cx=-1000000000.0 puts the principal point outside"),
+    ("k1", 1e6, "camera intrinsics k1=1000000.0 is beyond +-100"),
+])
+def test_build_refuses_a_camera_yaml_no_camera_has(geo_world, tmp_path, capsys, field, value, expect):
+    """C2: these built a map with 0 3D points and exit 0 (a warning only)."""
+    w = _world_copy(geo_world, tmp_path)
+    path = w / "sunny" / "camera.yaml"
+    text = path.read_text()
+    doc = {**{k: v for k, v in (ln.split(": ") for ln in text.splitlines())}, field: repr(value)}
+    path.write_text("".join(f"{k}: {v}\n" for k, v in doc.items()))
+    assert _build(geo_world, w, tmp_path / "m") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"disam-build-map: error: {path}: {expect}") and "fix the file" in err and "\n" not in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_build_refuses_poses_in_another_order_than_the_images(geo_world, tmp_path, capsys):
+    """T2: a poses.txt in reverse time order gave exit 0 and every image another image's pose."""
+    w = _world_copy(geo_world, tmp_path)
+    path = w / "sunny" / "poses.txt"
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    path.write_text("\n".join(reversed(lines)) + "\n")
+    first, second = (float(ln.split()[0]) for ln in list(reversed(lines))[:2])
+    assert second < first  # what the rule must catch, seen here independently
+    assert _build(geo_world, w, tmp_path / "m") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"disam-build-map: error: {path}: pose 2 (stamp {second:.9g}) is earlier than pose 1 "
+                          f"({first:.9g}) although it goes with image 000001.png, after 000000.png")
+    assert "stamps must not decrease" in err and "\n" not in err and not (tmp_path / "m").exists()
+    path.write_bytes(bytes(range(256)) * 4)  # and a binary poses file: named, with the fix
+    assert _build(geo_world, w, tmp_path / "m") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"disam-build-map: error: {path}: not a text file") and "\n" not in err

@@ -77,3 +77,59 @@ def test_pycolmap_camera_projects_like_opencv(dist, model):
     np.testing.assert_array_equal(z, pts[:, 2])
     if dist is None:  # the plain pinhole, written out
         np.testing.assert_allclose(uv[:, 0], 500.0 * pts[:, 0] / pts[:, 2] + 320.5)
+
+
+# ------------------------------------------------------------------ one intrinsics rule (reliability C2, C3)
+GOOD_CAMERAS = [  # (width, height, fx, fy, cx, cy, dist): real calibrations and the synthetic world's camera
+    (640, 480, 525.0, 525.0, 319.5, 239.5, ()),  # Kinect v1 (TUM RGB-D's default)
+    (1920, 1080, 1400.0, 1400.0, 960.0, 540.0, (-0.25, 0.07, 0.0005, -0.0003, -0.01)),  # GoPro-like barrel, plumb_bob
+    (64, 32, 45.7, 45.7, 31.5, 15.5, ()),  # a tiny test camera
+    (256, 256, 256 / 2 / np.tan(np.radians(150 / 2)), 34.3, 127.5, 127.5, ()),  # disam-synth's widest (150 deg)
+    (4000, 3000, 100000.0, 100000.0, 2000.0, 1500.0, ()),  # a long telephoto: 2.3 deg
+]
+
+
+@pytest.mark.parametrize("cam", GOOD_CAMERAS)
+def test_real_cameras_pass_the_rule_and_stay_valid_when_resized(cam):
+    w, h, fx, fy, cx, cy, dist = cam
+    c = Intrinsics(fx, fy, cx, cy, w, h, *dist)
+    assert c.scaled(max(1, w // 4), max(1, h // 4)).fx == pytest.approx(fx * max(1, w // 4) / w)
+
+
+# Bounds computed here by hand: fov = 2 atan(w / 2 / fx); 640 px at 170 deg -> fx = 320 / tan(85 deg) = 27.9964
+@pytest.mark.parametrize("values, expect", [
+    ((640, 480, 1e300, 500.0, 319.5, 239.5, ()), "camera intrinsics fx=1e+300 gives a horizontal field of view of "
+                                                 "3.67e-296 deg over 640 px: a camera sees 0.1..170 deg (fx 28"),
+    ((640, 480, 27.99, 500.0, 319.5, 239.5, ()), "fx=27.99 gives a horizontal field of view of 170 deg"),
+    ((640, 480, 500.0, 500.0, -1e9, 239.5, ()),
+     "camera intrinsics cx=-1000000000.0 puts the principal point outside the 640 px image (allowed -160.5..799.5 px; "
+     "the image centre is 319.5)"),
+    ((640, 480, 500.0, 500.0, 319.5, 601.0, ()), "cy=601.0 puts the principal point outside the 480 px image (allowed "
+                                                 "-120.5..599.5 px"),
+    ((640, 480, 500.0, 500.0, 319.5, 239.5, (1e6,)), "camera intrinsics k1=1000000.0 is beyond +-100"),
+    ((640, 480, 500.0, 500.0, 319.5, 239.5, (0.0, 0.0, 1.5)), "camera intrinsics p1=1.5 is beyond +-1"),
+    ((640, 480, 500.0, 500.0, 319.5, 239.5, (0.1, 0.0, 0.0, 0.0, float("inf"))), "camera intrinsics k3=inf must be "
+                                                                                  "finite"),
+])
+def test_numbers_no_camera_has_are_refused_in_one_line(values, expect):
+    w, h, fx, fy, cx, cy, dist = values
+    assert 320 / np.tan(np.radians(85.0)) == pytest.approx(27.9964, abs=1e-4)
+    with pytest.raises(ValueError) as err:
+        Intrinsics(fx, fy, cx, cy, w, h, *dist)
+    assert expect in str(err.value) and str(err.value).endswith("fix camera.yaml or the CameraInfo K")
+    assert "\n" not in str(err.value)
+    record = CameraIntrinsics(w, h, fx, fy, cx, cy, *dist, *[0.0] * (5 - len(dist)))  # camera.yaml's record
+    assert str(err.value) == f"{record.problem()}: fix camera.yaml or the CameraInfo K"  # the same rule
+
+
+def test_camera_yaml_with_absurd_numbers_is_refused_naming_the_file(tmp_path):
+    """C2: camera.yaml fx 1e300 / cx -1e9 / k1 1e6 loaded and built a map with 0 3D points (a warning only)."""
+    for name, cam in (("fx.yaml", CameraIntrinsics(640, 480, 1e300, 500.0, 319.5, 239.5)),
+                      ("cx.yaml", CameraIntrinsics(640, 480, 500.0, 500.0, -1e9, 239.5)),
+                      ("k1.yaml", CameraIntrinsics(640, 480, 500.0, 500.0, 319.5, 239.5, k1=1e6))):
+        cam.save(tmp_path / name)
+        with pytest.raises(ValueError) as err:
+            CameraIntrinsics.load(tmp_path / name)
+        msg = str(err.value)
+        assert msg.startswith(f"{tmp_path / name}: camera intrinsics {name[:2]}=") and "fix the file" in msg
+        assert "\n" not in msg

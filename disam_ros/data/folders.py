@@ -12,7 +12,7 @@ disam_ros.data.depth), so a drive may carry depth for some frames only (a sensor
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import yaml
 
+from disam_ros.data.camera_limits import intrinsics_problem
 from disam_ros.data.depth import DEPTH_DIR, depth_path, read_depth
 from disam_ros.data.pose_track import OK, interpolate_pose, sorted_track
 from disam_ros.data.stamps import stamp_from_name, stamp_to_ns
@@ -76,16 +77,26 @@ class CameraIntrinsics:
     def load(cls, path: str | Path) -> CameraIntrinsics:
         """camera.yaml in this package's six keys (+ distortion), or as ROS's camera_calibration writes it
         (image_width, image_height, camera_matrix.data, distortion_model plumb_bob, distortion_coefficients.data):
-        a calibrated camera's file works unchanged."""
+        a calibrated camera's file works unchanged. Values no camera has (disam_ros.data.camera_limits: fx 1e300,
+        cx -1e9, k1 1e6) are a ValueError naming the file, not a map without 3D points later."""
         try:
             d = yaml.safe_load(Path(path).read_text())
             if isinstance(d, dict) and "camera_matrix" in d:
-                return cls._from_ros_calibration(d)
-            return cls(int(d["width"]), int(d["height"]), float(d["fx"]), float(d["fy"]),
-                       float(d["cx"]), float(d["cy"]), *(float(d.get(k, 0.0)) for k in DISTORTION_KEYS))
+                cam = cls._from_ros_calibration(d)
+            else:
+                cam = cls(int(d["width"]), int(d["height"]), float(d["fx"]), float(d["fy"]),
+                          float(d["cx"]), float(d["cy"]), *(float(d.get(k, 0.0)) for k in DISTORTION_KEYS))
         except (OSError, KeyError, TypeError, ValueError, AttributeError, IndexError, yaml.YAMLError) as exc:
             raise ValueError(f"{path}: unreadable camera intrinsics ({exc}); expected keys width height fx fy cx "
                              "cy, optionally k1 k2 p1 p2 k3, or a ROS camera_calibration file") from None
+        if (problem := cam.problem()) is not None:
+            raise ValueError(f"{path}: {problem}: fix the file (recalibrate the camera, or write its pixel "
+                             "intrinsics: fx fy = focal length / pixel size, cx cy = near the image centre)")
+        return cam
+
+    def problem(self) -> str | None:
+        """Why these are no camera's intrinsics (disam_ros.data.camera_limits, the one rule), None when fine."""
+        return intrinsics_problem(self.width, self.height, self.fx, self.fy, self.cx, self.cy, tuple(self.dist()))
 
     @classmethod
     def _from_ros_calibration(cls, d: dict) -> CameraIntrinsics:
@@ -159,6 +170,8 @@ def load_condition(root: str | Path, name: str, require_poses: bool = False) -> 
         traj = read_tum(cdir / "poses.txt")
         if len(traj) != len(images):
             images, traj = pair_by_stamp(images, traj, cdir / "poses.txt")
+        else:
+            check_name_order(images, traj, cdir / "poses.txt")
     elif require_poses:
         raise FileNotFoundError(f"{cdir / 'poses.txt'}: poses required for condition '{name}' (TUM format)")
     cam = CameraIntrinsics.load(cdir / "camera.yaml") if (cdir / "camera.yaml").is_file() else None
@@ -166,6 +179,21 @@ def load_condition(root: str | Path, name: str, require_poses: bool = False) -> 
     if (cdir / DEPTH_DIR).is_dir():
         depths = tuple(d if d.is_file() else None for d in map(depth_path, images))
     return ConditionFolder(Path(root), name, images, traj, cam, depths)
+
+
+def check_name_order(images: Sequence[Path], traj: Trajectory, source: Path) -> None:
+    """ValueError (one line) when poses paired with images by order go back in time: the k-th pose line belongs
+    to the k-th image in sorted file-name order, so a file in another order (reversed, sorted by something else)
+    gives every image another image's pose without a sign. Stamps that stay equal are fine (photographs without
+    capture times may all carry 0); sorting the lines would not help, since the names decide the pairing."""
+    back = np.flatnonzero(np.diff(np.asarray(traj.stamps, np.float64)) < 0)
+    if back.size:
+        k = int(back[0]) + 1
+        raise ValueError(f"{source}: pose {k + 1} (stamp {traj.stamps[k]:.9g}) is earlier than pose {k} "
+                         f"({traj.stamps[k - 1]:.9g}) although it goes with image {images[k].name}, after "
+                         f"{images[k - 1].name}: poses pair with images in sorted file-name order, so stamps must "
+                         "not decrease; write the lines in the images' name order (photographs without capture "
+                         "times: stamps 0 1 2 ...), or name the images by their stamps to pair them by time")
 
 
 def pair_by_stamp(images: tuple[Path, ...], track: Trajectory, source: Path) -> tuple[tuple[Path, ...], Trajectory]:

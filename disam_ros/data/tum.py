@@ -37,11 +37,12 @@ def make_trajectory(stamps, positions, quats) -> Trajectory:
 
 
 def read_tum(path: str | Path) -> Trajectory:
+    """Every pose line of a TUM file, in file order; a ValueError naming the file (and line) for anything else."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: TUM pose file not found (expected `stamp tx ty tz qx qy qz qw`)")
     rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(_text_lines(path), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -57,6 +58,18 @@ def read_tum(path: str | Path) -> Trajectory:
         return make_trajectory(arr[:, 0], arr[:, 1:4], arr[:, 4:8])
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
+
+
+def _text_lines(path: Path) -> list[str]:
+    """The file's lines; ValueError naming it when it is not text (a binary file's decode error named no file)."""
+    data = path.read_bytes()
+    try:
+        if b"\0" in data:
+            raise UnicodeDecodeError("utf-8", data, data.index(b"\0"), data.index(b"\0") + 1, "NUL byte")
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a text file (byte {exc.start} is {data[exc.start:exc.start + 1]!r}): a TUM pose "
+                         "file holds lines `stamp tx ty tz qx qy qz qw`; check that this is the poses file") from None
 
 
 def write_tum(path: str | Path, traj: Trajectory) -> None:

@@ -26,7 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from disam_ros.cliutil import OneLineParser, non_negative_float, output_dir_error
-from disam_ros.data.folders import IMAGE_SUFFIXES, CameraIntrinsics, ConditionFolder, load_condition
+from disam_ros.data.folders import (
+    IMAGE_SUFFIXES,
+    CameraIntrinsics,
+    ConditionFolder,
+    check_name_order,
+    load_condition,
+)
 from disam_ros.data.tum import make_trajectory, read_tum
 from disam_ros.fsutil import replace_refusal
 from disam_ros.maps.builder import build_map, merge_shards
@@ -113,6 +119,8 @@ def reference_folder(root: Path, condition: str) -> tuple[ConditionFolder, str, 
         if traj is not None and len(traj) != len(images):
             raise ValueError(f"{cdir / 'poses.txt'}: {len(traj)} poses for {len(images)} images; one pose line "
                              "per image, in sorted file-name order")
+        if traj is not None:
+            check_name_order(images, traj, cdir / "poses.txt")
         folder, layout = ConditionFolder(root, condition, images, traj, None), "flat"
     else:
         raise FileNotFoundError(f"{cdir}: condition {condition!r} not found (expected {condition}/images/* or "
@@ -301,6 +309,8 @@ def bag_geometry(choice: str, bag: Path, image_topic: str | None, pose_topic: st
 
     with BagReader(bag, image_topic=image_topic, pose_topic=pose_topic, require_pose=True) as reader:
         info = reader.camera_info()
+    if info is not None and (problem := info.problem()) is not None:
+        raise ValueError(f"{bag}: its CameraInfo: {problem}; recalibrate the camera, or build with --geometry none")
     return plan_geometry(choice, None if info is None else Intrinsics.from_camera(info), False, True, str(bag))
 
 

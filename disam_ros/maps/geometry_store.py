@@ -37,7 +37,6 @@ from disam_ros.maps.map_format import (
     GEOM_KEYPOINTS,
     GEOM_OFFSETS,
     GEOM_POINTS,
-    MapError,
     load_npy,
     map_error,
 )
@@ -148,10 +147,27 @@ def load_geometry(root: Path, manifest: dict[str, Any], mmap: bool = True) -> Ma
     kp = load_npy(root / GEOM_KEYPOINTS, mmap, (k, 2), "float32")
     desc = load_npy(root / GEOM_DESCRIPTORS, mmap, (k, DESCRIPTOR_DIM), "uint8")
     pts = load_npy(root / GEOM_POINTS, mmap, (k, 3), "float32")
-    if k and bool(np.isinf(pts).any()):  # NaN is the 'no point' mark; inf never is (~12 B per keypoint: cheap)
-        raise MapError(str(map_error(root / GEOM_POINTS, "holds inf values", _FIX)))
+    if k and (problem := points_problem(pts, record.get("with_point"))) is not None:
+        raise map_error(root / GEOM_POINTS, problem, _FIX)
     grads = load_npy(root / GEOM_GRADIENTS, mmap, (k, DESCRIPTOR_DIM), "uint8") if record.get("gradients") else None
     return MapGeometry(record, kp, desc, pts, offsets, grads)
+
+
+def points_problem(points: np.ndarray, with_point: Any) -> str | None:
+    """What is wrong with a map's (K, 3) 3D points, None when nothing: a row is a point (3 finite numbers) or,
+    in maps written before rows without a point were dropped, the 'no point' mark (3 NaN); inf never; and the
+    rows that are points are as many as the manifest's geometry.with_point (a map whose points were all turned
+    to NaN, hashes rewritten, passed every check and verified no frame). ~12 B per keypoint: cheap at load."""
+    finite = np.isfinite(points)
+    if bool(np.isinf(points).any()):
+        return "holds inf values"
+    rows = finite.all(axis=1)
+    if bool((finite.any(axis=1) & ~rows).any()):
+        return f"row {int(np.flatnonzero(finite.any(axis=1) & ~rows)[0])} is partly NaN (a point has 3 coordinates)"
+    n = int(rows.sum())
+    if isinstance(with_point, int) and not isinstance(with_point, bool) and n != with_point:
+        return f"holds {n} finite 3D points, the manifest's geometry.with_point says {with_point}"
+    return None
 
 
 def descriptors_u8(descriptors: np.ndarray) -> np.ndarray:

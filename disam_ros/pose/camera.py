@@ -15,30 +15,22 @@ k3 is set (same forward model as cv2.projectPoints).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from disam_ros.data.camera_limits import intrinsics_problem
 from disam_ros.data.folders import CameraIntrinsics
 
 FIX = "fix camera.yaml or the CameraInfo K"
 
 
-def _check_positive(name: str, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"camera intrinsics {name}={value!r} must be finite and > 0: {FIX}")
-
-
-def _check_finite(name: str, value: float) -> None:
-    if not math.isfinite(value):
-        raise ValueError(f"camera intrinsics {name}={value!r} must be finite: {FIX}")
-
-
 @dataclass(frozen=True)
 class Intrinsics:
-    """Pinhole (+ optional plumb_bob distortion) camera in pixels; validated on construction."""
+    """Pinhole (+ optional plumb_bob distortion) camera in pixels; validated on construction by the package's one
+    intrinsics rule (disam_ros.data.camera_limits), so a CameraInfo, a camera.yaml and a map's stored camera
+    pass or fail alike."""
 
     fx: float
     fy: float
@@ -53,13 +45,10 @@ class Intrinsics:
     k3: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("fx", "fy", "width", "height"):
-            _check_positive(name, float(getattr(self, name)))
-        for name in ("cx", "cy", "k1", "k2", "p1", "p2", "k3"):
-            _check_finite(name, float(getattr(self, name)))
-        if int(self.width) != self.width or int(self.height) != self.height:
-            raise ValueError(f"camera intrinsics width={self.width!r} height={self.height!r} must be whole "
-                             f"pixels: {FIX}")
+        problem = intrinsics_problem(self.width, self.height, self.fx, self.fy, self.cx, self.cy,
+                                     (self.k1, self.k2, self.p1, self.p2, self.k3))
+        if problem is not None:
+            raise ValueError(f"{problem}: {FIX}")
 
     @classmethod
     def from_K(cls, K: np.ndarray, width: int, height: int, dist: np.ndarray | None = None) -> Intrinsics:  # noqa: N802
