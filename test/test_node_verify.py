@@ -212,6 +212,37 @@ def test_malformed_camera_info_is_counted_and_ignored(vnode):
     assert client.wait_pose(key, timeout=20.0) is not None, _tail(vn)
 
 
+def test_camera_info_no_camera_has_is_refused_and_the_good_one_stays(vnode):
+    """C3: a CameraInfo with fx 1e300 or k1 1e6 was taken silently and verification stopped until a good K came.
+    Now the package's one intrinsics rule (disam_ros.data.camera_limits) refuses it: counted, logged once within
+    the throttle period, the last good CameraInfo kept."""
+    vn, client = vnode, vnode.client
+    t_good = time.monotonic()
+    vn.camera_info.publish(_camera_info(vn.camera))
+    assert client.wait_diagnostics(lambda d: str(d.get("intrinsics_source", "")).startswith("CameraInfo"), 10.0,
+                                   after=t_good) is not None, _tail(vn)
+    before = client.wait_diagnostics(lambda d: True, 5.0, after=time.monotonic())
+    time.sleep(5.2)  # past LogThrottle's 5 s for camera_info lines another test may have just used
+    t0 = time.monotonic()
+    c = vn.camera
+    huge_f = _camera_info(c, k=[1e300, 0.0, c.cx, 0.0, c.fy, c.cy, 0.0, 0.0, 1.0])
+    huge_k1 = _camera_info(c, d=[1e6, 0.0, 0.0, 0.0, 0.0])
+    for msg in (huge_f, huge_f, huge_k1):
+        vn.camera_info.publish(msg)
+        time.sleep(0.2)  # the node keeps the last 2 CameraInfo (a newer one replaces an unread older one)
+    grown = lambda d: int(d["camera_info_rejected"]) - int(before["camera_info_rejected"]) >= 2  # noqa: E731
+    d = client.wait_diagnostics(grown, 10.0, after=t0)
+    assert d is not None, f"absurd CameraInfo not counted:\n{_tail(vn)}"
+    assert d["intrinsics_source"].startswith("CameraInfo") and vn.proc.poll() is None
+    warns = [m.msg for t, m in client.rx.rosout if t >= t0 and "ignoring CameraInfo" in m.msg]
+    assert len(warns) == 1, warns  # fx's line; the same content again and k1 within 5 s: counted, not logged
+    assert "camera intrinsics fx=1e+300 gives a horizontal field of view" in warns[0]
+    assert "keeping the previous CameraInfo" in warns[0]
+    rgb, stamp, _, _ = vn.queries[3]  # still localizing with the good intrinsics
+    key = client.publish_raw(rgb, float(int(stamp) + 700))
+    assert client.wait_pose(key, timeout=20.0) is not None, _tail(vn)
+
+
 def test_withhold_publishes_verified_frames_only(vnode):
     vn, client = vnode, vnode.client
     assert client.set_parameters({"unverified_policy": "withhold"}) == [(True, "")]

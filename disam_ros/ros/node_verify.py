@@ -5,7 +5,8 @@ sensor_msgs/CameraInfo, the publish decision for verified and unverified frames,
 CameraInfo: the callback (executor thread) turns a message into `Intrinsics` and hands them to the tracker's
 verifier under the tracking lock, only when K, size or distortion changed (a camera publishes the same
 CameraInfo with every frame: no lock is taken for those). A message that cannot be used (K all zeros: an
-uncalibrated camera; a fisheye or rational distortion model; binning or a region of interest) is counted
+uncalibrated camera; a fisheye or rational distortion model; binning or a region of interest; numbers no camera
+has, such as fx 1e300 or k1 1e6: the package's one intrinsics rule, disam_ros.data.camera_limits) is counted
 (`camera_info_rejected`), logged once per distinct content (throttled), and ignored: the intrinsics in force
 stay (the last good CameraInfo's, else the map camera's, which `Verification.camera` says). No message ever
 stops the node.
