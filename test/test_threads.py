@@ -66,3 +66,10 @@ def test_disam_eval_takes_threads_and_refuses_a_negative_count(capsys):
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(["--map", "m", "--dataset", "d", "--out", "o", "--threads", "-2"])
     assert e.value.code == 2 and "--threads" in capsys.readouterr().err
+
+
+def test_disam_build_map_takes_threads():
+    from disam_ros.maps.build_map import _parser
+
+    assert _parser().parse_args(["--out", "o", "--threads", "1"]).threads == 1
+    assert _parser().parse_args(["--out", "o"]).threads == 0

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from disam_ros.cliutil import OneLineParser, non_negative_float, output_dir_error
+from disam_ros.cliutil import OneLineParser, non_negative_float, non_negative_int, output_dir_error
 from disam_ros.data.folders import (
     IMAGE_SUFFIXES,
     CameraIntrinsics,
@@ -42,6 +42,7 @@ from disam_ros.maps.map_format import MAP_OUTPUT, MapError, is_older_map
 from disam_ros.maps.map_plan import AUTO, resolve_mode
 from disam_ros.pose.features import MAP_SIFT
 from disam_ros.shipped import checkpoint_arg
+from disam_ros.threads import apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--frame-id", default="map", help="TF frame of the poses (default map)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--threads", type=non_negative_int, default=0,
+                   help="CPU threads (default 0 = min(2, cores); docs/benchmarks.md, CPU threads)")
     p.add_argument("--shard", type=parse_shard, help="build only contiguous part i of n (i/n)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing map at --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -323,6 +326,7 @@ def config_from_args(args: argparse.Namespace) -> MapBuildConfig:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    apply_threads(args.threads)
     # the library logs the size estimate (info) and the index-poses / large-map warnings: show them
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="disam-build-map: %(levelname)s: %(message)s")
