@@ -3,7 +3,7 @@
 
 - `demo` / `demo-fine`: trained on the synthetic world; right for the demo, wrong for real cameras (they fail on
   real images: docs/training.md).
-- `real`: the real-world starter (issue 27 item 3, recipe `real_starter`, trained on Nordland only, encoders
+- `real`: the real-world starter (2026-11-24, recipe `real_starter`, trained on Nordland only, encoders
   `summer` and `winter`): the default to start from on a real camera until you train on your own data.
 
 A value that is not one of these names is a path, exactly as before.

@@ -6,7 +6,7 @@ frame brings a full score vector (N,), either random values (`--scores random`, 
 that is lost, the filter's worst case, since nothing concentrates its belief) or a drive along the road
 at 1 m/s whose place scores d' = 2.8 above correlated noise (`--scores drive`: a vehicle being tracked).
 Maps above `SequenceLocalizer.exact_cells` cells run the sparse belief; `--dense` times the exact dense
-filter instead. The goal in issue 10 is <= 2 ms at 100k places on one core for the default (sequence) mode.
+filter instead. The goal is <= 2 ms at 100k places on one core for the default (sequence) mode.
 """
 from __future__ import annotations
 

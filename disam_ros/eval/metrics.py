@@ -213,7 +213,7 @@ def per_condition(results: Sequence[QueryResult], **kwargs) -> dict[str, Conditi
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Tracker modes side by side (issue 10): what is published at a threshold, and whether confidence means it
+# Tracker modes side by side: what is published at a threshold, and whether confidence means it
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Retrieval-only against refined poses (issue 26), per condition and tracker mode.
+"""Retrieval-only against refined poses, per condition and tracker mode.
 
 Two poses per answered frame: the retrieval-only pose (the answered map place's: the retrieved map image in
 single mode, the belief's best place in sequence/window) and the published pose ("refined": the verified,

@@ -84,7 +84,7 @@ MODES: dict[str, DescriptorSettings] = {
     "hnsw": DescriptorSettings("hnsw", coarse_grid=16, pca_dim=512, coarse_dtype="float16", index="hnsw",
                                fine_grid=8),
 }
-# Compact in RAM, exact in the re-rank (issue 16): the same PCA'd coarse vectors (1 KiB per image resident),
+# Compact in RAM, exact in the re-rank: the same PCA'd coarse vectors (1 KiB per image resident),
 # but the fine features at full resolution in float16 on disk. They are memory-mapped and only the N
 # shortlisted rows are read per query, so they cost disk (2 MiB per image at the paper size), not RAM; the
 # 8x8 pooling of the fine stage is what costs the plain compact modes their accuracy.
@@ -94,7 +94,7 @@ del _name
 # Million-image maps: 512 PCA dims product-quantised to 128 bytes + 8-byte ids ~ 140 B of RAM per image (64-byte
 # codes lost 8 points of shortlist recall@3 at 100k); the fine re-rank on full features makes the answer.
 # The PQ codes cost ~4 points of coarse R@1, so their best `refine` are re-scored on the float16 PCA vectors,
-# memory-mapped from disk (1 KiB/img of disk, 256 random 1 KiB reads per query, no RAM; issue 16).
+# memory-mapped from disk (1 KiB/img of disk, 256 random 1 KiB reads per query, no RAM).
 MODES["ivfpq"] = replace(MODES["ivf-full"], mode="ivfpq", index="ivfpq", pq_m=128, refine=256)
 
 

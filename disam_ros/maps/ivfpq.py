@@ -1,6 +1,6 @@
 """faiss coarse indexes of a map (ivf / hnsw / ivfpq), built from the final coarse vectors.
 
-IVF-PQ is the million-image index (issue 16): a 512-dim float16 coarse vector is 1 KiB, its 128 one-byte PQ
+IVF-PQ is the million-image index: a 512-dim float16 coarse vector is 1 KiB, its 128 one-byte PQ
 codes plus an 8-byte id keep a map at ~140 B of RAM per image, so 10^6 images fit in ~150 MB. Both quantisers
 (the IVF lists and the PQ codebooks) are trained on a sample of at most MAX_TRAIN rows, so a build costs about
 a minute per million images on one core, not the hours a k-means over every row would. The PQ codes only

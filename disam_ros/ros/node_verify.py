@@ -1,4 +1,4 @@
-"""The localizer node's side of geometric verification (issue 26): the query camera's intrinsics from
+"""The localizer node's side of geometric verification: the query camera's intrinsics from
 sensor_msgs/CameraInfo, the publish decision for verified and unverified frames, and the verification's
 /diagnostics keys. The verification itself is ROS-free and runs inside `Tracker.step` (disam_ros/verify).
 

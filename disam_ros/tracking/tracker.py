@@ -1,7 +1,7 @@
 """The stream localizer the node and offline evaluation both run: one Relocalizer, one frame at a time.
 
 Why a layer above the Relocalizer: a moving vehicle's frames are not independent, and single-frame
-answers that are wrong are jumps it cannot make (issue 10). The Tracker encodes each frame ONCE, gets the
+answers that are wrong are jumps it cannot make. The Tracker encodes each frame ONCE, gets the
 retrieval answer and the frame's scores over every map place from that one encoding, and answers in one
 of three modes:
 
@@ -10,7 +10,7 @@ of three modes:
 * window: the best end of a SeqSLAM path over the last L frames (tracking/window.py).
 
 Its `confidence` is the calibrated probability that the answer is within the tolerance (5 m, 10 deg by
-default; since issue 27 a 95 % lower bound of it, see tracking/bounded_fit.py) when the map carries a
+default; since 2026-11-23 a 95 % lower bound of it, see tracking/bounded_fit.py) when the map carries a
 calibration for the mode (`disam-calibrate`), else a heuristic (single: the retrieval's distinctiveness;
 sequence/window: posterior mass near the best place), and diagnostics say
 which. The calibrated feature is a raw score: distinctiveness (single); for sequence and window one of two,

@@ -12,7 +12,7 @@ class VerifyConfig:
     """How a retrieval is verified (module docstring). Pixel values are for the query image as it arrives."""
 
     enabled: bool = True
-    candidates: int = 5  # places tried, in the retrieval's (or the belief's) order (3 until session 13: 5 gave
+    candidates: int = 5  # places tried, in the retrieval's (or the belief's) order (3 until 2026-11-26, 985d1b5: 5 gave
     #                      single frames +2.5 to +6 points on the dev towns and photo collection, sequence unchanged)
     radius: float = 0.2  # guided matching: search radius, share of the image width
     ratio: float = 0.9  # ratio test among the candidates near a keypoint
@@ -60,7 +60,7 @@ class VerifyConfig:
     #                               then guides a second, tight guided match (unguided_radius), judged by the usual
     #                               inlier gate with unguided_max_turn_deg: cameras 1-2 m and 10-30 deg off every
     #                               map image (handheld, photo collections). Off by default: held out it verified
-    #                               a look-alike place 64 m away in fog (docs/pose.md, session 11)
+    #                               a look-alike place 64 m away in fog (docs/notes/pose.md, 2026-11-26)
     unguided_ratio: float = 0.8  # ... Lowe's ratio
     unguided_max_turn_deg: float = 45.0  # ... allow this much rotation from the candidate (no guide bias) ...
     unguided_radius: float = 0.05  # ... the second match's search radius, a share of the image width (32 px at 640)
@@ -74,7 +74,7 @@ class VerifyConfig:
     gradient_with_prior: bool = False  # ... and in single mode on a frame whose candidates a spatial prior gated
     #                                   (GNSS, an operator's guess), which rules out the far look-alikes: +8-12
     #                                   points held out, but off: in one held-out town two frames were verified
-    #                                   6.6-7.7 m off at a look-alike block inside the gate (docs/pose.md, session 13)
+    #                               6.6-7.7 m off at a look-alike block inside the gate (docs/notes/pose.md, 2026-11-26)
     gradient_first_after: int = 2  # ... and after this many frames in a row that only it verified, it runs FIRST
     #                               and a verified dense pose ends the search (saves the SIFT steps that keep
     #                               failing in rain, snow, fog: ~150 ms a frame); 0 = off (verifier docstring)
@@ -106,7 +106,7 @@ class VerifyConfig:
     gradient_single_rival_m: tuple[float, float] = (8.0, 16.0)  # ... the band single mode uses while
     #                                 gradient_rival_m is off: there the search runs on frames a prior gated (no
     #                                 belief, no motion check; the gate spans tens of metres); on the dev towns it
-    #                                 stopped a dense pose 4.98 m off for -1.3 points (docs/pose.md, session 13)
+    #                                 stopped a dense pose 4.98 m off for -1.3 points (docs/notes/pose.md, 2026-11-26)
     gradient_sure_inliers: int = 100  # ... a dense pose with this many inliers, or ...
     gradient_sure_ratio: float = 0.4  # ... this inlier ratio, is sure: no rival is searched
     gradient_polish_points: int = 600  # ... a verified dense pose is searched again from itself: this many map
