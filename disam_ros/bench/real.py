@@ -1,0 +1,278 @@
+"""`disam-bench real`: any checkpoint on every real image set, with raw pixels and untrained encoders beside it.
+
+Why: gains measured where a model was tuned shrink on new ground, and a trained encoder can lose to random weights
+at night. So every checkpoint is scored the same way, on fixed splits, next to the baselines that tell what the
+training added: raw pixels (per-image standardised, cosine), and untrained `tiny` and `small` encoders (random
+weights, one encoder for every condition; mean of `--seeds` draws, their range beside).
+
+Sets (../shared/data; what each may be used for is in its README):
+- `nordland_val` / `nordland_test`: the Nordland dev half, winter queries against the summer frames of the same
+  part, R@1 within +-2 frames, near-black frames dropped. Parts as training cuts them (train_fraction 0.5,
+  val_fraction 0.1, gap 5: train [0, 705) | val [710, 889) | test [894, 1788)): validation may choose, test never.
+- `gp_night>day` / `gp_day>night`: Gardens Point mini, 10 places, R@1 at the exact place (one place = 10 points).
+  Scored, never chosen on.
+- `webcams_night` (and `webcams_<camera>`): webcams_dev night frames (mean grey < 40) against a map of one day
+  frame per camera (each camera's brightest frame, 5 cameras); right = the same camera. Validation only: the
+  collection's other cameras are the test.
+
+A model's encoders: the map side uses the model's day encoder (`day`, `sunny` or `summer`, else its first), a query
+its condition's encoder when the model has one (`winter`, `night`), else the map side's (the paper's fallback).
+
+    disam-bench real [--checkpoint NAME=PATH|real ...] [--seeds 3] [--quick] [--json out.json]
+"""
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from disam_ros.bench.output import emit
+from disam_ros.cliutil import OneLineParser
+from disam_ros.model import DisamNet, Encoder, preset
+from disam_ros.shipped import checkpoint_arg
+from disam_ros.training.evaluate import cosine_similarity, encode_all, load_images, mean_channel_similarity, raw_pixels
+from disam_ros.training.layouts import DomainImages, discover, drop_dark
+from disam_ros.training.split import split_route
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+NORDLAND_SPLIT = (0.5, 0.1, 5)  # train_fraction, val_fraction, gap: as the real-camera recipes train
+NIGHT_GREY = 40.0  # webcams_dev README: mean grey < 40 is night
+DAY_NAMES = ("day", "sunny", "summer")
+RAW_SIZE = 64
+FeatureFn = Callable[[Tensor, str], Tensor]
+
+
+@dataclass(frozen=True)
+class RealSet:
+    """One scored comparison: a map (db) and query groups; right = a map place within `tolerance`."""
+
+    name: str
+    part: str  # "validation" (choices allowed) or "test" (never chosen on)
+    db: DomainImages
+    queries: dict[str, DomainImages]  # group -> images; the pooled row is over all groups
+    query_condition: str
+    tolerance: float
+
+
+@dataclass(frozen=True)
+class Method:
+    """Features at `size`, compared by `metric`; `domains` are the model's encoders (empty: one for all)."""
+
+    name: str
+    features: FeatureFn
+    size: int
+    metric: str = "mean_channel"
+    domains: tuple[str, ...] = ()
+
+
+def map_domain(domains: tuple[str, ...]) -> str:
+    return next((d for d in DAY_NAMES if d in domains), domains[0] if domains else "")
+
+
+def query_domain(domains: tuple[str, ...], condition: str) -> str:
+    return condition if condition in domains else map_domain(domains)
+
+
+# ---------------------------------------------------------------------------------------------- the sets
+
+
+def nordland_sets(root: Path, quick: bool) -> list[RealSet]:
+    domains = discover(root, "flat")
+    _, parts = split_route(domains, "summer", *NORDLAND_SPLIT)
+    out = []
+    for part, label in (("val", "validation"), ("test", "test")):
+        by = {d.name: getattr(p, part) for d, p in zip(domains, parts, strict=True)}
+        summer, winter = drop_dark([by["summer"], by["winter"]], 20)
+        if quick:  # CI: the first 120 frames of each part
+            summer, winter = (d.subset(np.arange(min(120, len(d)))) for d in (summer, winter))
+        out.append(RealSet(f"nordland_{part}", label, summer, {"winter": winter}, "winter", 2.0))
+    return out
+
+
+def gardens_point_sets(root: Path) -> list[RealSet]:
+    def images(folder: str) -> DomainImages:
+        paths = tuple(sorted((root / folder).glob("*.jpg"), key=lambda p: int(p.stem)))
+        pos = np.zeros((len(paths), 3))
+        pos[:, 0] = [int(p.stem) for p in paths]
+        return DomainImages(folder, paths, pos)
+
+    day, night = images("query"), images("ref")  # README: query = day, ref = night
+    return [RealSet("gp_night>day", "test", day, {"night": night}, "night", 0.0),
+            RealSet("gp_day>night", "test", night, {"day": day}, "day", 0.0)]
+
+
+def webcam_frames(root: Path) -> list[dict]:
+    with open(root / "frames.csv", newline="") as f:
+        return [dict(r, mean_gray=float(r["mean_gray"])) for r in csv.DictReader(f)]
+
+
+def webcams_set(root: Path) -> RealSet:
+    rows = webcam_frames(root)
+    cams = sorted({r["camera"] for r in rows})
+    place = {c: float(i) for i, c in enumerate(cams)}
+
+    def images(name: str, picked: list[dict]) -> DomainImages:
+        pos = np.zeros((len(picked), 3))
+        pos[:, 0] = [place[r["camera"]] for r in picked]
+        return DomainImages(name, tuple(root / r["camera"] / r["file"] for r in picked), pos)
+
+    brightest = [max((r for r in rows if r["camera"] == c), key=lambda r: r["mean_gray"]) for c in cams]
+    nights = {c: [r for r in rows if r["camera"] == c and r["mean_gray"] < NIGHT_GREY] for c in cams}
+    groups = {c: images("night", n) for c, n in nights.items() if n}
+    return RealSet("webcams_night", "validation", images("day", brightest), groups, "night", 0.0)
+
+
+def real_sets(data: Path, quick: bool) -> list[RealSet]:
+    """Every set whose folder exists under `data` (a missing one is left out, and said so by the caller)."""
+    out: list[RealSet] = []
+    if (data / "nordland_trimmed_dev" / "summer").is_dir():
+        out += nordland_sets(data / "nordland_trimmed_dev", quick)
+    if (data / "gardens_point_mini" / "ref").is_dir():
+        out += gardens_point_sets(data / "gardens_point_mini")
+    if (data / "webcams_dev" / "frames.csv").is_file():
+        out.append(webcams_set(data / "webcams_dev"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+
+def top1_right(sim: Tensor, q_pos: np.ndarray, db_pos: np.ndarray, tol: float) -> np.ndarray:
+    best = sim.argmax(1).numpy()
+    return np.abs(db_pos[best, 0] - q_pos[:, 0]) <= tol + 1e-9
+
+
+def score_set(method: Method, s: RealSet, cache: dict) -> dict[str, float]:
+    """{group: R@1, "pooled": R@1 over every query, "queries": n}."""
+    sim_fn = mean_channel_similarity if method.metric == "mean_channel" else cosine_similarity
+    db_dom = map_domain(method.domains)
+    key = (method.name, s.name)
+    if key not in cache:
+        cache[key] = encode_all(method.features, load_images(s.db.paths, method.size), db_dom)
+    db = cache[key]
+    rights, out = [], {}
+    for group, q in s.queries.items():
+        near = np.abs(q.positions[:, None, 0] - s.db.positions[None, :, 0]).min(1) <= s.tolerance + 1e-9
+        idx = np.flatnonzero(near)  # a query whose place has no map frame (dark, cut) is not a failure
+        if not len(idx):
+            continue
+        z = encode_all(method.features, load_images([q.paths[i] for i in idx], method.size),
+                       query_domain(method.domains, s.query_condition))
+        right = top1_right(sim_fn(z, db), q.positions[idx], s.db.positions, s.tolerance)
+        out[group] = float(right.mean())
+        rights.append(right)
+    pooled = np.concatenate(rights) if rights else np.zeros(0)
+    out.update(pooled=float(pooled.mean()) if len(pooled) else float("nan"), queries=int(len(pooled)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- methods
+
+
+def untrained(name: str, seed: int) -> Method:
+    """A random encoder of preset `name` (one for every condition): what architecture alone gives."""
+    cfg = preset(name, ("any",))
+    torch.manual_seed(seed)
+    enc = DisamNet(cfg).encoders["any"].eval()
+    return Method(f"untrained {name} s{seed}", lambda x, d: enc(x), cfg.image_size)
+
+
+def checkpoint_method(name: str, path: Path) -> Method:
+    enc = Encoder.from_checkpoint(path, device="cpu")
+    return Method(name, lambda x, d: enc.encode(x, d), enc.config.image_size, domains=tuple(enc.domains))
+
+
+def baselines(seeds: int) -> list[tuple[str, list[Method]]]:
+    """Rows: raw pixels, then each untrained preset's seeds (averaged into one row)."""
+    raw = [Method("raw pixels", raw_pixels, RAW_SIZE, metric="cosine")]
+    return [("raw pixels", raw)] + [(f"untrained {p}", [untrained(p, s) for s in range(seeds)])
+                                    for p in ("tiny", "small")]
+
+
+def run(sets: list[RealSet], groups: list[tuple[str, list[Method]]]) -> list[dict]:
+    """One row per group: per set and per query group, R@1 (mean over the group's methods, min-max beside)."""
+    rows, cache = [], {}
+    for name, methods in groups:
+        per = [{s.name: score_set(m, s, cache) for s in sets} for m in methods]
+        row: dict = {"method": name, "draws": len(methods)}
+        for s in sets:
+            for col in per[0][s.name]:
+                if col == "queries":
+                    continue
+                label = s.name if col == "pooled" else f"{s.name}:{col}"
+                if len(s.queries) == 1 and col != "pooled":
+                    continue
+                vals = [p[s.name][col] for p in per]
+                row[label] = float(np.mean(vals))
+                if len(vals) > 1:
+                    row[label + ":range"] = [float(min(vals)), float(max(vals))]
+            row[s.name + ":queries"] = per[0][s.name]["queries"]
+        rows.append(row)
+        print(f"  scored {name}", file=sys.stderr, flush=True)
+    return rows
+
+
+def format_table(rows: list[dict], sets: list[RealSet]) -> str:
+    cols = [s.name for s in sets]
+    head = "| method | " + " | ".join(f"{c} ({s.part[:4]}, {rows[0][c + ':queries']})" for c, s in
+                                       zip(cols, sets, strict=True)) + " |"
+    lines = [head, "|---" * (len(cols) + 1) + "|"]
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = f"{100 * r[c]:.1f}"
+            if c + ":range" in r:
+                lo, hi = r[c + ":range"]
+                v += f" ({100 * lo:.0f}-{100 * hi:.0f})"
+            cells.append(v)
+        lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+    cams = [k for k in rows[0] if k.startswith("webcams_night:") and not k.endswith((":range", ":queries"))]
+    if cams:
+        lines += ["", "webcams_dev night, per camera (R@1 %): | method | " + " | ".join(k.split(":")[1] for k in cams)
+                  + " |"]
+        lines += [f"| {r['method']} | " + " | ".join(f"{100 * r[k]:.1f}" for k in cams) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def named_checkpoint(text: str) -> tuple[str, Path]:
+    name, _, path = text.rpartition("=")
+    return (name or text), checkpoint_arg(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = OneLineParser(prog="disam-bench real", description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", action="append", type=named_checkpoint, metavar="NAME=PATH",
+                   help="a model to score (repeatable; 'real' = the shipped real-world starter; default: real)")
+    p.add_argument("--seeds", type=int, default=3, help="untrained draws per preset (default 3)")
+    p.add_argument("--data", type=Path, default=SHARED_DATA, help="the folder holding the real sets")
+    p.add_argument("--quick", action="store_true", help="CI: Nordland parts cut to 120 frames, one untrained draw")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the product's default)")
+    p.add_argument("--json", help="also write the rows as JSON here")
+    args = p.parse_args(argv)
+    if args.seeds < 1:
+        p.error("--seeds must be >= 1, e.g. --seeds 3")
+    from disam_ros.threads import apply_threads
+
+    apply_threads(args.threads)
+    sets = real_sets(args.data, args.quick)
+    if not sets:
+        p.error(f"--data {args.data}: none of nordland_trimmed_dev, gardens_point_mini, webcams_dev is there")
+    ckpts = args.checkpoint or [("real starter", checkpoint_arg("real"))]
+    for _, path in ckpts:
+        if not path.is_file():
+            p.error(f"--checkpoint {path}: no such file: give a model.pt, an export, or 'real'")
+    groups = baselines(1 if args.quick else args.seeds) + [(n, [checkpoint_method(n, path)]) for n, path in ckpts]
+    rows = run(sets, groups)
+    emit("real", rows, format_table(rows, sets), args.json, sets={s.name: s.part for s in sets},
+         data=str(args.data), quick=args.quick)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""disam-bench real: the sets are cut as documented and scored right (hand-made cases), and the CI subset runs on
+the real images of ../shared/data when they are there."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from disam_ros.bench import real as R
+from disam_ros.training.layouts import DomainImages
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def write(path: Path, img: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)
+    return path
+
+
+def places(tmp_path: Path, name: str, imgs: list[np.ndarray], xs: list[float]) -> DomainImages:
+    paths = tuple(write(tmp_path / name / f"{i}.png", im) for i, im in enumerate(imgs))
+    pos = np.zeros((len(xs), 3))
+    pos[:, 0] = xs
+    return DomainImages(name, paths, pos)
+
+
+def test_raw_pixels_find_exact_copies_and_unplaced_queries_are_not_scored(tmp_path):
+    rng = np.random.default_rng(0)
+    scenes = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(4)]
+    db = places(tmp_path, "db", scenes, [0, 10, 20, 30])
+    # queries: copies of scenes 2, 0, 3 (right), scene 1's copy placed at 11 (within tolerance 1), and one at 50
+    # whose place has no map image: it is left out, not counted as wrong
+    q = places(tmp_path, "q", [scenes[2], scenes[0], scenes[3], scenes[1], scenes[0]], [20, 0, 30, 11, 50])
+    s = R.RealSet("toy", "validation", db, {"a": q}, "night", 1.0)
+    m = R.Method("raw pixels", R.raw_pixels, 32, metric="cosine")
+    got = R.score_set(m, s, {})
+    assert got == {"a": 1.0, "pooled": 1.0, "queries": 4}
+    # the same query placed 3 away from its copy is wrong at tolerance 1: 3 of 4
+    q2 = places(tmp_path, "q2", [scenes[2], scenes[0], scenes[3], scenes[1]], [20, 0, 30, 13])
+    got = R.score_set(m, R.RealSet("toy2", "validation", db, {"a": q2}, "night", 3.0), {})
+    assert got["pooled"] == 1.0
+    got = R.score_set(m, R.RealSet("toy3", "validation", db, {"a": q2}, "night", 1.0), {})
+    assert got["queries"] == 3 and got["pooled"] == 1.0  # 13 has no map place within 1: not scored
+
+
+def test_webcams_map_is_each_cameras_brightest_frame_and_queries_its_night_frames(tmp_path):
+    root = tmp_path / "webcams"
+    rows = [("A", "a1.jpg", 120.0), ("A", "a2.jpg", 30.0), ("A", "a3.jpg", 150.0), ("B", "b1.jpg", 90.0),
+            ("C", "c1.jpg", 39.9), ("C", "c2.jpg", 60.0), ("C", "c3.jpg", 40.0)]
+    for cam, f, _ in rows:
+        write(root / cam / f, np.zeros((8, 8, 3), np.uint8))
+    (root / "frames.csv").write_text("camera,file,original_width,original_height,mean_gray\n"
+                                     + "".join(f"{c},{f},8,8,{g}\n" for c, f, g in rows))
+    s = R.webcams_set(root)
+    assert [p.name for p in s.db.paths] == ["a3.jpg", "b1.jpg", "c2.jpg"]
+    assert {c: [p.name for p in d.paths] for c, d in s.queries.items()} == {"A": ["a2.jpg"], "C": ["c1.jpg"]}
+    assert s.queries["C"].positions[0, 0] == s.db.positions[2, 0] != s.db.positions[0, 0]
+    assert s.part == "validation"
+
+
+def test_model_encoders_day_for_the_map_condition_or_fallback_for_queries():
+    assert R.map_domain(("summer", "winter")) == "summer" and R.map_domain(("night", "sunny")) == "sunny"
+    assert R.query_domain(("summer", "winter"), "winter") == "winter"
+    assert R.query_domain(("summer", "winter"), "night") == "summer"  # the paper's fallback: the map's encoder
+    assert R.query_domain((), "night") == ""
+
+
+@pytest.mark.skipif(not (SHARED / "nordland_trimmed_dev").is_dir(), reason="needs ../shared/data (real images)")
+def test_nordland_parts_are_trainings_and_the_ci_subset_runs(tmp_path):
+    sets = {s.name: s for s in R.real_sets(SHARED, quick=False) if s.name.startswith("nordland")}
+    val, test = sets["nordland_val"], sets["nordland_test"]
+    # 1788 frames: test from round(0.5 * 1788) = 894, val ends 5 before it (889) and holds round(0.1 * 1788) = 179
+    # frames: [710, 889); dark frames are dropped inside the parts
+    assert val.db.positions[:, 0].min() >= 710 and val.db.positions[:, 0].max() < 889
+    assert test.db.positions[:, 0].min() >= 894 and test.db.positions[:, 0].max() < 1788
+    assert (val.part, test.part) == ("validation", "test")
+    out = tmp_path / "real.json"
+    assert R.main(["--quick", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [r["method"] for r in rows] == ["raw pixels", "untrained tiny", "untrained small", "real starter"]
+    for r in rows:
+        assert all(0.0 <= r[s] <= 1.0 for s in ("nordland_val", "nordland_test", "gp_night>day", "webcams_night"))
+    assert rows[0]["webcams_night:queries"] == 122
