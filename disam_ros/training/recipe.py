@@ -26,7 +26,7 @@ class ModelSection:
     # Start every domain from the same weights (the reference initialises each domain independently, and
     # relies on FCL to align the code spaces over hundreds of epochs; short runs need the head start).
     shared_init: bool = False
-    # One encoder for every condition (issue 11 ablation on Nordland): after each generator step the two stepped
+    # One encoder for every condition (Nordland ablation, 2026-11-23): after each generator step the two stepped
     # encoders' weights are averaged and copied into every domain. Why: independent updates of the per-condition
     # encoders undo the shared start's alignment of database and query codes, and FCL does not restore it. Measured
     # on Nordland it did not rescue the coarse recipe either (0.816 -> 0.587; docs/training.md, Table VI ablation).
@@ -35,6 +35,11 @@ class ModelSection:
     # R@1. Why: on Nordland two untrained tiny starts score 64.3 and 76.1 % on the test part, more than many
     # training effects, and validation ranks them the same way. 1 = the seed's start, as before.
     start_candidates: int = 1
+    # Conditions whose encoder is never trained: it stays the start (with shared_init, the untrained encoder every
+    # condition starts from) and the other conditions' encoders learn into its code space. Why: on real night
+    # images an untrained encoder ranks the right place more often than the trained ones (docs/training.md, real
+    # cameras); a frozen map-side encoder keeps that, while the winter encoder still learns the season.
+    frozen_domains: list = field(default_factory=list)
 
 
 @dataclass
@@ -59,7 +64,7 @@ class DataSection:
     # Photometric augmentation (photometric.py): the probability that a training image is changed (darkened and
     # tinted toward night, contrast / brightness / gamma jitter, haze, snow speckle, blur, sensor noise), drawn
     # independently for every image of a sample; 0 = off. Why: real training drives cover two conditions, and a
-    # model should not learn to rely on what those two happen to share (issue 27: "what generalises").
+    # model should not learn to rely on what those two happen to share (real-world starter work, 2026-11-23).
     photometric: float = 0.0
     photometric_strength: float = 1.0  # magnitude scale of every effect (1 = the ranges in photometric.py)
     # A second, posed world mixed into training (mixing.py; e.g. disam-synth's): each sample comes from it with

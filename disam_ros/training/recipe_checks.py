@@ -72,6 +72,10 @@ def validate(r: Recipe) -> None:
     if r.supervised.pseudo_val and not (r.supervised.pseudo and r.model.start_candidates == 1):
         raise ValueError("supervised.pseudo_val labels validation from the start's matches: it needs "
                          "supervised.pseudo=true and model.start_candidates=1 (a start must exist before labelling)")
+    frozen = list(r.model.frozen_domains)
+    if frozen and (r.model.tie_encoders or (r.data.domains is not None and not set(frozen) < set(r.data.domains))):
+        raise ValueError(f"model.frozen_domains {frozen} must be some, not all, of data.domains {r.data.domains} and "
+                         "cannot go with model.tie_encoders: list the conditions whose encoder stays untrained")
     if r.model.tie_encoders and not r.model.shared_init:
         raise ValueError("model.tie_encoders needs model.shared_init=true: tying averages encoders that start equal")
     if r.data.reference is not None and r.data.domains is not None and r.data.reference not in r.data.domains:

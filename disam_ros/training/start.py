@@ -50,6 +50,13 @@ def tie_encoders(net: DisamNet, stepped: tuple[str, ...]) -> None:
                 t[name].copy_(mean)
 
 
+def freeze_encoders(net: DisamNet, domains: list[str] | tuple[str, ...]) -> None:
+    """No gradient for these conditions' encoders (model.frozen_domains): they stay as they start."""
+    for d in domains:
+        if d in net.encoders:
+            net.encoders[d].requires_grad_(False)
+
+
 def pick_start(cfg: ModelConfig, recipe: Recipe, device: torch.device, n: int,
                score: Callable[[DisamNet], float]) -> tuple[list[DisamNet], list[float]]:
     """The random starts of seeds seed .. seed + n - 1 and their validation scores (`score`, NaN when there is

@@ -44,7 +44,7 @@ from .pseudo_places import to_plain as pseudo_to_plain
 from .recipe import Recipe
 from .runlog import RunLogger, RunPaths
 from .schedule import Schedule
-from .start import best_start, model_config, pick_start, share_initialisation, tie_encoders
+from .start import best_start, freeze_encoders, model_config, pick_start, share_initialisation, tie_encoders
 from .state import ImagePool, capture_rng, optimizer_from_plain, optimizer_to_plain, restore_rng
 from .supervised import SupervisedLoss
 
@@ -107,8 +107,7 @@ class Trainer:
             self.dataset.hard = table_from_plain(self._mined_plain)
 
     def _pick_start(self, n: int) -> None:
-        """Validate n random starts (start.py) and keep the best; the choice is rank 0's, shared with every rank.
-        Optimisers are rebuilt on the kept weights."""
+        """Validate n random starts (start.py), keep the best (rank 0's choice) and rebuild the optimisers on it."""
         def score(net: DisamNet) -> float:
             self.net = net
             return self.validate().get("mean", math.nan)
@@ -125,8 +124,8 @@ class Trainer:
             log.info("starting from candidate %d (seed %d)", best + 1, seeds[best])
 
     def _apply_pseudo_places(self) -> None:
-        """Replace the non-reference conditions' training places (and with `supervised.pseudo_val` their validation
-        places) by pseudo places from the start encoders; a resumed run reuses the ones it saved."""
+        """Pseudo places from the start encoders for the non-reference conditions' training (and with
+        `supervised.pseudo_val` validation) images; a resumed run reuses the ones it saved."""
         s, ref, rep = self.recipe.supervised, self.data.names.index(self.data.reference), self.data.report
         args = (self.net, ref, self.cfg.image_size, s, self.device)
         self.pseudo, train, rep["pseudo"] = relabel_split(self.data.train, self._pseudo_plain["train"], *args)
@@ -141,9 +140,10 @@ class Trainer:
         self.data = dataclasses.replace(self.data, train=train)
 
     def _make_optimisers(self) -> None:
-        """One Adam per domain for its encoder + decoder, one per discriminator (ComboGAN)."""
-        self.opt_g = {d: self._adam(list(self.net.encoders[d].parameters()) + list(self.net.decoders[d].parameters()))
-                      for d in self.cfg.domains}
+        """One Adam per domain (encoder unless frozen, decoder), one per discriminator (ComboGAN)."""
+        freeze_encoders(self.net, self.recipe.model.frozen_domains)
+        self.opt_g = {d: self._adam([p for m in (self.net.encoders[d], self.net.decoders[d]) for p in m.parameters()
+                                     if p.requires_grad]) for d in self.cfg.domains}
         self.opt_d = {d: self._adam(self.net.discriminators[d].parameters()) for d in self.cfg.domains}
 
     def _adam(self, params: Any) -> torch.optim.Adam:
