@@ -416,7 +416,7 @@ def test_posegraph_reference_documents_every_parameter():
 
 @pytest.mark.ros
 @pytest.mark.parametrize("argv,expect", [
-    (["--ros-args", "-p", "max_nodes:=many"], "parameter 'max_nodes' must be an integer (default 20000)"),
+    (["--ros-args", "-p", "max_nodes:=many"], "parameter 'max_nodes' must be an integer (default 2000)"),
     (["--ros-args", "-p", "robustk:=2.0"], "unknown parameter 'robustk' for disam_posegraph: did you mean 'robust_k'?"),
     (["--ros-args", "-p", "camera_in_base:=[1.0, 2.0]"], "camera_in_base must be 7 finite numbers"),
     (["--params-file", "BAD"], "params file 'BAD' is not valid YAML at line 3: fix it (see config/posegraph.yaml)"),

@@ -306,6 +306,46 @@ def test_bad_inputs_are_counted_and_the_node_keeps_serving(drive):
     assert drive.proc.poll() is None and time.monotonic() - t0 < 15.0
 
 
+def _fresh_diagnostics(peer: Peer) -> dict | None:
+    """A /diagnostics status published after everything sent so far was handled (two statuses from now)."""
+    n0 = len(peer.rx.diagnostics)
+    return peer.wait(lambda: len(peer.rx.diagnostics) >= n0 + 2 and peer.rx.diagnostics[-1], 10.0)
+
+
+def test_absurd_odometry_and_a_future_stamp_are_refused_and_outputs_stay_finite(drive):
+    """The probe's inputs over DDS: (1e308, 1e308) then (1e300, 1e300) (before: every later pose at -4.5e291 with a
+    NaN covariance) and one stamp 11.6 days ahead (before: every later message refused). Now the three are refused
+    and counted, the good messages around them are processed, and nothing non-finite is published."""
+    peer = drive.peer
+    before = _fresh_diagnostics(peer)
+    t, base = drive.next_t[0], drive.odom[-1]
+    absurd = [base.copy(), base.copy()]
+    absurd[0][:2, 3], absurd[1][:2, 3] = 1e308, 1e300
+    peer.odometry(t, base)
+    peer.odometry(t + 0.1, absurd[0])
+    peer.odometry(t + 0.2, absurd[1])
+    peer.odometry(t + 11.6 * 86400.0, base)
+    good = [t + 0.2 + 0.1 * k for k in range(1, 6)]
+    for s in good:
+        peer.odometry(s, base)
+    drive.next_t[0] = good[-1] + 1.0
+    assert all(peer.pose_at(s, 10.0) is not None for s in good), "a good message after the bad ones was lost"
+    d = peer.diagnostics(lambda d: int(d["odometry_received"]) - int(before["odometry_received"]) == 9, 10.0)
+    assert d is not None, peer.rx.diagnostics[-1:]
+    delta = {k: int(d[k]) - int(before[k]) for k in ("odometry_processed", "odometry_rejected", "odometry_resets",
+                                                      "outputs_suppressed")}
+    assert delta == {"odometry_processed": 6, "odometry_rejected": 3, "odometry_resets": 0, "outputs_suppressed": 0}
+    since = sec_to_stamp(t)
+    published = [m for m in list(peer.rx.pose) if (m.header.stamp.sec, m.header.stamp.nanosec) >= (since.sec,
+                                                                                                  since.nanosec)]
+    assert len(published) == 6
+    for m in published:
+        p, o = m.pose.pose.position, m.pose.pose.orientation
+        assert np.isfinite([p.x, p.y, p.z, o.x, o.y, o.z, o.w, *m.pose.covariance]).all()
+    assert float(d["map_to_odom_m"]) == pytest.approx(float(before["map_to_odom_m"]), abs=0.5)
+    assert drive.proc.poll() is None
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_clean_shutdown(tmp_path, sig):
     ns = f"pg_sig_{uuid.uuid4().hex[:6]}"

@@ -23,11 +23,13 @@ from __future__ import annotations
 import bisect
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import gtsam
 import numpy as np
 
+from disam_ros.geometry import rot_to_quat
 from disam_ros.posegraph.anchoring import agrees_with_newest
 from disam_ros.posegraph.conventions import (
     ROBUST_KINDS,
@@ -40,6 +42,7 @@ from disam_ros.posegraph.conventions import (
     ros_cov_to_gtsam,
     to_pose3,
 )
+from disam_ros.posegraph.odometry_guard import check_magnitude
 from disam_ros.posegraph.weights import ClosureWeights
 
 LOOSE_PRIOR_M = 100.0  # node 0's default prior: position sigma per axis (m) ...
@@ -75,12 +78,13 @@ class PoseGraphConfig:
     anchor_agree: int = 2  # measurements that must agree on map->odom before the graph anchors (1: the first does)
     anchor_agree_m: float = 2.0  # ... within this (plus 3 odometry sigmas of the path between them)
     anchor_agree_deg: float = 5.0
+    max_odom_position_m: float = 1e7  # odometry farther than this from its origin is refused (odometry_guard.py)
 
     def __post_init__(self) -> None:
         if self.robust not in ROBUST_KINDS:
             raise ValueError(f"robust must be one of {ROBUST_KINDS}, got {self.robust!r}")
         positive = ("robust_k", "odom_sigma_m_per_m", "odom_sigma_deg_per_m", "odom_sigma_floor_m",
-                    "odom_sigma_floor_deg")
+                    "odom_sigma_floor_deg", "max_odom_position_m")
         for name in (*positive, "keyframe_m", "keyframe_deg", "keyframe_s", "closure_max_dt_s"):
             v, strict = getattr(self, name), name in positive
             if not (v > 0 if strict else v >= 0):  # NaN fails both
@@ -88,6 +92,8 @@ class PoseGraphConfig:
         if not (self.anchor_agree >= 1 and self.anchor_agree_m > 0 and self.anchor_agree_deg > 0):
             raise ValueError(f"anchor_agree must be >= 1 and anchor_agree_m / _deg > 0, got {self.anchor_agree}, "
                              f"{self.anchor_agree_m}, {self.anchor_agree_deg}")
+        if not math.isfinite(self.max_odom_position_m):
+            raise ValueError(f"max_odom_position_m must be finite, got {self.max_odom_position_m}")
         if self.max_nodes < 2 or self.odom_buffer < 2:
             raise ValueError(f"max_nodes and odom_buffer must be >= 2, got {self.max_nodes}, {self.odom_buffer}")
 
@@ -145,9 +151,15 @@ class PoseGraph:
         self._anchored = False
         self._held: list[tuple[Closure, gtsam.Pose3, np.ndarray]] = []  # waiting to anchor (module docstring)
         self._weights = ClosureWeights(self.config.robust, self.config.robust_k)
+        self._carry: gtsam.Pose3 | None = None  # T_map_odom of the chain before a reset_chain()
 
     def __len__(self) -> int:
         return len(self._t)
+
+    @property
+    def newest_node(self) -> int | None:
+        """Global index of the newest node, None before the first."""
+        return self._first + len(self._t) - 1 if self._t else None
 
     # ------------------------------------------------------------------------------------------------ input
 
@@ -161,8 +173,12 @@ class PoseGraph:
 
     def add_odometry(self, t: float, position: np.ndarray, quat: np.ndarray) -> int | None:
         """Odometry T_odom_body at time t (strictly increasing); returns the new node's index, or None when the
-        keyframe rule did not fire. Past max_nodes it restarts the graph first (applying what is pending)."""
+        keyframe rule did not fire. Past max_nodes it restarts the graph first (applying what is pending). A position
+        beyond max_odom_position_m is refused (ValueError): it would overflow the chain (odometry_guard.py)."""
         t = float(t)
+        reason = check_magnitude(position, self.config.max_odom_position_m)
+        if reason:
+            raise ValueError(reason)
         T = to_pose3(position, quat)
         if not math.isfinite(t):
             raise ValueError(f"odometry stamp must be finite, got {t}")
@@ -181,6 +197,24 @@ class PoseGraph:
         if len(self._t) >= self.config.max_nodes:
             self._restart()
         return self._add_node(t, T)
+
+    def reset_chain(self) -> None:
+        """Start a new odometry chain after a clock or odometry restart (odometry_guard.py): the next odometry
+        may have any stamp and pose. What was solved stays where callers read it (node indices keep increasing,
+        `closures` keeps its reports), but the new chain has no odometry link to it: its first node gets the loose
+        prior at the old chain's map->odom (if the odometry frame did not move, the pose carries on; if it did,
+        the pose is off until hints correct it), and the graph is unanchored again, so `anchor_agree` agreeing
+        hints re-anchor it (a wrong map->odom is corrected rigidly, not fought by the kernel)."""
+        self._carry = None
+        if self._t:
+            self._flush()
+            newest = self._first + len(self._t) - 1
+            self._carry = self._isam.calculateEstimatePose3(node_key(newest)).compose(self._odom[-1].inverse())
+            self._first = newest + 1
+        self._isam, self._factors, self._values = _new_isam(), gtsam.NonlinearFactorGraph(), gtsam.Values()
+        self._t, self._odom, self._samples, self._since_m = [], [], [], 0.0
+        self._initial, self._anchor, self._anchored, self._held = None, None, False, []
+        self._weights.clear()
 
     def add_closure(self, t: float, keyframe_id: int, keyframe_position: np.ndarray, keyframe_quat: np.ndarray,
                     rel_position: np.ndarray, rel_quat: np.ndarray, rel_covariance: np.ndarray) -> Closure | None:
@@ -257,6 +291,28 @@ class PoseGraph:
         i = self._live_node(self._first + len(self._t) - 1)
         return from_pose3(self._isam.calculateEstimatePose3(node_key(i)).compose(self._odom[-1].inverse()))
 
+    def estimates(self, since_node: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """nodes, times, positions (N, 3), xyzw (N, 4) of the live nodes from `since_node` on (older ones are
+        skipped): the work is O(returned nodes), whatever the graph holds (the node's ~/path reads the newest)."""
+        self._flush()
+        start = max(int(since_node), self._first)
+        nodes = np.arange(start, self._first + len(self._t), dtype=np.int64)
+        poses = [self._isam.calculateEstimatePose3(node_key(int(i))) for i in nodes]
+        pos = np.array([T.translation() for T in poses], np.float64).reshape(-1, 3)
+        rot = np.array([T.rotation().matrix() for T in poses], np.float64).reshape(-1, 3, 3)
+        times = np.asarray(self._t[start - self._first:], np.float64)
+        return nodes, times, pos, rot_to_quat(rot) if len(rot) else np.zeros((0, 4))
+
+    def node_positions(self, nodes: Sequence[int]) -> np.ndarray:
+        """(N, 3) corrected positions of the given nodes, NaN rows for nodes no longer (or not yet) in the graph."""
+        self._flush()
+        out = np.full((len(nodes), 3), np.nan)
+        end = self._first + len(self._t)
+        for k, i in enumerate(nodes):
+            if self._first <= i < end:
+                out[k] = self._isam.calculateEstimatePose3(node_key(int(i))).translation()
+        return out
+
     # ------------------------------------------------------------------------------------------------ internals
 
     def _live_node(self, node: int) -> int:
@@ -272,15 +328,17 @@ class PoseGraph:
             self.update()
 
     def _start(self, t: float, T: gtsam.Pose3) -> int:
-        """Node 0: at the initial pose with its prior, or at map == odom under the loose prior (unanchored)."""
+        """The chain's first node: at the initial pose with its prior, or under the loose prior (unanchored) at
+        map == odom, or after reset_chain() at the old chain's map->odom."""
         if self._initial is not None:
             mean, noise = self._initial[0], gtsam.noiseModel.Gaussian.Covariance(self._initial[1])
             self._anchored = True
         else:
-            mean, noise = T, gtsam.noiseModel.Diagonal.Sigmas(np.array([LOOSE_PRIOR_RAD] * 3 + [LOOSE_PRIOR_M] * 3))
-        self._set_anchor(0, mean, noise)
+            mean = T if self._carry is None else self._carry.compose(T)
+            noise = gtsam.noiseModel.Diagonal.Sigmas(np.array([LOOSE_PRIOR_RAD] * 3 + [LOOSE_PRIOR_M] * 3))
+        self._set_anchor(self._first, mean, noise)
         self._t, self._odom, self._guess = [t], [T], mean
-        return 0
+        return self._first
 
     def _set_anchor(self, node: int, mean: gtsam.Pose3, noise: gtsam.noiseModel.Base) -> None:
         """Factor 0 of a fresh graph: the prior that fixes its gauge (kept so a re-anchor can move it)."""

@@ -3,8 +3,10 @@ of nothing else (GTSAM applies the kernel itself; these numbers only say how muc
 
 A closure's weight is the kernel's weight of its whitened residual at the current estimate, computed as the
 factor computes it (GTSAM's Local(measured, x), the norm of the Gaussian part's whitened vector). Per update only
-the closures on the newest WEIGHT_WINDOW nodes (where estimates move) and WEIGHT_SWEEP older ones in turn are
-refreshed: a bounded cost however long the drive, every weight at most len/WEIGHT_SWEEP updates old.
+the closures on the newest WEIGHT_WINDOW nodes (where estimates move; at most the newest WEIGHT_RECENT_MAX of them:
+a vehicle parked under a keyframe rule collects every hint on one node, and weighing all of them made each update
+cost grow with the hints, ~7 us each) and WEIGHT_SWEEP older ones in turn are refreshed: a bounded cost however
+long the drive and however many hints share a node, every weight at most len/WEIGHT_SWEEP updates old.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 from disam_ros.posegraph.conventions import robust_weight
 
 WEIGHT_WINDOW = 100  # update() refreshes the weights of closures on the newest this-many nodes
+WEIGHT_RECENT_MAX = 64  # ... but at most this many of them (the newest)
 WEIGHT_SWEEP = 16  # ... and of this many older ones in turn (refresh_all() does all at once)
 MAX_LIVE = 10000  # factors whose weights are tracked (the oldest go first)
 
@@ -51,8 +54,8 @@ class ClosureWeights:
         self._weigh(self.live, estimate)
 
     def refresh_recent(self, estimate: Callable[[int], gtsam.Pose3], newest_node: int) -> None:
-        k = len(self.live)
-        while k and self.live[k - 1].closure.node > newest_node - WEIGHT_WINDOW:
+        k, stop = len(self.live), max(0, len(self.live) - WEIGHT_RECENT_MAX)
+        while k > stop and self.live[k - 1].closure.node > newest_node - WEIGHT_WINDOW:
             k -= 1
         self._weigh(self.live[k:], estimate)
         if k:

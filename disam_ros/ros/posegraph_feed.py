@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 
 from disam_ros.logs import clip
+from disam_ros.posegraph.odometry_guard import CONFIRM, OdometryGuard, OdometryLimits
 from disam_ros.ros import hint_parse as H
 from disam_ros.ros.node_params import one_line
 
-COUNTERS = ("odometry_received", "odometry_rejected", "hints_received", "hints_rejected", "hints_unmatched",
+COUNTERS = ("odometry_received", "odometry_processed", "odometry_merged", "odometry_rejected", "odometry_resets",
+            "outputs_suppressed", "hints_received", "hints_rejected", "hints_unmatched",
             "hints_dropped", "hints_unverified_skipped", "closures_added", "update_errors")
 
 
@@ -26,6 +28,9 @@ class GraphFeed:
     `cfg` is the node's PoseGraphNodeConfig (frames, camera_in_base, unverified handling, pending_hints);
     `warn` and `error` take one-line texts (the node passes throttled loggers). Both `odometry` and `hint`
     return True when the graph changed (a node or a closure was added), i.e. when an update is worth running.
+
+    Every odometry message ends in exactly one of odometry_processed (a graph node), odometry_merged (folded into
+    the next node by the keyframe rules) or odometry_rejected, so received = processed + merged + rejected.
     """
 
     def __init__(self, graph: Any, cfg: Any, warn: Callable[[str], Any], error: Callable[[str], Any]) -> None:
@@ -35,6 +40,7 @@ class GraphFeed:
         self.unverified_cov = H.diagonal_covariance(cfg.unverified_sigma_m, cfg.unverified_sigma_deg)
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.pending: deque[H.Hint] = deque(maxlen=max(int(cfg.pending_hints), 1))
+        self.guard = OdometryGuard(OdometryLimits(cfg.max_odom_position_m, cfg.max_odom_speed_mps, cfg.max_odom_gap_s))
         self.last_odom_t: float | None = None
         self.last_error = ""
 
@@ -43,6 +49,12 @@ class GraphFeed:
         self.counts[counter] += 1
         self.last_error = text
         self._warn(text)
+
+    def suppress(self, text: str) -> None:
+        """An output that is not finite: not published, counted (outputs_suppressed) and logged."""
+        self.counts["outputs_suppressed"] += 1
+        self.last_error = text
+        self._error(text)
 
     def solver_error(self, exc: Exception) -> None:
         """A GTSAM failure inside an add or update: counted and logged, the node goes on."""
@@ -53,22 +65,44 @@ class GraphFeed:
     # ------------------------------------------------------------------------------------------ odometry
 
     def odometry(self, frame_id: str, t: float, position: np.ndarray, quat: np.ndarray) -> bool:
-        """One odometry pose T_odom_base: a graph node when the keyframe rules say so, then the hints that were
-        waiting for this stamp. Out-of-order stamps and other frames are refused and counted."""
+        """One odometry pose T_odom_base: checked by the odometry guard (disam_ros.posegraph.odometry_guard:
+        absurd positions, jumps and stamps out of order are refused; a jump that CONFIRM messages in a row continue
+        restarts the chain), a graph node when the keyframe rules say so, then the hints waiting for this stamp."""
         if frame_id and frame_id != self.cfg.odom_frame:
             self.reject("odometry_rejected", f"odometry in frame {clip(frame_id)}, not odom_frame "
                         f"'{self.cfg.odom_frame}': skipped; set parameter odom_frame")
             return False
+        verdict = self.guard.offer(t, position)
+        if not verdict.accept:
+            self.reject("odometry_rejected", verdict.reason)
+            return False
+        if verdict.reset:
+            self._reset_chain(verdict.reason)
+        elif verdict.reason:
+            self._warn(f"{verdict.reason}: {CONFIRM} messages in a row continue it, so the odometry goes on from there")
         try:
-            added = self.graph.add_odometry(t, position, quat) is not None
-        except ValueError as exc:  # out of order
+            node = self.graph.add_odometry(t, position, quat)
+        except ValueError as exc:  # the graph's own checks (the guard applies the same rules first)
             self.reject("odometry_rejected", f"odometry rejected: {one_line(exc)}")
             return False
         except Exception as exc:  # noqa: BLE001  (a restart at max_nodes solves)
+            self.counts["odometry_rejected"] += 1
             self.solver_error(exc)
             return False
+        self.counts["odometry_processed" if node is not None else "odometry_merged"] += 1
         self.last_odom_t = float(t)
-        return self._attach_pending(float(t)) or added
+        return self._attach_pending(float(t)) or node is not None
+
+    def _reset_chain(self, reason: str) -> None:
+        """A clock or odometry restart: the graph starts a new chain; hints waiting for the old clock go."""
+        self.graph.reset_chain()
+        self.counts["odometry_resets"] += 1
+        self.counts["hints_dropped"] += len(self.pending)
+        self.pending.clear()
+        self.last_odom_t = None
+        self.last_error = (f"{reason}: {CONFIRM} messages in a row continue it: odometry chain reset (a clock or "
+                           "odometry restart); the map frame re-anchors on the next agreeing hints")
+        self._warn(self.last_error)
 
     def _attach_pending(self, t: float) -> bool:
         ready = [h for h in self.pending if h.stamp <= t]

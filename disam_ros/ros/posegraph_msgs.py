@@ -18,7 +18,7 @@ from nav_msgs.msg import Odometry, Path
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from disam_ros.ros.messages import make_pose, sec_to_stamp, stamp_to_sec
+from disam_ros.ros.messages import make_pose, pose_is_finite, sec_to_stamp, stamp_to_sec
 
 try:
     from tf2_msgs.msg import TFMessage
@@ -141,6 +141,18 @@ def _marker(stamp: Time, frame_id: str, mid: int, kind: int, points: list[Point]
     m.scale.x = m.scale.y = m.scale.z = size
     m.color = ColorRGBA(r=rgba[0], g=rgba[1], b=rgba[2], a=rgba[3])
     return m
+
+
+def non_finite_output(position: Any, quat: Any, cov: Any, mo_position: Any, mo_quat: Any) -> str:
+    """'' when the corrected pose, its covariance and map->odom may be published, else what is not finite (a
+    NaN covariance with a finite pose was published before this check existed)."""
+    if not pose_is_finite(position, quat):
+        return "pose"
+    if not np.isfinite(np.asarray(cov, np.float64)).all():
+        return "covariance"
+    if not pose_is_finite(mo_position, mo_quat):
+        return "map->odom transform"
+    return ""
 
 
 def translation_norm(position: Any) -> float:

@@ -25,6 +25,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped
@@ -45,10 +46,12 @@ from disam_ros.ros import posegraph_msgs as PM
 from disam_ros.ros import posegraph_params as PP
 from disam_ros.ros.node_params import ConfigError, declare_all, one_line, refuse_unknown
 from disam_ros.ros.node_signals import StopSignals, fail
+from disam_ros.ros.posegraph_path import IncrementalPath
 
 NODE_NAME = PP.NODE_NAME
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 FLUSH_PERIOD_S = 0.1  # how often a held-back ~/path or ~/markers is checked for its period having passed
+ODOM_DEPTH = 1000  # odometry subscription queue: 10 s of 100 Hz odometry (DDS drops past it are not visible here)
 PUBLISHERS = ("pub_pose", "pub_path", "pub_markers", "pub_map_to_odom", "pub_tf")
 
 
@@ -71,6 +74,8 @@ class PoseGraphNode(LifecycleNode):
         self.config_error = ""
         self._due: dict[str, float] = {"path": -math.inf, "markers": -math.inf}  # next allowed publication
         self._dirty: set[str] = set()
+        self.path_cache: IncrementalPath | None = None
+        self.clock = time.monotonic  # periods of ~/path and ~/markers (a benchmark replays time faster)
         self.autostart = bool(self.get_parameter("autostart").value)
 
     def _dds_line(self, dds: env.DdsSettings | None) -> str:
@@ -107,6 +112,7 @@ class PoseGraphNode(LifecycleNode):
         cfg = self.cfg = PP.read_config(self)
         self.graph = PoseGraph(PoseGraphConfig(**cfg.graph_kwargs()))
         self.feed = F.GraphFeed(self.graph, cfg, self._log_warn, self._log_error)
+        self.path_cache = IncrementalPath(cfg.map_frame, cfg.max_path_poses)
         self._due = dict.fromkeys(self._due, -math.inf)
         out = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         pub = self.create_lifecycle_publisher  # silent unless active
@@ -130,8 +136,8 @@ class PoseGraphNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         rel = ReliabilityPolicy.RELIABLE if self.cfg.odom_qos == "reliable" else ReliabilityPolicy.BEST_EFFORT
-        self.sub_odom = self.create_subscription(Odometry, "odom", self._on_odom, QoSProfile(depth=100,
-                                                                                            reliability=rel))
+        self.sub_odom = self.create_subscription(Odometry, "odom", self._on_odom,
+                                                 QoSProfile(depth=ODOM_DEPTH, reliability=rel))
         self.sub_hint = self.create_subscription(String, "loop_closure", self._on_hint,
                                                  QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self.get_logger().info(f"active: odometry on {self.sub_odom.topic_name}, hints on "
@@ -176,7 +182,7 @@ class PoseGraphNode(LifecycleNode):
             if entity is not None:
                 destroy(entity)
                 setattr(self, name, None)
-        self.graph = self.feed = None
+        self.graph = self.feed = self.path_cache = None
 
     def close(self) -> None:
         if self.state != "finalized":
@@ -212,7 +218,8 @@ class PoseGraphNode(LifecycleNode):
 
     def _update_and_publish(self) -> None:
         """One incremental solve, then the corrected latest pose and map->odom (now), path and markers (when
-        their period has passed). A pose that is not finite is never published."""
+        their period has passed). A pose, covariance or transform that is not finite is never published: it is
+        counted (outputs_suppressed) instead."""
         try:
             self.last_update_ms = float(self.graph.update())
             t, position, quat, cov = self.graph.latest()
@@ -220,8 +227,9 @@ class PoseGraphNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001  (a solver failure must not end the node)
             self.feed.solver_error(exc)
             return
-        if not (M.pose_is_finite(position, quat) and M.pose_is_finite(mo_position, mo_quat)):
-            self.feed.solver_error(ValueError("the solve gave a non-finite pose: nothing published"))
+        bad = PM.non_finite_output(position, quat, cov, mo_position, mo_quat)
+        if bad:
+            self.feed.suppress(f"the solve gave a non-finite {bad} at {t:.3f} s: nothing published")
             return
         cfg = self.cfg
         self.pub_pose.publish(PM.pose_with_covariance(t, cfg.map_frame, position, quat, cov))
@@ -237,7 +245,7 @@ class PoseGraphNode(LifecycleNode):
         """Publish ~/path and ~/markers if they changed and their period has passed (timer and updates)."""
         if self.graph is None or not self._dirty:
             return
-        now = time.monotonic()
+        now = self.clock()
         periods = {"path": self.cfg.path_period_s, "markers": self.cfg.markers_period_s}
         for what in sorted(self._dirty):
             if now >= self._due[what]:
@@ -246,16 +254,20 @@ class PoseGraphNode(LifecycleNode):
                 self._publish(what)
 
     def _publish(self, what: str) -> None:
+        """~/path from the kept poses (IncrementalPath: bounded by max_path_poses), ~/markers from the newest
+        max_marker_closures closures' nodes (in the graph, else where the path last had them)."""
         try:
-            times, positions, quats = self.graph.trajectory()
             if what == "path":
-                self.pub_path.publish(PM.path(self.cfg.map_frame, times, positions, quats, self.cfg.max_path_poses))
-            else:
-                closures = list(self.graph.closures)
-                nodes = PM.closure_node_positions(closures, times, positions, self.cfg.closure_max_dt_s)
-                t = float(times[-1]) if len(times) else 0.0
-                self.pub_markers.publish(PM.markers(t, self.cfg.map_frame, closures, nodes,
-                                                    self.cfg.max_marker_closures))
+                self.pub_path.publish(self.path_cache.refresh(self.graph))
+                return
+            closures = list(self.graph.closures)[-self.cfg.max_marker_closures:]
+            nodes = np.array([c.node for c in closures], np.int64)
+            positions = self.graph.node_positions(nodes)
+            gone = ~np.isfinite(positions).all(axis=1)
+            positions[gone] = self.path_cache.positions_of(nodes[gone])
+            t = float(self.feed.last_odom_t or 0.0)
+            self.pub_markers.publish(PM.markers(t, self.cfg.map_frame, closures, positions,
+                                                self.cfg.max_marker_closures))
         except Exception as exc:  # noqa: BLE001  (a reporting bug must not stop the graph)
             self.feed.last_error = f"publishing ~/{what} failed: {type(exc).__name__}: {one_line(exc)}"
             self._log_error(self.feed.last_error)
@@ -275,7 +287,7 @@ class PoseGraphNode(LifecycleNode):
             if self.pub_diag is None:
                 return
             v = self.diagnostics_values()
-            bad = v["odometry_rejected"] + v["hints_rejected"] + v["update_errors"]
+            bad = v["odometry_rejected"] + v["hints_rejected"] + v["update_errors"] + v["outputs_suppressed"]
             level = DiagnosticStatus.WARN if bad else DiagnosticStatus.OK
             message = (f"{v['nodes']} nodes, {v['closures_accepted']} closures accepted, {v['closures_rejected']} "
                        f"rejected" + (f"; {bad} bad inputs or errors ({v['last_error']})" if bad else ""))

@@ -23,9 +23,10 @@ ROBUST = ("cauchy", "huber", "none")
 QOS = ("reliable", "best_effort")
 IDENTITY = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 
-# The PoseGraphConfig fields passed through unchanged (disam_ros.posegraph.graph.PoseGraphConfig).
+# The PoseGraphConfig fields passed through unchanged (disam_ros.posegraph.graph.PoseGraphConfig). All start at the
+# graph's defaults except max_nodes (NODE_MAX_NODES): the node adds a node per odometry message, at up to 100 Hz.
 GRAPH_FIELDS = ("robust", "robust_k", "odom_sigma_m_per_m", "odom_sigma_deg_per_m", "keyframe_m", "keyframe_deg",
-                "keyframe_s", "closure_max_dt_s", "max_nodes", "anchor_agree")
+                "keyframe_s", "closure_max_dt_s", "max_nodes", "anchor_agree", "max_odom_position_m")
 
 PARAMETERS: tuple[Param, ...] = (
     Param("map_frame", "map", "Frame of the corrected pose, path and markers, and parent of the published "
@@ -45,8 +46,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("publish_tf", True, "Publish map->odom on /tf (tf2_msgs/TFMessage, where tf2_msgs is installed); "
           "~/map_to_odom (geometry_msgs/TransformStamped) is published either way."),
     Param("max_path_poses", 5000, "~/path carries at most this many poses, the newest.", constraints=">= 1"),
-    Param("path_period_s", 1.0, "~/path at most once per this period (0 = after every update; a 5000-pose Path "
-          "takes ~150 ms to build in Python).", constraints=">= 0"),
+    Param("path_period_s", 1.0, "~/path at most once per this period (0 = after every update; each refresh reads "
+          "the newest max_path_poses nodes and rewrites the poses that moved).", constraints=">= 0"),
     Param("markers_period_s", 1.0, "~/markers at most once per this period (0 = after every update).",
           constraints=">= 0"),
     Param("max_marker_closures", 2000, "~/markers draws the newest this many closures.", constraints=">= 1"),
@@ -65,11 +66,20 @@ PARAMETERS: tuple[Param, ...] = (
     Param("keyframe_s", 0.0, "... or this time (0 = off).", constraints=">= 0"),
     Param("closure_max_dt_s", 0.5, "A hint attaches to the graph node within this time of its stamp, else it is "
           "refused and counted (hints_unmatched).", constraints="> 0"),
-    Param("max_nodes", 20000, "Graph nodes kept (older ones are dropped): bounded memory on long drives.",
-          constraints=">= 2"),
+    Param("max_nodes", 2000, "Graph nodes kept: past it the graph restarts at its newest node (its marginal "
+          "covariance as prior); bounded memory and a per-message cost that stays flat on long drives (iSAM2's "
+          "update grows with the graph: 20 s of 100 Hz odometry at 2000).", constraints=">= 2"),
     Param("anchor_agree", 2, "Hints from different map keyframes that must agree on map->odom before the graph "
           "trusts the map frame (1: the first hint does; one wrong first hint then moves the whole trajectory).",
           constraints=">= 1"),
+    Param("max_odom_position_m", 1e7, "Odometry farther than this from the odometry origin is refused "
+          "(odometry_rejected): not a physical pose, and it would overflow the chain.", constraints="> 0"),
+    Param("max_odom_speed_mps", 100.0, "Odometry that moved faster than this since the previous message is "
+          "refused as a jump, unless 3 messages in a row continue it (then the odometry chain is reset: "
+          "odometry_resets).", constraints="> 0"),
+    Param("max_odom_gap_s", 10.0, "A stamp more than this after the previous one (a clock jump) is refused, "
+          "unless 3 messages in a row continue it; a stamp before the previous one is refused the same way.",
+          constraints="> 0"),
     Param("autostart", True, "disam-posegraph configures and activates itself at start; false = stay "
           "unconfigured until a lifecycle manager drives it."),
 )
@@ -105,6 +115,9 @@ class PoseGraphNodeConfig:
     closure_max_dt_s: float
     max_nodes: int
     anchor_agree: int
+    max_odom_position_m: float
+    max_odom_speed_mps: float
+    max_odom_gap_s: float
     autostart: bool
 
     def graph_kwargs(self) -> dict[str, Any]:
@@ -131,7 +144,8 @@ def check_value(name: str, value: Any) -> Any:
     elif name == "robust" and value not in ROBUST:
         raise ValueError(f"robust {value!r} is not valid: use one of {', '.join(ROBUST)}")
     elif name in ("unverified_sigma_m", "unverified_sigma_deg", "robust_k", "odom_sigma_m_per_m",
-                  "odom_sigma_deg_per_m", "closure_max_dt_s", "diagnostics_period_s") and value <= 0.0:
+                  "odom_sigma_deg_per_m", "closure_max_dt_s", "diagnostics_period_s", "max_odom_position_m",
+                  "max_odom_speed_mps", "max_odom_gap_s") and value <= 0.0:
         raise ValueError(f"parameter '{name}' must be > 0, got {value}")
     elif name in ("keyframe_m", "keyframe_deg", "keyframe_s", "path_period_s", "markers_period_s") and value < 0.0:
         raise ValueError(f"parameter '{name}' must be >= 0 (0 = off), got {value}")
