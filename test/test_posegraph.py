@@ -361,9 +361,15 @@ def test_bench_runs_and_reports(tmp_path, capsys):
     from disam_ros import bench
 
     out = tmp_path / "pg.json"
-    assert bench.main(["posegraph", "--nodes", "300", "--json", str(out)]) == 0
-    assert "update ms (median)" in capsys.readouterr().out.splitlines()[0]
-    row = json.loads(out.read_text())["results"][0]
+    assert bench.main(["posegraph", "--nodes", "300", "--messages", "150", "--hint-every", "50", "--json",
+                       str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "update ms (median)" in text.splitlines()[0] and "median ms / message" in text
+    blob = json.loads(out.read_text())
+    [per] = blob["per_message"]  # through the node: every message processed, counted, finite
+    assert (per["messages"], per["odometry_received"], per["odometry_processed"], per["hints"]) == (150, 150, 150, 2)
+    assert per["outputs_suppressed"] == 0 and 0 < per["median_ms"] <= per["p95_ms"] <= per["max_ms"]
+    row = blob["results"][0]
     assert row["nodes"] == 300 and row["closures"] == 29 and row["outliers"] == 1
     assert row["rejected_outliers"] == 1 and row["rejected_inliers"] == 0
     assert row["update_ms"] > 0 and row["rms_error_m"] < 0.2 < 2.0 < row["odometry_rms_error_m"]

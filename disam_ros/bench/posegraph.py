@@ -7,15 +7,25 @@ from its covariance (5 cm, 0.5 deg), and every `--outlier-every`-th closure is w
 saying the body is right there). Timed: `PoseGraph.update()` after each node (what a node does per odometry
 message at the keyframe rate), median and p90 over all frames and over the closure frames. Accuracy columns say
 the work was real: final RMS position error of the graph and of the odometry, closures the kernel rejected.
-Target (issue 28): <= 5 ms median per frame.
+Target: <= 5 ms median per frame.
+
+Per message (`--messages`, default 1k / 10k / 100k): the same block lapped at 10 m/s by 100 Hz odometry (0.1 m
+between messages, every message a node), fed to a real PoseGraphNode in this process (its callbacks called
+directly, no DDS peer: what is timed is the node's own work per message, solve, checks, messages and
+publications included; ~/path and ~/markers follow their 1 s periods on the drive's clock). A verified hint
+every `--hint-every` messages, every `--outlier-every`-th wrong. Reported: median, p95, p99, max and mean ms per
+odometry message (must stay flat as the drive grows), ms per hint, and the node's own count of what it processed.
 
 GTSAM's pip wheel is built without TBB, so iSAM2 runs on one thread whatever OMP/TBB variables say; the JSON
 records whether a TBB library was loaded at all (`tbb_loaded`).
 """
 from __future__ import annotations
 
+import json
 import math
 import statistics
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +58,9 @@ def lap_pose(s: float) -> tuple[np.ndarray, np.ndarray]:
     raise AssertionError("unreachable")
 
 
-def drive(nodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """True positions, quats and the odometry's, for `nodes` 1 m steps."""
-    poses = [lap_pose(float(i)) for i in range(nodes)]
+def drive(nodes: int, step_m: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """True positions, quats and the odometry's, for `nodes` steps of step_m metres."""
+    poses = [lap_pose(i * step_m) for i in range(nodes)]
     p, q = np.array([x for x, _ in poses]), rot_to_quat(np.array([R for _, R in poses]))
     return (p, q, *drifting_odometry(p, q, ODOMETRY))
 
@@ -60,11 +70,12 @@ def keyframe(k: int) -> tuple[np.ndarray, np.ndarray]:
     return p + R @ KEY_SIDE, rot_to_quat(R)
 
 
-def closure_args(i: int, p: np.ndarray, q: np.ndarray, wrong: bool, rng: np.random.Generator) -> tuple:
-    """(keyframe id, its pose, relative pose, relative covariance) for node i: the nearest keyframe seeing a pose
-    drawn from CLOSURE_COV around the truth, or a keyframe 50 m on when wrong."""
+def closure_args(i: int, p: np.ndarray, q: np.ndarray, wrong: bool, rng: np.random.Generator,
+                 step_m: float = 1.0) -> tuple:
+    """(keyframe id, its pose, relative pose, relative covariance) for node i (step_m metres apart): the nearest
+    keyframe seeing a pose drawn from CLOSURE_COV around the truth, or a keyframe 50 m on when wrong."""
     keys = 2 * sum(BLOCK) // KEY_SPACING
-    k = (round((i % (2 * sum(BLOCK))) / KEY_SPACING) + (10 if wrong else 0)) % keys
+    k = (round(((i * step_m) % (2 * sum(BLOCK))) / KEY_SPACING) + (10 if wrong else 0)) % keys
     kp, kq = keyframe(k)
     if wrong:
         return k, kp, kq, np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0]), relative_covariance(CLOSURE_COV, kq)
@@ -106,6 +117,113 @@ def run(nodes: int, closure_every: int, outlier_every: int, robust: str) -> dict
             "odometry_rms_error_m": float(np.sqrt(np.mean(np.sum((op - p) ** 2, axis=1))))}
 
 
+NODE_STEP_M, NODE_DT_S, T0 = 0.1, 0.01, 1000.0  # 100 Hz odometry at 10 m/s
+
+
+def hint_text(t: float, args: tuple) -> str:
+    """A verified schema-2 hint as the localizer writes it (the keys hint_parse reads)."""
+    from disam_ros.ros.messages import LOOP_CLOSURE_SCHEMA, sec_to_stamp
+
+    k, kp, kq, rp, rq, rcov = args
+    stamp = sec_to_stamp(t)
+    nums = lambda a: [float(v) for v in np.reshape(a, -1)]  # noqa: E731
+    pose_p = kp + quat_to_rot(kq) @ rp
+    pose_q = rot_to_quat(quat_to_rot(kq) @ quat_to_rot(rq))
+    return json.dumps({"schema": LOOP_CLOSURE_SCHEMA, "query_stamp": t,
+                       "query_stamp_ns": stamp.sec * 10**9 + stamp.nanosec, "map_index": k,
+                       "map_name": f"{k:06d}.png", "frame_id": "map", "verified": True, "position": nums(pose_p),
+                       "orientation_xyzw": nums(pose_q), "keyframe_index": k, "keyframe_position": nums(kp),
+                       "keyframe_orientation_xyzw": nums(kq), "relative_position": nums(rp),
+                       "relative_orientation_xyzw": nums(rq), "relative_covariance": nums(rcov)})
+
+
+def odometry_msg(t: float, position: np.ndarray, quat: np.ndarray) -> object:
+    from nav_msgs.msg import Odometry
+    from std_msgs.msg import Header
+
+    from disam_ros.ros.messages import make_pose, sec_to_stamp
+
+    msg = Odometry(header=Header(stamp=sec_to_stamp(t), frame_id="odom"), child_frame_id="base_link")
+    msg.pose.pose = make_pose(position, quat)
+    return msg
+
+
+def run_node(messages: int, hint_every: int, outlier_every: int, max_nodes: int | None = None) -> dict:
+    """Per-message cost of a real PoseGraphNode fed a 100 Hz drive in-process (module docstring)."""
+    from disam_ros.ros import env
+
+    env.isolated_env()  # before rclpy starts: loopback discovery, a private domain
+    import rclpy
+    from std_msgs.msg import String
+
+    from disam_ros.ros.posegraph_node import PoseGraphNode
+
+    p, q, op, oq = drive(messages, NODE_STEP_M)
+    rng = np.random.default_rng(1)
+    ctx = rclpy.Context()
+    rclpy.init(args=[], context=ctx)
+    node, now = None, [0.0]
+    try:
+        cli = [] if max_nodes is None else ["--ros-args", "-p", f"max_nodes:={int(max_nodes)}"]
+        node = PoseGraphNode(context=ctx, namespace=f"pg_bench_{uuid.uuid4().hex[:6]}", cli_args=cli)
+        node.clock = lambda: now[0]  # ~/path and ~/markers periods on the drive's clock, not the bench's
+        node.start()
+        odom_ms, hint_ms, hints, wrong = [], [], 0, 0
+        for i in range(messages):
+            t = T0 + i * NODE_DT_S
+            now[0] = i * NODE_DT_S
+            msg = odometry_msg(t, op[i], oq[i])
+            t0 = time.perf_counter()
+            node._on_odom(msg)
+            odom_ms.append(1e3 * (time.perf_counter() - t0))
+            if hint_every and i and i % hint_every == 0:
+                hints += 1
+                bad = bool(outlier_every) and hints % outlier_every == 0
+                wrong += bad
+                text = String(data=hint_text(t, closure_args(i, p, q, bad, rng, NODE_STEP_M)))
+                t0 = time.perf_counter()
+                node._on_hint(text)
+                hint_ms.append(1e3 * (time.perf_counter() - t0))
+        v = node.diagnostics_values()
+        _, position, _, _ = node.graph.latest()
+        used_max_nodes = node.cfg.max_nodes
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.shutdown(context=ctx)
+    a = np.asarray(odom_ms)
+    return {"messages": messages, "max_nodes": used_max_nodes, "hints": hints, "wrong_hints": wrong,
+            "median_ms": float(np.median(a)),
+            "p95_ms": float(np.percentile(a, 95)), "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max()),
+            "mean_ms": float(a.mean()), "hint_median_ms": float(np.median(hint_ms)) if hint_ms else None,
+            "hint_p95_ms": float(np.percentile(hint_ms, 95)) if hint_ms else None,
+            "odometry_received": v["odometry_received"], "odometry_processed": v["odometry_processed"],
+            "odometry_merged": v["odometry_merged"], "odometry_rejected": v["odometry_rejected"],
+            "outputs_suppressed": v["outputs_suppressed"], "graph_nodes": v["nodes"],
+            "closures_accepted": v["closures_accepted"], "closures_rejected": v["closures_rejected"],
+            "final_error_m": float(np.linalg.norm(position - p[-1])),
+            "odometry_final_error_m": float(np.linalg.norm(op[-1] - p[-1]))}
+
+
+def format_node_table(rows: list[dict]) -> str:
+    head = ("| messages (100 Hz) | hints (wrong) | **median ms / message** | **p95 ms** | p99 ms | max ms | mean ms | "
+            "hint median / p95 ms | processed / received | graph nodes | final error m | odometry final error m |")
+    lines = [head, "|" + "---|" * 12]
+    for r in rows:
+        h = "-" if r["hint_median_ms"] is None else f"{r['hint_median_ms']:.2f} / {r['hint_p95_ms']:.2f}"
+        lines.append(f"| {r['messages']} | {r['hints']} ({r['wrong_hints']}) | {r['median_ms']:.2f} | "
+                     f"{r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['mean_ms']:.2f} | {h} | "
+                     f"{r['odometry_processed']} / {r['odometry_received']} | {r['graph_nodes']} | "
+                     f"{r['final_error_m']:.3f} | {r['odometry_final_error_m']:.2f} |")
+    return "\n".join(lines)
+
+
+def sizes(text: str) -> list[int]:
+    """'1000,10000' -> [1000, 10000]; '0' -> [] (no rows of that kind)."""
+    return [] if text.strip() == "0" else int_list(text)
+
+
 def tbb_loaded() -> bool | None:
     """Whether any TBB library is mapped into this process (Linux); None where that cannot be read."""
     try:
@@ -128,20 +246,29 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog="disam-bench posegraph", description=__doc__.splitlines()[0])
-    p.add_argument("--nodes", type=int_list, default=[2000], help="drive lengths in nodes, 1 m apart (default 2000)")
+    p.add_argument("--nodes", type=sizes, default=[2000],
+                   help="drive lengths in nodes, 1 m apart (default 2000; 0 for none)")
     p.add_argument("--closure-every", type=non_negative_int, default=10,
                    help="a loop closure every N nodes, 0 for none (default 10)")
     p.add_argument("--outlier-every", type=non_negative_int, default=20,
                    help="every N-th closure is wrong, 0 for none (default 20)")
     p.add_argument("--robust", choices=["cauchy", "huber", "none"], default="cauchy", help="kernel (default cauchy)")
     p.add_argument("--repeat", type=positive_int, default=1, help="runs per size; the fastest median is kept")
+    p.add_argument("--messages", type=sizes, default=[1000, 10000, 100000],
+                   help="per-message rows: drive lengths in 100 Hz odometry messages through the node, each a "
+                        "node (default 1000,10000,100000; 0 for none)")
+    p.add_argument("--hint-every", type=non_negative_int, default=100,
+                   help="per-message rows: a verified hint every N messages, 0 for none (default 100: 1 Hz)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON here")
     args = p.parse_args(argv)
     rows = []
     for n in args.nodes:
         runs = [run(n, args.closure_every, args.outlier_every, args.robust) for _ in range(args.repeat)]
         rows.append({**min(runs, key=lambda r: r["update_ms"]), "threads": 1, "device": "cpu"})
-    emit("posegraph", rows, format_table(rows), args.json, tbb_loaded=tbb_loaded())
+    node_rows = [{**run_node(n, args.hint_every, args.outlier_every), "device": "cpu"} for n in args.messages]
+    table = format_table(rows) + ("\n\nPer odometry message, through the node:\n" + format_node_table(node_rows)
+                                  if node_rows else "")
+    emit("posegraph", rows, table, args.json, tbb_loaded=tbb_loaded(), per_message=node_rows)
     return 0
 
 
