@@ -17,7 +17,7 @@ SUITES = {
     "sequence": ("disam_ros.bench.sequence", "sequence localizer update time per map size and mode"),
     "condition": ("disam_ros.bench.condition", "per-frame latency the condition recogniser (auto) adds, CPU"),
     "verify": ("disam_ros.bench.verify", "per-frame cost of geometric verification + metric pose, 640x480, CPU"),
-    "real": ("disam_ros.bench.real", "any checkpoint on every real image set, raw pixels and untrained encoders beside"),
+    "real": ("disam_ros.bench.real", "a checkpoint on every real image set, beside raw pixels and untrained encoders"),
     "threads": ("disam_ros.bench.threads", "the runtime's CPU work at 1, 2, 4 and all threads (the default's table)"),
     "posegraph": ("disam_ros.bench.posegraph", "pose-graph (iSAM2) update time per odometry node, 1 thread, CPU"),
 }
