@@ -35,9 +35,10 @@ from nav_msgs.msg import Path as PathMsg  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from disam_ros.bench.posegraph import NODE_DT_S, NODE_STEP_M, T0, closure_args, drive, hint_text, odometry_msg  # noqa: E402,E501
+from disam_ros.bench.posegraph import closure_args, drive  # noqa: E402
 from disam_ros.ros.client import DdsPeer  # noqa: E402
 from disam_ros.ros.messages import stamp_to_sec  # noqa: E402
+from disam_ros.ros.posegraph_drive import NODE_DT_S, NODE_STEP_M, T0, hint_text, odometry_msg  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LAP_MESSAGES = 2000  # the drive repeats a 200 m lap (2000 messages at 0.1 m): ground truth for hints stays exact
