@@ -32,3 +32,25 @@ def test_build_map_accepts_a_shipped_name():
     args = build_parser().parse_args(["--dataset", "W", "--condition", "sunny", "--coarse", "real",
                                       "--fine", "demo-fine", "--out", "M"])
     assert args.coarse == shipped_path("real") and args.fine == shipped_path("demo-fine")
+
+
+def test_the_real_default_keeps_the_untrained_small_start_on_the_map_side():
+    """real_anchor: the summer encoder is the seed-0 untrained small start (frozen), stored in float16; only the
+    winter encoder was trained. Recomputed here from the seed, independently of the file."""
+    import torch
+
+    from disam_ros.model import DisamNet, preset
+    from disam_ros.training.start import share_initialisation
+
+    enc = Encoder.from_checkpoint(shipped_path("real"), device="cpu")
+    assert enc.config.image_size == 128 and tuple(enc.domains) == ("summer", "winter")
+    torch.manual_seed(0)
+    start = DisamNet(preset("small", ("summer", "winter")))
+    share_initialisation(start)
+    x = torch.rand(2, 3, 128, 128) * 2 - 1
+    with torch.no_grad():
+        want = start.encode(x, "summer")
+        got_summer, got_winter = enc.encode(x, "summer").float(), enc.encode(x, "winter").float()
+    scale = want.abs().max()
+    assert (got_summer - want).abs().max() <= 1e-2 * scale  # float16 storage of the same weights
+    assert (got_winter - want).abs().max() > 5e-2 * scale  # the winter encoder learned
