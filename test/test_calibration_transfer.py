@@ -127,3 +127,24 @@ def test_folds_below_two_are_refused_in_one_line(source_map, tmp_path, capsys):
     err = _one_line_error(["--map", str(source_map), "--dataset", str(tmp_path), "--conditions", "a", "--folds",
                            "1"], capsys)
     assert "--folds 1" in err and "at least 2" in err
+
+
+def test_a_copy_takes_the_sources_tracker_settings_unless_others_are_written(tmp_path, capsys):
+    """A source fitted with non-default settings (max speed 30 m/s, window 7): a plain copy takes them (no need to
+    repeat them by hand); a setting written on the command line that differs is still refused."""
+    import dataclasses
+
+    from disam_ros.tracking.sequence import SequenceConfig
+
+    fitted = config_summary(TrackerConfig(sequence=SequenceConfig(max_speed_mps=30.0, window_frames=7)))
+    path, _ = table_map(tmp_path / "source", 0, 3.0, SHA_A)
+    write_calibration(path, dataclasses.replace(SOURCE_CAL, config=fitted))
+    target, _ = table_map(tmp_path / "target", 5, 4.0, SHA_A)
+    assert calibrate_cli.main(["--map", str(target), "--from-map", str(path)]) == 0
+    capsys.readouterr()
+    got = LocalizationMap.load(target).calibration.config["sequence"]
+    assert (got["max_speed_mps"], got["window_frames"]) == (30.0, 7)
+    assert calibrate_cli.main(["--map", str(target), "--from-map", str(path), "--max-speed-mps=30"]) == 0  # same
+    capsys.readouterr()
+    err = _one_line_error(["--map", str(target), "--from-map", str(path), "--window-frames", "5"], capsys)
+    assert "other tracker settings (window_frames)" in err and "drop those options" in err

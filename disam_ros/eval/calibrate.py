@@ -290,15 +290,23 @@ def check_from_map_args(args: argparse.Namespace) -> None:
                          "fitting one)")
 
 
-def copy_calibration(args: argparse.Namespace) -> MapCalibration:
-    """--from-map: SOURCE's calibration re-targeted to --map (calibration_transfer), refused in one line when
-    the tracker settings given differ from those SOURCE was fitted with."""
+def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """Destinations of the options written on the command line (`--x v` or `--x=v`), defaults left out."""
+    words = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    return {a.dest for a in parser._actions if words & set(a.option_strings)}
+
+
+def copy_calibration(args: argparse.Namespace, given: set[str] | None = None) -> MapCalibration:
+    """--from-map: SOURCE's calibration re-targeted to --map (calibration_transfer). The copy holds for the settings
+    SOURCE was fitted with and takes them; a tracker setting written on the command line (`given`; None: every
+    one) that differs from them is refused in one line."""
     source, target = LocalizationMap.load(args.from_map), LocalizationMap.load(args.map)
     try:
         cal = transfer_calibration(source, target, str(args.from_map), str(args.map))  # model checked first
-        if differ := settings_mismatch(cal, config_summary(tracker_config(args))):
+        differ = settings_mismatch(cal, config_summary(tracker_config(args)))
+        if differ := [k for k in differ if given is None or k in given]:
             raise ValueError(f"{args.from_map} was calibrated with other tracker settings ({', '.join(differ)}): "
-                             "pass the same ones (see its calibration.json config), or calibrate --map itself")
+                             "drop those options to take its own, or calibrate --map itself")
         return cal
     finally:
         source.close()
@@ -306,7 +314,9 @@ def copy_calibration(args: argparse.Namespace) -> MapCalibration:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="disam-calibrate: %(levelname)s: %(message)s")
     try:
         check_args(args)
@@ -315,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"disam-calibrate: {'removed the calibration of' if done else 'no calibration in'} {args.map}")
             return 0
         if args.from_map is not None:
-            cal = copy_calibration(args)
+            cal = copy_calibration(args, given_options(parser, argv))
             path = write_calibration(args.map, cal)
             print(f"disam-calibrate: {cal.source}\ncalibration: {path}")
             return 0
