@@ -88,3 +88,17 @@ def test_missing_data_is_one_line(tmp_path, capsys):
     assert se.main(["--data", str(tmp_path), "--sets", "pixels"]) == 2
     err = capsys.readouterr().err.strip()
     assert "expected summer/ and winter/" in err and "\n" not in err, err
+
+
+def test_the_table_leaves_nees_out_and_says_why():
+    """Nordland's places are frame numbers shared by map and queries: NEES is not meaningful there, so the table
+    names that in one line instead of printing a column of zeros (the JSON keeps the values)."""
+    from disam_ros.eval.sequence_eval import render
+
+    row = {"set": "s", "mode": "sequence", "r1": 0.5, "coverage": 0.25, "expected": 0.99, "precision": 1.0,
+           "right": 2, "published": 2, "cv_coverage": 0.2, "cv_delivered": 1.0, "feature": "mass", "ece": 0.01,
+           "ece_fit": 0.02, "nees_mean": 0.0, "nees_median": 0.0, "update_ms_median": 0.18}
+    text = render([row])
+    assert "NEES mean" not in text.splitlines()[0]
+    assert text.splitlines()[-1].startswith("NEES: not shown (frame-number places")
+    assert "| s | sequence | 50.0 % | 25.0 % | 99.0 % | 100.0 % (2/2) | 20.0 % / 100.0 % | mass |" in text
