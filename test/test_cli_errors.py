@@ -1,4 +1,4 @@
-"""Every command line fails with ONE line on stderr and exit status 2: never a traceback, never a hang (issue 12).
+"""Every command line fails with ONE line on stderr and exit status 2: never a traceback, never a hang.
 
 Each case runs a real entry point (`main(argv)` in this process, or the installed console script) on real
 files: a path whose parent is a regular file stands for an unwritable output, because tests run as root and

@@ -1,4 +1,4 @@
-"""Compact-in-RAM maps with a full-resolution fine re-rank (the `*-full` modes, issue 16).
+"""Compact-in-RAM maps with a full-resolution fine re-rank (the `*-full` modes).
 
 The coarse stage is PCA'd (and faiss-indexed for ivf/hnsw); the fine features are full resolution float16 on
 disk and memory-mapped. These tests check the re-rank on the memory-mapped rows against the same map held in

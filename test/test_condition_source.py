@@ -1,4 +1,4 @@
-"""The relocalizer's condition sources (issue 13): `auto` picks the domain the recogniser sees over the clock
+"""The relocalizer's condition sources: `auto` picks the domain the recogniser sees over the clock
 rule's, holds it with hysteresis, forgets it on reset; `auto` without a recogniser is `clock` with a warning;
 `fixed` uses `domain`. Real map, real micro models, and a real recogniser trained on the first half of the tiny
 world's drives (the frames the tests feed are the second half: held out)."""

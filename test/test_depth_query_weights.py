@@ -1,4 +1,4 @@
-"""Per-query-condition fusion weights (issue 14): a query scales its own two parts so that, against a map of
+"""Per-query-condition fusion weights: a query scales its own two parts so that, against a map of
 weight w, it scores w_q <a, a'> + (1 - w_q) cos(d, d'); the branch record (version 2) carries the weights and
 version-1 records still read; and the decoder conditioned on the condition (FiLM of its first layer, zero at the
 start). Expected values are worked out by hand in the comments.

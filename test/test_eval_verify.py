@@ -1,4 +1,4 @@
-"""Evaluation of verified, refined poses (issue 26): on a rendered drive with a depth-geometry map, `disam-eval`
+"""Evaluation of verified, refined poses: on a rendered drive with a depth-geometry map, `disam-eval`
 scores the retrieval-only pose (the answered map place's) beside the published, refined one, and every number
 of the new rows follows from the per-frame records; `--no-verify` gives the retrieval-only rows alone. Online,
 the rows come from the nodes' loop-closure hints, checked on hand-made hints against hand-computed values."""

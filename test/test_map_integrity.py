@@ -144,7 +144,7 @@ def test_verify_agrees_with_the_node_on_every_manifest_edit(small_map, tmp_path,
     ("a file outside the map", ("files", "../../etc/passwd"), {"bytes": 0, "sha256": "0" * 64}),
 ])
 def test_known_bad_edits_are_refused_by_both(small_map, tmp_path, capsys, label, path, value):
-    """Edits the node refused while --verify passed them (issue 12), and a missing hash the node accepted."""
+    """Edits the node refused while --verify passed them, and a missing hash the node accepted."""
     d = tmp_path / "map"
     shutil.copytree(small_map["map"], d)
     (d / "manifest.json").write_text(json.dumps(_mutated(small_map["manifest"], path, value)))

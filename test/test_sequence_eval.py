@@ -1,4 +1,4 @@
-"""Issue 10's Nordland target through `disam-sequence-eval`'s own code path, on the real held-out half.
+"""The Nordland sequence target through `disam-sequence-eval`'s own code path, on the real held-out half.
 
 SeqSLAM's patch-normalised pixels are weak single-frame features (about a quarter right); the sequence filter
 must lift them above 90 % and publish, at the threshold chosen on the FIRST half, only right poses."""
