@@ -10,12 +10,12 @@ oversubscription costs.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from disam_ros.bench.model import _median_ms
 from disam_ros.bench.output import emit
 from disam_ros.cliutil import OneLineParser
 from disam_ros.model import Encoder
@@ -25,13 +25,8 @@ from disam_ros.threads import DEFAULT_MAX_THREADS, available_cpus, default_threa
 
 
 def median_ms(fn: Callable[[], object], reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+    """Median ms of `reps` calls after one warm-up (the model suite's timer, on the CPU)."""
+    return _median_ms(fn, torch.device("cpu"), reps)
 
 
 def thread_counts(text: str) -> list[int]:
