@@ -216,3 +216,66 @@ def test_replay_of_a_missing_bag_is_one_line_exit_2(tmp_path):
     missing = tmp_path / "no_such_bag"
     assert out.stderr.strip().splitlines() == [
         f"disam-replay: error: {missing}: bag not found; pass a rosbag2 directory or a ROS 1 .bag file"]
+
+
+def test_paced_replay_waits_at_each_frame_and_keeps_the_bag_order(bag, ros_context):
+    """A gate on the image topic (what `--pace answer` uses): the player stops after each frame until the gate
+    returns, and by then the consumer has every message logged up to that frame (CameraInfo and poses included)
+    and none after it; every topic arrives in the bag's order."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    from disam_ros.ros.replay import reliable_qos
+
+    ctx, make = ros_context
+    reader = bags.open_bag(bag)
+    try:
+        order = [(c.topic, log_ns) for c, log_ns, _ in reader.messages()]
+    finally:
+        reader.close()
+    player = BagPlayer(make("paced_player"), bag, rate=float("inf"), clock=False)
+    consumer, received, cv = make("paced_consumer"), [], threading.Condition()
+
+    def listen(topic: str):
+        def on_message(msg) -> None:
+            with cv:
+                received.append((topic, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec))
+                cv.notify_all()
+        return on_message
+
+    types = {c.topic: c.msgtype for c in player.connections}
+    for topic in TOPICS:
+        consumer.create_subscription(message_class(types[topic]), topic, listen(topic), reliable_qos())
+
+    class Gate:
+        def __init__(self) -> None:
+            self.topics, self.seen = ("/camera/image_raw",), []
+
+        def __call__(self, topic: str, log_ns: int) -> None:
+            upto = order.index((topic, log_ns)) + 1
+            with cv:  # the consumer's own messages are the event: no fixed sleep
+                assert cv.wait_for(lambda: len(received) >= upto, timeout=20), (upto, received)
+                self.seen.append(list(received))
+
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(consumer)
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [executor.spin_once(0.05) for _ in iter(stop.is_set, True)])
+    spinner.start()
+    gate = Gate()
+    try:
+        player.wait_for_subscribers(timeout_s=20)
+        stats = player.play(gate=gate)
+        with cv:
+            assert cv.wait_for(lambda: len(received) == len(order), timeout=20), received
+    finally:
+        stop.set()
+        spinner.join()
+        executor.shutdown()
+        player.close()
+    assert stats.published == dict.fromkeys(TOPICS, FRAMES)
+    images = [i for i, (t, _) in enumerate(order) if t == "/camera/image_raw"]
+    assert len(gate.seen) == FRAMES
+    for k, snapshot in zip(images, gate.seen):  # exactly the bag up to this frame: the player waited at it
+        assert sorted(snapshot) == sorted(order[: k + 1])
+    for topic in TOPICS:
+        assert [m for m in received if m[0] == topic] == [m for m in order if m[0] == topic]
