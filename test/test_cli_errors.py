@@ -113,6 +113,9 @@ def test_launch_reports_a_signal_death_as_128_plus_n(tiny_eval_world):
     ("empty_conditions", "lists nothing"),
     ("size_not_a_number", "'abc' is not WIDTHxHEIGHT in pixels >= 16"),
     ("zero_rate", "'0' is not a number > 0"),
+    ("rate_while_paced", "--rate 0.4 sets the real-time replay's speed: add --pace realtime"),  # else ignored
+    ("unknown_pace", "invalid choice: 'fast'"),
+    ("zero_frame_timeout", "'0' is not a number > 0"),
     ("corrupt_checkpoint", "truncated or corrupt"),
 ])
 def test_demo_bad_arguments(case, words, a_file, tmp_path, capsys):
@@ -125,6 +128,9 @@ def test_demo_bad_arguments(case, words, a_file, tmp_path, capsys):
         "empty_conditions": ["--workdir", work, "--conditions", ","],
         "size_not_a_number": ["--workdir", work, "--size", "abc"],
         "zero_rate": ["--workdir", work, "--rate", "0"],
+        "rate_while_paced": ["--workdir", work, "--rate", "0.4"],
+        "unknown_pace": ["--workdir", work, "--pace", "fast"],
+        "zero_frame_timeout": ["--workdir", work, "--frame-timeout", "0"],
         "corrupt_checkpoint": ["--workdir", work, "--coarse", str(a_file), "--quick"],
     }[case]
     assert words in one_line_error(demo_main, argv, capsys)

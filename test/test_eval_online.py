@@ -26,7 +26,7 @@ def test_online_equals_offline(tiny_eval_world, tmp_path):
         drives.append(Drive(cond, bag, world_weather(w["world"], cond), topic, compressed))
 
     with open(tmp_path / "node.log", "w") as log:
-        online, queries, answers = evaluate_online(w["map"], drives, tmp_path / "online", rate=2.0, device="cpu",
+        online, queries, answers = evaluate_online(w["map"], drives, tmp_path / "online", device="cpu",
                                                    log=log)
     reloc = Relocalizer.from_map(w["map"], RelocalizerConfig(search=SearchConfig(device="cpu")))
     groups = [QueryGroup(d.condition, d.weather, list(bag_queries(d.bag, d.condition))) for d in drives]
@@ -41,3 +41,37 @@ def test_online_equals_offline(tiny_eval_world, tmp_path):
     assert all(a.latency_s is not None and 0 < a.latency_s < 10 for a in answers)
     counts = {t.topic: t.count for t in bag_info(tmp_path / "online" / "node_outputs").topics}
     assert counts["/disam_localizer/loop_closure"] == counts["/disam_localizer/pose"] == 20
+
+
+def test_paced_replay_answers_every_frame_of_a_slow_node(tiny_eval_world, tmp_path):
+    """A node made slow on purpose (max_rate_hz: at most 2 frames a second) drops most frames of a drive replayed
+    as fast as possible; paced by its answers (the default) it drops none and answers every frame, and a frame
+    that waits longer than the per-frame timeout is counted and reported, not silently lost."""
+    from disam_ros.ros.online_eval import Drive, camera_topic, evaluate_online_modes, losses_line
+    from disam_ros.ros.pace import PACED, Pace
+
+    w, bag = tiny_eval_world, tmp_path / "bags" / "sunny_repeat"
+    write_folder_bag(w["world"], "sunny_repeat", bag, BagWriteOptions(compression="png"))
+    drive = Drive("sunny_repeat", bag, world_weather(w["world"], "sunny_repeat"), *camera_topic(bag))
+    frames = len(list(bag_queries(bag, "sunny_repeat")))
+
+    def run(pace: Pace, name: str):
+        with open(tmp_path / f"{name}.log", "w") as log:
+            runs, _ = evaluate_online_modes(w["map"], [drive], tmp_path / name, ("single",), pace, device="cpu",
+                                            node_params={"max_rate_hz": 2.0}, log=log)
+        return runs["single"], (tmp_path / f"{name}.log").read_text()[-2000:]
+
+    paced, log = run(PACED, "paced")
+    assert (paced.dropped, paced.timed_out) == (0, []), log
+    assert sum(a.index is not None for a in paced.answers) == frames == 10, log
+    assert losses_line({"single": paced}) == "single 0 dropped, 0 past the timeout"
+
+    burst, log = run(Pace("realtime", rate=3.0), "realtime")  # frames 0.1 s apart: drops are still counted
+    answered = sum(a.index is not None for a in burst.answers)
+    assert burst.dropped > 0 and answered == frames - burst.dropped and burst.timed_out == [], log
+
+    hurried, log = run(Pace(frame_timeout_s=0.05), "timeout")  # shorter than the node's 0.5 s between frames
+    answered = sum(a.index is not None for a in hurried.answers)
+    assert hurried.timed_out and len(set(hurried.timed_out)) == len(hurried.timed_out) <= frames, log
+    assert hurried.dropped > 0 and answered == frames - hurried.dropped, log
+    assert f"{len(hurried.timed_out)} past the timeout" in losses_line({"single": hurried})

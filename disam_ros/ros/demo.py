@@ -4,7 +4,8 @@
 2. build the map from the reference drive with the shipped demo weights;
 3. write each query drive as a rosbag2 (CompressedImage + CameraInfo + ground-truth pose);
 4. start two localizer nodes, one in sequence mode (the default: a Bayes filter over the drive) and one in
-   single-frame mode (the paper's retrieval), replay the bags into both at once over DDS (loopback), record
+   single-frame mode (the paper's retrieval), replay the bags into both at once over DDS (loopback; by default
+   each frame waits for both nodes' answers, so the figures do not depend on how busy the machine is), record
    what they publish;
 5. score them per condition and write the report (Markdown, JSON, plots): the detailed tables for the
    sequence node, both modes side by side (R@1, coverage, precision, ECE, NEES), and at the end the
@@ -27,10 +28,10 @@ from disam_ros.cliutil import (
     name_list,
     os_error_line,
     output_dir_error,
-    positive_float,
     positive_int,
 )
 from disam_ros.ros import env
+from disam_ros.ros.pace import add_pace_options, pace_from_args
 from disam_ros.shipped import ASSETS
 
 QUERY_CONDITIONS = ("sunny_repeat", "overcast", "dusk", "night", "snow", "fog", "rain", "summer", "autumn")
@@ -87,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=positive_int, help=f"frames per drive (default {FULL['frames']})")
     p.add_argument("--conditions", type=name_list,
                    help=f"query drives, comma-separated, from {', '.join(QUERY_CONDITIONS)} (default: all)")
-    p.add_argument("--rate", type=positive_float, default=0.5, help="replay time factor (default 0.5: each node "
-                   "verifies a 640x480 frame in ~0.3 s on this 2-core CPU, so faster replay drops frames)")
+    # --pace realtime's default rate 0.5: each node verifies a 640x480 frame in ~0.3 s on a 2-core CPU
+    add_pace_options(p, rate=0.5)
     p.add_argument("--coarse", type=Path, default=ASSETS / "demo_coarse.pt", help="coarse checkpoint")
     p.add_argument("--fine", type=Path, default=ASSETS / "demo_fine.pt", help="fine checkpoint")
     p.add_argument("--quick", action="store_true", help="a 1-minute version: 64 px, 12 frames, 3 drives (options "
@@ -100,6 +101,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     """Fill what the user left out from the full or --quick preset; ValueError (one line) for a bad value,
     found before anything is rendered."""
     preset = QUICK if args.quick else FULL
+    args.pace = pace_from_args(args)
     for key in ("size", "frames", "conditions"):
         if getattr(args, key) is None:
             setattr(args, key, preset[key])
@@ -156,14 +158,14 @@ def run(args: argparse.Namespace) -> int:
     for bag in write_bags(world, w / "bags", tuple(args.conditions)):
         topic, compressed = camera_topic(bag)
         drives.append(Drive(bag.name, bag, world_weather(world, bag.name), topic, compressed))
-    step(f"4/6 localizer nodes ({' and '.join(DEFAULT_MODES)} mode) + replay of {len(drives)} bags at rate "
-         f"{args.rate:g} (node log: {w / 'report'}/node.log)", t0)
+    step(f"4/6 localizer nodes ({' and '.join(DEFAULT_MODES)} mode) + replay of {len(drives)} bags "
+         f"{args.pace.describe()} (node log: {w / 'report'}/node.log)", t0)
     report = w / "report"
     report.mkdir(parents=True, exist_ok=True)
     with open(report / "node.log", "w") as log:
-        runs, queries = evaluate_online_modes(map_dir, drives, report, DEFAULT_MODES, rate=args.rate, log=log)
+        runs, queries = evaluate_online_modes(map_dir, drives, report, DEFAULT_MODES, args.pace, log=log)
     step("5/6 scoring", t0)
-    rows, paths = report_online(map_dir, runs, queries, report, {"demo": str(w), "rate": args.rate})
+    rows, paths = report_online(map_dir, runs, queries, report, {"demo": str(w), "replay": args.pace.describe()})
     print("\n".join(rows))
     print(f"\nreport: {paths['markdown']}\nplots:  {', '.join(str(p) for k, p in paths.items() if k != 'markdown')}")
     step("6/6 pose-graph back end (GTSAM) on the sequence node's loop-closure hints, drifting odometry, evo", t0)

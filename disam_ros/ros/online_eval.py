@@ -5,11 +5,14 @@
 
 One node process per mode (`--modes`; started with the launcher's configuration, DDS on loopback, each in the
 namespace of its mode when there are several), all subscribed to the same camera topic, so every mode sees
-the same frames at the same time. Each bag's camera topic is replayed once at `--rate`; before each drive the
-nodes' `weather` parameter is set as a driver would set it. What the nodes publish is recorded into
-`<out>/node_outputs` (a rosbag2) and scored with the same code as `disam-eval`, so offline and online reports
-compare line by line. A frame a node dropped or published no pose for counts as an abstention (the coverage
-of that mode); a drive ends when every node has accounted for every frame (its diagnostics counters). Each
+the same frames at the same time. Each bag's camera topic is replayed once, by default paced by the nodes'
+answers (`--pace answer`: each frame waits until every node has accounted for it, at most `--frame-timeout`),
+or in real time at `--rate` (`--pace realtime`: a busy node drops frames; drive_replay.py says why paced is the
+default); before each drive the nodes' `weather` parameter is set as a driver would set it. What the nodes
+publish is recorded into `<out>/node_outputs` (a rosbag2) and scored with the same code as `disam-eval`, so
+offline and online reports compare line by line. A frame a node dropped or published no pose for counts as an
+abstention (the coverage of that mode; the report states the frames each node dropped and any past the
+timeout); a drive ends when every node has accounted for every frame (its diagnostics counters). Each
 published pose's loop-closure hint says whether it was verified and which map place retrieval answered, so the
 report scores retrieval-only against refined poses too (hints recorded without those keys: retrieval only).
 """
@@ -51,9 +54,11 @@ from disam_ros.maps import LocalizationMap
 from disam_ros.relocalizer import Relocalizer
 from disam_ros.ros import env, launcher
 from disam_ros.ros.client import LocalizerClient
-from disam_ros.ros.eval_nodes import check_nodes, stop_nodes, wait_for_nodes
+from disam_ros.ros.drive_replay import Drive, DriveReplay, replay_drive
+from disam_ros.ros.eval_nodes import check_nodes, stop_nodes
+from disam_ros.ros.pace import PACED, Pace, add_pace_options, pace_from_args
 from disam_ros.ros.record import BagRecorder
-from disam_ros.ros.replay import BagPlayer, ReplayError
+from disam_ros.ros.replay import ReplayError
 from disam_ros.tracking.tracker import TRACKER_MODES
 
 IMAGE_TYPES = {"sensor_msgs/msg/Image": False, "sensor_msgs/msg/CompressedImage": True}
@@ -65,15 +70,6 @@ EVAL_DIAGNOSTICS_S = 0.2  # the nodes' diagnostics period here: how soon a drive
 EVAL_PARAMS = {"top_k": RECALL_K, "diagnostics_period_s": EVAL_DIAGNOSTICS_S, "loop_closure_min_consecutive": 1}
 TOLERANCE = (5.0, 10.0)  # the node's tracker tolerance (TrackerConfig's default: the node does not change it)
 DEFAULT_MODES = ("sequence", "single")  # the node's default, and the paper's single-frame retrieval beside it
-
-
-@dataclass(frozen=True)
-class Drive:
-    condition: str
-    bag: Path
-    weather: str | None
-    image_topic: str
-    compressed: bool
 
 
 def camera_topic(bag: Path) -> tuple[str, bool]:
@@ -91,27 +87,6 @@ def node_base_topic(topic: str, compressed: bool) -> str:
     return topic[: -len("/compressed")] if compressed and topic.endswith("/compressed") else topic
 
 
-def replay_drive(clients: list[LocalizerClient], drive: Drive, rate: float, idle_s: float,
-                 procs: list[subprocess.Popen] = (), log: Any = None) -> dict[int, float]:
-    """Replay one bag's camera topic into every node; returns publish time (monotonic) per log time in ns."""
-    player = BagPlayer(clients[0].node, drive.bag, topics=[drive.image_topic], rate=rate, clock=False)
-    sent: dict[int, float] = {}
-    try:
-        wait_for_nodes(player, list(procs), log)
-        for client in clients:
-            if drive.weather:
-                ok = client.set_parameters({"weather": drive.weather})
-                if not all(s for s, _ in ok):
-                    raise ValueError(f"node refused weather {drive.weather!r}: {[r for _, r in ok]}")
-        bases = [c.frames_done() for c in clients]
-        player.play(on_message=lambda _t, log_ns: sent.__setitem__(int(log_ns), time.monotonic()))
-    finally:
-        player.close()
-    for client, base in zip(clients, bases):
-        client.wait_frames_done(len(sent), base, idle_s)
-    return sent
-
-
 def _place(positions: np.ndarray, pose: Any) -> tuple[int, np.ndarray, np.ndarray]:
     """(nearest map index, position, quaternion xyzw) of a pose (a candidate's, or an unverified published one's:
     those are map poses)."""
@@ -123,13 +98,16 @@ def _place(positions: np.ndarray, pose: Any) -> tuple[int, np.ndarray, np.ndarra
 @dataclass
 class ModeRun:
     """What one mode's node said about every query: the answers (for the detailed tables), one TrackedFrame per
-    query (for the modes table), and the node's publishing threshold and whether it was calibrated."""
+    query (for the modes table), the node's publishing threshold and whether it was calibrated, and the frames it
+    dropped and those past the paced replay's per-frame timeout (log times in ns)."""
 
     results: list = field(default_factory=list)
     answers: list[Answer] = field(default_factory=list)
     tracked: list[TrackedFrame] = field(default_factory=list)
     threshold: float = 0.0
     calibrated: bool = False
+    dropped: int = 0
+    timed_out: list[int] = field(default_factory=list)
 
 
 def collect(run: ModeRun, mode: str, client: LocalizerClient, queries: list[Query], sent: dict[int, float],
@@ -219,7 +197,7 @@ def start_nodes(map_dir: Path, drive: Drive, modes: tuple[str, ...], device: str
 
 
 def evaluate_online_modes(map_dir: Path, drives: list[Drive], out: Path, modes: tuple[str, ...] = DEFAULT_MODES,
-                          rate: float = 5.0, idle_s: float = 5.0, device: str = "auto",
+                          pace: Pace = PACED, idle_s: float = 5.0, device: str = "auto",
                           node_params: dict | None = None, log=None) -> tuple[dict[str, ModeRun], list[Query]]:
     """Start one node per mode, replay every drive into all of them at once, record; returns ({mode: ModeRun},
     queries)."""
@@ -237,9 +215,10 @@ def evaluate_online_modes(map_dir: Path, drives: list[Drive], out: Path, modes: 
     try:
         for d in drives:
             check_nodes(list(procs.values()), log)
-            sent = replay_drive(list(clients.values()), d, rate, idle_s, list(procs.values()), log)
-            for mode, client in clients.items():
-                collect(runs[mode], mode, client, queries[d.condition], sent, positions)
+            done = replay_drive(list(clients.values()), d, pace, idle_s, list(procs.values()), log)
+            for k, (mode, client) in enumerate(clients.items()):
+                collect(runs[mode], mode, client, queries[d.condition], done.sent, positions)
+                count_losses(runs[mode], done, k)
         errors = [e for c in clients.values() for e in c.callback_errors]
         if errors:
             raise RuntimeError(f"listening to the node failed: {errors[0]}")
@@ -255,11 +234,24 @@ def evaluate_online_modes(map_dir: Path, drives: list[Drive], out: Path, modes: 
     return runs, flat
 
 
-def evaluate_online(map_dir: Path, drives: list[Drive], out: Path, rate: float = 5.0, idle_s: float = 5.0,
+def count_losses(run: ModeRun, done: DriveReplay, k: int) -> None:
+    """Add the k-th node's dropped and timed-out frames of one drive to its run."""
+    run.dropped += done.dropped[k]
+    run.timed_out += done.timed_out[k]
+
+
+def losses_line(runs: dict[str, ModeRun]) -> str:
+    """The frames the nodes dropped or that passed the per-frame timeout, per mode: the report's and terminal's
+    line (abstentions that say nothing about the localizer)."""
+    return "; ".join(f"{mode} {run.dropped} dropped, {len(run.timed_out)} past the timeout"
+                     for mode, run in runs.items())
+
+
+def evaluate_online(map_dir: Path, drives: list[Drive], out: Path, pace: Pace = PACED, idle_s: float = 5.0,
                     device: str = "auto", node_params: dict | None = None, log=None, mode: str = "single"):
     """One mode (default single: the per-frame answers, comparable with `disam-eval` frame by frame); returns
     (results, queries, answers)."""
-    runs, flat = evaluate_online_modes(map_dir, drives, out, (mode,), rate, idle_s, device, node_params, log)
+    runs, flat = evaluate_online_modes(map_dir, drives, out, (mode,), pace, idle_s, device, node_params, log)
     return runs[mode].results, flat, runs[mode].answers
 
 
@@ -292,6 +284,7 @@ def report_online(map_dir: Path, runs: dict[str, ModeRun], queries: list[Query],
         no_refine = refine_reason_online(m, tracked)
         meta = {"mode": "online (bags replayed into localizer nodes over DDS)", "tracker modes": ", ".join(runs),
                 "detailed tables": next(iter(runs)), "map": str(map_dir), "map images": len(m), CANDIDATES: RECALL_K,
+                "frames lost": losses_line(runs),
                 "confidence": "from each published pose's loop-closure hint; unpublished frames carry none online, "
                               "so ECE is over published poses", "verification": no_refine or "on (loop-closure hints)",
                 **(meta or {})}
@@ -301,7 +294,7 @@ def report_online(map_dir: Path, runs: dict[str, ModeRun], queries: list[Query],
                              title="DISAM online localisation report", tracked=tracked, publish=publish,
                              tolerance=TOLERANCE, map_quats=m.quats, no_refine=no_refine)
         rows = [*summary_rows(first.results), *mode_rows_text(tracked, publish, TOLERANCE, (m.positions, m.quats)),
-                *poses_text(tracked, no_refine)]
+                *poses_text(tracked, no_refine), f"frames lost: {losses_line(runs)}"]
     finally:
         m.close()
     return rows, paths
@@ -339,8 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world", type=Path, help="dataset root whose world.yaml gives each drive's weather")
     p.add_argument("--weather", help="weather for every drive (default: world.yaml, else the node's parameter)")
     p.add_argument("--out", required=True, type=Path, help="report folder (node outputs bag goes inside)")
-    p.add_argument("--rate", type=positive_float, default=5.0,
-                   help="replay time factor (higher = faster; frames may drop)")
+    add_pace_options(p, rate=5.0)
     p.add_argument("--idle", type=positive_float, default=5.0, help="seconds without new answers that end a drive")
     p.add_argument("--device", default="auto", help="node device: auto, cpu, cuda[:N]")
     p.add_argument("--modes", type=mode_list, default=DEFAULT_MODES,
@@ -363,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     env.isolated_env()  # its own node and replay: loopback and a private random domain, before any rclpy
     try:
         check_paths(args)
+        pace = pace_from_args(args)
         params = dict(parse_param(p) for p in args.param)
         top_k = params.get("top_k", RECALL_K)
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -370,10 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         drives = drives_from_args(args)
         args.out.mkdir(parents=True, exist_ok=True)
         with open(args.out / "node.log", "w") as log:
-            runs, queries = evaluate_online_modes(args.map, drives, args.out, args.modes, args.rate, args.idle,
+            runs, queries = evaluate_online_modes(args.map, drives, args.out, args.modes, pace, args.idle,
                                                   args.device, params, log)
         rows, paths = report_online(args.map, runs, queries, args.out,
-                                    {"rate": args.rate, "bags": ", ".join(args.bag), CANDIDATES: top_k})
+                                    {"replay": pace.describe(), "bags": ", ".join(args.bag), CANDIDATES: top_k})
     except (ValueError, BagError, ReplayError, RuntimeError) as exc:
         print(f"disam-eval-online: error: {exc}", file=sys.stderr)
         return 2
