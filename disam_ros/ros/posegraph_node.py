@@ -46,6 +46,7 @@ from disam_ros.ros import posegraph_msgs as PM
 from disam_ros.ros import posegraph_params as PP
 from disam_ros.ros.node_params import ConfigError, declare_all, one_line, refuse_unknown
 from disam_ros.ros.node_signals import StopSignals, fail
+from disam_ros.ros.posegraph_markers import DrawableClosures, oldest_held
 from disam_ros.ros.posegraph_path import IncrementalPath
 
 NODE_NAME = PP.NODE_NAME
@@ -75,6 +76,7 @@ class PoseGraphNode(LifecycleNode):
         self._due: dict[str, float] = {"path": -math.inf, "markers": -math.inf}  # next allowed publication
         self._dirty: set[str] = set()
         self.path_cache: IncrementalPath | None = None
+        self.marker_closures: DrawableClosures | None = None
         self.clock = time.monotonic  # periods of ~/path and ~/markers (a benchmark replays time faster)
         self.autostart = bool(self.get_parameter("autostart").value)
 
@@ -113,6 +115,7 @@ class PoseGraphNode(LifecycleNode):
         self.graph = PoseGraph(PoseGraphConfig(**cfg.graph_kwargs()))
         self.feed = F.GraphFeed(self.graph, cfg, self._log_warn, self._log_error)
         self.path_cache = IncrementalPath(cfg.map_frame, cfg.max_path_poses)
+        self.marker_closures = DrawableClosures(cfg.max_marker_closures)
         self._due = dict.fromkeys(self._due, -math.inf)
         out = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         pub = self.create_lifecycle_publisher  # silent unless active
@@ -182,7 +185,7 @@ class PoseGraphNode(LifecycleNode):
             if entity is not None:
                 destroy(entity)
                 setattr(self, name, None)
-        self.graph = self.feed = self.path_cache = None
+        self.graph = self.feed = self.path_cache = self.marker_closures = None
 
     def close(self) -> None:
         if self.state != "finalized":
@@ -255,12 +258,13 @@ class PoseGraphNode(LifecycleNode):
 
     def _publish(self, what: str) -> None:
         """~/path from the kept poses (IncrementalPath: bounded by max_path_poses), ~/markers from the newest
-        max_marker_closures closures' nodes (in the graph, else where the path last had them)."""
+        max_marker_closures closures' nodes (in the graph, else where the path last had them; DrawableClosures
+        walks only those whose nodes are still held, not every closure of the drive)."""
         try:
             if what == "path":
                 self.pub_path.publish(self.path_cache.refresh(self.graph))
                 return
-            closures = list(self.graph.closures)[-self.cfg.max_marker_closures:]
+            closures = self.marker_closures.refresh(self.graph.closures, oldest_held(self.graph, self.path_cache))
             nodes = np.array([c.node for c in closures], np.int64)
             positions = self.graph.node_positions(nodes)
             gone = ~np.isfinite(positions).all(axis=1)
