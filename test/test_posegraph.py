@@ -361,14 +361,16 @@ def test_bench_runs_and_reports(tmp_path, capsys):
     from disam_ros import bench
 
     out = tmp_path / "pg.json"
-    assert bench.main(["posegraph", "--nodes", "300", "--messages", "150", "--hint-every", "50", "--json",
-                       str(out)]) == 0
+    assert bench.main(["posegraph", "--nodes", "300", "--messages", "150", "--hint-every", "50", "--max-nodes", "100",
+                       "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "update ms (median)" in text.splitlines()[0] and "median ms / message" in text
     blob = json.loads(out.read_text())
     [per] = blob["per_message"]  # through the node: every message processed, counted, finite
     assert (per["messages"], per["odometry_received"], per["odometry_processed"], per["hints"]) == (150, 150, 150, 2)
     assert per["outputs_suppressed"] == 0 and 0 < per["median_ms"] <= per["p95_ms"] <= per["max_ms"]
+    assert (per["max_nodes"], per["graph_nodes_peak"]) == (100, 100) and "graph peak / max_nodes" in text
+    assert per["p95_first_ms"] == per["p95_last_ms"] == per["p95_ms"]  # 150 messages: both windows are the drive
     row = blob["results"][0]
     assert row["nodes"] == 300 and row["closures"] == 29 and row["outliers"] == 1
     assert row["rejected_outliers"] == 1 and row["rejected_inliers"] == 0

@@ -13,6 +13,7 @@ import numpy as np
 from disam_ros.geometry import quat_to_rot, rot_to_quat
 
 NODE_STEP_M, NODE_DT_S, T0 = 0.1, 0.01, 1000.0  # 100 Hz odometry at 10 m/s
+WINDOW = 1000  # p95 of the first and of the last this-many messages: the cost at the drive's start and end
 ClosureFn = Callable[[int, bool], tuple]  # (message index, wrong?) -> closure_args of the bench
 
 
@@ -66,7 +67,7 @@ def run_node(odometry: tuple[np.ndarray, np.ndarray], closure: ClosureFn, hint_e
         node = PoseGraphNode(context=ctx, namespace=f"pg_bench_{uuid.uuid4().hex[:6]}", cli_args=cli)
         node.clock = lambda: now[0]  # ~/path and ~/markers periods on the drive's clock, not the bench's
         node.start()
-        odom_ms, hint_ms, hints, wrong = [], [], 0, 0
+        odom_ms, hint_ms, hints, wrong, peak = [], [], 0, 0, 0
         for i in range(messages):
             t = T0 + i * NODE_DT_S
             now[0] = i * NODE_DT_S
@@ -74,6 +75,7 @@ def run_node(odometry: tuple[np.ndarray, np.ndarray], closure: ClosureFn, hint_e
             t0 = time.perf_counter()
             node._on_odom(msg)
             odom_ms.append(1e3 * (time.perf_counter() - t0))
+            peak = max(peak, len(node.graph))
             if hint_every and i and i % hint_every == 0:
                 hints += 1
                 bad = bool(outlier_every) and hints % outlier_every == 0
@@ -94,11 +96,13 @@ def run_node(odometry: tuple[np.ndarray, np.ndarray], closure: ClosureFn, hint_e
     return {"messages": messages, "max_nodes": used_max_nodes, "hints": hints, "wrong_hints": wrong,
             "median_ms": float(np.median(a)),
             "p95_ms": float(np.percentile(a, 95)), "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max()),
+            "p95_first_ms": float(np.percentile(a[:WINDOW], 95)), "p95_last_ms": float(np.percentile(a[-WINDOW:], 95)),
             "mean_ms": float(a.mean()), "hint_median_ms": float(np.median(hint_ms)) if hint_ms else None,
             "hint_p95_ms": float(np.percentile(hint_ms, 95)) if hint_ms else None,
             "odometry_received": v["odometry_received"], "odometry_processed": v["odometry_processed"],
             "odometry_merged": v["odometry_merged"], "odometry_rejected": v["odometry_rejected"],
             "outputs_suppressed": v["outputs_suppressed"], "graph_nodes": v["nodes"],
+            "graph_nodes_peak": peak,
             "closures_accepted": v["closures_accepted"], "closures_rejected": v["closures_rejected"],
             "final_position": [float(v) for v in position]}
 
