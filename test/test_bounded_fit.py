@@ -10,11 +10,13 @@ from disam_ros.maps.verified_confidence import clopper_pearson_lower
 from disam_ros.tracking.bounded_fit import (
     admitted_threshold,
     choose_bounded,
+    first_admitted,
     fit_bounded,
     fold_margin,
     held_out,
     needed_threshold,
     pool_bounds,
+    pooled_shift,
     segment_folds,
     with_margin,
 )
@@ -103,11 +105,27 @@ def test_fold_margin_and_held_out_by_hand():
     folds = segment_folds(pos, 2, gap=5.0)
     margin, per = fold_margin(x, ok, folds, 0.99)
     # fold 0 held out: fitted on the second stretch, admitted from above 2.5; the first stretch needed only ~1.
-    # fold 1 held out: fitted on the first, admitted from ~1; the second needed above 2.5: a margin of ~1.5.
-    assert per[0] < 0.0 and 1.0 < per[1] < 2.0 and margin == pytest.approx(per[1])
+    # fold 1 held out: fitted on the first, admitted from ~1; the second alone needed above 2.5: ~1.5 more.
+    assert per[0] < 0.0 and 1.0 < per[1] < 2.0
+    # Pooled, the first stretch's right frames dilute the second's wrong ones: a smaller margin suffices, and it
+    # is the smallest one that does (brute force over every held-out frame's shifted score).
+    taus = [first_admitted(fit_bounded(x[f], ok[f]), 0.99) for f, _ in folds]
+    d = np.concatenate([x[h] - t for (_, h), t in zip(folds, taus)])
+    k = np.concatenate([ok[h] for _, h in folds])
+    enough = sorted(m for m in np.r_[0.0, d[d > 0]] if k[d >= m].mean() >= 0.99)
+    assert 0.0 < margin < per[1] and margin == pytest.approx(enough[0])
     cv = held_out(x, ok, folds, 0.99)
     assert cv.frames == 800 and cv.published - cv.right == 10  # the second stretch's wrong ones slipped through
     assert cv.delivered == pytest.approx(cv.right / cv.published) and cv.expected >= 0.99
+
+
+def test_pooled_shift_by_hand():
+    d, ok = np.array([3.0, 2.0, 1.0, 0.5, -1.0]), np.array([1, 1, 0, 1, 1], bool)
+    assert pooled_shift(d, ok, 0.75) == 0.0  # d >= 0: 3 of 4 right
+    assert pooled_shift(d, ok, 0.9) == 2.0  # d >= 1: 2 of 3; d >= 2: 2 of 2
+    assert pooled_shift(d, np.zeros(5, bool), 0.9) > 3.0  # nothing is right: publish nothing
+    assert pooled_shift(-d, ok, 0.9) == 0.0  # the one frame at or above its threshold is right
+    assert pooled_shift(np.array([-1.0, -2.0]), ok[:2], 0.9) == 0.0  # none reaches one: nothing to move
 
 
 def test_choose_bounded_keeps_the_higher_auc_and_applies_the_margin():
