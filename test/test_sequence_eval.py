@@ -75,6 +75,7 @@ def test_segments_select_by_frame_number_and_refuse_overlap():
     (["--fit", "0:10:3", "--test", "5:9"], "frame range A:B"),
     (["--checkpoint", "/nonexistent/model.pt"], "--checkpoint /nonexistent/model.pt: no such file"),
     (["--sets", "nope"], "--sets ['nope']"),
+    (["--route", "nowhere"], "--route: invalid choice"),
 ])
 def test_cli_errors_are_one_line(argv, words, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -85,7 +86,7 @@ def test_cli_errors_are_one_line(argv, words, capsys):
 
 
 def test_missing_data_is_one_line(tmp_path, capsys):
-    assert se.main(["--data", str(tmp_path), "--sets", "pixels"]) == 2
+    assert se.main(["--data", str(tmp_path), "--route", "scores", "--sets", "pixels"]) == 2
     err = capsys.readouterr().err.strip()
     assert "expected summer/ and winter/" in err and "\n" not in err, err
 
@@ -102,3 +103,10 @@ def test_the_table_leaves_nees_out_and_says_why():
     assert "NEES mean" not in text.splitlines()[0]
     assert text.splitlines()[-1].startswith("NEES: not shown (frame-number places")
     assert "| s | sequence | 50.0 % | 25.0 % | 99.0 % | 100.0 % (2/2) | 20.0 % / 100.0 % | mass |" in text
+
+
+@needs_data
+def test_pixels_have_no_node_route_and_say_so(capsys):
+    assert se.main(["--sets", "pixels"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--sets pixels: not a model" in err and "--route scores" in err and "\n" not in err, err

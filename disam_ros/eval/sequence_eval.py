@@ -1,28 +1,19 @@
-"""Offline comparison of single-frame, sequence (Bayes filter) and window (SeqSLAM) localization on score
-matrices, with calibrated confidence: R@1, coverage and precision at a threshold, ECE, NEES.
+"""Offline comparison of single-frame, sequence (Bayes filter) and window (SeqSLAM) localization on the Nordland
+dev route, with calibrated confidence: R@1, coverage and delivered precision on a route part the fit never saw.
 
-Protocol on the Nordland dev data (winter queries against a summer map, same file name = same place,
-near-black frames dropped when either season's 99th-percentile pixel is below 20): the kept route is
-split in two contiguous halves. Everything chosen by hand (speed band, window length, the evidence per
-frame behind the observation gain) was chosen on the FIRST half; the observation model of each half is
-estimated from that half's map alone; the calibration and the publishing threshold (the lowest one
-reaching 99 % precision) are fitted on the first half's runs and applied unchanged to the second half,
-where every number is measured. Place i is at (i m, 0, 0); a frame is right within +-2 frames (2 m).
+`--route node` (the default): each model goes the node's way (eval/node_route.py: disam-build-map, disam-calibrate
+on the fit part, --from-map onto a map of the test part, the tracker on the test part), so the figures are the
+node's. `--route scores`: this module's own loop over score matrices (winter queries against the summer map, dark
+frames dropped when either season's 99th-percentile pixel is below 20), for baselines that are no model: raw
+pixels and SeqSLAM's patch-normalised pixels; it runs the Tracker's per-frame steps (place contrast, support, the
+posterior mass) with NORDLAND_CONFIG, and its single-frame feature is the posterior's log-odds, not the
+retrieval's distinctiveness, so its rows are not the node's. Place i is at (i m, 0, 0) there; right = +-2 frames.
 
-Score sets (`--sets`): the untrained tiny encoder, raw pixels, SeqSLAM's patch-normalised pixels and the
-shipped demo encoder. Each goes through the Tracker's own per-frame steps (place contrast before the
-filter; the calibrated feature, the track's support or the posterior mass near the best place, chosen on
-the first half as disam-calibrate chooses it), so the rows are what the node would do with the same scores.
-Reproduce (one CPU thread, about a minute)::
+    disam-sequence-eval --json seq.json                                   # untrained encoder, halves, node route
+    disam-sequence-eval --checkpoint real --fit 0:889 --test 894:1788     # a model, an explicit split
+    disam-sequence-eval --route scores --sets pixels,patchnorm            # score-matrix baselines
 
-    disam-sequence-eval --data ../shared/data/nordland_trimmed_dev --json seq.json
-    disam-sequence-eval --checkpoint runs/rail/model.pt --fit 0:600 --test 1000:1788   # your model, your split
-
-`--checkpoint` scores a user's model (map images through `--map-domain`, queries through `--query-domain`);
-`--fit A:B --test C:D` replace the two halves by explicit, disjoint segments of route frame numbers.
-
-The measured table and what it shows are in docs/evaluation.md ("Measured on the demo world", Nordland).
-NEES on Nordland is not informative: map and query frames share positions, so most errors are exactly 0.
+The measured tables are in docs/evaluation.md and docs/notes/evaluation.md.
 """
 from __future__ import annotations
 
@@ -50,8 +41,9 @@ from disam_ros.tracking.track_parts import SUPPORT_FRAMES, PlaceContrast, suppor
 log = logging.getLogger(__name__)
 
 MODES = ("single", "sequence", "window")
-SET_NAMES = {"untrained": "untrained tiny encoder", "pixels": "raw pixels 32x32",
-             "patchnorm": "patch-normalised pixels 32x16", "shipped": "shipped demo encoder (summer/snow)"}
+SET_NAMES = {"untrained": "untrained tiny encoder", "untrained_small": "untrained small encoder",
+             "pixels": "raw pixels 32x32", "patchnorm": "patch-normalised pixels 32x16",
+             "shipped": "shipped demo encoder (summer/snow)"}
 FeatureFn = Callable[[list[np.ndarray]], np.ndarray]
 CONTRAST_FRAMES = 20.0  # the Tracker's default place_contrast_frames
 FOLD_GAP = 10.0  # frames between a cross-validation fold and the frames its fit uses (neighbours look alike)
@@ -162,13 +154,17 @@ def render(rows: list[dict]) -> str:
         lines.append(f"| {r['set']} | {r['mode']} | {100 * r['r1']:.1f} % | {100 * r['coverage']:.1f} % | "
                      f"{_pct(r['expected'])} | {_pct(r['precision'])} ({r['right']}/{r['published']}) | "
                      f"{100 * r['cv_coverage']:.1f} % / {_pct(r['cv_delivered'])} | {r['feature']} | "
-                     f"{r['ece']:.3f} ({r['ece_fit']:.3f}) | {r['update_ms_median']:.2f} |")
+                     f"{r['ece']:.3f} ({r['ece_fit']:.3f}) | {_ms(r['update_ms_median'])} |")
     lines.append("NEES: not shown (frame-number places shared by map and queries: most errors are exactly 0)")
     return "\n".join(lines)
 
 
 def _pct(x: float) -> str:
     return "-" if not np.isfinite(x) else f"{100 * x:.1f} %"
+
+
+def _ms(x: float) -> str:
+    return "-" if not np.isfinite(x) else f"{x:.2f}"
 
 
 # --- Nordland: images -> features -> score matrices --------------------------------------------------------
@@ -253,8 +249,8 @@ def shipped_features(query: bool, map_domain: str = "summer", query_domain: str 
 
 def feature_pairs(name: str, seed: int) -> tuple[FeatureFn, FeatureFn]:
     """(map features, query features) of a named score set."""
-    if name == "untrained":
-        fn = untrained_features(seed)
+    if name in ("untrained", "untrained_small"):
+        fn = untrained_features(seed, "small" if name == "untrained_small" else "tiny")
         return fn, fn
     if name == "pixels":
         return pixel_features(), pixel_features()
@@ -357,8 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--contrast-frames", type=float, default=CONTRAST_FRAMES,
                    help="the Tracker's place_contrast_frames (0: off)")
     p.add_argument("--sets", default=None,
-                   help=f"comma-separated score sets, from {','.join(SET_NAMES)} (default: all of them, or none "
-                        "with --checkpoint)")
+                   help=f"comma-separated score sets, from {','.join(SET_NAMES)} (default: untrained with "
+                        "the node route, all with --route scores; none with --checkpoint)")
     p.add_argument("--checkpoint", type=checkpoint_arg, action="append", default=[],
                    help="also score this model (disam-train's model.pt, an exported checkpoint, or 'real': the "
                         "shipped real-world starter); repeatable")
@@ -367,8 +363,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="--checkpoint: the queries' encoder (default winter)")
     p.add_argument("--fit", type=frame_range, help="fit segment A:B of route frame numbers (default: first half)")
     p.add_argument("--test", type=frame_range, help="test segment A:B, disjoint from --fit (default: second half)")
+    p.add_argument("--route", choices=("node", "scores"), default="node", help="node (default): models through "
+                   "disam-calibrate, --from-map and the tracker as the node runs them (eval/node_route.py); scores: "
+                   "this module's score-matrix loop, for pixel baselines")
     args = p.parse_args(argv)
-    default_sets = "" if args.checkpoint else ",".join(SET_NAMES)
+    default_sets = "" if args.checkpoint else ("untrained" if args.route == "node" else ",".join(SET_NAMES))
     args.sets = [k.strip() for k in (args.sets if args.sets is not None else default_sets).split(",") if k.strip()]
     unknown = [k for k in args.sets if k not in SET_NAMES]
     if unknown or not (args.sets or args.checkpoint):
@@ -379,7 +378,12 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         p.error(f"--checkpoint {missing[0]}: no such file; pass disam-train's model.pt or an exported checkpoint")
     try:
-        rows = run_sets(args)
+        if args.route == "node":
+            from disam_ros.eval.node_route import node_rows
+
+            rows = node_rows(args)
+        else:
+            rows = run_sets(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"disam-sequence-eval: error: {exc}", file=sys.stderr)
         return 2
