@@ -20,6 +20,7 @@ SUITES = {
     "real": ("disam_ros.bench.real", "a checkpoint on every real image set, beside raw pixels and untrained encoders"),
     "threads": ("disam_ros.bench.threads", "the runtime's CPU work at 1, 2, 4 and all threads (the default's table)"),
     "posegraph": ("disam_ros.bench.posegraph", "pose-graph (iSAM2) update time per odometry node, 1 thread, CPU"),
+    "match": ("disam_ros.bench.match", "local feature matching across conditions (SIFT, ORB, ...): MMA, poses, ms"),
 }
 
 
