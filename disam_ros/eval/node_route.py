@@ -30,6 +30,7 @@ import numpy as np
 
 from disam_ros.eval.calibrate import calibrate
 from disam_ros.eval.calibration_transfer import transfer_calibration
+from disam_ros.eval.nordland import nordland_frames, nordland_paths
 from disam_ros.eval.offline import LazyQueries, QueryGroup, evaluate_modes, tracker_config
 from disam_ros.eval.offline import build_parser as eval_parser
 from disam_ros.eval.queries import folder_queries
@@ -154,13 +155,10 @@ def mode_row(name: str, test: tuple[int, int], mode: str, frames: list[TrackedFr
 
 
 def route_images(root: Path) -> tuple[dict[str, list[Path]], np.ndarray]:
-    """The route's kept frames (dark ones dropped, as `disam-sequence-eval` drops them) as image paths per season,
+    """The route's kept frames (dark ones dropped, as the score-matrix loop drops them) as image paths per season,
     and their frame numbers."""
-    from disam_ros.eval.sequence_eval import nordland_frames
-
     _, _, keep = nordland_frames(root)
-    paths = {s: sorted((root / s).glob("*.png")) for s in ("summer", "winter")}
-    return {s: [p[i] for i in keep] for s, p in paths.items()}, keep
+    return {s: [p[i] for i in keep] for s, p in nordland_paths(root).items()}, keep
 
 
 def untrained_checkpoint(path: Path, seed: int = 0, preset_name: str = "tiny") -> Path:

@@ -18,7 +18,6 @@ The measured tables are in docs/evaluation.md and docs/notes/evaluation.md.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import logging
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from disam_ros.cliutil import OneLineParser
+from disam_ros.eval.nordland import NORDLAND_DEFAULT, nordland_frames
 from disam_ros.shipped import ASSETS, checkpoint_arg
 from disam_ros.tracking.bounded_fit import FOLDS, choose_bounded
 from disam_ros.tracking.calibration import ece
@@ -47,8 +47,6 @@ SET_NAMES = {"untrained": "untrained tiny encoder", "untrained_small": "untraine
 FeatureFn = Callable[[list[np.ndarray]], np.ndarray]
 CONTRAST_FRAMES = 20.0  # the Tracker's default place_contrast_frames
 FOLD_GAP = 10.0  # frames between a cross-validation fold and the frames its fit uses (neighbours look alike)
-NORDLAND_DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "data" / "nordland_trimmed_dev"
-MIN_BRIGHTNESS = 20  # 99th-percentile pixel: Nordland's tunnel frames carry a bright watermark, so not max
 NORDLAND_CONFIG = SequenceConfig(min_speed_mps=0.0, max_speed_mps=3.0, max_gap_s=60.0, mass_radius_m=2.0,
                                  teleport_prob=0.001, speed_change_prob=0.05, window_frames=20, window_speeds=9,
                                  window_min_speed_mps=1.0)
@@ -168,21 +166,6 @@ def _ms(x: float) -> str:
 
 
 # --- Nordland: images -> features -> score matrices --------------------------------------------------------
-
-def nordland_frames(root: Path) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-    """Summer and winter images of the kept places, and the frame number of each (its position in metres)."""
-    from disam_ros.data.folders import read_image
-
-    summer = sorted(glob.glob(str(root / "summer" / "*.png")))
-    winter = sorted(glob.glob(str(root / "winter" / "*.png")))
-    if not summer or [Path(p).name for p in summer] != [Path(p).name for p in winter]:
-        raise FileNotFoundError(f"{root}: expected summer/ and winter/ with the same PNG names: pass --data "
-                                "pointing at nordland_trimmed_dev")
-    s_img, w_img = [read_image(p) for p in summer], [read_image(p) for p in winter]
-    keep = np.flatnonzero([np.percentile(a, 99) >= MIN_BRIGHTNESS and np.percentile(b, 99) >= MIN_BRIGHTNESS
-                           for a, b in zip(s_img, w_img)])
-    return [s_img[i] for i in keep], [w_img[i] for i in keep], keep
-
 
 def untrained_features(seed: int = 0, preset_name: str = "tiny") -> Callable[[list[np.ndarray]], np.ndarray]:
     """Eq. 16 coarse vectors of a randomly initialised encoder of the DISAM architecture (the bar to beat)."""
