@@ -148,6 +148,7 @@ def mode_row(name: str, test: tuple[int, int], mode: str, frames: list[TrackedFr
             "precision": float(right[pub].mean()) if pub.any() else nan,
             "expected": float(conf[pub].mean()) if pub.any() else nan,
             "published": int(pub.sum()), "right": int(right[pub].sum()), "feature": stats.get("feature", "?"),
+            "feature_table": stats.get("features") or {},
             "cv_coverage": cv.get("cv_coverage") or 0.0, "cv_delivered": _num(cv.get("cv_delivered")),
             "cv_expected": _num(cv.get("cv_expected")), "margin": cv.get("margin") or 0.0,
             "ece": ece(conf[answered], right[answered]) if answered.any() else nan,
