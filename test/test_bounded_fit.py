@@ -14,6 +14,7 @@ from disam_ros.tracking.bounded_fit import (
     fit_bounded,
     fold_margin,
     held_out,
+    held_out_at_margin,
     needed_threshold,
     pool_bounds,
     pooled_shift,
@@ -114,6 +115,8 @@ def test_fold_margin_and_held_out_by_hand():
     k = np.concatenate([ok[h] for _, h in folds])
     enough = sorted(m for m in np.r_[0.0, d[d > 0]] if k[d >= m].mean() >= 0.99)
     assert 0.0 < margin < per[1] and margin == pytest.approx(enough[0])
+    kept, hits = held_out_at_margin(x, ok, folds, 0.99, margin)
+    assert (kept, hits) == (int((d >= margin).sum()), int(k[d >= margin].sum())) and hits >= 0.99 * kept
     cv = held_out(x, ok, folds, 0.99)
     assert cv.frames == 800 and cv.published - cv.right == 10  # the second stretch's wrong ones slipped through
     assert cv.delivered == pytest.approx(cv.right / cv.published) and cv.expected >= 0.99
@@ -150,3 +153,26 @@ def test_frames_to_promise_by_hand():
 
     # 0.99^299 = 0.0495 <= 0.05 < 0.99^298 = 0.0500; 0.95^59 = 0.0485 <= 0.05 < 0.95^58 = 0.0510
     assert frames_to_promise(0.99) == 299 and frames_to_promise(0.95) == 59
+
+
+def test_the_choice_judges_each_feature_with_its_margin():
+    """A feature that tells right from wrong well but whose folds need a small margin (a stretch of confident wrong
+    answers) beats one that needs none but tells them apart worse (right answers half strong, half weak): the
+    stored fit carries the margin, so the folds are judged with it (as the posterior mass against the support)."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    pos = np.arange(float(n))
+    ok = np.ones(n, bool)
+    ok[rng.choice(n, 200, replace=False)] = False
+    sharp = np.where(ok, rng.normal(6.0, 1.0, n), rng.normal(0.0, 1.0, n))
+    sharp[2600:2630], ok[2600:2630] = np.linspace(4.0, 5.0, 30), False
+    strong = rng.uniform(size=n) < 0.5
+    blunt = np.where(ok, np.where(strong, rng.normal(5.0, 1.0, n), rng.normal(0.3, 1.0, n)), rng.normal(0.0, 1.0, n))
+    blunt[2600:2630] = -1.0
+    t = choose_bounded({"blunt": blunt, "sharp": sharp}, ok, pos, 0.99, gap=10).table
+    assert t["sharp"]["auc"] > 0.95 > 0.85 > t["blunt"]["auc"]
+    assert t["sharp"]["cv_delivered"] < 0.99 <= t["blunt"]["cv_delivered"]  # without the margin: sharp fails
+    assert t["sharp"]["margin"] > 0.0 == t["blunt"]["margin"]
+    assert t["sharp"]["cv_right_margin"] >= 0.99 * t["sharp"]["cv_published_margin"] > 0  # with it: it holds
+    got = choose_bounded({"blunt": blunt, "sharp": sharp}, ok, pos, 0.99, gap=10)
+    assert got.key == "sharp" and t["sharp"]["coverage"] > t["blunt"]["coverage"]
