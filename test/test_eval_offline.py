@@ -23,10 +23,14 @@ def eq16(za: np.ndarray, zb: np.ndarray) -> float:
                           for a, b in zip(za, zb)]))
 
 
-def brute_force(world, coarse, fine, image, domain, top_n=3):
+def reference_codes(world, coarse):
+    """The reference drive's images and their coarse codes (the map side of the brute force, query-independent)."""
     refs = [f.image for f in iter_frames(load_condition(world, "sunny"))]
+    return refs, coarse.encode(np.stack(refs), "sunny").numpy()
+
+
+def brute_force(refs, zm, coarse, fine, image, domain, top_n=3):
     zq = coarse.encode(image, domain)[0].numpy()
-    zm = coarse.encode(np.stack(refs), "sunny").numpy()
     scores = np.array([eq16(zq, z) for z in zm])
     top = np.argsort(-scores, kind="stable")[:top_n]
     fq = fine.encode(image, domain)[0].numpy().ravel()
@@ -37,11 +41,11 @@ def brute_force(world, coarse, fine, image, domain, top_n=3):
 
 
 @pytest.mark.slow
-def test_offline_report_matches_brute_force(tiny_eval_world, tmp_path, capsys):
+def test_offline_report_matches_brute_force(tiny_eval_world, tmp_path, capsys, one_thread):
     w = tiny_eval_world
     out = tmp_path / "report"
     rc = offline.main(["--map", str(w["map"]), "--dataset", str(w["world"]), "--out", str(out), "--quiet",
-                       "--device", "cpu"])
+                       "--device", "cpu", "--threads", "1"])
     assert rc == 0, capsys.readouterr().err
     assert "report:" in capsys.readouterr().out
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
@@ -50,12 +54,13 @@ def test_offline_report_matches_brute_force(tiny_eval_world, tmp_path, capsys):
     fine = Encoder.from_checkpoint(w["fine"], device="cpu")
     ref = load_condition(w["world"], "sunny")
     ref_names = [p.name for p in ref.image_paths]
+    refs, zm = reference_codes(w["world"], coarse)
     for cond, domain in EXPECTED_DOMAIN.items():
         frames = list(iter_frames(load_condition(w["world"], cond)))
         rs = [r for r in results if r["condition"] == cond]
         assert len(rs) == len(frames) == 10
         for f, r in zip(frames, rs):
-            best = brute_force(w["world"], coarse, fine, f.image, domain)
+            best = brute_force(refs, zm, coarse, fine, f.image, domain)
             assert r["match_name"] == ref_names[best], (cond, f.path.name)
             # the answer is the matched map image's ground-truth pose, untouched
             np.testing.assert_allclose(r["est_position"], ref.trajectory.positions[best], atol=1e-6)
