@@ -44,7 +44,7 @@ def test_online_equals_offline(tiny_eval_world, tmp_path):
 
 
 def test_paced_replay_answers_every_frame_of_a_slow_node(tiny_eval_world, tmp_path):
-    """A node made slow on purpose (max_rate_hz: at most 2 frames a second) drops most frames of a drive replayed
+    """A node made slow on purpose (max_rate_hz: at most 4 frames a second) drops most frames of a drive replayed
     as fast as possible; paced by its answers (the default) it drops none and answers every frame, and a frame
     that waits longer than the per-frame timeout is counted and reported, not silently lost."""
     from disam_ros.ros.online_eval import Drive, camera_topic, evaluate_online_modes, losses_line
@@ -58,7 +58,7 @@ def test_paced_replay_answers_every_frame_of_a_slow_node(tiny_eval_world, tmp_pa
     def run(pace: Pace, name: str):
         with open(tmp_path / f"{name}.log", "w") as log:
             runs, _ = evaluate_online_modes(w["map"], [drive], tmp_path / name, ("single",), pace, device="cpu",
-                                            node_params={"max_rate_hz": 2.0}, log=log)
+                                            node_params={"max_rate_hz": 4.0}, log=log)
         return runs["single"], (tmp_path / f"{name}.log").read_text()[-2000:]
 
     paced, log = run(PACED, "paced")
@@ -70,7 +70,7 @@ def test_paced_replay_answers_every_frame_of_a_slow_node(tiny_eval_world, tmp_pa
     answered = sum(a.index is not None for a in burst.answers)
     assert burst.dropped > 0 and answered == frames - burst.dropped and burst.timed_out == [], log
 
-    hurried, log = run(Pace(frame_timeout_s=0.05), "timeout")  # shorter than the node's 0.5 s between frames
+    hurried, log = run(Pace(frame_timeout_s=0.05), "timeout")  # shorter than the node's 0.25 s between frames
     answered = sum(a.index is not None for a in hurried.answers)
     assert hurried.timed_out and len(set(hurried.timed_out)) == len(hurried.timed_out) <= frames, log
     assert hurried.dropped > 0 and answered == frames - hurried.dropped, log
