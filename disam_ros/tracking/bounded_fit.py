@@ -255,7 +255,10 @@ def choose_bounded(candidates: dict[str, np.ndarray], correct: np.ndarray, posit
     after the margin, then the first candidate. Why with the margin: the stored fit carries it, so that is what
     a new segment gets; judged without it, a feature whose folds needed a small margin (the posterior mass, AUC
     0.98, 98.8 % held out before the margin) lost to one that needed none (the support, AUC 0.82), which then
-    delivered 95.7 % on another part of the route (Nordland, untrained small encoder, node route 894:1788 -> 0:889).
+    delivered 95.7 % on another part of the route (Nordland, untrained small encoder, node route 894:1788 -> 0:889;
+    the mass, chosen now, published 65.0 % there at 95.5 %: that row fails either way). Of six node-route rows the
+    rule changed three (the shipped real-camera model's two did not move): untrained tiny 0:889 -> 894:1788
+    published 92.4 % at 100 % instead of 39.2 %, untrained small there 0 % instead of 46.4 % at 100 %.
 
     Why AUC before coverage: the coverage hinges on the few frames near the threshold, the AUC on the whole
     run. On Nordland (untrained encoder, three fit/test splits) the posterior mass had the higher AUC on every
