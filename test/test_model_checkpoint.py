@@ -291,3 +291,15 @@ def test_half_cuda_encoder_keeps_the_stored_float16_weights(exported):
     for k, v in enc._encoders["night"].state_dict().items():
         assert v.dtype == torch.float16 and torch.equal(v.cpu(), stored[f"encoders.night.{k}"]), k
     assert enc.encode(_images(), "night").dtype == torch.float16
+
+
+def test_seeded_net_is_the_same_draw_for_the_same_seed():
+    """Every tool's untrained baseline comes from seeded_net: one seed, one set of weights, in any tool."""
+    import torch
+
+    from disam_ros.model import preset, seeded_net
+
+    cfg = preset("tiny", ["summer"])
+    a, b, c = seeded_net(cfg, 3).state_dict(), seeded_net(cfg, 3).state_dict(), seeded_net(cfg, 4).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())

@@ -29,12 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from disam_ros.bench.output import emit
 from disam_ros.cliutil import OneLineParser
-from disam_ros.model import DisamNet, Encoder, preset
+from disam_ros.model import Encoder, preset, seeded_net
 from disam_ros.shipped import checkpoint_arg
 from disam_ros.training.evaluate import cosine_similarity, encode_all, load_images, mean_channel_similarity, raw_pixels
 from disam_ros.training.layouts import DomainImages, discover, drop_dark
@@ -178,8 +177,7 @@ def score_set(method: Method, s: RealSet, cache: dict) -> dict[str, float]:
 def untrained(name: str, seed: int) -> Method:
     """A random encoder of preset `name` (one for every condition): what architecture alone gives."""
     cfg = preset(name, ("any",))
-    torch.manual_seed(seed)
-    enc = DisamNet(cfg).encoders["any"].eval()
+    enc = seeded_net(cfg, seed).encoders["any"].eval()
     return Method(f"untrained {name} s{seed}", lambda x, d: enc(x), cfg.image_size)
 
 

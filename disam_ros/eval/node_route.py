@@ -165,13 +165,10 @@ def route_images(root: Path) -> tuple[dict[str, list[Path]], np.ndarray]:
 def untrained_checkpoint(path: Path, seed: int = 0, preset_name: str = "tiny") -> Path:
     """A randomly initialised encoder of the DISAM architecture saved as a checkpoint (the bar to beat), one
     `summer` domain for map and queries alike, as `disam-sequence-eval`'s untrained set encodes both."""
-    import torch
+    from disam_ros.model import preset, save_checkpoint, seeded_net
 
-    from disam_ros.model import DisamNet, preset, save_checkpoint
-
-    torch.manual_seed(seed)
     cfg = preset(preset_name, ["summer"])
-    return save_checkpoint(path, DisamNet(cfg), cfg, parts=("encoders",))
+    return save_checkpoint(path, seeded_net(cfg, seed), cfg, parts=("encoders",))
 
 
 def route_models(sets: Sequence[str], checkpoints: Sequence[Path], map_domain: str, query_domain: str, seed: int,

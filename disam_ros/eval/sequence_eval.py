@@ -172,11 +172,10 @@ def untrained_features(seed: int = 0, preset_name: str = "tiny") -> Callable[[li
     import torch
 
     from disam_ros.maps.descriptors import coarse_vectors
-    from disam_ros.model import DisamNet, Encoder, preset
+    from disam_ros.model import Encoder, preset, seeded_net
 
-    torch.manual_seed(seed)
     cfg = preset(preset_name, ["summer"])
-    enc = Encoder(DisamNet(cfg), cfg, device="cpu")
+    enc = Encoder(seeded_net(cfg, seed), cfg, device="cpu")
     return lambda images: torch.cat([coarse_vectors(enc.encode(images[i:i + 64], "summer"))
                                      for i in range(0, len(images), 64)]).numpy()
 

@@ -10,7 +10,7 @@ Loss functions live in `disam_ros.model.losses`, `.gradsam`, `.related_losses` a
 from .checkpoint import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
 from .config import PRESETS, ModelConfig, preset
 from .inference import Encoder, EncoderLike
-from .networks import DisamNet
+from .networks import DisamNet, seeded_net
 
 __all__ = [
     "PRESETS",
@@ -23,4 +23,5 @@ __all__ = [
     "load_checkpoint",
     "preset",
     "save_checkpoint",
+    "seeded_net",
 ]

@@ -216,3 +216,11 @@ class DisamNet(nn.Module):
 
     def forward(self, x: Tensor, src: str | int, dst: str | int) -> Tensor:
         return self.translate(x, src, dst)
+
+
+def seeded_net(config: ModelConfig, seed: int) -> DisamNet:
+    """A randomly initialised DisamNet drawn from `seed`: the untrained baseline every evaluation sets beside a
+    model (the same seed gives the same weights in every tool that asks, so their rows compare)."""
+    torch.manual_seed(seed)
+    return DisamNet(config)
+
