@@ -155,8 +155,17 @@ def needed_threshold(x: np.ndarray, correct: np.ndarray, precision: float) -> fl
     return float(xs[good.max()]) if len(good) else float(np.nextafter(xs[0], np.inf))
 
 
+def fold_thresholds(x: np.ndarray, correct: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]],
+                    precision: float, alpha: float = ALPHA) -> list[float]:
+    """Per fold, the raw score from which a bounded fit made without its held-out segment publishes (inf: it
+    admits nothing); the margin and the held-out counts at it both start from these."""
+    ok = np.asarray(correct, bool)
+    return [first_admitted(fit_bounded(x[fit], ok[fit], alpha), precision) if fit.sum() >= 2 else float("inf")
+            for fit, _ in folds]
+
+
 def fold_margin(x: np.ndarray, correct: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], precision: float,
-                alpha: float = ALPHA) -> tuple[float, list[float]]:
+                alpha: float = ALPHA, taus: list[float] | None = None) -> tuple[float, list[float]]:
     """How far above a fit's own threshold new segments needed the threshold to reach `precision`, POOLED over
     the folds: the smallest margin m >= 0 at which the held-out frames every fold publishes (its frames scoring
     at least its own fit's threshold + m) are, all together, right at `precision`. Also returned, per fold, what
@@ -169,9 +178,9 @@ def fold_margin(x: np.ndarray, correct: np.ndarray, folds: list[tuple[np.ndarray
     fit's own frames published where its folds had delivered 97.4 % at 92.7 % without any margin). The pooled
     margin asks what a new part of the route delivers on average, which is what `precision` promises."""
     ok = np.asarray(correct, bool)
+    taus = fold_thresholds(x, ok, folds, precision, alpha) if taus is None else taus
     per, shifted = [], []
-    for fit, held in folds:
-        tau = first_admitted(fit_bounded(x[fit], ok[fit], alpha), precision) if fit.sum() >= 2 else float("inf")
+    for (_, held), tau in zip(folds, taus):
         if not (np.isfinite(tau) and held.any()):
             per.append(float("nan"))
             continue
@@ -184,13 +193,14 @@ def fold_margin(x: np.ndarray, correct: np.ndarray, folds: list[tuple[np.ndarray
 
 
 def held_out_at_margin(x: np.ndarray, correct: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]],
-                       precision: float, margin: float, alpha: float = ALPHA) -> tuple[int, int]:
+                       precision: float, margin: float, alpha: float = ALPHA,
+                       taus: list[float] | None = None) -> tuple[int, int]:
     """(published, right) of the held-out segments, pooled, when each fold's fit publishes from its own threshold
     + `margin`: what the calibration as stored would have delivered on segments it did not see."""
     ok = np.asarray(correct, bool)
+    taus = fold_thresholds(x, ok, folds, precision, alpha) if taus is None else taus
     published = right = 0
-    for fit, held in folds:
-        tau = first_admitted(fit_bounded(x[fit], ok[fit], alpha), precision) if fit.sum() >= 2 else float("inf")
+    for (_, held), tau in zip(folds, taus):
         if np.isfinite(tau) and held.any():
             pub = x[held] >= tau + margin
             published, right = published + int(pub.sum()), right + int(ok[held][pub].sum())
@@ -273,8 +283,9 @@ def choose_bounded(candidates: dict[str, np.ndarray], correct: np.ndarray, posit
     for key, x in candidates.items():
         x = np.asarray(x, float)
         cv = held_out(x, ok, parts, precision, alpha)
-        margin, per = fold_margin(x, ok, parts, precision, alpha)
-        kept, hits = held_out_at_margin(x, ok, parts, precision, margin, alpha)
+        taus = fold_thresholds(x, ok, parts, precision, alpha)  # the folds' fits, made once for both
+        margin, per = fold_margin(x, ok, parts, precision, alpha, taus)
+        kept, hits = held_out_at_margin(x, ok, parts, precision, margin, alpha, taus)
         cal = with_margin(fit_bounded(x, ok, alpha, extra={**extra, "feature_key": key}, **meta), margin, precision)
         thr = admitted_threshold(cal, precision)
         cover = float(np.mean(cal.apply(x) >= thr))
@@ -289,5 +300,5 @@ def choose_bounded(candidates: dict[str, np.ndarray], correct: np.ndarray, posit
 
 
 __all__ = ["FOLDS", "BoundedChoice", "HeldOut", "admitted_threshold", "block_counts", "choose_bounded",
-           "first_admitted", "fit_bounded", "fold_margin", "held_out", "held_out_at_margin", "needed_threshold",
-           "pool_bounds", "pooled_shift", "segment_folds", "with_margin"]
+           "first_admitted", "fit_bounded", "fold_margin", "fold_thresholds", "held_out", "held_out_at_margin",
+           "needed_threshold", "pool_bounds", "pooled_shift", "segment_folds", "with_margin"]
