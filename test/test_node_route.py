@@ -31,6 +31,11 @@ def test_route_parts_are_the_kept_frames_at_their_place(tmp_path):
         assert (tmp_path / f"{season}_x" / "images" / names[0]).resolve().name == f"images-{10 * (kept[0] + 1):05d}.png"
 
 
+def test_default_halves_leave_a_gap():
+    fit, test = nr.default_split(np.array([0, 1, 2, 30, 31, 32, 40]))  # the middle kept frame is 30
+    assert fit == (0, 30 - nr.HALVES_GAP) and test == (30, 41)
+
+
 def test_the_route_equals_the_command_line(tmp_path):
     from disam_ros.eval.calibrate import main as calibrate_main
     from disam_ros.eval.offline import main as eval_main

@@ -53,6 +53,7 @@ FRAME_S = 0.2  # seconds per route frame: the longest run of dropped dark frames
 NODE_ARGS = ("--max-speed-mps", "37.5", "--speed-change-prob", "0.05", "--window-frames", "20",
              "--standstill-ratio", "0")
 MODES = ("single", "sequence", "window")
+HALVES_GAP = 10  # route frames left out between the default halves (neighbouring frames see the same scene)
 
 
 @dataclass(frozen=True)
@@ -191,12 +192,17 @@ def route_models(sets: Sequence[str], checkpoints: Sequence[Path], map_domain: s
     return models + [RouteModel(f"checkpoint {c.name}", c, map_domain, query_domain) for c in checkpoints]
 
 
+def default_split(frames: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The kept route's first and second half as frame ranges, HALVES_GAP frames apart."""
+    cut = int(frames[len(frames) // 2])
+    return (0, cut - HALVES_GAP), (cut, int(frames[-1]) + 1)
+
+
 def node_rows(args: Any) -> list[dict]:
     """`disam-sequence-eval --route node`: every model of args.sets and args.checkpoint through `run_route` on the
-    --fit / --test split (default: the kept route's first and second half)."""
+    --fit / --test split (default: the kept route's first and second half, HALVES_GAP frames apart)."""
     images, frames = route_images(args.data)
-    cut = len(frames) // 2
-    fit, test = (args.fit, args.test) if args.fit else ((0, int(frames[cut])), (int(frames[cut]), int(frames[-1]) + 1))
+    fit, test = (args.fit, args.test) if args.fit else default_split(frames)
     rows = []
     with tempfile.TemporaryDirectory(prefix="disam-route-models-") as tmp:
         for m in route_models(args.sets, args.checkpoint, args.map_domain, args.query_domain, args.seed, Path(tmp)):
@@ -209,5 +215,5 @@ def _num(x: float | None) -> float:
     return float("nan") if x is None else float(x)
 
 
-__all__ = ["FRAME_M", "FRAME_S", "NODE_ARGS", "RouteModel", "mode_row", "node_rows", "route_config", "route_images",
-           "route_models", "run_route", "untrained_checkpoint", "write_part"]
+__all__ = ["FRAME_M", "FRAME_S", "HALVES_GAP", "NODE_ARGS", "RouteModel", "default_split", "mode_row", "node_rows",
+           "route_config", "route_images", "route_models", "run_route", "untrained_checkpoint", "write_part"]
