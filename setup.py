@@ -27,6 +27,7 @@ CONSOLE_SCRIPTS = [
     "disam-launch = disam_ros.ros.launcher:main",
     "disam-train = disam_ros.training.cli:main",
     "disam-train-condition = disam_ros.training.condition:main",
+    "disam-train-keypoints = disam_ros.training.keypoint_train:main",
 ]
 
 setup(

@@ -142,3 +142,17 @@ def test_synthetic_part_end_to_end_on_a_tiny_town(tmp_path):
     assert 0.0 <= rows[0]["mma@5"] <= rows[0]["mma@20"] <= 1.0
     table = bench.format_table(rows)
     assert "| orb | sunny_repeat | 2 |" in table
+
+
+def test_each_method_matches_with_its_own_ratio():
+    """Query (1, 0) has its nearest neighbour at distance 0.9 and the second at 1.0 (ratio 0.9): Lowe's 0.8 drops
+    it, mutual nearest neighbours alone (1.0) keep it; features of two different rules are not matched."""
+    kp = np.zeros((1, 2), np.float32)
+    q = np.array([[1.0, 0.0]], np.float32)
+    db = np.array([[1.0, 0.9], [1.0, -1.0]], np.float32)
+    db_kp = np.zeros((2, 2), np.float32)
+    assert len(match(LocalFeatures(kp, q, "l2"), LocalFeatures(db_kp, db, "l2"))) == 0
+    kept = match(LocalFeatures(kp, q, "l2", 1.0), LocalFeatures(db_kp, db, "l2", 1.0))
+    assert kept.tolist() == [[0, 0]]
+    with pytest.raises(ValueError, match="use one method on both images"):
+        match(LocalFeatures(kp, q, "l2", 1.0), LocalFeatures(db_kp, db, "l2"))

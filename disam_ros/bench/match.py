@@ -22,8 +22,9 @@ import tempfile
 from pathlib import Path
 
 import cv2
+import torch
 
-from disam_ros.bench.match_methods import METHODS, method_names
+from disam_ros.bench.match_methods import METHODS, learned_method, method_names, register
 from disam_ros.bench.output import emit
 from disam_ros.cliutil import OneLineParser, image_size, name_list, non_negative_int, positive_int
 
@@ -72,6 +73,8 @@ def parser() -> OneLineParser:
     p.add_argument("--pairs", type=positive_int, default=15, help="synth: pairs per condition (default 15)")
     p.add_argument("--conditions", type=conditions_arg, default=conditions_arg(DEFAULT_CONDITIONS),
                    help=f"synth: query conditions (default {DEFAULT_CONDITIONS})")
+    p.add_argument("--keypoints", type=Path, help="learned: a network from disam-train-keypoints (default: the "
+                   "shipped one)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", help="also write the rows as JSON here")
     return p
@@ -164,7 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if (problem := missing_data(args)) is not None:
         p.error(problem)
+    if args.keypoints is not None:
+        if not args.keypoints.is_file():
+            p.error(f"--keypoints {args.keypoints}: no such file: give a network written by disam-train-keypoints")
+        register("learned", learned_method(args.keypoints))
     cv2.setNumThreads(1)
+    torch.set_num_threads(1)
     try:
         rows = run_parts(args)
     except (ValueError, OSError) as exc:
