@@ -34,6 +34,8 @@ VERIFY_OPTIONS = (
      "against this many map images around it and solved from the pooled matches (0: off)"),
     ("--polish-radius", "polish_radius", positive_float, "... each map point searched within this share of the "
      "image width of where that pose puts it"),
+    ("--regate-far-poses", "regate_far_poses", on_off, "a SIFT pose refused only for lying beyond 10 m / 20 deg "
+     "of its guide is judged again at the map images near it, verified when one agrees (on/off)"),
     ("--unguided-candidates", "unguided_candidates", non_negative_int, "when still none verifies, this many are "
      "matched unguided (0: off)"),
     ("--dense-candidates", "gradient_candidates", non_negative_int, "when still none verifies, this many are "

@@ -115,6 +115,9 @@ PARAMETERS: tuple[Param, ...] = (
           "images around it, within 3 % of the width of where it puts their points, and solved from the pooled "
           "matches; kept when as well supported and within 0.5 m / 2 deg (a more exact pose; docs/pose.md); "
           "0 = off.", constraints=">= 0"),
+    Param("verify_regate_far_poses", False, "A pose (SIFT) refused only for lying over 10 m / 20 deg from the map "
+          "image that guided it is judged again at itself: up to 2 map images near it matched and solved, verified "
+          "when one passes the gate and agrees within 0.5 m / 2 deg (off until measured; docs/pose.md)."),
     Param("unverified_policy", "publish", "While verification is active: publish = a frame that passes the "
           "confidence gate is published even when not verified (the retrieval's pose; verified frames always are); "
           "withhold = only verified frames are published.", dynamic=True, constraints=", ".join(UNVERIFIED_POLICIES)),
@@ -198,6 +201,7 @@ class LocalizerConfig:
     verify_flow_frames: int
     verify_polish_images: int
     verify_dense_max_tilt_deg: float
+    verify_regate_far_poses: bool
     unverified_policy: str
     camera_info_topic: str
     compressed: bool

@@ -150,6 +150,12 @@ class VerifyConfig:
     polish_max_turn_deg: float = 2.0  # ... and this rotation of the first
     unguided_min_inliers: int = 12  # ... inliers the unguided solve needs before it may guide (8 let wrong places
     #                                 through on the dev town's handheld frames, 12 none: docs/pose.md)
+    regate_far_poses: bool = False  # a SIFT attempt refused only for lying beyond max_shift_m / max_turn_deg of its
+    #                                 guide is judged again at itself: the map images near its pose matched and
+    #                                 solved as candidates, verified when one passes the gate and agrees (agree_m,
+    #                                 agree_deg) with it (verify/regate.py; real photographs: right poses 2-4 cm off
+    #                                 refused for a wrong guide 12-20 m away). Off until measured on the dev towns
+    regate_images: int = 2  # ... at most this many such map images per frame, nearest first
     def __post_init__(self) -> None:
         checks = (("candidates", self.candidates >= 1), ("radius", 0.0 < self.radius <= 1.0),
                   ("ratio", 0.0 < self.ratio <= 1.0), ("max_error_px", self.max_error_px > 0),
@@ -214,7 +220,7 @@ class VerifyConfig:
                   ("polish_max_error_px", self.polish_max_error_px > 0),
                   ("polish_max_shift_m", self.polish_max_shift_m >= 0),
                   ("polish_max_turn_deg", self.polish_max_turn_deg >= 0),
-                  ("motion_window_s", self.motion_window_s > 0))
+                  ("motion_window_s", self.motion_window_s > 0), ("regate_images", self.regate_images >= 1))
         bad = [name for name, ok in checks if not ok]
         if bad:
             raise ValueError(f"VerifyConfig: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} out of range "

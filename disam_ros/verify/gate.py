@@ -14,23 +14,20 @@ from disam_ros.verify.result import Verification
 def judged(sol: PoseSolution, k: int, matches: int, key_pos: np.ndarray, key_quat: np.ndarray,
             cfg: VerifyConfig, gate: tuple[float, int, float] | None = None) -> Verification:
     """The gate; `gate` = (max turn, min inliers, min inlier ratio) replaces the config's for unguided and
-    dense-search attempts."""
+    dense-search attempts. An attempt judged by the config's own gate that fails only on its distance from the
+    guide is marked `far_only`: it may be judged again at its own pose (verify/regate.py)."""
     max_turn, min_inliers, min_ratio = gate or (cfg.max_turn_deg, cfg.min_inliers, cfg.min_inlier_ratio)
     shift = float(np.linalg.norm(sol.position - key_pos))
     turn = float(quat_angle_deg(sol.quat, key_quat))
-    if shift > cfg.max_shift_m or turn > max_turn:
-        outcome = "inconsistent"
-    elif sol.inlier_ratio < min_ratio or sol.num_inliers < min_inliers:
-        outcome = "too_few_inliers"
-    elif float(np.max(sol.position_std)) > cfg.max_position_std_m:
-        outcome = "uncertain"
-    else:
-        outcome = "verified"
+    far = shift > cfg.max_shift_m or turn > max_turn
+    weak = sol.inlier_ratio < min_ratio or sol.num_inliers < min_inliers
+    unsure = float(np.max(sol.position_std)) > cfg.max_position_std_m
+    outcome = "inconsistent" if far else "too_few_inliers" if weak else "uncertain" if unsure else "verified"
     cov = sol.covariance * cfg.covariance_scale * max(1.0, cfg.covariance_ref_inliers / sol.num_inliers) ** 2
     return Verification(outcome, index=k, position=sol.position, quat=sol.quat, covariance=cov,
                         inliers=sol.num_inliers, matches=matches, inlier_ratio=sol.inlier_ratio,
                         reprojection_px=sol.mean_error_px, inlier_pixels=sol.inlier_points2d,
-                        inlier_points=sol.inlier_points3d)
+                        inlier_points=sol.inlier_points3d, far_only=far and not weak and not unsure and gate is None)
 
 
 def agreeing(attempts: list[Verification], cfg: VerifyConfig, min_inliers: int = 0) -> Verification | None:

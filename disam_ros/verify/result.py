@@ -42,6 +42,9 @@ class Verification:
     support: PointTrack | None = None  # a verified frame's inliers, for the next frame's tracking
     flow: bool = False  # tracked by optical flow from the previous verified frame (verify/flow.py)
     polished: int = 0  # inliers of the pooled solve that replaced the first pose (verify/polish.py; 0: not)
+    far_only: bool = False  # "inconsistent" only by its distance from its guide: inliers, ratio and sigma pass
+    regated_from: int = -1  # a second attempt at a map image near the pose that candidate's attempt solved
+    #                         (verify/regate.py; -1: none)
     inlier_pixels: np.ndarray | None = field(default=None, repr=False)  # the solve's inliers (pixels, map
     inlier_points: np.ndarray | None = field(default=None, repr=False)  # points): where optical flow starts
 
@@ -61,7 +64,7 @@ class Verification:
                 "intrinsics": self.camera, "tracked_frames": self.hops,
                 "verified_unguided": self.unguided, "verified_dense": self.dense, "features_scale": self.scale,
                 "verify_order": self.order, "tracked_by_flow": self.flow,
-                "polished_inliers": self.polished}
+                "polished_inliers": self.polished, "regated_from": self.regated_from}
 
 
 @dataclass(frozen=True, eq=False)

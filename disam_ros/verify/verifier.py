@@ -12,7 +12,8 @@ The gate (what "verified" means; thresholds in VerifyConfig, chosen on a develop
 enough RANSAC inliers, and enough of the guided matches among them (or, weaker alone, two candidates whose
 separately solved poses agree); a solved position no less certain than
 `max_position_std_m`; a pose near the candidate that guided it (within `max_shift_m` and `max_turn_deg`: the
-guided matches were chosen where that pose projects the map points, so a solution far from it fits noise).
+guided matches were chosen where that pose projects the map points, so a solution far from it fits noise; with
+`regate_far_poses`, off by default, one failing only that is judged again at itself: verify/regate.py).
 A pose that fails the gate is reported with its reason (`outcome`) and never replaces the retrieval's answer.
 
 Cameras that look from elsewhere (`turn_search_deg`, `unguided_candidates`): a camera turned 20-30 degrees from
@@ -77,6 +78,7 @@ from disam_ros.verify.gate import agreeing, judged, sure, verified_or
 from disam_ros.verify.motion import MotionGate
 from disam_ros.verify.order import StepOrder
 from disam_ros.verify.polish import polish_sift
+from disam_ros.verify.regate import regated
 from disam_ros.verify.result import OUTCOMES, PointTrack, Verification
 from disam_ros.verify.support import support_pairs
 
@@ -236,8 +238,9 @@ class Verifier:
 
     def _sift_steps(self, query: Features, ks: list[int], cam: Intrinsics, previous: PointTrack | None,
                     stamp: float, attempts: list[Verification]) -> Verification:
-        """The full-scale steps in order (candidates guided by their poses, two agreeing, turned guides, unguided,
-        tracking), each only when those before verified nothing; their attempts appended to `attempts`."""
+        """The full-scale steps in order (candidates guided by their poses, two agreeing, turned guides, far poses
+        judged at themselves, unguided, tracking), each only when those before verified nothing; their attempts
+        appended to `attempts`."""
         cfg = self.config
         for k in ks:
             attempts.append(self._attempt(query, k, cam))
@@ -250,6 +253,7 @@ class Verifier:
             turns = [self._attempt(query, ks[0], cam, turn) for turn in (-cfg.turn_search_deg, cfg.turn_search_deg)]
             attempts += turns
             best = verified_or(turns, best)
+        best = regated(best, attempts, ks, self.map, lambda j: self._attempt(query, j, cam), cfg)  # verify/regate.py
         if not best.verified and cfg.unguided_candidates:
             free = [self._attempt_unguided(query, k, cam) for k in ks[: cfg.unguided_candidates]]
             attempts += free
