@@ -161,3 +161,22 @@ def test_bench_scores_a_trained_network_and_names_a_missing_one(tmp_path, capsys
     with pytest.raises(SystemExit) as e:
         main(["--parts", "synth", "--methods", "learned", "--keypoints", str(tmp_path / "none.pt")])
     assert e.value.code == 2 and "no such file" in capsys.readouterr().err
+
+
+def test_repeatability_windows_by_hand():
+    """One certain pixel in each map, read on windows whose samples fall on whole pixels: the same pixel under
+    the translation gives loss 0 + (1 - (1 - 1/64)); one pixel off, the peaks sit at different places of the
+    window (cos 0)."""
+    from disam_ros.training.keypoint_loss import PATCH, patches, repeatability
+
+    la = torch.full((1, 32, 32), -30.0)
+    la[0, 10, 10] = 30.0
+    lb = torch.full((1, 32, 32), -30.0)
+    lb[0, 12, 15] = 30.0
+    pa, pb = torch.tensor([[10.5, 10.5]]), torch.tensor([[15.5, 12.5]])
+    win = patches(torch.sigmoid(la), pa)
+    assert win.shape == (1, PATCH * PATCH) and win.sum().item() == pytest.approx(1.0, abs=1e-6)
+    assert repeatability(la, lb, pa, pb).item() == pytest.approx(1 / 64, abs=1e-5)
+    moved = torch.full((1, 32, 32), -30.0)
+    moved[0, 12, 16] = 30.0
+    assert repeatability(la, moved, pa, pb).item() == pytest.approx(1.0 + 1 / 64, abs=1e-5)

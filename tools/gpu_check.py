@@ -162,6 +162,22 @@ def step_ddp(c: Check) -> None:
           last_line(text, r"world|rank|Error|TIMEOUT|SKIPPED") or "model.pt written")
 
 
+def step_keypoints(c: Check) -> None:
+    """The keypoint network trained on the device: a small rendered town, a few hundred steps, steps per second."""
+    town, out = c.work / "kp_town", c.work / "kp" / "keypoints.pt"
+    ok, text, s = c.run("kp_town", [PY, "-m", "disam_ros.data.synthetic.generate", "--out", str(town), "--seed", "101",
+                                    "--size", "320x240", "--frames", "8", "--conditions", "sunny,night,snow",
+                                    "--quiet", "--force"], 120)
+    steps = 5 if c.quick else 300
+    if ok:
+        ok, text, s = c.run("train_keypoints", [PY, "-m", "disam_ros.training.keypoint_train", "--worlds", str(town),
+                                                "--out", str(out), "--steps", str(steps), "--crop", "128",
+                                                "--snapshot-every", "0", "--device", c.device, "--quiet"], 180)
+    ok = ok and out.is_file()
+    c.add("disam-train-keypoints", ok, s, f"{steps / s:.1f} steps/s (incl. start-up)" if ok else
+          last_line(text, r"rror|TIMEOUT"))
+
+
 def nordland_dataset(c: Check) -> Path:
     """The dev half as a folder dataset with poses: frame k at x = k metres (frame numbers are the ground truth)."""
     root = c.work / "nordland_poses"
@@ -249,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     step_train(c)
     step_ddp(c)
     step_eval_answers(c)
+    step_keypoints(c)
     print(write_summary(c, env))
     return 0 if all(r["status"] == "ok" for r in c.rows) else 1
 

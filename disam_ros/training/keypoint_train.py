@@ -44,6 +44,7 @@ class KeypointTrainConfig:
     seed: int = 0
     snapshot_every: int = 500
     augment: float = 1.0  # photometric augmentation strength (0 = none)
+    repeat: float = 0.0  # weight of the detector's repeatability term (training/keypoint_loss.py)
     device: str = "cpu"
     progress: bool = True
 
@@ -65,7 +66,8 @@ def draw_batch(rng: np.random.Generator, pairs: list, cams: list, cfg: KeypointT
     return out
 
 
-def train_step(net: KeypointNet, opt: torch.optim.Optimizer, crops: list[Crop], device: str) -> dict:
+def train_step(net: KeypointNet, opt: torch.optim.Optimizer, crops: list[Crop], device: str,
+               repeat: float = 0.0) -> dict:
     a = torch.stack([to_grey_tensor(c.a) for c in crops]).to(device)
     b = torch.stack([to_grey_tensor(c.b) for c in crops]).to(device)
     logits, desc = net(torch.cat([a, b]))
@@ -74,7 +76,8 @@ def train_step(net: KeypointNet, opt: torch.optim.Optimizer, crops: list[Crop], 
     for i, c in enumerate(crops):
         t = {k: torch.from_numpy(v).to(device) for k, v in
              (("pa", c.pts_a), ("pb", c.pts_b), ("ua", c.unmatched_a))}
-        loss, s = pair_loss(logits[i], desc[i], logits[n + i], desc[n + i], t["pa"], t["pb"], t["ua"])
+        loss, s = pair_loss(logits[i], desc[i], logits[n + i], desc[n + i], t["pa"], t["pb"], t["ua"],
+                            repeat=repeat)
         total = total + loss / n
         stats.append(s)
     opt.zero_grad()
@@ -109,13 +112,13 @@ def train(cfg: KeypointTrainConfig) -> Path:
     bar = tqdm(range(1, cfg.steps + 1), disable=not cfg.progress, desc="keypoints", unit="it")
     t0, recent = time.time(), []
     for step in bar:
-        recent.append(train_step(net, opt, draw_batch(rng, pairs, cams, cfg), cfg.device))
+        recent.append(train_step(net, opt, draw_batch(rng, pairs, cams, cfg), cfg.device, cfg.repeat))
         sched.step()
         if step % 50 == 0:
             avg = {k: np.mean([r[k] for r in recent]) for k in recent[0]}
             bar.set_postfix(loss=f"{avg['loss']:.3f}", matched=f"{avg['matched']:.2f}")
-            log.info("step %d loss %.4f desc %.4f det %.4f matched %.3f (%.0f s)", step, avg["loss"], avg["desc"],
-                     avg["det"], avg["matched"], time.time() - t0)
+            log.info("step %d loss %.4f desc %.4f det %.4f rep %.4f matched %.3f (%.0f s)", step, avg["loss"],
+                     avg["desc"], avg["det"], avg["rep"], avg["matched"], time.time() - t0)
             recent = []
         if cfg.snapshot_every and step % cfg.snapshot_every == 0 and step < cfg.steps:
             save_keypoint_net(cfg.out.with_name(f"{cfg.out.stem}_step{step}{cfg.out.suffix}"), net.eval(),
@@ -136,6 +139,7 @@ def parser() -> OneLineParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--snapshot-every", type=int, default=500, help="steps between snapshots (0: none)")
     p.add_argument("--augment", type=float, default=1.0, help="photometric augmentation strength (0: none)")
+    p.add_argument("--repeat", type=float, default=0.0, help="weight of the detector's repeatability term (0: off)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
     return p
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing := [str(w) for w in args.worlds if not (w / "sunny" / "images").is_dir()]:
         parser().error(f"{', '.join(missing)}: no sunny/images: render the town first (disam-synth --out DIR)")
     cfg = KeypointTrainConfig(tuple(args.worlds), args.out, args.steps, args.batch, args.crop, args.lr, args.seed,
-                              args.snapshot_every, args.augment, args.device, not args.quiet)
+                              args.snapshot_every, args.augment, args.repeat, args.device, not args.quiet)
     try:
         out = train(cfg)
     except ValueError as exc:
