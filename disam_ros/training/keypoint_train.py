@@ -13,6 +13,7 @@ with `disam-bench match --methods learned --keypoints SNAPSHOT --world VALTOWN`;
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
@@ -45,6 +46,7 @@ class KeypointTrainConfig:
     snapshot_every: int = 500
     augment: float = 1.0  # photometric augmentation strength (0 = none)
     repeat: float = 0.0  # weight of the detector's repeatability term (training/keypoint_loss.py)
+    oversample: tuple[tuple[str, float], ...] = ()  # (condition, weight): its pairs drawn this much more often
     device: str = "cpu"
     progress: bool = True
 
@@ -56,8 +58,9 @@ def to_grey_tensor(rgb: np.ndarray) -> torch.Tensor:
 def draw_batch(rng: np.random.Generator, pairs: list, cams: list, cfg: KeypointTrainConfig) -> list[Crop]:
     """`batch` usable crops from random pairs (a pair with too little overlap is redrawn)."""
     out: list[Crop] = []
+    p = pair_weights(pairs, dict(cfg.oversample))
     while len(out) < cfg.batch:
-        k = int(rng.integers(len(pairs)))
+        k = int(rng.choice(len(pairs), p=p))
         crop = sample_crop(rng, *pairs[k][:2], cams[pairs[k][2]], cfg.crop)
         if crop is not None:
             if cfg.augment > 0:
@@ -84,6 +87,23 @@ def train_step(net: KeypointNet, opt: torch.optim.Optimizer, crops: list[Crop], 
     total.backward()
     opt.step()
     return {k: float(np.mean([s[k] for s in stats])) for k in stats[0]} | {"loss": float(total.detach())}
+
+
+def pair_weights(pairs: list, oversample: dict[str, float]) -> np.ndarray:
+    """Drawing probabilities: each pair weighs its query condition's `oversample` weight (default 1)."""
+    w = np.array([oversample.get(b.image.parent.parent.name, 1.0) for _, b, _ in pairs], np.float64)
+    return w / w.sum()
+
+
+def condition_weights(text: str) -> tuple[tuple[str, float], ...]:
+    """--oversample 'snow=3,rain=2' -> (('snow', 3.0), ('rain', 2.0)); an argparse error names the form."""
+    try:
+        out = tuple((k.strip(), float(v)) for k, v in (item.split("=") for item in text.split(",") if item.strip()))
+    except ValueError:
+        out = ()
+    if not out or any(not k or not w > 0 for k, w in out):
+        raise argparse.ArgumentTypeError(f"{text!r} is not CONDITION=WEIGHT[,...] with weights > 0 (e.g. snow=3)")
+    return out
 
 
 def load_pairs(worlds: tuple[Path, ...]) -> tuple[list, list]:
@@ -140,6 +160,8 @@ def parser() -> OneLineParser:
     p.add_argument("--snapshot-every", type=int, default=500, help="steps between snapshots (0: none)")
     p.add_argument("--augment", type=float, default=1.0, help="photometric augmentation strength (0: none)")
     p.add_argument("--repeat", type=float, default=0.0, help="weight of the detector's repeatability term (0: off)")
+    p.add_argument("--oversample", type=condition_weights, default=(),
+                   help="draw these query conditions' pairs more often, e.g. snow=3,rain=2")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
     return p
@@ -153,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing := [str(w) for w in args.worlds if not (w / "sunny" / "images").is_dir()]:
         parser().error(f"{', '.join(missing)}: no sunny/images: render the town first (disam-synth --out DIR)")
     cfg = KeypointTrainConfig(tuple(args.worlds), args.out, args.steps, args.batch, args.crop, args.lr, args.seed,
-                              args.snapshot_every, args.augment, args.repeat, args.device, not args.quiet)
+                              args.snapshot_every, args.augment, args.repeat, args.oversample, args.device,
+                              not args.quiet)
     try:
         out = train(cfg)
     except ValueError as exc:
