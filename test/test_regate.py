@@ -270,3 +270,18 @@ def test_off_is_the_verifier_without_the_step(town, monkeypatch):
     monkeypatch.setattr(verifier_module, "regated", lambda best, *args: best)
     assert run(VerifyConfig()) == off  # switched off, the step changes nothing
     assert run(ON) != on and run(ON) == off  # ... and it is what makes the difference when on
+
+
+def test_evaluation_records_say_which_attempts_were_far_only_or_judged_again():
+    from disam_ros.eval.scoring import attempt_record
+    from disam_ros.verify.result import Verification
+
+    plain = attempt_record(Verification("too_few_inliers", index=2), np.zeros(3), np.array([0, 0, 0, 1.0]))
+    assert plain["far_only"] is False and plain["regated_from"] == -1
+    far = Verification("inconsistent", index=4, position=np.array([3.0, 4.0, 0.0]), quat=np.array([0, 0, 0, 1.0]),
+                       far_only=True)
+    second = Verification("verified", index=7, position=np.zeros(3), quat=np.array([0, 0, 0, 1.0]), regated_from=4)
+    rec_far = attempt_record(far, np.zeros(3), np.array([0, 0, 0, 1.0]))
+    rec_second = attempt_record(second, np.zeros(3), np.array([0, 0, 0, 1.0]))
+    assert rec_far["far_only"] is True and rec_far["t_m"] == pytest.approx(5.0)
+    assert rec_second["regated_from"] == 4 and rec_second["keyframe"] == 7
