@@ -73,6 +73,9 @@ def world_pairs(root: Path, conditions: tuple[str, ...] | None = None) -> tuple[
         raise ValueError(f"{root}: no depth/ or camera.yaml: render the town with depth (disam-synth without "
                          "--no-depth)")
     cam = ref.camera
+    if np.any(cam.dist() != 0):
+        raise ValueError(f"{root}: camera.yaml has lens distortion; the correspondences assume an ideal pinhole "
+                         "(rendered towns): train on disam-synth towns")
     names = conditions or tuple(p.name for p in sorted(root.iterdir()) if (p / "images").is_dir())
     rv, pairs = views(ref), []
     rp = np.array([v.position for v in rv])
