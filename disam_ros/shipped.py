@@ -6,7 +6,8 @@
 - `real`: the real-world starter (2026-11-24, recipe `real_starter`, trained on Nordland only, encoders
   `summer` and `winter`): the default to start from on a real camera until you train on your own data.
 
-A value that is not one of these names is a path, exactly as before.
+A value that is not one of these names is a path, exactly as before. `KEYPOINTS` is the learned local-feature
+network (model/keypoint_net.py, docs/keypoints.md), a file of its own format rather than a DISAM checkpoint.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SHIPPED = {"demo": "demo_coarse.pt", "demo-fine": "demo_fine.pt", "real": "real_coarse.pt"}
+KEYPOINTS = ASSETS / "keypoints.pt"
 
 
 def shipped_path(name: str) -> Path:

@@ -151,13 +151,16 @@ def test_cli_trains_writes_a_network_and_refuses_bad_input(geometry_world, tmp_p
 
 def test_bench_scores_a_trained_network_and_names_a_missing_one(tmp_path, capsys):
     from disam_ros.bench.match import main
+    from disam_ros.bench.match_methods import METHODS
 
+    shipped = METHODS["learned"]
     torch.manual_seed(0)
     save_keypoint_net(tmp_path / "kp.pt", KeypointNet(), {})
     assert main(["--parts", "synth", "--methods", "learned", "--keypoints", str(tmp_path / "kp.pt"), "--world",
                  str(tmp_path / "town"), "--size", "160x120", "--pairs", "2", "--conditions", "night",
                  "--quiet"]) == 0
     assert "| learned | night | 2 |" in capsys.readouterr().out
+    assert METHODS["learned"] is shipped  # the file given was for that run only
     with pytest.raises(SystemExit) as e:
         main(["--parts", "synth", "--methods", "learned", "--keypoints", str(tmp_path / "none.pt")])
     assert e.value.code == 2 and "no such file" in capsys.readouterr().err
@@ -203,10 +206,10 @@ def test_the_shipped_network_solves_night_pairs_the_product_sift_cannot(tmp_path
     """A small town the network never saw (seed 5, 320x240), four daylight -> night pairs with depth truth: the
     shipped network's PnP poses land within (5 m, 10 deg) on at least three, the product's SIFT recipe's on
     fewer (none when this was written: 18 matches a pair against ~230)."""
-    from disam_ros.bench.match_methods import SHIPPED_KEYPOINTS
     from disam_ros.bench.match_synth import render_town, run_synth
+    from disam_ros.shipped import KEYPOINTS
 
-    assert SHIPPED_KEYPOINTS.is_file()
+    assert KEYPOINTS.is_file()
     world = render_town(tmp_path / "town", 5, (320, 240), 8, ("night",))
     learned, sift = (run_synth(world, (m,), ("night",), 4, lambda: None)[0] for m in ("learned", "sift_map"))
     assert learned["pairs"] == sift["pairs"] == 4

@@ -167,9 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if (problem := missing_data(args)) is not None:
         p.error(problem)
+    if args.keypoints is not None and not args.keypoints.is_file():
+        p.error(f"--keypoints {args.keypoints}: no such file: give a network written by disam-train-keypoints")
+    shipped = METHODS["learned"]
     if args.keypoints is not None:
-        if not args.keypoints.is_file():
-            p.error(f"--keypoints {args.keypoints}: no such file: give a network written by disam-train-keypoints")
         register("learned", learned_method(args.keypoints))
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
@@ -177,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_parts(args)
     except (ValueError, OSError) as exc:
         p.error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    finally:
+        register("learned", shipped)  # a caller in the same process gets the shipped network back
     emit("match", rows, format_table(rows), args.json, parts=list(args.parts), methods=list(args.methods),
          data=str(args.data), seed=args.seed, size=list(args.size), pairs=args.pairs,
          conditions=list(args.conditions), frames_per_camera=args.frames)

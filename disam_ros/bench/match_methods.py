@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from disam_ros.pose.features import MAP_SIFT, detect_sift, root_sift, to_grey
+from disam_ros.shipped import KEYPOINTS
 
 NFEATURES = 2000
 LEARNED_RATIO = 1.0  # mutual nearest neighbours alone: chosen among 0.8 / 0.9 / 1.0 on the validation town (seed 7)
@@ -96,9 +97,8 @@ def learned_method(path: Path, ratio: float = LEARNED_RATIO) -> DetectFn:
     return learned
 
 
-SHIPPED_KEYPOINTS = Path(__file__).resolve().parents[1] / "assets" / "keypoints.pt"
 for _name, _fn in (("sift", sift), ("orb", orb), ("sift_map", sift_map),
-                   ("learned", learned_method(SHIPPED_KEYPOINTS))):
+                   ("learned", learned_method(KEYPOINTS))):
     register(_name, _fn)
 
 
@@ -107,7 +107,8 @@ def match(a: LocalFeatures, b: LocalFeatures, ratio: float | None = None, mutual
     `ratio` (default: the features' own) times the second nearest, and (with `mutual`) i is j's nearest
     neighbour too. Brute force: no randomness, so every run gives the same pairs."""
     if a.norm != b.norm or a.ratio != b.ratio:
-        raise ValueError(f"cannot match {a.norm} descriptors with {b.norm} ones: use one method on both images")
+        raise ValueError(f"cannot match {a.norm} descriptors (ratio {a.ratio}) with {b.norm} ones (ratio {b.ratio}): "
+                         "use one method on both images")
     ratio = a.ratio if ratio is None else ratio
     if len(a) == 0 or len(b) < 2:
         return np.zeros((0, 2), np.int64)
