@@ -58,9 +58,9 @@ def to_grey_tensor(rgb: np.ndarray) -> torch.Tensor:
 def draw_batch(rng: np.random.Generator, pairs: list, cams: list, cfg: KeypointTrainConfig) -> list[Crop]:
     """`batch` usable crops from random pairs (a pair with too little overlap is redrawn)."""
     out: list[Crop] = []
-    p = pair_weights(pairs, dict(cfg.oversample))
-    while len(out) < cfg.batch:
-        k = int(rng.choice(len(pairs), p=p))
+    p = pair_weights(pairs, dict(cfg.oversample)) if cfg.oversample else None
+    while len(out) < cfg.batch:  # without --oversample: the same draws as when the shipped network was trained
+        k = int(rng.integers(len(pairs))) if p is None else int(rng.choice(len(pairs), p=p))
         crop = sample_crop(rng, *pairs[k][:2], cams[pairs[k][2]], cfg.crop)
         if crop is not None:
             if cfg.augment > 0:
