@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from disam_ros.data.depth import read_depth
 from disam_ros.data.folders import CameraIntrinsics
 from disam_ros.geometry import yaw_pitch_roll_to_quat
 from disam_ros.model.keypoint_net import (
@@ -214,3 +215,27 @@ def test_the_shipped_network_solves_night_pairs_the_product_sift_cannot(tmp_path
     learned, sift = (run_synth(world, (m,), ("night",), 4, lambda: None)[0] for m in ("learned", "sift_map"))
     assert learned["pairs"] == sift["pairs"] == 4
     assert learned["pose@5m10deg"] >= 0.75 > sift["pose@5m10deg"]
+
+
+def test_transfer_agrees_with_the_pose_package_on_a_rendered_pair(geometry_world):
+    """The training truth against the product's own back-projection (pose/backproject) and projection with the
+    bench's occlusion test: the same pixels wherever both keep a point, and most points kept by both."""
+    from disam_ros.bench.match_synth import visible
+    from disam_ros.pose.backproject import backproject
+    from disam_ros.pose.camera import Intrinsics
+    from disam_ros.pose.frames import cam_from_map
+
+    pairs, cam = world_pairs(geometry_world["world"])
+    a, b = pairs[len(pairs) // 2]
+    da, db = read_depth(a.depth), read_depth(b.depth)
+    gx, gy = np.meshgrid(np.arange(0, 320, 8), np.arange(0, 240, 8))
+    uv = np.stack([gx.ravel(), gy.ravel()], 1)
+    ours = transfer(uv, da, a, b, cam, db)
+    ic = Intrinsics.from_camera(cam)
+    bp = backproject(uv.astype(float), da, ic, a.position, a.quat)
+    R, t = cam_from_map(b.position, b.quat)
+    theirs, _ = visible(np.nan_to_num(bp.points), R, t, ic, db)
+    theirs[~bp.ok] = np.nan
+    both = np.isfinite(ours).all(1) & np.isfinite(theirs).all(1)
+    assert both.sum() >= 0.5 * np.isfinite(ours).all(1).sum() > 0
+    np.testing.assert_allclose(ours[both], theirs[both], atol=1e-6)

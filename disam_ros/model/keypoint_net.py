@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from disam_ros.fsutil import atomic_path
+
 CELL = 8  # backbone stride: descriptors live on an 8x8-pixel grid
 FORMAT = "disam-keypoints-1"
 
@@ -116,11 +118,9 @@ def extract(net: KeypointNet, image: np.ndarray, limit: int = 2000, radius: int 
 
 
 def save_keypoint_net(path: str | Path, net: KeypointNet, meta: dict) -> None:
-    """Weights + config + `meta` (what it was trained on), written to a temp path and renamed."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, "config": asdict(net.config), "state": net.state_dict(), "meta": meta}, tmp)
-    tmp.replace(path)
+    """Weights + config + `meta` (what it was trained on), written whole or not at all (fsutil.atomic_path)."""
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save({"format": FORMAT, "config": asdict(net.config), "state": net.state_dict(), "meta": meta}, tmp)
 
 
 def load_keypoint_net(path: str | Path) -> KeypointNet:

@@ -37,7 +37,9 @@ class View:
 def transfer(uv: np.ndarray, depth_a: np.ndarray, a: View, b: View, cam: CameraIntrinsics,
              depth_b: np.ndarray) -> np.ndarray:
     """Integer pixels uv (N,2: x, y) of A -> their true pixels in B (N,2), NaN where A has no depth, the point is
-    behind B or outside it, or B's depth there disagrees (hidden or a silhouette)."""
+    behind B or outside it, or B's depth there disagrees (hidden or a silhouette). The pinhole arithmetic of
+    pose/backproject.py and pose/frames.project, which training may not import (training sits on model/data);
+    test_keypoints checks that the two agree."""
     u, v = uv[:, 0].astype(int), uv[:, 1].astype(int)
     z = depth_a[v, u].astype(np.float64)
     p_cam = np.stack([(u - cam.cx) / cam.fx * z, (v - cam.cy) / cam.fy * z, z], 1)
