@@ -277,4 +277,5 @@ def attempt_record(attempt: Any, gt_position: np.ndarray, gt_quat: np.ndarray) -
     return {"keyframe": int(a.index), "outcome": str(a.outcome), "inliers": int(a.inliers), "matches": int(a.matches),
             "inlier_ratio": ratio, "hops": int(a.hops), "t_m": t_m, "r_deg": r_deg,
             "scale": float(a.scale), "dense": bool(getattr(a, "dense", False)),
-            "far_only": bool(getattr(a, "far_only", False)), "regated_from": int(getattr(a, "regated_from", -1))}
+            "far_only": bool(getattr(a, "far_only", False)), "regated_from": int(getattr(a, "regated_from", -1)),
+            "features": str(getattr(a, "features", "sift"))}

@@ -3,6 +3,8 @@ default is the option's), its type and help; `offline.add_tracker_args` adds the
 them on, so a new verifier knob is one row here (test_eval_verify checks each reaches the config)."""
 from __future__ import annotations
 
+import argparse
+
 from disam_ros.cliutil import (
     distance_band,
     non_negative_float,
@@ -13,6 +15,15 @@ from disam_ros.cliutil import (
     probability,
     scale_share,
 )
+from disam_ros.verify.config import FEATURE_CHOICES
+
+
+def feature_choice(text: str) -> str:
+    """--verify-features: one of FEATURE_CHOICES."""
+    if text not in FEATURE_CHOICES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(FEATURE_CHOICES)}")
+    return text
+
 
 # disam-eval's verification options: flag, VerifyConfig field (its default is the option's), type, help
 VERIFY_OPTIONS = (
@@ -36,6 +47,8 @@ VERIFY_OPTIONS = (
      "image width of where that pose puts it"),
     ("--regate-far-poses", "regate_far_poses", on_off, "a SIFT pose refused only for lying beyond 10 m / 20 deg "
      "of its guide is judged again at the map images near it, verified when one agrees (on/off)"),
+    ("--verify-features", "verify_features", feature_choice, "local features poses are verified with: map (what "
+     "the map was built for), sift, learned or both (learned when SIFT verifies nothing)"),
     ("--unguided-candidates", "unguided_candidates", non_negative_int, "when still none verifies, this many are "
      "matched unguided (0: off)"),
     ("--dense-candidates", "gradient_candidates", non_negative_int, "when still none verifies, this many are "

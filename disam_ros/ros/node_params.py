@@ -19,6 +19,7 @@ from disam_ros import conditions
 from disam_ros.ros.node_cli import ConfigError, check_params_file, ros_argv  # noqa: F401  (re-exported: P.ros_argv)
 from disam_ros.ros.node_signals import NODE_NAME, StopSignals, fail  # noqa: F401  (re-exported: P.StopSignals, P.fail)
 from disam_ros.ros.param_decl import declare_all, one_line, refuse_unknown  # noqa: F401  (re-exported)
+from disam_ros.verify.config import FEATURE_CHOICES
 
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 ALLOWED_WEATHER = (*conditions.WEATHERS, conditions.UNKNOWN)
@@ -118,6 +119,10 @@ PARAMETERS: tuple[Param, ...] = (
     Param("verify_regate_far_poses", False, "A pose (SIFT) refused only for lying over 10 m / 20 deg from the map "
           "image that guided it is judged again at itself: up to 2 map images near it matched and solved, verified "
           "when one passes the gate and agrees within 0.5 m / 2 deg (off until measured; docs/pose.md)."),
+    Param("verify_features", "map", "Local features a pose is verified with: map = what the map was built for "
+          "(disam-build-map --verify-features), sift, learned (the map's learned keypoints instead of SIFT) or both "
+          "(learned when SIFT verifies nothing); learned/both need a map built with them (docs/keypoints.md).",
+          constraints=", ".join(FEATURE_CHOICES)),
     Param("unverified_policy", "publish", "While verification is active: publish = a frame that passes the "
           "confidence gate is published even when not verified (the retrieval's pose; verified frames always are); "
           "withhold = only verified frames are published.", dynamic=True, constraints=", ".join(UNVERIFIED_POLICIES)),
@@ -202,6 +207,7 @@ class LocalizerConfig:
     verify_polish_images: int
     verify_dense_max_tilt_deg: float
     verify_regate_far_poses: bool
+    verify_features: str
     unverified_policy: str
     camera_info_topic: str
     compressed: bool
@@ -291,6 +297,8 @@ def check_value(name: str, value: Any) -> Any:
     elif name == "verify_min_inliers" and value < MIN_VERIFY_INLIERS:
         raise ValueError(f"verify_min_inliers must be >= {MIN_VERIFY_INLIERS} (a 6-DoF pose needs at least "
                          f"{MIN_VERIFY_INLIERS} points), got {value}")
+    elif name == "verify_features" and value not in FEATURE_CHOICES:
+        raise ValueError(f"verify_features {value!r} is not valid: use one of {', '.join(FEATURE_CHOICES)}")
     elif name == "unverified_policy" and value not in UNVERIFIED_POLICIES:
         raise ValueError(f"unverified_policy {value!r} is not valid: use one of {', '.join(UNVERIFIED_POLICIES)}")
     elif name == "loop_closure_min_consecutive" and value < 1:

@@ -54,7 +54,8 @@ class NodeTracking:
                               gradient_with_prior=cfg.verify_dense_with_prior,
                               first_scale=cfg.verify_first_scale, motion_speed_factor=cfg.verify_motion_speed_factor,
                               flow_frames=cfg.verify_flow_frames, polish_images=cfg.verify_polish_images,
-                              regate_far_poses=cfg.verify_regate_far_poses)
+                              regate_far_poses=cfg.verify_regate_far_poses,
+                              verify_features=cfg.verify_features)
         self.tracker = Tracker(reloc, TrackerConfig(mode=cfg.mode, sequence=seq, standstill_ratio=cfg.standstill_ratio,
                                                     loop_closure_min_consecutive=cfg.loop_closure_min_consecutive,
                                                     verify=verify))

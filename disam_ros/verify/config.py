@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+FEATURE_CHOICES = ("map", "sift", "learned", "both")  # verify_features (verify/learned_step.py)
+
 
 @dataclass(frozen=True)
 class VerifyConfig:
@@ -156,6 +158,10 @@ class VerifyConfig:
     #                                 agree_deg) with it (verify/regate.py; real photographs: right poses 2-4 cm off
     #                                 refused for a wrong guide 12-20 m away). Off until measured on the dev towns
     regate_images: int = 2  # ... at most this many such map images per frame, nearest first
+    verify_features: str = "map"  # sift, learned (the map's learned keypoints instead of SIFT's steps), both
+    #                               (learned when SIFT's steps verify nothing) or map: what the map was built for
+    learned_radius: float = 0.2  # learned matching: search radius around the candidate's prediction, share of width
+
     def __post_init__(self) -> None:
         checks = (("candidates", self.candidates >= 1), ("radius", 0.0 < self.radius <= 1.0),
                   ("ratio", 0.0 < self.ratio <= 1.0), ("max_error_px", self.max_error_px > 0),
@@ -220,7 +226,9 @@ class VerifyConfig:
                   ("polish_max_error_px", self.polish_max_error_px > 0),
                   ("polish_max_shift_m", self.polish_max_shift_m >= 0),
                   ("polish_max_turn_deg", self.polish_max_turn_deg >= 0),
-                  ("motion_window_s", self.motion_window_s > 0), ("regate_images", self.regate_images >= 1))
+                  ("motion_window_s", self.motion_window_s > 0), ("regate_images", self.regate_images >= 1),
+                  ("verify_features", self.verify_features in FEATURE_CHOICES),
+                  ("learned_radius", 0.0 < self.learned_radius <= 1.0))
         bad = [name for name, ok in checks if not ok]
         if bad:
             raise ValueError(f"VerifyConfig: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} out of range "

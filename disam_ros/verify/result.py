@@ -43,6 +43,7 @@ class Verification:
     flow: bool = False  # tracked by optical flow from the previous verified frame (verify/flow.py)
     polished: int = 0  # inliers of the pooled solve that replaced the first pose (verify/polish.py; 0: not)
     far_only: bool = False  # "inconsistent" only by its distance from its guide: inliers, ratio and sigma pass
+    features: str = "sift"  # the local features it was solved from: sift or learned (verify/learned_step.py)
     regated_from: int = -1  # a second attempt at a map image near the pose that candidate's attempt solved
     #                         (verify/regate.py; -1: none)
     inlier_pixels: np.ndarray | None = field(default=None, repr=False)  # the solve's inliers (pixels, map
@@ -64,7 +65,8 @@ class Verification:
                 "intrinsics": self.camera, "tracked_frames": self.hops,
                 "verified_unguided": self.unguided, "verified_dense": self.dense, "features_scale": self.scale,
                 "verify_order": self.order, "tracked_by_flow": self.flow,
-                "polished_inliers": self.polished, "regated_from": self.regated_from}
+                "polished_inliers": self.polished, "regated_from": self.regated_from,
+                "verified_features": self.features}
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,26 +16,20 @@ guided matches were chosen where that pose projects the map points, so a solutio
 `regate_far_poses`, off by default, one failing only that is judged again at itself: verify/regate.py).
 A pose that fails the gate is reported with its reason (`outcome`) and never replaces the retrieval's answer.
 
-Cameras that look from elsewhere (`turn_search_deg`, `unguided_candidates`): a camera turned 20-30 degrees from
-every map image (a photo collection, a junction) has its map points predicted far from where they are, beyond the
-guided search radius, in any weather. When no candidate verifies, the best one guides again with its pose turned
-left and right about the camera's vertical (same gate, judged against the turned guide); optionally (off by
-default: held out it verified a look-alike place) candidates are then matched without a guide (ratio test, mutual)
-and a solve from enough of those matches guides a second, tight guided match, judged by the usual gate with more
-turn allowed (`_attempt_unguided`).
+Cameras that look from elsewhere (`turn_search_deg`, `unguided_candidates`): when no candidate verifies, the
+best one guides again turned left and right about the camera's vertical; optionally candidates are then matched
+without a guide (`_attempt_unguided` says why and how).
 
-A first look at reduced scale (`first_scale`): SIFT costs ~90 ms of a 640x480 frame at the map's full scale and
-~20 ms on the half-size image; the candidates are first tried in order with those cheaper features, judged by
-the same gate, and the first verified result that is also sure (enough inliers, a tight covariance: few inliers
-of a neighbouring map image pass the gate more easily at half scale) is the answer. Only frames no look answers
-(night, fog, rain, snow) pay for the full-scale features and every step below: a daylight frame costs about a
-third of what it did, a hard frame ~40-50 ms more (docs/pose.md).
+Learned local features (`verify_features`, verify/learned_step.py): with a map built with them, the query's
+learned keypoints are matched instead of SIFT's steps (learned) or when those verify nothing (both).
 
-Map-point tracking (`track_frames` > 0): a verified frame hands its inliers (its own keypoints, their descriptors
-and the MAP points they matched) to the next frame. When that frame's own candidates do not verify, its
-keypoints are matched to those of the frame before, guided by that frame's pose, and the pose is solved
-against the same map points and judged by the same gate. Why: across conditions (rain, snow, night) a frame
-rarely matches the map images, but consecutive frames of one drive match each other well; the points stay the
+A first look at reduced scale (`first_scale`): the candidates are first tried with SIFT on the half-size image
+(~20 ms of a 640x480 frame against ~90 ms at full scale); the first verified look that is also sure (`sure`) is the
+answer, so only frames no look answers (night, fog, rain, snow) pay for the full-scale steps (docs/pose.md).
+
+Map-point tracking (`track_frames` > 0): a verified frame hands its inliers (its keypoints, their descriptors and
+the MAP points they matched) to the next frame, whose keypoints are matched to them when its own candidates do
+not verify: consecutive frames of one drive match each other well across conditions, and the points stay the
 map's, so nothing drifts the way visual odometry does. The chain ends after `track_frames` frames without a
 map-verified one, after a gap of `track_max_gap_s`, or when too few points survive.
 
@@ -75,6 +69,7 @@ from disam_ros.verify.config import VerifyConfig
 from disam_ros.verify.dense_step import dense_attempts
 from disam_ros.verify.flow import FlowSeed, flow_attempt, next_seed, trackable
 from disam_ros.verify.gate import agreeing, judged, sure, verified_or
+from disam_ros.verify.learned_step import LearnedStep, resolve_features
 from disam_ros.verify.motion import MotionGate
 from disam_ros.verify.order import StepOrder
 from disam_ros.verify.polish import polish_sift
@@ -116,6 +111,9 @@ class Verifier:
         self.motion = MotionGate(max_speed_mps * c.motion_speed_factor, c.motion_slack_m, c.motion_window_s)
         self._flow: FlowSeed | None = None  # the last verified frame, for optical-flow tracking (verify/flow.py)
         self._axes: np.ndarray | None = None  # the map images' optical axes (_forwards)
+        learned = getattr(loc_map.map_geometry, "learned", None)
+        self.features = resolve_features(self.config.verify_features, learned, str(getattr(loc_map, "root", "")))
+        self.learned = LearnedStep(learned, self.config) if self.features != "sift" else None
 
     def reset(self) -> None:
         """A new drive (Tracker.reset): the first look and the SIFT steps are tried again from its next frame on."""
@@ -219,7 +217,7 @@ class Verifier:
             order.dense_verified()
             return best, attempts, None
         query = used = None
-        if not dense_on or order.sift():
+        if self.features != "learned" and (not dense_on or order.sift()):
             looks, answer, used = self._first_looks(rgb, ks, cam)
             attempts += looks
             if answer is None:
@@ -228,6 +226,10 @@ class Verifier:
                     if len(query) >= cfg.min_inliers else Verification("no_features")
             best, used = (answer, used) if answer is not None else (best, query)
             order.sift_ran(best.verified)
+        if self.learned is not None and not best.verified:
+            found, answer = self.learned.attempts(rgb, ks, self.map.positions, self.map.quats, cam, self._solve)
+            attempts += found
+            best = answer or best
         if dense_on and not early and not best.verified:
             dense = self._dense_attempts(rgb, ks[: cfg.gradient_candidates], cam, query)
             attempts += dense
