@@ -63,6 +63,27 @@ def test_look_alikes_off_the_line_do_not_steal_the_match():
     assert len(plain) < n // 2  # each true match has a near twin: the ratio test refuses it
 
 
+def test_ratio_one_is_mutual_nearest_neighbours_alone():
+    """Learned descriptors (64 unit floats) are matched with ratio 1.0: no ratio test, so a lone candidate in the
+    band matches (with 0.8 it does not), a near twin no longer blocks the true match, and the mutual check still
+    refuses a keypoint whose candidate prefers another."""
+    rng = np.random.default_rng(4)
+    R, t = np.eye(3), np.array([-1.0, 0.0, 0.0])  # sideways: every epipolar line is a row
+    band = (0.01, 0.01)
+    unit = rng.normal(size=(4, 64)).astype(np.float32)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    x1 = np.array([[0.0, 0.0], [0.1, 0.3]])
+    x2 = np.array([[0.2, 0.0], [0.3, 0.3], [0.5, 0.3]])  # one candidate on row 0, two on row 0.3
+    d2 = np.stack([unit[0], unit[1], unit[1] + 0.01 * unit[2]])  # row 0.3: the truth and a near twin
+    d1 = np.stack([unit[0], unit[1] + 0.03 * unit[3]])  # keypoint 1: the truth seen again, a little changed
+    d1, d2 = (d / np.linalg.norm(d, axis=1, keepdims=True) for d in (d1, d2))
+    assert epipolar_match(x1, d1, x2, d2, R, t, band, ratio=0.8).tolist() == []
+    assert epipolar_match(x1, d1, x2, d2, R, t, band, ratio=1.0).tolist() == [[0, 0], [1, 1]]
+    x1b, d1b = np.vstack([x1, [[0.15, 0.3]]]), np.vstack([d1, d2[1]])  # a keypoint exactly like candidate 1
+    assert epipolar_match(x1b, d1b, x2, d2, R, t, band, ratio=1.0).tolist() == [[0, 0], [2, 1]]  # not 1: mutual
+    assert match_descriptors(d1, d2, ratio=1.0).tolist() == [[0, 0], [1, 1]]  # plain matching agrees
+
+
 def test_bad_ratio_is_refused():
     with pytest.raises(ValueError, match="ratio"):
         epipolar_match(np.zeros((1, 2)), np.zeros((1, 4)), np.zeros((2, 2)), np.zeros((2, 4)), np.eye(3),

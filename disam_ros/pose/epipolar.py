@@ -46,6 +46,8 @@ def epipolar_match(x1: np.ndarray, d1: np.ndarray, x2: np.ndarray, d2: np.ndarra
     """(M,2) index pairs (i in 1, j in 2), sorted by i: j is i's nearest descriptor (L2) among image 2's
     keypoints within max_dist[1] of i's epipolar line (and i within max_dist[0] of j's), closer than `ratio`
     times the runner-up there (a lone candidate does not match), and i is j's nearest the same way (mutual).
+    `ratio` 1.0 is no ratio test, mutual nearest neighbours alone (learned descriptors: pose/learned.py), so a
+    lone candidate in the band does match: sparse keypoints often have one there, and it is the nearest.
     x1, x2: normalised coordinates; max_dist: the line distance allowed in each image, normalised (pixels /
     focal length)."""
     if not 0.0 < ratio <= 1.0:
@@ -71,7 +73,8 @@ def epipolar_match(x1: np.ndarray, d1: np.ndarray, x2: np.ndarray, d2: np.ndarra
         dist[local, jb] = np.inf
         second = dist.min(axis=1)
         dist[local, jb] = best
-        j[rows], ok[rows] = jb, np.isfinite(second) & (best < ratio * second)  # a lone candidate: nothing to beat
+        j[rows] = jb  # a lone candidate has nothing to beat, unless no ratio test is asked for
+        ok[rows] = np.isfinite(best) if ratio >= 1.0 else np.isfinite(second) & (best < ratio * second)
         top = np.argmin(dist, axis=0)
         better = dist[top, np.arange(len(b))] < col_best
         col_best[better] = dist[top, np.arange(len(b))][better]
