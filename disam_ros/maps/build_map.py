@@ -12,6 +12,8 @@
         --geometry auto (default): map geometry for metric poses (SIFT keypoints + 3D points per image) from
         <condition>/depth/ when present, else triangulated between neighbouring images; none without intrinsics
         (camera.yaml / CameraInfo) or poses (maps/geometry_build.py)
+        --verify-features both|learned [--keypoint-net NET]: also store learned keypoints and 3D points beside
+        SIFT's, with a copy of the network, for the verifier (maps/feature_kind.py; default sift)
 """
 from __future__ import annotations
 
@@ -37,11 +39,12 @@ from disam_ros.data.tum import make_trajectory, read_tum
 from disam_ros.fsutil import replace_refusal
 from disam_ros.maps.builder import build_map, merge_shards
 from disam_ros.maps.descriptors import DTYPES, INDEXES, MODES, settings_for_mode
-from disam_ros.maps.geometry_build import GEOMETRY_CHOICES, GeometryPlan, plan_geometry
+from disam_ros.maps.feature_kind import VERIFY_FEATURES, LearnedPlan
+from disam_ros.maps.geometry_build import GEOMETRY_CHOICES, GeometryPlan, check_learned, plan_geometry
 from disam_ros.maps.map_format import MAP_OUTPUT, MapError, is_older_map
 from disam_ros.maps.map_plan import AUTO, resolve_mode
 from disam_ros.pose.features import MAP_SIFT
-from disam_ros.shipped import checkpoint_arg
+from disam_ros.shipped import KEYPOINTS, checkpoint_arg
 from disam_ros.threads import apply_threads
 
 log = logging.getLogger(__name__)
@@ -91,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sift-max-side", type=int, default=MAP_SIFT.max_side, help="map geometry: detect SIFT on "
                    f"copies at most this many pixels along the longer side (default {MAP_SIFT.max_side}; 0 = no cap); "
                    "for map photographs bigger than the query camera's images, its longer side (docs/maps.md)")
+    p.add_argument("--verify-features", default="sift", choices=VERIFY_FEATURES, help="map geometry: what the "
+                   "verifier matches; learned or both also store learned keypoints and their 3D points beside SIFT's "
+                   "(default sift; recorded, the node's default; docs/maps.md)")
+    p.add_argument("--keypoint-net", type=Path, help="with --verify-features learned/both: the keypoint network "
+                   "(default: the shipped one); a copy goes into the map")
     p.add_argument("--frame-id", default="map", help="TF frame of the poses (default map)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
@@ -163,6 +171,8 @@ class MapBuildConfig:
     geometry: str = "auto"  # map geometry: auto, depth, triangulate or none (maps/geometry_build.py)
     sift_scale: float = 1.0  # map geometry: detect SIFT on the image resized by this (queries follow the map)
     sift_max_side: int = MAP_SIFT.max_side  # ... and on at most this many pixels along the longer side (0 = no cap)
+    verify_features: str = "sift"  # learned / both: a learned block beside SIFT's (maps/feature_kind.py)
+    keypoint_net: Path | None = None  # its network (None: the shipped one)
     frame_id: str = "map"
     batch_size: int = 16
     device: str = "auto"
@@ -175,6 +185,20 @@ class MapBuildConfig:
         return settings_for_mode(mode or self.mode, coarse_grid=self.coarse_grid, fine_grid=self.fine_grid,
                                  pca_dim=self.pca_dim, coarse_dtype=self.coarse_dtype, fine_dtype=self.fine_dtype,
                                  index=self.index)
+
+    def learned_plan(self) -> LearnedPlan | None:
+        """--verify-features / --keypoint-net: the learned block to store, its network checked now (one-line
+        ValueError); None for sift."""
+        if self.verify_features not in VERIFY_FEATURES:
+            raise ValueError(f"--verify-features {self.verify_features!r}: expected one of "
+                             f"{', '.join(VERIFY_FEATURES)}")
+        if self.verify_features == "sift":
+            if self.keypoint_net is not None:
+                raise ValueError("--keypoint-net applies to --verify-features learned or both: add one or drop it")
+            return None
+        plan = LearnedPlan(Path(self.keypoint_net or KEYPOINTS), verify_features=self.verify_features)
+        plan.check()
+        return plan
 
     def encoders(self):
         from disam_ros.model import Encoder
@@ -212,6 +236,7 @@ def build_map_from_folder(conf: MapBuildConfig) -> Path:
         source += f"; shard {i}/{n} (images {lo}..{hi - 1})"
     geometry = sift_scaled(folder_geometry(conf.geometry, folder, dataset / conf.condition, poses_source),
                            conf.sift_scale, conf.sift_max_side)
+    check_learned(geometry, learned := conf.learned_plan())
     coarse, fine = conf.encoders()
     settings = conf.settings(resolve_mode(conf.mode, whole, coarse, fine, conf.out, use_ram=conf.shard is None))
     return build_map(iter_frames(folder), coarse, fine, conf.out, conf.domain or conf.condition, settings,
@@ -219,7 +244,7 @@ def build_map_from_folder(conf: MapBuildConfig) -> Path:
                      overwrite=conf.overwrite, checkpoint_paths=(conf.coarse, conf.fine), source=source,
                      total=len(folder), site=dataset_site(dataset), poses_source=poses_source,
                      dataset={"root": str(dataset.absolute()), "condition": conf.condition, "layout": layout},
-                     geometry=geometry)
+                     geometry=geometry, learned=learned)
 
 
 def sift_scaled(plan: GeometryPlan | None, scale: float, max_side: int = MAP_SIFT.max_side) -> GeometryPlan | None:
@@ -288,18 +313,20 @@ def build_map_from_bag(conf: MapBuildConfig) -> Path:
     if not (isinstance(conf.max_gap, int | float) and math.isfinite(conf.max_gap) and conf.max_gap >= 0):
         raise ValueError(f"--max-gap {conf.max_gap!r}: need a finite number of seconds >= 0 (default 0.2)")
     check_out(conf)
+    learned = conf.learned_plan()
     coarse, fine = conf.encoders()
     bag = Path(conf.bag)
     from disam_ros.data.bags import open_bag
     open_bag(bag).close()  # a missing or damaged bag is refused now, in one line, before any progress bar
     geometry = sift_scaled(bag_geometry(conf.geometry, bag, conf.image_topic, conf.pose_topic), conf.sift_scale,
                            conf.sift_max_side)
+    check_learned(geometry, learned)
     settings = conf.settings(resolve_mode(conf.mode, bag_image_count(bag, conf.image_topic), coarse, fine,
                                               conf.out))
     return build_map(bag_frames(bag, conf.image_topic, conf.pose_topic, conf.max_gap), coarse, fine, conf.out,
                      conf.domain, settings, conf.batch_size, progress=conf.progress, frame_id=conf.frame_id,
                      overwrite=conf.overwrite, checkpoint_paths=(conf.coarse, conf.fine),
-                     source=f"{bag.absolute()} (bag)", poses_source="bag", geometry=geometry)
+                     source=f"{bag.absolute()} (bag)", poses_source="bag", geometry=geometry, learned=learned)
 
 
 def bag_geometry(choice: str, bag: Path, image_topic: str | None, pose_topic: str | None) -> GeometryPlan | None:

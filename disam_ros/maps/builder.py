@@ -29,8 +29,9 @@ from disam_ros.maps.descriptors import (
     fit_pca,
     pooled_shape,
 )
+from disam_ros.maps.feature_kind import LearnedPlan
 from disam_ros.maps.fused import branch_record, depth_dim, with_depth
-from disam_ros.maps.geometry_build import GeometryBuilder, GeometryPlan, geometry_budget
+from disam_ros.maps.geometry_build import GeometryBuilder, GeometryPlan, geometry_budget, geometry_builders
 from disam_ros.maps.geometry_store import merge_geometry
 from disam_ros.maps.ivfpq import build_faiss
 from disam_ros.maps.localization_map import load_contents
@@ -130,7 +131,7 @@ def _encode_batch(batch: list[MapFrame], coarse: EncoderLike, fine: EncoderLike 
 
 def _encode_frames(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike | None, domain: str,
                    s: DescriptorSettings, directory: Path, batch_size: int, progress: bool,
-                   total: int | None, geo: GeometryBuilder | None = None) -> _Encoded:
+                   total: int | None, geos: Sequence[GeometryBuilder] = ()) -> _Encoded:
     """Stream descriptors of all frames to coarse_raw.npy / fine.npy; return names and poses."""
     coarse_shape = pooled_shape(tuple(coarse.content_shape), s.coarse_grid)
     raw_dtype = "float16" if s.pca_dim is not None else s.coarse_dtype  # pre-PCA: 128 KiB/image at paper size
@@ -150,7 +151,7 @@ def _encode_frames(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike
             stamps.append(f.stamp)
             positions.append(f.position)
             quats.append(f.quat)
-            if geo is not None:  # map geometry, streamed per image (maps/geometry_build.py)
+            for geo in geos:  # map geometry, streamed per image (maps/geometry_build.py): SIFT, then learned
                 geo.add(i, f.image, f.position, f.quat, f.name)
             if len(batch) == batch_size:
                 _encode_batch(batch, coarse, fine, domain, s, raw, fine_out)
@@ -261,14 +262,15 @@ def build_map(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike | No
               checkpoint_paths: tuple[Any, Any] = (None, None), source: str = "",
               total: int | None = None, site: dict[str, Any] | None = None,
               dataset: dict[str, str] | None = None, poses_source: str | None = None,
-              geometry: GeometryPlan | None = None) -> Path:
+              geometry: GeometryPlan | None = None, learned: LearnedPlan | None = None) -> Path:
     """Encode `frames` under `domain` with the coarse (and fine) encoder into the map directory `out_dir`.
 
     With `shard=(i, n)` the result is shard i of n (merge them with `merge_shards`). Nothing appears at
     `out_dir` unless the whole build succeeds. With `total` (the image count) the map's size is estimated
     first: logged, warned about above SIZE_WARN_BYTES, refused when it cannot fit the free disk space.
     `poses_source` ("poses.txt", "bag", "index", ...) is recorded in the manifest when given. With `geometry`
-    the map also gets keypoints, descriptors and 3D points per image (maps/geometry_build.py).
+    the map also gets keypoints, descriptors and 3D points per image (maps/geometry_build.py); with `learned`
+    too, a learned block beside SIFT's (maps/feature_kind.py).
     """
     s = settings or DescriptorSettings()
     if batch_size < 1:
@@ -277,15 +279,19 @@ def build_map(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike | No
     check_map_size(Path(out_dir), total, coarse, fine, s, geometry=geometry_budget(geometry))
     models = {"coarse": model_record(coarse, checkpoint_paths[0]) | branch_record(coarse),
               "fine": None if fine is None else model_record(fine, checkpoint_paths[1])}
+    if learned is not None:
+        learned.check()  # a bad network file: one line now, not after the images
     with MapStage(Path(out_dir), overwrite) as stage:
-        geo = None if geometry is None else GeometryBuilder(geometry, stage.dir)
+        geos = geometry_builders(geometry, learned, stage.dir)
         try:
-            enc = _encode_frames(frames, coarse, fine, domain, s, stage.dir, batch_size, progress, total, geo)
+            enc = _encode_frames(frames, coarse, fine, domain, s, stage.dir, batch_size, progress, total, geos)
+            geo_record = None if not geos else geos[0].finish(progress)
+            if len(geos) > 1:  # the same epipolar band and checks as SIFT's: the poses' noise is the poses'
+                geo_record["learned"] = geos[1].finish(progress, like=geos[0])
         except BaseException:
-            if geo is not None:
-                geo.close()  # also removes its temporary features
+            for geo in geos:
+                geo.close()  # also removes its temporary features; safe after finish
             raise
-        geo_record = None if geo is None else geo.finish(progress)
         n = len(enc.names)
         build = {"source": source, "batch_size": batch_size, "encode_seconds": round(enc.seconds, 3),
                  "device": str(getattr(coarse, "device", "unknown"))}

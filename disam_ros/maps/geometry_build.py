@@ -30,11 +30,17 @@ path holds one image's features (never the images). Keypoints are in the pixels 
 gives (the original: the encoder resizes only its own copy); when that image's size differs from the
 intrinsics' (camera.yaml written for another resolution), the intrinsics are scaled to it (Intrinsics.scaled)
 and the scaled ones are stored.
+
+Learned keypoints (`--verify-features learned|both`, maps/feature_kind.py) are a second GeometryBuilder over the
+same images with the learned kind: detected by the map's copy of the network, lifted through the same depth, or
+matched to the same pose partners (mutual nearest neighbours within the same epipolar band: `finish(like=...)`
+takes the SIFT builder's measured band and reprojection check, since the poses' noise is the poses', not the
+features') and triangulated with the same checks, into the geometry_learned_* files.
 """
 from __future__ import annotations
 
+import functools
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -45,8 +51,8 @@ import numpy as np
 from tqdm import tqdm
 
 from disam_ros.maps.covisibility import PARTNER_RULE, choose_partners, wider_partners
-from disam_ros.maps.geometry_store import DESCRIPTOR_DIM, SPARSE_IMAGE_POINTS, GeometryWriter, descriptors_u8
-from disam_ros.maps.npy_stream import NpyAppender
+from disam_ros.maps.feature_kind import FEATURES_DIR, SIFT_KIND, FeatureKind, FeatureSpill, LearnedPlan
+from disam_ros.maps.geometry_store import DESCRIPTOR_DIM, SPARSE_IMAGE_POINTS, GeometryWriter
 from disam_ros.pose.backproject import DepthLimits, backproject
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.epipolar import epipolar_match, line_distances_px
@@ -75,7 +81,7 @@ class GeometryPlan:
     #                           keypoints (those a partner matched) ...
     widen_factor: float = 4.0  # ... tries partners farther than this x its farthest partner ...
     widen_steps: int = 3  # ... up to this many times, keeping the try with the most points (video: cm apart)
-    ratio: float = 0.8
+    ratio: float = 0.8  # SIFT's ratio test (the learned kind's is its own: FeatureKind.ratio)
     epipolar_px: float = 2.0  # triangulate: a partner's match must lie this close to its epipolar line, the ratio
     #                           test runs among those (pose/epipolar.py; 0 = plain matching). 2 px chosen on the
     #                           dev town over 4 and 8 (docs/maps.md)
@@ -126,64 +132,20 @@ def plan_geometry(choice: str, camera: Intrinsics | None, has_depth: bool, metri
     return GeometryPlan(method, camera, depth_of if method == "depth" else None)
 
 
-FEATURES_DIR = ".geometry_features"  # in the staging directory; hidden and a folder, so never listed in the map
-
-
-class _FeatureSpill:
-    """Triangulation's pass 1 on disk: every map image's keypoints (float32) and descriptors (uint8, as the store
-    keeps them) streamed into two .npy files with row offsets in RAM; pass 2 reads them memory-mapped, so the
-    page cache, not the builder, holds what a few partners need."""
-
-    def __init__(self, directory: Path, gradients: bool = False) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(exist_ok=True)
-        self._files = [NpyAppender(self.directory / "keypoints.npy", (2,), "float32"),
-                       NpyAppender(self.directory / "descriptors.npy", (DESCRIPTOR_DIM,), "uint8")]
-        if gradients:
-            self._files.append(NpyAppender(self.directory / "gradients.npy", (DESCRIPTOR_DIM,), "uint8"))
-        self.offsets = [0]
-        self._read: list[np.ndarray] | None = None
-
-    def add(self, keypoints: np.ndarray, descriptors: np.ndarray, gradients: np.ndarray | None = None) -> None:
-        rows = [np.asarray(keypoints, np.float32).reshape(-1, 2), descriptors_u8(descriptors)]
-        if len(self._files) == 3:
-            rows.append(np.asarray(gradients, np.uint8).reshape(-1, DESCRIPTOR_DIM))
-        for f, r in zip(self._files, rows):
-            f.append(r)
-        self.offsets.append(self.offsets[-1] + len(keypoints))
-
-    def get(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(keypoints, descriptors, gradient descriptors or None) of map image i; the first call ends pass 1."""
-        if self._read is None:
-            for f in self._files:
-                f.close()
-            if self.offsets[-1] == 0:  # nothing to map
-                self._read = [np.zeros((0,) + f.row_shape, f.dtype) for f in self._files]
-            else:
-                self._read = [np.load(f.path, mmap_mode="r") for f in self._files]
-        lo, hi = self.offsets[i], self.offsets[i + 1]
-        kp, desc, *grads = (np.asarray(a[lo:hi]) for a in self._read)
-        return kp, desc, grads[0] if grads else None
-
-    def remove(self) -> None:
-        for f in self._files:
-            f.close()
-        self._read = None
-        shutil.rmtree(self.directory, ignore_errors=True)  # never hide the build's own exception behind this one
-        if self.directory.exists():
-            log.warning("could not remove the temporary map features %s: delete it by hand", self.directory)
-
-
 class GeometryBuilder:
-    """Feed every map frame in index order (`add`), then `finish()` -> the manifest's "geometry" record. A build
-    that fails calls `close()` instead (an exception inside `add` or `finish` does so itself)."""
+    """Feed every map frame in index order (`add`), then `finish()` -> the manifest's "geometry" record (for a kind
+    other than SIFT: its own record, geometry.learned). A build that fails calls `close()` instead (an exception
+    inside `add` or `finish` does so itself)."""
 
-    def __init__(self, plan: GeometryPlan, directory: Path) -> None:
-        self.plan = plan
-        self.writer = GeometryWriter(directory, plan.gradient_cell)
+    def __init__(self, plan: GeometryPlan, directory: Path, kind: FeatureKind = SIFT_KIND) -> None:
+        self.plan, self.kind = plan, kind
+        self.cell = plan.gradient_cell if kind.is_sift else None  # gradient descriptors: SIFT's only
+        self.ratio = plan.ratio if kind.ratio is None else kind.ratio
+        self.writer = GeometryWriter(directory, self.cell, kind)
         self.cam: Intrinsics | None = None
         self._views: list[View] = []  # triangulate: the poses, all that pass 1 keeps in RAM
-        self._spill = _FeatureSpill(Path(directory) / FEATURES_DIR, plan.gradient_cell is not None) \
+        spill = Path(directory) / (FEATURES_DIR if kind.is_sift else f"{FEATURES_DIR}_{kind.name}")
+        self._spill = FeatureSpill(spill, kind, None if self.cell is None else DESCRIPTOR_DIM) \
             if plan.method == "triangulate" else None
         self.seconds = 0.0
         self.widened = 0  # triangulate: images whose points came from partners farther than the nearest
@@ -195,8 +157,9 @@ class GeometryBuilder:
         if self.cam is None:
             cam = self.plan.intrinsics
             if (cam.width, cam.height) != (w, h):
-                log.info("map images are %dx%d, the intrinsics %dx%d: scaling them to the images", w, h, cam.width,
-                         cam.height)
+                if self.kind.is_sift:  # said once, not per kind
+                    log.info("map images are %dx%d, the intrinsics %dx%d: scaling them to the images", w, h,
+                             cam.width, cam.height)
                 cam = cam.scaled(w, h)
             self.cam = cam
         elif (self.cam.width, self.cam.height) != (w, h):
@@ -215,8 +178,8 @@ class GeometryBuilder:
 
     def _add(self, index: int, image: np.ndarray, position: np.ndarray, quat: np.ndarray, name: str) -> None:
         cam = self._camera(image, name)
-        feats = detect_sift(image, self.plan.sift)
-        cell = self.plan.gradient_cell
+        feats = detect_sift(image, self.plan.sift) if self.kind.detect is None else self.kind.detect(image)
+        cell = self.cell
         grads = None if cell is None else keypoint_descriptors(image, feats.keypoints, cell)
         if self._spill is None:  # depth
             depth = self.plan.depth_of(index) if self.plan.depth_of is not None else None
@@ -235,17 +198,22 @@ class GeometryBuilder:
         self._spill.add(feats.keypoints, feats.descriptors, grads)
         self._views.append(View.from_pose(cam, np.asarray(position), np.asarray(quat)))
 
-    def _triangulate_all(self, progress: bool = False) -> None:
+    def _triangulate_all(self, progress: bool = False, like: GeometryBuilder | None = None) -> None:
         """Pass 2: partners from all poses, then every map image in index order (a progress bar: a few minutes
-        for thousands of images)."""
+        for thousands of images); the band and reprojection check measured here, or taken from `like`."""
         if not self._views:
             return
         centres = np.stack([v.centre for v in self._views])
         axes = np.stack([np.asarray(v.R)[2] for v in self._views])  # optical axis (camera z) in the map frame
         plan = self.plan
         partners = choose_partners(centres, axes, plan.partners, plan.partner_max_angle_deg)
-        self._set_thresholds(partners)
-        for i, others in enumerate(tqdm(partners, desc="triangulate", unit="img", disable=not progress)):
+        if like is None:
+            self._set_thresholds(partners)
+        else:
+            self.epipolar_px, self.tri_limits, self.pose_noise_px = (like.epipolar_px, like.tri_limits,
+                                                                     like.pose_noise_px)
+        desc = "triangulate" + ("" if self.kind.is_sift else f" ({self.kind.name})")
+        for i, others in enumerate(tqdm(partners, desc=desc, unit="img", disable=not progress)):
             row, matched = self._triangulated(i, [int(j) for j in others])
             widened = False
             for _ in range(plan.widen_steps):
@@ -332,11 +300,11 @@ class GeometryBuilder:
         """Map image i's keypoints (normalised: `xn`) matched to partner j's: near the epipolar line the poses
         give, or plainly (xn None)."""
         if xn is None:
-            return match_descriptors(desc, other_desc, self.plan.ratio)
+            return match_descriptors(desc, other_desc, self.ratio)
         R, t = self._relative(i, j)
         cam = self._views[i].cam
         band = self.epipolar_px / cam.fx
-        return epipolar_match(xn, desc, normalized(other_kp, cam), other_desc, R, t, (band, band), self.plan.ratio)
+        return epipolar_match(xn, desc, normalized(other_kp, cam), other_desc, R, t, (band, band), self.ratio)
 
     def close(self) -> None:
         """Close the geometry files and remove the temporary features; safe to call again."""
@@ -346,16 +314,20 @@ class GeometryBuilder:
             if self._spill is not None:
                 self._spill.remove()
 
-    def finish(self, progress: bool = False) -> dict[str, Any]:
-        """Triangulate (two-pass), close the files, remove the temporary features and return the manifest's
-        "geometry" record."""
+    def finish(self, progress: bool = False, like: GeometryBuilder | None = None) -> dict[str, Any]:
+        """Triangulate (two-pass; with the epipolar band and reprojection check of `like`, a finished builder over
+        the same images, when given), close the files, remove the temporary features and return the manifest's
+        "geometry" record (a kind other than SIFT: its recipe and counts, for geometry.<kind>)."""
         t0 = time.perf_counter()
         try:
             if self._spill is not None:
-                self._triangulate_all(progress)
+                self._triangulate_all(progress, like)
         finally:
             self.close()
         self.seconds += time.perf_counter() - t0
+        if not self.kind.is_sift:
+            widened = {"widened": self.widened} if self.plan.method == "triangulate" else {}
+            return {**(self.kind.record or {}), **self.writer.counts(), "seconds": round(self.seconds, 3), **widened}
         cam = self.cam or self.plan.intrinsics
         extra: dict[str, Any] = {"seconds": round(self.seconds, 3)}
         if self.plan.method == "triangulate":
@@ -370,6 +342,33 @@ class GeometryBuilder:
             log.warning("map geometry: %d of %d map images have fewer than %d 3D points, so frames answered there "
                         "cannot be verified: add %s", sparse, images, SPARSE_IMAGE_POINTS, fix)
         return self.writer.record(self.plan.method, cam, features=self.plan.sift.to_record(), **extra)
+
+
+def check_learned(plan: GeometryPlan | None, learned: LearnedPlan | None) -> None:
+    """A ValueError when learned features are asked for without map geometry to hold them."""
+    if plan is None and learned is not None:
+        raise ValueError(f"--verify-features {learned.verify_features} needs map geometry (camera intrinsics and "
+                         "metric poses, --geometry auto/depth/triangulate): add them or pass --verify-features sift")
+
+
+def geometry_builders(plan: GeometryPlan | None, learned: LearnedPlan | None, directory: Path
+                      ) -> list[GeometryBuilder]:
+    """The map's geometry builders: SIFT's, then (with `learned`) the learned kind's over the same images, which
+    reads each depth image once more from a one-image cache, not from disk (`check_learned` first)."""
+    check_learned(plan, learned)
+    if plan is None:
+        return []
+    if learned is None:
+        return [GeometryBuilder(plan, directory)]
+    if plan.depth_of is not None:
+        plan = replace(plan, depth_of=functools.lru_cache(maxsize=1)(plan.depth_of))
+    log.info("map geometry: learned keypoints too (%s, verify_features %s)", learned.net, learned.verify_features)
+    sift = GeometryBuilder(plan, directory)
+    try:
+        return [sift, GeometryBuilder(plan, directory, learned.kind_in(directory))]
+    except BaseException:
+        sift.close()
+        raise
 
 
 def _found(row: tuple[np.ndarray, ...]) -> int:

@@ -33,6 +33,7 @@ from disam_ros.maps.map_format import (
     COARSE_RAW,
     FINE_NPY,
     GEOM_KEYPOINTS,
+    GEOM_LEARNED_FILES,
     GEOM_POINTS,
     MapError,
     load_npy,
@@ -40,8 +41,8 @@ from disam_ros.maps.map_format import (
 )
 
 log = logging.getLogger(__name__)
-FLOAT_NPY = (COARSE_NPY, COARSE_RAW, FINE_NPY, GEOM_KEYPOINTS)
-NAN_ROWS_NPY = (GEOM_POINTS,)  # NaN rows = keypoints without a 3D point (maps/geometry_store.py)
+FLOAT_NPY = (COARSE_NPY, COARSE_RAW, FINE_NPY, GEOM_KEYPOINTS, *GEOM_LEARNED_FILES[:2])
+NAN_ROWS_NPY = (GEOM_POINTS, GEOM_LEARNED_FILES[2])  # NaN rows = keypoints without a 3D point (geometry_store.py)
 _BLOCK = 1 << 18  # elements per scan block: the mask temporaries stay in cache (measured best of 2^14..2^22)
 _EXPONENT = {2: (np.uint16, 0x7C00), 4: (np.uint32, 0x7F800000), 8: (np.uint64, 0x7FF0000000000000)}
 _CORRUPT = "the file is truncated or corrupt; copy the map again or rebuild it"

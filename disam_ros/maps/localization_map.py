@@ -7,7 +7,8 @@ node starts fast and still notices a corrupt chunk a moment later; `verification
 An optional calibration.json (maps/map_calibration.py) is checked like the rest and parsed at load: `calibration`.
 Map geometry (format version 2, maps/geometry_store.py): `has_geometry`, `geometry(i)` -> (keypoints, descriptors,
 points3d) of map image i, memory-mapped; a map without it (version 1, or --geometry none) works retrieval-only and
-says why in `geometry_note` (logged once at load).
+says why in `geometry_note` (logged once at load). A map built with --verify-features learned/both also holds
+learned keypoints: `learned_geometry(i)`, and `map_geometry.learned` (network, recipe, the builder's choice).
 """
 from __future__ import annotations
 
@@ -172,6 +173,15 @@ class LocalizationMap:
         if self.map_geometry is None:
             raise map_error(self.root, f"has no map geometry ({self.geometry_note})", "localize retrieval-only")
         return self.map_geometry.image(i)
+
+    def learned_geometry(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keypoints (n,2) float32 pixels, descriptors (n,64) float32 unit vectors, points3d (n,3) float32 map
+        frame) of map image i's learned keypoints; their network and recipe: `map_geometry.learned`."""
+        learned = None if self.map_geometry is None else self.map_geometry.learned
+        if learned is None:
+            raise map_error(self.root, "holds no learned features", "rebuild it with disam-build-map "
+                            "--verify-features both, or verify with sift")
+        return learned.image(i)
 
     def close(self) -> None:
         """Stop the background integrity check (the arrays stay usable)."""

@@ -11,7 +11,7 @@ MAP/
   fine.npy        (N, C, h, w) float16 unit-norm fine features (memory-mapped; absent without a fine model)
   pca.npz         mean + components when the mode uses PCA
   geometry_*.npy  v2, with manifest "geometry": SIFT keypoints, descriptors, 3D points per image, optional
-                  gradient descriptors (geometry_store.py)
+                  gradient descriptors, optional learned block + its network (geometry_store.py)
   calibration.json  optional (maps only): calibrated confidence per tracker mode (disam-calibrate,
                   maps/map_calibration.py); listed in `files` with its sha256 when present
   .disam-made     the tool that wrote the folder (disam_ros.fsutil): hidden files are not part of the map
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import re
 from collections.abc import Callable
@@ -52,16 +51,16 @@ FINE_NPY, PCA_NPZ = "fine.npy", "pca.npz"
 GEOMETRY_FILES = (GEOM_KEYPOINTS, GEOM_DESCRIPTORS, GEOM_POINTS, GEOM_OFFSETS) = tuple(
     f"geometry_{k}.npy" for k in ("keypoints", "descriptors", "points3d", "offsets"))
 GEOM_GRADIENTS = "geometry_gradients.npy"  # optional dense-search descriptors (geometry_store.py)
+GEOM_LEARNED_FILES = tuple(f"geometry_learned_{k}.npy" for k in ("keypoints", "descriptors", "points3d", "offsets"))
+GEOM_LEARNED_NET = "geometry_learned_net.pt"  # the keypoint network the learned block was made with
 CALIBRATION_JSON = "calibration.json"  # optional: a map may list it, a shard never does
 AUTO_VERIFY_BYTES = 64 << 20  # files up to this size are hashed at load; larger ones in the background
 CHUNK_BYTES = 32 << 20  # per-chunk sha256 granularity: a 100 GB map needs ~3200 hashes (~220 KB of manifest)
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few KB (+70 B per chunk): anything bigger is not one
-MAP_ENTRIES = frozenset({MANIFEST, POSES, NAMES, COARSE_NPY, COARSE_RAW, COARSE_FAISS, FINE_NPY, PCA_NPZ,
-                         *GEOMETRY_FILES, GEOM_GRADIENTS, CALIBRATION_JSON})  # all a map or shard may hold
+MAP_ENTRIES = frozenset({MANIFEST, POSES, NAMES, COARSE_NPY, COARSE_RAW, COARSE_FAISS, FINE_NPY, PCA_NPZ,  # map files
+                         CALIBRATION_JSON, GEOM_GRADIENTS, *GEOMETRY_FILES, *GEOM_LEARNED_FILES, GEOM_LEARNED_NET})
 MAP_OUTPUT = OutputKind("disam-build-map", lambda entry: entry.name in MAP_ENTRIES and entry.is_file())
 POSES_SOURCES = ("poses.txt", "bag", "given", "index")  # "index": place i at (i, 0, 0) m, no poses existed
-
-log = logging.getLogger(__name__)
 
 
 class MapError(ValueError):
@@ -321,7 +320,8 @@ def _files_problems(man: dict[str, Any], s: DescriptorSettings) -> list[str]:
     want = expected_files(man["kind"], s, man["descriptors"].get("fine_shape") is not None)
     optional = {CALIBRATION_JSON} if man["kind"] == "map" else set()
     geo = man.get("geometry") if isinstance(man.get("geometry"), dict) else {}  # checked in geometry_store.py
-    want |= (set(GEOMETRY_FILES) | ({GEOM_GRADIENTS} if geo.get("gradients") else set())) if geo else set()
+    want |= (set(GEOMETRY_FILES) | ({GEOM_GRADIENTS} if geo.get("gradients") else set())
+             | ({*GEOM_LEARNED_FILES, GEOM_LEARNED_NET} if geo.get("learned") else set())) if geo else set()
     if not want <= set(files) <= want | optional:
         extra, missing = sorted(set(files) - want), sorted(want - set(files))
         return [f"field files lists {extra or 'no extra files'} and lacks {missing or 'nothing'} "

@@ -109,6 +109,11 @@ def render(info: dict[str, Any], root: Path) -> str:
                      + (f" (the poses' own noise ~{g['pose_noise_px']:.2g} px)" if g.get("pose_noise_px") else "")
                      + (f"; {g['widened']} images took farther partners (too little parallax)" if g.get("widened")
                         else ""))
+    if g and (lg := g.get("learned")):
+        found, points = lg.get("detected", lg["keypoints"]), lg.get("with_point", lg["keypoints"])
+        lines.append(f"learned        {found} learned keypoints, {points} with a 3D point "
+                     f"({points / max(found, 1):.0%}); verify_features {lg['verify_features']}, network sha256 "
+                     f"{lg['sha256'][:16]}...")
     if g and g.get("sparse_images"):
         lines.append(f"               {g['sparse_images']} map images with fewer than {SPARSE_IMAGE_POINTS} 3D points "
                      "(frames answered there are not verified)")
