@@ -10,7 +10,9 @@ once per `--scales` value of the SIFT detection scale (each its own map, since t
 query's recipe), once more without the turned guides (turn 0 row), once without the first look (first
 scale 1 row) and once without the dense search (dense 0 row: the last resort on frames nothing else verifies,
 two candidates searched by gradient descriptors, ~60-70 ms each) and once with it always last (dense first after
-0 row; by default it runs first after two frames in a row that only it verified) and once without optical-flow
+0 row; by default it runs first after two frames in a row that only it verified) and once with learned features instead
+of SIFT (features learned row: the map also stores learned keypoints, verify/learned_step.py), once with them after
+SIFT's steps (features both row), once without optical-flow
 tracking (flow frames 0 row: it acts only where frames are under 1 m apart, so on the default drives, 3 m apart,
 that row repeats the first; `--conditions overcast_dense,night_dense,fog_dense --frames 40` renders drives at 8x
 the frame rate, where it does). Each drive's frames run in order, with their stamps, the verifier reset between
@@ -49,9 +51,9 @@ def make_town(root: Path, size: tuple[int, int], frames: int, conditions: tuple[
     return make_world(cfg, root, progress=False)
 
 
-def build(world: Path, out: Path, scale: float) -> Path:
-    """A depth-geometry map whose SIFT recipe detects at `scale` (an untrained micro encoder for retrieval:
-    retrieval is not timed here)."""
+def build(world: Path, out: Path, scale: float, features: str = "sift") -> Path:
+    """A depth-geometry map whose SIFT recipe detects at `scale`, with learned keypoints too when `features` is
+    both (an untrained micro encoder for retrieval: retrieval is not timed here)."""
     from disam_ros.maps import MapBuildConfig, build_map_from_folder
     from disam_ros.model import DisamNet, preset, save_checkpoint
 
@@ -61,7 +63,8 @@ def build(world: Path, out: Path, scale: float) -> Path:
     cfg = preset("micro", ("sunny",))
     ckpt = save_checkpoint(out.parent / "micro.pt", DisamNet(cfg), cfg)
     return build_map_from_folder(MapBuildConfig(out=out, dataset=world, condition="sunny", coarse=ckpt,
-                                                progress=False, geometry="depth", sift_scale=scale))
+                                                progress=False, geometry="depth", sift_scale=scale,
+                                                verify_features=features))
 
 
 def time_verify(world: Path, map_dir: Path, conditions: tuple[str, ...], config: VerifyConfig | None = None) -> dict:
@@ -80,7 +83,7 @@ def time_verify(world: Path, map_dir: Path, conditions: tuple[str, ...], config:
             rgb, pos, quat = read_image(qf.image_paths[i]), qf.trajectory.positions[i], qf.trajectory.quats[i]
             k = int(np.argmin(np.linalg.norm(positions - pos, axis=1)))
             t0 = time.perf_counter()
-            verifier.query_features(rgb)
+            verifier.learned.features(rgb) if verifier.features == "learned" else verifier.query_features(rgb)
             feats.append(1e3 * (time.perf_counter() - t0))
             v = verifier.verify(rgb, [k, min(k + 1, len(positions) - 1), max(k - 1, 0)],
                                 stamp=float(qf.trajectory.stamps[i]))  # stamps: optical flow where frames are near
@@ -95,12 +98,13 @@ def time_verify(world: Path, map_dir: Path, conditions: tuple[str, ...], config:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = ("| frame | SIFT scale | turn deg | first look scale | dense | dense first after | dense polish "
+    head = ("| frame | features | SIFT scale | turn deg | first look scale | dense | dense first after | dense polish "
             "| flow frames | SIFT polish | frames | features ms | verify ms (median) | p90 ms | verified % "
             "| 0.25 m/2 deg % | median ms by drive |")
-    lines = [head, "|" + "---|" * 16]
+    lines = [head, "|" + "---|" * 17]
     for r in rows:
-        lines.append(f"| {r['frame']} | {r['scale']:g} | {r['turn_deg']:g} | {r['first_scale']:g} | {r['dense']}"
+        lines.append(f"| {r['frame']} | {r['features']} | {r['scale']:g} | {r['turn_deg']:g} | {r['first_scale']:g}"
+                     f" | {r['dense']}"
                      f" | {r['dense_first_after']} | {r['polish']} | {r['flow']} | {r['sift_polish']} | {r['frames']}"
                      f" | {r['features_ms']:.1f}"
                      f" | {r['verify_ms']:.1f}"
@@ -131,10 +135,14 @@ def main(argv: list[str] | None = None) -> int:
                  (args.scales[0], VerifyConfig(gradient_candidates=0)),
                  (args.scales[0], VerifyConfig(gradient_first_after=0)),
                  (args.scales[0], VerifyConfig(gradient_polish_points=0)),
-                 (args.scales[0], VerifyConfig(flow_frames=0)), (args.scales[0], VerifyConfig(polish_images=0))]
+                 (args.scales[0], VerifyConfig(flow_frames=0)), (args.scales[0], VerifyConfig(polish_images=0)),
+                 (args.scales[0], VerifyConfig(verify_features="learned")),
+                 (args.scales[0], VerifyConfig(verify_features="both"))]
         for scale, config in runs:
-            map_dir = build(world, Path(tmp) / f"map_{scale:g}", scale)
-            rows.append({"frame": f"{size[0]}x{size[1]}", "scale": scale, "device": "cpu", "threads": 1,
+            kind = "sift" if config.verify_features in ("map", "sift") else "both"
+            map_dir = build(world, Path(tmp) / f"map_{scale:g}_{kind}", scale, kind)
+            rows.append({"frame": f"{size[0]}x{size[1]}", "features": config.verify_features, "scale": scale,
+                         "device": "cpu", "threads": 1,
                          "turn_deg": config.turn_search_deg, "first_scale": config.first_scale,
                          "dense": config.gradient_candidates, "dense_first_after": config.gradient_first_after,
                          "polish": config.gradient_polish_points, "flow": config.flow_frames,

@@ -13,6 +13,7 @@ from disam_ros.cliutil import (
     positive_float,
     positive_int,
     probability,
+    probability_or_one,
     scale_share,
 )
 from disam_ros.verify.config import FEATURE_CHOICES
@@ -49,6 +50,16 @@ VERIFY_OPTIONS = (
      "of its guide is judged again at the map images near it, verified when one agrees (on/off)"),
     ("--verify-features", "verify_features", feature_choice, "local features poses are verified with: map (what "
      "the map was built for), sift, learned or both (learned when SIFT verifies nothing)"),
+    ("--learned-radius", "learned_radius", positive_float, "learned features: each map keypoint searched within "
+     "this share of the image width of where the candidate's pose puts it"),
+    ("--learned-ratio", "learned_ratio", probability_or_one, "... and matched when nearer than this x the second "
+     "nearest there, and mutual (1: mutual nearest neighbour only)"),
+    ("--learned-min-inliers", "learned_min_inliers", positive_int, "... a learned pose verified with this many "
+     "inliers"),
+    ("--learned-min-inlier-ratio", "learned_min_inlier_ratio", probability, "... that are at least this share of "
+     "its matches"),
+    ("--learned-sift-radius", "learned_sift_radius", non_negative_float, "... a verified learned pose guides SIFT "
+     "within this share of the image width and is replaced by SIFT's solve when near it (0: off)"),
     ("--unguided-candidates", "unguided_candidates", non_negative_int, "when still none verifies, this many are "
      "matched unguided (0: off)"),
     ("--dense-candidates", "gradient_candidates", non_negative_int, "when still none verifies, this many are "

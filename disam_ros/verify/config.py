@@ -161,6 +161,13 @@ class VerifyConfig:
     verify_features: str = "map"  # sift, learned (the map's learned keypoints instead of SIFT's steps), both
     #                               (learned when SIFT's steps verify nothing) or map: what the map was built for
     learned_radius: float = 0.2  # learned matching: search radius around the candidate's prediction, share of width
+    learned_ratio: float = 1.0  # ... ratio test among the map keypoints within it (1 = mutual nearest neighbour only)
+    learned_min_inliers: int = 15  # ... a learned pose is verified with this many inliers ...
+    learned_min_inlier_ratio: float = 0.25  # ... at least this share of the learned matches
+    learned_sift_radius: float = 0.1  # a verified learned pose guides SIFT within this share of the width to the
+    #                                    map images around it (0 = off; verify/learned_step.sift_refined) ...
+    learned_sift_max_shift_m: float = 2.0  # ... and their solve replaces it when within this distance ...
+    learned_sift_max_turn_deg: float = 3.0  # ... and this turn of it
 
     def __post_init__(self) -> None:
         checks = (("candidates", self.candidates >= 1), ("radius", 0.0 < self.radius <= 1.0),
@@ -228,7 +235,14 @@ class VerifyConfig:
                   ("polish_max_turn_deg", self.polish_max_turn_deg >= 0),
                   ("motion_window_s", self.motion_window_s > 0), ("regate_images", self.regate_images >= 1),
                   ("verify_features", self.verify_features in FEATURE_CHOICES),
-                  ("learned_radius", 0.0 < self.learned_radius <= 1.0))
+                  ("learned_radius", 0.0 < self.learned_radius <= 1.0),
+                  ("learned_ratio", 0.0 < self.learned_ratio <= 1.0),
+                  ("learned_min_inliers", self.learned_min_inliers >= self.min_agreeing_inliers),
+
+                  ("learned_min_inlier_ratio", 0 <= self.learned_min_inlier_ratio < 1),
+                  ("learned_sift_radius", 0.0 <= self.learned_sift_radius <= 1.0),
+                  ("learned_sift_max_shift_m", self.learned_sift_max_shift_m >= 0),
+                  ("learned_sift_max_turn_deg", self.learned_sift_max_turn_deg >= 0))
         bad = [name for name, ok in checks if not ok]
         if bad:
             raise ValueError(f"VerifyConfig: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} out of range "

@@ -7,6 +7,11 @@ network trained on the synthetic world's exact cross-condition correspondences d
 `verify_features` both, it runs when SIFT's steps verified nothing; with learned, instead of them. The map holds
 the network its keypoints were made with, so the query's come from the same weights.
 
+A verified learned pose is then handed to SIFT (`sift_refined`, with `verify_features` both): the learned
+keypoints sit a pixel or two from where the feature is (whole pixels, an 8 px descriptor grid), so their poses are
+decimetres off where SIFT's are centimetres; guided from the learned pose, SIFT's matches to the map images around
+it need no wide search, and their solve replaces the position and orientation when it lands near the learned pose.
+
 A learned answer hands no PointTrack to the next frame (map-point tracking matches SIFT descriptors); optical flow
 still follows it (verify/flow.py), and it is not polished (verify/polish.py matches SIFT).
 """
@@ -18,13 +23,17 @@ from typing import Any
 
 import numpy as np
 
+from disam_ros.geometry import quat_angle_deg, quat_to_rot
+from disam_ros.maps.covisibility import nearest_alike
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.features import Features
 from disam_ros.pose.frames import cam_from_map
 from disam_ros.pose.guided import guided_match, predicted_pixels
-from disam_ros.pose.learned import LEARNED_RATIO, detect_learned, load_net
+from disam_ros.pose.learned import detect_learned, load_net
+from disam_ros.pose.solver import SolverConfig, solve_absolute_pose
 from disam_ros.verify.config import FEATURE_CHOICES, VerifyConfig
 from disam_ros.verify.gate import agreeing, verified_or
+from disam_ros.verify.polish import pooled_pairs
 from disam_ros.verify.result import Verification
 
 CACHE = 32  # map images whose learned keypoints and points are kept ready (~0.7 MB each at 2000 keypoints)
@@ -81,15 +90,51 @@ class LearnedStep:
         if len(query) < cfg.min_inliers:
             return found, None
         for k in ks:
-            _, desc, pts = self.side(k)
             pos, quat = np.asarray(positions[k], np.float64), np.asarray(quats[k], np.float64)
-            R, t = cam_from_map(pos, quat)
-            pairs = guided_match(query.keypoints, query.descriptors, desc, predicted_pixels(pts, R, t, cam),
-                                 cfg.learned_radius * cam.width, LEARNED_RATIO)
-            v = solve(query, pairs, pts, k, pos, quat, cam)
-            v.features, v.support = "learned", None
+            v = self._guided(query, k, pos, quat, cam, solve)
             found.append(v)
             if v.verified and v.inliers >= cfg.enough_inliers:
                 break
         best = verified_or(found, None)
         return found, best if best is not None else agreeing(found, cfg)
+
+    def _guided(self, query: Features, k: int, pos: np.ndarray, quat: np.ndarray, cam: Intrinsics, solve: Solve
+                ) -> Verification:
+        """Map image k's learned keypoints matched near where the guide (pos, quat) projects their points, solved
+        and judged against that guide."""
+        cfg = self.config
+        _, desc, pts = self.side(k)
+        R, t = cam_from_map(pos, quat)
+        pairs = guided_match(query.keypoints, query.descriptors, desc, predicted_pixels(pts, R, t, cam),
+                             cfg.learned_radius * cam.width, cfg.learned_ratio)
+        v = solve(query, pairs, pts, k, pos, quat, cam,
+                  gate=(cfg.max_turn_deg, cfg.learned_min_inliers, cfg.learned_min_inlier_ratio))
+        v.features, v.support = "learned", None
+        return v
+
+
+def sift_refined(v: Verification, query: Features | None, cam: Intrinsics, loc_map: Any, forwards: np.ndarray,
+                 map_side: Callable[[int], Any], cfg: VerifyConfig) -> Verification:
+    """A verified learned pose `v` with its position and orientation replaced, in place, by a solve of the query's
+    SIFT keypoints (`query`; None: not computed this frame) matched around it (`learned_sift_radius`) to the
+    `polish_images` map images nearest it, when that solve has `min_agreeing_inliers` and lands within
+    `learned_sift_max_shift_m` / `learned_sift_max_turn_deg` of it (module docstring). As with polish, the
+    outcome, inliers and covariance stay the learned solve's; `polished` holds the SIFT inliers."""
+    if not v.verified or v.features != "learned" or query is None or cfg.learned_sift_radius <= 0 \
+            or len(query) < cfg.min_agreeing_inliers:
+        return v
+    ks = nearest_alike(loc_map.positions, forwards, v.position, quat_to_rot(v.quat)[:, 2], max(cfg.polish_images, 1),
+                       cfg.polish_max_view_deg)
+    R, t = cam_from_map(v.position, v.quat)
+    pairs, points = pooled_pairs(query, [map_side(int(k)) for k in ks], R, t, cam, cfg.learned_sift_radius * cam.width,
+                                 cfg.ratio)
+    solver = SolverConfig(max_error_px=cfg.max_error_px, min_inliers=cfg.min_agreeing_inliers,
+                          sigma_floor_px=cfg.sigma_floor_px)
+    if len(pairs) < solver.min_inliers:
+        return v
+    sol = solve_absolute_pose(query.keypoints[pairs[:, 0]].astype(np.float64), points[pairs[:, 1]], cam, solver)
+    if sol is None or float(np.linalg.norm(sol.position - v.position)) > cfg.learned_sift_max_shift_m \
+            or float(quat_angle_deg(sol.quat, v.quat)) > cfg.learned_sift_max_turn_deg:
+        return v
+    v.position, v.quat, v.polished = sol.position.copy(), sol.quat.copy(), sol.num_inliers
+    return v

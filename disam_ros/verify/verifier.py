@@ -20,8 +20,7 @@ Cameras that look from elsewhere (`turn_search_deg`, `unguided_candidates`): whe
 best one guides again turned left and right about the camera's vertical; optionally candidates are then matched
 without a guide (`_attempt_unguided` says why and how).
 
-Learned local features (`verify_features`, verify/learned_step.py): with a map built with them, the query's
-learned keypoints are matched instead of SIFT's steps (learned) or when those verify nothing (both).
+Learned local features (`verify_features`, verify/learned_step.py): matched instead of SIFT's steps or after them.
 
 A first look at reduced scale (`first_scale`): the candidates are first tried with SIFT on the half-size image
 (~20 ms of a 640x480 frame against ~90 ms at full scale); the first verified look that is also sure (`sure`) is the
@@ -69,7 +68,7 @@ from disam_ros.verify.config import VerifyConfig
 from disam_ros.verify.dense_step import dense_attempts
 from disam_ros.verify.flow import FlowSeed, flow_attempt, next_seed, trackable
 from disam_ros.verify.gate import agreeing, judged, sure, verified_or
-from disam_ros.verify.learned_step import LearnedStep, resolve_features
+from disam_ros.verify.learned_step import LearnedStep, resolve_features, sift_refined
 from disam_ros.verify.motion import MotionGate
 from disam_ros.verify.order import StepOrder
 from disam_ros.verify.polish import polish_sift
@@ -229,7 +228,8 @@ class Verifier:
         if self.learned is not None and not best.verified:
             found, answer = self.learned.attempts(rgb, ks, self.map.positions, self.map.quats, cam, self._solve)
             attempts += found
-            best = answer or best
+            best = best if answer is None else sift_refined(answer, query, cam, self.map, self._forwards(),
+                                                            self._map_side, cfg)
         if dense_on and not early and not best.verified:
             dense = self._dense_attempts(rgb, ks[: cfg.gradient_candidates], cam, query)
             attempts += dense
