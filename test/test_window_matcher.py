@@ -1,11 +1,22 @@
-"""SeqSLAM-style window matcher: path sums worked by hand, speed choice, drive boundaries, reset."""
+"""SeqSLAM-style window matcher: path sums worked by hand, speed choice, drive boundaries, reset, the speed grid."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from disam_ros.maps.observation import ObservationModel
 from disam_ros.tracking.place_graph import PlaceGraph
-from disam_ros.tracking.window import ShiftedNearest, WindowMatcher, nearest_slots, path_sums
+from disam_ros.tracking.sequence import SequenceConfig, SequenceLocalizer
+from disam_ros.tracking.window import (
+    MAX_GRID_SPEEDS,
+    ShiftedNearest,
+    WindowMatcher,
+    nearest_slots,
+    path_sums,
+    speed_grid,
+)
 
 
 def chain(n: int, spacing: float = 1.0) -> PlaceGraph:
@@ -99,3 +110,47 @@ def test_shifted_nearest_is_the_search_exactly_even_at_ties_and_repeated_places(
         # random shifts, and shifts that put keys exactly on places and on midpoints between them
         for c in rng.uniform(0, 12, 4).tolist() + [0.0, 0.15, 0.5, 1.0, 1.25, 2.5]:
             assert table(c).tolist() == nearest_slots(u, u - c).tolist()
+
+
+def test_speed_grid_spaces_paths_one_map_spacing_apart_at_the_oldest_frame():
+    # 1-37.5 m/s over a 20-frame window of 0.2 s frames (3.8 s) on 2.5 m places: 36.5 * 3.8 / 2.5 = 55.48 -> 56
+    # steps, 57 speeds 36.5 / 56 = 0.652 m/s apart, whose paths part by 0.652 * 3.8 = 2.48 m <= 2.5 m at 3.8 s
+    grid = speed_grid(1.0, 37.5, 3.8, 2.5)
+    assert len(grid) == 57 and grid[0] == 1.0 and grid[-1] == 37.5
+    assert np.diff(grid) * 3.8 == pytest.approx(np.full(56, 36.5 / 56 * 3.8)) and 36.5 / 56 * 3.8 <= 2.5
+    # exactly one spacing per step needs no extra speed: 1-3 m/s over 19 s on 1 m places -> 38 steps, 39 speeds
+    assert len(speed_grid(1.0, 3.0, 19.0, 1.0)) == 39
+    # one frame (no time span) or a single speed: the band's lowest speed alone
+    assert speed_grid(1.0, 37.5, 0.0, 2.5).tolist() == [1.0] and speed_grid(2.0, 2.0, 3.8, 2.5).tolist() == [2.0]
+    assert len(speed_grid(0.0, 1000.0, 100.0, 0.1)) == MAX_GRID_SPEEDS
+
+
+def test_window_follows_a_train_between_the_old_default_speeds():
+    # 2.5 m places, 0.2 s frames, the train at 12.5 m/s (one place a frame) and a clean view of its place every
+    # frame. The old default, nine speeds over 1-37.5 m/s, had 10.1 and 14.7 m/s nearest: over 20 frames their
+    # paths drift 4.5 m off the train's, and the best path ended a place ahead while the window filled and two
+    # places (5 m, the tolerance's edge) behind once it was full; the grid derived from the spacing has 12.4 m/s,
+    # whose path stays on the train's place every frame.
+    cfg = SequenceConfig(mode="window", max_speed_mps=37.5, window_frames=20)
+    loc = SequenceLocalizer(chain(60, spacing=2.5), cfg, ObservationModel(gain=1.0))
+    answers = [loc.update(np.eye(60)[k] * 3.0, 0.2 * k).index for k in range(40)]
+    assert answers == list(range(40))
+    assert len(loc.window.speeds) == 57
+    # a count the user sets is kept as it is: the old default's nine speeds
+    fixed = SequenceLocalizer(chain(60, spacing=2.5), replace(cfg, window_speeds=9), ObservationModel(gain=1.0))
+    assert fixed.window.speeds.tolist() == np.linspace(1.0, 37.5, 9).tolist()
+    off = [fixed.update(np.eye(60)[k] * 3.0, 0.2 * k).index - k for k in range(40)]
+    assert off[19] == 1 and off[20:] == [-2] * 20
+
+
+def test_a_capped_grid_says_its_paths_part_by_more_than_the_spacing(caplog):
+    m = WindowMatcher(chain(5, spacing=0.1), frames=2, band=(0.0, 1000.0))
+    m.push(np.zeros(5), 0.0)
+    with caplog.at_level("WARNING", logger="disam_ros.tracking.window"):
+        m.push(np.zeros(5), 100.0), m.push(np.zeros(5), 200.0)
+    assert len(m.speeds) == MAX_GRID_SPEEDS
+    assert [r.getMessage() for r in caplog.records] == [
+        f"window speeds: 256 over 0-1e+03 m/s and 100 s leave paths {1000 / 255 * 100:.3g} m apart, more than the "
+        "map spacing 0.1 m: lower max_speed_mps or window_frames, or set window_speeds"]
+    with pytest.raises(ValueError, match="exactly one"):
+        WindowMatcher(chain(3), frames=2)

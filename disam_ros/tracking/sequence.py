@@ -58,7 +58,7 @@ class SequenceConfig:
     max_gap_s: float = 10.0  # a larger stamp gap re-initialises the belief
     mass_radius_m: float = 5.0  # `mass` = posterior mass within this distance of the best place
     window_frames: int = 10
-    window_speeds: int = 9
+    window_speeds: int = 0  # 0: as many as the map spacing tells apart over the window (window.speed_grid)
     window_min_speed_mps: float = 1.0  # SeqSLAM has no stops: a static path through one strong place would win
     prior_floor: float = 0.01  # share of uniform belief mixed into a spatial prior
 
@@ -74,8 +74,9 @@ class SequenceConfig:
         for name in ("max_gap_s", "mass_radius_m"):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"SequenceConfig.{name}={getattr(self, name)!r} must be positive")
-        if self.window_frames < 1 or self.window_speeds < 1 or self.speed_bins < 1:
-            raise ValueError("window_frames, window_speeds and speed_bins must be >= 1: e.g. 10, 9 and 6")
+        if self.window_frames < 1 or self.window_speeds < 0 or self.speed_bins < 1:
+            raise ValueError("window_frames and speed_bins must be >= 1 and window_speeds >= 0 (0: derived from the "
+                             "map spacing): e.g. 10, 6 and 0")
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,7 +134,9 @@ class SequenceLocalizer:
         self.observation = observation or ObservationModel()
         cfg = self.config
         lowest = min(max(cfg.min_speed_mps, cfg.window_min_speed_mps), cfg.max_speed_mps)
-        self.window = WindowMatcher(graph, cfg.window_frames, np.linspace(lowest, cfg.max_speed_mps, cfg.window_speeds))
+        band = (lowest, cfg.max_speed_mps)
+        fixed = np.linspace(*band, cfg.window_speeds) if cfg.window_speeds else None
+        self.window = WindowMatcher(graph, cfg.window_frames, fixed, None if cfg.window_speeds else band)
         self.geometry = PlaceGeometry(graph.positions, cfg.mass_radius_m)
         sparse = cfg.mode == "sequence" and cfg.speed_bins * len(graph) > self.exact_cells
         self._sparse = SparseBelief(graph, cfg.speed_bins) if sparse else None
