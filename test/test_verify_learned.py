@@ -1,9 +1,10 @@
 """Verification with learned local features (verify/learned_step.py, VerifyConfig.verify_features): which
-features a map verifies with, by hand; and on a rendered night drive against a map that stores both kinds, given
-each frame's true nearest map image: the learned step verifies frames SIFT cannot, each verified pose within a
-few decimetres of the ground truth and marked `learned`, and SIFT guided from such a pose brings it within a
-few centimetres to decimetres; `sift` on such a map gives exactly what the same map gives without its learned
-block."""
+features a map verifies with and when a second candidate seconds a learned pose, by hand; and on a rendered night
+drive against a map that stores both kinds, given each frame's true nearest map image and its neighbours (a
+retrieval's top 3): the learned matching and solve verify frames SIFT cannot, each pose within a few decimetres
+of the ground truth and marked `learned`; SIFT guided from such a pose brings it within centimetres to decimetres;
+with the default agreement rule every learned pose published has a second map image's solve beside it; `sift` on
+such a map gives exactly what the same map gives without its learned block."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -70,13 +71,13 @@ def _run(map_dir, config, frames):
     for rgb, pos, quat, _ in frames:
         k = int(np.argmin(np.linalg.norm(positions - pos, axis=1)))
         verifier.reset()  # each frame on its own: no flow, no tracking between them
-        out.append((verifier.verify(rgb, [k]), pos, quat))
+        out.append((verifier.verify(rgb, [k, min(k + 1, len(positions) - 1), max(k - 1, 0)]), pos, quat))
     return out
 
 
 def test_learned_step_verifies_night_frames_sift_cannot(night_town):
     frames = _night_frames(night_town.world)
-    cfg = VerifyConfig(gradient_candidates=0, track_frames=0, flow_frames=0, polish_images=0)
+    cfg = VerifyConfig(gradient_candidates=0, track_frames=0, flow_frames=0, polish_images=0, learned_agree_m=0.0)
     sift = _run(night_town.maps["both"], replace(cfg, verify_features="sift"), frames)
     learned = _run(night_town.maps["both"], replace(cfg, verify_features="learned"), frames)
     assert sum(v.verified for v, _, _ in learned) >= sum(v.verified for v, _, _ in sift) + 3
@@ -101,7 +102,7 @@ def test_sift_on_a_map_with_learned_keypoints_is_the_sift_map(night_town):
 
 def test_both_keeps_sift_answers_and_sift_sharpens_the_learned_ones(night_town):
     frames = _night_frames(night_town.world)
-    cfg = VerifyConfig(gradient_candidates=0, track_frames=0, flow_frames=0)  # polish_images: 3 map images
+    cfg = VerifyConfig(gradient_candidates=0, track_frames=0, flow_frames=0, learned_agree_m=0.0)  # polish: 3 images
     sift = _run(night_town.maps["both"], replace(cfg, verify_features="sift"), frames)
     learned = _run(night_town.maps["both"], replace(cfg, verify_features="learned"), frames)
     both = _run(night_town.maps["both"], replace(cfg, verify_features="both"), frames)
@@ -128,3 +129,31 @@ def test_sift_refinement_leaves_what_it_cannot_refine():
         assert sift_refined(v, query, None, None, None, None, cfg) is v and v.polished == 0, case
     sift_answer = Verification("verified", position=np.zeros(3), quat=np.array([0.0, 0.0, 0.0, 1.0]))
     assert sift_refined(sift_answer, None, None, None, None, None, VerifyConfig()) is sift_answer
+
+
+def test_a_learned_pose_needs_a_second_map_image_beside_it():
+    from disam_ros.verify.learned_step import _seconded
+    from disam_ros.verify.result import Verification
+
+    def solved(index, x, inliers=40, outcome="verified"):
+        return Verification(outcome, index=index, position=np.array([x, 0.0, 0.0]), inliers=inliers)
+
+    cfg = VerifyConfig()  # learned_agree_m 2, min_agreeing_inliers 10
+    v = solved(4, 0.0)
+    assert _seconded(v, [v, solved(5, 1.9, outcome="too_few_inliers")], cfg)  # any outcome, 1.9 m away
+    assert not _seconded(v, [v, solved(5, 2.1)], cfg)  # too far
+    assert not _seconded(v, [v, solved(5, 0.5, inliers=9)], cfg)  # too few inliers to count
+    assert not _seconded(v, [v, solved(4, 0.5)], cfg)  # the same map image seconds nothing
+
+
+def test_published_learned_poses_are_seconded(night_town):
+    frames = _night_frames(night_town.world)
+    cfg = VerifyConfig(verify_features="learned", gradient_candidates=0, track_frames=0, flow_frames=0)
+    plain = _run(night_town.maps["both"], replace(cfg, learned_agree_m=0.0), frames)
+    seconded = _run(night_town.maps["both"], cfg, frames)
+    assert 0 < sum(v.verified for v, _, _ in seconded) < sum(v.verified for v, _, _ in plain)
+    for (v, _, _), (p, _, _) in zip(seconded, plain):
+        assert not v.verified or p.verified  # the rule only takes away
+        if v.verified:
+            others = [a for a in v.attempts if a.index != v.index and a.features == "learned"]
+            assert any(np.linalg.norm(a.position - v.position) <= cfg.learned_agree_m for a in others)

@@ -58,6 +58,8 @@ VERIFY_OPTIONS = (
      "inliers"),
     ("--learned-min-inlier-ratio", "learned_min_inlier_ratio", probability, "... that are at least this share of "
      "its matches"),
+    ("--learned-agree", "learned_agree_m", non_negative_float, "... a learned pose verified only when another "
+     "candidate's learned solve lands within this many metres of it (0: off)"),
     ("--learned-sift-radius", "learned_sift_radius", non_negative_float, "... a verified learned pose guides SIFT "
      "within this share of the image width and is replaced by SIFT's solve when near it (0: off)"),
     ("--unguided-candidates", "unguided_candidates", non_negative_int, "when still none verifies, this many are "

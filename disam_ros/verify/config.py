@@ -164,6 +164,8 @@ class VerifyConfig:
     learned_ratio: float = 1.0  # ... ratio test among the map keypoints within it (1 = mutual nearest neighbour only)
     learned_min_inliers: int = 15  # ... a learned pose is verified with this many inliers ...
     learned_min_inlier_ratio: float = 0.25  # ... at least this share of the learned matches
+    learned_agree_m: float = 2.0  # > 0: a learned pose is verified only when another candidate's learned solve
+    #                               lands within this distance of it (else "ambiguous"; 0 = off)
     learned_sift_radius: float = 0.1  # a verified learned pose guides SIFT within this share of the width to the
     #                                    map images around it (0 = off; verify/learned_step.sift_refined) ...
     learned_sift_max_shift_m: float = 2.0  # ... and their solve replaces it when within this distance ...
@@ -240,6 +242,7 @@ class VerifyConfig:
                   ("learned_min_inliers", self.learned_min_inliers >= self.min_agreeing_inliers),
 
                   ("learned_min_inlier_ratio", 0 <= self.learned_min_inlier_ratio < 1),
+                  ("learned_agree_m", self.learned_agree_m >= 0),
                   ("learned_sift_radius", 0.0 <= self.learned_sift_radius <= 1.0),
                   ("learned_sift_max_shift_m", self.learned_sift_max_shift_m >= 0),
                   ("learned_sift_max_turn_deg", self.learned_sift_max_turn_deg >= 0))

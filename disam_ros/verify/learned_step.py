@@ -93,8 +93,12 @@ class LearnedStep:
             pos, quat = np.asarray(positions[k], np.float64), np.asarray(quats[k], np.float64)
             v = self._guided(query, k, pos, quat, cam, solve)
             found.append(v)
-            if v.verified and v.inliers >= cfg.enough_inliers:
+            if v.verified and v.inliers >= cfg.enough_inliers and cfg.learned_agree_m <= 0:
                 break
+        if cfg.learned_agree_m > 0:
+            for v in found:
+                if v.verified and not _seconded(v, found, cfg):
+                    v.outcome = "ambiguous"  # no other map image's solve lands near it
         best = verified_or(found, None)
         return found, best if best is not None else agreeing(found, cfg)
 
@@ -111,6 +115,12 @@ class LearnedStep:
                   gate=(cfg.max_turn_deg, cfg.learned_min_inliers, cfg.learned_min_inlier_ratio))
         v.features, v.support = "learned", None
         return v
+
+
+def _seconded(v: Verification, found: list[Verification], cfg: VerifyConfig) -> bool:
+    """Another map image's learned solve, with `min_agreeing_inliers`, lands within `learned_agree_m` of `v`."""
+    return any(w is not v and w.index != v.index and w.inliers >= cfg.min_agreeing_inliers
+               and float(np.linalg.norm(w.position - v.position)) <= cfg.learned_agree_m for w in found)
 
 
 def sift_refined(v: Verification, query: Features | None, cam: Intrinsics, loc_map: Any, forwards: np.ndarray,
