@@ -20,6 +20,7 @@ from disam_ros.verify.regate import agree, nearby, regated
 from disam_ros.verify.result import Verification
 
 ON = VerifyConfig(regate_far_poses=True)
+OFF = VerifyConfig(regate_far_poses=False)
 
 
 def rz(deg: float) -> np.ndarray:
@@ -131,7 +132,7 @@ def test_the_strongest_far_pose_is_judged_first_and_nothing_runs_when_not_needed
     stand = Stand({})
     regated(weak, [weak, strong], [9, 10], m, stand, ON)
     assert stand.calls == [8, 7]  # x = 24 and 21, the strong pose's two nearest untried: the whole budget
-    for best, cfg in ((_at(3, 9.0), ON), (weak, VerifyConfig())):  # verified already; off
+    for best, cfg in ((_at(3, 9.0), ON), (weak, OFF)):  # verified already; off
         stand = Stand({2: _at(2, 7.0)})
         assert regated(best, [weak], [9], m, stand, cfg) is best and stand.calls == []
 
@@ -148,12 +149,12 @@ def test_the_switch_reaches_the_verifier_from_disam_eval_and_the_node():
         return offline.tracker_config(offline.build_parser().parse_args(
             ["--map", "m", "--dataset", "d", "--out", "o", *extra])).verify
 
-    assert parsed().regate_far_poses is False and parsed("--regate-far-poses", "on").regate_far_poses is True
+    assert parsed().regate_far_poses is True and parsed("--regate-far-poses", "off").regate_far_poses is False
     pytest.importorskip("rclpy")
     from disam_ros.ros.node_params import PARAMETERS, check_value
 
     param = next(p for p in PARAMETERS if p.name == "verify_regate_far_poses")
-    assert param.default is False and check_value(param.name, True) is True
+    assert param.default is True and check_value(param.name, False) is False
 
 
 # ------------------------------------------------------------------------------------ on the rendered town
@@ -199,7 +200,7 @@ def test_a_right_pose_guided_by_a_far_image_is_verified_at_the_image_beside_it(t
     rgb, pos, quat = frame(j, offset, condition)
     dists = np.linalg.norm(np.asarray(m.positions) - pos, axis=1)
     assert dists[k] > VerifyConfig().max_shift_m and int(np.argmin(dists)) == j
-    off = _verify(m, rgb, k, VerifyConfig())
+    off = _verify(m, rgb, k, OFF)
     # today: a pose within agree_m (0.5 m) of the truth, refused because its guide lies over 10 m away
     assert off.outcome == "inconsistent" and off.index == k and _err(off, pos, quat)[0] < 0.5
     on = _verify(m, rgb, k, ON)
@@ -218,7 +219,7 @@ WRONG = [(7, (-0.4, 0.0, -0.6), "sunny_repeat", 11), (5, (0.3, 0.0, 0.5), "sunny
 def test_a_wrong_far_pose_near_map_images_needs_their_confirmation(town, j, offset, condition, k):
     m, frame = town
     rgb, pos, quat = frame(j, offset, condition)
-    off, on = _verify(m, rgb, k, VerifyConfig()), _verify(m, rgb, k, ON)
+    off, on = _verify(m, rgb, k, OFF), _verify(m, rgb, k, ON)
     first = next(a for a in on.attempts if a.far_only and a.scale == 1.0)
     assert _err(first, pos, quat)[0] > 1.0  # a wrong pose that passed every check but its guide's distance
     seconds = [a for a in on.attempts if a.regated_from == k]
@@ -266,9 +267,9 @@ def test_off_is_the_verifier_without_the_step(town, monkeypatch):
                         [(a.outcome, a.index, a.inliers, a.regated_from) for a in v.attempts]))
         return out
 
-    off, on = run(VerifyConfig()), run(ON)
+    off, on = run(OFF), run(ON)
     monkeypatch.setattr(verifier_module, "regated", lambda best, *args: best)
-    assert run(VerifyConfig()) == off  # switched off, the step changes nothing
+    assert run(OFF) == off  # switched off, the step changes nothing
     assert run(ON) != on and run(ON) == off  # ... and it is what makes the difference when on
 
 

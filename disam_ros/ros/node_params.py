@@ -116,9 +116,9 @@ PARAMETERS: tuple[Param, ...] = (
           "images around it, within 3 % of the width of where it puts their points, and solved from the pooled "
           "matches; kept when as well supported and within 0.5 m / 2 deg (a more exact pose; docs/pose.md); "
           "0 = off.", constraints=">= 0"),
-    Param("verify_regate_far_poses", False, "A pose (SIFT) refused only for lying over 10 m / 20 deg from the map "
+    Param("verify_regate_far_poses", True, "A pose (SIFT) refused only for lying over 10 m / 20 deg from the map "
           "image that guided it is judged again at itself: up to 2 map images near it matched and solved, verified "
-          "when one passes the gate and agrees within 0.5 m / 2 deg (off until measured; docs/pose.md)."),
+          "when one passes the gate and agrees within 0.5 m / 2 deg (held out: precision unchanged; docs/pose.md)."),
     Param("verify_features", "map", "Local features a pose is verified with: map = what the map was built for "
           "(disam-build-map --verify-features), sift, learned (the map's learned keypoints instead of SIFT) or both "
           "(learned when SIFT verifies nothing); learned/both need a map built with them (docs/keypoints.md).",

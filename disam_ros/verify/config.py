@@ -152,11 +152,11 @@ class VerifyConfig:
     polish_max_turn_deg: float = 2.0  # ... and this rotation of the first
     unguided_min_inliers: int = 12  # ... inliers the unguided solve needs before it may guide (8 let wrong places
     #                                 through on the dev town's handheld frames, 12 none: docs/pose.md)
-    regate_far_poses: bool = False  # a SIFT attempt refused only for lying beyond max_shift_m / max_turn_deg of its
+    regate_far_poses: bool = True  # a SIFT attempt refused only for lying beyond max_shift_m / max_turn_deg of its
     #                                 guide is judged again at itself: the map images near its pose matched and
     #                                 solved as candidates, verified when one passes the gate and agrees (agree_m,
     #                                 agree_deg) with it (verify/regate.py; real photographs: right poses 2-4 cm off
-    #                                 refused for a wrong guide 12-20 m away). Off until measured on the dev towns
+    #                                 refused for a wrong guide 12-20 m away). On since the held-out towns lost nothing
     regate_images: int = 2  # ... at most this many such map images per frame, nearest first
     verify_features: str = "map"  # sift, learned (the map's learned keypoints instead of SIFT's steps), both
     #                               (learned when SIFT's steps verify nothing) or map: what the map was built for

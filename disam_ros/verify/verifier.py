@@ -13,7 +13,7 @@ enough RANSAC inliers, and enough of the guided matches among them (or, weaker a
 separately solved poses agree); a solved position no less certain than
 `max_position_std_m`; a pose near the candidate that guided it (within `max_shift_m` and `max_turn_deg`: the
 guided matches were chosen where that pose projects the map points, so a solution far from it fits noise; with
-`regate_far_poses`, off by default, one failing only that is judged again at itself: verify/regate.py).
+`regate_far_poses`, one failing only that is judged again at itself: verify/regate.py).
 A pose that fails the gate is reported with its reason (`outcome`) and never replaces the retrieval's answer.
 
 Cameras that look from elsewhere (`turn_search_deg`, `unguided_candidates`): when no candidate verifies, the
