@@ -239,3 +239,29 @@ def test_learned_options_that_cannot_apply_are_refused(learned_world, tmp_path, 
     err = capsys.readouterr().err
     assert rc == 2 and not (tmp_path / "map").exists()
     assert err.count("\n") == 1 and expect in err, err
+
+
+def test_the_size_estimate_bounds_the_learned_files_built(learned_world):
+    """The disk check before a build counts the learned block: every learned file a real build wrote is within its
+    estimate (at most `limit` keypoints an image), the network copy exactly; without it, no learned file is
+    estimated."""
+    from disam_ros.maps.descriptors import estimate_map_size, settings_for_mode
+    from disam_ros.maps.feature_kind import LearnedPlan
+    from disam_ros.maps.geometry_build import GeometryPlan, geometry_budget
+
+    for name in ("both", "tri"):
+        m = LocalizationMap.load(learned_world[name])
+        plan = GeometryPlan(method=m.manifest["geometry"]["method"], intrinsics=m.map_geometry.intrinsics)
+        budget = geometry_budget(plan, LearnedPlan())
+        est = estimate_map_size(FRAMES, (64, 16, 16), None, settings_for_mode("exact"), geometry=budget)
+        names = [n for n in est.files if n.startswith("geometry_learned_")]
+        assert len(names) == 5 and budget[2] == LearnedPlan().config.limit
+        for file in names:
+            size = (learned_world[name] / file).stat().st_size
+            assert size == est.files[file] if file.endswith(".pt") else size <= est.files[file], (name, file)
+        # triangulation's two passes spill keypoints + descriptors (+ SIFT's gradients) to disk meanwhile
+        spill = FRAMES * (budget[0] * (8 + 128 + 128) + budget[2] * (8 + 128)) if name == "tri" else 0
+        assert est.peak_disk - sum(est.files.values()) == spill
+        plain = estimate_map_size(FRAMES, (64, 16, 16), None, settings_for_mode("exact"),
+                                  geometry=geometry_budget(plan))
+        assert not [n for n in plain.files if n.startswith("geometry_learned_")]

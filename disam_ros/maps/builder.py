@@ -276,7 +276,7 @@ def build_map(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike | No
     if batch_size < 1:
         raise ValueError(f"batch_size {batch_size} must be at least 1")
     check_domain(domain, coarse, fine)
-    check_map_size(Path(out_dir), total, coarse, fine, s, geometry=geometry_budget(geometry))
+    check_map_size(Path(out_dir), total, coarse, fine, s, geometry=geometry_budget(geometry, learned))
     models = {"coarse": model_record(coarse, checkpoint_paths[0]) | branch_record(coarse),
               "fine": None if fine is None else model_record(fine, checkpoint_paths[1])}
     if learned is not None:

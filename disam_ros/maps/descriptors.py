@@ -250,21 +250,32 @@ class MapSizeEstimate:
 GEOMETRY_ROW_BYTES = {"geometry_keypoints.npy": 8, "geometry_descriptors.npy": 128, "geometry_points3d.npy": 12,
                       "geometry_gradients.npy": 128}  # the last: dense-search descriptors (built by default)
 TRIANGULATE_TEMP_ROW_BYTES = 8 + 128 + 128  # keypoints, descriptors, gradients on disk between the two passes
+LEARNED_ROW_BYTES = {"geometry_learned_keypoints.npy": 8, "geometry_learned_descriptors.npy": 128,
+                     "geometry_learned_points3d.npy": 12}  # 64 float16 descriptors (maps/feature_kind.py)
+LEARNED_TEMP_ROW_BYTES = 8 + 128
 
 
-def geometry_size(n: int, keypoints: int, triangulate: bool) -> tuple[dict[str, int], int]:
-    """Map geometry files for n images of at most `keypoints` keypoints each (an upper bound: images with fewer
-    cost less), and the temporary bytes a triangulating build holds beside them until it ends."""
+def geometry_size(n: int, keypoints: int, triangulate: bool, learned: int = 0, net_bytes: int = 0
+                  ) -> tuple[dict[str, int], int]:
+    """Map geometry files for n images of at most `keypoints` SIFT and `learned` learned keypoints each (an upper
+    bound: images with fewer cost less; `net_bytes`: the network file the learned block copies), and the
+    temporary bytes a triangulating build holds beside them until it ends."""
     files = {k: _NPY_HEADER + n * keypoints * b for k, b in GEOMETRY_ROW_BYTES.items()}
     files["geometry_offsets.npy"] = _NPY_HEADER + 8 * (n + 1)
-    return files, (n * keypoints * TRIANGULATE_TEMP_ROW_BYTES if triangulate else 0)
+    if learned:
+        files.update({k: _NPY_HEADER + n * learned * b for k, b in LEARNED_ROW_BYTES.items()})
+        files["geometry_learned_offsets.npy"] = _NPY_HEADER + 8 * (n + 1)
+        files["geometry_learned_net.pt"] = net_bytes
+    temp = n * (keypoints * TRIANGULATE_TEMP_ROW_BYTES + learned * LEARNED_TEMP_ROW_BYTES)
+    return files, (temp if triangulate else 0)
 
 
 def estimate_map_size(n: int, coarse_content: tuple[int, int, int], fine_content: tuple[int, int, int] | None,
                       s: DescriptorSettings, name_bytes: int = 12,
-                      geometry: tuple[int, bool] | None = None) -> MapSizeEstimate:
+                      geometry: tuple[int, bool] | tuple[int, bool, int, int] | None = None) -> MapSizeEstimate:
     """Bytes of the map `build_map` writes for n images (within a few % for flat maps; faiss files roughly).
-    `geometry`: (keypoints per image at most, triangulated?) when the map gets geometry (an upper bound)."""
+    `geometry`: (keypoints per image at most, triangulated?[, learned keypoints at most, network bytes]) when the
+    map gets geometry (an upper bound)."""
     d_raw = math.prod(pooled_shape(coarse_content, s.coarse_grid))
     item = {"float32": 4, "float16": 2}
     raw_bytes = _NPY_HEADER + n * d_raw * (2 if s.pca_dim is not None else item[s.coarse_dtype])

@@ -376,9 +376,12 @@ def _found(row: tuple[np.ndarray, ...]) -> int:
     return int(np.isfinite(row[2][:, 0]).sum())
 
 
-def geometry_budget(plan: GeometryPlan | None) -> tuple[int, bool] | None:
-    """(keypoints per image at most, triangulated?) for the map's size estimate; None without geometry. An
-    unlimited SIFT (nfeatures 0) is budgeted at 8000 keypoints, about what a 1600 px photograph gives."""
+def geometry_budget(plan: GeometryPlan | None, learned: Any = None) -> tuple[int, bool, int, int] | None:
+    """(SIFT keypoints per image at most, triangulated?, learned keypoints at most, the network's bytes) for the
+    map's size estimate; None without geometry. An unlimited SIFT (nfeatures 0) is budgeted at 8000 keypoints,
+    about what a 1600 px photograph gives. `learned`: the LearnedPlan (maps/feature_kind.py) or None."""
     if plan is None:
         return None
-    return plan.sift.nfeatures or 8000, plan.method == "triangulate"
+    net = Path(learned.net) if learned is not None else None
+    return (plan.sift.nfeatures or 8000, plan.method == "triangulate", learned.config.limit if learned else 0,
+            net.stat().st_size if net is not None and net.is_file() else 0)

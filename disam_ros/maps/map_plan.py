@@ -125,8 +125,7 @@ def _existing(path: Path) -> Path:
 
 
 def check_map_size(out_dir: Path, total: int | None, coarse: EncoderLike, fine: EncoderLike | None,
-                   s: DescriptorSettings, ram_bytes: int | None = -1, geometry: tuple[int, bool] | None = None
-                   ) -> None:
+                   s: DescriptorSettings, ram_bytes: int | None = -1, geometry: tuple | None = None) -> None:
     """Say what the map will cost before encoding: an exact map of paper-size features is ~6 MiB per image, so
     a few thousand images silently become gigabytes. Warns when the localizer's coarse search would exceed the
     machine's available RAM (`ram_bytes`; -1 reads /proc/meminfo, None skips), refuses (MapError) a build that
