@@ -157,3 +157,43 @@ def test_published_learned_poses_are_seconded(night_town):
         if v.verified:
             others = [a for a in v.attempts if a.index != v.index and a.features == "learned"]
             assert any(np.linalg.norm(a.position - v.position) <= cfg.learned_agree_m for a in others)
+
+
+def test_the_network_is_loaded_once_per_file_and_device(tmp_path):
+    import shutil
+
+    import torch
+
+    from disam_ros.pose.learned import load_net
+    from disam_ros.shipped import KEYPOINTS
+
+    copy = tmp_path / "same.pt"
+    shutil.copyfile(KEYPOINTS, copy)
+    net = load_net(KEYPOINTS)
+    assert load_net(copy) is net  # the same content is the same network
+    assert all(p.device == torch.device("cpu") for p in net.parameters())
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA; tools/gpu_check.sh runs it on a "
+                    "lent GPU")
+def test_learned_verification_on_cuda_matches_the_cpu(night_town):
+    frames = _night_frames(night_town.world)
+    cfg = VerifyConfig(verify_features="learned", gradient_candidates=0, track_frames=0, flow_frames=0)
+
+    def run(device):
+        from disam_ros.maps import LocalizationMap
+        from disam_ros.verify.verifier import Verifier
+
+        m = LocalizationMap.load(night_town.maps["both"])
+        verifier, positions = Verifier(m, cfg, device=device), np.asarray(m.positions)
+        out = []
+        for rgb, pos, _, _ in frames:
+            k = int(np.argmin(np.linalg.norm(positions - pos, axis=1)))
+            verifier.reset()
+            out.append(verifier.verify(rgb, [k, min(k + 1, len(positions) - 1), max(k - 1, 0)]))
+        return out
+
+    for c, g in zip(run("cpu"), run("cuda")):
+        assert c.outcome == g.outcome
+        if c.verified:
+            assert np.linalg.norm(c.position - g.position) < 0.05

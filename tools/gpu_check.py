@@ -79,7 +79,8 @@ def last_line(text: str, pattern: str) -> str:
 
 
 def step_tests(c: Check) -> None:
-    tests = ["test/test_training_device.py", "test/test_model_checkpoint.py", "test/test_threads.py"]
+    tests = ["test/test_training_device.py", "test/test_model_checkpoint.py", "test/test_threads.py",
+             "test/test_verify_learned.py"]
     ok, text, s = c.run("tests", [PY, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", *tests],
                         300)
     c.add("CUDA tests" if c.device.startswith("cuda") else "tests (CUDA ones skip)", ok, s,

@@ -66,15 +66,16 @@ _NETS: dict[str, object] = {}
 _LOCK = threading.Lock()
 
 
-def load_net(path: str | Path) -> object:
-    """The keypoint network in `path` (model/keypoint_net.py format), loaded once per file content; a ValueError
-    names a file that is not one. torch is imported here, not at module import, so SIFT-only users never pay."""
+def load_net(path: str | Path, device: str = "cpu") -> object:
+    """The keypoint network in `path` (model/keypoint_net.py format) on `device` (cpu, cuda[:N]: `detect_learned`
+    runs where its weights are), loaded once per file content and device; a ValueError names a file that is not
+    one. torch is imported here, not at module import, so SIFT-only users never pay."""
     from disam_ros.model.keypoint_net import load_keypoint_net
 
-    key = file_sha256(path)
+    key = f"{file_sha256(path)}@{device}"
     with _LOCK:
         if key not in _NETS:
-            _NETS[key] = load_keypoint_net(path)
+            _NETS[key] = load_keypoint_net(path).to(device)
         return _NETS[key]
 
 

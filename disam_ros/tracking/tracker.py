@@ -133,7 +133,8 @@ class Tracker:
             if not any(verify.gradient_rival_m):  # ... nor a belief nor motion to rule out a place a block away
                 verify = replace(verify, gradient_rival_m=verify.gradient_single_rival_m)
         speed = 0.0 if config.mode == "single" else config.sequence.max_speed_mps  # single frames: no motion check
-        self.verifier = Verifier(m, verify, speed) if verify.enabled and m.has_geometry else None
+        device = str(getattr(getattr(getattr(reloc, "localizer", None), "coarse", None), "device", "cpu"))
+        self.verifier = Verifier(m, verify, speed, device) if verify.enabled and m.has_geometry else None
 
     # ------------------------------------------------------------------------------------------ set-up
     def _calibration_note(self) -> str:

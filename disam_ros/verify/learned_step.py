@@ -56,15 +56,15 @@ def resolve_features(choice: str, learned: Any, where: str) -> str:
 class LearnedStep:
     """The learned attempts of one map; state: the map's network (loaded on first use) and a small cache."""
 
-    def __init__(self, learned: Any, config: VerifyConfig) -> None:
-        self.geometry, self.config = learned, config
+    def __init__(self, learned: Any, config: VerifyConfig, device: str = "cpu") -> None:
+        self.geometry, self.config, self.device = learned, config, device
         self._net: Any = None
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
 
     def features(self, rgb: np.ndarray) -> Features:
         """The query's learned keypoints, found as the map's were (its network and recipe)."""
         if self._net is None:
-            self._net = load_net(self.geometry.net_path)
+            self._net = load_net(self.geometry.net_path, self.device)
         return detect_learned(rgb, self._net, self.geometry.config)
 
     def side(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -16,9 +16,8 @@ guided matches were chosen where that pose projects the map points, so a solutio
 `regate_far_poses`, one failing only that is judged again at itself: verify/regate.py).
 A pose that fails the gate is reported with its reason (`outcome`) and never replaces the retrieval's answer.
 
-Cameras that look from elsewhere (`turn_search_deg`, `unguided_candidates`): when no candidate verifies, the
-best one guides again turned left and right about the camera's vertical; optionally candidates are then matched
-without a guide (`_attempt_unguided` says why and how).
+Cameras that look from elsewhere (`turn_search_deg`, `unguided_candidates`): the best candidate guides again turned
+left and right about the camera's vertical, then optionally candidates match without a guide (`_attempt_unguided`).
 
 Learned local features (`verify_features`, verify/learned_step.py): matched instead of SIFT's steps or after them.
 
@@ -35,9 +34,8 @@ map-verified one, after a gap of `track_max_gap_s`, or when too few points survi
 A verified SIFT pose is then polished (`polish_images`, verify/polish.py): matched again from itself, in a narrow
 window, against the map images around it, and replaced by the pooled solve when that stays near it.
 
-The dense search (`gradient_candidates`, verify/gradient_search.py) is the last resort, except on drives where it
-is the only step that verifies (rain, snow, fog): there it runs first, or SIFT's steps are skipped
-(verify/order.py).
+The dense search (`gradient_candidates`, verify/gradient_search.py) is the last resort, except on drives only it
+verifies (rain, snow, fog): there it runs first, or SIFT's steps are skipped (verify/order.py).
 """
 from __future__ import annotations
 
@@ -93,8 +91,10 @@ class _MapSide:
 class Verifier:
     """Verifies retrievals against one map's geometry; state: the camera and a small cache of map images."""
 
-    def __init__(self, loc_map: Any, config: VerifyConfig | None = None, max_speed_mps: float = 0.0) -> None:
-        """`max_speed_mps`: the tracker's top speed in sequence/window modes (0 in single mode: no motion check)."""
+    def __init__(self, loc_map: Any, config: VerifyConfig | None = None, max_speed_mps: float = 0.0,
+                 device: str = "cpu") -> None:
+        """`max_speed_mps`: the tracker's top speed in sequence/window modes (0 in single mode: no motion check);
+        `device`: where the learned keypoint network runs (the encoders' device)."""
         if loc_map.map_geometry is None:
             raise ValueError(f"map {getattr(loc_map, 'root', '')} has no map geometry ({loc_map.geometry_note})")
         self.map = loc_map
@@ -112,7 +112,7 @@ class Verifier:
         self._axes: np.ndarray | None = None  # the map images' optical axes (_forwards)
         learned = getattr(loc_map.map_geometry, "learned", None)
         self.features = resolve_features(self.config.verify_features, learned, str(getattr(loc_map, "root", "")))
-        self.learned = LearnedStep(learned, self.config) if self.features != "sift" else None
+        self.learned = LearnedStep(learned, self.config, device) if self.features != "sift" else None
 
     def reset(self) -> None:
         """A new drive (Tracker.reset): the first look and the SIFT steps are tried again from its next frame on."""
