@@ -73,6 +73,17 @@ def test_nms_keeps_the_stronger_of_two_close_peaks_and_both_far_ones():
     assert nms_keypoints(s, radius=1, limit=10, threshold=0.01).tolist() == [[5, 5], [7, 5], [15, 15]]
 
 
+def test_nms_orders_equal_peaks_row_major_every_time():
+    # 600 saturated peaks (probability exactly 1, as sigmoid gives strong logits) in a 60x60 grid, 3 px apart:
+    # strongest first cannot order them, so row-major (y, then x) must, identically on every call
+    s = torch.zeros(90, 90)
+    s[::3, ::3] = 1.0
+    s[30, 30] = 0.5  # one weaker peak goes last
+    want = [[x, y] for y in range(0, 90, 3) for x in range(0, 90, 3) if (x, y) != (30, 30)] + [[30, 30]]
+    for _ in range(5):
+        assert nms_keypoints(s, radius=1, limit=2000, threshold=0.01).tolist() == want
+
+
 def test_infonce_with_dense_negatives_by_the_closed_form():
     """Every cell is e0 but the true one (e1), the source is (0.6, 0.8): loss = log(1 + K exp((0.6 - 0.8) / TAU)),
     K = the cells farther than 1.5 cells from the true pixel."""
