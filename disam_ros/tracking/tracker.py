@@ -133,7 +133,7 @@ class Tracker:
             if not any(verify.gradient_rival_m):  # ... nor a belief nor motion to rule out a place a block away
                 verify = replace(verify, gradient_rival_m=verify.gradient_single_rival_m)
         speed = 0.0 if config.mode == "single" else config.sequence.max_speed_mps  # single frames: no motion check
-        device = str(getattr(getattr(getattr(reloc, "localizer", None), "coarse", None), "device", "cpu"))
+        device = str(getattr(getattr(reloc, "localizer", None), "device", "cpu"))  # retrieval's, resolved
         self.verifier = Verifier(m, verify, speed, device) if verify.enabled and m.has_geometry else None
 
     # ------------------------------------------------------------------------------------------ set-up

@@ -17,7 +17,7 @@ still follows it (verify/flow.py), and it is not polished (verify/polish.py matc
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -59,7 +59,7 @@ class LearnedStep:
     def __init__(self, learned: Any, config: VerifyConfig, device: str = "cpu") -> None:
         self.geometry, self.config, self.device = learned, config, device
         self._net: Any = None
-        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+        self.side = functools.lru_cache(maxsize=CACHE)(self._load_side)  # per map, bounded
 
     def features(self, rgb: np.ndarray) -> Features:
         """The query's learned keypoints, found as the map's were (its network and recipe)."""
@@ -67,18 +67,12 @@ class LearnedStep:
             self._net = load_net(self.geometry.net_path, self.device)
         return detect_learned(rgb, self._net, self.geometry.config)
 
-    def side(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Map image k's learned keypoints with a 3D point: (pixels float64, unit descriptors float32, points)."""
-        side = self._cache.get(k)
-        if side is None:
-            kp, desc, pts = self.geometry.image(k)
-            ok = np.isfinite(pts).all(axis=1)
-            side = (np.asarray(kp[ok], np.float64), np.asarray(desc[ok], np.float32), np.asarray(pts[ok], np.float64))
-            self._cache[k] = side
-            while len(self._cache) > CACHE:
-                self._cache.popitem(last=False)
-        self._cache.move_to_end(k)
-        return side
+    def _load_side(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Map image k's learned keypoints with a 3D point: (unit descriptors float32, points float64); guided
+        matching needs only where the points project, not the map image's own pixels."""
+        _, desc, pts = self.geometry.image(k)
+        ok = np.isfinite(pts).all(axis=1)
+        return np.asarray(desc[ok], np.float32), np.asarray(pts[ok], np.float64)
 
     def attempts(self, rgb: np.ndarray, ks: list[int], positions: np.ndarray, quats: np.ndarray, cam: Intrinsics,
                  solve: Solve) -> tuple[list[Verification], Verification | None]:
@@ -107,7 +101,7 @@ class LearnedStep:
         """Map image k's learned keypoints matched near where the guide (pos, quat) projects their points, solved
         and judged against that guide."""
         cfg = self.config
-        _, desc, pts = self.side(k)
+        desc, pts = self.side(k)
         R, t = cam_from_map(pos, quat)
         pairs = guided_match(query.keypoints, query.descriptors, desc, predicted_pixels(pts, R, t, cam),
                              cfg.learned_radius * cam.width, cfg.learned_ratio)

@@ -39,9 +39,9 @@ verifies (rain, snow, fog): there it runs first, or SIFT's steps are skipped (ve
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -103,7 +103,7 @@ class Verifier:
         self.map_camera: Intrinsics = loc_map.map_geometry.intrinsics
         self.camera: Intrinsics | None = None  # the query camera (CameraInfo / camera.yaml); None: the map's
         self.camera_source = ""
-        self._cache: OrderedDict[int, _MapSide] = OrderedDict()
+        self._map_side = functools.lru_cache(maxsize=MAP_CACHE)(self._load_side)  # per verifier, bounded
         self._look_misses = 0  # frames in a row whose first look was not sure (or skipped after such frames)
         self._order = StepOrder(self.config)  # which steps a frame runs, from the frames before (verify/order.py)
         c = self.config
@@ -147,19 +147,13 @@ class Verifier:
             self._axes = quat_to_rot(np.asarray(self.map.quats, np.float64))[:, :, 2]
         return self._axes
 
-    def _map_side(self, k: int) -> _MapSide:
-        side = self._cache.get(k)
-        if side is None:
-            kp, desc, pts = self.map.geometry(k)
-            ok = np.isfinite(pts).all(axis=1)
-            grads = self.map.map_geometry.image_gradients(k)
-            side = _MapSide(np.asarray(kp[ok], np.float64), root_sift(np.asarray(desc[ok], np.float32)),
-                            np.asarray(pts[ok], np.float64), None if grads is None else from_u8(grads[ok]))
-            self._cache[k] = side
-            while len(self._cache) > MAP_CACHE:
-                self._cache.popitem(last=False)
-        self._cache.move_to_end(k)
-        return side
+    def _load_side(self, k: int) -> _MapSide:
+        """Map image k's keypoints with a 3D point, RootSIFT descriptors, points and gradients (`_map_side`)."""
+        kp, desc, pts = self.map.geometry(k)
+        ok = np.isfinite(pts).all(axis=1)
+        grads = self.map.map_geometry.image_gradients(k)
+        return _MapSide(np.asarray(kp[ok], np.float64), root_sift(np.asarray(desc[ok], np.float32)),
+                        np.asarray(pts[ok], np.float64), None if grads is None else from_u8(grads[ok]))
 
     def query_features(self, rgb: np.ndarray, sift: SiftConfig | None = None) -> Features:
         """The query's keypoints found exactly as the map's were (the map's SIFT recipe, or `sift`: the first
