@@ -197,9 +197,13 @@ def test_sharded_build_carries_the_learned_block(learned_world, tmp_path):
     a, b = merged.manifest["geometry"]["learned"], single.manifest["geometry"]["learned"]
     assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
     assert sha256_file(merged.root / GEOM_LEARNED_NET) == a["sha256"]
-    for i in range(FRAMES):
-        for x, y in zip(merged.learned_geometry(i), single.learned_geometry(i), strict=True):
-            np.testing.assert_array_equal(x, y)
+    for i in range(FRAMES):  # the same keypoints; their order may differ where two detector scores differ only in
+        #                      the last bits, which CPU convolutions do not promise to reproduce between runs
+        (ka, da, pa), (kb, db, pb) = merged.learned_geometry(i), single.learned_geometry(i)
+        oa, ob = np.lexsort(ka.T), np.lexsort(kb.T)
+        np.testing.assert_array_equal(ka[oa], kb[ob])
+        np.testing.assert_allclose(da[oa], db[ob], atol=2e-3)
+        np.testing.assert_allclose(pa[oa], pb[ob], atol=1e-5)
 
 
 def test_shards_of_different_learned_recipes_do_not_merge(learned_world, tmp_path):

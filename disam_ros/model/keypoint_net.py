@@ -85,8 +85,8 @@ def sample_descriptors(desc: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
 
 def nms_keypoints(scores: torch.Tensor, radius: int, limit: int, threshold: float) -> torch.Tensor:
     """(H,W) probabilities -> (N,2) x, y of local maxima within `radius`, above `threshold`, the `limit` best;
-    ties (saturated probabilities are exactly 1) in row-major order, so a map built in shards and one built whole
-    hold the same keypoints in the same order (an unstable sort reordered them between runs)."""
+    exact ties (saturated probabilities are exactly 1) in row-major order, every run alike (an unstable sort
+    orders them arbitrarily)."""
     k = 2 * radius + 1  # a square max filter is a row filter then a column filter: 2k comparisons, not k*k
     rows = F.max_pool2d(scores[None, None], (1, k), stride=1, padding=(0, radius))
     peak = scores == F.max_pool2d(rows, (k, 1), stride=1, padding=(radius, 0))[0, 0]
