@@ -223,6 +223,8 @@ class LocalizerNode(LifecycleNode):
             if entity is not None:
                 destroy(entity)
                 setattr(self, name, None)
+        if self.tracking is not None:
+            self.tracking.close()
         if self.reloc is not None:
             self.reloc.map.close()  # stop the background integrity check with the map it checks
         self.reloc = self.tracking = None

@@ -123,6 +123,14 @@ PARAMETERS: tuple[Param, ...] = (
           "(disam-build-map --verify-features), sift, learned (the map's learned keypoints instead of SIFT) or both "
           "(learned when SIFT verifies nothing); learned/both need a map built with them (docs/keypoints.md).",
           constraints=", ".join(FEATURE_CHOICES)),
+    Param("verify_keyframes", False, "Verify beside the frame loop: frames follow the last verified pose by optical "
+          "flow, and a frame goes to a lower-priority thread as a keyframe when flow fails and the thread is free; "
+          "its answer is that frame's only within verify_wait_ms, later it renews the flow chain (a camera-rate "
+          "node that keeps up; docs/localizer.md). false = every frame verified inline."),
+    Param("verify_wait_ms", 50.0, "verify_keyframes: how long a frame waits for its own keyframe's answer before it "
+          "is answered without it (verification pending).", constraints=">= 0"),
+    Param("verify_budget_ms", 0.0, "Time box of one frame's verification: no further step or candidate starts "
+          "after this many ms (the first always runs; diagnostics verify_timed_out); 0 = none.", constraints=">= 0"),
     Param("unverified_policy", "publish", "While verification is active: publish = a frame that passes the "
           "confidence gate is published even when not verified (the retrieval's pose; verified frames always are); "
           "withhold = only verified frames are published.", dynamic=True, constraints=", ".join(UNVERIFIED_POLICIES)),
@@ -208,6 +216,9 @@ class LocalizerConfig:
     verify_dense_max_tilt_deg: float
     verify_regate_far_poses: bool
     verify_features: str
+    verify_keyframes: bool
+    verify_wait_ms: float
+    verify_budget_ms: float
     unverified_policy: str
     camera_info_topic: str
     compressed: bool
@@ -297,6 +308,8 @@ def check_value(name: str, value: Any) -> Any:
     elif name == "verify_min_inliers" and value < MIN_VERIFY_INLIERS:
         raise ValueError(f"verify_min_inliers must be >= {MIN_VERIFY_INLIERS} (a 6-DoF pose needs at least "
                          f"{MIN_VERIFY_INLIERS} points), got {value}")
+    elif name in ("verify_wait_ms", "verify_budget_ms") and not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"{name} must be >= 0 ms, got {value}")
     elif name == "verify_features" and value not in FEATURE_CHOICES:
         raise ValueError(f"verify_features {value!r} is not valid: use one of {', '.join(FEATURE_CHOICES)}")
     elif name == "unverified_policy" and value not in UNVERIFIED_POLICIES:

@@ -55,10 +55,11 @@ class NodeTracking:
                               first_scale=cfg.verify_first_scale, motion_speed_factor=cfg.verify_motion_speed_factor,
                               flow_frames=cfg.verify_flow_frames, polish_images=cfg.verify_polish_images,
                               regate_far_poses=cfg.verify_regate_far_poses,
-                              verify_features=cfg.verify_features)
+                              verify_features=cfg.verify_features, budget_ms=cfg.verify_budget_ms)
         self.tracker = Tracker(reloc, TrackerConfig(mode=cfg.mode, sequence=seq, standstill_ratio=cfg.standstill_ratio,
                                                     loop_closure_min_consecutive=cfg.loop_closure_min_consecutive,
-                                                    verify=verify))
+                                                    verify=verify, keyframes=cfg.verify_keyframes,
+                                                    keyframe_wait_ms=cfg.verify_wait_ms))
         self.last_verification: Any = None  # the latest answered frame's Verification (for /diagnostics)
         self.camera_info_topic = ""  # what the active CameraInfo subscription listens on (node_verify)
         self.places = len(reloc.map)
@@ -103,6 +104,10 @@ class NodeTracking:
                     and self.tracker.mode != "single":
                 self.odometry.restore(dist, degraded)
         return step
+
+    def close(self) -> None:
+        """Stop the tracker's keyframe thread (verify_keyframes) when the node releases its map."""
+        self.tracker.close()
 
     def reset(self, reason: str) -> str:
         """Belief back to uniform; returns the service's answer."""

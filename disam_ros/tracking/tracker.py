@@ -52,16 +52,17 @@ from disam_ros.maps.map_calibration import (
     publish_threshold,
 )
 from disam_ros.maps.verified_confidence import verified_confidence
+from disam_ros.pose.features import to_grey
 from disam_ros.relocalizer import Relocalizer, query_stamp
 from disam_ros.retrieval import RetrievalResult, SpatialPrior
 from disam_ros.retrieval.result import MIN_POS_SIGMA_M, pose_covariance
+from disam_ros.tracking.keyframes import Keyframe, KeyframeThread
 from disam_ros.tracking.place_graph import PlaceGraph, headings_from_quats
 from disam_ros.tracking.sequence import (
     ObservationModel,
     SequenceConfig,
     SequenceEstimate,
     SequenceLocalizer,
-    max_entropy,
     usable_odometry,
 )
 from disam_ros.tracking.standstill import StandstillDetector
@@ -75,11 +76,11 @@ from disam_ros.tracking.track_parts import (
     support,
 )
 from disam_ros.tracking.tracker_config import TRACKER_MODES, TrackerConfig, TrackStep, config_summary
-from disam_ros.verify.verifier import PointTrack, Verifier
+from disam_ros.tracking.tracker_report import NO_CALIBRATION, calibration_note, tracker_diagnostics
+from disam_ros.verify.verifier import PointTrack, Verification, Verifier
 
 log = logging.getLogger(__name__)
 
-NO_CALIBRATION = "none: heuristic confidence"
 SHORTLIST = 256  # places scored per frame on approximate (ivf/hnsw) maps
 
 
@@ -101,7 +102,7 @@ class Tracker:
         m = reloc.map
         self._positions = np.asarray(m.positions, dtype=np.float64)
         self.calibration: MapCalibration | None = getattr(m, "calibration", None)
-        self._cal_note = self._calibration_note()
+        self._cal_note, self.calibration = calibration_note(self.calibration, config)
         self._seq: SequenceLocalizer | None = None
         self.observation: ObservationModel | None = None
         self._obs_source = "not used in single mode"
@@ -132,31 +133,16 @@ class Tracker:
             verify = replace(verify, flow_frames=0, track_frames=0)
             if not any(verify.gradient_rival_m):  # ... nor a belief nor motion to rule out a place a block away
                 verify = replace(verify, gradient_rival_m=verify.gradient_single_rival_m)
+        self._renew_after = verify.flow_frames  # keyframes: a chain this long asks for a keyframe when one is free
+        if config.keyframes and verify.flow_frames > 0:  # ... and runs on until one renews it
+            verify = replace(verify, flow_frames=max(verify.flow_frames, config.keyframe_flow_frames))
         speed = 0.0 if config.mode == "single" else config.sequence.max_speed_mps  # single frames: no motion check
         device = str(getattr(getattr(reloc, "localizer", None), "device", "cpu"))  # retrieval's, resolved
         self.verifier = Verifier(m, verify, speed, device) if verify.enabled and m.has_geometry else None
+        self._keyframes = KeyframeThread(self.verifier) if config.keyframes and self.verifier is not None else None
+        self._belief_t = math.nan  # the stamp of the frame that last moved the belief (a late keyframe's test)
 
     # ------------------------------------------------------------------------------------------ set-up
-    def _calibration_note(self) -> str:
-        cal, cfg = self.calibration, self.config
-        if cal is None:
-            return NO_CALIBRATION
-        if not np.allclose(cal.tolerance, (cfg.tolerance_m, cfg.tolerance_deg)):
-            log.warning("map calibration is for (%g m, %g deg), the tracker asks (%g m, %g deg): heuristic "
-                        "confidence; re-run disam-calibrate with this tolerance", *cal.tolerance, cfg.tolerance_m,
-                        cfg.tolerance_deg)
-            self.calibration = None
-            return f"{NO_CALIBRATION} (map calibrated for another tolerance {cal.tolerance})"
-        note = cal.describe(cfg.mode)
-        stored = cal.config.get("sequence") if cal.config else None
-        ours = config_summary(cfg)["sequence"]
-        if cfg.mode != "single" and stored and {k: stored.get(k) for k in ours} != ours:
-            differ = sorted(k for k in ours if stored.get(k) != ours[k])
-            log.warning("map calibration was fitted with other tracker settings (%s): its probabilities may be "
-                        "off; re-run disam-calibrate with these settings", ", ".join(differ))
-            note += f" (fitted with other settings: {', '.join(differ)})"
-        return note
-
     def _observation(self, graph: PlaceGraph, seq_cfg: SequenceConfig) -> ObservationModel:
         stored = self.calibration.observation if self.calibration is not None else None
         if stored is not None:
@@ -205,6 +191,8 @@ class Tracker:
         self._prior, self._prev, self._consistent = None, None, 0
         self._support.clear()
         self._points = None  # a relocalisation request: do not carry map points across it
+        if self._keyframes is not None:
+            self._keyframes.reset()
         if self.verifier is not None:
             self.verifier.reset()  # ... nor the first look's record of recent frames
         self._last = None  # diagnostics describe the belief as it is now, not the last frame's
@@ -219,6 +207,8 @@ class Tracker:
         t0 = time.perf_counter()
         odom_distance_m = usable_odometry(odom_distance_m)
         self.last_feature, self.last_features = math.nan, {}
+        if self._keyframes is not None:
+            self._late_keyframes()
         shortlist = SHORTLIST if self._seq is not None else 0
         sel, res, scores = self.reloc.localize_scored(rgb, stamp, prior, shortlist=shortlist)
         self.frames += 1
@@ -239,19 +229,68 @@ class Tracker:
                     scores = self._contrast(scores)
                 est = self._seq.update(scores, t, odom_distance_m)
                 self._track_support(scores, est)
+            self._belief_t = t
             step = self._sequence_step(sel, res, est)
         if self.verifier is not None and step.result.ok:
-            self._verify(rgb, step.result, t)
+            self._verify(rgb, step.result, t) if self._keyframes is None else self._verify_beside(rgb, step.result, t)
         step.result.timings_ms["track"] = (time.perf_counter() - t0) * 1e3
         self._last = step
         return step
 
     def _verify(self, rgb: np.ndarray, res: RetrievalResult, stamp: float) -> None:
         """Verify the answer's place and its runners-up (or track the last verified frame's map points into this
-        one); a verified pose replaces the map image's (`index` stays the answered place; `verification.index`
-        is the keyframe the pose was solved against)."""
-        dense = not self.dense_needs_prior or (self.config.verify.gradient_with_prior and res.used_prior)
-        v = self.verifier.verify(rgb, [res.index] + [i for i, _ in res.topk], self._points, stamp, dense)
+        one) inline; a verified pose replaces the map image's (`index` stays the answered place;
+        `verification.index` is the keyframe the pose was solved against)."""
+        v = self.verifier.verify(rgb, self._candidates(res), self._points, stamp, self._dense(res))
+        self._use(res, v)
+
+    def _candidates(self, res: RetrievalResult) -> list[int]:
+        return [res.index] + [i for i, _ in res.topk]
+
+    def _dense(self, res: RetrievalResult) -> bool:
+        return not self.dense_needs_prior or (self.config.verify.gradient_with_prior and res.used_prior)
+
+    def _verify_beside(self, rgb: np.ndarray, res: RetrievalResult, stamp: float) -> None:
+        """Keyframes (tracking/keyframes.py): this frame by flow from the chain; when flow fails, or the chain asks
+        for renewal, the frame goes to the keyframe thread if it is free, and is waited for when flow failed.
+        Without an answer in time the frame's verification is "pending" (the retrieval or belief answers)."""
+        t0, kf, verifier = time.perf_counter(), self._keyframes, self.verifier
+        grey = to_grey(rgb) if verifier.config.flow_frames > 0 else None
+        kf.seen(stamp, grey)
+        cam, source = verifier.camera_for(rgb.shape[1], rgb.shape[0])
+        v = verifier.chain.follow(grey, stamp, cam) if cam is not None else None
+        seed = verifier.chain.seed
+        if (v is None or seed is None or seed.hops >= self._renew_after) and kf.idle:
+            job = Keyframe(rgb, grey, self._candidates(res), self._points, stamp, self._dense(res))
+            if kf.submit(job) and v is None:
+                v = kf.wait(job, self.config.keyframe_wait_ms / 1e3)
+        if v is None:
+            v = Verification("pending", camera=source)
+        if v.flow:
+            v.order, v.camera = "optical flow", source
+        v.ms = v.ms if v.ms and not v.flow else 1e3 * (time.perf_counter() - t0)
+        self._use(res, v)
+
+    def _late_keyframes(self) -> None:
+        """Keyframes answered after their frame was: their map points carry on, and a verified one narrows the
+        belief when no frame has moved it since (its place is then the belief's present)."""
+        for job in self._keyframes.finished():
+            v = job.answer
+            if v is None or not v.verified:
+                continue
+            self._points = v.support
+            sigma = self.config.verify.belief_sigma_m
+            if self._seq is not None and sigma > 0 and job.stamp == self._belief_t:
+                self._seq.observe_position(v.position, sigma, self.config.verify.belief_floor,
+                                           heading=float(headings_from_quats(v.quat[None])[0]))
+
+    def close(self) -> None:
+        """Stop the keyframe thread (keyframes mode); the tracker answers no more frames after this."""
+        if self._keyframes is not None:
+            self._keyframes.close()
+
+    def _use(self, res: RetrievalResult, v: Verification) -> None:
+        """A frame's verification: a verified pose replaces the answer's and narrows the belief."""
         self._points = v.support if v.verified else self._points
         res.verification = v
         res.timings_ms["verify"] = v.ms
@@ -337,27 +376,7 @@ class Tracker:
     # ------------------------------------------------------------------------------------------ reporting
     def diagnostics(self) -> dict[str, Any]:
         """What the node puts on /diagnostics: belief state, consistency, calibration, observation model."""
-        est = self._last.estimate if self._last is not None else None
-        n = len(self._positions)
-        out: dict[str, Any] = {
-            "mode": self.mode, "places": n, "frames": self.frames, "calibration": self._cal_note,
-            "observation": self._obs_source, "belief_entropy": math.nan, "belief_entropy_max": max_entropy(n),
-            "top_place_mass": math.nan, "consistent_frames": self._consistent, "reinitialised": "",
-            "standstill": self.still,
-        }
-        if self._seq is not None:
-            out["drives"] = int(len(np.unique(self._seq.graph.start)))
-            out["consistent_frames"] = est.consistent_frames if est is not None else 0
-            if est is not None:
-                out.update(belief_entropy=est.entropy, top_place_mass=est.place_mass, mass_near_best=est.mass,
-                           reinitialised=est.reinitialised)
-            else:  # no frame since a reset: the belief as it is now
-                p = self._seq.posterior()
-                nz = p[p > 0]
-                out.update(belief_entropy=float(-(nz * np.log(nz)).sum()), top_place_mass=float(p.max()))
-        if self.suggested_min_confidence is not None:
-            out["calibrated_min_confidence"] = self.suggested_min_confidence
-        return out
+        return tracker_diagnostics(self)
 
 
 __all__ = ["NO_CALIBRATION", "TRACKER_MODES", "PlaceContrast", "TrackStep", "Tracker", "TrackerConfig",

@@ -23,6 +23,9 @@ class TrackerConfig:
     place_contrast_frames: float = 20.0  # sequence/window: discount places high for ~this many frames (0: off)
     standstill_ratio: float = 0.1  # sequence/window: a frame this close to the last one holds (0: off)
     verify: VerifyConfig = field(default_factory=VerifyConfig)  # metric pose + verification (maps with geometry)
+    keyframes: bool = False  # verify beside the frame loop (tracking/keyframes.py) instead of inline
+    keyframe_wait_ms: float = 50.0  # ... a frame waits at most this long for its own keyframe's answer
+    keyframe_flow_frames: int = 30  # ... a flow chain runs at most this many frames between keyframes
 
     def __post_init__(self) -> None:
         if self.mode not in TRACKER_MODES:
@@ -33,6 +36,9 @@ class TrackerConfig:
             raise ValueError(f"place_contrast_frames={self.place_contrast_frames!r} must be 0 (off) or >= 1 frame")
         if not 0.0 <= self.standstill_ratio < 1.0:
             raise ValueError(f"standstill_ratio={self.standstill_ratio!r} must lie in [0, 1) (0: off)")
+        if not (self.keyframe_wait_ms >= 0 and self.keyframe_flow_frames >= 0):
+            raise ValueError(f"keyframe_wait_ms={self.keyframe_wait_ms!r} and keyframe_flow_frames="
+                             f"{self.keyframe_flow_frames!r} must be >= 0")
         if not (self.tolerance_m > 0 and self.tolerance_deg > 0):
             raise ValueError(f"tolerance ({self.tolerance_m} m, {self.tolerance_deg} deg) must be positive")
 

@@ -170,6 +170,8 @@ class VerifyConfig:
     #                                    map images around it (0 = off; verify/learned_step.sift_refined) ...
     learned_sift_max_shift_m: float = 2.0  # ... and their solve replaces it when within this distance ...
     learned_sift_max_turn_deg: float = 3.0  # ... and this turn of it
+    budget_ms: float = 0.0  # time box: no step or candidate starts after this many ms of a frame's verification
+    #                         (the first always runs; 0 = none). Bounds the night frames' 1-2 s on the CPU
 
     def __post_init__(self) -> None:
         checks = (("candidates", self.candidates >= 1), ("radius", 0.0 < self.radius <= 1.0),
@@ -245,7 +247,8 @@ class VerifyConfig:
                   ("learned_agree_m", self.learned_agree_m >= 0),
                   ("learned_sift_radius", 0.0 <= self.learned_sift_radius <= 1.0),
                   ("learned_sift_max_shift_m", self.learned_sift_max_shift_m >= 0),
-                  ("learned_sift_max_turn_deg", self.learned_sift_max_turn_deg >= 0))
+                  ("learned_sift_max_turn_deg", self.learned_sift_max_turn_deg >= 0),
+                  ("budget_ms", self.budget_ms >= 0))
         bad = [name for name, ok in checks if not ok]
         if bad:
             raise ValueError(f"VerifyConfig: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} out of range "

@@ -33,17 +33,21 @@ def tilt_deg(quat: np.ndarray, key_quat: np.ndarray) -> float:
 
 
 def dense_attempts(rgb: np.ndarray, ks: list[int], cam: Intrinsics, query: Features | None, loc_map: Any,
-                   map_side: Callable[[int], Any], map_camera: Intrinsics, cfg: VerifyConfig) -> list[Verification]:
+                   map_side: Callable[[int], Any], map_camera: Intrinsics, cfg: VerifyConfig,
+                   late: Callable[[], bool] = lambda: False) -> list[Verification]:
     """The candidates searched densely in order, up to the first verified one, or else two whose poses agree
     (each from at least `gradient_agree_inliers`: a wrong solution stays near the pose that guided it, and two
     candidates' guides are metres apart); the verified one hands on the map points its pose puts on the query's
     SIFT keypoints (map-point tracking; none when the search ran first and no SIFT keypoints were found).
     `map_side(k)`: candidate k's map points and gradient descriptors (the verifier's cache). A dense pose whose
-    camera is tilted from its candidate's by more than `gradient_max_tilt_deg` is "inconsistent" (`tilt_deg`)."""
+    camera is tilted from its candidate's by more than `gradient_max_tilt_deg` is "inconsistent" (`tilt_deg`).
+    `late()` True: the frame's time box is spent, no further candidate is searched."""
     out, solved = [], []
     grid = query_grid(rgb, int(loc_map.map_geometry.gradient_cell), map_camera, cam, cfg)
     gate = (cfg.max_turn_deg, cfg.gradient_min_inliers, cfg.gradient_min_inlier_ratio)
     for k in ks:
+        if out and late():
+            break
         side = map_side(k)
         key_pos, key_quat = np.asarray(loc_map.positions[k], np.float64), np.asarray(loc_map.quats[k], np.float64)
         sol, searched = search_pose(grid, side.gradients, side.points, *cam_from_map(key_pos, key_quat), cam, cfg)

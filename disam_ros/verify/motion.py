@@ -49,6 +49,11 @@ class MotionGate:
         d = float(np.linalg.norm(np.asarray(position, np.float64) - self._position))
         return d if d > allowed_jump_m(dt, self.max_speed_mps, self.slack_m) else None
 
+    @property
+    def stamp(self) -> float:
+        """The reference's stamp (NaN: none)."""
+        return self._stamp
+
     def accept(self, position: np.ndarray, stamp: float) -> None:
         """A published verified pose becomes the reference (an unknown stamp clears it: nothing to bound by)."""
         ok = math.isfinite(stamp)

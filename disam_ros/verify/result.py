@@ -11,7 +11,7 @@ import numpy as np
 from disam_ros.pose.relative import relative_covariance, relative_pose
 
 OUTCOMES = ("verified", "too_few_inliers", "uncertain", "inconsistent", "ambiguous", "jumped", "no_features",
-            "image_too_small", "no_intrinsics", "off")
+            "image_too_small", "no_intrinsics", "off", "pending")
 
 
 @dataclass(eq=False)
@@ -46,6 +46,7 @@ class Verification:
     features: str = "sift"  # the local features it was solved from: sift or learned (verify/learned_step.py)
     regated_from: int = -1  # a second attempt at a map image near the pose that candidate's attempt solved
     #                         (verify/regate.py; -1: none)
+    timed_out: bool = False  # its time box (VerifyConfig.budget_ms) ran out before every step had run
     inlier_pixels: np.ndarray | None = field(default=None, repr=False)  # the solve's inliers (pixels, map
     inlier_points: np.ndarray | None = field(default=None, repr=False)  # points): where optical flow starts
 
@@ -66,7 +67,7 @@ class Verification:
                 "verified_unguided": self.unguided, "verified_dense": self.dense, "features_scale": self.scale,
                 "verify_order": self.order, "tracked_by_flow": self.flow,
                 "polished_inliers": self.polished, "regated_from": self.regated_from,
-                "verified_features": self.features}
+                "verified_features": self.features, "verify_timed_out": self.timed_out}
 
 
 @dataclass(frozen=True, eq=False)

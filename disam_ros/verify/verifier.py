@@ -54,7 +54,6 @@ from disam_ros.pose.features import (
     SiftConfig,
     detect_sift,
     detection_scale,
-    match_unit_descriptors,
     root_sift,
     to_grey,
 )
@@ -64,15 +63,15 @@ from disam_ros.pose.guided import guided_match, predicted_pixels
 from disam_ros.pose.solver import SolverConfig, solve_absolute_pose
 from disam_ros.verify.config import VerifyConfig
 from disam_ros.verify.dense_step import dense_attempts
-from disam_ros.verify.flow import FlowSeed, flow_attempt, next_seed, trackable
+from disam_ros.verify.flow_chain import FlowChain
 from disam_ros.verify.gate import agreeing, judged, sure, verified_or
 from disam_ros.verify.learned_step import LearnedStep, resolve_features, sift_refined
-from disam_ros.verify.motion import MotionGate
 from disam_ros.verify.order import StepOrder
 from disam_ros.verify.polish import polish_sift
 from disam_ros.verify.regate import regated
 from disam_ros.verify.result import OUTCOMES, PointTrack, Verification
 from disam_ros.verify.support import support_pairs
+from disam_ros.verify.unguided import attempt_unguided
 
 __all__ = ["OUTCOMES", "PointTrack", "Verification", "Verifier", "VerifyConfig"]  # records: verify.result,
 #                                                                              the config: verify.config
@@ -106,9 +105,8 @@ class Verifier:
         self._map_side = functools.lru_cache(maxsize=MAP_CACHE)(self._load_side)  # per verifier, bounded
         self._look_misses = 0  # frames in a row whose first look was not sure (or skipped after such frames)
         self._order = StepOrder(self.config)  # which steps a frame runs, from the frames before (verify/order.py)
-        c = self.config
-        self.motion = MotionGate(max_speed_mps * c.motion_speed_factor, c.motion_slack_m, c.motion_window_s)
-        self._flow: FlowSeed | None = None  # the last verified frame, for optical-flow tracking (verify/flow.py)
+        self.chain = FlowChain(self.config, max_speed_mps, lambda k: self._map_side(k).points)  # flow + motion
+        self._deadline = math.inf  # perf_counter time after which no further step starts (VerifyConfig.budget_ms)
         self._axes: np.ndarray | None = None  # the map images' optical axes (_forwards)
         learned = getattr(loc_map.map_geometry, "learned", None)
         self.features = resolve_features(self.config.verify_features, learned, str(getattr(loc_map, "root", "")))
@@ -118,8 +116,7 @@ class Verifier:
         """A new drive (Tracker.reset): the first look and the SIFT steps are tried again from its next frame on."""
         self._look_misses = 0
         self._order.reset()
-        self.motion.reset()
-        self._flow = None
+        self.chain.reset()
 
     def set_camera(self, camera: Intrinsics | None, source: str) -> None:
         """The query camera's intrinsics (node: CameraInfo; folders: camera.yaml); None falls back to the map's."""
@@ -162,12 +159,15 @@ class Verifier:
         return Features(f.keypoints, root_sift(f.descriptors), f.scales, f.responses)
 
     def verify(self, rgb: np.ndarray, candidates: list[int], previous: PointTrack | None = None,
-               stamp: float = math.nan, dense: bool = True) -> Verification:
+               stamp: float = math.nan, dense: bool = True, keyframe: bool = False) -> Verification:
         """Try the candidate map images in order; the verified solution with the most inliers wins. When none
         verifies, `previous` (the last verified frame's PointTrack) is tracked into this frame, if tracking is on
         and it is recent enough (module docstring). A verified result carries its own PointTrack (`support`).
-        `dense` False skips the dense search this frame (single mode without a prior: Tracker)."""
+        `dense` False skips the dense search this frame (single mode without a prior: Tracker). `keyframe`: a
+        frame verified beside the frame loop (tracking/keyframes.py): no flow, and the caller settles the chain.
+        No step starts after `budget_ms` (the answer then says `timed_out`)."""
         t0 = time.perf_counter()
+        self._deadline = t0 + self.config.budget_ms / 1e3 if self.config.budget_ms > 0 else math.inf
         h, w = rgb.shape[:2]
         cam, source = self.camera_for(w, h)
         if not self.config.enabled:
@@ -177,22 +177,21 @@ class Verifier:
         if w < self.config.min_width_px:
             return Verification("image_too_small", camera=source, ms=_ms(t0))
         ks = _unique(candidates, len(self.map.positions))[: self.config.candidates]
-        grey = to_grey(rgb) if self.config.flow_frames > 0 else None  # only flow reads it
-        flow = flow_attempt(self._flow, grey, cam, self.config) if trackable(self._flow, grey, stamp, self.config) \
-            else None
-        best, attempts, used = (flow, [flow], None) if flow is not None and flow.verified else \
+        grey = to_grey(rgb) if self.config.flow_frames > 0 and not keyframe else None  # only flow reads it
+        flow = self.chain.follow(grey, stamp, cam)  # verify/flow_chain.py
+        best, attempts, used = (flow, [flow], None) if flow is not None else \
             self._steps(rgb, ks, cam, previous, stamp, dense)
-        if best.verified and used is not None and not best.dense:
+        if best.verified and used is not None and not best.dense and not self._late():
             best = polish_sift(best, used, cam, self.map, self._forwards(), self._map_side, self.config)
         best.order = "optical flow" if best.flow else self._order.last
-        if best.verified and self.motion.jump(best.position, stamp) is not None:
-            best.outcome, best.support = "jumped", None  # verify/motion.py
-        elif best.verified:
-            self.motion.accept(best.position, stamp)
-        extra = self._map_side(best.index).points if best.verified and self.config.flow_frames > 0 \
-            and self.config.flow_map_points else None
-        self._flow = next_seed(self._flow, best, grey, stamp, self.config, extra, cam)
+        best.timed_out = self._late()
+        if flow is None and not keyframe:
+            self.chain.settle(best, grey, stamp, cam)
         return self._answer(best, attempts, source, t0, stamp)
+
+    def _late(self) -> bool:
+        """This frame's time box is spent: no further step or candidate starts."""
+        return time.perf_counter() > self._deadline
 
     def _steps(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, previous: PointTrack | None, stamp: float,
                dense: bool = True) -> tuple[Verification, list[Verification], Features | None]:
@@ -204,13 +203,13 @@ class Verifier:
         order.begin()
         dense_on = dense and cfg.gradient_candidates > 0 and self.map.map_geometry.gradients is not None and bool(ks)
         attempts = self._dense_attempts(rgb, ks[: cfg.gradient_candidates], cam, None) \
-            if dense_on and order.dense_first() else []
+            if dense_on and order.dense_first() else []  # the first step always runs: the time box starts after
         early, best = bool(attempts), verified_or(attempts, Verification("too_few_inliers"))
         if best.verified:
             order.dense_verified()
             return best, attempts, None
         query = used = None
-        if self.features != "learned" and (not dense_on or order.sift()):
+        if self.features != "learned" and (not dense_on or order.sift()) and not (early and self._late()):
             looks, answer, used = self._first_looks(rgb, ks, cam)
             attempts += looks
             if answer is None:
@@ -219,12 +218,12 @@ class Verifier:
                     if len(query) >= cfg.min_inliers else Verification("no_features")
             best, used = (answer, used) if answer is not None else (best, query)
             order.sift_ran(best.verified)
-        if self.learned is not None and not best.verified:
+        if self.learned is not None and not best.verified and not self._late():
             found, answer = self.learned.attempts(rgb, ks, self.map.positions, self.map.quats, cam, self._solve)
             attempts += found
             best = best if answer is None else sift_refined(answer, query, cam, self.map, self._forwards(),
                                                             self._map_side, cfg)
-        if dense_on and not early and not best.verified:
+        if dense_on and not early and not best.verified and not self._late():
             dense = self._dense_attempts(rgb, ks[: cfg.gradient_candidates], cam, query)
             attempts += dense
             best = verified_or(dense, best)
@@ -238,20 +237,23 @@ class Verifier:
         judged at themselves, unguided, tracking), each only when those before verified nothing; their attempts
         appended to `attempts`."""
         cfg = self.config
-        for k in ks:
+        for n, k in enumerate(ks):
+            if n and self._late():
+                break
             attempts.append(self._attempt(query, k, cam))
             if attempts[-1].verified and attempts[-1].inliers >= cfg.enough_inliers:
                 break
         best = max(attempts, key=lambda v: (v.verified, v.inliers), default=Verification("too_few_inliers"))
         if not best.verified:
             best = agreeing(attempts, cfg) or best
-        if not best.verified and cfg.turn_search_deg > 0 and ks:
+        if not best.verified and cfg.turn_search_deg > 0 and ks and not self._late():
             turns = [self._attempt(query, ks[0], cam, turn) for turn in (-cfg.turn_search_deg, cfg.turn_search_deg)]
             attempts += turns
             best = verified_or(turns, best)
-        best = regated(best, attempts, ks, self.map, lambda j: self._attempt(query, j, cam), cfg)  # verify/regate.py
-        if not best.verified and cfg.unguided_candidates:
-            free = [self._attempt_unguided(query, k, cam) for k in ks[: cfg.unguided_candidates]]
+        if not self._late():
+            best = regated(best, attempts, ks, self.map, lambda j: self._attempt(query, j, cam), cfg)  # regate.py
+        if not best.verified and cfg.unguided_candidates and not self._late():
+            free = [attempt_unguided(self, query, k, cam) for k in ks[: cfg.unguided_candidates]]
             attempts += free
             best = verified_or(free, best)
         if not best.verified and self._trackable(previous, stamp):
@@ -262,7 +264,7 @@ class Verifier:
     def _dense_attempts(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, query: Features | None
                         ) -> list[Verification]:
         """The dense search over candidates `ks` (verify/dense_step.py)."""
-        return dense_attempts(rgb, ks, cam, query, self.map, self._map_side, self.map_camera, self.config)
+        return dense_attempts(rgb, ks, cam, query, self.map, self._map_side, self.map_camera, self.config, self._late)
 
     def _answer(self, best: Verification, attempts: list[Verification], source: str, t0: float, stamp: float
                 ) -> Verification:
@@ -293,6 +295,8 @@ class Verifier:
         looks: list[Verification] = []
         answer = None
         for k in ks[: cfg.first_candidates] if len(query) >= cfg.min_inliers else []:
+            if looks and self._late():
+                break
             looks.append(self._attempt(query, k, cam, max_trials=cfg.first_max_trials))
             looks[-1].scale = cfg.first_scale
             if sure(looks[-1], cfg):
@@ -333,30 +337,6 @@ class Verifier:
         pairs = guided_match(query.keypoints, query.descriptors, side.descriptors,
                              predicted_pixels(side.points, R, t, cam), cfg.radius * cam.width, cfg.ratio)
         return self._solve(query, pairs, side.points, k, key_pos, key_quat, cam, max_trials=max_trials)
-
-    def _attempt_unguided(self, query: Features, k: int, cam: Intrinsics) -> Verification:
-        """Candidate k matched without a guide (ratio test, mutual), for a query that looks from elsewhere than
-        the map image (handheld, a photo collection): the candidate's pose predicts its map points too far from
-        where they are. Unguided matches of the right place hold too few inliers to verify across conditions, and
-        a town's repeated facades give a wrong place as many (24 on the dev town), so they are not judged: a
-        solve with at least `unguided_min_inliers` only guides a second, tight guided match
-        (`unguided_radius`), and that is judged by the usual inlier gate, with `unguided_max_turn_deg` from
-        the candidate (docs/pose.md)."""
-        cfg, side = self.config, self._map_side(k)
-        key_pos, key_quat = np.asarray(self.map.positions[k], np.float64), np.asarray(self.map.quats[k], np.float64)
-        pairs = match_unit_descriptors(query.descriptors, side.descriptors, cfg.unguided_ratio)
-        first = self._solve(query, pairs, side.points, k, key_pos, key_quat, cam,
-                            gate=(cfg.unguided_max_turn_deg, cfg.unguided_min_inliers, 0.0))
-        first.unguided = True
-        if first.outcome not in ("verified", "uncertain"):  # too few inliers, or far from the candidate
-            return first
-        R, t = cam_from_map(first.position, first.quat)
-        pairs = guided_match(query.keypoints, query.descriptors, side.descriptors,
-                             predicted_pixels(side.points, R, t, cam), cfg.unguided_radius * cam.width, cfg.ratio)
-        v = self._solve(query, pairs, side.points, k, key_pos, key_quat, cam,
-                        gate=(cfg.unguided_max_turn_deg, cfg.min_inliers, cfg.min_inlier_ratio))
-        v.unguided = True
-        return v
 
     def _solve(self, query: Features, pairs: np.ndarray, points: np.ndarray, k: int, guide_pos: np.ndarray,
                guide_quat: np.ndarray, cam: Intrinsics, hops: int = 0, gate: tuple[float, int] | None = None,

@@ -1,0 +1,146 @@
+"""Verification beside the frame loop: keyframes solved against the map on their own thread.
+
+Why: solving a frame against the map costs 100 ms in daylight and 1-2 s at night on one CPU core, while a
+camera sends a frame every 33 ms. Verified inline, every frame behind a slow one waits (or is dropped) and its
+pose is published late. Here the frame loop never waits longer than `wait_ms` for it: each frame is encoded,
+retrieved and followed by optical flow from the last verified pose (a few ms; verify/flow_chain.py), and when
+the thread is free the frame goes to it as a keyframe. A keyframe answered within `wait_ms` is that frame's
+answer, as before; one answered later is never published (its frame has been answered), it renews the flow
+chain instead, following the frames seen since up to the newest, and narrows the belief when no frame has
+moved it since.
+
+The thread runs at a lower priority (nice +10, Linux) so that on one core the frame loop runs first.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from disam_ros.verify.result import PointTrack, Verification
+
+log = logging.getLogger(__name__)
+
+NICE = 10  # the keyframe thread's niceness above the frame loop's
+RECENT_FRAMES = 64  # grey frames kept for the catch-up (~2 s at 30 Hz; 640x480: 0.3 MB each)
+
+
+@dataclass(eq=False)
+class Keyframe:
+    """A frame handed to the thread, and, once solved, its answer."""
+
+    rgb: np.ndarray
+    grey: np.ndarray | None
+    candidates: list[int]
+    previous: PointTrack | None
+    stamp: float
+    dense: bool
+    answer: Verification | None = None
+    taken: bool = False  # the frame loop used (or dropped) the answer: it is not applied again
+
+
+class KeyframeThread:
+    """One thread solving keyframes with the tracker's Verifier (module docstring). Every Verifier call but
+    the flow chain's happens on this thread, so the verifier's own state needs no lock."""
+
+    def __init__(self, verifier: Any) -> None:
+        self.verifier = verifier
+        self._cv = threading.Condition()
+        self._job: Keyframe | None = None  # waiting or being solved
+        self._done: deque[Keyframe] = deque(maxlen=4)  # solved, not yet taken by the frame loop
+        self._recent: deque[tuple[float, np.ndarray]] = deque(maxlen=RECENT_FRAMES)
+        self._closed = False
+        self.solved = 0
+        self.thread = threading.Thread(target=self._run, name="disam_keyframe_verify", daemon=True)
+        self.thread.start()
+
+    @property
+    def idle(self) -> bool:
+        with self._cv:
+            return self._job is None
+
+    def seen(self, stamp: float, grey: np.ndarray | None) -> None:
+        """A frame the loop processed: the catch-up may follow it."""
+        if grey is not None:
+            with self._cv:
+                self._recent.append((stamp, grey))
+
+    def submit(self, job: Keyframe) -> bool:
+        """Hand a keyframe over; False (nothing done) while another is being solved."""
+        with self._cv:
+            if self._job is not None or self._closed:
+                return False
+            self._job = job
+            self._cv.notify_all()
+            return True
+
+    def wait(self, job: Keyframe, timeout_s: float) -> Verification | None:
+        """The keyframe's answer if it comes within `timeout_s` (it is then taken), else None."""
+        with self._cv:
+            self._cv.wait_for(lambda: job.answer is not None or self._closed, timeout=max(timeout_s, 0.0))
+            if job.answer is None:
+                return None
+            job.taken = True
+            return job.answer
+
+    def finished(self) -> list[Keyframe]:
+        """Keyframes solved since the last call whose answer no frame took (oldest first)."""
+        with self._cv:
+            out = [k for k in self._done if not k.taken]
+            self._done.clear()
+            for k in out:
+                k.taken = True
+        return out
+
+    def reset(self) -> None:
+        """A new drive: forget the frames seen (a keyframe in flight still finishes; its answer is dropped)."""
+        with self._cv:
+            self._recent.clear()
+            self._done.clear()
+            if self._job is not None:
+                self._job.taken = True
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        self.thread.join(timeout_s)
+
+    def _run(self) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)  # Linux: per thread
+        except (AttributeError, OSError, PermissionError):
+            log.debug("keyframe thread runs at the frame loop's priority")
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._job is not None or self._closed)
+                if self._closed:
+                    return
+                job = self._job
+            answer = self._solve(job)
+            with self._cv:
+                job.answer = answer
+                self._job = None
+                self.solved += 1
+                if not job.taken:
+                    self._done.append(job)
+                self._cv.notify_all()
+
+    def _solve(self, job: Keyframe) -> Verification:
+        v = self.verifier
+        try:
+            answer = v.verify(job.rgb, job.candidates, job.previous, job.stamp, job.dense, keyframe=True)
+        except Exception as exc:  # noqa: BLE001  (one bad keyframe must not end the thread)
+            log.warning("keyframe %.3f: verification failed: %s: %s", job.stamp, type(exc).__name__, exc)
+            return Verification("too_few_inliers", ms=0.0)
+        cam, _ = v.camera_for(job.rgb.shape[1], job.rgb.shape[0])
+        if cam is not None:
+            with self._cv:
+                since = [(t, g) for t, g in self._recent if t > job.stamp]
+            v.chain.settle(answer, job.grey, job.stamp, cam, since)
+        return answer

@@ -1,0 +1,110 @@
+"""The optical-flow chain and the motion check of one drive, shared by the frame loop and the keyframe thread.
+
+A verified pose seeds the chain (verify/flow.py); each later frame follows its points by optical flow and, when
+that verifies, carries the chain on. The motion check (verify/motion.py) judges every verified pose against the
+last one. Both are one drive's state, and with verification beside the frame loop (tracking/keyframes.py) two
+threads touch them: the frame loop follows the chain on every frame (a few ms), while the keyframe thread solves
+a keyframe against the map (100 ms and more) and then renews the chain from it. One lock orders them; flow itself
+runs outside it, so neither thread waits for the other's image work.
+
+The renewal catches up: a keyframe answered 200 ms after it was taken is six camera frames old, too far for
+flow to jump in one step, so its seed follows the frames seen since, one by one, to the newest.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from disam_ros.pose.camera import Intrinsics
+from disam_ros.verify.config import VerifyConfig
+from disam_ros.verify.flow import FlowSeed, flow_attempt, next_seed, trackable
+from disam_ros.verify.motion import MotionGate
+from disam_ros.verify.result import Verification
+
+CATCH_UP_MAX_GAP_S = 0.2  # a catch-up step follows frames at most this far apart (camera rate; slower: no chain)
+
+
+class FlowChain:
+    """The flow seed and the motion gate of one drive, behind one lock (module docstring). `map_points(k)`: map
+    image k's points (the seed adds those the pose puts on the image, verify/flow.next_seed)."""
+
+    def __init__(self, config: VerifyConfig, max_speed_mps: float, map_points: Callable[[int], np.ndarray]) -> None:
+        c = self.config = config
+        self.motion = MotionGate(max_speed_mps * c.motion_speed_factor, c.motion_slack_m, c.motion_window_s)
+        self._map_points = map_points
+        self._seed: FlowSeed | None = None
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._seed = None
+            self.motion.reset()
+
+    @property
+    def seed(self) -> FlowSeed | None:
+        return self._seed
+
+    def follow(self, grey: np.ndarray | None, stamp: float, cam: Intrinsics, catch_up: bool = False
+               ) -> Verification | None:
+        """This frame's pose by flow from the chain's seed, when it is trackable and verifies (the chain then
+        moves on to this frame); None otherwise. A verified flow pose that jumps is returned as "jumped" and ends
+        the chain. `catch_up`: the seed's speed may be unknown (a keyframe's first seed) when the frame follows
+        within CATCH_UP_MAX_GAP_S."""
+        seed = self._seed
+        if grey is None or seed is None or not (trackable(seed, grey, stamp, self.config) or (
+                catch_up and _close_behind(seed, grey, stamp, self.config))):
+            return None
+        v = flow_attempt(seed, grey, cam, self.config)
+        if not v.verified:
+            return None
+        with self._lock:
+            if self._seed is not seed:  # renewed by a keyframe meanwhile: that seed is the better one
+                return None
+            self._judge(v, stamp)
+            self._seed = self._next(seed, v, grey, stamp, cam)
+        return v
+
+    def settle(self, v: Verification, grey: np.ndarray | None, stamp: float, cam: Intrinsics,
+               since: Sequence[tuple[float, np.ndarray]] | None = None) -> None:
+        """A solved (not flow) answer: judged by the motion check; a verified one seeds the chain. Inline (`since`
+        None) any answer replaces the seed, so a failed frame ends the chain. A keyframe's (`since`: stamp and
+        grey of the frames seen after it, oldest first) only renews it: its seed follows those frames up to the
+        newest that flow keeps up with, and replaces the chain's unless the chain is already further on."""
+        with self._lock:
+            if v.verified:
+                self._judge(v, stamp)
+            seed = self._next(self._seed, v, grey, stamp, cam)
+            if since is None or seed is None:
+                self._seed = seed if since is None else self._seed
+                return
+        head = FlowChain(self.config, 0.0, self._map_points)  # the catch-up runs on a private chain
+        head._seed = seed
+        for t, g in since:
+            if t > seed.stamp and head.follow(g, t, cam, catch_up=True) is None:
+                break
+        with self._lock:
+            current = self._seed
+            if current is None or head._seed.stamp >= current.stamp or current.hops >= self.config.flow_frames:
+                self._seed = head._seed
+
+    def _judge(self, v: Verification, stamp: float) -> None:
+        """The motion check (lock held): a pose too far from the last verified one is "jumped"; a newer plausible
+        one becomes the reference."""
+        if self.motion.jump(v.position, stamp) is not None:
+            v.outcome, v.support = "jumped", None
+        elif not stamp <= self.motion.stamp:  # NaN reference: none yet
+            self.motion.accept(v.position, stamp)
+
+    def _next(self, seed: FlowSeed | None, v: Verification, grey: np.ndarray | None, stamp: float,
+              cam: Intrinsics) -> FlowSeed | None:
+        cfg = self.config
+        extra = self._map_points(v.index) if v.verified and cfg.flow_frames > 0 and cfg.flow_map_points else None
+        return next_seed(seed, v, grey, stamp, cfg, extra, cam) if grey is not None else None
+
+
+def _close_behind(seed: FlowSeed, grey: np.ndarray, stamp: float, cfg: VerifyConfig) -> bool:
+    """A catch-up step: the next camera frame after the seed, hops left, same image size."""
+    return (seed.hops < cfg.flow_frames and grey.shape == seed.grey.shape
+            and 0.0 < stamp - seed.stamp <= CATCH_UP_MAX_GAP_S)

@@ -1,0 +1,126 @@
+"""Verification beside the frame loop (tracking/keyframes.py, verify/flow_chain.py) and the time box
+(VerifyConfig.budget_ms), on a rendered camera-rate drive (frames 0.3 m and 0.1 s apart, conftest.flow_drive).
+Expected values are where the frames were rendered, and which steps a frame can have run by construction."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from disam_ros.geometry import quat_angle_deg
+
+
+def _relocalizer(m):
+    from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
+    from disam_ros.retrieval import SearchConfig
+
+    return Relocalizer.from_map(m.root, RelocalizerConfig(search=SearchConfig(device="cpu"), weather="sunny"))
+
+
+def _near(res, pos, quat) -> bool:
+    return float(np.linalg.norm(res.position - pos)) < 0.25 and float(quat_angle_deg(res.quat, quat)) < 2.0
+
+
+def _drain(tracker) -> None:
+    """Wait (on the thread's condition, no sleep) until the keyframe in flight is answered."""
+    kf = tracker._keyframes
+    with kf._cv:
+        assert kf._cv.wait_for(lambda: kf._job is None, timeout=60.0)
+
+
+def test_frames_never_wait_for_keyframes_and_flow_follows_them(flow_drive):
+    """wait 0: frames 0 and 1 are answered at once, unverified ("pending"); their keyframes, answered after them,
+    seed the chain (the second gives its speed), so frames 2-4 are followed by flow from them, each within
+    (0.25 m, 2 deg) of where it was rendered, and only those two keyframes were ever solved."""
+    from disam_ros.tracking.tracker import Tracker, TrackerConfig
+
+    m, _, frames = flow_drive
+    reloc = _relocalizer(m)
+    tracker = Tracker(reloc, TrackerConfig(mode="sequence", keyframes=True, keyframe_wait_ms=0.0))
+    try:
+        results = []
+        for i, (rgb, _, _) in enumerate(frames):
+            results.append(tracker.step(rgb, 1000.0 + 0.1 * i).result)
+            _drain(tracker)
+        outcomes = [r.verification.outcome for r in results]
+        assert outcomes[:2] == ["pending", "pending"], outcomes
+        for r, (_, pos, quat) in zip(results[2:], frames[2:]):
+            assert r.verification.verified and r.verification.flow, outcomes
+            assert r.verification.order == "optical flow" and _near(r, pos, quat)
+        assert tracker._keyframes.solved == 2
+    finally:
+        tracker.close()
+        reloc.map.close()
+    assert not tracker._keyframes.thread.is_alive()
+
+
+def test_a_frame_waits_for_its_keyframe_within_the_wait(flow_drive):
+    """A wait longer than any verification: every frame the thread takes is answered by its own keyframe, so the
+    first frame is verified (not flow) within (0.25 m, 2 deg), as inline verification would."""
+    from disam_ros.tracking.tracker import Tracker, TrackerConfig
+
+    m, _, frames = flow_drive
+    reloc = _relocalizer(m)
+    tracker = Tracker(reloc, TrackerConfig(mode="sequence", keyframes=True, keyframe_wait_ms=60_000.0))
+    try:
+        rgb, pos, quat = frames[0]
+        r = tracker.step(rgb, 1000.0).result
+        assert r.verification.verified and not r.verification.flow and _near(r, pos, quat)
+        assert tracker._keyframes.finished() == []  # taken by its frame: not applied again
+    finally:
+        tracker.close()
+        reloc.map.close()
+
+
+def test_a_late_keyframe_catches_up_through_the_frames_seen_since(flow_drive):
+    """A keyframe solved at frame 0 and settled after frames 1-4 were seen: its seed follows them one by one to
+    frame 4 (4 hops), and the chain's pose there is frame 4's within (0.25 m, 2 deg); the same settle with no
+    frames since leaves the seed at frame 0."""
+    from disam_ros.pose.features import to_grey
+    from disam_ros.verify.config import VerifyConfig
+    from disam_ros.verify.verifier import Verifier
+
+    m, k, frames = flow_drive
+    greys = [to_grey(rgb) for rgb, _, _ in frames]
+    stamps = [1000.0 + 0.1 * i for i in range(len(frames))]
+    for since, last in (([], 0), (list(zip(stamps[1:], greys[1:])), 4)):
+        verifier = Verifier(m, VerifyConfig(flow_frames=30), max_speed_mps=15.0)
+        cam, _ = verifier.camera_for(frames[0][0].shape[1], frames[0][0].shape[0])
+        v = verifier.verify(frames[0][0], [k], stamp=stamps[0], keyframe=True)
+        assert v.verified and verifier.chain.seed is None  # a keyframe leaves the chain to its caller
+        verifier.chain.settle(v, greys[0], stamps[0], cam, since)
+        seed = verifier.chain.seed
+        assert seed.stamp == stamps[last] and seed.hops == last
+        _, pos, quat = frames[last]
+        assert float(np.linalg.norm(seed.position - pos)) < 0.25 and float(quat_angle_deg(seed.quat, quat)) < 2.0
+
+
+@pytest.mark.parametrize("budget", [0.0, 1e-6])
+def test_the_time_box_stops_after_the_first_candidate(flow_drive, budget):
+    """Candidates far from the camera come first and the right one last: without a time box the right one
+    verifies the frame; with a spent one no candidate after the first is tried at either scale, no later step
+    runs, and the answer says it timed out."""
+    from disam_ros.verify.config import VerifyConfig
+    from disam_ros.verify.verifier import Verifier
+
+    m, k, frames = flow_drive
+    far = [j for j in np.argsort(-np.linalg.norm(m.positions - m.positions[k], axis=1))[:2]]
+    verifier = Verifier(m, VerifyConfig(budget_ms=budget, flow_frames=0))
+    v = verifier.verify(frames[0][0], [*far, k])
+    if budget == 0.0:
+        assert v.verified and v.index == k and not v.timed_out
+    else:
+        assert not v.verified and v.timed_out
+        tried = [a.index for a in v.attempts]
+        assert set(tried) == {int(far[0])}, tried  # the first look and the first full-scale attempt only
+
+
+def test_keyframe_parameters_are_checked():
+    from disam_ros.ros.node_params import check_value
+    from disam_ros.tracking.tracker_config import TrackerConfig
+
+    for name in ("verify_wait_ms", "verify_budget_ms"):
+        assert check_value(name, 25.0) == 25.0
+        with pytest.raises(ValueError, match=f"{name} must be >= 0"):
+            check_value(name, -1.0)
+    with pytest.raises(ValueError, match="keyframe_wait_ms"):
+        TrackerConfig(keyframe_wait_ms=-1.0)
