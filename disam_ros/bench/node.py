@@ -6,7 +6,8 @@ For each model preset and map mode: render a small synthetic world, make random-
 publish -> PoseStamped receipt in this process. The node's own stage timings come from /diagnostics.
 Maps larger than the rendered drive (`--rendered`) are built by the real builder from the rendered frames'
 real encodings, tiled with noise (`disam_ros.bench.tiled`), so a 10k-image map needs 200 rendered frames.
-Prints a table and a JSON document (also written to --json).
+Prints a table and a JSON document (also written to --json). With `--rate HZ`: the camera-rate mode
+(disam_ros/bench/node_rate.py: frames published at a fixed rate, answers not awaited, drops and accuracy).
 """
 from __future__ import annotations
 
@@ -171,7 +172,13 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--rate" or a.startswith("--rate=") for a in argv):
+        from disam_ros.bench import node_rate
+
+        return node_rate.main(argv)
     parser = OneLineParser(prog="disam-bench node", description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", default=None, help="camera-rate mode: publish at this rate without waiting "
+                        "(its own options: disam-bench node --rate 30 --help)")
     parser.add_argument("--presets", default="tiny,paper", help="comma-separated model presets (default tiny,paper)")
     parser.add_argument("--map-size", type=int, default=None, help="map images (default per preset: tiny 100, "
                         "paper 20)")
@@ -186,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="keep worlds/maps/logs here (default: temp)")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON result to this file")
     args = parser.parse_args(argv)
+    if args.rate is not None:  # an abbreviation (--ra 30) landed here
+        parser.error("write --rate in full for the camera-rate mode")
     w, h = (int(v) for v in args.image_size.lower().split("x"))
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     unknown = [p for p in presets if p not in PRESET_DEFAULTS]

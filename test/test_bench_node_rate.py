@@ -1,0 +1,185 @@
+"""`disam-bench node --rate`: the fixed-rate publisher's schedule, the per-drive summary (latency, drops, accuracy
+over sent frames), `--param` parsing and bad options, worked by hand; and one small real run (320x240, 4 frames,
+one drive at 10 Hz, node pinned to one CPU) checked for every structural fact of its table and JSON.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from disam_ros.bench import node_rate as R
+from disam_ros.geometry import yaw_pitch_roll_to_quat
+
+# ------------------------------------------------------------------------------------------------ pure parts
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("mode:=single", ("mode", "single")), ("threads:=2", ("threads", 2)), ("verify:=false", ("verify", False)),
+    ("max_rate_hz:=7.5", ("max_rate_hz", 7.5)), ("odom_topic:=''", ("odom_topic", "")),
+    ("frame_id:='007'", ("frame_id", "007")), (" top_n :=4", ("top_n", 4)),
+])
+def test_param_values_are_typed_as_yaml_scalars(text, expected):
+    name, value = R.parse_param(text)
+    assert (name, value) == expected and type(value) is type(expected[1])
+
+
+@pytest.mark.parametrize("text, words", [("mode", "NAME:=VALUE"), (":=3", "NAME:=VALUE"), ("mode:=", "no value"),
+                                         ("a:=[1, 2]", "got list"), ("a:={b: 1}", "got dict"),
+                                         ("a:='x", "YAML scalar")])
+def test_bad_params_are_refused_in_one_line(text, words):
+    with pytest.raises(ValueError, match=words.replace("[", r"\[")):
+        R.parse_param(text)
+
+
+def test_schedule_is_start_plus_k_over_rate():
+    assert np.allclose(R.schedule(4, 10.0, 5.0), [5.0, 5.1, 5.2, 5.3])
+    assert R.schedule(0, 30.0, 1.0) == []
+
+
+def test_publisher_keeps_the_fixed_schedule_and_sends_late_frames_at_once():
+    """Fake clock; publishing frame 1 takes 0.25 s, so frames 2 and 3 (due 0.2, 0.3) go late, at once, and the
+    schedule does not shift: sent at 0, 0.1, 0.35, 0.36."""
+    now = [0.0]
+    cost = [0.01, 0.25, 0.01, 0.01]
+    order = []
+
+    def sleep(s: float) -> None:
+        assert s > 0
+        now[0] += s
+
+    def publish(k: int) -> None:
+        order.append(k)
+        now[0] += cost[k]
+
+    sent = R.publish_at_rate(4, 10.0, publish, clock=lambda: now[0], sleep=sleep)
+    assert order == [0, 1, 2, 3]
+    assert np.allclose(sent, [0.0, 0.1, 0.35, 0.36])
+
+
+def _frame(t_pub, t_recv=None, dx=0.0, yaw_deg=0.0, verified=False, refine_ms=math.nan):
+    gt_p, gt_q = np.array([10.0, 5.0, 1.5]), yaw_pitch_roll_to_quat(0.3)
+    rec = R.FrameRecord(t_pub, gt_p, gt_q)
+    if t_recv is not None:
+        rec.t_recv, rec.position = t_recv, gt_p + [dx, 0.0, 0.0]
+        rec.quat = yaw_pitch_roll_to_quat(0.3 + math.radians(yaw_deg))
+        rec.verified, rec.refine_ms = verified, refine_ms
+    return rec
+
+
+def hand_drive():
+    """5 frames published 0.1 s apart: exact (50 ms, verified, 10 ms), 1 m off (200 ms, 30 ms), never answered,
+    3 deg off (100 ms, verified, no time), 10 m off (150 ms)."""
+    return [_frame(0.0, 0.05, verified=True, refine_ms=10.0), _frame(0.1, 0.3, dx=1.0, refine_ms=30.0), _frame(0.2),
+            _frame(0.3, 0.4, yaw_deg=3.0, verified=True), _frame(0.4, 0.55, dx=10.0)]
+
+
+def test_summary_of_a_hand_worked_drive():
+    row = R.summarize_frames("night", hand_drive(), {"localized": 4})
+    assert (row["drive"], row["sent"], row["answered"], row["dropped"]) == ("night", 5, 4, 1)
+    assert row["publish_hz"] == pytest.approx(10.0)
+    # latencies 50, 200, 100, 150 ms: median 125, p95 = 150 + 0.85 * 50 (numpy's linear interpolation), max 200
+    assert row["latency_median_ms"] == pytest.approx(125.0)
+    assert row["latency_p95_ms"] == pytest.approx(192.5)
+    assert row["latency_max_ms"] == pytest.approx(200.0)
+    # shares over the 5 SENT frames: (0.25 m, 2 deg) only the exact one; (5 m, 10 deg) exact, 1 m and 3 deg
+    assert row["within_0.25m_2deg"] == pytest.approx(1 / 5)
+    assert row["within_5m_10deg"] == pytest.approx(3 / 5)
+    assert row["verified_share"] == pytest.approx(2 / 5)
+    assert row["verify_ms_median"] == pytest.approx(20.0)
+    assert row["node"] == {"localized": 4}
+
+
+def test_summary_of_a_drive_nothing_answered():
+    row = R.summarize_frames("fog", [_frame(0.0), _frame(0.1)])
+    assert (row["sent"], row["answered"], row["dropped"]) == (2, 0, 2)
+    assert row["latency_median_ms"] is None and row["verify_ms_median"] is None
+    assert row["within_0.25m_2deg"] == 0.0 and row["verified_share"] == 0.0 and "node" not in row
+
+
+def test_all_row_pools_the_frames_and_sums_the_counters():
+    night = hand_drive()
+    fog = [_frame(10.0, 10.02), _frame(10.05)]  # 20 Hz, one answered (20 ms, exact)
+    n1, n2 = dict.fromkeys(R.COUNTERS, 1), dict.fromkeys(R.COUNTERS, 2)
+    row = R.summarize_all([("night", night, n1), ("fog", fog, n2)])
+    assert (row["drive"], row["sent"], row["answered"], row["dropped"]) == ("all", 7, 5, 2)
+    assert row["publish_hz"] == pytest.approx(15.0)  # the drives' mean, not across the gap between drives
+    assert row["latency_max_ms"] == pytest.approx(200.0) and row["latency_median_ms"] == pytest.approx(100.0)
+    assert row["within_0.25m_2deg"] == pytest.approx(2 / 7)
+    assert row["node"] == dict.fromkeys(R.COUNTERS, 3)
+
+
+def test_counters_from_diagnostics_and_their_difference():
+    before = R.counters({"received": "5", "localized": "3", "rss_mb": "300"})
+    after = R.counters({"received": "9", "localized": "6", "dropped_by_node": "1"})
+    assert before["received"] == 5 and before["dropped_by_node"] == 0 and "rss_mb" not in before
+    d = R.delta(before, after)
+    assert (d["received"], d["localized"], d["dropped_by_node"], d["errors"]) == (4, 3, 1, 0)
+
+
+def test_cpu_split_between_node_and_publisher():
+    assert R.split_cpus({3, 1, 0, 2}, 1) == ([0], [1, 2, 3])
+    assert R.split_cpus([0, 1], 2) == ([0, 1], [0, 1])  # nothing left: the publisher is not pinned away
+
+
+def test_table_has_a_row_per_drive_and_percentages():
+    rows = [R.summarize_frames("night", hand_drive()), R.summarize_all([("night", hand_drive(), None)])]
+    text = R.table(rows).splitlines()
+    assert len(text) == 4 and text[2].split()[0] == "night" and text[3].split()[0] == "all"
+    assert "20 %" in text[2] and "125.0" in text[2]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--rate", "0"], "--rate"), (["--rate", "30", "--conditions", "nosuch"], "unknown nosuch"),
+    (["--rate", "30", "--param", "x"], "NAME:=VALUE"), (["--rate", "30", "--param", "map:=/m"], "set by the"),
+    (["--rate", "30", "--frames", "1"], "at least 2"), (["--rate", "30", "--cores", "100000"], "--cores"),
+    (["--ra", "30"], "in full"),
+])
+def test_bad_options_are_one_line_and_exit_2(argv, words, capsys):
+    from disam_ros.bench import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["node", *argv])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("disam-bench node: error:") and words in err
+
+
+# ------------------------------------------------------------------------------------------------ a real run
+
+
+@pytest.mark.ros  # ~8 s on 2 cores
+def test_small_real_run_at_camera_rate(tmp_path):
+    out = tmp_path / "out.json"
+    cmd = [sys.executable, "-c", "import sys; from disam_ros.bench import main; sys.exit(main(sys.argv[1:]))",
+           "node", "--rate", "10", "--image-size", "320x240", "--frames", "4", "--conditions", "sunny_repeat",
+           "--cores", "1", "--param", "mode:=sequence", "--workdir", str(tmp_path / "w"), "--json", str(out)]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    wall_ms = 1e3 * (time.monotonic() - t0)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert {"suite", "mode", "rate_hz", "image", "frames_per_drive", "cores", "node_cpus", "publisher_cpus",
+            "node_parameters", "thresholds", "node_stage_median_ms", "node_exit_code", "results"} <= set(doc)
+    assert (doc["mode"], doc["rate_hz"], doc["image"], doc["node_exit_code"]) == ("rate", 10.0, "320x240", 0)
+    assert len(doc["node_cpus"]) == 1 and doc["node_parameters"]["threads"] == 1
+    assert doc["node_parameters"]["mode"] == "sequence"
+    rows = {r["drive"]: r for r in doc["results"]}
+    assert list(rows) == ["sunny_repeat", "all"]
+    for r in rows.values():
+        assert r["sent"] == 4 and r["sent"] == r["answered"] + r["dropped"] and r["answered"] >= 1
+        assert 0 <= r["latency_median_ms"] <= r["latency_p95_ms"] <= r["latency_max_ms"] < wall_ms
+        for k in ("within_0.25m_2deg", "within_5m_10deg", "verified_share"):
+            assert 0.0 <= r[k] <= 1.0
+        assert r["within_0.25m_2deg"] <= r["within_5m_10deg"]
+        assert r["publish_hz"] == pytest.approx(10.0, rel=0.2)
+        node = r["node"]
+        assert node["received"] + node["dropped_in_queue"] <= 4 and node["localized"] >= r["answered"]
+    assert rows["all"]["verify_ms_median"] is None or rows["all"]["verify_ms_median"] >= 0
+    table = proc.stdout.split("{", 1)[0].splitlines()
+    assert [line.split()[0] for line in table[2:4]] == ["sunny_repeat", "all"]
