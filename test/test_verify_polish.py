@@ -16,7 +16,7 @@ from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.features import Features
 from disam_ros.pose.frames import about_y, cam_from_map, project
 from disam_ros.verify.config import VerifyConfig
-from disam_ros.verify.polish import polish_sift, pooled_pairs
+from disam_ros.verify.polish import polish_sift, polished_look, pooled_pairs
 from disam_ros.verify.result import Verification
 
 CAM = Intrinsics(457.0, 457.0, 319.5, 239.5, 640, 480)
@@ -97,6 +97,25 @@ def test_a_polish_that_moves_too_far_or_finds_too_few_keeps_the_first(street):
     off = VerifyConfig(polish_images=0)
     assert polish_sift(first, street.query, CAM, street.loc_map, street.forwards, street.sides.__getitem__,
                        off) is first
+
+
+def test_an_unsure_look_is_the_answer_only_when_its_polish_holds_enough_inliers(street):
+    """The look is polished as a copy (it keeps its pose); the copy is the answer when the pooled solve holds
+    first_polish_inliers (the street gives > 100, the first test), else none; a look that did not verify, or the
+    switch off, gives none."""
+    look = _first(street, inliers=20)
+    before = look.position.copy()
+
+    def run(v, n):
+        return polished_look(v, street.query, CAM, street.loc_map, street.forwards, street.sides.__getitem__,
+                             VerifyConfig(first_polish_inliers=n))
+
+    got = run(look, 100)
+    assert got is not None and got is not look and got.inliers == 20 and got.polished > 100
+    assert np.linalg.norm(got.position - street.pos) < 1e-3
+    np.testing.assert_array_equal(look.position, before)
+    assert run(look, got.polished + 1) is None and run(look, 0) is None
+    assert run(Verification("too_few_inliers", index=1), 1) is None and run(None, 1) is None
 
 
 def test_pooled_pairs_keep_one_match_per_keypoint_the_nearest_prediction(street):

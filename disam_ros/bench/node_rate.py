@@ -142,7 +142,8 @@ def summarize_frames(drive: str, frames: Sequence[FrameRecord], node: Mapping[st
         "verify_ms_median": statistics.median(refine) if refine else None,
     }
     if node is not None:
-        row["node"] = dict(node)
+        row["node"] = {k: v for k, v in node.items() if k in COUNTERS}
+        row["keyframe_ms_median"] = node.get("keyframe_ms_median")
     return row
 
 
@@ -159,7 +160,7 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
     cols = [("drive", "drive"), ("sent", "sent"), ("answered", "answered"), ("dropped", "dropped"),
             ("publish_hz", "pub Hz"), ("latency_median_ms", "median ms"), ("latency_p95_ms", "p95 ms"),
             ("latency_max_ms", "max ms"), ("within_0.25m_2deg", "0.25m/2°"), ("within_5m_10deg", "5m/10°"),
-            ("verified_share", "verified"), ("verify_ms_median", "verify ms")]
+            ("verified_share", "verified"), ("verify_ms_median", "verify ms"), ("keyframe_ms_median", "keyframe ms")]
     pct = {"within_0.25m_2deg", "within_5m_10deg", "verified_share"}
 
     def fmt(k: str, v: Any) -> str:
@@ -256,7 +257,10 @@ def run_drive(client: Any, root: Path, drive: str, rate: float, compressed: bool
         if diag and sum(diag[k] for k in DONE_COUNTERS) >= len(keys) and len(client.rx.pose) >= diag["localized"]:
             break  # every frame accounted for by the node, every published pose here
         time.sleep(0.02)
-    node = delta(before, _fresh_counters(client))  # also gives the last hints time to arrive
+    node: dict[str, Any] = delta(before, _fresh_counters(client))  # also gives the last hints time to arrive
+    last = client.rx.diagnostics[-1][1] if client.rx.diagnostics else {}
+    if "keyframe_ms_median" in last:  # verify_keyframes: the keyframe thread's times since this drive's reset
+        node["keyframe_ms_median"] = float(last["keyframe_ms_median"])
     out = []
     for f, key, t in zip(frames, keys, t_pub):
         rec = FrameRecord(t, np.asarray(f.position, float), np.asarray(f.quat, float))

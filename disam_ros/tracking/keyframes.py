@@ -56,6 +56,7 @@ class KeyframeThread:
         self._recent: deque[tuple[float, np.ndarray]] = deque(maxlen=RECENT_FRAMES)
         self._closed = False
         self.solved = 0
+        self.times_ms: deque[float] = deque(maxlen=200)  # the recent keyframes' verification times (diagnostics)
         self.thread = threading.Thread(target=self._run, name="disam_keyframe_verify", daemon=True)
         self.thread.start()
 
@@ -102,8 +103,18 @@ class KeyframeThread:
         with self._cv:
             self._recent.clear()
             self._done.clear()
+            self.times_ms.clear()
             if self._job is not None:
                 self._job.taken = True
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Keyframes solved, and the median and p95 of their verification times (since the last reset)."""
+        with self._cv:
+            ms = sorted(self.times_ms)
+        out: dict[str, Any] = {"keyframes_solved": self.solved}
+        if ms:
+            out.update(keyframe_ms_median=float(np.median(ms)), keyframe_ms_p95=float(np.percentile(ms, 95)))
+        return out
 
     def close(self, timeout_s: float = 2.0) -> None:
         with self._cv:
@@ -127,6 +138,7 @@ class KeyframeThread:
                 job.answer = answer
                 self._job = None
                 self.solved += 1
+                self.times_ms.append(float(answer.ms))
                 if not job.taken:
                     self._done.append(job)
                 self._cv.notify_all()

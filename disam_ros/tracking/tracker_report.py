@@ -57,6 +57,8 @@ def tracker_diagnostics(tracker: Any) -> dict[str, Any]:
             p = tracker._seq.posterior()
             nz = p[p > 0]
             out.update(belief_entropy=float(-(nz * np.log(nz)).sum()), top_place_mass=float(p.max()))
+    if tracker._keyframes is not None:
+        out.update(tracker._keyframes.diagnostics())
     if tracker.suggested_min_confidence is not None:
         out["calibrated_min_confidence"] = tracker.suggested_min_confidence
     return out

@@ -48,6 +48,10 @@ class VerifyConfig:
     #                              try every candidate and keep the one with the most)
     first_max_std_m: float = 0.15  # ... and only when its published covariance puts it within this 1-sigma along
     #                                its worst axis (dev town: every look-verified pose over 0.25 m off had >= 0.18)
+    first_polish_inliers: int = 60  # a verified look that is not sure is the answer when, polished from it with the
+    #                                 full-scale features, the pooled solve holds this many inliers (0 = off; 60
+    #                                 chosen on validation town 7: dusk 200 -> 150 ms a frame, no frame lost; held
+    #                                 out towns 11 / 0: fog 178 -> 125 / 156 -> 135 ms, every figure unchanged)
     track_frames: int = 5  # map-point tracking: frames a verified frame's map points carry on (0 = off;
     #                        5 chosen on the dev town, docs/pose.md)
     track_max_gap_s: float = 1.0  # ... when the frame follows the last verified one within this time
@@ -224,6 +228,7 @@ class VerifyConfig:
                   ("first_min_inliers", self.first_min_inliers >= self.min_inliers),
                   ("first_max_std_m", self.first_max_std_m > 0), ("first_candidates", self.first_candidates >= 1),
                   ("first_probe_every", self.first_probe_every >= 1),
+                  ("first_polish_inliers", self.first_polish_inliers >= 0),
                   ("first_max_trials", self.first_max_trials >= 100),
                   ("motion_speed_factor", self.motion_speed_factor >= 0),
                   ("flow_frames", self.flow_frames >= 0), ("flow_max_step_m", self.flow_max_step_m >= 0),

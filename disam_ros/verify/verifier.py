@@ -67,7 +67,7 @@ from disam_ros.verify.flow_chain import FlowChain
 from disam_ros.verify.gate import agreeing, judged, sure, verified_or
 from disam_ros.verify.learned_step import LearnedStep, resolve_features, sift_refined
 from disam_ros.verify.order import StepOrder
-from disam_ros.verify.polish import polish_sift
+from disam_ros.verify.polish import polish_sift, polished_look
 from disam_ros.verify.regate import regated
 from disam_ros.verify.result import OUTCOMES, PointTrack, Verification
 from disam_ros.verify.support import support_pairs
@@ -213,10 +213,14 @@ class Verifier:
             looks, answer, used = self._first_looks(rgb, ks, cam)
             attempts += looks
             if answer is None:
-                query = self.query_features(rgb)
-                best = self._sift_steps(query, ks, cam, previous, stamp, attempts) \
-                    if len(query) >= cfg.min_inliers else Verification("no_features")
-            best, used = (answer, used) if answer is not None else (best, query)
+                query = used = self.query_features(rgb)
+                look = max((v for v in looks if v.verified), key=lambda v: v.inliers, default=None)
+                answer = polished_look(look, query, cam, self.map, self._forwards(), self._map_side, cfg)
+                if answer is not None:  # polished already; the attempts hold the published pose
+                    attempts[attempts.index(look)], used = answer, None
+                best = answer or (self._sift_steps(query, ks, cam, previous, stamp, attempts)
+                                  if len(query) >= cfg.min_inliers else Verification("no_features"))
+            best = answer or best
             order.sift_ran(best.verified)
         if self.learned is not None and not best.verified and not self._late():
             found, answer = self.learned.attempts(rgb, ks, self.map.positions, self.map.quats, cam, self._solve)
