@@ -75,3 +75,30 @@ def test_paced_replay_answers_every_frame_of_a_slow_node(tiny_eval_world, tmp_pa
     assert hurried.timed_out and len(set(hurried.timed_out)) == len(hurried.timed_out) <= frames, log
     assert hurried.dropped > 0 and answered == frames - hurried.dropped, log
     assert f"{len(hurried.timed_out)} past the timeout" in losses_line({"single": hurried})
+
+
+def test_two_drives_that_share_stamps_are_each_answered_by_their_own_frames(tiny_eval_world, tmp_path):
+    """A drive and a copy of it (as a drive and its camera-rate twin start at the same stamp): answers are keyed by
+    stamp, so without a fresh store per drive the copy's frames found the first drive's answers already there, the
+    paced gate let the next frame through at once and a slow node dropped them (and the first drive's answers were
+    scored for them). Now every frame of both is answered by the node, none dropped, and the record holds both."""
+    from disam_ros.ros.online_eval import Drive, camera_topic, evaluate_online_modes
+    from disam_ros.ros.pace import PACED
+
+    w = tiny_eval_world
+    drives = []
+    for name in ("sunny_repeat", "copy"):
+        bag = tmp_path / "bags" / name
+        write_folder_bag(w["world"], "sunny_repeat", bag, BagWriteOptions(compression="png"))
+        drives.append(Drive(name, bag, world_weather(w["world"], "sunny_repeat"), *camera_topic(bag)))
+    frames = len(list(bag_queries(drives[0].bag, "sunny_repeat")))
+    with open(tmp_path / "node.log", "w") as log:
+        runs, queries = evaluate_online_modes(w["map"], drives, tmp_path / "out", ("single",), PACED, device="cpu",
+                                              node_params={"max_rate_hz": 4.0}, log=log)
+    run, tail = runs["single"], (tmp_path / "node.log").read_text()[-2000:]
+    assert (run.dropped, run.timed_out) == (0, []), tail
+    assert len(queries) == 2 * frames and sum(a.index is not None for a in run.answers) == 2 * frames, tail
+    first, second = run.answers[:frames], run.answers[frames:]
+    assert [a.index for a in first] == [a.index for a in second]  # the same images, each answered alike
+    counts = {t.topic: t.count for t in bag_info(tmp_path / "out" / "node_outputs").topics}
+    assert counts["/disam_localizer/pose"] == counts["/disam_localizer/loop_closure"] == 2 * frames

@@ -43,6 +43,9 @@ def stamp_key(stamp: Any) -> Stamp:
     return int(stamp.sec), int(stamp.nanosec)
 
 
+KEYED = ("pose", "pose_cov", "candidates", "loop")  # Received's stores keyed by the query stamp
+
+
 @dataclass
 class Received:
     """What the node published, keyed by the query image stamp; values are (receipt time, message)."""
@@ -51,6 +54,7 @@ class Received:
     pose_cov: dict[Stamp, tuple[float, PoseWithCovarianceStamped]] = field(default_factory=dict)
     candidates: dict[Stamp, tuple[float, PoseArray]] = field(default_factory=dict)
     loop: dict[Stamp, tuple[float, dict]] = field(default_factory=dict)
+    archive: dict[str, list] = field(default_factory=dict)  # earlier drives' keyed answers (LocalizerClient.new_drive)
     debug: list[tuple[float, Image]] = field(default_factory=list)
     diagnostics: list[tuple[float, dict[str, str]]] = field(default_factory=list)
     rosout: list[tuple[float, Log]] = field(default_factory=list)
@@ -137,10 +141,26 @@ class LocalizerClient(DdsPeer):
         self.param_client = self.node.create_client(SetParameters, f"{self.fqn}/set_parameters")
         self.reset_client = self.node.create_client(Trigger, f"{self.fqn}/reset")
         self._ns = ns
+        self._archived = 0  # poses moved to the archive by new_drive (the node's `localized` counts them too)
         self._odom_pubs: dict[str, Any] = {}
         self.start()
 
     # ------------------------------------------------------------------------------------------ receive
+
+    def new_drive(self) -> None:
+        """Start matching a new drive's answers: answers are keyed by stamp, and two drives may share stamps (a
+        drive and its camera-rate copy start together), so the previous drive's move to `rx.archive` (kept for the
+        record, never matched again) and a frame of this drive is never scored by another's answer."""
+        with self._cv:
+            self._archived += len(self.rx.pose_cov)
+            for name in KEYED:
+                store = getattr(self.rx, name)
+                self.rx.archive.setdefault(name, []).extend(store.values())
+                store.clear()
+
+    def keyed(self, name: str) -> list:
+        """Every (receipt time, message) of a keyed store, earlier drives' included."""
+        return [*self.rx.archive.get(name, []), *getattr(self.rx, name).values()]
 
     def _keyed(self, store: dict) -> Callable[[Any], None]:
         def cb(msg: Any) -> None:
@@ -195,10 +215,11 @@ class LocalizerClient(DdsPeer):
         seen, last = None, time.monotonic()
         while True:
             done, localized = self.frames_done(0.0)
-            if done - base[0] >= sent and len(self.rx.pose_cov) >= localized:
+            got = len(self.rx.pose_cov) + self._archived
+            if done - base[0] >= sent and got >= localized:
                 return True
-            if (done, len(self.rx.pose_cov)) != seen:
-                seen, last = (done, len(self.rx.pose_cov)), time.monotonic()
+            if (done, got) != seen:
+                seen, last = (done, got), time.monotonic()
             elif time.monotonic() - last > idle_s:
                 return False
             time.sleep(0.05)

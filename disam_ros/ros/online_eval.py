@@ -160,13 +160,13 @@ def record_outputs(clients: list[LocalizerClient], path: Path) -> Path:
 
     streams = {}
     for client in clients:
-        rx, fqn = client.rx, client.fqn
+        fqn = client.fqn
         streams.update({
-            f"{fqn}/pose": ("geometry_msgs/msg/PoseStamped", rx.pose.values()),
-            f"{fqn}/pose_with_covariance": ("geometry_msgs/msg/PoseWithCovarianceStamped", rx.pose_cov.values()),
-            f"{fqn}/candidates": ("geometry_msgs/msg/PoseArray", rx.candidates.values()),
+            f"{fqn}/pose": ("geometry_msgs/msg/PoseStamped", client.keyed("pose")),
+            f"{fqn}/pose_with_covariance": ("geometry_msgs/msg/PoseWithCovarianceStamped", client.keyed("pose_cov")),
+            f"{fqn}/candidates": ("geometry_msgs/msg/PoseArray", client.keyed("candidates")),
             f"{fqn}/loop_closure": ("std_msgs/msg/String",
-                                    [(t, String(data=json.dumps(doc))) for t, doc in rx.loop.values()]),
+                                    [(t, String(data=json.dumps(doc))) for t, doc in client.keyed("loop")]),
         })
     # A re-run replaces the report's own outputs bag (marked, or a rosbag2 from before markers), nothing else.
     problem = replace_refusal(path, replace=True, legacy=_is_rosbag2, kind=BAG_OUTPUT)
@@ -215,6 +215,8 @@ def evaluate_online_modes(map_dir: Path, drives: list[Drive], out: Path, modes: 
     try:
         for d in drives:
             check_nodes(list(procs.values()), log)
+            for client in clients.values():
+                client.new_drive()  # drives may share stamps: match this drive's frames to its own answers only
             done = replay_drive(list(clients.values()), d, pace, idle_s, list(procs.values()), log)
             for k, (mode, client) in enumerate(clients.items()):
                 collect(runs[mode], mode, client, queries[d.condition], done.sent, positions)
