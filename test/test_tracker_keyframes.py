@@ -47,6 +47,10 @@ def test_frames_never_wait_for_keyframes_and_flow_follows_them(flow_drive):
             assert r.verification.verified and r.verification.flow, outcomes
             assert r.verification.order == "optical flow" and _near(r, pos, quat)
         assert tracker._keyframes.solved == 2
+        diag = tracker.diagnostics()
+        assert diag["keyframes_solved"] == 2 and 0 < diag["keyframe_ms_median"] <= diag["keyframe_ms_p95"]
+        tracker.reset("a new drive")
+        assert "keyframe_ms_median" not in tracker.diagnostics()  # the times are per drive
     finally:
         tracker.close()
         reloc.map.close()

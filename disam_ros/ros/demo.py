@@ -34,7 +34,8 @@ from disam_ros.ros import env
 from disam_ros.ros.pace import add_pace_options, pace_from_args
 from disam_ros.shipped import ASSETS
 
-QUERY_CONDITIONS = ("sunny_repeat", "overcast", "dusk", "night", "snow", "fog", "rain", "summer", "autumn")
+QUERY_CONDITIONS = ("sunny_repeat", "overcast", "dusk", "night", "snow", "fog", "rain", "summer", "autumn",
+                    "sunny_repeat_dense")  # the last filmed at camera rate (0.3-0.4 m apart): optical flow shows there
 # 640x480: local features exist, so the nodes verify and publish metric poses (at 128 px they cannot); the
 # drives are short (16 frames, 48 m) because rendering and SIFT at this size cost ~0.7 s and ~0.3 s a frame
 QUICK = dict(size=(320, 240), frames=12, conditions=("sunny_repeat", "night", "snow"))
