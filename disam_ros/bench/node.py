@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -92,6 +91,7 @@ def measure(map_dir: Path, queries: list, n: int, device: str, compressed: bool,
     """Start the node, send `warmup` + `n` queries sequentially, return latencies (ms) and node diagnostics."""
     from disam_ros.ros import launcher
     from disam_ros.ros.client import LocalizerClient
+    from disam_ros.ros.eval_nodes import stop_nodes
 
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115  (closed below)
     proc = launcher.start(map=map_dir, compressed=compressed, device=device, namespace="bench",
@@ -114,12 +114,8 @@ def measure(map_dir: Path, queries: list, n: int, device: str, compressed: bool,
         time.sleep(0.6)
         diag = client.rx.diagnostics[-1][1] if client.rx.diagnostics else {}
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            rc = proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = -9
+        stop_nodes([proc], timeout=30.0)  # SIGINT, then a kill if it hangs
+        rc = proc.returncode
         client.close()
         if log:
             out.close()

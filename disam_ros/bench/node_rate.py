@@ -25,7 +25,6 @@ import json
 import math
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -287,6 +286,7 @@ def measure(root: Path, map_dir: Path, drives: Sequence[str], args: argparse.Nam
             log_path: Path) -> dict[str, Any]:
     """Start the pinned node, run every drive, stop it; the rows, the node's final diagnostics and exit code."""
     from disam_ros.ros.client import LocalizerClient
+    from disam_ros.ros.eval_nodes import stop_nodes
 
     node_cpus, own_cpus = split_cpus(os.sched_getaffinity(0), args.cores)
     mine = os.sched_getaffinity(0)
@@ -306,12 +306,8 @@ def measure(root: Path, map_dir: Path, drives: Sequence[str], args: argparse.Nam
                       file=sys.stderr, flush=True)
             diag = client.rx.diagnostics[-1][1] if client.rx.diagnostics else {}
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                rc = proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                rc = -9
+            stop_nodes([proc], timeout=30.0)  # SIGINT, then a kill if it hangs
+            rc = proc.returncode
             client.close()
             os.sched_setaffinity(0, mine)
     rows = [summarize_frames(d, f, n) for d, f, n in done] + [summarize_all(done)]
