@@ -239,8 +239,7 @@ def run_drive(client: Any, root: Path, drive: str, rate: float, compressed: bool
     ok, why = client.reset()
     if not ok:
         raise RuntimeError(f"~/reset before drive {drive} failed: {why}")
-    for store in (client.rx.pose, client.rx.pose_cov, client.rx.loop, client.rx.candidates):
-        store.clear()  # drives may share stamps; answers are read per drive
+    client.new_drive()  # drives may share stamps: answers are read per drive
     before = _fresh_counters(client)
     keys: list = []
 
