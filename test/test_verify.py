@@ -392,10 +392,11 @@ def test_a_first_look_ends_the_search_only_when_verified_and_sure(outcome, inlie
     assert _sure(Verification(outcome, inliers=inliers, covariance=cov), VerifyConfig()) is sure
 
 
-def test_after_two_unsure_looks_the_look_runs_every_fourth_frame_until_one_is_sure(verify_world):
-    """`first_probe_every` = 4, by hand: with a wrong first place the look is never sure; frames 1 and 2 look,
-    then only every fourth frame counted from the first miss (5, 9, 13); a sure look (the right place) resets
-    it, so the frame after looks again; so does `reset()` (a new drive)."""
+def test_after_two_blind_looks_the_look_runs_every_fourth_frame_until_one_verifies(verify_world):
+    """`first_probe_every` = 4, by hand: with a wrong first place the look verifies nothing; frames 1 and 2 look,
+    then only every fourth frame counted from the first miss (5, 9, 13); a verified look (the right place) resets
+    it, so the frame after looks again; so does `reset()` (a new drive). A look that verifies without being sure
+    is not blind: with such looks every frame looks."""
     from disam_ros.verify.verifier import Verifier
 
     world, m = verify_world
@@ -421,6 +422,9 @@ def test_after_two_unsure_looks_the_look_runs_every_fourth_frame_until_one_is_su
     assert looked(wrong)
     always = Verifier(m, replace(cfg, first_probe_every=1))
     assert all(any(a.scale == 0.5 for a in always.verify(rgb, wrong).attempts) for _ in range(5))
+    unsure = Verifier(m, replace(cfg, first_max_std_m=1e-6, first_polish_inliers=0))  # verified, never sure
+    looks = [unsure.verify(rgb, [k]).attempts[0] for _ in range(5)]
+    assert all(a.scale == 0.5 and a.verified for a in looks)  # not blind: every frame looks (dusk's polish)
 
 
 

@@ -39,8 +39,8 @@ VERIFY_OPTIONS = (
     ("--first-max-std", "first_max_std_m", positive_float, "... and only when its position 1-sigma is at most this "
      "many metres"),
     ("--first-candidates", "first_candidates", positive_int, "... on this many candidates, up to the first sure one"),
-    ("--first-probe-every", "first_probe_every", positive_int, "... after two unsure looks in a row, look only "
-     "every this many frames until one is sure (1: every frame)"),
+    ("--first-probe-every", "first_probe_every", positive_int, "... after two frames in a row whose looks "
+     "verified nothing, look only every this many frames until one verifies (1: every frame)"),
     ("--first-max-trials", "first_max_trials", positive_int, "... the look's RANSAC trials at most"),
     ("--polish-images", "polish_images", non_negative_int, "a verified SIFT pose is matched again from itself "
      "against this many map images around it and solved from the pooled matches (0: off)"),

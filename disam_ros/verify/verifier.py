@@ -103,7 +103,7 @@ class Verifier:
         self.camera: Intrinsics | None = None  # the query camera (CameraInfo / camera.yaml); None: the map's
         self.camera_source = ""
         self._map_side = functools.lru_cache(maxsize=MAP_CACHE)(self._load_side)  # per verifier, bounded
-        self._look_misses = 0  # frames in a row whose first look was not sure (or skipped after such frames)
+        self._look_misses = 0  # frames in a row whose looks verified nothing (or were skipped after such)
         self._order = StepOrder(self.config)  # which steps a frame runs, from the frames before (verify/order.py)
         self.chain = FlowChain(self.config, max_speed_mps, lambda k: self._map_side(k).points)  # flow + motion
         self._deadline = math.inf  # perf_counter time after which no further step starts (VerifyConfig.budget_ms)
@@ -282,8 +282,9 @@ class Verifier:
         """The first `first_candidates` candidates tried in order with the query's SIFT at `first_scale` of the
         map's detection scale (module docstring), up to the first sure one (`_sure`); none when off, when the
         image would be narrower than `first_min_width_px` at that scale, or on the frames `first_probe_every`
-        skips after two unsure ones. Returns the looks, the sure one (None: the full-scale steps then run as
-        if no look had been tried) and the half-scale features."""
+        skips after two blind ones (no look verified: night, rain, snow; an unsure look still polishes at dusk).
+        Returns the looks, the sure one (None: the full-scale steps then run as if no look had been tried) and the
+        half-scale features."""
         cfg = self.config
         if cfg.first_scale >= 1.0 or not ks:
             return [], None, None
@@ -306,7 +307,7 @@ class Verifier:
             if sure(looks[-1], cfg):
                 answer = looks[-1]
                 break
-        self._look_misses = 0 if answer is not None else self._look_misses + 1
+        self._look_misses = 0 if any(v.verified for v in looks) else self._look_misses + 1  # blind looks only
         return looks, answer, query
 
     def _trackable(self, previous: PointTrack | None, stamp: float) -> bool:
