@@ -129,8 +129,8 @@ class Tracker:
         verify = config.verify
         # the dense search needs the place known from outside the frame: a belief's, or a spatial prior's (_verify)
         self.dense_needs_prior = config.mode == "single" and not verify.gradient_single
-        if config.mode == "single":  # a single frame stands alone: no flow nor map points from the one before
-            verify = replace(verify, flow_frames=0, track_frames=0)
+        if config.mode == "single":  # a single frame stands alone: no flow, map points nor blind looks before it
+            verify = replace(verify, flow_frames=0, track_frames=0, first_probe_every=1)
             if not any(verify.gradient_rival_m):  # ... nor a belief nor motion to rule out a place a block away
                 verify = replace(verify, gradient_rival_m=verify.gradient_single_rival_m)
         self._renew_after = verify.flow_frames  # keyframes: a chain this long asks for a keyframe when one is free

@@ -45,7 +45,7 @@ class VerifyConfig:
     #                             snow), look only every this many frames until one verifies (1 = every frame;
     #                             4 chosen on validation towns 7 / 101: night, rain, snow 5-10 % cheaper a frame,
     #                             every accuracy figure the same; an unsure look still counts as seeing, so dusk
-    #                             keeps its polished looks and daylight is untouched)
+    #                             keeps its polished looks and daylight is untouched; single mode: every frame)
     first_min_inliers: int = 15  # ... and the look is the answer only with this many inliers (else the full steps
     #                              try every candidate and keep the one with the most)
     first_max_std_m: float = 0.15  # ... and only when its published covariance puts it within this 1-sigma along
