@@ -18,8 +18,8 @@ that row repeats the first; `--conditions overcast_dense,night_dense,fog_dense -
 the frame rate, where it does). Each drive's frames run in order, with their stamps, the verifier reset between
 drives, as in the node. Rows: median ms of the full-scale features,
 of the whole verify call (and per drive: the look makes daylight frames cheaper and hard ones dearer, so the
-overall median depends on the mix), the share verified and the share within (0.25 m, 2 deg). Target (issue
-26): <= 30 ms median added per frame.
+overall median depends on the mix), the share verified and the share within (0.25 m, 2 deg). Target: <= 30 ms
+median added per frame.
 """
 from __future__ import annotations
 
