@@ -374,6 +374,38 @@ def test_a_first_look_at_half_scale_verifies_clear_frames_and_otherwise_changes_
     assert first >= 3, first  # of 7 same-condition frames
 
 
+def test_an_unsure_look_is_polished_with_its_own_features_before_full_scale_sift(verify_world, monkeypatch):
+    """`first_polish_half`: a look that verified without being sure is polished with its own half-scale features
+    first; where that pool holds `first_polish_inliers`, it is the answer and full-scale SIFT is never computed
+    (one detection, at half scale). Where it does not, the frame goes on exactly as with the option off."""
+    from disam_ros.verify import verifier as vmod
+
+    world, m = verify_world
+    scales: list[float] = []
+    detect = vmod.detect_sift
+    monkeypatch.setattr(vmod, "detect_sift", lambda rgb, cfg, *a: scales.append(cfg.scale) or detect(rgb, cfg, *a))
+    strict = VerifyConfig(first_scale=0.5, first_min_width_px=160, first_probe_every=1, first_max_std_m=1e-6)
+    half_only = 0
+    for rgb, pos, quat in _queries(world):
+        k = _nearest(m, pos)
+        scales.clear()
+        want = vmod.Verifier(m, replace(strict, first_polish_half=False)).verify(rgb, [k, k + 1, k - 1])
+        off_scales = list(scales)
+        scales.clear()
+        got = vmod.Verifier(m, strict).verify(rgb, [k, k + 1, k - 1])
+        if len(scales) == 1:
+            half_only += 1
+            assert scales[0] < off_scales[-1] and got.verified and got.scale == 0.5
+            assert got.polished >= strict.first_polish_inliers
+            assert float(np.linalg.norm(got.position - pos)) < 0.25 and float(quat_angle_deg(got.quat, quat)) < 2.0
+        else:
+            assert scales == off_scales
+            assert (got.outcome, got.index, got.inliers, got.scale) == (want.outcome, want.index, want.inliers,
+                                                                         want.scale)
+            np.testing.assert_array_equal(got.position, want.position)
+    assert half_only >= 1
+
+
 @pytest.mark.parametrize("outcome, inliers, variances, sure", [
     ("verified", 40, (0.01, 0.0224, 0.0001), True),  # worst axis 0.1497 m: just inside 0.15
     ("verified", 40, (0.01, 0.04, 0.0001), False),  # worst axis 0.2 m

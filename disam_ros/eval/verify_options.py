@@ -42,6 +42,8 @@ VERIFY_OPTIONS = (
     ("--first-probe-every", "first_probe_every", positive_int, "... after two frames in a row whose looks "
      "verified nothing, look only every this many frames until one verifies (1: every frame)"),
     ("--first-max-trials", "first_max_trials", positive_int, "... the look's RANSAC trials at most"),
+    ("--first-polish-half", "first_polish_half", on_off, "... a verified look that is not sure is polished with "
+     "its own half-scale features before full-scale SIFT is computed (on/off)"),
     ("--polish-images", "polish_images", non_negative_int, "a verified SIFT pose is matched again from itself "
      "against this many map images around it and solved from the pooled matches (0: off)"),
     ("--polish-radius", "polish_radius", positive_float, "... each map point searched within this share of the "

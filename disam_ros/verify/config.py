@@ -54,6 +54,9 @@ class VerifyConfig:
     #                                 full-scale features, the pooled solve holds this many inliers (0 = off; 60
     #                                 chosen on validation town 7: dusk 200 -> 150 ms a frame, no frame lost; held
     #                                 out towns 11 / 0: fog 178 -> 125 / 156 -> 135 ms, every figure unchanged)
+    first_polish_half: bool = True  # ... polished first with the look's own half-scale features, full-scale SIFT
+    #                                 (~100 ms of a 640x480 frame) only when that pool holds fewer (validation towns
+    #                                 7 / 101: dusk median 208 -> 207 / 194 -> 68 ms, every accuracy figure the same)
     track_frames: int = 5  # map-point tracking: frames a verified frame's map points carry on (0 = off;
     #                        5 chosen on the dev town, docs/pose.md)
     track_max_gap_s: float = 1.0  # ... when the frame follows the last verified one within this time

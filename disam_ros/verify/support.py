@@ -18,13 +18,14 @@ def support_pairs(inliers: np.ndarray, keypoints: np.ndarray, predicted: np.ndar
     ok = np.flatnonzero(np.isfinite(predicted).all(axis=1))
     if len(ok) and len(keypoints):
         dist, nearest = cKDTree(np.asarray(keypoints, np.float64)).query(predicted[ok], k=1)
-        for d, m_i, q_i in sorted(zip(dist, ok, nearest)):  # closest claims first
-            if d > radius_px:
-                break
+        close = dist <= radius_px
+        d, m, q = dist[close], ok[close], np.asarray(nearest)[close]
+        order = np.lexsort((q, m, d))  # closest claims first; ties by map point, then keypoint
+        for m_i, q_i in zip(m[order].tolist(), q[order].tolist(), strict=True):
             if q_i in taken_q or m_i in taken_m:
                 continue
-            taken_q.add(int(q_i))
-            taken_m.add(int(m_i))
-            extra_q.append(int(q_i))
-            extra_m.append(int(m_i))
+            taken_q.add(q_i)
+            taken_m.add(m_i)
+            extra_q.append(q_i)
+            extra_m.append(m_i)
     return (np.r_[inliers[:, 0], extra_q].astype(np.int64), np.r_[inliers[:, 1], extra_m].astype(np.int64))

@@ -23,7 +23,8 @@ Learned local features (`verify_features`, verify/learned_step.py): matched inst
 
 A first look at reduced scale (`first_scale`): the candidates are first tried with SIFT on the half-size image
 (~20 ms of a 640x480 frame against ~90 ms at full scale); the first verified look that is also sure (`sure`) is the
-answer, so only frames no look answers (night, fog, rain, snow) pay for the full-scale steps (docs/pose.md).
+answer, so only frames no look answers (night, fog, rain, snow) pay for the full-scale steps (docs/pose.md). A
+verified look that is not sure is polished (verify/polish.py), with its own features before full-scale ones.
 
 Map-point tracking (`track_frames` > 0): a verified frame hands its inliers (its keypoints, their descriptors and
 the MAP points they matched) to the next frame, whose keypoints are matched to them when its own candidates do
@@ -213,9 +214,12 @@ class Verifier:
             looks, answer, used = self._first_looks(rgb, ks, cam)
             attempts += looks
             if answer is None:
-                query = used = self.query_features(rgb)
                 look = max((v for v in looks if v.verified), key=lambda v: v.inliers, default=None)
-                answer = polished_look(look, query, cam, self.map, self._forwards(), self._map_side, cfg)
+                if cfg.first_polish_half and used is not None:  # the look's own features first: no full-scale SIFT
+                    answer = polished_look(look, used, cam, self.map, self._forwards(), self._map_side, cfg)
+                if answer is None:
+                    query = used = self.query_features(rgb)
+                    answer = polished_look(look, query, cam, self.map, self._forwards(), self._map_side, cfg)
                 if answer is not None:  # polished already; the attempts hold the published pose
                     attempts[attempts.index(look)], used = answer, None
                 best = answer or (self._sift_steps(query, ks, cam, previous, stamp, attempts)
