@@ -353,6 +353,20 @@ def test_30hz_burst_bounded(node_world, nodes):
     rn = nodes["raw"]
     client = rn.client
     assert client.set_parameters({"max_rate_hz": 5.0}) == [(True, "")]
+    try:
+        _burst_at_5hz(node_world, rn)
+    finally:  # the module's nodes serve later tests in any order: never leave them rate-limited
+        client.set_parameters({"max_rate_hz": 0.0})
+    rgb, stamp, _ = node_world.queries[0]
+    key = client.publish_raw(rgb, _query_stamp(stamp, 5000))
+    assert client.wait_pose(key, 15.0) is not None
+
+
+def _burst_at_5hz(node_world, rn) -> None:
+    """4 s of frames at 30 Hz into a node limited to 5 Hz, then one more after a quiet second: frames lost in the
+    DDS queue are counted from the gaps in the publication sequence, so a loss at the burst's end shows only once a
+    later frame arrives."""
+    client = rn.client
     before = client.wait_diagnostics(lambda d: True, 5.0, after=time.monotonic())  # a fresh snapshot
     rss0 = _rss_mb(rn.proc.pid)
     t0, n = time.monotonic(), 0
@@ -364,6 +378,9 @@ def test_30hz_burst_bounded(node_world, nodes):
         time.sleep(max(0.0, t0 + n / 30.0 - time.monotonic()))
     elapsed = time.monotonic() - t0
     time.sleep(1.0)
+    rgb, stamp, _ = node_world.queries[0]
+    keys.append(client.publish_raw(rgb, _query_stamp(stamp, 1000 + n)))
+    n += 1
     after = client.wait_diagnostics(lambda d: int(d["received"]) + int(d["dropped_in_queue"])
                                     - int(before["received"]) - int(before["dropped_in_queue"]) >= n, 10.0,
                                     after=time.monotonic())
@@ -376,14 +393,10 @@ def test_30hz_burst_bounded(node_world, nodes):
     assert received + in_queue == n  # every frame sent is either received or counted lost in the queue
     assert received - 1 <= processed + dropped <= received  # at most one frame in the mailbox
     assert dropped >= n // 2, (n, dropped, processed)  # 5 Hz of a 30 Hz stream
-    assert processed <= 5.0 * elapsed + 3 and answered <= processed
+    assert processed <= 5.0 * elapsed + 4 and answered <= processed  # + the frame after the quiet second
     assert float(after["drop_rate"]) > 0.0
     assert _rss_mb(rn.proc.pid) - rss0 < 150.0
     assert rn.proc.poll() is None
-    assert client.set_parameters({"max_rate_hz": 0.0}) == [(True, "")]
-    rgb, stamp, _ = node_world.queries[0]
-    key = client.publish_raw(rgb, _query_stamp(stamp, 5000))
-    assert client.wait_pose(key, 15.0) is not None
 
 
 @pytest.mark.parametrize("ns,sig", [("comp", signal.SIGINT), ("raw", signal.SIGTERM)])
