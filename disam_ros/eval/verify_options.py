@@ -48,6 +48,11 @@ VERIFY_OPTIONS = (
      "against this many map images around it and solved from the pooled matches (0: off)"),
     ("--polish-radius", "polish_radius", positive_float, "... each map point searched within this share of the "
      "image width of where that pose puts it"),
+    ("--prior-min-inliers", "prior_min_inliers", non_negative_int, "a frame whose flow chain has no hops left "
+     "(a keyframe posed by flow) is matched around its flow pose first, answered when that holds this many "
+     "inliers (0: off)"),
+    ("--prior-radius", "prior_radius", positive_float, "... each map point searched within this share of the image "
+     "width of where the flow pose puts it"),
     ("--regate-far-poses", "regate_far_poses", on_off, "a SIFT pose refused only for lying beyond 10 m / 20 deg "
      "of its guide is judged again at the map images near it, verified when one agrees (on/off)"),
     ("--verify-features", "verify_features", feature_choice, "local features poses are verified with: map (what "

@@ -123,3 +123,21 @@ class Intrinsics:
 
         model, params = self.colmap_model()
         return pycolmap.Camera(model=model, width=int(self.width), height=int(self.height), params=params)
+
+
+def intrinsics_for(width: int, height: int, camera: Intrinsics | None, camera_source: str, map_camera: Intrinsics
+                   ) -> tuple[Intrinsics | None, str]:
+    """Intrinsics for a query image of this size, and where they came from: the query camera's, else the map
+    camera's (assumed: the same camera drove the map), scaled to the image when only the resolution differs;
+    (None, why) when the aspect ratio differs too (another camera: its intrinsics are needed)."""
+    for cam, source in ((camera, camera_source), (map_camera, "map camera (assumed)")):
+        if cam is None:
+            continue
+        if (cam.width, cam.height) == (width, height):
+            return cam, source
+        if abs(cam.width / cam.height - width / height) < 0.01:
+            return cam.scaled(width, height), f"{source}, scaled to {width}x{height}"
+        if cam is camera:
+            return None, f"{source} is {cam.width}x{cam.height}, the image {width}x{height}"
+    return None, f"no camera intrinsics for {width}x{height} images (the map's are " \
+                 f"{map_camera.width}x{map_camera.height}): publish CameraInfo or pass camera.yaml"

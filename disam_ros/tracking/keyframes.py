@@ -40,6 +40,7 @@ class Keyframe:
     previous: PointTrack | None
     stamp: float
     dense: bool
+    prior: tuple[np.ndarray, np.ndarray] | None = None  # the frame's own pose by flow (a renewal), matched around first
     answer: Verification | None = None
     taken: bool = False  # the frame loop used (or dropped) the answer: it is not applied again
 
@@ -146,7 +147,8 @@ class KeyframeThread:
     def _solve(self, job: Keyframe) -> Verification:
         v = self.verifier
         try:
-            answer = v.verify(job.rgb, job.candidates, job.previous, job.stamp, job.dense, keyframe=True)
+            answer = v.verify(job.rgb, job.candidates, job.previous, job.stamp, job.dense, keyframe=True,
+                              prior=job.prior)
         except Exception as exc:  # noqa: BLE001  (one bad keyframe must not end the thread)
             log.warning("keyframe %.3f: verification failed: %s: %s", job.stamp, type(exc).__name__, exc)
             return Verification("too_few_inliers", ms=0.0)

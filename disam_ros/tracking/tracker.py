@@ -261,7 +261,8 @@ class Tracker:
         v = verifier.chain.follow(grey, stamp, cam) if cam is not None else None
         seed = verifier.chain.seed
         if (v is None or seed is None or seed.hops >= self._renew_after) and kf.idle:
-            job = Keyframe(rgb, grey, self._candidates(res), self._points, stamp, self._dense(res))
+            prior = (v.position.copy(), v.quat.copy()) if v is not None and v.verified else None
+            job = Keyframe(rgb, grey, self._candidates(res), self._points, stamp, self._dense(res), prior)
             if kf.submit(job) and v is None:
                 v = kf.wait(job, self.config.keyframe_wait_ms / 1e3)
         if v is None:

@@ -159,6 +159,14 @@ class VerifyConfig:
     polish_max_error_px: float = 4.0  # ... RANSAC's inlier threshold (dev town seed 3: 4 px a frame or two over 8)
     polish_max_shift_m: float = 0.5  # ... the polished pose kept when no fewer inliers and within this distance ...
     polish_max_turn_deg: float = 2.0  # ... and this rotation of the first
+    prior_min_inliers: int = 40  # a frame optical flow posed but does not answer (its chain's hops are spent; a
+    #                              keyframe) is first matched around that pose against the map images near it
+    #                              (half-scale features, then full-scale) and answered by the pooled solve when it
+    #                              holds this many inliers (verify/prior_step.py; 0 = off; 40 chosen on validation
+    #                              town 7's 30 Hz drives over 60: dusk median 251 -> 72 ms, every figure the same)
+    prior_radius: float = 0.1  # ... each map point searched within this share of the width of where the flow pose
+    #                            puts it (polish_radius's 0.03 only confirmed a guide 0.3 m off: test town, 0.26-0.51 m
+    #                            off against 0.02-0.11 at 0.1)
     unguided_min_inliers: int = 12  # ... inliers the unguided solve needs before it may guide (8 let wrong places
     #                                 through on the dev town's handheld frames, 12 none: docs/pose.md)
     regate_far_poses: bool = True  # a SIFT attempt refused only for lying beyond max_shift_m / max_turn_deg of its
@@ -194,7 +202,7 @@ class VerifyConfig:
                   ("max_turn_deg", 0 < self.max_turn_deg <= 180), ("sigma_floor_px", self.sigma_floor_px >= 0),
                   ("covariance_scale", self.covariance_scale >= 1.0),
                   ("covariance_ref_inliers", self.covariance_ref_inliers >= 0),
-                  ("track_frames", self.track_frames >= 0),
+                  ("track_frames", self.track_frames >= 0), ("prior_min_inliers", self.prior_min_inliers >= 0),
                   ("track_max_gap_s", self.track_max_gap_s > 0),
                   ("track_radius_px", self.track_radius_px > 0), ("belief_sigma_m", self.belief_sigma_m >= 0),
                   ("belief_floor", 0 < self.belief_floor <= 1), ("unguided_candidates", self.unguided_candidates >= 0),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -65,6 +66,18 @@ class FlowChain:
             self._judge(v, stamp)
             self._seed = self._next(seed, v, grey, stamp, cam)
         return v
+
+    def guess(self, grey: np.ndarray | None, stamp: float, cam: Intrinsics) -> tuple[np.ndarray, np.ndarray] | None:
+        """The pose flow follows a seed whose hops are spent to, the chain left as it is: the guide of the full
+        verification that renews it (verify/prior_step.py). None when flow would not follow the seed here for any
+        other reason, or does not verify. (The seed's own pose as a guide after flow lost a frame was tried: on
+        validation town 7 it verified no frame more and cost rain and snow 12 % a frame.)"""
+        seed, cfg = self._seed, self.config
+        if grey is None or seed is None or seed.hops < cfg.flow_frames \
+                or not trackable(replace(seed, hops=0), grey, stamp, cfg):
+            return None
+        v = flow_attempt(seed, grey, cam, cfg)
+        return (v.position.copy(), v.quat.copy()) if v.verified else None
 
     def settle(self, v: Verification, grey: np.ndarray | None, stamp: float, cam: Intrinsics,
                since: Sequence[tuple[float, np.ndarray]] | None = None) -> None:

@@ -32,6 +32,9 @@ not verify: consecutive frames of one drive match each other well across conditi
 map's, so nothing drifts the way visual odometry does. The chain ends after `track_frames` frames without a
 map-verified one, after a gap of `track_max_gap_s`, or when too few points survive.
 
+Around the flow pose (`prior_min_inliers`, verify/prior_step.py): a frame optical flow posed but does not answer (its
+chain's hops are spent; a renewal keyframe) is first matched around that pose against the map images near it.
+
 A verified SIFT pose is then polished (`polish_images`, verify/polish.py): matched again from itself, in a narrow
 window, against the map images around it, and replaced by the pooled solve when that stays near it.
 
@@ -49,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from disam_ros.geometry import quat_to_rot, rot_to_quat
-from disam_ros.pose.camera import Intrinsics
+from disam_ros.pose.camera import Intrinsics, intrinsics_for
 from disam_ros.pose.features import (
     Features,
     SiftConfig,
@@ -69,13 +72,13 @@ from disam_ros.verify.gate import agreeing, judged, sure, verified_or
 from disam_ros.verify.learned_step import LearnedStep, resolve_features, sift_refined
 from disam_ros.verify.order import StepOrder
 from disam_ros.verify.polish import polish_sift, polished_look
+from disam_ros.verify.prior_step import PriorStep
 from disam_ros.verify.regate import regated
 from disam_ros.verify.result import OUTCOMES, PointTrack, Verification
 from disam_ros.verify.support import support_pairs
 from disam_ros.verify.unguided import attempt_unguided
 
-__all__ = ["OUTCOMES", "PointTrack", "Verification", "Verifier", "VerifyConfig"]  # records: verify.result,
-#                                                                              the config: verify.config
+__all__ = ["OUTCOMES", "PointTrack", "Verification", "Verifier", "VerifyConfig"]  # from verify.result, .config
 
 MAP_CACHE = 32  # map images whose RootSIFT descriptors and points are kept ready (~1 MB each at 2000 keypoints)
 
@@ -106,9 +109,11 @@ class Verifier:
         self._map_side = functools.lru_cache(maxsize=MAP_CACHE)(self._load_side)  # per verifier, bounded
         self._look_misses = 0  # frames in a row whose looks verified nothing (or were skipped after such)
         self._order = StepOrder(self.config)  # which steps a frame runs, from the frames before (verify/order.py)
+        self._prior = PriorStep(self.config)  # a frame posed by flow verified around that pose (verify/prior_step.py)
         self.chain = FlowChain(self.config, max_speed_mps, lambda k: self._map_side(k).points)  # flow + motion
         self._deadline = math.inf  # perf_counter time after which no further step starts (VerifyConfig.budget_ms)
         self._axes: np.ndarray | None = None  # the map images' optical axes (_forwards)
+        self._frame_features: dict[SiftConfig, Features] = {}  # the latest frame's, by recipe (its steps share them)
         learned = getattr(loc_map.map_geometry, "learned", None)
         self.features = resolve_features(self.config.verify_features, learned, str(getattr(loc_map, "root", "")))
         self.learned = LearnedStep(learned, self.config, device) if self.features != "sift" else None
@@ -117,6 +122,7 @@ class Verifier:
         """A new drive (Tracker.reset): the first look and the SIFT steps are tried again from its next frame on."""
         self._look_misses = 0
         self._order.reset()
+        self._prior.reset()
         self.chain.reset()
 
     def set_camera(self, camera: Intrinsics | None, source: str) -> None:
@@ -124,20 +130,8 @@ class Verifier:
         self.camera, self.camera_source = camera, source if camera is not None else ""
 
     def camera_for(self, width: int, height: int) -> tuple[Intrinsics | None, str]:
-        """Intrinsics for a query image of this size, and where they came from: the query camera's, else the
-        map camera's (assumed: the same camera drove the map), scaled to the image when only the resolution
-        differs; (None, why) when the aspect ratio differs too (another camera: its intrinsics are needed)."""
-        for cam, source in ((self.camera, self.camera_source), (self.map_camera, "map camera (assumed)")):
-            if cam is None:
-                continue
-            if (cam.width, cam.height) == (width, height):
-                return cam, source
-            if abs(cam.width / cam.height - width / height) < 0.01:
-                return cam.scaled(width, height), f"{source}, scaled to {width}x{height}"
-            if cam is self.camera:
-                return None, f"{source} is {cam.width}x{cam.height}, the image {width}x{height}"
-        return None, f"no camera intrinsics for {width}x{height} images (the map's are " \
-                     f"{self.map_camera.width}x{self.map_camera.height}): publish CameraInfo or pass camera.yaml"
+        """Intrinsics for a query image of this size and where they came from (pose/camera.intrinsics_for)."""
+        return intrinsics_for(width, height, self.camera, self.camera_source, self.map_camera)
 
     def _forwards(self) -> np.ndarray:
         """The map images' optical axes in the map frame (N,3), computed once (verify/polish.py picks by them)."""
@@ -160,15 +154,18 @@ class Verifier:
         return Features(f.keypoints, root_sift(f.descriptors), f.scales, f.responses)
 
     def verify(self, rgb: np.ndarray, candidates: list[int], previous: PointTrack | None = None,
-               stamp: float = math.nan, dense: bool = True, keyframe: bool = False) -> Verification:
+               stamp: float = math.nan, dense: bool = True, keyframe: bool = False,
+               prior: tuple[np.ndarray, np.ndarray] | None = None) -> Verification:
         """Try the candidate map images in order; the verified solution with the most inliers wins. When none
         verifies, `previous` (the last verified frame's PointTrack) is tracked into this frame, if tracking is on
         and it is recent enough (module docstring). A verified result carries its own PointTrack (`support`).
         `dense` False skips the dense search this frame (single mode without a prior: Tracker). `keyframe`: a
-        frame verified beside the frame loop (tracking/keyframes.py): no flow, and the caller settles the chain.
-        No step starts after `budget_ms` (the answer then says `timed_out`)."""
+        frame verified beside the frame loop (tracking/keyframes.py): no flow, and the caller settles the chain;
+        `prior`: its pose by flow (inline: the chain's guess, FlowChain.guess), matched around first
+        (verify/prior_step.py). No step starts after `budget_ms` (the answer then says `timed_out`)."""
         t0 = time.perf_counter()
         self._deadline = t0 + self.config.budget_ms / 1e3 if self.config.budget_ms > 0 else math.inf
+        self._frame_features = {}
         h, w = rgb.shape[:2]
         cam, source = self.camera_for(w, h)
         if not self.config.enabled:
@@ -179,16 +176,32 @@ class Verifier:
             return Verification("image_too_small", camera=source, ms=_ms(t0))
         ks = _unique(candidates, len(self.map.positions))[: self.config.candidates]
         grey = to_grey(rgb) if self.config.flow_frames > 0 and not keyframe else None  # only flow reads it
-        flow = self.chain.follow(grey, stamp, cam)  # verify/flow_chain.py
+        flow = self.chain.follow(grey, stamp, cam)  # verify/flow_chain.py; else a guide for prior_step.py:
+        flow = flow or self._prior.answer(self, rgb, prior or self.chain.guess(grey, stamp, cam), cam)
         best, attempts, used = (flow, [flow], None) if flow is not None else \
             self._steps(rgb, ks, cam, previous, stamp, dense)
         if best.verified and used is not None and not best.dense and not self._late():
             best = polish_sift(best, used, cam, self.map, self._forwards(), self._map_side, self.config)
-        best.order = "optical flow" if best.flow else self._order.last
+        best.order = "optical flow" if best.flow else best.order if flow is not None else self._order.last
         best.timed_out = self._late()
-        if flow is None and not keyframe:
+        if not best.flow and not keyframe:  # an answer around a flow guess renews the chain, as a full one does
             self.chain.settle(best, grey, stamp, cam)
         return self._answer(best, attempts, source, t0, stamp)
+
+    def _features(self, rgb: np.ndarray, sift: SiftConfig | None = None) -> Features:
+        """`query_features`, computed once a frame per recipe (the steps after the prior's share them)."""
+        key = sift or self.sift
+        if key not in self._frame_features:
+            self._frame_features[key] = self.query_features(rgb, key)
+        return self._frame_features[key]
+
+    def _half_sift(self, rgb: np.ndarray) -> SiftConfig | None:
+        """The map's SIFT recipe at `first_scale` (the first look's and the prior's half-scale features); None when
+        the image would be narrower than `first_min_width_px` at that scale."""
+        cfg, (h, w) = self.config, rgb.shape[:2]
+        sift = replace(self.sift, scale=max(0.1, self.sift.scale * cfg.first_scale),
+                       max_side=round(self.sift.max_side * cfg.first_scale))
+        return sift if w * detection_scale(sift, w, h) >= cfg.first_min_width_px else None
 
     def _late(self) -> bool:
         """This frame's time box is spent: no further step or candidate starts."""
@@ -218,7 +231,7 @@ class Verifier:
                 if cfg.first_polish_half and used is not None:  # the look's own features first: no full-scale SIFT
                     answer = polished_look(look, used, cam, self.map, self._forwards(), self._map_side, cfg)
                 if answer is None:
-                    query = used = self.query_features(rgb)
+                    query = used = self._features(rgb)
                     answer = polished_look(look, query, cam, self.map, self._forwards(), self._map_side, cfg)
                 if answer is not None:  # polished already; the attempts hold the published pose
                     attempts[attempts.index(look)], used = answer, None
@@ -295,12 +308,10 @@ class Verifier:
         if self._look_misses >= 2 and self._look_misses % cfg.first_probe_every:
             self._look_misses += 1
             return [], None, None
-        sift = replace(self.sift, scale=max(0.1, self.sift.scale * cfg.first_scale),
-                       max_side=round(self.sift.max_side * cfg.first_scale))
-        h, w = rgb.shape[:2]
-        if w * detection_scale(sift, w, h) < cfg.first_min_width_px:
+        sift = self._half_sift(rgb)
+        if sift is None:
             return [], None, None
-        query = self.query_features(rgb, sift)
+        query = self._features(rgb, sift)
         looks: list[Verification] = []
         answer = None
         for k in ks[: cfg.first_candidates] if len(query) >= cfg.min_inliers else []:

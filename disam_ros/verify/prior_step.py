@@ -1,0 +1,93 @@
+"""A keyframe verified around the pose optical flow already gave it, before the retrieval's candidates are tried.
+
+Why: with verification beside the frame loop (tracking/keyframes.py) most keyframes at camera rate are renewals:
+flow has followed the chain to this very frame, and only the chain's map points need renewing. The retrieval's
+candidates are then a detour: their poses are metres off, so each is matched in a wide window and solved by RANSAC
+among many wrong matches (five candidates, full-scale SIFT: 200-450 ms at night on one core). From the flow pose,
+centimetres off, every map point of the map images around it is predicted within a few pixels, exactly as the SIFT
+polish does from a solved pose (verify/polish.py): matched in that narrow window, pooled and solved once. Half-scale
+features come first (a quarter of full-scale SIFT's cost); full-scale ones only when those pool too few; the usual
+steps only when neither holds.
+
+Where the pooled solve keeps failing (night renewals on the validation town, rain), the step costs a detection the
+usual steps do not make; as with blind first looks, after two misses in a row it is tried only every
+`first_probe_every`-th time until it answers again.
+
+What is published is never the flow pose: it is the pooled solve against the map's points, judged by the usual gate
+against the flow pose that guided it, and kept only with `prior_min_inliers` inliers within `polish_max_shift_m` and
+`polish_max_turn_deg` of it (a flow chain gone astray then finds too few, and the usual steps run).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from disam_ros.geometry import quat_angle_deg, quat_to_rot
+from disam_ros.maps.covisibility import nearest_alike
+from disam_ros.pose.camera import Intrinsics
+from disam_ros.pose.features import Features
+from disam_ros.pose.frames import cam_from_map
+from disam_ros.verify.config import VerifyConfig
+from disam_ros.verify.polish import pooled_pairs
+from disam_ros.verify.result import Verification
+
+
+def prior_attempt(query: Features, prior: tuple[np.ndarray, np.ndarray], cam: Intrinsics, loc_map: Any,
+                  forwards: np.ndarray, map_side: Callable[[int], Any], cfg: VerifyConfig,
+                  solve: Callable[..., Verification], scale: float = 1.0) -> Verification | None:
+    """The pooled solve around `prior` (position, quaternion in the map frame) as this frame's answer, or None when
+    it does not hold (module docstring). `solve(query, pairs, points, k, guide_pos, guide_quat, cam)`: the
+    verifier's solve and gate; `forwards`, `map_side`: as verify/polish.polish_sift takes them; `scale`: the
+    query features' detection scale, a share of the map's (recorded on the answer)."""
+    if cfg.prior_min_inliers <= 0 or len(query) < cfg.min_inliers:
+        return None
+    position, quat = np.asarray(prior[0], np.float64), np.asarray(prior[1], np.float64)
+    ks = nearest_alike(loc_map.positions, forwards, position, quat_to_rot(quat)[:, 2], cfg.polish_images,
+                       cfg.polish_max_view_deg)
+    if not len(ks):
+        return None
+    R, t = cam_from_map(position, quat)
+    pairs, points = pooled_pairs(query, [map_side(int(k)) for k in ks], R, t, cam, cfg.prior_radius * cam.width,
+                                 cfg.ratio)
+    if len(pairs) < cfg.prior_min_inliers:
+        return None
+    v = solve(query, pairs, points, int(ks[0]), position, quat, cam)
+    if not v.verified or v.inliers < cfg.prior_min_inliers \
+            or float(np.linalg.norm(v.position - position)) > cfg.polish_max_shift_m \
+            or float(quat_angle_deg(v.quat, quat)) > cfg.polish_max_turn_deg:
+        return None
+    v.order, v.scale = "around the flow pose", scale
+    return v
+
+
+class PriorStep:
+    """The step for one drive (module docstring): its misses in a row decide whether a frame tries it."""
+
+    def __init__(self, config: VerifyConfig) -> None:
+        self.config = config
+        self.misses = 0
+
+    def reset(self) -> None:
+        self.misses = 0
+
+    def answer(self, verifier: Any, rgb: np.ndarray, prior: tuple[np.ndarray, np.ndarray] | None, cam: Intrinsics
+               ) -> Verification | None:
+        """`verifier`'s answer around `prior` (None: no prior, off, skipped, or it did not hold): half-scale features
+        first, then full-scale, each computed once for the frame (the usual steps reuse them)."""
+        cfg = self.config
+        if prior is None or cfg.prior_min_inliers <= 0 or verifier.features == "learned":
+            return None
+        if self.misses >= 2 and self.misses % cfg.first_probe_every:
+            self.misses += 1
+            return None
+        half = verifier._half_sift(rgb)
+        for sift, scale in ([(half, cfg.first_scale)] if half else []) + [(verifier.sift, 1.0)]:
+            v = prior_attempt(verifier._features(rgb, sift), prior, cam, verifier.map, verifier._forwards(),
+                              verifier._map_side, cfg, verifier._solve, scale)
+            if v is not None:
+                self.misses = 0
+                return v
+        self.misses += 1
+        return None

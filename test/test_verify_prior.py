@@ -1,0 +1,175 @@
+"""A keyframe verified around its own flow pose (verify/prior_step.py) on the shared rendered town: the answer is
+solved against the map's points (metric against where the frame was rendered, not a copy of the guide), it needs
+no retrieval candidate, a guide far from the camera is never taken, and a keyframe posed by flow in the tracker is
+answered this way. Expected values are the render poses and what the verifier gives without a prior."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from disam_ros.geometry import quat_angle_deg, quat_to_rot, rot_to_quat
+from disam_ros.pose.frames import about_y
+from disam_ros.verify.config import VerifyConfig
+
+CFG = VerifyConfig(first_min_width_px=160, first_probe_every=1)  # the 320 px town: half scale is 160 px wide
+
+
+@pytest.fixture(scope="module")
+def town(geometry_world):
+    from disam_ros.data.folders import load_condition, read_image
+    from disam_ros.maps import LocalizationMap
+
+    m = LocalizationMap.load(geometry_world["map"])
+    qf = load_condition(geometry_world["world"], "sunny_repeat", require_poses=True)
+    frames = [(read_image(qf.image_paths[i]), qf.trajectory.positions[i], qf.trajectory.quats[i])
+              for i in range(0, len(qf), 2)]
+    return m, frames
+
+
+def _guide(pos: np.ndarray, quat: np.ndarray, side_m: float, turn_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """A flow pose's kind of error: `side_m` along the camera's x axis and `turn_deg` about its vertical."""
+    R = quat_to_rot(np.asarray(quat, np.float64))
+    return np.asarray(pos, np.float64) + R[:, 0] * side_m, rot_to_quat(R @ about_y(turn_deg))
+
+
+def _far_place(m, pos) -> int:
+    return int(np.argmax(np.linalg.norm(np.asarray(m.positions) - pos, axis=1)))
+
+
+def test_a_frame_is_solved_around_its_flow_pose_without_a_right_candidate(town):
+    """Only a wrong place (the farthest map image) is offered; guided 0.3 m and 1 deg off (outside 0.25 m itself),
+    frames are still verified from the map images around the guide in one attempt, within (0.25 m, 2 deg) of where
+    they were rendered and closer than the guide: solved against the map, not confirmed around the guide."""
+    from disam_ros.verify.verifier import Verifier
+
+    m, frames = town
+    verifier, solved = Verifier(m, CFG), 0
+    for rgb, pos, quat in frames:
+        guide = _guide(pos, quat, 0.3, 1.0)
+        v = verifier.verify(rgb, [_far_place(m, pos)], keyframe=True, prior=guide)
+        if not v.verified:
+            assert not verifier.verify(rgb, [_far_place(m, pos)], keyframe=True).verified
+            continue
+        solved += 1
+        assert v.order == "around the flow pose" and v.tried == 1 and v.inliers >= CFG.prior_min_inliers
+        err = float(np.linalg.norm(v.position - pos))
+        assert err < 0.25 and err < float(np.linalg.norm(guide[0] - pos)) and float(quat_angle_deg(v.quat, quat)) < 2
+        assert v.support is not None and len(v.support.points) >= CFG.min_inliers  # map points for the next frame
+    assert solved >= 5, solved  # of 7 frames of a same-condition repeat drive
+
+
+def test_only_half_scale_features_are_computed_when_they_pool_enough(town, monkeypatch):
+    """Where the half-scale pool holds, the frame costs one detection at half scale; otherwise full scale is
+    detected once and shared by the usual steps (never twice)."""
+    from disam_ros.verify import verifier as vmod
+
+    m, frames = town
+    scales: list[float] = []
+    detect = vmod.detect_sift
+    monkeypatch.setattr(vmod, "detect_sift", lambda rgb, cfg, *a: scales.append(cfg.scale) or detect(rgb, cfg, *a))
+    verifier, half_only = vmod.Verifier(m, CFG), 0
+    for rgb, pos, quat in frames:
+        scales.clear()
+        v = verifier.verify(rgb, [_far_place(m, pos)], keyframe=True, prior=_guide(pos, quat, 0.05, 0.2))
+        assert len(scales) == len(set(scales)) <= 2, scales
+        if v.verified and v.scale == 0.5:
+            assert v.order == "around the flow pose" and scales == [m.map_geometry.sift.scale * 0.5]
+            half_only += 1
+    assert half_only >= 1
+
+
+@pytest.mark.parametrize("how", ["far guide", "off"])
+def test_a_guide_far_from_the_camera_or_the_step_off_changes_nothing(town, how):
+    """A guide at the farthest map image's pose pools too few matches, and `prior_min_inliers` 0 turns the step
+    off: either way the answer is exactly the verifier's without a prior."""
+    from disam_ros.verify.verifier import Verifier
+
+    m, frames = town
+    cfg = CFG if how == "far guide" else replace(CFG, prior_min_inliers=0)
+    for rgb, pos, quat in frames[:4]:
+        k, far = int(np.argmin(np.linalg.norm(np.asarray(m.positions) - pos, axis=1))), _far_place(m, pos)
+        guide = (np.asarray(m.positions[far]), np.asarray(m.quats[far])) if how == "far guide" else \
+            _guide(pos, quat, 0.05, 0.2)
+        got = Verifier(m, cfg).verify(rgb, [k, k + 1], keyframe=True, prior=guide)
+        want = Verifier(m, cfg).verify(rgb, [k, k + 1], keyframe=True)
+        assert got.order != "around the flow pose"
+        assert (got.outcome, got.index, got.inliers, got.tried) == (want.outcome, want.index, want.inliers, want.tried)
+        np.testing.assert_array_equal(got.position, want.position)
+
+
+def test_a_renewal_keyframe_is_answered_around_its_flow_pose(flow_drive):
+    """Keyframes beside the frame loop, the chain renewed after every 2 flow hops: frames 0-1 seed the chain (their
+    keyframes have no pose by flow), later keyframes are renewals of frames flow had posed and are answered
+    around that pose, each within (0.25 m, 2 deg) of where the frame was rendered."""
+    from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
+    from disam_ros.retrieval import SearchConfig
+    from disam_ros.tracking.tracker import Tracker, TrackerConfig
+
+    m, _, frames = flow_drive
+    reloc = Relocalizer.from_map(m.root, RelocalizerConfig(search=SearchConfig(device="cpu"), weather="sunny"))
+    cfg = TrackerConfig(mode="sequence", keyframes=True, keyframe_wait_ms=0.0, verify=replace(CFG, flow_frames=2))
+    tracker = Tracker(reloc, cfg)
+    answers = []
+    solve = tracker._keyframes._solve
+    tracker._keyframes._solve = lambda job: answers.append((job, solve(job))) or answers[-1][1]
+    kf = tracker._keyframes
+    try:
+        for i, (rgb, _, _) in enumerate(frames):
+            tracker.step(rgb, 1000.0 + 0.1 * i)
+            with kf._cv:
+                assert kf._cv.wait_for(lambda: kf._job is None, timeout=60.0)
+    finally:
+        tracker.close()
+        reloc.map.close()
+    stamps = [1000.0 + 0.1 * i for i in range(len(frames))]
+    renewals = [(job, v) for job, v in answers if job.prior is not None]
+    assert [job.prior for job, _ in answers[:2]] == [None, None] and renewals, [job.stamp for job, _ in answers]
+    for job, v in renewals:
+        _, pos, quat = frames[stamps.index(job.stamp)]
+        assert v.verified and v.order == "around the flow pose"
+        assert float(np.linalg.norm(v.position - pos)) < 0.25 and float(quat_angle_deg(v.quat, quat)) < 2.0
+
+
+def test_inline_the_frame_after_the_chains_hops_is_verified_around_its_flow_guess(flow_drive):
+    """Inline, flow_frames 2: frames 0-1 are verified in full (the second gives the chain its speed), 2-3 by flow,
+    and frame 4, whose chain has no hops left, is verified around the pose flow guesses for it, within (0.25 m,
+    2 deg) of where it was rendered (here closer than the flow poses before it, which inherit frame 1's error);
+    with the step off it takes the retrieval's candidates as before."""
+    from disam_ros.verify.verifier import Verifier
+
+    m, k, frames = flow_drive
+    for cfg, want in ((replace(CFG, flow_frames=2), "around the flow pose"),
+                      (replace(CFG, flow_frames=2, prior_min_inliers=0), "usual")):
+        verifier = Verifier(m, cfg, max_speed_mps=15.0)
+        answers = [verifier.verify(rgb, [k, k + 1], stamp=1000.0 + 0.1 * i) for i, (rgb, _, _) in enumerate(frames)]
+        assert [v.order for v in answers] == ["usual", "usual", "optical flow", "optical flow", want]
+        assert all(v.verified for v in answers)
+        v, (_, pos, quat) = answers[-1], frames[-1]
+        assert float(np.linalg.norm(v.position - pos)) < 0.25 and float(quat_angle_deg(v.quat, quat)) < 2.0
+
+
+def test_after_two_misses_in_a_row_the_step_is_tried_every_fourth_frame_until_it_answers(town, monkeypatch):
+    """A guide at the farthest map image never holds: it is tried on frames 1-2, then only on every fourth chance
+    (frames 5 and 9 of 10, as blind first looks); then a guide where the camera is, tried at its turn (frame 13),
+    answers and resets the count."""
+    from disam_ros.verify import prior_step
+    from disam_ros.verify.verifier import Verifier
+
+    m, frames = town
+    calls: list[int] = []
+    attempt = prior_step.prior_attempt
+    monkeypatch.setattr(prior_step, "prior_attempt", lambda *a, **k: calls.append(n) or attempt(*a, **k))
+    verifier = Verifier(m, replace(CFG, first_probe_every=4))
+    rgb, pos, quat = frames[0]
+    far = _far_place(m, pos)
+    guide = (np.asarray(m.positions[far]), np.asarray(m.quats[far]))
+    for n in range(1, 11):  # noqa: B007  (read by the patched prior_attempt)
+        assert verifier.verify(rgb, [far], keyframe=True, prior=guide).order != "around the flow pose"
+    assert sorted(set(calls)) == [1, 2, 5, 9], calls
+    near, orders = _guide(pos, quat, 0.05, 0.2), []
+    for n in (11, 12, 13):  # noqa: B007
+        orders.append(verifier.verify(rgb, [far], keyframe=True, prior=near).order)
+    assert orders[-1] == "around the flow pose" and "around the flow pose" not in orders[:2] and calls[-1] == 13
+    assert verifier._prior.misses == 0
