@@ -131,7 +131,7 @@ class LocalizerClient(DdsPeer):
                                                          QoSProfile(depth=10))
         self.pub_prior = self.node.create_publisher(PoseWithCovarianceStamped, f"{ns}/prior", QoSProfile(depth=5))
         sub = self.node.create_subscription
-        sub(PoseStamped, f"{self.fqn}/pose", self._keyed(self.rx.pose), qos)
+        self.sub_pose = sub(PoseStamped, f"{self.fqn}/pose", self._keyed(self.rx.pose), qos)
         sub(PoseWithCovarianceStamped, f"{self.fqn}/pose_with_covariance", self._keyed(self.rx.pose_cov), qos)
         sub(PoseArray, f"{self.fqn}/candidates", self._keyed(self.rx.candidates), qos)
         sub(String, f"{self.fqn}/loop_closure", self._on_loop, qos)
@@ -230,9 +230,10 @@ class LocalizerClient(DdsPeer):
     # ------------------------------------------------------------------------------------------ send
 
     def wait_for_node(self, compressed: bool, timeout: float = 30.0) -> bool:
-        """Until the node's image subscription and the parameter service are matched (~1.3 s discovery)."""
+        """Until the node's image subscription, its pose publisher and the parameter service are matched (~1.3 s
+        discovery): a pose published before its publisher matches this client is never delivered."""
         pub = self.pub_compressed if compressed else self.pub_image
-        ok = self.wait(lambda: pub.get_subscription_count() > 0, timeout)
+        ok = self.wait(lambda: pub.get_subscription_count() > 0 and self.sub_pose.get_publisher_count() > 0, timeout)
         return bool(ok) and self.param_client.wait_for_service(timeout_sec=timeout)
 
     def publish_raw(self, rgb: np.ndarray | None, stamp: float | tuple[int, int], encoding: str = "rgb8",
