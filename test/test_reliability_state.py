@@ -159,7 +159,7 @@ def test_node_tracking_gives_the_tracker_the_speed_band_for_glitched_frames(tabl
                           verify_belief_sigma_m=2.0, verify_unguided_candidates=0,
                           verify_turn_search_deg=25.0, verify_first_scale=0.5, verify_dense_candidates=2,
                           verify_motion_speed_factor=1.5, verify_flow_frames=0, verify_polish_images=3,
-                          verify_dense_max_tilt_deg=4.0, verify_dense_with_prior=False,
+                          verify_prior_min_inliers=40, verify_dense_max_tilt_deg=4.0, verify_dense_with_prior=False,
                           verify_regate_far_poses=False, verify_features="map",
                           verify_keyframes=False, verify_wait_ms=50.0, verify_budget_ms=0.0)
     node = NodeTracking(reloc, cfg)

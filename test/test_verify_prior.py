@@ -173,3 +173,13 @@ def test_after_two_misses_in_a_row_the_step_is_tried_every_fourth_frame_until_it
         orders.append(verifier.verify(rgb, [far], keyframe=True, prior=near).order)
     assert orders[-1] == "around the flow pose" and "around the flow pose" not in orders[:2] and calls[-1] == 13
     assert verifier._prior.misses == 0
+
+
+def test_the_node_parameter_is_checked():
+    from disam_ros.ros.node_params import check_value
+
+    assert check_value("verify_prior_min_inliers", 0) == 0 and check_value("verify_prior_min_inliers", 40) == 40
+    with pytest.raises(ValueError, match="verify_prior_min_inliers"):
+        check_value("verify_prior_min_inliers", -1)
+    with pytest.raises(ValueError, match="prior_min_inliers"):
+        VerifyConfig(prior_min_inliers=-1)

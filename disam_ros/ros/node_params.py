@@ -31,6 +31,7 @@ MIN_VERIFY_INLIERS = 6  # a 6-DoF pose needs at least this many (disam_ros.verif
 OFF_AT_ZERO = {"verify_track_frames": "no map-point tracking", "verify_unguided_candidates": "guided matching only",
                "verify_dense_candidates": "no dense search", "verify_belief_sigma_m": "off, metres",
                "verify_polish_images": "no polish", "verify_flow_frames": "no optical-flow tracking",
+               "verify_prior_min_inliers": "no search around the flow pose",
                "verify_motion_speed_factor": "no motion check"}  # parameters >= 0 that 0 turns off
 TOPIC_RE = re.compile(r"(?:~/|/)?[A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)*")
 NAN = float("nan")
@@ -116,6 +117,9 @@ PARAMETERS: tuple[Param, ...] = (
           "images around it, within 3 % of the width of where it puts their points, and solved from the pooled "
           "matches; kept when as well supported and within 0.5 m / 2 deg (a more exact pose; docs/pose.md); "
           "0 = off.", constraints=">= 0"),
+    Param("verify_prior_min_inliers", 40, "A frame optical flow posed but does not answer (its chain is spent; a "
+          "renewal keyframe) is first matched around its flow pose against the 3 map images nearest it and "
+          "answered by that solve when it holds this many inliers (docs/pose.md); 0 = off.", constraints=">= 0"),
     Param("verify_regate_far_poses", True, "A pose (SIFT) refused only for lying over 10 m / 20 deg from the map "
           "image that guided it is judged again at itself: up to 2 map images near it matched and solved, verified "
           "when one passes the gate and agrees within 0.5 m / 2 deg (held out: precision unchanged; docs/pose.md)."),
@@ -213,6 +217,7 @@ class LocalizerConfig:
     verify_motion_speed_factor: float
     verify_flow_frames: int
     verify_polish_images: int
+    verify_prior_min_inliers: int
     verify_dense_max_tilt_deg: float
     verify_regate_far_poses: bool
     verify_features: str

@@ -54,6 +54,7 @@ class NodeTracking:
                               gradient_with_prior=cfg.verify_dense_with_prior,
                               first_scale=cfg.verify_first_scale, motion_speed_factor=cfg.verify_motion_speed_factor,
                               flow_frames=cfg.verify_flow_frames, polish_images=cfg.verify_polish_images,
+                              prior_min_inliers=cfg.verify_prior_min_inliers,
                               regate_far_poses=cfg.verify_regate_far_poses,
                               verify_features=cfg.verify_features, budget_ms=cfg.verify_budget_ms)
         self.tracker = Tracker(reloc, TrackerConfig(mode=cfg.mode, sequence=seq, standstill_ratio=cfg.standstill_ratio,
