@@ -203,6 +203,7 @@ class VerifyConfig:
                   ("covariance_scale", self.covariance_scale >= 1.0),
                   ("covariance_ref_inliers", self.covariance_ref_inliers >= 0),
                   ("track_frames", self.track_frames >= 0), ("prior_min_inliers", self.prior_min_inliers >= 0),
+                  ("prior_radius", 0.0 < self.prior_radius <= 1.0),
                   ("track_max_gap_s", self.track_max_gap_s > 0),
                   ("track_radius_px", self.track_radius_px > 0), ("belief_sigma_m", self.belief_sigma_m >= 0),
                   ("belief_floor", 0 < self.belief_floor <= 1), ("unguided_candidates", self.unguided_candidates >= 0),

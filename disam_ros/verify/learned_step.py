@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from disam_ros.geometry import quat_angle_deg, quat_to_rot
-from disam_ros.maps.covisibility import nearest_alike
+from disam_ros.geometry import quat_angle_deg
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.features import Features
 from disam_ros.pose.frames import cam_from_map
@@ -33,7 +32,7 @@ from disam_ros.pose.learned import detect_learned, load_net
 from disam_ros.pose.solver import SolverConfig, solve_absolute_pose
 from disam_ros.verify.config import FEATURE_CHOICES, VerifyConfig
 from disam_ros.verify.gate import agreeing, verified_or
-from disam_ros.verify.polish import pooled_pairs
+from disam_ros.verify.polish import pooled_around
 from disam_ros.verify.result import Verification
 
 CACHE = 32  # map images whose learned keypoints and points are kept ready (~0.7 MB each at 2000 keypoints)
@@ -127,11 +126,8 @@ def sift_refined(v: Verification, query: Features | None, cam: Intrinsics, loc_m
     if not v.verified or v.features != "learned" or query is None or cfg.learned_sift_radius <= 0 \
             or len(query) < cfg.min_agreeing_inliers:
         return v
-    ks = nearest_alike(loc_map.positions, forwards, v.position, quat_to_rot(v.quat)[:, 2], max(cfg.polish_images, 1),
-                       cfg.polish_max_view_deg)
-    R, t = cam_from_map(v.position, v.quat)
-    pairs, points = pooled_pairs(query, [map_side(int(k)) for k in ks], R, t, cam, cfg.learned_sift_radius * cam.width,
-                                 cfg.ratio)
+    _, pairs, points = pooled_around(query, v.position, v.quat, cam, loc_map, forwards, map_side, cfg,
+                                     cfg.learned_sift_radius, max(cfg.polish_images, 1))
     solver = SolverConfig(max_error_px=cfg.max_error_px, min_inliers=cfg.min_agreeing_inliers,
                           sigma_floor_px=cfg.sigma_floor_px)
     if len(pairs) < solver.min_inliers:

@@ -59,6 +59,19 @@ def pooled_pairs(query: Features, sides: list[Any], R: np.ndarray, t: np.ndarray
     return pairs_all[np.sort(first)], np.concatenate(points)
 
 
+def pooled_around(query: Features, position: np.ndarray, quat: np.ndarray, cam: Intrinsics, loc_map: Any,
+                  forwards: np.ndarray, map_side: Callable[[int], Any], cfg: VerifyConfig, radius: float,
+                  images: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`pooled_pairs` around a pose against the `images` map images nearest it that look within
+    `polish_max_view_deg` of it, each map point searched within `radius` (share of the width) of where the pose
+    puts it: (map image indices nearest first, pairs, points). What the SIFT polish, the learned pose's SIFT
+    refinement and the search around a flow pose (verify/prior_step.py) match."""
+    ks = nearest_alike(loc_map.positions, forwards, position, quat_to_rot(quat)[:, 2], images, cfg.polish_max_view_deg)
+    R, t = cam_from_map(position, quat)
+    pairs, points = pooled_pairs(query, [map_side(int(k)) for k in ks], R, t, cam, radius * cam.width, cfg.ratio)
+    return np.asarray(ks), pairs, points
+
+
 def polish_sift(v: Verification, query: Features, cam: Intrinsics, loc_map: Any, forwards: np.ndarray,
                 map_side: Callable[[int], Any], cfg: VerifyConfig) -> Verification:
     """`v` (verified, solved from `query`'s keypoints), its pose replaced in place by the pooled solve when that
@@ -67,11 +80,8 @@ def polish_sift(v: Verification, query: Features, cam: Intrinsics, loc_map: Any,
     descriptors and points (the verifier's cache)."""
     if cfg.polish_images <= 0 or not v.verified or len(query) < cfg.min_inliers:
         return v
-    forward = quat_to_rot(v.quat)[:, 2]
-    ks = nearest_alike(loc_map.positions, forwards, v.position, forward, cfg.polish_images, cfg.polish_max_view_deg)
-    R, t = cam_from_map(v.position, v.quat)
-    pairs, points = pooled_pairs(query, [map_side(int(k)) for k in ks], R, t, cam, cfg.polish_radius * cam.width,
-                                 cfg.ratio)
+    _, pairs, points = pooled_around(query, v.position, v.quat, cam, loc_map, forwards, map_side, cfg,
+                                     cfg.polish_radius, cfg.polish_images)
     solver = SolverConfig(max_error_px=cfg.polish_max_error_px, min_inliers=cfg.min_inliers,
                           sigma_floor_px=cfg.sigma_floor_px)
     if len(pairs) < max(v.inliers, solver.min_inliers):

@@ -1,7 +1,7 @@
 """A keyframe verified around the pose optical flow already gave it, before the retrieval's candidates are tried.
 
-Why: with verification beside the frame loop (tracking/keyframes.py) most keyframes at camera rate are renewals:
-flow has followed the chain to this very frame, and only the chain's map points need renewing. The retrieval's
+Why: a frame whose flow chain is spent (inline), or a keyframe that renews a chain (tracking/keyframes.py), has
+already been posed by flow, centimetres off; only the chain's map points need renewing. The retrieval's
 candidates are then a detour: their poses are metres off, so each is matched in a wide window and solved by RANSAC
 among many wrong matches (five candidates, full-scale SIFT: 200-450 ms at night on one core). From the flow pose,
 centimetres off, every map point of the map images around it is predicted within a few pixels, exactly as the SIFT
@@ -24,13 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from disam_ros.geometry import quat_angle_deg, quat_to_rot
-from disam_ros.maps.covisibility import nearest_alike
+from disam_ros.geometry import quat_angle_deg
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.features import Features
-from disam_ros.pose.frames import cam_from_map
 from disam_ros.verify.config import VerifyConfig
-from disam_ros.verify.polish import pooled_pairs
+from disam_ros.verify.polish import pooled_around
 from disam_ros.verify.result import Verification
 
 
@@ -41,17 +39,12 @@ def prior_attempt(query: Features, prior: tuple[np.ndarray, np.ndarray], cam: In
     it does not hold (module docstring). `solve(query, pairs, points, k, guide_pos, guide_quat, cam)`: the
     verifier's solve and gate; `forwards`, `map_side`: as verify/polish.polish_sift takes them; `scale`: the
     query features' detection scale, a share of the map's (recorded on the answer)."""
-    if cfg.prior_min_inliers <= 0 or len(query) < cfg.min_inliers:
+    if len(query) < cfg.min_inliers:
         return None
     position, quat = np.asarray(prior[0], np.float64), np.asarray(prior[1], np.float64)
-    ks = nearest_alike(loc_map.positions, forwards, position, quat_to_rot(quat)[:, 2], cfg.polish_images,
-                       cfg.polish_max_view_deg)
-    if not len(ks):
-        return None
-    R, t = cam_from_map(position, quat)
-    pairs, points = pooled_pairs(query, [map_side(int(k)) for k in ks], R, t, cam, cfg.prior_radius * cam.width,
-                                 cfg.ratio)
-    if len(pairs) < cfg.prior_min_inliers:
+    ks, pairs, points = pooled_around(query, position, quat, cam, loc_map, forwards, map_side, cfg, cfg.prior_radius,
+                                      cfg.polish_images)
+    if not len(ks) or len(pairs) < cfg.prior_min_inliers:
         return None
     v = solve(query, pairs, points, int(ks[0]), position, quat, cam)
     if not v.verified or v.inliers < cfg.prior_min_inliers \
