@@ -13,7 +13,9 @@ import logging
 import os
 import sys
 
-DEFAULT_MAX_THREADS = 2  # docs/benchmarks.md, "CPU threads": beyond 2 no workload here got faster
+# docs/benchmarks.md, "CPU threads": on the 2-core machine nothing got faster beyond 2; a dedicated 16-core host
+# was faster at 16, but a vehicle's computer shares its cores, so the default stays small
+DEFAULT_MAX_THREADS = 2
 log = logging.getLogger(__name__)
 
 
