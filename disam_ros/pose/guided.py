@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree  # at import: a first call that imports scipy costs 0.35 s
 
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.frames import project
@@ -77,8 +78,6 @@ def _sparse_match(q: np.ndarray, p: np.ndarray, query_desc: np.ndarray, map_desc
     """guided_match's pairs for a narrow radius: every (query, map) pair within `radius` px listed by a k-d tree,
     its similarity taken, then best / runner-up per query keypoint and best query keypoint per map keypoint by
     sorting (ties to the lowest index, as in the cell path)."""
-    from scipy.spatial import cKDTree
-
     ok = np.flatnonzero(np.isfinite(p).all(axis=1))
     if len(ok) == 0:
         return np.zeros((0, 2), np.int64)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial import cKDTree  # at import: a first call that imports scipy costs 0.35 s
 
 
 def support_pairs(inliers: np.ndarray, keypoints: np.ndarray, predicted: np.ndarray, radius_px: float
@@ -11,8 +12,6 @@ def support_pairs(inliers: np.ndarray, keypoints: np.ndarray, predicted: np.ndar
     claims (nearest first). Why more than the inliers: they were the few points whose descriptors matched
     across conditions; the next frame matches this frame's own descriptors (same condition), so any point the
     accurate pose places on a keypoint is worth carrying, and 50 inliers alone thin out within a frame or two."""
-    from scipy.spatial import cKDTree
-
     taken_q, taken_m = set(inliers[:, 0].tolist()), set(inliers[:, 1].tolist())
     extra_q, extra_m = [], []
     ok = np.flatnonzero(np.isfinite(predicted).all(axis=1))
