@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TF2    := $(VENV)/.tf2_msgs
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= -n 2  # empty: one process
 
 .PHONY: venv test lint bench demo clean
 
@@ -26,7 +27,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: venv
 	$(VENV)/bin/disam-bench all

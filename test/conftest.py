@@ -1,6 +1,7 @@
 """Test-session environment: DDS stays on loopback with a private domain, before anything creates an rclpy context."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,12 @@ from disam_ros.ros import env as dds_env
 # Must happen before any test creates an rclpy context (rclpy reads these then); node processes the tests start
 # inherit them. Explicit, because importing disam_ros.ros changes nothing: the package's own tests export
 # loopback discovery and a private random ROS_DOMAIN_ID (never the user's domain, never the network).
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: each worker its own domain, apart from the others'
+    _worker = int(os.environ["PYTEST_XDIST_WORKER"].lstrip("gw") or 0)
+    _low, _high = dds_env.PRIVATE_DOMAINS
+    _base = int(os.environ.get(dds_env.PRIVATE_MARKER) or _low)
+    os.environ[dds_env.DOMAIN_VAR] = os.environ[dds_env.PRIVATE_MARKER] = str(
+        _low + (_base - _low + 1 + _worker) % (_high - _low + 1))
 dds_env.isolated_env()
 
 REPO = Path(__file__).resolve().parents[1]
