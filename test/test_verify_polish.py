@@ -151,7 +151,7 @@ def test_on_rendered_frames_the_polish_moves_only_the_pose_and_stays_metric(geom
     from disam_ros.verify.verifier import Verifier
 
     m = LocalizationMap.load(geometry_world["map"])
-    cfg = VerifyConfig(flow_frames=0, first_scale=1.0)
+    cfg = VerifyConfig(flow_frames=0, first_scale=1.0, candidate_polish_inliers=0)  # every candidate tried
     on, off = Verifier(m, cfg), Verifier(m, replace(cfg, polish_images=0))
     qf = load_condition(geometry_world["world"], "sunny_repeat", require_poses=True)
     errors, polished = {"on": [], "off": []}, 0
@@ -173,3 +173,44 @@ def test_on_rendered_frames_the_polish_moves_only_the_pose_and_stays_metric(geom
         assert errors["on"][-1] < 0.25 and float(quat_angle_deg(a.quat, quat)) < 2.0
     assert polished >= 5, polished
     assert np.median(errors["on"]) <= np.median(errors["off"]) + 0.005, errors
+
+
+def test_a_first_verified_candidate_its_polish_confirms_ends_the_search(geometry_world):
+    """candidate_polish_inliers, on the shared town's repeat drive, candidates in two orders (ground-truth nearest
+    first; its neighbour first, as a retrieval one image off gives them): where the first verified candidate's
+    pooled solve holds the threshold, no candidate after it is tried and the answer is that polished pose;
+    otherwise both try the same candidates. Nearest first, the answers are those of trying every candidate; a
+    neighbour confirmed first stays within the polish's shift cap of them and within (0.3 m, 2 deg) of the
+    rendering (there, up to 0.13 m worse than trying every candidate: the price of stopping)."""
+    from dataclasses import replace
+
+    from disam_ros.data.folders import load_condition, read_image
+    from disam_ros.maps import LocalizationMap
+    from disam_ros.verify.verifier import Verifier
+
+    m = LocalizationMap.load(geometry_world["map"])
+    cfg = VerifyConfig(flow_frames=0, first_scale=1.0)
+    stop, every = Verifier(m, cfg), Verifier(m, replace(cfg, candidate_polish_inliers=0))
+    qf = load_condition(geometry_world["world"], "sunny_repeat", require_poses=True)
+    stopped = 0
+    for i in range(len(qf)):
+        pos, quat = qf.trajectory.positions[i], qf.trajectory.quats[i]
+        k = int(np.argmin(np.linalg.norm(np.asarray(m.positions) - pos, axis=1)))
+        rgb = read_image(qf.image_paths[i])
+        for nearest_first, ks in ((True, [k, k + 1, k - 1]), (False, [k + 1, k, k - 1])):
+            a, b = stop.verify(rgb, ks), every.verify(rgb, ks)
+            assert a.verified == b.verified
+            if not a.verified:
+                continue
+            first = next(n for n, v in enumerate(b.attempts) if v.verified)
+            if len(a.attempts) < len(b.attempts):
+                stopped += 1
+                assert len(a.attempts) == first + 1 and a.polished >= cfg.candidate_polish_inliers
+                assert a.index == b.attempts[first].index
+            else:
+                assert [v.index for v in a.attempts] == [v.index for v in b.attempts]
+            if nearest_first and a.index == b.index:
+                np.testing.assert_allclose(a.position, b.position, atol=1e-9)
+            assert float(np.linalg.norm(a.position - b.position)) <= cfg.polish_max_shift_m
+            assert float(np.linalg.norm(a.position - pos)) < 0.3 and float(quat_angle_deg(a.quat, quat)) < 2.0
+    assert stopped >= 3, stopped

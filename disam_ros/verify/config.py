@@ -54,6 +54,11 @@ class VerifyConfig:
     #                                 full-scale features, the pooled solve holds this many inliers (0 = off; 60
     #                                 chosen on validation town 7: dusk 200 -> 150 ms a frame, no frame lost; held
     #                                 out towns 11 / 0: fog 178 -> 125 / 156 -> 135 ms, every figure unchanged)
+    candidate_polish_inliers: int = 60  # the first full-scale candidate that verifies is the answer when, polished,
+    #                                     the pooled solve holds this many inliers: the candidates after it would
+    #                                     only compete for the same place (0 = off, every candidate tried; 30 Hz
+    #                                     keyframes: validation town 7 fog 210 -> 186 ms, held out town 11 fog
+    #                                     182 -> 148 ms, every accuracy figure the same; docs/notes/pose.md)
     first_polish_half: bool = True  # ... polished first with the look's own half-scale features, full-scale SIFT
     #                                 (~100 ms of a 640x480 frame) only when that pool holds fewer (validation towns
     #                                 7 / 101: dusk median 208 -> 207 / 194 -> 68 ms, every accuracy figure the same)
@@ -243,6 +248,7 @@ class VerifyConfig:
                   ("first_max_std_m", self.first_max_std_m > 0), ("first_candidates", self.first_candidates >= 1),
                   ("first_probe_every", self.first_probe_every >= 1),
                   ("first_polish_inliers", self.first_polish_inliers >= 0),
+                  ("candidate_polish_inliers", self.candidate_polish_inliers >= 0),
                   ("first_max_trials", self.first_max_trials >= 100),
                   ("motion_speed_factor", self.motion_speed_factor >= 0),
                   ("flow_frames", self.flow_frames >= 0), ("flow_max_step_m", self.flow_max_step_m >= 0),

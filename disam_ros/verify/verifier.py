@@ -10,10 +10,10 @@ most matches, so the retrieval's top few places are tried, best inlier count kep
 
 The gate (what "verified" means; thresholds in VerifyConfig, chosen on a development town, not the demo's):
 enough RANSAC inliers, and enough of the guided matches among them (or, weaker alone, two candidates whose
-separately solved poses agree); a solved position no less certain than
-`max_position_std_m`; a pose near the candidate that guided it (within `max_shift_m` and `max_turn_deg`: the
-guided matches were chosen where that pose projects the map points, so a solution far from it fits noise; with
-`regate_far_poses`, one failing only that is judged again at itself: verify/regate.py).
+separately solved poses agree); a solved position no less certain than `max_position_std_m`; a pose near the
+candidate that guided it (within `max_shift_m` and `max_turn_deg`: the guided matches were chosen where that pose
+projects the map points, so a solution far from it fits noise; with `regate_far_poses`, one failing only that is
+judged again at itself: verify/regate.py).
 A pose that fails the gate is reported with its reason (`outcome`) and never replaces the retrieval's answer.
 
 Cameras that look from elsewhere (`turn_search_deg`, `unguided_candidates`): the best candidate guides again turned
@@ -26,17 +26,17 @@ A first look at reduced scale (`first_scale`): the candidates are first tried wi
 answer, so only frames no look answers (night, fog, rain, snow) pay for the full-scale steps (docs/pose.md). A
 verified look that is not sure is polished (verify/polish.py), with its own features before full-scale ones.
 
-Map-point tracking (`track_frames` > 0): a verified frame hands its inliers (its keypoints, their descriptors and
-the MAP points they matched) to the next frame, whose keypoints are matched to them when its own candidates do
-not verify: consecutive frames of one drive match each other well across conditions, and the points stay the
-map's, so nothing drifts the way visual odometry does. The chain ends after `track_frames` frames without a
-map-verified one, after a gap of `track_max_gap_s`, or when too few points survive.
+Map-point tracking (`track_frames` > 0): a verified frame hands its inliers (keypoints, descriptors, the MAP points
+they matched) to the next frame, matched to them when its own candidates do not verify: consecutive frames match
+each other well across conditions, and the points stay the map's, so nothing drifts as visual odometry does. The
+chain ends after `track_frames` frames without a map-verified one, a gap of `track_max_gap_s`, or too few points.
 
 Around the flow pose (`prior_min_inliers`, verify/prior_step.py): a frame optical flow posed but does not answer (its
 chain's hops are spent; a renewal keyframe) is first matched around that pose against the map images near it.
 
 A verified SIFT pose is then polished (`polish_images`, verify/polish.py): matched again from itself, in a narrow
-window, against the map images around it, and replaced by the pooled solve when that stays near it.
+window, against the map images around it, and replaced by the pooled solve when that stays near it. The first
+full-scale candidate to verify is polished at once: a pool of `candidate_polish_inliers` ends the search.
 
 The dense search (`gradient_candidates`, verify/gradient_search.py) is the last resort, except on drives only it
 verifies (rain, snow, fog): there it runs first, or SIFT's steps are skipped (verify/order.py).
@@ -179,8 +179,8 @@ class Verifier:
         flow = self.chain.follow(grey, stamp, cam)  # verify/flow_chain.py; else a guide for prior_step.py:
         flow = flow or self._prior.answer(self, rgb, prior or self.chain.guess(grey, stamp, cam), cam)
         best, attempts, used = (flow, [flow], None) if flow is not None else \
-            self._steps(rgb, ks, cam, previous, stamp, dense)
-        if best.verified and used is not None and not best.dense and not self._late():
+            self._steps(rgb, ks, cam, previous, stamp, dense, keyframe)
+        if best.verified and used is not None and not best.dense and not best.polished and not self._late():
             best = polish_sift(best, used, cam, self.map, self._forwards(), self._map_side, self.config)
         best.order = "optical flow" if best.flow else best.order if flow is not None else self._order.last
         best.timed_out = self._late()
@@ -208,11 +208,11 @@ class Verifier:
         return time.perf_counter() > self._deadline
 
     def _steps(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, previous: PointTrack | None, stamp: float,
-               dense: bool = True) -> tuple[Verification, list[Verification], Features | None]:
-        """The steps in the order this frame gets (verify/order.py): the dense search first after frames only it
-        verified; the first look and the full-scale SIFT steps unless a run of frames they failed skips them; the
-        dense search last when it did not run first. Returns the answer, every attempt and the query features
-        the answer was solved from (None: no SIFT step answered)."""
+               dense: bool = True, keyframe: bool = False
+               ) -> tuple[Verification, list[Verification], Features | None]:
+        """The steps in the order verify/order.py gives (a `keyframe` only tracking answered leaves its counts): dense
+        search first after frames only it verified; first look and full-scale SIFT unless a run of frames they failed
+        skips them; dense search last if not first. Returns answer, attempts, the answer's query features (or None)."""
         cfg, order = self.config, self._order
         order.begin()
         dense_on = dense and cfg.gradient_candidates > 0 and self.map.map_geometry.gradients is not None and bool(ks)
@@ -238,7 +238,7 @@ class Verifier:
                 best = answer or (self._sift_steps(query, ks, cam, previous, stamp, attempts)
                                   if len(query) >= cfg.min_inliers else Verification("no_features"))
             best = answer or best
-            order.sift_ran(best.verified)
+            order.sift_ran(best.verified, tracked=keyframe and best.verified and best.hops > 0)
         if self.learned is not None and not best.verified and not self._late():
             found, answer = self.learned.attempts(rgb, ks, self.map.positions, self.map.quats, cam, self._solve)
             attempts += found
@@ -254,16 +254,22 @@ class Verifier:
 
     def _sift_steps(self, query: Features, ks: list[int], cam: Intrinsics, previous: PointTrack | None,
                     stamp: float, attempts: list[Verification]) -> Verification:
-        """The full-scale steps in order (candidates guided by their poses, two agreeing, turned guides, far poses
-        judged at themselves, unguided, tracking), each only when those before verified nothing; their attempts
-        appended to `attempts`."""
-        cfg = self.config
+        """The full-scale steps in order (candidates guided by their poses, up to the first verified one its polish
+        confirms; two agreeing, turned guides, far poses judged at themselves, unguided, tracking), each only when
+        those before verified nothing; their attempts appended to `attempts`."""
+        cfg, polished = self.config, False
         for n, k in enumerate(ks):
             if n and self._late():
                 break
             attempts.append(self._attempt(query, k, cam))
             if attempts[-1].verified and attempts[-1].inliers >= cfg.enough_inliers:
                 break
+            if attempts[-1].verified and not polished:  # the first verified one, confirmed around itself: the
+                polished, answer = True, polished_look(attempts[-1], query, cam, self.map, self._forwards(),
+                                                       self._map_side, cfg, cfg.candidate_polish_inliers)
+                if answer is not None:  # candidates after it would only compete for the same place
+                    attempts[-1] = answer
+                    return answer
         best = max(attempts, key=lambda v: (v.verified, v.inliers), default=Verification("too_few_inliers"))
         if not best.verified:
             best = agreeing(attempts, cfg) or best

@@ -1,0 +1,48 @@
+"""verify/order.StepOrder, frame by frame by hand: which steps a frame runs after the frames before it, and that a
+keyframe answered only by map-point tracking (`tracked`) leaves both counts where they were (at night, tracking
+answers every other keyframe from the dense search's points; counted as SIFT verifying, it kept the dense search
+last)."""
+from __future__ import annotations
+
+from disam_ros.verify.config import VerifyConfig
+from disam_ros.verify.order import StepOrder
+
+
+def _frame(order: StepOrder, sift_verified: bool, dense_verified: bool, tracked: bool = False) -> tuple[bool, bool]:
+    """One frame through the order's questions as Verifier._steps asks them; returns (dense first, SIFT ran)."""
+    order.begin()
+    first = order.dense_first()
+    if first and dense_verified:
+        order.dense_verified()
+        return True, False
+    ran = order.sift()
+    if ran:
+        order.sift_ran(sift_verified or tracked, tracked=tracked and not sift_verified)
+    if not (ran and (sift_verified or tracked)) and dense_verified:
+        order.dense_verified()
+    return first, ran
+
+
+def test_dense_only_frames_put_the_dense_search_first_and_tracked_frames_do_not_interrupt_the_run():
+    order = StepOrder(VerifyConfig(gradient_first_after=2, gradient_first_probe_every=4, gradient_skip_sift_after=0))
+    assert _frame(order, False, True) == (False, True)  # 1 frame only the dense search verified
+    assert _frame(order, False, False, tracked=True) == (False, True)  # tracking only: still 1
+    assert order.dense_only == 1 and order.last == "usual"
+    assert _frame(order, False, True) == (False, True)  # 2
+    # n counted so far: first unless (n - 2 + 1) % 4 == 0, i.e. n = 2, 3, 4 first, n = 5 the probe
+    assert _frame(order, False, True) == (True, False) and order.last == "dense first"
+    assert [_frame(order, False, True) for _ in range(3)] == [(True, False), (True, False), (False, True)]
+    assert order.last == "usual" and order.dense_only == 6  # the probe's SIFT failed, the dense search verified
+    # a frame SIFT verified against the map ends the run
+    _frame(order, True, False)
+    assert order.dense_only == 0 and _frame(order, False, True) == (False, True)
+
+
+def test_tracked_frames_neither_count_as_sift_failures_nor_end_a_run_of_them():
+    order = StepOrder(VerifyConfig(gradient_first_after=0, gradient_skip_sift_after=2, gradient_first_probe_every=2))
+    assert _frame(order, False, False) == (False, True)  # SIFT failed: 1
+    assert _frame(order, False, False, tracked=True) == (False, True)  # tracked: still 1
+    assert order.sift_fails == 1
+    assert _frame(order, False, False) == (False, True)  # 2
+    assert _frame(order, False, True) == (False, False) and order.last == "SIFT skipped"  # 1st skip
+    assert _frame(order, False, True) == (False, True)  # 2nd skip is a probe
