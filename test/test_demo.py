@@ -14,6 +14,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 ASSETS = Path(__file__).resolve().parents[1] / "disam_ros" / "assets"
 
 
+@pytest.mark.long
 def test_quick_demo_from_nothing(tmp_path):
     for name in ("demo_coarse.pt", "demo_fine.pt"):
         assert (ASSETS / name).is_file(), f"shipped demo weights missing: {ASSETS / name}"

@@ -43,6 +43,7 @@ def test_online_equals_offline(tiny_eval_world, tmp_path):
     assert counts["/disam_localizer/loop_closure"] == counts["/disam_localizer/pose"] == 20
 
 
+@pytest.mark.long
 def test_paced_replay_answers_every_frame_of_a_slow_node(tiny_eval_world, tmp_path):
     """A node made slow on purpose (max_rate_hz: at most 4 frames a second) drops most frames of a drive replayed
     as fast as possible; paced by its answers (the default) it drops none and answers every frame, and a frame

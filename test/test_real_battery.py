@@ -70,6 +70,7 @@ def test_model_encoders_day_for_the_map_condition_or_fallback_for_queries():
 
 
 @pytest.mark.skipif(not (SHARED / "nordland_trimmed_dev").is_dir(), reason="needs ../shared/data (real images)")
+@pytest.mark.long
 def test_nordland_parts_are_trainings_and_the_ci_subset_runs(tmp_path):
     sets = {s.name: s for s in R.real_sets(SHARED, quick=False) if s.name.startswith("nordland")}
     val, test = sets["nordland_val"], sets["nordland_test"]
