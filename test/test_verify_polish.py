@@ -193,7 +193,7 @@ def test_a_first_verified_candidate_its_polish_confirms_ends_the_search(geometry
     stop, every = Verifier(m, cfg), Verifier(m, replace(cfg, candidate_polish_inliers=0))
     qf = load_condition(geometry_world["world"], "sunny_repeat", require_poses=True)
     stopped = 0
-    for i in range(len(qf)):
+    for i in range(0, len(qf), 2):  # every other frame: 7 of 14
         pos, quat = qf.trajectory.positions[i], qf.trajectory.quats[i]
         k = int(np.argmin(np.linalg.norm(np.asarray(m.positions) - pos, axis=1)))
         rgb = read_image(qf.image_paths[i])
