@@ -149,7 +149,8 @@ def test_node_reports_the_recognised_condition_over_dds(node_world, tmp_path):
         assert client.wait_for_node(False, timeout=60.0), log.read_text()[-3000:]
         for rgb, stamp in snow[:6]:
             client.publish_raw(rgb, stamp)
-        d = client.wait_diagnostics(lambda d: d.get("recognised_domain") == "snow", 20.0)
+        # the recogniser's fields are read at the diagnostics tick, the domain after the frame: wait for both
+        d = client.wait_diagnostics(lambda d: d.get("recognised_domain") == "snow" and d.get("domain") == "snow", 20.0)
         assert d is not None, (client.rx.diagnostics[-1:], log.read_text()[-3000:])
         assert d["condition_source"] == "auto" and d["domain"] == "snow"
         assert d["domain_reason"].startswith("auto: recognised snow") and 0.5 < float(d["recognised_probability"]) <= 1
