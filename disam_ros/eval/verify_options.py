@@ -44,6 +44,9 @@ VERIFY_OPTIONS = (
     ("--first-max-trials", "first_max_trials", positive_int, "... the look's RANSAC trials at most"),
     ("--first-polish-half", "first_polish_half", on_off, "... a verified look that is not sure is polished with "
      "its own half-scale features before full-scale SIFT is computed (on/off)"),
+    ("--candidate-polish-inliers", "candidate_polish_inliers", non_negative_int, "the first full-scale candidate "
+     "that verifies is polished at once and is the answer when the pooled solve holds this many inliers (0: off, "
+     "every candidate tried)"),
     ("--polish-images", "polish_images", non_negative_int, "a verified SIFT pose is matched again from itself "
      "against this many map images around it and solved from the pooled matches (0: off)"),
     ("--polish-radius", "polish_radius", positive_float, "... each map point searched within this share of the "

@@ -264,12 +264,11 @@ class Verifier:
             attempts.append(self._attempt(query, k, cam))
             if attempts[-1].verified and attempts[-1].inliers >= cfg.enough_inliers:
                 break
-            if attempts[-1].verified and not polished:  # the first verified one, confirmed around itself: the
-                polished, answer = True, polished_look(attempts[-1], query, cam, self.map, self._forwards(),
-                                                       self._map_side, cfg, cfg.candidate_polish_inliers)
-                if answer is not None:  # candidates after it would only compete for the same place
-                    attempts[-1] = answer
-                    return answer
+            if cfg.candidate_polish_inliers and attempts[-1].verified and not polished:
+                polished = True  # the first verified one, polished in place (verify() does not polish it again)
+                v = polish_sift(attempts[-1], query, cam, self.map, self._forwards(), self._map_side, cfg)
+                if v.polished >= cfg.candidate_polish_inliers:  # confirmed: the rest would compete for its place
+                    return v
         best = max(attempts, key=lambda v: (v.verified, v.inliers), default=Verification("too_few_inliers"))
         if not best.verified:
             best = agreeing(attempts, cfg) or best
