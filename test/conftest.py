@@ -20,6 +20,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: each worker its own 
     _base = int(os.environ.get(dds_env.PRIVATE_MARKER) or _low)
     os.environ[dds_env.DOMAIN_VAR] = os.environ[dds_env.PRIVATE_MARKER] = str(
         _low + (_base - _low + 1 + _worker) % (_high - _low + 1))
+    # ... and its own share of the cores (processes it starts inherit it): torch and faiss then size their thread
+    # pools to that share (disam_ros.threads), where two workers of two threads each on two cores stalled each other
+    _count, _cpus = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1), sorted(os.sched_getaffinity(0))
+    if 1 < _count <= len(_cpus):
+        os.sched_setaffinity(0, _cpus[_worker::_count])
 dds_env.isolated_env()
 
 REPO = Path(__file__).resolve().parents[1]
