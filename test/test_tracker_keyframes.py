@@ -78,7 +78,8 @@ def test_a_frame_waits_for_its_keyframe_within_the_wait(flow_drive):
 def test_a_late_keyframe_catches_up_through_the_frames_seen_since(flow_drive):
     """A keyframe solved at frame 0 and settled after frames 1-4 were seen: its seed follows them one by one to
     frame 4 (4 hops), and the chain's pose there is frame 4's within (0.25 m, 2 deg); the same settle with no
-    frames since leaves the seed at frame 0."""
+    frames since leaves the seed at frame 0. Frames 3-4 arriving only while it follows 1-2 are followed too (a
+    catch-up over the frames seen when it began would end at frame 2)."""
     from disam_ros.pose.features import to_grey
     from disam_ros.verify.config import VerifyConfig
     from disam_ros.verify.verifier import Verifier
@@ -86,7 +87,15 @@ def test_a_late_keyframe_catches_up_through_the_frames_seen_since(flow_drive):
     m, k, frames = flow_drive
     greys = [to_grey(rgb) for rgb, _, _ in frames]
     stamps = [1000.0 + 0.1 * i for i in range(len(frames))]
-    for since, last in (([], 0), (list(zip(stamps[1:], greys[1:])), 4)):
+    seen = list(zip(stamps, greys))
+    asked: list[float] = []
+
+    def arriving(after: float) -> list:  # frames 1-2 seen when the catch-up starts, 3-4 on its next question
+        asked.append(after)
+        return [(t, g) for t, g in seen[1: 3 if len(asked) == 1 else 5] if t > after]
+
+    for since, last in ((lambda after: [], 0), (lambda after: [f for f in seen[1:] if f[0] > after], 4),
+                        (arriving, 4)):
         verifier = Verifier(m, VerifyConfig(flow_frames=30), max_speed_mps=15.0)
         cam, _ = verifier.camera_for(frames[0][0].shape[1], frames[0][0].shape[0])
         v = verifier.verify(frames[0][0], [k], stamp=stamps[0], keyframe=True)
@@ -96,6 +105,7 @@ def test_a_late_keyframe_catches_up_through_the_frames_seen_since(flow_drive):
         assert seed.stamp == stamps[last] and seed.hops == last
         _, pos, quat = frames[last]
         assert float(np.linalg.norm(seed.position - pos)) < 0.25 and float(quat_angle_deg(seed.quat, quat)) < 2.0
+    assert asked == [stamps[0], stamps[2], stamps[4]]  # asked again after each pass, until nothing newer came
 
 
 @pytest.mark.parametrize("budget", [0.0, 1e-6])

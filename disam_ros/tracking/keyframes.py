@@ -154,7 +154,10 @@ class KeyframeThread:
             return Verification("too_few_inliers", ms=0.0)
         cam, _ = v.camera_for(job.rgb.shape[1], job.rgb.shape[0])
         if cam is not None:
-            with self._cv:
-                since = [(t, g) for t, g in self._recent if t > job.stamp]
-            v.chain.settle(answer, job.grey, job.stamp, cam, since)
+            v.chain.settle(answer, job.grey, job.stamp, cam, self._since)
         return answer
+
+    def _since(self, stamp: float) -> list[tuple[float, np.ndarray]]:
+        """The frames the loop has seen after `stamp`, oldest first (the catch-up asks again as frames arrive)."""
+        with self._cv:
+            return [(t, g) for t, g in self._recent if t > stamp]

@@ -8,7 +8,10 @@ a keyframe against the map (100 ms and more) and then renews the chain from it. 
 runs outside it, so neither thread waits for the other's image work.
 
 The renewal catches up: a keyframe answered 200 ms after it was taken is six camera frames old, too far for
-flow to jump in one step, so its seed follows the frames seen since, one by one, to the newest.
+flow to jump in one step, so its seed follows the frames seen since, one by one, to the newest. Frames keep
+arriving while it does, so it asks again for those after the last it followed until none are left: on one core
+a night keyframe took 350-600 ms and its catch-up ~400 ms more, and a catch-up over the frames seen when it began
+ended ~10 frames behind the camera, too far for the frame loop to follow (no night frame verified in real time).
 """
 from __future__ import annotations
 
@@ -80,11 +83,12 @@ class FlowChain:
         return (v.position.copy(), v.quat.copy()) if v.verified else None
 
     def settle(self, v: Verification, grey: np.ndarray | None, stamp: float, cam: Intrinsics,
-               since: Sequence[tuple[float, np.ndarray]] | None = None) -> None:
+               since: Callable[[float], Sequence[tuple[float, np.ndarray]]] | None = None) -> None:
         """A solved (not flow) answer: judged by the motion check; a verified one seeds the chain. Inline (`since`
-        None) any answer replaces the seed, so a failed frame ends the chain. A keyframe's (`since`: stamp and
-        grey of the frames seen after it, oldest first) only renews it: its seed follows those frames up to the
-        newest that flow keeps up with, and replaces the chain's unless the chain is already further on."""
+        None) any answer replaces the seed, so a failed frame ends the chain. A keyframe's (`since(t)`: stamp and
+        grey of the frames seen after stamp t, oldest first) only renews it: its seed follows those frames, and
+        those seen meanwhile, up to the newest that flow keeps up with, and replaces the chain's unless the chain
+        is already further on."""
         with self._lock:
             if v.verified:
                 self._judge(v, stamp)
@@ -94,9 +98,9 @@ class FlowChain:
                 return
         head = FlowChain(self.config, 0.0, self._map_points)  # the catch-up runs on a private chain
         head._seed = seed
-        for t, g in since:
-            if t > seed.stamp and head.follow(g, t, cam, catch_up=True) is None:
-                break
+        followed = True
+        while followed and (frames := [(t, g) for t, g in since(head._seed.stamp) if t > head._seed.stamp]):
+            followed = all(head.follow(g, t, cam, catch_up=True) is not None for t, g in frames)  # stops at a miss
         with self._lock:
             current = self._seed
             if current is None or head._seed.stamp >= current.stamp or current.hops >= self.config.flow_frames:
