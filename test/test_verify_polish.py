@@ -214,3 +214,38 @@ def test_a_first_verified_candidate_its_polish_confirms_ends_the_search(geometry
             assert float(np.linalg.norm(a.position - b.position)) <= cfg.polish_max_shift_m
             assert float(np.linalg.norm(a.position - pos)) < 0.3 and float(quat_angle_deg(a.quat, quat)) < 2.0
     assert stopped >= 3, stopped
+
+
+def test_two_agreeing_candidates_their_polish_confirms_end_the_search(geometry_world):
+    """The candidate stop also takes a pair verified by agreement: with a gate no single candidate passes (inlier
+    ratio 0.999; no dense search), frames of the shared town's repeat drive verify only by two candidates
+    agreeing. Where the pair formed by the second candidate pools the threshold, the third is never tried and the
+    answer is the agreed candidate of the two, polished, within (0.3 m, 2 deg) of the rendering; trying every
+    candidate verifies the same frames. Stopping only at a candidate verified alone, every frame would try all
+    three."""
+    from dataclasses import replace
+
+    from disam_ros.data.folders import load_condition, read_image
+    from disam_ros.maps import LocalizationMap
+    from disam_ros.verify.verifier import Verifier
+
+    m = LocalizationMap.load(geometry_world["map"])
+    cfg = VerifyConfig(flow_frames=0, first_scale=1.0, min_inlier_ratio=0.999, gradient_candidates=0)
+    stop, every = Verifier(m, cfg), Verifier(m, replace(cfg, candidate_polish_inliers=0))
+    qf = load_condition(geometry_world["world"], "sunny_repeat", require_poses=True)
+    stopped = 0
+    for i in range(1, len(qf) - 1, 2):  # 6 of 14 frames
+        pos, quat = qf.trajectory.positions[i], qf.trajectory.quats[i]
+        k = int(np.argmin(np.linalg.norm(np.asarray(m.positions) - pos, axis=1)))
+        ks = [j for j in (k, k + 1, k - 1) if 0 <= j < len(m.positions)]
+        rgb = read_image(qf.image_paths[i])
+        a, b = stop.verify(rgb, ks), every.verify(rgb, ks)
+        assert a.verified == b.verified
+        assert not any(v.verified and not v.agreed for v in a.attempts + b.attempts)  # no candidate passed alone
+        if a.verified and len(a.attempts) == 2:
+            stopped += 1
+            assert a.agreed and a.index in ks[:2] and a.polished >= cfg.candidate_polish_inliers
+            assert float(np.linalg.norm(a.position - pos)) < 0.3 and float(quat_angle_deg(a.quat, quat)) < 2.0
+        else:
+            assert [v.index for v in a.attempts[:3]] == [v.index for v in b.attempts[:3]]
+    assert stopped >= 3, stopped

@@ -254,9 +254,9 @@ class Verifier:
 
     def _sift_steps(self, query: Features, ks: list[int], cam: Intrinsics, previous: PointTrack | None,
                     stamp: float, attempts: list[Verification]) -> Verification:
-        """The full-scale steps in order (candidates guided by their poses, up to the first verified one its polish
-        confirms; two agreeing, turned guides, far poses judged at themselves, unguided, tracking), each only when
-        those before verified nothing; their attempts appended to `attempts`."""
+        """The full-scale steps in order (candidates guided by their poses, up to the first verified alone or by two
+        agreeing that its polish confirms; turned guides, far poses judged at themselves, unguided, tracking), each
+        only when those before verified nothing; their attempts appended to `attempts`."""
         cfg, polished = self.config, False
         for n, k in enumerate(ks):
             if n and self._late():
@@ -264,9 +264,11 @@ class Verifier:
             attempts.append(self._attempt(query, k, cam))
             if attempts[-1].verified and attempts[-1].inliers >= cfg.enough_inliers:
                 break
-            if cfg.candidate_polish_inliers and attempts[-1].verified and not polished:
+            first = None if not cfg.candidate_polish_inliers or polished else attempts[-1] if attempts[-1].verified \
+                else agreeing(attempts, cfg) if n else None  # the first verified alone or by two agreeing
+            if first is not None:
                 polished = True  # the first verified one, polished in place (verify() does not polish it again)
-                v = polish_sift(attempts[-1], query, cam, self.map, self._forwards(), self._map_side, cfg)
+                v = polish_sift(first, query, cam, self.map, self._forwards(), self._map_side, cfg)
                 if v.polished >= cfg.candidate_polish_inliers:  # confirmed: the rest would compete for its place
                     return v
         best = max(attempts, key=lambda v: (v.verified, v.inliers), default=Verification("too_few_inliers"))
@@ -331,8 +333,7 @@ class Verifier:
         return looks, answer, query
 
     def _trackable(self, previous: PointTrack | None, stamp: float) -> bool:
-        """Tracking is on, `previous` exists, has hops left and is at most track_max_gap_s old (unknown stamps:
-        not trusted, a replay may have jumped)."""
+        """Tracking is on, `previous` has hops left and is at most track_max_gap_s old (unknown stamps: untrusted)."""
         cfg = self.config
         return (previous is not None and cfg.track_frames > 0 and previous.hops < cfg.track_frames
                 and 0.0 <= stamp - previous.stamp <= cfg.track_max_gap_s)
