@@ -114,6 +114,28 @@ def test_all_row_pools_the_frames_and_sums_the_counters():
     assert row["node"] == dict.fromkeys(R.COUNTERS, 3)
 
 
+def test_after_the_first_verified_frame():
+    """1 m off, never answered, exact and verified (published at 0.2 s), exact, 0.5 m off, listed out of order:
+    the first verified frame came 0.2 s into the drive and 2 of the 3 frames from it on are within (0.25 m, 2 deg),
+    where the whole drive has 2 of 5. A drive that never verified has neither figure."""
+    drive = [_frame(0.3, 0.35), _frame(0.0, 0.1, dx=1.0), _frame(0.1), _frame(0.2, 0.3, verified=True),
+             _frame(0.4, 0.5, dx=0.5)]
+    assert [f.t_pub for f in R.from_first_verified(drive)] == [0.2, 0.3, 0.4]
+    row = R.summarize_frames("dusk", drive)
+    assert row["first_verified_s"] == pytest.approx(0.2)
+    assert row["within_0.25m_2deg_after_first"] == pytest.approx(2 / 3)
+    assert row["within_0.25m_2deg"] == pytest.approx(2 / 5)
+    never = R.summarize_frames("fog", [_frame(0.0, 0.1), _frame(0.1, 0.2)])
+    assert never["first_verified_s"] is None and never["within_0.25m_2deg_after_first"] is None
+    # all: each drive from its own first verified frame (3 + 2 frames, 2 + 1 within); the drives' median start
+    fog = [_frame(10.0, 10.05, verified=True), _frame(10.05, 10.1, dx=1.0)]
+    every = R.summarize_all([("dusk", drive, None), ("fog", fog, None), ("snow", [_frame(20.0, 20.1)], None)])
+    assert every["within_0.25m_2deg_after_first"] == pytest.approx(3 / 5)
+    assert every["first_verified_s"] == pytest.approx(0.1)
+    text = R.table([row, never, every]).splitlines()
+    assert text[2].split()[-3:] == ["0.2", "67", "%"] and text[3].split()[-2:] == ["-", "-"]
+
+
 def test_counters_from_diagnostics_and_their_difference():
     before = R.counters({"received": "5", "localized": "3", "rss_mb": "300"})
     after = R.counters({"received": "9", "localized": "6", "dropped_by_node": "1"})

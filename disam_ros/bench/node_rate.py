@@ -16,7 +16,9 @@ Query drives: `--conditions` at the town's 3 m spacing, and with `--dense` each 
 answered, dropped (never answered), latency image published -> pose received over the answered frames, the
 share of SENT frames whose published pose is within (0.25 m, 2 deg) and within (5 m, 10 deg) of the ground
 truth, the verified share, and the median verification time per frame from the node's loop-closure hints
-(`refine_ms`; every published pose is hinted here). `--param NAME:=VALUE` passes node parameters through.
+(`refine_ms`; every published pose is hinted here); then how long the drive took to its first verified frame and
+the (0.25 m, 2 deg) share of the frames from that one on (`from_first_verified`: what a short drive's start
+hides). `--param NAME:=VALUE` passes node parameters through. The rows: bench/node_rate_summary.py.
 """
 from __future__ import annotations
 
@@ -25,31 +27,33 @@ import json
 import math
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
+from disam_ros.bench.node_rate_summary import (  # noqa: F401  (the summary's names, used here and re-exported)
+    COARSE,
+    COUNTERS,
+    FINE,
+    FrameRecord,
+    from_first_verified,
+    summarize_all,
+    summarize_frames,
+    table,
+)
 from disam_ros.cliutil import OneLineParser, image_size, name_list, positive_float, positive_int
-from disam_ros.eval.metrics import DEFAULT_THRESHOLDS, within
-from disam_ros.geometry import quat_angle_deg
 
 DEFAULT_CONDITIONS = ("sunny_repeat", "night", "snow", "fog", "rain", "dusk")
 DEFAULT_FRAMES = 16
 ANSWER_WAIT_S = 3.0  # after a drive's last frame
 WARMUP = 3
-FINE, COARSE = DEFAULT_THRESHOLDS[0], DEFAULT_THRESHOLDS[-1]  # (0.25 m, 2 deg), (5 m, 10 deg)
-# the node's diagnostics counters read per drive (before/after difference)
-COUNTERS = ("received", "dropped_in_queue", "dropped_by_node", "processed", "localized", "not_localized",
-            "junk_frames", "bad_input", "errors", "verified_frames", "unverified_frames")
 NODE_STAGES = ("queue", "decode", "localize", "retrieval_verify", "retrieval_track", "publish", "total")
 # python -c PIN CPUS PROGRAM ARGS...: pin, then become the node (affinity survives exec; every thread inherits it)
 PIN = "import os, sys; os.sched_setaffinity(0, [int(c) for c in sys.argv[1].split(',')]); " \
@@ -100,78 +104,6 @@ def counters(diag: Mapping[str, Any]) -> dict[str, int]:
 
 def delta(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
     return {k: after.get(k, 0) - before.get(k, 0) for k in COUNTERS}
-
-
-@dataclass
-class FrameRecord:
-    """One published query frame and what came back for it (times in seconds, monotonic clock)."""
-
-    t_pub: float
-    gt_position: np.ndarray
-    gt_quat: np.ndarray
-    t_recv: float | None = None
-    position: np.ndarray | None = None
-    quat: np.ndarray | None = None
-    verified: bool = False
-    refine_ms: float = math.nan
-
-
-def _share(flags: Sequence[bool], n: int) -> float | None:
-    return sum(bool(f) for f in flags) / n if n else None
-
-
-def summarize_frames(drive: str, frames: Sequence[FrameRecord], node: Mapping[str, int] | None = None
-                     ) -> dict[str, Any]:
-    """Counts, latency (ms) over answered frames, and shares over SENT frames; `node`: counter differences."""
-    answered = [f for f in frames if f.t_recv is not None and f.position is not None]
-    lat = sorted(1e3 * (f.t_recv - f.t_pub) for f in answered)
-    t_err = np.array([np.linalg.norm(np.asarray(f.position) - f.gt_position) for f in answered], float)
-    r_err = np.array([quat_angle_deg(f.gt_quat, np.asarray(f.quat)) for f in answered], float)
-    refine = [f.refine_ms for f in answered if math.isfinite(f.refine_ms)]
-    pubs = sorted(f.t_pub for f in frames)
-    row: dict[str, Any] = {
-        "drive": drive, "sent": len(frames), "answered": len(answered), "dropped": len(frames) - len(answered),
-        "publish_hz": (len(pubs) - 1) / (pubs[-1] - pubs[0]) if len(pubs) > 1 and pubs[-1] > pubs[0] else None,
-        "latency_median_ms": statistics.median(lat) if lat else None,
-        "latency_p95_ms": float(np.percentile(lat, 95)) if lat else None,
-        "latency_max_ms": max(lat) if lat else None,
-        "within_0.25m_2deg": _share(within(t_err, r_err, *FINE), len(frames)),
-        "within_5m_10deg": _share(within(t_err, r_err, *COARSE), len(frames)),
-        "verified_share": _share([f.verified for f in answered], len(frames)),
-        "verify_ms_median": statistics.median(refine) if refine else None,
-    }
-    if node is not None:
-        row["node"] = {k: v for k, v in node.items() if k in COUNTERS}
-        row["keyframe_ms_median"] = node.get("keyframe_ms_median")
-    return row
-
-
-def summarize_all(drives: Sequence[tuple[str, Sequence[FrameRecord], Mapping[str, int] | None]]) -> dict[str, Any]:
-    """The "all" row: every drive's frames together (publish_hz: the mean of the drives')."""
-    row = summarize_frames("all", [f for _, frames, _ in drives for f in frames],
-                           {k: sum((n or {}).get(k, 0) for _, _, n in drives) for k in COUNTERS})
-    hz = [r for r in (summarize_frames(d, f)["publish_hz"] for d, f, _ in drives) if r is not None]
-    row["publish_hz"] = statistics.fmean(hz) if hz else None
-    return row
-
-
-def table(rows: Sequence[Mapping[str, Any]]) -> str:
-    cols = [("drive", "drive"), ("sent", "sent"), ("answered", "answered"), ("dropped", "dropped"),
-            ("publish_hz", "pub Hz"), ("latency_median_ms", "median ms"), ("latency_p95_ms", "p95 ms"),
-            ("latency_max_ms", "max ms"), ("within_0.25m_2deg", "0.25m/2°"), ("within_5m_10deg", "5m/10°"),
-            ("verified_share", "verified"), ("verify_ms_median", "verify ms"), ("keyframe_ms_median", "keyframe ms")]
-    pct = {"within_0.25m_2deg", "within_5m_10deg", "verified_share"}
-
-    def fmt(k: str, v: Any) -> str:
-        if v is None:
-            return "-"
-        return f"{100 * v:.0f} %" if k in pct else f"{v:.1f}" if isinstance(v, float) else str(v)
-
-    cells = [[h for _, h in cols]] + [[fmt(k, r.get(k)) for k, _ in cols] for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def split_cpus(available: Sequence[int], cores: int) -> tuple[list[int], list[int]]:
