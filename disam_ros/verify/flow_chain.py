@@ -10,7 +10,7 @@ runs outside it, so neither thread waits for the other's image work.
 The renewal catches up: a keyframe answered 200 ms after it was taken is six camera frames old, too far for
 flow to jump in one step, so its seed follows the frames seen since, one by one, to the newest. Frames keep
 arriving while it does, so it asks again for those after the last it followed until none are left: on one core
-a night keyframe took 350-600 ms and its catch-up ~400 ms more, and a catch-up over the frames seen when it began
+a night keyframe took 350-900 ms and its catch-up ~400 ms more, and a catch-up over the frames seen when it began
 ended ~10 frames behind the camera, too far for the frame loop to follow (no night frame verified in real time).
 """
 from __future__ import annotations
