@@ -349,7 +349,7 @@ def test_a_first_look_at_half_scale_verifies_clear_frames_and_otherwise_changes_
             first += 1
             assert v.tried == 1 and v.attempts == [v] and v.diagnostics()["features_scale"] == 0.5
             sure = v.inliers >= 15 and np.sqrt(np.linalg.eigvalsh(v.covariance[:3, :3]).max()) <= 0.15
-            assert sure or v.polished >= one.first_polish_inliers  # a sure look, or one its polish held
+            assert sure or v.polished >= one.first_polish_half_inliers  # a sure look, or one its polish held
             assert float(np.linalg.norm(v.position - pos)) < 0.25 and float(quat_angle_deg(v.quat, quat)) < 2.0
         wrong = (k + n // 2) % n
         got, want = look.verify(rgb, [wrong, k, k + 1]), full.verify(rgb, [wrong, k, k + 1])
@@ -367,7 +367,7 @@ def test_a_first_look_at_half_scale_verifies_clear_frames_and_otherwise_changes_
             assert (got.outcome, got.index, got.inliers, got.scale) == (want.outcome, want.index, want.inliers, 1.0)
             got = Verifier(m, strict).verify(rgb, [k, k + 1, k - 1])  # ... or the answer, once its polish holds
             if got.scale == 0.5:
-                assert got.verified and got.polished >= strict.first_polish_inliers and got.tried <= 1
+                assert got.verified and got.polished >= strict.first_polish_half_inliers and got.tried <= 1
                 assert float(np.linalg.norm(got.position - pos)) < 0.25 and float(quat_angle_deg(got.quat, quat)) < 2
         skipped = Verifier(m).verify(rgb, [k, k + 1, k - 1])
         assert all(a.scale == 1.0 for a in skipped.attempts)
@@ -376,7 +376,7 @@ def test_a_first_look_at_half_scale_verifies_clear_frames_and_otherwise_changes_
 
 def test_an_unsure_look_is_polished_with_its_own_features_before_full_scale_sift(verify_world, monkeypatch):
     """`first_polish_half`: a look that verified without being sure is polished with its own half-scale features
-    first; where that pool holds `first_polish_inliers`, it is the answer and full-scale SIFT is never computed
+    first; where that pool holds `first_polish_half_inliers`, it is the answer and full-scale SIFT is never computed
     (one detection, at half scale). Where it does not, the frame goes on exactly as with the option off."""
     from disam_ros.verify import verifier as vmod
 
@@ -396,7 +396,7 @@ def test_an_unsure_look_is_polished_with_its_own_features_before_full_scale_sift
         if len(scales) == 1:
             half_only += 1
             assert scales[0] < off_scales[-1] and got.verified and got.scale == 0.5
-            assert got.polished >= strict.first_polish_inliers
+            assert got.polished >= strict.first_polish_half_inliers  # the half-scale pool's own threshold
             assert float(np.linalg.norm(got.position - pos)) < 0.25 and float(quat_angle_deg(got.quat, quat)) < 2.0
         else:
             assert scales == off_scales

@@ -116,6 +116,17 @@ def test_an_unsure_look_is_the_answer_only_when_its_polish_holds_enough_inliers(
     np.testing.assert_array_equal(look.position, before)
     assert run(look, got.polished + 1) is None and run(look, 0) is None
     assert run(Verification("too_few_inliers", index=1), 1) is None and run(None, 1) is None
+    # the look's own half-scale features are held to first_polish_half_inliers (0: to first_polish_inliers)
+    pool = got.polished
+
+    def half(full, half_need):
+        return polished_look(look, street.query, CAM, street.loc_map, street.forwards, street.sides.__getitem__,
+                             VerifyConfig(first_polish_inliers=full, first_polish_half_inliers=half_need), half=True)
+
+    assert half(pool + 1, pool) is not None and half(pool, pool + 1) is None
+    assert half(pool, 0) is not None and half(pool + 1, 0) is None
+    assert polished_look(look, street.query, CAM, street.loc_map, street.forwards, street.sides.__getitem__,
+                         VerifyConfig(first_polish_inliers=pool + 1, first_polish_half_inliers=pool)) is None
 
 
 def test_pooled_pairs_keep_one_match_per_keypoint_the_nearest_prediction(street):

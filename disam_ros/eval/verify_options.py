@@ -44,6 +44,8 @@ VERIFY_OPTIONS = (
     ("--first-max-trials", "first_max_trials", positive_int, "... the look's RANSAC trials at most"),
     ("--first-polish-half", "first_polish_half", on_off, "... a verified look that is not sure is polished with "
      "its own half-scale features before full-scale SIFT is computed (on/off)"),
+    ("--first-polish-half-inliers", "first_polish_half_inliers", non_negative_int, "... and is the answer when "
+     "that half-scale pool holds this many inliers (0: the full-scale pool's, 60)"),
     ("--candidate-polish-inliers", "candidate_polish_inliers", non_negative_int, "the first full-scale candidate "
      "that verifies is polished at once and is the answer when the pooled solve holds this many inliers (0: off, "
      "every candidate tried)"),

@@ -229,7 +229,7 @@ class Verifier:
             if answer is None:
                 look = max((v for v in looks if v.verified), key=lambda v: v.inliers, default=None)
                 if cfg.first_polish_half and used is not None:  # the look's own features first: no full-scale SIFT
-                    answer = polished_look(look, used, cam, self.map, self._forwards(), self._map_side, cfg)
+                    answer = polished_look(look, used, cam, self.map, self._forwards(), self._map_side, cfg, half=True)
                 if answer is None:
                     query = used = self._features(rgb)
                     answer = polished_look(look, query, cam, self.map, self._forwards(), self._map_side, cfg)
