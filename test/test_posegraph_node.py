@@ -219,13 +219,15 @@ def drive(tmp_path_factory):
         key = sec_to_stamp(last)
         path = peer.wait(lambda: next((p for p in reversed(peer.rx.path) if p.header.stamp == key), None), 10.0)
         m2o = peer.wait(lambda: next((m for m in reversed(peer.rx.map_to_odom) if m.header.stamp == key), None), 5.0)
+        tf = TFMessage is None or peer.wait(  # /tf is its own topic: its copy may come after ~/map_to_odom's
+            lambda: any(t.header.stamp == key for msg in peer.rx.tf for t in msg.transforms), 5.0)
         diag = peer.diagnostics(lambda d: int(d["nodes"]) == len(stamps) and
                                 int(d["closures_added"]) == len(hint_at), 10.0)
         markers = peer.wait(lambda: next((m for m in reversed(peer.rx.markers)
                                            if len(m.markers[1].points) + len(m.markers[2].points)
                                            == 2 * len(hint_at)), None), 10.0)
-        assert pose and path and m2o and diag and markers, (bool(pose), bool(path), bool(m2o), diag,
-                                                             log.read_text(errors="replace")[-3000:])
+        assert pose and path and m2o and tf and diag and markers, (bool(pose), bool(path), bool(m2o), bool(tf), diag,
+                                                                   log.read_text(errors="replace")[-3000:])
         yield Drive(peer, proc, log, stamps, truth, odom, len(hint_at), pose, path, m2o, markers, diag,
                     list(peer.rx.tf), [last + 1.0])
     finally:
