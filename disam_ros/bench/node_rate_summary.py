@@ -46,12 +46,12 @@ def from_first_verified(frames: Sequence[FrameRecord]) -> list[FrameRecord]:
     return [] if first is None else ordered[first:]
 
 
-def _fine_share(frames: Sequence[FrameRecord]) -> float | None:
-    """Share of the frames whose answered pose is within (0.25 m, 2 deg); None for no frames."""
+def _within_share(frames: Sequence[FrameRecord], threshold: tuple[float, float] = FINE) -> float | None:
+    """Share of the frames (sent) whose answered pose is within `threshold` (m, deg); None for no frames."""
     answered = [f for f in frames if f.t_recv is not None and f.position is not None]
     t_err = np.array([np.linalg.norm(np.asarray(f.position) - f.gt_position) for f in answered], float)
     r_err = np.array([quat_angle_deg(f.gt_quat, np.asarray(f.quat)) for f in answered], float)
-    return _share(within(t_err, r_err, *FINE), len(frames))
+    return _share(within(t_err, r_err, *threshold), len(frames))
 
 
 def summarize_frames(drive: str, frames: Sequence[FrameRecord], node: Mapping[str, int] | None = None
@@ -61,8 +61,6 @@ def summarize_frames(drive: str, frames: Sequence[FrameRecord], node: Mapping[st
     `within_0.25m_2deg_after_first`: the fine share over the frames from that one on (`from_first_verified`)."""
     answered = [f for f in frames if f.t_recv is not None and f.position is not None]
     lat = sorted(1e3 * (f.t_recv - f.t_pub) for f in answered)
-    t_err = np.array([np.linalg.norm(np.asarray(f.position) - f.gt_position) for f in answered], float)
-    r_err = np.array([quat_angle_deg(f.gt_quat, np.asarray(f.quat)) for f in answered], float)
     steady = from_first_verified(frames)
     refine = [f.refine_ms for f in answered if math.isfinite(f.refine_ms)]
     pubs = sorted(f.t_pub for f in frames)
@@ -72,12 +70,12 @@ def summarize_frames(drive: str, frames: Sequence[FrameRecord], node: Mapping[st
         "latency_median_ms": statistics.median(lat) if lat else None,
         "latency_p95_ms": float(np.percentile(lat, 95)) if lat else None,
         "latency_max_ms": max(lat) if lat else None,
-        "within_0.25m_2deg": _share(within(t_err, r_err, *FINE), len(frames)),
-        "within_5m_10deg": _share(within(t_err, r_err, *COARSE), len(frames)),
+        "within_0.25m_2deg": _within_share(frames, FINE),
+        "within_5m_10deg": _within_share(frames, COARSE),
         "verified_share": _share([f.verified for f in answered], len(frames)),
         "verify_ms_median": statistics.median(refine) if refine else None,
         "first_verified_s": steady[0].t_pub - min(f.t_pub for f in frames) if steady else None,
-        "within_0.25m_2deg_after_first": _fine_share(steady),
+        "within_0.25m_2deg_after_first": _within_share(steady),
     }
     if node is not None:
         row["node"] = {k: v for k, v in node.items() if k in COUNTERS}
@@ -96,7 +94,7 @@ def summarize_all(drives: Sequence[tuple[str, Sequence[FrameRecord], Mapping[str
     firsts = [r["first_verified_s"] for r in per if r["first_verified_s"] is not None]
     row["first_verified_s"] = statistics.median(firsts) if firsts else None
     steady = [f for _, frames, _ in drives for f in from_first_verified(frames)]
-    row["within_0.25m_2deg_after_first"] = _fine_share(steady)
+    row["within_0.25m_2deg_after_first"] = _within_share(steady)
     return row
 
 
