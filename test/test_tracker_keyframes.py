@@ -75,6 +75,50 @@ def test_a_frame_waits_for_its_keyframe_within_the_wait(flow_drive):
         reloc.map.close()
 
 
+def test_a_reset_drops_the_keyframe_in_flight(flow_drive):
+    """A keyframe still being solved when the drive is reset (held at its start): it starts no step after its first
+    candidate's (the answer says it timed out), and neither its seed, its time nor its answer is used; the new
+    drive's first keyframe then runs whole and seeds the chain. Before, the dropped keyframe ran to its end and
+    seeded the new drive's chain with the old drive's pose."""
+    import threading
+
+    from disam_ros.tracking.tracker import Tracker, TrackerConfig
+
+    m, _, frames = flow_drive
+    reloc = _relocalizer(m)
+    tracker = Tracker(reloc, TrackerConfig(mode="sequence", keyframes=True, keyframe_wait_ms=0.0))
+    verifier, started, go, answers = tracker.verifier, threading.Event(), threading.Event(), []
+    solve = verifier.verify
+
+    def held(*args, **kwargs):
+        started.set()
+        assert go.wait(60.0)
+        answers.append(solve(*args, **kwargs))
+        return answers[-1]
+
+    verifier.verify = held
+    try:
+        assert tracker.step(frames[0][0], 1000.0).result.verification.outcome == "pending"
+        assert started.wait(60.0)
+        tracker.reset("a new drive")
+        go.set()
+        _drain(tracker)
+        dropped = answers[0]
+        assert dropped.timed_out and len({a.index for a in dropped.attempts}) <= 1, dropped.attempts
+        assert verifier.chain.seed is None and tracker._keyframes.finished() == []
+        assert "keyframe_ms_median" not in tracker.diagnostics()
+        tracker.step(frames[1][0], 2000.0)
+        _drain(tracker)
+        fresh = answers[1]
+        assert fresh.verified and not fresh.timed_out
+        assert verifier.chain.seed is not None and verifier.chain.seed.stamp == 2000.0
+        assert tracker.diagnostics()["keyframes_solved"] == 2
+    finally:
+        go.set()
+        tracker.close()
+        reloc.map.close()
+
+
 def test_a_late_keyframe_catches_up_through_the_frames_seen_since(flow_drive):
     """A keyframe solved at frame 0 and settled after frames 1-4 were seen: its seed follows them one by one to
     frame 4 (4 hops), and the chain's pose there is frame 4's within (0.25 m, 2 deg); the same settle with no

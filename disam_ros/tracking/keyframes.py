@@ -43,6 +43,8 @@ class Keyframe:
     prior: tuple[np.ndarray, np.ndarray] | None = None  # the frame's own pose by flow (a renewal), matched around first
     answer: Verification | None = None
     taken: bool = False  # the frame loop used (or dropped) the answer: it is not applied again
+    dropped: bool = False  # its drive was reset: no further step starts, and it renews no chain
+    drive: int = 0  # the flow chain's drive it was taken in (FlowChain.drive)
 
 
 class KeyframeThread:
@@ -77,6 +79,7 @@ class KeyframeThread:
         with self._cv:
             if self._job is not None or self._closed:
                 return False
+            job.drive = self.verifier.chain.drive
             self._job = job
             self._cv.notify_all()
             return True
@@ -100,13 +103,14 @@ class KeyframeThread:
         return out
 
     def reset(self) -> None:
-        """A new drive: forget the frames seen (a keyframe in flight still finishes; its answer is dropped)."""
+        """A new drive: forget the frames seen. A keyframe in flight is dropped: it starts no further step (the
+        thread is free for the new drive within one), and neither its answer nor its time nor its seed is used."""
         with self._cv:
             self._recent.clear()
             self._done.clear()
             self.times_ms.clear()
             if self._job is not None:
-                self._job.taken = True
+                self._job.taken = self._job.dropped = True
 
     def diagnostics(self) -> dict[str, Any]:
         """Keyframes solved, and the median and p95 of their verification times (since the last reset)."""
@@ -139,7 +143,8 @@ class KeyframeThread:
                 job.answer = answer
                 self._job = None
                 self.solved += 1
-                self.times_ms.append(float(answer.ms))
+                if not job.dropped:
+                    self.times_ms.append(float(answer.ms))
                 if not job.taken:
                     self._done.append(job)
                 self._cv.notify_all()
@@ -148,16 +153,18 @@ class KeyframeThread:
         v = self.verifier
         try:
             answer = v.verify(job.rgb, job.candidates, job.previous, job.stamp, job.dense, keyframe=True,
-                              prior=job.prior)
+                              prior=job.prior, stop=lambda: job.dropped)
         except Exception as exc:  # noqa: BLE001  (one bad keyframe must not end the thread)
             log.warning("keyframe %.3f: verification failed: %s: %s", job.stamp, type(exc).__name__, exc)
             return Verification("too_few_inliers", ms=0.0)
         cam, _ = v.camera_for(job.rgb.shape[1], job.rgb.shape[0])
         if cam is not None:
-            v.chain.settle(answer, job.grey, job.stamp, cam, self._since)
+            v.chain.settle(answer, job.grey, job.stamp, cam, self._since, drive=job.drive)
         return answer
 
     def _since(self, stamp: float) -> list[tuple[float, np.ndarray]]:
         """The frames the loop has seen after `stamp`, oldest first (the catch-up asks again as frames arrive)."""
         with self._cv:
+            if self._job is None or self._job.dropped:  # a reset: the frames since belong to another drive
+                return []
             return [(t, g) for t, g in self._recent if t > stamp]

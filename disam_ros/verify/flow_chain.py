@@ -40,11 +40,13 @@ class FlowChain:
         self._map_points = map_points
         self._seed: FlowSeed | None = None
         self._lock = threading.Lock()
+        self.drive = 0  # counts resets: a keyframe taken before one renews nothing after it
 
     def reset(self) -> None:
         with self._lock:
             self._seed = None
             self.motion.reset()
+            self.drive += 1
 
     @property
     def seed(self) -> FlowSeed | None:
@@ -83,13 +85,16 @@ class FlowChain:
         return (v.position.copy(), v.quat.copy()) if v.verified else None
 
     def settle(self, v: Verification, grey: np.ndarray | None, stamp: float, cam: Intrinsics,
-               since: Callable[[float], Sequence[tuple[float, np.ndarray]]] | None = None) -> None:
+               since: Callable[[float], Sequence[tuple[float, np.ndarray]]] | None = None, drive: int | None = None
+               ) -> None:
         """A solved (not flow) answer: judged by the motion check; a verified one seeds the chain. Inline (`since`
         None) any answer replaces the seed, so a failed frame ends the chain. A keyframe's (`since(t)`: stamp and
         grey of the frames seen after stamp t, oldest first) only renews it: its seed follows those frames, and
         those seen meanwhile, up to the newest that flow keeps up with, and replaces the chain's unless the chain
-        is already further on."""
+        is already further on. `drive`: the chain's drive the answer was taken in; after a reset it is ignored."""
         with self._lock:
+            if drive is not None and drive != self.drive:
+                return
             if v.verified:
                 self._judge(v, stamp)
             seed = self._next(self._seed, v, grey, stamp, cam)
@@ -103,6 +108,8 @@ class FlowChain:
             followed = all(head.follow(g, t, cam, catch_up=True) is not None for t, g in frames)  # stops at a miss
         with self._lock:
             current = self._seed
+            if drive is not None and drive != self.drive:
+                return
             if current is None or head._seed.stamp >= current.stamp or current.hops >= self.config.flow_frames:
                 self._seed = head._seed
 

@@ -18,7 +18,6 @@ A pose that fails the gate is reported with its reason (`outcome`) and never rep
 
 Cameras that look from elsewhere (`turn_search_deg`, `unguided_candidates`): the best candidate guides again turned
 left and right about the camera's vertical, then optionally candidates match without a guide (`_attempt_unguided`).
-
 Learned local features (`verify_features`, verify/learned_step.py): matched instead of SIFT's steps or after them.
 
 A first look at reduced scale (`first_scale`): the candidates are first tried with SIFT on the half-size image
@@ -30,14 +29,12 @@ Map-point tracking (`track_frames` > 0): a verified frame hands its inliers (key
 they matched) to the next frame, matched to them when its own candidates do not verify: consecutive frames match
 each other well across conditions, and the points stay the map's, so nothing drifts as visual odometry does. The
 chain ends after `track_frames` frames without a map-verified one, a gap of `track_max_gap_s`, or too few points.
-
 Around the flow pose (`prior_min_inliers`, verify/prior_step.py): a frame optical flow posed but does not answer (its
 chain's hops are spent; a renewal keyframe) is first matched around that pose against the map images near it.
 
 A verified SIFT pose is then polished (`polish_images`, verify/polish.py): matched again from itself, in a narrow
 window, against the map images around it, and replaced by the pooled solve when that stays near it. The first
 full-scale candidate to verify is polished at once: a pool of `candidate_polish_inliers` ends the search.
-
 The dense search (`gradient_candidates`, verify/gradient_search.py) is the last resort, except on drives only it
 verifies (rain, snow, fog): there it runs first, or SIFT's steps are skipped (verify/order.py).
 """
@@ -46,6 +43,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -155,16 +153,18 @@ class Verifier:
 
     def verify(self, rgb: np.ndarray, candidates: list[int], previous: PointTrack | None = None,
                stamp: float = math.nan, dense: bool = True, keyframe: bool = False,
-               prior: tuple[np.ndarray, np.ndarray] | None = None) -> Verification:
+               prior: tuple[np.ndarray, np.ndarray] | None = None, stop: Callable[[], bool] = bool) -> Verification:
         """Try the candidate map images in order; the verified solution with the most inliers wins. When none
         verifies, `previous` (the last verified frame's PointTrack) is tracked into this frame, if tracking is on
         and it is recent enough (module docstring). A verified result carries its own PointTrack (`support`).
         `dense` False skips the dense search this frame (single mode without a prior: Tracker). `keyframe`: a
         frame verified beside the frame loop (tracking/keyframes.py): no flow, and the caller settles the chain;
         `prior`: its pose by flow (inline: the chain's guess, FlowChain.guess), matched around first
-        (verify/prior_step.py). No step starts after `budget_ms` (the answer then says `timed_out`)."""
+        (verify/prior_step.py). No step starts after `budget_ms`, nor once `stop()` is true (the answer then says
+        `timed_out`)."""
         t0 = time.perf_counter()
         self._deadline = t0 + self.config.budget_ms / 1e3 if self.config.budget_ms > 0 else math.inf
+        self._stop = stop  # false for good by default (bool() is False); a keyframe whose drive was reset: true
         self._frame_features = {}
         h, w = rgb.shape[:2]
         cam, source = self.camera_for(w, h)
@@ -204,8 +204,8 @@ class Verifier:
         return sift if w * detection_scale(sift, w, h) >= cfg.first_min_width_px else None
 
     def _late(self) -> bool:
-        """This frame's time box is spent: no further step or candidate starts."""
-        return time.perf_counter() > self._deadline
+        """This frame's time box is spent (or its caller stopped it): no further step or candidate starts."""
+        return time.perf_counter() > self._deadline or self._stop()
 
     def _steps(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, previous: PointTrack | None, stamp: float,
                dense: bool = True, keyframe: bool = False
