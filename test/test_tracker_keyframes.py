@@ -76,10 +76,11 @@ def test_a_frame_waits_for_its_keyframe_within_the_wait(flow_drive):
 
 
 def test_a_reset_drops_the_keyframe_in_flight(flow_drive):
-    """A keyframe still being solved when the drive is reset (held at its start): it starts no step after its first
-    candidate's (the answer says it timed out), and neither its seed, its time nor its answer is used; the new
-    drive's first keyframe then runs whole and seeds the chain. Before, the dropped keyframe ran to its end and
-    seeded the new drive's chain with the old drive's pose."""
+    """A keyframe still being solved when the drive is reset (held at its start until the reset drops it): the
+    reset returns once it has ended, it starts no step after its first candidate's (the answer says it timed out),
+    and neither its seed, its time nor its answer is used; the new drive's first keyframe then runs whole and seeds
+    the chain. Before, the dropped keyframe ran to its end beside the reset and seeded the new drive's chain with
+    the old drive's pose."""
     import threading
 
     from disam_ros.tracking.tracker import Tracker, TrackerConfig
@@ -87,12 +88,14 @@ def test_a_reset_drops_the_keyframe_in_flight(flow_drive):
     m, _, frames = flow_drive
     reloc = _relocalizer(m)
     tracker = Tracker(reloc, TrackerConfig(mode="sequence", keyframes=True, keyframe_wait_ms=0.0))
-    verifier, started, go, answers = tracker.verifier, threading.Event(), threading.Event(), []
+    verifier, kf, started, answers = tracker.verifier, tracker._keyframes, threading.Event(), []
     solve = verifier.verify
 
     def held(*args, **kwargs):
-        started.set()
-        assert go.wait(60.0)
+        if not started.is_set():  # the first keyframe, until the reset drops it
+            started.set()
+            with kf._cv:
+                assert kf._cv.wait_for(kwargs["stop"], timeout=60.0)
         answers.append(solve(*args, **kwargs))
         return answers[-1]
 
@@ -101,8 +104,7 @@ def test_a_reset_drops_the_keyframe_in_flight(flow_drive):
         assert tracker.step(frames[0][0], 1000.0).result.verification.outcome == "pending"
         assert started.wait(60.0)
         tracker.reset("a new drive")
-        go.set()
-        _drain(tracker)
+        assert kf.idle and len(answers) == 1
         dropped = answers[0]
         assert dropped.timed_out and len({a.index for a in dropped.attempts}) <= 1, dropped.attempts
         assert verifier.chain.seed is None and tracker._keyframes.finished() == []
@@ -114,7 +116,6 @@ def test_a_reset_drops_the_keyframe_in_flight(flow_drive):
         assert verifier.chain.seed is not None and verifier.chain.seed.stamp == 2000.0
         assert tracker.diagnostics()["keyframes_solved"] == 2
     finally:
-        go.set()
         tracker.close()
         reloc.map.close()
 

@@ -27,6 +27,7 @@ from disam_ros.verify.result import PointTrack, Verification
 log = logging.getLogger(__name__)
 
 NICE = 10  # the keyframe thread's niceness above the frame loop's
+RESET_WAIT_S = 1.0  # a reset waits this long at most for the dropped keyframe's step to end
 RECENT_FRAMES = 64  # grey frames kept for the catch-up (~2 s at 30 Hz; 640x480: 0.3 MB each)
 
 
@@ -102,15 +103,18 @@ class KeyframeThread:
                 k.taken = True
         return out
 
-    def reset(self) -> None:
-        """A new drive: forget the frames seen. A keyframe in flight is dropped: it starts no further step (the
-        thread is free for the new drive within one), and neither its answer nor its time nor its seed is used."""
+    def reset(self, wait_s: float = RESET_WAIT_S) -> bool:
+        """A new drive: forget the frames seen. A keyframe in flight is dropped: it starts no further step, and
+        neither its answer nor its time nor its seed is used. Waits up to `wait_s` for it to end (one step), so
+        that the caller may reset the verifier's state without racing it; False if it did not end in time."""
         with self._cv:
             self._recent.clear()
             self._done.clear()
             self.times_ms.clear()
             if self._job is not None:
                 self._job.taken = self._job.dropped = True
+                self._cv.notify_all()
+            return self._cv.wait_for(lambda: self._job is None or self._closed, timeout=wait_s)
 
     def diagnostics(self) -> dict[str, Any]:
         """Keyframes solved, and the median and p95 of their verification times (since the last reset)."""
