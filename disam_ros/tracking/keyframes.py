@@ -103,10 +103,10 @@ class KeyframeThread:
                 k.taken = True
         return out
 
-    def reset(self, wait_s: float = RESET_WAIT_S) -> bool:
+    def reset(self, wait_s: float | None = None) -> bool:
         """A new drive: forget the frames seen. A keyframe in flight is dropped: it starts no further step, and
-        neither its answer nor its time nor its seed is used. Waits up to `wait_s` for it to end (one step), so
-        that the caller may reset the verifier's state without racing it; False if it did not end in time."""
+        neither its answer nor its time nor its seed is used. Waits up to `wait_s` (None: RESET_WAIT_S) for it to
+        end (one step), so that the caller may reset the verifier's state without racing it; False if it did not."""
         with self._cv:
             self._recent.clear()
             self._done.clear()
@@ -114,7 +114,8 @@ class KeyframeThread:
             if self._job is not None:
                 self._job.taken = self._job.dropped = True
                 self._cv.notify_all()
-            return self._cv.wait_for(lambda: self._job is None or self._closed, timeout=wait_s)
+            return self._cv.wait_for(lambda: self._job is None or self._closed,
+                                     timeout=RESET_WAIT_S if wait_s is None else wait_s)
 
     def diagnostics(self) -> dict[str, Any]:
         """Keyframes solved, and the median and p95 of their verification times (since the last reset)."""
