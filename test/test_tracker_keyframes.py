@@ -86,7 +86,7 @@ def test_a_reset_drops_the_keyframe_in_flight(flow_drive, monkeypatch):
     from disam_ros.tracking import keyframes
     from disam_ros.tracking.tracker import Tracker, TrackerConfig
 
-    monkeypatch.setattr(keyframes, "RESET_WAIT_S", 60.0)  # the step it finishes may take seconds on a busy machine
+    monkeypatch.setattr(keyframes, "RESET_WAIT_S", 60.0)  # what it still runs may take seconds on a busy machine
     m, _, frames = flow_drive
     reloc = _relocalizer(m)
     tracker = Tracker(reloc, TrackerConfig(mode="sequence", keyframes=True, keyframe_wait_ms=0.0))

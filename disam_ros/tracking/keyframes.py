@@ -27,7 +27,7 @@ from disam_ros.verify.result import PointTrack, Verification
 log = logging.getLogger(__name__)
 
 NICE = 10  # the keyframe thread's niceness above the frame loop's
-RESET_WAIT_S = 1.0  # a reset waits this long at most for the dropped keyframe's step to end
+RESET_WAIT_S = 1.0  # a reset waits this long at most for the dropped keyframe to end
 RECENT_FRAMES = 64  # grey frames kept for the catch-up (~2 s at 30 Hz; 640x480: 0.3 MB each)
 
 
@@ -44,7 +44,7 @@ class Keyframe:
     prior: tuple[np.ndarray, np.ndarray] | None = None  # the frame's own pose by flow (a renewal), matched around first
     answer: Verification | None = None
     taken: bool = False  # the frame loop used (or dropped) the answer: it is not applied again
-    dropped: bool = False  # its drive was reset: no further step starts, and it renews no chain
+    dropped: bool = False  # its drive was reset: it ends as a spent time box does, and it renews no chain
     drive: int = 0  # the flow chain's drive it was taken in (FlowChain.drive)
 
 
@@ -104,9 +104,10 @@ class KeyframeThread:
         return out
 
     def reset(self, wait_s: float | None = None) -> bool:
-        """A new drive: forget the frames seen. A keyframe in flight is dropped: it starts no further step, and
-        neither its answer nor its time nor its seed is used. Waits up to `wait_s` (None: RESET_WAIT_S) for it to
-        end (one step), so that the caller may reset the verifier's state without racing it; False if it did not."""
+        """A new drive: forget the frames seen. A keyframe in flight is dropped: it ends as a spent time box does
+        (its first candidate's look and full-scale attempt, nothing after), and neither its answer nor its time
+        nor its seed is used. Waits up to `wait_s` (None: RESET_WAIT_S) for it to end, so that the caller may reset
+        the verifier's state without racing it; False if it did not."""
         with self._cv:
             self._recent.clear()
             self._done.clear()

@@ -192,7 +192,7 @@ class Tracker:
         self._support.clear()
         self._points = None  # a relocalisation request: do not carry map points across it
         if self._keyframes is not None and not self._keyframes.reset():
-            log.warning("tracker reset: the dropped keyframe's step is still running")
+            log.warning("tracker reset: the dropped keyframe is still running")
         if self.verifier is not None:
             self.verifier.reset()  # ... nor the first look's record of recent frames
         self._last = None  # diagnostics describe the belief as it is now, not the last frame's
