@@ -77,7 +77,7 @@ def test_a_frame_waits_for_its_keyframe_within_the_wait(flow_drive):
 
 def test_a_reset_drops_the_keyframe_in_flight(flow_drive, monkeypatch):
     """A keyframe still being solved when the drive is reset (held at its start until the reset drops it): the
-    reset returns once it has ended, it starts no step after its first candidate's (the answer says it timed out),
+    reset returns once it has ended, it tries no candidate after the first (the answer says it timed out),
     and neither its seed, its time nor its answer is used; the new drive's first keyframe then runs whole and seeds
     the chain. Before, the dropped keyframe ran to its end beside the reset and seeded the new drive's chain with
     the old drive's pose."""
@@ -158,21 +158,23 @@ def test_a_late_keyframe_catches_up_through_the_frames_seen_since(flow_drive):
 @pytest.mark.parametrize("budget", [0.0, 1e-6])
 def test_the_time_box_stops_after_the_first_candidate(flow_drive, budget):
     """Candidates far from the camera come first and the right one last: without a time box the right one
-    verifies the frame; with a spent one no candidate after the first is tried at either scale, no later step
-    runs, and the answer says it timed out."""
+    verifies the frame; with a spent one only the first candidate's first look runs (no full-scale SIFT, no later
+    step), and the answer says it timed out."""
     from disam_ros.verify.config import VerifyConfig
     from disam_ros.verify.verifier import Verifier
 
     m, k, frames = flow_drive
     far = [j for j in np.argsort(-np.linalg.norm(m.positions - m.positions[k], axis=1))[:2]]
-    verifier = Verifier(m, VerifyConfig(budget_ms=budget, flow_frames=0))
+    width = frames[0][0].shape[1]  # the look runs at half scale on these frames
+    verifier = Verifier(m, VerifyConfig(budget_ms=budget, flow_frames=0, min_width_px=width // 2,
+                                        first_min_width_px=width // 2))
     v = verifier.verify(frames[0][0], [*far, k])
     if budget == 0.0:
         assert v.verified and v.index == k and not v.timed_out
     else:
         assert not v.verified and v.timed_out
-        tried = [a.index for a in v.attempts]
-        assert set(tried) == {int(far[0])}, tried  # the first look and the first full-scale attempt only
+        tried = [(a.index, a.scale) for a in v.attempts]
+        assert tried == [(int(far[0]), 0.5)], tried  # the first candidate's look only: no full-scale SIFT after it
 
 
 def test_keyframe_parameters_are_checked():

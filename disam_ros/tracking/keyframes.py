@@ -105,8 +105,8 @@ class KeyframeThread:
 
     def reset(self, wait_s: float | None = None) -> bool:
         """A new drive: forget the frames seen. A keyframe in flight is dropped: it ends as a spent time box does
-        (its first candidate's look and full-scale attempt, nothing after), and neither its answer nor its time
-        nor its seed is used. Waits up to `wait_s` (None: RESET_WAIT_S) for it to end, so that the caller may reset
+        (after its first step, e.g. the first candidate's look), and neither its answer nor its time nor its seed
+        is used. Waits up to `wait_s` (None: RESET_WAIT_S) for it to end, so that the caller may reset
         the verifier's state without racing it; False if it did not."""
         with self._cv:
             self._recent.clear()

@@ -226,7 +226,7 @@ class Verifier:
         if self.features != "learned" and (not dense_on or order.sift()) and not (early and self._late()):
             looks, answer, used = self._first_looks(rgb, ks, cam)
             attempts += looks
-            if answer is None:
+            if answer is None and not (looks and self._late()):  # a spent time box ends the frame after its looks
                 look = max((v for v in looks if v.verified), key=lambda v: v.inliers, default=None)
                 if cfg.first_polish_half and used is not None:  # the look's own features first: no full-scale SIFT
                     answer = polished_look(look, used, cam, self.map, self._forwards(), self._map_side, cfg, half=True)
