@@ -109,7 +109,7 @@ class Verifier:
         self._order = StepOrder(self.config)  # which steps a frame runs, from the frames before (verify/order.py)
         self._prior = PriorStep(self.config)  # a frame posed by flow verified around that pose (verify/prior_step.py)
         self.chain = FlowChain(self.config, max_speed_mps, lambda k: self._map_side(k).points)  # flow + motion
-        self._deadline = math.inf  # perf_counter time after which no further step starts (VerifyConfig.budget_ms)
+        self._deadline, self._stop = math.inf, bool  # no step starts after this perf_counter time, or once _stop()
         self._axes: np.ndarray | None = None  # the map images' optical axes (_forwards)
         self._frame_features: dict[SiftConfig, Features] = {}  # the latest frame's, by recipe (its steps share them)
         learned = getattr(loc_map.map_geometry, "learned", None)
