@@ -126,7 +126,7 @@ class Peer(DdsPeer):
         self.pub_odom = self.node.create_publisher(Odometry, f"/{ns}/odom", rel)
         self.pub_hint = self.node.create_publisher(String, f"/{ns}/loop_closure", rel)
         sub = self.node.create_subscription
-        sub(PoseWithCovarianceStamped, f"{self.fqn}/pose", self._into(self.rx.pose), rel)
+        self.sub_pose = sub(PoseWithCovarianceStamped, f"{self.fqn}/pose", self._into(self.rx.pose), rel)
         sub(PathMsg, f"{self.fqn}/path", self._into(self.rx.path), rel)
         sub(MarkerArray, f"{self.fqn}/markers", self._into(self.rx.markers), rel)
         sub(TransformStamped, f"{self.fqn}/map_to_odom", self._into(self.rx.map_to_odom), rel)
@@ -153,8 +153,13 @@ class Peer(DdsPeer):
             self._into(self.rx.rosout)(msg)
 
     def wait_for_node(self, timeout: float = 30.0) -> bool:
+        """Matched both ways before the drive: our writers have found the node's readers, our ~/pose reader has
+        found its writer, and one of the node's diagnostics has arrived, which shows the node's own side has
+        found us (a pose published before its writer matched our reader is lost: that made the first pose
+        check fail once in CI)."""
         return bool(self.wait(lambda: self.pub_odom.get_subscription_count() > 0
-                              and self.pub_hint.get_subscription_count() > 0, timeout))
+                              and self.pub_hint.get_subscription_count() > 0
+                              and self.sub_pose.get_publisher_count() > 0 and bool(self.rx.diagnostics), timeout))
 
     def odometry(self, t: float, m: np.ndarray, frame_id: str = "odom") -> None:
         msg = Odometry(header=Header(stamp=sec_to_stamp(t), frame_id=frame_id), child_frame_id="base_link")
