@@ -207,10 +207,12 @@ class Relocalizer:
         return sel, res
 
     def localize_scored(self, rgb: np.ndarray, stamp: float | None, prior: SpatialPrior | None = None,
-                        shortlist: int = 256) -> tuple[conditions.Selection, RetrievalResult, Any]:
+                        shortlist: int = 256, fine: bool = True) -> tuple[conditions.Selection, RetrievalResult, Any]:
         """`localize`, plus the frame's place scores over the map from the same encoding (what the sequence
         tracker needs; see `Localizer.localize_and_score`). shortlist 0: no scores (plain `localize`).
-        Scores are None whenever the frame gave no evidence (junk, non-finite features, map integrity)."""
+        Scores are None whenever the frame gave no evidence (junk, non-finite features, map integrity).
+        `fine` False: the fine encoder is not run (the scores are coarse; only the result's own ranking would
+        change: a stream tracker answers from its belief over the scores and discards that ranking)."""
         t0 = time.perf_counter()
         verdict = check_frame(rgb, self.gate)
         timings = {"gate": (time.perf_counter() - t0) * 1e3}
@@ -219,10 +221,10 @@ class Relocalizer:
         t = time.perf_counter()
         sel = self.select_frame(rgb, stamp)
         timings["condition"] = (time.perf_counter() - t) * 1e3
-        return sel, *self._retrieve(rgb, sel.domain, prior, timings, t0, shortlist)
+        return sel, *self._retrieve(rgb, sel.domain, prior, timings, t0, shortlist, fine)
 
     def _retrieve(self, rgb: np.ndarray, domain: str, prior: SpatialPrior | None, timings: dict[str, float],
-                  t0: float, shortlist: int = 0) -> tuple[RetrievalResult, Any]:
+                  t0: float, shortlist: int = 0, use_fine: bool = True) -> tuple[RetrievalResult, Any]:
         """Localizer.localize, with the encoders' output checked before the search: NaN/inf features (a
         broken or half-precision-overflowing model on this frame) are a junk frame, not a search failure."""
         loc = self.localizer
@@ -233,7 +235,7 @@ class Relocalizer:
         ok = features_finite(coarse)  # reading the answer waits for a GPU, so the timing is the encoder's
         timings["encode_coarse"] = (time.perf_counter() - t) * 1e3
         fine = None
-        if ok and loc.fine is not None:
+        if ok and use_fine and loc.fine is not None:
             t = time.perf_counter()
             fine = loc.fine.encode(rgb, domain)
             ok = features_finite(fine)
@@ -255,9 +257,14 @@ class Relocalizer:
         size = int(self.localizer.coarse.config.image_size)
         self.localizer.localize(np.zeros((size, size, 3), np.uint8), self.selector.fallback)
 
-    def activation_maps(self, res: RetrievalResult) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def activation_maps(self, res: RetrievalResult, rgb: np.ndarray | None = None, domain: str = ""
+                        ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Grad-SAM maps (eqs. 16-18) of the query and of the matched map image, each given the other as
-        reference (paper Fig. 1): where the two fine feature maps agree. (None, None) without a fine model."""
+        reference (paper Fig. 1): where the two fine feature maps agree. (None, None) without a fine model.
+        A result without the query's fine code (a stream tracker skips the fine encoder) gets it from `rgb`
+        encoded under `domain`, when they are given."""
+        if getattr(res, "query_fine", None) is None and rgb is not None and domain:
+            res.query_fine = self.localizer.query_fine(rgb, domain)
         if getattr(res, "query_fine", None) is None:
             return None, None
         import torch

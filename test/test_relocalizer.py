@@ -131,3 +131,41 @@ def test_map_image_names_stay_in_their_folder(tiny_eval_world, tmp_path, caplog)
 
 def test_query_stamp_is_finite():
     assert math.isfinite(query_stamp(float("inf"))) and query_stamp(float("inf")) > 1.6e9
+
+
+@pytest.mark.parametrize("mode", ["sequence", "window", "single"])
+def test_a_stream_tracker_skips_the_fine_encoder_and_answers_the_same(tiny_eval_world, mode):
+    """Sequence and window modes answer from the belief over coarse scores, so the fine re-rank would be thrown
+    away: they never run the fine encoder, and every answer equals the one of a tracker that runs it. Single mode
+    answers by the fine re-rank and runs it on every frame. The debug maps still come, from the frame itself."""
+    from disam_ros.tracking.tracker import Tracker, TrackerConfig
+
+    cond = tiny_eval_world["world"] / "sunny_repeat"
+    stamps = [float(line.split()[0]) for line in (cond / "poses.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    frames = list(zip((read_image(p) for p in sorted((cond / "images").iterdir())[:8]), stamps))
+    answers, calls, heats = {}, {}, {}
+    for forced in (False, True):
+        r = _reloc(tiny_eval_world)
+        encode, n = r.localizer.fine.encode, [0]
+
+        def counted(*a, _encode=encode, _n=n, **k):
+            _n[0] += 1
+            return _encode(*a, **k)
+
+        r.localizer.fine.encode = counted
+        if forced:
+            scored = r.localize_scored
+            r.localize_scored = lambda *a, _scored=scored, **k: _scored(*a, **{**k, "fine": True})
+        tr = Tracker(r, TrackerConfig(mode=mode))
+        steps = [tr.step(rgb, t).result for rgb, t in frames]
+        tr.close()
+        answers[forced] = [(s.ok, s.index, s.position.tolist(), s.confidence, s.topk) for s in steps]
+        calls[forced] = n[0]
+        last, domain = steps[-1], r.select(frames[-1][1]).domain
+        heats[forced] = r.activation_maps(last, frames[-1][0], domain)
+        assert all(h is not None and np.isfinite(h).all() for h in heats[forced])
+    assert answers[False] == answers[True]
+    for skipped, kept in zip(heats[False], heats[True]):
+        np.testing.assert_allclose(skipped, kept, rtol=1e-5, atol=1e-6)
+    assert calls == {False: 0 if mode != "single" else len(frames), True: len(frames)}

@@ -91,7 +91,7 @@ def example_pair(reloc: Relocalizer, q: Query, res: object, correct: bool, domai
     match = reloc.map_image(res.index)
     if match is None:
         return None
-    q_heat, m_heat = reloc.activation_maps(res)
+    q_heat, m_heat = reloc.activation_maps(res, q.image, domain)
     return ExamplePair(q.image, match, f"{q.condition} {q.name} [{domain}] -> {reloc.map.names[res.index]}",
                        correct, q_heat, m_heat)
 

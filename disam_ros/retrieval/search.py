@@ -105,6 +105,13 @@ class Localizer:
         timings = {"encode_coarse": (t1 - t0) * 1e3, "encode_fine": (t2 - t1) * 1e3}
         return self.localize_features(coarse_feat, fine_feat, prior, _timings=timings, _t0=t0, domain=domain)
 
+    def query_fine(self, image: np.ndarray, domain: str) -> np.ndarray | None:
+        """The query's fine code as a result's `query_fine` holds it (None without a fine model or map side)."""
+        if self.fine is None or not self.map.has_fine:
+            return None
+        qf = fine_vectors(self._check_shape(self.fine.encode(image, domain), "fine"), self.map.settings.fine_grid)[0]
+        return qf.reshape(self.map.fine_shape).cpu().numpy()
+
     def _gate(self, prior: SpatialPrior | None) -> np.ndarray | None:
         if prior is None:
             return None

@@ -306,7 +306,7 @@ class FrameWorker:
         node = self.node
         if node.pub_debug.get_subscription_count() == 0:
             return
-        q_heat, m_heat = node.reloc.activation_maps(res)
+        q_heat, m_heat = node.reloc.activation_maps(res, rgb, domain)
         map_rgb = node.reloc.map_image(res.index)
         caption = f"{domain} -> #{res.index} {res.name} conf {float(res.confidence):.2f}"
         node.pub_debug.publish(M.debug_image_msg(M.render_debug(rgb, q_heat, map_rgb, m_heat, caption), header))

@@ -210,7 +210,8 @@ class Tracker:
         if self._keyframes is not None:
             self._late_keyframes()
         shortlist = SHORTLIST if self._seq is not None else 0
-        sel, res, scores = self.reloc.localize_scored(rgb, stamp, prior, shortlist=shortlist)
+        # a stream's answer comes from the belief over coarse scores: the fine re-rank would be discarded
+        sel, res, scores = self.reloc.localize_scored(rgb, stamp, prior, shortlist=shortlist, fine=self._seq is None)
         self.frames += 1
         t = query_stamp(stamp)
         if self._seq is None:
