@@ -229,3 +229,34 @@ def test_incremental_path_reads_only_the_newest_nodes_and_matches_the_graph():
     assert got[-live:] == pytest.approx(positions[-30:] if live >= 30 else positions, abs=2e-4)
     assert [p.header.stamp.sec + p.header.stamp.nanosec * 1e-9 for p in msg.poses][-1] == pytest.approx(times[-1])
     assert np.isfinite(path.positions_of(np.arange(g.newest_node - 40, g.newest_node + 2))).sum() == 3 * 30
+
+
+def test_incremental_path_keeps_its_length_across_restarts_it_did_not_see():
+    """Refreshed every 25 nodes while the graph restarts at 20 (keeping only its newest node), the path never
+    reads some nodes; it goes on across those gaps, holds the newest max_poses nodes it read, in order, each at
+    the last estimate read for it, and the nodes of a gap read as NaN."""
+    g = PoseGraph(PoseGraphConfig(max_nodes=20, anchor_agree=1))
+    path = IncrementalPath("map", max_poses=60)
+    last_read: dict[int, np.ndarray] = {}
+    real = g.estimates
+
+    def spy(since):
+        nodes, times, pos, quat = real(since)
+        last_read.update({int(n): p.copy() for n, p in zip(nodes, pos)})
+        return nodes, times, pos, quat
+
+    g.estimates = spy
+    for i in range(400):
+        g.add_odometry(10 + 0.1 * i, np.array([0.1 * i, 0.0, 0.0]), Q0)
+        g.update()
+        if i % 25 == 24:
+            msg = path.refresh(g)
+    kept = sorted(last_read)[-60:]
+    assert len(msg.poses) == 60 and list(path.nodes) == kept
+    assert np.any(np.diff(kept) > 1)  # gaps: refreshes missed the nodes restarts dropped
+    stamps = [p.header.stamp.sec + p.header.stamp.nanosec * 1e-9 for p in msg.poses]
+    assert np.all(np.diff(stamps) > 0)
+    got = np.array([[p.pose.position.x, p.pose.position.y, p.pose.position.z] for p in msg.poses])
+    assert got == pytest.approx(np.array([last_read[n] for n in kept]), abs=2e-4)
+    missing = np.setdiff1d(np.arange(kept[0], kept[-1]), kept)
+    assert np.isnan(path.positions_of(missing)).all() and np.isfinite(path.positions_of(kept)).all()
