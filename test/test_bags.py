@@ -389,3 +389,23 @@ def test_camera_info_distortion_survives_folder_bag_folder(tmp_path):
     with pytest.raises(bags.BagError, match="not plumb_bob"):
         plumb_bob(rational, "/cam/info")
     assert plumb_bob(SimpleNamespace(distortion_model="", d=np.zeros(0)), "/t") == (0.0,) * 5
+
+
+@pytest.mark.parametrize("last_s, ok", [(2**31 - 1.5, True), (2**31 + 0.25, False)])
+def test_stamps_past_int32_seconds_are_refused_before_anything_is_written(dataset, tmp_path, capsys, last_s, ok):
+    """A header's seconds are int32: the last stamp that fits is 2**31 - 1 s (+ 0.999999999); one later made the
+    serialiser fail mid-bag with a struct error. Now a one-line error names the stamp and the fix, exit code 2,
+    and no bag (nor staging folder) is left behind."""
+    root = tmp_path / "late"
+    shutil.copytree(dataset / "day", root / "day")
+    quats = [yaw_pitch_roll_to_quat(0.0) for _ in range(N)]
+    write_tum(root / "day" / "poses.txt", make_trajectory(last_s - 0.1 * np.arange(N)[::-1], np.zeros((N, 3)), quats))
+    bag = tmp_path / "bag"
+    rc = bag_cli.main(["from-folder", str(root), "day", str(bag)])
+    err = capsys.readouterr().err
+    if ok:
+        with BagReader(bag) as reader:
+            assert rc == 0 and reader.poses().stamps_ns[-1] == 2**31 * 10**9 - 1_500_000_000
+        return
+    assert rc == 2 and "past 2038-01-19" in err and "poses.txt" in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late"]

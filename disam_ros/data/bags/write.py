@@ -27,6 +27,8 @@ from disam_ros.data.image_codec import encode_compressed, encode_image
 from disam_ros.data.stamps import stamp_to_ns
 from disam_ros.fsutil import OutputKind, StagedDir, overlap_refusal, replace_refusal, replaceable
 
+INT32_MAX = 2**31 - 1  # builtin_interfaces/Time.sec
+
 
 @dataclass(frozen=True)
 class BagWriteOptions:
@@ -139,11 +141,14 @@ def write_folder_bag(root: str | Path, condition: str, bag: str | Path,
         warnings.warn(f"{folder.root / condition}: no camera.yaml, so the bag gets no CameraInfo topic",
                       BagWarning, stacklevel=2)
     final = Path(bag)
-    stage = staging_dir(final)
     traj = folder.trajectory
     n = len(folder)
     stamps = [stamp_to_ns(s) for s in traj.stamps] if traj is not None else \
         [stamp_to_ns(options.start_s + k * options.period_s) for k in range(n)]
+    if stamps and max(stamps) // 1_000_000_000 > INT32_MAX:
+        raise BagError(f"{folder.root / condition}: stamp {max(stamps) / 1e9:.3f} s is past 2038-01-19, beyond a ROS 2 "
+                       "header's int32 seconds; shift the stamps in poses.txt (e.g. subtract a constant)")
+    stage = staging_dir(final)
     topics = {options.resolved_image_topic(): COMPRESSED if options.compression else IMAGE}
     try:
         with Writer(stage.path, version=9, storage_plugin=STORAGES[options.storage]) as w:
