@@ -203,7 +203,9 @@ class Drive:
 @pytest.fixture(scope="module")
 def drive(tmp_path_factory):
     """The node, fed the whole drive with flow control (every 25 messages it waits for the node's ~/pose to
-    catch up, so no odometry is lost to a full queue), and what it published once it was done."""
+    catch up, so no odometry is lost to a full queue), and what it published once it was done. The first pose is
+    not waited for: the node's writer may match our reader a moment after ours matched its, and a volatile writer
+    drops what it sends before that."""
     ns = f"pg_{uuid.uuid4().hex[:6]}"
     log = tmp_path_factory.mktemp("posegraph") / "node.log"
     proc, peer = start_node(ns, log), Peer(ns)
@@ -217,7 +219,7 @@ def drive(tmp_path_factory):
             if (k - HINT_LAG) in hint_at:
                 j = k - HINT_LAG
                 peer.pub_hint.publish(String(data=hint_json(hint_at[j], midpoint(truth[j], truth[j + 1]), j)))
-            if k % 25 == 0 and peer.pose_at(t, 10.0) is None:
+            if k and k % 25 == 0 and peer.pose_at(t, 10.0) is None:  # not odometry 0: its pose may precede the match
                 pytest.fail(f"no ~/pose for odometry {k}:\n{log.read_text(errors='replace')[-3000:]}")
         last = stamps[-1]
         pose = peer.pose_at(last, 10.0)
