@@ -156,6 +156,28 @@ def test_table_has_a_row_per_drive_and_percentages():
     assert "20 %" in text[2] and "125.0" in text[2]
 
 
+def test_runs_combine_into_medians_and_the_share_range():
+    """Three runs of two drives by hand: every numeric field's median, None where no run has a value, the node
+    counters' medians, the (0.25 m, 2 deg) share's [min, max], the first run's drive order; the table gains the
+    range beside the median."""
+    def row(drive, share, p95, node=None, verify=None):
+        out = {"drive": drive, "sent": 48, "within_0.25m_2deg": share, "latency_p95_ms": p95,
+               "verify_ms_median": verify}
+        return {**out, "node": node} if node is not None else out
+    runs = [[row("fog", 0.5, 70.0, {"received": 48, "localized": 40}), row("all", 0.2, 80.0)],
+            [row("fog", 0.25, 60.0, {"received": 48, "localized": 46}, 5.0), row("all", 0.1, 90.0)],
+            [row("all", 0.3, 85.0), row("fog", 0.75, 65.0, {"received": 48, "localized": 44})]]
+    fog, all_ = R.combine_runs(runs)
+    assert (fog["drive"], all_["drive"], fog["runs"], all_["runs"]) == ("fog", "all", 3, 3)
+    assert fog["within_0.25m_2deg"] == 0.5 and fog["within_0.25m_2deg_range"] == [0.25, 0.75]
+    assert fog["latency_p95_ms"] == 65.0 and fog["sent"] == 48 and fog["verify_ms_median"] == 5.0
+    assert fog["node"] == {"received": 48, "localized": 44}
+    assert all_["within_0.25m_2deg"] == 0.2 and all_["within_0.25m_2deg_range"] == [0.1, 0.3]
+    assert all_["verify_ms_median"] is None and "node" not in all_
+    text = R.table([fog, all_]).splitlines()
+    assert "range" in text[0] and "25-75 %" in text[2] and "10-30 %" in text[3]
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--rate", "0"], "--rate"), (["--rate", "30", "--conditions", "nosuch"], "unknown nosuch"),
     (["--rate", "30", "--param", "x"], "NAME:=VALUE"), (["--rate", "30", "--param", "map:=/m"], "set by the"),
@@ -180,7 +202,8 @@ def test_small_real_run_at_camera_rate(tmp_path):
     out = tmp_path / "out.json"
     cmd = [sys.executable, "-c", "import sys; from disam_ros.bench import main; sys.exit(main(sys.argv[1:]))",
            "node", "--rate", "10", "--image-size", "320x240", "--frames", "4", "--conditions", "sunny_repeat",
-           "--cores", "1", "--param", "mode:=sequence", "--workdir", str(tmp_path / "w"), "--json", str(out)]
+           "--cores", "1", "--param", "mode:=sequence", "--runs", "2", "--workdir", str(tmp_path / "w"),
+           "--json", str(out)]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     wall_ms = 1e3 * (time.monotonic() - t0)
@@ -192,7 +215,11 @@ def test_small_real_run_at_camera_rate(tmp_path):
     assert len(doc["node_cpus"]) == 1 and doc["node_parameters"]["threads"] == 1
     assert doc["node_parameters"]["mode"] == "sequence"
     rows = {r["drive"]: r for r in doc["results"]}
-    assert list(rows) == ["sunny_repeat", "all"]
+    assert list(rows) == ["sunny_repeat", "all"] and doc["runs"] == 2 and len(doc["results_per_run"]) == 2
+    for drive, r in rows.items():  # the medians of the two runs, each run with a fresh node
+        each = [next(x for x in run if x["drive"] == drive) for run in doc["results_per_run"]]
+        assert r["runs"] == 2 and r["within_0.25m_2deg_range"] == sorted(x["within_0.25m_2deg"] for x in each)
+        assert r["answered"] == pytest.approx((each[0]["answered"] + each[1]["answered"]) / 2)
     for r in rows.values():
         assert r["sent"] == 4 and r["sent"] == r["answered"] + r["dropped"] and r["answered"] >= 1
         assert 0 <= r["latency_median_ms"] <= r["latency_p95_ms"] <= r["latency_max_ms"] < wall_ms
