@@ -109,8 +109,11 @@ class Localizer:
         """The query's fine code as a result's `query_fine` holds it (None without a fine model or map side)."""
         if self.fine is None or not self.map.has_fine:
             return None
-        qf = fine_vectors(self._check_shape(self.fine.encode(image, domain), "fine"), self.map.settings.fine_grid)[0]
-        return qf.reshape(self.map.fine_shape).cpu().numpy()
+        return self._fine_vector(self.fine.encode(image, domain)).reshape(self.map.fine_shape).cpu().numpy()
+
+    def _fine_vector(self, fine_feat: Any) -> torch.Tensor:
+        """One frame's fine features (C,h,w) / (1,C,h,w) as the pooled vector the re-rank compares."""
+        return fine_vectors(self._check_shape(fine_feat, "fine"), self.map.settings.fine_grid)[0]
 
     def _gate(self, prior: SpatialPrior | None) -> np.ndarray | None:
         if prior is None:
@@ -138,7 +141,7 @@ class Localizer:
         tf = time.perf_counter()
         qf = None
         if fine_feat is not None and m.has_fine:
-            qf = fine_vectors(self._check_shape(fine_feat, "fine"), m.settings.fine_grid)[0]
+            qf = self._fine_vector(fine_feat)
         ts = time.perf_counter()
         q = query_vectors(m, self.coarse, self._check_shape(coarse_feat, "coarse"), domain)[0]  # eq. 16 [+ depth]
         if not bool(torch.isfinite(q).all()) or (qf is not None and not bool(torch.isfinite(qf).all())):
