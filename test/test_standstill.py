@@ -82,3 +82,22 @@ def test_hold_in_window_mode_skips_the_frame():
     single = SequenceLocalizer(chain(), SequenceConfig(mode="single"), ObservationModel(gain=1.0))
     single.update(frames[0], 0.0)
     assert single.hold(0.5) is None
+
+
+def test_hold_over_a_known_distance_moves_the_belief_by_it():
+    """A frame placed by other means (optical flow from the last verified pose) holds with the distance it moved:
+    on a chain of places 10 m apart, 20 m (odometry band 20 +- 2 x (0.3 + 2.0) m, so only the place two ahead is
+    reachable) shifts every place's mass two places on; what drives off the open end is dropped, the rest is
+    renormalised and mixed with the teleport share, p' = 0.98 q + 0.02 / 5. The best place is then two ahead and,
+    having moved as far as it was told, the answer counts as consistent."""
+    cfg = SequenceConfig(teleport_prob=0.02, speed_change_prob=0.1, speed_bins=3, max_speed_mps=20.0)
+    loc = SequenceLocalizer(chain(), cfg, ObservationModel(gain=1.0))
+    loc.update(np.array([3.0, 0.0, 0.0, 0.0, 0.0]), 0.0)
+    p = loc.posterior()
+    est = loc.hold(0.5, 20.0)
+    q = np.r_[0.0, 0.0, p[:3]] / p[:3].sum()
+    np.testing.assert_allclose(loc.posterior(), 0.98 * q + 0.02 / 5, rtol=1e-12)
+    assert est.index == 2 and est.consistent_frames == 2
+    still = SequenceLocalizer(chain(), cfg, ObservationModel(gain=1.0))
+    still.update(np.array([3.0, 0.0, 0.0, 0.0, 0.0]), 0.0)
+    assert still.hold(0.5, 0.0).index == 0  # the default distance is a standstill's

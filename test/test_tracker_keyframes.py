@@ -57,6 +57,48 @@ def test_frames_never_wait_for_keyframes_and_flow_follows_them(flow_drive):
     assert not tracker._keyframes.thread.is_alive()
 
 
+def test_frames_flow_verifies_after_a_verified_one_need_no_retrieval(flow_drive, monkeypatch):
+    """Sequence mode, the same drive twice: frames 0-1 are pending and frame 2 follows by flow after an unverified
+    frame, so those three are retrieved; frames 3-4 follow a verified frame and flow verifies them, so with
+    `flow_skips_retrieval` they are not retrieved (3 retrievals against 5). Flow does not read the retrieval, so
+    every published pose is the same both ways and within (0.25 m, 2 deg) of where it was rendered; the belief,
+    moved by the flow poses' distance and narrowed by them, answers the map place nearest the camera."""
+    from disam_ros.relocalizer import Relocalizer
+    from disam_ros.tracking.tracker import Tracker, TrackerConfig
+
+    m, _, frames = flow_drive
+    calls = []
+    real = Relocalizer.localize_scored
+
+    def counted(self, *a, **k):
+        calls.append(1)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Relocalizer, "localize_scored", counted)
+    runs = {}
+    for skip in (True, False):
+        reloc, calls[:] = _relocalizer(m), []
+        tracker = Tracker(reloc, TrackerConfig(mode="sequence", keyframes=True, keyframe_wait_ms=0.0,
+                                               flow_skips_retrieval=skip))
+        try:
+            steps = []
+            for i, (rgb, _, _) in enumerate(frames):
+                steps.append(tracker.step(rgb, 1000.0 + 0.1 * i))
+                _drain(tracker)
+        finally:
+            tracker.close()
+            reloc.map.close()
+        runs[skip] = (len(calls), steps)
+    assert runs[True][0] == 3 and runs[False][0] == 5
+    for a, b, (_, pos, quat) in zip(runs[True][1][2:], runs[False][1][2:], frames[2:]):
+        assert a.result.verification.flow and _near(a.result, pos, quat)
+        np.testing.assert_array_equal(a.result.position, b.result.position)
+        np.testing.assert_array_equal(a.result.quat, b.result.quat)
+    for step, (_, pos, _) in zip(runs[True][1][3:], frames[3:]):
+        assert step.estimate is not None
+        assert step.result.index == int(np.argmin(np.linalg.norm(m.positions - pos, axis=1)))
+
+
 def test_a_frame_waits_for_its_keyframe_within_the_wait(flow_drive):
     """A wait longer than any verification: every frame the thread takes is answered by its own keyframe, so the
     first frame is verified (not flow) within (0.25 m, 2 deg), as inline verification would."""

@@ -324,12 +324,14 @@ class SequenceLocalizer:
             p = normalise_log(gain * z)
         return self._estimate(self.geometry.summary(p), stamp, moved, reason)
 
-    def hold(self, stamp: float) -> SequenceEstimate | None:
+    def hold(self, stamp: float, distance_m: float = 0.0) -> SequenceEstimate | None:
         """A frame showing the vehicle standing still: a motion step of zero distance (odometry 0) and no
         observation, because a repeated image is not new evidence; counting it again and again is what let
-        one misleading view at a stop pull the belief away. None when there is nothing to hold (no frame
-        since a (re)start, a stamp gap or backwards stamp, single mode): the caller updates instead."""
-        stamp = float(stamp)
+        one misleading view at a stop pull the belief away. `distance_m`: a frame whose place is known from
+        elsewhere (optical flow from the last verified pose, which the caller then observes) moves by that
+        much instead. None when there is nothing to hold (no frame since a (re)start, a stamp gap or
+        backwards stamp, single mode): the caller updates instead."""
+        stamp, moved = float(stamp), abs(float(distance_m))
         if self._stamp is None or self._restart_reason(stamp) or self.config.mode == "single":
             return None
         if self.config.mode == "window":
@@ -337,13 +339,13 @@ class SequenceLocalizer:
                 return None
             p = self._window_p
         else:
-            self.predict(stamp - self._stamp, 0.0)
+            self.predict(stamp - self._stamp, moved)
             if self._sparse is not None:
                 self._stamp = stamp
-                return self._estimate(self._sparse.summary(self.geometry), stamp, 0.0, "")
+                return self._estimate(self._sparse.summary(self.geometry), stamp, moved, "")
             p = self._belief.sum(axis=0)
         self._stamp = stamp
-        return self._estimate(self.geometry.summary(p), stamp, 0.0, "")
+        return self._estimate(self.geometry.summary(p), stamp, moved, "")
 
     def _estimate(self, summary: tuple[int, float, float, float, np.ndarray, float], stamp: float, moved: float,
                   reason: str) -> SequenceEstimate:

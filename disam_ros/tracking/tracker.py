@@ -52,11 +52,11 @@ from disam_ros.maps.map_calibration import (
     publish_threshold,
 )
 from disam_ros.maps.verified_confidence import verified_confidence
-from disam_ros.pose.features import to_grey
 from disam_ros.relocalizer import Relocalizer, query_stamp
 from disam_ros.retrieval import RetrievalResult, SpatialPrior
 from disam_ros.retrieval.result import MIN_POS_SIGMA_M, pose_covariance
-from disam_ros.tracking.keyframes import Keyframe, KeyframeThread
+from disam_ros.tracking.keyframe_steps import KeyframeSteps
+from disam_ros.tracking.keyframes import KeyframeThread
 from disam_ros.tracking.place_graph import PlaceGraph, headings_from_quats
 from disam_ros.tracking.sequence import (
     ObservationModel,
@@ -93,7 +93,7 @@ def map_observation(coarse: np.ndarray, positions: np.ndarray, graph: PlaceGraph
     return estimate_observation(coarse, positions, exclusion)
 
 
-class Tracker:
+class Tracker(KeyframeSteps):
     """A Relocalizer as a stream localizer (modes single / sequence / window); state: the belief."""
 
     def __init__(self, reloc: Relocalizer, config: TrackerConfig | None = None) -> None:
@@ -126,6 +126,7 @@ class Tracker:
         self.last_features: dict[str, float] = {}  # every candidate feature of this frame (disam-calibrate)
         self._support: deque[float] = deque(maxlen=SUPPORT_FRAMES)
         self._points: PointTrack | None = None  # the last verified frame's inliers (map-point tracking)
+        self._verified_at: np.ndarray | None = None  # the last frame's verified position (None: it had none)
         verify = config.verify
         # the dense search needs the place known from outside the frame: a belief's, or a spatial prior's (_verify)
         self.dense_needs_prior = config.mode == "single" and not verify.gradient_single
@@ -190,7 +191,7 @@ class Tracker:
             self._standstill.reset()
         self._prior, self._prev, self._consistent = None, None, 0
         self._support.clear()
-        self._points = None  # a relocalisation request: do not carry map points across it
+        self._points = self._verified_at = None  # a relocalisation request: do not carry map points across it
         if self._keyframes is not None and not self._keyframes.reset():
             log.warning("tracker reset: the dropped keyframe is still running")
         if self.verifier is not None:
@@ -209,11 +210,18 @@ class Tracker:
         self.last_feature, self.last_features = math.nan, {}
         if self._keyframes is not None:
             self._late_keyframes()
+        t = query_stamp(stamp)
+        flow = self._flow_first(rgb, t, prior)
+        followed = self._followed(rgb, t, flow, odom_distance_m) if flow is not None else None
+        if followed is not None:
+            self.frames += 1
+            followed.result.timings_ms["track"] = (time.perf_counter() - t0) * 1e3
+            self._last = followed
+            return followed
         shortlist = SHORTLIST if self._seq is not None else 0
         # a stream's answer comes from the belief over coarse scores: the fine re-rank would be discarded
         sel, res, scores = self.reloc.localize_scored(rgb, stamp, prior, shortlist=shortlist, fine=self._seq is None)
         self.frames += 1
-        t = query_stamp(stamp)
         if self._seq is None:
             step = self._single(sel, res, t)
         elif scores is None:  # no evidence from this frame: the belief waits for the next one
@@ -233,7 +241,12 @@ class Tracker:
             self._belief_t = t
             step = self._sequence_step(sel, res, est)
         if self.verifier is not None and step.result.ok:
-            self._verify(rgb, step.result, t) if self._keyframes is None else self._verify_beside(rgb, step.result, t)
+            if self._keyframes is None:
+                self._verify(rgb, step.result, t)
+            else:
+                self._verify_beside(rgb, step.result, t, flow)
+        elif step.result.ok is False and flow is not None:
+            self._verified_at = None  # flow ran on this frame, and it is answered without a pose
         step.result.timings_ms["track"] = (time.perf_counter() - t0) * 1e3
         self._last = step
         return step
@@ -251,41 +264,6 @@ class Tracker:
     def _dense(self, res: RetrievalResult) -> bool:
         return not self.dense_needs_prior or (self.config.verify.gradient_with_prior and res.used_prior)
 
-    def _verify_beside(self, rgb: np.ndarray, res: RetrievalResult, stamp: float) -> None:
-        """Keyframes (tracking/keyframes.py): this frame by flow from the chain; when flow fails, or the chain asks
-        for renewal, the frame goes to the keyframe thread if it is free, and is waited for when flow failed.
-        Without an answer in time the frame's verification is "pending" (the retrieval or belief answers)."""
-        t0, kf, verifier = time.perf_counter(), self._keyframes, self.verifier
-        grey = to_grey(rgb) if verifier.config.flow_frames > 0 else None
-        kf.seen(stamp, grey)
-        cam, source = verifier.camera_for(rgb.shape[1], rgb.shape[0])
-        v = verifier.chain.follow(grey, stamp, cam) if cam is not None else None
-        seed = verifier.chain.seed
-        if (v is None or seed is None or seed.hops >= self._renew_after) and kf.idle:
-            prior = (v.position.copy(), v.quat.copy()) if v is not None and v.verified else None
-            job = Keyframe(rgb, grey, self._candidates(res), self._points, stamp, self._dense(res), prior)
-            if kf.submit(job) and v is None:
-                v = kf.wait(job, self.config.keyframe_wait_ms / 1e3)
-        if v is None:
-            v = Verification("pending", camera=source)
-        if v.flow:
-            v.order, v.camera = "optical flow", source
-        v.ms = v.ms if v.ms and not v.flow else 1e3 * (time.perf_counter() - t0)
-        self._use(res, v)
-
-    def _late_keyframes(self) -> None:
-        """Keyframes answered after their frame was: their map points carry on, and a verified one narrows the
-        belief when no frame has moved it since (its place is then the belief's present)."""
-        for job in self._keyframes.finished():
-            v = job.answer
-            if v is None or not v.verified:
-                continue
-            self._points = v.support
-            sigma = self.config.verify.belief_sigma_m
-            if self._seq is not None and sigma > 0 and job.stamp == self._belief_t:
-                self._seq.observe_position(v.position, sigma, self.config.verify.belief_floor,
-                                           heading=float(headings_from_quats(v.quat[None])[0]))
-
     def close(self) -> None:
         """Stop the keyframe thread (keyframes mode); the tracker answers no more frames after this."""
         if self._keyframes is not None:
@@ -294,6 +272,7 @@ class Tracker:
     def _use(self, res: RetrievalResult, v: Verification) -> None:
         """A frame's verification: a verified pose replaces the answer's and narrows the belief."""
         self._points = v.support if v.verified else self._points
+        self._verified_at = v.position.copy() if v.verified else None
         res.verification = v
         res.timings_ms["verify"] = v.ms
         if v.verified:

@@ -26,6 +26,7 @@ class TrackerConfig:
     keyframes: bool = False  # verify beside the frame loop (tracking/keyframes.py) instead of inline
     keyframe_wait_ms: float = 50.0  # ... a frame waits at most this long for its own keyframe's answer
     keyframe_flow_frames: int = 30  # ... a flow chain runs at most this many frames between keyframes
+    flow_skips_retrieval: bool = True  # ... sequence mode: a frame flow verifies is answered without retrieval
 
     def __post_init__(self) -> None:
         if self.mode not in TRACKER_MODES:

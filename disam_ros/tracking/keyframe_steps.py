@@ -1,0 +1,107 @@
+"""The Tracker's steps in keyframes mode (tracking/keyframes.py): each frame followed by optical flow from the
+last verified pose, keyframes handed to the thread beside the frame loop, and, in sequence mode, frames that flow
+verifies answered without retrieval. Kept apart from tracking/tracker.py so that each module holds one concern; the
+methods read and write the Tracker's own state."""
+from __future__ import annotations
+
+import time
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from disam_ros.pose.features import to_grey
+from disam_ros.retrieval import RetrievalResult, SpatialPrior
+from disam_ros.retrieval.frame_gate import check_frame
+from disam_ros.tracking.keyframes import Keyframe
+from disam_ros.tracking.place_graph import headings_from_quats
+from disam_ros.tracking.tracker_config import TrackStep
+from disam_ros.verify.verifier import Verification
+
+
+class FlowLook(NamedTuple):
+    """A frame's optical-flow step (keyframes mode): its grey image, camera, and flow's answer (None: no chain)."""
+
+    grey: np.ndarray | None
+    cam: Any
+    source: str
+    answer: Verification | None
+    t0: float
+
+
+class KeyframeSteps:
+    """The Tracker's frame steps in keyframes mode (a mixin: the state is the Tracker's)."""
+
+    def _flow_look(self, rgb: np.ndarray, stamp: float) -> FlowLook:
+        """This frame followed by optical flow from the chain (run once a frame: it moves the chain on)."""
+        t0, verifier = time.perf_counter(), self.verifier
+        grey = to_grey(rgb) if verifier.config.flow_frames > 0 else None
+        self._keyframes.seen(stamp, grey)
+        cam, source = verifier.camera_for(rgb.shape[1], rgb.shape[0])
+        v = verifier.chain.follow(grey, stamp, cam) if cam is not None else None
+        return FlowLook(grey, cam, source, v, t0)
+
+    def _flow_first(self, rgb: np.ndarray, stamp: float, prior: SpatialPrior | None) -> FlowLook | None:
+        """Keyframes, sequence mode, the last frame verified: flow runs before retrieval, so that a frame it verifies
+        needs none (`_followed`). None where it does not apply, or for a frame the gate refuses (answered as usual:
+        no pose)."""
+        cfg = self.config
+        if (self._keyframes is None or cfg.mode != "sequence" or not cfg.flow_skips_retrieval or prior is not None
+                or self._verified_at is None or cfg.verify.belief_sigma_m <= 0):
+            return None
+        return self._flow_look(rgb, stamp) if check_frame(rgb, self.reloc.gate).ok else None
+
+    def _followed(self, rgb: np.ndarray, stamp: float, flow: FlowLook, odom: float | None) -> TrackStep | None:
+        """A frame flow verified from the last verified one, answered without retrieval. Why: at camera rate its
+        scores add little to a belief the verified poses pin down, and the encoder and the search are a third of
+        a followed frame's time, time the keyframe thread needs on a shared core. The belief moves by odometry,
+        else by the distance between the two verified poses, and observes no scores; the flow pose then narrows it
+        (`_use`). None (the usual path runs) when flow did not verify or the belief restarts (a stamp gap)."""
+        v = flow.answer
+        if v is None or not v.verified:
+            return None
+        moved = odom if odom is not None else float(np.linalg.norm(v.position - self._verified_at))
+        est = self._seq.hold(stamp, moved)
+        if est is None:
+            return None
+        self.still, self._belief_t = False, stamp
+        res = RetrievalResult.failure("")  # no retrieval: _sequence_step answers from the belief
+        step = self._sequence_step(self.reloc.select(stamp), res, est)
+        self._verify_beside(rgb, step.result, stamp, flow)
+        return step
+
+    def _verify_beside(self, rgb: np.ndarray, res: RetrievalResult, stamp: float, flow: FlowLook | None = None
+                       ) -> None:
+        """Keyframes (tracking/keyframes.py): this frame by flow from the chain (`flow`, when it ran already); when
+        flow fails, or the chain asks for renewal, the frame goes to the keyframe thread if it is free, and is
+        waited for when flow failed. Without an answer in time the frame's verification is "pending" (the
+        retrieval or belief answers)."""
+        kf, verifier = self._keyframes, self.verifier
+        grey, cam, source, v, t0 = flow if flow is not None else self._flow_look(rgb, stamp)
+        seed = verifier.chain.seed
+        if (v is None or seed is None or seed.hops >= self._renew_after) and kf.idle:
+            prior = (v.position.copy(), v.quat.copy()) if v is not None and v.verified else None
+            job = Keyframe(rgb, grey, self._candidates(res), self._points, stamp, self._dense(res), prior)
+            if kf.submit(job) and v is None:
+                v = kf.wait(job, self.config.keyframe_wait_ms / 1e3)
+        if v is None:
+            v = Verification("pending", camera=source)
+        if v.flow:
+            v.order, v.camera = "optical flow", source
+        v.ms = v.ms if v.ms and not v.flow else 1e3 * (time.perf_counter() - t0)
+        self._use(res, v)
+
+    def _late_keyframes(self) -> None:
+        """Keyframes answered after their frame was: their map points carry on, and a verified one narrows the
+        belief when no frame has moved it since (its place is then the belief's present)."""
+        for job in self._keyframes.finished():
+            v = job.answer
+            if v is None or not v.verified:
+                continue
+            self._points = v.support
+            sigma = self.config.verify.belief_sigma_m
+            if self._seq is not None and sigma > 0 and job.stamp == self._belief_t:
+                self._seq.observe_position(v.position, sigma, self.config.verify.belief_floor,
+                                           heading=float(headings_from_quats(v.quat[None])[0]))
+
+
+__all__ = ["FlowLook", "KeyframeSteps"]
