@@ -99,6 +99,33 @@ def test_frames_flow_verifies_after_a_verified_one_need_no_retrieval(flow_drive,
         assert step.result.index == int(np.argmin(np.linalg.norm(m.positions - pos, axis=1)))
 
 
+def test_a_junk_frame_between_followed_frames_sends_the_next_one_to_retrieval(flow_drive, monkeypatch):
+    """Frames 0-3 as above (3 retrieved, frame 3 followed without), then a black frame: the gate refuses it (it is
+    retrieved, and answered without a pose), so frame 4 follows an unverified frame and is retrieved too: 5
+    retrievals for 6 frames, and frame 4 is still verified by flow from frame 3."""
+    from disam_ros.relocalizer import Relocalizer
+    from disam_ros.tracking.tracker import Tracker, TrackerConfig
+
+    m, _, frames = flow_drive
+    calls = []
+    real = Relocalizer.localize_scored
+    monkeypatch.setattr(Relocalizer, "localize_scored", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    images = [f[0] for f in frames[:4]] + [np.zeros_like(frames[0][0]), frames[4][0]]
+    stamps = [1000.0 + 0.1 * i for i in range(4)] + [1000.35, 1000.4]
+    reloc = _relocalizer(m)
+    tracker = Tracker(reloc, TrackerConfig(mode="sequence", keyframes=True, keyframe_wait_ms=0.0))
+    try:
+        results = []
+        for rgb, t in zip(images, stamps):
+            results.append(tracker.step(rgb, t).result)
+            _drain(tracker)
+    finally:
+        tracker.close()
+        reloc.map.close()
+    assert len(calls) == 5
+    assert not results[4].ok and results[5].verification.flow and _near(results[5], *frames[4][1:])
+
+
 def test_a_frame_waits_for_its_keyframe_within_the_wait(flow_drive):
     """A wait longer than any verification: every frame the thread takes is answered by its own keyframe, so the
     first frame is verified (not flow) within (0.25 m, 2 deg), as inline verification would."""

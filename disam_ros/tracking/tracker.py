@@ -245,8 +245,8 @@ class Tracker(KeyframeSteps):
                 self._verify(rgb, step.result, t)
             else:
                 self._verify_beside(rgb, step.result, t, flow)
-        elif step.result.ok is False and flow is not None:
-            self._verified_at = None  # flow ran on this frame, and it is answered without a pose
+        else:
+            self._verified_at = None  # answered without verification (junk, no evidence): the next frame is retrieved
         step.result.timings_ms["track"] = (time.perf_counter() - t0) * 1e3
         self._last = step
         return step
