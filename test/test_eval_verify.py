@@ -120,6 +120,28 @@ def test_no_verify_gives_retrieval_rows_only(geo_world, capsys):
     assert all(f["attempts"] == [] for f in frames)
 
 
+def test_paced_keyframes_answer_every_frame_and_time_every_keyframe(geo_world, capsys):
+    """`--keyframes`: verification beside the frame loop, paced. No frame is left `pending` (each waits for its own
+    keyframe); the frames a keyframe answered (their attempts are listed, flow's are not) carry that keyframe's
+    time, so each is among the drive's keyframe times in keyframes.json, whose median is theirs."""
+    out, md = run_eval(geo_world, "keyframes", "--keyframes", "--modes", "sequence")
+    printed = capsys.readouterr().out
+    [row] = json.loads((out / "keyframes.json").read_text())["drives"]
+    frames = [json.loads(line) for line in (out / "modes.jsonl").read_text().splitlines()]
+    assert (row["mode"], row["condition"]) == ("sequence", "sunny_repeat") and len(frames) == 14
+    assert all(f["verification"] not in (None, "pending") for f in frames)
+    own = [f["refine_ms"] for f in frames if f["attempts"]]
+    assert own and row["keyframes"] == len(row["times_ms"]) >= len(own)
+    assert all(any(ms == pytest.approx(t) for t in row["times_ms"]) for ms in own)
+    assert row["median_ms"] == pytest.approx(float(np.median(row["times_ms"])))
+    assert "keyframes (paced, one thread)" in printed and "beside the frame loop, paced" in md
+    world, map_dir, tmp = geo_world
+    assert offline.main(["--map", str(map_dir), "--dataset", str(world), "--out", str(tmp / "kf_no"), "--quiet",
+                         "--keyframes", "--no-verify"]) == 2
+    text = capsys.readouterr().err.strip()
+    assert "\n" not in text and "--keyframes" in text and "--no-verify" in text
+
+
 def test_cli_errors_stay_one_line(geo_world, tmp_path, capsys):
     world, map_dir, _ = geo_world
     base = ["--map", str(map_dir), "--dataset", str(world), "--out", str(tmp_path / "r"), "--no-verify"]

@@ -32,11 +32,10 @@ from disam_ros.cliutil import (
     non_negative_int,
     os_error_line,
     output_dir_error,
-    positive_float,
     positive_int,
-    probability,
     probability_or_one,
 )
+from disam_ros.eval.keyframe_pacing import PacedKeyframes, paced
 from disam_ros.eval.kidnap import KidnappedQueries, parse_kidnap, recoveries, recovery_rows, write_recoveries
 from disam_ros.eval.metrics import DEFAULT_RECALL_NS, nees
 from disam_ros.eval.plots import ExamplePair
@@ -55,13 +54,11 @@ from disam_ros.eval.scoring import (
     summary_rows,
     write_report,
 )
-from disam_ros.eval.verify_options import VERIFY_OPTIONS
+from disam_ros.eval.tracker_args import add_tracker_args, tracker_config
 from disam_ros.relocalizer import Relocalizer, RelocalizerConfig
 from disam_ros.retrieval import SearchConfig
 from disam_ros.threads import apply_threads
-from disam_ros.tracking.sequence import SequenceConfig
-from disam_ros.tracking.tracker import TRACKER_MODES, Tracker, TrackerConfig, TrackStep, publish_threshold
-from disam_ros.verify.verifier import VerifyConfig
+from disam_ros.tracking.tracker import Tracker, TrackerConfig, TrackStep, publish_threshold
 
 
 @dataclass(frozen=True)
@@ -158,12 +155,16 @@ def tracked_frame(mode: str, q: Query, step: TrackStep, feature: float, features
 
 def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequence[str],
                    config: TrackerConfig | None = None, examples_per_condition: int = 0, progress: bool = True,
-                   default_weather: str = "sunny", prior: PriorNoise | None = None):
+                   default_weather: str = "sunny", prior: PriorNoise | None = None,
+                   keyframes: PacedKeyframes | None = None):
     """Every query through a Tracker per mode (each drive from a reset belief). Returns (TrackedFrames,
     {mode: Tracker}, and for the FIRST mode: QueryResults, ExamplePairs, Answers as `evaluate` gives them: the
     retrieval-only pose of the answered place, also where verification refined the published one).
-    `prior`: single-mode frames get a simulated fix around their true position (eval/prior_sim.py)."""
+    `prior`: single-mode frames get a simulated fix around their true position (eval/prior_sim.py).
+    `keyframes`: verification beside the frame loop, paced, each drive's keyframe times kept there
+    (eval/keyframe_pacing.py)."""
     config = config or TrackerConfig()
+    config = paced(config) if keyframes is not None else config
     tracked, trackers = [], {}
     run = ScoredRun(reloc, examples_per_condition)
     poses = (np.asarray(reloc.map.positions, float), np.asarray(reloc.map.quats, float))
@@ -175,11 +176,15 @@ def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequ
             if tracker.verifier is not None:
                 tracker.verifier.set_camera(g.camera, g.camera_source)
             run.new_drive()
+            if keyframes is not None:
+                keyframes.new_drive(tracker, mode, g.condition)
             for q in tqdm(g.queries, desc=f"eval {mode} {g.condition}", disable=not progress, unit="img"):
                 t0 = time.perf_counter()
                 fix = prior.prior_for(q.condition, q.name, q.position) if prior and mode == "single" else None
                 step = tracker.step(q.image, q.stamp, fix)
                 latency = time.perf_counter() - t0
+                if keyframes is not None:
+                    keyframes.after_frame(tracker)
                 tracked.append(tracked_frame(mode, q, step, tracker.last_feature, tracker.last_features, poses))
                 if k:
                     continue
@@ -189,59 +194,6 @@ def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequ
                     Answer(None, latency_s=latency, domain=step.selection.domain)
                 run.add(q, a, res)
     return tracked, trackers, run.results, run.examples, run.answers
-
-
-def mode_list(text: str) -> tuple[str, ...]:
-    """'single,sequence' -> ('single', 'sequence'): tracker modes, in order, no repeats."""
-    modes = tuple(dict.fromkeys(name_list(text)))
-    unknown = [m for m in modes if m not in TRACKER_MODES]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown mode(s) {', '.join(unknown)}: use {', '.join(TRACKER_MODES)}")
-    return modes
-
-
-def add_tracker_args(p: argparse.ArgumentParser) -> None:
-    """The tracker settings disam-eval and disam-calibrate share (a calibration holds for the settings it
-    was fitted with, so both tools must be given the same ones)."""
-    d = SequenceConfig()
-    p.add_argument("--modes", type=mode_list, default=TRACKER_MODES,
-                   help=f"tracker modes, comma-separated (default {','.join(TRACKER_MODES)}; the first one gets "
-                        "the detailed report)")
-    p.add_argument("--max-speed-mps", type=positive_float, default=d.max_speed_mps,
-                   help="fastest vehicle speed between frames (default %(default)s)")
-    p.add_argument("--speed-change-prob", type=probability, default=d.speed_change_prob,
-                   help="per frame, share of belief moving to each neighbouring speed bin (default %(default)s)")
-    p.add_argument("--window-frames", type=positive_int, default=d.window_frames,
-                   help="window mode: frames matched (default %(default)s)")
-    p.add_argument("--place-contrast-frames", type=non_negative_float, default=TrackerConfig.place_contrast_frames,
-                   help="discount map places that score high over about this many frames (0: off; default "
-                        "%(default)s)")
-    p.add_argument("--standstill-ratio", type=probability, default=TrackerConfig.standstill_ratio,
-                   help="hold the belief on frames that differ from the last by less than this share of a "
-                        "moving step (0: off; default %(default)s)")
-    p.add_argument("--tolerance", type=tolerance_pair, default=(5.0, 10.0),
-                   help="what a right answer is, 'METRES,DEGREES' (default 5,10)")
-    for flag, name, kind, text in VERIFY_OPTIONS:
-        p.add_argument(flag, type=kind, dest=name, default=getattr(VerifyConfig, name), metavar=flag[2:].upper(),
-                       help=f"{text} (default %(default)s)")
-
-
-def tolerance_pair(text: str) -> tuple[float, float]:
-    parts = [t.strip() for t in text.split(",")]
-    if len(parts) != 2:
-        raise argparse.ArgumentTypeError(f"{text!r} is not 'METRES,DEGREES' (e.g. 5,10)")
-    return positive_float(parts[0]), positive_float(parts[1])
-
-
-def tracker_config(args: argparse.Namespace) -> TrackerConfig:
-    """TrackerConfig from `add_tracker_args` options (mode: the first of --modes)."""
-    seq = SequenceConfig(max_speed_mps=args.max_speed_mps, speed_change_prob=args.speed_change_prob,
-                         window_frames=args.window_frames)
-    return TrackerConfig(mode=args.modes[0], sequence=seq, tolerance_m=args.tolerance[0],
-                         tolerance_deg=args.tolerance[1], place_contrast_frames=args.place_contrast_frames,
-                         standstill_ratio=args.standstill_ratio,
-                         verify=VerifyConfig(enabled=not getattr(args, "no_verify", False),
-                                             **{name: getattr(args, name) for _, name, _, _ in VERIFY_OPTIONS}))
 
 
 def parse_bag_arg(text: str) -> tuple[str, Path]:
@@ -323,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", type=non_negative_int, default=1, help="example pairs per condition in examples.png")
     p.add_argument("--no-verify", action="store_true", help="retrieval-only evaluation (faster): no geometric "
                    "verification or refined poses, even when the map has geometry")
+    p.add_argument("--keyframes", action="store_true", help="verify beside the frame loop as the node's "
+                   "verify_keyframes does, paced: each frame waits for its keyframe, each keyframe runs alone; "
+                   "prints and writes (keyframes.json) each drive's keyframe verification ms")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -338,6 +293,8 @@ def check_paths(args: argparse.Namespace) -> None:
         raise ValueError(f"--world {args.world}: no such folder; pass the dataset root that holds world.yaml")
     if problem := output_dir_error(args.out, "--out"):
         raise ValueError(problem)
+    if args.keyframes and args.no_verify:
+        raise ValueError("--keyframes times verification, which --no-verify turns off: drop one of them")
 
 
 def refine_reason(args: argparse.Namespace, loc_map: Any) -> str | None:
@@ -358,10 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         groups = query_groups(args, str(reloc.map.domain))
         if args.kidnap:
             groups = [replace(g, queries=KidnappedQueries(g.queries, *args.kidnap)) for g in groups]
+        keyframes = PacedKeyframes() if args.keyframes else None
         tracked, trackers, results, examples, _ = evaluate_modes(reloc, groups, args.modes, tracker_config(args),
                                                                  args.examples, progress=not args.quiet,
                                                                  prior=PriorNoise(args.prior_sigma_m)
-                                                                 if args.prior_sigma_m > 0 else None)
+                                                                 if args.prior_sigma_m > 0 else None,
+                                                                 keyframes=keyframes)
         no_refine = refine_reason(args, reloc.map)
         publish = {m: publish_threshold(t.calibrated, t.suggested_min_confidence, args.min_confidence,
                                         args.min_heuristic_confidence) for m, t in trackers.items()}
@@ -370,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                 "top_n": args.top_n, CANDIDATES: args.top_k, "single-mode prior": (
                     f"simulated fixes, sigma {args.prior_sigma_m:g} m per axis" if args.prior_sigma_m else "none"),
                 "source": str(args.dataset or ", ".join(args.bag)),
-                "verification": no_refine or "on: answers verified and refined against the map geometry",
+                "verification": no_refine or "on: answers verified and refined against the map geometry" + (
+                    "; beside the frame loop, paced (--keyframes)" if args.keyframes else ""),
                 "calibration": "; ".join(f"{m}: {t.diagnostics()['calibration']}" for m, t in trackers.items()),
                 "tracker settings": f"max speed {args.max_speed_mps:g} m/s, speed change {args.speed_change_prob:g}, "
                                     f"window {args.window_frames} frames, place contrast "
@@ -382,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         recs = recoveries(tracked, args.kidnap[0], publish, args.tolerance) if args.kidnap else []
         if args.kidnap:
             paths["kidnap"] = write_recoveries(args.out / "kidnap.json", recs, *args.kidnap)
+        if keyframes is not None:
+            paths["keyframes"] = keyframes.write(args.out / "keyframes.json")
     except ValueError as exc:
         print(f"disam-eval: error: {exc}", file=sys.stderr)
         return 2
@@ -392,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(mode_rows_text(tracked, publish, args.tolerance, map_poses)))
     print("\n".join(poses_text(tracked, no_refine)))
     print("\n".join(recovery_rows(recs)))
+    print("\n".join(keyframes.rows_text() if keyframes is not None else []))
     print(f"report: {paths['markdown']}")
     return 0
 

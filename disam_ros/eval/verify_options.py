@@ -1,5 +1,5 @@
 """disam-eval's verification options, one table: each row names the flag, the VerifyConfig field it sets (whose
-default is the option's), its type and help; `offline.add_tracker_args` adds them and `tracker_config` passes
+default is the option's), its type and help; `tracker_args.add_tracker_args` adds them and `tracker_config` passes
 them on, so a new verifier knob is one row here (test_eval_verify checks each reaches the config)."""
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ from disam_ros.cliutil import OneLineParser, os_error_line, output_dir_error, po
 from disam_ros.data.bags import BagError, bag_info
 from disam_ros.data.bags.write import BAG_OUTPUT
 from disam_ros.eval.metrics import DEFAULT_RECALL_NS, nees
-from disam_ros.eval.offline import example_pair, mode_list, parse_bag_arg
+from disam_ros.eval.offline import example_pair, parse_bag_arg
 from disam_ros.eval.poses import OLD_HINTS, hint_fields, poses_text
 from disam_ros.eval.queries import Query, bag_queries, world_weather
 from disam_ros.eval.report import CANDIDATES
@@ -49,6 +49,7 @@ from disam_ros.eval.scoring import (
     summary_rows,
     write_report,
 )
+from disam_ros.eval.tracker_args import mode_list
 from disam_ros.fsutil import remove, replace_refusal
 from disam_ros.maps import LocalizationMap
 from disam_ros.relocalizer import Relocalizer

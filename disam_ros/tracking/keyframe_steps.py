@@ -31,6 +31,15 @@ class FlowLook(NamedTuple):
 class KeyframeSteps:
     """The Tracker's frame steps in keyframes mode (a mixin: the state is the Tracker's)."""
 
+    def wait_keyframes(self, timeout_s: float) -> bool:
+        """Keyframes mode: wait until no keyframe is in flight (a paced replay); True at once without keyframes."""
+        return self._keyframes is None or self._keyframes.wait_idle(timeout_s)
+
+    def keyframe_times(self) -> tuple[int, list[float]]:
+        """Keyframes mode: the keyframes solved so far, and the recent ones' verification times (ms, since the last
+        reset, newest last)."""
+        return (0, []) if self._keyframes is None else self._keyframes.times()
+
     def _flow_look(self, rgb: np.ndarray, stamp: float) -> FlowLook:
         """This frame followed by optical flow from the chain (run once a frame: it moves the chain on)."""
         t0, verifier = time.perf_counter(), self.verifier

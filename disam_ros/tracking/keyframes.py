@@ -118,6 +118,17 @@ class KeyframeThread:
             return self._cv.wait_for(lambda: self._job is None or self._closed,
                                      timeout=RESET_WAIT_S if wait_s is None else wait_s)
 
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no keyframe is waiting or being solved (a paced replay: each keyframe then runs alone);
+        False if one still is after `timeout_s`."""
+        with self._cv:
+            return self._cv.wait_for(lambda: self._job is None or self._closed, timeout=timeout_s)
+
+    def times(self) -> tuple[int, list[float]]:
+        """Keyframes solved so far, and the recent ones' verification times (ms, since the last reset, newest last)."""
+        with self._cv:
+            return self.solved, list(self.times_ms)
+
     def diagnostics(self) -> dict[str, Any]:
         """Keyframes solved, and the median and p95 of their verification times (since the last reset)."""
         with self._cv:
