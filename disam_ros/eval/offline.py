@@ -32,10 +32,11 @@ from disam_ros.cliutil import (
     non_negative_int,
     os_error_line,
     output_dir_error,
+    positive_float,
     positive_int,
     probability_or_one,
 )
-from disam_ros.eval.keyframe_pacing import PacedKeyframes, paced
+from disam_ros.eval.keyframe_replay import KeyframeReplay, replay_config
 from disam_ros.eval.kidnap import KidnappedQueries, parse_kidnap, recoveries, recovery_rows, write_recoveries
 from disam_ros.eval.metrics import DEFAULT_RECALL_NS, nees
 from disam_ros.eval.plots import ExamplePair
@@ -156,15 +157,15 @@ def tracked_frame(mode: str, q: Query, step: TrackStep, feature: float, features
 def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequence[str],
                    config: TrackerConfig | None = None, examples_per_condition: int = 0, progress: bool = True,
                    default_weather: str = "sunny", prior: PriorNoise | None = None,
-                   keyframes: PacedKeyframes | None = None):
+                   keyframes: KeyframeReplay | None = None):
     """Every query through a Tracker per mode (each drive from a reset belief). Returns (TrackedFrames,
     {mode: Tracker}, and for the FIRST mode: QueryResults, ExamplePairs, Answers as `evaluate` gives them: the
     retrieval-only pose of the answered place, also where verification refined the published one).
     `prior`: single-mode frames get a simulated fix around their true position (eval/prior_sim.py).
-    `keyframes`: verification beside the frame loop, paced, each drive's keyframe times kept there
-    (eval/keyframe_pacing.py)."""
+    `keyframes`: verification beside the frame loop, paced or at a camera rate, each drive's record kept there
+    (eval/keyframe_replay.py)."""
     config = config or TrackerConfig()
-    config = paced(config) if keyframes is not None else config
+    config = replay_config(config, keyframes.rate_hz) if keyframes is not None else config
     tracked, trackers = [], {}
     run = ScoredRun(reloc, examples_per_condition)
     poses = (np.asarray(reloc.map.positions, float), np.asarray(reloc.map.quats, float))
@@ -178,13 +179,14 @@ def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequ
             run.new_drive()
             if keyframes is not None:
                 keyframes.new_drive(tracker, mode, g.condition)
-            for q in tqdm(g.queries, desc=f"eval {mode} {g.condition}", disable=not progress, unit="img"):
+            frames = g.queries if keyframes is None else keyframes.frames(g.queries)
+            for q in tqdm(frames, desc=f"eval {mode} {g.condition}", disable=not progress, unit="img"):
                 t0 = time.perf_counter()
                 fix = prior.prior_for(q.condition, q.name, q.position) if prior and mode == "single" else None
                 step = tracker.step(q.image, q.stamp, fix)
                 latency = time.perf_counter() - t0
                 if keyframes is not None:
-                    keyframes.after_frame(tracker)
+                    keyframes.after_frame(tracker, q, step.result)
                 tracked.append(tracked_frame(mode, q, step, tracker.last_feature, tracker.last_features, poses))
                 if k:
                     continue
@@ -193,6 +195,8 @@ def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequ
                            tuple(int(i) for i, _ in res.topk), latency, step.selection.domain) if res.ok else \
                     Answer(None, latency_s=latency, domain=step.selection.domain)
                 run.add(q, a, res)
+        if keyframes is not None:
+            tracker.close()  # the keyframe thread ends with the replay, not mid-keyframe at exit
     return tracked, trackers, run.results, run.examples, run.answers
 
 
@@ -278,6 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keyframes", action="store_true", help="verify beside the frame loop as the node's "
                    "verify_keyframes does, paced: each frame waits for its keyframe, each keyframe runs alone; "
                    "prints and writes (keyframes.json) each drive's keyframe verification ms")
+    p.add_argument("--rate", type=positive_float, default=0.0, metavar="HZ",
+                   help="with --keyframes: replay each drive at this camera rate instead, the loop taking the newest "
+                        "frame when free (the rest dropped); adds frames answered, latency and the share of sent "
+                        "frames within 0.25 m, 2 deg (the main tables cover answered frames only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -295,6 +303,8 @@ def check_paths(args: argparse.Namespace) -> None:
         raise ValueError(problem)
     if args.keyframes and args.no_verify:
         raise ValueError("--keyframes times verification, which --no-verify turns off: drop one of them")
+    if args.rate and not args.keyframes:
+        raise ValueError(f"--rate {args.rate:g} replays verification beside the frame loop: add --keyframes")
 
 
 def refine_reason(args: argparse.Namespace, loc_map: Any) -> str | None:
@@ -315,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         groups = query_groups(args, str(reloc.map.domain))
         if args.kidnap:
             groups = [replace(g, queries=KidnappedQueries(g.queries, *args.kidnap)) for g in groups]
-        keyframes = PacedKeyframes() if args.keyframes else None
+        keyframes = KeyframeReplay(args.rate) if args.keyframes else None
         tracked, trackers, results, examples, _ = evaluate_modes(reloc, groups, args.modes, tracker_config(args),
                                                                  args.examples, progress=not args.quiet,
                                                                  prior=PriorNoise(args.prior_sigma_m)
@@ -330,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"simulated fixes, sigma {args.prior_sigma_m:g} m per axis" if args.prior_sigma_m else "none"),
                 "source": str(args.dataset or ", ".join(args.bag)),
                 "verification": no_refine or "on: answers verified and refined against the map geometry" + (
-                    "; beside the frame loop, paced (--keyframes)" if args.keyframes else ""),
+                    "; beside the frame loop, " + (f"at {args.rate:g} Hz: answered frames only (keyframes.json "
+                                                   "has the sent frames)" if args.rate else "paced")
+                    + " (--keyframes)" if args.keyframes else ""),
                 "calibration": "; ".join(f"{m}: {t.diagnostics()['calibration']}" for m, t in trackers.items()),
                 "tracker settings": f"max speed {args.max_speed_mps:g} m/s, speed change {args.speed_change_prob:g}, "
                                     f"window {args.window_frames} frames, place contrast "

@@ -1,0 +1,143 @@
+"""`disam-eval --keyframes [--rate HZ]`: the node's verification beside the frame loop (`verify_keyframes`), replayed.
+
+Why: with `verify_keyframes` a node answers each frame from optical flow or the belief at once and solves keyframes
+on a second thread; how much of a drive it verifies then depends on how busy the core is.
+* Paced (no `--rate`): each frame waits for its own keyframe (flow failed) and for a renewal in flight before the
+  next frame comes, so every keyframe runs alone on the thread and the figures repeat. Each keyframe's verification
+  time is recorded: the median is the cost a camera-rate node must fit beside its frame loop.
+* At a camera rate: the drive's frames arrive `rate` times a second while the loop runs; the loop takes the newest
+  frame when it is free (a node's one-deep queue) and frames it never took are dropped. Per drive: frames sent,
+  answered, dropped, latency from a frame's arrival to its answer, and the share of SENT frames answered within
+  (0.25 m, 2 deg). The same measure as `disam-bench node --rate` without DDS and on any drives, so that a real-time
+  choice can be made on validation drives and reported on others (the bench has one world)."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from disam_ros.fsutil import atomic_write_text
+from disam_ros.geometry import quat_angle_deg
+from disam_ros.tracking.tracker import TrackerConfig
+
+log = logging.getLogger(__name__)
+
+PACED_WAIT_MS = 3_600_000.0  # paced: a frame waits for its own keyframe, none is `pending` for want of time
+IDLE_TIMEOUT_S = 600.0  # ... and for a renewal in flight before the next frame (a stuck keyframe: warn, go on)
+WITHIN = (0.25, 2.0)  # the real-time share's tolerance (m, deg): a verified pose's, as the bench's
+
+
+def replay_config(config: TrackerConfig, rate_hz: float = 0.0) -> TrackerConfig:
+    """Verification beside the frame loop; paced (rate 0), each frame waits for its keyframe; at a camera rate as
+    the node does (`keyframe_wait_ms` as given)."""
+    return replace(config, keyframes=True, keyframe_wait_ms=PACED_WAIT_MS if rate_hz <= 0 else config.keyframe_wait_ms)
+
+
+@dataclass
+class DriveKeyframes:
+    """One drive's keyframe verification times in one tracker mode, and at a camera rate what its frames got."""
+
+    mode: str
+    condition: str
+    times_ms: list[float] = field(default_factory=list)
+    sent: int = 0
+    latencies_ms: list[float] = field(default_factory=list)  # answered frames, arrival to answer
+    within: int = 0  # answered within WITHIN
+
+    def row(self, rate_hz: float = 0.0) -> dict[str, Any]:
+        t = np.asarray(self.times_ms, float)
+        row = {"mode": self.mode, "condition": self.condition, "keyframes": int(len(t)),
+               "median_ms": float(np.median(t)) if len(t) else None,
+               "p95_ms": float(np.percentile(t, 95)) if len(t) else None, "times_ms": [float(x) for x in t]}
+        if rate_hz > 0:
+            lat = np.asarray(self.latencies_ms, float)
+            row.update(sent=self.sent, answered=int(len(lat)), dropped=self.sent - int(len(lat)),
+                       latency_median_ms=float(np.median(lat)) if len(lat) else None,
+                       latency_p95_ms=float(np.percentile(lat, 95)) if len(lat) else None,
+                       within_share=self.within / self.sent if self.sent else None)
+        return row
+
+
+class KeyframeReplay:
+    """Feeds a drive's frames (paced, or at `rate_hz`), waits for keyframes when paced, and keeps per-drive
+    records (module docstring)."""
+
+    def __init__(self, rate_hz: float = 0.0) -> None:
+        self.rate_hz = float(rate_hz)
+        self.drives: list[DriveKeyframes] = []
+        self._seen = 0
+        self._arrival = 0.0
+
+    def new_drive(self, tracker: Any, mode: str, condition: str) -> None:
+        """Call after the tracker's reset for the drive."""
+        self._seen = tracker.keyframe_times()[0]
+        self.drives.append(DriveKeyframes(mode, condition))
+
+    def frames(self, queries: Iterable[Any]) -> Iterator[Any]:
+        """The frames the loop gets: all in order when paced; at a camera rate, each time the loop asks, the newest
+        that has arrived (waiting for the next when none is new); the rest are dropped."""
+        qs = list(queries)
+        self.drives[-1].sent = len(qs)
+        if self.rate_hz <= 0:
+            yield from qs
+            return
+        t0, k = time.perf_counter(), -1
+        while k < len(qs) - 1:
+            wait = t0 + (k + 1) / self.rate_hz - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            k = min(len(qs) - 1, int((time.perf_counter() - t0) * self.rate_hz))
+            self._arrival = t0 + k / self.rate_hz
+            yield qs[k]
+
+    def after_frame(self, tracker: Any, query: Any, result: Any) -> None:
+        """Record the frame's answer (at a camera rate) or wait for the keyframe in flight (paced); then the new
+        keyframe times."""
+        d = self.drives[-1]
+        if self.rate_hz > 0:
+            d.latencies_ms.append(1e3 * (time.perf_counter() - self._arrival))
+            d.within += int(bool(result.ok) and _within(result, query))
+        elif not tracker.wait_keyframes(IDLE_TIMEOUT_S):
+            log.warning("a keyframe still runs after %.0f s; the replay goes on", IDLE_TIMEOUT_S)
+        solved, times = tracker.keyframe_times()
+        new = min(solved - self._seen, len(times))
+        self._seen = solved
+        if new > 0:
+            d.times_ms.extend(times[-new:])
+
+    def rows_text(self) -> list[str]:
+        """The per-drive table disam-eval prints."""
+        real = self.rate_hz > 0
+        head = f"at {self.rate_hz:g} Hz, one loop" if real else "paced, one thread"
+        lines = [f"keyframes ({head}): mode / drive / keyframes / median ms / p95 ms"
+                 + (" / answered of sent / latency p95 ms / % of sent within 0.25 m, 2 deg" if real else "")]
+        for r in (d.row(self.rate_hz) for d in self.drives):
+            cells = [_ms(r["median_ms"]), _ms(r["p95_ms"])]
+            if real:
+                share = "-" if r["within_share"] is None else f"{100 * r['within_share']:.1f}"
+                cells += [f"{r['answered']}/{r['sent']}", _ms(r["latency_p95_ms"]), share]
+            lines.append(f"  {r['mode']:<9} {r['condition']:<20} {r['keyframes']:>5}  " + "  ".join(
+                f"{c:>6}" for c in cells))
+        return lines
+
+    def write(self, path: Path) -> Path:
+        doc = {"rate_hz": self.rate_hz or None, "drives": [d.row(self.rate_hz) for d in self.drives]}
+        return atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
+
+
+def _within(result: Any, query: Any) -> bool:
+    t = float(np.linalg.norm(np.asarray(result.position, float) - np.asarray(query.position, float)))
+    return t <= WITHIN[0] and float(quat_angle_deg(result.quat, query.quat)) <= WITHIN[1]
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
+__all__ = ["IDLE_TIMEOUT_S", "PACED_WAIT_MS", "WITHIN", "DriveKeyframes", "KeyframeReplay", "replay_config"]
