@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from disam_ros.fsutil import atomic_write_text
-from disam_ros.geometry import quat_angle_deg
 from disam_ros.tracking.tracker import TrackerConfig
 
 log = logging.getLogger(__name__)
@@ -96,13 +95,13 @@ class KeyframeReplay:
             self._arrival = t0 + k / self.rate_hz
             yield qs[k]
 
-    def after_frame(self, tracker: Any, query: Any, result: Any) -> None:
-        """Record the frame's answer (at a camera rate) or wait for the keyframe in flight (paced); then the new
-        keyframe times."""
+    def after_frame(self, tracker: Any, frame: Any, answered_at: float) -> None:
+        """Record the frame's answer (`frame`: its eval/scoring.TrackedFrame; `answered_at`: perf_counter time) at a
+        camera rate, or wait for the keyframe in flight (paced); then the new keyframe times."""
         d = self.drives[-1]
         if self.rate_hz > 0:
-            d.latencies_ms.append(1e3 * (time.perf_counter() - self._arrival))
-            d.within += int(bool(result.ok) and _within(result, query))
+            d.latencies_ms.append(1e3 * (answered_at - self._arrival))
+            d.within += int(frame.correct(WITHIN))
         elif not tracker.wait_keyframes(IDLE_TIMEOUT_S):
             log.warning("a keyframe still runs after %.0f s; the replay goes on", IDLE_TIMEOUT_S)
         solved, times = tracker.keyframe_times()
@@ -129,11 +128,6 @@ class KeyframeReplay:
     def write(self, path: Path) -> Path:
         doc = {"rate_hz": self.rate_hz or None, "drives": [d.row(self.rate_hz) for d in self.drives]}
         return atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
-
-
-def _within(result: Any, query: Any) -> bool:
-    t = float(np.linalg.norm(np.asarray(result.position, float) - np.asarray(query.position, float)))
-    return t <= WITHIN[0] and float(quat_angle_deg(result.quat, query.quat)) <= WITHIN[1]
 
 
 def _ms(v: float | None) -> str:

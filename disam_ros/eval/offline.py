@@ -185,9 +185,9 @@ def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequ
                 fix = prior.prior_for(q.condition, q.name, q.position) if prior and mode == "single" else None
                 step = tracker.step(q.image, q.stamp, fix)
                 latency = time.perf_counter() - t0
-                if keyframes is not None:
-                    keyframes.after_frame(tracker, q, step.result)
                 tracked.append(tracked_frame(mode, q, step, tracker.last_feature, tracker.last_features, poses))
+                if keyframes is not None:
+                    keyframes.after_frame(tracker, tracked[-1], t0 + latency)
                 if k:
                     continue
                 res = step.result
