@@ -40,6 +40,12 @@ class KeyframeSteps:
         reset, newest last)."""
         return (0, []) if self._keyframes is None else self._keyframes.times()
 
+    def _verified_before(self) -> np.ndarray | None:
+        """The previous frame's verified position (None: it had none, e.g. a junk frame, or the drive was reset)."""
+        last = self._last
+        v = None if last is None else last.result.verification
+        return last.result.position if v is not None and v.verified else None
+
     def _flow_look(self, rgb: np.ndarray, stamp: float) -> FlowLook:
         """This frame followed by optical flow from the chain (run once a frame: it moves the chain on)."""
         t0, verifier = time.perf_counter(), self.verifier
@@ -55,7 +61,7 @@ class KeyframeSteps:
         no pose)."""
         cfg = self.config
         if (self._keyframes is None or cfg.mode != "sequence" or not cfg.flow_skips_retrieval or prior is not None
-                or self._verified_at is None or cfg.verify.belief_sigma_m <= 0):
+                or self._verified_before() is None or cfg.verify.belief_sigma_m <= 0):
             return None
         return self._flow_look(rgb, stamp) if check_frame(rgb, self.reloc.gate).ok else None
 
@@ -68,7 +74,7 @@ class KeyframeSteps:
         v = flow.answer
         if v is None or not v.verified:
             return None
-        moved = odom if odom is not None else float(np.linalg.norm(v.position - self._verified_at))
+        moved = odom if odom is not None else float(np.linalg.norm(v.position - self._verified_before()))
         est = self._seq.hold(stamp, moved)
         if est is None:
             return None

@@ -126,7 +126,6 @@ class Tracker(KeyframeSteps):
         self.last_features: dict[str, float] = {}  # every candidate feature of this frame (disam-calibrate)
         self._support: deque[float] = deque(maxlen=SUPPORT_FRAMES)
         self._points: PointTrack | None = None  # the last verified frame's inliers (map-point tracking)
-        self._verified_at: np.ndarray | None = None  # the last frame's verified position (None: it had none)
         verify = config.verify
         # the dense search needs the place known from outside the frame: a belief's, or a spatial prior's (_verify)
         self.dense_needs_prior = config.mode == "single" and not verify.gradient_single
@@ -191,7 +190,7 @@ class Tracker(KeyframeSteps):
             self._standstill.reset()
         self._prior, self._prev, self._consistent = None, None, 0
         self._support.clear()
-        self._points = self._verified_at = None  # a relocalisation request: do not carry map points across it
+        self._points = None  # a relocalisation request: do not carry map points across it
         if self._keyframes is not None and not self._keyframes.reset():
             log.warning("tracker reset: the dropped keyframe is still running")
         if self.verifier is not None:
@@ -245,8 +244,6 @@ class Tracker(KeyframeSteps):
                 self._verify(rgb, step.result, t)
             else:
                 self._verify_beside(rgb, step.result, t, flow)
-        else:
-            self._verified_at = None  # answered without verification (junk, no evidence): the next frame is retrieved
         step.result.timings_ms["track"] = (time.perf_counter() - t0) * 1e3
         self._last = step
         return step
@@ -272,7 +269,6 @@ class Tracker(KeyframeSteps):
     def _use(self, res: RetrievalResult, v: Verification) -> None:
         """A frame's verification: a verified pose replaces the answer's and narrows the belief."""
         self._points = v.support if v.verified else self._points
-        self._verified_at = v.position.copy() if v.verified else None
         res.verification = v
         res.timings_ms["verify"] = v.ms
         if v.verified:
