@@ -133,7 +133,20 @@ def test_after_the_first_verified_frame():
     assert every["within_0.25m_2deg_after_first"] == pytest.approx(3 / 5)
     assert every["first_verified_s"] == pytest.approx(0.1)
     text = R.table([row, never, every]).splitlines()
-    assert text[2].split()[-3:] == ["0.2", "67", "%"] and text[3].split()[-2:] == ["-", "-"]
+    assert text[2].split()[-6:] == ["0.2", "67", "%", "0", "20", "%"]  # ... late hints 0, hinted 1 of 5
+    assert text[3].split()[-5:] == ["-", "-", "0", "0", "%"]
+
+
+def test_late_hints_count_for_slam_not_for_the_published_pose():
+    """Verified in time and exact; answered 1 m off, then a late hint exact; never answered, a late hint 0.5 m off;
+    answered exact but unverified. SLAM got a verified closure within (0.25 m, 2 deg) for frames 1 and 2 (2 of 4),
+    two late hints came, and the published poses' share is frames 1 and 4 (a late hint is no published pose)."""
+    drive = [_frame(0.0, 0.05, verified=True), _frame(0.1, 0.15, dx=1.0), _frame(0.2), _frame(0.3, 0.35)]
+    drive[1].late_position, drive[1].late_quat = drive[1].gt_position.copy(), drive[1].gt_quat.copy()
+    drive[2].late_position, drive[2].late_quat = drive[2].gt_position + [0.5, 0.0, 0.0], drive[2].gt_quat.copy()
+    row = R.summarize_frames("rain", drive)
+    assert row["late_hints"] == 2 and row["hinted_0.25m_2deg"] == pytest.approx(2 / 4)
+    assert row["within_0.25m_2deg"] == pytest.approx(2 / 4) and row["verified_share"] == pytest.approx(1 / 4)
 
 
 def test_counters_from_diagnostics_and_their_difference():

@@ -142,6 +142,37 @@ def test_paced_keyframes_answer_every_frame_and_time_every_keyframe(geo_world, c
     assert "\n" not in text and "--keyframes" in text and "--no-verify" in text
 
 
+def test_late_answers_at_a_camera_rate_count_against_their_own_frames():
+    """Three frames at 30 Hz, hand-worked: 0 verified and exact (hinted in time); 1 unverified 1 m off, its keyframe
+    answered late with frame 2 and exact (hinted late: the published share does not move); 2 unverified and exact
+    (published right, no verified hint). A late answer for a stamp the drive never answered counts nowhere."""
+    from disam_ros.eval.keyframe_replay import KeyframeReplay
+    from disam_ros.eval.scoring import TrackedFrame
+    from disam_ros.tracking.tracker_config import LateAnswer
+
+    gt_q = np.array([0.0, 0.0, 0.0, 1.0])
+
+    def frame(stamp, dx, verified):
+        gt = np.array([float(stamp), 0.0, 0.0])
+        return TrackedFrame("sequence", "rain", f"{stamp}", gt, gt_q, gt + [dx, 0.0, 0.0], gt_q, 0.5, 0.0, False,
+                            0.0, verified=verified, stamp=float(stamp))
+
+    def late(stamp):
+        return LateAnswer(float(stamp), SimpleNamespace(position=np.array([float(stamp), 0.0, 0.0]), quat=gt_q), True)
+
+    tracker = SimpleNamespace(keyframe_times=lambda: (0, []))
+    replay = KeyframeReplay(30.0)
+    replay.new_drive(tracker, "sequence", "rain")
+    replay.drives[-1].sent = 3
+    replay.after_frame(tracker, frame(1, 0.0, True), 0.01)
+    replay.after_frame(tracker, frame(2, 1.0, False), 0.02)
+    replay.after_frame(tracker, frame(3, 0.0, False), 0.03, [late(2), late(7)])
+    row = replay.drives[-1].row(30.0)
+    assert row["late"] == 1 and row["hinted_share"] == pytest.approx(2 / 3)
+    assert row["within_share"] == pytest.approx(2 / 3)
+    assert replay.rows_text()[1].split()[-2:] == ["1", "66.7"]
+
+
 def test_keyframes_at_a_camera_rate_count_the_sent_frames(geo_world, capsys):
     """`--keyframes --rate`: frames arrive at the rate while the loop runs and it takes the newest when free. At a
     million frames a second all 14 have arrived before the first step ends, so the loop answers the first it took

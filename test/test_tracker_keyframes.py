@@ -57,6 +57,33 @@ def test_frames_never_wait_for_keyframes_and_flow_follows_them(flow_drive):
     assert not tracker._keyframes.thread.is_alive()
 
 
+def test_keyframes_verified_after_their_frames_come_back_as_late_answers(flow_drive):
+    """wait 0, as above: frames 0 and 1 go out pending; their keyframes, solved after, come back with the next
+    steps as late answers at their own frames' stamps (1000.0 with step 1, 1000.1 with step 2), each verified
+    against the map (not by flow) within (0.25 m, 2 deg) of where its frame was rendered, while the answers
+    already given stay pending. Frames flow verified give none (their frames went out verified)."""
+    from disam_ros.tracking.tracker import Tracker, TrackerConfig
+
+    m, _, frames = flow_drive
+    reloc = _relocalizer(m)
+    tracker = Tracker(reloc, TrackerConfig(mode="sequence", keyframes=True, keyframe_wait_ms=0.0))
+    try:
+        steps = []
+        for i, (rgb, _, _) in enumerate(frames):
+            steps.append(tracker.step(rgb, 1000.0 + 0.1 * i))
+            _drain(tracker)
+    finally:
+        tracker.close()
+        reloc.map.close()
+    assert [[a.stamp for a in s.late] for s in steps] == [[], [1000.0], [1000.1], [], []]
+    for s, (_, pos, quat) in zip(steps[1:3], frames[:2]):
+        r = s.late[0].result
+        assert r.verification.verified and not r.verification.flow and _near(r, pos, quat)
+        assert s.late[0].loop_closure is False  # the first frames of a drive: the gate is not open yet
+    assert [s.result.verification.outcome for s in steps[:2]] == ["pending", "pending"]
+    assert all(np.isfinite(s.late[0].result.covariance).all() for s in steps[1:3])
+
+
 def test_frames_flow_verifies_after_a_verified_one_need_no_retrieval(flow_drive, monkeypatch):
     """Sequence mode, the same drive twice: frames 0-1 are pending and frame 2 follows by flow after an unverified
     frame, so those three are retrieved; frames 3-4 follow a verified frame and flow verifies them, so with

@@ -18,8 +18,10 @@ share of SENT frames whose published pose is within (0.25 m, 2 deg) and within (
 truth, the verified share, and the median verification time per frame from the node's loop-closure hints
 (`refine_ms`; every published pose is hinted here); then how long the drive took to its first verified frame and
 the (0.25 m, 2 deg) share of the frames from that one on (`from_first_verified`: what a short drive's start
-hides). `--param NAME:=VALUE` passes node parameters through. `--runs N` repeats every drive N times, each time
-with a fresh node, and reports per-drive medians with the 0.25 m share's range (on one shared core a drive's share
+hides); with `verify_keyframes` the late hints (keyframes verified after their frames were answered) and the share
+of sent frames a SLAM back end got a verified hint within (0.25 m, 2 deg) for, in time or late. `--param
+NAME:=VALUE` passes node parameters through. `--runs N` repeats every drive N times, each time with a fresh node,
+and reports per-drive medians with the 0.25 m share's range (on one shared core a drive's share
 moves by several points from run to run). The rows: bench/node_rate_summary.py.
 """
 from __future__ import annotations
@@ -203,6 +205,10 @@ def run_drive(client: Any, root: Path, drive: str, rate: float, compressed: bool
             rec.t_recv, rec.position, rec.quat = hit[0], np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w])
             hint = hint_fields(client.rx.loop.get(key, (None, {}))[1]) or {}
             rec.verified, rec.refine_ms = bool(hint.get("verified")), float(hint.get("refine_ms", math.nan))
+        late = client.rx.late.get(key, (None, {}))[1]
+        if late.get("verified") is True:
+            rec.late_position = np.asarray(late["position"], float)
+            rec.late_quat = np.asarray(late["orientation_xyzw"], float)
         out.append(rec)
     return out, node
 

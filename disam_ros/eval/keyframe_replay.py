@@ -8,7 +8,9 @@ on a second thread; how much of a drive it verifies then depends on how busy the
 * At a camera rate: the drive's frames arrive `rate` times a second while the loop runs; the loop takes the newest
   frame when it is free (a node's one-deep queue) and frames it never took are dropped. Per drive: frames sent,
   answered, dropped, latency from a frame's arrival to its answer, and the share of SENT frames answered within
-  (0.25 m, 2 deg). The same measure as `disam-bench node --rate` without DDS and on any drives, so that a real-time
+  (0.25 m, 2 deg); then the late answers (keyframes verified after their frames: the node's late loop-closure
+  hints) and the share of sent frames a SLAM back end got a verified pose within (0.25 m, 2 deg) for, in time or
+  late. The same measure as `disam-bench node --rate` without DDS and on any drives, so that a real-time
   choice can be made on validation drives and reported on others (the bench has one world)."""
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ class DriveKeyframes:
     sent: int = 0
     latencies_ms: list[float] = field(default_factory=list)  # answered frames, arrival to answer
     within: int = 0  # answered within WITHIN
+    late: int = 0  # late answers (keyframes verified after their frames were answered)
+    hinted: int = 0  # frames a SLAM back end got a verified pose within WITHIN for: in time, or late
 
     def row(self, rate_hz: float = 0.0) -> dict[str, Any]:
         t = np.asarray(self.times_ms, float)
@@ -59,7 +63,8 @@ class DriveKeyframes:
             row.update(sent=self.sent, answered=int(len(lat)), dropped=self.sent - int(len(lat)),
                        latency_median_ms=float(np.median(lat)) if len(lat) else None,
                        latency_p95_ms=float(np.percentile(lat, 95)) if len(lat) else None,
-                       within_share=self.within / self.sent if self.sent else None)
+                       within_share=self.within / self.sent if self.sent else None, late=self.late,
+                       hinted_share=self.hinted / self.sent if self.sent else None)
         return row
 
 
@@ -72,10 +77,12 @@ class KeyframeReplay:
         self.drives: list[DriveKeyframes] = []
         self._seen = 0
         self._arrival = 0.0
+        self._frames: dict[float, Any] = {}  # this drive's answered frames by stamp: a late answer's ground truth
 
     def new_drive(self, tracker: Any, mode: str, condition: str) -> None:
         """Call after the tracker's reset for the drive."""
         self._seen = tracker.keyframe_times()[0]
+        self._frames = {}
         self.drives.append(DriveKeyframes(mode, condition))
 
     def frames(self, queries: Iterable[Any]) -> Iterator[Any]:
@@ -95,13 +102,22 @@ class KeyframeReplay:
             self._arrival = t0 + k / self.rate_hz
             yield qs[k]
 
-    def after_frame(self, tracker: Any, frame: Any, answered_at: float) -> None:
-        """Record the frame's answer (`frame`: its eval/scoring.TrackedFrame; `answered_at`: perf_counter time) at a
-        camera rate, or wait for the keyframe in flight (paced); then the new keyframe times."""
+    def after_frame(self, tracker: Any, frame: Any, answered_at: float, late: Iterable[Any] = ()) -> None:
+        """Record the frame's answer (`frame`: its eval/scoring.TrackedFrame; `answered_at`: perf_counter time) and
+        the late answers its step brought (`TrackStep.late`, scored against their own frames) at a camera rate, or
+        wait for the keyframe in flight (paced); then the new keyframe times."""
         d = self.drives[-1]
         if self.rate_hz > 0:
             d.latencies_ms.append(1e3 * (answered_at - self._arrival))
             d.within += int(frame.correct(WITHIN))
+            d.hinted += int(frame.verified and frame.correct(WITHIN))
+            self._frames[float(frame.stamp)] = frame
+            for a in late:
+                own = self._frames.get(float(a.stamp))
+                if own is not None:
+                    d.late += 1
+                    d.hinted += int(replace(own, est_position=np.asarray(a.result.position, float),
+                                            est_quat=np.asarray(a.result.quat, float)).correct(WITHIN))
         elif not tracker.wait_keyframes(IDLE_TIMEOUT_S):
             log.warning("a keyframe still runs after %.0f s; the replay goes on", IDLE_TIMEOUT_S)
         solved, times = tracker.keyframe_times()
@@ -115,12 +131,14 @@ class KeyframeReplay:
         real = self.rate_hz > 0
         head = f"at {self.rate_hz:g} Hz, one loop" if real else "paced, one thread"
         lines = [f"keyframes ({head}): mode / drive / keyframes / median ms / p95 ms"
-                 + (" / answered of sent / latency p95 ms / % of sent within 0.25 m, 2 deg" if real else "")]
+                 + (" / answered of sent / latency p95 ms / % of sent within 0.25 m, 2 deg / late answers / % of "
+                    "sent with a verified hint within 0.25 m, 2 deg (in time or late)" if real else "")]
         for r in (d.row(self.rate_hz) for d in self.drives):
             cells = [_ms(r["median_ms"]), _ms(r["p95_ms"])]
             if real:
                 share = "-" if r["within_share"] is None else f"{100 * r['within_share']:.1f}"
-                cells += [f"{r['answered']}/{r['sent']}", _ms(r["latency_p95_ms"]), share]
+                hinted = "-" if r["hinted_share"] is None else f"{100 * r['hinted_share']:.1f}"
+                cells += [f"{r['answered']}/{r['sent']}", _ms(r["latency_p95_ms"]), share, str(r["late"]), hinted]
             lines.append(f"  {r['mode']:<9} {r['condition']:<20} {r['keyframes']:>5}  " + "  ".join(
                 f"{c:>6}" for c in cells))
         return lines

@@ -187,7 +187,7 @@ def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequ
                 latency = time.perf_counter() - t0
                 tracked.append(tracked_frame(mode, q, step, tracker.last_feature, tracker.last_features, poses))
                 if keyframes is not None:
-                    keyframes.after_frame(tracker, tracked[-1], t0 + latency)
+                    keyframes.after_frame(tracker, tracked[-1], t0 + latency, step.late)
                 if k:
                     continue
                 res = step.result

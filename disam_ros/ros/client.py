@@ -43,7 +43,7 @@ def stamp_key(stamp: Any) -> Stamp:
     return int(stamp.sec), int(stamp.nanosec)
 
 
-KEYED = ("pose", "pose_cov", "candidates", "loop")  # Received's stores keyed by the query stamp
+KEYED = ("pose", "pose_cov", "candidates", "loop", "late")  # Received's stores keyed by the query stamp
 
 
 @dataclass
@@ -54,6 +54,7 @@ class Received:
     pose_cov: dict[Stamp, tuple[float, PoseWithCovarianceStamped]] = field(default_factory=dict)
     candidates: dict[Stamp, tuple[float, PoseArray]] = field(default_factory=dict)
     loop: dict[Stamp, tuple[float, dict]] = field(default_factory=dict)
+    late: dict[Stamp, tuple[float, dict]] = field(default_factory=dict)  # hints with "late": true (verify_keyframes)
     archive: dict[str, list] = field(default_factory=dict)  # earlier drives' keyed answers (LocalizerClient.new_drive)
     debug: list[tuple[float, Image]] = field(default_factory=list)
     diagnostics: list[tuple[float, dict[str, str]]] = field(default_factory=list)
@@ -175,7 +176,8 @@ class LocalizerClient(DdsPeer):
     def _on_loop(self, msg: String) -> None:
         doc = json.loads(msg.data)
         ns = int(doc["query_stamp_ns"])
-        self.rx.loop[(ns // 1_000_000_000, ns % 1_000_000_000)] = (time.monotonic(), doc)
+        store = self.rx.late if doc.get("late") is True else self.rx.loop  # a late one never replaces its frame's
+        store[(ns // 1_000_000_000, ns % 1_000_000_000)] = (time.monotonic(), doc)
         self._notify()
 
     def _on_diag(self, msg: DiagnosticArray) -> None:

@@ -73,10 +73,12 @@ def candidates(res: Any, positions: np.ndarray, quats: np.ndarray, header: Heade
     return msg
 
 
-def loop_closure(res: Any, query_stamp: Time, domain: str, frame_id: str, loc_map: Any = None) -> String:
+def loop_closure(res: Any, query_stamp: Time, domain: str, frame_id: str, loc_map: Any = None,
+                 late: bool = False) -> String:
     """JSON loop-closure hint; schema in docs/localizer.md (key `schema` versions it). `position` is the published
     pose (the verified metric pose when verified); `place_*` the answered map place's pose (retrieval only);
-    the verification keys (`verified_keys`) need the map for the keyframe's pose."""
+    the verification keys (`verified_keys`) need the map for the keyframe's pose. `late`: a keyframe verified
+    after its frame was answered (`verify_keyframes`), sent when it was solved, at its frame's stamp."""
     score = _num(res.topk[0][1]) if len(res.topk) else None
     doc = {
         "schema": LOOP_CLOSURE_SCHEMA,
@@ -92,6 +94,7 @@ def loop_closure(res: Any, query_stamp: Time, domain: str, frame_id: str, loc_ma
         "position": [float(v) for v in res.position],
         "orientation_xyzw": [float(v) for v in res.quat],
         "candidates": [{"map_index": int(i), "score": _num(s)} for i, s in res.topk],
+        "late": bool(late),
     }
     if loc_map is not None:
         doc.update(verified_keys(res, loc_map))

@@ -129,8 +129,9 @@ PARAMETERS: tuple[Param, ...] = (
           constraints=", ".join(FEATURE_CHOICES)),
     Param("verify_keyframes", False, "Verify beside the frame loop: frames follow the last verified pose by optical "
           "flow, and a frame goes to a lower-priority thread as a keyframe when flow fails and the thread is free; "
-          "its answer is that frame's only within verify_wait_ms, later it renews the flow chain (a camera-rate "
-          "node that keeps up; docs/localizer.md). false = every frame verified inline."),
+          "its answer is that frame's only within verify_wait_ms, later it renews the flow chain and, verified, "
+          "goes out as a late loop-closure hint (a camera-rate node that keeps up; docs/localizer.md). false = "
+          "every frame verified inline."),
     Param("verify_wait_ms", 50.0, "verify_keyframes: how long a frame waits for its own keyframe's answer before it "
           "is answered without it (verification pending).", constraints=">= 0"),
     Param("verify_budget_ms", 0.0, "Time box of one frame's verification: no further step or candidate starts "

@@ -18,8 +18,8 @@ from typing import Any
 
 COUNTERS = ("received", "dropped_in_queue", "dropped_by_node", "processed", "localized", "not_localized",
             "junk_frames", "bad_input", "errors", "encoder_switches", "priors_ignored", "loop_closures",
-            "belief_resets", "odometry_received", "odometry_ignored", "verified_frames", "unverified_frames",
-            "camera_info_rejected")
+            "late_loop_closures", "belief_resets", "odometry_received", "odometry_ignored", "verified_frames",
+            "unverified_frames", "camera_info_rejected")
 
 
 class LatestFrame:

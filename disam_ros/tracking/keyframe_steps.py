@@ -4,17 +4,19 @@ verifies answered without retrieval. Kept apart from tracking/tracker.py so that
 methods read and write the Tracker's own state."""
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from disam_ros.maps.verified_confidence import verified_confidence
 from disam_ros.pose.features import to_grey
 from disam_ros.retrieval import RetrievalResult, SpatialPrior
 from disam_ros.retrieval.frame_gate import check_frame
 from disam_ros.tracking.keyframes import Keyframe
 from disam_ros.tracking.place_graph import headings_from_quats
-from disam_ros.tracking.tracker_config import TrackStep
+from disam_ros.tracking.tracker_config import LateAnswer, TrackStep
 from disam_ros.verify.verifier import Verification
 
 
@@ -39,6 +41,10 @@ class KeyframeSteps:
         """Keyframes mode: the keyframes solved so far, and the recent ones' verification times (ms, since the last
         reset, newest last)."""
         return (0, []) if self._keyframes is None else self._keyframes.times()
+
+    def keyframe_diagnostics(self) -> dict[str, Any]:
+        """Keyframes mode: the keyframe thread's figures as they are now (it runs between frames); {} without."""
+        return {} if self._keyframes is None else self._keyframes.diagnostics()
 
     def _verified_before(self) -> np.ndarray | None:
         """The previous frame's verified position (None: it had none, e.g. a junk frame, or the drive was reset)."""
@@ -81,21 +87,22 @@ class KeyframeSteps:
         self.still, self._belief_t = False, stamp
         res = RetrievalResult.failure("")  # no retrieval: _sequence_step answers from the belief
         step = self._sequence_step(self.reloc.select(stamp), res, est)
-        self._verify_beside(rgb, step.result, stamp, flow)
+        self._verify_beside(rgb, step.result, stamp, flow, step.loop_closure)
         return step
 
-    def _verify_beside(self, rgb: np.ndarray, res: RetrievalResult, stamp: float, flow: FlowLook | None = None
-                       ) -> None:
+    def _verify_beside(self, rgb: np.ndarray, res: RetrievalResult, stamp: float, flow: FlowLook | None = None,
+                       loop_closure: bool = False) -> None:
         """Keyframes (tracking/keyframes.py): this frame by flow from the chain (`flow`, when it ran already); when
         flow fails, or the chain asks for renewal, the frame goes to the keyframe thread if it is free, and is
         waited for when flow failed. Without an answer in time the frame's verification is "pending" (the
-        retrieval or belief answers)."""
+        retrieval or belief answers); `loop_closure` (the frame's gate) goes with the keyframe to its late answer."""
         kf, verifier = self._keyframes, self.verifier
         grey, cam, source, v, t0 = flow if flow is not None else self._flow_look(rgb, stamp)
         seed = verifier.chain.seed
         if (v is None or seed is None or seed.hops >= self._renew_after) and kf.idle:
             prior = (v.position.copy(), v.quat.copy()) if v is not None and v.verified else None
-            job = Keyframe(rgb, grey, self._candidates(res), self._points, stamp, self._dense(res), prior)
+            job = Keyframe(rgb, grey, self._candidates(res), self._points, stamp, self._dense(res), prior,
+                           result=res, loop_closure=loop_closure)
             if kf.submit(job) and v is None:
                 v = kf.wait(job, self.config.keyframe_wait_ms / 1e3)
         if v is None:
@@ -105,9 +112,11 @@ class KeyframeSteps:
         v.ms = v.ms if v.ms and not v.flow else 1e3 * (time.perf_counter() - t0)
         self._use(res, v)
 
-    def _late_keyframes(self) -> None:
+    def _late_keyframes(self) -> tuple[LateAnswer, ...]:
         """Keyframes answered after their frame was: their map points carry on, and a verified one narrows the
-        belief when no frame has moved it since (its place is then the belief's present)."""
+        belief when no frame has moved it since (its place is then the belief's present). Returns the verified
+        ones as late answers (`_late_answer`)."""
+        late = []
         for job in self._keyframes.finished():
             v = job.answer
             if v is None or not v.verified:
@@ -117,6 +126,25 @@ class KeyframeSteps:
             if self._seq is not None and sigma > 0 and job.stamp == self._belief_t:
                 self._seq.observe_position(v.position, sigma, self.config.verify.belief_floor,
                                            heading=float(headings_from_quats(v.quat[None])[0]))
+            answer = self._late_answer(job)
+            if answer is not None:
+                late.append(answer)
+        return tuple(late)
+
+    def _late_answer(self, job: Keyframe) -> LateAnswer | None:
+        """The keyframe's frame answered again with its verified pose, as `_use` would have answered it in time: the
+        pose, covariance and verification replace the answer's, and the confidence comes from the inliers where a
+        calibration fitted verified poses. None when the frame went out verified already (by flow: a renewal)."""
+        res, v = job.result, job.answer
+        if res is None or (res.verification is not None and res.verification.verified):
+            return None
+        out = copy.copy(res)
+        out.verification, out.timings_ms = v, {"verify": float(v.ms)}
+        out.position, out.quat, out.covariance = v.position.copy(), v.quat.copy(), v.covariance.copy()
+        record = self._verified_record()
+        if record is not None:
+            out.confidence = verified_confidence(record, v.inliers)
+        return LateAnswer(float(job.stamp), out, bool(job.loop_closure))
 
 
 __all__ = ["FlowLook", "KeyframeSteps"]

@@ -5,9 +5,10 @@ camera sends a frame every 33 ms. Verified inline, every frame behind a slow one
 pose is published late. Here the frame loop never waits longer than `wait_ms` for it: each frame is encoded,
 retrieved and followed by optical flow from the last verified pose (a few ms; verify/flow_chain.py), and when
 the thread is free the frame goes to it as a keyframe. A keyframe answered within `wait_ms` is that frame's
-answer, as before; one answered later is never published (its frame has been answered), it renews the flow
-chain instead, following the frames seen since up to the newest, and narrows the belief when no frame has
-moved it since.
+answer, as before; one answered later is never published as a pose (its frame has been answered), it renews the
+flow chain instead, following the frames seen since up to the newest, and narrows the belief when no frame has
+moved it since. Verified, it is handed on as a late answer (`TrackStep.late`): a loop closure at its own frame's
+stamp for a SLAM back end.
 
 The thread runs at a lower priority (nice +10, Linux) so that on one core the frame loop runs first.
 """
@@ -46,6 +47,8 @@ class Keyframe:
     taken: bool = False  # the frame loop used (or dropped) the answer: it is not applied again
     dropped: bool = False  # its drive was reset: it ends as a spent time box does, and it renews no chain
     drive: int = 0  # the flow chain's drive it was taken in (FlowChain.drive)
+    result: Any = None  # the frame's answer (RetrievalResult) when it was handed over: a late answer's base
+    loop_closure: bool = False  # the frame's loop-closure gate was open
 
 
 class KeyframeThread:
@@ -130,10 +133,11 @@ class KeyframeThread:
             return self.solved, list(self.times_ms)
 
     def diagnostics(self) -> dict[str, Any]:
-        """Keyframes solved, and the median and p95 of their verification times (since the last reset)."""
+        """Keyframes solved, whether one is in flight, and the median and p95 of their verification times (since
+        the last reset)."""
         with self._cv:
-            ms = sorted(self.times_ms)
-        out: dict[str, Any] = {"keyframes_solved": self.solved}
+            ms, busy = sorted(self.times_ms), self._job is not None
+        out: dict[str, Any] = {"keyframes_solved": self.solved, "keyframe_in_flight": busy}
         if ms:
             out.update(keyframe_ms_median=float(np.median(ms)), keyframe_ms_p95=float(np.percentile(ms, 95)))
         return out

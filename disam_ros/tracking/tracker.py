@@ -207,16 +207,15 @@ class Tracker(KeyframeSteps):
         t0 = time.perf_counter()
         odom_distance_m = usable_odometry(odom_distance_m)
         self.last_feature, self.last_features = math.nan, {}
-        if self._keyframes is not None:
-            self._late_keyframes()
+        late = self._late_keyframes() if self._keyframes is not None else ()
         t = query_stamp(stamp)
         flow = self._flow_first(rgb, t, prior)
         followed = self._followed(rgb, t, flow, odom_distance_m) if flow is not None else None
         if followed is not None:
             self.frames += 1
             followed.result.timings_ms["track"] = (time.perf_counter() - t0) * 1e3
-            self._last = followed
-            return followed
+            self._last = replace(followed, late=late)
+            return self._last
         shortlist = SHORTLIST if self._seq is not None else 0
         # a stream's answer comes from the belief over coarse scores: the fine re-rank would be discarded
         sel, res, scores = self.reloc.localize_scored(rgb, stamp, prior, shortlist=shortlist, fine=self._seq is None)
@@ -243,10 +242,10 @@ class Tracker(KeyframeSteps):
             if self._keyframes is None:
                 self._verify(rgb, step.result, t)
             else:
-                self._verify_beside(rgb, step.result, t, flow)
+                self._verify_beside(rgb, step.result, t, flow, step.loop_closure)
         step.result.timings_ms["track"] = (time.perf_counter() - t0) * 1e3
-        self._last = step
-        return step
+        self._last = replace(step, late=late) if late else step
+        return self._last
 
     def _verify(self, rgb: np.ndarray, res: RetrievalResult, stamp: float) -> None:
         """Verify the answer's place and its runners-up (or track the last verified frame's map points into this

@@ -45,12 +45,24 @@ class TrackerConfig:
 
 
 @dataclass(frozen=True, eq=False)
+class LateAnswer:
+    """A keyframe verified after its frame was answered (keyframes mode): its own frame's stamp, the frame's answer
+    with the verified pose, and whether that frame's loop-closure gate was open. Why kept: the frame's pose went out
+    on time without it, but a SLAM back end takes a loop closure at a past stamp (docs/localizer.md)."""
+
+    stamp: float
+    result: RetrievalResult
+    loop_closure: bool
+
+
+@dataclass(frozen=True, eq=False)
 class TrackStep:
     selection: conditions.Selection  # encoder chosen for this frame
     result: RetrievalResult  # ok=False: no pose; ok=True: the tracker's answer (see the module docstring)
     estimate: SequenceEstimate | None  # None in single mode (and for frames that gave no evidence)
     calibrated: bool  # confidence is a calibrated probability
     loop_closure: bool  # consistent_frames >= loop_closure_min_consecutive (single: result.ok)
+    late: tuple[LateAnswer, ...] = ()  # keyframes mode: earlier frames' keyframes verified since the last step
 
 
 def config_summary(cfg: TrackerConfig) -> dict[str, Any]:

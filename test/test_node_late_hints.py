@@ -1,0 +1,83 @@
+"""Late loop-closure hints over real DDS (loopback, private domain: conftest.py): a node verifying beside its frame
+loop (`verify_keyframes`, `verify_wait_ms` 0, so no frame waits for its keyframe) answers each frame at once without
+a verified pose, and publishes each keyframe verified after its frame as a second hint at that frame's stamp with
+`"late": true`. Checked against the drive's ground truth, not against the node: each late hint's pose is within
+(0.25 m, 2 deg) of its own frame's recorded pose, its frame's pose message is the on-time (unverified) answer, and
+the node's counter matches the hints received here.
+"""
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from disam_ros.geometry import quat_angle_deg
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+NS = "late"
+
+
+@pytest.fixture(scope="module")
+def late_run(tmp_path_factory, geometry_world):
+    """The repeat drive through the node, one frame at a time; each next frame waits until the node has solved
+    the keyframe in flight (its diagnostics' `keyframe_in_flight`), so each keyframe ends before the next frame."""
+    from disam_ros.data.folders import load_condition, read_image
+    from disam_ros.ros import launcher
+    from disam_ros.ros.client import LocalizerClient
+
+    world, map_dir = geometry_world["world"], geometry_world["map"]
+    qf = load_condition(world, "sunny_repeat", require_poses=True)
+    log = tmp_path_factory.mktemp("node_late") / "node.log"
+    params = dict(mode="sequence", verify_keyframes=True, verify_wait_ms=0.0, loop_closure_min_consecutive=1,
+                  diagnostics_period_s=0.2, weather="sunny")
+    with open(log, "wb") as f:
+        proc = launcher.start(map=map_dir, device="cpu", namespace=NS, stdout=f, stderr=subprocess.STDOUT,
+                              parameters=params)
+    client = None
+    try:
+        client = LocalizerClient(namespace=NS)
+        tail = lambda: log.read_text(errors="replace")[-3000:]  # noqa: E731
+        if not client.wait_for_node(False, timeout=60.0):
+            pytest.fail(f"node did not come up:\n{tail()}")
+        sent = []
+        for i in range(len(qf)):
+            base = client.frames_done()
+            key = client.publish_raw(read_image(qf.image_paths[i]), float(qf.trajectory.stamps[i]))
+            assert client.wait_frames_done(1, base, idle_s=20.0), f"frame {i} not accounted for:\n{tail()}"
+            sent.append((key, np.asarray(qf.trajectory.positions[i]), np.asarray(qf.trajectory.quats[i])))
+            idle = client.wait_diagnostics(lambda d: d.get("keyframe_in_flight") == "False", 30.0,
+                                           after=time.monotonic())
+            assert idle is not None, f"frame {i}'s keyframe did not end:\n{tail()}"
+        yield client, sent, tail
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if client is not None:
+            client.close()
+
+
+def test_keyframes_answered_late_come_out_as_late_hints_at_their_frames_stamps(late_run):
+    client, sent, tail = late_run
+    truth = {key: (pos, quat) for key, pos, quat in sent}
+    last = client.wait_diagnostics(lambda d: int(d["late_loop_closures"]) == len(client.rx.late), 5.0)
+    assert last is not None, (len(client.rx.late), client.rx.diagnostics[-1:])
+    late = client.rx.late
+    assert len(late) >= len(sent) // 2, f"{len(late)} late hints for {len(sent)} frames:\n{tail()}"
+    for key, (_, doc) in late.items():
+        assert key in truth and doc["late"] is True and doc["verified"] is True and doc["inliers"] >= 15
+        pos, quat = truth[key]
+        err_m = float(np.linalg.norm(np.asarray(doc["position"]) - pos))
+        err_deg = float(quat_angle_deg(np.asarray(doc["orientation_xyzw"]), quat))
+        assert err_m < 0.25 and err_deg < 2.0, (key, err_m, err_deg)
+        on_time = client.rx.loop[key][1]  # the frame's own hint went out first, without the keyframe's pose
+        assert on_time["late"] is False and on_time["verification"] == "pending"
+        p = client.rx.pose[key][1].pose.position
+        np.testing.assert_allclose([p.x, p.y, p.z], on_time["position"], atol=1e-9)
