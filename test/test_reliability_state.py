@@ -161,8 +161,10 @@ def test_node_tracking_gives_the_tracker_the_speed_band_for_glitched_frames(tabl
                           verify_motion_speed_factor=1.5, verify_flow_frames=0, verify_polish_images=3,
                           verify_prior_min_inliers=40, verify_dense_max_tilt_deg=4.0, verify_dense_with_prior=False,
                           verify_regate_far_poses=False, verify_features="map",
-                          verify_keyframes=False, verify_wait_ms=50.0, verify_budget_ms=0.0)
+                          verify_keyframes=False, verify_wait_ms=50.0, verify_budget_ms=0.0,
+                          verify_flow_skips_retrieval=False)
     node = NodeTracking(reloc, cfg)
+    assert node.tracker.config.flow_skips_retrieval is False  # the node parameter reaches the tracker
     node.tracker = Tracker(reloc, _tracker_config())
     ref = Tracker(_relocalizer(table_world), _tracker_config())
     got = []

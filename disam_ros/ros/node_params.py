@@ -134,6 +134,9 @@ PARAMETERS: tuple[Param, ...] = (
           "every frame verified inline."),
     Param("verify_wait_ms", 50.0, "verify_keyframes: how long a frame waits for its own keyframe's answer before it "
           "is answered without it (verification pending).", constraints=">= 0"),
+    Param("verify_flow_skips_retrieval", True, "verify_keyframes, mode sequence: a frame optical flow verifies right "
+          "after a verified frame is answered without retrieval (no encoder, no search; the belief moves by the "
+          "two poses' distance or odometry); false = every frame retrieved."),
     Param("verify_budget_ms", 0.0, "Time box of one frame's verification: no further step or candidate starts "
           "after this many ms (the first always runs; diagnostics verify_timed_out); 0 = none.", constraints=">= 0"),
     Param("unverified_policy", "publish", "While verification is active: publish = a frame that passes the "
@@ -224,6 +227,7 @@ class LocalizerConfig:
     verify_features: str
     verify_keyframes: bool
     verify_wait_ms: float
+    verify_flow_skips_retrieval: bool
     verify_budget_ms: float
     unverified_policy: str
     camera_info_topic: str

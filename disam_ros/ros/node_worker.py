@@ -62,7 +62,8 @@ class NodeTracking:
         self.tracker = Tracker(reloc, TrackerConfig(mode=cfg.mode, sequence=seq, standstill_ratio=cfg.standstill_ratio,
                                                     loop_closure_min_consecutive=cfg.loop_closure_min_consecutive,
                                                     verify=verify, keyframes=cfg.verify_keyframes,
-                                                    keyframe_wait_ms=cfg.verify_wait_ms))
+                                                    keyframe_wait_ms=cfg.verify_wait_ms,
+                                                    flow_skips_retrieval=cfg.verify_flow_skips_retrieval))
         self.last_verification: Any = None  # the latest answered frame's Verification (for /diagnostics)
         self.camera_info_topic = ""  # what the active CameraInfo subscription listens on (node_verify)
         self.places = len(reloc.map)
