@@ -81,3 +81,33 @@ def test_keyframes_answered_late_come_out_as_late_hints_at_their_frames_stamps(l
         assert on_time["late"] is False and on_time["verification"] == "pending"
         p = client.rx.pose[key][1].pose.position
         np.testing.assert_allclose([p.x, p.y, p.z], on_time["position"], atol=1e-9)
+
+
+def test_late_hints_keep_exact_stamps_for_recent_frames_only():
+    """The exact header stamp (nanoseconds a float loses) for a remembered frame; the float's rounding for one
+    LATE_STAMPS frames back; a closed gate or a non-finite pose sends nothing."""
+    import json
+    from types import SimpleNamespace
+
+    from builtin_interfaces.msg import Time
+
+    from disam_ros.ros import late_hints as L
+    from disam_ros.tracking.tracker_config import LateAnswer
+
+    sent = []
+    node = SimpleNamespace(pub_loop=SimpleNamespace(publish=sent.append), frame_id="map", map=None,
+                           stats=SimpleNamespace(add=lambda name: None))
+    hints = L.LateHints()
+    t0 = 1_700_000_000.0
+    for k in range(L.LATE_STAMPS + 1):
+        hints.remember(t0 + k, Time(sec=1_700_000_000 + k, nanosec=123), "night")
+    res = SimpleNamespace(position=np.zeros(3), quat=np.array([0.0, 0.0, 0.0, 1.0]), topk=[], index=0, name="a",
+                          stamp=0.0, confidence=0.9, covariance=np.eye(6))
+    bad = SimpleNamespace(**{**vars(res), "position": np.full(3, np.nan)})
+    answers = [LateAnswer(t0 + 1, res, True), LateAnswer(t0, res, True), LateAnswer(t0 + 2, res, False),
+               LateAnswer(t0 + 3, bad, True)]
+    assert hints.publish(node, answers) == 2
+    docs = [json.loads(m.data) for m in sent]
+    assert docs[0]["query_stamp_ns"] == (1_700_000_000 + 1) * 10**9 + 123 and docs[0]["domain"] == "night"
+    assert docs[0]["late"] is True
+    assert docs[1]["query_stamp_ns"] == 1_700_000_000 * 10**9 and docs[1]["domain"] == ""  # forgotten: the float's

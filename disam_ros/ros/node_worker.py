@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -22,6 +21,7 @@ from disam_ros.heap import freeze_startup_heap
 from disam_ros.ros import messages as M
 from disam_ros.ros import node_stats as S
 from disam_ros.ros import node_verify as V
+from disam_ros.ros.late_hints import LateHints
 from disam_ros.ros.node_stats import OdometryDistance
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from disam_ros.ros.node_params import LocalizerConfig
     from disam_ros.tracking.tracker import TrackStep
 
-LATE_STAMPS = 256  # frames whose exact header stamp a late loop-closure hint can still find (~8 s at 30 Hz)
 ODOM_JUMP_FACTOR = 3.0  # an odometry step faster than this x max_speed_mps is a reset of the odometry, not motion
 
 
@@ -209,7 +208,7 @@ class FrameWorker:
         self.node = node
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="disam_localizer_worker", daemon=True)
-        self._stamps: OrderedDict[float, tuple[Any, str]] = OrderedDict()  # recent frames: header stamp, encoder
+        self.late = LateHints()  # verify_keyframes: keyframes solved after their frames, sent as hints
 
     def start(self) -> FrameWorker:
         self.thread.start()
@@ -261,9 +260,9 @@ class FrameWorker:
         t2 = time.monotonic()
         sel, res = step.selection, step.result
         node.note_selection(sel, stamp_sec)
-        self._remember(stamp_sec, msg.header.stamp, sel.domain)
+        self.late.remember(stamp_sec, msg.header.stamp, sel.domain)
         if step.late and not self.stop.is_set():
-            self._publish_late(step.late)
+            self.late.publish(node, step.late)
         stats.time("decode", 1e3 * (t1 - t0))
         stats.time("localize", 1e3 * (t2 - t1))
         for stage, ms in (getattr(res, "timings_ms", None) or {}).items():
@@ -307,23 +306,6 @@ class FrameWorker:
         if node.dyn["publish_debug_image"] and t4 - node.last_debug >= 1.0 / node.dyn["debug_rate_hz"]:
             node.last_debug = t4
             self._publish_debug(rgb, res, header, sel.domain)
-
-    def _remember(self, stamp_sec: float, stamp: Any, domain: str) -> None:
-        self._stamps[stamp_sec] = (stamp, domain)
-        while len(self._stamps) > LATE_STAMPS:
-            self._stamps.popitem(last=False)
-
-    def _publish_late(self, late: Any) -> None:
-        """Keyframes verified after their frames were answered (`TrackStep.late`): a loop-closure hint each, at its
-        own frame's stamp (`"late": true`), where that frame's loop-closure gate was open. No pose topic gets
-        them: a pose is published with its frame or not at all."""
-        node = self.node
-        for a in late:
-            if not a.loop_closure or not M.pose_is_finite(a.result.position, a.result.quat):
-                continue
-            stamp, domain = self._stamps.get(a.stamp, (M.sec_to_stamp(a.stamp), ""))
-            node.pub_loop.publish(M.loop_closure(a.result, stamp, domain, node.frame_id, node.map, late=True))
-            node.stats.add("late_loop_closures")
 
     def _publish_debug(self, rgb: np.ndarray, res: Any, header: Any, domain: str) -> None:
         """Grad-SAM maps of the query and the matched map image, each against the other (paper Fig. 1)."""
