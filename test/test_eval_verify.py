@@ -178,25 +178,30 @@ def test_keyframes_at_a_camera_rate_count_the_sent_frames(geo_world, capsys):
     million frames a second all 14 have arrived before the first step ends, so the loop answers the first it took
     and then the last (or the last alone): 1 or 2 answered, the rest dropped. The share within (0.25 m, 2 deg) is
     over the SENT frames, recomputed here from the answered frames' records."""
-    out, _ = run_eval(geo_world, "keyframes_rate", "--keyframes", "--modes", "sequence", "--rate", "1e6")
+    out, _ = run_eval(geo_world, "keyframes_rate", "--keyframes", "--modes", "sequence", "--rate", "1e6",
+                      "--wait-ms", "20")
     printed = capsys.readouterr().out
     doc = json.loads((out / "keyframes.json").read_text())
     [row] = doc["drives"]
     frames = [json.loads(line) for line in (out / "modes.jsonl").read_text().splitlines()]
     names = sorted(p.name for p in (geo_world[0] / "sunny_repeat" / "images").iterdir())
-    assert doc["rate_hz"] == 1e6 and row["sent"] == len(names) == 14
+    assert doc["rate_hz"] == 1e6 and doc["wait_ms"] == 20.0 and row["sent"] == len(names) == 14
     assert row["answered"] == len(frames) in (1, 2) and row["dropped"] == 14 - row["answered"]
     assert Path(frames[-1]["name"]).stem == Path(names[-1]).stem  # the newest frame is always taken last
     right = sum(1 for f in frames if f["est_position"] is not None
                 and err(f, "est_position", "est_quat")[0] <= 0.25 and err(f, "est_position", "est_quat")[1] <= 2.0)
     assert row["within_share"] == pytest.approx(right / 14)
     assert row["latency_p95_ms"] >= row["latency_median_ms"] > 0
-    assert "at 1e+06 Hz, one loop" in printed
+    assert "at 1e+06 Hz, one loop, wait 20 ms" in printed
     world, map_dir, tmp = geo_world
     assert offline.main(["--map", str(map_dir), "--dataset", str(world), "--out", str(tmp / "rate_no"), "--quiet",
                          "--rate", "30"]) == 2
     text = capsys.readouterr().err.strip()
     assert "\n" not in text and "add --keyframes" in text
+    assert offline.main(["--map", str(map_dir), "--dataset", str(world), "--out", str(tmp / "wait_no"), "--quiet",
+                         "--keyframes", "--wait-ms", "100"]) == 2
+    text = capsys.readouterr().err.strip()
+    assert "\n" not in text and "--wait-ms 100" in text and "--rate" in text
 
 
 def test_cli_errors_stay_one_line(geo_world, tmp_path, capsys):

@@ -34,10 +34,11 @@ IDLE_TIMEOUT_S = 600.0  # ... and for a renewal in flight before the next frame 
 WITHIN = (0.25, 2.0)  # the real-time share's tolerance (m, deg): a verified pose's, as the bench's
 
 
-def replay_config(config: TrackerConfig, rate_hz: float = 0.0) -> TrackerConfig:
+def replay_config(config: TrackerConfig, rate_hz: float = 0.0, wait_ms: float | None = None) -> TrackerConfig:
     """Verification beside the frame loop; paced (rate 0), each frame waits for its keyframe; at a camera rate as
-    the node does (`keyframe_wait_ms` as given)."""
-    return replace(config, keyframes=True, keyframe_wait_ms=PACED_WAIT_MS if rate_hz <= 0 else config.keyframe_wait_ms)
+    the node does, a frame waiting `wait_ms` (None: the config's `keyframe_wait_ms`)."""
+    wait = PACED_WAIT_MS if rate_hz <= 0 else config.keyframe_wait_ms if wait_ms is None else float(wait_ms)
+    return replace(config, keyframes=True, keyframe_wait_ms=wait)
 
 
 @dataclass
@@ -72,8 +73,9 @@ class KeyframeReplay:
     """Feeds a drive's frames (paced, or at `rate_hz`), waits for keyframes when paced, and keeps per-drive
     records (module docstring)."""
 
-    def __init__(self, rate_hz: float = 0.0) -> None:
+    def __init__(self, rate_hz: float = 0.0, wait_ms: float = TrackerConfig.keyframe_wait_ms) -> None:
         self.rate_hz = float(rate_hz)
+        self.wait_ms = float(wait_ms)  # at a camera rate: the tracker's keyframe_wait_ms (the record says it)
         self.drives: list[DriveKeyframes] = []
         self._seen = 0
         self._arrival = 0.0
@@ -129,7 +131,7 @@ class KeyframeReplay:
     def rows_text(self) -> list[str]:
         """The per-drive table disam-eval prints."""
         real = self.rate_hz > 0
-        head = f"at {self.rate_hz:g} Hz, one loop" if real else "paced, one thread"
+        head = f"at {self.rate_hz:g} Hz, one loop, wait {self.wait_ms:g} ms" if real else "paced, one thread"
         lines = [f"keyframes ({head}): mode / drive / keyframes / median ms / p95 ms"
                  + (" / answered of sent / latency p95 ms / % of sent within 0.25 m, 2 deg / late answers / % of "
                     "sent with a verified hint within 0.25 m, 2 deg (in time or late)" if real else "")]
@@ -144,7 +146,8 @@ class KeyframeReplay:
         return lines
 
     def write(self, path: Path) -> Path:
-        doc = {"rate_hz": self.rate_hz or None, "drives": [d.row(self.rate_hz) for d in self.drives]}
+        doc = {"rate_hz": self.rate_hz or None, "wait_ms": self.wait_ms if self.rate_hz > 0 else None,
+               "drives": [d.row(self.rate_hz) for d in self.drives]}
         return atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
 
 

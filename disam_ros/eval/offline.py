@@ -165,7 +165,7 @@ def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequ
     `keyframes`: verification beside the frame loop, paced or at a camera rate, each drive's record kept there
     (eval/keyframe_replay.py)."""
     config = config or TrackerConfig()
-    config = replay_config(config, keyframes.rate_hz) if keyframes is not None else config
+    config = replay_config(config, keyframes.rate_hz, keyframes.wait_ms) if keyframes is not None else config
     tracked, trackers = [], {}
     run = ScoredRun(reloc, examples_per_condition)
     poses = (np.asarray(reloc.map.positions, float), np.asarray(reloc.map.quats, float))
@@ -286,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --keyframes: replay each drive at this camera rate instead, the loop taking the newest "
                         "frame when free (the rest dropped); adds frames answered, latency and the share of sent "
                         "frames within 0.25 m, 2 deg (the main tables cover answered frames only)")
+    p.add_argument("--wait-ms", type=non_negative_float, default=TrackerConfig.keyframe_wait_ms, metavar="MS",
+                   help="with --rate: how long a frame whose flow failed waits for its own keyframe, the node's "
+                        "verify_wait_ms (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -305,6 +308,9 @@ def check_paths(args: argparse.Namespace) -> None:
         raise ValueError("--keyframes times verification, which --no-verify turns off: drop one of them")
     if args.rate and not args.keyframes:
         raise ValueError(f"--rate {args.rate:g} replays verification beside the frame loop: add --keyframes")
+    if args.wait_ms != TrackerConfig.keyframe_wait_ms and not args.rate:
+        raise ValueError(f"--wait-ms {args.wait_ms:g} is the wait at a camera rate (paced, each frame waits for its "
+                         "keyframe): add --keyframes --rate HZ")
 
 
 def refine_reason(args: argparse.Namespace, loc_map: Any) -> str | None:
@@ -325,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         groups = query_groups(args, str(reloc.map.domain))
         if args.kidnap:
             groups = [replace(g, queries=KidnappedQueries(g.queries, *args.kidnap)) for g in groups]
-        keyframes = KeyframeReplay(args.rate) if args.keyframes else None
+        keyframes = KeyframeReplay(args.rate, args.wait_ms) if args.keyframes else None
         tracked, trackers, results, examples, _ = evaluate_modes(reloc, groups, args.modes, tracker_config(args),
                                                                  args.examples, progress=not args.quiet,
                                                                  prior=PriorNoise(args.prior_sigma_m)
