@@ -84,6 +84,33 @@ def test_keyframes_verified_after_their_frames_come_back_as_late_answers(flow_dr
     assert all(np.isfinite(s.late[0].result.covariance).all() for s in steps[1:3])
 
 
+def test_a_step_that_raises_loses_no_late_answer(flow_drive, monkeypatch):
+    """Frame 0 goes out pending and its keyframe is solved; the next step raises (the relocalizer's verdict on a bad
+    image) after the late answer was collected; the step after it still returns frame 0's late answer, once."""
+    from disam_ros.relocalizer import Relocalizer
+    from disam_ros.tracking.tracker import Tracker, TrackerConfig
+
+    m, _, frames = flow_drive
+    reloc = _relocalizer(m)
+    tracker = Tracker(reloc, TrackerConfig(mode="sequence", keyframes=True, keyframe_wait_ms=0.0))
+    real = Relocalizer.localize_scored
+    try:
+        assert tracker.step(frames[0][0], 1000.0).late == ()
+        _drain(tracker)
+        monkeypatch.setattr(Relocalizer, "localize_scored", lambda *a, **k: (_ for _ in ()).throw(ValueError("bad")))
+        with pytest.raises(ValueError):
+            tracker.step(frames[1][0], 1000.1)
+        monkeypatch.setattr(Relocalizer, "localize_scored", real)
+        steps = [tracker.step(frames[2][0], 1000.2)]
+        _drain(tracker)
+        steps.append(tracker.step(frames[3][0], 1000.3))
+    finally:
+        tracker.close()
+        reloc.map.close()
+    assert [a.stamp for a in steps[0].late] == [1000.0] and all(a.stamp != 1000.0 for a in steps[1].late)
+    assert _near(steps[0].late[0].result, *frames[0][1:])
+
+
 def test_frames_flow_verifies_after_a_verified_one_need_no_retrieval(flow_drive, monkeypatch):
     """Sequence mode, the same drive twice: frames 0-1 are pending and frame 2 follows by flow after an unverified
     frame, so those three are retrieved; frames 3-4 follow a verified frame and flow verifies them, so with

@@ -141,6 +141,7 @@ class Tracker(KeyframeSteps):
         self.verifier = Verifier(m, verify, speed, device) if verify.enabled and m.has_geometry else None
         self._keyframes = KeyframeThread(self.verifier) if config.keyframes and self.verifier is not None else None
         self._belief_t = math.nan  # the stamp of the frame that last moved the belief (a late keyframe's test)
+        self._late: tuple = ()  # late answers collected, not yet returned (a step that raised returns none)
 
     # ------------------------------------------------------------------------------------------ set-up
     def _observation(self, graph: PlaceGraph, seq_cfg: SequenceConfig) -> ObservationModel:
@@ -191,6 +192,7 @@ class Tracker(KeyframeSteps):
         self._prior, self._prev, self._consistent = None, None, 0
         self._support.clear()
         self._points = None  # a relocalisation request: do not carry map points across it
+        self._late = ()
         if self._keyframes is not None and not self._keyframes.reset():
             log.warning("tracker reset: the dropped keyframe is still running")
         if self.verifier is not None:
@@ -207,14 +209,16 @@ class Tracker(KeyframeSteps):
         t0 = time.perf_counter()
         odom_distance_m = usable_odometry(odom_distance_m)
         self.last_feature, self.last_features = math.nan, {}
-        late = self._late_keyframes() if self._keyframes is not None else ()
+        if self._keyframes is not None:
+            self._late += self._late_keyframes()  # held until a step returns them: a bad image loses none
+        late = self._late
         t = query_stamp(stamp)
         flow = self._flow_first(rgb, t, prior)
         followed = self._followed(rgb, t, flow, odom_distance_m) if flow is not None else None
         if followed is not None:
             self.frames += 1
             followed.result.timings_ms["track"] = (time.perf_counter() - t0) * 1e3
-            self._last = replace(followed, late=late)
+            self._last, self._late = replace(followed, late=late), ()
             return self._last
         shortlist = SHORTLIST if self._seq is not None else 0
         # a stream's answer comes from the belief over coarse scores: the fine re-rank would be discarded
@@ -244,7 +248,7 @@ class Tracker(KeyframeSteps):
             else:
                 self._verify_beside(rgb, step.result, t, flow, step.loop_closure)
         step.result.timings_ms["track"] = (time.perf_counter() - t0) * 1e3
-        self._last = replace(step, late=late) if late else step
+        self._last, self._late = replace(step, late=late) if late else step, ()
         return self._last
 
     def _verify(self, rgb: np.ndarray, res: RetrievalResult, stamp: float) -> None:
