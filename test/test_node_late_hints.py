@@ -7,7 +7,6 @@ the node's counter matches the hints received here.
 """
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 
@@ -28,6 +27,7 @@ def late_run(tmp_path_factory, geometry_world):
     from disam_ros.data.folders import load_condition, read_image
     from disam_ros.ros import launcher
     from disam_ros.ros.client import LocalizerClient
+    from disam_ros.ros.eval_nodes import stop_nodes
 
     world, map_dir = geometry_world["world"], geometry_world["map"]
     qf = load_condition(world, "sunny_repeat", require_poses=True)
@@ -54,12 +54,7 @@ def late_run(tmp_path_factory, geometry_world):
             assert idle is not None, f"frame {i}'s keyframe did not end:\n{tail()}"
         yield client, sent, tail
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_nodes([proc])
         if client is not None:
             client.close()
 

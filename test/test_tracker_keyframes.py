@@ -20,6 +20,24 @@ def _near(res, pos, quat) -> bool:
     return float(np.linalg.norm(res.position - pos)) < 0.25 and float(quat_angle_deg(res.quat, quat)) < 2.0
 
 
+def _drive(m, frames, **config) -> list:
+    """The frames through a fresh sequence-mode Tracker with keyframes (0.1 s apart from 1000.0), each keyframe
+    waited for after its frame; the TrackSteps."""
+    from disam_ros.tracking.tracker import Tracker, TrackerConfig
+
+    reloc = _relocalizer(m)
+    tracker = Tracker(reloc, TrackerConfig(mode="sequence", keyframes=True, **config))
+    try:
+        steps = []
+        for i, (rgb, _, _) in enumerate(frames):
+            steps.append(tracker.step(rgb, 1000.0 + 0.1 * i))
+            _drain(tracker)
+        return steps
+    finally:
+        tracker.close()
+        reloc.map.close()
+
+
 def _drain(tracker) -> None:
     """Wait (on the thread's condition, no sleep) until the keyframe in flight is answered."""
     kf = tracker._keyframes
@@ -62,19 +80,8 @@ def test_keyframes_verified_after_their_frames_come_back_as_late_answers(flow_dr
     steps as late answers at their own frames' stamps (1000.0 with step 1, 1000.1 with step 2), each verified
     against the map (not by flow) within (0.25 m, 2 deg) of where its frame was rendered, while the answers
     already given stay pending. Frames flow verified give none (their frames went out verified)."""
-    from disam_ros.tracking.tracker import Tracker, TrackerConfig
-
     m, _, frames = flow_drive
-    reloc = _relocalizer(m)
-    tracker = Tracker(reloc, TrackerConfig(mode="sequence", keyframes=True, keyframe_wait_ms=0.0))
-    try:
-        steps = []
-        for i, (rgb, _, _) in enumerate(frames):
-            steps.append(tracker.step(rgb, 1000.0 + 0.1 * i))
-            _drain(tracker)
-    finally:
-        tracker.close()
-        reloc.map.close()
+    steps = _drive(m, frames, keyframe_wait_ms=0.0)
     assert [[a.stamp for a in s.late] for s in steps] == [[], [1000.0], [1000.1], [], []]
     for s, (_, pos, quat) in zip(steps[1:3], frames[:2]):
         r = s.late[0].result
@@ -118,7 +125,6 @@ def test_frames_flow_verifies_after_a_verified_one_need_no_retrieval(flow_drive,
     every published pose is the same both ways and within (0.25 m, 2 deg) of where it was rendered; the belief,
     moved by the flow poses' distance and narrowed by them, answers the map place nearest the camera."""
     from disam_ros.relocalizer import Relocalizer
-    from disam_ros.tracking.tracker import Tracker, TrackerConfig
 
     m, _, frames = flow_drive
     calls = []
@@ -131,17 +137,8 @@ def test_frames_flow_verifies_after_a_verified_one_need_no_retrieval(flow_drive,
     monkeypatch.setattr(Relocalizer, "localize_scored", counted)
     runs = {}
     for skip in (True, False):
-        reloc, calls[:] = _relocalizer(m), []
-        tracker = Tracker(reloc, TrackerConfig(mode="sequence", keyframes=True, keyframe_wait_ms=0.0,
-                                               flow_skips_retrieval=skip))
-        try:
-            steps = []
-            for i, (rgb, _, _) in enumerate(frames):
-                steps.append(tracker.step(rgb, 1000.0 + 0.1 * i))
-                _drain(tracker)
-        finally:
-            tracker.close()
-            reloc.map.close()
+        calls[:] = []
+        steps = _drive(m, frames, keyframe_wait_ms=0.0, flow_skips_retrieval=skip)
         runs[skip] = (len(calls), steps)
     assert runs[True][0] == 3 and runs[False][0] == 5
     for a, b, (_, pos, quat) in zip(runs[True][1][2:], runs[False][1][2:], frames[2:]):
