@@ -18,6 +18,7 @@ from disam_ros.geometry import quat_angle_deg
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 NS = "late"
+LATE_ALONE_S = 5.0  # how long a frame answered pending waits for its late hint before the next frame is sent
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def late_run(tmp_path_factory, geometry_world):
         tail = lambda: log.read_text(errors="replace")[-3000:]  # noqa: E731
         if not client.wait_for_node(False, timeout=60.0):
             pytest.fail(f"node did not come up:\n{tail()}")
-        sent = []
+        sent, alone = [], set()
         for i in range(len(qf)):
             base = client.frames_done()
             key = client.publish_raw(read_image(qf.image_paths[i]), float(qf.trajectory.stamps[i]))
@@ -52,7 +53,11 @@ def late_run(tmp_path_factory, geometry_world):
             idle = client.wait_diagnostics(lambda d: d.get("keyframe_in_flight") == "False", 30.0,
                                            after=time.monotonic())
             assert idle is not None, f"frame {i}'s keyframe did not end:\n{tail()}"
-        yield client, sent, tail
+            if client.rx.loop.get(key, (None, {}))[1].get("verification") == "pending":  # a late hint may follow
+                client.wait(lambda k=key: k in client.rx.late, LATE_ALONE_S)
+            if key in client.rx.late:  # this frame's late hint came before the next frame was sent
+                alone.add(key)
+        yield client, sent, tail, alone
     finally:
         stop_nodes([proc])
         if client is not None:
@@ -60,7 +65,7 @@ def late_run(tmp_path_factory, geometry_world):
 
 
 def test_keyframes_answered_late_come_out_as_late_hints_at_their_frames_stamps(late_run):
-    client, sent, tail = late_run
+    client, sent, tail, alone = late_run
     truth = {key: (pos, quat) for key, pos, quat in sent}
     last = client.wait_diagnostics(lambda d: int(d["late_loop_closures"]) == len(client.rx.late), 5.0)
     assert last is not None, (len(client.rx.late), client.rx.diagnostics[-1:])
@@ -76,6 +81,16 @@ def test_keyframes_answered_late_come_out_as_late_hints_at_their_frames_stamps(l
         assert on_time["late"] is False and on_time["verification"] == "pending"
         p = client.rx.pose[key][1].pose.position
         np.testing.assert_allclose([p.x, p.y, p.z], on_time["position"], atol=1e-9)
+
+
+def test_a_late_hint_goes_out_without_waiting_for_the_next_frame(late_run):
+    """The keyframe thread wakes the frame loop: every late hint arrived before the next frame was sent, the last
+    frame's included (before, a late hint went out with the next frame, and the drive's last one never)."""
+    client, sent, tail, alone = late_run
+    assert set(client.rx.late) == alone, sorted(set(client.rx.late) - alone)
+    last = sent[-1][0]
+    if client.rx.loop[last][1]["verification"] == "pending":
+        assert last in alone, f"the last frame's keyframe gave no late hint:\n{tail()}"
 
 
 def test_late_hints_keep_exact_stamps_for_recent_frames_only():

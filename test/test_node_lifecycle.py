@@ -357,7 +357,7 @@ def test_prior_cache_converts_once_per_message_and_expires():
 
     from geometry_msgs.msg import PoseWithCovarianceStamped
 
-    from disam_ros.ros.node_worker import PriorCache
+    from disam_ros.ros.prior_cache import PriorCache
 
     cache = PriorCache()
     assert cache.get(2.0, 1.0) is None

@@ -118,6 +118,49 @@ def test_a_step_that_raises_loses_no_late_answer(flow_drive, monkeypatch):
     assert _near(steps[0].late[0].result, *frames[0][1:])
 
 
+def test_a_late_answer_is_taken_between_frames_when_the_thread_calls(flow_drive):
+    """Frame 0 goes out pending; its keyframe, solved after, calls `on_late` once on the keyframe thread, and
+    `take_late` then returns it with no further frame (what the node publishes while no frame comes), within
+    (0.25 m, 2 deg) of where frame 0 was rendered; it is not returned again, by `take_late` or by the next step."""
+    import threading
+
+    from disam_ros.tracking.tracker import Tracker, TrackerConfig
+
+    m, _, frames = flow_drive
+    reloc = _relocalizer(m)
+    tracker = Tracker(reloc, TrackerConfig(mode="sequence", keyframes=True, keyframe_wait_ms=0.0))
+    called, threads = threading.Event(), []
+    tracker.on_late(lambda: (threads.append(threading.current_thread().name), called.set()))
+    try:
+        assert tracker.step(frames[0][0], 1000.0).result.verification.outcome == "pending"
+        assert called.wait(60.0), "the keyframe thread never called on_late"
+        late = tracker.take_late()
+        assert [a.stamp for a in late] == [1000.0] and late[0].result.verification.verified
+        assert _near(late[0].result, *frames[0][1:])
+        assert tracker.take_late() == ()
+        assert all(a.stamp != 1000.0 for a in tracker.step(frames[1][0], 1000.1).late)
+        _drain(tracker)
+    finally:
+        tracker.close()
+        reloc.map.close()
+    assert threads[0] == "disam_keyframe_verify"
+
+
+def test_take_late_without_keyframes_is_empty(flow_drive):
+    from disam_ros.tracking.tracker import Tracker, TrackerConfig
+
+    m, _, frames = flow_drive
+    reloc = _relocalizer(m)
+    tracker = Tracker(reloc, TrackerConfig(mode="sequence"))
+    try:
+        tracker.on_late(lambda: None)  # nothing to call it: no keyframe thread
+        tracker.step(frames[0][0], 1000.0)
+        assert tracker.take_late() == ()
+    finally:
+        tracker.close()
+        reloc.map.close()
+
+
 def test_frames_flow_verifies_after_a_verified_one_need_no_retrieval(flow_drive, monkeypatch):
     """Sequence mode, the same drive twice: frames 0-1 are pending and frame 2 follows by flow after an unverified
     frame, so those three are retrieved; frames 3-4 follow a verified frame and flow verifies them, so with

@@ -49,6 +49,7 @@ from disam_ros.ros import node_params as P
 from disam_ros.ros import node_stats as S
 from disam_ros.ros import node_verify as V
 from disam_ros.ros import node_worker as W
+from disam_ros.ros.prior_cache import PriorCache
 
 NODE_NAME = P.NODE_NAME
 
@@ -74,7 +75,7 @@ class LocalizerNode(LifecycleNode):
         self._log_warn = S.LogThrottle(lambda text: self.get_logger().warning(text))
         self._worker: W.FrameWorker | None = None
         self._active = threading.Event()
-        self.priors = W.PriorCache()
+        self.priors = PriorCache()
         self.tracking: W.NodeTracking | None = None
         self.last_debug = 0.0
         self._domain_in_use = ""

@@ -46,6 +46,11 @@ class LatestFrame:
             item, self._item = self._item, None
             return item
 
+    def poke(self) -> None:
+        """Wake a waiting `take` without a frame (it returns None): the worker has other work (late hints)."""
+        with self._cond:
+            self._cond.notify_all()
+
     def clear(self) -> bool:
         """Forget an unprocessed frame (on deactivate); True when there was one."""
         with self._cond:

@@ -14,7 +14,6 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from geometry_msgs.msg import PoseWithCovarianceStamped
 
 from disam_ros import conditions
 from disam_ros.heap import freeze_startup_heap
@@ -108,6 +107,11 @@ class NodeTracking:
                 self.odometry.restore(dist, degraded)
         return step
 
+    def take_late(self) -> tuple:
+        """Keyframes verified after their frames and not yet handed on (verify_keyframes), between frames."""
+        with self.lock:
+            return self.tracker.take_late()
+
     def close(self) -> None:
         """Stop the tracker's keyframe thread (verify_keyframes) when the node releases its map."""
         self.tracker.close()
@@ -146,36 +150,6 @@ class NodeTracking:
         return out
 
 
-class PriorCache:
-    """The latest `prior` message and its retrieval gate, converted once per message and radius, so every frame
-    within `prior_timeout_s` gets the SAME SpatialPrior object (a tracker re-initialises its belief on a new
-    prior, not once per frame it is passed)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._item: tuple[int, float, PoseWithCovarianceStamped] | None = None  # (serial, received, message)
-        self._serial = 0
-        self._gate: tuple[int, float, Any] | None = None  # (serial, radius, SpatialPrior)
-
-    def put(self, msg: PoseWithCovarianceStamped) -> None:
-        with self._lock:
-            self._serial += 1
-            self._item = (self._serial, time.monotonic(), msg)
-
-    def get(self, timeout_s: float, radius_m: float) -> Any:
-        """The gate of a fresh prior, else None; ValueError (one line) for an unusable covariance."""
-        with self._lock:
-            item, gate = self._item, self._gate
-        if item is None or time.monotonic() - item[1] > timeout_s:
-            return None
-        if gate is not None and gate[:2] == (item[0], radius_m):
-            return gate[2]
-        prior = spatial_prior(item[2], radius_m)
-        with self._lock:
-            self._gate = (item[0], radius_m, prior)
-        return prior
-
-
 class WorkerHost(Protocol):
     """What the worker uses of its node (`LocalizerNode`); named here so this module needs nothing from the
     node's module, which imports this one."""
@@ -211,6 +185,8 @@ class FrameWorker:
         self.late = LateHints()  # verify_keyframes: keyframes solved after their frames, sent as hints
 
     def start(self) -> FrameWorker:
+        if self.node.tracking is not None:  # a late keyframe wakes the loop: its hint goes out without a frame
+            self.node.tracking.tracker.on_late(self.node.mailbox.poke)
         self.thread.start()
         return self
 
@@ -229,7 +205,10 @@ class FrameWorker:
                 if wait > 0.0 and self.stop.wait(wait):
                     break
             item = node.mailbox.take(timeout=0.2)
-            if item is None or self.stop.is_set():
+            if self.stop.is_set():
+                continue
+            if item is None:
+                self._late_between_frames()
                 continue
             last_start = time.monotonic()
             try:
@@ -237,6 +216,19 @@ class FrameWorker:
             except Exception as exc:  # noqa: BLE001  (one bad frame must never kill the node)
                 node.stats.add("errors")
                 node.error(f"frame failed: {type(exc).__name__}: {exc}")
+
+    def _late_between_frames(self) -> None:
+        """Late hints of keyframes solved while no frame came (the keyframe thread pokes the mailbox)."""
+        tracking = self.node.tracking
+        if tracking is None:
+            return
+        try:
+            late = tracking.take_late()
+            if late and not self.stop.is_set():
+                self.late.publish(self.node, late)
+        except Exception as exc:  # noqa: BLE001  (the loop must go on)
+            self.node.stats.add("errors")
+            self.node.error(f"late hints failed: {type(exc).__name__}: {exc}")
 
     def process(self, msg: Any, decode: Any, t_recv: float) -> None:
         """Decode, localize, publish one frame; every outcome is counted in the node's stats."""
@@ -375,16 +367,3 @@ def confidence_gate(dyn: dict[str, Any], calibrated: bool, suggested: float | No
         return t, ("the map calibration's threshold, which none reached for this mode: set min_confidence to "
                    "publish anyway")
     return t, f"min_confidence {t:g} (calibrated; the map calibration's threshold)"
-
-
-def spatial_prior(msg: PoseWithCovarianceStamped, radius_m: float) -> Any:
-    """The retrieval gate of a `prior` message: a fixed radius when radius_m > 0, else 3 sigma of its position
-    covariance. ValueError (one line) for an unusable covariance."""
-    from disam_ros.retrieval import SpatialPrior
-
-    p = msg.pose.pose.position
-    pos = np.array([p.x, p.y, p.z], np.float64)
-    if radius_m > 0.0:
-        return SpatialPrior(pos, radius=radius_m)
-    cov = np.asarray(msg.pose.covariance, np.float64).reshape(6, 6)[:3, :3]
-    return SpatialPrior(pos, covariance=0.5 * (cov + cov.T))

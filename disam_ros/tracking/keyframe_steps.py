@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -41,6 +42,21 @@ class KeyframeSteps:
         """Keyframes mode: the keyframes solved so far, and the recent ones' verification times (ms, since the last
         reset, newest last)."""
         return (0, []) if self._keyframes is None else self._keyframes.times()
+
+    def take_late(self) -> tuple[LateAnswer, ...]:
+        """Late answers ready now, without a frame: keyframes solved since the last step, as that step would have
+        returned them (`TrackStep.late`). Why: between frames (a camera that stopped, the end of a drive, a slow
+        camera) a late loop closure would otherwise wait for the next frame, or be lost with a reset."""
+        if self._keyframes is None:
+            return ()
+        late, self._late = self._late + self._late_keyframes(), ()
+        return late
+
+    def on_late(self, callback: Callable[[], None] | None) -> None:
+        """Keyframes mode: `callback()` is called on the keyframe thread whenever an answer no frame took is ready
+        (then `take_late` has it); the node wakes its frame loop with it."""
+        if self._keyframes is not None:
+            self._keyframes.on_late = callback
 
     def keyframe_diagnostics(self) -> dict[str, Any]:
         """Keyframes mode: the keyframe thread's figures as they are now (it runs between frames); {} without."""

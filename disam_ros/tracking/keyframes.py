@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,7 @@ class KeyframeThread:
         self._closed = False
         self.solved = 0
         self.times_ms: deque[float] = deque(maxlen=200)  # the recent keyframes' verification times (diagnostics)
+        self.on_late: Callable[[], None] | None = None  # called (on this thread) when an answer no frame took is ready
         self.thread = threading.Thread(target=self._run, name="disam_keyframe_verify", daemon=True)
         self.thread.start()
 
@@ -166,9 +168,15 @@ class KeyframeThread:
                 self.solved += 1
                 if not job.dropped:
                     self.times_ms.append(float(answer.ms))
-                if not job.taken:
+                late = not job.taken
+                if late:
                     self._done.append(job)
                 self._cv.notify_all()
+            if late and self.on_late is not None:  # outside the lock: the callback may wake the frame loop
+                try:
+                    self.on_late()
+                except Exception as exc:  # noqa: BLE001  (a failing listener must not end the thread)
+                    log.warning("keyframe %.3f: late-answer callback failed: %s", job.stamp, exc)
 
     def _solve(self, job: Keyframe) -> Verification:
         v = self.verifier
