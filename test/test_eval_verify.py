@@ -145,7 +145,8 @@ def test_paced_keyframes_answer_every_frame_and_time_every_keyframe(geo_world, c
 def test_late_answers_at_a_camera_rate_count_against_their_own_frames():
     """Three frames at 30 Hz, hand-worked: 0 verified and exact (hinted in time); 1 unverified 1 m off, its keyframe
     answered late with frame 2 and exact (hinted late: the published share does not move); 2 unverified and exact
-    (published right, no verified hint). A late answer for a stamp the drive never answered counts nowhere."""
+    (published right, no verified hint), its keyframe answered late after the drive's end (`end_drive`). A late answer
+    for a stamp the drive never answered counts nowhere."""
     from disam_ros.eval.keyframe_replay import KeyframeReplay
     from disam_ros.eval.scoring import TrackedFrame
     from disam_ros.tracking.tracker_config import LateAnswer
@@ -171,6 +172,14 @@ def test_late_answers_at_a_camera_rate_count_against_their_own_frames():
     assert row["late"] == 1 and row["hinted_share"] == pytest.approx(2 / 3)
     assert row["within_share"] == pytest.approx(2 / 3)
     assert replay.rows_text()[1].split()[-2:] == ["1", "66.7"]
+    # the drive ends: the keyframe in flight for frame 3 is waited for and its late answer (exact) scored too
+    waited = []
+    tracker.wait_keyframes = lambda timeout_s: waited.append(timeout_s) or True
+    tracker.take_late = lambda: (late(3),)
+    replay.end_drive(tracker)
+    row = replay.drives[-1].row(30.0)
+    assert waited and row["late"] == 2 and row["hinted_share"] == pytest.approx(3 / 3)
+    assert row["within_share"] == pytest.approx(2 / 3)
 
 
 def test_keyframes_at_a_camera_rate_count_the_sent_frames(geo_world, capsys):

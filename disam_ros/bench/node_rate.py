@@ -59,6 +59,7 @@ from disam_ros.cliutil import OneLineParser, image_size, name_list, positive_flo
 DEFAULT_CONDITIONS = ("sunny_repeat", "night", "snow", "fog", "rain", "dusk")
 DEFAULT_FRAMES = 16
 ANSWER_WAIT_S = 3.0  # after a drive's last frame
+KEYFRAME_END_S = 5.0  # ... then at most this for the keyframe in flight (verify_keyframes), its late hint scored
 WARMUP = 3
 NODE_STAGES = ("queue", "decode", "localize", "retrieval_verify", "retrieval_track", "publish", "total")
 # python -c PIN CPUS PROGRAM ARGS...: pin, then become the node (affinity survives exec; every thread inherits it)
@@ -193,7 +194,9 @@ def run_drive(client: Any, root: Path, drive: str, rate: float, compressed: bool
         if diag and sum(diag[k] for k in DONE_COUNTERS) >= len(keys) and len(client.rx.pose) >= diag["localized"]:
             break  # every frame accounted for by the node, every published pose here
         time.sleep(0.02)
-    node: dict[str, Any] = delta(before, _fresh_counters(client))  # also gives the last hints time to arrive
+    # the keyframe in flight ends and its late hint goes out (the node sends it once solved), then fresh counters
+    client.wait_diagnostics(lambda d: d.get("keyframe_in_flight") != "True", KEYFRAME_END_S, after=time.monotonic())
+    node: dict[str, Any] = delta(before, _fresh_counters(client))
     last = client.rx.diagnostics[-1][1] if client.rx.diagnostics else {}
     if "keyframe_ms_median" in last:  # verify_keyframes: the keyframe thread's times since this drive's reset
         node["keyframe_ms_median"] = float(last["keyframe_ms_median"])

@@ -114,19 +114,38 @@ class KeyframeReplay:
             d.within += int(frame.correct(WITHIN))
             d.hinted += int(frame.verified and frame.correct(WITHIN))
             self._frames[float(frame.stamp)] = frame
-            for a in late:
-                own = self._frames.get(float(a.stamp))
-                if own is not None:
-                    d.late += 1
-                    d.hinted += int(replace(own, est_position=np.asarray(a.result.position, float),
-                                            est_quat=np.asarray(a.result.quat, float)).correct(WITHIN))
+            self._score_late(late)
         elif not tracker.wait_keyframes(IDLE_TIMEOUT_S):
             log.warning("a keyframe still runs after %.0f s; the replay goes on", IDLE_TIMEOUT_S)
+        self._new_times(tracker)
+
+    def end_drive(self, tracker: Any) -> None:
+        """After a drive's last frame at a camera rate: the keyframe in flight ends and its late answer is scored, as
+        the node sends it once solved, frames arriving or not (`Tracker.take_late`)."""
+        if self.rate_hz <= 0:
+            return
+        if not tracker.wait_keyframes(IDLE_TIMEOUT_S):
+            log.warning("a keyframe still runs after %.0f s; its late answer is not scored", IDLE_TIMEOUT_S)
+        self._score_late(tracker.take_late())
+        self._new_times(tracker)
+
+    def _new_times(self, tracker: Any) -> None:
+        """The verification times of the keyframes solved since the last call, into the drive's record."""
         solved, times = tracker.keyframe_times()
         new = min(solved - self._seen, len(times))
         self._seen = solved
         if new > 0:
-            d.times_ms.extend(times[-new:])
+            self.drives[-1].times_ms.extend(times[-new:])
+
+    def _score_late(self, late: Iterable[Any]) -> None:
+        """Late answers against their own frames' ground truth (a frame not answered in this drive: none)."""
+        d = self.drives[-1]
+        for a in late:
+            own = self._frames.get(float(a.stamp))
+            if own is not None:
+                d.late += 1
+                d.hinted += int(replace(own, est_position=np.asarray(a.result.position, float),
+                                        est_quat=np.asarray(a.result.quat, float)).correct(WITHIN))
 
     def rows_text(self) -> list[str]:
         """The per-drive table disam-eval prints."""

@@ -195,6 +195,8 @@ def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequ
                            tuple(int(i) for i, _ in res.topk), latency, step.selection.domain) if res.ok else \
                     Answer(None, latency_s=latency, domain=step.selection.domain)
                 run.add(q, a, res)
+            if keyframes is not None:
+                keyframes.end_drive(tracker)
         if keyframes is not None:
             tracker.close()  # the keyframe thread ends with the replay, not mid-keyframe at exit
     return tracked, trackers, run.results, run.examples, run.answers
