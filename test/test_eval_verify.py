@@ -271,8 +271,9 @@ def _pose(x: float) -> SimpleNamespace:
                            orientation=SimpleNamespace(x=0.0, y=0.0, z=0.0, w=1.0))
 
 
-def _client(published: dict[int, float | None], hints: dict[int, dict]) -> SimpleNamespace:
-    """A LocalizerClient stand-in: per frame stamp (ns) its published x (None: no pose) and its hint."""
+def _client(published: dict[int, float | None], hints: dict[int, dict], late: dict[int, dict] | None = None
+            ) -> SimpleNamespace:
+    """A LocalizerClient stand-in: per frame stamp (ns) its published x (None: no pose), its hint, its late hint."""
     pose_cov, loop = {}, {}
     for ns, x in published.items():
         if x is None:
@@ -281,16 +282,19 @@ def _client(published: dict[int, float | None], hints: dict[int, dict]) -> Simpl
         pose_cov[key] = (1.0, SimpleNamespace(pose=SimpleNamespace(pose=_pose(x), covariance=list(np.eye(6).ravel()))))
         loop[key] = (1.0, hints[ns])
     rx = SimpleNamespace(diagnostics=[(0.0, {"confidence_threshold": "0.0", "confidence_calibrated": "False"})],
-                         pose_cov=pose_cov, candidates={}, loop=loop)
+                         pose_cov=pose_cov, candidates={}, loop=loop,
+                         late={divmod(ns, 1_000_000_000): (2.0, doc) for ns, doc in (late or {}).items()})
     return SimpleNamespace(rx=rx)
 
 
-def _online(new_keys: bool):
+def _online(new_keys: bool, late: bool = False):
     """Four frames, ground truth at x = 0.4, 3.6, 6.2, 9.0. Retrieval answers places 0, 1, 2 (errors 0.4, 0.6,
     0.2 m) and nothing for the last frame. Verification refines frame 0 to x = 0.45 (0.05 m off), fails on frame
-    1, and 'verifies' frame 2 at x = 12.2 (6 m off, a wrong verified pose). Old hints: the map places only."""
+    1, and 'verifies' frame 2 at x = 12.2 (6 m off, a wrong verified pose). Old hints: the map places only.
+    `late`: late hints for frame 1 at x = 3.62 (0.02 m off) and frame 2 at 6.9 (0.7 m off), and an unverified one
+    for frame 3 (never scored)."""
     from disam_ros.data.stamps import name_for_stamp_ns
-    from disam_ros.ros.online_eval import ModeRun, collect
+    from disam_ros.ros.online_collect import ModeRun, collect
 
     gt = (0.4, 3.6, 6.2, 9.0)
     stamps = [(k + 1) * 1_000_000_000 for k in range(4)]
@@ -311,7 +315,9 @@ def _online(new_keys: bool):
         published[stamps[k]], hints[stamps[k]] = x, hint
     run = ModeRun()
     positions = np.array([[x, 0.0, 0.0] for x in MAP_X])
-    collect(run, "single", _client(published, hints), queries, {}, positions)
+    late_hints = {stamps[k]: {"late": True, "verified": k < 3, "position": [x, 0.0, 0.0], "orientation_xyzw": IDENTITY}
+                  for k, x in ((1, 3.62), (2, 6.9), (3, 9.0))} if late else {}
+    collect(run, "single", _client(published, hints, late_hints), queries, {}, positions)
     return run
 
 
@@ -344,6 +350,24 @@ def test_online_rows_from_new_hints_by_hand():
     assert m.shares == pytest.approx((1 / 4, 2 / 4, 3 / 4))
     assert (m.published, m.precision) == (3, pytest.approx(2 / 3))
     assert run.tracked[1].verification == "too_few_inliers" and not run.tracked[1].verified
+
+
+def test_online_hint_rows_count_late_hints_against_their_own_frames_by_hand():
+    """`_online` with late hints: frame 0 hinted in time (0.05 m), frame 1 late (0.02 m), frame 2's own hint 6 m off
+    and its late one 0.7 m off (received, not within), frame 3's late hint unverified (not kept): 2 of 4 hinted."""
+    from disam_ros.eval.hints import hint_rows, hints_dict, hints_markdown, hints_text
+
+    run = _online(new_keys=True, late=True)
+    assert sorted(run.late) == [("night", run.tracked[1].name), ("night", run.tracked[2].name)]
+    [night, total] = hint_rows(run.tracked, {"single": run.late})
+    assert night.condition == "night" and total.condition == "all"
+    assert (total.frames, total.in_time, total.late, total.late_within, total.hinted) == (4, 1, 2, 1, 2)
+    assert total.hinted_share == pytest.approx(0.5)
+    assert hints_dict([total])[0]["hinted_share"] == pytest.approx(0.5)
+    assert "| **all** | single | 4 | 1 | 2 | 1 | 50.0 |" in hints_markdown([night, total])
+    assert hints_text([night, total]) == ["hints single: 2/4 frames hinted within 0.25 m, 2 deg (50.0 %; 1 in time, "
+                                          "1 of 2 late)"]
+    assert hint_rows(run.tracked, {})[-1].hinted == 1  # without the late hints: frame 0 alone
 
 
 def test_online_rows_from_old_hints_by_hand():

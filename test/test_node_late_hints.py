@@ -121,3 +121,36 @@ def test_late_hints_keep_exact_stamps_for_recent_frames_only():
     assert docs[0]["query_stamp_ns"] == (1_700_000_000 + 1) * 10**9 + 123 and docs[0]["domain"] == "night"
     assert docs[0]["late"] is True
     assert docs[1]["query_stamp_ns"] == 1_700_000_000 * 10**9 and docs[1]["domain"] == ""  # forgotten: the float's
+
+
+def test_online_evaluation_scores_late_hints(geometry_world, tmp_path):
+    """`disam-eval-online` with `verify_keyframes` (paced, wait 0): the node's late hints are recorded in the outputs
+    bag beside the frames' own hints, joined to their own frames, and scored in the report's hint table; on this
+    drive every late hint is within (0.25 m, 2 deg) of its frame's ground truth, late hints come only for frames not
+    verified in time, so the hinted frames are the two counts added."""
+    from disam_ros.data.bags import BagWriteOptions, bag_info, write_folder_bag
+    from disam_ros.eval.hints import hint_rows
+    from disam_ros.eval.queries import world_weather
+    from disam_ros.ros.online_eval import Drive, camera_topic, evaluate_online_modes, report_online
+    from disam_ros.ros.pace import PACED
+
+    world, map_dir = geometry_world["world"], geometry_world["map"]
+    bag = tmp_path / "bags" / "sunny_repeat"
+    write_folder_bag(world, "sunny_repeat", bag, BagWriteOptions(compression="png"))
+    drive = Drive("sunny_repeat", bag, world_weather(world, "sunny_repeat"), *camera_topic(bag))
+    params = {"verify_keyframes": True, "verify_wait_ms": 0.0}
+    with open(tmp_path / "node.log", "w") as log:
+        runs, queries = evaluate_online_modes(map_dir, [drive], tmp_path / "out", ("sequence",), PACED, device="cpu",
+                                              node_params=params, log=log)
+    tail = (tmp_path / "node.log").read_text()[-2000:]
+    run = runs["sequence"]
+    assert run.late, f"no late hint recorded:\n{tail}"
+    total = hint_rows(run.tracked, {"sequence": run.late})[-1]
+    assert total.condition == "all" and total.frames == len(queries)
+    assert total.late == len(run.late) == total.late_within
+    assert total.hinted == total.in_time + total.late_within > total.in_time
+    counts = {t.topic: t.count for t in bag_info(tmp_path / "out" / "node_outputs").topics}
+    assert counts["/disam_localizer/loop_closure"] == counts["/disam_localizer/pose"] + len(run.late)
+    rows, paths = report_online(map_dir, runs, queries, tmp_path / "out")
+    assert "## Loop-closure hints" in paths["markdown"].read_text()
+    assert any(r.startswith(f"hints sequence: {total.hinted}/{total.frames} ") for r in rows), rows

@@ -61,21 +61,23 @@ def summary_to_dict(s: ConditionSummary, candidates: int | None = None) -> dict:
 
 
 def report_dict(summaries: Mapping[str, ConditionSummary], meta: Mapping | None = None,
-                modes: Sequence[Any] = (), poses: Mapping | None = None) -> dict:
+                modes: Sequence[Any] = (), poses: Mapping | None = None, extra: Mapping | None = None) -> dict:
     """`modes`: `metrics.ModeSummary` rows (tracker modes side by side), listed under "modes" when given;
-    `poses`: retrieval-only against refined rows (`poses.poses_dict`), under "poses" when given."""
+    `poses`: retrieval-only against refined rows (`poses.poses_dict`), under "poses" when given; `extra`: further
+    top-level keys (a report's own sections, e.g. "hints")."""
     k = candidates_of(meta)
     out = {"meta": dict(meta or {}), "conditions": {c: summary_to_dict(s, k) for c, s in summaries.items()}}
     if modes:
         out["modes"] = [mode_summary_dict(r) for r in modes]
     if poses:
         out["poses"] = dict(poses)
+    out.update(extra or {})
     return out
 
 
 def write_json(path: str | Path, summaries: Mapping[str, ConditionSummary], meta: Mapping | None = None,
-               modes: Sequence[Any] = (), poses: Mapping | None = None) -> Path:
-    doc = report_dict(summaries, meta, modes, poses)
+               modes: Sequence[Any] = (), poses: Mapping | None = None, extra: Mapping | None = None) -> Path:
+    doc = report_dict(summaries, meta, modes, poses, extra)
     return atomic_write_text(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
 
 

@@ -77,13 +77,14 @@ def write_report(out_dir: str | Path, results: Sequence[QueryResult], map_positi
                  title: str = "DISAM localisation report", tracked: Sequence[TrackedFrame] = (),
                  publish: Mapping[str, float] | None = None,
                  tolerance: tuple[float, float] = (5.0, 10.0),
-                 map_quats: np.ndarray | None = None, no_refine: str | None = None) -> dict[str, Path]:
+                 map_quats: np.ndarray | None = None, no_refine: str | None = None,
+                 sections: Sequence[tuple[str, Sequence[str], Any]] = ()) -> dict[str, Path]:
     """Write every report artefact into `out_dir` (each file atomically) and return their paths.
 
     `tracked`: per-frame records of tracker modes; then the report gains the modes table, the retrieval-only
     against refined rows (without refined rows, and a line saying why, when `no_refine` gives a reason or no
     frame was verified), modes.jsonl, the reliability diagram and the precision-vs-coverage plot (`publish`:
-    each mode's publishing threshold)."""
+    each mode's publishing threshold). `sections`: a report's own (JSON key, Markdown lines, JSON value), last."""
     if not results:
         raise ValueError("no queries were evaluated: check the query set (conditions, topics, --every)")
     out = Path(out_dir)
@@ -93,11 +94,14 @@ def write_report(out_dir: str | Path, results: Sequence[QueryResult], map_positi
     modes = mode_summaries(tracked, publish or {}, tolerance, poses) if tracked else []
     note = refine_note(tracked, no_refine)
     rows = pose_rows(tracked, THRESHOLDS)
+    own = [line for _, lines, _ in sections for line in lines]
     paths = {
         "markdown": write_markdown(out / "report.md", summaries, title=title, meta=meta, modes=modes,
-                                   tolerance=tolerance, poses=poses_markdown(rows, note)),
+                                   tolerance=tolerance,
+                                   poses=[*poses_markdown(rows, note), *own]),
         "json": write_json(out / "report.json", summaries, meta=meta, modes=modes,
-                           poses=poses_dict(rows, note) if rows else None),
+                           poses=poses_dict(rows, note) if rows else None,
+                           extra={key: value for key, _, value in sections}),
         "results": write_results(out / "results.jsonl", results),
         "visloc": write_visloc(out / "visloc_submission.txt", results),
         "error_cdf": plot_error_cdf(results, out / "error_cdf.png", thresholds=THRESHOLDS),

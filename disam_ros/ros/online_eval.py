@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +32,10 @@ import yaml
 from disam_ros.cliutil import OneLineParser, os_error_line, output_dir_error, positive_float
 from disam_ros.data.bags import BagError, bag_info
 from disam_ros.data.bags.write import BAG_OUTPUT
-from disam_ros.eval.metrics import DEFAULT_RECALL_NS, nees
+from disam_ros.eval.hints import hint_rows, hints_dict, hints_markdown, hints_text
+from disam_ros.eval.metrics import DEFAULT_RECALL_NS
 from disam_ros.eval.offline import example_pair, parse_bag_arg
-from disam_ros.eval.poses import OLD_HINTS, hint_fields, poses_text
+from disam_ros.eval.poses import OLD_HINTS, poses_text
 from disam_ros.eval.queries import Query, bag_queries, world_weather
 from disam_ros.eval.report import CANDIDATES
 from disam_ros.eval.scoring import (
@@ -57,6 +56,7 @@ from disam_ros.ros import env, launcher
 from disam_ros.ros.client import LocalizerClient
 from disam_ros.ros.drive_replay import Drive, DriveReplay, replay_drive
 from disam_ros.ros.eval_nodes import check_nodes, stop_nodes
+from disam_ros.ros.online_collect import ModeRun, collect
 from disam_ros.ros.pace import PACED, Pace, add_pace_options, pace_from_args
 from disam_ros.ros.record import BagRecorder
 from disam_ros.ros.replay import ReplayError
@@ -70,6 +70,7 @@ EVAL_DIAGNOSTICS_S = 0.2  # the nodes' diagnostics period here: how soon a drive
 # published pose (the poses, not the hints, are scored; -p loop_closure_min_consecutive:=k still wins).
 EVAL_PARAMS = {"top_k": RECALL_K, "diagnostics_period_s": EVAL_DIAGNOSTICS_S, "loop_closure_min_consecutive": 1}
 TOLERANCE = (5.0, 10.0)  # the node's tracker tolerance (TrackerConfig's default: the node does not change it)
+KEYFRAME_END_S = 30.0  # at most this for a keyframe in flight at a drive's end (a rain keyframe: ~1 s)
 DEFAULT_MODES = ("sequence", "single")  # the node's default, and the paper's single-frame retrieval beside it
 
 
@@ -86,66 +87,6 @@ def camera_topic(bag: Path) -> tuple[str, bool]:
 def node_base_topic(topic: str, compressed: bool) -> str:
     """The node subscribes to `<base>` (Image) or `<base>/compressed`; the launcher remaps from the base."""
     return topic[: -len("/compressed")] if compressed and topic.endswith("/compressed") else topic
-
-
-def _place(positions: np.ndarray, pose: Any) -> tuple[int, np.ndarray, np.ndarray]:
-    """(nearest map index, position, quaternion xyzw) of a pose (a candidate's, or an unverified published one's:
-    those are map poses)."""
-    p, o = pose.position, pose.orientation
-    pos = np.array([p.x, p.y, p.z])
-    return int(np.argmin(np.linalg.norm(positions - pos, axis=1))), pos, np.array([o.x, o.y, o.z, o.w])
-
-
-@dataclass
-class ModeRun:
-    """What one mode's node said about every query: the answers (for the detailed tables), one TrackedFrame per
-    query (for the modes table), the node's publishing threshold and whether it was calibrated, and the frames it
-    dropped and those past the paced replay's per-frame timeout (log times in ns)."""
-
-    results: list = field(default_factory=list)
-    answers: list[Answer] = field(default_factory=list)
-    tracked: list[TrackedFrame] = field(default_factory=list)
-    threshold: float = 0.0
-    calibrated: bool = False
-    dropped: int = 0
-    timed_out: list[int] = field(default_factory=list)
-
-
-def collect(run: ModeRun, mode: str, client: LocalizerClient, queries: list[Query], sent: dict[int, float],
-            positions: np.ndarray) -> None:
-    """Join what the node published to the queries by stamp: a pose is an answer (candidates from ~/candidates,
-    NEES from its covariance); its loop-closure hint adds the confidence, the encoder used, the answered map place
-    (`map_index`, `place_position`: the retrieval-only pose, which the Answer carries) and the verification. A
-    query without a pose is an abstention (unpublished frames carry no confidence online)."""
-    d = client.rx.diagnostics[-1][1] if client.rx.diagnostics else {}
-    run.threshold = float(d.get("confidence_threshold", "0") or 0)
-    run.calibrated = d.get("confidence_calibrated") == "True"
-    for q in queries:
-        ns = int(q.name.split(".")[0])
-        key = divmod(ns, 1_000_000_000)
-        gt_p, gt_q = np.asarray(q.position, float), np.asarray(q.quat, float)
-        hit = client.rx.pose_cov.get(key)
-        if hit is None:
-            run.answers.append(Answer(None))
-            run.tracked.append(TrackedFrame(mode, q.condition, q.name, gt_p, gt_q, None, None, math.nan, math.nan,
-                                            run.calibrated, math.nan, stamp=ns * 1e-9))
-            continue
-        t_recv, msg = hit
-        index, pos, quat = _place(positions, msg.pose.pose)
-        doc = client.rx.loop.get(key, (None, {}))[1]
-        checked = hint_fields(doc) or {}
-        place_p, place_q = checked.get("place_position", pos), checked.get("place_quat", quat)
-        if isinstance(doc.get("map_index"), int) and 0 <= doc["map_index"] < len(positions):
-            index = doc["map_index"]
-        cands = client.rx.candidates.get(key)
-        topk = tuple(_place(positions, c)[0] for c in cands[1].poses) if cands else (index,)
-        latency = t_recv - sent[ns] if ns in sent else None  # bags from disam-bag: header stamp == log time
-        run.answers.append(Answer(index, place_p, place_q, topk, latency, str(doc.get("domain", ""))))
-        conf = doc.get("confidence")
-        cov = np.asarray(msg.pose.covariance, float).reshape(6, 6)
-        run.tracked.append(TrackedFrame(mode, q.condition, q.name, gt_p, gt_q, pos, quat,
-                                        math.nan if conf is None else float(conf), math.nan, run.calibrated,
-                                        nees(gt_p - pos, cov[:3, :3]), **checked, stamp=ns * 1e-9, covariance=cov))
 
 
 def _is_rosbag2(path: Path) -> bool:
@@ -166,8 +107,9 @@ def record_outputs(clients: list[LocalizerClient], path: Path) -> Path:
             f"{fqn}/pose": ("geometry_msgs/msg/PoseStamped", client.keyed("pose")),
             f"{fqn}/pose_with_covariance": ("geometry_msgs/msg/PoseWithCovarianceStamped", client.keyed("pose_cov")),
             f"{fqn}/candidates": ("geometry_msgs/msg/PoseArray", client.keyed("candidates")),
-            f"{fqn}/loop_closure": ("std_msgs/msg/String",
-                                    [(t, String(data=json.dumps(doc))) for t, doc in client.keyed("loop")]),
+            f"{fqn}/loop_closure": ("std_msgs/msg/String",  # the frames' own hints and the late ones
+                                    [(t, String(data=json.dumps(doc)))
+                                     for t, doc in [*client.keyed("loop"), *client.keyed("late")]]),
         })
     # A re-run replaces the report's own outputs bag (marked, or a rosbag2 from before markers), nothing else.
     problem = replace_refusal(path, replace=True, legacy=_is_rosbag2, kind=BAG_OUTPUT)
@@ -219,6 +161,7 @@ def evaluate_online_modes(map_dir: Path, drives: list[Drive], out: Path, modes: 
             for client in clients.values():
                 client.new_drive()  # drives may share stamps: match this drive's frames to its own answers only
             done = replay_drive(list(clients.values()), d, pace, idle_s, list(procs.values()), log)
+            settle_keyframes(list(clients.values()))
             for k, (mode, client) in enumerate(clients.items()):
                 collect(runs[mode], mode, client, queries[d.condition], done.sent, positions)
                 count_losses(runs[mode], done, k)
@@ -235,6 +178,14 @@ def evaluate_online_modes(map_dir: Path, drives: list[Drive], out: Path, modes: 
     for run in runs.values():
         run.results = [query_result(q, a, positions, names) for q, a in zip(flat, run.answers)]
     return runs, flat
+
+
+def settle_keyframes(clients: list[LocalizerClient]) -> None:
+    """After a drive: each node's keyframe in flight (`verify_keyframes`) ends, and its late hint, sent once solved,
+    arrives before the next drive (answers are matched per drive); a diagnostics report after that says so."""
+    for client in clients:
+        client.wait_diagnostics(lambda d: d.get("keyframe_in_flight") != "True", KEYFRAME_END_S, after=time.monotonic())
+        client.wait_diagnostics(lambda _: True, 2.0, after=time.monotonic())
 
 
 def count_losses(run: ModeRun, done: DriveReplay, k: int) -> None:
@@ -292,12 +243,14 @@ def report_online(map_dir: Path, runs: dict[str, ModeRun], queries: list[Query],
                               "so ECE is over published poses", "verification": no_refine or "on (loop-closure hints)",
                 **(meta or {})}
         publish = {mode: run.threshold for mode, run in runs.items()}
+        hints = hint_rows(tracked, {mode: run.late for mode, run in runs.items()}) if not no_refine else []
         paths = write_report(out, first.results, m.positions,
                              online_examples(map_dir, queries, first.answers, first.results), meta,
                              title="DISAM online localisation report", tracked=tracked, publish=publish,
-                             tolerance=TOLERANCE, map_quats=m.quats, no_refine=no_refine)
+                             tolerance=TOLERANCE, map_quats=m.quats, no_refine=no_refine,
+                             sections=[("hints", hints_markdown(hints), hints_dict(hints))] if hints else ())
         rows = [*summary_rows(first.results), *mode_rows_text(tracked, publish, TOLERANCE, (m.positions, m.quats)),
-                *poses_text(tracked, no_refine), f"frames lost: {losses_line(runs)}"]
+                *poses_text(tracked, no_refine), *hints_text(hints), f"frames lost: {losses_line(runs)}"]
     finally:
         m.close()
     return rows, paths
