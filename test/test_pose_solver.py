@@ -200,3 +200,34 @@ def test_pycolmap_loads_only_where_its_backend_is_chosen():
             "print('imported')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "imported" in out.stdout, out.stderr[-2000:]
+
+
+def test_ransac_cap_is_the_sampling_bound_worked_by_hand():
+    """g = 10 inliers among n = 50 correspondences: a P3P sample is all-inlier with q = 10*9*8 / (50*49*48) = 720 /
+    117600; at confidence 0.99999 that needs ceil(log(1e-5) / log(1 - q)) = 1875 samples. Below min_trials it
+    stays there; where the bound passes max_trials (n = 100: 15,544) max_trials holds."""
+    import math
+
+    from disam_ros.pose.solver import ransac_trials
+
+    cfg = SolverConfig(min_inliers=10, confidence=0.99999, min_trials=100, max_trials=10000)
+    q = 720 / 117600
+    assert ransac_trials(cfg, 50) == math.ceil(math.log(1e-5) / math.log(1 - q)) == 1875
+    assert ransac_trials(cfg, 10) == 100  # every sample is all-inlier: one would do, min_trials runs
+    assert ransac_trials(cfg, 100) == 10000 and ransac_trials(cfg, 9) == 10000
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_fewest_inliers_are_still_found_under_the_cap(backend):
+    """12 true correspondences among 60 (48 gross outliers, w = 0.2): the capped RANSAC (1,966 iterations for
+    min_inliers 10) still finds the exact pose with exactly those 12 inliers, for several seeds."""
+    rng = np.random.default_rng(3)
+    X = scene(rng, 60)
+    uv = pinhole(X, R_MAP_CAM, CENTRE)
+    outlier = np.ones(len(X), bool)
+    outlier[rng.choice(len(X), 12, replace=False)] = False
+    uv[outlier] = np.stack([rng.uniform(0, W - 1, 48), rng.uniform(0, H - 1, 48)], 1)
+    for seed in range(5):
+        sol = solve_absolute_pose(uv, X, CAM, SolverConfig(backend=backend, min_inliers=10, random_seed=seed))
+        assert sol is not None and np.linalg.norm(sol.position - CENTRE) < 1e-3, seed
+        np.testing.assert_array_equal(sol.inlier_mask, ~outlier)
