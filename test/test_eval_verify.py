@@ -167,7 +167,8 @@ def test_late_answers_at_a_camera_rate_count_against_their_own_frames():
     replay.drives[-1].sent = 3
     replay.after_frame(tracker, frame(1, 0.0, True), 0.01)
     replay.after_frame(tracker, frame(2, 1.0, False), 0.02)
-    replay.after_frame(tracker, frame(3, 0.0, False), 0.03, [late(2), late(7)])
+    two, seven = late(2), late(7)
+    assert replay.after_frame(tracker, frame(3, 0.0, False), 0.03, [two, seven]) == [two]  # 7: not this drive's
     row = replay.drives[-1].row(30.0)
     assert row["late"] == 1 and row["hinted_share"] == pytest.approx(2 / 3)
     assert row["within_share"] == pytest.approx(2 / 3)
@@ -180,6 +181,38 @@ def test_late_answers_at_a_camera_rate_count_against_their_own_frames():
     row = replay.drives[-1].row(30.0)
     assert waited and row["late"] == 2 and row["hinted_share"] == pytest.approx(3 / 3)
     assert row["within_share"] == pytest.approx(2 / 3)
+
+
+def test_a_late_answer_is_recorded_on_its_own_frame_for_the_back_end():
+    """`late_on_frames`: frame 1's late answer (verified against map image 1) lands on frame 1's record with that map
+    image's pose; an unverified late answer and one for a stamp not in the drive record nothing; modes.jsonl
+    carries it (lists), and frames without one say null."""
+    from disam_ros.eval.keyframe_replay import late_on_frames
+    from disam_ros.eval.report import tracked_to_dict
+    from disam_ros.eval.scoring import TrackedFrame
+    from disam_ros.tracking.tracker_config import LateAnswer
+
+    gt_q = np.array([0.0, 0.0, 0.0, 1.0])
+    frames = [TrackedFrame("sequence", "rain", f"{k}", np.array([float(k), 0, 0]), gt_q, None, None, 0.5, 0.0, False,
+                           0.0, stamp=float(k)) for k in range(3)]
+    map_poses = (np.array([[0.0, 0, 0], [5.0, 1, 0]]), np.array([gt_q, [0.0, 0.0, 1.0, 0.0]]))
+
+    def answer(stamp, verified):
+        v = SimpleNamespace(verified=verified, index=1)
+        res = SimpleNamespace(position=np.array([stamp, 0.1, 0]), quat=gt_q, covariance=np.eye(6) * 0.04,
+                              verification=v)
+        return LateAnswer(float(stamp), res, True)
+
+    late_on_frames(frames, {0.0: 0, 1.0: 1, 2.0: 2}, [answer(1, True), answer(2, False), answer(9, True)], map_poses)
+    assert frames[0].late is None and frames[2].late is None
+    rec = frames[1].late
+    assert rec["keyframe_index"] == 1
+    np.testing.assert_allclose(rec["keyframe_position"], [5.0, 1, 0])
+    np.testing.assert_allclose(rec["keyframe_quat"], [0.0, 0.0, 1.0, 0.0])
+    np.testing.assert_allclose(rec["position"], [1.0, 0.1, 0])
+    doc = tracked_to_dict(frames[1])["late"]
+    assert doc["keyframe_index"] == 1 and doc["covariance"][0][0] == pytest.approx(0.04)
+    assert tracked_to_dict(frames[0])["late"] is None
 
 
 def test_keyframes_at_a_camera_rate_count_the_sent_frames(geo_world, capsys):

@@ -68,6 +68,26 @@ def test_read_drives_rebuilds_the_hints(results):
     assert len(read_drives(results, "single")) == 1
 
 
+def test_a_late_hint_is_a_closure_at_its_own_frame(tmp_path):
+    """Frame 1 unverified in time, its keyframe verified late against map keyframe 1 m ahead (east): one between
+    closure at frame 1's stamp, the late pose seen from that keyframe (1 m behind it along the optical axis, by
+    hand); frame 2 unverified with no late hint gives none; frame 0's own verified hint wins over a late one."""
+    pos, quats = _drive_truth(n=3)
+    rows = _rows("rain", pos, quats)  # frame 0 verified, 1 and 2 not
+    late_cov = np.diag([0.2**2] * 3 + [np.radians(1.0) ** 2] * 3)
+    for k in (0, 1):
+        rows[k]["late"] = {"position": pos[k].tolist(), "quat": quats[k].tolist(), "covariance": late_cov.tolist(),
+                           "keyframe_index": 40 + k, "keyframe_position": (pos[k] + [1.0, 0, 0]).tolist(),
+                           "keyframe_quat": quats[k].tolist()}
+    path = tmp_path / "modes.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    [drive] = read_drives(path, "sequence")
+    assert [(c.t, c.kind, c.keyframe_id) for c in drive.closures] == [(100.0, "between", 0), (101.0, "between", 41)]
+    late = drive.closures[1]
+    np.testing.assert_allclose(late.rel_position, [0.0, 0.0, -1.0], atol=1e-12)  # optical z points east
+    np.testing.assert_allclose(late.covariance, late_cov, atol=1e-15)
+
+
 def test_between_composes_back_to_the_camera_pose():
     rng = np.random.default_rng(3)
     kq, q = (rot_to_quat(quat_to_rot(yaw_pitch_roll_to_quat(*rng.uniform(-1, 1, 3)))) for _ in range(2))

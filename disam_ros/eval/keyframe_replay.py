@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -104,30 +104,34 @@ class KeyframeReplay:
             self._arrival = t0 + k / self.rate_hz
             yield qs[k]
 
-    def after_frame(self, tracker: Any, frame: Any, answered_at: float, late: Iterable[Any] = ()) -> None:
+    def after_frame(self, tracker: Any, frame: Any, answered_at: float, late: Iterable[Any] = ()) -> list[Any]:
         """Record the frame's answer (`frame`: its eval/scoring.TrackedFrame; `answered_at`: perf_counter time) and
         the late answers its step brought (`TrackStep.late`, scored against their own frames) at a camera rate, or
-        wait for the keyframe in flight (paced); then the new keyframe times."""
-        d = self.drives[-1]
+        wait for the keyframe in flight (paced); then the new keyframe times. Returns the late answers whose frames
+        this drive answered (the caller records them on those frames)."""
+        d, matched = self.drives[-1], []
         if self.rate_hz > 0:
             d.latencies_ms.append(1e3 * (answered_at - self._arrival))
             d.within += int(frame.correct(WITHIN))
             d.hinted += int(frame.verified and frame.correct(WITHIN))
             self._frames[float(frame.stamp)] = frame
-            self._score_late(late)
+            matched = self._score_late(late)
         elif not tracker.wait_keyframes(IDLE_TIMEOUT_S):
             log.warning("a keyframe still runs after %.0f s; the replay goes on", IDLE_TIMEOUT_S)
         self._new_times(tracker)
+        return matched
 
-    def end_drive(self, tracker: Any) -> None:
+    def end_drive(self, tracker: Any) -> list[Any]:
         """After a drive's last frame at a camera rate: the keyframe in flight ends and its late answer is scored, as
-        the node sends it once solved, frames arriving or not (`Tracker.take_late`)."""
+        the node sends it once solved, frames arriving or not (`Tracker.take_late`). Returns it as `after_frame`
+        does."""
         if self.rate_hz <= 0:
-            return
+            return []
         if not tracker.wait_keyframes(IDLE_TIMEOUT_S):
             log.warning("a keyframe still runs after %.0f s; its late answer is not scored", IDLE_TIMEOUT_S)
-        self._score_late(tracker.take_late())
+        matched = self._score_late(tracker.take_late())
         self._new_times(tracker)
+        return matched
 
     def _new_times(self, tracker: Any) -> None:
         """The verification times of the keyframes solved since the last call, into the drive's record."""
@@ -137,15 +141,18 @@ class KeyframeReplay:
         if new > 0:
             self.drives[-1].times_ms.extend(times[-new:])
 
-    def _score_late(self, late: Iterable[Any]) -> None:
-        """Late answers against their own frames' ground truth (a frame not answered in this drive: none)."""
-        d = self.drives[-1]
+    def _score_late(self, late: Iterable[Any]) -> list[Any]:
+        """Late answers against their own frames' ground truth (a frame not answered in this drive: none); returns
+        those scored."""
+        d, matched = self.drives[-1], []
         for a in late:
             own = self._frames.get(float(a.stamp))
             if own is not None:
                 d.late += 1
                 d.hinted += int(replace(own, est_position=np.asarray(a.result.position, float),
                                         est_quat=np.asarray(a.result.quat, float)).correct(WITHIN))
+                matched.append(a)
+        return matched
 
     def rows_text(self) -> list[str]:
         """The per-drive table disam-eval prints."""
@@ -168,6 +175,21 @@ class KeyframeReplay:
         doc = {"rate_hz": self.rate_hz or None, "wait_ms": self.wait_ms if self.rate_hz > 0 else None,
                "drives": [d.row(self.rate_hz) for d in self.drives]}
         return atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
+
+
+def late_on_frames(tracked: list[Any], at: dict[float, int], late: Sequence[Any],
+                   map_poses: tuple[np.ndarray, np.ndarray]) -> None:
+    """Each late answer (tracking/tracker_config.LateAnswer) recorded on its own frame's TrackedFrame (`at`: index
+    by stamp), with the map keyframe it was solved against: what the node's late hint carries for a back end."""
+    for a in late:
+        i, v = at.get(float(a.stamp)), a.result.verification
+        if i is None or v is None or not v.verified:
+            continue
+        tracked[i] = replace(tracked[i], late={
+            "position": np.asarray(a.result.position, float), "quat": np.asarray(a.result.quat, float),
+            "covariance": np.asarray(a.result.covariance, float).reshape(6, 6), "keyframe_index": int(v.index),
+            "keyframe_position": np.asarray(map_poses[0][v.index], float),
+            "keyframe_quat": np.asarray(map_poses[1][v.index], float)})
 
 
 def _ms(v: float | None) -> str:

@@ -36,7 +36,7 @@ from disam_ros.cliutil import (
     positive_int,
     probability_or_one,
 )
-from disam_ros.eval.keyframe_replay import KeyframeReplay, replay_config
+from disam_ros.eval.keyframe_replay import KeyframeReplay, late_on_frames, replay_config
 from disam_ros.eval.kidnap import KidnappedQueries, parse_kidnap, recoveries, recovery_rows, write_recoveries
 from disam_ros.eval.metrics import DEFAULT_RECALL_NS, nees
 from disam_ros.eval.plots import ExamplePair
@@ -177,6 +177,7 @@ def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequ
             if tracker.verifier is not None:
                 tracker.verifier.set_camera(g.camera, g.camera_source)
             run.new_drive()
+            drive_at: dict[float, int] = {}  # this drive's frames by stamp: where a late answer is recorded
             if keyframes is not None:
                 keyframes.new_drive(tracker, mode, g.condition)
             frames = g.queries if keyframes is None else keyframes.frames(g.queries)
@@ -187,7 +188,9 @@ def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequ
                 latency = time.perf_counter() - t0
                 tracked.append(tracked_frame(mode, q, step, tracker.last_feature, tracker.last_features, poses))
                 if keyframes is not None:
-                    keyframes.after_frame(tracker, tracked[-1], t0 + latency, step.late)
+                    drive_at[float(q.stamp)] = len(tracked) - 1
+                    late_on_frames(tracked, drive_at, keyframes.after_frame(tracker, tracked[-1], t0 + latency,
+                                                                            step.late), poses)
                 if k:
                     continue
                 res = step.result
@@ -196,7 +199,7 @@ def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequ
                     Answer(None, latency_s=latency, domain=step.selection.domain)
                 run.add(q, a, res)
             if keyframes is not None:
-                keyframes.end_drive(tracker)
+                late_on_frames(tracked, drive_at, keyframes.end_drive(tracker), poses)
         if keyframes is not None:
             tracker.close()  # the keyframe thread ends with the replay, not mid-keyframe at exit
     return tracked, trackers, run.results, run.examples, run.answers

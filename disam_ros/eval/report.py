@@ -313,7 +313,8 @@ def tracked_to_dict(f: Any) -> dict:
             "verification": f.verification or None, "inliers": int(f.inliers), "refine_ms": _num(f.refine_ms),
             "stamp": _num(f.stamp), "covariance": _arr(f.covariance) if f.covariance is not None else None,
             "keyframe_index": f.keyframe_index, "keyframe_position": _arr(f.keyframe_position),
-            "keyframe_quat": _arr(f.keyframe_quat), "attempts": list(f.attempts)}
+            "keyframe_quat": _arr(f.keyframe_quat), "attempts": list(f.attempts),
+            "late": None if f.late is None else {k: v if k == "keyframe_index" else _arr(v) for k, v in f.late.items()}}
 
 
 def write_tracked(path: str | Path, frames: Sequence[Any]) -> Path:

@@ -187,6 +187,9 @@ class TrackedFrame:
     # Every candidate the verifier tried (what a failed frame had to work with): keyframe, outcome, inliers, matches,
     # inlier_ratio, hops (0: against a map image; n: tracked) and the attempt's own errors against the ground truth.
     attempts: list[dict] = field(default_factory=list)
+    # A keyframe verified after the frame was answered (`verify_keyframes` at a camera rate; the node's late hint):
+    # position, quat, covariance, keyframe_index, keyframe_position, keyframe_quat (None: none came)
+    late: dict | None = None
 
     def errors(self) -> tuple[float, float]:
         """(translation m, rotation deg) of the published pose; NaN when there is no answer."""

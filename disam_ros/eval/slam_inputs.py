@@ -64,6 +64,8 @@ def between(t: float, key_id: int, key_p: np.ndarray, key_q: np.ndarray, p: np.n
 
 
 def _closure(row: dict, use_unverified: bool) -> Closure | None:
+    """The frame's hint: its verified pose, else a late hint's (`verify_keyframes`: a keyframe verified after the
+    frame was answered, at the frame's stamp), else with `use_unverified` its published pose; None: no hint."""
     if row.get("est_position") is None or row.get("covariance") is None:
         return None
     p, q = np.asarray(row["est_position"], float), np.asarray(row["est_quat"], float)
@@ -71,6 +73,10 @@ def _closure(row: dict, use_unverified: bool) -> Closure | None:
     if row.get("verified") and row.get("keyframe_index") is not None:
         return between(float(row["stamp"]), int(row["keyframe_index"]), np.asarray(row["keyframe_position"], float),
                        np.asarray(row["keyframe_quat"], float), p, q, cov)
+    if late := row.get("late"):
+        return between(float(row["stamp"]), int(late["keyframe_index"]), np.asarray(late["keyframe_position"], float),
+                       np.asarray(late["keyframe_quat"], float), np.asarray(late["position"], float),
+                       np.asarray(late["quat"], float), np.asarray(late["covariance"], float).reshape(6, 6))
     if use_unverified:
         return Closure(float(row["stamp"]), "absolute", p, q, cov)
     return None
