@@ -78,7 +78,7 @@ def test_a_late_hint_is_a_closure_at_its_own_frame(tmp_path):
     for k in (0, 1):
         rows[k]["late"] = {"position": pos[k].tolist(), "quat": quats[k].tolist(), "covariance": late_cov.tolist(),
                            "keyframe_index": 40 + k, "keyframe_position": (pos[k] + [1.0, 0, 0]).tolist(),
-                           "keyframe_quat": quats[k].tolist()}
+                           "keyframe_quat": quats[k].tolist(), "arrived_stamp": 102.0}
     path = tmp_path / "modes.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     [drive] = read_drives(path, "sequence")
@@ -86,6 +86,40 @@ def test_a_late_hint_is_a_closure_at_its_own_frame(tmp_path):
     late = drive.closures[1]
     np.testing.assert_allclose(late.rel_position, [0.0, 0.0, -1.0], atol=1e-12)  # optical z points east
     np.testing.assert_allclose(late.covariance, late_cov, atol=1e-15)
+    assert late.arrives == 102.0 and np.isnan(drive.closures[0].arrives)
+
+
+def test_late_hints_reach_the_graph_when_they_arrived():
+    """run_graph gives a late hint to the back end at the frame it arrived with (and one that came after the last
+    frame before the final smoothing), stamped at its own frame: on a straight road with odometry 10 % too long,
+    an exact hint at frame 1 (one closure anchors here) that arrives with frame 4 leaves the online poses of frames
+    0-3 pure odometry (0.1 m more error a metre) and takes frame 4's 0.1 m back (the offset at frame 1; one hint
+    cannot fix the scale); arriving after the drive, it leaves every online pose odometry and still corrects the
+    final trajectory at frame 1; at its own stamp it corrects frame 1 online."""
+    from disam_ros.eval.slam_eval import run_graph
+    from disam_ros.eval.slam_inputs import Drive
+    from disam_ros.posegraph.graph import PoseGraphConfig
+
+    pos, quats = _drive_truth(n=6, step=1.0)
+    odom_p = pos[0] + (pos - pos[0]) * 1.1
+    cov = np.diag([0.01**2] * 3 + [np.radians(0.1) ** 2] * 3)
+    hint = between(101.0, 7, pos[1] + [1.0, 0, 0], quats[1], pos[1], quats[1], cov)
+    stamps = 100.0 + np.arange(6)
+
+    def online_and_final(arrives):
+        from dataclasses import replace
+        d = Drive("rain", stamps, pos, quats, (replace(hint, arrives=arrives),))
+        r = run_graph(d, odom_p, quats, PoseGraphConfig(anchor_agree=1))  # one hint anchors
+        return np.linalg.norm(r.online_p - pos, axis=1), np.linalg.norm(r.final_p - pos, axis=1)
+
+    online, final = online_and_final(104.0)
+    np.testing.assert_allclose(online[:5], [0.0, 0.1, 0.2, 0.3, 0.3], atol=2e-3)
+    assert final[1] < 2e-3
+    online, final = online_and_final(float("inf"))
+    np.testing.assert_allclose(online, 0.1 * np.arange(6), atol=1e-6)
+    assert final[1] < 2e-3
+    online, _ = online_and_final(float("nan"))
+    assert online[1] < 2e-3
 
 
 def test_between_composes_back_to_the_camera_pose():

@@ -178,9 +178,11 @@ class KeyframeReplay:
 
 
 def late_on_frames(tracked: list[Any], at: dict[float, int], late: Sequence[Any],
-                   map_poses: tuple[np.ndarray, np.ndarray]) -> None:
+                   map_poses: tuple[np.ndarray, np.ndarray], arrived: float | None = None) -> None:
     """Each late answer (tracking/tracker_config.LateAnswer) recorded on its own frame's TrackedFrame (`at`: index
-    by stamp), with the map keyframe it was solved against: what the node's late hint carries for a back end."""
+    by stamp), with the map keyframe it was solved against: what the node's late hint carries for a back end, and
+    `arrived`: the stamp of the frame whose step returned it (None: after the drive's last frame), when a back end
+    could first have used it."""
     for a in late:
         i, v = at.get(float(a.stamp)), a.result.verification
         if i is None or v is None or not v.verified:
@@ -189,7 +191,7 @@ def late_on_frames(tracked: list[Any], at: dict[float, int], late: Sequence[Any]
             "position": np.asarray(a.result.position, float), "quat": np.asarray(a.result.quat, float),
             "covariance": np.asarray(a.result.covariance, float).reshape(6, 6), "keyframe_index": int(v.index),
             "keyframe_position": np.asarray(map_poses[0][v.index], float),
-            "keyframe_quat": np.asarray(map_poses[1][v.index], float)})
+            "keyframe_quat": np.asarray(map_poses[1][v.index], float), "arrived_stamp": arrived})
 
 
 def _ms(v: float | None) -> str:

@@ -190,7 +190,7 @@ def evaluate_modes(reloc: Relocalizer, groups: Sequence[QueryGroup], modes: Sequ
                 if keyframes is not None:
                     drive_at[float(q.stamp)] = len(tracked) - 1
                     late_on_frames(tracked, drive_at, keyframes.after_frame(tracker, tracked[-1], t0 + latency,
-                                                                            step.late), poses)
+                                                                            step.late), poses, float(q.stamp))
                 if k:
                     continue
                 res = step.result

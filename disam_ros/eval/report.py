@@ -314,7 +314,8 @@ def tracked_to_dict(f: Any) -> dict:
             "stamp": _num(f.stamp), "covariance": _arr(f.covariance) if f.covariance is not None else None,
             "keyframe_index": f.keyframe_index, "keyframe_position": _arr(f.keyframe_position),
             "keyframe_quat": _arr(f.keyframe_quat), "attempts": list(f.attempts),
-            "late": None if f.late is None else {k: v if k == "keyframe_index" else _arr(v) for k, v in f.late.items()}}
+            "late": None if f.late is None else {k: v if k in ("keyframe_index", "arrived_stamp") else _arr(v)
+                                                 for k, v in f.late.items()}}
 
 
 def write_tracked(path: str | Path, frames: Sequence[Any]) -> Path:

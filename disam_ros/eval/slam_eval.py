@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -119,25 +120,34 @@ class GraphRun:
 
 
 def run_graph(drive: Drive, odom_p: np.ndarray, odom_q: np.ndarray, config: PoseGraphConfig) -> GraphRun:
-    """Feed the drive frame by frame as the node would: odometry, then the hints stamped at that frame, then one
-    iSAM2 update; the pose after each update is the online estimate."""
+    """Feed the drive frame by frame as the node would: odometry, then the hints that reach the back end at that
+    frame (a late hint at the frame it arrived with, stamped at its own earlier frame; one that came after the
+    drive's last frame, before the final smoothing), then one iSAM2 update; the pose after each update is the
+    online estimate."""
     g = PoseGraph(config)
     by_t: dict[float, list] = {}
     for c in drive.closures:
-        by_t.setdefault(float(c.t), []).append(c)
+        by_t.setdefault(float(c.t if math.isnan(c.arrives) else c.arrives), []).append(c)
     added, online_p, online_q, ms = [], [], [], []
-    for t, p, q in zip(drive.stamps, odom_p, odom_q):
-        g.add_odometry(float(t), p, q)
-        for c in by_t.get(float(t), []):
+
+    def give(closures: list) -> None:
+        for c in closures:
             got = g.add_closure(c.t, c.keyframe_id, c.keyframe_position, c.keyframe_quat, c.rel_position, c.rel_quat,
                                 c.covariance) if c.kind == "between" else \
                 g.add_absolute(c.t, c.position, c.quat, c.covariance)
             if got is not None:
                 added.append((c, got))
+
+    for t, p, q in zip(drive.stamps, odom_p, odom_q):
+        g.add_odometry(float(t), p, q)
+        give(by_t.get(float(t), []))
         ms.append(g.update())
         _, lp, lq, _ = g.latest()
         online_p.append(lp)
         online_q.append(lq)
+    if after := by_t.get(math.inf):
+        give(after)
+        g.update()
     _, final_p, final_q = g.trajectory()
     g.refresh_weights()  # update() refreshes only recent closures' weights; the report needs all of them
     weights = [(c.wrong, float(got.weight)) for c, got in added if c.kind == "between"]

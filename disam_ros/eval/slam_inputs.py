@@ -10,6 +10,7 @@ the back end on exactly the frames the localizer report scored.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +38,8 @@ class Closure:
     rel_position: np.ndarray | None = None
     rel_quat: np.ndarray | None = None
     wrong: bool = False  # deliberately corrupted (disam-slam-eval --wrong-share)
+    arrives: float = math.nan  # a late hint's: the frame stamp it reached the back end at (inf: after the last
+    #                           frame; NaN: at its own stamp `t`)
 
 
 @dataclass(frozen=True)
@@ -74,9 +77,11 @@ def _closure(row: dict, use_unverified: bool) -> Closure | None:
         return between(float(row["stamp"]), int(row["keyframe_index"]), np.asarray(row["keyframe_position"], float),
                        np.asarray(row["keyframe_quat"], float), p, q, cov)
     if late := row.get("late"):
-        return between(float(row["stamp"]), int(late["keyframe_index"]), np.asarray(late["keyframe_position"], float),
-                       np.asarray(late["keyframe_quat"], float), np.asarray(late["position"], float),
-                       np.asarray(late["quat"], float), np.asarray(late["covariance"], float).reshape(6, 6))
+        c = between(float(row["stamp"]), int(late["keyframe_index"]), np.asarray(late["keyframe_position"], float),
+                    np.asarray(late["keyframe_quat"], float), np.asarray(late["position"], float),
+                    np.asarray(late["quat"], float), np.asarray(late["covariance"], float).reshape(6, 6))
+        arrived = late.get("arrived_stamp", float(row["stamp"]))  # records without it: at the frame's own stamp
+        return replace(c, arrives=math.inf if arrived is None else float(arrived))
     if use_unverified:
         return Closure(float(row["stamp"]), "absolute", p, q, cov)
     return None
@@ -171,4 +176,5 @@ def _repointed(c: Closure, key_id: int, key_p: np.ndarray, key_q: np.ndarray) ->
     R = quat_to_rot(key_q)
     p = key_p + R @ c.rel_position
     q = rot_to_quat(R @ quat_to_rot(c.rel_quat))
-    return Closure(c.t, "between", p, q, c.covariance, key_id, key_p, key_q, c.rel_position, c.rel_quat, True)
+    return Closure(c.t, "between", p, q, c.covariance, key_id, key_p, key_q, c.rel_position, c.rel_quat, True,
+                   c.arrives)
