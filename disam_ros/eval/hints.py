@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from disam_ros.eval.metrics import ALL
+from disam_ros.eval.poses import by_condition_and_mode
 
 WITHIN = (0.25, 2.0)  # m, deg: a hint SLAM can close a loop on (the real-time replay's and the bench's tolerance)
 
@@ -62,14 +63,7 @@ def hint_row(condition: str, mode: str, frames: Sequence[Any], late: Mapping[tup
 def hint_rows(tracked: Sequence[Any], late: Mapping[str, Mapping[tuple[str, str], LatePose]]) -> list[HintRow]:
     """Rows per condition (sorted) then 'all', each with the modes in the order first seen; `late`: per mode, the
     late hints' poses by (condition, frame name)."""
-    modes = list(dict.fromkeys(f.mode for f in tracked))
-    rows = []
-    for c in sorted({f.condition for f in tracked}) + [ALL]:
-        for m in modes:
-            fs = [f for f in tracked if f.mode == m and (c == ALL or f.condition == c)]
-            if fs:
-                rows.append(hint_row(c, m, fs, late.get(m, {})))
-    return rows
+    return [hint_row(c, m, fs, late.get(m, {})) for c, m, fs in by_condition_and_mode(tracked)]
 
 
 def hints_markdown(rows: Sequence[HintRow]) -> list[str]:

@@ -12,7 +12,7 @@ or node recordings older than verification) gives the retrieval-only rows alone 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,16 +69,20 @@ def pose_row(condition: str, mode: str, frames: Sequence[Any],
                    float(vr.max()) if vr.size else math.nan, float(np.median(ms)) if ms.size else math.nan)
 
 
-def pose_rows(frames: Sequence[Any], thresholds: Sequence[tuple[float, float]] = DEFAULT_THRESHOLDS) -> list[PoseRow]:
-    """Rows per condition (sorted) then 'all', each with the modes in the order first seen (as the modes table)."""
+def by_condition_and_mode(frames: Sequence[Any]) -> Iterator[tuple[str, str, list[Any]]]:
+    """(condition, mode, its frames) per condition (sorted) then 'all', each with the modes in the order first seen
+    (as the modes table); empty groups left out."""
     modes = list(dict.fromkeys(f.mode for f in frames))
-    rows = []
     for c in sorted({f.condition for f in frames}) + [ALL]:
         for m in modes:
             fs = [f for f in frames if f.mode == m and (c == ALL or f.condition == c)]
             if fs:
-                rows.append(pose_row(c, m, fs, thresholds))
-    return rows
+                yield c, m, fs
+
+
+def pose_rows(frames: Sequence[Any], thresholds: Sequence[tuple[float, float]] = DEFAULT_THRESHOLDS) -> list[PoseRow]:
+    """Rows per condition (sorted) then 'all', each with the modes in the order first seen (as the modes table)."""
+    return [pose_row(c, m, fs, thresholds) for c, m, fs in by_condition_and_mode(frames)]
 
 
 def refine_note(frames: Sequence[Any], reason: str | None = None) -> str | None:
