@@ -232,6 +232,32 @@ def test_guided_match_breaks_exact_ties_as_its_definition(seed, path, monkeypatc
     assert got.tolist() == want
 
 
+def test_guided_match_paths_agree_at_a_polish_size(monkeypatch):
+    """A polish's size (2,000 query keypoints, 1,800 map points, 20 px: ~15,000 pairs, so the pair-by-pair path's
+    similarities run over many chunks and its maxima scatter into shared rows and columns): both paths give the
+    same pairs, which the small cases above tie to the definition."""
+    from disam_ros.pose import guided
+    from disam_ros.pose.guided import guided_match
+
+    rng = np.random.default_rng(5)
+    q_uv = rng.uniform([0, 0], [640, 480], (2000, 2))
+    pred = np.vstack([q_uv[rng.permutation(2000)[:1500]] + rng.normal(0, 3, (1500, 2)),
+                      rng.uniform([0, 0], [640, 480], (300, 2))])
+    pred[rng.choice(len(pred), 40, replace=False)] = np.inf
+    base = rng.normal(size=(50, 32))
+
+    def descs(k):
+        d = base[rng.integers(0, 50, k)] + 0.8 * rng.normal(size=(k, 32))
+        return d / np.linalg.norm(d, axis=1, keepdims=True)
+    q_desc, m_desc = descs(2000), descs(1800)
+    got = {}
+    for path, below in (("cells", 0.0), ("sparse", 1e9)):
+        monkeypatch.setattr(guided, "SPARSE_BELOW_PX", below)
+        got[path] = guided_match(q_uv, q_desc, m_desc, pred, 20.0, 0.9)
+    assert len(got["sparse"]) > 100
+    np.testing.assert_array_equal(got["sparse"], got["cells"])
+
+
 def test_match_eval_runs_end_to_end_on_a_tiny_world(tmp_path, capsys):
     """SIFT, guided and cascaded methods on a 2-frame world; the dense path is left to the unit tests above
     because the first checkpoint read in a process costs over a second (torch's meta-device imports)."""
