@@ -17,6 +17,7 @@ from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.frames import project
 
 FAR_PX = 1e7  # where a map point predicted nowhere is placed for the distance test
+OUT_BELOW = -2.0  # cell-path similarities below this are pairs beyond the radius
 SPARSE_BELOW_PX = 48.0  # radii under this are matched pair by pair (_sparse_match), wider ones cell by cell
 
 
@@ -156,13 +157,19 @@ class _Pairs:
     radius2: np.float32
 
     def similarities(self, rows: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """(len(rows), len(idx)) descriptor similarities, -inf where the map keypoint is predicted beyond the
-        radius of the query keypoint."""
+        """(len(rows), len(idx)) descriptor similarities, pushed below OUT_BELOW where the map keypoint is predicted
+        beyond the radius of the query keypoint (unit vectors are within [-1, 1]: the two never meet). A subtraction
+        rather than a masked copy of -inf, which cost a third of a wide guided match."""
         qf, pf = self.qf[rows], self.pf[idx]
         d2 = (qf * qf).sum(1)[:, None] + (pf * pf).sum(1)[None] - 2.0 * (qf @ pf.T)
         sim = self.qd[rows] @ self.md[idx].T
-        np.copyto(sim, -np.inf, where=d2 > self.radius2)
+        sim -= np.float32(2.0 - 2.0 * OUT_BELOW) * (d2 > self.radius2)
         return sim
+
+
+def _inside(sim: np.ndarray) -> np.ndarray:
+    """Similarities of pairs beyond the radius (_Pairs.similarities) as -inf: no candidate."""
+    return np.where(sim < OUT_BELOW, np.float32(-np.inf), sim)
 
 
 class _Best:
@@ -180,11 +187,11 @@ class _Best:
         r, j = np.arange(len(rows)), np.argmax(sim, axis=1)
         top = sim[r, j].copy()
         sim[r, j] = -np.inf
-        self.second[rows] = sim.max(axis=1) if sim.shape[1] > 1 else -np.inf
+        self.second[rows] = _inside(sim.max(axis=1)) if sim.shape[1] > 1 else -np.inf
         sim[r, j] = top
-        self.col[rows], self.sim[rows] = idx[j], top
+        self.col[rows], self.sim[rows] = idx[j], _inside(top)
         i = np.argmax(sim, axis=0)
-        col_top, row = sim[i, np.arange(len(idx))], rows[i]
+        col_top, row = _inside(sim[i, np.arange(len(idx))]), rows[i]
         old, old_row = self.col_sim[idx], self.row_of_col[idx]
         better = (col_top > old) | ((col_top == old) & (row < old_row) & np.isfinite(col_top))
         self.col_sim[idx[better]], self.row_of_col[idx[better]] = col_top[better], row[better]
