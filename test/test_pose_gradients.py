@@ -94,6 +94,37 @@ def test_the_runner_up_is_taken_at_least_two_steps_away():
     assert p[0].tolist() == [2.0, 2.0] and best[0] == pytest.approx(1.0) and second[0] == pytest.approx(0.8)
 
 
+@pytest.mark.parametrize("chunk", [1 << 22, 50])
+def test_the_search_equals_its_definition_window_by_window(chunk, monkeypatch):
+    """Random grid and predictions (some off the image, not finite, or with clipped windows), descriptors from a
+    small palette so that exact ties occur: best, position and runner-up as a loop over each map point's own window
+    gives them (first maximum in row-major order; runner-up at least `apart` cells away). `chunk` 50 scores the
+    windows a few at a time, as a large radius does."""
+    monkeypatch.setattr(gr, "WINDOW_FLOATS", chunk)
+    rng = np.random.default_rng(4)
+    ny, nx, stride = 9, 12, 4
+    palette = np.eye(8, dtype=np.float32)
+    desc = palette[rng.integers(0, 8, (ny, nx))]
+    pos = np.stack(np.meshgrid(np.arange(nx) * stride + 6.0, np.arange(ny) * stride + 6.0), -1).astype(np.float32)
+    grid = gr.DescriptorGrid(pos, desc, stride)
+    md = palette[rng.integers(0, 8, 40)]
+    pred = rng.uniform(-10, 60, (40, 2))
+    pred[:3] = [[np.nan, 5.0], [500.0, 500.0], [-40.0, 20.0]]
+    for radius, apart in ((5.0, 2), (9.0, 1), (14.0, 3)):
+        got = gr.search(md, pred, grid, radius, apart)
+        for i in range(len(md)):
+            cells = [(r, c) for r in range(ny) for c in range(nx)
+                     if np.all(np.isfinite(pred[i])) and np.all(np.abs(pos[r, c] - pred[i]) <= radius)]
+            if not cells:
+                assert np.isnan(got[0][i]).all() and got[1][i] == -np.inf and got[2][i] == -np.inf
+                continue
+            sims = [float(desc[r, c] @ md[i]) for r, c in cells]
+            r, c = cells[int(np.argmax(sims))]
+            rest = [s for (rr, cc), s in zip(cells, sims) if abs(rr - r) >= apart or abs(cc - c) >= apart]
+            assert got[0][i].tolist() == pos[r, c].tolist() and got[1][i] == max(sims)
+            assert got[2][i] == (max(rest) if rest else -np.inf)
+
+
 def test_refine_recovers_a_sub_pixel_shift():
     a = _texture(2)
     shift = np.array([0.4, -0.3])

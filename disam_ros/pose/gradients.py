@@ -29,6 +29,7 @@ CELLS = 4
 DIM = BINS * CELLS * CELLS  # 128, as SIFT
 CLIP = 0.2
 GRADIENT_CELL = 8  # pixels per cell at 640 px width: what maps are built with (the query must use the same)
+WINDOW_FLOATS = 1 << 22  # similarities `search` holds at once (16 MB)
 U8_SCALE = 1000.0  # stored as uint8: a unit descriptor clipped at 0.2 has entries <= ~0.25 (one byte to 0.255)
 
 
@@ -147,18 +148,38 @@ def search(map_desc: np.ndarray, predicted: np.ndarray, grid: DescriptorGrid, ra
     with np.errstate(invalid="ignore"):
         lo = np.ceil((pred - [x0, y0] - radius) / grid.stride)
         hi = np.floor((pred - [x0, y0] + radius) / grid.stride)
-    for i in np.flatnonzero(np.isfinite(lo).all(axis=1) & np.isfinite(hi).all(axis=1)):
-        c0, r0 = max(int(lo[i, 0]), 0), max(int(lo[i, 1]), 0)
-        c1, r1 = min(int(hi[i, 0]), nx - 1), min(int(hi[i, 1]), ny - 1)
-        if c1 < c0 or r1 < r0:
-            continue
-        s = grid.descriptors[r0:r1 + 1, c0:c1 + 1] @ md[i]
-        r, c = np.unravel_index(int(np.argmax(s)), s.shape)
-        best[i] = s[r, c]
-        pos[i] = grid.positions[r0 + r, c0 + c]
-        s[max(r - apart + 1, 0):r + apart, max(c - apart + 1, 0):c + apart] = -np.inf
-        second[i] = s.max()
+    ok = np.isfinite(lo).all(axis=1) & np.isfinite(hi).all(axis=1)
+    lo, hi = np.where(ok[:, None], lo, 0).astype(np.int64), np.where(ok[:, None], hi, -1).astype(np.int64)
+    c0, r0 = np.maximum(lo[:, 0], 0), np.maximum(lo[:, 1], 0)
+    c1, r1 = np.minimum(hi[:, 0], nx - 1), np.minimum(hi[:, 1], ny - 1)
+    idx = np.flatnonzero(ok & (c1 >= c0) & (r1 >= r0))
+    if len(idx) == 0:
+        return pos, best, second
+    size = int((r1[idx] - r0[idx]).max() + 1) * int((c1[idx] - c0[idx]).max() + 1)
+    step = max(1, WINDOW_FLOATS // size)  # windows scored at once: bounded memory whatever the radius
+    for part in (idx[k:k + step] for k in range(0, len(idx), step)):
+        r, c, best[part], second[part] = _window_peaks(grid.descriptors, md, part, r0[part], r1[part] + 1, c0[part],
+                                                       c1[part] + 1, apart)
+        pos[part] = grid.positions[r0[part] + r, c0[part] + c]
     return pos, best, second
+
+
+def _window_peaks(g: np.ndarray, md: np.ndarray, idx: np.ndarray, r0: np.ndarray, r1: np.ndarray, c0: np.ndarray,
+                  c1: np.ndarray, apart: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`search` for map descriptors `idx`, each over grid rows r0:r1 and columns c0:c1: the best cell (row, column
+    within the window, the first in row-major order among equals), its similarity, and the best at least `apart`
+    cells from it. The windows are scored one by one (a matrix-vector product each) into one array padded with
+    -inf, and everything after is done for all of them at once: the per-window bookkeeping in Python cost as much
+    as the products."""
+    s = np.full((len(idx), int((r1 - r0).max()), int((c1 - c0).max())), -np.inf, np.float32)
+    for j, (i, a, b, e, f) in enumerate(zip(idx.tolist(), r0.tolist(), r1.tolist(), c0.tolist(), c1.tolist())):
+        s[j, :b - a, :f - e] = g[a:b, e:f] @ md[i]
+    r, c = np.divmod(np.argmax(s.reshape(len(idx), -1), axis=1), s.shape[2])
+    top = s[np.arange(len(idx)), r, c]
+    near = (np.abs(np.arange(s.shape[1])[None, :, None] - r[:, None, None]) < apart) \
+        & (np.abs(np.arange(s.shape[2])[None, None, :] - c[:, None, None]) < apart)
+    s[near] = -np.inf
+    return r, c, top, s.reshape(len(idx), -1).max(axis=1)
 
 
 def refine(channels: np.ndarray, map_desc: np.ndarray, xy: np.ndarray, cell: float, reach: int) -> np.ndarray:
