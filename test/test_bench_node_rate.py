@@ -95,6 +95,23 @@ def test_summary_of_a_hand_worked_drive():
     assert row["node"] == {"localized": 4}
 
 
+def test_keyframes_solved_and_verified_per_drive():
+    """With verify_keyframes the node's keyframe counters (differences over the drive) become columns; an inline
+    node solves none, and its row leaves both out."""
+    row = R.summarize_frames("rain", hand_drive(), {"localized": 4, "keyframes_solved": 4, "keyframes_verified": 1})
+    assert (row["keyframes_solved"], row["keyframes_verified"]) == (4, 1)
+    inline = R.summarize_frames("rain", hand_drive(), {"localized": 4, "keyframes_solved": 0})
+    assert "keyframes_solved" not in inline and "keyframes_verified" not in inline
+    head, _, line, other = R.table([row, inline]).splitlines()
+
+    def cell(text: str, column: str) -> str:  # cells are right-aligned under their headers
+        end = head.index(column) + len(column)
+        return text[:end].split()[-1]
+
+    assert (cell(line, "keyframes"), cell(line, "kf verified")) == ("4", "1")
+    assert (cell(other, "keyframes"), cell(other, "kf verified")) == ("-", "-")
+
+
 def test_summary_of_a_drive_nothing_answered():
     row = R.summarize_frames("fog", [_frame(0.0), _frame(0.1)])
     assert (row["sent"], row["answered"], row["dropped"]) == (2, 0, 2)

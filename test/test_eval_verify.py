@@ -161,7 +161,7 @@ def test_late_answers_at_a_camera_rate_count_against_their_own_frames():
     def late(stamp):
         return LateAnswer(float(stamp), SimpleNamespace(position=np.array([float(stamp), 0.0, 0.0]), quat=gt_q), True)
 
-    tracker = SimpleNamespace(keyframe_times=lambda: (0, []))
+    tracker = SimpleNamespace(keyframe_times=lambda: (0, 0, []))
     replay = KeyframeReplay(30.0)
     replay.new_drive(tracker, "sequence", "rain")
     replay.drives[-1].sent = 3

@@ -66,7 +66,8 @@ def test_frames_never_wait_for_keyframes_and_flow_follows_them(flow_drive):
             assert r.verification.order == "optical flow" and _near(r, pos, quat)
         assert tracker._keyframes.solved == 2
         diag = tracker.diagnostics()
-        assert diag["keyframes_solved"] == 2 and 0 < diag["keyframe_ms_median"] <= diag["keyframe_ms_p95"]
+        assert diag["keyframes_solved"] == diag["keyframes_verified"] == 2  # both seeded the chain
+        assert 0 < diag["keyframe_ms_median"] <= diag["keyframe_ms_p95"]
         tracker.reset("a new drive")
         assert "keyframe_ms_median" not in tracker.diagnostics()  # the times are per drive
     finally:
@@ -279,7 +280,8 @@ def test_a_reset_drops_the_keyframe_in_flight(flow_drive, monkeypatch):
         fresh = answers[1]
         assert fresh.verified and not fresh.timed_out
         assert verifier.chain.seed is not None and verifier.chain.seed.stamp == 2000.0
-        assert tracker.diagnostics()["keyframes_solved"] == 2
+        diag = tracker.diagnostics()
+        assert (diag["keyframes_solved"], diag["keyframes_verified"]) == (2, 1)  # the dropped one is no answer
     finally:
         tracker.close()
         reloc.map.close()
@@ -316,6 +318,33 @@ def test_a_late_keyframe_catches_up_through_the_frames_seen_since(flow_drive):
         _, pos, quat = frames[last]
         assert float(np.linalg.norm(seed.position - pos)) < 0.25 and float(quat_angle_deg(seed.quat, quat)) < 2.0
     assert asked == [stamps[0], stamps[2], stamps[4]]  # asked again after each pass, until nothing newer came
+
+
+def test_keyframes_count_those_that_verified(flow_drive):
+    """Three keyframes through the thread: frame 0 against the map image it was rendered beside (verifies), frame 1
+    against the two map images farthest from it only (cannot), frame 2 against the right one again: 3 solved, 2
+    verified, in the diagnostics and in `times`; a reset keeps both counts (they are totals, the times are per
+    drive)."""
+    from disam_ros.tracking.keyframes import Keyframe, KeyframeThread
+    from disam_ros.verify.config import VerifyConfig
+    from disam_ros.verify.verifier import Verifier
+
+    m, k, frames = flow_drive
+    far = [int(j) for j in np.argsort(-np.linalg.norm(m.positions - m.positions[k], axis=1))[:2]]
+    kf = KeyframeThread(Verifier(m, VerifyConfig(flow_frames=0)))
+    try:
+        answers = []
+        for i, ks in enumerate(([k], far, [k])):
+            job = Keyframe(frames[i][0], None, ks, None, 1000.0 + 0.1 * i, dense=False)
+            assert kf.submit(job)
+            answers.append(kf.wait(job, 120.0))
+        assert [a.verified for a in answers] == [True, False, True], [a.outcome for a in answers]
+        diag = kf.diagnostics()
+        assert (diag["keyframes_solved"], diag["keyframes_verified"]) == (3, 2)
+        assert kf.times()[:2] == (3, 2)
+        assert kf.reset() and kf.times() == (3, 2, [])
+    finally:
+        kf.close()
 
 
 @pytest.mark.parametrize("budget", [0.0, 1e-6])

@@ -16,7 +16,8 @@ from disam_ros.geometry import quat_angle_deg
 FINE, COARSE = DEFAULT_THRESHOLDS[0], DEFAULT_THRESHOLDS[-1]  # (0.25 m, 2 deg), (5 m, 10 deg)
 # the node's diagnostics counters read per drive (before/after difference)
 COUNTERS = ("received", "dropped_in_queue", "dropped_by_node", "processed", "localized", "not_localized",
-            "junk_frames", "bad_input", "errors", "verified_frames", "unverified_frames")
+            "junk_frames", "bad_input", "errors", "verified_frames", "unverified_frames", "keyframes_solved",
+            "keyframes_verified")
 
 
 @dataclass
@@ -97,6 +98,8 @@ def summarize_frames(drive: str, frames: Sequence[FrameRecord], node: Mapping[st
     if node is not None:
         row["node"] = {k: v for k, v in node.items() if k in COUNTERS}
         row["keyframe_ms_median"] = node.get("keyframe_ms_median")
+        if node.get("keyframes_solved"):  # verify_keyframes: how many the thread solved, and verified
+            row.update(keyframes_solved=node["keyframes_solved"], keyframes_verified=node.get("keyframes_verified"))
     return row
 
 
@@ -142,6 +145,7 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
             ("publish_hz", "pub Hz"), ("latency_median_ms", "median ms"), ("latency_p95_ms", "p95 ms"),
             ("latency_max_ms", "max ms"), ("within_0.25m_2deg", "0.25m/2°"), ("within_5m_10deg", "5m/10°"),
             ("verified_share", "verified"), ("verify_ms_median", "verify ms"), ("keyframe_ms_median", "keyframe ms"),
+            ("keyframes_solved", "keyframes"), ("keyframes_verified", "kf verified"),
             ("first_verified_s", "1st verified s"), ("within_0.25m_2deg_after_first", "0.25m/2° after"),
             ("late_hints", "late hints"), ("hinted_0.25m_2deg", "hinted 0.25m/2°")]
     if any(r.get("within_0.25m_2deg_range") for r in rows):  # --runs: the median's range beside it

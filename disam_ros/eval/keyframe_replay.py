@@ -48,6 +48,7 @@ class DriveKeyframes:
     mode: str
     condition: str
     times_ms: list[float] = field(default_factory=list)
+    verified: int = 0  # keyframes that verified (in time or late)
     sent: int = 0
     latencies_ms: list[float] = field(default_factory=list)  # answered frames, arrival to answer
     within: int = 0  # answered within WITHIN
@@ -56,7 +57,7 @@ class DriveKeyframes:
 
     def row(self, rate_hz: float = 0.0) -> dict[str, Any]:
         t = np.asarray(self.times_ms, float)
-        row = {"mode": self.mode, "condition": self.condition, "keyframes": int(len(t)),
+        row = {"mode": self.mode, "condition": self.condition, "keyframes": int(len(t)), "verified": self.verified,
                "median_ms": float(np.median(t)) if len(t) else None,
                "p95_ms": float(np.percentile(t, 95)) if len(t) else None, "times_ms": [float(x) for x in t]}
         if rate_hz > 0:
@@ -77,13 +78,14 @@ class KeyframeReplay:
         self.rate_hz = float(rate_hz)
         self.wait_ms = float(wait_ms)  # at a camera rate: the tracker's keyframe_wait_ms (the record says it)
         self.drives: list[DriveKeyframes] = []
-        self._seen = 0
+        self._seen = 0  # the tracker's keyframes solved, and verified, when last counted
+        self._verified = 0
         self._arrival = 0.0
         self._frames: dict[float, Any] = {}  # this drive's answered frames by stamp: a late answer's ground truth
 
     def new_drive(self, tracker: Any, mode: str, condition: str) -> None:
         """Call after the tracker's reset for the drive."""
-        self._seen = tracker.keyframe_times()[0]
+        self._seen, self._verified, _ = tracker.keyframe_times()
         self._frames = {}
         self.drives.append(DriveKeyframes(mode, condition))
 
@@ -135,9 +137,10 @@ class KeyframeReplay:
 
     def _new_times(self, tracker: Any) -> None:
         """The verification times of the keyframes solved since the last call, into the drive's record."""
-        solved, times = tracker.keyframe_times()
+        solved, verified, times = tracker.keyframe_times()
         new = min(solved - self._seen, len(times))
-        self._seen = solved
+        self.drives[-1].verified += verified - self._verified
+        self._seen, self._verified = solved, verified
         if new > 0:
             self.drives[-1].times_ms.extend(times[-new:])
 
@@ -158,11 +161,11 @@ class KeyframeReplay:
         """The per-drive table disam-eval prints."""
         real = self.rate_hz > 0
         head = f"at {self.rate_hz:g} Hz, one loop, wait {self.wait_ms:g} ms" if real else "paced, one thread"
-        lines = [f"keyframes ({head}): mode / drive / keyframes / median ms / p95 ms"
+        lines = [f"keyframes ({head}): mode / drive / keyframes / verified / median ms / p95 ms"
                  + (" / answered of sent / latency p95 ms / % of sent within 0.25 m, 2 deg / late answers / % of "
                     "sent with a verified hint within 0.25 m, 2 deg (in time or late)" if real else "")]
         for r in (d.row(self.rate_hz) for d in self.drives):
-            cells = [_ms(r["median_ms"]), _ms(r["p95_ms"])]
+            cells = [str(r["verified"]), _ms(r["median_ms"]), _ms(r["p95_ms"])]
             if real:
                 share = "-" if r["within_share"] is None else f"{100 * r['within_share']:.1f}"
                 hinted = "-" if r["hinted_share"] is None else f"{100 * r['hinted_share']:.1f}"

@@ -38,10 +38,10 @@ class KeyframeSteps:
         """Keyframes mode: wait until no keyframe is in flight (a paced replay); True at once without keyframes."""
         return self._keyframes is None or self._keyframes.wait_idle(timeout_s)
 
-    def keyframe_times(self) -> tuple[int, list[float]]:
-        """Keyframes mode: the keyframes solved so far, and the recent ones' verification times (ms, since the last
-        reset, newest last)."""
-        return (0, []) if self._keyframes is None else self._keyframes.times()
+    def keyframe_times(self) -> tuple[int, int, list[float]]:
+        """Keyframes mode: the keyframes solved so far, how many of them verified, and the recent ones' verification
+        times (ms, since the last reset, newest last)."""
+        return (0, 0, []) if self._keyframes is None else self._keyframes.times()
 
     def take_late(self) -> tuple[LateAnswer, ...]:
         """Late answers ready now, without a frame: keyframes solved since the last step, as that step would have

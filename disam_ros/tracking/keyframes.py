@@ -64,6 +64,7 @@ class KeyframeThread:
         self._recent: deque[tuple[float, np.ndarray]] = deque(maxlen=RECENT_FRAMES)
         self._closed = False
         self.solved = 0
+        self.verified = 0  # of them verified (a dropped keyframe's answer is not counted)
         self.times_ms: deque[float] = deque(maxlen=200)  # the recent keyframes' verification times (diagnostics)
         self.on_late: Callable[[], None] | None = None  # called (on this thread) when an answer no frame took is ready
         self.thread = threading.Thread(target=self._run, name="disam_keyframe_verify", daemon=True)
@@ -129,17 +130,20 @@ class KeyframeThread:
         with self._cv:
             return self._cv.wait_for(lambda: self._job is None or self._closed, timeout=timeout_s)
 
-    def times(self) -> tuple[int, list[float]]:
-        """Keyframes solved so far, and the recent ones' verification times (ms, since the last reset, newest last)."""
+    def times(self) -> tuple[int, int, list[float]]:
+        """Keyframes solved so far, how many of them verified, and the recent ones' verification times (ms, since the
+        last reset, newest last)."""
         with self._cv:
-            return self.solved, list(self.times_ms)
+            return self.solved, self.verified, list(self.times_ms)
 
     def diagnostics(self) -> dict[str, Any]:
-        """Keyframes solved, whether one is in flight, and the median and p95 of their verification times (since
-        the last reset)."""
+        """Keyframes solved and how many of them verified (a share far below one says the verifier cannot verify
+        in these conditions, not that it is slow), whether one is in flight, and the median and p95 of their
+        verification times (since the last reset)."""
         with self._cv:
             ms, busy = sorted(self.times_ms), self._job is not None
-        out: dict[str, Any] = {"keyframes_solved": self.solved, "keyframe_in_flight": busy}
+            out: dict[str, Any] = {"keyframes_solved": self.solved, "keyframes_verified": self.verified,
+                                   "keyframe_in_flight": busy}
         if ms:
             out.update(keyframe_ms_median=float(np.median(ms)), keyframe_ms_p95=float(np.percentile(ms, 95)))
         return out
@@ -168,6 +172,7 @@ class KeyframeThread:
                 self.solved += 1
                 if not job.dropped:
                     self.times_ms.append(float(answer.ms))
+                    self.verified += bool(answer.verified)
                 late = not job.taken
                 if late:
                     self._done.append(job)
