@@ -71,6 +71,8 @@ def test_keyframes_answered_late_come_out_as_late_hints_at_their_frames_stamps(l
     assert last is not None, (len(client.rx.late), client.rx.diagnostics[-1:])
     late = client.rx.late
     assert len(late) >= len(sent) // 2, f"{len(late)} late hints for {len(sent)} frames:\n{tail()}"
+    # each late hint is a keyframe that verified (a renewal keyframe of a flow-verified frame verifies without one)
+    assert len(late) <= int(last["keyframes_verified"]) <= int(last["keyframes_solved"]) <= len(sent), last
     for key, (_, doc) in late.items():
         assert key in truth and doc["late"] is True and doc["verified"] is True and doc["inliers"] >= 15
         pos, quat = truth[key]
