@@ -119,6 +119,23 @@ def test_a_step_that_raises_loses_no_late_answer(flow_drive, monkeypatch):
     assert _near(steps[0].late[0].result, *frames[0][1:])
 
 
+def test_a_chain_renewal_that_raises_does_not_end_the_keyframe_thread(flow_drive, monkeypatch):
+    """Renewing the flow chain raises for every keyframe (patched): each keyframe is still solved and answered,
+    the thread lives on and is free for the next one, so frames keep getting keyframes (not "pending" forever),
+    and no chain starts (nothing is followed by flow)."""
+    from disam_ros.verify.flow_chain import FlowChain
+
+    m, _, frames = flow_drive
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("renewal broke")
+
+    monkeypatch.setattr(FlowChain, "settle", broken)
+    steps = _drive(m, frames, keyframe_wait_ms=60_000.0)  # each frame waits for its own keyframe's answer
+    assert all(s.result.verification.verified and not s.result.verification.flow for s in steps)
+    assert all(_near(s.result, pos, quat) for s, (_, pos, quat) in zip(steps, frames))
+
+
 def test_a_late_answer_is_taken_between_frames_when_the_thread_calls(flow_drive):
     """Frame 0 goes out pending; its keyframe, solved after, calls `on_late` once on the keyframe thread, and
     `take_late` then returns it with no further frame (what the node publishes while no frame comes), within
@@ -192,6 +209,39 @@ def test_frames_flow_verifies_after_a_verified_one_need_no_retrieval(flow_drive,
     for step, (_, pos, _) in zip(runs[True][1][3:], frames[3:]):
         assert step.estimate is not None
         assert step.result.index == int(np.argmin(np.linalg.norm(m.positions - pos, axis=1)))
+
+
+def test_a_chain_no_keyframe_renews_ends_after_keyframe_flow_frames(flow_drive, monkeypatch):
+    """Renewals that verify nothing (patched to fail) leave the chain to run on, and optical flow drifts a little
+    every frame, so the chain ends after `keyframe_flow_frames` followed frames. Renewals asked for after every
+    followed frame (`flow_frames` 1); frames 0-1 are keyframes (pending: no seed, then no speed), frames 2 and 3
+    follow by flow (1 and 2 frames from the last solved pose); frame 4 is followed with a cap of 3 and goes to a
+    full keyframe (no flow pose) with a cap of 2."""
+    from disam_ros.verify.config import VerifyConfig
+    from disam_ros.verify.result import Verification
+    from disam_ros.verify.verifier import Verifier
+
+    m, _, frames = flow_drive
+    solve, renewals = Verifier.verify, []
+
+    def renewal_fails(self, *args, **kwargs):
+        if kwargs.get("prior") is not None:
+            renewals.append(kwargs["stamp"] if "stamp" in kwargs else args[3])
+            return Verification("too_few_inliers")
+        return solve(self, *args, **kwargs)
+
+    monkeypatch.setattr(Verifier, "verify", renewal_fails)
+    for cap, followed in ((3, [2, 3, 4]), (2, [2, 3])):
+        renewals[:] = []
+        steps = _drive(m, frames, keyframe_wait_ms=0.0, keyframe_flow_frames=cap, verify=VerifyConfig(flow_frames=1))
+        flow = [i for i, s in enumerate(steps) if s.result.verification.flow]
+        assert flow == followed, (cap, [s.result.verification.outcome for s in steps])
+        for i in flow:
+            _, pos, quat = frames[i]
+            assert steps[i].result.verification.hops == i - 1 and _near(steps[i].result, pos, quat)
+        assert renewals == [1000.0 + 0.1 * i for i in followed]  # each followed frame asked for one
+        if cap == 2:
+            assert steps[4].result.verification.outcome == "pending"  # a full keyframe, not answered at once
 
 
 def test_a_junk_frame_between_followed_frames_sends_the_next_one_to_retrieval(flow_drive, monkeypatch):

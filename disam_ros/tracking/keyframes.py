@@ -191,9 +191,12 @@ class KeyframeThread:
         except Exception as exc:  # noqa: BLE001  (one bad keyframe must not end the thread)
             log.warning("keyframe %.3f: verification failed: %s: %s", job.stamp, type(exc).__name__, exc)
             return Verification("too_few_inliers", ms=0.0)
-        cam, _ = v.camera_for(job.rgb.shape[1], job.rgb.shape[0])
-        if cam is not None:
-            v.chain.settle(answer, job.grey, job.stamp, cam, self._since, drive=job.drive)
+        try:  # a chain that cannot be renewed leaves the frames to keyframes; the thread must outlive it
+            cam, _ = v.camera_for(job.rgb.shape[1], job.rgb.shape[0])
+            if cam is not None:
+                v.chain.settle(answer, job.grey, job.stamp, cam, self._since, drive=job.drive)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("keyframe %.3f: renewing the flow chain failed: %s: %s", job.stamp, type(exc).__name__, exc)
         return answer
 
     def _since(self, stamp: float) -> list[tuple[float, np.ndarray]]:
