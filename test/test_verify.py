@@ -49,6 +49,8 @@ def test_sift_recipe_round_trip_and_legacy_record():
 def test_verify_config_names_what_is_out_of_range():
     with pytest.raises(ValueError, match=r"ratio=1\.5.*min_inliers=3"):
         VerifyConfig(ratio=1.5, min_inliers=3)
+    with pytest.raises(ValueError, match=r"flow_drift_m=-0\.01"):
+        VerifyConfig(flow_drift_m=-0.01)
 
 
 def test_verification_defaults_say_nothing_was_solved():

@@ -38,6 +38,27 @@ def test_the_third_frame_is_tracked_by_flow_alone_and_stays_metric(flow_drive):
     assert not off.verify(frames[2][0], wrong, stamp=0.2).verified  # without flow nothing verifies it
 
 
+def test_a_flow_pose_covariance_grows_with_the_frames_followed(flow_drive):
+    """The same two verified frames and the same flow frames with `flow_drift_m` 0 and 0.01: every pose is the
+    same, and the covariances differ by (0.01 x hops)^2 on each position axis and nothing else (hops 1 and 2:
+    1e-4 and 4e-4 m^2), the drift the chain has had no solve to correct."""
+    m, k, frames = flow_drive
+    wrong = [(k + len(m.positions) // 2) % len(m.positions)]
+    runs = []
+    for drift in (0.0, 0.01):
+        verifier = Verifier(m, VerifyConfig(flow_frames=2, prior_min_inliers=0, flow_drift_m=drift))
+        for i in range(2):
+            assert verifier.verify(frames[i][0], [k], stamp=0.1 * i).verified
+        runs.append([verifier.verify(frames[i][0], wrong, stamp=0.1 * i) for i in (2, 3)])
+    for hops, (a, b) in enumerate(zip(*runs), start=1):
+        assert a.flow and b.flow and a.hops == b.hops == hops
+        np.testing.assert_array_equal(a.position, b.position)
+        np.testing.assert_array_equal(a.quat, b.quat)
+        expected = np.zeros((6, 6))
+        expected[:3, :3] = np.eye(3) * (0.01 * hops) ** 2
+        np.testing.assert_allclose(b.covariance - a.covariance, expected, atol=1e-15)
+
+
 def test_flow_is_not_tried_when_the_predicted_step_is_too_long(flow_drive):
     m, k, frames = flow_drive
     wrong = [(k + len(m.positions) // 2) % len(m.positions)]

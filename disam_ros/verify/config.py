@@ -155,6 +155,10 @@ class VerifyConfig:
     flow_fb_px: float = 0.5  # ... a point kept when followed back it lands this close to where it started
     flow_seed_max_sigma_m: float = 0.25  # ... map points projected only from a pose this well determined (worst
     #                                      axis 1-sigma, m: a 17-inlier SIFT pose 0.39 m off held 10 fog frames there)
+    flow_drift_m: float = 0.007  # ... a flow pose's position sigma grows by this much on each axis per frame followed
+    #                              since the last solved pose: flow drifts, and a chain of 26-31 frames was 0.47 m off
+    #                              (rms) where its covariance said centimetres (30 Hz keyframes, validation town 7: NEES
+    #                              52 -> 2.9; the smallest step whose mean NEES is <= 3; docs/notes/pose.md)
     motion_speed_factor: float = 1.5  # sequence/window: a verified pose farther from the last verified one than
     #                                   this x the tracker's max speed x the time between them, plus motion_slack_m,
     #                                   is refused as "jumped" (verify/motion.py; 0 = off; single mode: off)
@@ -261,6 +265,7 @@ class VerifyConfig:
                   ("flow_max_points", self.flow_max_points >= self.flow_min_inliers),
                   ("flow_min_inlier_ratio", 0 <= self.flow_min_inlier_ratio < 1),
                   ("flow_max_error_px", self.flow_max_error_px > 0), ("flow_fb_px", self.flow_fb_px > 0),
+                  ("flow_drift_m", self.flow_drift_m >= 0),
                   ("motion_slack_m", self.motion_slack_m >= 0), ("polish_images", self.polish_images >= 0),
                   ("polish_radius", 0.0 < self.polish_radius <= 1.0),
                   ("polish_max_view_deg", 0 < self.polish_max_view_deg <= 180),
