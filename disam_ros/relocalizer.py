@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -279,20 +280,19 @@ class Relocalizer:
     def map_image(self, index: int) -> np.ndarray | None:
         """The map image behind result `index`, if the dataset the map was built from is still on disk.
 
-        Names come from the map's names.txt, which is data: one whose resolved path (symlinks followed)
-        leaves ROOT/<condition>/images ('../../x.png', an absolute path, a link out of the folder) is refused
-        (None, logged once), so a crafted map cannot make the debug image read other files."""
+        Names come from the map's names.txt, which is data: one that leaves ROOT/<condition>/images by its own
+        words ('../../x.png', an absolute path) is refused (None, logged once), so a crafted map cannot make the
+        debug image read other files. Links the image folder itself holds are followed: a dataset made of links
+        to where the frames live is the dataset owner's choice, not the map's."""
         from disam_ros.data.folders import read_image
 
         if self.source is None:
             return None
         folder = image_folder(self.map, self.source)
         name = str(self.map.names[int(index)])
-        try:
-            path = (folder / name).resolve()
-            inside = not Path(name).is_absolute() and path.is_relative_to(folder.resolve())
-        except (OSError, ValueError, RuntimeError):  # NUL bytes, symlink loops
-            inside = False
+        base = os.path.normpath(os.path.abspath(folder))
+        path = Path(os.path.normpath(os.path.join(base, name)))  # by the words alone: links are not resolved
+        inside = "\0" not in name and not os.path.isabs(name) and path.is_relative_to(base) and str(path) != base
         if not inside:
             if not self._warned_outside:
                 self._warned_outside = True
@@ -301,7 +301,7 @@ class Relocalizer:
             return None
         try:
             return read_image(path) if path.is_file() else None
-        except (ValueError, OSError):
+        except (ValueError, OSError, RuntimeError):  # symlink loops
             return None
 
 

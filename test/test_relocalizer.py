@@ -115,13 +115,16 @@ def test_map_image_names_stay_in_their_folder(tiny_eval_world, tmp_path, caplog)
     assert legit is not None and legit.shape == read_image(images / r.map.names[1]).shape
     r.map.names[0] = escape
     r.map.names[2] = str(secret)  # an absolute name
-    (images / "link.png").symlink_to(secret)  # a link out of the folder
+    (images / "link.png").symlink_to(secret)  # a link the dataset holds: its owner's choice, followed
     r.map.names[4] = "link.png"
+    r.map.names[5] = "sub/../../link.png"  # leaves by its own words, though a file of that name is near
     r.map.names[3] = f"../images/{r.map.names[3]}"  # leaves and comes back: names a file inside, so it is read
     with caplog.at_level(logging.WARNING, logger="disam_ros"):
         try:
-            assert r.map_image(0) is None and r.map_image(2) is None and r.map_image(4) is None
+            assert r.map_image(0) is None and r.map_image(2) is None and r.map_image(5) is None
             assert r.map_image(0) is None
+            linked = r.map_image(4)
+            assert linked is not None and linked.shape == (8, 8, 3) and (linked == 77).all()
         finally:
             (images / "link.png").unlink()
     warnings = [rec for rec in caplog.records if "leaves" in rec.getMessage()]
