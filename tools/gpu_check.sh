@@ -37,4 +37,4 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=$((RANDOM % 100 + 1
 args=(--data "$DATA" --out "$OUT" --device "${GPU_CHECK_DEVICE:-cuda}")
 [[ -n "${GPU_CHECK_QUICK:-}" ]] && args+=(--quick)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
-exec python3 tools/gpu_check.py "${args[@]}"
+exec python3 tools/gpu_check.py "${args[@]}" "$@"
