@@ -5,6 +5,7 @@
 #   bash tools/gpu_check.sh --prepare
 # Then through the device tool, in one call:
 #   run(command="bash tools/gpu_check.sh", carry=[".whl", ".gpu_data"], timeout_s=540)
+# A rerun of what a spent budget skipped, e.g.: bash tools/gpu_check.sh --steps eval,retrieval --budget-s 200
 # The table and logs land in $OUT (summary.md, summary.json, logs/). A dry run on a machine without a GPU:
 #   GPU_CHECK_DEVICE=cpu GPU_CHECK_QUICK=1 OUT=/tmp/gpucheck bash tools/gpu_check.sh
 set -euo pipefail
