@@ -112,6 +112,24 @@ def test_keyframes_solved_and_verified_per_drive():
     assert (cell(other, "keyframes"), cell(other, "kf verified")) == ("-", "-")
 
 
+def test_verified_answers_off_and_their_nees():
+    """Verified answers: exact (position sigma 0.1 m: NEES 0), 1 m off (sigma 0.2: NEES 1 / 0.04 = 25, outside the
+    90 % ellipsoid at 6.251), 3 deg off (no covariance came: off, no NEES), 0.2 m off (sigma 0.1: NEES 4, inside and
+    within 0.25 m); an unverified answer 1 m off counts for neither. 2 verified off; NEES median 4, 2 of 3 inside."""
+    drive = [_frame(0.0, 0.05, verified=True), _frame(0.1, 0.15, dx=1.0, verified=True),
+             _frame(0.2, 0.25, yaw_deg=3.0, verified=True), _frame(0.3, 0.35, dx=0.2, verified=True),
+             _frame(0.4, 0.45, dx=1.0)]
+    for f, sigma in zip(drive, (0.1, 0.2, None, 0.1, 0.1), strict=True):
+        f.covariance = None if sigma is None else np.eye(3) * sigma ** 2
+    row = R.summarize_frames("fog", drive)
+    assert row["verified_wrong"] == 2
+    assert row["nees_median"] == pytest.approx(4.0) and row["nees_inside_90"] == pytest.approx(2 / 3)
+    head, _, line = R.table([row]).splitlines()
+    assert line[:head.index("in 90 %") + len("in 90 %")].split()[-4:] == ["2", "4.0", "67", "%"]
+    none = R.summarize_frames("fog", [_frame(0.0, 0.05, dx=1.0)])
+    assert none["verified_wrong"] == 0 and none["nees_median"] is None and none["nees_inside_90"] is None
+
+
 def test_summary_of_a_drive_nothing_answered():
     row = R.summarize_frames("fog", [_frame(0.0), _frame(0.1)])
     assert (row["sent"], row["answered"], row["dropped"]) == (2, 0, 2)
@@ -257,6 +275,9 @@ def test_small_real_run_at_camera_rate(tmp_path):
             assert 0.0 <= r[k] <= 1.0
         assert r["within_0.25m_2deg"] <= r["within_5m_10deg"]
         assert r["publish_hz"] == pytest.approx(10.0, rel=0.2)
+        assert 0 <= r["verified_wrong"] <= r["answered"]
+        if r["verified_share"]:  # each verified pose came with its covariance on pose_with_covariance
+            assert r["nees_median"] >= 0 and 0 <= r["nees_inside_90"] <= 1
         node = r["node"]
         assert node["received"] + node["dropped_in_queue"] <= 4 and node["localized"] >= r["answered"]
     assert rows["all"]["verify_ms_median"] is None or rows["all"]["verify_ms_median"] >= 0

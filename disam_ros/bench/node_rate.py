@@ -208,6 +208,8 @@ def run_drive(client: Any, root: Path, drive: str, rate: float, compressed: bool
             rec.t_recv, rec.position, rec.quat = hit[0], np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w])
             hint = hint_fields(client.rx.loop.get(key, (None, {}))[1]) or {}
             rec.verified, rec.refine_ms = bool(hint.get("verified")), float(hint.get("refine_ms", math.nan))
+            if (cov := client.rx.pose_cov.get(key)) is not None:
+                rec.covariance = np.asarray(cov[1].pose.covariance, float).reshape(6, 6)[:3, :3]
         late = client.rx.late.get(key, (None, {}))[1]
         if late.get("verified") is True:
             rec.late_position = np.asarray(late["position"], float)

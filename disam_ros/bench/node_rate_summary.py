@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from disam_ros.eval.metrics import DEFAULT_THRESHOLDS, within
+from disam_ros.eval.metrics import DEFAULT_THRESHOLDS, nees, within
 from disam_ros.geometry import quat_angle_deg
 
 FINE, COARSE = DEFAULT_THRESHOLDS[0], DEFAULT_THRESHOLDS[-1]  # (0.25 m, 2 deg), (5 m, 10 deg)
+CHI2_3_90 = 6.251  # 90 % quantile of chi-square with 3 degrees of freedom: a position inside its 90 % ellipsoid
 # the node's diagnostics counters read per drive (before/after difference)
 COUNTERS = ("received", "dropped_in_queue", "dropped_by_node", "processed", "localized", "not_localized",
             "junk_frames", "bad_input", "errors", "verified_frames", "unverified_frames", "keyframes_solved",
@@ -34,6 +35,7 @@ class FrameRecord:
     refine_ms: float = math.nan
     late_position: np.ndarray | None = None  # a late loop-closure hint's pose (verify_keyframes), None: none came
     late_quat: np.ndarray | None = None
+    covariance: np.ndarray | None = None  # the published pose's position covariance (3, 3), when one came
 
 
 def _share(flags: Sequence[bool], n: int) -> float | None:
@@ -70,6 +72,20 @@ def _hinted_share(frames: Sequence[FrameRecord]) -> float | None:
                   len(frames))
 
 
+def _verified_trust(frames: Sequence[FrameRecord]) -> dict[str, Any]:
+    """What a SLAM back end may take a verified answer for: how many verified answers were off by more than
+    (0.25 m, 2 deg), and their position NEES (median, share inside the 90 % ellipsoid) over those with a
+    covariance. Why: a share within 0.25 m says how often the node is right, not whether a verified pose and its
+    covariance can be believed (at 30 Hz long flow chains drift while still verified)."""
+    verified = [f for f in frames if f.verified and f.t_recv is not None and f.position is not None]
+    values = [nees(np.asarray(f.position) - f.gt_position, f.covariance) for f in verified
+              if f.covariance is not None]
+    values = [v for v in values if math.isfinite(v)]
+    return {"verified_wrong": sum(not _fine(f.position, f.quat, f) for f in verified),
+            "nees_median": statistics.median(values) if values else None,
+            "nees_inside_90": _share([v <= CHI2_3_90 for v in values], len(values))}
+
+
 def summarize_frames(drive: str, frames: Sequence[FrameRecord], node: Mapping[str, int] | None = None
                      ) -> dict[str, Any]:
     """Counts, latency (ms) over answered frames, and shares over SENT frames; `node`: counter differences.
@@ -94,6 +110,7 @@ def summarize_frames(drive: str, frames: Sequence[FrameRecord], node: Mapping[st
         "within_0.25m_2deg_after_first": _within_share(steady),
         "late_hints": sum(f.late_position is not None for f in frames),
         "hinted_0.25m_2deg": _hinted_share(frames),
+        **_verified_trust(frames),
     }
     if node is not None:
         row["node"] = {k: v for k, v in node.items() if k in COUNTERS}
@@ -146,12 +163,13 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
             ("latency_max_ms", "max ms"), ("within_0.25m_2deg", "0.25m/2°"), ("within_5m_10deg", "5m/10°"),
             ("verified_share", "verified"), ("verify_ms_median", "verify ms"), ("keyframe_ms_median", "keyframe ms"),
             ("keyframes_solved", "keyframes"), ("keyframes_verified", "kf verified"),
+            ("verified_wrong", "verified off"), ("nees_median", "NEES med"), ("nees_inside_90", "in 90 %"),
             ("first_verified_s", "1st verified s"), ("within_0.25m_2deg_after_first", "0.25m/2° after"),
             ("late_hints", "late hints"), ("hinted_0.25m_2deg", "hinted 0.25m/2°")]
     if any(r.get("within_0.25m_2deg_range") for r in rows):  # --runs: the median's range beside it
         cols.insert(9, ("within_0.25m_2deg_range", "range"))
     pct = {"within_0.25m_2deg", "within_5m_10deg", "verified_share", "within_0.25m_2deg_after_first",
-           "hinted_0.25m_2deg"}
+           "hinted_0.25m_2deg", "nees_inside_90"}
 
     def fmt(k: str, v: Any) -> str:
         if v is None:
