@@ -429,3 +429,37 @@ def test_keyframe_parameters_are_checked():
             check_value(name, -1.0)
     with pytest.raises(ValueError, match="keyframe_wait_ms"):
         TrackerConfig(keyframe_wait_ms=-1.0)
+
+
+def test_the_keyframe_thread_s_chains_follow_with_their_own_lucas_kanade_patch(flow_drive, monkeypatch):
+    """Beside the frame loop flow follows with `keyframe_flow_window_px` (11 by default, 15 set), inline with the
+    verifier's `flow_window_px` (21): the patch every Lucas-Kanade call was given, recorded; and frames 2-4 are
+    followed by flow within (0.25 m, 2 deg) of where they were rendered either way."""
+    from disam_ros.tracking.tracker import Tracker, TrackerConfig
+    from disam_ros.verify import flow
+
+    m, _, frames = flow_drive
+    lk, windows = flow.cv2.calcOpticalFlowPyrLK, []
+
+    def recorded(*args, **kwargs):
+        windows.append(kwargs["winSize"])
+        return lk(*args, **kwargs)
+
+    monkeypatch.setattr(flow.cv2, "calcOpticalFlowPyrLK", recorded)
+    for config, window in (({}, 11), ({"keyframe_flow_window_px": 15}, 15)):
+        windows[:] = []
+        steps = _drive(m, frames, keyframe_wait_ms=0.0, **config)
+        assert windows and set(windows) == {(window, window)}
+        for i in (2, 3, 4):
+            assert steps[i].result.verification.flow and _near(steps[i].result, *frames[i][1:])
+    windows[:] = []
+    reloc = _relocalizer(m)
+    tracker = Tracker(reloc, TrackerConfig(mode="sequence"))
+    try:
+        steps = [tracker.step(rgb, 1000.0 + 0.1 * i) for i, (rgb, _, _) in enumerate(frames)]
+    finally:
+        tracker.close()
+        reloc.map.close()
+    assert windows and set(windows) == {(21, 21)} and steps[2].result.verification.flow
+    with pytest.raises(ValueError, match="keyframe_flow_window_px=10"):
+        TrackerConfig(keyframe_flow_window_px=10)

@@ -51,6 +51,9 @@ def test_verify_config_names_what_is_out_of_range():
         VerifyConfig(ratio=1.5, min_inliers=3)
     with pytest.raises(ValueError, match=r"flow_drift_m=-0\.01"):
         VerifyConfig(flow_drift_m=-0.01)
+    for window in (3, 12):  # too small for a patch, and not centred on the point
+        with pytest.raises(ValueError, match=rf"flow_window_px={window}"):
+            VerifyConfig(flow_window_px=window)
 
 
 def test_verification_defaults_say_nothing_was_solved():

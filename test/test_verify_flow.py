@@ -13,11 +13,13 @@ from disam_ros.geometry import quat_angle_deg, quat_to_rot
 from disam_ros.verify.verifier import Verifier, VerifyConfig
 
 
-def test_the_third_frame_is_tracked_by_flow_alone_and_stays_metric(flow_drive):
+@pytest.mark.parametrize("window", [21, 11])  # inline's Lucas-Kanade patch, and the keyframe thread's
+def test_the_third_frame_is_tracked_by_flow_alone_and_stays_metric(flow_drive, window):
     m, k, frames = flow_drive
     wrong = [(k + len(m.positions) // 2) % len(m.positions)]
-    cfg = VerifyConfig(flow_frames=2, prior_min_inliers=0)  # a spent chain's frame is not verified around its flow
-    verifier = Verifier(m, cfg)                              # guess (that step: test_verify_prior)
+    cfg = VerifyConfig(flow_frames=2, prior_min_inliers=0,  # a spent chain's frame is not verified around its flow
+                       flow_window_px=window)
+    verifier = Verifier(m, cfg)  # guess (that step: test_verify_prior)
     first = verifier.verify(frames[0][0], [k], stamp=0.0)
     second = verifier.verify(frames[1][0], [k], stamp=0.1)  # 0.3 m in 0.1 s: 3 m/s, a 0.3 m step predicted next
     assert first.verified and second.verified and not first.flow and not second.flow

@@ -135,7 +135,8 @@ class Tracker(KeyframeSteps):
                 verify = replace(verify, gradient_rival_m=verify.gradient_single_rival_m)
         self._renew_after = verify.flow_frames  # keyframes: a chain this long asks for a keyframe when one is free
         if config.keyframes and verify.flow_frames > 0:  # ... and runs on until one renews it
-            verify = replace(verify, flow_frames=max(verify.flow_frames, config.keyframe_flow_frames))
+            verify = replace(verify, flow_frames=max(verify.flow_frames, config.keyframe_flow_frames),
+                             flow_window_px=config.keyframe_flow_window_px)
         speed = 0.0 if config.mode == "single" else config.sequence.max_speed_mps  # single frames: no motion check
         device = str(getattr(getattr(reloc, "localizer", None), "device", "cpu"))  # retrieval's, resolved
         self.verifier = Verifier(m, verify, speed, device) if verify.enabled and m.has_geometry else None

@@ -26,6 +26,10 @@ class TrackerConfig:
     keyframes: bool = False  # verify beside the frame loop (tracking/keyframes.py) instead of inline
     keyframe_wait_ms: float = 50.0  # ... a frame waits at most this long for its own keyframe's answer
     keyframe_flow_frames: int = 30  # ... a flow chain runs at most this many frames between keyframes
+    keyframe_flow_window_px: int = 11  # ... followed with this Lucas-Kanade patch (VerifyConfig.flow_window_px;
+    #                                    21 inline): at 30 Hz a chain runs 10-30 frames, and with 21 px it drifted
+    #                                    (validation town 7: 44.7 -> 57.1 % of frames within 0.25 m, verified poses
+    #                                    over 0.25 m 28.8 -> 5.5 a replay; docs/notes/pose.md)
     flow_skips_retrieval: bool = True  # ... sequence mode: a frame flow verifies is answered without retrieval
 
     def __post_init__(self) -> None:
@@ -40,6 +44,9 @@ class TrackerConfig:
         if not (self.keyframe_wait_ms >= 0 and self.keyframe_flow_frames >= 0):
             raise ValueError(f"keyframe_wait_ms={self.keyframe_wait_ms!r} and keyframe_flow_frames="
                              f"{self.keyframe_flow_frames!r} must be >= 0")
+        if not (self.keyframe_flow_window_px >= 5 and self.keyframe_flow_window_px % 2 == 1):
+            raise ValueError(f"keyframe_flow_window_px={self.keyframe_flow_window_px!r} must be an odd number of "
+                             "pixels >= 5 (Lucas-Kanade's patch is centred on the point)")
         if not (self.tolerance_m > 0 and self.tolerance_deg > 0):
             raise ValueError(f"tolerance ({self.tolerance_m} m, {self.tolerance_deg} deg) must be positive")
 

@@ -153,6 +153,8 @@ class VerifyConfig:
     #                               too, not only the solve's inliers (dusk: 30-40 inliers, too few to follow)
     flow_max_points: int = 300  # ... at most this many points followed (flow costs ~0.02 ms a point)
     flow_fb_px: float = 0.5  # ... a point kept when followed back it lands this close to where it started
+    flow_window_px: int = 21  # ... Lucas-Kanade's square patch, pixels (odd; OpenCV's default). With verification
+    #                           beside the frame loop the tracker uses TrackerConfig.keyframe_flow_window_px
     flow_seed_max_sigma_m: float = 0.25  # ... map points projected only from a pose this well determined (worst
     #                                      axis 1-sigma, m: a 17-inlier SIFT pose 0.39 m off held 10 fog frames there)
     flow_drift_m: float = 0.007  # ... a flow pose's position sigma grows by this much on each axis per frame followed
@@ -266,6 +268,7 @@ class VerifyConfig:
                   ("flow_min_inlier_ratio", 0 <= self.flow_min_inlier_ratio < 1),
                   ("flow_max_error_px", self.flow_max_error_px > 0), ("flow_fb_px", self.flow_fb_px > 0),
                   ("flow_drift_m", self.flow_drift_m >= 0),
+                  ("flow_window_px", self.flow_window_px >= 5 and self.flow_window_px % 2 == 1),
                   ("motion_slack_m", self.motion_slack_m >= 0), ("polish_images", self.polish_images >= 0),
                   ("polish_radius", 0.0 < self.polish_radius <= 1.0),
                   ("polish_max_view_deg", 0 < self.polish_max_view_deg <= 180),

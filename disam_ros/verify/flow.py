@@ -39,11 +39,16 @@ from disam_ros.verify.config import VerifyConfig
 from disam_ros.verify.gate import judged, position_sigma
 from disam_ros.verify.result import Verification
 
-LK_WINDOW = 21  # pixels, OpenCV's default
 LK_LEVELS = 3  # pyramid levels above the image: flow up to ~8x the window
 LK_MIN_EIG = 1e-4  # OpenCV's default; 1e-3 or 3e-3 (dropping flatter patches) made the dense drives worse
-LK = {"winSize": (LK_WINDOW, LK_WINDOW), "maxLevel": LK_LEVELS,
-      "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01), "minEigThreshold": LK_MIN_EIG}
+EDGE_PX = 10.5  # map points projected closer than this to the image border are not followed, whatever the patch:
+#                 with the border at half an 11 px patch instead, 30 Hz chains drifted more (validation town 7)
+
+
+def lk_params(window_px: int) -> dict:
+    """OpenCV's pyramidal Lucas-Kanade settings with a `window_px` square patch (VerifyConfig.flow_window_px)."""
+    return {"winSize": (window_px, window_px), "maxLevel": LK_LEVELS,
+            "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01), "minEigThreshold": LK_MIN_EIG}
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,7 +91,7 @@ def next_seed(previous: FlowSeed | None, v: Verification, grey: np.ndarray | Non
     room = cfg.flow_max_points - len(pixels)
     if precise and room > 0 and map_points is not None and cam is not None and len(map_points):
         uv, z = project(map_points, *cam_from_map(v.position, v.quat), cam)
-        edge = LK_WINDOW / 2
+        edge = EDGE_PX
         seen = (z > 0) & (uv[:, 0] >= edge) & (uv[:, 0] < cam.width - edge) & (uv[:, 1] >= edge) \
             & (uv[:, 1] < cam.height - edge)
         keep = spread(uv, np.flatnonzero(seen), room, cam)
@@ -126,8 +131,9 @@ def trackable(seed: FlowSeed | None, grey: np.ndarray | None, stamp: float, cfg:
 def flow_attempt(seed: FlowSeed, grey: np.ndarray, cam: Intrinsics, cfg: VerifyConfig) -> Verification:
     """The seed's pixels followed into `grey` (forward and backward within `flow_fb_px`), the pose solved from
     them against their map points and judged (module docstring)."""
-    ahead, ok, _ = cv2.calcOpticalFlowPyrLK(seed.grey, grey, seed.pixels, None, **LK)
-    back, ok_back, _ = cv2.calcOpticalFlowPyrLK(grey, seed.grey, ahead, None, **LK)
+    lk = lk_params(cfg.flow_window_px)
+    ahead, ok, _ = cv2.calcOpticalFlowPyrLK(seed.grey, grey, seed.pixels, None, **lk)
+    back, ok_back, _ = cv2.calcOpticalFlowPyrLK(grey, seed.grey, ahead, None, **lk)
     good = (ok.reshape(-1) == 1) & (ok_back.reshape(-1) == 1) \
         & (np.linalg.norm((back - seed.pixels).reshape(-1, 2), axis=1) <= cfg.flow_fb_px)
     failed = Verification("too_few_inliers", index=seed.keyframe, matches=int(good.sum()), hops=seed.hops + 1,
