@@ -262,12 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not (args.data / "summer").is_dir():
         p.error(f"--data {args.data}: no summer/ folder: pass the nordland_trimmed_dev folder")
-    c = Check(args.device, args.data.resolve(), args.out.resolve(), args.quick, time.monotonic() + args.budget_s)
-    c.work.mkdir(parents=True, exist_ok=True)
-    env = environment()
     unknown = sorted(set(args.steps) - set(STEPS))
     if unknown:
         p.error(f"--steps: unknown {', '.join(unknown)}: choose from {','.join(STEPS)}")
+    c = Check(args.device, args.data.resolve(), args.out.resolve(), args.quick, time.monotonic() + args.budget_s)
+    c.work.mkdir(parents=True, exist_ok=True)
+    env = environment()
     dev = ["--device", args.device]
     run = set(args.steps).__contains__
     # what no GPU has run yet goes first, so a budget spent on the benches cannot skip it

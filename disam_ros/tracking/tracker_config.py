@@ -28,8 +28,8 @@ class TrackerConfig:
     keyframe_flow_frames: int = 30  # ... a flow chain runs at most this many frames between keyframes
     keyframe_flow_window_px: int = 11  # ... followed with this Lucas-Kanade patch (VerifyConfig.flow_window_px;
     #                                    21 inline): at 30 Hz a chain runs 10-30 frames, and with 21 px it drifted
-    #                                    (validation town 7: 44.7 -> 57.1 % of frames within 0.25 m, verified poses
-    #                                    over 0.25 m 28.8 -> 5.5 a replay; docs/notes/pose.md)
+    #                                    (validation town 7: 44.7 -> 55.4 % of frames within 0.25 m, verified poses
+    #                                    over 0.25 m 28.8 -> 9.0 a replay; docs/notes/pose.md)
     flow_skips_retrieval: bool = True  # ... sequence mode: a frame flow verifies is answered without retrieval
 
     def __post_init__(self) -> None:

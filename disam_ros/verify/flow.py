@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -45,8 +46,10 @@ EDGE_PX = 10.5  # map points projected closer than this to the image border are 
 #                 with the border at half an 11 px patch instead, 30 Hz chains drifted more (validation town 7)
 
 
+@lru_cache(maxsize=8)
 def lk_params(window_px: int) -> dict:
-    """OpenCV's pyramidal Lucas-Kanade settings with a `window_px` square patch (VerifyConfig.flow_window_px)."""
+    """OpenCV's pyramidal Lucas-Kanade settings with a `window_px` square patch (VerifyConfig.flow_window_px); built
+    once per patch size, not on every flow step (read-only: callers unpack it)."""
     return {"winSize": (window_px, window_px), "maxLevel": LK_LEVELS,
             "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01), "minEigThreshold": LK_MIN_EIG}
 
