@@ -3,6 +3,7 @@ and on a rendered drive a verified pose that is metric (near the ground truth, n
 retrieved map image's pose) while a wrong candidate place is not verified."""
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -171,6 +172,27 @@ def test_two_candidates_whose_poses_agree_verify_each_other():
     # the dense search asks each for more (gradient_agree_inliers): 31 and 30 agree, 31 and 29 do not
     assert _agreeing([_attempt(4, 31, [0, 0, 0]), _attempt(5, 30, [0.1, 0, 0])], cfg, 30) is not None
     assert _agreeing([_attempt(4, 31, [0, 0, 0]), _attempt(5, 29, [0.1, 0, 0])], cfg, 30) is None
+
+
+def test_agreement_waits_for_the_drive_s_first_verified_pose_in_sequence_modes():
+    """may_agree by hand: single mode (no motion check) always; sequence modes once the drive has accepted a
+    verified pose with a stamp, however long ago (the reference may have lapsed); again not after a reset (a new
+    drive); the config's switch restores agreement at a drive's start."""
+    from disam_ros.verify.gate import may_agree
+    from disam_ros.verify.motion import MotionGate
+
+    cfg = VerifyConfig()
+    single, drive = MotionGate(0.0, 2.0, 1.0), MotionGate(15.0, 2.0, 1.0)
+    assert may_agree(cfg, single)
+    assert not may_agree(cfg, drive)  # a drive's first frame: nothing checks what it verifies
+    assert may_agree(replace(cfg, agree_needs_reference=False), drive)
+    drive.accept(np.zeros(3), math.nan)  # a pose without a stamp starts nothing
+    assert not may_agree(cfg, drive)
+    drive.accept(np.zeros(3), 5.0)
+    assert may_agree(cfg, drive)
+    assert drive.jump([50.0, 0.0, 0.0], 9.0) is None and may_agree(cfg, drive)  # lapsed reference: still started
+    drive.reset()
+    assert not may_agree(cfg, drive)
 
 
 def test_small_images_are_not_verified(verify_world):

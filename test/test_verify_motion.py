@@ -27,6 +27,18 @@ def test_the_bound_by_hand():
     assert gate.jump([50.0, 0.0, 0.0], 10.5) is None
 
 
+def test_a_drive_starts_with_its_first_stamped_verified_pose():
+    gate = MotionGate(max_speed_mps=10.0, slack_m=2.0, window_s=1.0)
+    assert not gate.started
+    gate.accept(np.zeros(3), math.nan)
+    assert not gate.started
+    gate.accept(np.zeros(3), 10.0)
+    gate.accept(np.zeros(3), math.nan)  # clears the reference, not the drive's start
+    assert gate.started
+    gate.reset()
+    assert not gate.started
+
+
 def test_off_at_zero_speed_and_bad_values_refused():
     gate = MotionGate(0.0, 2.0, 1.0)
     gate.accept(np.zeros(3), 0.0)
@@ -73,3 +85,40 @@ def test_a_rendered_frame_stamped_too_soon_after_a_far_one_is_refused(geometry_w
     free.verify(read_image(qf.image_paths[i]), [v0.index], stamp=stamps[i])
     k = int(np.argmin(np.linalg.norm(np.asarray(m.positions) - positions[j], axis=1)))
     assert free.verify(read_image(qf.image_paths[j]), [k, k + 1, k - 1], stamp=stamps[i] + 0.1).verified
+
+
+def test_agreement_verifies_a_drive_only_once_it_has_a_motion_reference(geometry_world):
+    """A gate only two agreeing candidates can pass (min_inlier_ratio 0.95; no first look, turn search, dense search,
+    tracking or flow): single mode verifies the frame by agreement; a drive's first frame, with nothing to check it
+    against, does not; the same frame once the drive has a verified pose does (even 5 s old: a lapsed reference),
+    and so does the drive with agree_needs_reference off."""
+    from dataclasses import replace
+
+    from disam_ros.data.folders import load_condition, read_image
+    from disam_ros.maps import LocalizationMap
+    from disam_ros.verify.verifier import Verifier, VerifyConfig
+
+    m = LocalizationMap.load(geometry_world["map"])
+    qf = load_condition(geometry_world["world"], "sunny_repeat", require_poses=True)
+    positions, stamps = np.asarray(qf.trajectory.positions), np.asarray(qf.trajectory.stamps, np.float64)
+    cfg = VerifyConfig(min_inlier_ratio=0.95, first_scale=1.0, gradient_candidates=0, turn_search_deg=0,
+                       track_frames=0, flow_frames=0, candidate_polish_inliers=0, regate_far_poses=False)
+    i = 9
+    k = int(np.argmin(np.linalg.norm(np.asarray(m.positions) - positions[i], axis=1)))
+    rgb = read_image(qf.image_paths[i])
+
+    def run(verifier):
+        return verifier.verify(rgb, [k, k + 1, k - 1], stamp=stamps[i])
+
+    single = run(Verifier(m, cfg))
+    assert single.verified and single.agreed, single.outcome
+    assert np.linalg.norm(single.position - positions[i]) < 0.25
+    drive = Verifier(m, cfg, max_speed_mps=10.0)
+    first = run(drive)
+    assert not first.verified and first.outcome == "too_few_inliers"
+    assert all(not a.verified for a in first.attempts)
+    drive.chain.motion.accept(positions[i] + [0.5, 0.0, 0.0], stamps[i] - 5.0)
+    referenced = run(drive)
+    assert referenced.verified and referenced.agreed
+    np.testing.assert_allclose(referenced.position, single.position, atol=1e-6)
+    assert run(Verifier(m, replace(cfg, agree_needs_reference=False), max_speed_mps=10.0)).verified

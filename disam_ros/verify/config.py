@@ -25,6 +25,8 @@ class VerifyConfig:
     min_agreeing_inliers: int = 10  # two candidates whose poses agree verify each other from this many each ...
     agree_m: float = 0.5  # ... when within this distance ...
     agree_deg: float = 2.0  # ... and this angle
+    agree_needs_reference: bool = True  # sequence/window: agreement verifies only once the drive has a verified
+    #                                     pose (a drive's first must pass alone: verify/gate.may_agree)
     max_position_std_m: float = 1.0  # the solver's 1-sigma along the worst map axis
     max_shift_m: float = 10.0  # from the guiding candidate's pose
     max_turn_deg: float = 20.0

@@ -8,6 +8,7 @@ import numpy as np
 from disam_ros.geometry import quat_angle_deg
 from disam_ros.pose.solver import PoseSolution
 from disam_ros.verify.config import VerifyConfig
+from disam_ros.verify.motion import MotionGate
 from disam_ros.verify.result import Verification
 
 
@@ -45,6 +46,17 @@ def agreeing(attempts: list[Verification], cfg: VerifyConfig, min_inliers: int =
                 a.outcome, a.agreed = "verified", True
                 return a
     return None
+
+
+def may_agree(cfg: VerifyConfig, motion: MotionGate) -> bool:
+    """Whether two agreeing SIFT (or learned) candidates may verify a frame: always without a motion check (single
+    mode), else only once the drive has a verified pose (`agree_needs_reference`). Why: a drive's first verified
+    pose seeds what follows (the motion check, flow, tracking) and nothing checks it; there the candidates come from
+    retrieval alone, and two neighbouring map images of a wrong block that looks like the query can agree (a fog
+    drive's first keyframe verified 173 m off so). Later, after a gap, the belief carries the drive's history and
+    agreement stays (refusing it there cost validation town 7's fog, rain and snow 11 of 360 frames within 0.25 m).
+    The dense search's agreement has its own guard against look-alike places (its rival check) and is not gated."""
+    return not cfg.agree_needs_reference or motion.max_speed_mps <= 0 or motion.started
 
 
 def sure(look: Verification, cfg: VerifyConfig) -> bool:

@@ -74,9 +74,9 @@ class LearnedStep:
         return np.asarray(desc[ok], np.float32), np.asarray(pts[ok], np.float64)
 
     def attempts(self, rgb: np.ndarray, ks: list[int], positions: np.ndarray, quats: np.ndarray, cam: Intrinsics,
-                 solve: Solve) -> tuple[list[Verification], Verification | None]:
+                 solve: Solve, agree: bool = True) -> tuple[list[Verification], Verification | None]:
         """Each candidate in order guided by its own pose, up to one with `enough_inliers`; then two agreeing
-        candidates. Returns every attempt and the verified one (None: none)."""
+        candidates (`agree` False: not those). Returns every attempt and the verified one (None: none)."""
         cfg = self.config
         query = self.features(rgb)
         found: list[Verification] = []
@@ -93,7 +93,7 @@ class LearnedStep:
                 if v.verified and not _seconded(v, found, cfg):
                     v.outcome = "ambiguous"  # no other map image's solve lands near it
         best = verified_or(found, None)
-        return found, best if best is not None else agreeing(found, cfg)
+        return found, best if best is not None else agreeing(found, cfg) if agree else None
 
     def _guided(self, query: Features, k: int, pos: np.ndarray, quat: np.ndarray, cam: Intrinsics, solve: Solve
                 ) -> Verification:

@@ -37,6 +37,7 @@ class MotionGate:
         """A new drive: no reference."""
         self._position: np.ndarray | None = None
         self._stamp = math.nan
+        self._started = False
 
     def jump(self, position: np.ndarray, stamp: float) -> float | None:
         """The distance (m) from the reference when it is in force and `position` is farther than allowed from
@@ -50,6 +51,11 @@ class MotionGate:
         return d if d > allowed_jump_m(dt, self.max_speed_mps, self.slack_m) else None
 
     @property
+    def started(self) -> bool:
+        """A verified pose with a stamp has been accepted since the drive began (reset)."""
+        return self._started
+
+    @property
     def stamp(self) -> float:
         """The reference's stamp (NaN: none)."""
         return self._stamp
@@ -59,3 +65,4 @@ class MotionGate:
         ok = math.isfinite(stamp)
         self._position = np.asarray(position, np.float64).copy() if ok else None
         self._stamp = stamp if ok else math.nan
+        self._started = self._started or ok

@@ -1,42 +1,39 @@
-"""Geometric verification of a retrieval, and the metric pose it yields: the query's SIFT keypoints matched to
-the map keypoints of the best few candidate places (guided by each candidate's pose), the absolute pose solved
-by RANSAC + refinement (PoseLib by default, disam_ros.pose.solver), and a gate that says whether that pose may
-be published as verified.
+"""Geometric verification of a retrieval, and the metric pose it yields: the query's SIFT keypoints matched to the map
+keypoints of the best few candidate places (guided by each candidate's pose), the absolute pose solved by RANSAC +
+refinement (PoseLib by default, disam_ros.pose.solver), and a gate that says whether it may be published as verified.
 
-Why guided matching by the candidate's own pose: across conditions plain SIFT matching finds almost nothing at
-night, in fog or at dusk, while matching only near where the candidate's pose projects each map point finds
-enough (docs/pose.md, disam-match-eval). Why several candidates: a retrieval one map image (~3 m) off loses
-most matches, so the retrieval's top few places are tried, best inlier count kept.
+Why guided matching by the candidate's own pose: across conditions plain SIFT matching finds almost nothing at night,
+in fog or at dusk, while matching only near where the candidate's pose projects each map point finds enough
+(docs/pose.md, disam-match-eval). Why several candidates: a retrieval one map image (~3 m) off loses most matches, so
+the retrieval's top few places are tried, best inlier count kept.
 
-The gate (what "verified" means; thresholds in VerifyConfig, chosen on a development town, not the demo's):
-enough RANSAC inliers, and enough of the guided matches among them (or, weaker alone, two candidates whose
-separately solved poses agree); a solved position no less certain than `max_position_std_m`; a pose near the
-candidate that guided it (within `max_shift_m` and `max_turn_deg`: the guided matches were chosen where that pose
-projects the map points, so a solution far from it fits noise; with `regate_far_poses`, one failing only that is
-judged again at itself: verify/regate.py).
-A pose that fails the gate is reported with its reason (`outcome`) and never replaces the retrieval's answer.
+The gate (what "verified" means; thresholds in VerifyConfig, chosen on a development town, not the demo's): enough
+RANSAC inliers, and enough of the guided matches among them (or, weaker alone, two candidates whose separately solved
+poses agree, in sequence modes only once the drive has a verified pose: gate.may_agree); a solved position no
+less certain than `max_position_std_m`; a pose near the candidate that guided it (within `max_shift_m` and
+`max_turn_deg`: the guided matches were chosen where that pose projects the map points, so a solution far from it fits
+noise; with `regate_far_poses`, one failing only that is judged again at itself: verify/regate.py). A pose that fails
+the gate is reported with its reason (`outcome`) and never replaces the retrieval's answer.
 
 Cameras that look from elsewhere (`turn_search_deg`, `unguided_candidates`): the best candidate guides again turned
-left and right about the camera's vertical, then optionally candidates match without a guide (`_attempt_unguided`).
-Learned local features (`verify_features`, verify/learned_step.py): matched instead of SIFT's steps or after them.
+left and right about the camera's vertical, then candidates match without a guide. Learned local features
+(`verify_features`, verify/learned_step.py): matched instead of SIFT's steps or after them.
 
-A first look at reduced scale (`first_scale`): the candidates are first tried with SIFT on the half-size image
-(~20 ms of a 640x480 frame against ~90 ms at full scale); the first verified look that is also sure (`sure`) is the
-answer, so only frames no look answers (night, fog, rain, snow) pay for the full-scale steps (docs/pose.md). A
-verified look that is not sure is polished (verify/polish.py), with its own features before full-scale ones.
+A first look at reduced scale (`first_scale`): the candidates are first tried with SIFT on the half-size image (~20 ms
+of a 640x480 frame against ~90 ms at full scale); the first verified look that is also sure (`sure`) is the answer, so
+only frames no look answers (night, fog, rain, snow) pay for the full-scale steps (docs/pose.md); a verified look not
+sure is polished (verify/polish.py), with its own features first.
 
-Map-point tracking (`track_frames` > 0): a verified frame hands its inliers (keypoints, descriptors, the MAP points
-they matched) to the next frame, matched to them when its own candidates do not verify: consecutive frames match
-each other well across conditions, and the points stay the map's, so nothing drifts as visual odometry does. The
-chain ends after `track_frames` frames without a map-verified one, a gap of `track_max_gap_s`, or too few points.
-Around the flow pose (`prior_min_inliers`, verify/prior_step.py): a frame optical flow posed but does not answer (its
-chain's hops are spent; a renewal keyframe) is first matched around that pose against the map images near it.
+Map-point tracking (`track_frames` > 0): a verified frame hands its inliers (with the MAP points they matched) to
+the next frame, matched to them when its own candidates do not verify: consecutive frames match each other well
+across conditions, and the points stay the map's, so nothing drifts. The chain ends after `track_frames` frames
+without a map-verified one, a gap of `track_max_gap_s`, or too few points. Around the flow pose (`prior_min_inliers`,
+verify/prior_step.py): a frame flow posed but does not answer (a renewal keyframe) is matched around that pose first.
 
-A verified SIFT pose is then polished (`polish_images`, verify/polish.py): matched again from itself, in a narrow
-window, against the map images around it, and replaced by the pooled solve when that stays near it. The first
-full-scale candidate to verify is polished at once: a pool of `candidate_polish_inliers` ends the search.
-The dense search (`gradient_candidates`, verify/gradient_search.py) is the last resort, except on drives only it
-verifies (rain, snow, fog): there it runs first, or SIFT's steps are skipped (verify/order.py).
+A verified SIFT pose is then polished (`polish_images`, verify/polish.py): matched again from itself against the map
+images around it, replaced by the pooled solve when that stays near it; the first full-scale candidate to verify at
+once (a pool of `candidate_polish_inliers` ends the search). The dense search (`gradient_candidates`,
+verify/gradient_search.py) comes last, except on drives only it verifies (rain, snow, fog): there first, or alone.
 """
 from __future__ import annotations
 
@@ -66,7 +63,7 @@ from disam_ros.pose.solver import SolverConfig, solve_absolute_pose
 from disam_ros.verify.config import VerifyConfig
 from disam_ros.verify.dense_step import dense_attempts
 from disam_ros.verify.flow_chain import FlowChain
-from disam_ros.verify.gate import agreeing, judged, sure, verified_or
+from disam_ros.verify.gate import agreeing, judged, may_agree, sure, verified_or
 from disam_ros.verify.learned_step import LearnedStep, resolve_features, sift_refined
 from disam_ros.verify.order import StepOrder
 from disam_ros.verify.polish import polish_sift, polished_look
@@ -165,6 +162,7 @@ class Verifier:
         t0 = time.perf_counter()
         self._deadline = t0 + self.config.budget_ms / 1e3 if self.config.budget_ms > 0 else math.inf
         self._stop = stop  # false for good by default (bool() is False); a keyframe whose drive was reset: true
+        self._agree = may_agree(self.config, self.chain.motion)  # two agreeing may verify (gate.py)
         self._frame_features = {}
         h, w = rgb.shape[:2]
         cam, source = self.camera_for(w, h)
@@ -240,7 +238,8 @@ class Verifier:
             best = answer or best
             order.sift_ran(best.verified, tracked=keyframe and best.verified and best.hops > 0)
         if self.learned is not None and not best.verified and not self._late():
-            found, answer = self.learned.attempts(rgb, ks, self.map.positions, self.map.quats, cam, self._solve)
+            found, answer = self.learned.attempts(rgb, ks, self.map.positions, self.map.quats, cam, self._solve,
+                                                  agree=self._agree)
             attempts += found
             best = best if answer is None else sift_refined(answer, query, cam, self.map, self._forwards(),
                                                             self._map_side, cfg)
@@ -265,7 +264,7 @@ class Verifier:
             if attempts[-1].verified and attempts[-1].inliers >= cfg.enough_inliers:
                 break
             first = None if not cfg.candidate_polish_inliers or polished else attempts[-1] if attempts[-1].verified \
-                else agreeing(attempts, cfg) if n else None  # the first verified alone or by two agreeing
+                else agreeing(attempts, cfg) if n and self._agree else None  # the first verified alone or by two
             if first is not None:
                 polished = True  # the first verified one, polished in place (verify() does not polish it again)
                 v = polish_sift(first, query, cam, self.map, self._forwards(), self._map_side, cfg)
@@ -273,7 +272,7 @@ class Verifier:
                     return v
         best = max(attempts, key=lambda v: (v.verified, v.inliers), default=Verification("too_few_inliers"))
         if not best.verified:
-            best = agreeing(attempts, cfg) or best
+            best = (agreeing(attempts, cfg) if self._agree else None) or best
         if not best.verified and cfg.turn_search_deg > 0 and ks and not self._late():
             turns = [self._attempt(query, ks[0], cam, turn) for turn in (-cfg.turn_search_deg, cfg.turn_search_deg)]
             attempts += turns
