@@ -463,3 +463,36 @@ def test_the_keyframe_thread_s_chains_follow_with_their_own_lucas_kanade_patch(f
     assert windows and set(windows) == {(21, 21)} and steps[2].result.verification.flow
     with pytest.raises(ValueError, match="keyframe_flow_window_px=10"):
         TrackerConfig(keyframe_flow_window_px=10)
+
+
+def test_a_keyframe_far_from_the_pose_the_chain_published_for_its_frame_ends_the_chain(flow_drive):
+    """flow_keyframe_check_m 0.3: frame 0 solved inline seeds the chain, which follows frames 1-2 by real flow
+    (each within 0.25 m of where it was rendered). A keyframe answered late for frame 2 within 0.1 m of the chain's
+    pose there leaves the chain on (nothing newer to follow: the seed stays frame 2's); the same keyframe moved
+    0.5 m ends it, unseeded (the next keyframe decides); with the check off (0) that one leaves the chain on too."""
+    from dataclasses import replace
+
+    from disam_ros.pose.features import to_grey
+    from disam_ros.verify.config import VerifyConfig
+    from disam_ros.verify.verifier import Verifier
+
+    m, k, frames = flow_drive
+    greys = [to_grey(rgb) for rgb, _, _ in frames]
+    stamps = [1000.0 + 0.1 * i for i in range(len(frames))]
+
+    def chain_at_frame_2(check_m: float):
+        verifier = Verifier(m, VerifyConfig(flow_frames=30, flow_keyframe_check_m=check_m), max_speed_mps=15.0)
+        cam, _ = verifier.camera_for(frames[0][0].shape[1], frames[0][0].shape[0])
+        assert verifier.verify(frames[0][0], [k], stamp=stamps[0]).verified  # inline: seeds the chain
+        flows = [verifier.chain.follow(greys[i], stamps[i], cam, catch_up=True) for i in (1, 2)]  # speed unknown
+        for v, (_, pos, quat) in zip(flows, frames[1:3]):
+            assert v is not None and v.verified and _near(v, pos, quat)
+        return verifier.chain, cam, flows[-1]
+
+    for check_m, shift_m, ends in ((0.3, 0.1, False), (0.3, 0.5, True), (0.0, 0.5, False)):
+        chain, cam, published = chain_at_frame_2(check_m)
+        keyframe = replace(published, flow=False, position=published.position + [shift_m, 0.0, 0.0])
+        chain.settle(keyframe, greys[2], stamps[2], cam, lambda after: [], drive=chain.drive)
+        assert (chain.seed is None) == ends, (check_m, shift_m)
+        if not ends:
+            assert chain.seed.stamp == stamps[2]

@@ -159,6 +159,10 @@ class VerifyConfig:
     #                           beside the frame loop the tracker uses TrackerConfig.keyframe_flow_window_px
     flow_seed_max_sigma_m: float = 0.25  # ... map points projected only from a pose this well determined (worst
     #                                      axis 1-sigma, m: a 17-inlier SIFT pose 0.39 m off held 10 fog frames there)
+    flow_keyframe_check_m: float = 0.5  # beside the frame loop: a verified keyframe farther than this (or agree_deg)
+    #                                     from the pose the chain published for its frame ends the chain, unseeded
+    #                                     (one of the two is wrong; the next keyframe decides); 0 = off (validation
+    #                                     town 7, 30 Hz fog over 4.8 s: verified poses off 23.4 -> 14.3 a replay)
     flow_drift_m: float = 0.007  # ... a flow pose's position sigma grows by this much on each axis per frame followed
     #                              since the last solved pose: flow drifts, and a chain of 26-31 frames was 0.47 m off
     #                              (rms) where its covariance said centimetres (30 Hz keyframes, validation town 7: NEES
@@ -270,6 +274,7 @@ class VerifyConfig:
                   ("flow_min_inlier_ratio", 0 <= self.flow_min_inlier_ratio < 1),
                   ("flow_max_error_px", self.flow_max_error_px > 0), ("flow_fb_px", self.flow_fb_px > 0),
                   ("flow_drift_m", self.flow_drift_m >= 0),
+                  ("flow_keyframe_check_m", self.flow_keyframe_check_m >= 0),
                   ("flow_window_px", self.flow_window_px >= 5 and self.flow_window_px % 2 == 1),
                   ("motion_slack_m", self.motion_slack_m >= 0), ("polish_images", self.polish_images >= 0),
                   ("polish_radius", 0.0 < self.polish_radius <= 1.0),

@@ -16,11 +16,13 @@ ended ~10 frames behind the camera, too far for the frame loop to follow (no nig
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
 
+from disam_ros.geometry import quat_angle_deg
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.verify.config import VerifyConfig
 from disam_ros.verify.flow import FlowSeed, flow_attempt, next_seed, trackable
@@ -28,6 +30,7 @@ from disam_ros.verify.motion import MotionGate
 from disam_ros.verify.result import Verification
 
 CATCH_UP_MAX_GAP_S = 0.2  # a catch-up step follows frames at most this far apart (camera rate; slower: no chain)
+PUBLISHED = 64  # the chain's last flow poses kept, to check a keyframe answered late against (~2 s at 30 Hz)
 
 
 class FlowChain:
@@ -40,11 +43,14 @@ class FlowChain:
         self._map_points = map_points
         self._seed: FlowSeed | None = None
         self._lock = threading.Lock()
+        self._published: deque[tuple[float, int, np.ndarray, np.ndarray]] = deque(maxlen=PUBLISHED)
+        self._line = 0  # counts seeds set by a solve: which chain published a flow pose
         self.drive = 0  # counts resets: a keyframe taken before one renews nothing after it
 
     def reset(self) -> None:
         with self._lock:
             self._seed = None
+            self._published.clear()
             self.motion.reset()
             self.drive += 1
 
@@ -70,6 +76,8 @@ class FlowChain:
                 return None
             self._judge(v, stamp)
             self._seed = self._next(seed, v, grey, stamp, cam)
+            if v.verified:
+                self._published.append((stamp, self._line, v.position.copy(), v.quat.copy()))
         return v
 
     def guess(self, grey: np.ndarray | None, stamp: float, cam: Intrinsics) -> tuple[np.ndarray, np.ndarray] | None:
@@ -97,9 +105,12 @@ class FlowChain:
                 return
             if v.verified:
                 self._judge(v, stamp)
+            if since is not None and v.verified and self._contradicted(v, stamp):
+                self._seed, self._line = None, self._line + 1
+                return
             seed = self._next(self._seed, v, grey, stamp, cam)
             if since is None or seed is None:
-                self._seed = seed if since is None else self._seed
+                self._seed, self._line = (seed, self._line + 1) if since is None else (self._seed, self._line)
                 return
         head = FlowChain(self.config, 0.0, self._map_points)  # the catch-up runs on a private chain
         head._seed = seed
@@ -111,7 +122,19 @@ class FlowChain:
             if drive is not None and drive != self.drive:
                 return
             if current is None or head._seed.stamp >= current.stamp or current.hops >= self.config.flow_frames:
-                self._seed = head._seed
+                self._seed, self._line = head._seed, self._line + 1
+
+    def _contradicted(self, v: Verification, stamp: float) -> bool:
+        """(lock held) The current chain published a flow pose for the keyframe's frame that `v` puts farther than
+        flow_keyframe_check_m or agree_deg away. Why: a keyframe answered late renews the chain only when its
+        catch-up gets ahead of it, so a chain that drifted, or was seeded from a wrong solve, went on publishing
+        verified poses past right keyframes (a fog drive: 0.6 to 2.5 m off over 30 frames, keyframes 0.03-0.07 m)."""
+        cfg = self.config
+        if cfg.flow_keyframe_check_m <= 0:
+            return False
+        mine = next(((p, q) for t, line, p, q in self._published if t == stamp and line == self._line), None)
+        return mine is not None and (float(np.linalg.norm(v.position - mine[0])) > cfg.flow_keyframe_check_m
+                                     or quat_angle_deg(v.quat, mine[1]) > cfg.agree_deg)
 
     def _judge(self, v: Verification, stamp: float) -> None:
         """The motion check (lock held): a pose too far from the last verified one is "jumped"; a newer plausible
