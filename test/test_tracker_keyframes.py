@@ -496,3 +496,43 @@ def test_a_keyframe_far_from_the_pose_the_chain_published_for_its_frame_ends_the
         assert (chain.seed is None) == ends, (check_m, shift_m)
         if not ends:
             assert chain.seed.stamp == stamps[2]
+
+
+def test_a_keyframe_measures_the_chain_s_drift_which_widens_the_flow_poses_covariance(flow_drive, monkeypatch):
+    """Keyframes measuring from 2 frames on (DRIFT_MIN_HOPS patched; the drive has 5 frames): the chain follows
+    frames 1-2 from frame 0; a keyframe for frame 2 lands 0.3 m from the chain's pose there (below the 0.5 m check),
+    so the drive drifts 0.3 / 2 = 0.15 m a frame. Its seed (frame 2) follows frames 3 and 4, and their position
+    variance holds (0.15 x frames followed)^2 of drift: the same flow step with no drift differs by exactly that.
+    From 3 frames on, the 2-frame keyframe measures nothing: the drift stays flow_drift_m."""
+    from dataclasses import replace
+
+    from disam_ros.pose.features import to_grey
+    from disam_ros.verify import flow_chain
+    from disam_ros.verify.config import VerifyConfig
+    from disam_ros.verify.flow import flow_attempt
+    from disam_ros.verify.verifier import Verifier
+
+    m, k, frames = flow_drive
+    greys = [to_grey(rgb) for rgb, _, _ in frames]
+    stamps = [1000.0 + 0.1 * i for i in range(len(frames))]
+    cfg = VerifyConfig(flow_frames=30)
+    for min_hops, drift in ((2, 0.15), (3, cfg.flow_drift_m)):
+        monkeypatch.setattr(flow_chain, "DRIFT_MIN_HOPS", min_hops)
+        verifier = Verifier(m, cfg, max_speed_mps=15.0)
+        chain = verifier.chain
+        cam, _ = verifier.camera_for(frames[0][0].shape[1], frames[0][0].shape[0])
+        assert verifier.verify(frames[0][0], [k], stamp=stamps[0]).verified
+        published = [chain.follow(greys[i], stamps[i], cam, catch_up=True) for i in (1, 2)][-1]
+        assert published is not None and published.hops == 2
+        keyframe = replace(published, flow=False, position=published.position + [0.3, 0.0, 0.0])
+        chain.settle(keyframe, greys[2], stamps[2], cam, lambda after: [], drive=chain.drive)
+        assert chain.seed is not None and chain.seed.stamp == stamps[2] and chain.seed.hops == 0
+        assert chain.drift_m == pytest.approx(drift, rel=1e-6)
+        for i, hops in ((3, 1), (4, 2)):
+            undrifted = flow_attempt(chain.seed, greys[i], cam, cfg, drift_m=0.0)  # the same flow step, no drift
+            v = chain.follow(greys[i], stamps[i], cam, catch_up=True)
+            assert v is not None and v.verified and v.hops == hops
+            added = v.covariance[:3, :3] - undrifted.covariance[:3, :3]
+            np.testing.assert_allclose(added, np.eye(3) * (drift * hops) ** 2, atol=1e-12)
+        chain.reset()
+        assert chain.drift_m == cfg.flow_drift_m  # a new drive starts from the floor

@@ -167,6 +167,7 @@ class VerifyConfig:
     #                              since the last solved pose: flow drifts, and a chain of 26-31 frames was 0.47 m off
     #                              (rms) where its covariance said centimetres (30 Hz keyframes, validation town 7: NEES
     #                              52 -> 2.9; the smallest step whose mean NEES is <= 3; docs/notes/pose.md)
+    #                              Beside the frame loop, the floor: keyframes measure each drive's own (flow_chain.py)
     motion_speed_factor: float = 1.5  # sequence/window: a verified pose farther from the last verified one than
     #                                   this x the tracker's max speed x the time between them, plus motion_slack_m,
     #                                   is refused as "jumped" (verify/motion.py; 0 = off; single mode: off)

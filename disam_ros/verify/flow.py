@@ -131,9 +131,11 @@ def trackable(seed: FlowSeed | None, grey: np.ndarray | None, stamp: float, cfg:
         and seed.speed_mps * dt <= cfg.flow_max_step_m
 
 
-def flow_attempt(seed: FlowSeed, grey: np.ndarray, cam: Intrinsics, cfg: VerifyConfig) -> Verification:
+def flow_attempt(seed: FlowSeed, grey: np.ndarray, cam: Intrinsics, cfg: VerifyConfig,
+                 drift_m: float | None = None) -> Verification:
     """The seed's pixels followed into `grey` (forward and backward within `flow_fb_px`), the pose solved from
-    them against their map points and judged (module docstring)."""
+    them against their map points and judged (module docstring); its covariance grows by `drift_m` a frame
+    followed (None: flow_drift_m; a drive's measured drift, verify/flow_chain.py)."""
     lk = lk_params(cfg.flow_window_px)
     ahead, ok, _ = cv2.calcOpticalFlowPyrLK(seed.grey, grey, seed.pixels, None, **lk)
     back, ok_back, _ = cv2.calcOpticalFlowPyrLK(grey, seed.grey, ahead, None, **lk)
@@ -153,7 +155,7 @@ def flow_attempt(seed: FlowSeed, grey: np.ndarray, cam: Intrinsics, cfg: VerifyC
     v.flow, v.hops = True, seed.hops + 1
     if seed.covariance is not None:  # the followed points carry the first pose's error (measured or projected)
         v.covariance = v.covariance + seed.covariance
-    v.covariance = v.covariance + drift_covariance(v.hops, cfg.flow_drift_m)
+    v.covariance = v.covariance + drift_covariance(v.hops, cfg.flow_drift_m if drift_m is None else drift_m)
     return v
 
 

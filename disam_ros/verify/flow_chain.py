@@ -31,6 +31,8 @@ from disam_ros.verify.result import Verification
 
 CATCH_UP_MAX_GAP_S = 0.2  # a catch-up step follows frames at most this far apart (camera rate; slower: no chain)
 PUBLISHED = 64  # the chain's last flow poses kept, to check a keyframe answered late against (~2 s at 30 Hz)
+DRIFT_MIN_HOPS = 5  # a keyframe measures the chain's drift only this many frames on (a solve's own error over
+#                      fewer frames would pass for drift)
 
 
 class FlowChain:
@@ -43,14 +45,16 @@ class FlowChain:
         self._map_points = map_points
         self._seed: FlowSeed | None = None
         self._lock = threading.Lock()
-        self._published: deque[tuple[float, int, np.ndarray, np.ndarray]] = deque(maxlen=PUBLISHED)
+        self._published: deque[tuple[float, int, Verification]] = deque(maxlen=PUBLISHED)
         self._line = 0  # counts seeds set by a solve: which chain published a flow pose
         self.drive = 0  # counts resets: a keyframe taken before one renews nothing after it
+        self.drift_m = c.flow_drift_m  # this drive's flow drift a frame: keyframes measure it (_measure)
 
     def reset(self) -> None:
         with self._lock:
             self._seed = None
             self._published.clear()
+            self.drift_m = self.config.flow_drift_m
             self.motion.reset()
             self.drive += 1
 
@@ -68,7 +72,7 @@ class FlowChain:
         if grey is None or seed is None or not (trackable(seed, grey, stamp, self.config) or (
                 catch_up and _close_behind(seed, grey, stamp, self.config))):
             return None
-        v = flow_attempt(seed, grey, cam, self.config)
+        v = flow_attempt(seed, grey, cam, self.config, self.drift_m)
         if not v.verified:
             return None
         with self._lock:
@@ -77,7 +81,7 @@ class FlowChain:
             self._judge(v, stamp)
             self._seed = self._next(seed, v, grey, stamp, cam)
             if v.verified:
-                self._published.append((stamp, self._line, v.position.copy(), v.quat.copy()))
+                self._published.append((stamp, self._line, v))
         return v
 
     def guess(self, grey: np.ndarray | None, stamp: float, cam: Intrinsics) -> tuple[np.ndarray, np.ndarray] | None:
@@ -105,7 +109,8 @@ class FlowChain:
                 return
             if v.verified:
                 self._judge(v, stamp)
-            if since is not None and v.verified and self._contradicted(v, stamp):
+            mine = self._published_at(stamp) if since is not None and v.verified else None
+            if mine is not None and self._measure(v, mine):
                 self._seed, self._line = None, self._line + 1
                 return
             seed = self._next(self._seed, v, grey, stamp, cam)
@@ -113,7 +118,7 @@ class FlowChain:
                 self._seed, self._line = (seed, self._line + 1) if since is None else (self._seed, self._line)
                 return
         head = FlowChain(self.config, 0.0, self._map_points)  # the catch-up runs on a private chain
-        head._seed = seed
+        head._seed, head.drift_m = seed, self.drift_m
         followed = True
         while followed and (frames := [(t, g) for t, g in since(head._seed.stamp) if t > head._seed.stamp]):
             followed = all(head.follow(g, t, cam, catch_up=True) is not None for t, g in frames)  # stops at a miss
@@ -124,17 +129,24 @@ class FlowChain:
             if current is None or head._seed.stamp >= current.stamp or current.hops >= self.config.flow_frames:
                 self._seed, self._line = head._seed, self._line + 1
 
-    def _contradicted(self, v: Verification, stamp: float) -> bool:
-        """(lock held) The current chain published a flow pose for the keyframe's frame that `v` puts farther than
-        flow_keyframe_check_m or agree_deg away. Why: a keyframe answered late renews the chain only when its
-        catch-up gets ahead of it, so a chain that drifted, or was seeded from a wrong solve, went on publishing
-        verified poses past right keyframes (a fog drive: 0.6 to 2.5 m off over 30 frames, keyframes 0.03-0.07 m)."""
+    def _published_at(self, stamp: float) -> Verification | None:
+        """(lock held) The flow pose the current chain published for the frame at `stamp`, if it did."""
+        return next((v for t, line, v in self._published if t == stamp and line == self._line), None)
+
+    def _measure(self, v: Verification, mine: Verification) -> bool:
+        """(lock held) A verified keyframe `v` against the chain's own pose for its frame, `mine`: their distance over
+        the frames followed is this drive's drift a frame (at least flow_drift_m; from DRIFT_MIN_HOPS frames on).
+        Returns whether `v` contradicts the chain (farther than flow_keyframe_check_m or agree_deg). Why: a keyframe
+        answered late renews the chain only when its catch-up gets ahead of it, so a chain that drifted, or was
+        seeded from a wrong solve, went on publishing verified poses past right keyframes (a fog drive: 0.6 to 2.5 m
+        off over 30 frames, keyframes 0.03-0.07 m); and fog drifts several times faster than flow_drift_m, so the
+        flow poses' covariance said centimetres where they were a metre off."""
         cfg = self.config
-        if cfg.flow_keyframe_check_m <= 0:
-            return False
-        mine = next(((p, q) for t, line, p, q in self._published if t == stamp and line == self._line), None)
-        return mine is not None and (float(np.linalg.norm(v.position - mine[0])) > cfg.flow_keyframe_check_m
-                                     or quat_angle_deg(v.quat, mine[1]) > cfg.agree_deg)
+        d = float(np.linalg.norm(v.position - mine.position))
+        if mine.hops >= DRIFT_MIN_HOPS:
+            self.drift_m = max(cfg.flow_drift_m, d / mine.hops)
+        return cfg.flow_keyframe_check_m > 0 and (d > cfg.flow_keyframe_check_m
+                                                  or quat_angle_deg(v.quat, mine.quat) > cfg.agree_deg)
 
     def _judge(self, v: Verification, stamp: float) -> None:
         """The motion check (lock held): a pose too far from the last verified one is "jumped"; a newer plausible
