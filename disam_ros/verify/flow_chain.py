@@ -12,6 +12,10 @@ flow to jump in one step, so its seed follows the frames seen since, one by one,
 arriving while it does, so it asks again for those after the last it followed until none are left: on one core
 a night keyframe took 350-900 ms and its catch-up ~400 ms more, and a catch-up over the frames seen when it began
 ended ~10 frames behind the camera, too far for the frame loop to follow (no night frame verified in real time).
+
+A keyframe also checks the chain where the chain answered its frame (`_measure`): their distance over the frames
+followed is the drive's flow drift, which then widens every flow pose's covariance, and a keyframe that disagrees
+with the chain (flow_keyframe_check_m) ends it, so a drifted chain does not go on past a right keyframe.
 """
 from __future__ import annotations
 
