@@ -49,15 +49,13 @@ class FlowChain:
         self._map_points = map_points
         self._seed: FlowSeed | None = None
         self._lock = threading.Lock()
-        self._published: deque[tuple[float, int, Verification]] = deque(maxlen=PUBLISHED)
-        self._line = 0  # counts seeds set by a solve: which chain published a flow pose
+        self._published: deque[tuple[float, Verification]] = deque(maxlen=PUBLISHED)  # the current chain's
         self.drive = 0  # counts resets: a keyframe taken before one renews nothing after it
         self.drift_m = c.flow_drift_m  # this drive's flow drift a frame: keyframes measure it (_measure)
 
     def reset(self) -> None:
         with self._lock:
-            self._seed = None
-            self._published.clear()
+            self._renew(None)
             self.drift_m = self.config.flow_drift_m
             self.motion.reset()
             self.drive += 1
@@ -85,7 +83,7 @@ class FlowChain:
             self._judge(v, stamp)
             self._seed = self._next(seed, v, grey, stamp, cam)
             if v.verified:
-                self._published.append((stamp, self._line, v))
+                self._published.append((stamp, v))
         return v
 
     def guess(self, grey: np.ndarray | None, stamp: float, cam: Intrinsics) -> tuple[np.ndarray, np.ndarray] | None:
@@ -115,11 +113,12 @@ class FlowChain:
                 self._judge(v, stamp)
             mine = self._published_at(stamp) if since is not None and v.verified else None
             if mine is not None and self._measure(v, mine):
-                self._seed, self._line = None, self._line + 1
+                self._renew(None)
                 return
             seed = self._next(self._seed, v, grey, stamp, cam)
             if since is None or seed is None:
-                self._seed, self._line = (seed, self._line + 1) if since is None else (self._seed, self._line)
+                if since is None:
+                    self._renew(seed)
                 return
         head = FlowChain(self.config, 0.0, self._map_points)  # the catch-up runs on a private chain
         head._seed, head.drift_m = seed, self.drift_m
@@ -131,11 +130,16 @@ class FlowChain:
             if drive is not None and drive != self.drive:
                 return
             if current is None or head._seed.stamp >= current.stamp or current.hops >= self.config.flow_frames:
-                self._seed, self._line = head._seed, self._line + 1
+                self._renew(head._seed)
+
+    def _renew(self, seed: FlowSeed | None) -> None:
+        """(lock held) A solve's seed (or none) starts a new chain: the old chain's poses are no longer its own."""
+        self._seed = seed
+        self._published.clear()
 
     def _published_at(self, stamp: float) -> Verification | None:
         """(lock held) The flow pose the current chain published for the frame at `stamp`, if it did."""
-        return next((v for t, line, v in self._published if t == stamp and line == self._line), None)
+        return next((v for t, v in self._published if t == stamp), None)
 
     def _measure(self, v: Verification, mine: Verification) -> bool:
         """(lock held) A verified keyframe `v` against the chain's own pose for its frame, `mine`: their distance over
