@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true", help="small sizes (the CPU dry run)")
-    p.add_argument("--budget-s", type=float, default=450.0, help="every step ends within this many seconds")
+    p.add_argument("--budget-s", type=float, default=480.0, help="every step ends within this many seconds")
     p.add_argument("--steps", type=lambda v: [x for x in v.split(",") if x], default=list(STEPS),
                    help=f"a comma list of {','.join(STEPS)} (a rerun of what a spent budget skipped)")
     args = p.parse_args(argv)
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                       [*dev, "--sizes", "1000", "--modes", "pca,exact16", "--queries", "10"], 120, fmt_retrieval),
         "training": ([*dev, "--presets", "tiny"] if q else [*dev, "--presets", "small", "tiny", "--paper"], 240,
                      fmt_training),
-        "threads": (["--reps", "5"], 150, fmt_threads),
+        "threads": (["--reps", "3"], 150, fmt_threads),
     }
     for suite, (bench_args, timeout, fmt) in benches.items():
         if run(suite):
