@@ -536,3 +536,58 @@ def test_a_keyframe_measures_the_chain_s_drift_which_widens_the_flow_poses_covar
             np.testing.assert_allclose(added, np.eye(3) * (drift * hops) ** 2, atol=1e-12)
         chain.reset()
         assert chain.drift_m == cfg.flow_drift_m  # a new drive starts from the floor
+
+
+@pytest.mark.parametrize("max_age_s", [2.0, 0.05])
+def test_a_keyframe_verified_after_a_later_frame_moved_the_belief_narrows_it_more_loosely(flow_drive, monkeypatch,
+                                                                                        max_age_s):
+    """Frame 0's keyframe is held back (its solve waits on an event) until frame 1 has moved the belief, so it comes
+    back 0.1 s behind the belief's present. The camera can have moved 15 m/s x 0.1 s = 1.5 m since, so the verified
+    position (frame 0's, within 0.25 m) narrows the belief with sigma hypot(2.0, 1.5) = 2.5 m; with
+    `late_keyframe_max_age_s` 0.05 a keyframe that old says nothing (the rule before it, for a keyframe no frame
+    passed)."""
+    import threading
+
+    from disam_ros.tracking.keyframes import KeyframeThread
+    from disam_ros.tracking.tracker import Tracker, TrackerConfig
+
+    m, _, frames = flow_drive
+    release, solve = threading.Event(), KeyframeThread._solve
+
+    def held(self, job):
+        assert release.wait(60.0)
+        return solve(self, job)
+
+    monkeypatch.setattr(KeyframeThread, "_solve", held)
+    reloc = _relocalizer(m)
+    tracker = Tracker(reloc, TrackerConfig(mode="sequence", keyframes=True, keyframe_wait_ms=0.0,
+                                           late_keyframe_max_age_s=max_age_s))
+    seen: list[tuple[np.ndarray, float]] = []
+    observe = tracker._seq.observe_position
+    monkeypatch.setattr(tracker._seq, "observe_position",
+                        lambda pos, sigma, *a, **k: (seen.append((np.array(pos), sigma)), observe(pos, sigma, *a, **k)))
+    try:
+        tracker.step(frames[0][0], 1000.0)
+        tracker.step(frames[1][0], 1000.1)  # the thread is busy: frame 1 goes out on retrieval and moves the belief
+        assert seen == []
+        release.set()
+        _drain(tracker)
+        late = tracker.step(frames[2][0], 1000.2).late
+    finally:
+        release.set()
+        tracker.close()
+        reloc.map.close()
+    assert [a.stamp for a in late] == [1000.0] and _near(late[0].result, *frames[0][1:])
+    late_seen = [(p, s) for p, s in seen if s != tracker.config.verify.belief_sigma_m]
+    if max_age_s == 2.0:
+        assert len(late_seen) == 1 and late_seen[0][1] == pytest.approx(2.5, abs=1e-9)
+        assert float(np.linalg.norm(late_seen[0][0] - frames[0][1])) < 0.25
+    else:
+        assert late_seen == []
+
+
+def test_late_keyframe_max_age_is_checked():
+    from disam_ros.tracking.tracker_config import TrackerConfig
+
+    with pytest.raises(ValueError, match="late_keyframe_max_age_s"):
+        TrackerConfig(late_keyframe_max_age_s=-0.1)

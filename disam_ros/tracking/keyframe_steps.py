@@ -130,22 +130,32 @@ class KeyframeSteps:
 
     def _late_keyframes(self) -> tuple[LateAnswer, ...]:
         """Keyframes answered after their frame was: their map points carry on, and a verified one narrows the
-        belief when no frame has moved it since (its place is then the belief's present). Returns the verified
-        ones as late answers (`_late_answer`)."""
+        belief (`_late_sigma`). Returns the verified ones as late answers (`_late_answer`)."""
         late = []
         for job in self._keyframes.finished():
             v = job.answer
             if v is None or not v.verified:
                 continue
             self._points = v.support
-            sigma = self.config.verify.belief_sigma_m
-            if self._seq is not None and sigma > 0 and job.stamp == self._belief_t:
+            sigma = self._late_sigma(job.stamp)
+            if self._seq is not None and sigma > 0:
                 self._seq.observe_position(v.position, sigma, self.config.verify.belief_floor,
                                            heading=float(headings_from_quats(v.quat[None])[0]))
             answer = self._late_answer(job)
             if answer is not None:
                 late.append(answer)
         return tuple(late)
+
+    def _late_sigma(self, stamp: float) -> float:
+        """How near a late verified keyframe's position says the camera is now (m; 0: it says nothing). Its frame
+        may lie behind the belief's present by several frames (at camera rate it nearly always does); the camera
+        has since moved at most max speed x that age, so the verified place narrows the belief that much more
+        loosely. Why: without it, a belief lost in fog stayed lost while keyframes verified right."""
+        cfg, sigma = self.config, self.config.verify.belief_sigma_m
+        age = self._belief_t - stamp
+        if sigma <= 0 or not age >= 0 or (age > 0 and age > cfg.late_keyframe_max_age_s):
+            return 0.0
+        return float(np.hypot(sigma, cfg.sequence.max_speed_mps * age))
 
     def _late_answer(self, job: Keyframe) -> LateAnswer | None:
         """The keyframe's frame answered again with its verified pose, as `_use` would have answered it in time: the

@@ -31,6 +31,9 @@ class TrackerConfig:
     #                                    (validation town 7: 44.7 -> 55.4 % of frames within 0.25 m, verified poses
     #                                    over 0.25 m 28.8 -> 9.0 a replay; docs/notes/pose.md)
     flow_skips_retrieval: bool = True  # ... sequence mode: a frame flow verifies is answered without retrieval
+    late_keyframe_max_age_s: float = 2.0  # ... sequence mode: a keyframe verified after later frames moved the belief
+    #                                       narrows it with its sigma widened by max speed x its age, up to this age
+    #                                       (0: only a keyframe no frame has passed, as before)
 
     def __post_init__(self) -> None:
         if self.mode not in TRACKER_MODES:
@@ -44,6 +47,8 @@ class TrackerConfig:
         if not (self.keyframe_wait_ms >= 0 and self.keyframe_flow_frames >= 0):
             raise ValueError(f"keyframe_wait_ms={self.keyframe_wait_ms!r} and keyframe_flow_frames="
                              f"{self.keyframe_flow_frames!r} must be >= 0")
+        if not self.late_keyframe_max_age_s >= 0:
+            raise ValueError(f"late_keyframe_max_age_s={self.late_keyframe_max_age_s!r} must be >= 0 (0: off)")
         if not (self.keyframe_flow_window_px >= 5 and self.keyframe_flow_window_px % 2 == 1):
             raise ValueError(f"keyframe_flow_window_px={self.keyframe_flow_window_px!r} must be an odd number of "
                              "pixels >= 5 (Lucas-Kanade's patch is centred on the point)")
