@@ -3,6 +3,8 @@
 Expected values are where the frames were rendered, and which steps a frame can have run by construction."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -591,3 +593,40 @@ def test_late_keyframe_max_age_is_checked():
 
     with pytest.raises(ValueError, match="late_keyframe_max_age_s"):
         TrackerConfig(late_keyframe_max_age_s=-0.1)
+
+
+def test_cpu_share_is_cpu_time_over_wall_time_within_zero_and_one():
+    from disam_ros.tracking.keyframes import cpu_share
+
+    assert cpu_share(0.05, 0.1) == pytest.approx(0.5)
+    assert cpu_share(0.2, 0.1) == 1.0  # clocks of different resolution: never more than the core
+    assert cpu_share(-1e-6, 0.1) == 0.0 and cpu_share(0.0, 0.0) == 1.0
+
+
+def test_a_keyframe_thread_that_gets_no_cpu_says_it_is_starved(flow_drive, monkeypatch, caplog):
+    """Each solve sleeps 0.3 s (wall time, no CPU: what a core shared with a busy process looks like to the
+    thread): after STARVED_KEYFRAMES such keyframes the thread warns once, naming the fix, and diagnostics give
+    the share it got; a reset forgets the shares."""
+    import logging
+
+    from disam_ros.tracking import keyframes as kf_mod
+    from disam_ros.tracking.keyframes import Keyframe, KeyframeThread
+    from disam_ros.verify.config import VerifyConfig
+    from disam_ros.verify.verifier import Verification, Verifier
+
+    m, _, frames = flow_drive
+    monkeypatch.setattr(KeyframeThread, "_solve", lambda self, job: (time.sleep(0.3), Verification("too_few_inliers",
+                                                                                                   ms=300.0))[1])
+    thread = KeyframeThread(Verifier(m, VerifyConfig(flow_frames=30), max_speed_mps=15.0))
+    try:
+        with caplog.at_level(logging.WARNING, logger=kf_mod.__name__):
+            for i in range(kf_mod.STARVED_KEYFRAMES + 1):
+                job = Keyframe(frames[0][0], None, [0], None, 1000.0 + i, False)
+                assert thread.submit(job) and thread.wait(job, 30.0) is not None
+        diag = thread.diagnostics()
+        assert 0.0 <= diag["keyframe_cpu_share"] < kf_mod.STARVED_SHARE
+        starved = [r.getMessage() for r in caplog.records if "starved" in r.getMessage()]
+        assert len(starved) == 1 and "core of its own" in starved[0]  # once: warnings are spaced
+        assert thread.reset() and "keyframe_cpu_share" not in thread.diagnostics()
+    finally:
+        thread.close()

@@ -6,17 +6,20 @@ pose is published late. Here the frame loop never waits longer than `wait_ms` fo
 retrieved and followed by optical flow from the last verified pose (a few ms; verify/flow_chain.py), and when
 the thread is free the frame goes to it as a keyframe. A keyframe answered within `wait_ms` is that frame's
 answer, as before; one answered later is never published as a pose (its frame has been answered), it renews the
-flow chain instead, following the frames seen since up to the newest, and narrows the belief when no frame has
-moved it since. Verified, it is handed on as a late answer (`TrackStep.late`): a loop closure at its own frame's
+flow chain instead, following the frames seen since up to the newest, and narrows the belief, more loosely the
+older it is. Verified, it is handed on as a late answer (`TrackStep.late`): a loop closure at its own frame's
 stamp for a SLAM back end.
 
-The thread runs at a lower priority (nice +10, Linux) so that on one core the frame loop runs first.
+The thread runs at a lower priority (nice +10, Linux) so that on one core the frame loop runs first. It needs the
+rest of that core: one shared with a busy process leaves it a few per cent, and then nothing verifies, so the
+thread measures the share of a core it gets while solving and says so (`starved`).
 """
 from __future__ import annotations
 
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +34,9 @@ log = logging.getLogger(__name__)
 NICE = 10  # the keyframe thread's niceness above the frame loop's
 RESET_WAIT_S = 1.0  # a reset waits this long at most for the dropped keyframe to end
 RECENT_FRAMES = 64  # grey frames kept for the catch-up (~2 s at 30 Hz; 640x480: 0.3 MB each)
+STARVED_SHARE = 0.3  # a keyframe solved with less CPU time than this share of its wall time was starved ...
+STARVED_KEYFRAMES = 3  # ... and this many in a row get a warning (alone on its core: 0.7-1.0 at 30 Hz)
+STARVED_WARN_EVERY_S = 30.0  # ... at most this often
 
 
 @dataclass(eq=False)
@@ -66,6 +72,8 @@ class KeyframeThread:
         self.solved = 0
         self.verified = 0  # of them verified (a dropped keyframe's answer is not counted)
         self.times_ms: deque[float] = deque(maxlen=200)  # the recent keyframes' verification times (diagnostics)
+        self.cpu_shares: deque[float] = deque(maxlen=200)  # ... and their CPU time over wall time (`starved`)
+        self._warned = -float("inf")
         self.on_late: Callable[[], None] | None = None  # called (on this thread) when an answer no frame took is ready
         self.thread = threading.Thread(target=self._run, name="disam_keyframe_verify", daemon=True)
         self.thread.start()
@@ -118,6 +126,7 @@ class KeyframeThread:
             self._recent.clear()
             self._done.clear()
             self.times_ms.clear()
+            self.cpu_shares.clear()
             if self._job is not None:
                 self._job.taken = self._job.dropped = True
                 self._cv.notify_all()
@@ -144,9 +153,19 @@ class KeyframeThread:
             ms, busy = sorted(self.times_ms), self._job is not None
             out: dict[str, Any] = {"keyframes_solved": self.solved, "keyframes_verified": self.verified,
                                    "keyframe_in_flight": busy}
+            if self.cpu_shares:
+                out["keyframe_cpu_share"] = float(np.median(self.cpu_shares))
         if ms:
             out.update(keyframe_ms_median=float(np.median(ms)), keyframe_ms_p95=float(np.percentile(ms, 95)))
         return out
+
+    def starved(self) -> float:
+        """The median share of a core the last STARVED_KEYFRAMES keyframes got while solving, when every one of them
+        got less than STARVED_SHARE; 0.0 otherwise (or fewer solved). Call with the lock held."""
+        last = list(self.cpu_shares)[-STARVED_KEYFRAMES:]
+        if len(last) < STARVED_KEYFRAMES or max(last) >= STARVED_SHARE:
+            return 0.0
+        return max(float(np.median(last)), 1e-9)
 
     def close(self, timeout_s: float = 2.0) -> None:
         with self._cv:
@@ -165,23 +184,36 @@ class KeyframeThread:
                 if self._closed:
                     return
                 job = self._job
+            wall, cpu = time.perf_counter(), time.thread_time()
             answer = self._solve(job)
+            share = cpu_share(time.thread_time() - cpu, time.perf_counter() - wall)
             with self._cv:
                 job.answer = answer
                 self._job = None
                 self.solved += 1
                 if not job.dropped:
                     self.times_ms.append(float(answer.ms))
+                    self.cpu_shares.append(share)
                     self.verified += bool(answer.verified)
+                starved = self.starved()
                 late = not job.taken
                 if late:
                     self._done.append(job)
                 self._cv.notify_all()
+            if starved:
+                self._warn_starved(starved)
             if late and self.on_late is not None:  # outside the lock: the callback may wake the frame loop
                 try:
                     self.on_late()
                 except Exception as exc:  # noqa: BLE001  (a failing listener must not end the thread)
                     log.warning("keyframe %.3f: late-answer callback failed: %s", job.stamp, exc)
+
+    def _warn_starved(self, share: float) -> None:
+        if time.monotonic() - self._warned >= STARVED_WARN_EVERY_S:
+            self._warned = time.monotonic()
+            log.warning("keyframe verification is starved: it got %.0f %% of a core over the last %d keyframes; the "
+                        "node's core is shared with a busy process: give the node a core of its own (taskset, cpuset) "
+                        "or verify inline at a lower camera rate", 100 * share, STARVED_KEYFRAMES)
 
     def _solve(self, job: Keyframe) -> Verification:
         v = self.verifier
@@ -205,3 +237,9 @@ class KeyframeThread:
             if self._job is None or self._job.dropped:  # a reset: the frames since belong to another drive
                 return []
             return [(t, g) for t, g in self._recent if t > stamp]
+
+
+def cpu_share(cpu_s: float, wall_s: float) -> float:
+    """CPU time over wall time, within [0, 1] (a thread cannot run faster than its core; clocks of different
+    resolution can say so); 1.0 for an instant solve."""
+    return 1.0 if wall_s <= 0 else min(max(cpu_s / wall_s, 0.0), 1.0)
