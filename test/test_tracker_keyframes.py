@@ -3,6 +3,7 @@
 Expected values are where the frames were rendered, and which steps a frame can have run by construction."""
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -595,30 +596,45 @@ def test_late_keyframe_max_age_is_checked():
         TrackerConfig(late_keyframe_max_age_s=-0.1)
 
 
-def test_cpu_share_is_cpu_time_over_wall_time_within_zero_and_one():
-    from disam_ros.tracking.keyframes import cpu_share
+def test_run_share_is_the_time_run_over_the_time_runnable():
+    from disam_ros.tracking.keyframes import run_share
 
-    assert cpu_share(0.05, 0.1) == pytest.approx(0.5)
-    assert cpu_share(0.2, 0.1) == 1.0  # clocks of different resolution: never more than the core
-    assert cpu_share(-1e-6, 0.1) == 0.0 and cpu_share(0.0, 0.0) == 1.0
+    assert run_share((100, 50), (400, 150)) == pytest.approx(0.75)  # ran 300 ns, waited 100 ns for the CPU
+    assert run_share((100, 50), (100, 50)) == 1.0  # never runnable (it slept): not starved
+    assert run_share(None, (1, 1)) is None and run_share((1, 1), None) is None  # not Linux: unknown
 
 
-def test_a_keyframe_thread_that_gets_no_cpu_says_it_is_starved(flow_drive, monkeypatch, caplog):
-    """Each solve sleeps 0.3 s (wall time, no CPU: what a core shared with a busy process looks like to the
-    thread): after STARVED_KEYFRAMES such keyframes the thread warns once, naming the fix, and diagnostics give
-    the share it got; a reset forgets the shares."""
+def test_a_keyframe_thread_beside_a_busy_process_on_its_core_says_it_is_starved(flow_drive, monkeypatch, caplog):
+    """Each solve burns 30 ms of its own CPU on one core that a busy process (nice 0) also runs on, while the
+    thread sits at nice +10: CFS gives it ~10 % of the core, so it runs for well under STARVED_SHARE of the time
+    it is runnable. After STARVED_KEYFRAMES such keyframes the thread warns once, naming the fix, and diagnostics
+    give the share; a reset forgets the shares."""
     import logging
+    import subprocess
+    import sys
 
     from disam_ros.tracking import keyframes as kf_mod
-    from disam_ros.tracking.keyframes import Keyframe, KeyframeThread
+    from disam_ros.tracking.keyframes import Keyframe, KeyframeThread, sched_times
     from disam_ros.verify.config import VerifyConfig
     from disam_ros.verify.verifier import Verification, Verifier
 
+    if sched_times() is None:
+        pytest.skip("no /proc/thread-self/schedstat (not Linux): the share is not measured")
+    cpu = min(os.sched_getaffinity(0))
+
+    def burn(self, job):
+        os.sched_setaffinity(0, {cpu})  # this thread only
+        end = time.thread_time() + 0.03
+        while time.thread_time() < end:
+            pass
+        return Verification("too_few_inliers", ms=30.0)
+
     m, _, frames = flow_drive
-    monkeypatch.setattr(KeyframeThread, "_solve", lambda self, job: (time.sleep(0.3), Verification("too_few_inliers",
-                                                                                                   ms=300.0))[1])
+    monkeypatch.setattr(KeyframeThread, "_solve", burn)
+    hog = subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
     thread = KeyframeThread(Verifier(m, VerifyConfig(flow_frames=30), max_speed_mps=15.0))
     try:
+        time.sleep(0.2)  # the busy process is running
         with caplog.at_level(logging.WARNING, logger=kf_mod.__name__):
             for i in range(kf_mod.STARVED_KEYFRAMES + 1):
                 job = Keyframe(frames[0][0], None, [0], None, 1000.0 + i, False)
@@ -629,4 +645,6 @@ def test_a_keyframe_thread_that_gets_no_cpu_says_it_is_starved(flow_drive, monke
         assert len(starved) == 1 and "core of its own" in starved[0]  # once: warnings are spaced
         assert thread.reset() and "keyframe_cpu_share" not in thread.diagnostics()
     finally:
+        hog.kill()
+        hog.wait()
         thread.close()

@@ -153,7 +153,7 @@ class KeyframeSteps:
         loosely. Why: without it, a belief lost in fog stayed lost while keyframes verified right."""
         cfg, sigma = self.config, self.config.verify.belief_sigma_m
         age = self._belief_t - stamp
-        if sigma <= 0 or not age >= 0 or (age > 0 and age > cfg.late_keyframe_max_age_s):
+        if sigma <= 0 or not 0 <= age <= cfg.late_keyframe_max_age_s:
             return 0.0
         return float(np.hypot(sigma, cfg.sequence.max_speed_mps * age))
 

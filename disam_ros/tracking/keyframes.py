@@ -12,7 +12,8 @@ stamp for a SLAM back end.
 
 The thread runs at a lower priority (nice +10, Linux) so that on one core the frame loop runs first. It needs the
 rest of that core: one shared with a busy process leaves it a few per cent, and then nothing verifies, so the
-thread measures the share of a core it gets while solving and says so (`starved`).
+thread measures the share of the time it could run that it did run while solving (Linux scheduler statistics),
+and says so (`starved`).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,8 +36,10 @@ log = logging.getLogger(__name__)
 NICE = 10  # the keyframe thread's niceness above the frame loop's
 RESET_WAIT_S = 1.0  # a reset waits this long at most for the dropped keyframe to end
 RECENT_FRAMES = 64  # grey frames kept for the catch-up (~2 s at 30 Hz; 640x480: 0.3 MB each)
-STARVED_SHARE = 0.3  # a keyframe solved with less CPU time than this share of its wall time was starved ...
-STARVED_KEYFRAMES = 3  # ... and this many in a row get a warning (alone on its core: 0.7-1.0 at 30 Hz)
+STARVED_SHARE = 0.2  # a keyframe that ran for less than this share of the time it was runnable was starved ...
+STARVED_KEYFRAMES = 3  # ... and this many in a row get a warning (30 Hz, one core: 0.53-0.72; two threads
+#                        on two cores: 0.11-0.86, median 0.70; beside a busy process at nice 0: 0.07-0.1)
+SCHEDSTAT = Path("/proc/thread-self/schedstat")  # Linux: ns on the CPU, ns runnable but waiting for it, slices
 STARVED_WARN_EVERY_S = 30.0  # ... at most this often
 
 
@@ -72,7 +76,7 @@ class KeyframeThread:
         self.solved = 0
         self.verified = 0  # of them verified (a dropped keyframe's answer is not counted)
         self.times_ms: deque[float] = deque(maxlen=200)  # the recent keyframes' verification times (diagnostics)
-        self.cpu_shares: deque[float] = deque(maxlen=200)  # ... and their CPU time over wall time (`starved`)
+        self.cpu_shares: deque[float] = deque(maxlen=200)  # ... and the share of a core they got (`run_share`)
         self._warned = -float("inf")
         self.on_late: Callable[[], None] | None = None  # called (on this thread) when an answer no frame took is ready
         self.thread = threading.Thread(target=self._run, name="disam_keyframe_verify", daemon=True)
@@ -184,16 +188,17 @@ class KeyframeThread:
                 if self._closed:
                     return
                 job = self._job
-            wall, cpu = time.perf_counter(), time.thread_time()
+            before = sched_times()
             answer = self._solve(job)
-            share = cpu_share(time.thread_time() - cpu, time.perf_counter() - wall)
+            share = run_share(before, sched_times())
             with self._cv:
                 job.answer = answer
                 self._job = None
                 self.solved += 1
                 if not job.dropped:
                     self.times_ms.append(float(answer.ms))
-                    self.cpu_shares.append(share)
+                    if share is not None:
+                        self.cpu_shares.append(share)
                     self.verified += bool(answer.verified)
                 starved = self.starved()
                 late = not job.taken
@@ -211,9 +216,9 @@ class KeyframeThread:
     def _warn_starved(self, share: float) -> None:
         if time.monotonic() - self._warned >= STARVED_WARN_EVERY_S:
             self._warned = time.monotonic()
-            log.warning("keyframe verification is starved: it got %.0f %% of a core over the last %d keyframes; the "
-                        "node's core is shared with a busy process: give the node a core of its own (taskset, cpuset) "
-                        "or verify inline at a lower camera rate", 100 * share, STARVED_KEYFRAMES)
+            log.warning("keyframe verification is starved: it ran %.0f %% of the time it could over the last %d "
+                        "keyframes, so its core is busy with other work: give the node a core of its own (taskset, "
+                        "cpuset) or verify inline at a lower camera rate", 100 * share, STARVED_KEYFRAMES)
 
     def _solve(self, job: Keyframe) -> Verification:
         v = self.verifier
@@ -239,7 +244,20 @@ class KeyframeThread:
             return [(t, g) for t, g in self._recent if t > stamp]
 
 
-def cpu_share(cpu_s: float, wall_s: float) -> float:
-    """CPU time over wall time, within [0, 1] (a thread cannot run faster than its core; clocks of different
-    resolution can say so); 1.0 for an instant solve."""
-    return 1.0 if wall_s <= 0 else min(max(cpu_s / wall_s, 0.0), 1.0)
+def sched_times() -> tuple[int, int] | None:
+    """This thread's nanoseconds on a CPU and runnable but waiting for one, since it started (None: not Linux).
+    Why these and not CPU over wall time: a solve that waits on a library's worker threads is not starved."""
+    try:
+        run, wait = SCHEDSTAT.read_text().split()[:2]
+        return int(run), int(wait)
+    except (OSError, ValueError):
+        return None
+
+
+def run_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of the time the thread was runnable between two `sched_times` that it ran: 1.0 with a core to
+    itself, ~0.1 at nice +10 beside a busy process (None: unknown; 1.0 when it was never runnable)."""
+    if before is None or after is None:
+        return None
+    run, wait = after[0] - before[0], after[1] - before[1]
+    return 1.0 if run + wait <= 0 else min(max(run / (run + wait), 0.0), 1.0)

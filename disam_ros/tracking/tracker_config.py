@@ -33,7 +33,7 @@ class TrackerConfig:
     flow_skips_retrieval: bool = True  # ... sequence mode: a frame flow verifies is answered without retrieval
     late_keyframe_max_age_s: float = 2.0  # ... sequence mode: a keyframe verified after later frames moved the belief
     #                                       narrows it with its sigma widened by max speed x its age, up to this age
-    #                                       (0: only a keyframe no frame has passed, as before)
+    #                                       (0: only a keyframe no frame has passed)
 
     def __post_init__(self) -> None:
         if self.mode not in TRACKER_MODES:
