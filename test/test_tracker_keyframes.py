@@ -604,11 +604,12 @@ def test_run_share_is_the_time_run_over_the_time_runnable():
     assert run_share(None, (1, 1)) is None and run_share((1, 1), None) is None  # not Linux: unknown
 
 
-def test_a_keyframe_thread_beside_a_busy_process_on_its_core_says_it_is_starved(flow_drive, monkeypatch, caplog):
-    """Each solve burns 30 ms of its own CPU on one core that a busy process (nice 0) also runs on, while the
-    thread sits at nice +10: CFS gives it ~10 % of the core, so it runs for well under STARVED_SHARE of the time
-    it is runnable. After STARVED_KEYFRAMES such keyframes the thread warns once, naming the fix, and diagnostics
-    give the share; a reset forgets the shares."""
+def test_a_keyframe_thread_beside_busy_processes_on_its_core_says_it_is_starved(flow_drive, monkeypatch, caplog):
+    """Each solve burns 10 ms of its own CPU on one core that three busy processes also run on, while the thread
+    sits 10 nice levels below them: CFS gives it ~3.5 % of the core (110 / (3 x 1024 + 110)), so it runs for well
+    under STARVED_SHARE of the time it is runnable. After STARVED_KEYFRAMES such keyframes the thread warns once,
+    naming the fix, and diagnostics give the share; a reset forgets the shares. (At the busy processes' own nice
+    level it would get a quarter: the test skips where it cannot sit below them.)"""
     import logging
     import subprocess
     import sys
@@ -620,21 +621,25 @@ def test_a_keyframe_thread_beside_a_busy_process_on_its_core_says_it_is_starved(
 
     if sched_times() is None:
         pytest.skip("no /proc/thread-self/schedstat (not Linux): the share is not measured")
+    if kf_mod.NICE - os.getpriority(os.PRIO_PROCESS, 0) < 3:  # 3 levels below three busy processes: < 15 %
+        pytest.skip(f"the tests run at nice > {kf_mod.NICE - 3}: the keyframe thread cannot sit well below the busy "
+                    "processes")
     cpu = min(os.sched_getaffinity(0))
 
     def burn(self, job):
         os.sched_setaffinity(0, {cpu})  # this thread only
-        end = time.thread_time() + 0.03
+        end = time.thread_time() + 0.01
         while time.thread_time() < end:
             pass
-        return Verification("too_few_inliers", ms=30.0)
+        return Verification("too_few_inliers", ms=10.0)
 
     m, _, frames = flow_drive
     monkeypatch.setattr(KeyframeThread, "_solve", burn)
-    hog = subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+    hogs = [subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+            for _ in range(3)]
     thread = KeyframeThread(Verifier(m, VerifyConfig(flow_frames=30), max_speed_mps=15.0))
     try:
-        time.sleep(0.2)  # the busy process is running
+        time.sleep(0.2)  # the busy processes are running
         with caplog.at_level(logging.WARNING, logger=kf_mod.__name__):
             for i in range(kf_mod.STARVED_KEYFRAMES + 1):
                 job = Keyframe(frames[0][0], None, [0], None, 1000.0 + i, False)
@@ -645,6 +650,7 @@ def test_a_keyframe_thread_beside_a_busy_process_on_its_core_says_it_is_starved(
         assert len(starved) == 1 and "core of its own" in starved[0]  # once: warnings are spaced
         assert thread.reset() and "keyframe_cpu_share" not in thread.diagnostics()
     finally:
-        hog.kill()
-        hog.wait()
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
         thread.close()
