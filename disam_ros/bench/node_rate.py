@@ -198,8 +198,9 @@ def run_drive(client: Any, root: Path, drive: str, rate: float, compressed: bool
     client.wait_diagnostics(lambda d: d.get("keyframe_in_flight") != "True", KEYFRAME_END_S, after=time.monotonic())
     node: dict[str, Any] = delta(before, _fresh_counters(client))
     last = client.rx.diagnostics[-1][1] if client.rx.diagnostics else {}
-    if "keyframe_ms_median" in last:  # verify_keyframes: the keyframe thread's times since this drive's reset
-        node["keyframe_ms_median"] = float(last["keyframe_ms_median"])
+    for key in ("keyframe_ms_median", "keyframe_run_ms_median"):  # verify_keyframes: since this drive's reset
+        if key in last:
+            node[key] = float(last[key])
     out = []
     for f, key, t in zip(frames, keys, t_pub):
         rec = FrameRecord(t, np.asarray(f.position, float), np.asarray(f.quat, float))

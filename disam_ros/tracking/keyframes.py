@@ -76,7 +76,8 @@ class KeyframeThread:
         self.solved = 0
         self.verified = 0  # of them verified (a dropped keyframe's answer is not counted)
         self.times_ms: deque[float] = deque(maxlen=200)  # the recent keyframes' verification times (diagnostics)
-        self.cpu_shares: deque[float] = deque(maxlen=200)  # ... and the share of a core they got (`run_share`)
+        self.cpu_shares: deque[float] = deque(maxlen=200)  # ... the share of a core they got (`run_share`) ...
+        self.run_ms: deque[float] = deque(maxlen=200)  # ... and their time on a CPU: their cost on one thread
         self._warned = -float("inf")
         self.on_late: Callable[[], None] | None = None  # called (on this thread) when an answer no frame took is ready
         self.thread = threading.Thread(target=self._run, name="disam_keyframe_verify", daemon=True)
@@ -131,6 +132,7 @@ class KeyframeThread:
             self._done.clear()
             self.times_ms.clear()
             self.cpu_shares.clear()
+            self.run_ms.clear()
             if self._job is not None:
                 self._job.taken = self._job.dropped = True
                 self._cv.notify_all()
@@ -158,7 +160,8 @@ class KeyframeThread:
             out: dict[str, Any] = {"keyframes_solved": self.solved, "keyframes_verified": self.verified,
                                    "keyframe_in_flight": busy}
             if self.cpu_shares:
-                out["keyframe_cpu_share"] = float(np.median(self.cpu_shares))
+                out.update(keyframe_cpu_share=float(np.median(self.cpu_shares)),
+                           keyframe_run_ms_median=float(np.median(self.run_ms)))
         if ms:
             out.update(keyframe_ms_median=float(np.median(ms)), keyframe_ms_p95=float(np.percentile(ms, 95)))
         return out
@@ -190,7 +193,8 @@ class KeyframeThread:
                 job = self._job
             before = sched_times()
             answer = self._solve(job)
-            share = run_share(before, sched_times())
+            after = sched_times()
+            share = run_share(before, after)
             with self._cv:
                 job.answer = answer
                 self._job = None
@@ -199,6 +203,7 @@ class KeyframeThread:
                     self.times_ms.append(float(answer.ms))
                     if share is not None:
                         self.cpu_shares.append(share)
+                        self.run_ms.append((after[0] - before[0]) / 1e6)
                     self.verified += bool(answer.verified)
                 starved = self.starved()
                 late = not job.taken
