@@ -166,13 +166,13 @@ class KeyframeThread:
             out.update(keyframe_ms_median=float(np.median(ms)), keyframe_ms_p95=float(np.percentile(ms, 95)))
         return out
 
-    def starved(self) -> float:
+    def starved(self) -> float | None:
         """The median share of a core the last STARVED_KEYFRAMES keyframes got while solving, when every one of them
-        got less than STARVED_SHARE; 0.0 otherwise (or fewer solved). Call with the lock held."""
+        got less than STARVED_SHARE; None otherwise (or fewer solved). Call with the lock held."""
         last = list(self.cpu_shares)[-STARVED_KEYFRAMES:]
         if len(last) < STARVED_KEYFRAMES or max(last) >= STARVED_SHARE:
-            return 0.0
-        return max(float(np.median(last)), 1e-9)
+            return None
+        return float(np.median(last))
 
     def close(self, timeout_s: float = 2.0) -> None:
         with self._cv:
@@ -210,7 +210,7 @@ class KeyframeThread:
                 if late:
                     self._done.append(job)
                 self._cv.notify_all()
-            if starved:
+            if starved is not None:
                 self._warn_starved(starved)
             if late and self.on_late is not None:  # outside the lock: the callback may wake the frame loop
                 try:
