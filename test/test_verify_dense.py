@@ -4,6 +4,8 @@ rendered at, and hands on map points for tracking; a wrong place is not verified
 descriptors is verified as before, without the search; the map keeps its gradients through a load."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -330,3 +332,50 @@ def test_a_dense_pose_tilted_from_its_candidate_is_inconsistent(town):
     assert 0.01 < tilt < cfg.gradient_max_tilt_deg, tilt
     strict = Verifier(m, replace(cfg, gradient_max_tilt_deg=0.9 * tilt)).verify(rgb, [10])
     assert not strict.verified and strict.attempts[-1].outcome == "inconsistent" and strict.attempts[-1].dense
+
+
+def _kinds(out):
+    """Each attempt of a verification: a half-scale look, a dense search, or a full-scale SIFT step."""
+    return ["look" if a.scale < 1 else "dense" if a.dense else "sift" for a in out.attempts]
+
+
+def test_a_blind_keyframe_in_the_dark_runs_the_dense_search_before_the_full_scale_sift_steps(town):
+    _, _, m = town
+    rgb, pos, quat = _render_beside(town, 10, "snow")
+    # the town's 320 px frames: looks at 160 px; every frame counts as dark (mean grey < 255), none as cluttered
+    cfg = VerifyConfig(first_min_width_px=160, keyframe_dense_dark=255.0, keyframe_dense_clutter=2.0)
+    kf = Verifier(m, cfg).verify(rgb, [10, 11], keyframe=True)
+    assert kf.verified and kf.dense and float(np.linalg.norm(kf.position - pos)) < 0.25
+    assert float(quat_angle_deg(kf.quat, quat)) < 2.0
+    assert _kinds(kf)[0] == "look" and not any(a.verified for a in kf.attempts if a.scale < 1)  # blind looks
+    assert set(_kinds(kf)) == {"look", "dense"} and kf.order == "dense next"  # no full-scale SIFT step ran
+    off = replace(cfg, keyframe_dense_dark=0.0)
+    for out in (Verifier(m, off).verify(rgb, [10, 11], keyframe=True),  # the rule off
+                Verifier(m, cfg).verify(rgb, [10, 11]),  # a frame verified inline
+                Verifier(m, replace(cfg, keyframe_dense_dark=float(rgb.mean()))).verify(rgb, [10, 11], keyframe=True)):
+        k = _kinds(out)  # (the last: exactly as bright as the bound, so not dark)
+        assert out.verified and out.dense and "sift" in k and k.index("sift") < k.index("dense")
+        np.testing.assert_allclose(out.position, kf.position, atol=1e-9)  # the same dense pose, found later
+    sunny = Verifier(m, cfg).verify(_render_beside(town, 10, "sunny")[0], [10, 11], keyframe=True)
+    assert sunny.verified and not any(a.dense for a in sunny.attempts)  # a look that sees: no dense search
+    wrong = Verifier(m, cfg).verify(_render_beside(town, 2, "rain")[0], [9], keyframe=True)  # ~20 m further on
+    assert not wrong.verified and _kinds(wrong)[-1] == "sift" and "dense" in _kinds(wrong)  # SIFT still follows
+
+
+def test_a_blind_keyframe_in_clutter_runs_the_dense_search_alone(town):
+    _, _, m = town
+    rgb, pos, _ = _render_beside(town, 10, "snow")
+    probe = Verifier(m, VerifyConfig(first_min_width_px=160))
+    probe.verify(rgb, [10, 11], keyframe=True)
+    n = probe._looks.keypoints  # the looks' half-scale keypoints on this frame
+    assert n > 20
+    cfg = VerifyConfig(first_min_width_px=160, keyframe_dense_dark=0.0, keyframe_dense_clutter=n / 2000)
+    kf = Verifier(m, cfg).verify(rgb, [10, 11], keyframe=True)
+    assert kf.verified and kf.dense and float(np.linalg.norm(kf.position - pos)) < 0.25
+    assert set(_kinds(kf)) == {"look", "dense"}
+    fewer = Verifier(m, replace(cfg, keyframe_dense_clutter=(n + 1) / 2000)).verify(rgb, [10, 11], keyframe=True)
+    assert "sift" in _kinds(fewer)  # one keypoint short of the share: not clutter, the usual order
+    v = Verifier(m, replace(cfg, keyframe_dense_clutter=0.0))
+    wrong = v.verify(_render_beside(town, 2, "rain")[0], [9], keyframe=True)  # the dense search fails: nothing after
+    assert not wrong.verified and set(_kinds(wrong)) == {"look", "dense"} and _kinds(wrong)[-1] == "dense"
+    assert v._order.sift_fails == 1  # counted as a frame SIFT did not verify (verify/order.py)

@@ -101,6 +101,11 @@ VERIFY_OPTIONS = (
     ("--skip-sift-after", "gradient_skip_sift_after", non_negative_int, "... and SIFT's steps skipped after this "
      "many frames in a row they verified nothing (0: never)"),
     ("--dense-probe-every", "gradient_first_probe_every", positive_int, "... except every this many such frames"),
+    ("--keyframe-dense-clutter", "keyframe_dense_clutter", non_negative_float, "with --keyframes: a keyframe "
+     "whose first looks verified nothing from at least this share of SIFT's keypoint cap runs the dense search "
+     "instead of the full-scale SIFT steps (> 1: off)"),
+    ("--keyframe-dense-dark", "keyframe_dense_dark", non_negative_float, "... and one whose mean grey is below this "
+     "(0-255) runs it before them (0: off)"),
     ("--flow-frames", "flow_frames", non_negative_int, "sequence/window: frames in a row tracked by optical flow "
      "from the last verified one when the camera moved little since (0: off)"),
     ("--motion-speed-factor", "motion_speed_factor", non_negative_float, "sequence/window: a verified pose farther "

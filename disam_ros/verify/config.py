@@ -104,6 +104,11 @@ class VerifyConfig:
     gradient_skip_sift_after: int = 6  # ... and after this many frames in a row whose SIFT steps (first look, full
     #                                    scale) verified nothing, those steps are skipped (the dense search alone
     #                                    runs) except every gradient_first_probe_every-th frame; 0 = never skipped
+    keyframe_dense_clutter: float = 0.5  # a keyframe whose first looks verified nothing runs the dense search
+    #                                    right after them, before the full-scale SIFT steps, when the looks found at
+    #                                    least this share of the SIFT recipe's keypoint cap (rain, snow; > 1: off) ...
+    keyframe_dense_dark: float = 64.0  # ... or its mean grey (0-255) is below this (night; 0: off). Why: a drive's
+    #                                    first keyframes come before the rules above count anything
     gradient_radius: float = 0.1  # ... each map point within this share of the width of its predicted position
     gradient_stride: int = 4  # ... on a grid this many pixels apart (at 640 px width; scaled with the image)
     gradient_max_points: int = 400  # ... the first this many map points (strongest) in or near the view
@@ -237,6 +242,8 @@ class VerifyConfig:
                   ("gradient_candidates", self.gradient_candidates >= 0),
                   ("gradient_radius", 0.0 < self.gradient_radius <= 1.0),
                   ("gradient_first_after", self.gradient_first_after >= 0),
+                  ("keyframe_dense_clutter", self.keyframe_dense_clutter >= 0),
+                  ("keyframe_dense_dark", 0 <= self.keyframe_dense_dark <= 255),
                   ("gradient_first_probe_every", self.gradient_first_probe_every >= 1),
                   ("gradient_skip_sift_after", self.gradient_skip_sift_after >= 0),
                   ("gradient_ratio", 0.0 < self.gradient_ratio <= 1.0),

@@ -24,7 +24,8 @@ class StepOrder:
         self.reset()
 
     def reset(self) -> None:
-        self.last = "usual"  # what the latest frame ran (Verification.order): usual, dense first, SIFT skipped
+        self.last = "usual"  # what the latest frame ran (Verification.order): usual, dense first, SIFT skipped, or
+        #                      dense next (a blind keyframe in the dark or in clutter: the verifier sets it)
         self.dense_only = 0  # frames in a row that only the dense search verified
         self.sift_fails = 0  # frames in a row whose SIFT steps ran and verified nothing
         self.sift_skips = 0  # frames whose SIFT steps were skipped since then

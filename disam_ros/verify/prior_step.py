@@ -28,6 +28,7 @@ from disam_ros.geometry import quat_angle_deg
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.features import Features
 from disam_ros.verify.config import VerifyConfig
+from disam_ros.verify.first_look import half_sift
 from disam_ros.verify.polish import pooled_around
 from disam_ros.verify.result import Verification
 
@@ -75,7 +76,7 @@ class PriorStep:
         if self.misses >= 2 and self.misses % cfg.first_probe_every:
             self.misses += 1
             return None
-        half = verifier._half_sift(rgb)
+        half = half_sift(verifier.sift, cfg, rgb)
         for sift, scale in ([(half, cfg.first_scale)] if half else []) + [(verifier.sift, 1.0)]:
             v = prior_attempt(verifier._features(rgb, sift), prior, cam, verifier.map, verifier._forwards(),
                               verifier._map_side, cfg, verifier._solve, scale)

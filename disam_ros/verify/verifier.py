@@ -33,7 +33,10 @@ verify/prior_step.py): a frame flow posed but does not answer (a renewal keyfram
 A verified SIFT pose is then polished (`polish_images`, verify/polish.py): matched again from itself against the map
 images around it, replaced by the pooled solve when that stays near it; the first full-scale candidate to verify at
 once (a pool of `candidate_polish_inliers` ends the search). The dense search (`gradient_candidates`,
-verify/gradient_search.py) comes last, except on drives only it verifies (rain, snow, fog): there first, or alone.
+verify/gradient_search.py) comes last, except on drives only it verifies (rain, snow, fog): there first, or alone;
+and on a keyframe whose first looks saw nothing in the dark (night) or in clutter (rain, snow) it comes next, before
+the full-scale SIFT steps (in clutter, instead of them): the order's rules count frames, so a drive's first
+keyframes would otherwise pay ~200 ms of SIFT steps that fail there (verify/first_look.py).
 """
 from __future__ import annotations
 
@@ -52,7 +55,6 @@ from disam_ros.pose.features import (
     Features,
     SiftConfig,
     detect_sift,
-    detection_scale,
     root_sift,
     to_grey,
 )
@@ -62,8 +64,9 @@ from disam_ros.pose.guided import guided_match, predicted_pixels
 from disam_ros.pose.solver import SolverConfig, solve_absolute_pose
 from disam_ros.verify.config import VerifyConfig
 from disam_ros.verify.dense_step import dense_attempts
+from disam_ros.verify.first_look import FirstLook
 from disam_ros.verify.flow_chain import FlowChain
-from disam_ros.verify.gate import agreeing, judged, may_agree, sure, verified_or
+from disam_ros.verify.gate import agreeing, judged, may_agree, verified_or
 from disam_ros.verify.learned_step import LearnedStep, resolve_features, sift_refined
 from disam_ros.verify.order import StepOrder
 from disam_ros.verify.polish import polish_sift, polished_look
@@ -102,7 +105,7 @@ class Verifier:
         self.camera: Intrinsics | None = None  # the query camera (CameraInfo / camera.yaml); None: the map's
         self.camera_source = ""
         self._map_side = functools.lru_cache(maxsize=MAP_CACHE)(self._load_side)  # per verifier, bounded
-        self._look_misses = 0  # frames in a row whose looks verified nothing (or were skipped after such)
+        self._looks = FirstLook(self.config)  # the first look and its misses (verify/first_look.py)
         self._order = StepOrder(self.config)  # which steps a frame runs, from the frames before (verify/order.py)
         self._prior = PriorStep(self.config)  # a frame posed by flow verified around that pose (verify/prior_step.py)
         self.chain = FlowChain(self.config, max_speed_mps, lambda k: self._map_side(k).points)  # flow + motion
@@ -115,7 +118,7 @@ class Verifier:
 
     def reset(self) -> None:
         """A new drive (Tracker.reset): the first look and the SIFT steps are tried again from its next frame on."""
-        self._look_misses = 0
+        self._looks.reset()
         self._order.reset()
         self._prior.reset()
         self.chain.reset()
@@ -193,14 +196,6 @@ class Verifier:
             self._frame_features[key] = self.query_features(rgb, key)
         return self._frame_features[key]
 
-    def _half_sift(self, rgb: np.ndarray) -> SiftConfig | None:
-        """The map's SIFT recipe at `first_scale` (the first look's and the prior's half-scale features); None when
-        the image would be narrower than `first_min_width_px` at that scale."""
-        cfg, (h, w) = self.config, rgb.shape[:2]
-        sift = replace(self.sift, scale=max(0.1, self.sift.scale * cfg.first_scale),
-                       max_side=round(self.sift.max_side * cfg.first_scale))
-        return sift if w * detection_scale(sift, w, h) >= cfg.first_min_width_px else None
-
     def _late(self) -> bool:
         """This frame's time box is spent (or its caller stopped it): no further step or candidate starts."""
         return time.perf_counter() > self._deadline or self._stop()
@@ -210,7 +205,9 @@ class Verifier:
                ) -> tuple[Verification, list[Verification], Features | None]:
         """The steps in the order verify/order.py gives (a `keyframe` only tracking answered leaves its counts): dense
         search first after frames only it verified; first look and full-scale SIFT unless a run of frames they failed
-        skips them; dense search last if not first. Returns answer, attempts, the answer's query features (or None)."""
+        skips them (a `keyframe` whose looks were blind in the dark or in clutter runs the dense search right after
+        them, and in clutter nothing after it); dense search last if not first. Returns answer, attempts, the
+        answer's query features (or None)."""
         cfg, order = self.config, self._order
         order.begin()
         dense_on = dense and cfg.gradient_candidates > 0 and self.map.map_geometry.gradients is not None and bool(ks)
@@ -222,8 +219,16 @@ class Verifier:
             return best, attempts, None
         query = used = None
         if self.features != "learned" and (not dense_on or order.sift()) and not (early and self._late()):
-            looks, answer, used = self._first_looks(rgb, ks, cam)
+            looks, answer, used = self._looks.run(self, rgb, ks, cam)
             attempts += looks
+            why = self._looks.hopeless(rgb, self.sift, cfg) if answer is None and keyframe and dense_on \
+                and not early and not self._late() else ""
+            if why:  # the dense search next (first_look.py): SIFT would see no more than the looks
+                order.last, early, best = "dense next", True, self._dense_next(rgb, ks, cam, attempts)
+                if why == "cluttered" and not best.verified:
+                    order.sift_ran(False)  # nor after it: in clutter SIFT verified no frame the search missed
+                if best.verified or why == "cluttered":
+                    return best, attempts, None
             if answer is None and not (looks and self._late()):  # a spent time box ends the frame after its looks
                 look = max((v for v in looks if v.verified), key=lambda v: v.inliers, default=None)
                 if cfg.first_polish_half and used is not None:  # the look's own features first: no full-scale SIFT
@@ -250,6 +255,16 @@ class Verifier:
             if best.verified:
                 order.dense_verified()
         return best, attempts, used
+
+    def _dense_next(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, attempts: list[Verification]
+                    ) -> Verification:
+        """The dense search run now rather than last (its attempts appended to `attempts`); counted when it verifies."""
+        dense = self._dense_attempts(rgb, ks[: self.config.gradient_candidates], cam, None)
+        attempts += dense
+        best = verified_or(dense, Verification("too_few_inliers"))
+        if best.verified:
+            self._order.dense_verified()
+        return best
 
     def _sift_steps(self, query: Features, ks: list[int], cam: Intrinsics, previous: PointTrack | None,
                     stamp: float, attempts: list[Verification]) -> Verification:
@@ -299,37 +314,6 @@ class Verifier:
         if best.verified and best.support is not None:
             best.support = replace(best.support, stamp=stamp)
         return best
-
-    def _first_looks(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics
-                     ) -> tuple[list[Verification], Verification | None, Features | None]:
-        """The first `first_candidates` candidates tried in order with the query's SIFT at `first_scale` of the
-        map's detection scale (module docstring), up to the first sure one (`_sure`); none when off, when the
-        image would be narrower than `first_min_width_px` at that scale, or on the frames `first_probe_every`
-        skips after two blind ones (no look verified: night, rain, snow; an unsure look still polishes at dusk).
-        Returns the looks, the sure one (None: the full-scale steps then run as if no look had been tried) and the
-        half-scale features."""
-        cfg = self.config
-        if cfg.first_scale >= 1.0 or not ks:
-            return [], None, None
-        if self._look_misses >= 2 and self._look_misses % cfg.first_probe_every:
-            self._look_misses += 1
-            return [], None, None
-        sift = self._half_sift(rgb)
-        if sift is None:
-            return [], None, None
-        query = self._features(rgb, sift)
-        looks: list[Verification] = []
-        answer = None
-        for k in ks[: cfg.first_candidates] if len(query) >= cfg.min_inliers else []:
-            if looks and self._late():
-                break
-            looks.append(self._attempt(query, k, cam, max_trials=cfg.first_max_trials))
-            looks[-1].scale = cfg.first_scale
-            if sure(looks[-1], cfg):
-                answer = looks[-1]
-                break
-        self._look_misses = 0 if any(v.verified for v in looks) else self._look_misses + 1  # blind looks only
-        return looks, answer, query
 
     def _trackable(self, previous: PointTrack | None, stamp: float) -> bool:
         """Tracking is on, `previous` has hops left and is at most track_max_gap_s old (unknown stamps: untrusted)."""

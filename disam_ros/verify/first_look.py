@@ -1,0 +1,86 @@
+"""The first look (VerifyConfig.first_scale): the candidates tried with SIFT at reduced scale before anything else,
+the first sure verified look ending the frame (verify/verifier.py's module docstring says why).
+
+Kept apart from the verifier so that its state, how many frames in a row the looks saw nothing (`misses`) and how
+many keypoints they found, lives beside the rules that read it: after two blind frames the looks run only every
+`first_probe_every`-th frame; and a keyframe whose looks were blind where full-scale SIFT sees no more (`hopeless`)
+runs the dense search before the full-scale SIFT steps. Why the two signs: on validation town 7, keyframes each
+verified cold, full-scale SIFT verified no rain or snow frame the looks had missed (their half-scale SIFT finds
+1,090-2,000 keypoints there, 75-730 in fog, dusk and at night), and few night frames (mean grey 31-55, every other
+condition 86 and up); in fog and at dusk it verifies a third of them, and its poses there seed the flow chains
+that dense poses cannot (docs/notes/pose.md).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from disam_ros.pose.camera import Intrinsics
+from disam_ros.pose.features import Features, SiftConfig, detection_scale
+from disam_ros.verify.config import VerifyConfig
+from disam_ros.verify.gate import sure
+from disam_ros.verify.result import Verification
+
+
+def half_sift(sift: SiftConfig, cfg: VerifyConfig, rgb: np.ndarray) -> SiftConfig | None:
+    """The map's SIFT recipe at `first_scale` (the first look's and the flow prior's half-scale features); None when
+    the image would be narrower than `first_min_width_px` at that scale."""
+    h, w = rgb.shape[:2]
+    half = replace(sift, scale=max(0.1, sift.scale * cfg.first_scale), max_side=round(sift.max_side * cfg.first_scale))
+    return half if w * detection_scale(half, w, h) >= cfg.first_min_width_px else None
+
+
+class FirstLook:
+    """The looks of one drive (reset with it)."""
+
+    def __init__(self, config: VerifyConfig) -> None:
+        self.config = config
+        self.misses = 0  # frames in a row whose looks verified nothing (or were skipped after such)
+        self.keypoints = 0  # the latest looks' half-scale keypoints (kept through the frames that skip them)
+
+    def reset(self) -> None:
+        self.misses = self.keypoints = 0
+
+    def hopeless(self, rgb: np.ndarray, sift: SiftConfig, cfg: VerifyConfig) -> str:
+        """Why the full-scale SIFT steps would see no more than the latest looks, which verified nothing (or were
+        skipped after such): "dark" (mean grey under `keyframe_dense_dark`: night, where SIFT's responses are noise)
+        or "cluttered" (the looks found at least `keyframe_dense_clutter` of the recipe's keypoint cap: rain streaks
+        and snowflakes, which match nothing); "" when neither, or the looks saw something."""
+        if self.misses == 0:
+            return ""
+        if self.keypoints >= cfg.keyframe_dense_clutter * sift.nfeatures:
+            return "cluttered"
+        return "dark" if cfg.keyframe_dense_dark > 0 and float(np.mean(rgb)) < cfg.keyframe_dense_dark else ""
+
+    def run(self, verifier: Any, rgb: np.ndarray, ks: list[int], cam: Intrinsics
+            ) -> tuple[list[Verification], Verification | None, Features | None]:
+        """The first `first_candidates` candidates tried in order at `first_scale`, up to the first sure one; none
+        when off, when the image would be narrower than `first_min_width_px` at that scale, or on the frames
+        `first_probe_every` skips after two blind ones (no look verified: night, rain, snow; an unsure look still
+        polishes at dusk). Returns the looks, the sure one (None: the full-scale steps then run as if no look had
+        been tried) and the half-scale features."""
+        cfg = self.config
+        if cfg.first_scale >= 1.0 or not ks:
+            return [], None, None
+        if self.misses >= 2 and self.misses % cfg.first_probe_every:
+            self.misses += 1
+            return [], None, None
+        sift = half_sift(verifier.sift, cfg, rgb)
+        if sift is None:
+            return [], None, None
+        query = verifier._features(rgb, sift)
+        self.keypoints = len(query)
+        looks: list[Verification] = []
+        answer = None
+        for k in ks[: cfg.first_candidates] if len(query) >= cfg.min_inliers else []:
+            if looks and verifier._late():
+                break
+            looks.append(verifier._attempt(query, k, cam, max_trials=cfg.first_max_trials))
+            looks[-1].scale = cfg.first_scale
+            if sure(looks[-1], cfg):
+                answer = looks[-1]
+                break
+        self.misses = 0 if any(v.verified for v in looks) else self.misses + 1  # blind looks only
+        return looks, answer, query
