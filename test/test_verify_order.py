@@ -46,3 +46,24 @@ def test_tracked_frames_neither_count_as_sift_failures_nor_end_a_run_of_them():
     assert _frame(order, False, False) == (False, True)  # 2
     assert _frame(order, False, True) == (False, False) and order.last == "SIFT skipped"  # 1st skip
     assert _frame(order, False, True) == (False, True)  # 2nd skip is a probe
+
+
+def test_a_blind_look_is_hopeless_in_the_dark_or_in_clutter_and_not_otherwise():
+    import numpy as np
+
+    from disam_ros.pose.features import SiftConfig
+    from disam_ros.verify.first_look import FirstLook
+
+    cfg, sift = VerifyConfig(keyframe_dense_dark=64.0, keyframe_dense_clutter=0.5), SiftConfig(nfeatures=2000)
+    dark, bright = np.full((4, 4, 3), 63, np.uint8), np.full((4, 4, 3), 64, np.uint8)  # mean grey 63 / 64
+    look = FirstLook(cfg)
+    look.keypoints = 5000
+    assert look.hopeless(dark, sift, cfg) == ""  # the looks saw something (no misses): never hopeless
+    look.misses, look.keypoints = 1, 999
+    assert look.hopeless(dark, sift, cfg) == "dark" and look.hopeless(bright, sift, cfg) == ""
+    look.keypoints = 1000  # 0.5 x 2000
+    assert look.hopeless(bright, sift, cfg) == "cluttered" and look.hopeless(dark, sift, cfg) == "cluttered"
+    off = VerifyConfig(keyframe_dense_dark=0.0, keyframe_dense_clutter=2.0)
+    assert look.hopeless(dark, sift, off) == ""
+    look.reset()
+    assert (look.misses, look.keypoints) == (0, 0)

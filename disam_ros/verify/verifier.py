@@ -225,11 +225,10 @@ class Verifier:
                 and not early and not self._late() else ""
             if why:  # the dense search next (first_look.py): SIFT would see no more than the looks
                 order.last, early, best = "dense next", True, self._dense_next(rgb, ks, cam, attempts)
-                if why == "cluttered" and not best.verified:
-                    order.sift_ran(False)  # nor after it: in clutter SIFT verified no frame the search missed
-                if best.verified or why == "cluttered":
+                if best.verified:
                     return best, attempts, None
-            if answer is None and not (looks and self._late()):  # a spent time box ends the frame after its looks
+            # in clutter no SIFT step follows (counted as failed): there it verified no frame the dense search missed
+            if answer is None and why != "cluttered" and not (looks and self._late()):  # a spent time box ends it too
                 look = max((v for v in looks if v.verified), key=lambda v: v.inliers, default=None)
                 if cfg.first_polish_half and used is not None:  # the look's own features first: no full-scale SIFT
                     answer = polished_look(look, used, cam, self.map, self._forwards(), self._map_side, cfg, half=True)
