@@ -58,12 +58,13 @@ def test_a_blind_look_is_hopeless_in_the_dark_or_in_clutter_and_not_otherwise():
     dark, bright = np.full((4, 4, 3), 63, np.uint8), np.full((4, 4, 3), 64, np.uint8)  # mean grey 63 / 64
     look = FirstLook(cfg)
     look.keypoints = 5000
-    assert look.hopeless(dark, sift, cfg) == ""  # the looks saw something (no misses): never hopeless
+    assert look.hopeless(dark, sift) == ""  # the looks saw something (no misses): never hopeless
     look.misses, look.keypoints = 1, 999
-    assert look.hopeless(dark, sift, cfg) == "dark" and look.hopeless(bright, sift, cfg) == ""
+    assert look.hopeless(dark, sift) == "dark" and look.hopeless(bright, sift) == ""
     look.keypoints = 1000  # 0.5 x 2000
-    assert look.hopeless(bright, sift, cfg) == "cluttered" and look.hopeless(dark, sift, cfg) == "cluttered"
-    off = VerifyConfig(keyframe_dense_dark=0.0, keyframe_dense_clutter=2.0)
-    assert look.hopeless(dark, sift, off) == ""
+    assert look.hopeless(bright, sift) == "cluttered" and look.hopeless(dark, sift) == "cluttered"
+    off = FirstLook(VerifyConfig(keyframe_dense_dark=0.0, keyframe_dense_clutter=2.0))
+    off.misses, off.keypoints = 1, 1000
+    assert off.hopeless(dark, sift) == ""
     look.reset()
     assert (look.misses, look.keypoints) == (0, 0)

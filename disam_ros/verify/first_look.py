@@ -43,11 +43,12 @@ class FirstLook:
     def reset(self) -> None:
         self.misses = self.keypoints = 0
 
-    def hopeless(self, rgb: np.ndarray, sift: SiftConfig, cfg: VerifyConfig) -> str:
+    def hopeless(self, rgb: np.ndarray, sift: SiftConfig) -> str:
         """Why the full-scale SIFT steps would see no more than the latest looks, which verified nothing (or were
         skipped after such): "dark" (mean grey under `keyframe_dense_dark`: night, where SIFT's responses are noise)
         or "cluttered" (the looks found at least `keyframe_dense_clutter` of the recipe's keypoint cap: rain streaks
         and snowflakes, which match nothing); "" when neither, or the looks saw something."""
+        cfg = self.config
         if self.misses == 0:
             return ""
         if self.keypoints >= cfg.keyframe_dense_clutter * sift.nfeatures:

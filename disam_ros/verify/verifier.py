@@ -221,10 +221,10 @@ class Verifier:
         if self.features != "learned" and (not dense_on or order.sift()) and not (early and self._late()):
             looks, answer, used = self._looks.run(self, rgb, ks, cam)
             attempts += looks
-            why = self._looks.hopeless(rgb, self.sift, cfg) if answer is None and keyframe and dense_on \
+            why = self._looks.hopeless(rgb, self.sift) if answer is None and keyframe and dense_on \
                 and not early and not self._late() else ""
             if why:  # the dense search next (first_look.py): SIFT would see no more than the looks
-                order.last, early, best = "dense next", True, self._dense_next(rgb, ks, cam, attempts)
+                order.last, early, best = "dense next", True, self._dense_step(rgb, ks, cam, attempts)
                 if best.verified:
                     return best, attempts, None
             # in clutter no SIFT step follows (counted as failed): there it verified no frame the dense search missed
@@ -248,19 +248,16 @@ class Verifier:
             best = best if answer is None else sift_refined(answer, query, cam, self.map, self._forwards(),
                                                             self._map_side, cfg)
         if dense_on and not early and not best.verified and not self._late():
-            dense = self._dense_attempts(rgb, ks[: cfg.gradient_candidates], cam, query)
-            attempts += dense
-            best = verified_or(dense, best)
-            if best.verified:
-                order.dense_verified()
+            best = self._dense_step(rgb, ks, cam, attempts, query, best)
         return best, attempts, used
 
-    def _dense_next(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, attempts: list[Verification]
-                    ) -> Verification:
-        """The dense search run now rather than last (its attempts appended to `attempts`); counted when it verifies."""
-        dense = self._dense_attempts(rgb, ks[: self.config.gradient_candidates], cam, None)
+    def _dense_step(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, attempts: list[Verification],
+                    query: Features | None = None, best: Verification | None = None) -> Verification:
+        """The dense search after the first look (`dense next`) or last: its attempts appended to `attempts`, the
+        verified one (else `best`) returned, and counted when it verifies (verify/order.py)."""
+        dense = self._dense_attempts(rgb, ks[: self.config.gradient_candidates], cam, query)
         attempts += dense
-        best = verified_or(dense, Verification("too_few_inliers"))
+        best = verified_or(dense, best or Verification("too_few_inliers"))
         if best.verified:
             self._order.dense_verified()
         return best
