@@ -99,9 +99,11 @@ def test_keyframes_solved_and_verified_per_drive():
     """With verify_keyframes the node's keyframe counters (differences over the drive) become columns, and its
     keyframe times (wall clock, and on a CPU); an inline node solves none, and its row leaves the counters out."""
     row = R.summarize_frames("rain", hand_drive(), {"localized": 4, "keyframes_solved": 4, "keyframes_verified": 1,
-                                                    "keyframe_ms_median": 300.0, "keyframe_run_ms_median": 120.0})
+                                                    "keyframe_ms_median": 300.0, "keyframe_run_ms_median": 120.0,
+                                                    "keyframe_verify_run_ms_median": 80.0})
     assert (row["keyframes_solved"], row["keyframes_verified"]) == (4, 1)
     assert (row["keyframe_ms_median"], row["keyframe_run_ms_median"]) == (300.0, 120.0)  # wall, and on the CPU
+    assert row["keyframe_verify_run_ms_median"] == 80.0  # of it the verification's, without the catch-up
     inline = R.summarize_frames("rain", hand_drive(), {"localized": 4, "keyframes_solved": 0})
     assert "keyframes_solved" not in inline and "keyframes_verified" not in inline
     head, _, line, other = R.table([row, inline]).splitlines()
@@ -111,7 +113,8 @@ def test_keyframes_solved_and_verified_per_drive():
         return text[:end].split()[-1]
 
     assert (cell(line, "keyframes"), cell(line, "kf verified")) == ("4", "1")
-    assert (cell(line, "keyframe ms"), cell(line, "kf run ms")) == ("300.0", "120.0")
+    times = (cell(line, "keyframe ms"), cell(line, "kf run ms"), cell(line, "kf verify ms"))
+    assert times == ("300.0", "120.0", "80.0")
     assert (cell(other, "keyframes"), cell(other, "kf verified")) == ("-", "-")
 
 

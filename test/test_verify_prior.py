@@ -112,8 +112,8 @@ def test_a_renewal_keyframe_is_answered_around_its_flow_pose(flow_drive):
     cfg = TrackerConfig(mode="sequence", keyframes=True, keyframe_wait_ms=0.0, verify=replace(CFG, flow_frames=2))
     tracker = Tracker(reloc, cfg)
     answers = []
-    solve = tracker._keyframes._solve
-    tracker._keyframes._solve = lambda job: answers.append((job, solve(job))) or answers[-1][1]
+    verify = tracker._keyframes._verify
+    tracker._keyframes._verify = lambda job: answers.append((job, verify(job))) or answers[-1][1]
     kf = tracker._keyframes
     try:
         for i, (rgb, _, _) in enumerate(frames):

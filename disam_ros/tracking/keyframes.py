@@ -78,6 +78,7 @@ class KeyframeThread:
         self.times_ms: deque[float] = deque(maxlen=200)  # the recent keyframes' verification times (diagnostics)
         self.cpu_shares: deque[float] = deque(maxlen=200)  # ... the share of a core they got (`run_share`) ...
         self.run_ms: deque[float] = deque(maxlen=200)  # ... and their time on a CPU: their cost on one thread
+        self.verify_run_ms: deque[float] = deque(maxlen=200)  # ... of it the verification's, without the catch-up
         self._warned = -float("inf")
         self.on_late: Callable[[], None] | None = None  # called (on this thread) when an answer no frame took is ready
         self.thread = threading.Thread(target=self._run, name="disam_keyframe_verify", daemon=True)
@@ -133,6 +134,7 @@ class KeyframeThread:
             self.times_ms.clear()
             self.cpu_shares.clear()
             self.run_ms.clear()
+            self.verify_run_ms.clear()
             if self._job is not None:
                 self._job.taken = self._job.dropped = True
                 self._cv.notify_all()
@@ -161,7 +163,8 @@ class KeyframeThread:
                                    "keyframe_in_flight": busy}
             if self.cpu_shares:
                 out.update(keyframe_cpu_share=float(np.median(self.cpu_shares)),
-                           keyframe_run_ms_median=float(np.median(self.run_ms)))
+                           keyframe_run_ms_median=float(np.median(self.run_ms)),
+                           keyframe_verify_run_ms_median=float(np.median(self.verify_run_ms)))
         if ms:
             out.update(keyframe_ms_median=float(np.median(ms)), keyframe_ms_p95=float(np.percentile(ms, 95)))
         return out
@@ -192,7 +195,7 @@ class KeyframeThread:
                     return
                 job = self._job
             before = sched_times()
-            answer = self._solve(job)
+            answer, verify_cpu_ms = self._solve(job)
             after = sched_times()
             share = run_share(before, after)
             with self._cv:
@@ -204,6 +207,7 @@ class KeyframeThread:
                     if share is not None:
                         self.cpu_shares.append(share)
                         self.run_ms.append((after[0] - before[0]) / 1e6)
+                        self.verify_run_ms.append(verify_cpu_ms)
                     self.verified += bool(answer.verified)
                 starved = self.starved()
                 late = not job.taken
@@ -225,21 +229,32 @@ class KeyframeThread:
                         "keyframes, so its core is busy with other work: give the node a core of its own (taskset, "
                         "cpuset) or verify inline at a lower camera rate", 100 * share, STARVED_KEYFRAMES)
 
-    def _solve(self, job: Keyframe) -> Verification:
-        v = self.verifier
+    def _solve(self, job: Keyframe) -> tuple[Verification, float]:
+        """The keyframe's answer, after its seed renewed the flow chain (the catch-up), and the verification's own
+        time on a CPU (ms): what the keyframe costs apart from following the frames that arrived meanwhile."""
+        start = time.thread_time_ns()
+        answer = self._verify(job)
+        cpu_ms = (time.thread_time_ns() - start) / 1e6
+        self._renew_chain(job, answer)
+        return answer, cpu_ms
+
+    def _verify(self, job: Keyframe) -> Verification:
         try:
-            answer = v.verify(job.rgb, job.candidates, job.previous, job.stamp, job.dense, keyframe=True,
-                              prior=job.prior, stop=lambda: job.dropped)
+            return self.verifier.verify(job.rgb, job.candidates, job.previous, job.stamp, job.dense, keyframe=True,
+                                        prior=job.prior, stop=lambda: job.dropped)
         except Exception as exc:  # noqa: BLE001  (one bad keyframe must not end the thread)
             log.warning("keyframe %.3f: verification failed: %s: %s", job.stamp, type(exc).__name__, exc)
             return Verification("too_few_inliers", ms=0.0)
+
+    def _renew_chain(self, job: Keyframe, answer: Verification) -> None:
+        """The catch-up: the answer's seed follows the frames seen since the keyframe (FlowChain.settle)."""
+        v = self.verifier
         try:  # a chain that cannot be renewed leaves the frames to keyframes; the thread must outlive it
             cam, _ = v.camera_for(job.rgb.shape[1], job.rgb.shape[0])
             if cam is not None:
                 v.chain.settle(answer, job.grey, job.stamp, cam, self._since, drive=job.drive)
         except Exception as exc:  # noqa: BLE001
             log.warning("keyframe %.3f: renewing the flow chain failed: %s: %s", job.stamp, type(exc).__name__, exc)
-        return answer
 
     def _since(self, stamp: float) -> list[tuple[float, np.ndarray]]:
         """The frames the loop has seen after `stamp`, oldest first (the catch-up asks again as frames arrive)."""
