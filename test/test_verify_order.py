@@ -4,6 +4,8 @@ answers every other keyframe from the dense search's points; counted as SIFT ver
 last)."""
 from __future__ import annotations
 
+import pytest
+
 from disam_ros.verify.config import VerifyConfig
 from disam_ros.verify.order import StepOrder
 
@@ -68,3 +70,29 @@ def test_a_blind_look_is_hopeless_in_the_dark_or_in_clutter_and_not_otherwise():
     assert off.hopeless(dark, sift) == ""
     look.reset()
     assert (look.misses, look.keypoints) == (0, 0)
+
+
+def test_the_half_scale_features_keep_the_strongest_first_max_keypoints_and_clutter_still_reads_at_the_cap():
+    """Blotchy noise (snow-like clutter) has far more SIFT keypoints at half scale than the cap: detection keeps the
+    1,000 strongest (those a full count holds, by response), and at the cap the clutter sign (0.5 x 2,000) reads."""
+    import cv2
+    import numpy as np
+
+    from disam_ros.pose.features import SiftConfig, detect_sift
+    from disam_ros.verify.first_look import FirstLook, half_sift
+
+    rgb = cv2.resize(np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8), (640, 480))
+    sift = SiftConfig(nfeatures=2000)
+    capped, uncapped = half_sift(sift, VerifyConfig(), rgb), half_sift(sift, VerifyConfig(first_max_keypoints=0), rgb)
+    assert (capped.nfeatures, uncapped.nfeatures, capped.scale) == (1000, 2000, uncapped.scale)
+    assert half_sift(SiftConfig(nfeatures=0), VerifyConfig(), rgb).nfeatures == 1000  # an unlimited recipe too
+    assert half_sift(SiftConfig(nfeatures=500), VerifyConfig(), rgb).nfeatures == 500  # a smaller recipe rules
+    few, full = detect_sift(rgb, capped), detect_sift(rgb, uncapped)
+    assert len(few) == 1000 and len(full) >= 1900
+    strongest = np.sort(full.responses)[::-1][:1000]
+    assert float(np.min(few.responses)) >= float(strongest[-1]) - 1e-6  # the weakest kept is among the 1,000 best
+    look = FirstLook(VerifyConfig())
+    look.misses, look.keypoints = 1, len(few)
+    assert look.hopeless(rgb, sift) == "cluttered"
+    with pytest.raises(ValueError, match="first_max_keypoints"):
+        VerifyConfig(first_max_keypoints=5)  # fewer than min_inliers: no look could verify

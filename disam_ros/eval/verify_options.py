@@ -42,6 +42,8 @@ VERIFY_OPTIONS = (
     ("--first-probe-every", "first_probe_every", positive_int, "... after two frames in a row whose looks "
      "verified nothing, look only every this many frames until one verifies (1: every frame)"),
     ("--first-max-trials", "first_max_trials", positive_int, "... the look's RANSAC trials at most"),
+    ("--first-max-keypoints", "first_max_keypoints", non_negative_int, "the half-scale features (looks, flow prior) "
+     "keep this many strongest keypoints; more are rain or snow clutter (0: the SIFT recipe's cap)"),
     ("--first-polish-half", "first_polish_half", on_off, "... a verified look that is not sure is polished with "
      "its own half-scale features before full-scale SIFT is computed (on/off)"),
     ("--first-polish-half-inliers", "first_polish_half_inliers", non_negative_int, "... and is the answer when "

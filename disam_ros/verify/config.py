@@ -43,6 +43,11 @@ class VerifyConfig:
     first_min_width_px: int = 320  # ... when the image is at least this wide at that scale (fewer features: skip)
     first_candidates: int = 3  # ... this many candidates in order, up to the first sure one
     first_max_trials: int = 1000  # ... its RANSAC gives up after this many trials (a sure pose is found early)
+    first_max_keypoints: int = 1000  # the half-scale features (looks, flow prior) keep this many strongest keypoints
+    #                                  (0: the recipe's cap). More are rain streaks and snowflakes (validation town
+    #                                  7: 1,090-2,000 there, <= 730 elsewhere) whose descriptors cost time and match
+    #                                  nothing: keyframes there 162-166 -> 122-134 ms of CPU, the same frames within
+    #                                  0.25 m. Keep it >= keyframe_dense_clutter x nfeatures, the clutter sign
     first_probe_every: int = 4  # after two frames in a row whose looks verified nothing (blind: night, rain,
     #                             snow), look only every this many frames until one verifies (1 = every frame;
     #                             4 chosen on validation towns 7 / 101: night, rain, snow 5-10 % cheaper a frame,
@@ -275,6 +280,8 @@ class VerifyConfig:
                   ("candidate_polish_inliers", self.candidate_polish_inliers >= 0),
                   ("first_polish_half_inliers", self.first_polish_half_inliers >= 0),
                   ("first_max_trials", self.first_max_trials >= 100),
+                  ("first_max_keypoints",
+                   self.first_max_keypoints == 0 or self.first_max_keypoints >= self.min_inliers),
                   ("motion_speed_factor", self.motion_speed_factor >= 0),
                   ("flow_frames", self.flow_frames >= 0), ("flow_max_step_m", self.flow_max_step_m >= 0),
                   ("flow_min_inliers", self.flow_min_inliers >= 6),

@@ -25,10 +25,12 @@ from disam_ros.verify.result import Verification
 
 
 def half_sift(sift: SiftConfig, cfg: VerifyConfig, rgb: np.ndarray) -> SiftConfig | None:
-    """The map's SIFT recipe at `first_scale` (the first look's and the flow prior's half-scale features); None when
-    the image would be narrower than `first_min_width_px` at that scale."""
+    """The map's SIFT recipe at `first_scale` (the first look's and the flow prior's half-scale features), keeping the
+    `first_max_keypoints` strongest; None when the image would be narrower than `first_min_width_px` at that scale."""
     h, w = rgb.shape[:2]
-    half = replace(sift, scale=max(0.1, sift.scale * cfg.first_scale), max_side=round(sift.max_side * cfg.first_scale))
+    cap = min(sift.nfeatures or cfg.first_max_keypoints, cfg.first_max_keypoints) or sift.nfeatures
+    half = replace(sift, scale=max(0.1, sift.scale * cfg.first_scale), max_side=round(sift.max_side * cfg.first_scale),
+                   nfeatures=cap)
     return half if w * detection_scale(half, w, h) >= cfg.first_min_width_px else None
 
 
