@@ -379,3 +379,30 @@ def test_a_blind_keyframe_in_clutter_runs_the_dense_search_alone(town):
     wrong = v.verify(_render_beside(town, 2, "rain")[0], [9], keyframe=True)  # the dense search fails: nothing after
     assert not wrong.verified and set(_kinds(wrong)) == {"look", "dense"} and _kinds(wrong)[-1] == "dense"
     assert v._order.sift_fails == 1  # counted as a frame SIFT did not verify (verify/order.py)
+
+
+def test_in_clutter_a_keyframe_whose_dense_search_ran_first_and_failed_runs_no_sift_step(town):
+    """After two frames only the dense search verified it runs first; where it then fails on a keyframe whose blind
+    looks saw clutter, no full-scale SIFT step follows either (counted as a SIFT failure), as after a dense search
+    next. Inline frames and dark keyframes keep the SIFT steps after it."""
+    _, _, m = town
+    snow = [_render_beside(town, k, "snow")[0] for k in (10, 11)]
+    wrong = _render_beside(town, 2, "rain")[0]  # ~20 m from candidate 9: nothing verifies
+
+    def primed(**rules):
+        cfg = VerifyConfig(first_min_width_px=160, gradient_first_after=2, gradient_first_probe_every=50, **rules)
+        v = Verifier(m, cfg)
+        for i in range(2):  # inline: the keyframe rules stay out; SIFT fails and the dense search verifies
+            assert v.verify(snow[i], [10 + i]).dense
+        return v
+
+    v = primed(keyframe_dense_dark=0.0, keyframe_dense_clutter=0.0)  # every blind look counts as clutter
+    fails = v._order.sift_fails
+    kf = v.verify(wrong, [9], keyframe=True)
+    assert not kf.verified and kf.order == "dense first" and _kinds(kf)[0] == "dense"
+    assert _kinds(kf) == ["dense"]  # no full-scale step (the looks were blind twice: this frame's are skipped)
+    assert v._order.sift_fails == fails + 1
+    inline = primed(keyframe_dense_dark=0.0, keyframe_dense_clutter=0.0).verify(wrong, [9])
+    assert _kinds(inline)[0] == "dense" and "sift" in _kinds(inline)
+    dark = primed(keyframe_dense_dark=255.0, keyframe_dense_clutter=2.0).verify(wrong, [9], keyframe=True)
+    assert _kinds(dark)[0] == "dense" and "sift" in _kinds(dark)  # in the dark SIFT still follows a failed search

@@ -222,12 +222,13 @@ class Verifier:
             looks, answer, used = self._looks.run(self, rgb, ks, cam)
             attempts += looks
             why = self._looks.hopeless(rgb, self.sift) if answer is None and keyframe and dense_on \
-                and not early and not self._late() else ""
-            if why:  # the dense search next (first_look.py): SIFT would see no more than the looks
+                and not self._late() else ""
+            if why and not early:  # the dense search next (first_look.py): SIFT would see no more than the looks
                 order.last, early, best = "dense next", True, self._dense_step(rgb, ks, cam, attempts)
                 if best.verified:
                     return best, attempts, None
-            # in clutter no SIFT step follows (counted as failed): there it verified no frame the dense search missed
+            # in clutter no SIFT step follows a failed dense search, next or first (counted as failed): there it
+            # verified no frame the dense search missed
             if answer is None and why != "cluttered" and not (looks and self._late()):  # a spent time box ends it too
                 look = max((v for v in looks if v.verified), key=lambda v: v.inliers, default=None)
                 if cfg.first_polish_half and used is not None:  # the look's own features first: no full-scale SIFT
