@@ -206,8 +206,8 @@ class Verifier:
         """The steps in the order verify/order.py gives (a `keyframe` only tracking answered leaves its counts): dense
         search first after frames only it verified; first look and full-scale SIFT unless a run of frames they failed
         skips them (a `keyframe` whose looks were blind in the dark or in clutter runs the dense search right after
-        them, and in clutter nothing after it); dense search last if not first. Returns answer, attempts, the
-        answer's query features (or None)."""
+        them, and in clutter nothing after it, nor after a failed dense search that ran first); dense search last if
+        not first. Returns answer, attempts, the answer's query features (or None)."""
         cfg, order = self.config, self._order
         order.begin()
         dense_on = dense and cfg.gradient_candidates > 0 and self.map.map_geometry.gradients is not None and bool(ks)
