@@ -65,6 +65,11 @@ def test_a_blind_look_is_hopeless_in_the_dark_or_in_clutter_and_not_otherwise():
     assert look.hopeless(dark, sift) == "dark" and look.hopeless(bright, sift) == ""
     look.keypoints = 1000  # 0.5 x 2000
     assert look.hopeless(bright, sift) == "cluttered" and look.hopeless(dark, sift) == "cluttered"
+    unlimited = SiftConfig(nfeatures=0)  # read against the default recipe's 2,000, not as 0 (everything clutter)
+    look.keypoints = 999
+    assert look.hopeless(bright, unlimited) == ""
+    look.keypoints = 1000
+    assert look.hopeless(bright, unlimited) == "cluttered"
     off = FirstLook(VerifyConfig(keyframe_dense_dark=0.0, keyframe_dense_clutter=2.0))
     off.misses, off.keypoints = 1, 1000
     assert off.hopeless(dark, sift) == ""

@@ -165,8 +165,7 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
             ("latency_max_ms", "max ms"), ("within_0.25m_2deg", "0.25m/2°"), ("within_5m_10deg", "5m/10°"),
             ("verified_share", "verified"), ("verify_ms_median", "verify ms"), ("keyframe_ms_median", "keyframe ms"),
             ("keyframe_run_ms_median", "kf run ms"), ("keyframe_verify_run_ms_median", "kf verify ms"),
-            ("keyframes_solved", "keyframes"),
-            ("keyframes_verified", "kf verified"),
+            ("keyframes_solved", "keyframes"), ("keyframes_verified", "kf verified"),
             ("verified_wrong", "verified off"), ("nees_median", "NEES med"), ("nees_inside_90", "in 90 %"),
             ("first_verified_s", "1st verified s"), ("within_0.25m_2deg_after_first", "0.25m/2° after"),
             ("late_hints", "late hints"), ("hinted_0.25m_2deg", "hinted 0.25m/2°")]

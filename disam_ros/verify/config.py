@@ -46,8 +46,9 @@ class VerifyConfig:
     first_max_keypoints: int = 1000  # the half-scale features (looks, flow prior) keep this many strongest keypoints
     #                                  (0: the recipe's cap). More are rain streaks and snowflakes (validation town
     #                                  7: 1,090-2,000 there, <= 730 elsewhere) whose descriptors cost time and match
-    #                                  nothing: keyframes there 162-166 -> 122-134 ms of CPU, the same frames within
-    #                                  0.25 m. Keep it >= keyframe_dense_clutter x nfeatures, the clutter sign
+    #                                  nothing: snow keyframes 152-177 -> 123-150 ms of CPU on three towns, rain
+    #                                  132-152 -> 130-143, the same frames within 0.25 m. Keep it at least
+    #                                  keyframe_dense_clutter x nfeatures: the clutter sign counts these keypoints
     first_probe_every: int = 4  # after two frames in a row whose looks verified nothing (blind: night, rain,
     #                             snow), look only every this many frames until one verifies (1 = every frame;
     #                             4 chosen on validation towns 7 / 101: night, rain, snow 5-10 % cheaper a frame,

@@ -28,9 +28,9 @@ def half_sift(sift: SiftConfig, cfg: VerifyConfig, rgb: np.ndarray) -> SiftConfi
     """The map's SIFT recipe at `first_scale` (the first look's and the flow prior's half-scale features), keeping the
     `first_max_keypoints` strongest; None when the image would be narrower than `first_min_width_px` at that scale."""
     h, w = rgb.shape[:2]
-    cap = min(sift.nfeatures or cfg.first_max_keypoints, cfg.first_max_keypoints) or sift.nfeatures
+    n, cap = sift.nfeatures, cfg.first_max_keypoints  # 0: unlimited, either of them
     half = replace(sift, scale=max(0.1, sift.scale * cfg.first_scale), max_side=round(sift.max_side * cfg.first_scale),
-                   nfeatures=cap)
+                   nfeatures=min(n, cap) if n and cap else n or cap)
     return half if w * detection_scale(half, w, h) >= cfg.first_min_width_px else None
 
 
@@ -48,12 +48,13 @@ class FirstLook:
     def hopeless(self, rgb: np.ndarray, sift: SiftConfig) -> str:
         """Why the full-scale SIFT steps would see no more than the latest looks, which verified nothing (or were
         skipped after such): "dark" (mean grey under `keyframe_dense_dark`: night, where SIFT's responses are noise)
-        or "cluttered" (the looks found at least `keyframe_dense_clutter` of the recipe's keypoint cap: rain streaks
-        and snowflakes, which match nothing); "" when neither, or the looks saw something."""
+        or "cluttered" (the looks found at least `keyframe_dense_clutter` of the recipe's keypoint cap, an unlimited
+        recipe's read as the default 2,000 rather than 0: rain streaks and snowflakes, which match nothing); "" when
+        neither, or the looks saw something."""
         cfg = self.config
         if self.misses == 0:
             return ""
-        if self.keypoints >= cfg.keyframe_dense_clutter * sift.nfeatures:
+        if self.keypoints >= cfg.keyframe_dense_clutter * (sift.nfeatures or SiftConfig.nfeatures):
             return "cluttered"
         return "dark" if cfg.keyframe_dense_dark > 0 and float(np.mean(rgb)) < cfg.keyframe_dense_dark else ""
 
