@@ -44,7 +44,7 @@ NORDLAND_SPLIT = (0.5, 0.1, 5)  # train_fraction, val_fraction, gap: as the real
 NIGHT_GREY = 40.0  # webcams_dev README: mean grey < 40 is night
 DAY_NAMES = ("day", "sunny", "summer")
 RAW_SIZE = 64
-QUICK_FRAMES = 60  # --quick: Nordland frames kept per part
+QUICK_FRAMES = 30  # --quick: Nordland frames kept per part
 FeatureFn = Callable[[Tensor, str], Tensor]
 
 
@@ -89,7 +89,7 @@ def nordland_sets(root: Path, quick: bool) -> list[RealSet]:
     for part, label in (("val", "validation"), ("test", "test")):
         by = {d.name: getattr(p, part) for d, p in zip(domains, parts, strict=True)}
         summer, winter = drop_dark([by["summer"], by["winter"]], 20)
-        if quick:  # CI: the first 60 frames of each part (the code path, not a figure)
+        if quick:  # CI: the first 30 frames of each part (the code path, not a figure)
             summer, winter = (d.subset(np.arange(min(QUICK_FRAMES, len(d)))) for d in (summer, winter))
         out.append(RealSet(f"nordland_{part}", label, summer, {"winter": winter}, "winter", 2.0))
     return out
