@@ -89,7 +89,7 @@ def nordland_sets(root: Path, quick: bool) -> list[RealSet]:
     for part, label in (("val", "validation"), ("test", "test")):
         by = {d.name: getattr(p, part) for d, p in zip(domains, parts, strict=True)}
         summer, winter = drop_dark([by["summer"], by["winter"]], 20)
-        if quick:  # CI: the first 30 frames of each part (the code path, not a figure)
+        if quick:  # CI: the first QUICK_FRAMES frames of each part (the code path, not a figure)
             summer, winter = (d.subset(np.arange(min(QUICK_FRAMES, len(d)))) for d in (summer, winter))
         out.append(RealSet(f"nordland_{part}", label, summer, {"winter": winter}, "winter", 2.0))
     return out
