@@ -314,12 +314,12 @@ def test_a_new_net_has_the_dcgan_init_and_one_built_on_meta_draws_nothing(monkey
     torch.manual_seed(0)
     net = DisamNet(preset("tiny", DOMS))
     convs = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
-    weights = torch.cat([m.weight.flatten() for m in convs])
+    weights = torch.cat([m.weight.detach().flatten() for m in convs])
     assert len(weights) > 100_000
     # the sample mean and std of n normal draws: within 5 standard errors of 0 and of 0.02
     assert abs(float(weights.mean())) < 5 * 0.02 / len(weights) ** 0.5
     assert float(weights.std()) == pytest.approx(0.02, rel=5 / (2 * len(weights)) ** 0.5)
-    assert all(float(m.bias.abs().max()) == 0.0 for m in convs if m.bias is not None)
+    assert all(float(m.bias.detach().abs().max()) == 0.0 for m in convs if m.bias is not None)
 
     def drawn(_module):
         raise AssertionError("init_weights ran on the meta device")
