@@ -308,7 +308,8 @@ def test_params_file_checked_before_rcl(tmp_path, text, pattern):
     (["--ros-args", "-p", "autostart:=maybe"], "parameter 'autostart' must be a boolean (true/false)"),
 ])
 def test_cli_configuration_errors_exit_2(tmp_path, argv, expect):
-    """`disam-localizer` with a bad value, a misspelt name or a broken params file: one error line, exit 2."""
+    """`disam-localizer` with a bad value, a misspelt name or a broken params file: one error line, exit 2, and
+    before torch and the other heavy modules are imported (the mistake is reported in a second, not after three)."""
     import subprocess
     import sys
 
@@ -316,13 +317,16 @@ def test_cli_configuration_errors_exit_2(tmp_path, argv, expect):
     bad.write_text("/**:\n  ros__parameters: [top_n\n")
     argv = [str(bad) if a == "BAD" else a for a in argv]
     expect = expect.replace("BAD", str(bad))
-    out = subprocess.run([sys.executable, "-m", "disam_ros.ros.localizer_node", *argv], capture_output=True,
-                         text=True, timeout=120)
+    run = ("import sys; from disam_ros.ros.localizer_node import main; rc = main(sys.argv[1:]); "
+           "print('heavy modules:', sorted({'torch', 'faiss', 'scipy.spatial'} & set(sys.modules))); "
+           "sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", run, *argv], capture_output=True, text=True, timeout=120)
     text = out.stdout + out.stderr
     assert out.returncode == 2, text
     errors = [line for line in text.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and expect in errors[0], text
     assert "Traceback" not in text
+    assert "heavy modules: []" in out.stdout, text
 
 
 @pytest.mark.ros

@@ -363,11 +363,12 @@ def main(argv: list[str] | None = None) -> int:
         return P.fail(str(exc))
     except RCLError as exc:  # e.g. a remap or --ros-args flag rcl cannot parse
         return P.fail(f"{P.one_line(exc)} (check the --ros-args)")
-    import disam_ros.verify.verifier  # noqa: F401  (pycolmap's glog takes over SIGTERM at import: before ours)
     stop, node, rc = P.StopSignals(), None, 0
     executor = SingleThreadedExecutor()
     try:
-        node = LocalizerNode(dds=dds)
+        node = LocalizerNode(dds=dds)  # a misspelt or mistyped parameter fails here, before seconds of imports
+        import disam_ros.verify.verifier  # noqa: F401  (at start-up, not on the first frame)
+        stop.install()  # again: an import may take SIGTERM over (pycolmap's glog does)
         if node.autostart:
             node.start()
         executor.add_node(node)

@@ -20,6 +20,10 @@ class StopSignals:
     def __init__(self, node_name: str = NODE_NAME) -> None:
         self.node_name = node_name  # named on the second signal's line
         self.event = threading.Event()
+        self.install()
+
+    def install(self) -> None:
+        """(Re)install the handlers: after an import that put its own in place."""
         for s in (signal.SIGINT, signal.SIGTERM):
             signal.signal(s, self._on_signal)
 
