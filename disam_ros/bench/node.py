@@ -88,18 +88,22 @@ def prepare(work: Path, root: Path, preset: str, map_size: int, device: str, mod
 
 def measure(map_dir: Path, queries: list, n: int, device: str, compressed: bool, warmup: int = 3,
             log: Path | None = None) -> dict[str, Any]:
-    """Start the node, send `warmup` + `n` queries sequentially, return latencies (ms) and node diagnostics."""
+    """Start the node, send `warmup` + `n` queries sequentially, return latencies (ms) and node diagnostics, the
+    seconds from spawning the node until it served its topics and the first query's latency (what a respawned
+    node costs before it answers at its usual pace)."""
     from disam_ros.ros import launcher
     from disam_ros.ros.client import LocalizerClient
     from disam_ros.ros.eval_nodes import stop_nodes
 
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115  (closed below)
+    spawned = time.monotonic()
     proc = launcher.start(map=map_dir, compressed=compressed, device=device, namespace="bench",
                           parameters={"diagnostics_period_s": 0.5}, stdout=out, stderr=subprocess.STDOUT)
     client = LocalizerClient(namespace="bench")
     try:
         if not client.wait_for_node(compressed, timeout=180.0):
             raise RuntimeError(f"localizer node did not come up (log: {log})")
+        up_s, first_ms = time.monotonic() - spawned, None
         lat, missed = [], 0
         for k in range(warmup + n):
             rgb, stamp = queries[k % len(queries)]
@@ -109,8 +113,10 @@ def measure(map_dir: Path, queries: list, n: int, device: str, compressed: bool,
             if client.wait_pose(key, timeout=60.0) is None:
                 missed += 1
                 continue
+            ms = 1e3 * (client.rx.pose[key][0] - t0)
+            first_ms = ms if k == 0 else first_ms
             if k >= warmup:
-                lat.append(1e3 * (client.rx.pose[key][0] - t0))
+                lat.append(ms)
         time.sleep(0.6)
         diag = client.rx.diagnostics[-1][1] if client.rx.diagnostics else {}
     finally:
@@ -119,7 +125,8 @@ def measure(map_dir: Path, queries: list, n: int, device: str, compressed: bool,
         client.close()
         if log:
             out.close()
-    return {"latencies_ms": lat, "missed": missed, "diagnostics": diag, "exit_code": rc}
+    return {"latencies_ms": lat, "missed": missed, "diagnostics": diag, "exit_code": rc, "up_s": up_s,
+            "first_ms": first_ms}
 
 
 def summarize(preset: str, map_size: int, image_size: tuple[int, int], compressed: bool, r: dict,
@@ -146,7 +153,7 @@ def summarize(preset: str, map_size: int, image_size: tuple[int, int], compresse
         "node_fine_rerank_median_ms": stage("retrieval_fine_rerank"),
         "node_publish_median_ms": stage("publish"),
         "node_rss_mb": float(d["rss_mb"]) if "rss_mb" in d else None, "device": d.get("device"),
-        "node_exit_code": r["exit_code"],
+        "node_exit_code": r["exit_code"], "up_s": r.get("up_s"), "first_ms": r.get("first_ms"),
     }
 
 
@@ -154,7 +161,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     cols = [("preset", "preset"), ("map_size", "map"), ("mode", "mode"), ("image", "image"), ("transport", "transport"),
             ("queries", "n"), ("median_ms", "median ms"), ("p95_ms", "p95 ms"), ("node_encode_coarse_median_ms",
             "enc coarse"), ("node_encode_fine_median_ms", "enc fine"), ("node_coarse_search_median_ms", "search"),
-            ("node_fine_rerank_median_ms", "rerank"), ("node_decode_median_ms", "decode"), ("node_rss_mb", "RSS MB")]
+            ("node_fine_rerank_median_ms", "rerank"), ("node_decode_median_ms", "decode"), ("node_rss_mb", "RSS MB"),
+            ("up_s", "up s"), ("first_ms", "1st ms")]
 
     def fmt(v: Any) -> str:
         return "-" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)
