@@ -368,9 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         node = LocalizerNode(dds=dds)  # a misspelt or mistyped parameter fails here, before seconds of imports
         import disam_ros.verify.verifier  # noqa: F401  (at start-up, not on the first frame)
-        stop.install()  # again: an import may take SIGTERM over (pycolmap's glog does)
         if node.autostart:
             node.start()
+        stop.install()  # again after the imports and the configure step: one may take SIGTERM over (pycolmap's glog)
         executor.add_node(node)
         while not stop.event.is_set() and rclpy.ok():  # finalized too, like rclcpp nodes, until a signal
             executor.spin_once(timeout_sec=0.1)
