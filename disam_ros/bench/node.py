@@ -114,7 +114,8 @@ def measure(map_dir: Path, queries: list, n: int, device: str, compressed: bool,
                 missed += 1
                 continue
             ms = 1e3 * (client.rx.pose[key][0] - t0)
-            first_ms = ms if k == 0 else first_ms
+            if k == 0:
+                first_ms = ms
             if k >= warmup:
                 lat.append(ms)
         time.sleep(0.6)

@@ -192,9 +192,10 @@ class DisamNet(nn.Module):
         self.encoders = nn.ModuleDict({d: build_encoder(cfg) for d in cfg.domains})
         self.decoders = nn.ModuleDict({d: build_decoder(cfg) for d in cfg.domains})
         self.discriminators = nn.ModuleDict({d: Discriminator(cfg) for d in cfg.domains})
-        if module_device(self).type != "meta":  # built to read shapes or to take a checkpoint's weights: no init.
-            self.apply(init_weights)  # Why: on meta, normal_ runs torch's Python reference (and imports
-            #                           torch._dynamo): ~1.3 s of every process that opened a checkpoint
+        # A net on the meta device is built to read shapes or to take a checkpoint's weights: no init. Why: there
+        # normal_ runs torch's Python reference and imports torch._dynamo (~1.3 s of every process opening one).
+        if module_device(self).type != "meta":
+            self.apply(init_weights)
 
     @property
     def domains(self) -> tuple[str, ...]:
