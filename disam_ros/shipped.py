@@ -3,8 +3,10 @@
 
 - `demo` / `demo-fine`: trained on the synthetic world; right for the demo, wrong for real cameras (they fail on
   real images: docs/training.md).
-- `real`: the real-world starter (2026-11-24, recipe `real_starter`, trained on Nordland only, encoders
-  `summer` and `winter`): the default to start from on a real camera until you train on your own data.
+- `real`: the real-camera default (recipe `real_anchor`, since 2026-11-26): encoders `summer` and `winter`;
+  `summer`, the map side and what night and day queries use, is an untrained small encoder (random weights keep
+  night, where training here lost it); only `winter` was trained, on Nordland, into its code space. Start from
+  it on a real camera until you train on your own data (docs/training.md, the real-camera battery).
 
 A value that is not one of these names is a path, exactly as before. `KEYPOINTS` is the learned local-feature
 network (model/keypoint_net.py, docs/keypoints.md), a file of its own format rather than a DISAM checkpoint.

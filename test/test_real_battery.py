@@ -82,7 +82,7 @@ def test_nordland_parts_are_trainings_and_the_ci_subset_runs(tmp_path):
     out = tmp_path / "real.json"
     assert R.main(["--quick", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["results"]
-    assert [r["method"] for r in rows] == ["raw pixels", "untrained tiny", "untrained small", "real starter"]
+    assert [r["method"] for r in rows] == ["raw pixels", "untrained tiny", "untrained small", "shipped real"]
     for r in rows:
         assert all(0.0 <= r[s] <= 1.0 for s in ("nordland_val", "nordland_test", "gp_night>day", "webcams_night"))
     assert rows[0]["webcams_night:queries"] == 122

@@ -247,7 +247,7 @@ def named_checkpoint(text: str) -> tuple[str, Path]:
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog="disam-bench real", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", action="append", type=named_checkpoint, metavar="NAME=PATH",
-                   help="a model to score (repeatable; 'real' = the shipped real-world starter; default: real)")
+                   help="a model to score (repeatable; 'real' = the shipped real-camera default; default: real)")
     p.add_argument("--seeds", type=int, default=3, help="untrained draws per preset (default 3)")
     p.add_argument("--data", type=Path, default=SHARED_DATA, help="the folder holding the real sets")
     p.add_argument("--quick", action="store_true",
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     sets = real_sets(args.data, args.quick)
     if not sets:
         p.error(f"--data {args.data}: none of nordland_trimmed_dev, gardens_point_mini, webcams_dev is there")
-    ckpts = args.checkpoint or [("real starter", checkpoint_arg("real"))]
+    ckpts = args.checkpoint or [("shipped real", checkpoint_arg("real"))]
     for _, path in ckpts:
         if not path.is_file():
             p.error(f"--checkpoint {path}: no such file: give a model.pt, an export, or 'real'")
