@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                         "the node route, all with --route scores; none with --checkpoint)")
     p.add_argument("--checkpoint", type=checkpoint_arg, action="append", default=[],
                    help="also score this model (disam-train's model.pt, an exported checkpoint, or 'real': the "
-                        "shipped real-world starter); repeatable")
+                        "shipped real-camera default); repeatable")
     p.add_argument("--map-domain", default="summer", help="--checkpoint: the map images' encoder (default summer)")
     p.add_argument("--query-domain", default="winter",
                    help="--checkpoint: the queries' encoder (default winter)")

@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --bag: longest pose gap to interpolate over (s, a finite number >= 0)")
     p.add_argument("--domain", help="model domain to encode under (default: the condition name)")
     p.add_argument("--coarse", type=checkpoint_arg, help="coarse model checkpoint: a file, or a shipped one by name "
-                   "('real': the real-world starter for real cameras; 'demo': the synthetic world's)")
+                   "('real': the real-camera default, map side under --domain summer; 'demo': the synthetic world's)")
     p.add_argument("--fine", type=checkpoint_arg, help="fine model checkpoint, a file or 'demo-fine' (omit for "
                    "coarse-only maps)")
     p.add_argument("--out", type=Path, required=True, help="map directory to write")
