@@ -3,6 +3,7 @@ runs (disam-build-map, disam-calibrate, disam-calibrate --from-map, disam-eval) 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ def test_default_halves_leave_a_gap():
 
 
 @pytest.mark.long
-def test_the_route_equals_the_command_line(tmp_path):
+def test_the_route_equals_the_command_line(tmp_path, caplog):
     from disam_ros.eval.calibrate import main as calibrate_main
     from disam_ros.eval.offline import main as eval_main
     from disam_ros.maps.build_map import main as build_main
@@ -45,8 +46,12 @@ def test_the_route_equals_the_command_line(tmp_path):
     ckpt = nr.untrained_checkpoint(tmp_path / "untrained.pt")
     model = nr.RouteModel("u", ckpt, "summer", "summer")
     images, frames = nr.route_images(se.NORDLAND_DEFAULT)
+    caplog.set_level(logging.INFO, logger="disam_ros")
     rows = {r["mode"]: r for r in nr.run_route(model, images, frames, FIT, TEST, modes=("sequence",),
-                                                 work=tmp_path)}
+                                                 work=tmp_path, progress=True)}
+    steps = [r.getMessage() for r in caplog.records if r.name == nr.log.name]  # minutes of work: it says where it is
+    assert [m.split(": ")[1].split(" ")[0] for m in steps] == ["maps", "calibrating", "calibration"]
+    assert all(m.startswith("u: ") for m in steps)
     root = tmp_path / "data"
     for name, part in (("fit", FIT), ("test", TEST)):
         nr.write_part(images, frames, part, name, root)

@@ -89,10 +89,10 @@ def write_part(images: dict[str, list[Path]], frames: np.ndarray, part: tuple[in
     return len(keep)
 
 
-def _map(root: Path, name: str, model: RouteModel, out: Path) -> Path:
+def _map(root: Path, name: str, model: RouteModel, out: Path, progress: bool = False) -> Path:
     return build_map_from_folder(MapBuildConfig(out=out, coarse=model.checkpoint, dataset=root,
                                                 condition=f"summer_{name}", domain=model.map_domain,
-                                                geometry="none", device="cpu", progress=False))
+                                                geometry="none", device="cpu", progress=progress))
 
 
 def _drive(root: Path, name: str) -> list[QueryGroup]:
@@ -106,18 +106,22 @@ def _reloc(map_dir: Path, model: RouteModel) -> Relocalizer:
 
 def run_route(model: RouteModel, images: dict[str, list[Path]], frames: np.ndarray, fit: tuple[int, int],
               test: tuple[int, int], precision: float = 0.99, modes: Sequence[str] = MODES,
-              work: Path | None = None) -> list[dict]:
-    """Fit on `fit`, copy to a map of `test`, track `test`: one row per mode (see `mode_row`)."""
+              work: Path | None = None, progress: bool = False) -> list[dict]:
+    """Fit on `fit`, copy to a map of `test`, track `test`: one row per mode (see `mode_row`). `progress`:
+    a log line per step and the tools' progress bars (a model takes minutes on a CPU)."""
     with tempfile.TemporaryDirectory(prefix="disam-route-", dir=work) as tmp:
         root = Path(tmp) / "data"
         for name, part in (("fit", fit), ("test", test)):
             write_part(images, frames, part, name, root)
         config = route_config(modes)
-        map_a = _map(root, "fit", model, Path(tmp) / "map_fit")
-        map_b = _map(root, "test", model, Path(tmp) / "map_test")
+        say = log.info if progress else log.debug
+        say("%s: maps of the fit and test parts", model.name)
+        map_a = _map(root, "fit", model, Path(tmp) / "map_fit", progress)
+        map_b = _map(root, "test", model, Path(tmp) / "map_test", progress)
         reloc = _reloc(map_a, model)
+        say("%s: calibrating on the fit part (disam-calibrate)", model.name)
         cal = calibrate(reloc, _drive(root, "fit"), modes, config, precision, f"route {fit[0]}:{fit[1]}",
-                        progress=False)
+                        progress=progress)
         reloc.map.close()
         write_calibration(map_a, cal)
         source, target = LocalizationMap.load(map_a), LocalizationMap.load(map_b)
@@ -125,7 +129,8 @@ def run_route(model: RouteModel, images: dict[str, list[Path]], frames: np.ndarr
         source.close()
         target.close()
         reloc = _reloc(map_b, model)
-        tracked, trackers, *_ = evaluate_modes(reloc, _drive(root, "test"), modes, config, 0, progress=False)
+        say("%s: calibration carried to the test map (--from-map); tracking the test part", model.name)
+        tracked, trackers, *_ = evaluate_modes(reloc, _drive(root, "test"), modes, config, 0, progress=progress)
         reloc.map.close()
     tol = (config.tolerance_m, config.tolerance_deg)
     return [mode_row(model.name, test, m, [f for f in tracked if f.mode == m], cal.stats.get(m, {}),
@@ -207,7 +212,7 @@ def node_rows(args: Any) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="disam-route-models-") as tmp:
         for m in route_models(args.sets, args.checkpoint, args.map_domain, args.query_domain, args.seed, Path(tmp)):
             log.info("node route: %s, fit %d:%d, test %d:%d", m.name, *fit, *test)
-            rows += run_route(m, images, frames, fit, test, args.precision)
+            rows += run_route(m, images, frames, fit, test, args.precision, progress=not args.quiet)
     return rows
 
 

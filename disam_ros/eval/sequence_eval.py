@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from disam_ros import logs
 from disam_ros.cliutil import OneLineParser
 from disam_ros.eval.nordland import NORDLAND_DEFAULT, nordland_frames
 from disam_ros.shipped import ASSETS, checkpoint_arg
@@ -317,6 +318,7 @@ def run_sets(args: argparse.Namespace) -> list[dict]:
                checkpoint_features(c, args.query_domain)) for c in args.checkpoint]
     rows = []
     for name, map_fn, query_fn in pairs:
+        log.info("scoring %s (%d map and %d query frames)", name, len(summer), len(winter))
         mv, qv = map_fn(summer), query_fn(winter)
         fit, test = segments(name, mv, qv, frames, args.fit, args.test) if args.fit else halves(name, mv, qv, frames)
         rows += compare(fit, test, NORDLAND_CONFIG, tol_m=2.0, precision=args.precision,
@@ -348,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--route", choices=("node", "scores"), default="node", help="node (default): models through "
                    "disam-calibrate, --from-map and the tracker as the node runs them (eval/node_route.py); scores: "
                    "this module's score-matrix loop, for pixel baselines")
+    p.add_argument("--quiet", action="store_true", help="no progress lines or bars, only the table")
     args = p.parse_args(argv)
+    logs.setup(-1 if args.quiet else 0)
     default_sets = "" if args.checkpoint else ("untrained" if args.route == "node" else ",".join(SET_NAMES))
     args.sets = [k.strip() for k in (args.sets if args.sets is not None else default_sets).split(",") if k.strip()]
     unknown = [k for k in args.sets if k not in SET_NAMES]
