@@ -2,6 +2,8 @@
 per-query answers as offline evaluation of the same bags, and the node's outputs are recorded."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from disam_ros.data.bags import BagWriteOptions, bag_info, write_folder_bag
@@ -62,10 +64,13 @@ def test_paced_replay_answers_every_frame_of_a_slow_node(tiny_eval_world, tmp_pa
         drives.append(Drive(name, bag, world_weather(w["world"], "sunny_repeat"), *camera_topic(bag)))
     frames = len(list(bag_queries(drives[0].bag, "sunny_repeat")))
 
+    lines: dict[str, list[str]] = {}  # the line per replayed drive a user sees on stderr
+
     def run(pace: Pace, name: str, replayed: list):
         with open(tmp_path / f"{name}.log", "w") as log:
             runs, _ = evaluate_online_modes(w["map"], replayed, tmp_path / name, ("single",), pace, device="cpu",
-                                            node_params={"max_rate_hz": 4.0}, log=log)
+                                            node_params={"max_rate_hz": 4.0}, log=log,
+                                            progress=lines.setdefault(name, []).append)
         return runs["single"], (tmp_path / f"{name}.log").read_text()[-2000:]
 
     paced, log = run(PACED, "paced", drives)
@@ -75,6 +80,9 @@ def test_paced_replay_answers_every_frame_of_a_slow_node(tiny_eval_world, tmp_pa
     counts = {t.topic: t.count for t in bag_info(tmp_path / "paced" / "node_outputs").topics}
     assert counts["/disam_localizer/pose"] == counts["/disam_localizer/loop_closure"] == 2 * frames
     assert losses_line({"single": paced}) == "single 0 dropped, 0 past the timeout"
+    assert [re.sub(r"in [0-9.]+ s", "in T s", line) for line in lines["paced"]] == [
+        f"drive 1/2 sunny_repeat: {frames} frames in T s (single 0 dropped)",
+        f"drive 2/2 copy: {frames} frames in T s (single 0 dropped)"]
 
     burst, log = run(Pace("realtime", rate=3.0), "realtime", drives[:1])  # frames 0.1 s apart: drops are still counted
     answered = sum(a.index is not None for a in burst.answers)
@@ -85,4 +93,6 @@ def test_paced_replay_answers_every_frame_of_a_slow_node(tiny_eval_world, tmp_pa
     assert hurried.timed_out and len(set(hurried.timed_out)) == len(hurried.timed_out) <= frames, log
     assert hurried.dropped > 0 and answered == frames - hurried.dropped, log
     assert f"{len(hurried.timed_out)} past the timeout" in losses_line({"single": hurried})
+    lost = f"(single {hurried.dropped} dropped, {len(hurried.timed_out)} past the timeout)"
+    assert lines["timeout"][0].endswith(lost)
 

@@ -164,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
     report = w / "report"
     report.mkdir(parents=True, exist_ok=True)
     with open(report / "node.log", "w") as log:
-        runs, queries = evaluate_online_modes(map_dir, drives, report, DEFAULT_MODES, args.pace, log=log)
+        runs, queries = evaluate_online_modes(map_dir, drives, report, DEFAULT_MODES, args.pace, log=log,
+                                              progress=lambda line: step(f"    {line}", t0))
     step("5/6 scoring", t0)
     rows, paths = report_online(map_dir, runs, queries, report, {"demo": str(w), "replay": args.pace.describe()})
     print("\n".join(rows))

@@ -23,6 +23,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -141,9 +142,10 @@ def start_nodes(map_dir: Path, drive: Drive, modes: tuple[str, ...], device: str
 
 def evaluate_online_modes(map_dir: Path, drives: list[Drive], out: Path, modes: tuple[str, ...] = DEFAULT_MODES,
                           pace: Pace = PACED, idle_s: float = 5.0, device: str = "auto",
-                          node_params: dict | None = None, log=None) -> tuple[dict[str, ModeRun], list[Query]]:
+                          node_params: dict | None = None, log=None, progress: Callable[[str], None] | None = None
+                          ) -> tuple[dict[str, ModeRun], list[Query]]:
     """Start one node per mode, replay every drive into all of them at once, record; returns ({mode: ModeRun},
-    queries)."""
+    queries). `progress` gets a line per replayed drive (a drive takes as long as its bag, or its answers)."""
     if len({d.compressed for d in drives}) != 1:
         raise ValueError("all bags must carry the same image type (all Image or all CompressedImage)")
     if not modes or len(set(modes)) != len(modes) or not set(modes) <= set(TRACKER_MODES):
@@ -156,7 +158,8 @@ def evaluate_online_modes(map_dir: Path, drives: list[Drive], out: Path, modes: 
     clients = {mode: LocalizerClient(namespace=mode if len(modes) > 1 else "", node_name=NODE_NAME) for mode in modes}
     positions, names, runs = np.asarray(m.positions), list(m.names), {mode: ModeRun() for mode in modes}
     try:
-        for d in drives:
+        for n, d in enumerate(drives, 1):
+            t0 = time.monotonic()
             check_nodes(list(procs.values()), log)
             for client in clients.values():
                 client.new_drive()  # drives may share stamps: match this drive's frames to its own answers only
@@ -165,6 +168,8 @@ def evaluate_online_modes(map_dir: Path, drives: list[Drive], out: Path, modes: 
             for k, (mode, client) in enumerate(clients.items()):
                 collect(runs[mode], mode, client, queries[d.condition], done.sent, positions)
                 count_losses(runs[mode], done, k)
+            if progress is not None:
+                progress(drive_line(n, len(drives), d.condition, done, list(clients), time.monotonic() - t0))
         errors = [e for c in clients.values() for e in c.callback_errors]
         if errors:
             raise RuntimeError(f"listening to the node failed: {errors[0]}")
@@ -186,6 +191,14 @@ def settle_keyframes(clients: list[LocalizerClient]) -> None:
     for client in clients:
         client.wait_diagnostics(lambda d: d.get("keyframe_in_flight") != "True", KEYFRAME_END_S, after=time.monotonic())
         client.wait_diagnostics(lambda _: True, 2.0, after=time.monotonic())
+
+
+def drive_line(n: int, total: int, condition: str, done: DriveReplay, modes: list[str], seconds: float) -> str:
+    """'drive 2/10 night: 16 frames in 9.8 s (sequence 0 dropped, single 1 dropped, 1 past the timeout)'."""
+    lost = ", ".join(f"{mode} {done.dropped[k]} dropped" + (f", {len(done.timed_out[k])} past the timeout"
+                                                           if done.timed_out[k] else "")
+                     for k, mode in enumerate(modes))
+    return f"drive {n}/{total} {condition}: {len(done.sent)} frames in {seconds:.1f} s ({lost})"
 
 
 def count_losses(run: ModeRun, done: DriveReplay, k: int) -> None:
@@ -295,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"tracker modes, one node each, comma-separated from {','.join(TRACKER_MODES)} (default "
                         f"{','.join(DEFAULT_MODES)}; the first one gets the detailed report)")
     p.add_argument("-p", "--param", action="append", default=[], help="extra node parameter NAME:=VALUE")
+    p.add_argument("--quiet", action="store_true", help="no line per replayed drive on stderr")
     return p
 
 
@@ -318,9 +332,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"-p top_k:={top_k}: need an integer >= 1 (the candidates kept per frame)")
         drives = drives_from_args(args)
         args.out.mkdir(parents=True, exist_ok=True)
+        say = None if args.quiet else (lambda line: print(f"disam-eval-online: {line}", file=sys.stderr, flush=True))
         with open(args.out / "node.log", "w") as log:
             runs, queries = evaluate_online_modes(args.map, drives, args.out, args.modes, pace, args.idle,
-                                                  args.device, params, log)
+                                                  args.device, params, log, say)
         rows, paths = report_online(args.map, runs, queries, args.out,
                                     {"replay": pace.describe(), "bags": ", ".join(args.bag), CANDIDATES: top_k})
     except (ValueError, BagError, ReplayError, RuntimeError) as exc:
