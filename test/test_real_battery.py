@@ -79,10 +79,28 @@ def test_nordland_parts_are_trainings_and_the_ci_subset_runs(tmp_path):
     assert val.db.positions[:, 0].min() >= 710 and val.db.positions[:, 0].max() < 889
     assert test.db.positions[:, 0].min() >= 894 and test.db.positions[:, 0].max() < 1788
     assert (val.part, test.part) == ("validation", "test")
-    out = tmp_path / "real.json"
-    assert R.main(["--quick", "--json", str(out)]) == 0
+    out, png = tmp_path / "real.json", tmp_path / "real.png"
+    assert R.main(["--quick", "--json", str(out), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = json.loads(out.read_text())["results"]
     assert [r["method"] for r in rows] == ["raw pixels", "untrained tiny", "untrained small", "shipped real"]
     for r in rows:
         assert all(0.0 <= r[s] <= 1.0 for s in ("nordland_val", "nordland_test", "gp_night>day", "webcams_night"))
     assert rows[0]["webcams_night:queries"] == 122
+
+
+def test_battery_bars_sit_in_their_set_slot_with_the_draws_range(tmp_path):
+    from disam_ros.bench.real_plot import WIDTH, bar_layout, plot_battery
+
+    rows = [{"method": "raw pixels", "draws": 1, "a": 0.2, "b": 0.5},
+            {"method": "untrained", "draws": 3, "a": 0.4, "a:range": [0.3, 0.6], "b": 0.7, "b:range": [0.7, 0.7]}]
+    bars = {(b.method, b.column): b for b in bar_layout(rows, ["a", "b", "missing"])}
+    assert set(bars) == {("raw pixels", "a"), ("raw pixels", "b"), ("untrained", "a"), ("untrained", "b")}
+    # two methods share a slot of WIDTH around x = k: centres at k -/+ WIDTH / 4
+    assert bars["raw pixels", "a"].x == pytest.approx(-WIDTH / 4)
+    assert bars["untrained", "b"].x == pytest.approx(1 + WIDTH / 4)
+    raw, rnd = bars["raw pixels", "a"], bars["untrained", "a"]
+    assert (raw.height, raw.low, raw.high) == pytest.approx((20.0, 20.0, 20.0))  # one draw: no range
+    assert (rnd.height, rnd.low, rnd.high) == pytest.approx((40.0, 30.0, 60.0))
+    png = plot_battery(rows, {"a": "validation", "b": "test"}, tmp_path / "sub" / "bars.png")
+    assert png.read_bytes()[:4] == b"\x89PNG" and not list(png.parent.glob("*.tmp*"))

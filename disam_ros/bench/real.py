@@ -18,7 +18,7 @@ Sets (../shared/data; what each may be used for is in its README):
 A model's encoders: the map side uses the model's day encoder (`day`, `sunny` or `summer`, else its first), a query
 its condition's encoder when the model has one (`winter`, `night`), else the map side's (the paper's fallback).
 
-    disam-bench real [--checkpoint NAME=PATH|real ...] [--seeds 3] [--quick] [--json out.json]
+    disam-bench real [--checkpoint NAME=PATH|real ...] [--seeds 3] [--quick] [--json out.json] [--plot out.png]
 """
 from __future__ import annotations
 
@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"CI: Nordland parts cut to {QUICK_FRAMES} frames, one untrained draw")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the product's default)")
     p.add_argument("--json", help="also write the rows as JSON here")
+    p.add_argument("--plot", type=Path, help="also draw the table as bars here (PNG; whiskers: the draws' range)")
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error("--seeds must be >= 1, e.g. --seeds 3")
@@ -271,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(sets, groups)
     emit("real", rows, format_table(rows, sets), args.json, sets={s.name: s.part for s in sets},
          data=str(args.data), quick=args.quick)
+    if args.plot:
+        from disam_ros.bench.real_plot import plot_battery
+
+        print(f"plot: {plot_battery(rows, {s.name: s.part for s in sets}, args.plot)}", file=sys.stderr)
     return 0
 
 
