@@ -198,7 +198,11 @@ def run(sets: list[RealSet], groups: list[tuple[str, list[Method]]]) -> list[dic
     """One row per group: per set and per query group, R@1 (mean over the group's methods, min-max beside)."""
     rows, cache = [], {}
     for name, methods in groups:
-        per = [{s.name: score_set(m, s, cache) for s in sets} for m in methods]
+        per = []
+        for i, m in enumerate(methods, 1):
+            if len(methods) > 1:
+                print(f"  scoring {name}, draw {i}/{len(methods)}", file=sys.stderr, flush=True)
+            per.append({s.name: score_set(m, s, cache) for s in sets})
         row: dict = {"method": name, "draws": len(methods)}
         for s in sets:
             for col in per[0][s.name]:
