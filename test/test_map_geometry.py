@@ -212,7 +212,11 @@ def test_old_format_map_loads_retrieval_only(geo_world, tmp_path, caplog, capsys
     assert map_info_cli.main([str(out), "--verify"]) == 0
     assert f"geometry       none: {NOTE_OLD}" in capsys.readouterr().out
     assert map_info_cli.main([str(geo_world["auto"])]) == 0
-    assert "geometry       depth: " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "geometry       depth: " in out
+    files = [line for line in out.splitlines() if line.endswith("/image")]  # one per file, sizes in columns
+    assert any("geometry_descriptors.npy" in line for line in files) and len({len(line) for line in files}) == 1
+    assert len({line.index("B ") for line in files}) == 1  # each total's unit at the same place
 
 
 def test_tampered_geometry_is_refused(geo_world, tmp_path):

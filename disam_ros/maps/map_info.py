@@ -122,8 +122,9 @@ def render(info: dict[str, Any], root: Path) -> str:
         ram = info["ram_estimate_bytes"]
         lines.append(f"RAM (search)   ~{_size(ram)} total, ~{_size(ram / max(info['images'], 1))} per image (estimate: "
                      "coarse search, names, poses; fine features are memory-mapped)")
+    width = max((len(name) for name in info["files"]), default=0) + 2  # sizes in one column under each other
     for name, b in sorted(info["files"].items()):
-        lines.append(f"  {name:<14}{_size(b):>12}  {_size(info['bytes_per_image_by_file'][name]):>10}/image")
+        lines.append(f"  {name:<{width}}{_size(b):>10}  {_size(info['bytes_per_image_by_file'][name]):>10}/image")
     return "\n".join(lines)
 
 
