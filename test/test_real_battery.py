@@ -104,3 +104,44 @@ def test_battery_bars_sit_in_their_set_slot_with_the_draws_range(tmp_path):
     assert (rnd.height, rnd.low, rnd.high) == pytest.approx((40.0, 30.0, 60.0))
     png = plot_battery(rows, {"a": "validation", "b": "test"}, tmp_path / "sub" / "bars.png")
     assert png.read_bytes()[:4] == b"\x89PNG" and not list(png.parent.glob("*.tmp*"))
+
+
+def folder_condition(root: Path, name: str, images: list[Path], xs: list[float]) -> None:
+    """A condition folder of links to `images`, each at (x, 0, 0): what disam-build-map and disam-eval read."""
+    (root / name / "images").mkdir(parents=True)
+    for k, src in enumerate(images):
+        (root / name / "images" / f"{k:05d}{src.suffix}").symlink_to(src.resolve())
+    (root / name / "poses.txt").write_text("".join(f"{k}.0 {x} 0 0 0 0 0 1\n" for k, x in enumerate(xs)))
+
+
+@pytest.mark.skipif(not (SHARED / "gardens_point_mini").is_dir(), reason="needs ../shared/data (real images)")
+@pytest.mark.long
+def test_the_battery_scores_what_the_product_answers(tmp_path):
+    """Gardens Point both ways through the battery's own loading and scoring, and through `disam-build-map --coarse
+    real --domain summer` then `disam-eval` (the node's preprocessing and encoder choice): the same R@1, so the
+    battery's table is what a user of the shipped default gets."""
+    from disam_ros.eval.offline import main as eval_main
+    from disam_ros.maps.build_map import main as build_main
+    from disam_ros.shipped import checkpoint_arg
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "gardens_point_mini").symlink_to(SHARED / "gardens_point_mini")
+    sets = R.real_sets(tmp_path / "data", quick=True)
+    row = R.run(sets, [("real", [R.checkpoint_method("real", checkpoint_arg("real"))])])[0]
+    gp = SHARED / "gardens_point_mini"
+    day, night = (sorted((gp / sub).iterdir(), key=lambda p: int(p.stem)) for sub in ("query", "ref"))
+    xs = [100.0 * int(p.stem) for p in day]  # place i at x = 100 i: within 5 m is the exact place
+    assert [int(p.stem) for p in night] == [int(p.stem) for p in day]
+    root = tmp_path / "root"
+    folder_condition(root, "day", day, xs)
+    folder_condition(root, "night", night, xs)
+    for name, (ref, query) in {"gp_night>day": ("day", "night"), "gp_day>night": ("night", "day")}.items():
+        m = tmp_path / f"map_{ref}"
+        assert build_main(["--dataset", str(root), "--condition", ref, "--coarse", "real", "--domain", "summer",
+                           "--geometry", "none", "--quiet", "--out", str(m)]) == 0
+        assert eval_main(["--map", str(m), "--dataset", str(root), "--conditions", query, "--modes", "single",
+                          "--no-verify", "--quiet", "--out", str(tmp_path / f"report_{ref}")]) == 0
+        report = json.loads((tmp_path / f"report_{ref}" / "report.json").read_text())
+        within_5m = report["modes"][0]["within"][-1]
+        assert within_5m["max_t_m"] == 5.0 and report["modes"][0]["frames"] == 10
+        assert within_5m["share"] == pytest.approx(row[name]), name
