@@ -216,6 +216,10 @@ def test_closures_remove_the_drift_and_the_kernel_survives_wrong_ones(results, t
     assert (out / "trajectories.png").stat().st_size > 10_000
     assert "Pose-graph back end" in (out / "report.md").read_text()
     assert "night" in capsys.readouterr().out
+    least = min(rep["drives"], key=lambda d: d["reduction"])  # the summary names the drive least reduced
+    assert rep["summary"]["min_reduction_drive"] == least["condition"]
+    assert rep["summary"]["min_reduction_odometry_ate"] == pytest.approx(least["odometry"]["ate_rmse"])
+    assert f"{least['reduction']:.1f}x: {least['condition']}, odometry ATE " in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize("args, message", [

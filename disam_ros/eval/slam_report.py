@@ -50,7 +50,10 @@ def summary(results: Sequence[Any]) -> dict[str, Any]:
                    for r in results]
     ratio_control = [r.runs["wrong_robust"]["final"].ate_rmse / max(r.runs["wrong_dropped"]["final"].ate_rmse, 1e-9)
                      for r in results]
+    least = results[int(np.argmin(red))] if red else None  # named: a short drive's odometry may leave nothing to cut
     return {"drives": len(results), "min_reduction": float(min(red)) if red else float("nan"),
+            "min_reduction_drive": least.condition if least else "",
+            "min_reduction_odometry_ate": float(least.odometry.ate_rmse) if least else float("nan"),
             "drives_reduced_5x": int(sum(x >= 5 for x in red)),
             "max_wrong_over_clean_robust": float(max(ratio_robust)) if results else float("nan"),
             "max_wrong_over_clean_plain": float(max(ratio_plain)) if results else float("nan"),
@@ -89,8 +92,9 @@ def _wrong_legend(cfg: Any) -> str:
 
 def summary_line(results: Sequence[Any]) -> str:
     s = summary(results)
+    least = f": {s['min_reduction_drive']}, odometry ATE {_m(s['min_reduction_odometry_ate'])} m" if s["drives"] else ""
     return (f"Drives reduced >= 5x: {s['drives_reduced_5x']}/{s['drives']} (smallest reduction "
-            f"{_x(s['min_reduction'])}); wrong hints, final ATE over the clean run's: robust <= "
+            f"{_x(s['min_reduction'])}{least}); wrong hints, final ATE over the clean run's: robust <= "
             f"{_x(s['max_wrong_over_clean_robust'])}, no kernel up to {_x(s['max_wrong_over_clean_plain'])}; "
             f"robust over the control (wrong hints left out) <= {_x(s['max_wrong_over_control_robust'])}; "
             f"iSAM2 update median {s['median_update_ms']:.2f} ms.")
