@@ -99,6 +99,7 @@ def test_battery_bars_sit_in_their_set_slot_with_the_draws_range(tmp_path):
     # two methods share a slot of WIDTH around x = k: centres at k -/+ WIDTH / 4
     assert bars["raw pixels", "a"].x == pytest.approx(-WIDTH / 4)
     assert bars["untrained", "b"].x == pytest.approx(1 + WIDTH / 4)
+    assert all(b.width == pytest.approx(WIDTH / 2) for b in bars.values())
     raw, rnd = bars["raw pixels", "a"], bars["untrained", "a"]
     assert (raw.height, raw.low, raw.high) == pytest.approx((20.0, 20.0, 20.0))  # one draw: no range
     assert (rnd.height, rnd.low, rnd.high) == pytest.approx((40.0, 30.0, 60.0))

@@ -273,13 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             p.error(f"--checkpoint {path}: no such file: give a model.pt, an export, or 'real'")
     groups = baselines(1 if args.quick else args.seeds) + [(n, [checkpoint_method(n, path)]) for n, path in ckpts]
-    rows = run(sets, groups)
-    emit("real", rows, format_table(rows, sets), args.json, sets={s.name: s.part for s in sets},
-         data=str(args.data), quick=args.quick)
+    rows, parts = run(sets, groups), {s.name: s.part for s in sets}
+    emit("real", rows, format_table(rows, sets), args.json, sets=parts, data=str(args.data), quick=args.quick)
     if args.plot:
         from disam_ros.bench.real_plot import plot_battery
 
-        print(f"plot: {plot_battery(rows, {s.name: s.part for s in sets}, args.plot)}", file=sys.stderr)
+        print(f"plot: {plot_battery(rows, parts, args.plot)}", file=sys.stderr)
     return 0
 
 

@@ -22,6 +22,7 @@ class Bar:
     method: str
     column: str
     x: float
+    width: float
     height: float  # R@1 in %
     low: float  # the draws' range in % (low == high == height for one draw)
     high: float
@@ -29,8 +30,7 @@ class Bar:
 
 def bar_layout(rows: list[dict], columns: list[str]) -> list[Bar]:
     """A bar per (method, column) the rows have: set k's bars centred on x = k, WIDTH / n_methods apart."""
-    n = len(rows)
-    step = WIDTH / n
+    step = WIDTH / max(len(rows), 1)
     bars = []
     for m, row in enumerate(rows):
         for k, col in enumerate(columns):
@@ -38,7 +38,7 @@ def bar_layout(rows: list[dict], columns: list[str]) -> list[Bar]:
                 continue
             value = 100.0 * row[col]
             low, high = (100.0 * v for v in row.get(f"{col}:range", (row[col], row[col])))
-            bars.append(Bar(row["method"], col, k - WIDTH / 2 + (m + 0.5) * step, value, low, high))
+            bars.append(Bar(row["method"], col, k - WIDTH / 2 + (m + 0.5) * step, step, value, low, high))
     return bars
 
 
@@ -49,14 +49,13 @@ def plot_battery(rows: list[dict], parts: dict[str, str], path: str | Path) -> P
     bars = bar_layout(rows, columns)
     fig = Figure(figsize=(max(6.0, 1.9 * len(columns)), 3.6))
     ax = fig.add_subplot(1, 1, 1)
-    step = WIDTH / max(len(rows), 1)
     for m, row in enumerate(rows):
         mine = [b for b in bars if b.method == row["method"]]
         x = np.array([b.x for b in mine])
         h = np.array([b.height for b in mine])
         err = np.array([[b.height - b.low for b in mine], [b.high - b.height for b in mine]])
         ranged = row.get("draws", 1) > 1
-        ax.bar(x, h, step * 0.92, color=COLOURS[m % len(COLOURS)], label=_label(row),
+        ax.bar(x, h, [0.92 * b.width for b in mine], color=COLOURS[m % len(COLOURS)], label=_label(row),
                yerr=err if ranged else None, capsize=3 if ranged else 0, ecolor="0.25")
     ax.set_xticks(range(len(columns)))
     ax.set_xticklabels([f"{c}\n{parts[c]}, {rows[0].get(c + ':queries', '?')} queries" for c in columns],
