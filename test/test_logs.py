@@ -85,3 +85,27 @@ def test_resuming_on_another_rank_count_is_a_logged_warning_not_a_print(tmp_path
     hits = [r for r in caplog.records if r.name == "disam_ros.training.trainer" and r.levelno == logging.WARNING]
     assert len(hits) == 1 and "resuming a 2-rank run on 1 rank(s)" in hits[0].getMessage()
     assert capsys.readouterr().out == ""  # library code no longer prints
+
+
+def test_no_module_configures_the_root_logger():
+    """Root logging belongs to whatever program embeds the package: CLIs call `logs.setup`, never basicConfig."""
+    from pathlib import Path
+
+    import disam_ros
+
+    pkg = Path(disam_ros.__file__).parent
+    offenders = [str(p.relative_to(pkg)) for p in pkg.rglob("*.py") if "logging.basicConfig(" in p.read_text()]
+    assert offenders == []
+
+
+def test_a_cli_sets_up_the_package_logger_and_leaves_the_root_alone(tmp_path, package_logger, capsys):
+    from disam_ros.maps.build_map import main
+
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    (tmp_path / "taken").write_text("a file, not a map folder")
+    assert main(["--dataset", str(tmp_path), "--condition", "sunny", "--out", str(tmp_path / "taken")]) == 2
+    assert (list(root.handlers), root.level) == before
+    assert any(type(h).__name__ == "_SetupHandler" for h in package_logger.handlers)
+    assert package_logger.level == logging.INFO
+    assert "disam-build-map: error:" in capsys.readouterr().err

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from disam_ros import logs
 from disam_ros.cliutil import (
     OneLineParser,
     name_list,
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="disam-calibrate: %(levelname)s: %(message)s")
+    logs.setup(-1)  # its result is the table and the written file; the library's info lines would bury them
     try:
         check_args(args)
         if args.remove:

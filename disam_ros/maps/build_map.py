@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from disam_ros import logs
 from disam_ros.cliutil import OneLineParser, non_negative_float, non_negative_int, output_dir_error
 from disam_ros.data.folders import (
     IMAGE_SUFFIXES,
@@ -106,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="CPU threads (default 0 = min(2, cores); docs/benchmarks.md, CPU threads)")
     p.add_argument("--shard", type=parse_shard, help="build only contiguous part i of n (i/n)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing map at --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar; log warnings only")
     return p
 
 
@@ -355,8 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     apply_threads(args.threads)
     # the library logs the size estimate (info) and the index-poses / large-map warnings: show them
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="disam-build-map: %(levelname)s: %(message)s")
+    logs.setup(-1 if args.quiet else 0)
     bad_out = output_dir_error(args.out, "--out")
     if bad_out:
         print(f"disam-build-map: error: {bad_out}", file=sys.stderr)

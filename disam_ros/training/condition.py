@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from disam_ros import logs
 from disam_ros.cliutil import OneLineParser
 from disam_ros.data.folders import read_image
 from disam_ros.data.world_yaml import world_yaml_if_present
@@ -234,10 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gap", type=int, default=5, help="frames between training and test parts (default 5)")
     p.add_argument("--min-brightness", type=float, default=0.0,
                    help="drop frames whose 99th-percentile pixel is below this (Nordland: 20)")
+    p.add_argument("--quiet", action="store_true", help="log warnings only (default: info on stderr)")
     p.add_argument("--leave-one-place-out", action="store_true",
                    help="only report held-out accuracy, one fit per place (small sets); writes nothing")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logs.setup(-1 if args.quiet else 0)
     if not (args.out or args.checkpoint or args.leave_one_place_out):
         p.error("give --checkpoint (write beside it) or --out")
     try:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from disam_ros import logs
 from disam_ros.cliutil import OneLineParser, positive_float, positive_int
 from disam_ros.model.keypoint_net import KeypointNet, save_keypoint_net
 from disam_ros.training.keypoint_loss import pair_loss
@@ -163,13 +164,13 @@ def parser() -> OneLineParser:
     p.add_argument("--oversample", type=condition_weights, default=(),
                    help="draw these query conditions' pairs more often, e.g. snow=3,rain=2")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar; log warnings only")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logs.setup(-1 if args.quiet else 0)
     if args.crop % 8:
         parser().error(f"--crop {args.crop} is not a multiple of 8: use e.g. 256")
     if missing := [str(w) for w in args.worlds if not (w / "sunny" / "images").is_dir()]:
