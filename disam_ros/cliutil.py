@@ -108,6 +108,24 @@ def output_dir_error(path: str | Path, option: str) -> str | None:
     return None
 
 
+def output_file_error(path: str | Path, option: str) -> str | None:
+    """Why `path` cannot become an output file, checked before a run of minutes that would end by writing it;
+    None if it can (its folder is made when written)."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{option} {path} is a folder: give a file path, e.g. {path / 'out.json'}"
+    return output_dir_error(path.parent, f"the folder of {option}")
+
+
+def check_output_files(parser: argparse.ArgumentParser, args: argparse.Namespace, *options: str) -> None:
+    """`parser.error` (exit 2, one line) for the first of these file options (e.g. "--json") that is set and
+    cannot be written."""
+    for option in options:
+        value = getattr(args, option.lstrip("-").replace("-", "_"), None)
+        if value and (problem := output_file_error(value, option)):
+            parser.error(problem)
+
+
 def os_error_line(exc: OSError, fix: str) -> str:
     """'PATH: reason; fix' for a system OSError (no errno noise); our own OSErrors already name their fix."""
     if exc.filename is None or not exc.strerror:

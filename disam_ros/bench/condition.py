@@ -19,7 +19,7 @@ import torch
 
 from disam_ros import conditions
 from disam_ros.bench.output import emit
-from disam_ros.cliutil import OneLineParser
+from disam_ros.cliutil import OneLineParser, check_output_files
 from disam_ros.conditions.fusion import Hysteresis, fuse_domain
 from disam_ros.model.condition_head import ConditionHead, image_features
 from disam_ros.relocalizer import AutoCondition
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-encoder", action="store_true", help="skip the tiny encoder reference column")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON here")
     args = p.parse_args(argv)
+    check_output_files(p, args, "--json")
     if args.reps < 1:
         p.error("--reps must be >= 1, e.g. --reps 300")
     if args.threads < 1:

@@ -26,7 +26,7 @@ import torch
 
 from disam_ros.bench.match_methods import METHODS, learned_method, method_names, register
 from disam_ros.bench.output import emit
-from disam_ros.cliutil import OneLineParser, image_size, name_list, non_negative_int, positive_int
+from disam_ros.cliutil import OneLineParser, check_output_files, image_size, name_list, non_negative_int, positive_int
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 PARTS = ("webcams", "synth", "gardens")
@@ -165,6 +165,7 @@ def format_table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    check_output_files(p, args, "--json")
     if (problem := missing_data(args)) is not None:
         p.error(problem)
     if args.keypoints is not None and not args.keypoints.is_file():

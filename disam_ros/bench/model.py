@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from disam_ros.bench.output import emit
-from disam_ros.cliutil import OneLineParser
+from disam_ros.cliutil import OneLineParser, check_output_files
 from disam_ros.model.config import PRESETS, preset
 from disam_ros.model.inference import resolve_device
 from disam_ros.model.networks import DisamNet, build_encoder
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=None, help="timed runs per point (default 3 for paper on CPU, else 10)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON here")
     args = p.parse_args(argv)
+    check_output_files(p, args, "--json")
     names = [n.strip() for n in args.presets.split(",") if n.strip()]
     unknown = [n for n in names if n not in PRESETS]
     if unknown:

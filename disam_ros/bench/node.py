@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from disam_ros.cliutil import OneLineParser
+from disam_ros.cliutil import OneLineParser, check_output_files
+from disam_ros.fsutil import atomic_write_text
 
 PRESET_DEFAULTS = {"micro": (100, 40), "tiny": (100, 40), "small": (50, 25), "paper": (20, 15)}  # map size, queries
 
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="keep worlds/maps/logs here (default: temp)")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON result to this file")
     args = parser.parse_args(argv)
+    check_output_files(parser, args, "--json")
     if args.rate is not None:  # an abbreviation (--ra 30) landed here
         parser.error("write --rate in full for the camera-rate mode")
     w, h = (int(v) for v in args.image_size.lower().split("x"))
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     print(json.dumps(doc, indent=1))
     if args.json:
-        args.json.write_text(json.dumps(doc, indent=1))
+        atomic_write_text(args.json, json.dumps(doc, indent=1))
     return 0 if all(r["queries"] and r["node_exit_code"] == 0 for r in rows) else 1
 
 

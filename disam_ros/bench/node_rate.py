@@ -54,7 +54,8 @@ from disam_ros.bench.node_rate_summary import (  # noqa: F401  (the summary's na
     summarize_frames,
     table,
 )
-from disam_ros.cliutil import OneLineParser, image_size, name_list, positive_float, positive_int
+from disam_ros.cliutil import OneLineParser, check_output_files, image_size, name_list, positive_float, positive_int
+from disam_ros.fsutil import atomic_write_text
 
 DEFAULT_CONDITIONS = ("sunny_repeat", "night", "snow", "fog", "rain", "dusk")
 DEFAULT_FRAMES = 16
@@ -312,6 +313,7 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[li
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    check_output_files(parser, args, "--json")
     drives, params = check_args(parser, args)
     from disam_ros.ros import env
 
@@ -345,5 +347,5 @@ def main(argv: list[str] | None = None) -> int:
           ", ".join(f"{k} {v:.1f}" for k, v in r["node_stage_median_ms"].items()))
     print(json.dumps(doc, indent=1))
     if args.json:
-        args.json.write_text(json.dumps(doc, indent=1))
+        atomic_write_text(args.json, json.dumps(doc, indent=1))
     return 0 if r["node_exit_code"] == 0 and r["rows"][-1]["answered"] else 1

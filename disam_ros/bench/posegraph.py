@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from disam_ros.bench.output import emit
-from disam_ros.cliutil import OneLineParser, int_list, non_negative_int, positive_int
+from disam_ros.cliutil import OneLineParser, check_output_files, int_list, non_negative_int, positive_int
 from disam_ros.geometry import R_BODY_OPTICAL, quat_to_rot, rot_to_quat
 from disam_ros.pose.relative import relative_covariance, relative_pose
 from disam_ros.posegraph import PoseGraph, PoseGraphConfig
@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="per-message rows: the node's max_nodes (default: the node's own, 2000)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON here")
     args = p.parse_args(argv)
+    check_output_files(p, args, "--json")
     rows = []
     for n in args.nodes:
         runs = [run(n, args.closure_every, args.outlier_every, args.robust) for _ in range(args.repeat)]

@@ -32,7 +32,7 @@ import numpy as np
 from torch import Tensor
 
 from disam_ros.bench.output import emit
-from disam_ros.cliutil import OneLineParser
+from disam_ros.cliutil import OneLineParser, check_output_files
 from disam_ros.model import Encoder, preset, seeded_net
 from disam_ros.shipped import checkpoint_arg
 from disam_ros.training.evaluate import cosine_similarity, encode_all, load_images, mean_channel_similarity, raw_pixels
@@ -260,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the rows as JSON here")
     p.add_argument("--plot", type=Path, help="also draw the table as bars here (PNG; whiskers: the draws' range)")
     args = p.parse_args(argv)
+    check_output_files(p, args, "--json", "--plot")
     if args.seeds < 1:
         p.error("--seeds must be >= 1, e.g. --seeds 3")
     from disam_ros.threads import apply_threads

@@ -25,8 +25,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from disam_ros.cliutil import OneLineParser, int_list, name_list, output_dir_error, positive_float, positive_int
+from disam_ros.cliutil import (
+    OneLineParser,
+    check_output_files,
+    int_list,
+    name_list,
+    positive_float,
+    positive_int,
+)
 from disam_ros.data.tum import make_trajectory
+from disam_ros.fsutil import atomic_write_text
 from disam_ros.maps.builder import build_faiss
 from disam_ros.maps.descriptors import (
     MODES,
@@ -285,8 +293,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                    "OMP_NUM_THREADS and OPENBLAS_NUM_THREADS in the environment to pin the BLAS pools too")
     p.add_argument("--cpu-budget-gib", type=positive_float, default=CPU_BUDGET_BYTES / 2**30)
     args = p.parse_args(argv)
-    if args.json is not None and (problem := output_dir_error(args.json.parent, "the folder of --json")):
-        p.error(problem)
+    check_output_files(p, args, "--json")
     return args
 
 
@@ -340,5 +347,5 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         out = {"content": content, "env": env, "bandwidth_gbs": bandwidth, "loop_ms_per_image": per_image,
                "loop_ms_extrapolated": loop_ms, "rows": [asdict(r) for r in rows], "goals": goals}
-        args.json.write_text(json.dumps(out, indent=2))
+        atomic_write_text(args.json, json.dumps(out, indent=2))
     return 0

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from disam_ros.bench.table_encoder import TableEncoder
-from disam_ros.cliutil import OneLineParser
+from disam_ros.cliutil import OneLineParser, check_output_files
 from disam_ros.data.folders import iter_frames, load_condition, read_image
+from disam_ros.fsutil import atomic_write_text
 from disam_ros.geometry import quat_angle_deg
 from disam_ros.maps.builder import build_map
 from disam_ros.maps.descriptors import estimate_map_size, settings_for_mode
@@ -222,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="60-frame world, no Nordland")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    check_output_files(p, args, "--json")
     torch.set_num_threads(args.threads)
     modes = tuple(m for m in args.modes.split(",") if m)
     rows: list[dict[str, Any]] = []
@@ -238,5 +240,5 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {ds.name} / {label}: done", file=sys.stderr)
     print(render(rows))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        atomic_write_text(args.json, json.dumps(rows, indent=2))
     return 0

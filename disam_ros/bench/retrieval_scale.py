@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from disam_ros.cliutil import OneLineParser, int_list, output_dir_error, positive_int
+from disam_ros.cliutil import OneLineParser, check_output_files, int_list, output_dir_error, positive_int
+from disam_ros.fsutil import atomic_write_text
 from disam_ros.maps.descriptors import coarse_vectors, fine_vectors, fit_pca, settings_for_mode
 from disam_ros.maps.ivfpq import shortlist_recall
 from disam_ros.shipped import ASSETS
@@ -240,9 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path)
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    for path, what in ((args.json.parent if args.json else None, "the folder of --json"), (args.workdir, "--workdir")):
-        if path is not None and (problem := output_dir_error(path, what)):
-            p.error(problem)
+    check_output_files(p, args, "--json")
+    if args.workdir is not None and (problem := output_dir_error(args.workdir, "--workdir")):
+        p.error(problem)
     if args.workdir is not None:
         try:
             args.workdir.mkdir(parents=True, exist_ok=True)
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
            "load_avg_1min": os.getloadavg()[0], "noise_share": NOISE_SHARE, "fine_grid": FINE_GRID}
     print(render(rows, ks))
     if args.json:
-        args.json.write_text(json.dumps({"env": env, "rows": rows}, indent=2, default=float))
+        atomic_write_text(args.json, json.dumps({"env": env, "rows": rows}, indent=2, default=float))
     return 0 if rows and all(math.isfinite(r["total_ms_median"]) for r in rows) else 1
 
 

@@ -10,7 +10,6 @@ filter instead. The goal is <= 2 ms at 100k places on one core for the default (
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from dataclasses import replace
@@ -18,6 +17,7 @@ from dataclasses import replace
 import numpy as np
 
 from disam_ros.bench.output import emit
+from disam_ros.cliutil import OneLineParser, check_output_files
 from disam_ros.tracking.place_graph import PlaceGraph
 from disam_ros.tracking.sequence import SEQUENCE_MODES, ObservationModel, SequenceConfig, SequenceLocalizer
 
@@ -85,7 +85,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="disam-bench sequence", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="disam-bench sequence", description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="1000,10000,100000", help="comma-separated map sizes (places)")
     p.add_argument("--modes", default="sequence", help=f"comma-separated modes from {','.join(SEQUENCE_MODES)}")
     p.add_argument("--frames", type=int, default=50, help="timed updates per point")
@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dense", action="store_true", help="time the exact dense filter at every size")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON here")
     args = p.parse_args(argv)
+    check_output_files(p, args, "--json")
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in SEQUENCE_MODES]

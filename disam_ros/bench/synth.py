@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from disam_ros.cliutil import OneLineParser
+from disam_ros.cliutil import OneLineParser, check_output_files
 from disam_ros.data.synthetic import WorldConfig, make_town, make_world, plan_traversal
 from disam_ros.data.synthetic.conditions import CONDITIONS, get_condition
 from disam_ros.data.synthetic.render import cast
 from disam_ros.data.synthetic.shade import look_for, render
+from disam_ros.fsutil import atomic_write_text
 from disam_ros.geometry import quat_to_rot
 
 DEMO = WorldConfig(image_size=128, frames=100)
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=DEMO.workers)
     p.add_argument("--json", type=Path, help="write the results here as JSON")
     args = p.parse_args(argv)
+    check_output_files(p, args, "--json")
     names = [n.strip() for n in args.conditions.split(",") if n.strip()]
     try:
         for n in names:
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "workers": cfg.workers, "wall_s": wall, "frames_per_s": n / wall}
         print(f"demo world: {n} frames at 128x128 with {cfg.workers} workers in {wall:.1f} s ({n / wall:.1f} frames/s)")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        atomic_write_text(args.json, json.dumps(result, indent=2))
     return 0
 
 

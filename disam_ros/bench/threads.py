@@ -17,7 +17,7 @@ import torch
 
 from disam_ros.bench.model import _median_ms
 from disam_ros.bench.output import emit
-from disam_ros.cliutil import OneLineParser
+from disam_ros.cliutil import OneLineParser, check_output_files
 from disam_ros.model import Encoder
 from disam_ros.retrieval.index import TorchFlatIndex
 from disam_ros.shipped import shipped_path
@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--map-sizes", default="1000,10000", help="map sizes for the search row")
     p.add_argument("--json", help="also write the results as JSON here")
     args = p.parse_args(argv)
+    check_output_files(p, args, "--json")
     try:
         counts = thread_counts(args.counts)
         sizes = tuple(int(s) for s in args.map_sizes.split(","))

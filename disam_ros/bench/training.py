@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from disam_ros.cliutil import OneLineParser
+from disam_ros.cliutil import OneLineParser, check_output_files
+from disam_ros.fsutil import atomic_write_text
 from disam_ros.training.config import load_recipe
 from disam_ros.training.datasets import PairKey
 from disam_ros.training.trainer import Trainer
@@ -96,11 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--negatives", type=int, default=10, help="K hard-negative candidates for coarse/fine")
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
+    check_output_files(p, args, "--json")
     print("| preset | px | recipe | batch | K | s/it | it/s | img/s |\n|---|---|---|---|---|---|---|---|", flush=True)
     result = run(args)
     print(json.dumps(result, indent=1))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        atomic_write_text(args.json, json.dumps(result, indent=1))
     return 0
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from disam_ros.bench.output import emit
-from disam_ros.cliutil import OneLineParser, name_list, positive_int
+from disam_ros.cliutil import OneLineParser, check_output_files, name_list, positive_int
 from disam_ros.geometry import quat_angle_deg
 from disam_ros.pose.features import MAP_SIFT
 
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="SIFT detection scales to compare (default 1,0.5)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON here")
     args = p.parse_args(argv)
+    check_output_files(p, args, "--json")
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     size = (640, 480)
