@@ -387,3 +387,16 @@ def test_console_scripts_fail_in_one_line(script, argv, words, tmp_path, a_file)
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert len(lines) == 1 and words in lines[0], proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("module", ["depth_eval", "ablation_plot", "export", "evaluate"])
+def test_training_helper_tools_fail_in_one_line(module, capsys):
+    """The `python -m disam_ros.training.*` tools answer an unknown option like the console scripts do."""
+    import importlib
+
+    main = importlib.import_module(f"disam_ros.training.{module}").main
+    with pytest.raises(SystemExit) as exc:
+        main(["--no-such-option"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1, err  # plain argparse prints its usage block first
+    assert err[0].startswith(f"python -m disam_ros.training.{module}: error:") and err[0].endswith("(see --help)")

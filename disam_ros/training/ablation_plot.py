@@ -9,13 +9,13 @@ marked, so "nothing beats the start" is visible at a glance. Matplotlib Agg via 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from disam_ros.cliutil import OneLineParser
 from disam_ros.fsutil import atomic_path
 
 from .best import SCORE, best_index, score
@@ -112,8 +112,8 @@ def _parse_run(item: str) -> tuple[str | None, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m disam_ros.training.ablation_plot",
-                                description="Plot validation R@1 vs step of several runs (their val.json) in one PNG.")
+    p = OneLineParser(prog="python -m disam_ros.training.ablation_plot",
+                      description="Plot validation R@1 vs step of several runs (their val.json) in one PNG.")
     p.add_argument("runs", nargs="+", help="run directories, each optionally as LABEL=DIR")
     p.add_argument("--out", required=True, help="PNG path to write")
     p.add_argument("--title", default="Validation R@1 over steps")

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from disam_ros.cliutil import OneLineParser
 from disam_ros.fsutil import atomic_write_text
 from disam_ros.model import CheckpointError, Encoder
 from disam_ros.model.depth_branch import DepthBranch
@@ -93,7 +94,7 @@ def format_tables(result: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m disam_ros.training.depth_eval", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m disam_ros.training.depth_eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="dataset root with ROOT/<condition>/images and depth/ folders")
     p.add_argument("--model", required=True, help="checkpoint with a depth branch (a depth run's model.pt)")
     p.add_argument("--reference", help="database condition (default: first condition)")

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from disam_ros.cliutil import OneLineParser
 from disam_ros.data.folders import read_image
 from disam_ros.fsutil import atomic_write_text
 from disam_ros.model import DisamNet, Encoder, ModelConfig
@@ -270,7 +271,7 @@ PRESET_DEFAULTS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m disam_ros.training.evaluate", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m disam_ros.training.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("preset", choices=list(PRESET_DEFAULTS), help="defaults for split, tolerances and R@k")
     p.add_argument("--data", required=True, help="dataset root (any layout of disam_ros/training/layouts.py)")
     p.add_argument("--coarse", required=True, help="coarse checkpoint (a run's model.pt or an export)")

@@ -12,13 +12,13 @@ The exported encoders are checked against the source before returning.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from disam_ros.cliutil import OneLineParser
 from disam_ros.model import CheckpointError, DisamNet, Encoder, load_checkpoint, save_checkpoint
 
 PARTS = ("encoders",)
@@ -53,7 +53,7 @@ def _verify(net: DisamNet, path: Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m disam_ros.training.export", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m disam_ros.training.export", description=__doc__.splitlines()[0])
     p.add_argument("src", help="training checkpoint: a run's model.pt or checkpoints/last.pt")
     p.add_argument("dst", help="inference checkpoint to write (atomically)")
     p.add_argument("--role", help="coarse or fine (recorded in the file; default: the recipe name)")
