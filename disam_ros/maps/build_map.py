@@ -116,7 +116,7 @@ def reference_folder(root: Path, condition: str) -> tuple[ConditionFolder, str, 
     `folders` (ROOT/<condition>/images/*) or `flat` (ROOT/<condition>/*.png, the same name in two conditions
     is the same place). Poses come from ROOT/<condition>/poses.txt; without it, image i of the sorted names
     is placed at (i, 0, 0) m with identity rotation ("index": positions are ranks, enough for retrieval and
-    frame-distance scores, not for metric poses), and a warning says so."""
+    frame-distance scores, not for metric poses); `build_map_from_folder` warns of it once the build goes on."""
     cdir = root / condition
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset root not found; check --dataset")
@@ -142,8 +142,6 @@ def reference_folder(root: Path, condition: str) -> tuple[ConditionFolder, str, 
     n = len(folder)
     index = make_trajectory(np.arange(n, dtype=np.float64), np.stack([np.arange(n, dtype=np.float64),
                             np.zeros(n), np.zeros(n)], 1), np.tile([0.0, 0.0, 0.0, 1.0], (n, 1)))
-    log.warning("%s has no poses.txt: map image i (sorted names) is placed at (i, 0, 0) m with identity rotation "
-                "(manifest poses_source \"index\"); add poses.txt (TUM) for metric poses", cdir)
     return dataclasses.replace(folder, trajectory=index), layout, "index"
 
 
@@ -238,6 +236,9 @@ def build_map_from_folder(conf: MapBuildConfig) -> Path:
     geometry = sift_scaled(folder_geometry(conf.geometry, folder, dataset / conf.condition, poses_source),
                            conf.sift_scale, conf.sift_max_side)
     check_learned(geometry, learned := conf.learned_plan())
+    if poses_source == "index":  # said once the build will go on: a refused --geometry says it all by itself
+        log.warning("%s has no poses.txt: map image i (sorted names) is placed at (i, 0, 0) m with identity rotation "
+                    "(manifest poses_source \"index\"); add poses.txt (TUM) for metric poses", dataset / conf.condition)
     coarse, fine = conf.encoders()
     settings = conf.settings(resolve_mode(conf.mode, whole, coarse, fine, conf.out, use_ram=conf.shard is None))
     return build_map(iter_frames(folder), coarse, fine, conf.out, conf.domain or conf.condition, settings,
