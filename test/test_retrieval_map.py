@@ -283,20 +283,20 @@ def test_package_attribute_is_the_function():
     assert callable(build_map_fn) and build_map_fn.__name__ == "build_map"
 
 
-@pytest.mark.parametrize("mode", ["exact", "exact16", "pooled", "pca", "hnsw", "ivfpq"])
+@pytest.mark.parametrize("mode", ["exact", "exact16", "pooled", "pca", "pca-full", "hnsw", "ivfpq"])
 def test_size_estimate_matches_the_written_map(tmp_path, mode):
     """Disk per file and in total within a few % of what is written; RAM = the coarse search's resident copy."""
     n, rng = 300, np.random.default_rng(0)
     coarse = TableEncoder(rng.standard_normal((n, 8, 12, 12)).astype(np.float32))
     fine = TableEncoder(rng.standard_normal((n, 8, 12, 12)).astype(np.float32))
-    s = settings_for_mode(mode, coarse_grid=4 if mode == "pooled" else None, pca_dim=48 if mode in ("pca", "hnsw",
-                          "ivfpq") else None, fine_grid=None if mode == "exact" else 4)
+    s = settings_for_mode(mode, coarse_grid=4 if mode == "pooled" else None, pca_dim=48 if mode in ("pca", "pca-full",
+                          "hnsw", "ivfpq") else None, fine_grid=None if mode == "exact" else 4)
     est = estimate_map_size(n, coarse.content_shape, fine.content_shape, s, name_bytes=8)  # names img00000
     out = build_map(token_frames(n), coarse, fine, tmp_path / "m", "ref", s, progress=False, total=n)
     written = {p.name: p.stat().st_size for p in out.iterdir() if p.name != ".disam-made"}  # the tool's marker
     assert set(written) == set(est.files)
     assert est.disk == pytest.approx(sum(written.values()), rel=0.04)
-    for name in ("coarse.npy", "fine.npy", "pca.npz"):
+    for name in ("coarse.npy", "coarse_full.npy", "fine.npy", "pca.npz"):
         if name in written:
             assert est.files[name] == pytest.approx(written[name], rel=0.005), name
     if s.index == "flat":

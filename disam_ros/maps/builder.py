@@ -37,6 +37,7 @@ from disam_ros.maps.ivfpq import build_faiss
 from disam_ros.maps.localization_map import load_contents
 from disam_ros.maps.map_format import (
     COARSE_FAISS,
+    COARSE_FULL,
     COARSE_NPY,
     COARSE_RAW,
     FINE_NPY,
@@ -120,10 +121,13 @@ def _append(out: NpyAppender, rows: np.ndarray, batch: list[MapFrame], role: str
 
 
 def _encode_batch(batch: list[MapFrame], coarse: EncoderLike, fine: EncoderLike | None, domain: str,
-                  s: DescriptorSettings, raw: NpyAppender, fine_out: NpyAppender | None) -> None:
+                  s: DescriptorSettings, raw: NpyAppender, fine_out: NpyAppender | None,
+                  full_out: NpyAppender | None = None) -> None:
     images = [f.image for f in batch]
     _append(raw, with_depth(coarse, z := coarse.encode(images, domain), coarse_vectors(z, s.coarse_grid), domain)
             .cpu().numpy(), batch, "coarse")
+    if full_out is not None:  # the full-grid vectors a compact map re-scores its shortlist on (coarse_refine)
+        _append(full_out, with_depth(coarse, z, coarse_vectors(z, None), domain).cpu().numpy(), batch, "coarse")
     if fine_out is not None:
         fv = fine_vectors(fine.encode(images, domain), s.fine_grid).cpu().numpy()
         _append(fine_out, fv.reshape(len(batch), *fine_out.row_shape), batch, "fine")
@@ -138,10 +142,13 @@ def _encode_frames(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike
     names, stamps, positions, quats = [], [], [], []
     t0 = time.perf_counter()
     raw = NpyAppender(directory / COARSE_RAW, (int(np.prod(coarse_shape)) + depth_dim(coarse),), raw_dtype)  # seed 002
-    fine_out = None
+    fine_out = full_out = None
     if fine is not None:
         fine_out = NpyAppender(directory / FINE_NPY, pooled_shape(tuple(fine.content_shape), s.fine_grid),
                                s.fine_dtype)
+    if s.coarse_refine:
+        full_out = NpyAppender(directory / COARSE_FULL, (int(np.prod(coarse.content_shape)) + depth_dim(coarse),),
+                               "float16")
     try:
         batch: list[MapFrame] = []
         for i, obj in enumerate(tqdm(frames, total=total, unit="img", desc="encode map", disable=not progress)):
@@ -154,14 +161,14 @@ def _encode_frames(frames: Iterable[Any], coarse: EncoderLike, fine: EncoderLike
             for geo in geos:  # map geometry, streamed per image (maps/geometry_build.py): SIFT, then learned
                 geo.add(i, f.image, f.position, f.quat, f.name)
             if len(batch) == batch_size:
-                _encode_batch(batch, coarse, fine, domain, s, raw, fine_out)
+                _encode_batch(batch, coarse, fine, domain, s, raw, fine_out, full_out)
                 batch = []
         if batch:
-            _encode_batch(batch, coarse, fine, domain, s, raw, fine_out)
+            _encode_batch(batch, coarse, fine, domain, s, raw, fine_out, full_out)
     finally:
-        raw.close()
-        if fine_out is not None:
-            fine_out.close()
+        for out in (raw, fine_out, full_out):
+            if out is not None:
+                out.close()
     if not names:
         raise ValueError("no frames to build a map from: check the dataset path, condition or shard")
     traj = make_trajectory(stamps, np.asarray(positions, np.float64), np.asarray(quats, np.float64))
@@ -320,6 +327,13 @@ def _shard_key(c: Any) -> tuple:
             json.dumps(man["descriptors"], sort_keys=True), man["shard"]["count"])
 
 
+def _concat(path: Path, parts: Sequence[np.ndarray]) -> None:
+    with NpyAppender(path, parts[0].shape[1:], parts[0].dtype) as out:
+        for arr in parts:
+            for i in range(0, len(arr), _CHUNK):
+                out.append(arr[i:i + _CHUNK])
+
+
 def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path, overwrite: bool = False,
                  progress: bool = True) -> Path:
     """Concatenate shards 0..n-1 (any order given) and finalise them exactly as a single build would."""
@@ -346,10 +360,9 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path, overwrit
                 for i in range(0, len(arr), _CHUNK):
                     raw.append(arr[i:i + _CHUNK])
         if first.fine is not None:
-            with NpyAppender(stage.dir / FINE_NPY, first.fine.shape[1:], first.fine.dtype) as fine:
-                for c in shards:
-                    for i in range(0, len(c.fine), _CHUNK):
-                        fine.append(c.fine[i:i + _CHUNK])
+            _concat(stage.dir / FINE_NPY, [c.fine for c in shards])
+        if s.coarse_refine:
+            _concat(stage.dir / COARSE_FULL, [load_npy(c.root / COARSE_FULL, mmap=True) for c in shards])
         names = [n for c in shards for n in c.names]
         traj = make_trajectory(np.concatenate([c.trajectory.stamps for c in shards]),
                                np.concatenate([c.trajectory.positions for c in shards]),

@@ -45,11 +45,12 @@ class DescriptorSettings:
     hnsw_m: int = 32
     pq_m: int = 64  # ivfpq: sub-quantisers, one byte each (fewer bits when the map is too small to train 256)
     refine: int | None = None  # ivfpq: PQ shortlist re-scored on the float16 vectors kept on disk (coarse.npy)
+    coarse_refine: int | None = None  # this many of the shortlist re-scored on full-grid vectors (coarse_full.npy)
     fine_grid: int | None = None
     fine_dtype: str = "float16"
 
     def __post_init__(self) -> None:
-        for name in ("coarse_grid", "pca_dim", "ivf_nlist", "fine_grid", "pq_m", "refine"):
+        for name in ("coarse_grid", "pca_dim", "ivf_nlist", "fine_grid", "pq_m", "refine", "coarse_refine"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"descriptor setting {name}={v!r} must be a positive integer or None")
@@ -91,6 +92,13 @@ MODES: dict[str, DescriptorSettings] = {
 for _name in ("pca", "ivf", "hnsw"):
     MODES[f"{_name}-full"] = replace(MODES[_name], mode=f"{_name}-full", fine_grid=None)
 del _name
+# pca-full also keeps the coarse vectors at the content code's full grid (float16, on disk): its best
+# COARSE_REFINE by the pooled PCA vectors are re-scored on them, so it ranks as `exact` does. The 16x16 pooling,
+# not the PCA, is what cost the small preset's 32x32 code 1-4 points of Nordland R@1; 64 rows gave exact's top-1
+# on every query of the route's training part (docs/retrieval_accuracy.md). Only pca-full: the million-image
+# modes would need hundreds of GB for them.
+COARSE_REFINE = 64
+MODES["pca-full"] = replace(MODES["pca-full"], coarse_refine=COARSE_REFINE)
 # Million-image maps: 512 PCA dims product-quantised to 128 bytes + 8-byte ids ~ 140 B of RAM per image (64-byte
 # codes lost 8 points of shortlist recall@3 at 100k); the fine re-rank on full features makes the answer.
 # The PQ codes cost ~4 points of coarse R@1, so their best `refine` are re-scored on the float16 PCA vectors,
@@ -299,6 +307,8 @@ def estimate_map_size(n: int, coarse_content: tuple[int, int, int], fine_content
             files["coarse.npy"] = _NPY_HEADER + vectors
     else:  # HNSW: the vectors plus ~2M neighbour ids per node on level 0 and a few above
         files["coarse.faiss"] = ram = vectors + int(n * s.hnsw_m * 2 * 4 * 1.1) + 1024
+    if s.coarse_refine:
+        files["coarse_full.npy"] = _NPY_HEADER + n * math.prod(coarse_content) * 2
     if fine_content is not None:
         files["fine.npy"] = _NPY_HEADER + n * math.prod(pooled_shape(fine_content, s.fine_grid)) * item[s.fine_dtype]
     temporary = 0

@@ -46,11 +46,12 @@ def with_depth(enc: Any, z: Tensor, vectors: Tensor, domain: str | None = None) 
     return vectors if branch is None else branch.fuse(vectors, z, domain).to(vectors.device)
 
 
-def query_vectors(m: Any, enc: Any, z: Tensor, domain: str | None = None) -> Tensor:
+def query_vectors(m: Any, enc: Any, z: Tensor, domain: str | None = None, full: bool = False) -> Tensor:
     """The coarse query vectors a LocalizationMap `m` is searched with: eq. 16 vectors of the codes z (pooled as
-    the map's), fused with the depth descriptor exactly when the map's are; `domain` (the condition z was encoded
-    under) picks the branch's query weight for it (None or an unlisted one: the map's weight)."""
-    vectors = coarse_vectors(z, m.settings.coarse_grid)
+    the map's; `full`: on the full grid, as the map's coarse_full rows), fused with the depth descriptor exactly when
+    the map's are; `domain` (the condition z was encoded under) picks the branch's query weight for it (None or an
+    unlisted one: the map's weight)."""
+    vectors = coarse_vectors(z, None if full else m.settings.coarse_grid)
     if branch_of((getattr(m, "manifest", None) or {}).get("models", {}).get("coarse")) is None:
         return vectors
     if active_branch(enc) is None:

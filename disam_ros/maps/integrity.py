@@ -29,6 +29,7 @@ import numpy as np
 
 from disam_ros.maps.map_format import (
     COARSE_FAISS,
+    COARSE_FULL,
     COARSE_NPY,
     COARSE_RAW,
     FINE_NPY,
@@ -41,7 +42,7 @@ from disam_ros.maps.map_format import (
 )
 
 log = logging.getLogger(__name__)
-FLOAT_NPY = (COARSE_NPY, COARSE_RAW, FINE_NPY, GEOM_KEYPOINTS, *GEOM_LEARNED_FILES[:2])
+FLOAT_NPY = (COARSE_NPY, COARSE_RAW, COARSE_FULL, FINE_NPY, GEOM_KEYPOINTS, *GEOM_LEARNED_FILES[:2])
 NAN_ROWS_NPY = (GEOM_POINTS, GEOM_LEARNED_FILES[2])  # NaN rows = keypoints without a 3D point (geometry_store.py)
 _BLOCK = 1 << 18  # elements per scan block: the mask temporaries stay in cache (measured best of 2^14..2^22)
 _EXPONENT = {2: (np.uint16, 0x7C00), 4: (np.uint32, 0x7F800000), 8: (np.uint64, 0x7FF0000000000000)}

@@ -28,6 +28,7 @@ from disam_ros.maps.integrity import MapVerification, array_problem, check_finit
 from disam_ros.maps.map_calibration import MapCalibration, read_calibration
 from disam_ros.maps.map_format import (
     COARSE_FAISS,
+    COARSE_FULL,
     COARSE_NPY,
     FINE_NPY,
     NAMES,
@@ -118,6 +119,7 @@ class LocalizationMap:
 
     calibration: MapCalibration | None = None  # calibrated confidence stored by disam-calibrate, if any
     map_geometry: MapGeometry | None = None  # keypoints + 3D points per map image (maps/geometry_store.py)
+    coarse_full: np.ndarray | None = None  # pca-full: full-grid coarse vectors (memory-mapped) to re-score with
 
     def __init__(self, contents: MapContents, coarse: np.ndarray | None, coarse_faiss: Any,
                  pca: PcaProjection | None, verification: MapVerification | None = None) -> None:
@@ -152,6 +154,10 @@ class LocalizationMap:
         m = cls(contents, coarse, faiss_index, pca, _verification(contents, verify))
         m.calibration = calibration
         m.map_geometry = load_geometry(root, contents.manifest, mmap)
+        if contents.settings.coarse_refine:  # disk, not RAM: only the shortlist's rows are read
+            full = math.prod(contents.manifest["models"]["coarse"]["content_shape"]) + extra_dim(
+                contents.manifest["models"]["coarse"])
+            m.coarse_full = load_npy(root / COARSE_FULL, True, (n, full), "float16")
         if m.geometry_note is not None:
             log.info("%s: %s", root, m.geometry_note)
         return m

@@ -8,6 +8,7 @@ MAP/
   poses.txt       TUM `stamp tx ty tz qx qy qz qw`, one line per map image, in map order
   names.txt       one image name per line, same order
   coarse.npy      (N, D) coarse vectors (flat; ivfpq: refine rows)   | coarse.faiss (ivf / hnsw / ivfpq index)
+  coarse_full.npy (N, D) float16 coarse vectors on the full grid (pca-full: re-scores the pooled shortlist)
   fine.npy        (N, C, h, w) float16 unit-norm fine features (memory-mapped; absent without a fine model)
   pca.npz         mean + components when the mode uses PCA
   geometry_*.npy  v2, with manifest "geometry": SIFT keypoints, descriptors, 3D points per image, optional
@@ -18,12 +19,10 @@ MAP/
 ```
 A shard (`--shard i/n`) has the same layout with kind "shard" and `coarse_raw.npy` (pre-PCA, pre-index
 vectors) instead of the final coarse file; merging shards runs the same finalisation as a single build.
-
-Every load failure is a `MapError` whose message is one line naming the file and the fix.
-
-Integrity: the manifest is validated field by field (`manifest_problems`) before anything trusts it, and lists
-exactly the files the map needs, each with its size and sha256; files larger than `CHUNK_BYTES` also carry one
-sha256 per chunk, so a large map is verified in the background after a fast start (see `LocalizationMap`).
+Every load failure is a `MapError` whose message is one line naming the file and the fix. Integrity: the manifest
+is validated field by field (`manifest_problems`) before anything trusts it, and lists exactly the files the map
+needs, each with its size and sha256; files larger than `CHUNK_BYTES` also carry one sha256 per chunk, so a large
+map is verified in the background after a fast start (see `LocalizationMap`).
 """
 from __future__ import annotations
 
@@ -46,7 +45,7 @@ from disam_ros.maps.descriptors import DescriptorSettings, pooled_shape
 FORMAT_TAG = "disam_ros.map"
 FORMAT_VERSION, READ_VERSIONS = 2, (1, 2)  # 2 adds map geometry; version 1 maps still load, retrieval-only
 MANIFEST, POSES, NAMES = "manifest.json", "poses.txt", "names.txt"
-COARSE_NPY, COARSE_RAW, COARSE_FAISS = "coarse.npy", "coarse_raw.npy", "coarse.faiss"
+COARSE_NPY, COARSE_RAW, COARSE_FAISS, COARSE_FULL = "coarse.npy", "coarse_raw.npy", "coarse.faiss", "coarse_full.npy"
 FINE_NPY, PCA_NPZ = "fine.npy", "pca.npz"
 GEOMETRY_FILES = (GEOM_KEYPOINTS, GEOM_DESCRIPTORS, GEOM_POINTS, GEOM_OFFSETS) = tuple(
     f"geometry_{k}.npy" for k in ("keypoints", "descriptors", "points3d", "offsets"))
@@ -57,8 +56,9 @@ CALIBRATION_JSON = "calibration.json"  # optional: a map may list it, a shard ne
 AUTO_VERIFY_BYTES = 64 << 20  # files up to this size are hashed at load; larger ones in the background
 CHUNK_BYTES = 32 << 20  # per-chunk sha256 granularity: a 100 GB map needs ~3200 hashes (~220 KB of manifest)
 MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a few KB (+70 B per chunk): anything bigger is not one
-MAP_ENTRIES = frozenset({MANIFEST, POSES, NAMES, COARSE_NPY, COARSE_RAW, COARSE_FAISS, FINE_NPY, PCA_NPZ,  # map files
-                         CALIBRATION_JSON, GEOM_GRADIENTS, *GEOMETRY_FILES, *GEOM_LEARNED_FILES, GEOM_LEARNED_NET})
+MAP_ENTRIES = frozenset({MANIFEST, POSES, NAMES, COARSE_NPY, COARSE_RAW, COARSE_FAISS, COARSE_FULL, FINE_NPY,
+                         PCA_NPZ, CALIBRATION_JSON, GEOM_GRADIENTS, *GEOMETRY_FILES, *GEOM_LEARNED_FILES,
+                         GEOM_LEARNED_NET})
 MAP_OUTPUT = OutputKind("disam-build-map", lambda entry: entry.name in MAP_ENTRIES and entry.is_file())
 POSES_SOURCES = ("poses.txt", "bag", "given", "index")  # "index": place i at (i, 0, 0) m, no poses existed
 
@@ -312,7 +312,7 @@ def expected_files(kind: str, s: DescriptorSettings, has_fine: bool) -> set[str]
     else:
         names |= {COARSE_NPY if s.index == "flat" else COARSE_FAISS} | ({PCA_NPZ} if s.pca_dim is not None else set())
         names |= {COARSE_NPY} if s.refine and s.index != "flat" else set()  # refine vectors, memory-mapped
-    return names | ({FINE_NPY} if has_fine else set())
+    return names | ({FINE_NPY} if has_fine else set()) | ({COARSE_FULL} if s.coarse_refine else set())
 
 
 def _files_problems(man: dict[str, Any], s: DescriptorSettings) -> list[str]:

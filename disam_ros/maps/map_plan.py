@@ -5,7 +5,8 @@ whose resident coarse search fits RAM_SHARE of the machine's available RAM and w
 
 1. `exact` while one query streams at most EXACT_SCAN_BYTES of coarse vectors (~17 ms at 15 GB/s): paper-size
    maps up to 64 images, tiny-model maps up to 4096;
-2. `pca-full` up to FLAT_MAX_IMAGES (a flat scan of 512 float32 dims: 100k images ~ 37 ms measured);
+2. `pca-full` up to FLAT_MAX_IMAGES (a flat scan of 512 float32 dims: 100k images ~ 37 ms measured; its best 64
+   re-scored on full-grid vectors on disk, so it ranks as `exact`);
 3. `hnsw-full` up to HNSW_MAX_IMAGES (1.3 KiB of RAM per image, ~12 ms per query at 100k);
 4. `ivfpq` beyond (~80 B of RAM per image: a million images in ~0.1 GB).
 
@@ -141,8 +142,8 @@ def check_map_size(out_dir: Path, total: int | None, coarse: EncoderLike, fine: 
     compact = estimate_map_size(total, tuple(coarse.content_shape), fine_shape, settings_for_mode("pca"),
                                 geometry=geometry)
     hint = (f"--mode pca would take about {_human(compact.disk)} on disk and {_human(compact.ram)} of RAM "
-            "(--mode pca-full: RAM like pca, full fine features on disk, ~1 point R@1 from exact; --mode auto "
-            "picks by size and RAM; docs/benchmarks.md measures every mode's cost)")
+            "(--mode pca-full: RAM like pca, full-grid coarse rows and fine features on disk, ranks as exact; "
+            "--mode auto picks by size and RAM; docs/benchmarks.md measures every mode's cost)")
     if max(est.disk, est.ram) > SIZE_WARN_BYTES and s.pca_dim is None:
         log.warning("map of %d images in mode %s will take about %s on disk and %s of RAM: %s", total, s.mode,
                     _human(est.disk), _human(est.ram), hint)

@@ -23,6 +23,7 @@ from disam_ros.maps.map_format import MapError
 from disam_ros.maps.model_check import check_encoders, load_with_encoders
 from disam_ros.retrieval.index import make_index, rank, resolve_device
 from disam_ros.retrieval.prior import SpatialPrior
+from disam_ros.retrieval.refine import refined_ranking
 from disam_ros.retrieval.result import RetrievalResult, distinctiveness, pose_covariance
 
 if TYPE_CHECKING:  # typing only: importing the model package here would load torch eagerly
@@ -143,12 +144,13 @@ class Localizer:
         if fine_feat is not None and m.has_fine:
             qf = self._fine_vector(fine_feat)
         ts = time.perf_counter()
-        q = query_vectors(m, self.coarse, self._check_shape(coarse_feat, "coarse"), domain)[0]  # eq. 16 [+ depth]
+        z = self._check_shape(coarse_feat, "coarse")
+        q = query_vectors(m, self.coarse, z, domain)[0]  # eq. 16 [+ depth]
         if not bool(torch.isfinite(q).all()) or (qf is not None and not bool(torch.isfinite(qf).all())):
             return self._failure("query features are not finite (NaN/inf): check the camera image and encoder",
                                  timings, t0)
         subset = self._gate(prior)
-        ids, scores = self._coarse_search(q, subset, _full)
+        ids, scores = self._coarse_search(q, subset, _full, self._full_grid_query(z, domain))
         timings["coarse_search"] = (time.perf_counter() - ts) * 1e3
 
         tr = time.perf_counter()
@@ -180,21 +182,33 @@ class Localizer:
                              f"{want}: pass one image's content code from the model the map was built with")
         return t
 
-    def _coarse_search(self, q: torch.Tensor, subset: np.ndarray | None,
-                       full: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Eq. 16 ranking of the map (or the gated subset) for a coarse vector: the confidence pool, best first."""
+    def _full_grid_query(self, z: torch.Tensor, domain: str | None) -> np.ndarray | None:
+        """The query's full-grid vector when the map re-scores its shortlist on full-grid rows (pca-full)."""
+        if self.map.coarse_full is None:
+            return None
+        return query_vectors(self.map, self.coarse, z, domain, full=True)[0].detach().float().cpu().numpy()
+
+    def _coarse_search(self, q: torch.Tensor, subset: np.ndarray | None, full: np.ndarray | None = None,
+                       q_full: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Eq. 16 ranking of the map (or the gated subset) for a coarse vector: the confidence pool, best first.
+        With `q_full` the best `coarse_refine` are re-scored on the map's full-grid rows (retrieval/refine.py)."""
         cfg, m = self.config, self.map
         k = max(cfg.top_n, cfg.top_k, cfg.confidence_pool)
+        r = int(m.settings.coarse_refine or 0) if q_full is not None else 0
         if full is not None and getattr(self.index, "backend", "") == "numpy":  # the very scores numpy would make
-            return rank(np.arange(len(full)) if subset is None else subset,
-                        full if subset is None else full[subset], k)
-        offset = 0.0
-        if m.pca is not None:
-            q, off = m.pca.project_query(q)
-            offset = float(off)
-        ids, scores = self.index.search(q, k, subset)
-        self._sync()
-        return ids, scores + np.float32(offset)
+            ids, scores = rank(np.arange(len(full)) if subset is None else subset,
+                               full if subset is None else full[subset], max(k, r))
+        else:
+            offset = 0.0
+            if m.pca is not None:
+                q, off = m.pca.project_query(q)
+                offset = float(off)
+            ids, scores = self.index.search(q, max(k, r), subset)
+            self._sync()
+            scores = scores + np.float32(offset)
+        if r:
+            return refined_ranking(ids, scores, m.coarse_full, q_full, r, k)
+        return ids[:k], scores[:k]
 
     def _rerank(self, head: np.ndarray, head_scores: np.ndarray,
                 qf: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
