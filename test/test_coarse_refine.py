@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from disam_ros.bench.table_encoder import TableEncoder, token_frames
-from disam_ros.maps import LocalizationMap, build_map, merge_shards, settings_for_mode
+from disam_ros.maps import LocalizationMap, MapError, build_map, merge_shards, settings_for_mode
 from disam_ros.maps.descriptors import MODES
 from disam_ros.retrieval import Localizer, SearchConfig
 from disam_ros.retrieval.refine import exact_scores, refined_ranking
@@ -85,3 +85,14 @@ def test_shards_keep_the_full_grid_rows(tmp_path):
     np.testing.assert_array_equal(np.asarray(merged.coarse_full), np.asarray(single.coarse_full))
     full = np.asarray(single.coarse_full, np.float32)
     assert np.allclose(full @ full[3], [eq16(feats8[i], feats8[3]) for i in range(n)], atol=2e-3)
+
+
+def test_a_pca_full_map_without_its_full_grid_rows_is_refused_in_one_line(tmp_path):
+    rng, n = np.random.default_rng(9), 12
+    enc = TableEncoder(rng.standard_normal((n, 4, 8, 8)).astype(np.float32))
+    out = build_map(token_frames(n), enc, None, tmp_path / "m", "ref",
+                    settings_for_mode("pca-full", coarse_grid=4, pca_dim=8), progress=False)
+    (out / "coarse_full.npy").unlink()
+    with pytest.raises(MapError, match="coarse_full.npy") as err:
+        LocalizationMap.load(out)
+    assert "\n" not in str(err.value)
