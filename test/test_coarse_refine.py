@@ -10,6 +10,7 @@ import torch
 from disam_ros.bench.table_encoder import TableEncoder, token_frames
 from disam_ros.maps import LocalizationMap, MapError, build_map, merge_shards, settings_for_mode
 from disam_ros.maps.descriptors import MODES
+from disam_ros.maps.npy_rows import RowFile
 from disam_ros.retrieval import Localizer, SearchConfig
 from disam_ros.retrieval.refine import exact_scores, refined_ranking
 
@@ -82,8 +83,8 @@ def test_shards_keep_the_full_grid_rows(tmp_path):
                         progress=False, shard=(i, 2)) for i in range(2)]
     merged = LocalizationMap.load(merge_shards(shards, tmp_path / "merged", progress=False))
     assert merged.coarse_full.shape == single.coarse_full.shape == (n, 4 * 8 * 8)
-    np.testing.assert_array_equal(np.asarray(merged.coarse_full), np.asarray(single.coarse_full))
-    full = np.asarray(single.coarse_full, np.float32)
+    np.testing.assert_array_equal(merged.coarse_full[np.arange(n)], single.coarse_full[np.arange(n)])
+    full = single.coarse_full[np.arange(n)].astype(np.float32)
     assert np.allclose(full @ full[3], [eq16(feats8[i], feats8[3]) for i in range(n)], atol=2e-3)
 
 
@@ -96,3 +97,16 @@ def test_a_pca_full_map_without_its_full_grid_rows_is_refused_in_one_line(tmp_pa
     with pytest.raises(MapError, match="coarse_full.npy") as err:
         LocalizationMap.load(out)
     assert "\n" not in str(err.value)
+
+
+def test_row_file_reads_the_rows_asked_for(tmp_path):
+    table = np.arange(5 * 7, dtype=np.float16).reshape(5, 7)
+    np.save(tmp_path / "rows.npy", table)
+    rows = RowFile(tmp_path / "rows.npy", (5, 7), "float16")
+    np.testing.assert_array_equal(rows[np.array([4, 0, 4, 2])], table[[4, 0, 4, 2]])
+    assert rows[np.zeros(0, np.int64)].shape == (0, 7) and len(rows) == 5
+    with pytest.raises(IndexError, match="rows 3..5"):
+        rows[np.array([3, 5])]
+    with pytest.raises(MapError, match="shape"):
+        RowFile(tmp_path / "rows.npy", (6, 7), "float16")
+    rows.close()

@@ -41,6 +41,7 @@ from disam_ros.maps.map_format import (
     map_error,
     read_manifest,
 )
+from disam_ros.maps.npy_rows import RowFile
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class LocalizationMap:
 
     calibration: MapCalibration | None = None  # calibrated confidence stored by disam-calibrate, if any
     map_geometry: MapGeometry | None = None  # keypoints + 3D points per map image (maps/geometry_store.py)
-    coarse_full: np.ndarray | None = None  # pca-full: full-grid coarse vectors (memory-mapped) to re-score with
+    coarse_full: RowFile | None = None  # pca-full: full-grid coarse rows, read by offset, to re-score with
 
     def __init__(self, contents: MapContents, coarse: np.ndarray | None, coarse_faiss: Any,
                  pca: PcaProjection | None, verification: MapVerification | None = None) -> None:
@@ -154,10 +155,10 @@ class LocalizationMap:
         m = cls(contents, coarse, faiss_index, pca, _verification(contents, verify))
         m.calibration = calibration
         m.map_geometry = load_geometry(root, contents.manifest, mmap)
-        if contents.settings.coarse_refine:  # disk, not RAM: only the shortlist's rows are read
+        if contents.settings.coarse_refine:  # disk, not RAM: only the shortlist's rows are read (npy_rows.py)
             full = math.prod(contents.manifest["models"]["coarse"]["content_shape"]) + extra_dim(
                 contents.manifest["models"]["coarse"])
-            m.coarse_full = load_npy(root / COARSE_FULL, True, (n, full), "float16")
+            m.coarse_full = RowFile(root / COARSE_FULL, (n, full), "float16")
         if m.geometry_note is not None:
             log.info("%s: %s", root, m.geometry_note)
         return m
