@@ -327,9 +327,10 @@ def _shard_key(c: Any) -> tuple:
             json.dumps(man["descriptors"], sort_keys=True), man["shard"]["count"])
 
 
-def _concat(path: Path, parts: Sequence[np.ndarray]) -> None:
+def _concat(path: Path, parts: Sequence[np.ndarray], progress: bool = False) -> None:
+    """The shards' rows of one file, in shard order, streamed `_CHUNK` rows at a time."""
     with NpyAppender(path, parts[0].shape[1:], parts[0].dtype) as out:
-        for arr in parts:
+        for arr in tqdm(parts, desc=f"merge {path.name}", unit="shard", disable=not progress):
             for i in range(0, len(arr), _CHUNK):
                 out.append(arr[i:i + _CHUNK])
 
@@ -353,12 +354,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], out_dir: str | Path, overwrit
                         "pass every shard of the build exactly once")
     s = first.settings
     with MapStage(Path(out_dir), overwrite, inputs=tuple(("--merge", Path(d)) for d in shard_dirs)) as stage:
-        raw0 = load_npy(first.root / COARSE_RAW, mmap=True)
-        with NpyAppender(stage.dir / COARSE_RAW, raw0.shape[1:], raw0.dtype) as raw:
-            for c in tqdm(shards, desc="merge shards", unit="shard", disable=not progress):
-                arr = load_npy(c.root / COARSE_RAW, mmap=True)
-                for i in range(0, len(arr), _CHUNK):
-                    raw.append(arr[i:i + _CHUNK])
+        _concat(stage.dir / COARSE_RAW, [load_npy(c.root / COARSE_RAW, mmap=True) for c in shards], progress)
         if first.fine is not None:
             _concat(stage.dir / FINE_NPY, [c.fine for c in shards])
         if s.coarse_refine:

@@ -18,7 +18,7 @@ BLOCK_BYTES = 4 << 20  # float32 rows converted at a time: a block stays in cach
 def exact_scores(rows: np.ndarray, ids: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Eq. 16 of the stored full-grid vectors `rows[ids]` with the query's full-grid vector `q`, float32.
 
-    Rows are read in ascending order (a memory-mapped file is then read forwards) and widened to float32 by
+    Rows are read in ascending order (the file is then read forwards) and widened to float32 by
     torch a cache-sized block at a time: numpy's float16 conversion of the small preset's 64 rows took 26 ms
     on one thread, this ~3 ms."""
     ids = np.asarray(ids, dtype=np.int64)
