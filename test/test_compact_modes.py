@@ -17,6 +17,7 @@ from disam_ros.maps import LocalizationMap, build_map, merge_shards, settings_fo
 from disam_ros.maps.descriptors import MODES, coarse_vectors, estimate_map_size
 from disam_ros.maps.ivfpq import build_faiss, shortlist_recall
 from disam_ros.maps.model_check import verify_map
+from disam_ros.maps.npy_rows import RowFile
 from disam_ros.model import DisamNet, Encoder, ModelConfig, save_checkpoint
 from disam_ros.retrieval import Localizer, SearchConfig
 from disam_ros.retrieval.index import RefinedFaissIndex
@@ -74,7 +75,7 @@ def test_full_modes_keep_compact_coarse_and_full_fine():
 def test_mmap_fine_rows_equal_in_ram_and_raw_features(maps):
     m_map = LocalizationMap.load(maps["root"] / "pca-full", mmap=True)
     m_ram = LocalizationMap.load(maps["root"] / "pca-full", mmap=False)
-    assert isinstance(m_map._c.fine, np.memmap) and not isinstance(m_ram._c.fine, np.memmap)
+    assert isinstance(m_map._c.fine, RowFile) and isinstance(m_ram._c.fine, np.ndarray)
     assert m_map.fine_shape == (4, 16, 16)
     ids = np.array([41, 3, 17, 3])  # unsorted, repeated: what a shortlist may be
     a, b = m_map.fine_rows(ids), m_ram.fine_rows(ids)

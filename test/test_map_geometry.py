@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,6 +20,7 @@ from disam_ros.maps.build_map import main as build_map_main
 from disam_ros.maps.geometry_build import FEATURES_DIR, GeometryBuilder, GeometryPlan
 from disam_ros.maps.geometry_store import NOTE_OLD
 from disam_ros.maps.map_format import GEOM_KEYPOINTS, GEOM_POINTS, MANIFEST, write_manifest
+from disam_ros.maps.npy_rows import RowFile
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.verify.verifier import VerifyConfig
 
@@ -62,13 +64,17 @@ def test_depth_geometry_reprojects_onto_its_keypoints(geo_world):
     for i in (0, 3, FRAMES - 1):
         kp, desc, pts = m.geometry(i)
         assert kp.dtype == np.float32 and desc.dtype == np.uint8 and pts.dtype == np.float32
-        assert isinstance(kp, np.memmap) and kp.shape[1] == 2 and desc.shape == (len(kp), 128)
+        assert isinstance(m.map_geometry.keypoints, RowFile)  # read from disk per image, not held in RAM
+        assert kp.shape[1] == 2 and desc.shape == (len(kp), 128)
         ok = np.isfinite(pts).all(axis=1)
         assert ok.sum() >= 20 and ok.mean() > 0.3, (i, ok.sum(), len(kp))
         uv, z = _project(pts[ok], m.positions[i], m.quats[i], cam)
         assert (z > 0).all()
         err = np.linalg.norm(uv - kp[ok], axis=1)
         assert err.max() < 1.0, (i, err.max())
+    maps = Path("/proc/self/maps").read_text()  # read per image: no geometry file stays mapped (and resident)
+    geometry = [f for f in Path(geo_world["auto"]).iterdir() if f.name.startswith("geometry_")]
+    assert len(geometry) >= 4 and not [f.name for f in geometry if str(f.resolve()) in maps]
 
 
 def _agreement(dep, tri, order=None):

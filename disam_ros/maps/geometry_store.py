@@ -43,6 +43,7 @@ import numpy as np
 
 from disam_ros.maps.feature_kind import LEARNED_KIND, SIFT_KIND, VERIFY_FEATURES, FeatureKind
 from disam_ros.maps.map_format import GEOM_GRADIENTS, GEOM_LEARNED_NET, load_npy, map_error
+from disam_ros.maps.npy_rows import RowFile, open_rows
 from disam_ros.maps.npy_stream import NpyAppender
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.features import SiftConfig
@@ -160,7 +161,8 @@ class LearnedGeometry:
 
 
 class MapGeometry:
-    """Read-only, memory-mapped geometry of a map; `image(i)` -> (keypoints, descriptors, points3d) of map image i."""
+    """Read-only geometry of a map, its rows read from disk on demand (`npy_rows`) or held in RAM;
+    `image(i)` -> (keypoints, descriptors, points3d) of map image i."""
 
     def __init__(self, record: dict[str, Any], keypoints: np.ndarray, descriptors: np.ndarray, points: np.ndarray,
                  offsets: np.ndarray, gradients: np.ndarray | None = None, learned: LearnedGeometry | None = None
@@ -202,7 +204,7 @@ def load_geometry(root: Path, manifest: dict[str, Any], mmap: bool = True) -> Ma
         return None
     root, n, k = Path(root), int(manifest["count"]), int(record["keypoints"])
     kp, desc, pts, offsets = _load_block(root, SIFT_KIND, n, record, mmap)
-    grads = load_npy(root / GEOM_GRADIENTS, mmap, (k, DESCRIPTOR_DIM), "uint8") if record.get("gradients") else None
+    grads = open_rows(root / GEOM_GRADIENTS, mmap, (k, DESCRIPTOR_DIM), "uint8") if record.get("gradients") else None
     learned = None
     if (rec := record.get("learned")) is not None:
         learned = LearnedGeometry(rec, *_load_block(root, LEARNED_KIND, n, rec, mmap), root / GEOM_LEARNED_NET)
@@ -217,29 +219,36 @@ def _load_block(root: Path, kind: FeatureKind, n: int, record: dict[str, Any], m
     offsets = load_npy(off_file, False, (n + 1,), "int64")
     if offsets[0] != 0 or offsets[-1] != k or np.any(np.diff(offsets) < 0):
         raise map_error(off_file, f"is not a non-decreasing 0..{k} row index", _FIX)
-    kp = load_npy(kp_file, mmap, (k, 2), "float32")
-    desc = load_npy(desc_file, mmap, (k, kind.dim), kind.dtype)
-    pts = load_npy(pts_file, mmap, (k, 3), "float32")
+    kp = open_rows(kp_file, mmap, (k, 2), "float32")
+    desc = open_rows(desc_file, mmap, (k, kind.dim), kind.dtype)
+    pts = open_rows(pts_file, mmap, (k, 3), "float32")
     if k and (problem := points_problem(pts, record.get("with_point"))) is not None:
         raise map_error(pts_file, problem, _FIX)
     return kp, desc, pts, offsets
 
 
-def points_problem(points: np.ndarray, with_point: Any) -> str | None:
+def points_problem(points: np.ndarray | RowFile, with_point: Any) -> str | None:
     """What is wrong with a map's (K, 3) 3D points, None when nothing: a row is a point (3 finite numbers) or,
     in maps written before rows without a point were dropped, the 'no point' mark (3 NaN); inf never; and the
     rows that are points are as many as the manifest's geometry.with_point (a map whose points were all turned
-    to NaN, hashes rewritten, passed every check and verified no frame). ~12 B per keypoint: cheap at load."""
-    finite = np.isfinite(points)
-    if bool(np.isinf(points).any()):
-        return "holds inf values"
-    rows = finite.all(axis=1)
-    if bool((finite.any(axis=1) & ~rows).any()):
-        return f"row {int(np.flatnonzero(finite.any(axis=1) & ~rows)[0])} is partly NaN (a point has 3 coordinates)"
-    n = int(rows.sum())
+    to NaN, hashes rewritten, passed every check and verified no frame). ~12 B per keypoint, read a chunk at a
+    time (a file on disk stays out of RAM)."""
+    n = 0
+    for lo in range(0, len(points), _POINTS_CHUNK):
+        chunk = np.asarray(points[lo:lo + _POINTS_CHUNK])
+        finite = np.isfinite(chunk)
+        if bool(np.isinf(chunk).any()):
+            return "holds inf values"
+        rows = finite.all(axis=1)
+        if bool((partly := finite.any(axis=1) & ~rows).any()):
+            return f"row {lo + int(np.flatnonzero(partly)[0])} is partly NaN (a point has 3 coordinates)"
+        n += int(rows.sum())
     if isinstance(with_point, int) and not isinstance(with_point, bool) and n != with_point:
         return f"holds {n} finite 3D points, the manifest's geometry.with_point says {with_point}"
     return None
+
+
+_POINTS_CHUNK = 1 << 20  # rows (12 MiB) per read of the load-time check
 
 
 def descriptors_u8(descriptors: np.ndarray) -> np.ndarray:

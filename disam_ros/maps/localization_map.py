@@ -41,7 +41,7 @@ from disam_ros.maps.map_format import (
     map_error,
     read_manifest,
 )
-from disam_ros.maps.npy_rows import RowFile
+from disam_ros.maps.npy_rows import RowFile, open_rows
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def load_contents(directory: Path, kind: str, mmap: bool, verify: bool | None) -
     traj = read_poses(directory / POSES, n)
     fine = None
     if fine_shape is not None:
-        fine = load_npy(directory / FINE_NPY, mmap, (n, *fine_shape), settings.fine_dtype)
+        fine = open_rows(directory / FINE_NPY, mmap, (n, *fine_shape), settings.fine_dtype)
     return MapContents(directory, manifest, names, traj, settings, fine, deferred)
 
 
