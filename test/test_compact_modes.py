@@ -141,7 +141,7 @@ def test_ivfpq_map_round_trip(maps):
     assert isinstance(ivf, faiss.IndexIVFPQ) and ivf.ntotal == PLACES and ivf.pq.M == 8 and ivf.pq.nbits == 5
     assert ivf.code_size == 5  # 8 codes x 5 bits
     loc = Localizer(m, maps["coarse"], maps["fine"], SearchConfig(device="cpu", top_n=5, top_k=5))
-    assert isinstance(loc.index, RefinedFaissIndex) and isinstance(loc.index.vectors, np.memmap)
+    assert isinstance(loc.index, RefinedFaissIndex) and isinstance(loc.index.vectors, RowFile)
     stored = np.load(maps["root"] / "ivfpq" / "coarse.npy").astype(np.float64)  # (N, 16) float16 on disk
     exact_rows = m.coarse_matrix()  # what the tracker reads at start: the exact rows, not the codes, not in RAM
     assert isinstance(exact_rows, np.memmap) and np.array_equal(exact_rows.astype(np.float64), stored)

@@ -43,6 +43,8 @@ def test_a_cut_file_is_refused_in_one_line(tmp_path):
     with pytest.raises(MapError, match=r"rows 40\.\.59 are cut short \(160 of 320 bytes\)") as err:
         rows[40:60]
     assert "\n" not in str(err.value)
+    with pytest.raises(MapError, match=r"rows 55\.\.55 are cut short"):  # scattered rows: the same one line
+        rows[np.array([10, 55])]
 
 
 def test_rows_on_disk_are_never_mapped_into_the_process(tmp_path):

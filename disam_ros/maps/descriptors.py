@@ -86,8 +86,8 @@ MODES: dict[str, DescriptorSettings] = {
                                fine_grid=8),
 }
 # Compact in RAM, exact in the re-rank: the same PCA'd coarse vectors (1 KiB per image resident),
-# but the fine features at full resolution in float16 on disk. They are memory-mapped and only the N
-# shortlisted rows are read per query, so they cost disk (2 MiB per image at the paper size), not RAM; the
+# but the fine features at full resolution in float16 on disk. Only the N shortlisted rows are read per
+# query (maps/npy_rows.py), so they cost disk (2 MiB per image at the paper size), not RAM; the
 # 8x8 pooling of the fine stage is what costs the plain compact modes their accuracy.
 for _name in ("pca", "ivf", "hnsw"):
     MODES[f"{_name}-full"] = replace(MODES[_name], mode=f"{_name}-full", fine_grid=None)
@@ -102,7 +102,7 @@ MODES["pca-full"] = replace(MODES["pca-full"], coarse_refine=COARSE_REFINE)
 # Million-image maps: 512 PCA dims product-quantised to 128 bytes + 8-byte ids ~ 140 B of RAM per image (64-byte
 # codes lost 8 points of shortlist recall@3 at 100k); the fine re-rank on full features makes the answer.
 # The PQ codes cost ~4 points of coarse R@1, so their best `refine` are re-scored on the float16 PCA vectors,
-# memory-mapped from disk (1 KiB/img of disk, 256 random 1 KiB reads per query, no RAM).
+# read by row from disk (1 KiB/img of disk, 256 random 1 KiB reads per query, no RAM).
 MODES["ivfpq"] = replace(MODES["ivf-full"], mode="ivfpq", index="ivfpq", pq_m=128, refine=256)
 
 

@@ -55,8 +55,14 @@ class RowFile:
         ids = np.asarray(key, dtype=np.int64).reshape(-1)
         self._check(ids)
         out = np.empty((len(ids), *self.shape[1:]), self.dtype)
-        for k, i in enumerate(ids):
-            self._into(out[k:k + 1], int(i), 1)
+        if not len(ids) or not self.row_bytes:
+            return out
+        starts = np.flatnonzero(np.diff(ids, prepend=-2) != 1)  # runs of consecutive rows: one read each
+        ends = np.append(starts[1:], len(ids))
+        view, rb, fd, base = memoryview(out).cast("B"), self.row_bytes, self._fd, self.offset
+        for a, b, row in zip(starts.tolist(), ends.tolist(), ids[starts].tolist()):
+            if os.preadv(fd, [view[a * rb:b * rb]], base + row * rb) != (b - a) * rb:  # short: read it with care
+                self._into(out[a:b], row, b - a)
         return out
 
     def _check(self, ids: np.ndarray) -> None:

@@ -21,7 +21,8 @@ import torch
 
 from disam_ros.maps.ivfpq import IVFPQ_NPROBE
 from disam_ros.maps.localization_map import LocalizationMap
-from disam_ros.maps.map_format import COARSE_NPY, load_npy
+from disam_ros.maps.map_format import COARSE_NPY
+from disam_ros.maps.npy_rows import RowFile
 
 BACKENDS = ("auto", "numpy", "faiss", "torch")
 _SUBSET_GATHER_FRACTION = 0.25  # below this share of the map, score only the gated rows
@@ -159,13 +160,15 @@ class FaissIndex:
 
 class RefinedFaissIndex(FaissIndex):
     """faiss shortlists `refine` candidates, then they are scored exactly on `vectors` (the map's float16 coarse
-    vectors, memory-mapped: only the shortlist's rows are read, so RAM stays the index's ~75 B per image).
+    vectors on disk, `npy_rows.RowFile`: only the shortlist's rows are read, so RAM stays the index's ~75 B per
+    image and no read page stays in the process's RSS).
 
     This is faiss' IndexRefine idea without its RAM copy of the vectors: PQ codes cost ~4 points of coarse
     R@1 on Nordland, re-scoring 128 of them costs 128 random 1 KiB reads per query. Gated searches score
     the gated rows exactly, so no direct map is needed."""
 
-    def __init__(self, index: Any, vectors: np.ndarray, refine: int, nprobe: int = 16, ef_search: int = 64) -> None:
+    def __init__(self, index: Any, vectors: np.ndarray | RowFile, refine: int, nprobe: int = 16, ef_search: int = 64
+                 ) -> None:
         super().__init__(index, nprobe, ef_search, direct_map=False)
         self.vectors, self.refine = vectors, int(refine)
 
@@ -179,7 +182,7 @@ class RefinedFaissIndex(FaissIndex):
             ids = np.unique(np.asarray(subset, dtype=np.int64))
         else:
             _, found = self.index.search(qn, min(self.size, max(self.refine, 2 * k + 32)), params=self._params)
-            ids = np.unique(found[0][found[0] >= 0])  # sorted: the memmap reads ascend through the file
+            ids = np.unique(found[0][found[0] >= 0])  # sorted: the reads ascend through the file
         return rank(ids, self.exact_scores(ids, qn[0]), k)
 
 
@@ -227,6 +230,6 @@ def make_index(m: LocalizationMap, backend: str = "auto", device: str = "auto", 
     return NumpyFlatIndex(vectors)
 
 
-def refine_vectors(m: LocalizationMap) -> np.ndarray:
-    """The refine rows of an ivfpq map (coarse.npy beside the index), always memory-mapped: they are disk, not RAM."""
-    return load_npy(m.root / COARSE_NPY, True, (len(m), m.coarse_dim), m.settings.coarse_dtype)
+def refine_vectors(m: LocalizationMap) -> RowFile:
+    """The refine rows of an ivfpq map (coarse.npy beside the index), always on disk, read by row (`npy_rows`)."""
+    return RowFile(m.root / COARSE_NPY, (len(m), m.coarse_dim), m.settings.coarse_dtype)
