@@ -1,4 +1,5 @@
-"""pca-full re-scores its compact shortlist on full-grid vectors kept on disk, so it ranks as an exact map does."""
+"""pca-full (and a compact map built with --coarse-refine) re-scores its shortlist on full-grid vectors kept on disk,
+so it ranks as an exact map does."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -49,13 +50,15 @@ def test_refined_ranking_hand_worked():
     assert tie_ids.tolist() == [1, 4] and tie.tolist() == pytest.approx([1.0, 1.0], abs=1e-3)  # tie: smaller index
 
 
-def test_pca_full_ranks_as_exact_where_the_pooled_pca_does_not(tmp_path):
+@pytest.mark.parametrize("mode", ["pca-full", "hnsw-full", "ivf-full"])
+def test_a_refined_compact_map_ranks_as_exact_where_the_pooled_pca_does_not(tmp_path, mode):
+    """pca-full by default; the faiss modes with `disam-build-map --coarse-refine N` (their shortlist re-scored)."""
     rng, places = np.random.default_rng(7), 60
     feats = fine_grained_world(rng, places)
     enc = TableEncoder(feats)
 
     def top1(name: str, refine: int | None) -> tuple[np.ndarray, np.ndarray]:
-        s = replace(settings_for_mode("pca-full", coarse_grid=4, pca_dim=32), coarse_refine=refine)
+        s = replace(settings_for_mode(mode, coarse_grid=4, pca_dim=32), coarse_refine=refine)
         build_map(token_frames(places), enc, None, tmp_path / name, "ref", s, progress=False)
         loc = Localizer(LocalizationMap.load(tmp_path / name), enc, None, SearchConfig(device="cpu"))
         res = [loc.localize(enc.image_for(places + i), "query") for i in range(places)]
@@ -110,3 +113,25 @@ def test_row_file_reads_the_rows_asked_for(tmp_path):
     with pytest.raises(MapError, match="shape"):
         RowFile(tmp_path / "rows.npy", (6, 7), "float16")
     rows.close()
+
+
+def test_build_option_coarse_refine(caplog):
+    from disam_ros.maps.build_map import MapBuildConfig, _parser, config_from_args
+
+    def conf(mode: str, refine: int | None) -> MapBuildConfig:
+        return MapBuildConfig(out=None, mode=mode, coarse_refine=refine)
+
+    assert conf("pca-full", None).settings().coarse_refine == MODES["pca-full"].coarse_refine == 64
+    assert conf("pca-full", 0).settings().coarse_refine is None  # 0: a pca-full map without the rows
+    assert conf("hnsw-full", None).settings().coarse_refine is None
+    assert conf("hnsw-full", 16).settings().coarse_refine == 16
+    assert conf("ivfpq", 32).settings().coarse_refine == 32 and conf("exact", 0).settings().coarse_refine is None
+    with pytest.raises(ValueError, match="--mode exact ranks on full-grid vectors already: drop --coarse-refine"):
+        conf("exact", 8).settings()
+    with pytest.raises(ValueError, match=r"--coarse-refine -1: give a number of map images >= 0"):
+        conf("pca-full", -1).settings()
+    with caplog.at_level("INFO", logger="disam_ros.maps.build_map"):
+        assert conf("auto", 8).settings("exact").coarse_refine is None  # auto chose exact: nothing to re-score
+    assert "--coarse-refine unused" in caplog.text
+    args = _parser().parse_args(["--out", "m", "--mode", "hnsw-full", "--coarse-refine", "24"])
+    assert config_from_args(args).settings().coarse_refine == 24

@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--coarse-dtype", choices=DTYPES)
     p.add_argument("--fine-dtype", choices=DTYPES)
     p.add_argument("--index", choices=INDEXES)
+    p.add_argument("--coarse-refine", type=int, metavar="N", help="re-score the best N of a compact map's coarse "
+                   "ranking on full-grid vectors kept on disk, so it ranks as exact (default: the mode's, 64 for "
+                   "pca-full, none for the others; 0 = none; costs the full code's size per image on disk)")
     p.add_argument("--geometry", default="auto", choices=GEOMETRY_CHOICES, help="map geometry for metric poses "
                    "(default auto: depth when <condition>/depth/ exists, else triangulate; none without intrinsics)")
     p.add_argument("--sift-scale", type=float, default=1.0, help="map geometry: detect SIFT on the image resized "
@@ -167,6 +170,7 @@ class MapBuildConfig:
     coarse_dtype: str | None = None
     fine_dtype: str | None = None
     index: str | None = None
+    coarse_refine: int | None = None  # None: the mode's; 0: no re-score; N: best N on full-grid rows (refine.py)
     geometry: str = "auto"  # map geometry: auto, depth, triangulate or none (maps/geometry_build.py)
     sift_scale: float = 1.0  # map geometry: detect SIFT on the image resized by this (queries follow the map)
     sift_max_side: int = MAP_SIFT.max_side  # ... and on at most this many pixels along the longer side (0 = no cap)
@@ -181,9 +185,20 @@ class MapBuildConfig:
 
     def settings(self, mode: str | None = None):
         """The descriptor settings of `mode` (default: `self.mode`, which must not be "auto" then)."""
-        return settings_for_mode(mode or self.mode, coarse_grid=self.coarse_grid, fine_grid=self.fine_grid,
-                                 pca_dim=self.pca_dim, coarse_dtype=self.coarse_dtype, fine_dtype=self.fine_dtype,
-                                 index=self.index)
+        s = settings_for_mode(mode or self.mode, coarse_grid=self.coarse_grid, fine_grid=self.fine_grid,
+                              pca_dim=self.pca_dim, coarse_dtype=self.coarse_dtype, fine_dtype=self.fine_dtype,
+                              index=self.index)
+        if self.coarse_refine is None:
+            return s
+        if isinstance(self.coarse_refine, bool) or not isinstance(self.coarse_refine, int) or self.coarse_refine < 0:
+            raise ValueError(f"--coarse-refine {self.coarse_refine!r}: give a number of map images >= 0 (0 = none)")
+        if self.coarse_refine and s.coarse_grid is None and s.pca_dim is None:
+            if self.mode != AUTO:
+                raise ValueError(f"--coarse-refine applies to modes that pool or project the coarse vectors; "
+                                 f"--mode {s.mode} ranks on full-grid vectors already: drop --coarse-refine")
+            log.info("--mode auto chose %s, which ranks on full-grid vectors already: --coarse-refine unused", s.mode)
+            return s
+        return dataclasses.replace(s, coarse_refine=self.coarse_refine or None)
 
     def learned_plan(self) -> LearnedPlan | None:
         """--verify-features / --keypoint-net: the learned block to store, its network checked now (one-line

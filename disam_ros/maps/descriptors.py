@@ -95,8 +95,8 @@ del _name
 # pca-full also keeps the coarse vectors at the content code's full grid (float16, on disk): its best
 # COARSE_REFINE by the pooled PCA vectors are re-scored on them, so it ranks as `exact` does. The 16x16 pooling,
 # not the PCA, is what cost the small preset's 32x32 code 1-4 points of Nordland R@1; 64 rows gave exact's top-1
-# on every query of the route's training part (docs/retrieval_accuracy.md). Only pca-full: the million-image
-# modes would need hundreds of GB for them.
+# on every query of the route's training part (docs/retrieval_accuracy.md). Only pca-full by default: the
+# million-image modes would need hundreds of GB for them (`disam-build-map --coarse-refine N` asks for them).
 COARSE_REFINE = 64
 MODES["pca-full"] = replace(MODES["pca-full"], coarse_refine=COARSE_REFINE)
 # Million-image maps: 512 PCA dims product-quantised to 128 bytes + 8-byte ids ~ 140 B of RAM per image (64-byte
