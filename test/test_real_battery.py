@@ -47,6 +47,19 @@ def test_raw_pixels_find_exact_copies_and_unplaced_queries_are_not_scored(tmp_pa
     assert got["queries"] == 3 and got["pooled"] == 1.0  # 13 has no map place within 1: not scored
 
 
+def test_one_models_figure_carries_the_95_interval_its_query_count_allows():
+    # Wilson, worked by hand for 3 of 10: centre (0.3 + z^2/20) / (1 + z^2/10) = 0.35551, half-width
+    # z sqrt(0.021 + z^2/400) / (1 + z^2/10) = 0.24771 -> [0.1078, 0.6032]
+    assert R.interval95(0.3, 10) == pytest.approx([0.1078, 0.6032], abs=1e-4)
+    assert R.interval95(1.0, 4) == pytest.approx([0.5101, 1.0], abs=1e-4)  # 4 of 4: z^2/4 / (4 + z^2) below 1
+    lo, hi = R.interval95(0.836, 865)
+    assert hi - lo < 0.05 < 0.45 < R.interval95(0.3, 10)[1] - R.interval95(0.3, 10)[0]  # 865 queries resolve more
+    rows = [{"method": "untrained", "draws": 3, "gp": 0.4, "gp:range": [0.3, 0.5], "gp:queries": 10},
+            {"method": "mine", "draws": 1, "gp": 0.3, "gp:queries": 10, "gp:ci95": R.interval95(0.3, 10)}]
+    table = R.format_table(rows, [R.RealSet("gp", "test", None, {}, "night", 0.0)])
+    assert "| untrained | 40.0 (30-50) |" in table and "| mine | 30.0 [11-60] |" in table
+
+
 def test_webcams_map_is_each_cameras_brightest_frame_and_queries_its_night_frames(tmp_path):
     root = tmp_path / "webcams"
     rows = [("A", "a1.jpg", 120.0), ("A", "a2.jpg", 30.0), ("A", "a3.jpg", 150.0), ("B", "b1.jpg", 90.0),
@@ -87,6 +100,8 @@ def test_nordland_parts_are_trainings_and_the_ci_subset_runs(tmp_path):
     for r in rows:
         assert all(0.0 <= r[s] <= 1.0 for s in ("nordland_val", "nordland_test", "gp_night>day", "webcams_night"))
     assert rows[0]["webcams_night:queries"] == 122
+    assert rows[-1]["webcams_night:ci95"] == pytest.approx(R.interval95(rows[-1]["webcams_night"], 122))
+    assert all(("webcams_night:ci95" in r) == (r["draws"] == 1) for r in rows)  # a mean of draws gives its range
 
 
 def test_battery_bars_sit_in_their_set_slot_with_the_draws_range(tmp_path):

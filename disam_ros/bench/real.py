@@ -35,6 +35,7 @@ from disam_ros.bench.output import emit
 from disam_ros.cliutil import OneLineParser, check_output_files
 from disam_ros.model import Encoder, preset, seeded_net
 from disam_ros.shipped import checkpoint_arg
+from disam_ros.tracking.calibration import wilson_lower
 from disam_ros.training.evaluate import cosine_similarity, encode_all, load_images, mean_channel_similarity, raw_pixels
 from disam_ros.training.layouts import DomainImages, discover, drop_dark
 from disam_ros.training.split import split_route
@@ -143,6 +144,16 @@ def real_sets(data: Path, quick: bool) -> list[RealSet]:
 # ---------------------------------------------------------------------------------------------- scoring
 
 
+def interval95(rate: float, n: int) -> list[float]:
+    """Two-sided 95 % Wilson interval of a share `rate` of n queries: how far one model's R@1 on a set of this
+    size could move by the draw of the queries alone (3 of 10 places: 11-60 %)."""
+    hits = rate * n
+    return [float(wilson_lower(hits, n, Z95)), float(1.0 - wilson_lower(n - hits, n, Z95))]
+
+
+Z95 = 1.959964  # two-sided 95 %
+
+
 def top1_right(sim: Tensor, q_pos: np.ndarray, db_pos: np.ndarray, tol: float) -> np.ndarray:
     best = sim.argmax(1).numpy()
     return np.abs(db_pos[best, 0] - q_pos[:, 0]) <= tol + 1e-9
@@ -215,7 +226,9 @@ def run(sets: list[RealSet], groups: list[tuple[str, list[Method]]]) -> list[dic
                 row[label] = float(np.mean(vals))
                 if len(vals) > 1:
                     row[label + ":range"] = [float(min(vals)), float(max(vals))]
-            row[s.name + ":queries"] = per[0][s.name]["queries"]
+            row[s.name + ":queries"] = n = per[0][s.name]["queries"]
+            if len(methods) == 1 and n:  # one model: what the set's size allows its figure to say
+                row[s.name + ":ci95"] = interval95(row[s.name], n)
         rows.append(row)
         print(f"  scored {name}", file=sys.stderr, flush=True)
     return rows
@@ -233,9 +246,14 @@ def format_table(rows: list[dict], sets: list[RealSet]) -> str:
             if c + ":range" in r:
                 lo, hi = r[c + ":range"]
                 v += f" ({100 * lo:.0f}-{100 * hi:.0f})"
+            if c + ":ci95" in r:
+                lo, hi = r[c + ":ci95"]
+                v += f" [{100 * lo:.0f}-{100 * hi:.0f}]"
             cells.append(v)
         lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
-    cams = [k for k in rows[0] if k.startswith("webcams_night:") and not k.endswith((":range", ":queries"))]
+    lines += ["", "(a-b): the untrained draws' range; [a-b]: one model's 95 % interval (Wilson) at the set's query "
+              "count"]
+    cams = [k for k in rows[0] if k.startswith("webcams_night:") and not k.endswith((":range", ":queries", ":ci95"))]
     if cams:
         lines += ["", "webcams_dev night, per camera (R@1 %): | method | " + " | ".join(k.split(":")[1] for k in cams)
                   + " |"]
