@@ -11,6 +11,7 @@ import torch
 from disam_ros.bench.table_encoder import TableEncoder, token_frames
 from disam_ros.maps import LocalizationMap, MapError, build_map, merge_shards, settings_for_mode
 from disam_ros.maps.descriptors import MODES
+from disam_ros.maps.map_info import render, summary
 from disam_ros.maps.npy_rows import RowFile
 from disam_ros.retrieval import Localizer, SearchConfig
 from disam_ros.retrieval.refine import exact_scores, refined_ranking
@@ -86,6 +87,7 @@ def test_shards_keep_the_full_grid_rows(tmp_path):
                         progress=False, shard=(i, 2)) for i in range(2)]
     merged = LocalizationMap.load(merge_shards(shards, tmp_path / "merged", progress=False))
     assert merged.coarse_full.shape == single.coarse_full.shape == (n, 4 * 8 * 8)
+    assert "; best 64 re-scored on full-grid rows" in render(summary(merged.manifest), merged.root)  # map-info says so
     np.testing.assert_array_equal(merged.coarse_full[np.arange(n)], single.coarse_full[np.arange(n)])
     full = single.coarse_full[np.arange(n)].astype(np.float32)
     assert np.allclose(full @ full[3], [eq16(feats8[i], feats8[3]) for i in range(n)], atol=2e-3)

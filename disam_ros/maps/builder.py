@@ -214,7 +214,7 @@ def _finalize_coarse(directory: Path, s: DescriptorSettings, n: int) -> int:
 
         faiss.write_index(build_faiss(final, s), str(directory / COARSE_FAISS))
         del final
-        if not s.refine:  # refine re-scores the index's shortlist on these, memory-mapped from disk
+        if not s.refine:  # refine re-scores the index's shortlist on these, read by row from disk
             final_path.unlink()
     return dim
 

@@ -243,7 +243,7 @@ class MapSizeEstimate:
     """What a map will cost, known before encoding a single image (from shapes, settings and image count).
 
     files: bytes per file on disk; peak_disk: during the build (pre-PCA vectors beside the final ones);
-    ram: what the localizer keeps resident for the coarse search (fine features are memory-mapped: only the
+    ram: what the localizer keeps resident for the coarse search (fine features are read by row: only the
     top-N rows of a query are read, so they cost disk and page cache, not process memory)."""
 
     files: dict[str, int]

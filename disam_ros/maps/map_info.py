@@ -39,7 +39,7 @@ def summary(manifest: dict[str, Any]) -> dict[str, Any]:
     settings = DescriptorSettings.from_dict(desc["settings"])
     models = manifest.get("models") or {}
     ram = None
-    if models.get("coarse"):  # what the localizer keeps resident; fine features stay memory-mapped on disk
+    if models.get("coarse"):  # what the localizer keeps resident; fine features stay on disk, read by row
         fine = models.get("fine")
         ram = estimate_map_size(n, tuple(models["coarse"]["content_shape"]),
                                 tuple(fine["content_shape"]) if fine else None, settings).ram
@@ -78,7 +78,8 @@ def render(info: dict[str, Any], root: Path) -> str:
         f"domain         {info['reference_domain']}",
         f"created        {info['created']}",
         f"mode           {s['mode']}: coarse grid {s['coarse_grid'] or 'full'}, pca {s['pca_dim'] or 'none'}, "
-        f"{s['coarse_dtype']}, index {s['index']}; fine grid {s['fine_grid'] or 'full'}, {s['fine_dtype']}",
+        f"{s['coarse_dtype']}, index {s['index']}; fine grid {s['fine_grid'] or 'full'}, {s['fine_dtype']}"
+        + (f"; best {s['coarse_refine']} re-scored on full-grid rows" if s.get("coarse_refine") else ""),
         f"coarse         {info['coarse_shape']} -> {info['coarse_dim']} dims{describe(info['models'])}",
         f"fine           {info['fine_shape'] if info['fine_shape'] else 'none (coarse-only map)'}",
     ]
@@ -121,7 +122,7 @@ def render(info: dict[str, Any], root: Path) -> str:
     if info.get("ram_estimate_bytes"):
         ram = info["ram_estimate_bytes"]
         lines.append(f"RAM (search)   ~{_size(ram)} total, ~{_size(ram / max(info['images'], 1))} per image (estimate: "
-                     "coarse search, names, poses; fine features are memory-mapped)")
+                     "coarse search, names, poses; fine features and full-grid rows are read from disk)")
     width = max((len(name) for name in info["files"]), default=0) + 2  # sizes in one column under each other
     for name, b in sorted(info["files"].items()):
         lines.append(f"  {name:<{width}}{_size(b):>10}  {_size(info['bytes_per_image_by_file'][name]):>10}/image")
