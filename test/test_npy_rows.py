@@ -58,3 +58,18 @@ def test_rows_on_disk_are_never_mapped_into_the_process(tmp_path):
     assert not _mapped(tmp_path / "big.npy")  # so no page it read stays in the process's resident set
     mapped = np.load(tmp_path / "big.npy", mmap_mode="r")
     assert _mapped(tmp_path / "big.npy") and float(mapped[:10].sum()) == float(table[:10].sum())  # the contrast
+
+
+def test_threads_reading_one_file_get_their_own_rows(tmp_path):
+    """The frame loop and the keyframe thread read one map's rows at once: pread has no shared file position."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    table = np.arange(2000 * 32, dtype=np.float32).reshape(2000, 32)
+    np.save(tmp_path / "t.npy", table)
+    rows = RowFile(tmp_path / "t.npy", table.shape, "float32")
+    rng = np.random.default_rng(1)
+    asks = [rng.integers(0, 2000, 64) for _ in range(200)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda ids: rows[ids], asks))
+    for ids, g in zip(asks, got, strict=True):
+        np.testing.assert_array_equal(g, table[ids])
