@@ -84,6 +84,36 @@ def test_model_encoders_day_for_the_map_condition_or_fallback_for_queries():
 
 @pytest.mark.skipif(not (SHARED / "nordland_trimmed_dev").is_dir(), reason="needs ../shared/data (real images)")
 @pytest.mark.long
+def test_sets_are_told_by_their_layout_and_held_out_copies_are_test_sets(tmp_path):
+    """Data nobody here has (another route part, the collection's other cameras, another pair set) in the shared
+    README's layouts: each becomes a test set named after its folder, scored whole."""
+    rng = np.random.default_rng(3)
+    for cond in ("summer", "winter"):  # a route: 6 frames, frame 2 near-black (dropped, as in the dev half)
+        for i in range(6):
+            write(tmp_path / "route_b" / cond / f"images-{i:05d}.png",
+                  np.full((8, 16, 3), 5, np.uint8) if i == 2 else rng.integers(60, 255, (8, 16, 3), dtype=np.uint8))
+    for folder, names in (("query", ["b", "a", "c"]), ("ref", ["a", "b", "c"])):  # pairs named, not numbered
+        for n in names:
+            write(tmp_path / "pairs_b" / folder / f"{n}.png", rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
+    for cam, f in (("X", "x1.jpg"), ("X", "x2.jpg"), ("Y", "y1.jpg"), ("Y", "y2.jpg")):
+        write(tmp_path / "cams_b" / cam / f, np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "cams_b" / "frames.csv").write_text("camera,file,original_width,original_height,mean_gray\n"
+                                                    "X,x1.jpg,8,8,100\nX,x2.jpg,8,8,10\nY,y1.jpg,8,8,90\n"
+                                                    "Y,y2.jpg,8,8,20\n")
+    (tmp_path / "notes").mkdir()  # a folder of no known layout is passed over
+    sets = {s.name: s for s in R.real_sets(tmp_path, quick=False)}
+    assert list(sets) == ["route_b", "pairs_b_night>day", "pairs_b_day>night", "cams_b_night"]  # routes, pairs, cams
+    assert {s.part for s in sets.values()} == {"test"}
+    route = sets["route_b"]
+    assert route.db.positions[:, 0].tolist() == [0, 1, 3, 4, 5] and route.tolerance == 2.0
+    pair = sets["pairs_b_night>day"]
+    assert [p.stem for p in pair.db.paths] == ["a", "b", "c"] == [p.stem for p in pair.queries["night"].paths]
+    np.testing.assert_array_equal(pair.db.positions[:, 0], pair.queries["night"].positions[:, 0])
+    assert {c: [p.name for p in d.paths] for c, d in sets["cams_b_night"].queries.items()} == {"X": ["x2.jpg"],
+                                                                                               "Y": ["y2.jpg"]}
+    assert R.real_sets(tmp_path / "absent", quick=False) == []
+
+
 def test_nordland_parts_are_trainings_and_the_ci_subset_runs(tmp_path):
     sets = {s.name: s for s in R.real_sets(SHARED, quick=False) if s.name.startswith("nordland")}
     val, test = sets["nordland_val"], sets["nordland_test"]
@@ -100,6 +130,8 @@ def test_nordland_parts_are_trainings_and_the_ci_subset_runs(tmp_path):
     for r in rows:
         assert all(0.0 <= r[s] <= 1.0 for s in ("nordland_val", "nordland_test", "gp_night>day", "webcams_night"))
     assert rows[0]["webcams_night:queries"] == 122
+    assert [s.name for s in R.real_sets(SHARED, quick=True)] == ["nordland_val", "nordland_test", "gp_night>day",
+                                                                 "gp_day>night", "webcams_night"]  # names kept
     assert rows[-1]["webcams_night:ci95"] == pytest.approx(R.interval95(rows[-1]["webcams_night"], 122))
     assert all(("webcams_night:ci95" in r) == (r["draws"] == 1) for r in rows)  # a mean of draws gives its range
 

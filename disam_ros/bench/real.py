@@ -14,6 +14,8 @@ Sets (../shared/data; what each may be used for is in its README):
 - `webcams_night` (and `webcams_<camera>`): webcams_dev night frames (mean grey < 40) against a map of one day
   frame per camera (each camera's brightest frame, 5 cameras); right = the same camera. Validation only: the
   collection's other cameras are the test.
+- Any other folder in one of these layouts (another route part, the collection's other cameras, another pair set):
+  a test set named after it, scored whole (`real_sets`).
 
 A model's encoders: the map side uses the model's day encoder (`day`, `sunny` or `summer`, else its first), a query
 its condition's encoder when the model has one (`winter`, `night`), else the map side's (the paper's fallback).
@@ -33,6 +35,7 @@ from torch import Tensor
 
 from disam_ros.bench.output import emit
 from disam_ros.cliutil import OneLineParser, check_output_files
+from disam_ros.data.folders import IMAGE_SUFFIXES
 from disam_ros.model import Encoder, preset, seeded_net
 from disam_ros.shipped import checkpoint_arg
 from disam_ros.tracking.calibration import wilson_lower
@@ -41,6 +44,7 @@ from disam_ros.training.layouts import DomainImages, discover, drop_dark
 from disam_ros.training.split import split_route
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+NORDLAND_DEV, GARDENS_MINI, WEBCAMS_DEV = "nordland_trimmed_dev", "gardens_point_mini", "webcams_dev"
 NORDLAND_SPLIT = (0.5, 0.1, 5)  # train_fraction, val_fraction, gap: as the real-camera recipes train
 NIGHT_GREY = 40.0  # webcams_dev README: mean grey < 40 is night
 DAY_NAMES = ("day", "sunny", "summer")
@@ -96,16 +100,34 @@ def nordland_sets(root: Path, quick: bool) -> list[RealSet]:
     return out
 
 
-def gardens_point_sets(root: Path) -> list[RealSet]:
-    def images(folder: str) -> DomainImages:
-        paths = tuple(sorted((root / folder).glob("*.jpg"), key=lambda p: int(p.stem)))
-        pos = np.zeros((len(paths), 3))
-        pos[:, 0] = [int(p.stem) for p in paths]
-        return DomainImages(folder, paths, pos)
+def route_set(root: Path, quick: bool) -> RealSet:
+    """A held-out route of the Nordland layout (never trained or chosen on): every frame, scored as the dev
+    half's parts are (winter against summer, +-2 frames, near-black frames dropped)."""
+    by = {d.name: d for d in discover(root, "flat")}
+    summer, winter = drop_dark([by["summer"], by["winter"]], 20)
+    if quick:
+        summer, winter = (d.subset(np.arange(min(QUICK_FRAMES, len(d)))) for d in (summer, winter))
+    return RealSet(root.name, "test", summer, {"winter": winter}, "winter", 2.0)
 
-    day, night = images("query"), images("ref")  # README: query = day, ref = night
-    return [RealSet("gp_night>day", "test", day, {"night": night}, "night", 0.0),
-            RealSet("gp_day>night", "test", night, {"day": day}, "day", 0.0)]
+
+def gardens_point_sets(root: Path, prefix: str = "gp") -> list[RealSet]:
+    """`query/i.jpg` (day) and `ref/i.jpg` (night) show place i (the README's layout); names that are not numbers
+    pair by name, a place per name."""
+    files = {f: {p.stem: p for p in (root / f).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+             for f in ("query", "ref")}
+    stems = sorted(set(files["query"]) | set(files["ref"]), key=lambda t: (not t.isdigit(), int(t) if t.isdigit()
+                                                                            else 0, t))
+    place = {t: float(t) if t.isdigit() else float(i) for i, t in enumerate(stems)}
+
+    def images(folder: str) -> DomainImages:
+        named = [t for t in stems if t in files[folder]]
+        pos = np.zeros((len(named), 3))
+        pos[:, 0] = [place[t] for t in named]
+        return DomainImages(folder, tuple(files[folder][t] for t in named), pos)
+
+    day, night = images("query"), images("ref")
+    return [RealSet(f"{prefix}_night>day", "test", day, {"night": night}, "night", 0.0),
+            RealSet(f"{prefix}_day>night", "test", night, {"day": day}, "day", 0.0)]
 
 
 def webcam_frames(root: Path) -> list[dict]:
@@ -113,7 +135,7 @@ def webcam_frames(root: Path) -> list[dict]:
         return [dict(r, mean_gray=float(r["mean_gray"])) for r in csv.DictReader(f)]
 
 
-def webcams_set(root: Path) -> RealSet:
+def webcams_set(root: Path, name: str = "webcams_night", part: str = "validation") -> RealSet:
     rows = webcam_frames(root)
     cams = sorted({r["camera"] for r in rows})
     place = {c: float(i) for i, c in enumerate(cams)}
@@ -126,19 +148,23 @@ def webcams_set(root: Path) -> RealSet:
     brightest = [max((r for r in rows if r["camera"] == c), key=lambda r: r["mean_gray"]) for c in cams]
     nights = {c: [r for r in rows if r["camera"] == c and r["mean_gray"] < NIGHT_GREY] for c in cams}
     groups = {c: images("night", n) for c, n in nights.items() if n}
-    return RealSet("webcams_night", "validation", images("day", brightest), groups, "night", 0.0)
+    return RealSet(name, part, images("day", brightest), groups, "night", 0.0)
 
 
 def real_sets(data: Path, quick: bool) -> list[RealSet]:
-    """Every set whose folder exists under `data` (a missing one is left out, and said so by the caller)."""
-    out: list[RealSet] = []
-    if (data / "nordland_trimmed_dev" / "summer").is_dir():
-        out += nordland_sets(data / "nordland_trimmed_dev", quick)
-    if (data / "gardens_point_mini" / "ref").is_dir():
-        out += gardens_point_sets(data / "gardens_point_mini")
-    if (data / "webcams_dev" / "frames.csv").is_file():
-        out.append(webcams_set(data / "webcams_dev"))
-    return out
+    """Every set under `data`, told by its layout (../shared/data/README.md's): `summer/` + `winter/` frames a
+    route, `query/` (day) + `ref/` (night) a pair set, `frames.csv` a webcam collection. The development copies
+    keep their names and parts (`nordland_trimmed_dev`: validation and test parts; `webcams_dev`: validation);
+    any other folder is held out whole, a test set named after it. Routes first, then pairs, then webcams."""
+    routes, pairs, webcams = [], [], []
+    for d in sorted(p for p in data.iterdir() if p.is_dir()) if data.is_dir() else []:
+        if (d / "summer").is_dir() and (d / "winter").is_dir():
+            routes += nordland_sets(d, quick) if d.name == NORDLAND_DEV else [route_set(d, quick)]
+        elif (d / "query").is_dir() and (d / "ref").is_dir():
+            pairs += gardens_point_sets(d, "gp" if d.name == GARDENS_MINI else d.name)
+        elif (d / "frames.csv").is_file():
+            webcams.append(webcams_set(d) if d.name == WEBCAMS_DEV else webcams_set(d, f"{d.name}_night", "test"))
+    return routes + pairs + webcams
 
 
 # ---------------------------------------------------------------------------------------------- scoring
@@ -253,11 +279,12 @@ def format_table(rows: list[dict], sets: list[RealSet]) -> str:
         lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
     lines += ["", "(a-b): the untrained draws' range; [a-b]: one model's 95 % interval (Wilson) at the set's query "
               "count"]
-    cams = [k for k in rows[0] if k.startswith("webcams_night:") and not k.endswith((":range", ":queries", ":ci95"))]
-    if cams:
-        lines += ["", "webcams_dev night, per camera (R@1 %): | method | " + " | ".join(k.split(":")[1] for k in cams)
-                  + " |"]
-        lines += [f"| {r['method']} | " + " | ".join(f"{100 * r[k]:.1f}" for k in cams) + " |" for r in rows]
+    for s in sets:
+        keys = [f"{s.name}:{g}" for g in s.queries if f"{s.name}:{g}" in rows[0]]
+        if len(keys) > 1:
+            lines += ["", f"{s.name}, per camera (R@1 %): | method | " + " | ".join(k.split(":")[1] for k in keys)
+                      + " |"]
+            lines += [f"| {r['method']} | " + " | ".join(f"{100 * r[k]:.1f}" for k in keys) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -271,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", action="append", type=named_checkpoint, metavar="NAME=PATH",
                    help="a model to score (repeatable; 'real' = the shipped real-camera default; default: real)")
     p.add_argument("--seeds", type=int, default=3, help="untrained draws per preset (default 3)")
-    p.add_argument("--data", type=Path, default=SHARED_DATA, help="the folder holding the real sets")
+    p.add_argument("--data", type=Path, default=SHARED_DATA, help="the folder holding the real sets (default "
+                   "../shared/data): every folder in its README's layouts; the dev copies by their parts, any other "
+                   "scored whole as a test set")
     p.add_argument("--quick", action="store_true",
                    help=f"CI: Nordland parts cut to {QUICK_FRAMES} frames, one untrained draw")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the product's default)")
@@ -286,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     apply_threads(args.threads)
     sets = real_sets(args.data, args.quick)
     if not sets:
-        p.error(f"--data {args.data}: none of nordland_trimmed_dev, gardens_point_mini, webcams_dev is there")
+        p.error(f"--data {args.data}: no real set there: a folder of summer/ + winter/ frames, of query/ + ref/ "
+                "images, or of camera folders with frames.csv (../shared/data/README.md)")
     ckpts = args.checkpoint or [("shipped real", checkpoint_arg("real"))]
     for _, path in ckpts:
         if not path.is_file():
