@@ -49,7 +49,7 @@ NORDLAND_SPLIT = (0.5, 0.1, 5)  # train_fraction, val_fraction, gap: as the real
 NIGHT_GREY = 40.0  # webcams_dev README: mean grey < 40 is night
 DAY_NAMES = ("day", "sunny", "summer")
 RAW_SIZE = 64
-QUICK_FRAMES = 30  # --quick: Nordland frames kept per part
+QUICK_FRAMES = 30  # --quick: route frames kept per part, queries per group of a held-out set
 FeatureFn = Callable[[Tensor, str], Tensor]
 
 
@@ -161,10 +161,25 @@ def real_sets(data: Path, quick: bool) -> list[RealSet]:
         if (d / "summer").is_dir() and (d / "winter").is_dir():
             routes += nordland_sets(d, quick) if d.name == NORDLAND_DEV else [route_set(d, quick)]
         elif (d / "query").is_dir() and (d / "ref").is_dir():
-            pairs += gardens_point_sets(d, "gp" if d.name == GARDENS_MINI else d.name)
+            pairs += gardens_point_sets(d) if d.name == GARDENS_MINI else [
+                quick_cut(s, quick, cut_db=True) for s in gardens_point_sets(d, d.name)]
         elif (d / "frames.csv").is_file():
-            webcams.append(webcams_set(d) if d.name == WEBCAMS_DEV else webcams_set(d, f"{d.name}_night", "test"))
+            webcams.append(webcams_set(d) if d.name == WEBCAMS_DEV else
+                           quick_cut(webcams_set(d, f"{d.name}_night", "test"), quick))
     return routes + pairs + webcams
+
+
+def quick_cut(s: RealSet, quick: bool, cut_db: bool = False) -> RealSet:
+    """--quick (CI) on a held-out set of any size: its first QUICK_FRAMES queries per group (and map places, where
+    each query has its own), so the run stays short whatever data is mounted there."""
+    if not quick:
+        return s
+
+    def first(d: DomainImages) -> DomainImages:
+        return d.subset(np.arange(min(QUICK_FRAMES, len(d))))
+
+    return RealSet(s.name, s.part, first(s.db) if cut_db else s.db, {g: first(q) for g, q in s.queries.items()},
+                   s.query_condition, s.tolerance)
 
 
 # ---------------------------------------------------------------------------------------------- scoring
