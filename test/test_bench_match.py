@@ -108,7 +108,11 @@ def test_missing_data_folder_is_one_line_naming_the_fix(tmp_path, capsys):
         bench.main(["--data", str(tmp_path), "--parts", "webcams", "--quiet"])
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and len(err.splitlines()) == 1
-    assert "webcams_dev" in err and "--data" in err and "--parts" in err
+    assert "webcams_dev" in err and "--data" in err and "--parts" in err and "--webcams DIR" in err
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--webcams", str(tmp_path / "held_back"), "--parts", "webcams", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1 and "--webcams" in err and "frames.csv" in err
 
 
 def test_unknown_method_is_one_line(capsys):
@@ -131,6 +135,14 @@ def test_webcams_tiny_subset(shared_data, tmp_path, capsys):
     blob = json.loads(out.read_text())
     assert blob["suite"] == "match" and len(blob["results"]) == 4
     assert "| orb | pooled | 3 |" in capsys.readouterr().out
+    held = tmp_path / "held_back"  # another collection in the same layout: one camera of this one, by --webcams
+    held.mkdir()
+    (held / "00009403").symlink_to(root / "00009403", target_is_directory=True)
+    (held / "frames.csv").write_text("".join(line for i, line in enumerate((root / "frames.csv").open())
+                                             if i == 0 or line.startswith("00009403,")))
+    assert bench.main(["--parts", "webcams", "--frames", "1", "--methods", "orb", "--quiet", "--webcams",
+                       str(held)]) == 0
+    assert "| orb | 00009403 | 1 |" in capsys.readouterr().out
 
 
 def test_synthetic_part_end_to_end_on_a_tiny_town(tmp_path):

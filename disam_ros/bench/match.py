@@ -64,6 +64,10 @@ def parser() -> OneLineParser:
     p.add_argument("--methods", type=methods_arg, default=("sift", "orb", "sift_map"),
                    help=f"comma-separated, of {', '.join(METHODS)} (default sift,orb,sift_map)")
     p.add_argument("--data", type=Path, default=SHARED_DATA, help="folder holding webcams_dev and gardens_point_mini")
+    p.add_argument("--webcams", type=Path, help="webcams: a collection in webcams_dev's layout (camera folders and "
+                   "frames.csv; default DATA/webcams_dev), e.g. the cameras held back from it")
+    p.add_argument("--gardens", type=Path, help="gardens: a day/night pair set in gardens_point_mini's layout "
+                   "(query/ and ref/ numbered alike; default DATA/gardens_point_mini)")
     p.add_argument("--frames", type=non_negative_int, default=0,
                    help="webcams: night frames per camera, evenly spread (default 0: all)")
     p.add_argument("--world", type=Path, help="synth: a town folder to reuse, or to render into and keep (default: "
@@ -80,13 +84,24 @@ def parser() -> OneLineParser:
     return p
 
 
+DEV_COPIES = {"webcams": "webcams_dev", "gardens": "gardens_point_mini"}
+
+
+def part_root(args: argparse.Namespace, part: str) -> Path:
+    """The folder a real-data part reads: its own option, else its development copy under --data."""
+    own = getattr(args, part, None)
+    return Path(own) if own is not None else args.data / DEV_COPIES[part]
+
+
 def missing_data(args: argparse.Namespace) -> str | None:
     """The first data folder a requested part needs and cannot find, as the error line naming the fix."""
-    need = {"webcams": args.data / "webcams_dev" / "frames.csv", "gardens": args.data / "gardens_point_mini" / "ref"}
-    for part, path in need.items():
-        if part in args.parts and not path.exists():
-            return (f"--data {args.data}: no {path.relative_to(args.data)} there: point --data at the folder holding "
-                    f"{path.relative_to(args.data).parts[0]} (../shared/data) or leave the part out with --parts")
+    for part, marker in (("webcams", "frames.csv"), ("gardens", "ref")):
+        root = part_root(args, part)
+        if part in args.parts and not (root / marker).exists():
+            if getattr(args, part, None) is not None:
+                return f"--{part} {root}: no {marker} there: give a folder in the {root.name} layout or drop --{part}"
+            return (f"--data {args.data}: no {root.name}/{marker} there: point --data at the folder holding "
+                    f"{root.name} (../shared/data), give --{part} DIR, or leave the part out with --parts")
     if args.world is not None and args.world.exists() and not (args.world / "world.yaml").is_file() \
             and any(args.world.iterdir()):
         return f"--world {args.world}: a non-empty folder without world.yaml: give a town folder or a new path"
@@ -100,13 +115,13 @@ def bar(args: argparse.Namespace, total: int, desc: str):
 
 
 def run_parts(args: argparse.Namespace) -> list[dict]:
-    from disam_ros.bench.match_gardens import run_gardens
+    from disam_ros.bench.match_gardens import gardens_images, run_gardens
     from disam_ros.bench.match_synth import render_town, run_synth
     from disam_ros.bench.match_webcams import run_webcams, webcam_pairs
 
     rows: list[dict] = []
     if "webcams" in args.parts:
-        root = args.data / "webcams_dev"
+        root = part_root(args, "webcams")
         with bar(args, len(webcam_pairs(root, args.frames)) * len(args.methods), "webcams") as b:
             rows += run_webcams(root, args.methods, args.frames, b.update)
     if "synth" in args.parts:
@@ -118,8 +133,9 @@ def run_parts(args: argparse.Namespace) -> list[dict]:
             with bar(args, args.pairs * len(args.conditions) * len(args.methods), "synth") as b:
                 rows += run_synth(world, args.methods, args.conditions, args.pairs, b.update)
     if "gardens" in args.parts:
-        with bar(args, 10 * len(args.methods), "gardens") as b:  # ten day images per method
-            rows += run_gardens(args.data / "gardens_point_mini", args.methods, b.update)
+        root = part_root(args, "gardens")
+        with bar(args, len(gardens_images(root)[0]) * len(args.methods), "gardens") as b:  # day images per method
+            rows += run_gardens(root, args.methods, b.update)
     return rows
 
 
@@ -136,7 +152,7 @@ def format_table(rows: list[dict]) -> str:
     out: list[str] = []
     web = [r for r in rows if r["part"] == "webcams"]
     if web:
-        out += ["webcams_dev night -> day (identity truth)", "",
+        out += ["webcams night -> day (identity truth)", "",
                 "| method | camera | frames | recovered % | MMA@3 % | MMA@5 % | MMA@10 % | median matches | "
                 "median inliers | ms/frame |", "|---|---|---|---|---|---|---|---|---|---|"]
         out += [f"| {r['method']} | {r['group']} | {r['frames']} | {pct(r['recovered'])} | {pct(r['mma@3'])} | "
