@@ -59,10 +59,9 @@ class RowFile:
             return out
         starts = np.flatnonzero(np.diff(ids, prepend=-2) != 1)  # runs of consecutive rows: one read each
         ends = np.append(starts[1:], len(ids))
-        view, rb, fd, base = memoryview(out).cast("B"), self.row_bytes, self._fd, self.offset
+        view, rb = memoryview(out).cast("B"), self.row_bytes
         for a, b, row in zip(starts.tolist(), ends.tolist(), ids[starts].tolist()):
-            if os.preadv(fd, [view[a * rb:b * rb]], base + row * rb) != (b - a) * rb:  # short: read it with care
-                self._into(out[a:b], row, b - a)
+            self._into(view[a * rb:b * rb], row)
         return out
 
     def _check(self, ids: np.ndarray) -> None:
@@ -71,16 +70,18 @@ class RowFile:
 
     def _read(self, lo: int, count: int) -> np.ndarray:
         out = np.empty((count, *self.shape[1:]), self.dtype)
-        if count:
-            self._into(out, lo, count)
+        if count and self.row_bytes:
+            self._into(memoryview(out).cast("B"), lo)
         return out
 
-    def _into(self, out: np.ndarray, lo: int, count: int) -> None:
-        want, view, done = count * self.row_bytes, memoryview(out).cast("B"), 0
-        while done < want:  # a large range may come back in pieces
-            got = os.preadv(self._fd, [view[done:]], self.offset + lo * self.row_bytes + done)
+    def _into(self, view: memoryview, lo: int) -> None:
+        """Fill `view` (whole rows) with the rows from `lo` on; a cut file is refused in one line."""
+        at, done = self.offset + lo * self.row_bytes, 0
+        while done < len(view):  # a large range may come back in pieces
+            got = os.preadv(self._fd, [view[done:]], at + done)
             if got <= 0:
-                raise map_error(self.path, f"rows {lo}..{lo + count - 1} are cut short ({done} of {want} bytes)",
+                rows = len(view) // self.row_bytes
+                raise map_error(self.path, f"rows {lo}..{lo + rows - 1} are cut short ({done} of {len(view)} bytes)",
                                 "the file is truncated; copy the map again or rebuild it")
             done += got
 
