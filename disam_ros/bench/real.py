@@ -49,6 +49,7 @@ NORDLAND_SPLIT = (0.5, 0.1, 5)  # train_fraction, val_fraction, gap: as the real
 NIGHT_GREY = 40.0  # webcams_dev README: mean grey < 40 is night
 DAY_NAMES = ("day", "sunny", "summer")
 RAW_SIZE = 64
+Z95 = 1.959964  # two-sided 95 %
 QUICK_FRAMES = 30  # --quick: route frames kept per part, queries per group of a held-out set
 FeatureFn = Callable[[Tensor, str], Tensor]
 
@@ -93,21 +94,21 @@ def nordland_sets(root: Path, quick: bool) -> list[RealSet]:
     out = []
     for part, label in (("val", "validation"), ("test", "test")):
         by = {d.name: getattr(p, part) for d, p in zip(domains, parts, strict=True)}
-        summer, winter = drop_dark([by["summer"], by["winter"]], 20)
-        if quick:  # CI: the first QUICK_FRAMES frames of each part (the code path, not a figure)
-            summer, winter = (d.subset(np.arange(min(QUICK_FRAMES, len(d)))) for d in (summer, winter))
-        out.append(RealSet(f"nordland_{part}", label, summer, {"winter": winter}, "winter", 2.0))
+        out.append(quick_cut(winter_against_summer(f"nordland_{part}", label, by), quick, cut_db=True))
     return out
+
+
+def winter_against_summer(name: str, part: str, by: dict[str, DomainImages]) -> RealSet:
+    """A route's winter frames against its summer frames, +-2 frames, near-black frames dropped."""
+    summer, winter = drop_dark([by["summer"], by["winter"]], 20)
+    return RealSet(name, part, summer, {"winter": winter}, "winter", 2.0)
 
 
 def route_set(root: Path, quick: bool) -> RealSet:
     """A held-out route of the Nordland layout (never trained or chosen on): every frame, scored as the dev
-    half's parts are (winter against summer, +-2 frames, near-black frames dropped)."""
-    by = {d.name: d for d in discover(root, "flat")}
-    summer, winter = drop_dark([by["summer"], by["winter"]], 20)
-    if quick:
-        summer, winter = (d.subset(np.arange(min(QUICK_FRAMES, len(d)))) for d in (summer, winter))
-    return RealSet(root.name, "test", summer, {"winter": winter}, "winter", 2.0)
+    half's parts are."""
+    return quick_cut(winter_against_summer(root.name, "test", {d.name: d for d in discover(root, "flat")}), quick,
+                     cut_db=True)
 
 
 def gardens_point_sets(root: Path, prefix: str = "gp") -> list[RealSet]:
@@ -170,7 +171,7 @@ def real_sets(data: Path, quick: bool) -> list[RealSet]:
 
 
 def quick_cut(s: RealSet, quick: bool, cut_db: bool = False) -> RealSet:
-    """--quick (CI) on a held-out set of any size: its first QUICK_FRAMES queries per group (and map places, where
+    """--quick (CI: the code path, not a figure): the first QUICK_FRAMES queries per group (and map places, where
     each query has its own), so the run stays short whatever data is mounted there."""
     if not quick:
         return s
@@ -191,8 +192,6 @@ def interval95(rate: float, n: int) -> list[float]:
     hits = rate * n
     return [float(wilson_lower(hits, n, Z95)), float(1.0 - wilson_lower(n - hits, n, Z95))]
 
-
-Z95 = 1.959964  # two-sided 95 %
 
 
 def top1_right(sim: Tensor, q_pos: np.ndarray, db_pos: np.ndarray, tol: float) -> np.ndarray:
