@@ -16,12 +16,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 DTYPES = ("float32", "float16")
 INDEXES = ("flat", "ivf", "hnsw", "ivfpq")
@@ -125,10 +125,14 @@ def pool(feats: Tensor, grid: int | None) -> Tensor:
     """Average-pool (B, C, h, w) to at most grid x grid; identity when no pooling is asked for."""
     if grid is None or (feats.shape[-2] <= grid and feats.shape[-1] <= grid):
         return feats
+    import torch.nn.functional as F  # torch only where vectors are made: map-info and --help stay light
+
     return F.adaptive_avg_pool2d(feats, (min(grid, feats.shape[-2]), min(grid, feats.shape[-1])))
 
 
 def _as_batch(feats: Tensor | np.ndarray) -> Tensor:
+    import torch
+
     t = torch.as_tensor(feats)
     if t.dim() == 3:
         t = t.unsqueeze(0)
@@ -139,6 +143,8 @@ def _as_batch(feats: Tensor | np.ndarray) -> Tensor:
 
 def coarse_vectors(feats: Tensor | np.ndarray, grid: int | None = None) -> Tensor:
     """(B, C*h'*w') float32 with <a, b> = eq. 16 of the (pooled) maps a and b."""
+    import torch.nn.functional as F
+
     x = pool(_as_batch(feats), grid)
     b, c = x.shape[:2]
     x = F.normalize(x.reshape(b, c, -1), dim=-1, eps=1e-12)
@@ -147,6 +153,8 @@ def coarse_vectors(feats: Tensor | np.ndarray, grid: int | None = None) -> Tenso
 
 def fine_vectors(feats: Tensor | np.ndarray, grid: int | None = None) -> Tensor:
     """(B, C*h'*w') float32 unit vectors: <a, b> is the cosine of the flattened (pooled) features."""
+    import torch.nn.functional as F
+
     x = pool(_as_batch(feats), grid)
     return F.normalize(x.reshape(x.shape[0], -1), dim=-1, eps=1e-12)
 
@@ -174,6 +182,8 @@ class PcaProjection:
     def project_query(self, q: Tensor) -> tuple[Tensor, Tensor]:
         """(projected query, score offset q . mean) on q's device (the matrices are copied there once)."""
         if q.device not in self._on_device:
+            import torch
+
             self._on_device[q.device] = (torch.as_tensor(self.components, device=q.device),
                                          torch.as_tensor(self.mean, device=q.device))
         comp, mean = self._on_device[q.device]

@@ -12,13 +12,14 @@ the query vector is scaled (disam_ros.model.depth.fuse_query), so the map and it
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from disam_ros.maps.depth_record import FIELDS, KEY, branch_of
 from disam_ros.maps.descriptors import coarse_vectors
 from disam_ros.maps.map_format import map_error
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def active_branch(enc: Any) -> Any | None:

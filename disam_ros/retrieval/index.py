@@ -14,15 +14,17 @@ index, so they return the same top-k. None loops over map images in Python.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from disam_ros.maps.ivfpq import IVFPQ_NPROBE
 from disam_ros.maps.localization_map import LocalizationMap
 from disam_ros.maps.map_format import COARSE_NPY
 from disam_ros.maps.npy_rows import RowFile
+
+if TYPE_CHECKING:  # torch is imported where it runs, so tools that never search (--help, map-info) start light
+    import torch
 
 BACKENDS = ("auto", "numpy", "faiss", "torch")
 _SUBSET_GATHER_FRACTION = 0.25  # below this share of the map, score only the gated rows
@@ -84,6 +86,8 @@ class TorchFlatIndex:
     backend = "torch"
 
     def __init__(self, vectors: np.ndarray, device: torch.device) -> None:
+        import torch
+
         self.device = device
         self.size = len(vectors)
         with warnings.catch_warnings():
@@ -96,6 +100,8 @@ class TorchFlatIndex:
                     self.x[i:i + _CHUNK_ROWS].copy_(torch.from_numpy(np.ascontiguousarray(vectors[i:i + _CHUNK_ROWS])))
 
     def search(self, q: torch.Tensor, k: int, subset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
         q32 = q.detach().to(self.device, torch.float32)
         rows = self.x if subset is None else self.x.index_select(0, torch.as_tensor(subset, device=self.device))
         scores = rows @ q32.to(rows.dtype)
@@ -187,6 +193,8 @@ class RefinedFaissIndex(FaissIndex):
 
 
 def resolve_device(device: str) -> torch.device:
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)

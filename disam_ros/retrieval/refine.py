@@ -10,7 +10,6 @@ vector half on one scale and half on another would break that estimate.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 BLOCK_BYTES = 4 << 20  # float32 rows converted at a time: a block stays in cache (all 64 at once: 8x slower)
 
@@ -21,6 +20,8 @@ def exact_scores(rows: np.ndarray, ids: np.ndarray, q: np.ndarray) -> np.ndarray
     Rows are read in ascending order (the file is then read forwards) and widened to float32 by
     torch a cache-sized block at a time: numpy's float16 conversion of the small preset's 64 rows took 26 ms
     on one thread, this ~3 ms."""
+    import torch  # here, not at import: see retrieval/index.py
+
     ids = np.asarray(ids, dtype=np.int64)
     order = np.argsort(ids, kind="stable")
     qt = torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32))

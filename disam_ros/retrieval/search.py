@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from disam_ros.maps.descriptors import fine_vectors
 from disam_ros.maps.fused import query_vectors
@@ -26,7 +25,9 @@ from disam_ros.retrieval.prior import SpatialPrior
 from disam_ros.retrieval.refine import refined_ranking
 from disam_ros.retrieval.result import RetrievalResult, distinctiveness, pose_covariance
 
-if TYPE_CHECKING:  # typing only: importing the model package here would load torch eagerly
+if TYPE_CHECKING:  # typing only: torch and the model package load where a search runs (see retrieval/index.py)
+    import torch
+
     from disam_ros.model.inference import EncoderLike
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ class Localizer:
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
+            import torch
+
             torch.cuda.synchronize(self.device)
 
     def localize(self, image: np.ndarray, domain: str, prior: SpatialPrior | None = None) -> RetrievalResult:
@@ -146,6 +149,8 @@ class Localizer:
         ts = time.perf_counter()
         z = self._check_shape(coarse_feat, "coarse")
         q = query_vectors(m, self.coarse, z, domain)[0]  # eq. 16 [+ depth]
+        import torch
+
         if not bool(torch.isfinite(q).all()) or (qf is not None and not bool(torch.isfinite(qf).all())):
             return self._failure("query features are not finite (NaN/inf): check the camera image and encoder",
                                  timings, t0)
@@ -174,6 +179,8 @@ class Localizer:
 
     def _check_shape(self, feat: Any, role: str) -> torch.Tensor:
         """(1, C, h, w) tensor; a feature map of another model's shape is a caller error, not a bad frame."""
+        import torch
+
         t = torch.as_tensor(feat)
         t = t.unsqueeze(0) if t.dim() == 3 else t
         want = tuple(self.map.model_info(role)["content_shape"])
@@ -216,6 +223,8 @@ class Localizer:
         m = self.map
         if qf is None:
             return head, head_scores, None
+        import torch
+
         qf = qf.to(self.device)
         rows = torch.from_numpy(m.fine_rows(head)).to(self.device)
         fine_scores = (rows @ qf).cpu().numpy()
@@ -242,6 +251,8 @@ class Localizer:
     def place_scores_features(self, coarse_feat: Any, shortlist: int = 256,
                               domain: str | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """`place_scores` from a content code already encoded (the tracker encodes each frame once)."""
+        import torch
+
         q = query_vectors(self.map, self.coarse, self._check_shape(coarse_feat, "coarse"), domain)[0]
         if not bool(torch.isfinite(q).all()):
             raise ValueError("query features are not finite (NaN/inf): check the camera image and encoder")

@@ -1,0 +1,53 @@
+"""The tools people run to look at a map or check their arguments start without torch.
+
+Why: importing torch costs ~1.5 s on these machines; `disam-map-info` never needs it, and `--help` or a
+one-line argument error of `disam-build-map`, `disam-eval` or `disam-calibrate` should not wait for it. torch
+is imported where vectors are made or searched (maps/descriptors.py, retrieval/), so a new module-level
+`import torch` on these paths fails here.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+LIGHT = ("disam_ros.maps.map_info", "disam_ros.maps.build_map", "disam_ros.eval.offline", "disam_ros.eval.calibrate",
+         "disam_ros.eval.sequence_eval", "disam_ros.relocalizer", "disam_ros.tracking.tracker",
+         "disam_ros.retrieval")
+
+
+def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_tool_modules_import_without_torch():
+    code = ("import importlib, sys\n"
+            "for m in sys.argv[1:]:\n"
+            "    importlib.import_module(m)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    out = run_python(code, *LIGHT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", f"torch imported at start-up by one of {LIGHT}"
+
+
+def test_the_check_sees_torch_when_a_search_runs(tmp_path):
+    """The same probe reports torch once vectors are made: the test above is not blind."""
+    code = ("import sys, numpy as np\n"
+            "from disam_ros.maps.descriptors import coarse_vectors\n"
+            "v = coarse_vectors(np.ones((2, 3, 4), np.float32))\n"
+            "print('torch' in sys.modules, tuple(v.shape))")
+    out = run_python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "(1,", "24)"]
+
+
+def test_map_info_refuses_a_missing_map_in_one_line_without_torch(tmp_path):
+    code = ("import sys\n"
+            "from disam_ros.maps.map_info import main\n"
+            "try:\n"
+            "    rc = main([sys.argv[1]])\n"
+            "except SystemExit as e:\n"
+            "    rc = e.code\n"
+            "print('rc', rc, 'torch' in sys.modules)")
+    out = run_python(code, str(tmp_path / "no_map"))
+    assert out.stdout.split() == ["rc", "2", "False"], (out.stdout, out.stderr)
+    assert len(out.stderr.strip().splitlines()) == 1 and "no_map" in out.stderr
