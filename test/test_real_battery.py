@@ -118,6 +118,28 @@ def test_sets_are_told_by_their_layout_and_held_out_copies_are_test_sets(tmp_pat
     assert [len(g) for s in quick.values() for g in s.queries.values()] == [1, 1, 1, 1, 1]
 
 
+def test_a_route_with_four_seasons_scores_each_against_summer(tmp_path):
+    """The full Nordland route has spring and fall beside summer and winter: each becomes a set against summer.
+    Spring's frames are summer's own (raw pixels find all 5); fall frame i shows summer frame (i + 3) mod 5, so
+    frames 0 and 1 find their copy 3 on (beyond the +-2 tolerance) and frames 2-4 find it 2 back: 3 of 5."""
+    rng = np.random.default_rng(5)
+    summer = [rng.integers(60, 255, (8, 16, 3), dtype=np.uint8) for _ in range(5)]
+    seasons = {"summer": summer, "winter": summer, "spring": summer,
+               "fall": [summer[(i + 3) % 5] for i in range(5)]}
+    for season, imgs in seasons.items():
+        for i, im in enumerate(imgs):
+            write(tmp_path / "route_c" / season / f"images-{i:05d}.png", im)
+    write(tmp_path / "route_d" / "summer" / "images-00000.png", summer[0])  # summer alone: no route
+    sets = {s.name: s for s in R.real_sets(tmp_path, quick=False)}
+    assert list(sets) == ["route_c", "route_c_spring", "route_c_fall"]  # winter keeps the route's name
+    assert [(s.part, s.query_condition, list(s.queries)) for s in sets.values()] == [
+        ("test", "winter", ["winter"]), ("test", "spring", ["spring"]), ("test", "fall", ["fall"])]
+    raw = R.Method("raw pixels", R.raw_pixels, 16, metric="cosine")
+    got = {n: R.score_set(raw, s, {})["pooled"] for n, s in sets.items()}
+    assert got == {"route_c": 1.0, "route_c_spring": 1.0, "route_c_fall": 0.6}
+    assert R.query_domain(("summer", "winter"), "spring") == "summer"  # a season the model lacks: its day encoder
+
+
 def test_nordland_parts_are_trainings_and_the_ci_subset_runs(tmp_path):
     sets = {s.name: s for s in R.real_sets(SHARED, quick=False) if s.name.startswith("nordland")}
     val, test = sets["nordland_val"], sets["nordland_test"]

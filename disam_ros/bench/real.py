@@ -15,7 +15,8 @@ Sets (../shared/data; what each may be used for is in its README):
   frame per camera (each camera's brightest frame, 5 cameras); right = the same camera. Validation only: the
   collection's other cameras are the test.
 - Any other folder in one of these layouts (another route part, the collection's other cameras, another pair set):
-  a test set named after it, scored whole (`real_sets`).
+  a test set named after it, scored whole (`real_sets`); a route's spring, fall or autumn frames, where it has them,
+  are sets of their own against its summer frames.
 
 A model's encoders: the map side uses the model's day encoder (`day`, `sunny` or `summer`, else its first), a query
 its condition's encoder when the model has one (`winter`, `night`), else the map side's (the paper's fallback).
@@ -48,6 +49,7 @@ NORDLAND_DEV, GARDENS_MINI, WEBCAMS_DEV = "nordland_trimmed_dev", "gardens_point
 NORDLAND_SPLIT = (0.5, 0.1, 5)  # train_fraction, val_fraction, gap: as the real-camera recipes train
 NIGHT_GREY = 40.0  # webcams_dev README: mean grey < 40 is night
 DAY_NAMES = ("day", "sunny", "summer")
+SEASONS = ("winter", "spring", "fall", "autumn")  # a route's query seasons, each against its summer frames
 RAW_SIZE = 64
 Z95 = 1.959964  # two-sided 95 %
 QUICK_FRAMES = 30  # --quick: route frames kept per part, queries per group of a held-out set
@@ -94,21 +96,31 @@ def nordland_sets(root: Path, quick: bool) -> list[RealSet]:
     out = []
     for part, label in (("val", "validation"), ("test", "test")):
         by = {d.name: getattr(p, part) for d, p in zip(domains, parts, strict=True)}
-        out.append(quick_cut(winter_against_summer(f"nordland_{part}", label, by), quick, cut_db=True))
+        out += [quick_cut(s, quick, cut_db=True) for s in seasons_against_summer(f"nordland_{part}", label, by)]
     return out
 
 
-def winter_against_summer(name: str, part: str, by: dict[str, DomainImages]) -> RealSet:
-    """A route's winter frames against its summer frames, +-2 frames, near-black frames dropped."""
-    summer, winter = drop_dark([by["summer"], by["winter"]], 20)
-    return RealSet(name, part, summer, {"winter": winter}, "winter", 2.0)
+def seasons_against_summer(name: str, part: str, by: dict[str, DomainImages]) -> list[RealSet]:
+    """Each of a route's other seasons against its summer frames, +-2 frames, near-black frames dropped. Winter
+    keeps the route's name (the dev half has only winter); spring, fall or autumn, where a route has them (the
+    full Nordland route has four seasons), are `<name>_<season>`."""
+    out = []
+    for season in (s for s in SEASONS if s in by):
+        summer, frames = drop_dark([by["summer"], by[season]], 20)
+        out.append(RealSet(name if season == "winter" else f"{name}_{season}", part, summer, {season: frames},
+                           season, 2.0))
+    return out
 
 
-def route_set(root: Path, quick: bool) -> RealSet:
+def is_route(d: Path) -> bool:
+    return (d / "summer").is_dir() and any((d / s).is_dir() for s in SEASONS)
+
+
+def route_sets(root: Path, quick: bool) -> list[RealSet]:
     """A held-out route of the Nordland layout (never trained or chosen on): every frame, scored as the dev
     half's parts are."""
-    return quick_cut(winter_against_summer(root.name, "test", {d.name: d for d in discover(root, "flat")}), quick,
-                     cut_db=True)
+    by = {d.name: d for d in discover(root, "flat")}
+    return [quick_cut(s, quick, cut_db=True) for s in seasons_against_summer(root.name, "test", by)]
 
 
 def gardens_point_sets(root: Path, prefix: str = "gp") -> list[RealSet]:
@@ -153,14 +165,15 @@ def webcams_set(root: Path, name: str = "webcams_night", part: str = "validation
 
 
 def real_sets(data: Path, quick: bool) -> list[RealSet]:
-    """Every set under `data`, told by its layout (../shared/data/README.md's): `summer/` + `winter/` frames a
-    route, `query/` (day) + `ref/` (night) a pair set, `frames.csv` a webcam collection. The development copies
-    keep their names and parts (`nordland_trimmed_dev`: validation and test parts; `webcams_dev`: validation);
-    any other folder is held out whole, a test set named after it. Routes first, then pairs, then webcams."""
+    """Every set under `data`, told by its layout (../shared/data/README.md's): `summer/` + `winter/` (or
+    `spring/`, `fall/`, `autumn/`) frames a route, `query/` (day) + `ref/` (night) a pair set, `frames.csv` a
+    webcam collection. The development copies keep their names and parts (`nordland_trimmed_dev`: validation and
+    test parts; `webcams_dev`: validation); any other folder is held out whole, a test set named after it. Routes
+    first, then pairs, then webcams."""
     routes, pairs, webcams = [], [], []
     for d in sorted(p for p in data.iterdir() if p.is_dir()) if data.is_dir() else []:
-        if (d / "summer").is_dir() and (d / "winter").is_dir():
-            routes += nordland_sets(d, quick) if d.name == NORDLAND_DEV else [route_set(d, quick)]
+        if is_route(d):
+            routes += nordland_sets(d, quick) if d.name == NORDLAND_DEV else route_sets(d, quick)
         elif (d / "query").is_dir() and (d / "ref").is_dir():
             pairs += gardens_point_sets(d) if d.name == GARDENS_MINI else [
                 quick_cut(s, quick, cut_db=True) for s in gardens_point_sets(d, d.name)]
@@ -329,8 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     apply_threads(args.threads)
     sets = real_sets(args.data, args.quick)
     if not sets:
-        p.error(f"--data {args.data}: no real set there: a folder of summer/ + winter/ frames, of query/ + ref/ "
-                "images, or of camera folders with frames.csv (../shared/data/README.md)")
+        p.error(f"--data {args.data}: no real set there: a folder of summer/ + winter/ (or spring/, fall/) frames, "
+                "of query/ + ref/ images, or of camera folders with frames.csv (../shared/data/README.md)")
     ckpts = args.checkpoint or [("shipped real", checkpoint_arg("real"))]
     for _, path in ckpts:
         if not path.is_file():
