@@ -38,7 +38,7 @@ def test_raw_pixels_find_exact_copies_and_unplaced_queries_are_not_scored(tmp_pa
     s = R.RealSet("toy", "validation", db, {"a": q}, "night", 1.0)
     m = R.Method("raw pixels", R.raw_pixels, 32, metric="cosine")
     got = R.score_set(m, s, {})
-    assert got == {"a": 1.0, "pooled": 1.0, "queries": 4}
+    assert got.pop("hits").tolist() == [1.0] * 4 and got == {"a": 1.0, "pooled": 1.0, "queries": 4}
     # the same query placed 3 away from its copy is wrong at tolerance 1: 3 of 4
     q2 = places(tmp_path, "q2", [scenes[2], scenes[0], scenes[3], scenes[1]], [20, 0, 30, 13])
     got = R.score_set(m, R.RealSet("toy2", "validation", db, {"a": q2}, "night", 3.0), {})
@@ -220,3 +220,29 @@ def test_the_battery_scores_what_the_product_answers(tmp_path):
         within_5m = report["modes"][0]["within"][-1]
         assert within_5m["max_t_m"] == 5.0 and report["modes"][0]["frames"] == 10
         assert within_5m["share"] == pytest.approx(row[name]), name
+
+
+def test_paired_difference_is_the_t_interval_of_per_query_differences():
+    from disam_ros.bench.real_paired import paired_difference
+
+    # 3 of 10 against 0 of 10: d = 1 three times, 0 seven; mean 0.3, sd sqrt(2.1 / 9), t(0.975, 9) = 2.262157
+    mean, lo, hi = paired_difference(np.r_[np.ones(3), np.zeros(7)], np.zeros(10))
+    half = 2.262157 * np.sqrt(2.1 / 9) / np.sqrt(10)
+    assert (mean, lo, hi) == pytest.approx((0.3, 0.3 - half, 0.3 + half), abs=1e-6)
+    assert lo < 0 < hi  # 3 places of 10 do not tell the two apart
+    # a mean over draws as the base; the interval never leaves [-1, 1]
+    assert paired_difference(np.array([1.0, 0.0]), np.array([2 / 3, 1 / 3])) == pytest.approx([0.0, -1.0, 1.0])
+    with pytest.raises(ValueError, match="same queries"):
+        paired_difference(np.ones(3), np.ones(4))
+
+
+def test_each_model_row_carries_its_difference_from_the_untrained_small_draws(tmp_path):
+    rng = np.random.default_rng(1)
+    scenes = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(4)]
+    s = R.RealSet("toy", "test", places(tmp_path, "db", scenes, [0, 10, 20, 30]),
+                  {"a": places(tmp_path, "q", scenes[::-1], [30, 20, 10, 0])}, "night", 0.0)
+    same = R.Method("raw pixels", R.raw_pixels, 32, metric="cosine")
+    rows = R.run([s], [("untrained small", [same, same]), ("model", [same])])
+    assert "toy:vs_small" not in rows[0] and rows[1]["toy:vs_small"] == [0.0, 0.0, 0.0]  # the same answers
+    assert "model - untrained small, paired over the same queries (points, 95 %): toy +0.0 [+0, +0]" in \
+        R.format_table(rows, [s])

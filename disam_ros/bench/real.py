@@ -35,6 +35,7 @@ import numpy as np
 from torch import Tensor
 
 from disam_ros.bench.output import emit
+from disam_ros.bench.real_paired import paired_lines, paired_rows
 from disam_ros.cliutil import OneLineParser, check_output_files
 from disam_ros.data.folders import IMAGE_SUFFIXES
 from disam_ros.model import Encoder, preset, seeded_net
@@ -213,7 +214,7 @@ def top1_right(sim: Tensor, q_pos: np.ndarray, db_pos: np.ndarray, tol: float) -
 
 
 def score_set(method: Method, s: RealSet, cache: dict) -> dict[str, float]:
-    """{group: R@1, "pooled": R@1 over every query, "queries": n}."""
+    """{group: R@1, "pooled": R@1 over every query, "queries": n, "hits": each query's 0/1, pooled order}."""
     sim_fn = mean_channel_similarity if method.metric == "mean_channel" else cosine_similarity
     db_dom = map_domain(method.domains)
     key = (method.name, s.name)
@@ -232,7 +233,8 @@ def score_set(method: Method, s: RealSet, cache: dict) -> dict[str, float]:
         out[group] = float(right.mean())
         rights.append(right)
     pooled = np.concatenate(rights) if rights else np.zeros(0)
-    out.update(pooled=float(pooled.mean()) if len(pooled) else float("nan"), queries=int(len(pooled)))
+    out.update(pooled=float(pooled.mean()) if len(pooled) else float("nan"), queries=int(len(pooled)),
+               hits=pooled.astype(np.float64))
     return out
 
 
@@ -260,13 +262,14 @@ def baselines(seeds: int) -> list[tuple[str, list[Method]]]:
 
 def run(sets: list[RealSet], groups: list[tuple[str, list[Method]]]) -> list[dict]:
     """One row per group: per set and per query group, R@1 (mean over the group's methods, min-max beside)."""
-    rows, cache = [], {}
+    rows, cache, hits = [], {}, {}
     for name, methods in groups:
         per = []
         for i, m in enumerate(methods, 1):
             if len(methods) > 1:
                 print(f"  scoring {name}, draw {i}/{len(methods)}", file=sys.stderr, flush=True)
             per.append({s.name: score_set(m, s, cache) for s in sets})
+        hits[name] = {s.name: np.mean([p[s.name].pop("hits") for p in per], axis=0) for s in sets}
         row: dict = {"method": name, "draws": len(methods)}
         for s in sets:
             for col in per[0][s.name]:
@@ -284,6 +287,9 @@ def run(sets: list[RealSet], groups: list[tuple[str, list[Method]]]) -> list[dic
                 row[s.name + ":ci95"] = interval95(row[s.name], n)
         rows.append(row)
         print(f"  scored {name}", file=sys.stderr, flush=True)
+    paired = paired_rows(hits, {r["method"]: r["draws"] for r in rows})
+    for r in rows:
+        r.update({f"{s}:vs_small": v for s, v in paired.get(r["method"], {}).items()})
     return rows
 
 
@@ -305,7 +311,7 @@ def format_table(rows: list[dict], sets: list[RealSet]) -> str:
             cells.append(v)
         lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
     lines += ["", "(a-b): the untrained draws' range; [a-b]: one model's 95 % interval (Wilson) at the set's query "
-              "count"]
+              "count", *paired_lines(rows, cols)]
     for s in sets:
         keys = [f"{s.name}:{g}" for g in s.queries if f"{s.name}:{g}" in rows[0]]
         if len(keys) > 1:
