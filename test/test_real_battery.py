@@ -232,6 +232,7 @@ def test_paired_difference_is_the_t_interval_of_per_query_differences():
     assert lo < 0 < hi  # 3 places of 10 do not tell the two apart
     # a mean over draws as the base; the interval never leaves [-1, 1]
     assert paired_difference(np.array([1.0, 0.0]), np.array([2 / 3, 1 / 3])) == pytest.approx([0.0, -1.0, 1.0])
+    assert np.isnan(paired_difference(np.zeros(0), np.zeros(0))).all()  # a set with no scored query says nothing
     with pytest.raises(ValueError, match="same queries"):
         paired_difference(np.ones(3), np.ones(4))
 

@@ -48,8 +48,8 @@ def paired_lines(rows: list[dict], sets: list[str]) -> list[str]:
     in points with the interval."""
     out = []
     for r in rows:
-        cells = [f"{s} {100 * v[0]:+.1f} [{100 * v[1]:+.0f}, {100 * v[2]:+.0f}]" for s in sets
-                 if (v := r.get(f"{s}:vs_small")) is not None]
+        cells = [f"{s} {100 * v[0]:+.1f} [{round(100 * v[1]):+d}, {round(100 * v[2]):+d}]" for s in sets
+                 if (v := r.get(f"{s}:vs_small")) is not None and math.isfinite(v[0])]
         if cells:
             out.append(f"{r['method']} - {BASELINE}, paired over the same queries (points, 95 %): " + "; ".join(cells))
     return out
