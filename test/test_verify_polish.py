@@ -129,6 +129,32 @@ def test_an_unsure_look_is_the_answer_only_when_its_polish_holds_enough_inliers(
                          VerifyConfig(first_polish_inliers=pool + 1, first_polish_half_inliers=pool)) is None
 
 
+def test_a_near_look_is_polished_only_when_asked_and_held_to_the_same_pool(street):
+    """A look refused for its ratio (`near`, a keyframe's) is polished as a verified one: the same pose and pool as
+    the verified look above; without `near` it gives none. `near_look` picks, of the looks refused only for their
+    count or ratio, the one with the most inliers, never one the solver did not solve or that lay far from its guide."""
+    from dataclasses import replace
+
+    from disam_ros.verify.first_look import near_look
+
+    verified = _first(street, inliers=20)
+    near = replace(verified, outcome="too_few_inliers", inlier_ratio=0.2)
+    cfg = VerifyConfig(first_polish_inliers=100)
+    args = (street.query, CAM, street.loc_map, street.forwards, street.sides.__getitem__, cfg)
+    got, want = polished_look(near, *args, near=True), polished_look(verified, *args)
+    assert got is not None and got.outcome == "verified" and got.polished == want.polished > 100
+    np.testing.assert_allclose(got.position, want.position, atol=1e-9)
+    assert near.outcome == "too_few_inliers" and polished_look(near, *args) is None
+    assert polished_look(near, *args[:-1], VerifyConfig(first_polish_inliers=want.polished + 1), near=True) is None
+    unsolved = Verification("too_few_inliers", index=2, matches=40)  # no pose: position NaN, 0 inliers
+    few = replace(near, index=3, inliers=9)  # under min_agreeing_inliers (10): the solver keeps none such
+    far = replace(near, index=4, inliers=30, outcome="inconsistent")
+    weaker = replace(near, index=5, inliers=14)
+    looks = [unsolved, few, far, near, weaker]
+    assert near_look(looks, VerifyConfig()) is near and near_look([unsolved, few, far], VerifyConfig()) is None
+    assert near_look([*looks, replace(near, index=6, inliers=21)], VerifyConfig()).index == 6
+
+
 def test_pooled_pairs_keep_one_match_per_keypoint_the_nearest_prediction(street):
     R, t = cam_from_map(street.pos, street.quat)
     pairs, points = pooled_pairs(street.query, street.sides, R, t, CAM, 19.2, 0.9)

@@ -48,6 +48,8 @@ VERIFY_OPTIONS = (
      "its own half-scale features before full-scale SIFT is computed (on/off)"),
     ("--first-polish-half-inliers", "first_polish_half_inliers", non_negative_int, "... and is the answer when "
      "that half-scale pool holds this many inliers (0: the full-scale pool's, 60)"),
+    ("--first-polish-near", "first_polish_near", on_off, "keyframes: when no look verified, the one refused only "
+     "for its inlier count or ratio is polished as an unsure look is (on/off)"),
     ("--candidate-polish-inliers", "candidate_polish_inliers", non_negative_int, "the first full-scale candidate "
      "that verifies is polished at once and is the answer when the pooled solve holds this many inliers (0: off, "
      "every candidate tried)"),

@@ -74,6 +74,10 @@ class VerifyConfig:
     #                                      quarter of the keypoints pool fewer. 50 chosen against 40 and 60 on
     #                                      validation town 7 (30 Hz keyframes: dusk 186 -> 61 ms, accuracy the same);
     #                                      real time on one core, night_dense 0 -> 35 % within 0.25 m (docs/notes)
+    first_polish_near: bool = True  # keyframes: when no look verified, the look refused only for too few inliers or
+    #                                 too low a ratio (solved: >= min_agreeing_inliers) with the most is polished as an
+    #                                 unsure verified look is (3 m drives, cold: validation town 5 dusk 239 -> 72 ms,
+    #                                 the same frames within 0.25 m on towns 3, 5, 7, 9 but one; docs/notes/pose.md)
     track_frames: int = 5  # map-point tracking: frames a verified frame's map points carry on (0 = off;
     #                        5 chosen on the dev town, docs/pose.md)
     track_max_gap_s: float = 1.0  # ... when the frame follows the last verified one within this time

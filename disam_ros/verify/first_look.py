@@ -34,6 +34,17 @@ def half_sift(sift: SiftConfig, cfg: VerifyConfig, rgb: np.ndarray) -> SiftConfi
     return half if w * detection_scale(half, w, h) >= cfg.first_min_width_px else None
 
 
+def near_look(looks: list[Verification], cfg: VerifyConfig) -> Verification | None:
+    """The look refused only for too few inliers or too low an inlier ratio (solved, so at least the solver's
+    `min_agreeing_inliers`; not one refused as far from its guide) with the most inliers: the keyframe polishes it
+    as an unsure verified look (`first_polish_near`). Why: at dusk and in fog a look at the right place often finds
+    11-20 inliers among ~80 matches, under the gate's 0.25 ratio; its pose is close enough for the pooled solve
+    around it to find 50-150, and without it the keyframe pays full-scale SIFT and every candidate (~250 ms)."""
+    solved = [v for v in looks if v.outcome == "too_few_inliers" and v.inliers >= cfg.min_agreeing_inliers
+              and np.isfinite(v.position).all()]
+    return max(solved, key=lambda v: v.inliers, default=None)
+
+
 class FirstLook:
     """The looks of one drive (reset with it)."""
 

@@ -96,16 +96,18 @@ def polish_sift(v: Verification, query: Features, cam: Intrinsics, loc_map: Any,
 
 
 def polished_look(look: Verification | None, query: Features, cam: Intrinsics, loc_map: Any, forwards: np.ndarray,
-                  map_side: Callable[[int], Any], cfg: VerifyConfig, half: bool = False) -> Verification | None:
+                  map_side: Callable[[int], Any], cfg: VerifyConfig, half: bool = False, near: bool = False
+                  ) -> Verification | None:
     """A verified first look that was not sure, polished with `query` (a copy; `polish_sift`), as the frame's answer
     when the pooled solve holds `first_polish_inliers`: dusk frames' looks verify from ~20 half-scale inliers, too
     spread to be sure, and the pooled solve around them finds 130-160 at full scale, while trying every candidate
     at full scale first costs ~60 ms more and ends at the same pose. The verifier tries the look's own half-scale
     features first (`first_polish_half`): where they pool enough, full-scale SIFT is never computed. `half`: `query`
-    is those features, held to `first_polish_half_inliers` (a quarter of the keypoints pools fewer).
-    None: off, no verified look, or too few."""
-    if cfg.first_polish_inliers <= 0 or look is None or not look.verified:
+    is those features, held to `first_polish_half_inliers` (a quarter of the keypoints pools fewer). `near`: the
+    look was refused only for its inlier count or ratio (a keyframe's, `first_look.near_look`): the pooled solve is
+    then its only check. None: off, no (verified or near) look, or too few."""
+    if cfg.first_polish_inliers <= 0 or look is None or not (look.verified or near):
         return None
     need = cfg.first_polish_half_inliers if half and cfg.first_polish_half_inliers else cfg.first_polish_inliers
-    polished = polish_sift(replace(look), query, cam, loc_map, forwards, map_side, cfg)
+    polished = polish_sift(replace(look, outcome="verified"), query, cam, loc_map, forwards, map_side, cfg)
     return polished if polished.polished >= need else None

@@ -64,7 +64,7 @@ from disam_ros.pose.guided import guided_match, predicted_pixels
 from disam_ros.pose.solver import SolverConfig, solve_absolute_pose
 from disam_ros.verify.config import VerifyConfig
 from disam_ros.verify.dense_step import dense_attempts
-from disam_ros.verify.first_look import FirstLook
+from disam_ros.verify.first_look import FirstLook, near_look
 from disam_ros.verify.flow_chain import FlowChain
 from disam_ros.verify.gate import agreeing, judged, may_agree, verified_or
 from disam_ros.verify.learned_step import LearnedStep, resolve_features, sift_refined
@@ -231,11 +231,15 @@ class Verifier:
             # verified no frame the dense search missed
             if answer is None and why != "cluttered" and not (looks and self._late()):  # a spent time box ends it too
                 look = max((v for v in looks if v.verified), key=lambda v: v.inliers, default=None)
+                near = look is None and keyframe and cfg.first_polish_near
+                look = near_look(looks, cfg) if near else look
                 if cfg.first_polish_half and used is not None:  # the look's own features first: no full-scale SIFT
-                    answer = polished_look(look, used, cam, self.map, self._forwards(), self._map_side, cfg, half=True)
+                    answer = polished_look(look, used, cam, self.map, self._forwards(), self._map_side, cfg, half=True,
+                                           near=near)
                 if answer is None:
                     query = used = self._features(rgb)
-                    answer = polished_look(look, query, cam, self.map, self._forwards(), self._map_side, cfg)
+                    answer = polished_look(look, query, cam, self.map, self._forwards(), self._map_side, cfg,
+                                           near=near)
                 if answer is not None:  # polished already; the attempts hold the published pose
                     attempts[attempts.index(look)], used = answer, None
                 best = answer or (self._sift_steps(query, ks, cam, previous, stamp, attempts)
