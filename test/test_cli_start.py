@@ -1,9 +1,10 @@
 """The tools people run to look at a map or check their arguments start without torch (or matplotlib).
 
 Why: importing torch costs ~1.5 s on these machines (matplotlib ~0.3 s); `disam-map-info` never needs it, and
-`--help` or a one-line argument error of `disam-build-map`, `disam-eval` or `disam-calibrate` should not wait for
-it. torch is imported where vectors are made or searched (maps/descriptors.py, retrieval/), matplotlib with the
-first figure (eval/plots.py), so a new module-level import of either on these paths fails here.
+`--help` or a one-line argument error of `disam-build-map`, `disam-eval`, `disam-calibrate` or `disam-train` should
+not wait for it. torch is imported where vectors are made or searched (maps/descriptors.py, retrieval/) and where a
+run starts (training/cli.py), matplotlib with the first figure (eval/plots.py), so a new module-level import of
+either on these paths fails here.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 
 LIGHT = ("disam_ros.maps.map_info", "disam_ros.maps.build_map", "disam_ros.eval.offline", "disam_ros.eval.calibrate",
          "disam_ros.eval.sequence_eval", "disam_ros.relocalizer", "disam_ros.tracking.tracker",
-         "disam_ros.retrieval")
+         "disam_ros.retrieval", "disam_ros.training.cli")
 
 
 def run_python(code: str, *args: str) -> subprocess.CompletedProcess:

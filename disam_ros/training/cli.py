@@ -21,11 +21,8 @@ import sys
 from pathlib import Path
 
 from disam_ros import logs
-from disam_ros.model import CheckpointError
 
-from .config import RECIPE_DIR, apply_overrides, load_recipe
-from .depth_trainer import make_trainer
-from .runlog import read_run
+from . import RECIPE_DIR
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from disam_ros.model import CheckpointError  # torch: after the arguments parsed (--help lists recipes at once)
+
+    from .config import apply_overrides, load_recipe
+    from .depth_trainer import make_trainer
+    from .runlog import read_run
+
     try:
         check_args(args)
         if args.resume and args.init:

@@ -14,10 +14,9 @@ from typing import Any
 
 import yaml
 
+from . import RECIPE_DIR
 from .recipe import RESUME_SAFE, Recipe
 from .recipe_checks import validate
-
-RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 
 
 def recipe_path(name_or_path: str) -> Path:
