@@ -22,7 +22,8 @@ left and right about the camera's vertical, then candidates match without a guid
 A first look at reduced scale (`first_scale`): the candidates are first tried with SIFT on the half-size image (~20 ms
 of a 640x480 frame against ~90 ms at full scale); the first verified look that is also sure (`sure`) is the answer, so
 only frames no look answers (night, fog, rain, snow) pay for the full-scale steps (docs/pose.md); a verified look not
-sure is polished (verify/polish.py), with its own features first.
+sure is polished (verify/polish.py), with its own features first, and so, on a keyframe no look verified, is the look
+refused only for its inlier count or ratio (`first_polish_near`, first_look.near_look: dusk's looks at the right place).
 
 Map-point tracking (`track_frames` > 0): a verified frame hands its inliers (with the MAP points they matched) to
 the next frame, matched to them when its own candidates do not verify: consecutive frames match each other well
