@@ -30,6 +30,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -213,7 +214,7 @@ def top1_right(sim: Tensor, q_pos: np.ndarray, db_pos: np.ndarray, tol: float) -
     return np.abs(db_pos[best, 0] - q_pos[:, 0]) <= tol + 1e-9
 
 
-def score_set(method: Method, s: RealSet, cache: dict) -> dict[str, float]:
+def score_set(method: Method, s: RealSet, cache: dict) -> dict[str, Any]:
     """{group: R@1, "pooled": R@1 over every query, "queries": n, "hits": each query's 0/1, pooled order}."""
     sim_fn = mean_channel_similarity if method.metric == "mean_channel" else cosine_similarity
     db_dom = map_domain(method.domains)

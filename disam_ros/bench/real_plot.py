@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
-from disam_ros.eval.plots import COLOURS, save_figure
+from disam_ros.eval.plots import COLOURS, new_figure, save_figure
 
 WIDTH = 0.8  # of a set's slot, shared by its bars
 
@@ -47,7 +46,7 @@ def plot_battery(rows: list[dict], parts: dict[str, str], path: str | Path) -> P
     each labelled with its part and query count."""
     columns = list(parts)
     bars = bar_layout(rows, columns)
-    fig = Figure(figsize=(max(6.0, 1.9 * len(columns)), 3.6))
+    fig = new_figure(figsize=(max(6.0, 1.9 * len(columns)), 3.6))
     ax = fig.add_subplot(1, 1, 1)
     for m, row in enumerate(rows):
         mine = [b for b in bars if b.method == row["method"]]

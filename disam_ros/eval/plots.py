@@ -33,6 +33,8 @@ def curve_style(k: int) -> dict:
 
 
 def new_figure(**kw) -> Figure:
+    """A matplotlib Figure (no pyplot state); every plot of the package makes its figure here, so matplotlib loads
+    with the first one."""
     from matplotlib.figure import Figure
 
     return Figure(**kw)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from disam_ros.eval.plots import save_figure
+from disam_ros.eval.plots import new_figure, save_figure
 
 
 def _m(x: float) -> str:
@@ -122,12 +122,10 @@ def report_text(results: Sequence[Any], cfg: Any) -> list[str]:
 def plot_trajectories(panels: Sequence[tuple], path) -> None:
     """One top-down panel per drive: truth, odometry, the corrected trajectory, and the closures' keyframes
     (green: right, red: deliberately wrong, from the wrong_robust run)."""
-    from matplotlib.figure import Figure
-
     n = max(1, len(panels))
     cols = min(3, n)
     rows = int(math.ceil(n / cols))
-    fig = Figure(figsize=(5.0 * cols, 4.2 * rows))
+    fig = new_figure(figsize=(5.0 * cols, 4.2 * rows))
     for k, (drive, wrong, odom, runs) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, k + 1)
         ax.plot(*drive.gt_positions[:, :2].T, "k-", lw=2, label="ground truth")
