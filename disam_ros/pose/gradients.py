@@ -87,12 +87,28 @@ def describe(channels: np.ndarray, xy: np.ndarray, cell: float) -> np.ndarray:
     ox, oy, weight = _cell_offsets(cell)
     cx = np.clip(p[:, :1] + ox[None], 0, w - 1)
     cy = np.clip(p[:, 1:] + oy[None], 0, h - 1)
+    v = _read_whole(ch, cx, cy) if _whole(cx) and _whole(cy) else _read_bilinear(ch, cx, cy)  # (8, N, 16)
+    return normalise((v * weight).transpose(1, 2, 0).reshape(len(p), DIM))
+
+
+def _whole(c: np.ndarray) -> bool:
+    return bool(np.all(c == np.floor(c)))
+
+
+def _read_whole(ch: np.ndarray, cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
+    """The channels at whole-pixel positions: what `_read_bilinear` gives there to the bit (one of its four weights
+    is 1, the rest 0), for a quarter of its reads. Why: the dense search refines its finds over whole-pixel
+    windows around grid positions, and those reads were a fifth of a dark keyframe's time."""
+    return ch[:, cy.astype(np.int64), cx.astype(np.int64)]
+
+
+def _read_bilinear(ch: np.ndarray, cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
+    _, h, w = ch.shape
     x0 = np.minimum(np.floor(cx).astype(np.int64), w - 2)
     y0 = np.minimum(np.floor(cy).astype(np.int64), h - 2)
     fx, fy = (cx - x0).astype(np.float32), (cy - y0).astype(np.float32)
-    v = (ch[:, y0, x0] * ((1 - fx) * (1 - fy)) + ch[:, y0, x0 + 1] * (fx * (1 - fy))
-         + ch[:, y0 + 1, x0] * ((1 - fx) * fy) + ch[:, y0 + 1, x0 + 1] * (fx * fy))  # (8, N, 16)
-    return normalise((v * weight).transpose(1, 2, 0).reshape(len(p), DIM))
+    return (ch[:, y0, x0] * ((1 - fx) * (1 - fy)) + ch[:, y0, x0 + 1] * (fx * (1 - fy))
+            + ch[:, y0 + 1, x0] * ((1 - fx) * fy) + ch[:, y0 + 1, x0 + 1] * (fx * fy))
 
 
 @dataclass(frozen=True)
