@@ -1,10 +1,11 @@
 """The tools people run to look at a map or check their arguments start without torch (or matplotlib).
 
 Why: importing torch costs ~1.5 s on these machines (matplotlib ~0.3 s); `disam-map-info` never needs it, and
-`--help` or a one-line argument error of `disam-build-map`, `disam-eval`, `disam-calibrate` or `disam-train` should
-not wait for it. torch is imported where vectors are made or searched (maps/descriptors.py, retrieval/) and where a
-run starts (training/cli.py), matplotlib with the first figure (eval/plots.py), so a new module-level import of
-either on these paths fails here.
+`--help` or a one-line argument error of `disam-build-map`, `disam-eval`, `disam-calibrate`, `disam-train`,
+`disam-train-condition`, `disam-train-keypoints` or `disam-match-eval` should not wait for it. torch is imported
+where vectors are made or searched (maps/descriptors.py, retrieval/), where a run starts (training/cli.py) or a
+step runs (the condition head's and keypoint net's training, match_eval's dense methods), matplotlib with the first
+figure (eval/plots.py), so a new module-level import of either on these paths fails here.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import sys
 
 LIGHT = ("disam_ros.maps.map_info", "disam_ros.maps.build_map", "disam_ros.eval.offline", "disam_ros.eval.calibrate",
          "disam_ros.eval.sequence_eval", "disam_ros.relocalizer", "disam_ros.tracking.tracker",
-         "disam_ros.retrieval", "disam_ros.training.cli")
+         "disam_ros.retrieval", "disam_ros.training.cli", "disam_ros.training.condition",
+         "disam_ros.training.keypoint_train", "disam_ros.pose.match_eval")
 
 
 def run_python(code: str, *args: str) -> subprocess.CompletedProcess:

@@ -36,7 +36,6 @@ from disam_ros.data.folders import ConditionFolder, load_condition, read_image
 from disam_ros.geometry import quat_angle_deg
 from disam_ros.pose.backproject import DepthLimits, backproject
 from disam_ros.pose.camera import Intrinsics
-from disam_ros.pose.dense import DenseConfig, dense_matches, load_encoder, untrained_encoder
 from disam_ros.pose.features import SiftConfig, detect_sift, match_descriptors, to_grey
 from disam_ros.pose.frames import cam_from_map, project
 from disam_ros.pose.guided import guided_match
@@ -129,6 +128,8 @@ def make_or_load_world(args: argparse.Namespace) -> Path:
 
 
 def encoder_for(ctx: Ctx, model: str, size: int):
+    from disam_ros.pose.dense import load_encoder, untrained_encoder  # torch: once a dense method runs
+
     if (model, size) not in ctx.encoders:
         ctx.encoders[model, size] = (untrained_encoder(encoder_for(ctx, "coarse", size).config, seed=0)
                                      if model == "untrained" else load_encoder(getattr(ctx.args, model), size))
@@ -159,6 +160,8 @@ def sift_2d3d(ctx: Ctx, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarr
 
 
 def dense_2d3d(ctx: Ctx, query: np.ndarray, k: int, qcond: str, model: str, size: int):
+    from disam_ros.pose.dense import DenseConfig, dense_matches
+
     enc = encoder_for(ctx, model, size)
     ref_domain = domain_of(ctx.ref.name, enc.domains, enc.domains[0])
     map_image = ctx.map_item("image", k, lambda: read_image(ctx.ref.image_paths[k]))

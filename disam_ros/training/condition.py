@@ -13,24 +13,19 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from disam_ros import logs
 from disam_ros.cliutil import OneLineParser
 from disam_ros.data.folders import read_image
 from disam_ros.data.world_yaml import world_yaml_if_present
-from disam_ros.model.condition_head import (
-    ConditionHead,
-    batch_features,
-    bright_enough,
-    save_condition_head,
-    sidecar_path,
-)
 
 from .layouts import discover
+
+if TYPE_CHECKING:  # torch is imported where a head is made: `--help` and argument errors do not wait for it
+    from disam_ros.model.condition_head import ConditionHead
 
 LOG = logging.getLogger(__name__)
 ATTRIBUTES = ("weather", "daylight", "foliage")
@@ -102,6 +97,8 @@ def load_labelled(root: str | Path, conditions: Sequence[str] | None = None, spa
         vals = sorted({attributes.get(n, {}).get(a) for n in names} - {None})
         if vals:
             tasks[a] = tuple(vals)
+    from disam_ros.model.condition_head import batch_features
+
     feats, doms, places = [], [], []
     for di, name in enumerate(names):
         paths = found[name].paths
@@ -125,6 +122,11 @@ def train_head(data: LabelledFeatures, config: ConditionTrainConfig = ConditionT
     """Full-batch Adam on the sum of per-task cross-entropies (unlabelled entries ignored)."""
     if len(data.features) == 0:
         raise ValueError("no training frames for the condition recogniser: check the data root and span")
+    import torch
+    from torch import nn
+
+    from disam_ros.model.condition_head import ConditionHead
+
     torch.manual_seed(config.seed)
     head = ConditionHead(data.tasks, config.hidden, n_features=data.features.shape[1])
     head.set_normalisation(data.features)
@@ -183,6 +185,8 @@ def fit_with_cv(data: LabelledFeatures, config: ConditionTrainConfig = Condition
 
 def accuracy(head: ConditionHead, data: LabelledFeatures) -> dict[str, dict[str, float]]:
     """task -> {"all": acc, <domain name>: acc on that domain's frames} on labelled frames (held-out data)."""
+    import torch
+
     with torch.inference_mode():
         logits = head(torch.as_tensor(data.features))
     out: dict[str, dict[str, float]] = {}
@@ -212,6 +216,8 @@ def leave_one_place_out(data: LabelledFeatures, config: ConditionTrainConfig = C
     Why: a walk of ten places is too small to cut into a training and a test segment."""
     if data.places is None:
         raise ValueError("leave-one-place-out needs the frames' place names (load them with load_labelled)")
+    import torch
+
     pred = np.empty(len(data.features), dtype=np.int64)
     for place in np.unique(data.places):
         out = data.places == place
@@ -250,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint and conds is None:
         from disam_ros.model.checkpoint import read_checkpoint
         conds = list(read_checkpoint(args.checkpoint, map_location="cpu")[1].domains)
+    from disam_ros.model.condition_head import bright_enough, save_condition_head, sidecar_path
+
     frames = None if args.train_fraction is None else (lambda n: train_range(n, args.train_fraction, args.gap))
     keep = (lambda im: bright_enough(im, args.min_brightness)) if args.min_brightness > 0 else None
     try:

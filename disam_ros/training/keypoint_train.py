@@ -19,18 +19,21 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from disam_ros import logs
 from disam_ros.cliutil import OneLineParser, positive_float, positive_int
-from disam_ros.model.keypoint_net import KeypointNet, save_keypoint_net
-from disam_ros.training.keypoint_loss import pair_loss
 from disam_ros.training.keypoint_pairs import Crop, sample_crop, world_pairs
 from disam_ros.training.photometric import augment
+
+if TYPE_CHECKING:  # torch is imported where a step runs: `--help` and argument errors do not wait for it
+    import torch
+
+    from disam_ros.model.keypoint_net import KeypointNet
 
 log = logging.getLogger("disam_ros.training.keypoints")
 
@@ -53,6 +56,8 @@ class KeypointTrainConfig:
 
 
 def to_grey_tensor(rgb: np.ndarray) -> torch.Tensor:
+    import torch
+
     return torch.from_numpy(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0)[None]
 
 
@@ -72,6 +77,10 @@ def draw_batch(rng: np.random.Generator, pairs: list, cams: list, cfg: KeypointT
 
 def train_step(net: KeypointNet, opt: torch.optim.Optimizer, crops: list[Crop], device: str,
                repeat: float = 0.0) -> dict:
+    import torch
+
+    from disam_ros.training.keypoint_loss import pair_loss
+
     a = torch.stack([to_grey_tensor(c.a) for c in crops]).to(device)
     b = torch.stack([to_grey_tensor(c.b) for c in crops]).to(device)
     logits, desc = net(torch.cat([a, b]))
@@ -121,6 +130,10 @@ def load_pairs(worlds: tuple[Path, ...]) -> tuple[list, list]:
 
 def train(cfg: KeypointTrainConfig) -> Path:
     """Train, write snapshots and the final network; returns the final path."""
+    import torch
+
+    from disam_ros.model.keypoint_net import KeypointNet, save_keypoint_net
+
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     pairs, cams = load_pairs(cfg.worlds)
