@@ -232,6 +232,20 @@ def test_runs_combine_into_medians_and_the_share_range():
     assert "range" in text[0] and "25-75 %" in text[2] and "10-30 %" in text[3]
 
 
+def test_keyframe_times_pool_over_runs():
+    """The keyframes' verification median over three runs is the median of all their keyframes (here 40 ms: five
+    of nine at or below it), not the median of the runs' medians (125 ms); a run without the list still counts
+    in the other fields."""
+    def row(each, median):
+        return {"drive": "night", "keyframe_verify_run_ms": each, "keyframe_verify_run_ms_median": median}
+    runs = [[row([10.0, 20.0, 30.0, 40.0], 25.0)], [row([100.0, 200.0], 150.0)], [row([100.0, 35.0, 300.0], 100.0)],
+            [{"drive": "night", "keyframe_verify_run_ms_median": 999.0}]]
+    (night,) = R.combine_runs(runs)
+    assert night["keyframe_verify_run_ms_median"] == 40.0 and len(night["keyframe_verify_run_ms"]) == 9
+    (one,) = R.combine_runs(runs[3:])
+    assert one["keyframe_verify_run_ms_median"] == 999.0  # nodes that list no times: the runs' medians as before
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--rate", "0"], "--rate"), (["--rate", "30", "--conditions", "nosuch"], "unknown nosuch"),
     (["--rate", "30", "--param", "x"], "NAME:=VALUE"), (["--rate", "30", "--param", "map:=/m"], "set by the"),

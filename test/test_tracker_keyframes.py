@@ -652,10 +652,13 @@ def test_a_keyframe_thread_beside_busy_processes_on_its_core_says_it_is_starved(
         assert 0.0 <= diag["keyframe_cpu_share"] < kf_mod.STARVED_SHARE
         assert 14.5 <= diag["keyframe_run_ms_median"] < 30.0  # 10 + 5 ms burnt on the CPU, however long it waited
         assert 9.5 <= diag["keyframe_verify_run_ms_median"] < 15.0  # of them the verification's 10
+        each = [float(x) for x in diag["keyframe_verify_run_ms_recent"].split()]  # each keyframe's, listed
+        assert len(each) == kf_mod.STARVED_KEYFRAMES + 1 and all(9.5 <= x < 15.0 for x in each)
         starved = [r.getMessage() for r in caplog.records if "starved" in r.getMessage()]
         assert len(starved) == 1 and "core of its own" in starved[0]  # once: warnings are spaced
-        assert thread.reset() and not {"keyframe_cpu_share", "keyframe_run_ms_median",
-                                       "keyframe_verify_run_ms_median"} & set(thread.diagnostics())
+        gone = {"keyframe_cpu_share", "keyframe_run_ms_median", "keyframe_verify_run_ms_median",
+                "keyframe_verify_run_ms_recent"}
+        assert thread.reset() and not gone & set(thread.diagnostics())
     finally:
         for hog in hogs:
             hog.kill()

@@ -203,6 +203,8 @@ def run_drive(client: Any, root: Path, drive: str, rate: float, compressed: bool
     for key in ("keyframe_ms_median", "keyframe_run_ms_median", "keyframe_verify_run_ms_median"):
         if key in last:
             node[key] = float(last[key])
+    if last.get("keyframe_verify_run_ms_recent"):  # each keyframe's, for the median over several runs' keyframes
+        node["keyframe_verify_run_ms"] = [float(x) for x in last["keyframe_verify_run_ms_recent"].split()]
     out = []
     for f, key, t in zip(frames, keys, t_pub):
         rec = FrameRecord(t, np.asarray(f.position, float), np.asarray(f.quat, float))

@@ -117,6 +117,7 @@ def summarize_frames(drive: str, frames: Sequence[FrameRecord], node: Mapping[st
         row["keyframe_ms_median"] = node.get("keyframe_ms_median")  # wall clock, sharing the core
         row["keyframe_run_ms_median"] = node.get("keyframe_run_ms_median")  # on a CPU: the cost on one thread
         row["keyframe_verify_run_ms_median"] = node.get("keyframe_verify_run_ms_median")  # of it, verification's
+        row["keyframe_verify_run_ms"] = node.get("keyframe_verify_run_ms")  # ... each keyframe's (combine_runs)
         if node.get("keyframes_solved"):  # verify_keyframes: how many the thread solved, and verified
             row.update(keyframes_solved=node["keyframes_solved"], keyframes_verified=node.get("keyframes_verified"))
     return row
@@ -139,8 +140,10 @@ def summarize_all(drives: Sequence[tuple[str, Sequence[FrameRecord], Mapping[str
 
 def combine_runs(runs: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
     """Several runs' rows -> one row per drive (the first run's order): the median over the runs of every numeric
-    field (and of every node counter) that some run has, and `within_0.25m_2deg_range` [min, max]. Why: on one
-    shared core a drive's shares move by several points from run to run, and one run's figure is not the bench's."""
+    field (and of every node counter) that some run has, and `within_0.25m_2deg_range` [min, max]; the keyframes'
+    verification median is taken over every run's keyframes together. Why: on one shared core a drive's shares
+    move by several points from run to run, and one run's figure is not the bench's; a run has 2-15 keyframes a
+    drive, and the median of such runs' medians moved by 100 ms between benches of the same code."""
     out = []
     for first in runs[0]:
         same = [r for rows in runs for r in rows if r["drive"] == first["drive"]]
@@ -153,6 +156,9 @@ def combine_runs(runs: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, 
             elif k not in row:
                 nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
                 row[k] = statistics.median(nums) if nums else None
+        pooled = [x for r in same for x in r.get("keyframe_verify_run_ms") or ()]
+        if pooled:  # a run has a few keyframes a drive: the median over all runs' keyframes, not of runs' medians
+            row["keyframe_verify_run_ms"], row["keyframe_verify_run_ms_median"] = pooled, statistics.median(pooled)
         shares = [r["within_0.25m_2deg"] for r in same if r.get("within_0.25m_2deg") is not None]
         row["within_0.25m_2deg_range"] = [min(shares), max(shares)] if shares else None
         out.append(row)

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 NICE = 10  # the keyframe thread's niceness above the frame loop's
 RESET_WAIT_S = 1.0  # a reset waits this long at most for the dropped keyframe to end
+RECENT_KEYFRAMES = 32  # verification times listed in diagnostics: a benchmark pools several runs' keyframes
 RECENT_FRAMES = 64  # grey frames kept for the catch-up (~2 s at 30 Hz; 640x480: 0.3 MB each)
 STARVED_SHARE = 0.2  # a keyframe that ran for less than this share of the time it was runnable was starved ...
 STARVED_KEYFRAMES = 3  # ... and this many in a row get a warning (30 Hz, one core: 0.53-0.72; two threads
@@ -156,7 +157,7 @@ class KeyframeThread:
     def diagnostics(self) -> dict[str, Any]:
         """Keyframes solved and how many of them verified (a share far below one says the verifier cannot verify
         in these conditions, not that it is slow), whether one is in flight, and the median and p95 of their
-        verification times (since the last reset)."""
+        verification times (since the last reset); the last RECENT_KEYFRAMES verifications' CPU times, listed."""
         with self._cv:
             ms, busy = sorted(self.times_ms), self._job is not None
             out: dict[str, Any] = {"keyframes_solved": self.solved, "keyframes_verified": self.verified,
@@ -164,7 +165,9 @@ class KeyframeThread:
             if self.cpu_shares:
                 out.update(keyframe_cpu_share=float(np.median(self.cpu_shares)),
                            keyframe_run_ms_median=float(np.median(self.run_ms)),
-                           keyframe_verify_run_ms_median=float(np.median(self.verify_run_ms)))
+                           keyframe_verify_run_ms_median=float(np.median(self.verify_run_ms)),
+                           keyframe_verify_run_ms_recent=" ".join(
+                               f"{x:.1f}" for x in list(self.verify_run_ms)[-RECENT_KEYFRAMES:]))
         if ms:
             out.update(keyframe_ms_median=float(np.median(ms)), keyframe_ms_p95=float(np.percentile(ms, 95)))
         return out
