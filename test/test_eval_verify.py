@@ -183,6 +183,32 @@ def test_late_answers_at_a_camera_rate_count_against_their_own_frames():
     assert row["within_share"] == pytest.approx(2 / 3)
 
 
+def test_answers_published_as_verified_outside_the_bound_are_counted():
+    """At 30 Hz, four frames by hand: verified and exact; verified 0.3 m off; verified in place but turned 3 deg;
+    unverified 1 m off. Two answers were published as verified outside (0.25 m, 2 deg); the unverified one is not
+    counted (it is no verified hint), and the table prints the count."""
+    from disam_ros.eval.keyframe_replay import KeyframeReplay
+    from disam_ros.eval.scoring import TrackedFrame
+
+    q = np.array([0.0, 0.0, 0.0, 1.0])
+    turned = np.array([0.0, 0.0, np.sin(np.radians(1.5)), np.cos(np.radians(1.5))])  # 3 deg about z
+
+    def frame(stamp, dx, quat, verified):
+        gt = np.array([float(stamp), 0.0, 0.0])
+        return TrackedFrame("sequence", "night", f"{stamp}", gt, q, gt + [dx, 0.0, 0.0], quat, 0.5, 0.0, False,
+                            0.0, verified=verified, stamp=float(stamp))
+
+    tracker = SimpleNamespace(keyframe_times=lambda: (0, 0, []))
+    replay = KeyframeReplay(30.0)
+    replay.new_drive(tracker, "sequence", "night")
+    replay.drives[-1].sent = 4
+    for i, (dx, quat, verified) in enumerate([(0.0, q, True), (0.3, q, True), (0.0, turned, True), (1.0, q, False)]):
+        replay.after_frame(tracker, frame(i, dx, quat, verified), 0.01 * (i + 1))
+    row = replay.drives[-1].row(30.0)
+    assert row["verified_off"] == 2 and row["within_share"] == pytest.approx(1 / 4)
+    assert replay.rows_text()[1].split()[-3:] == ["2", "0", "25.0"]
+
+
 def test_a_late_answer_is_recorded_on_its_own_frame_for_the_back_end():
     """`late_on_frames`: frame 1's late answer (verified against map image 1) lands on frame 1's record with that map
     image's pose; an unverified late answer and one for a stamp not in the drive record nothing; modes.jsonl

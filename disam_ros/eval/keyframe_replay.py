@@ -54,6 +54,7 @@ class DriveKeyframes:
     within: int = 0  # answered within WITHIN
     late: int = 0  # late answers (keyframes verified after their frames were answered)
     hinted: int = 0  # frames a SLAM back end got a verified pose within WITHIN for: in time, or late
+    verified_off: int = 0  # frames answered as verified outside WITHIN (what a SLAM back end should not trust)
 
     def row(self, rate_hz: float = 0.0) -> dict[str, Any]:
         t = np.asarray(self.times_ms, float)
@@ -66,7 +67,7 @@ class DriveKeyframes:
                        latency_median_ms=float(np.median(lat)) if len(lat) else None,
                        latency_p95_ms=float(np.percentile(lat, 95)) if len(lat) else None,
                        within_share=self.within / self.sent if self.sent else None, late=self.late,
-                       hinted_share=self.hinted / self.sent if self.sent else None)
+                       hinted_share=self.hinted / self.sent if self.sent else None, verified_off=self.verified_off)
         return row
 
 
@@ -116,6 +117,7 @@ class KeyframeReplay:
             d.latencies_ms.append(1e3 * (answered_at - self._arrival))
             d.within += int(frame.correct(WITHIN))
             d.hinted += int(frame.verified and frame.correct(WITHIN))
+            d.verified_off += int(frame.verified and not frame.correct(WITHIN))
             self._frames[float(frame.stamp)] = frame
             matched = self._score_late(late)
         elif not tracker.wait_keyframes(IDLE_TIMEOUT_S):
@@ -162,14 +164,16 @@ class KeyframeReplay:
         real = self.rate_hz > 0
         head = f"at {self.rate_hz:g} Hz, one loop, wait {self.wait_ms:g} ms" if real else "paced, one thread"
         lines = [f"keyframes ({head}): mode / drive / keyframes / verified / median ms / p95 ms"
-                 + (" / answered of sent / latency p95 ms / % of sent within 0.25 m, 2 deg / late answers / % of "
-                    "sent with a verified hint within 0.25 m, 2 deg (in time or late)" if real else "")]
+                 + (" / answered of sent / latency p95 ms / % of sent within 0.25 m, 2 deg / answered as verified "
+                    "outside it / late answers / % of sent with a verified hint within 0.25 m, 2 deg (in time or late)"
+                    if real else "")]
         for r in (d.row(self.rate_hz) for d in self.drives):
             cells = [str(r["verified"]), _ms(r["median_ms"]), _ms(r["p95_ms"])]
             if real:
                 share = "-" if r["within_share"] is None else f"{100 * r['within_share']:.1f}"
                 hinted = "-" if r["hinted_share"] is None else f"{100 * r['hinted_share']:.1f}"
-                cells += [f"{r['answered']}/{r['sent']}", _ms(r["latency_p95_ms"]), share, str(r["late"]), hinted]
+                cells += [f"{r['answered']}/{r['sent']}", _ms(r["latency_p95_ms"]), share, str(r["verified_off"]),
+                          str(r["late"]), hinted]
             lines.append(f"  {r['mode']:<9} {r['condition']:<20} {r['keyframes']:>5}  " + "  ".join(
                 f"{c:>6}" for c in cells))
         return lines
