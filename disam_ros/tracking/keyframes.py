@@ -80,6 +80,7 @@ class KeyframeThread:
         self.cpu_shares: deque[float] = deque(maxlen=200)  # ... the share of a core they got (`run_share`) ...
         self.run_ms: deque[float] = deque(maxlen=200)  # ... and their time on a CPU: their cost on one thread
         self.verify_run_ms: deque[float] = deque(maxlen=200)  # ... of it the verification's, without the catch-up
+        self._verify_run_text: deque[str] = deque(maxlen=RECENT_KEYFRAMES)  # ... the last ones, formatted once each
         self._warned = -float("inf")
         self.on_late: Callable[[], None] | None = None  # called (on this thread) when an answer no frame took is ready
         self.thread = threading.Thread(target=self._run, name="disam_keyframe_verify", daemon=True)
@@ -136,6 +137,7 @@ class KeyframeThread:
             self.cpu_shares.clear()
             self.run_ms.clear()
             self.verify_run_ms.clear()
+            self._verify_run_text.clear()
             if self._job is not None:
                 self._job.taken = self._job.dropped = True
                 self._cv.notify_all()
@@ -166,8 +168,7 @@ class KeyframeThread:
                 out.update(keyframe_cpu_share=float(np.median(self.cpu_shares)),
                            keyframe_run_ms_median=float(np.median(self.run_ms)),
                            keyframe_verify_run_ms_median=float(np.median(self.verify_run_ms)),
-                           keyframe_verify_run_ms_recent=" ".join(
-                               f"{x:.1f}" for x in list(self.verify_run_ms)[-RECENT_KEYFRAMES:]))
+                           keyframe_verify_run_ms_recent=" ".join(self._verify_run_text))
         if ms:
             out.update(keyframe_ms_median=float(np.median(ms)), keyframe_ms_p95=float(np.percentile(ms, 95)))
         return out
@@ -211,6 +212,7 @@ class KeyframeThread:
                         self.cpu_shares.append(share)
                         self.run_ms.append((after[0] - before[0]) / 1e6)
                         self.verify_run_ms.append(verify_cpu_ms)
+                        self._verify_run_text.append(f"{verify_cpu_ms:.1f}")
                     self.verified += bool(answer.verified)
                 starved = self.starved()
                 late = not job.taken
