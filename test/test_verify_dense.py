@@ -358,8 +358,11 @@ def test_a_blind_keyframe_in_the_dark_runs_the_dense_search_before_the_full_scal
         np.testing.assert_allclose(out.position, kf.position, atol=1e-9)  # the same dense pose, found later
     sunny = Verifier(m, cfg).verify(_render_beside(town, 10, "sunny")[0], [10, 11], keyframe=True)
     assert sunny.verified and not any(a.dense for a in sunny.attempts)  # a look that sees: no dense search
-    wrong = Verifier(m, cfg).verify(_render_beside(town, 2, "rain")[0], [9], keyframe=True)  # ~20 m further on
-    assert not wrong.verified and _kinds(wrong)[-1] == "sift" and "dense" in _kinds(wrong)  # SIFT still follows
+    far = _render_beside(town, 2, "rain")[0]  # ~20 m further on
+    wrong = Verifier(m, cfg).verify(far, [9], keyframe=True)
+    assert not wrong.verified and _kinds(wrong) == ["look", "dense"]  # no SIFT step after the failed search
+    kept = Verifier(m, replace(cfg, keyframe_dark_sift=True)).verify(far, [9], keyframe=True)
+    assert not kept.verified and _kinds(kept)[-1] == "sift" and "dense" in _kinds(kept)  # ... unless asked to
 
 
 def test_a_blind_keyframe_in_clutter_runs_the_dense_search_alone(town):
@@ -384,7 +387,7 @@ def test_a_blind_keyframe_in_clutter_runs_the_dense_search_alone(town):
 def test_in_clutter_a_keyframe_whose_dense_search_ran_first_and_failed_runs_no_sift_step(town):
     """After two frames only the dense search verified it runs first; where it then fails on a keyframe whose blind
     looks saw clutter, no full-scale SIFT step follows either (counted as a SIFT failure), as after a dense search
-    next. Inline frames and dark keyframes keep the SIFT steps after it."""
+    next; so does a dark keyframe's, unless `keyframe_dark_sift`. Inline frames keep the SIFT steps after it."""
     _, _, m = town
     snow = [_render_beside(town, k, "snow")[0] for k in (10, 11)]
     wrong = _render_beside(town, 2, "rain")[0]  # ~20 m from candidate 9: nothing verifies
@@ -405,4 +408,7 @@ def test_in_clutter_a_keyframe_whose_dense_search_ran_first_and_failed_runs_no_s
     inline = primed(keyframe_dense_dark=0.0, keyframe_dense_clutter=0.0).verify(wrong, [9])
     assert _kinds(inline)[0] == "dense" and "sift" in _kinds(inline)
     dark = primed(keyframe_dense_dark=255.0, keyframe_dense_clutter=2.0).verify(wrong, [9], keyframe=True)
-    assert _kinds(dark)[0] == "dense" and "sift" in _kinds(dark)  # in the dark SIFT still follows a failed search
+    assert not dark.verified and _kinds(dark) == ["dense"]  # in the dark too, nothing follows the failed search
+    kept = primed(keyframe_dense_dark=255.0, keyframe_dense_clutter=2.0, keyframe_dark_sift=True)
+    dark = kept.verify(wrong, [9], keyframe=True)
+    assert _kinds(dark)[0] == "dense" and "sift" in _kinds(dark)  # ... unless asked to

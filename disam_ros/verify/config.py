@@ -119,6 +119,10 @@ class VerifyConfig:
     #                                    least this share of the SIFT recipe's keypoint cap (rain, snow; > 1: off) ...
     keyframe_dense_dark: float = 64.0  # ... or its mean grey (0-255) is below this (night; 0: off). Why: a drive's
     #                                    first keyframes come before the rules above count anything
+    keyframe_dark_sift: bool = False  # ... and a dark one runs the full-scale SIFT steps after a failed dense
+    #                                   search, next or first (off: none, as in clutter; validation night drives at
+    #                                   30 Hz: keyframes 20-45 % faster, verified answers off halved, within the same
+    #                                   inside the replays' spread; paced, those steps verified 4 of 25 for ~250 ms)
     gradient_radius: float = 0.1  # ... each map point within this share of the width of its predicted position
     gradient_stride: int = 4  # ... on a grid this many pixels apart (at 640 px width; scaled with the image)
     gradient_max_points: int = 400  # ... the first this many map points (strongest) in or near the view

@@ -207,8 +207,8 @@ class Verifier:
         """The steps in the order verify/order.py gives (a `keyframe` only tracking answered leaves its counts): dense
         search first after frames only it verified; first look and full-scale SIFT unless a run of frames they failed
         skips them (a `keyframe` whose looks were blind in the dark or in clutter runs the dense search right after
-        them, and in clutter nothing after it, nor after a failed dense search that ran first); dense search last if
-        not first. Returns answer, attempts, the answer's query features (or None)."""
+        them, and nothing after it, nor after a failed dense search that ran first: keyframe_dark_sift keeps them in
+        the dark); dense search last if not first. Returns answer, attempts, the answer's query features (or None)."""
         cfg, order = self.config, self._order
         order.begin()
         dense_on = dense and cfg.gradient_candidates > 0 and self.map.map_geometry.gradients is not None and bool(ks)
@@ -228,9 +228,10 @@ class Verifier:
                 order.last, early, best = "dense next", True, self._dense_step(rgb, ks, cam, attempts)
                 if best.verified:
                     return best, attempts, None
-            # in clutter no SIFT step follows a failed dense search, next or first (counted as failed): there it
-            # verified no frame the dense search missed
-            if answer is None and why != "cluttered" and not (looks and self._late()):  # a spent time box ends it too
+            # in clutter (and in the dark unless keyframe_dark_sift) no SIFT step follows a failed dense search, next
+            # or first (counted as failed): there it verified (almost) no frame the dense search missed
+            blind = ("cluttered",) if cfg.keyframe_dark_sift else ("cluttered", "dark")
+            if answer is None and why not in blind and not (looks and self._late()):  # a spent time box ends it too
                 look = max((v for v in looks if v.verified), key=lambda v: v.inliers, default=None)
                 near = look is None and keyframe and cfg.first_polish_near
                 look = near_look(looks, cfg) if near else look
