@@ -121,7 +121,7 @@ class VerifyConfig:
     #                                    first keyframes come before the rules above count anything
     keyframe_dark_sift: bool = False  # ... and a dark one runs the full-scale SIFT steps after a failed dense
     #                                   search, next or first (off: none, as in clutter; validation night drives at
-    #                                   30 Hz: keyframes 20-45 % faster, verified answers off halved, within the same
+    #                                   30 Hz: keyframes 20-45 % faster, answers verified off halved, within 0.25 m
     #                                   inside the replays' spread; paced, those steps verified 4 of 25 for ~250 ms)
     gradient_radius: float = 0.1  # ... each map point within this share of the width of its predicted position
     gradient_stride: int = 4  # ... on a grid this many pixels apart (at 640 px width; scaled with the image)
