@@ -17,7 +17,7 @@ from disam_ros.pose.frames import cam_from_map
 from disam_ros.pose.guided import predicted_pixels
 from disam_ros.verify.config import VerifyConfig
 from disam_ros.verify.gate import agreeing, judged, verified_or
-from disam_ros.verify.gradient_search import polish, query_grid, rivalled, search_pose
+from disam_ros.verify.gradient_search import QueryGrid, polish, rivalled, search_pose
 from disam_ros.verify.result import PointTrack, Verification
 from disam_ros.verify.support import support_pairs
 
@@ -32,18 +32,18 @@ def tilt_deg(quat: np.ndarray, key_quat: np.ndarray) -> float:
     return math.degrees(math.acos(float(np.clip(a @ b, -1.0, 1.0))))
 
 
-def dense_attempts(rgb: np.ndarray, ks: list[int], cam: Intrinsics, query: Features | None, loc_map: Any,
-                   map_side: Callable[[int], Any], map_camera: Intrinsics, cfg: VerifyConfig,
-                   late: Callable[[], bool] = lambda: False) -> list[Verification]:
+def dense_attempts(grid: QueryGrid, ks: list[int], cam: Intrinsics, query: Features | None, loc_map: Any,
+                   map_side: Callable[[int], Any], cfg: VerifyConfig, late: Callable[[], bool] = lambda: False
+                   ) -> list[Verification]:
     """The candidates searched densely in order, up to the first verified one, or else two whose poses agree
     (each from at least `gradient_agree_inliers`: a wrong solution stays near the pose that guided it, and two
     candidates' guides are metres apart); the verified one hands on the map points its pose puts on the query's
     SIFT keypoints (map-point tracking; none when the search ran first and no SIFT keypoints were found).
     `map_side(k)`: candidate k's map points and gradient descriptors (the verifier's cache). A dense pose whose
     camera is tilted from its candidate's by more than `gradient_max_tilt_deg` is "inconsistent" (`tilt_deg`).
-    `late()` True: the frame's time box is spent, no further candidate is searched."""
+    `grid`: the query's (gradient_search.query_grid, computed once a frame). `late()` True: the frame's time box is
+    spent, no further candidate is searched."""
     out, solved = [], []
-    grid = query_grid(rgb, int(loc_map.map_geometry.gradient_cell), map_camera, cam, cfg)
     gate = (cfg.max_turn_deg, cfg.gradient_min_inliers, cfg.gradient_min_inlier_ratio)
     for k in ks:
         if out and late():

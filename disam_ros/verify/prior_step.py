@@ -13,6 +13,12 @@ Where the pooled solve keeps failing (night renewals on the validation town, rai
 usual steps do not make; as with blind first looks, after two misses in a row it is tried only every
 `first_probe_every`-th time until it answers again.
 
+In the dark (night renewals) half- and full-scale SIFT pool too few (38-39 and 73-77 inliers against 40 on the
+bench town's camera-rate night drive, ~200 ms a renewal) while the dense search verifies the same frames. There the
+map image nearest the flow pose is first searched densely from that pose (`prior_dense_dark`): the narrow window and
+point count of the dense polish (verify/gradient_search.polish), judged by the dense search's gate, and no SIFT
+detection at all.
+
 What is published is never the flow pose: it is the pooled solve against the map's points, judged by the usual gate
 against the flow pose that guided it, and kept only with `prior_min_inliers` inliers within `polish_max_shift_m` and
 `polish_max_turn_deg` of it (a flow chain gone astray then finds too few, and the usual steps run).
@@ -20,15 +26,20 @@ against the flow pose that guided it, and kept only with `prior_min_inliers` inl
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from disam_ros.geometry import quat_angle_deg
+from disam_ros.geometry import quat_angle_deg, quat_to_rot
+from disam_ros.maps.covisibility import nearest_alike
 from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.features import Features
+from disam_ros.pose.frames import cam_from_map
 from disam_ros.verify.config import VerifyConfig
 from disam_ros.verify.first_look import half_sift
+from disam_ros.verify.gate import judged
+from disam_ros.verify.gradient_search import QueryGrid, search_pose
 from disam_ros.verify.polish import pooled_around
 from disam_ros.verify.result import Verification
 
@@ -56,6 +67,32 @@ def prior_attempt(query: Features, prior: tuple[np.ndarray, np.ndarray], cam: In
     return v
 
 
+def dense_prior_attempt(grid: Callable[[], QueryGrid], prior: tuple[np.ndarray, np.ndarray], cam: Intrinsics,
+                        loc_map: Any, forwards: np.ndarray, map_side: Callable[[int], Any], cfg: VerifyConfig
+                        ) -> Verification | None:
+    """The dense search from `prior` against the map image nearest it that looks its way, as this frame's answer:
+    verified by the dense gate and within `polish_max_shift_m` / `polish_max_turn_deg` of `prior`, else None (module
+    docstring). `grid()`: the query's descriptor grid (the verifier's, computed once a frame and shared with a
+    dense search that follows); `map_side(k)` must carry gradient descriptors."""
+    position, quat = np.asarray(prior[0], np.float64), np.asarray(prior[1], np.float64)
+    ks = nearest_alike(loc_map.positions, forwards, position, quat_to_rot(quat)[:, 2], 1, cfg.polish_max_view_deg)
+    if not len(ks):
+        return None
+    k, near = int(ks[0]), replace(cfg, gradient_radius=cfg.gradient_polish_radius,
+                                  gradient_max_points=cfg.gradient_polish_points)
+    side = map_side(k)
+    sol, searched = search_pose(grid(), side.gradients, side.points, *cam_from_map(position, quat), cam, near)
+    if sol is None:
+        return None
+    v = judged(sol, k, searched, position, quat, cfg, (cfg.max_turn_deg, cfg.gradient_min_inliers,
+                                                       cfg.gradient_min_inlier_ratio))
+    if not v.verified or float(np.linalg.norm(v.position - position)) > cfg.polish_max_shift_m \
+            or float(quat_angle_deg(v.quat, quat)) > cfg.polish_max_turn_deg:
+        return None
+    v.dense, v.order, v.covariance = True, "around the flow pose", v.covariance * cfg.gradient_covariance_scale
+    return v
+
+
 class PriorStep:
     """The step for one drive (module docstring): its misses in a row decide whether a frame tries it."""
 
@@ -76,6 +113,13 @@ class PriorStep:
         if self.misses >= 2 and self.misses % cfg.first_probe_every:
             self.misses += 1
             return None
+        if cfg.prior_dense_dark and cfg.gradient_candidates > 0 and float(np.mean(rgb)) < cfg.keyframe_dense_dark \
+                and verifier.map.map_geometry.gradients is not None:
+            v = dense_prior_attempt(lambda: verifier._grid(rgb, cam), prior, cam, verifier.map, verifier._forwards(),
+                                    verifier._map_side, cfg)
+            if v is not None:
+                self.misses = 0
+                return v
         half = half_sift(verifier.sift, cfg, rgb)
         for sift, scale in ([(half, cfg.first_scale)] if half else []) + [(verifier.sift, 1.0)]:
             v = prior_attempt(verifier._features(rgb, sift), prior, cam, verifier.map, verifier._forwards(),

@@ -68,6 +68,7 @@ from disam_ros.verify.dense_step import dense_attempts
 from disam_ros.verify.first_look import FirstLook, near_look
 from disam_ros.verify.flow_chain import FlowChain
 from disam_ros.verify.gate import agreeing, judged, may_agree, verified_or
+from disam_ros.verify.gradient_search import QueryGrid, query_grid
 from disam_ros.verify.learned_step import LearnedStep, resolve_features, sift_refined
 from disam_ros.verify.order import StepOrder
 from disam_ros.verify.polish import polish_sift, polished_look
@@ -113,6 +114,7 @@ class Verifier:
         self._deadline, self._stop = math.inf, bool  # no step starts after this perf_counter time, or once _stop()
         self._axes: np.ndarray | None = None  # the map images' optical axes (_forwards)
         self._frame_features: dict[SiftConfig, Features] = {}  # the latest frame's, by recipe (its steps share them)
+        self._frame_grid: QueryGrid | None = None  # ... and its dense-search descriptor grid
         learned = getattr(loc_map.map_geometry, "learned", None)
         self.features = resolve_features(self.config.verify_features, learned, str(getattr(loc_map, "root", "")))
         self.learned = LearnedStep(learned, self.config, device) if self.features != "sift" else None
@@ -167,7 +169,7 @@ class Verifier:
         self._deadline = t0 + self.config.budget_ms / 1e3 if self.config.budget_ms > 0 else math.inf
         self._stop = stop  # false for good by default (bool() is False); a keyframe whose drive was reset: true
         self._agree = may_agree(self.config, self.chain.motion)  # two agreeing may verify (gate.py)
-        self._frame_features = {}
+        self._frame_features, self._frame_grid = {}, None
         h, w = rgb.shape[:2]
         cam, source = self.camera_for(w, h)
         if not self.config.enabled:
@@ -196,6 +198,13 @@ class Verifier:
         if key not in self._frame_features:
             self._frame_features[key] = self.query_features(rgb, key)
         return self._frame_features[key]
+
+    def _grid(self, rgb: np.ndarray, cam: Intrinsics) -> QueryGrid:
+        """The dense search's query grid, computed once a frame (the search around a flow pose and the one after)."""
+        if self._frame_grid is None:
+            self._frame_grid = query_grid(rgb, int(self.map.map_geometry.gradient_cell), self.map_camera, cam,
+                                          self.config)
+        return self._frame_grid
 
     def _late(self) -> bool:
         """This frame's time box is spent (or its caller stopped it): no further step or candidate starts."""
@@ -309,7 +318,7 @@ class Verifier:
     def _dense_attempts(self, rgb: np.ndarray, ks: list[int], cam: Intrinsics, query: Features | None
                         ) -> list[Verification]:
         """The dense search over candidates `ks` (verify/dense_step.py)."""
-        return dense_attempts(rgb, ks, cam, query, self.map, self._map_side, self.map_camera, self.config, self._late)
+        return dense_attempts(self._grid(rgb, cam), ks, cam, query, self.map, self._map_side, self.config, self._late)
 
     def _answer(self, best: Verification, attempts: list[Verification], source: str, t0: float, stamp: float
                 ) -> Verification:
