@@ -340,11 +340,14 @@ def test_a_reset_drops_the_keyframe_in_flight(flow_drive, monkeypatch):
         reloc.map.close()
 
 
-def test_a_late_keyframe_catches_up_through_the_frames_seen_since(flow_drive):
-    """A keyframe solved at frame 0 and settled after frames 1-4 were seen: its seed follows them one by one to
-    frame 4 (4 hops), and the chain's pose there is frame 4's within (0.25 m, 2 deg); the same settle with no
-    frames since leaves the seed at frame 0. Frames 3-4 arriving only while it follows 1-2 are followed too (a
-    catch-up over the frames seen when it began would end at frame 2)."""
+@pytest.mark.parametrize("far", [False, True])
+def test_a_late_keyframe_catches_up_through_the_frames_seen_since(flow_drive, far):
+    """A keyframe solved at frame 0 and settled after frames 1-4 were seen (0.3 m and 0.1 s apart): its seed follows
+    them to frame 4, and the chain's pose there is frame 4's within (0.25 m, 2 deg); the same settle with no frames
+    since leaves the seed at frame 0. One by one (`flow_catch_up_far` off) that is 4 hops; far, frame 1 first (the
+    first seed's speed is unknown), then at 3 m/s frame 4 in one hop (0.9 m, within flow_max_step_m's 1 m): 2 hops.
+    Frames 3-4 arriving only while it follows the first ones are followed too (a catch-up over the frames seen when
+    it began would end at frame 2)."""
     from disam_ros.pose.features import to_grey
     from disam_ros.verify.config import VerifyConfig
     from disam_ros.verify.verifier import Verifier
@@ -359,18 +362,41 @@ def test_a_late_keyframe_catches_up_through_the_frames_seen_since(flow_drive):
         asked.append(after)
         return [(t, g) for t, g in seen[1: 3 if len(asked) == 1 else 5] if t > after]
 
-    for since, last in ((lambda after: [], 0), (lambda after: [f for f in seen[1:] if f[0] > after], 4),
-                        (arriving, 4)):
-        verifier = Verifier(m, VerifyConfig(flow_frames=30), max_speed_mps=15.0)
+    hops = 2 if far else 4
+    for since, last, n in ((lambda after: [], 0, 0), (lambda after: [f for f in seen[1:] if f[0] > after], 4, hops),
+                           (arriving, 4, hops)):
+        verifier = Verifier(m, VerifyConfig(flow_frames=30, flow_catch_up_far=far), max_speed_mps=15.0)
         cam, _ = verifier.camera_for(frames[0][0].shape[1], frames[0][0].shape[0])
         v = verifier.verify(frames[0][0], [k], stamp=stamps[0], keyframe=True)
         assert v.verified and verifier.chain.seed is None  # a keyframe leaves the chain to its caller
         verifier.chain.settle(v, greys[0], stamps[0], cam, since)
         seed = verifier.chain.seed
-        assert seed.stamp == stamps[last] and seed.hops == last
+        assert seed.stamp == stamps[last] and seed.hops == n
         _, pos, quat = frames[last]
         assert float(np.linalg.norm(seed.position - pos)) < 0.25 and float(quat_angle_deg(seed.quat, quat)) < 2.0
-    assert asked == [stamps[0], stamps[2], stamps[4]]  # asked again after each pass, until nothing newer came
+    # asked again after each step (far) or pass (one by one), until nothing newer came
+    assert asked == ([stamps[0], stamps[1], stamps[4]] if far else [stamps[0], stamps[2], stamps[4]])
+
+
+def test_a_far_catch_up_step_that_does_not_verify_falls_back_to_the_next_frame(flow_drive):
+    """Frame 4 replaced by a blank image (flow finds nothing there): the catch-up tries it from frames 1, 2 and 3
+    and each time follows the next frame instead, so its seed ends at frame 3 after 3 hops, frame 3's pose."""
+    from disam_ros.pose.features import to_grey
+    from disam_ros.verify.config import VerifyConfig
+    from disam_ros.verify.verifier import Verifier
+
+    m, k, frames = flow_drive
+    greys = [to_grey(rgb) for rgb, _, _ in frames]
+    greys[4] = np.zeros_like(greys[4])
+    seen = [(1000.0 + 0.1 * i, g) for i, g in enumerate(greys)]
+    verifier = Verifier(m, VerifyConfig(flow_frames=30), max_speed_mps=15.0)
+    cam, _ = verifier.camera_for(frames[0][0].shape[1], frames[0][0].shape[0])
+    v = verifier.verify(frames[0][0], [k], stamp=seen[0][0], keyframe=True)
+    verifier.chain.settle(v, greys[0], seen[0][0], cam, lambda after: [f for f in seen[1:] if f[0] > after])
+    seed = verifier.chain.seed
+    assert seed.stamp == seen[3][0] and seed.hops == 3
+    _, pos, quat = frames[3]
+    assert float(np.linalg.norm(seed.position - pos)) < 0.25 and float(quat_angle_deg(seed.quat, quat)) < 2.0
 
 
 def test_keyframes_count_those_that_verified(flow_drive):

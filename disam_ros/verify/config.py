@@ -187,6 +187,10 @@ class VerifyConfig:
     #                              (rms) where its covariance said centimetres (30 Hz keyframes, validation town 7: NEES
     #                              52 -> 2.9; the smallest step whose mean NEES is <= 3; docs/notes/pose.md)
     #                              Beside the frame loop, the floor: keyframes measure each drive's own (flow_chain.py)
+    flow_catch_up_far: bool = True  # beside the frame loop: a keyframe's catch-up to the newest frame (flow_chain.py)
+    #                                 follows from each frame the farthest one flow would follow in one step
+    #                                 (flow_max_step_m), not every frame (validation 8x drives at 30 Hz, one core:
+    #                                 within 0.25 m 18.6 -> 25.1 %, answers verified off 35 -> 19 a replay)
     motion_speed_factor: float = 1.5  # sequence/window: a verified pose farther from the last verified one than
     #                                   this x the tracker's max speed x the time between them, plus motion_slack_m,
     #                                   is refused as "jumped" (verify/motion.py; 0 = off; single mode: off)

@@ -12,6 +12,11 @@ flow to jump in one step, so its seed follows the frames seen since, one by one,
 arriving while it does, so it asks again for those after the last it followed until none are left: on one core
 a night keyframe took 350-900 ms and its catch-up ~400 ms more, and a catch-up over the frames seen when it began
 ended ~10 frames behind the camera, too far for the frame loop to follow (no night frame verified in real time).
+Frame by frame (~10 ms each on one core) a catch-up can fall behind the camera for good where the frame loop leaves
+the thread a third of the core (a 2-core machine over DDS: 26-30 frames followed in 0.7-0.9 s, the chain spent before
+it was renewed), so from each frame it follows the farthest one flow would follow in one step (`flow_catch_up_far`:
+the predicted motion within flow_max_step_m; the next frame when the seed's speed is unknown, or when that one does
+not verify): at 9 m/s and 30 Hz every other frame.
 
 A keyframe also checks the chain where the chain answered its frame (`_measure`): their distance over the frames
 followed is the drive's flow drift, which then widens every flow pose's covariance, and a keyframe that disagrees
@@ -124,13 +129,24 @@ class FlowChain:
         head._seed, head.drift_m = seed, self.drift_m
         followed = True
         while followed and (frames := [(t, g) for t, g in since(head._seed.stamp) if t > head._seed.stamp]):
-            followed = all(head.follow(g, t, cam, catch_up=True) is not None for t, g in frames)  # stops at a miss
+            if self.config.flow_catch_up_far:
+                followed = head._catch_up(frames, cam)
+            else:
+                followed = all(head.follow(g, t, cam, catch_up=True) is not None for t, g in frames)  # stops at a miss
         with self._lock:
             current = self._seed
             if drive is not None and drive != self.drive:
                 return
             if current is None or head._seed.stamp >= current.stamp or current.hops >= self.config.flow_frames:
                 self._renew(head._seed)
+
+    def _catch_up(self, frames: Sequence[tuple[float, np.ndarray]], cam: Intrinsics) -> bool:
+        """One step of a catch-up over `frames` (stamp, grey; oldest first, after the seed): the farthest one flow
+        follows in one step from the seed (`trackable`: its predicted motion within flow_max_step_m), else, or when
+        that one does not verify, the next one. Returns whether the chain moved on."""
+        seed = self._seed
+        far = next(((t, g) for t, g in reversed(frames[1:]) if trackable(seed, g, t, self.config)), None)
+        return any(self.follow(g, t, cam, catch_up=True) is not None for t, g in ([far] if far else []) + [frames[0]])
 
     def _renew(self, seed: FlowSeed | None) -> None:
         """(lock held) A solve's seed (or none) starts a new chain: the old chain's poses are no longer its own."""
