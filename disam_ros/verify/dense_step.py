@@ -17,7 +17,7 @@ from disam_ros.pose.frames import cam_from_map
 from disam_ros.pose.guided import predicted_pixels
 from disam_ros.verify.config import VerifyConfig
 from disam_ros.verify.gate import agreeing, judged, verified_or
-from disam_ros.verify.gradient_search import QueryGrid, polish, rivalled, search_pose
+from disam_ros.verify.gradient_search import QueryGrid, dense_gate, polish, rivalled, search_pose
 from disam_ros.verify.result import PointTrack, Verification
 from disam_ros.verify.support import support_pairs
 
@@ -44,7 +44,7 @@ def dense_attempts(grid: QueryGrid, ks: list[int], cam: Intrinsics, query: Featu
     `grid`: the query's (gradient_search.query_grid, computed once a frame). `late()` True: the frame's time box is
     spent, no further candidate is searched."""
     out, solved = [], []
-    gate = (cfg.max_turn_deg, cfg.gradient_min_inliers, cfg.gradient_min_inlier_ratio)
+    gate = dense_gate(cfg)
     for k in ks:
         if out and late():
             break

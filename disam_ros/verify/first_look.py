@@ -45,6 +45,11 @@ def near_look(looks: list[Verification], cfg: VerifyConfig) -> Verification | No
     return max(solved, key=lambda v: v.inliers, default=None)
 
 
+def is_dark(rgb: np.ndarray, cfg: VerifyConfig) -> bool:
+    """Night for the keyframe rules: mean grey under `keyframe_dense_dark` (0: never)."""
+    return cfg.keyframe_dense_dark > 0 and float(np.mean(rgb)) < cfg.keyframe_dense_dark
+
+
 class FirstLook:
     """The looks of one drive (reset with it)."""
 
@@ -67,7 +72,7 @@ class FirstLook:
             return ""
         if self.keypoints >= cfg.keyframe_dense_clutter * (sift.nfeatures or SiftConfig.nfeatures):
             return "cluttered"
-        return "dark" if cfg.keyframe_dense_dark > 0 and float(np.mean(rgb)) < cfg.keyframe_dense_dark else ""
+        return "dark" if is_dark(rgb, cfg) else ""
 
     def run(self, verifier: Any, rgb: np.ndarray, ks: list[int], cam: Intrinsics
             ) -> tuple[list[Verification], Verification | None, Features | None]:

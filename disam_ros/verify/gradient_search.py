@@ -93,6 +93,17 @@ def search_pose(query: QueryGrid, map_desc: np.ndarray, points: np.ndarray, R: n
     return replace(second, inlier_ratio=second.num_inliers / n), n
 
 
+def dense_gate(cfg: VerifyConfig) -> tuple[float, int, float]:
+    """The dense search's own gate for gate.judged: (max turn, min inliers, min inlier ratio) (module docstring)."""
+    return cfg.max_turn_deg, cfg.gradient_min_inliers, cfg.gradient_min_inlier_ratio
+
+
+def narrow(cfg: VerifyConfig) -> VerifyConfig:
+    """The search from a pose centimetres off (`polish`, and around a flow pose: verify/prior_step.py): the window
+    `gradient_polish_radius` wide, `gradient_polish_points` map points."""
+    return replace(cfg, gradient_radius=cfg.gradient_polish_radius, gradient_max_points=cfg.gradient_polish_points)
+
+
 def rivalled(v: Any, query: QueryGrid, loc_map: Any, side_of: Callable[[int], Any], cam: Intrinsics,
              cfg: VerifyConfig) -> bool:
     """Whether a marginal dense pose `v` (a Verification with fewer than gradient_sure_inliers at a ratio below
@@ -131,8 +142,7 @@ def polish(v: Any, sol: PoseSolution, query: QueryGrid, side: Any, cam: Intrinsi
     the gate and the covariance scale were set on. Returns the solution `v` now carries."""
     if cfg.gradient_polish_points <= 0:
         return sol
-    again = replace(cfg, gradient_radius=cfg.gradient_polish_radius, gradient_max_points=cfg.gradient_polish_points)
-    better, _ = search_pose(query, side.gradients, side.points, sol.R, sol.t, cam, again)
+    better, _ = search_pose(query, side.gradients, side.points, sol.R, sol.t, cam, narrow(cfg))
     if better is None or float(np.linalg.norm(better.position - sol.position)) > cfg.gradient_polish_max_shift_m \
             or float(quat_angle_deg(better.quat, sol.quat)) > cfg.gradient_polish_max_turn_deg:
         return sol

@@ -26,7 +26,6 @@ against the flow pose that guided it, and kept only with `prior_min_inliers` inl
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -37,11 +36,17 @@ from disam_ros.pose.camera import Intrinsics
 from disam_ros.pose.features import Features
 from disam_ros.pose.frames import cam_from_map
 from disam_ros.verify.config import VerifyConfig
-from disam_ros.verify.first_look import half_sift
+from disam_ros.verify.first_look import half_sift, is_dark
 from disam_ros.verify.gate import judged
-from disam_ros.verify.gradient_search import QueryGrid, search_pose
+from disam_ros.verify.gradient_search import QueryGrid, dense_gate, narrow, search_pose
 from disam_ros.verify.polish import pooled_around
 from disam_ros.verify.result import Verification
+
+
+def _held(v: Verification, position: np.ndarray, quat: np.ndarray, cfg: VerifyConfig) -> bool:
+    """An answer around a flow pose stays within `polish_max_shift_m` / `polish_max_turn_deg` of it."""
+    return float(np.linalg.norm(v.position - position)) <= cfg.polish_max_shift_m \
+        and float(quat_angle_deg(v.quat, quat)) <= cfg.polish_max_turn_deg
 
 
 def prior_attempt(query: Features, prior: tuple[np.ndarray, np.ndarray], cam: Intrinsics, loc_map: Any,
@@ -59,9 +64,7 @@ def prior_attempt(query: Features, prior: tuple[np.ndarray, np.ndarray], cam: In
     if not len(ks) or len(pairs) < cfg.prior_min_inliers:
         return None
     v = solve(query, pairs, points, int(ks[0]), position, quat, cam)
-    if not v.verified or v.inliers < cfg.prior_min_inliers \
-            or float(np.linalg.norm(v.position - position)) > cfg.polish_max_shift_m \
-            or float(quat_angle_deg(v.quat, quat)) > cfg.polish_max_turn_deg:
+    if not v.verified or v.inliers < cfg.prior_min_inliers or not _held(v, position, quat, cfg):
         return None
     v.order, v.scale = "around the flow pose", scale
     return v
@@ -78,16 +81,13 @@ def dense_prior_attempt(grid: Callable[[], QueryGrid], prior: tuple[np.ndarray, 
     ks = nearest_alike(loc_map.positions, forwards, position, quat_to_rot(quat)[:, 2], 1, cfg.polish_max_view_deg)
     if not len(ks):
         return None
-    k, near = int(ks[0]), replace(cfg, gradient_radius=cfg.gradient_polish_radius,
-                                  gradient_max_points=cfg.gradient_polish_points)
+    k = int(ks[0])
     side = map_side(k)
-    sol, searched = search_pose(grid(), side.gradients, side.points, *cam_from_map(position, quat), cam, near)
+    sol, searched = search_pose(grid(), side.gradients, side.points, *cam_from_map(position, quat), cam, narrow(cfg))
     if sol is None:
         return None
-    v = judged(sol, k, searched, position, quat, cfg, (cfg.max_turn_deg, cfg.gradient_min_inliers,
-                                                       cfg.gradient_min_inlier_ratio))
-    if not v.verified or float(np.linalg.norm(v.position - position)) > cfg.polish_max_shift_m \
-            or float(quat_angle_deg(v.quat, quat)) > cfg.polish_max_turn_deg:
+    v = judged(sol, k, searched, position, quat, cfg, dense_gate(cfg))
+    if not v.verified or not _held(v, position, quat, cfg):
         return None
     v.dense, v.order, v.covariance = True, "around the flow pose", v.covariance * cfg.gradient_covariance_scale
     return v
@@ -113,7 +113,7 @@ class PriorStep:
         if self.misses >= 2 and self.misses % cfg.first_probe_every:
             self.misses += 1
             return None
-        if cfg.prior_dense_dark and cfg.gradient_candidates > 0 and float(np.mean(rgb)) < cfg.keyframe_dense_dark \
+        if cfg.prior_dense_dark and cfg.gradient_candidates > 0 and is_dark(rgb, cfg) \
                 and verifier.map.map_geometry.gradients is not None:
             v = dense_prior_attempt(lambda: verifier._grid(rgb, cam), prior, cam, verifier.map, verifier._forwards(),
                                     verifier._map_side, cfg)
