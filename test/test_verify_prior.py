@@ -5,8 +5,9 @@ answered this way. Expected values are the render poses and what the verifier gi
 
 Dark keyframes (`prior_dense_dark`): a frame rendered in snow at a known pose, which SIFT cannot verify, is
 answered by one dense search of the map image nearest its guide, metric and without any SIFT detection; the
-answer is held to the guide (`polish_max_shift_m`), bright frames and the rule off take the SIFT pools as before,
-a guide at a far place finds nothing, and the query's grid is computed once a frame."""
+answer is held to the guide (`polish_max_shift_m`); a bright frame pools half-scale SIFT features first and is then
+searched densely before any full-scale detection (`prior_dense_before_full`); with both rules off the SIFT pools
+run at both scales; a guide at a far place finds nothing, and the query's grid is computed once a frame."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -61,7 +62,10 @@ def test_a_frame_is_solved_around_its_flow_pose_without_a_right_candidate(town):
         assert v.order == "around the flow pose" and v.tried == 1 and v.inliers >= CFG.prior_min_inliers
         err = float(np.linalg.norm(v.position - pos))
         assert err < 0.25 and err < float(np.linalg.norm(guide[0] - pos)) and float(quat_angle_deg(v.quat, quat)) < 2
-        assert v.support is not None and len(v.support.points) >= CFG.min_inliers  # map points for the next frame
+        if v.dense:  # its half-scale pool held too few: the dense search around the guide answered, no keypoints
+            assert v.support is None
+        else:
+            assert v.support is not None and len(v.support.points) >= CFG.min_inliers  # map points for the next frame
     assert solved >= 5, solved  # of 7 frames of a same-condition repeat drive
 
 
@@ -248,9 +252,11 @@ def test_a_dark_keyframe_is_solved_densely_around_its_flow_pose_without_sift(ren
     np.testing.assert_allclose(v.covariance, plain.covariance * DARK.gradient_covariance_scale, rtol=1e-9)
 
 
-def test_bright_frames_and_the_rule_off_take_the_sift_pools(rendered, monkeypatch):
-    """The same frame and guide, as bright as the bound (not dark) or with `prior_dense_dark` off: no dense answer
-    around the guide; SIFT features are detected for the pooled solve first."""
+def test_a_bright_keyframe_pools_half_scale_features_then_searches_densely_before_full_scale(rendered, monkeypatch):
+    """The same snow frame and guide, as bright as the bound (not dark): half-scale features are detected and pooled
+    first and hold too few there; the dense search around the guide then answers before any full-scale detection
+    (`prior_dense_before_full`), within (0.25 m, 2 deg) of where the frame was rendered. In the dark with
+    `prior_dense_dark` off it comes at the same place."""
     from disam_ros.verify.verifier import Verifier
 
     _, _, m = rendered
@@ -259,7 +265,24 @@ def test_bright_frames_and_the_rule_off_take_the_sift_pools(rendered, monkeypatc
     for cfg in (replace(DARK, keyframe_dense_dark=float(rgb.mean())), replace(DARK, prior_dense_dark=False)):
         scales = _counting(monkeypatch)
         v = Verifier(m, cfg).verify(rgb, [_far_place(m, pos)], keyframe=True, prior=guide)
-        assert scales and not (v.order == "around the flow pose" and v.dense), (v.order, v.dense)
+        assert scales == [cfg.first_scale] and v.verified and v.dense and v.order == "around the flow pose"
+        assert float(np.linalg.norm(v.position - pos)) < 0.25 and float(quat_angle_deg(v.quat, quat)) < 2.0
+
+
+def test_with_both_rules_off_the_sift_pools_run_at_both_scales(rendered, monkeypatch):
+    """Bright, or dark with `prior_dense_dark` off, and `prior_dense_before_full` off: the half-scale pool, then
+    full-scale features for the pooled solve, and no dense answer from around the guide."""
+    from disam_ros.verify.verifier import Verifier
+
+    _, _, m = rendered
+    rgb, pos, quat = _beside(rendered, 10, "snow")
+    guide = _guide(pos, quat, 0.15, 0.5)
+    off = replace(DARK, prior_dense_before_full=False)
+    for cfg in (replace(off, keyframe_dense_dark=float(rgb.mean())), replace(off, prior_dense_dark=False)):
+        scales = _counting(monkeypatch)
+        v = Verifier(m, cfg).verify(rgb, [_far_place(m, pos)], keyframe=True, prior=guide)
+        assert scales[:2] == [cfg.first_scale, 1.0] and not (v.order == "around the flow pose" and v.dense), \
+            (scales, v.order, v.dense)
 
 
 def test_the_answer_is_held_to_its_guide_and_a_far_guide_finds_nothing(rendered):

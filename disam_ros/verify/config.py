@@ -217,6 +217,10 @@ class VerifyConfig:
     #                                gradient_polish_points, judged by the dense search's gate; no SIFT detection).
     #                                Validation night renewals, paced: CPU median 174 -> 79 ms, largest error 1.2 ->
     #                                0.31 m; at 30 Hz answers verified off 25 -> 8 a replay, within 0.25 m 14.8 -> 13.0
+    prior_dense_before_full: bool = True  # ... elsewhere that dense search comes after the half-scale pool and before
+    #                                       full-scale SIFT (fog: half-scale pools hold too few, full-scale detection
+    #                                       is ~100 ms). Validation camera-rate drives at 30 Hz, keyframes, four replays
+    #                                       an arm: answers verified off 50 -> 29 a replay, within 36.5 -> 39.3 %
     unguided_min_inliers: int = 12  # ... inliers the unguided solve needs before it may guide (8 let wrong places
     #                                 through on the dev town's handheld frames, 12 none: docs/pose.md)
     regate_far_poses: bool = True  # a SIFT attempt refused only for lying beyond max_shift_m / max_turn_deg of its

@@ -17,7 +17,10 @@ In the dark (night renewals) half- and full-scale SIFT pool too few (38-39 and 7
 bench town's camera-rate night drive, ~200 ms a renewal) while the dense search verifies the same frames. There the
 map image nearest the flow pose is first searched densely from that pose (`prior_dense_dark`): the narrow window and
 point count of the dense polish (verify/gradient_search.polish), judged by the dense search's gate, and no SIFT
-detection at all.
+detection at all. Elsewhere the same search comes after the half-scale pool and before full-scale SIFT
+(`prior_dense_before_full`): in fog the half-scale pools hold 21-45 inliers against 40, and full-scale detection alone
+cost 92-120 ms of a 190-260 ms renewal (validation town 13's camera-rate fog), where the dense search from the flow
+pose verifies with 125-245 inliers, 1-8 cm from the truth.
 
 What is published is never the flow pose: it is the pooled solve against the map's points, judged by the usual gate
 against the flow pose that guided it, and kept only with `prior_min_inliers` inliers within `polish_max_shift_m` and
@@ -105,23 +108,24 @@ class PriorStep:
 
     def answer(self, verifier: Any, rgb: np.ndarray, prior: tuple[np.ndarray, np.ndarray] | None, cam: Intrinsics
                ) -> Verification | None:
-        """`verifier`'s answer around `prior` (None: no prior, off, skipped, or it did not hold): half-scale features
-        first, then full-scale, each computed once for the frame (the usual steps reuse them)."""
+        """`verifier`'s answer around `prior` (None: no prior, off, skipped, or it did not hold): the dense search
+        first in the dark, else half-scale features, the dense search, then full-scale features (each computed once
+        for the frame: the usual steps reuse them)."""
         cfg = self.config
         if prior is None or cfg.prior_min_inliers <= 0 or verifier.features == "learned":
             return None
         if self.misses >= 2 and self.misses % cfg.first_probe_every:
             self.misses += 1
             return None
-        if cfg.prior_dense_dark and cfg.gradient_candidates > 0 and is_dark(rgb, cfg) \
-                and verifier.map.map_geometry.gradients is not None:
-            v = dense_prior_attempt(lambda: verifier._grid(rgb, cam), prior, cam, verifier.map, verifier._forwards(),
-                                    verifier._map_side, cfg)
-            if v is not None:
-                self.misses = 0
-                return v
+        dense = cfg.gradient_candidates > 0 and verifier.map.map_geometry.gradients is not None
+        first = dense and cfg.prior_dense_dark and is_dark(rgb, cfg)  # in the dark before any SIFT detection
+        before_full = dense and cfg.prior_dense_before_full and not first  # elsewhere before full-scale SIFT
+        if first and (v := self._dense(verifier, rgb, prior, cam)) is not None:
+            return v
         half = half_sift(verifier.sift, cfg, rgb)
         for sift, scale in ([(half, cfg.first_scale)] if half else []) + [(verifier.sift, 1.0)]:
+            if scale == 1.0 and before_full and (v := self._dense(verifier, rgb, prior, cam)) is not None:
+                return v
             v = prior_attempt(verifier._features(rgb, sift), prior, cam, verifier.map, verifier._forwards(),
                               verifier._map_side, cfg, verifier._solve, scale)
             if v is not None:
@@ -129,3 +133,12 @@ class PriorStep:
                 return v
         self.misses += 1
         return None
+
+    def _dense(self, verifier: Any, rgb: np.ndarray, prior: tuple[np.ndarray, np.ndarray], cam: Intrinsics
+               ) -> Verification | None:
+        """`dense_prior_attempt` with the verifier's grid (computed once a frame), map and cache."""
+        v = dense_prior_attempt(lambda: verifier._grid(rgb, cam), prior, cam, verifier.map, verifier._forwards(),
+                                verifier._map_side, self.config)
+        if v is not None:
+            self.misses = 0
+        return v
