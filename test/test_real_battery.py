@@ -141,7 +141,7 @@ def test_a_route_with_four_seasons_scores_each_against_summer(tmp_path):
 
 
 def test_nordland_parts_are_trainings_and_the_ci_subset_runs(tmp_path):
-    sets = {s.name: s for s in R.real_sets(SHARED, quick=False) if s.name.startswith("nordland")}
+    sets = {s.name: s for s in R.real_sets(SHARED, quick=False)}
     val, test = sets["nordland_val"], sets["nordland_test"]
     # 1788 frames: test from round(0.5 * 1788) = 894, val ends 5 before it (889) and holds round(0.1 * 1788) = 179
     # frames: [710, 889); dark frames are dropped inside the parts
@@ -155,11 +155,14 @@ def test_nordland_parts_are_trainings_and_the_ci_subset_runs(tmp_path):
     assert [r["method"] for r in rows] == ["raw pixels", "untrained tiny", "untrained small", "shipped real"]
     for r in rows:
         assert all(0.0 <= r[s] <= 1.0 for s in ("nordland_val", "nordland_test", "gp_night>day", "webcams_night"))
-    assert rows[0]["webcams_night:queries"] == 122
+    webcams = sets["webcams_night"]
+    assert sum(len(q) for q in webcams.queries.values()) == 122  # the README's night frames
+    assert rows[0]["webcams_night:queries"] == sum(min(R.QUICK_FRAMES, len(q)) for q in webcams.queries.values())
     names = [s.name for s in R.real_sets(SHARED, quick=True)]  # the dev copies keep their names, in this order
     dev = ["nordland_val", "nordland_test", "gp_night>day", "gp_day>night", "webcams_night"]
     assert [n for n in names if n in dev] == dev
-    assert rows[-1]["webcams_night:ci95"] == pytest.approx(R.interval95(rows[-1]["webcams_night"], 122))
+    n = rows[-1]["webcams_night:queries"]
+    assert rows[-1]["webcams_night:ci95"] == pytest.approx(R.interval95(rows[-1]["webcams_night"], n))
     assert all(("webcams_night:ci95" in r) == (r["draws"] == 1) for r in rows)  # a mean of draws gives its range
 
 

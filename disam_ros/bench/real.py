@@ -54,7 +54,7 @@ DAY_NAMES = ("day", "sunny", "summer")
 SEASONS = ("winter", "spring", "fall", "autumn")  # a route's query seasons, each against its summer frames
 RAW_SIZE = 64
 Z95 = 1.959964  # two-sided 95 %
-QUICK_FRAMES = 30  # --quick: route frames kept per part, queries per group of a held-out set
+QUICK_FRAMES = 10  # --quick: route frames kept per part, queries per group (a camera, a night set)
 FeatureFn = Callable[[Tensor, str], Tensor]
 
 
@@ -180,8 +180,8 @@ def real_sets(data: Path, quick: bool) -> list[RealSet]:
             pairs += gardens_point_sets(d) if d.name == GARDENS_MINI else [
                 quick_cut(s, quick, cut_db=True) for s in gardens_point_sets(d, d.name)]
         elif (d / "frames.csv").is_file():
-            webcams.append(webcams_set(d) if d.name == WEBCAMS_DEV else
-                           quick_cut(webcams_set(d, f"{d.name}_night", "test"), quick))
+            webcams.append(quick_cut(webcams_set(d) if d.name == WEBCAMS_DEV else
+                                     webcams_set(d, f"{d.name}_night", "test"), quick))
     return routes + pairs + webcams
 
 
@@ -336,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
                    "../shared/data): every folder in its README's layouts; the dev copies by their parts, any other "
                    "scored whole as a test set")
     p.add_argument("--quick", action="store_true",
-                   help=f"CI: Nordland parts cut to {QUICK_FRAMES} frames, one untrained draw")
+                   help=f"CI, the code path and not a figure: each route part and each query group (a webcam) "
+                   f"cut to its first {QUICK_FRAMES} frames, one untrained draw")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the product's default)")
     p.add_argument("--json", help="also write the rows as JSON here")
     p.add_argument("--plot", type=Path, help="also draw the table as bars here (PNG; whiskers: the draws' range)")
