@@ -31,6 +31,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def pytest_configure(config):
+    """With xdist workers (each pinned to its core above): one OpenBLAS thread each. Why: numpy is loaded before this
+    file (pytest-randomly imports it), so its OpenBLAS pool was sized to both cores before the pinning and its
+    threads ran outside it, spinning on the other worker's core: `make test` 7 min 56 s -> 7 min 14 s with the tests'
+    own CPU 532 -> 400 s (2026-11-29). The variable must be in the workers' environment when they start, so the
+    controller sets it here, before it starts them."""
+    if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `long` first. Why: pytest-randomly shuffles the order (before this hook, which keeps it among the
     long tests and among the rest), and on two workers a 60-70 s test drawn late ran alone at the end: `make test`
