@@ -296,3 +296,20 @@ def test_force_replaces_only_a_folder_disam_synth_made(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "file"), *args]) == 2
     assert (tmp_path / "file").read_text() == "not a folder"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file", "mine"]
+
+
+def test_the_default_renders_in_process_on_one_core_and_in_a_pool_of_two_beyond(tmp_path, monkeypatch):
+    """workers 0 (the default): a pool only where there is a second core to run it on."""
+    from disam_ros import threads
+    from disam_ros.data.synthetic import generate
+
+    pools = []
+    real_context = generate.mp.get_context
+    monkeypatch.setattr(generate.mp, "get_context", lambda m: pools.append(m) or real_context(m))
+    cfg = WorldConfig(seed=1, image_size=16, frames=4, conditions=("sunny", "night"))  # 8 frames: a pool's worth
+    assert cfg.workers == 0
+    for cores, want in ((1, []), (4, ["forkserver"])):
+        monkeypatch.setattr(threads, "available_cpus", lambda c=cores: c)
+        make_world(cfg, tmp_path / f"w{cores}", progress=False)
+        assert pools == want, cores
+    assert digest(tmp_path / "w1") == digest(tmp_path / "w4")

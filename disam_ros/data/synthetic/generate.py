@@ -79,7 +79,7 @@ class WorldConfig:
     latitude: float = 40.4406
     longitude: float = -79.9959
     timezone: str = "America/New_York"
-    workers: int = 2
+    workers: int = 0  # render processes; 0: one per core this process may run on, at most 2 (disam_ros.threads)
     sheet_places: int = 5
     depth: bool = True  # write ROOT/<condition>/depth/*.png (exact, free to compute; ~40-50 % of the images' disk)
 
@@ -173,8 +173,14 @@ def _watch_parent(parent_pid: int, period_s: float = 0.25) -> None:
 
 
 def render_all(jobs: list[tuple[str, int]], state: dict, workers: int, progress: bool) -> None:
-    """Render every (condition, frame) job; each writes its own file, so order and pool size don't matter."""
+    """Render every (condition, frame) job; each writes its own file, so order and pool size don't matter.
+    workers 0: one per core this process may run on (at most 2): on one core a pool of two rendered the demo's
+    quick world in 7.4 s against 5.2 s in-process (2026-11-29)."""
     from tqdm import tqdm
+
+    from disam_ros.threads import default_threads
+
+    workers = workers or default_threads()
 
     bar = tqdm(total=len(jobs), unit="frame", disable=not progress, desc="disam-synth")
     if workers <= 1 or len(jobs) < 8:
@@ -318,7 +324,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                    "speed, with stops, or is filmed at 8x the frame rate, e.g. overcast_2x")
     p.add_argument("--reference", default=REFERENCE, help="condition of the reference (map) traversal")
     p.add_argument("--blocks", type=int, default=6, help="city blocks enclosed by the driven loop")
-    p.add_argument("--workers", type=int, default=2, help="render processes")
+    p.add_argument("--workers", type=int, default=0, help="render processes (default 0: one per core this process "
+                   "may run on, at most 2)")
     p.add_argument("--force", action="store_true", help="replace an existing non-empty output folder")
     p.add_argument("--no-depth", action="store_true",
                    help="do not write ROOT/<condition>/depth/*.png (16-bit millimetre depth maps) to save disk")
