@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pace_options(p, rate=0.5)
     p.add_argument("--coarse", type=Path, default=ASSETS / "demo_coarse.pt", help="coarse checkpoint")
     p.add_argument("--fine", type=Path, default=ASSETS / "demo_fine.pt", help="fine checkpoint")
-    p.add_argument("--quick", action="store_true", help="a 1-minute version: 64 px, 12 frames, 3 drives (options "
+    p.add_argument("--quick", action="store_true", help="a 1-minute version: 320x240 px, 12 frames, 3 drives (options "
                    "given explicitly still win)")
     return p
 
