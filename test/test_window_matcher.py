@@ -80,7 +80,11 @@ def brute_nearest(u: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.argmin(np.abs(u[None, :] - q[:, None]), axis=1)
 
 
-def test_path_sums_match_brute_force_on_uneven_drives():
+@pytest.mark.parametrize("block", [1, 100, 1 << 20])  # one look-up a block (each speed alone), some speeds, all
+def test_path_sums_match_brute_force_on_uneven_drives(block, monkeypatch):
+    import disam_ros.tracking.window as window
+
+    monkeypatch.setattr(window, "PATH_BLOCK", block)
     rng = np.random.default_rng(4)
     pos, drv = [], []
     for d in range(3):  # three drives of uneven steps (0.3-2 m), partly side by side
@@ -98,7 +102,16 @@ def test_path_sums_match_brute_force_on_uneven_drives():
             slot = brute_nearest(g.u, g.u - v * (stamps[-1] - stamps[k]))
             total += frames[k][np.clip(slot, g.start, g.end - 1)]
         want = np.maximum(want, total)
-    assert path_sums(g, frames, stamps, speeds) == pytest.approx(want, abs=1e-12)
+    np.testing.assert_array_equal(path_sums(g, frames, stamps, speeds), want)  # the same sums in the same order
+    z = frames.astype(np.float32)  # the matcher's frames: float32 scores, summed in float64 in frame order
+    want32 = np.full(n, -np.inf)
+    for v in speeds:
+        total = z[-1].astype(np.float64)
+        for k in range(6):
+            total += z[k][np.clip(brute_nearest(g.u, g.u - v * (stamps[-1] - stamps[k])), g.start, g.end - 1)]
+        want32 = np.maximum(want32, total)
+    np.testing.assert_array_equal(path_sums(g, z, stamps, speeds), want32)
+    assert path_sums(g, frames[-1:], stamps[-1:], speeds).tolist() == frames[-1].tolist()  # one frame: its scores
 
 
 def test_shifted_nearest_is_the_search_exactly_even_at_ties_and_repeated_places():
@@ -110,6 +123,8 @@ def test_shifted_nearest_is_the_search_exactly_even_at_ties_and_repeated_places(
         # random shifts, and shifts that put keys exactly on places and on midpoints between them
         for c in rng.uniform(0, 12, 4).tolist() + [0.0, 0.15, 0.5, 1.0, 1.25, 2.5]:
             assert table(c).tolist() == nearest_slots(u, u - c).tolist()
+        shifts = rng.uniform(0, 12, 5)
+        assert table.many(shifts).tolist() == [nearest_slots(u, u - c).tolist() for c in shifts]
 
 
 def test_speed_grid_spaces_paths_one_map_spacing_apart_at_the_oldest_frame():
