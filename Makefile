@@ -26,8 +26,11 @@ venv: $(STAMP) $(TF2)
 lint: venv
 	$(VENV)/bin/ruff check .
 
+# PYTHONDONTWRITEBYTECODE cleared: the node and CLI processes the tests start then read the package's bytecode
+# instead of each compiling it again, and pytest keeps its rewritten test modules (one run each on 2 cores,
+# 2026-11-29: 8 min 8 s -> 7 min 56 s)
 test: lint
-	$(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: venv
 	$(VENV)/bin/disam-bench all
