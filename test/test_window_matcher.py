@@ -80,7 +80,7 @@ def brute_nearest(u: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.argmin(np.abs(u[None, :] - q[:, None]), axis=1)
 
 
-@pytest.mark.parametrize("block", [1, 100, 1 << 20])  # one look-up a block (each speed alone), some speeds, all
+@pytest.mark.parametrize("block", [1, 400, 1 << 20])  # blocks of one shift, of three (a speed across two), of all
 def test_path_sums_match_brute_force_on_uneven_drives(block, monkeypatch):
     import disam_ros.tracking.window as window
 

@@ -29,7 +29,7 @@ from disam_ros.tracking.place_graph import PlaceGraph
 
 log = logging.getLogger(__name__)
 
-PATH_BLOCK = 1 << 20  # look-ups per block of path_sums (int64: 8 MB at a time)
+PATH_BLOCK = 1 << 15  # slots looked up per block of path_sums (256 kB an int64 array: within a core's cache)
 MAX_GRID_SPEEDS = 256  # the cost bound of a derived grid: beyond it neighbouring paths lie more than a spacing apart
 
 
@@ -70,19 +70,20 @@ class ShiftedNearest:
     def many(self, c: np.ndarray) -> np.ndarray:
         """(M, N): row m holds, for every slot j, the slot nearest to u_j - c[m] (one pass for M shifts)."""
         c = np.asarray(c, dtype=np.float64)
-        cell = (self.scaled[None, :] - (c * self.inv)[:, None]).astype(np.int64)  # keys before u[0]: cell 0
+        n = len(self.u)
+        cell = (self.scaled[None, :] - (c * self.inv)[:, None]).astype(np.int64).ravel()  # before u[0]: cell 0
         np.clip(cell, 0, len(self.table) - 1, out=cell)
         out = self.table[cell]
-        rows, cols = np.nonzero(self.kind[cell])
-        if len(rows):
-            kind, q = self.kind[cell[rows, cols]], self.u[cols] - c[rows]
-            a = out[rows, cols]
-            pick = np.where(np.abs(self.u[a] - q) <= np.abs(self.u[np.minimum(a + 1, len(self.u) - 1)] - q), a, a + 1)
+        odd = np.flatnonzero(self.kind[cell])
+        if len(odd):
+            kind, q = self.kind[cell[odd]], self.u[odd % n] - c[odd // n]
+            a = out[odd]
+            pick = np.where(np.abs(self.u[a] - q) <= np.abs(self.u[np.minimum(a + 1, n - 1)] - q), a, a + 1)
             hard = kind == 2
             if hard.any():
                 pick[hard] = nearest_slots(self.u, q[hard])
-            out[rows, cols] = pick
-        return out
+            out[odd] = pick
+        return out.reshape(len(c), n)
 
 
 _TABLES: weakref.WeakKeyDictionary[PlaceGraph, ShiftedNearest] = weakref.WeakKeyDictionary()
@@ -100,27 +101,35 @@ def path_sums(graph: PlaceGraph, frames: np.ndarray, stamps: np.ndarray, speeds:
 
     frames (L, N) per-frame scores in chain order (oldest first), stamps (L,), speeds (V,) m/s. The slot
     at t_k is the place nearest to arc length u_j - v (t_L - t_k) on j's own drive (clamped to it).
-    Speeds go in blocks of about PATH_BLOCK look-ups, each block's (speed, frame) shifts in one pass: a Python
-    loop per (speed, frame) was 68 % of `disam-sequence-eval`'s time on the Nordland dev route (57 speeds x 19
-    frames a push). The sums add the frames in the same order as that loop, so the result is the same, bit for bit.
+    The (speed, frame) shifts are looked up in blocks of about PATH_BLOCK slots, one pass a block: one pass per
+    shift was 68 % of `disam-sequence-eval`'s time on the Nordland dev route (57 speeds x 19 frames a push, 900
+    places), and blocks much larger than the CPU's cache were slower than that at 10k places. The sums add the
+    frames in the same order as a loop per shift, so the result is the same, bit for bit.
     """
     frames = np.asarray(frames)
     stamps = np.asarray(stamps, dtype=np.float64)
     speeds = np.asarray(speeds, dtype=np.float64)
-    nearest, n, older = shifted_nearest(graph), len(graph.u), len(frames) - 1
-    best = np.full(n, -np.inf)
-    back = stamps[-1] - stamps[:-1]  # seconds before the newest frame
+    nearest, older = shifted_nearest(graph), len(frames) - 1
+    best = np.full(len(graph.u), -np.inf)
     newest = frames[-1].astype(np.float64)
-    step = max(1, PATH_BLOCK // max(1, older * n))
-    for lo in range(0, len(speeds), step):
-        vs = speeds[lo:lo + step]
-        total = np.repeat(newest[None, :], len(vs), axis=0)
-        if older:
-            slots = nearest.many((vs[:, None] * back[None, :]).ravel()).reshape(len(vs), older, n)
-            np.clip(slots, graph.start, graph.end - 1, out=slots)  # shifts >= 0 only ever clamp at the start
-            for k in range(older):
-                total += frames[k][slots[:, k]]
-        np.maximum(best, total.max(axis=0), out=best)
+    if older == 0:
+        return np.maximum(best, newest) if len(speeds) else best
+    ks = np.tile(np.arange(older), len(speeds))  # shifts speed by speed, oldest frame first
+    shifts = np.repeat(speeds, older) * (stamps[-1] - stamps[:-1])[ks]  # metres back at frame k
+    rows = max(1, PATH_BLOCK // max(1, len(graph.u)))
+    for lo in range(0, len(shifts), rows):
+        block = shifts[lo:lo + rows]
+        slots = nearest.many(block)
+        if block.min() >= 0:  # a stream going forward: the nearest slot is at most j, only the start clamps
+            np.maximum(slots, graph.start, out=slots)
+        else:
+            np.clip(slots, graph.start, graph.end - 1, out=slots)
+        for slot, k in zip(slots, ks[lo:lo + rows].tolist()):
+            if k == 0:  # a speed's first shift: its sum starts from the newest frame
+                total = newest.copy()
+            total += frames[k][slot]
+            if k == older - 1:
+                np.maximum(best, total, out=best)
     return best
 
 
