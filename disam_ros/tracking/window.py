@@ -63,10 +63,6 @@ class ShiftedNearest:
         self.table = lo  # the answer, or the first of the pair
         self.kind = np.where(lo == hi, 0, np.where(pair, 1, 2)).astype(np.int8)
 
-    def __call__(self, c: float) -> np.ndarray:
-        """For every slot j: the slot nearest to u_j - c."""
-        return self.many(np.array([c], dtype=np.float64))[0]
-
     def many(self, c: np.ndarray) -> np.ndarray:
         """(M, N): row m holds, for every slot j, the slot nearest to u_j - c[m] (one pass for M shifts)."""
         c = np.asarray(c, dtype=np.float64)
