@@ -36,11 +36,14 @@ class RunningNode:
     compressed: bool
 
 
+THROTTLE_S = 2.5  # log_throttle_s of these nodes (default 5): one line per kind per 2.5 s
+
+
 def _start(world: NodeWorld, tmp: Path, namespace: str, compressed: bool) -> RunningNode:
     from disam_ros.ros import launcher
 
     log = tmp / f"{namespace}.log"
-    params = dict(diagnostics_period_s=0.3, weather="sunny", mode="single")
+    params = dict(diagnostics_period_s=0.3, weather="sunny", mode="single", log_throttle_s=THROTTLE_S)
     if not compressed:  # the compressed node finds the site itself, through the map's source world.yaml
         params.update(latitude=world.latitude, longitude=world.longitude)
     f = open(log, "wb")  # noqa: SIM115  (closed with the process)
@@ -136,7 +139,6 @@ def test_compressed_queries_localize(node_world, nodes):
     assert d["daylight"] == "day" and d["domain"] == "sunny" and float(d["solar_elevation_deg"]) > 30
 
 
-THROTTLE_S = 5.0  # node_stats.LogThrottle: one line per kind per 5 s
 
 
 def _past_throttle(client, patterns: list[str]) -> None:

@@ -132,6 +132,7 @@ class LocalizerNode(LifecycleNode):
         self._selection = self.reloc.select(None)
         self.note_domain(self._selection)  # the encoder it starts with: a later change counts as a switch
         self.dyn = {k: getattr(cfg, k) for k in DYNAMIC}
+        self._log_error.period_s = self._log_warn.period_s = cfg.log_throttle_s
         self.tracking = W.NodeTracking(self.reloc, cfg)  # place graph and observation model from the map
         out = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         pub = self.create_lifecycle_publisher  # silent unless active: a deactivated node publishes no pose

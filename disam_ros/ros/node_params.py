@@ -178,6 +178,9 @@ PARAMETERS: tuple[Param, ...] = (
     Param("publish_debug_image", False, "Publish the Grad-SAM debug image on ~/debug_image.", dynamic=True),
     Param("debug_rate_hz", 1.0, "Maximum rate of ~/debug_image.", dynamic=True, constraints="> 0"),
     Param("diagnostics_period_s", 1.0, "Period of the /diagnostics status.", constraints="> 0"),
+    Param("log_throttle_s", 5.0, "Warnings and errors of one kind (bad frames, refused CameraInfo, ...) are logged "
+          "at most once per this many seconds; the next line says how many were held back (all are counted in "
+          "/diagnostics).", constraints="> 0"),
     Param("frame_id", "", "frame_id of published poses; empty = the map's frame."),
     Param("allow_unverified_model", False, "Accept a map or checkpoint without a recorded sha256 (logged); "
           "default: refuse, so a map is never served with a model it was not built with."),
@@ -249,6 +252,7 @@ class LocalizerConfig:
     publish_debug_image: bool
     debug_rate_hz: float
     diagnostics_period_s: float
+    log_throttle_s: float
     frame_id: str
     allow_unverified_model: bool
     autostart: bool
@@ -330,7 +334,7 @@ def check_value(name: str, value: Any) -> Any:
         raise ValueError(f"image_qos {value!r} is not valid: use one of {IMAGE_QOS}")
     elif name == "max_rate_hz" and not (math.isfinite(value) and value >= 0.0):
         raise ValueError(f"max_rate_hz must be >= 0 (0 = unlimited), got {value}")
-    elif name in ("debug_rate_hz", "prior_timeout_s", "diagnostics_period_s") and not (
+    elif name in ("debug_rate_hz", "prior_timeout_s", "diagnostics_period_s", "log_throttle_s") and not (
             math.isfinite(value) and value > 0.0):
         raise ValueError(f"parameter '{name}' must be > 0, got {value}")
     elif name == "prior_radius_m" and not (math.isfinite(value) and value >= 0.0):
