@@ -31,10 +31,10 @@ def test_the_shell_entry_parses_and_refuses_to_run_without_out(tmp_path):
 
 def test_a_step_past_the_budget_is_a_row_and_the_summary_lists_every_step(tmp_path):
     g = load_driver()
-    c = g.Check("cuda", tmp_path, tmp_path / "out", quick=True, deadline=time.monotonic() + 5.5)
+    c = g.Check("cuda", tmp_path, tmp_path / "out", quick=True, deadline=time.monotonic() + 2.5, min_step_s=2.0)
     ok, text, _ = c.run("slow", [sys.executable, "-c", "print('started', flush=True); import time; time.sleep(60)"], 60)
     assert not ok and "started" in text and "TIMEOUT after" in text
-    c.add("slow step", ok, 5.5, "timed out")
+    c.add("slow step", ok, 2.5, "timed out")
     ok, text, s = c.run("late", [sys.executable, "-c", "print(1)"], 60)
     assert (ok, s) == (False, 0.0) and text.startswith("SKIPPED")
     c.add("late step", ok, s, text)

@@ -35,6 +35,7 @@ class Check:
     out: Path
     quick: bool
     deadline: float = float("inf")  # time.monotonic() by which every step must have ended
+    min_step_s: float = 5.0  # a step with less time than this left is skipped, not started
     rows: list[dict] = field(default_factory=list)
 
     @property
@@ -45,7 +46,7 @@ class Check:
         """Run one step; its output goes to OUT/logs/<name>.log. (ok, output, seconds)."""
         t0 = time.perf_counter()
         timeout = min(timeout, self.deadline - time.monotonic())
-        if timeout < 5:
+        if timeout < self.min_step_s:
             return False, "SKIPPED: the check's time budget is spent (raise --budget-s)", 0.0
         try:
             p = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout,
