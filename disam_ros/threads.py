@@ -41,12 +41,24 @@ def resolve_threads(requested: int | None) -> int:
     return requested
 
 
-def apply_threads(requested: int | None) -> int:
-    """Set torch's (and, when loaded, faiss's) CPU thread pools; returns the count in force."""
+def apply_threads(requested: int | None, image_pools: bool = True) -> int:
+    """Set the CPU thread pools of torch, (when loaded) faiss and, with `image_pools`, OpenCV and numpy's BLAS;
+    returns the count in force.
+
+    Why OpenCV and BLAS: both size their pools to every core when first loaded, before any parameter is read, so
+    with torch's alone a node given `threads: 1` on a 16-core vehicle still ran its descriptor products and image
+    filters on 16 threads. Map building leaves them (`image_pools=False`): offline work on a machine of its own,
+    whose SIFT over thousands of images uses every core OpenCV finds."""
     import torch
 
     n = resolve_threads(requested)
     torch.set_num_threads(n)
+    if image_pools:
+        import cv2
+        from threadpoolctl import threadpool_limits
+
+        cv2.setNumThreads(n)
+        threadpool_limits(limits=n, user_api="blas")  # in force from here on (not used as a context manager)
     faiss = sys.modules.get("faiss")
     if faiss is not None and hasattr(faiss, "omp_set_num_threads"):
         faiss.omp_set_num_threads(n)

@@ -12,9 +12,21 @@ from disam_ros.bench.threads import thread_counts
 
 @pytest.fixture
 def keep_torch_threads():
-    before = torch.get_num_threads()
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    before, cv_before, blas_before = torch.get_num_threads(), cv2.getNumThreads(), _blas_threads()
     yield
     torch.set_num_threads(before)
+    cv2.setNumThreads(cv_before)
+    threadpool_limits(limits=blas_before, user_api="blas")
+
+
+def _blas_threads() -> int:
+    """numpy's BLAS pool, as the library itself reports it."""
+    from threadpoolctl import threadpool_info
+
+    return min(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
 
 
 def test_default_is_the_cap_or_the_cores_whichever_is_fewer(monkeypatch):
@@ -30,10 +42,16 @@ def test_available_cpus_is_the_affinity_mask_not_the_host():
         assert T.available_cpus() == len(os.sched_getaffinity(0))
 
 
-def test_apply_threads_sets_torch_and_keeps_an_explicit_count(keep_torch_threads):
-    assert T.apply_threads(1) == 1 and torch.get_num_threads() == 1
-    assert T.apply_threads(3) == 3 and torch.get_num_threads() == 3  # above the cap: the user's word stands
-    assert T.apply_threads(0) == T.default_threads() == torch.get_num_threads()
+def test_apply_threads_sets_every_pool_and_keeps_an_explicit_count(keep_torch_threads):
+    import cv2
+
+    for n in (1, 3, 0):  # 3: above the cap, the user's word stands; 0: the default
+        want = n or T.default_threads()
+        assert T.apply_threads(n) == want
+        assert torch.get_num_threads() == cv2.getNumThreads() == _blas_threads() == want
+    T.apply_threads(1)
+    assert T.apply_threads(3, image_pools=False) == 3 == torch.get_num_threads()  # map building: torch's alone
+    assert cv2.getNumThreads() == _blas_threads() == 1
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "2"])

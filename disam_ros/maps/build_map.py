@@ -107,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--threads", type=non_negative_int, default=0,
-                   help="CPU threads (default 0 = min(2, cores); docs/benchmarks.md, CPU threads)")
+                   help="torch CPU threads (default 0 = min(2, cores); docs/benchmarks.md, CPU threads); "
+                   "OpenCV's SIFT keeps every core")
     p.add_argument("--shard", type=parse_shard, help="build only contiguous part i of n (i/n)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing map at --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar; log warnings only")
@@ -370,7 +371,7 @@ def config_from_args(args: argparse.Namespace) -> MapBuildConfig:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    apply_threads(args.threads)
+    apply_threads(args.threads, image_pools=False)  # SIFT over the map's images keeps OpenCV's every core
     # the library logs the size estimate (info) and the index-poses / large-map warnings: show them
     logs.setup(-1 if args.quiet else 0)
     bad_out = output_dir_error(args.out, "--out")
