@@ -152,6 +152,7 @@ def test_check_value_messages():
         ("map", "", "parameter 'map' is empty"), ("map", "/nonexistent/x", "does not exist"),
         ("device", "gpu", "device 'gpu' is not valid"), ("max_rate_hz", -1.0, "max_rate_hz must be >= 0"),
         ("debug_rate_hz", 0.0, "must be > 0"), ("weather", "hail", "weather 'hail' is not valid"),
+        ("log_throttle_s", 0.0, "parameter 'log_throttle_s' must be > 0"),
         ("latitude", 91.0, "latitude 91.0 is out of range"), ("top_n", 0, "must be >= 1"),
         ("mode", "batch", "mode 'batch' is not valid: use one of sequence, single, window"),
         ("min_speed_mps", -1.0, "'min_speed_mps' must be a speed >= 0"),
