@@ -13,6 +13,7 @@ frame's `confidence`; `disam-calibrate --verify` fits it.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -38,9 +39,12 @@ def _log_binom_tail(k: int, n: int, p: float) -> float:
     return m + math.log(sum(math.exp(t - m) for t in terms))
 
 
+@functools.lru_cache(maxsize=4096)
 def clopper_pearson_lower(k: int, n: int, alpha: float = ALPHA) -> float:
     """Exact one-sided lower confidence bound of a binomial proportion with k successes in n trials: the p at
-    which P(X >= k | n, p) = alpha (0 when k = 0; alpha^(1/n) when k = n). Bisection to 1e-12."""
+    which P(X >= k | n, p) = alpha (0 when k = 0; alpha^(1/n) when k = n). Bisection to 1e-12, each step a sum
+    over n - k terms: remembered, since a calibration's bounded fit asks for the same (k, n) again and again (797
+    calls, 163 distinct, 2 s of an 8 s `disam-sequence-eval` comparison on the Nordland dev route)."""
     if not (0 <= k <= n) or not 0.0 < alpha < 1.0:
         raise ValueError(f"clopper_pearson_lower needs 0 <= k <= n and alpha in (0, 1), got k={k}, n={n}, "
                          f"alpha={alpha}")
