@@ -338,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true",
                    help=f"CI, the code path and not a figure: each route part and each query group (a webcam) "
                    f"cut to its first {QUICK_FRAMES} frames, one untrained draw")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the product's default)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads of torch, OpenCV and OpenBLAS (0: the product's default)")
     p.add_argument("--json", help="also write the rows as JSON here")
     p.add_argument("--plot", type=Path, help="also draw the table as bars here (PNG; whiskers: the draws' range)")
     args = p.parse_args(argv)
