@@ -197,6 +197,7 @@ def test_parameter_values_checked():
                                 ("anchor_agree", 0, "anchor_agree must be >= 1"),
                                 ("odom_qos", "fast", "odom_qos 'fast' is not valid"),
                                 ("closure_max_dt_s", 0.0, "must be > 0"),
+                                ("log_throttle_s", 0.0, "parameter 'log_throttle_s' must be > 0"),
                                 ("camera_in_base", [1.0], "camera_in_base must be 7 finite numbers")]:
         with pytest.raises(ValueError, match=re_escape(reason)):
             PP.check_value(name, value)

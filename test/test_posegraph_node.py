@@ -408,3 +408,26 @@ def test_lifecycle_transitions_in_process():
             if n is not None:
                 n.destroy_node()
         rclpy.shutdown(context=ctx)
+
+
+def test_log_throttle_period_is_the_parameter():
+    """`log_throttle_s` sets how often one kind of warning is logged: at 0.25 s the same kind passes again after
+    0.3 s, where the default (5 s) would still hold it back."""
+    from disam_ros.ros.posegraph_node import PoseGraphNode
+
+    ctx = rclpy.Context()
+    rclpy.init(args=[], context=ctx)
+    node = None
+    try:
+        node = PoseGraphNode(context=ctx, cli_args=["--ros-args", "-p", "log_throttle_s:=0.25"],
+                             namespace=f"pg_thr_{uuid.uuid4().hex[:6]}")
+        node.start()
+        text = "odometry refused: its stamp is not after the previous one"
+        assert node._log_warn(text) and not node._log_warn(text)  # the second within the period is held back
+        time.sleep(0.3)
+        assert node._log_warn(text)
+        assert node._log_error.period_s == 0.25
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.shutdown(context=ctx)

@@ -112,6 +112,7 @@ class PoseGraphNode(LifecycleNode):
 
         self.config_error = ""
         cfg = self.cfg = PP.read_config(self)
+        self._log_warn.period_s = self._log_error.period_s = cfg.log_throttle_s
         self.graph = PoseGraph(PoseGraphConfig(**cfg.graph_kwargs()))
         self.feed = F.GraphFeed(self.graph, cfg, self._log_warn, self._log_error)
         self.path_cache = IncrementalPath(cfg.map_frame, cfg.max_path_poses)

@@ -54,6 +54,9 @@ PARAMETERS: tuple[Param, ...] = (
     Param("pending_hints", 32, "Hints newer than the latest odometry wait for it, at most this many (the oldest "
           "is dropped and counted).", constraints=">= 0"),
     Param("diagnostics_period_s", 1.0, "Period of the /diagnostics status.", constraints="> 0"),
+    Param("log_throttle_s", 5.0, "Warnings and errors of one kind (refused odometry or hints, ...) are logged at "
+          "most once per this period; the next line says how many were held back (all are counted in "
+          "/diagnostics).", constraints="> 0"),
     Param("robust", "cauchy", "Robust kernel of closure factors (a wrong closure is down-weighted, not obeyed).",
           constraints=", ".join(ROBUST)),
     Param("robust_k", 3.0, "Kernel width in sigmas of the whole 6-D whitened residual (3: a typical correct "
@@ -105,6 +108,7 @@ class PoseGraphNodeConfig:
     max_marker_closures: int
     pending_hints: int
     diagnostics_period_s: float
+    log_throttle_s: float
     robust: str
     robust_k: float
     odom_sigma_m_per_m: float
@@ -144,8 +148,8 @@ def check_value(name: str, value: Any) -> Any:
     elif name == "robust" and value not in ROBUST:
         raise ValueError(f"robust {value!r} is not valid: use one of {', '.join(ROBUST)}")
     elif name in ("unverified_sigma_m", "unverified_sigma_deg", "robust_k", "odom_sigma_m_per_m",
-                  "odom_sigma_deg_per_m", "closure_max_dt_s", "diagnostics_period_s", "max_odom_position_m",
-                  "max_odom_speed_mps", "max_odom_gap_s") and value <= 0.0:
+                  "odom_sigma_deg_per_m", "closure_max_dt_s", "diagnostics_period_s", "log_throttle_s",
+                  "max_odom_position_m", "max_odom_speed_mps", "max_odom_gap_s") and value <= 0.0:
         raise ValueError(f"parameter '{name}' must be > 0, got {value}")
     elif name in ("keyframe_m", "keyframe_deg", "keyframe_s", "path_period_s", "markers_period_s") and value < 0.0:
         raise ValueError(f"parameter '{name}' must be >= 0 (0 = off), got {value}")
