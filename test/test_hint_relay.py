@@ -248,6 +248,7 @@ def test_trigger_gate():
     ({"min_period_s": -1}, "min_period_s must be >= 0"),
     ({"camera_in_base": [1.0, 2.0]}, "camera_in_base must be 7 finite numbers"),
     ({"unverified_sigma_m": 0.0}, "parameter 'unverified_sigma_m' must be > 0"),
+    ({"log_throttle_s": 0.0}, "parameter 'log_throttle_s' must be > 0"),
     ({"map_frame": "my map"}, "map_frame 'my map' is not a frame name"),
 ])
 def test_bad_values_are_one_line_errors(change, expect):
@@ -508,6 +509,25 @@ def test_node_reads_the_params_file_in_process():
         assert node.relay("{not json") is None and node.counts["hints_rejected"] == 1
         out = node.relay(hint_text())
         assert out is not None and out.header.frame_id == "cam" and node.counts["poses_published"] == 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
+@pytest.mark.ros
+def test_log_throttle_period_is_the_parameter():
+    """`log_throttle_s` 0.25: a refused hint's kind is logged again after 0.3 s (the default 5 s would hold it)."""
+    ctx = rclpy.Context()
+    rclpy.init(args=[], context=ctx)
+    node = None
+    try:
+        node = HR.HintRelayNode(context=ctx, namespace=f"hr_thr_{uuid.uuid4().hex[:6]}", cli_args=[
+            "--ros-args", "-p", "camera_frame:=cam", "-p", "log_throttle_s:=0.25"])
+        text = "hint refused: not JSON"
+        assert node._log_warn(text) and not node._log_warn(text)
+        time.sleep(0.3)
+        assert node._log_warn(text)
     finally:
         if node is not None:
             node.destroy_node()

@@ -74,6 +74,8 @@ PARAMETERS: tuple[Param, ...] = (
           "unverified hint (deg).", constraints="> 0"),
     Param("min_period_s", 5.0, "slam_toolbox: at most one initialpose per this many seconds of hint stamps (each "
           "one restarts slam_toolbox's scan matching); 0 = every verified hint.", constraints=">= 0"),
+    Param("log_throttle_s", 5.0, "Warnings of one kind (hints refused, ...) are logged at most once per this period; "
+          "the next line says how many were held back (all are counted).", constraints="> 0"),
 )
 PARAMETER_NAMES = tuple(p.name for p in PARAMETERS)
 FLOAT_PARAMS = frozenset(p.name for p in PARAMETERS if isinstance(p.default, float))
@@ -91,6 +93,7 @@ class RelayConfig:
     unverified_sigma_m: float
     unverified_sigma_deg: float
     min_period_s: float
+    log_throttle_s: float
 
 
 assert {f.name for f in fields(RelayConfig)} == set(PARAMETER_NAMES)
@@ -111,7 +114,7 @@ def check_value(name: str, value: Any) -> Any:
     if name == "camera_in_base":
         H.parse_camera_in_base(value)  # the pose-graph node's parser: same format, same one-line errors
         value = [float(v) for v in value]
-    elif name in ("unverified_sigma_m", "unverified_sigma_deg") and value <= 0.0:
+    elif name in ("unverified_sigma_m", "unverified_sigma_deg", "log_throttle_s") and value <= 0.0:
         raise ValueError(f"parameter '{name}' must be > 0, got {value}")
     elif name == "min_period_s" and value < 0.0:
         raise ValueError(f"min_period_s must be >= 0 (0 = every verified hint), got {value}")
@@ -170,7 +173,7 @@ class HintRelayNode(Node):
                                else H.diagonal_covariance(cfg.unverified_sigma_m, cfg.unverified_sigma_deg))
         self.gate = RM.TriggerGate(cfg.min_period_s)
         self.counts = dict.fromkeys(COUNTERS, 0)
-        self._log_warn = S.LogThrottle(lambda text: self.get_logger().warning(text))
+        self._log_warn = S.LogThrottle(lambda text: self.get_logger().warning(text), cfg.log_throttle_s)
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.pub = self.create_publisher(PoseWithCovarianceStamped, TOPICS[cfg.target], qos)
         self.sub = self.create_subscription(String, "loop_closure", self._on_hint, qos)
