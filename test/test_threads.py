@@ -92,3 +92,21 @@ def test_disam_build_map_takes_threads():
 
     assert _parser().parse_args(["--out", "o", "--threads", "1"]).threads == 1
     assert _parser().parse_args(["--out", "o"]).threads == 0
+
+
+def test_disam_build_map_bounds_opencv_only_when_asked(keep_torch_threads, tmp_path):
+    """An explicit --threads bounds every pool (a vehicle's computer building a map beside its other work); the
+    default leaves OpenCV's SIFT on every core it had. The runs stop at the refused --out, after the threads."""
+    import cv2
+
+    from disam_ros.maps.build_map import main
+
+    taken = tmp_path / "a_file"
+    taken.write_text("x")
+    argv = ["--dataset", str(tmp_path), "--condition", "sunny", "--out", str(taken)]
+    T.apply_threads(3)
+    assert main([*argv, "--threads", "1"]) == 2
+    assert torch.get_num_threads() == cv2.getNumThreads() == _blas_threads() == 1
+    T.apply_threads(3)
+    assert main(argv) == 2
+    assert torch.get_num_threads() == T.default_threads() and cv2.getNumThreads() == _blas_threads() == 3

@@ -107,8 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--threads", type=non_negative_int, default=0,
-                   help="torch CPU threads (default 0 = min(2, cores); docs/benchmarks.md, CPU threads); "
-                   "OpenCV's SIFT keeps every core")
+                   help="CPU threads: a count bounds torch, OpenCV and OpenBLAS (a machine shared with other work); "
+                   "default 0 = torch at min(2, cores), OpenCV's SIFT on every core (docs/benchmarks.md, CPU threads)")
     p.add_argument("--shard", type=parse_shard, help="build only contiguous part i of n (i/n)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing map at --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar; log warnings only")
@@ -371,7 +371,7 @@ def config_from_args(args: argparse.Namespace) -> MapBuildConfig:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    apply_threads(args.threads, image_pools=False)  # SIFT over the map's images keeps OpenCV's every core
+    apply_threads(args.threads, image_pools=args.threads > 0)  # by default SIFT keeps OpenCV's every core
     # the library logs the size estimate (info) and the index-poses / large-map warnings: show them
     logs.setup(-1 if args.quiet else 0)
     bad_out = output_dir_error(args.out, "--out")
