@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -495,43 +496,41 @@ def test_params_file_matches_the_declarations():
     assert params == {p.name: p.default for p in HR.PARAMETERS}
 
 
-@pytest.mark.ros
-def test_node_reads_the_params_file_in_process():
+@contextmanager
+def relay_in_process(*ros_args: str):
+    """A HintRelayNode in this process, on a context of its own, with these --ros-args."""
     ctx = rclpy.Context()
     rclpy.init(args=[], context=ctx)
     node = None
     try:
-        node = HR.HintRelayNode(context=ctx, namespace=f"hr_ip_{uuid.uuid4().hex[:6]}", cli_args=[
-            "--ros-args", "--params-file", str(REPO / "config" / "hint_relay.yaml"), "-p", "camera_frame:=cam"])
+        node = HR.HintRelayNode(context=ctx, namespace=f"hr_ip_{uuid.uuid4().hex[:6]}",
+                                cli_args=["--ros-args", *ros_args])
+        yield node
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
+@pytest.mark.ros
+def test_node_reads_the_params_file_in_process():
+    with relay_in_process("--params-file", str(REPO / "config" / "hint_relay.yaml"), "-p", "camera_frame:=cam") as node:
         assert node.cfg == HR.check_config({p.name: p.default for p in HR.PARAMETERS} | {"camera_frame": "cam"})
         assert all(node.describe_parameter(name).description for name in HR.PARAMETER_NAMES)
         assert node.pub.topic_name.endswith("/global_pose") and node.sub.topic_name.endswith("/loop_closure")
         assert node.relay("{not json") is None and node.counts["hints_rejected"] == 1
         out = node.relay(hint_text())
         assert out is not None and out.header.frame_id == "cam" and node.counts["poses_published"] == 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.shutdown(context=ctx)
 
 
 @pytest.mark.ros
 def test_log_throttle_period_is_the_parameter():
     """`log_throttle_s` 0.25: a refused hint's kind is logged again after 0.3 s (the default 5 s would hold it)."""
-    ctx = rclpy.Context()
-    rclpy.init(args=[], context=ctx)
-    node = None
-    try:
-        node = HR.HintRelayNode(context=ctx, namespace=f"hr_thr_{uuid.uuid4().hex[:6]}", cli_args=[
-            "--ros-args", "-p", "camera_frame:=cam", "-p", "log_throttle_s:=0.25"])
+    with relay_in_process("-p", "camera_frame:=cam", "-p", "log_throttle_s:=0.25") as node:
         text = "hint refused: not JSON"
         assert node._log_warn(text) and not node._log_warn(text)
         time.sleep(0.3)
         assert node._log_warn(text)
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.shutdown(context=ctx)
 
 
 def test_launch_file_and_console_script():
