@@ -246,6 +246,28 @@ def test_keyframe_times_pool_over_runs():
     assert one["keyframe_verify_run_ms_median"] == 999.0  # nodes that list no times: the runs' medians as before
 
 
+def test_plot_panels_from_hand_made_rows(tmp_path):
+    """Shares in % of the SENT frames, latency as given, keyframe quartiles over the pooled times (numpy's linear
+    percentiles: 25 % of [10, 20, 30, 40] is 17.5, 75 % is 32.5), NaN for a drive without keyframes; `all` left out."""
+    from disam_ros.bench.node_rate_plot import plot_rate, rate_panels
+
+    rows = [{"drive": "night", "sent": 40, "answered": 30, "within_0.25m_2deg": 0.25, "hinted_0.25m_2deg": 0.5,
+             "latency_median_ms": 40.0, "latency_p95_ms": 90.0, "keyframe_verify_run_ms": [40.0, 10.0, 30.0, 20.0],
+             "keyframe_verify_run_ms_median": 25.0},
+            {"drive": "fog", "sent": 8, "answered": 2, "within_0.25m_2deg": 0.0, "hinted_0.25m_2deg": None,
+             "latency_median_ms": None, "latency_p95_ms": None},
+            {"drive": "all", "sent": 48, "answered": 32}]
+    p = rate_panels(rows)
+    assert p.drives == ["night", "fog"]
+    assert p.shares["answered"] == [75.0, 25.0] and p.shares["within_0.25m_2deg"] == [25.0, 0.0]
+    assert p.shares["hinted_0.25m_2deg"][0] == 50.0 and math.isnan(p.shares["hinted_0.25m_2deg"][1])
+    assert p.latency_median[0] == 40.0 and p.latency_p95[0] == 90.0 and math.isnan(p.latency_p95[1])
+    assert (p.keyframe_median[0], p.keyframe_q1[0], p.keyframe_q3[0]) == (25.0, 17.5, 32.5)
+    assert math.isnan(p.keyframe_median[1]) and math.isnan(p.keyframe_q1[1])
+    png = plot_rate(rows, 30.0, tmp_path / "sub" / "rate.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(png.parent.glob("*.tmp*"))
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--rate", "0"], "--rate"), (["--rate", "30", "--conditions", "nosuch"], "unknown nosuch"),
     (["--rate", "30", "--param", "x"], "NAME:=VALUE"), (["--rate", "30", "--param", "map:=/m"], "set by the"),
@@ -271,11 +293,12 @@ def test_small_real_run_at_camera_rate(tmp_path):
     cmd = [sys.executable, "-c", "import sys; from disam_ros.bench import main; sys.exit(main(sys.argv[1:]))",
            "node", "--rate", "10", "--image-size", "320x240", "--frames", "4", "--conditions", "sunny_repeat",
            "--cores", "1", "--param", "mode:=sequence", "--runs", "2", "--workdir", str(tmp_path / "w"),
-           "--json", str(out)]
+           "--json", str(out), "--plot", str(tmp_path / "rate.png")]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     wall_ms = 1e3 * (time.monotonic() - t0)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "rate.png").read_bytes()[:4] == b"\x89PNG" and f"plot: {tmp_path / 'rate.png'}" in proc.stderr
     doc = json.loads(out.read_text())
     assert {"suite", "mode", "rate_hz", "image", "frames_per_drive", "cores", "node_cpus", "publisher_cpus",
             "node_parameters", "thresholds", "node_stage_median_ms", "node_exit_code", "results"} <= set(doc)

@@ -2,6 +2,7 @@
 
     disam-bench node --rate 30 [--conditions sunny_repeat,night,snow,fog,rain,dusk] [--dense] [--frames 16]
                      [--cores 1] [--param NAME:=VALUE ...] [--runs 1] [--workdir D] [--json out.json]
+                     [--plot out.png]
 
 Camera-rate mode of `disam-bench node`. The demo's world (synthetic town, seed 0, 640x480, `--frames` per drive)
 and map (the `sunny` reference drive, shipped demo weights, with geometry, so the node verifies) are rendered and
@@ -286,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "table and `results` give per-drive medians and the 0.25 m share's range (default 1)")
     p.add_argument("--workdir", type=Path, default=None, help="keep the world, map and node log here (default: temp)")
     p.add_argument("--json", type=Path, default=None, help="also write the JSON result to this file")
+    p.add_argument("--plot", type=Path, default=None, help="also draw the rows as bars here (PNG: shares of the "
+                   "frames answered, right and hinted; latency; keyframe verification times)")
     return p
 
 
@@ -315,7 +318,7 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[li
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    check_output_files(parser, args, "--json")
+    check_output_files(parser, args, "--json", "--plot")
     drives, params = check_args(parser, args)
     from disam_ros.ros import env
 
@@ -350,4 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(doc, indent=1))
     if args.json:
         atomic_write_text(args.json, json.dumps(doc, indent=1))
+    if args.plot:
+        from disam_ros.bench.node_rate_plot import plot_rate
+
+        print(f"plot: {plot_rate(r['rows'], args.rate, args.plot)}", file=sys.stderr)
     return 0 if r["node_exit_code"] == 0 and r["rows"][-1]["answered"] else 1
