@@ -268,6 +268,66 @@ def test_plot_panels_from_hand_made_rows(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(png.parent.glob("*.tmp*"))
 
 
+def _saved_run(path, rows, rate=30.0, **params):
+    doc = {"suite": "node", "mode": "rate", "rate_hz": rate, "node_parameters": {"threads": 1, **params},
+           "results": rows}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_another_run_is_aligned_by_drive_and_named_by_what_differs(tmp_path):
+    """The other run's panels follow this run's drives (NaN for one it lacks, its extra drive left out); the labels
+    are the node parameters whose values differ, `defaults` for a run that set none of them, else the rate."""
+    from disam_ros.bench.node_rate_plot import aligned, plot_rate, rate_panels, run_labels
+
+    mine = [{"drive": "night", "sent": 10, "answered": 10, "latency_median_ms": 30.0},
+            {"drive": "fog", "sent": 10, "answered": 5, "latency_median_ms": 50.0}]
+    other = [{"drive": "dusk", "sent": 4, "answered": 1, "latency_median_ms": 900.0},
+             {"drive": "night", "sent": 10, "answered": 2, "latency_median_ms": 700.0}]
+    q = aligned(rate_panels(other), rate_panels(mine).drives)
+    assert q.drives == ["night", "fog"] and q.shares["answered"][0] == 20.0 and math.isnan(q.shares["answered"][1])
+    assert q.latency_median[0] == 700.0 and math.isnan(q.latency_median[1]) and math.isnan(q.keyframe_q3[0])
+    kf = {"node_parameters": {"threads": 1, "verify_keyframes": True}, "rate_hz": 30.0}
+    assert run_labels(kf, {"node_parameters": {"threads": 1}, "rate_hz": 30.0}) == ("verify_keyframes: true",
+                                                                                     "defaults")
+    assert run_labels(kf, {**kf, "rate_hz": 15.0}) == ("30 Hz", "15 Hz") and run_labels(kf, kf) == ("", "")
+    png = plot_rate(mine, 30.0, tmp_path / "both.png", against=other, labels=("a", "b"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_saved_run_is_redrawn_without_measuring(tmp_path, capsys):
+    from disam_ros.bench import main
+
+    rows = [{"drive": "night", "sent": 10, "answered": 9, "keyframe_verify_run_ms": [80.0, 120.0]}]
+    a = _saved_run(tmp_path / "a.json", rows, verify_keyframes=True)
+    b = _saved_run(tmp_path / "b.json", rows)
+    assert main(["node", "--from", str(a), "--against", str(b), "--plot", str(tmp_path / "ab.png")]) == 0
+    assert (tmp_path / "ab.png").read_bytes()[:4] == b"\x89PNG" and not list(tmp_path.glob("*.tmp*"))
+    assert f"plot: {tmp_path / 'ab.png'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--from", "{other}", "--plot", "{png}"], "not a camera-rate run"),
+    (["--from", "{missing}", "--plot", "{png}"], "cannot read it as JSON"),
+    (["--from", "{run}"], "give --plot OUT.png"), (["--rate", "30", "--against", "{run}"], "give --plot OUT.png"),
+    (["--from", "{run}", "--plot", "{png}", "--json", "{out}"], "not --json"),
+    (["--from", "{run}", "--plot", "{png}", "--rate", "15"], "measured at 30.0 Hz"),
+    (["--rate", "30", "--plot", "{png}", "--against", "{other}"], "not a camera-rate run"),
+])
+def test_bad_saved_runs_are_refused_in_one_line(tmp_path, argv, words, capsys):
+    from disam_ros.bench import main
+
+    files = {"run": _saved_run(tmp_path / "run.json", [{"drive": "night", "sent": 1, "answered": 1}]),
+             "other": tmp_path / "other.json", "missing": tmp_path / "nosuch.json", "png": tmp_path / "x.png",
+             "out": tmp_path / "x.json"}
+    files["other"].write_text(json.dumps({"suite": "node", "results": [{"preset": "tiny"}]}))  # the latency suite's
+    with pytest.raises(SystemExit) as exc:
+        main(["node", *(a.format(**files) for a in argv)])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1 and words in err
+    assert not (tmp_path / "x.png").exists()
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--rate", "0"], "--rate"), (["--rate", "30", "--conditions", "nosuch"], "unknown nosuch"),
     (["--rate", "30", "--param", "x"], "NAME:=VALUE"), (["--rate", "30", "--param", "map:=/m"], "set by the"),
@@ -326,3 +386,7 @@ def test_small_real_run_at_camera_rate(tmp_path):
     assert rows["all"]["verify_ms_median"] is None or rows["all"]["verify_ms_median"] >= 0
     table = proc.stdout.split("{", 1)[0].splitlines()
     assert [line.split()[0] for line in table[2:4]] == ["sunny_repeat", "all"]
+    from disam_ros.bench import main  # the saved run redrawn beside itself: a real document reads back
+
+    assert main(["node", "--from", str(out), "--against", str(out), "--plot", str(tmp_path / "again.png")]) == 0
+    assert (tmp_path / "again.png").read_bytes()[:4] == b"\x89PNG"

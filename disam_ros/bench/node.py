@@ -178,13 +178,13 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a == "--rate" or a.startswith("--rate=") for a in argv):
+    if any(a in ("--rate", "--from") or a.startswith(("--rate=", "--from=")) for a in argv):
         from disam_ros.bench import node_rate
 
         return node_rate.main(argv)
     parser = OneLineParser(prog="disam-bench node", description=__doc__.splitlines()[0])
     parser.add_argument("--rate", default=None, help="camera-rate mode: publish at this rate without waiting "
-                        "(its own options: disam-bench node --rate 30 --help)")
+                        "(its own options: disam-bench node --rate 30 --help; --from RUN.json redraws a saved run)")
     parser.add_argument("--presets", default="tiny,paper", help="comma-separated model presets (default tiny,paper)")
     parser.add_argument("--map-size", type=int, default=None, help="map images (default per preset: tiny 100, "
                         "paper 20)")

@@ -2,7 +2,8 @@
 
     disam-bench node --rate 30 [--conditions sunny_repeat,night,snow,fog,rain,dusk] [--dense] [--frames 16]
                      [--cores 1] [--param NAME:=VALUE ...] [--runs 1] [--workdir D] [--json out.json]
-                     [--plot out.png]
+                     [--plot out.png [--against other.json]]
+    disam-bench node --from run.json --plot out.png [--against other.json]   # redraw saved runs, measure nothing
 
 Camera-rate mode of `disam-bench node`. The demo's world (synthetic town, seed 0, 640x480, `--frames` per drive)
 and map (the `sunny` reference drive, shipped demo weights, with geometry, so the node verifies) are rendered and
@@ -272,7 +273,7 @@ def measure(root: Path, map_dir: Path, drives: Sequence[str], args: argparse.Nam
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="disam-bench node", description=__doc__.splitlines()[0])
-    p.add_argument("--rate", type=positive_float, required=True, help="camera rate: frames published per second")
+    p.add_argument("--rate", type=positive_float, default=None, help="camera rate: frames published per second")
     p.add_argument("--conditions", type=name_list, default=DEFAULT_CONDITIONS,
                    help=f"query drives, comma-separated (default {','.join(DEFAULT_CONDITIONS)})")
     p.add_argument("--dense", action="store_true", help="also each <condition>_dense drive (8x the frame rate)")
@@ -289,7 +290,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, default=None, help="also write the JSON result to this file")
     p.add_argument("--plot", type=Path, default=None, help="also draw the rows as bars here (PNG: shares of the "
                    "frames answered, right and hinted; latency; keyframe verification times)")
+    p.add_argument("--against", type=Path, default=None, metavar="OTHER.json", help="draw another run's --json (e.g. "
+                   "inline against verify_keyframes:=true) into --plot as dashed outlines over the same drives")
+    p.add_argument("--from", dest="saved", type=Path, default=None, metavar="RUN.json", help="measure nothing: "
+                   "redraw a saved run's --json into --plot (with --against, beside another)")
     return p
+
+
+def load_runs(p: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[dict | None, dict | None]:
+    """(--from's document, --against's document), each None when not given; parser.error (one line, exit 2) for a
+    file that is not a saved camera-rate run or an option that cannot go with them, before any measuring."""
+    from disam_ros.bench.node_rate_plot import load_rate_run
+
+    try:
+        saved, against = (load_rate_run(path) if path else None for path in (args.saved, args.against))
+    except ValueError as exc:
+        p.error(str(exc))
+    if (saved or against) and not args.plot:
+        p.error(f"{'--from' if saved else '--against'} draws a figure: give --plot OUT.png too")
+    if saved and args.json:
+        p.error("--from redraws a saved run: it writes --plot only, not --json")
+    if saved and args.rate is not None and args.rate != saved.get("rate_hz"):
+        p.error(f"--rate {args.rate:g} but {args.saved} was measured at {saved.get('rate_hz')} Hz: leave --rate out")
+    if saved is None and args.rate is None:
+        p.error("--rate HZ is required (or --from RUN.json --plot OUT.png to redraw a saved run)")
+    return saved, against
+
+
+def draw(doc: dict, path: Path, against: dict | None, names: tuple[str, str]) -> Path:
+    """The run's figure, with `against` as dashed outlines named by what tells the two apart (else `names`)."""
+    from disam_ros.bench.node_rate_plot import plot_rate, run_labels
+
+    labels = run_labels(doc, against) if against is not None else ("", "")
+    return plot_rate(doc["results"], doc["rate_hz"], path, against=against["results"] if against else None,
+                     labels=labels if all(labels) else names)
 
 
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
@@ -319,6 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     check_output_files(parser, args, "--json", "--plot")
+    saved, against = load_runs(parser, args)
+    names = (args.saved.name if saved else "this run", args.against.name if against else "")
+    if saved is not None:
+        print(f"plot: {draw(saved, args.plot, against, names)}", file=sys.stderr)
+        return 0
     drives, params = check_args(parser, args)
     from disam_ros.ros import env
 
@@ -354,7 +393,5 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         atomic_write_text(args.json, json.dumps(doc, indent=1))
     if args.plot:
-        from disam_ros.bench.node_rate_plot import plot_rate
-
-        print(f"plot: {plot_rate(r['rows'], args.rate, args.plot)}", file=sys.stderr)
+        print(f"plot: {draw(doc, args.plot, against, names)}", file=sys.stderr)
     return 0 if r["node_exit_code"] == 0 and r["rows"][-1]["answered"] else 1
