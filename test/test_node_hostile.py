@@ -160,3 +160,45 @@ def test_debug_image_has_a_bounded_size(shape):
     tall = render_debug(np.full((2000, 1, 3), 200, np.uint8), None, None, None, "")
     assert (tall[:, 159] == 200).all() and tall[:, :159].max() == 0 and tall[:, 160:320].max() == 0
     assert len(debug_image_msg(out, Header()).data) == np.prod(want)
+
+
+def test_inliers_land_where_the_panel_put_their_pixels():
+    """Hand-worked: a 640x480 frame in a 320x240 panel is halved, so pixel (100, 50) is panel (50, 25); a 480x640
+    (portrait) frame is scaled by 240/640 = 0.375 to 180x240 and centred 70 px in, so (100, 200) is (107, 75).
+    Non-finite rows are left out and at most DEBUG_POINTS are drawn."""
+    from disam_ros.ros.messages import DEBUG_POINTS, panel_points
+
+    box = (320, 240)
+    assert panel_points(np.array([[100.0, 50.0]]), (480, 640, 3), box).tolist() == [[50, 25]]
+    assert panel_points(np.array([[100.0, 200.0], [np.nan, 1.0]]), (640, 480, 3), box).tolist() == [[107, 75]]
+    assert len(panel_points(np.zeros((DEBUG_POINTS + 7, 2)), (480, 640, 3), box)) == DEBUG_POINTS
+
+
+def test_the_picture_draws_inliers_and_the_verification_line():
+    from disam_ros.ros.messages import INLIER_RGB, render_debug
+
+    black = np.zeros((480, 640, 3), np.uint8)
+    plain = render_debug(black, None, None, None, "")
+    dots = render_debug(black, None, None, None, "", points=np.array([[100.0, 50.0], [600.0, 400.0]]))
+    assert plain[:, :320].max() == 0 and (dots[25, 50] == INLIER_RGB).all() and (dots[200, 300] == INLIER_RGB).all()
+    assert (dots == INLIER_RGB).all(axis=2)[:, 320:].sum() == 0  # the map's panel stays as it was
+    noted = render_debug(black, None, None, None, "", note="not verified: too_few_inliers")[:, :320]
+    assert noted[-20:].max() == 255 and noted[:-20].max() == 0  # the line sits at the bottom
+
+
+def test_the_verification_line_says_what_verified_or_why_not():
+    from disam_ros.ros.messages import verification_caption
+    from disam_ros.verify.result import Verification
+
+    sift = Verification("verified", index=3, inliers=87, reprojection_px=0.64)
+    assert verification_caption(sift) == "verified #3: 87 inliers, 0.6 px (SIFT)"
+    assert verification_caption(Verification("verified", index=5, inliers=40, reprojection_px=1.25, dense=True)) \
+        == "verified #5: 40 inliers, 1.2 px (dense search)"
+    assert verification_caption(Verification("verified", index=5, inliers=30, reprojection_px=2.0, flow=True)) \
+        .endswith("(flow)")
+    assert verification_caption(Verification("verified", index=5, inliers=30, reprojection_px=2.0, hops=2)) \
+        .endswith("(tracked 2 frames)")
+    assert verification_caption(Verification("too_few_inliers", inliers=12)) == \
+        "not verified: too_few_inliers (best 12 inliers)"
+    assert verification_caption(Verification("no_features")) == "not verified: no_features"
+    assert verification_caption(None) == "not verified: verification off"

@@ -254,6 +254,31 @@ def test_camera_info_no_camera_has_is_refused_and_the_good_one_stays(vnode):
     assert client.wait_pose(key, timeout=20.0) is not None, _tail(vn)
 
 
+def test_the_debug_picture_marks_a_verified_frames_inliers(vnode):
+    """With `publish_debug_image`, a verified frame's picture carries its inliers as pure green dots on the query
+    panel (a colour neither JET nor its blend with an image can make), an unverified one's none."""
+    from disam_ros.ros.messages import DEBUG_PANEL, INLIER_RGB
+
+    vn, client = vnode, vnode.client
+    vn.camera_info.publish(_camera_info(vn.camera))
+    assert client.set_parameters({"publish_debug_image": True, "debug_rate_hz": 50.0}) == [(True, "")] * 2
+    try:
+        sent = _send(vn, 3000)
+    finally:
+        client.set_parameters({"publish_debug_image": False})
+    assert client.wait(lambda: all(key in client.rx.loop for key, _, _ in sent), 5.0)
+    pictures = {(m.header.stamp.sec, m.header.stamp.nanosec): m for _, m in client.rx.debug}
+    green = {}
+    for key, _, _ in sent:
+        if key in pictures:
+            m = pictures[key]
+            left = np.frombuffer(bytes(m.data), np.uint8).reshape(m.height, m.width, 3)[:, :DEBUG_PANEL[0]]
+            green[client.rx.loop[key][1]["verified"]] = green.get(client.rx.loop[key][1]["verified"], []) + [
+                int((left == INLIER_RGB).all(axis=2).sum())]
+    assert green.get(True) and min(green[True]) > 0, green
+    assert all(n == 0 for n in green.get(False, [])), green
+
+
 def test_withhold_publishes_verified_frames_only(vnode):
     vn, client = vnode, vnode.client
     assert client.set_parameters({"unverified_policy": "withhold"}) == [(True, "")]

@@ -1,4 +1,4 @@
-"""RetrievalResult -> standard ROS messages, plus the Grad-SAM debug picture.
+"""RetrievalResult -> standard ROS messages, plus the debug picture (Grad-SAM maps, the verification's inliers).
 
 Small pure converters (no node state) so the node stays about threading and parameters, and so the
 message formats documented in docs/localizer.md live in one place.
@@ -168,6 +168,8 @@ def _kv(v: Any) -> str:
 
 DEBUG_PANEL = (320, 240)  # (width, height) box each debug panel is fitted into
 CAPTION_CHARS = 80
+DEBUG_POINTS = 500  # inliers drawn at most: a bound on the picture's cost whatever the solve kept
+INLIER_RGB = (0, 255, 0)
 
 
 def _heat_overlay(rgb: np.ndarray, heat: np.ndarray | None, alpha: float = 0.5) -> np.ndarray:
@@ -187,6 +189,28 @@ def _fitted(h: int, w: int, box: tuple[int, int]) -> tuple[int, int]:
     """(width, height) of an h x w image scaled to fit inside box (width, height): aspect kept, >= 1 px."""
     s = min(box[0] / w, box[1] / h)
     return min(box[0], max(1, round(w * s))), min(box[1], max(1, round(h * s)))
+
+
+def verification_caption(v: Any) -> str:
+    """One line on what the frame's verification found, for the debug picture: what a user tuning a camera wants to
+    see beside the inliers (how many, how well they fit, which step found them), or why nothing verified."""
+    if v is None:
+        return "not verified: verification off"
+    if not v.verified:
+        return f"not verified: {v.outcome}" + (f" (best {v.inliers} inliers)" if v.inliers else "")
+    how = "flow" if v.flow else "dense search" if v.dense else f"tracked {v.hops} frames" if v.hops else "SIFT"
+    return f"verified #{v.index}: {v.inliers} inliers, {v.reprojection_px:.1f} px ({how})"
+
+
+def panel_points(points: np.ndarray, shape: tuple[int, ...], box: tuple[int, int]) -> np.ndarray:
+    """(N, 2) int pixel positions in a `fit_panel` of `box` of image pixels (x, y) of an image of `shape`: scaled as
+    the image was and shifted by its centring; at most DEBUG_POINTS of them, non-finite ones left out."""
+    h, w = shape[:2]
+    nw, nh = _fitted(h, w, box)
+    pts = np.asarray(points, np.float64).reshape(-1, 2)[:DEBUG_POINTS]
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    offset = np.array([(box[0] - nw) // 2, (box[1] - nh) // 2], np.float64)
+    return np.floor(pts * np.array([nw / w, nh / h]) + offset).astype(np.int64)
 
 
 def fit_panel(img: np.ndarray | None, heat: np.ndarray | None, box: tuple[int, int], shape: tuple[int, ...] = (),
@@ -209,15 +233,19 @@ def fit_panel(img: np.ndarray | None, heat: np.ndarray | None, box: tuple[int, i
 
 def render_debug(query_rgb: np.ndarray, query_heat: np.ndarray | None, map_rgb: np.ndarray | None,
                  map_heat: np.ndarray | None, caption: str, height: int = DEBUG_PANEL[1],
-                 width: int = DEBUG_PANEL[0]) -> np.ndarray:
+                 width: int = DEBUG_PANEL[0], points: np.ndarray | None = None, note: str = "") -> np.ndarray:
     """Query with its Grad-SAM map beside the matched map image with its map (heatmap alone when the
-    map image file is not available), with a one-line caption.
+    map image file is not available), with a one-line caption; `points`: the verification's inliers (query
+    pixels, x y) as green dots on the query, `note` a second line at the bottom (`verification_caption`).
 
     Always height x (2*width + 4) x 3 (240 x 644 by default, 464 KB): each image is scaled into its panel
     before the heat map is blended in, so neither a huge nor a degenerate frame costs memory here (a 1x2000
     frame used to make a 346 MB picture)."""
     box = (max(1, int(width)), max(1, int(height)))
     left = fit_panel(query_rgb, query_heat, box)
+    if points is not None:
+        for x, y in panel_points(points, query_rgb.shape, box):
+            cv2.circle(left, (int(x), int(y)), 2, INLIER_RGB, -1, cv2.LINE_AA)
     if map_rgb is not None:
         right = fit_panel(map_rgb, map_heat, box)
     elif map_heat is not None:
@@ -225,8 +253,10 @@ def render_debug(query_rgb: np.ndarray, query_heat: np.ndarray | None, map_rgb: 
     else:
         right = np.zeros_like(left)
     out = np.ascontiguousarray(np.concatenate([left, np.full((box[1], 4, 3), 255, np.uint8), right], axis=1))
-    cv2.putText(out, caption[:CAPTION_CHARS], (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1,
-                cv2.LINE_AA)
+    for text, y in ((caption, 14), (note, box[1] - 6)):
+        if text:
+            cv2.putText(out, text[:CAPTION_CHARS], (4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1,
+                        cv2.LINE_AA)
     return out
 
 

@@ -300,14 +300,19 @@ class FrameWorker:
             self._publish_debug(rgb, res, header, sel.domain)
 
     def _publish_debug(self, rgb: np.ndarray, res: Any, header: Any, domain: str) -> None:
-        """Grad-SAM maps of the query and the matched map image, each against the other (paper Fig. 1)."""
+        """Grad-SAM maps of the query and the matched map image, each against the other (paper Fig. 1), and the
+        verification's inliers on the query with a line on what it found."""
         node = self.node
         if node.pub_debug.get_subscription_count() == 0:
             return
         q_heat, m_heat = node.reloc.activation_maps(res, rgb, domain)
         map_rgb = node.reloc.map_image(res.index)
         caption = f"{domain} -> #{res.index} {res.name} conf {float(res.confidence):.2f}"
-        node.pub_debug.publish(M.debug_image_msg(M.render_debug(rgb, q_heat, map_rgb, m_heat, caption), header))
+        v = res.verification
+        points = v.inlier_pixels if v is not None and v.verified else None
+        picture = M.render_debug(rgb, q_heat, map_rgb, m_heat, caption, points=points,
+                                 note=M.verification_caption(v) if node.tracking.verifying else "")
+        node.pub_debug.publish(M.debug_image_msg(picture, header))
 
 
 def diagnostics_values(node: Any) -> dict[str, Any]:
