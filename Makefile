@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TF2    := $(VENV)/.tf2_msgs
 PYTEST_ARGS ?=
-PYTEST_WORKERS ?= -n 2  # empty: one process
+PYTEST_WORKERS ?= -n 2 --dist worksteal  # empty: one process; worksteal: a worker that runs out takes the other's
 
 .PHONY: venv test lint bench demo clean
 

@@ -44,7 +44,9 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     """Tests marked `long` first. Why: pytest-randomly shuffles the order (before this hook, which keeps it among the
     long tests and among the rest), and on two workers a 60-70 s test drawn late ran alone at the end: `make test`
-    took 5 min 37 s to 6 min 47 s over runs of one tree. Started first, the short tests fill in around them."""
+    took 5 min 37 s to 6 min 47 s over runs of one tree. Started first, the short tests fill in around them: `make
+    test` deals the list's halves to the two workers (`--dist worksteal`), so one starts on the long tests, and
+    whichever runs out takes half of the other's queue."""
     items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
