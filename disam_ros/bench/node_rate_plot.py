@@ -130,16 +130,16 @@ def plot_rate(rows: list[dict], rate_hz: float, path: str | Path, title: str = "
     axes[1].bar(x, med, 0.5, color=COLOURS[3], yerr=[np.zeros_like(med), np.nan_to_num(p95 - med)], capsize=3,
                 ecolor="0.25")
     axes[1].set_ylabel("latency ms\n(median, p95)")
-    panels = [(axes[1], q.latency_median if q else None, q.latency_p95 if q else None)]
     if keyframes:
         kmed = np.asarray(p.keyframe_median)
         lo, hi = np.nan_to_num(kmed - np.asarray(p.keyframe_q1)), np.nan_to_num(np.asarray(p.keyframe_q3) - kmed)
         axes[2].bar(x, kmed, 0.5, color=COLOURS[4], yerr=[np.maximum(lo, 0), np.maximum(hi, 0)], capsize=3,
                     ecolor="0.25")
         axes[2].set_ylabel("keyframe verify ms\n(median, quartiles)")
-        panels.append((axes[2], q.keyframe_median if q else None, None))
     if q is not None:
-        for ax, median, top in panels:
+        outlines = [(axes[1], q.latency_median, q.latency_p95)] + ([(axes[2], q.keyframe_median, None)] if keyframes
+                                                                     else [])
+        for ax, median, top in outlines:
             ax.bar(x, median, 0.5, fill=False, edgecolor="0.15", linestyle="--", linewidth=1.0)
             if top is not None:
                 ax.plot(x, top, "x", color="0.15", markersize=5)

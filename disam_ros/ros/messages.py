@@ -191,6 +191,12 @@ def _fitted(h: int, w: int, box: tuple[int, int]) -> tuple[int, int]:
     return min(box[0], max(1, round(w * s))), min(box[1], max(1, round(h * s)))
 
 
+def _placed(h: int, w: int, box: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(width, height, left, top) of an h x w image fitted into box and centred there: where a panel puts it."""
+    nw, nh = _fitted(h, w, box)
+    return nw, nh, (box[0] - nw) // 2, (box[1] - nh) // 2
+
+
 def verification_caption(v: Any) -> str:
     """One line on what the frame's verification found, for the debug picture: what a user tuning a camera wants to
     see beside the inliers (how many, how well they fit, which step found them), or why nothing verified."""
@@ -206,11 +212,10 @@ def panel_points(points: np.ndarray, shape: tuple[int, ...], box: tuple[int, int
     """(N, 2) int pixel positions in a `fit_panel` of `box` of image pixels (x, y) of an image of `shape`: scaled as
     the image was and shifted by its centring; at most DEBUG_POINTS of them, non-finite ones left out."""
     h, w = shape[:2]
-    nw, nh = _fitted(h, w, box)
+    nw, nh, x, y = _placed(h, w, box)
     pts = np.asarray(points, np.float64).reshape(-1, 2)[:DEBUG_POINTS]
     pts = pts[np.isfinite(pts).all(axis=1)]
-    offset = np.array([(box[0] - nw) // 2, (box[1] - nh) // 2], np.float64)
-    return np.floor(pts * np.array([nw / w, nh / h]) + offset).astype(np.int64)
+    return np.floor(pts * np.array([nw / w, nh / h]) + np.array([x, y], np.float64)).astype(np.int64)
 
 
 def fit_panel(img: np.ndarray | None, heat: np.ndarray | None, box: tuple[int, int], shape: tuple[int, ...] = (),
@@ -219,14 +224,13 @@ def fit_panel(img: np.ndarray | None, heat: np.ndarray | None, box: tuple[int, i
     to fit, aspect kept, its heat map blended in, centred on black. Whatever the camera sends (2000x1,
     1x2000, 4000x3000), a panel costs width*height*3 bytes."""
     h, w = (img.shape if img is not None else shape)[:2]
-    nw, nh = _fitted(h, w, box)
+    nw, nh, x, y = _placed(h, w, box)
     if img is None:
         small = np.zeros((nh, nw, 3), np.uint8)
     else:
         interp = cv2.INTER_AREA if nw < w or nh < h else cv2.INTER_LINEAR
         small = cv2.resize(np.ascontiguousarray(img), (nw, nh), interpolation=interp).reshape(nh, nw, -1)[:, :, :3]
     panel = np.zeros((box[1], box[0], 3), np.uint8)
-    y, x = (box[1] - nh) // 2, (box[0] - nw) // 2
     panel[y:y + nh, x:x + nw] = _heat_overlay(np.ascontiguousarray(small), heat, alpha)
     return panel
 
