@@ -202,3 +202,45 @@ def test_the_verification_line_says_what_verified_or_why_not():
         "not verified: too_few_inliers (best 12 inliers)"
     assert verification_caption(Verification("no_features")) == "not verified: no_features"
     assert verification_caption(None) == "not verified: verification off"
+    assert verification_caption(sift, late=True) == "late keyframe, verified #3: 87 inliers, 0.6 px (SIFT)"
+    pending = verification_caption(Verification("pending", inliers=3))  # the knob that lets a frame wait is named
+    assert pending.startswith("not verified: pending (") and "verify_wait_ms" in pending and len(pending) <= 80
+
+
+def test_a_waiting_late_keyframe_takes_the_next_debug_slot_before_a_frame():
+    """The debug picture's rate slot: a late keyframe's picture (drawn on its own image, at its own frame's stamp)
+    goes before the frame in hand, one slot each; nothing goes out before the slot is due, or with the picture off;
+    a late answer without its image or whose frame is forgotten draws nothing."""
+    from types import SimpleNamespace
+
+    from builtin_interfaces.msg import Time
+
+    from disam_ros.ros.node_worker import FrameWorker
+    from disam_ros.tracking.tracker_config import LateAnswer
+
+    node = SimpleNamespace(dyn={"publish_debug_image": True, "debug_rate_hz": 1.0}, last_debug=-1e9, frame_id="map")
+    worker, drawn = FrameWorker(node), []
+    worker._publish_debug = lambda rgb, res, header, domain, late=False: drawn.append((rgb, header, domain, late))
+    image = np.zeros((4, 4, 3), np.uint8)
+    worker.late.remember(12.5, Time(sec=12, nanosec=500_000_001), "night")
+    worker._keep_late_picture((LateAnswer(11.0, "old", True, image), LateAnswer(12.5, "kf", False, image),
+                               LateAnswer(13.0, "no image", True)))
+    worker._picture(("frame", "res", "header", "sunny"))
+    assert len(drawn) == 1 and drawn[0][0] is image and drawn[0][3] is True and drawn[0][2] == "night"
+    assert (drawn[0][1].stamp.sec, drawn[0][1].stamp.nanosec) == (12, 500_000_001)
+    node.last_debug = -1e9  # the next slot due
+    worker._picture(("frame", "res", "header", "sunny"))
+    assert drawn[-1] == ("frame", "header", "sunny", False)
+    worker._picture(None)  # nothing waiting, no frame
+    node.last_debug = 1e12  # the slot is not due
+    worker._keep_late_picture((LateAnswer(12.5, "kf", False, image),))
+    worker._picture(("frame", "res", "header", "sunny"))
+    assert len(drawn) == 2 and worker._late_picture is not None  # still waiting for its slot
+    node.last_debug = -1e9
+    worker.late = type(worker.late)()  # its frame forgotten: no encoder to draw its maps with
+    worker._picture(None)
+    assert len(drawn) == 2 and worker._late_picture is None
+    node.dyn["publish_debug_image"] = False
+    worker._keep_late_picture((LateAnswer(12.5, "kf", False, image),))
+    worker._picture(("frame", "res", "header", "sunny"))
+    assert len(drawn) == 2 and worker._late_picture is None

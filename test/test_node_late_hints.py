@@ -34,7 +34,7 @@ def late_run(tmp_path_factory, geometry_world):
     qf = load_condition(world, "sunny_repeat", require_poses=True)
     log = tmp_path_factory.mktemp("node_late") / "node.log"
     params = dict(mode="sequence", verify_keyframes=True, verify_wait_ms=0.0, loop_closure_min_consecutive=1,
-                  diagnostics_period_s=0.2, weather="sunny")
+                  diagnostics_period_s=0.2, weather="sunny", publish_debug_image=True, debug_rate_hz=50.0)
     with open(log, "wb") as f:
         proc = launcher.start(map=map_dir, device="cpu", namespace=NS, stdout=f, stderr=subprocess.STDOUT,
                               parameters=params)
@@ -93,6 +93,29 @@ def test_a_late_hint_goes_out_without_waiting_for_the_next_frame(late_run):
     last = sent[-1][0]
     if client.rx.loop[last][1]["verification"] == "pending":
         assert last in alone, f"the last frame's keyframe gave no late hint:\n{tail()}"
+
+
+def test_a_late_keyframe_is_drawn_on_its_own_frame_with_its_inliers(late_run):
+    """`publish_debug_image`: a frame answered `pending` is drawn without dots; its keyframe, verified late, is drawn
+    again at the frame's stamp with its inliers as pure green dots (a colour neither JET nor its blend with an image
+    makes). Before, a late keyframe's verification was never drawn."""
+    from disam_ros.ros.messages import DEBUG_PANEL, INLIER_RGB
+
+    client, sent, tail, alone = late_run
+    green: dict[tuple[int, int], list[int]] = {}
+    for _, m in client.rx.debug:
+        left = np.frombuffer(bytes(m.data), np.uint8).reshape(m.height, m.width, 3)[:, :DEBUG_PANEL[0]]
+        key = (m.header.stamp.sec, m.header.stamp.nanosec)
+        green.setdefault(key, []).append(int((left == INLIER_RGB).all(axis=2).sum()))
+    late = sorted(client.rx.late)
+    assert late, f"no late hint to draw:\n{tail()}"
+    drawn = [k for k in late if any(n > 0 for n in green.get(k, []))]
+    assert len(drawn) >= len(late) - 1, (len(drawn), len(late), {k: green.get(k) for k in late})  # the last may wait
+    for key, _, _ in sent:
+        if client.rx.loop.get(key, (None, {}))[1].get("verification") == "pending":
+            assert sum(n == 0 for n in green.get(key, [])) <= 1, (key, green.get(key))  # one undotted: on time
+            if key not in client.rx.late:
+                assert all(n == 0 for n in green.get(key, [])), (key, green.get(key))
 
 
 def test_late_hints_keep_exact_stamps_for_recent_frames_only():

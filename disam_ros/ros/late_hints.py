@@ -26,6 +26,10 @@ class LateHints:
         while len(self._stamps) > LATE_STAMPS:
             self._stamps.popitem(last=False)
 
+    def frame(self, stamp_sec: float) -> tuple[Any, str]:
+        """A late answer's frame: its exact header stamp and encoder while remembered, else the float's stamp."""
+        return self._stamps.get(stamp_sec, (M.sec_to_stamp(stamp_sec), ""))
+
     def publish(self, node: Any, late: Iterable[Any]) -> int:
         """A hint for each late answer whose frame's loop-closure gate was open; no pose topic gets them (a pose is
         published with its frame or not at all). Returns how many went out (counted as `late_loop_closures`)."""
@@ -33,7 +37,7 @@ class LateHints:
         for a in late:
             if not a.loop_closure or not M.pose_is_finite(a.result.position, a.result.quat):
                 continue
-            stamp, domain = self._stamps.get(a.stamp, (M.sec_to_stamp(a.stamp), ""))
+            stamp, domain = self.frame(a.stamp)
             node.pub_loop.publish(M.loop_closure(a.result, stamp, domain, node.frame_id, node.map, late=True))
             node.stats.add("late_loop_closures")
             sent += 1

@@ -197,15 +197,19 @@ def _placed(h: int, w: int, box: tuple[int, int]) -> tuple[int, int, int, int]:
     return nw, nh, (box[0] - nw) // 2, (box[1] - nh) // 2
 
 
-def verification_caption(v: Any) -> str:
+def verification_caption(v: Any, late: bool = False) -> str:
     """One line on what the frame's verification found, for the debug picture: what a user tuning a camera wants to
-    see beside the inliers (how many, how well they fit, which step found them), or why nothing verified."""
+    see beside the inliers (how many, how well they fit, which step found them), or why nothing verified. `late`:
+    a keyframe solved after its frame went out (`verify_keyframes`), drawn on its own image."""
     if v is None:
         return "not verified: verification off"
+    if v.outcome == "pending":  # verify_keyframes: the frame went out before its keyframe was solved
+        return "not verified: pending (keyframe late or thread busy: verify_wait_ms)"
     if not v.verified:
         return f"not verified: {v.outcome}" + (f" (best {v.inliers} inliers)" if v.inliers else "")
     how = "flow" if v.flow else "dense search" if v.dense else f"tracked {v.hops} frames" if v.hops else "SIFT"
-    return f"verified #{v.index}: {v.inliers} inliers, {v.reprojection_px:.1f} px ({how})"
+    text = f"verified #{v.index}: {v.inliers} inliers, {v.reprojection_px:.1f} px ({how})"
+    return f"late keyframe, {text}" if late else text
 
 
 def panel_points(points: np.ndarray, shape: tuple[int, ...], box: tuple[int, int]) -> np.ndarray:

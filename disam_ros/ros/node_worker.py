@@ -183,6 +183,7 @@ class FrameWorker:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="disam_localizer_worker", daemon=True)
         self.late = LateHints()  # verify_keyframes: keyframes solved after their frames, sent as hints
+        self._late_picture: Any = None  # ... the newest verified one, drawn at the next debug slot
 
     def start(self) -> FrameWorker:
         if self.node.tracking is not None:  # a late keyframe wakes the loop: its hint goes out without a frame
@@ -226,6 +227,8 @@ class FrameWorker:
             late = tracking.take_late()
             if late and not self.stop.is_set():
                 self.late.publish(self.node, late)
+                self._keep_late_picture(late)
+                self._picture(None)
         except Exception as exc:  # noqa: BLE001  (the loop must go on)
             self.node.stats.add("errors")
             self.node.error(f"late hints failed: {type(exc).__name__}: {exc}")
@@ -255,6 +258,7 @@ class FrameWorker:
         self.late.remember(stamp_sec, msg.header.stamp, sel.domain)
         if step.late and not self.stop.is_set():
             self.late.publish(node, step.late)
+            self._keep_late_picture(step.late)
         stats.time("decode", 1e3 * (t1 - t0))
         stats.time("localize", 1e3 * (t2 - t1))
         for stage, ms in (getattr(res, "timings_ms", None) or {}).items():
@@ -295,11 +299,31 @@ class FrameWorker:
         node.stats.time("publish", 1e3 * (t4 - t_done))
         node.stats.time("total", 1e3 * (t4 - t_recv))
         node.stats.note(reason=str(res.reason or "ok"))
-        if node.dyn["publish_debug_image"] and t4 - node.last_debug >= 1.0 / node.dyn["debug_rate_hz"]:
-            node.last_debug = t4
-            self._publish_debug(rgb, res, header, sel.domain)
+        self._picture((rgb, res, header, sel.domain))
 
-    def _publish_debug(self, rgb: np.ndarray, res: Any, header: Any, domain: str) -> None:
+    def _keep_late_picture(self, late: tuple) -> None:
+        """The newest late keyframe waits (one at most) for the next debug slot, to be drawn on its own image at its
+        frame's stamp. Why: with `verify_keyframes` most frames go out `pending`; their verifications went undrawn."""
+        if self.node.dyn["publish_debug_image"]:
+            self._late_picture = next((a for a in reversed(late) if a.image is not None), self._late_picture)
+
+    def _picture(self, frame: tuple | None) -> None:
+        """Take the debug slot if one is due (`publish_debug_image`, `debug_rate_hz`): a waiting late keyframe's
+        picture before `frame`'s (rgb, result, header, encoder), so that at camera rate the frames do not starve it."""
+        node, late = self.node, self._late_picture
+        if (late is None and frame is None) or not node.dyn["publish_debug_image"]:
+            return
+        now = time.monotonic()
+        if now - node.last_debug < 1.0 / node.dyn["debug_rate_hz"]:
+            return
+        node.last_debug = now
+        if late is None:
+            return self._publish_debug(*frame)
+        self._late_picture, (stamp, domain) = None, self.late.frame(late.stamp)
+        if domain:  # a frame long forgotten (LATE_STAMPS back) has no encoder to draw its maps with
+            self._publish_debug(late.image, late.result, M.make_header(stamp, node.frame_id), domain, late=True)
+
+    def _publish_debug(self, rgb: np.ndarray, res: Any, header: Any, domain: str, late: bool = False) -> None:
         """Grad-SAM maps of the query and the matched map image, each against the other (paper Fig. 1), and the
         verification's inliers on the query with a line on what it found."""
         node = self.node
@@ -311,7 +335,7 @@ class FrameWorker:
         v = res.verification
         points = v.inlier_pixels if v is not None and v.verified else None
         picture = M.render_debug(rgb, q_heat, map_rgb, m_heat, caption, points=points,
-                                 note=M.verification_caption(v) if node.tracking.verifying else "")
+                                 note=M.verification_caption(v, late) if node.tracking.verifying else "")
         node.pub_debug.publish(M.debug_image_msg(picture, header))
 
 

@@ -170,7 +170,7 @@ class KeyframeSteps:
         record = self._verified_record()
         if record is not None:
             out.confidence = verified_confidence(record, v.inliers)
-        return LateAnswer(float(job.stamp), out, bool(job.loop_closure))
+        return LateAnswer(float(job.stamp), out, bool(job.loop_closure), job.rgb)
 
 
 __all__ = ["FlowLook", "KeyframeSteps"]

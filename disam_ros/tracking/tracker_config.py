@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
+
 from disam_ros import conditions
 from disam_ros.retrieval import RetrievalResult
 from disam_ros.tracking.sequence import SequenceConfig, SequenceEstimate
@@ -65,6 +67,7 @@ class LateAnswer:
     stamp: float
     result: RetrievalResult
     loop_closure: bool
+    image: np.ndarray | None = None  # the keyframe's own image: the debug picture draws its inliers on it
 
 
 @dataclass(frozen=True, eq=False)
