@@ -15,13 +15,11 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
 from disam_ros import conditions
 from disam_ros.bench.output import emit
 from disam_ros.cliutil import OneLineParser, check_output_files
 from disam_ros.conditions.fusion import Hysteresis, fuse_domain
-from disam_ros.model.condition_head import ConditionHead, image_features
 from disam_ros.relocalizer import AutoCondition
 
 DOMAINS = ("sunny", "overcast", "dusk", "night", "snow", "fog", "rain", "summer", "autumn")
@@ -58,6 +56,11 @@ def frames(size: tuple[int, int], n: int = 8, seed: int = 0) -> list[np.ndarray]
 
 def time_parts(size: tuple[int, int], reps: int) -> dict[str, float]:
     """Median ms of each part of the auto source and of the whole per-frame call, for one frame size."""
+    # torch and the head are imported here, not at import: a typo or --help answers without loading torch
+    import torch
+
+    from disam_ros.model.condition_head import ConditionHead, image_features
+
     torch.manual_seed(0)
     head = ConditionHead(TASKS).eval()
     selector = _selector()
@@ -84,12 +87,16 @@ def time_parts(size: tuple[int, int], reps: int) -> dict[str, float]:
 
 def encoder_ms(reps: int) -> float:
     """Median batch-1 latency of one tiny-preset encoder on the CPU (the frame's main cost, for scale)."""
+    import torch
+
     from disam_ros.bench.model import encoder_latency
 
     return encoder_latency("tiny", torch.device("cpu"), reps)["b1_ms_per_image"]
 
 
 def run(reps: int, with_encoder: bool = True) -> list[dict]:
+    import torch
+
     enc = encoder_ms(max(reps // 10, 10)) if with_encoder else float("nan")
     rows = []
     for size in SIZES:
@@ -128,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--reps must be >= 1, e.g. --reps 300")
     if args.threads < 1:
         p.error("--threads must be >= 1, e.g. --threads 1")
+    import torch
+
     torch.set_num_threads(args.threads)
     rows = run(args.reps, not args.no_encoder)
     emit("condition", rows, format_table(rows), args.json, torch=torch.__version__)

@@ -22,7 +22,6 @@ import tempfile
 from pathlib import Path
 
 import cv2
-import torch
 
 from disam_ros.bench.match_methods import METHODS, learned_method, method_names, register
 from disam_ros.bench.output import emit
@@ -189,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     shipped = METHODS["learned"]
     if args.keypoints is not None:
         register("learned", learned_method(args.keypoints))
+    import torch  # here, not at import: a typo or --help answers without loading torch
+
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     try:

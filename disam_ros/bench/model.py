@@ -8,15 +8,17 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from disam_ros.bench.output import emit
 from disam_ros.cliutil import OneLineParser, check_output_files
-from disam_ros.model.config import PRESETS, preset
-from disam_ros.model.inference import resolve_device
-from disam_ros.model.networks import DisamNet, build_encoder
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torch (and disam_ros.model, which imports it) is imported where it is used, so that a typo or --help answers
+# without loading it; even PRESETS waits for the parsed arguments (its package imports torch).
 
 BENCH_DOMAINS = ("a", "b")
 BATCHES = (1, 8)
@@ -28,6 +30,11 @@ def _count(module: nn.Module) -> int:
 
 def param_counts(name: str) -> dict[str, int]:
     """Per-domain module sizes and the total of a 2-domain model (built on the meta device: free)."""
+    import torch
+
+    from disam_ros.model.config import preset
+    from disam_ros.model.networks import DisamNet
+
     cfg = preset(name, BENCH_DOMAINS)
     with torch.device("meta"):
         net = DisamNet(cfg)
@@ -42,6 +49,8 @@ def param_counts(name: str) -> dict[str, int]:
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
+        import torch
+
         torch.cuda.synchronize(device)
 
 
@@ -59,6 +68,11 @@ def _median_ms(fn: Callable[[], object], device: torch.device, reps: int) -> flo
 
 def encoder_latency(name: str, device: torch.device, reps: int, half: bool = False) -> dict[str, float]:
     """Median ms per image of one encoder at each batch size."""
+    import torch
+
+    from disam_ros.model.config import preset
+    from disam_ros.model.networks import build_encoder
+
     cfg = preset(name, BENCH_DOMAINS)
     torch.manual_seed(0)
     dtype = torch.float16 if half else torch.float32
@@ -80,6 +94,10 @@ def _reps_for(name: str, device: torch.device, reps: int | None) -> int:
 
 
 def run(presets: list[str], device: torch.device, reps: int | None) -> list[dict]:
+    import torch
+
+    from disam_ros.model.config import preset
+
     rows = []
     for name in presets:
         cfg = preset(name, BENCH_DOMAINS)
@@ -118,12 +136,18 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog="disam-bench model", description=__doc__.splitlines()[0])
-    p.add_argument("--presets", default="paper,small,tiny", help="comma-separated presets from " + ",".join(PRESETS))
+    p.add_argument("--presets", default="paper,small,tiny",
+                   help="comma-separated presets (default paper,small,tiny; a wrong name lists the valid ones)")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto (default)")
     p.add_argument("--reps", type=int, default=None, help="timed runs per point (default 3 for paper on CPU, else 10)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON here")
     args = p.parse_args(argv)
     check_output_files(p, args, "--json")
+    import torch
+
+    from disam_ros.model.config import PRESETS
+    from disam_ros.model.inference import resolve_device
+
     names = [n.strip() for n in args.presets.split(",") if n.strip()]
     unknown = [n for n in names if n not in PRESETS]
     if unknown:

@@ -30,21 +30,23 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import Tensor
 
 from disam_ros.bench.output import emit
-from disam_ros.bench.real_paired import paired_lines, paired_rows
 from disam_ros.cliutil import OneLineParser, check_output_files
 from disam_ros.data.folders import IMAGE_SUFFIXES
-from disam_ros.model import Encoder, preset, seeded_net
 from disam_ros.shipped import checkpoint_arg
 from disam_ros.tracking.calibration import wilson_lower
-from disam_ros.training.evaluate import cosine_similarity, encode_all, load_images, mean_channel_similarity, raw_pixels
 from disam_ros.training.layouts import DomainImages, discover, drop_dark
 from disam_ros.training.split import split_route
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+# torch (disam_ros.model, training.evaluate) and scipy (real_paired) are imported where they are used, not at
+# import: a typo or --help answers without loading them.
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 NORDLAND_DEV, GARDENS_MINI, WEBCAMS_DEV = "nordland_trimmed_dev", "gardens_point_mini", "webcams_dev"
@@ -55,7 +57,7 @@ SEASONS = ("winter", "spring", "fall", "autumn")  # a route's query seasons, eac
 RAW_SIZE = 64
 Z95 = 1.959964  # two-sided 95 %
 QUICK_FRAMES = 10  # --quick: route frames kept per part, queries per group (a camera, a night set)
-FeatureFn = Callable[[Tensor, str], Tensor]
+FeatureFn = Callable[["Tensor", str], "Tensor"]
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,8 @@ def top1_right(sim: Tensor, q_pos: np.ndarray, db_pos: np.ndarray, tol: float) -
 
 def score_set(method: Method, s: RealSet, cache: dict) -> dict[str, Any]:
     """{group: R@1, "pooled": R@1 over every query, "queries": n, "hits": each query's 0/1, pooled order}."""
+    from disam_ros.training.evaluate import cosine_similarity, encode_all, load_images, mean_channel_similarity
+
     sim_fn = mean_channel_similarity if method.metric == "mean_channel" else cosine_similarity
     db_dom = map_domain(method.domains)
     key = (method.name, s.name)
@@ -242,14 +246,25 @@ def score_set(method: Method, s: RealSet, cache: dict) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- methods
 
 
+def raw_pixels(x: Tensor, domain: str) -> Tensor:
+    """The raw-pixel baseline (training.evaluate's: per-image standardised pixels)."""
+    from disam_ros.training.evaluate import raw_pixels as standardised
+
+    return standardised(x, domain)
+
+
 def untrained(name: str, seed: int) -> Method:
     """A random encoder of preset `name` (one for every condition): what architecture alone gives."""
+    from disam_ros.model import preset, seeded_net
+
     cfg = preset(name, ("any",))
     enc = seeded_net(cfg, seed).encoders["any"].eval()
     return Method(f"untrained {name} s{seed}", lambda x, d: enc(x), cfg.image_size)
 
 
 def checkpoint_method(name: str, path: Path) -> Method:
+    from disam_ros.model import Encoder
+
     enc = Encoder.from_checkpoint(path, device="cpu")
     return Method(name, lambda x, d: enc.encode(x, d), enc.config.image_size, domains=tuple(enc.domains))
 
@@ -263,6 +278,8 @@ def baselines(seeds: int) -> list[tuple[str, list[Method]]]:
 
 def run(sets: list[RealSet], groups: list[tuple[str, list[Method]]]) -> list[dict]:
     """One row per group: per set and per query group, R@1 (mean over the group's methods, min-max beside)."""
+    from disam_ros.bench.real_paired import paired_rows
+
     rows, cache, hits = [], {}, {}
     for name, methods in groups:
         per = []
@@ -295,6 +312,8 @@ def run(sets: list[RealSet], groups: list[tuple[str, list[Method]]]) -> list[dic
 
 
 def format_table(rows: list[dict], sets: list[RealSet]) -> str:
+    from disam_ros.bench.real_paired import paired_lines
+
     cols = [s.name for s in sets]
     head = "| method | " + " | ".join(f"{c} ({s.part[:4]}, {rows[0][c + ':queries']})" for c, s in
                                        zip(cols, sets, strict=True)) + " |"

@@ -20,10 +20,9 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from disam_ros.cliutil import (
     OneLineParser,
@@ -50,6 +49,12 @@ from disam_ros.maps.npy_stream import NpyAppender
 from disam_ros.retrieval.index import NUMPY_UPCAST_LIMIT, resolve_device
 from disam_ros.retrieval.search import Localizer, SearchConfig
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported in the functions that make tensors, not at import: a typo or --help answers without loading it
+# (the maps and retrieval modules above load it on first use too).
+
 PAPER_CONTENT = (256, 64, 64)
 CPU_BUDGET_BYTES = 12 << 30  # half of this 24 GiB machine: it is shared, and generation needs headroom
 KIB = 1024.0
@@ -74,6 +79,8 @@ class Row:
 
 def measure_bandwidth(nbytes: int = 1 << 30, repeats: int = 5) -> float:
     """Streaming-read bandwidth in GB/s: the best of a multi-threaded torch sum and a numpy sum over 1 GiB."""
+    import torch
+
     buf = torch.ones(nbytes // 4, dtype=torch.float32)
     arr = buf.numpy()
     best = 0.0
@@ -100,6 +107,8 @@ def coarse_resident_bytes(s: DescriptorSettings, n: int, content: tuple[int, int
 
 
 def _random_coarse(n: int, shape: tuple[int, int, int], dtype: str, rng: torch.Generator) -> np.ndarray:
+    import torch
+
     out = np.empty((n, int(np.prod(shape))), dtype=dtype)
     step = max(1, (64 << 20) // (4 * out.shape[1]))
     for i in range(0, n, step):
@@ -113,6 +122,8 @@ def _random_pca_coarse(n: int, shape: tuple[int, int, int], s: DescriptorSetting
     """A PCA fitted on a random sample (so the query projection has its real cost) and random vectors in
     the projected space for the map: latency does not depend on the values, and projecting 100k random
     65536-dim vectors would take longer than the whole benchmark."""
+    import torch
+
     dim = int(np.prod(shape))
     pca = fit_pca(_random_coarse(min(n, max(s.pca_dim, (256 << 20) // (4 * dim))), shape, "float32", rng), s.pca_dim)
     out = np.empty((n, pca.dim), dtype=s.coarse_dtype)
@@ -123,6 +134,8 @@ def _random_pca_coarse(n: int, shape: tuple[int, int, int], s: DescriptorSetting
 
 
 def _random_fine(path: Path, n: int, shape: tuple[int, int, int], dtype: str, rng: torch.Generator) -> np.ndarray:
+    import torch
+
     step = max(1, (64 << 20) // (4 * int(np.prod(shape))))
     with NpyAppender(path, shape, dtype) as out:
         for i in range(0, n, step):
@@ -134,6 +147,8 @@ def _random_fine(path: Path, n: int, shape: tuple[int, int, int], dtype: str, rn
 def random_map(mode: str, n: int, content: tuple[int, int, int], workdir: Path, seed: int = 0) -> LocalizationMap:
     """An in-memory map of `n` random descriptors in `mode` (fine features, and an ivfpq map's refine vectors,
     memory-mapped from `workdir`/map_MODE_N)."""
+    import torch
+
     s = MODES[mode]
     root = workdir / f"map_{mode}_{n}"
     root.mkdir(parents=True, exist_ok=True)
@@ -164,6 +179,8 @@ def random_map(mode: str, n: int, content: tuple[int, int, int], workdir: Path, 
 
 def time_queries(loc: Localizer, content: tuple[int, int, int], queries: int, seed: int = 1) -> dict[str, float]:
     """Median per-stage milliseconds of localize_features on random query features (after a warm-up)."""
+    import torch
+
     rng = torch.Generator().manual_seed(seed)
     dev = loc.device
     feats = [(torch.randn(content, generator=rng).to(dev), torch.randn(content, generator=rng).to(dev))
@@ -176,6 +193,8 @@ def time_queries(loc: Localizer, content: tuple[int, int, int], queries: int, se
 def reference_loop_ms_per_image(content: tuple[int, int, int], subset: int, queries: int = 3) -> float:
     """Faithful re-creation of the reference test loop: one float32 feature map per map image (4 MiB at the
     paper shape), scored one by one with torch CosineSimilarity (eq. 16), Python floats collected, sorted."""
+    import torch
+
     cos = torch.nn.CosineSimilarity(dim=2)
     c = content[0]
     db = [torch.randn((1, *content)) for _ in range(subset)]
@@ -299,6 +318,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def _devices(choice: str) -> list[str]:
     if choice == "all":
+        import torch
+
         return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     resolve_device(choice)
     return [choice]
@@ -315,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return scale_main(argv[1:])
     args = _parse(argv)
+    import torch
+
     sizes = [1000] if args.quick else args.sizes
     content = (64, 16, 16) if args.quick else args.content
     queries = 3 if args.quick else args.queries

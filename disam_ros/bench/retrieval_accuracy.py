@@ -18,13 +18,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import torch
 
-from disam_ros.bench.table_encoder import TableEncoder
 from disam_ros.cliutil import OneLineParser, check_output_files
 from disam_ros.data.folders import iter_frames, load_condition, read_image
 from disam_ros.fsutil import atomic_write_text
@@ -33,6 +31,11 @@ from disam_ros.maps.builder import build_map
 from disam_ros.maps.descriptors import estimate_map_size, settings_for_mode
 from disam_ros.maps.localization_map import LocalizationMap
 from disam_ros.retrieval.search import Localizer, SearchConfig
+
+if TYPE_CHECKING:
+    import torch
+
+# torch (and the table encoder, which imports it) is imported where it is used: a typo or --help answers without it
 
 MODES = ("exact", "exact16", "pooled", "pca", "ivf", "hnsw", "pca-full", "ivf-full", "hnsw-full", "ivfpq")
 NORDLAND_DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "data" / "nordland_trimmed_dev"
@@ -48,6 +51,8 @@ class PixelEncoder:
         self.content_shape = (3, size, size)
 
     def encode(self, images: list[np.ndarray], domain: str) -> torch.Tensor:
+        import torch
+
         arr = np.stack([cv2.resize(im, (self.size, self.size), interpolation=cv2.INTER_AREA) for im in images])
         x = torch.from_numpy(arr).float().permute(0, 3, 1, 2)
         return x - x.mean(dim=(2, 3), keepdim=True)
@@ -101,6 +106,8 @@ def nordland_dataset(root: Path, tolerance: int = 2, first: int = 0) -> Dataset:
 
 
 def _encode(enc: Any, images: list[np.ndarray], domain: str) -> np.ndarray:
+    import torch
+
     out = [enc.encode(images[i:i + 128], domain) for i in range(0, len(images), 128)]
     return torch.cat(out).float().cpu().numpy()
 
@@ -117,6 +124,8 @@ def _features(enc: Any, ds: Dataset, domain: str) -> np.ndarray:
 def evaluate(ds: Dataset, coarse: Any, fine: Any, label: str, modes: tuple[str, ...], workdir: Path,
              domain: str) -> list[dict[str, Any]]:
     """Every mode on every query set of `ds`, from features encoded once."""
+    from disam_ros.bench.table_encoder import TableEncoder
+
     n = len(ds.map_images)
     qnames = list(ds.queries)
     table_c = TableEncoder(_features(coarse, ds, domain))
@@ -137,6 +146,8 @@ def evaluate(ds: Dataset, coarse: Any, fine: Any, label: str, modes: tuple[str, 
 
 def _score(ds: Dataset, q: str, m: LocalizationMap, loc: Localizer, offset: int, label: str, mode: str,
            exact_top: dict[str, np.ndarray]) -> dict[str, Any]:
+    from disam_ros.bench.table_encoder import TableEncoder
+
     nq = len(ds.queries[q])
     t0 = time.perf_counter()
     res = [loc.localize(TableEncoder.image_for(offset + i), "query") for i in range(nq)]
@@ -179,6 +190,8 @@ def render(rows: list[dict[str, Any]]) -> str:
 
 def _encoders(args: argparse.Namespace) -> list[tuple[str, Any, Any, str]]:
     """(label, coarse, fine, reference domain) for the DISAM model and the raw-pixel baseline."""
+    import torch
+
     from disam_ros.model import DisamNet, Encoder, preset
 
     if args.coarse:
@@ -224,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     check_output_files(p, args, "--json")
+    import torch
+
     torch.set_num_threads(args.threads)
     modes = tuple(m for m in args.modes.split(",") if m)
     rows: list[dict[str, Any]] = []

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from disam_ros.cliutil import OneLineParser, check_output_files, int_list, output_dir_error, positive_int
@@ -41,6 +40,8 @@ from disam_ros.fsutil import atomic_write_text
 from disam_ros.maps.descriptors import coarse_vectors, fine_vectors, fit_pca, settings_for_mode
 from disam_ros.maps.ivfpq import shortlist_recall
 from disam_ros.shipped import ASSETS
+
+# torch is imported where it is used: a typo or --help answers without loading it
 
 NOISE_SHARE = 0.25
 FINE_GRID = 4
@@ -59,6 +60,8 @@ def rss_bytes() -> int:
 
 def real_features(world: Path | None, frames: int, workdir: Path) -> dict[str, Any]:
     """Encode a rendered reference drive and query drive with the demo weights (see the module docstring)."""
+    import torch
+
     from disam_ros.data.folders import iter_frames, load_condition
     from disam_ros.model import Encoder
 
@@ -137,6 +140,8 @@ def write_map(out: Path, n: int, feats: dict[str, Any], pca: Any, base_c: np.nda
 def _measure_child(map_dir: str, queries: dict[str, np.ndarray], top: int, nprobes: tuple[int, ...],
                    conn: Any) -> None:
     """In a fresh process (so the RSS growth is the map's, not the build's): load, query, report."""
+    import torch
+
     torch.set_num_threads(1)
     import faiss
 
@@ -249,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             args.workdir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             p.error(f"--workdir {args.workdir}: {exc.strerror or exc}; pass a writable folder")
+    import torch
+
     torch.set_num_threads(1)
     ks = (3, 20)
     rows = []

@@ -13,12 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
 from disam_ros.bench.model import _median_ms
 from disam_ros.bench.output import emit
 from disam_ros.cliutil import OneLineParser, check_output_files
-from disam_ros.model import Encoder
 from disam_ros.retrieval.index import TorchFlatIndex
 from disam_ros.shipped import shipped_path
 from disam_ros.threads import DEFAULT_MAX_THREADS, available_cpus, default_threads
@@ -26,6 +24,8 @@ from disam_ros.threads import DEFAULT_MAX_THREADS, available_cpus, default_threa
 
 def median_ms(fn: Callable[[], object], reps: int) -> float:
     """Median ms of `reps` calls after one warm-up (the model suite's timer, on the CPU)."""
+    import torch  # here and below, not at import: a typo or --help answers without loading torch
+
     return _median_ms(fn, torch.device("cpu"), reps)
 
 
@@ -41,6 +41,10 @@ def thread_counts(text: str) -> list[int]:
 
 
 def measure(threads: int, reps: int, map_sizes: tuple[int, ...]) -> dict:
+    import torch
+
+    from disam_ros.model import Encoder
+
     torch.set_num_threads(threads)
     enc = Encoder.from_checkpoint(shipped_path("real"), device="cpu")
     rng = np.random.default_rng(0)
@@ -79,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(e))
     if args.reps < 1 or min(sizes) < 1:
         p.error("--reps and --map-sizes must be >= 1, e.g. --reps 20 --map-sizes 1000")
+    import torch
+
     before = torch.get_num_threads()
     rows = [measure(n, args.reps, sizes) for n in counts]
     torch.set_num_threads(before)

@@ -20,14 +20,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-from torch.utils.data import default_collate
 
 from disam_ros.cliutil import OneLineParser, check_output_files
 from disam_ros.fsutil import atomic_write_text
-from disam_ros.training.config import load_recipe
-from disam_ros.training.datasets import PairKey
-from disam_ros.training.trainer import Trainer
 
 BATCH = {"micro": 4, "tiny": 4, "small": 2, "paper": 1}
 ITERS = {"micro": 10, "tiny": 8, "small": 4, "paper": 2}
@@ -47,6 +42,14 @@ def toy_world(root: Path, size: int, places: int = 12) -> Path:
 
 def bench_one(world: Path, out: Path, preset: str, recipe: str, device: str, threads: int, k: int) -> dict:
     """Seconds per iteration (median of ITERS after two warm-up iterations) on a fixed batch."""
+    # torch and the trainer are imported here, not at import: a typo or --help answers without loading torch
+    import torch
+    from torch.utils.data import default_collate
+
+    from disam_ros.training.config import load_recipe
+    from disam_ros.training.datasets import PairKey
+    from disam_ros.training.trainer import Trainer
+
     b = BATCH[preset]
     r = load_recipe(recipe, [f"model.preset={preset}", f"batch_size={b}", "data.reference=sunny", f"device={device}",
                              f"threads={threads}", "progress=false", "schedule.ramp_keys=[]", f"num_negatives={k}",
@@ -68,6 +71,8 @@ def bench_one(world: Path, out: Path, preset: str, recipe: str, device: str, thr
 
 
 def run(args: argparse.Namespace) -> dict:
+    import torch
+
     presets = list(args.presets) + (["paper"] if args.paper else [])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

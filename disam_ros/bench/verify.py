@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from disam_ros.bench.output import emit
 from disam_ros.cliutil import OneLineParser, check_output_files, name_list, positive_int
@@ -54,6 +53,8 @@ def make_town(root: Path, size: tuple[int, int], frames: int, conditions: tuple[
 def build(world: Path, out: Path, scale: float, features: str = "sift") -> Path:
     """A depth-geometry map whose SIFT recipe detects at `scale`, with learned keypoints too when `features` is
     both (an untrained micro encoder for retrieval: retrieval is not timed here)."""
+    import torch
+
     from disam_ros.maps import MapBuildConfig, build_map_from_folder
     from disam_ros.model import DisamNet, preset, save_checkpoint
 
@@ -124,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON here")
     args = p.parse_args(argv)
     check_output_files(p, args, "--json")
+    import torch  # here, not at import: a typo or --help answers without loading torch
+
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     size = (640, 480)
