@@ -228,6 +228,7 @@ class FrameWorker:
             if late and not self.stop.is_set():
                 self.late.publish(self.node, late)
                 self._keep_late_picture(late)
+            if not self.stop.is_set():  # a late picture whose slot came due while no frame came
                 self._picture(None)
         except Exception as exc:  # noqa: BLE001  (the loop must go on)
             self.node.stats.add("errors")
