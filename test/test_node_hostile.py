@@ -240,7 +240,9 @@ def test_a_waiting_late_keyframe_takes_the_next_debug_slot_before_a_frame():
     worker.late = type(worker.late)()  # its frame forgotten: no encoder to draw its maps with
     worker._picture(None)
     assert len(drawn) == 2 and worker._late_picture is None
-    node.dyn["publish_debug_image"] = False
     worker._keep_late_picture((LateAnswer(12.5, "kf", False, image),))
+    node.dyn["publish_debug_image"], node.last_debug = False, -1e9  # switched off while one waits: let go of it
     worker._picture(("frame", "res", "header", "sunny"))
     assert len(drawn) == 2 and worker._late_picture is None
+    worker._keep_late_picture((LateAnswer(12.5, "kf", False, image),))
+    assert worker._late_picture is None

@@ -312,7 +312,8 @@ class FrameWorker:
         """Take the debug slot if one is due (`publish_debug_image`, `debug_rate_hz`): a waiting late keyframe's
         picture before `frame`'s (rgb, result, header, encoder), so that at camera rate the frames do not starve it."""
         node, late = self.node, self._late_picture
-        if (late is None and frame is None) or not node.dyn["publish_debug_image"]:
+        if not node.dyn["publish_debug_image"] or (late is None and frame is None):
+            self._late_picture = None  # switched off, no image is held for a picture nobody asked for
             return
         now = time.monotonic()
         if now - node.last_debug < 1.0 / node.dyn["debug_rate_hz"]:
