@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 
 from disam_ros.bench.output import emit
 from disam_ros.cliutil import OneLineParser, check_output_files
+from disam_ros.model.config import PRESETS
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-# torch (and disam_ros.model, which imports it) is imported where it is used, so that a typo or --help answers
-# without loading it; even PRESETS waits for the parsed arguments (its package imports torch).
+# torch (and the model's networks) is imported where it is used, so that a typo or --help answers without loading it
 
 BENCH_DOMAINS = ("a", "b")
 BATCHES = (1, 8)
@@ -137,7 +137,7 @@ def format_table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog="disam-bench model", description=__doc__.splitlines()[0])
     p.add_argument("--presets", default="paper,small,tiny",
-                   help="comma-separated presets (default paper,small,tiny; a wrong name lists the valid ones)")
+                   help="comma-separated presets from " + ",".join(PRESETS) + " (default paper,small,tiny)")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto (default)")
     p.add_argument("--reps", type=int, default=None, help="timed runs per point (default 3 for paper on CPU, else 10)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON here")
@@ -145,7 +145,6 @@ def main(argv: list[str] | None = None) -> int:
     check_output_files(p, args, "--json")
     import torch
 
-    from disam_ros.model.config import PRESETS
     from disam_ros.model.inference import resolve_device
 
     names = [n.strip() for n in args.presets.split(",") if n.strip()]
