@@ -8,9 +8,23 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import disam_ros
+
+
+def version_text(prog: str) -> str:
+    """What `--version` prints: the command and the package version (what a bug report should name)."""
+    return f"{prog} (disam_ros {disam_ros.__version__})"
+
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad argument in one line naming the fix, instead of usage + error."""
+    """argparse that reports a bad argument in one line naming the fix, instead of usage + error, and answers
+    `--version` (every command and sub-command built on it)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.add_help:
+            self.add_argument("--version", action="version", version=version_text(self.prog),
+                              help="print the command's package version and exit")
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")

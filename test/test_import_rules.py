@@ -20,7 +20,7 @@ LAYERS: dict[str, set[str]] = {
     "geometry": set(),
     "fsutil": set(),
     "logs": set(),
-    "cliutil": set(),
+    "cliutil": {"disam_ros"},  # the package version, nothing else
     "heap": set(),
     "shipped": set(),
     "threads": set(),

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from disam_ros.cliutil import version_text
 from disam_ros.ros.env import child_env
 
 NODE_MODULE = "disam_ros.ros.localizer_node"
@@ -148,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         for k, (d, desc) in LAUNCH_ARGUMENTS.items():
             print(f"  {k}:={d or '<empty>'}\t{desc}")
+        return 0
+    if "--version" in argv:
+        print(version_text("disam-launch"))
         return 0
     try:
         args = parse_launch_args(argv)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from disam_ros.cliutil import version_text
+
 
 class ConfigError(ValueError):
     """A configuration mistake the user fixes at the command line (message: one line with the fix)."""
@@ -42,6 +44,8 @@ def ros_argv(argv: list[str], prog: str = "disam-localizer",
     own, ros = argv[:cut], argv[cut:]
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--params-file", help=f"ROS 2 parameters YAML (e.g. {example})")
+    parser.add_argument("--version", action="version", version=version_text(prog),
+                        help="print the node's package version and exit")
     args = parser.parse_args(own)
     files = [ros[i + 1] for i, a in enumerate(ros[:-1]) if a == "--params-file"]
     if args.params_file:

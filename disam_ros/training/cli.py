@@ -21,13 +21,9 @@ import sys
 from pathlib import Path
 
 from disam_ros import logs
+from disam_ros.cliutil import OneLineParser
 
 from . import RECIPE_DIR
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, naming the fix
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def recipe_summaries(recipe_dir: Path = RECIPE_DIR) -> dict[str, str]:
@@ -48,7 +44,7 @@ def recipes_epilog() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="disam-train", description=__doc__.splitlines()[0], epilog=recipes_epilog(),
+    p = OneLineParser(prog="disam-train", description=__doc__.splitlines()[0], epilog=recipes_epilog(),
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", help="a recipe name listed below, or a YAML file")
     p.add_argument("--data", help="dataset root (ROOT/<condition>/images/*, or see disam_ros/training/layouts.py)")

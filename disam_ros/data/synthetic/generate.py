@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from disam_ros.cliutil import image_size, os_error_line, output_dir_error
+from disam_ros.cliutil import OneLineParser, image_size, os_error_line, output_dir_error
 from disam_ros.data.depth import DEPTH_DIR, write_depth
 from disam_ros.data.folders import CameraIntrinsics, condition_entry
 from disam_ros.data.synthetic.conditions import CONDITIONS, REFERENCE, get_condition
@@ -303,15 +303,8 @@ def load_world(root: str | Path) -> tuple[World, WorldInfo]:
     return world, info
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad argument in one line (naming the fix) instead of usage + error."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def _parse(argv: list[str]) -> argparse.Namespace:
-    p = _OneLineParser(prog="disam-synth", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="disam-synth", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, type=Path, help="output folder (must be empty or absent unless --force)")
     p.add_argument("--seed", type=int, default=0, help="world seed (same seed and options -> same bytes)")
     p.add_argument("--size", type=image_size, default=(256, 256), help="image size WIDTHxHEIGHT, or one number for "
