@@ -13,10 +13,13 @@ import subprocess
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -95,7 +98,10 @@ def test_lifecycle_transitions_over_dds(tiny_eval_world, tmp_path):
         assert client.pub_image.get_subscription_count() == 0
         assert lc.transition("configure"), tail()
         assert lc.state() == "inactive"
-        assert client.wait_diagnostics(lambda d: d["state"] == "inactive", 10.0), "no diagnostics while inactive"
+        inactive = client.wait_diagnostics(lambda d: d["state"] == "inactive", 10.0)
+        assert inactive, "no diagnostics while inactive"
+        version = ET.parse(REPO / "package.xml").getroot().findtext("version")  # what colcon installs
+        assert inactive["software"] == f"disam-localizer (disam_ros {version})", inactive.get("software")
         assert lc.transition("activate")
         assert lc.state() == "active"
         assert client.wait_for_node(compressed=False, timeout=30.0)

@@ -16,6 +16,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
+from disam_ros.cliutil import version_text
+
 COUNTERS = ("received", "dropped_in_queue", "dropped_by_node", "processed", "localized", "not_localized",
             "junk_frames", "bad_input", "errors", "encoder_switches", "priors_ignored", "loop_closures",
             "late_loop_closures", "belief_resets", "odometry_received", "odometry_ignored", "verified_frames",
@@ -312,3 +314,8 @@ def rss_mb() -> float:
             return int(f.read().split()[1]) * 4096 / 2**20
     except OSError:
         return float("nan")
+
+
+def process_values() -> dict[str, Any]:
+    """What the process is: its resident memory and the software that runs (a fleet's /diagnostics say which)."""
+    return {"rss_mb": rss_mb(), "software": version_text("disam-localizer")}

@@ -347,7 +347,7 @@ def diagnostics_values(node: Any) -> dict[str, Any]:
     values: dict[str, Any] = {
         "state": node.state, **S.selection_values(node._selection, node.reloc.selector),
         "model_domains": ",".join(node.model_domains), "map_size": len(node.map), "map_frame": node.frame_id,
-        "device": node.device, "rss_mb": S.rss_mb(), "map_verification": node.map.verification_state(),
+        "device": node.device, **S.process_values(), "map_verification": node.map.verification_state(),
         "map_problem": node.map.integrity_problem or "",
         "sequence_numbers": "yes" if node._gaps.available else "no",
         "odometry": node.cfg.odom_topic or "none (speed band)", **tracking.diagnostics(),
