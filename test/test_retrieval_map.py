@@ -5,6 +5,8 @@ import json
 import logging
 import re
 import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -261,6 +263,8 @@ def test_map_info_cli(env, capsys):
     for needle in ("images         12", "frame_id       map", "per image", "fine.npy", "coarse model", "extent",
                    "verified", "RAM (search)"):
         assert needle in out
+    version = ET.parse(Path(__file__).resolve().parents[1] / "package.xml").getroot().findtext("version")
+    assert re.search(rf"^created +\S+ by disam_ros {re.escape(version)}$", out, re.M), out  # the builder's version
     assert map_info_cli.main([str(env["map"]), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["images"] == N_IMAGES and info["bytes_per_image"] > 0

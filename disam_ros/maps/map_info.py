@@ -49,6 +49,7 @@ def summary(manifest: dict[str, Any]) -> dict[str, Any]:
         "frame_id": manifest.get("frame_id"),
         "reference_domain": manifest.get("reference_domain"),
         "created": manifest.get("created"),
+        "software": manifest.get("software"),  # what built it: compare with `--version` when a map misbehaves
         "settings": DescriptorSettings.from_dict(desc["settings"]).to_dict(),  # defaults filled in
         "coarse_shape": desc["coarse_shape"],
         "coarse_dim": desc["coarse_dim"],
@@ -76,7 +77,7 @@ def render(info: dict[str, Any], root: Path) -> str:
         f"images         {info['images']}",
         f"frame_id       {info['frame_id']}",
         f"domain         {info['reference_domain']}",
-        f"created        {info['created']}",
+        f"created        {info['created']}" + (f" by {info['software']}" if info.get("software") else ""),
         f"mode           {s['mode']}: coarse grid {s['coarse_grid'] or 'full'}, pca {s['pca_dim'] or 'none'}, "
         f"{s['coarse_dtype']}, index {s['index']}; fine grid {s['fine_grid'] or 'full'}, {s['fine_dtype']}"
         + (f"; best {s['coarse_refine']} re-scored on full-grid rows" if s.get("coarse_refine") else ""),
