@@ -150,7 +150,7 @@ def test_node_tracking_gives_the_tracker_the_speed_band_for_glitched_frames(tabl
     OdometryDistance test), and its belief after every frame equals a second Tracker's fed that hand-made
     sequence with None (no odometry) for the glitched frames. The previous code gave partial distances
     (1.8 m / 2.4 m) as if they were the whole motion."""
-    from disam_ros.ros.node_worker import NodeTracking
+    from disam_ros.ros.node_tracking import NodeTracking
 
     reloc = _relocalizer(table_world)
     cfg = SimpleNamespace(mode="sequence", min_speed_mps=0.0, max_speed_mps=15.0, speed_change_prob=0.1,
