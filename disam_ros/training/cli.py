@@ -45,7 +45,7 @@ def recipes_epilog() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="disam-train", description=__doc__.splitlines()[0], epilog=recipes_epilog(),
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", help="a recipe name listed below, or a YAML file")
     p.add_argument("--data", help="dataset root (ROOT/<condition>/images/*, or see disam_ros/training/layouts.py)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, log.csv, model.pt)")
