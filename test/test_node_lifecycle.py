@@ -125,6 +125,7 @@ def test_lifecycle_transitions_over_dds(tiny_eval_world, tmp_path):
         assert proc.wait(10.0) == 0, tail()
         text = log.read_text(errors="replace")
         assert "Traceback" not in text and "map and models released" in text
+        assert f"configured: disam-localizer (disam_ros {version}); map " in text  # the log names what ran
     finally:
         if proc.poll() is None:
             proc.kill()

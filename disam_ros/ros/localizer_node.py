@@ -146,8 +146,8 @@ class LocalizerNode(LifecycleNode):
         W.ready_for_frames(self.reloc, self.get_logger())  # before subscribing: an active subscription means ready
         self.diag_timer = self.create_timer(cfg.diagnostics_period_s, self.publish_diagnostics)
         self.get_logger().info(
-            f"configured: map '{cfg.map}' ({len(self.map)} images, frame '{self.frame_id}') on {self.device}; "
-            f"domains {list(self.model_domains)} (table '{self.reloc.selector.table.name}', fallback "
+            f"configured: {S.SOFTWARE}; map '{cfg.map}' ({len(self.map)} images, frame '{self.frame_id}') on "
+            f"{self.device}; domains {list(self.model_domains)} (table '{self.reloc.selector.table.name}', fallback "
             f"'{self.reloc.selector.fallback}'); mode {cfg.mode}, confidence {self.tracking.calibration}")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:

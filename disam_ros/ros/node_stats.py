@@ -18,6 +18,8 @@ from typing import Any
 
 from disam_ros.cliutil import version_text
 
+SOFTWARE = version_text("disam-localizer")  # in the start-up log line and /diagnostics: what a bug report names
+
 COUNTERS = ("received", "dropped_in_queue", "dropped_by_node", "processed", "localized", "not_localized",
             "junk_frames", "bad_input", "errors", "encoder_switches", "priors_ignored", "loop_closures",
             "late_loop_closures", "belief_resets", "odometry_received", "odometry_ignored", "verified_frames",
@@ -318,4 +320,4 @@ def rss_mb() -> float:
 
 def process_values() -> dict[str, Any]:
     """What the process is: its resident memory and the software that runs (a fleet's /diagnostics say which)."""
-    return {"rss_mb": rss_mb(), "software": version_text("disam-localizer")}
+    return {"rss_mb": rss_mb(), "software": SOFTWARE}
