@@ -13,17 +13,9 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from test_docs import entry_points
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def console_scripts() -> dict[str, str]:
-    """name -> 'module:function', read from setup.py's CONSOLE_SCRIPTS without running setup.py."""
-    tree = ast.parse((REPO / "setup.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "CONSOLE_SCRIPTS":
-            entries = ast.literal_eval(node.value)
-            return dict(tuple(part.strip() for part in e.split("=")) for e in entries)
-    raise AssertionError("setup.py has no CONSOLE_SCRIPTS list")
 
 
 def stated_versions() -> dict[str, str]:
@@ -53,7 +45,7 @@ for name, target in zip(sys.argv[1::2], sys.argv[2::2]):
 
 
 def test_every_console_script_answers_version():
-    scripts = console_scripts()
+    scripts = entry_points()
     assert len(scripts) >= 20, scripts
     version = stated_versions()["package.xml"]
     args = [x for item in scripts.items() for x in item]

@@ -87,11 +87,7 @@ def counted_lines(page: Path) -> int:
 
 def console_scripts() -> list[str]:
     """Names before ' = ' in setup.py's CONSOLE_SCRIPTS list, read from the source (setup.py is not run)."""
-    tree = ast.parse((REPO / "setup.py").read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "CONSOLE_SCRIPTS" for t in node.targets):
-            return [entry.split(" = ", 1)[0].strip() for entry in ast.literal_eval(node.value)]
-    raise AssertionError("setup.py has no CONSOLE_SCRIPTS list")
+    return list(entry_points())
 
 
 def first_paragraph(page: Path, within: int = 10) -> str:
@@ -198,6 +194,7 @@ def shown_commands() -> list[tuple[str, str, list[str]]]:
 
 
 def entry_points() -> dict[str, str]:
+    """Console script name -> 'module:function', from setup.py's CONSOLE_SCRIPTS source (setup.py is not run)."""
     tree = ast.parse((REPO / "setup.py").read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "CONSOLE_SCRIPTS" for t in node.targets):

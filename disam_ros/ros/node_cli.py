@@ -3,12 +3,11 @@ params file checked first (rcl's own error for a broken file is a multi-line tra
 one-line error a bad parameter or file ends in."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import yaml
 
-from disam_ros.cliutil import version_text
+from disam_ros.cliutil import OneLineParser
 
 
 class ConfigError(ValueError):
@@ -42,10 +41,8 @@ def ros_argv(argv: list[str], prog: str = "disam-localizer",
     Raises ConfigError for a params file that rcl could not parse; argparse exits 2 for unknown flags."""
     cut = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
     own, ros = argv[:cut], argv[cut:]
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = OneLineParser(prog=prog, description=description)  # --version and one-line errors, as every tool
     parser.add_argument("--params-file", help=f"ROS 2 parameters YAML (e.g. {example})")
-    parser.add_argument("--version", action="version", version=version_text(prog),
-                        help="print the node's package version and exit")
     args = parser.parse_args(own)
     files = [ros[i + 1] for i, a in enumerate(ros[:-1]) if a == "--params-file"]
     if args.params_file:
