@@ -22,19 +22,14 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseWithCovarianceStamped
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
-from rclpy.subscription import RCLError
 from std_msgs.msg import Header, String
 
 from disam_ros.logs import clip
@@ -43,9 +38,9 @@ from disam_ros.ros import hint_parse as H
 from disam_ros.ros import hint_relay_math as RM
 from disam_ros.ros import node_stats as S
 from disam_ros.ros.messages import make_pose
+from disam_ros.ros.node_main import NodeProcess, run_node
 from disam_ros.ros.node_params import TOPIC_RE, ConfigError, Param, declare_all, one_line, refuse_unknown
 from disam_ros.ros.node_params import ros_argv as node_ros_argv
-from disam_ros.ros.node_signals import StopSignals, fail
 
 NODE_NAME = "disam_hint_relay"
 PROG = "disam-hint-relay"
@@ -249,35 +244,13 @@ class HintRelayNode(Node):
 # ---------------------------------------------------------------------------------------------- main
 
 
+PROCESS = NodeProcess(PROG, NODE_NAME, ros_argv, lambda dds: HintRelayNode(dds=dds),
+                      farewell=lambda node: f"shutting down: {node.summary()}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the relay until SIGINT/SIGTERM; 0 on a clean stop, 2 on a configuration error (one line)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        ros = ros_argv(argv)
-        dds = env.apply_ros_defaults()  # honour ROS_DOMAIN_ID; LOCALHOST only when no range is exported
-        rclpy.init(args=[PROG, *ros], signal_handler_options=SignalHandlerOptions.NO)
-    except (ConfigError, env.EnvError) as exc:
-        return fail(str(exc), PROG)
-    except RCLError as exc:
-        return fail(f"{one_line(exc)} (check the --ros-args)", PROG)
-    stop, node, rc = StopSignals(NODE_NAME), None, 0
-    executor = SingleThreadedExecutor()
-    try:
-        node = HintRelayNode(dds=dds)
-        executor.add_node(node)
-        while not stop.event.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-        node.get_logger().info(f"shutting down: {node.summary()}")
-    except ConfigError as exc:
-        rclpy.logging.get_logger(NODE_NAME).error(str(exc))
-        rc = 2
-    finally:
-        executor.shutdown(timeout_sec=1.0)
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return rc
+    return run_node(PROCESS, argv)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,7 @@ Usage::
 """
 from __future__ import annotations
 
-import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,16 +25,12 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseArray, PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
-from rclpy.subscription import RCLError
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -49,6 +43,7 @@ from disam_ros.ros import node_params as P
 from disam_ros.ros import node_stats as S
 from disam_ros.ros import node_verify as V
 from disam_ros.ros import node_worker as W
+from disam_ros.ros.node_main import NodeProcess, autostart, run_node
 from disam_ros.ros.prior_cache import PriorCache
 
 NODE_NAME = P.NODE_NAME
@@ -352,47 +347,19 @@ class LocalizerNode(LifecycleNode):
 # ---------------------------------------------------------------------------------------------- main
 
 
+def _start(node: LocalizerNode) -> None:
+    import disam_ros.verify.verifier  # noqa: F401  (at start-up, not on the first frame)
+
+    autostart(node)
+
+
+PROCESS = NodeProcess("disam-localizer", NODE_NAME, P.ros_argv, lambda dds: LocalizerNode(dds=dds), _start)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the node until SIGINT/SIGTERM; 0 on a clean stop, 2 on a configuration error (one line, no
     traceback)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        ros = P.ros_argv(argv)
-        dds = env.apply_ros_defaults()  # honour ROS_DOMAIN_ID; LOCALHOST only when no range is exported
-        rclpy.init(args=["disam-localizer", *ros], signal_handler_options=SignalHandlerOptions.NO)
-    except (P.ConfigError, env.EnvError) as exc:
-        return P.fail(str(exc))
-    except RCLError as exc:  # e.g. a remap or --ros-args flag rcl cannot parse
-        return P.fail(f"{P.one_line(exc)} (check the --ros-args)")
-    stop, node, rc = P.StopSignals(), None, 0
-    executor = SingleThreadedExecutor()
-    try:
-        node = LocalizerNode(dds=dds)  # a misspelt or mistyped parameter fails here, before seconds of imports
-        import disam_ros.verify.verifier  # noqa: F401  (at start-up, not on the first frame)
-        if node.autostart:
-            node.start()
-        stop.install()  # again after the imports and the configure step: one may take SIGTERM over (pycolmap's glog)
-        executor.add_node(node)
-        while not stop.event.is_set() and rclpy.ok():  # finalized too, like rclcpp nodes, until a signal
-            executor.spin_once(timeout_sec=0.1)
-        node.get_logger().info("shutting down")
-    except P.ConfigError as exc:  # already logged by configure, or raised before the node could log
-        if node is None:
-            rclpy.logging.get_logger(NODE_NAME).error(str(exc))
-        rc = 2
-    finally:
-        clean = node.close() if node is not None else True
-        executor.shutdown(timeout_sec=1.0)
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    if not clean:  # a worker still inside a long decode/inference: do not let interpreter teardown wait on it
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(rc)
-    return rc
+    return run_node(PROCESS, argv)
 
 
 if __name__ == "__main__":

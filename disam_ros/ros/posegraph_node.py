@@ -20,21 +20,16 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped
 from nav_msgs.msg import Odometry, Path
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
-from rclpy.subscription import RCLError
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
@@ -44,8 +39,8 @@ from disam_ros.ros import node_stats as S
 from disam_ros.ros import posegraph_feed as F
 from disam_ros.ros import posegraph_msgs as PM
 from disam_ros.ros import posegraph_params as PP
+from disam_ros.ros.node_main import NodeProcess, autostart, run_node
 from disam_ros.ros.node_params import ConfigError, declare_all, one_line, refuse_unknown
-from disam_ros.ros.node_signals import StopSignals, fail
 from disam_ros.ros.posegraph_markers import DrawableClosures, oldest_held
 from disam_ros.ros.posegraph_path import IncrementalPath
 
@@ -306,40 +301,12 @@ class PoseGraphNode(LifecycleNode):
 # ---------------------------------------------------------------------------------------------- main
 
 
+PROCESS = NodeProcess(PP.PROG, NODE_NAME, PP.ros_argv, lambda dds: PoseGraphNode(dds=dds), autostart)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the node until SIGINT/SIGTERM; 0 on a clean stop, 2 on a configuration error (one line)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        ros = PP.ros_argv(argv)
-        dds = env.apply_ros_defaults()  # honour ROS_DOMAIN_ID; LOCALHOST only when no range is exported
-        rclpy.init(args=[PP.PROG, *ros], signal_handler_options=SignalHandlerOptions.NO)
-    except (ConfigError, env.EnvError) as exc:
-        return fail(str(exc), PP.PROG)
-    except RCLError as exc:
-        return fail(f"{one_line(exc)} (check the --ros-args)", PP.PROG)
-    stop, node, rc = StopSignals(NODE_NAME), None, 0
-    executor = SingleThreadedExecutor()
-    try:
-        node = PoseGraphNode(dds=dds)
-        if node.autostart:
-            node.start()
-        executor.add_node(node)
-        while not stop.event.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-        node.get_logger().info("shutting down")
-    except ConfigError as exc:
-        if node is None:
-            rclpy.logging.get_logger(NODE_NAME).error(str(exc))
-        rc = 2
-    finally:
-        if node is not None:
-            node.close()
-        executor.shutdown(timeout_sec=1.0)
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return rc
+    return run_node(PROCESS, argv)
 
 
 if __name__ == "__main__":
