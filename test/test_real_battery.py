@@ -82,18 +82,19 @@ def test_model_encoders_day_for_the_map_condition_or_fallback_for_queries():
     assert R.query_domain((), "night") == ""
 
 
-def test_the_batteries_small_cpu_batch_gives_the_features_one_batch_gives():
-    """ENCODE_BATCH is a speed choice only: an untrained small encoder's features of 11 images encoded 8 at a time
-    equal those encoded in one batch (eval mode: no image sees another)."""
+def test_the_small_encoding_batch_gives_the_features_one_batch_gives():
+    """evaluate.ENCODE_BATCH (the battery's and training validation's) is a speed choice only: an untrained small
+    encoder's features of 11 images encoded a batch at a time equal those encoded in one batch (eval mode: no image
+    sees another)."""
     import torch
 
-    from disam_ros.training.evaluate import encode_all
+    from disam_ros.training.evaluate import ENCODE_BATCH, encode_all
 
     m = R.untrained("small", 0)
     x = torch.rand(11, 3, m.size, m.size, generator=torch.Generator().manual_seed(0)) * 2 - 1
     one = m.features(x, "")
-    batched = encode_all(m.features, x, "", R.ENCODE_BATCH)
-    assert len(x) > R.ENCODE_BATCH and batched.shape == one.shape
+    batched = encode_all(m.features, x, "")
+    assert len(x) > ENCODE_BATCH and batched.shape == one.shape
     torch.testing.assert_close(batched, one.detach(), rtol=1e-4, atol=1e-5)
 
 

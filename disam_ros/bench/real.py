@@ -60,9 +60,6 @@ QUICK_FRAMES = 10  # --quick: route frames kept per part, queries per group (a c
 # Untrained draws per preset: their R@1 spreads 10-40 % on Gardens Point and 42-76 % on webcams night (small), so
 # the mean of 3 moved by ~6 points with the seeds drawn; 10 bring its error to ~3 (30 draws: notes/training.md).
 SEEDS = 10
-# A CPU batch whose feature maps stay under glibc's mmap threshold: at 64 the small preset's maps were mapped and
-# page-faulted in anew each batch (865 Nordland frames: 29.7 s, 6.5 M faults; at 8: 16.1 s, 0.2 M).
-ENCODE_BATCH = 8
 FeatureFn = Callable[["Tensor", str], "Tensor"]
 
 
@@ -230,7 +227,7 @@ def score_set(method: Method, s: RealSet, cache: dict) -> dict[str, Any]:
     db_dom = map_domain(method.domains)
     key = (method.name, s.name)
     if key not in cache:
-        cache[key] = encode_all(method.features, load_images(s.db.paths, method.size), db_dom, ENCODE_BATCH)
+        cache[key] = encode_all(method.features, load_images(s.db.paths, method.size), db_dom)
     db = cache[key]
     rights, out = [], {}
     for group, q in s.queries.items():
@@ -239,7 +236,7 @@ def score_set(method: Method, s: RealSet, cache: dict) -> dict[str, Any]:
         if not len(idx):
             continue
         z = encode_all(method.features, load_images([q.paths[i] for i in idx], method.size),
-                       query_domain(method.domains, s.query_condition), ENCODE_BATCH)
+                       query_domain(method.domains, s.query_condition))
         right = top1_right(sim_fn(z, db), q.positions[idx], s.db.positions, s.tolerance)
         out[group] = float(right.mean())
         rights.append(right)
