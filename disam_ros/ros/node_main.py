@@ -54,7 +54,7 @@ def run_node(process: NodeProcess, argv: list[str] | None = None) -> int:
         return fail(str(exc), process.prog)
     except RCLError as exc:  # e.g. a remap or --ros-args flag rcl cannot parse
         return fail(f"{one_line(exc)} (check the --ros-args)", process.prog)
-    stop, node, rc, clean = StopSignals(process.node_name), None, 0, True
+    stop, node, rc = StopSignals(process.node_name), None, 0
     executor = SingleThreadedExecutor()
     try:
         node = process.make(dds)  # a misspelt or mistyped parameter fails here
@@ -71,7 +71,7 @@ def run_node(process: NodeProcess, argv: list[str] | None = None) -> int:
         rc = 2
     finally:
         close = getattr(node, "close", None)
-        clean = close() is not False if close is not None else True
+        clean = close is None or close() is not False  # the localizer's False: a worker was left running
         executor.shutdown(timeout_sec=1.0)
         if node is not None:
             node.destroy_node()
