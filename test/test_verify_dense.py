@@ -412,3 +412,37 @@ def test_in_clutter_a_keyframe_whose_dense_search_ran_first_and_failed_runs_no_s
     kept = primed(keyframe_dense_dark=255.0, keyframe_dense_clutter=2.0, keyframe_dark_sift=True)
     dark = kept.verify(wrong, [9], keyframe=True)
     assert _kinds(dark)[0] == "dense" and "sift" in _kinds(dark)  # ... unless asked to
+
+
+def test_after_a_keyframe_only_full_scale_sift_verified_the_next_keyframe_runs_the_dense_search_first(town):
+    """`keyframe_dense_after_full` 1, on a drive too fast for optical flow (the frame loop's frames 0.1 s apart, the
+    keyframes' verified poses one map image, ~2 m, apart in 0.1 s: ~2 m a frame, flow_max_step_m 1): keyframes
+    verified with the full-scale features alone (no half-scale look here: the frame is narrower than
+    `first_min_width_px`) put the dense search first once the speed is known, and it verifies alone, metric. The
+    usual order stays when the rule is off, when a half-scale look verifies, or on a drive flow can follow (frames
+    0.01 s apart), where a dense pose would start flow chains without map points."""
+    _, _, m = town
+    (a, _, _), (b, pos, quat) = (_render_beside(town, k, "sunny") for k in (10, 11))
+    cfg = VerifyConfig(first_min_width_px=10_000, gradient_first_after=0, keyframe_dense_after_full=1,
+                       gradient_first_probe_every=50)
+
+    def drive(config: VerifyConfig, frame_dt: float = 0.1) -> list:
+        v = Verifier(m, config)
+        cam = v.camera_for(a.shape[1], a.shape[0])[0]
+        for t in (0.0, frame_dt):  # the frame loop's frames (nothing to follow)
+            v.chain.follow(np.zeros(a.shape[:2], np.uint8), t, cam)
+        out = []
+        for i, (rgb, k) in enumerate(((a, 10), (b, 11), (b, 11))):
+            out.append(v.verify(rgb, [k], keyframe=True, stamp=1.0 + 0.1 * i))
+            v.chain.settle(out[-1], None, 1.0 + 0.1 * i, cam)  # as the keyframe thread does: the motion check
+        return out
+
+    fast = drive(cfg)
+    assert float(np.linalg.norm(fast[1].position - fast[0].position)) > 1.5
+    assert [(o.verified, o.dense, o.order) for o in fast] == [(True, False, "usual"), (True, False, "usual"),
+                                                             (True, True, "dense first")]
+    assert len(fast[2].attempts) == 1
+    assert float(np.linalg.norm(fast[2].position - pos)) < 0.25 and float(quat_angle_deg(fast[2].quat, quat)) < 2.0
+    for out in (drive(replace(cfg, keyframe_dense_after_full=0)), drive(replace(cfg, first_min_width_px=160)),
+                drive(cfg, frame_dt=0.01)):
+        assert [(o.verified, o.dense, o.order) for o in out] == [(True, False, "usual")] * 3

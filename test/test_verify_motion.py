@@ -39,6 +39,40 @@ def test_a_drive_starts_with_its_first_stamped_verified_pose():
     assert not gate.started
 
 
+def test_the_speed_between_the_last_two_references_and_whether_flow_can_follow_it():
+    """MotionGate.speed_mps by hand (3-4-5 m in 2 s: 2.5 m/s; farther apart than SPEED_GAP_S: kept as it was), and
+    FlowChain.outruns_flow: that speed times the frame loop's frame interval against flow_max_step_m (1 m)."""
+    from disam_ros.verify.config import VerifyConfig
+    from disam_ros.verify.flow_chain import FlowChain
+    from disam_ros.verify.motion import SPEED_GAP_S
+
+    gate = MotionGate(max_speed_mps=10.0, slack_m=2.0, window_s=1.0)
+    gate.accept(np.zeros(3), 0.0)
+    assert math.isnan(gate.speed_mps)
+    gate.accept(np.array([3.0, 4.0, 0.0]), 2.0)  # 2 s: beyond the jump window, within SPEED_GAP_S
+    assert gate.speed_mps == pytest.approx(2.5)
+    gate.accept(np.array([3.0, 4.0, 100.0]), 2.0 + SPEED_GAP_S + 0.1)  # too long a gap: no new estimate
+    assert gate.speed_mps == pytest.approx(2.5)
+    gate.reset()
+    assert math.isnan(gate.speed_mps)
+
+    chain = FlowChain(VerifyConfig(flow_max_step_m=1.0), 30.0, lambda k: np.zeros((0, 3)))
+    grey = np.zeros((4, 4), np.uint8)
+    assert not chain.outruns_flow()  # nothing known: counted as followable
+    for t in (5.0, 5.1):  # the frame loop: a frame every 0.1 s (no seed: nothing followed)
+        assert chain.follow(grey, t, None) is None
+    assert chain.frame_dt == pytest.approx(0.1)
+    assert chain.follow(grey, 5.15, None, catch_up=True) is None and chain.frame_dt == pytest.approx(0.1)  # not a frame
+    assert not chain.outruns_flow()  # speed unknown
+    chain.motion.accept(np.zeros(3), 6.0)
+    chain.motion.accept(np.array([9.0, 0.0, 0.0]), 7.0)  # 9 m/s x 0.1 s = 0.9 m a frame: flow follows
+    assert not chain.outruns_flow()
+    chain.motion.accept(np.array([20.0, 0.0, 0.0]), 8.0)  # 11 m/s: 1.1 m a frame, more than flow_max_step_m
+    assert chain.outruns_flow()
+    chain.reset()
+    assert not chain.outruns_flow() and math.isnan(chain.frame_dt)
+
+
 def test_off_at_zero_speed_and_bad_values_refused():
     gate = MotionGate(0.0, 2.0, 1.0)
     gate.accept(np.zeros(3), 0.0)

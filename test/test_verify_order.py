@@ -40,6 +40,42 @@ def test_dense_only_frames_put_the_dense_search_first_and_tracked_frames_do_not_
     assert order.dense_only == 0 and _frame(order, False, True) == (False, True)
 
 
+def test_keyframes_that_needed_full_scale_sift_put_the_dense_search_first_for_keyframes_only():
+    """The keyframe rule (`keyframe_dense_after_full` 1, probe every 3rd): a keyframe verified only with the full-scale
+    features counts, as does one only the dense search verified; a half-scale look that verified ends the run, and
+    so does a keyframe optical flow posed."""
+    order = StepOrder(VerifyConfig(gradient_first_after=0, keyframe_dense_after_full=1, gradient_first_probe_every=3,
+                                   gradient_skip_sift_after=0))
+
+    def keyframe(full: bool = False, look: bool = False, dense: bool = False, inline: bool = False) -> bool:
+        order.begin()
+        first = order.dense_first(keyframe=not inline)
+        if first and dense:
+            order.dense_verified()
+            return True
+        order.sift_ran(full or look, full=full)
+        return first
+
+    assert keyframe(full=True) is False and order.dear == 1  # 1 counted: the rule is due from here ...
+    assert keyframe(full=True, inline=True) is False  # ... for keyframes only
+    assert order.dear == 2
+    # n = 2, 3 first; (n - 1 + 1) % 3 == 0 at n = 3: the probe keeps the usual order
+    assert keyframe(dense=True) is True and order.last == "dense first" and order.dear == 3
+    assert keyframe(full=True) is False and order.last == "usual" and order.dear == 4  # the probe, full scale again
+    assert keyframe(dense=True) is True and keyframe(dense=True) is True and order.dear == 6
+    order.begin()
+    assert order.dense_first(keyframe=True) is False  # n = 6: a probe ...
+    order.sift_ran(True, full=False)  # ... that the half-scale look verified: the run ends
+    assert order.dear == 0 and keyframe(full=True) is False
+    order.sift_ran(False, full=True)  # full-scale features that verified nothing leave the count
+    assert order.dear == 1 and order.dense_first(keyframe=True) is True
+    order.flow_follows()  # a keyframe flow posed: the drive is followed, SIFT's poses start the chains
+    assert order.dear == 0 and order.dense_first(keyframe=True) is False
+    off = StepOrder(VerifyConfig(gradient_first_after=0, keyframe_dense_after_full=0))
+    off.sift_ran(True, full=True)
+    assert off.dense_first(keyframe=True) is False
+
+
 def test_tracked_frames_neither_count_as_sift_failures_nor_end_a_run_of_them():
     order = StepOrder(VerifyConfig(gradient_first_after=0, gradient_skip_sift_after=2, gradient_first_probe_every=2))
     assert _frame(order, False, False) == (False, True)  # SIFT failed: 1

@@ -24,6 +24,7 @@ with the chain (flow_keyframe_check_m) ends it, so a drifted chain does not go o
 """
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -57,6 +58,7 @@ class FlowChain:
         self._published: deque[tuple[float, Verification]] = deque(maxlen=PUBLISHED)  # the current chain's
         self.drive = 0  # counts resets: a keyframe taken before one renews nothing after it
         self.drift_m = c.flow_drift_m  # this drive's flow drift a frame: keyframes measure it (_measure)
+        self._frame_stamp = self.frame_dt = math.nan  # the frame loop's latest frame and the interval before it
 
     def reset(self) -> None:
         with self._lock:
@@ -64,6 +66,7 @@ class FlowChain:
             self.drift_m = self.config.flow_drift_m
             self.motion.reset()
             self.drive += 1
+            self._frame_stamp = self.frame_dt = math.nan
 
     @property
     def seed(self) -> FlowSeed | None:
@@ -75,6 +78,9 @@ class FlowChain:
         moves on to this frame); None otherwise. A verified flow pose that jumps is returned as "jumped" and ends
         the chain. `catch_up`: the seed's speed may be unknown (a keyframe's first seed) when the frame follows
         within CATCH_UP_MAX_GAP_S."""
+        if grey is not None and not catch_up:  # the frame loop's: the camera's frame interval
+            dt, self._frame_stamp = stamp - self._frame_stamp, stamp
+            self.frame_dt = dt if 0.0 < dt <= self.config.track_max_gap_s else self.frame_dt
         seed = self._seed
         if grey is None or seed is None or not (trackable(seed, grey, stamp, self.config) or (
                 catch_up and _close_behind(seed, grey, stamp, self.config))):
@@ -90,6 +96,13 @@ class FlowChain:
             if v.verified:
                 self._published.append((stamp, v))
         return v
+
+    def outruns_flow(self) -> bool:
+        """The camera moves farther between two frames than flow follows (flow_max_step_m): the speed between the
+        last two verified poses times the frame loop's frame interval. False while either is unknown (a drive's
+        first two keyframes: a keyframe that could not be followed looks the same there as one whose pose was
+        too rough to seed a chain)."""
+        return self.motion.speed_mps * self.frame_dt > self.config.flow_max_step_m
 
     def guess(self, grey: np.ndarray | None, stamp: float, cam: Intrinsics) -> tuple[np.ndarray, np.ndarray] | None:
         """The pose flow follows a seed whose hops are spent to, the chain left as it is: the guide of the full

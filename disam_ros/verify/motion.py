@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 
+SPEED_GAP_S = 10.0  # the speed between two verified poses up to this far apart (keyframes at 3 m a frame: ~2.5 s)
+
 
 def allowed_jump_m(dt_s: float, max_speed_mps: float, slack_m: float) -> float:
     """How far (m) a camera may be from its last verified pose `dt_s` seconds later."""
@@ -38,6 +40,7 @@ class MotionGate:
         self._position: np.ndarray | None = None
         self._stamp = math.nan
         self._started = False
+        self.speed_mps = math.nan  # between the last two references, when SPEED_GAP_S apart at most (NaN: unknown)
 
     def jump(self, position: np.ndarray, stamp: float) -> float | None:
         """The distance (m) from the reference when it is in force and `position` is farther than allowed from
@@ -63,6 +66,9 @@ class MotionGate:
     def accept(self, position: np.ndarray, stamp: float) -> None:
         """A published verified pose becomes the reference (an unknown stamp clears it: nothing to bound by)."""
         ok = math.isfinite(stamp)
+        dt = stamp - self._stamp if ok and self._position is not None else math.nan
+        if 0.0 < dt <= SPEED_GAP_S:
+            self.speed_mps = float(np.linalg.norm(np.asarray(position, np.float64) - self._position)) / dt
         self._position = np.asarray(position, np.float64).copy() if ok else None
         self._stamp = stamp if ok else math.nan
         self._started = self._started or ok

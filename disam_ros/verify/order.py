@@ -10,6 +10,12 @@ within reach of a drive that leaves the weather:
   `gradient_first_probe_every`-th such frame, which keeps the usual order;
 * SIFT skipped: after `gradient_skip_sift_after` frames in a row whose SIFT steps verified nothing, they are skipped
   (the dense search alone runs) except every `gradient_first_probe_every`-th frame, until they verify again.
+
+Keyframes have a third, for cost rather than failure: after `keyframe_dense_after_full` keyframes in a row that only
+the full-scale SIFT features or the dense search verified, the dense search runs first (same probe), on a drive too
+fast for optical flow to follow. In fog at 3 m a frame the half-scale look verifies unsure and full-scale SIFT (~110 ms
+of one core to detect) polishes it, ~250 ms of CPU a keyframe; the dense search verifies the same frames in ~90.
+Where flow follows, SIFT's poses start the chains (`flow_follows`).
 """
 from __future__ import annotations
 
@@ -29,17 +35,23 @@ class StepOrder:
         self.dense_only = 0  # frames in a row that only the dense search verified
         self.sift_fails = 0  # frames in a row whose SIFT steps ran and verified nothing
         self.sift_skips = 0  # frames whose SIFT steps were skipped since then
+        self.dear = 0  # frames in a row that only full-scale SIFT or the dense search verified (the keyframe rule)
 
     def begin(self) -> None:
         """A new frame: its steps are the usual ones until a rule says otherwise."""
         self.last = "usual"
 
-    def dense_first(self) -> bool:
+    def dense_first(self, keyframe: bool = False) -> bool:
         """Whether this frame runs the dense search first (asked first, once per frame that could run it)."""
-        after, n = self.config.gradient_first_after, self.dense_only
-        first = after > 0 and n >= after and (n - after + 1) % self.config.gradient_first_probe_every != 0
+        cfg = self.config
+        first = self._due(cfg.gradient_first_after, self.dense_only) or \
+            keyframe and self._due(cfg.keyframe_dense_after_full, self.dear)
         self.last = "dense first" if first else self.last
         return first
+
+    def _due(self, after: int, n: int) -> bool:
+        """A rule that counted `n` frames is due this frame: on (after > 0), reached, and this is not its probe."""
+        return after > 0 and n >= after and (n - after + 1) % self.config.gradient_first_probe_every != 0
 
     def sift(self) -> bool:
         """Whether this frame runs the SIFT steps (asked once per frame: a skip is counted)."""
@@ -52,19 +64,29 @@ class StepOrder:
         self.last = "SIFT skipped" if self.last == "usual" else f"{self.last}, SIFT skipped"
         return False
 
-    def sift_ran(self, verified: bool, tracked: bool = False) -> None:
+    def sift_ran(self, verified: bool, tracked: bool = False, full: bool = False) -> None:
         """The SIFT steps ran; `tracked` (keyframes only): only map-point tracking verified, which leaves both counts
         as they were. Why: at night tracking answers every other keyframe from the dense search's points, and
         counted as SIFT verifying it kept the dense search last, behind ~250 ms of failing SIFT steps (validation
         town 7, 30 Hz night keyframes: median 324 -> 122 ms, 83 -> 94 % within 0.25 m). Inline it stays counted:
         there each frame's own pose is published, and on a held-out 3 m night drive the dense poses that ran
-        first were 0.2-0.27 m off where tracking had found 2-6 cm (75 -> 70 % within 0.25 m)."""
+        first were 0.2-0.27 m off where tracking had found 2-6 cm (75 -> 70 % within 0.25 m). `full`: the
+        full-scale features were computed (the keyframe rule counts what they alone verified)."""
         if tracked:
             return
         self.sift_fails, self.sift_skips = (0, 0) if verified else (self.sift_fails + 1, self.sift_skips)
         if verified:
-            self.dense_only = 0
+            self.dense_only, self.dear = 0, self.dear + 1 if full else 0
+
+    def flow_follows(self) -> None:
+        """Optical flow posed this keyframe (a renewal), or the camera moves slowly enough for it to follow
+        (verify/flow_chain.FlowChain.outruns_flow, unknown speed counted as slow): there a dense pose,
+        which hands no map points on to the next chain (verify/flow.next_seed), would cut the chains short
+        (validation town 13's `fog_dense` at 30 Hz, four replays: 47.9 -> 0 % within 0.25 m). The keyframe rule's
+        count restarts."""
+        self.dear = 0
 
     def dense_verified(self) -> None:
         """The dense search verified a frame nothing else did."""
         self.dense_only += 1
+        self.dear += 1

@@ -182,6 +182,8 @@ class Verifier:
         grey = to_grey(rgb) if self.config.flow_frames > 0 and not keyframe else None  # only flow reads it
         flow = self.chain.follow(grey, stamp, cam)  # verify/flow_chain.py; else a guide for prior_step.py:
         flow = flow or self._prior.answer(self, rgb, prior or self.chain.guess(grey, stamp, cam), cam)
+        if keyframe and (prior is not None or not self.chain.outruns_flow()):
+            self._order.flow_follows()
         best, attempts, used = (flow, [flow], None) if flow is not None else \
             self._steps(rgb, ks, cam, previous, stamp, dense, keyframe)
         if best.verified and used is not None and not best.dense and not best.polished and not self._late():
@@ -222,7 +224,7 @@ class Verifier:
         order.begin()
         dense_on = dense and cfg.gradient_candidates > 0 and self.map.map_geometry.gradients is not None and bool(ks)
         attempts = self._dense_attempts(rgb, ks[: cfg.gradient_candidates], cam, None) \
-            if dense_on and order.dense_first() else []  # the first step always runs: the time box starts after
+            if dense_on and order.dense_first(keyframe) else []  # the first step always runs: the time box starts after
         early, best = bool(attempts), verified_or(attempts, Verification("too_few_inliers"))
         if best.verified:
             order.dense_verified()
@@ -256,7 +258,8 @@ class Verifier:
                 best = answer or (self._sift_steps(query, ks, cam, previous, stamp, attempts)
                                   if len(query) >= cfg.min_inliers else Verification("no_features"))
             best = answer or best
-            order.sift_ran(best.verified, tracked=keyframe and best.verified and best.hops > 0)
+            order.sift_ran(best.verified, tracked=keyframe and best.verified and best.hops > 0,
+                           full=query is not None and not best.dense)
         if self.learned is not None and not best.verified and not self._late():
             found, answer = self.learned.attempts(rgb, ks, self.map.positions, self.map.quats, cam, self._solve,
                                                   agree=self._agree)
