@@ -123,7 +123,7 @@ class VerifyConfig:
     #                                   verified poses x frame interval > flow_max_step_m: 3 m a frame), after this
     #                                   many in a row that only full-scale SIFT or the dense search verified (the
     #                                   half-scale look did not verify surely): ~90 ms of CPU a fog keyframe against
-    #                                   ~250, but a daylight keyframe of the test town verified 0.66 m off; 0: off
+    #                                   ~250, but a late hint of the test town's 3 m daylight drive 0.66 m off; 0: off
     #                                   (the default; verify/order.py, docs/notes/pose.md)
     keyframe_dark_sift: bool = False  # ... and a dark one runs the full-scale SIFT steps after a failed dense
     #                                   search, next or first (off: none, as in clutter; validation night drives at

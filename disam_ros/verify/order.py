@@ -12,12 +12,11 @@ within reach of a drive that leaves the weather:
   (the dense search alone runs) except every `gradient_first_probe_every`-th frame, until they verify again.
 
 Keyframes may have a third (off by default), for cost rather than failure: after `keyframe_dense_after_full`
-keyframes in a row that only
-the full-scale SIFT features or the dense search verified, the dense search runs first (same probe), on a drive too
-fast for optical flow to follow. In fog at 3 m a frame the half-scale look verifies unsure and full-scale SIFT (~110 ms
-of one core to detect) polishes it, ~250 ms of CPU a keyframe; the dense search verifies the same frames in ~90.
-Where flow follows, SIFT's poses start the chains (`flow_follows`). Off because a dense pose is the rougher one: a
-daylight keyframe of the test town went first to the search and was verified 0.66 m off.
+keyframes in a row that only the full-scale SIFT features or the dense search verified, the dense search runs first
+(same probe), on a drive too fast for optical flow to follow. In fog at 3 m a frame the half-scale look verifies
+unsure and full-scale SIFT (~110 ms of one core to detect) polishes it, ~250 ms of CPU a keyframe; the dense search
+verifies the same frames in ~90. Where flow follows, SIFT's poses start the chains (`flow_follows`). Off because a
+dense pose is the rougher one: with it on, a late hint of the test town's 3 m daylight drive came 0.66 m off.
 """
 from __future__ import annotations
 
