@@ -416,18 +416,20 @@ def test_in_clutter_a_keyframe_whose_dense_search_ran_first_and_failed_runs_no_s
 
 def test_after_a_keyframe_only_full_scale_sift_verified_the_next_keyframe_runs_the_dense_search_first(town):
     """`keyframe_dense_after_full` 1, on a drive too fast for optical flow (the frame loop's frames 0.1 s apart, the
-    keyframes' verified poses one map image, ~2 m, apart in 0.1 s: ~2 m a frame, flow_max_step_m 1): keyframes
-    verified with the full-scale features alone (no half-scale look here: the frame is narrower than
-    `first_min_width_px`) put the dense search first once the speed is known, and it verifies alone, metric. The
-    usual order stays when the rule is off, when a half-scale look verifies, or on a drive flow can follow (frames
-    0.01 s apart), where a dense pose would start flow chains without map points."""
+    keyframes' verified poses one map image, ~2 m, apart in 0.1 s: ~2 m a frame, flow_max_step_m 1): keyframes whose
+    half-scale look verified unsure (`first_min_inliers` out of reach) and that full-scale SIFT then polished put
+    the dense search first once the speed is known, and it verifies alone, metric. The usual order stays when the
+    rule is off, when a half-scale look verifies surely, when no look ran (a frame narrower than
+    `first_min_width_px` at half scale: full-scale SIFT is then the first step, not a dear second one), or on a
+    drive flow can follow (frames 0.01 s apart), where a dense pose would start flow chains without map points. With
+    the tracker's top speed given, the second keyframe's candidate place already tells the drive's speed."""
     _, _, m = town
     (a, _, _), (b, pos, quat) = (_render_beside(town, k, "sunny") for k in (10, 11))
-    cfg = VerifyConfig(first_min_width_px=10_000, gradient_first_after=0, keyframe_dense_after_full=1,
-                       gradient_first_probe_every=50)
+    cfg = VerifyConfig(first_min_width_px=160, first_min_inliers=10_000, first_polish_half=False,
+                       gradient_first_after=0, keyframe_dense_after_full=1, gradient_first_probe_every=50)
 
-    def drive(config: VerifyConfig, frame_dt: float = 0.1) -> list:
-        v = Verifier(m, config)
+    def drive(config: VerifyConfig, frame_dt: float = 0.1, top_speed: float = 0.0) -> list:
+        v = Verifier(m, config, max_speed_mps=top_speed)
         cam = v.camera_for(a.shape[1], a.shape[0])[0]
         for t in (0.0, frame_dt):  # the frame loop's frames (nothing to follow)
             v.chain.follow(np.zeros(a.shape[:2], np.uint8), t, cam)
@@ -443,6 +445,13 @@ def test_after_a_keyframe_only_full_scale_sift_verified_the_next_keyframe_runs_t
                                                              (True, True, "dense first")]
     assert len(fast[2].attempts) == 1
     assert float(np.linalg.norm(fast[2].position - pos)) < 0.25 and float(quat_angle_deg(fast[2].quat, quat)) < 2.0
-    for out in (drive(replace(cfg, keyframe_dense_after_full=0)), drive(replace(cfg, first_min_width_px=160)),
-                drive(cfg, frame_dt=0.01)):
+    for out in (drive(replace(cfg, keyframe_dense_after_full=0)), drive(replace(cfg, first_min_inliers=15)),
+                drive(replace(cfg, first_min_width_px=10_000)), drive(cfg, frame_dt=0.01),
+                drive(cfg, frame_dt=0.01, top_speed=15.0)):
         assert [(o.verified, o.dense, o.order) for o in out] == [(True, False, "usual")] * 3
+    # with the tracker's top speed known, the second keyframe's candidate place (~2 m from the first pose in 0.1 s:
+    # min(20, 15) m/s x 0.1 s = 1.5 m a frame) already says the drive outruns flow (FlowChain.outruns_flow)
+    early = drive(cfg, top_speed=15.0)
+    want = [(True, False, "usual")] + [(True, True, "dense first")] * 2
+    assert [(o.verified, o.dense, o.order) for o in early] == want
+    assert float(np.linalg.norm(early[1].position - pos)) < 0.25 and float(quat_angle_deg(early[1].quat, quat)) < 2.0

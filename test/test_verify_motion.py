@@ -73,6 +73,41 @@ def test_the_speed_between_the_last_two_references_and_whether_flow_can_follow_i
     assert not chain.outruns_flow() and math.isnan(chain.frame_dt)
 
 
+def test_before_the_second_verified_pose_the_nearest_candidate_place_bounds_the_speed():
+    """MotionGate.speed_to by hand (the nearest of the places: 3-4-5 m in 0.5 s = 10 m/s), and FlowChain.outruns_flow
+    with a keyframe's candidate places while the speed between verified poses is unknown: that lower bound, capped
+    at the tracker's top speed (12 m/s here), times the frame interval. A 3 m drive (frames 0.3 s apart) outruns
+    flow from its second keyframe on; a camera-rate one (0.05 s: at most 12 x 0.05 = 0.6 m a frame) never does,
+    however far retrieval put the candidates."""
+    from disam_ros.verify.config import VerifyConfig
+    from disam_ros.verify.flow_chain import FlowChain
+    from disam_ros.verify.motion import SPEED_GAP_S
+
+    gate = MotionGate(max_speed_mps=10.0, slack_m=2.0, window_s=1.0)
+    far_near = np.array([[30.0, 40.0, 0.0], [3.0, 4.0, 0.0]])
+    assert math.isnan(gate.speed_to(far_near, 1.0))  # no reference
+    gate.accept(np.zeros(3), 1.0)
+    assert gate.speed_to(far_near, 1.5) == pytest.approx(10.0)  # the nearer: 5 m in 0.5 s
+    assert math.isnan(gate.speed_to(far_near, 1.0)) and math.isnan(gate.speed_to(far_near, 1.0 + SPEED_GAP_S + 0.1))
+    assert math.isnan(gate.speed_to(np.zeros((0, 3)), 1.5)) and math.isnan(gate.speed_to(far_near, math.nan))
+
+    def chain_at(frame_dt: float) -> FlowChain:
+        chain = FlowChain(VerifyConfig(flow_max_step_m=1.0), 12.0, lambda k: np.zeros((0, 3)))
+        for t in (0.0, frame_dt):
+            chain.follow(np.zeros((4, 4), np.uint8), t, None)
+        chain.motion.accept(np.zeros(3), 1.0)  # the first verified keyframe
+        return chain
+
+    fast, slow = chain_at(0.3), chain_at(0.05)
+    assert fast.outruns_flow(far_near, 1.5)  # min(10, 12) m/s x 0.3 s = 3 m a frame
+    assert not fast.outruns_flow(np.array([[1.0, 0.0, 0.0]]), 1.5)  # 2 m/s x 0.3 s = 0.6 m
+    assert not fast.outruns_flow() and not fast.outruns_flow(far_near)  # no places, or no stamp: unknown
+    assert not slow.outruns_flow(far_near, 1.5)  # 10 m/s x 0.05 s = 0.5 m
+    assert not slow.outruns_flow(far_near * 100.0, 1.5)  # 1 km off: capped at 12 m/s x 0.05 s = 0.6 m
+    fast.motion.accept(np.array([0.5, 0.0, 0.0]), 2.0)  # a second verified pose: 0.5 m/s, the places no longer read
+    assert not fast.outruns_flow(far_near, 2.5)
+
+
 def test_off_at_zero_speed_and_bad_values_refused():
     gate = MotionGate(0.0, 2.0, 1.0)
     gate.accept(np.zeros(3), 0.0)

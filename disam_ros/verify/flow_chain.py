@@ -52,6 +52,7 @@ class FlowChain:
     def __init__(self, config: VerifyConfig, max_speed_mps: float, map_points: Callable[[int], np.ndarray]) -> None:
         c = self.config = config
         self.motion = MotionGate(max_speed_mps * c.motion_speed_factor, c.motion_slack_m, c.motion_window_s)
+        self.max_speed_mps = max_speed_mps  # the tracker's top speed (0: single mode, no motion known)
         self._map_points = map_points
         self._seed: FlowSeed | None = None
         self._lock = threading.Lock()
@@ -97,12 +98,18 @@ class FlowChain:
                 self._published.append((stamp, v))
         return v
 
-    def outruns_flow(self) -> bool:
+    def outruns_flow(self, places: np.ndarray | None = None, stamp: float = math.nan) -> bool:
         """The camera moves farther between two frames than flow follows (flow_max_step_m): the speed between the
-        last two verified poses times the frame loop's frame interval. False while either is unknown (a drive's
-        first two keyframes: a keyframe that could not be followed looks the same there as one whose pose was
-        too rough to seed a chain)."""
-        return self.motion.speed_mps * self.frame_dt > self.config.flow_max_step_m
+        last two verified poses times the frame loop's frame interval. Before a drive's second verified pose, the
+        speed from its first to the nearest of `places` (a keyframe's candidate places at `stamp`), at most the
+        tracker's top speed: a lower bound when retrieval put one candidate where the camera is, and capped so that
+        a camera-rate drive (at most 15 m/s x 43 ms = 0.65 m a frame) is never judged too fast, whatever retrieval
+        says. False while all is unknown (a keyframe that could not be followed looks the same as one whose pose
+        was too rough to seed a chain)."""
+        speed = self.motion.speed_mps
+        if not math.isfinite(speed) and places is not None:
+            speed = min(self.motion.speed_to(places, stamp), self.max_speed_mps)
+        return speed * self.frame_dt > self.config.flow_max_step_m
 
     def guess(self, grey: np.ndarray | None, stamp: float, cam: Intrinsics) -> tuple[np.ndarray, np.ndarray] | None:
         """The pose flow follows a seed whose hops are spent to, the chain left as it is: the guide of the full

@@ -53,6 +53,14 @@ class MotionGate:
         d = float(np.linalg.norm(np.asarray(position, np.float64) - self._position))
         return d if d > allowed_jump_m(dt, self.max_speed_mps, self.slack_m) else None
 
+    def speed_to(self, positions: np.ndarray, stamp: float) -> float:
+        """The speed (m/s) from the reference to the nearest of `positions` (N,3) at `stamp`: a lower bound on the
+        camera's speed when it is at one of them (NaN: no reference, none given, or not 0 < dt <= SPEED_GAP_S)."""
+        dt = stamp - self._stamp if self._position is not None and math.isfinite(stamp) else math.nan
+        if not 0.0 < dt <= SPEED_GAP_S or len(positions) == 0:
+            return math.nan
+        return float(np.linalg.norm(np.asarray(positions, np.float64) - self._position, axis=1).min()) / dt
+
     @property
     def started(self) -> bool:
         """A verified pose with a stamp has been accepted since the drive began (reset)."""

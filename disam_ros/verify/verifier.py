@@ -182,7 +182,7 @@ class Verifier:
         grey = to_grey(rgb) if self.config.flow_frames > 0 and not keyframe else None  # only flow reads it
         flow = self.chain.follow(grey, stamp, cam)  # verify/flow_chain.py; else a guide for prior_step.py:
         flow = flow or self._prior.answer(self, rgb, prior or self.chain.guess(grey, stamp, cam), cam)
-        if keyframe and (prior is not None or not self.chain.outruns_flow()):
+        if keyframe and (prior is not None or not self.chain.outruns_flow(self.map.positions[ks], stamp)):
             self._order.flow_follows()
         best, attempts, used = (flow, [flow], None) if flow is not None else \
             self._steps(rgb, ks, cam, previous, stamp, dense, keyframe)
@@ -259,7 +259,7 @@ class Verifier:
                                   if len(query) >= cfg.min_inliers else Verification("no_features"))
             best = answer or best
             order.sift_ran(best.verified, tracked=keyframe and best.verified and best.hops > 0,
-                           full=query is not None and not best.dense)
+                           full=query is not None and not best.dense and bool(looks))
         if self.learned is not None and not best.verified and not self._late():
             found, answer = self.learned.attempts(rgb, ks, self.map.positions, self.map.quats, cam, self._solve,
                                                   agree=self._agree)
