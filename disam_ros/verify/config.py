@@ -121,9 +121,9 @@ class VerifyConfig:
     #                                    first keyframes come before the rules above count anything
     keyframe_dense_after_full: int = 1  # ... and, for keyframes on a drive too fast for optical flow (speed between
     #                                   verified poses, or to the nearest candidate place, x frame interval >
-    #                                   flow_max_step_m: 3 m a frame), after this many in a row whose half-scale look
-    #                                   ran and that only full-scale SIFT or the dense search verified: ~90 ms of CPU
-    #                                   a 3 m fog keyframe against 280-390 (verify/order.py, docs/notes/pose.md); 0: off
+    #                                   flow_max_step_m: 3 m a frame), after this many in a row that only the dense
+    #                                   search verified, or only full-scale SIFT after a half-scale look ran: ~90 ms of
+    #                                   CPU a 3 m fog keyframe against 280-390 (verify/order.py, docs/notes/pose.md)
     keyframe_dark_sift: bool = False  # ... and a dark one runs the full-scale SIFT steps after a failed dense
     #                                   search, next or first (off: none, as in clutter; validation night drives at
     #                                   30 Hz: keyframes 20-45 % faster, answers verified off halved, within 0.25 m

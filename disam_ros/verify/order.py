@@ -11,8 +11,8 @@ within reach of a drive that leaves the weather:
 * SIFT skipped: after `gradient_skip_sift_after` frames in a row whose SIFT steps verified nothing, they are skipped
   (the dense search alone runs) except every `gradient_first_probe_every`-th frame, until they verify again.
 
-Keyframes have a third, for cost rather than failure: after `keyframe_dense_after_full` keyframes in a row whose
-half-scale look ran and that only the full-scale SIFT features or the dense search verified, the dense search runs
+Keyframes have a third, for cost rather than failure: after `keyframe_dense_after_full` keyframes in a row that only
+the dense search verified, or only the full-scale SIFT features after a half-scale look ran, the dense search runs
 first (same probe), on a drive too fast for optical flow to follow. In fog at 3 m a frame the half-scale look
 verifies unsure and full-scale SIFT (~110 ms of one core to detect) polishes it or fails before the dense search
 verifies, 280-390 ms of CPU a keyframe; the dense search verifies the same frames in ~90. Where flow follows, SIFT's
