@@ -74,9 +74,8 @@ class MotionGate:
     def accept(self, position: np.ndarray, stamp: float) -> None:
         """A published verified pose becomes the reference (an unknown stamp clears it: nothing to bound by)."""
         ok = math.isfinite(stamp)
-        dt = stamp - self._stamp if ok and self._position is not None else math.nan
-        if 0.0 < dt <= SPEED_GAP_S:
-            self.speed_mps = float(np.linalg.norm(np.asarray(position, np.float64) - self._position)) / dt
+        speed = self.speed_to(np.asarray(position, np.float64)[None], stamp)
+        self.speed_mps = speed if math.isfinite(speed) else self.speed_mps  # a gap too long keeps the last one
         self._position = np.asarray(position, np.float64).copy() if ok else None
         self._stamp = stamp if ok else math.nan
         self._started = self._started or ok
