@@ -455,7 +455,8 @@ def test_after_two_blind_looks_the_look_runs_every_fourth_frame_until_one_verifi
     """`first_probe_every` = 4, by hand: with a wrong first place the look verifies nothing; frames 1 and 2 look,
     then only every fourth frame counted from the first miss (5, 9, 13); a verified look (the right place) resets
     it, so the frame after looks again; so does `reset()` (a new drive). A look that verifies without being sure
-    is not blind: with such looks every frame looks."""
+    is not blind: with such looks every frame looks. A frame whose look was skipped as blind counts as tried (the
+    keyframe rule counts its full-scale SIFT as dear); one too narrow for any look does not."""
     from disam_ros.verify.verifier import Verifier
 
     world, m = verify_world
@@ -473,12 +474,15 @@ def test_after_two_blind_looks_the_look_runs_every_fourth_frame_until_one_verifi
         return any(a.scale == 0.5 for a in probe.verify(rgb, candidates).attempts)
 
     probe.reset()
-    assert [looked(wrong) for _ in range(13)] == [i in (1, 2, 5, 9, 13) for i in range(1, 14)]
+    assert [(looked(wrong), probe._looks.tried) for _ in range(13)] == [(i in (1, 2, 5, 9, 13), True)
+                                                                          for i in range(1, 14)]  # skipped as blind
     assert not looked(wrong) and not looked(wrong) and not looked(wrong)  # 14-16 skipped; 17 is a probe:
     assert probe.verify(rgb, [k]).scale == 0.5  # ... and sure
     assert looked(wrong) and looked(wrong) and not looked(wrong)  # two misses again, then skipping
     probe.reset()
     assert looked(wrong)
+    wide = Verifier(m, replace(cfg, first_min_width_px=10_000))  # narrower than that at half scale: no look applies
+    assert not any(a.scale == 0.5 for a in wide.verify(rgb, wrong).attempts) and not wide._looks.tried  # not blind
     always = Verifier(m, replace(cfg, first_probe_every=1))
     assert all(any(a.scale == 0.5 for a in always.verify(rgb, wrong).attempts) for _ in range(5))
     unsure = Verifier(m, replace(cfg, first_max_std_m=1e-6, first_polish_inliers=0))  # verified, never sure

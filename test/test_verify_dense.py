@@ -418,7 +418,8 @@ def test_after_a_keyframe_only_full_scale_sift_verified_the_next_keyframe_runs_t
     """`keyframe_dense_after_full` 1, on a drive too fast for optical flow (the frame loop's frames 0.1 s apart, the
     keyframes' verified poses one map image, ~2 m, apart in 0.1 s: ~2 m a frame, flow_max_step_m 1): keyframes whose
     half-scale look verified unsure (`first_min_inliers` out of reach) and that full-scale SIFT then polished put
-    the dense search first once the speed is known, and it verifies alone, metric. The usual order stays when the
+    the dense search first once the speed is known, and it verifies alone, metric; so do keyframes whose looks
+    were skipped as blind and that full-scale SIFT verified. The usual order stays when the
     rule is off, when a half-scale look verifies surely, when no look ran (a frame narrower than
     `first_min_width_px` at half scale: full-scale SIFT is then the first step, not a dear second one), or on a
     drive flow can follow (frames 0.01 s apart), where a dense pose would start flow chains without map points. With
@@ -428,8 +429,9 @@ def test_after_a_keyframe_only_full_scale_sift_verified_the_next_keyframe_runs_t
     cfg = VerifyConfig(first_min_width_px=160, first_min_inliers=10_000, first_polish_half=False,
                        gradient_first_after=0, keyframe_dense_after_full=1, gradient_first_probe_every=50)
 
-    def drive(config: VerifyConfig, frame_dt: float = 0.1, top_speed: float = 0.0) -> list:
+    def drive(config: VerifyConfig, frame_dt: float = 0.1, top_speed: float = 0.0, blind: bool = False) -> list:
         v = Verifier(m, config, max_speed_mps=top_speed)
+        v._looks.misses = 2 if blind else 0  # two blind looks before: the looks are skipped (first_probe_every 50)
         cam = v.camera_for(a.shape[1], a.shape[0])[0]
         for t in (0.0, frame_dt):  # the frame loop's frames (nothing to follow)
             v.chain.follow(np.zeros(a.shape[:2], np.uint8), t, cam)
@@ -445,6 +447,9 @@ def test_after_a_keyframe_only_full_scale_sift_verified_the_next_keyframe_runs_t
                                                              (True, True, "dense first")]
     assert len(fast[2].attempts) == 1
     assert float(np.linalg.norm(fast[2].position - pos)) < 0.25 and float(quat_angle_deg(fast[2].quat, quat)) < 2.0
+    # looks skipped as blind (fog at 3 m): full-scale SIFT verifying alone counts, even where a look would be sure
+    assert [(o.verified, o.dense, o.order) for o in drive(replace(cfg, first_min_inliers=15, first_probe_every=50),
+                                                          blind=True)] == [(o.verified, o.dense, o.order) for o in fast]
     for out in (drive(replace(cfg, keyframe_dense_after_full=0)), drive(replace(cfg, first_min_inliers=15)),
                 drive(replace(cfg, first_min_width_px=10_000)), drive(cfg, frame_dt=0.01),
                 drive(cfg, frame_dt=0.01, top_speed=15.0)):

@@ -111,8 +111,8 @@ VERIFY_OPTIONS = (
     ("--keyframe-dense-dark", "keyframe_dense_dark", non_negative_float, "... and one whose mean grey is below this "
      "(0-255) runs it before them (0: off)"),
     ("--keyframe-dense-after-full", "keyframe_dense_after_full", non_negative_int, "... and, for keyframes on a drive "
-     "too fast for optical flow, first after this many in a row only full-scale SIFT after a half-scale look or it "
-     "verified (default 1; 0: off)"),
+     "too fast for optical flow, first after this many in a row only full-scale SIFT after a half-scale look (run or "
+     "skipped as blind) or it verified (default 1; 0: off)"),
     ("--keyframe-dark-sift", "keyframe_dark_sift", on_off, "... and, in the dark, the full-scale SIFT steps after "
      "it when it fails (on/off; off: none, as in clutter)"),
     ("--flow-frames", "flow_frames", non_negative_int, "sequence/window: frames in a row tracked by optical flow "

@@ -122,8 +122,9 @@ class VerifyConfig:
     keyframe_dense_after_full: int = 1  # ... and, for keyframes on a drive too fast for optical flow (speed between
     #                                   verified poses, or to the nearest candidate place, x frame interval >
     #                                   flow_max_step_m: 3 m a frame), after this many in a row that only the dense
-    #                                   search verified, or only full-scale SIFT after a half-scale look ran: ~90 ms of
-    #                                   CPU a 3 m fog keyframe, not 280-390; 0: off (verify/order.py, notes/pose.md)
+    #                                   search verified, or only full-scale SIFT after a half-scale look ran (or was
+    #                                   skipped as blind): ~90 ms of CPU a 3 m fog keyframe, not 280-390; 0: off
+    #                                   (verify/order.py, notes/pose.md)
     keyframe_dark_sift: bool = False  # ... and a dark one runs the full-scale SIFT steps after a failed dense
     #                                   search, next or first (off: none, as in clutter; validation night drives at
     #                                   30 Hz: keyframes 20-45 % faster, answers verified off halved, within 0.25 m

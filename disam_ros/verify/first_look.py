@@ -57,9 +57,11 @@ class FirstLook:
         self.config = config
         self.misses = 0  # frames in a row whose looks verified nothing (or were skipped after such)
         self.keypoints = 0  # the latest looks' half-scale keypoints (kept through the frames that skip them)
+        self.tried = False  # the latest frame's looks ran, or were skipped as blind (not: none apply to it)
 
     def reset(self) -> None:
         self.misses = self.keypoints = 0
+        self.tried = False
 
     def hopeless(self, rgb: np.ndarray, sift: SiftConfig) -> str:
         """Why the full-scale SIFT steps would see no more than the latest looks, which verified nothing (or were
@@ -80,15 +82,18 @@ class FirstLook:
         when off, when the image would be narrower than `first_min_width_px` at that scale, or on the frames
         `first_probe_every` skips after two blind ones (no look verified: night, rain, snow; an unsure look still
         polishes at dusk). Returns the looks, the sure one (None: the full-scale steps then run as if no look had
-        been tried) and the half-scale features."""
+        been tried) and the half-scale features. `tried` says whether the looks ran or were skipped as blind (a
+        frame no look applies to is neither)."""
         cfg = self.config
+        self.tried = False
         if cfg.first_scale >= 1.0 or not ks:
-            return [], None, None
-        if self.misses >= 2 and self.misses % cfg.first_probe_every:
-            self.misses += 1
             return [], None, None
         sift = half_sift(verifier.sift, cfg, rgb)
         if sift is None:
+            return [], None, None
+        self.tried = True
+        if self.misses >= 2 and self.misses % cfg.first_probe_every:
+            self.misses += 1
             return [], None, None
         query = verifier._features(rgb, sift)
         self.keypoints = len(query)

@@ -12,13 +12,14 @@ within reach of a drive that leaves the weather:
   (the dense search alone runs) except every `gradient_first_probe_every`-th frame, until they verify again.
 
 Keyframes have a third, for cost rather than failure: after `keyframe_dense_after_full` keyframes in a row that only
-the dense search verified, or only the full-scale SIFT features after a half-scale look ran, the dense search runs
-first (same probe), on a drive too fast for optical flow to follow. In fog at 3 m a frame the half-scale look
-verifies unsure and full-scale SIFT (~110 ms of one core to detect) polishes it or fails before the dense search
-verifies, 280-390 ms of CPU a keyframe; the dense search verifies the same frames in ~90. Where flow follows, SIFT's
-poses start the chains (`flow_follows`). Where no look ran (a frame too narrow for one) full-scale SIFT is the first
-step, not a dear second one, and a dense pose only the rougher answer (the test town's 320x240 daylight drive: a
-late hint 0.66 m off when those keyframes counted).
+the dense search verified, or only the full-scale SIFT features after a half-scale look ran or was skipped as blind,
+the dense search runs first (same probe), on a drive too fast for optical flow to follow. In fog at 3 m a frame the
+half-scale look verifies unsure and full-scale SIFT (~110 ms of one core to detect) polishes it or fails before the
+dense search verifies, 280-390 ms of CPU a keyframe; the dense search verifies the same frames in ~90. Once the
+looks are skipped as blind, full-scale SIFT alone costs 110-145 ms a keyframe there (demo town, `disam-bench node`).
+Where flow follows, SIFT's poses start the chains (`flow_follows`). Where no look ran (a frame too narrow for one)
+full-scale SIFT is the first step, not a dear second one, and a dense pose only the rougher answer (the test town's
+320x240 daylight drive: a late hint 0.66 m off when those keyframes counted).
 """
 from __future__ import annotations
 
@@ -74,8 +75,8 @@ class StepOrder:
         town 7, 30 Hz night keyframes: median 324 -> 122 ms, 83 -> 94 % within 0.25 m). Inline it stays counted:
         there each frame's own pose is published, and on a held-out 3 m night drive the dense poses that ran
         first were 0.2-0.27 m off where tracking had found 2-6 cm (75 -> 70 % within 0.25 m). `full`: the
-        full-scale features were computed after a half-scale look (the keyframe rule counts what they alone
-        verified)."""
+        full-scale features were computed after a half-scale look, or where the looks were skipped as blind (the
+        keyframe rule counts what they alone verified)."""
         if tracked:
             return
         self.sift_fails, self.sift_skips = (0, 0) if verified else (self.sift_fails + 1, self.sift_skips)

@@ -259,7 +259,7 @@ class Verifier:
                                   if len(query) >= cfg.min_inliers else Verification("no_features"))
             best = answer or best
             order.sift_ran(best.verified, tracked=keyframe and best.verified and best.hops > 0,
-                           full=query is not None and not best.dense and bool(looks))
+                           full=query is not None and not best.dense and self._looks.tried)
         if self.learned is not None and not best.verified and not self._late():
             found, answer = self.learned.attempts(rgb, ks, self.map.positions, self.map.quats, cam, self._solve,
                                                   agree=self._agree)
