@@ -7,7 +7,8 @@ Dark keyframes (`prior_dense_dark`): a frame rendered in snow at a known pose, w
 answered by one dense search of the map image nearest its guide, metric and without any SIFT detection; the
 answer is held to the guide (`polish_max_shift_m`); a bright frame pools half-scale SIFT features first and is then
 searched densely before any full-scale detection (`prior_dense_before_full`); with both rules off the SIFT pools
-run at both scales; a guide at a far place finds nothing, and the query's grid is computed once a frame."""
+run at both scales; a guide at a far place finds nothing (and, once the dense search around it failed, costs no
+full-scale detection), and the query's grid is computed once a frame."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -326,3 +327,24 @@ def test_a_failed_search_around_the_guide_shares_its_grid_with_the_dense_search_
                                                                             np.asarray(m.quats[far])))
     assert v.verified and v.dense and v.order != "around the flow pose" and grids == [1]
     assert float(np.linalg.norm(v.position - pos)) < 0.25 and float(quat_angle_deg(v.quat, quat)) < 2.0
+
+
+def test_where_the_search_around_the_guide_fails_no_full_scale_sift_is_pooled_around_it(rendered, monkeypatch):
+    """Guided from the farthest map image, bright or dark: the dense search around the guide finds nothing, and the
+    step gives up after the half-scale pool, without a full-scale detection (a guide the dense search cannot
+    confirm is off; full-scale SIFT around it pooled nothing on any traced drive). Without a dense search around
+    the guide (`prior_dense_before_full` off, bright) the full-scale pool still runs."""
+    from disam_ros.verify.prior_step import PriorStep
+    from disam_ros.verify.verifier import Verifier
+
+    _, _, m = rendered
+    rgb, pos, _ = _beside(rendered, 10, "snow")
+    far = _far_place(m, pos)
+    guide = (np.asarray(m.positions[far], np.float64), np.asarray(m.quats[far], np.float64))
+    bright = replace(DARK, keyframe_dense_dark=float(rgb.mean()))
+    for cfg, want in ((bright, [0.5]), (DARK, [0.5]), (replace(bright, prior_dense_before_full=False), [0.5, 1.0])):
+        verifier = Verifier(m, cfg)
+        cam, _ = verifier.camera_for(rgb.shape[1], rgb.shape[0])
+        scales = _counting(monkeypatch)
+        assert PriorStep(cfg).answer(verifier, rgb, guide, cam) is None
+        assert [s / m.map_geometry.sift.scale for s in scales] == want, (cfg.keyframe_dense_dark, scales)
